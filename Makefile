@@ -1,0 +1,37 @@
+# segkit — `make demo` runs the main job on synthetic data; `make test` runs the tests.
+# Both create .venv and install segkit into it on first use.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+DEMO    ?= demo
+
+.PHONY: install demo test test-fast bench lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	bash scripts/demo.sh $(DEMO)
+
+test: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+test-fast: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest -q -m "not slow" tests
+
+bench: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python scripts/bench_prepare.py
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python scripts/bench_train.py
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python scripts/bench_infer.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check segkit tests scripts
+
+clean:
+	rm -rf $(VENV) $(DEMO) .pytest_cache

@@ -1,0 +1,11 @@
+"""`segkit train` (placeholder until its issue lands)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def train(ctx: typer.Context) -> None:
+    """Not available yet."""
+    typer.echo("error: 'train' is not available yet in this version of segkit", err=True)
+    raise typer.Exit(2)

@@ -1,0 +1,437 @@
+"""Every config schema of segkit, and ``load_config``: the only place that reads YAML.
+
+A config is one YAML file per dataset/run. Unknown keys are errors naming the dotted key and the closest valid
+key; wrong types name the key and the expected type. Overrides (``--set train.epochs=2``) go through the same
+validator. The resolved config (with every default) is what ``segkit config show`` prints and what each run
+writes beside its outputs.
+
+Example:
+    >>> cfg = load_config(Path("configs/demo.yaml"), overrides=["train.epochs=2"])
+    >>> cfg.train.epochs
+    2
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from segkit.errors import ConfigError
+
+RGB = tuple[int, int, int]
+Size2 = tuple[int, int]
+Range = tuple[float, float]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+# === Classes ===
+
+
+class ClassSpec(_Strict):
+    """One foreground class. Background is always id 0, colour (0, 0, 0), and is not listed."""
+
+    id: int = Field(ge=1, le=255, description="class id written in label maps (1..N)")
+    name: str = Field(min_length=1)
+    color: RGB = Field(description="RGB colour in the colour masks")
+
+    @field_validator("color")
+    @classmethod
+    def _check_color(cls, v: RGB) -> RGB:
+        if any(c < 0 or c > 255 for c in v):
+            raise ValueError("colour components must be 0..255")
+        if tuple(v) == (0, 0, 0):
+            raise ValueError("(0, 0, 0) is the background colour")
+        return v
+
+
+# === Prepare ===
+
+
+class SplitConfig(_Strict):
+    """Case-level split ratios (normalised to sum 1). With ``folds`` = K, cases are cut into K folds: fold
+    ``fold`` is the validation set, the test fraction is held out first."""
+
+    train: float = Field(0.7, ge=0)
+    valid: float = Field(0.15, ge=0)
+    test: float = Field(0.15, ge=0)
+    folds: int | None = Field(None, ge=2)
+    fold: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> SplitConfig:
+        if self.train + self.valid + self.test <= 0:
+            raise ValueError("split ratios must not all be zero")
+        if self.folds is not None and self.fold >= self.folds:
+            raise ValueError(f"fold {self.fold} is out of range for {self.folds} folds (0..{self.folds - 1})")
+        return self
+
+
+class PrepareConfig(_Strict):
+    """How volumes become 2D slices."""
+
+    axis: Literal[0, 1, 2] = Field(2, description="slicing axis after reorientation to RAS: 0 sagittal, 1 coronal, 2 axial")
+    size: Size2 = Field((512, 512), description="output slice size (height, width) in pixels")
+    ct_window: Range = Field((-1000.0, 1000.0), description="CT: HU window clipped then scaled to 0..255")
+    mr_percentiles: Range = Field((0.5, 99.5), description="MR: per-volume percentiles scaled to 0..255")
+    empty_slices: Literal["keep", "fraction", "drop"] = "fraction"
+    empty_fraction: float = Field(0.1, ge=0, le=1, description="share of label-free slices kept with 'fraction'")
+    label_map: dict[int, int] | None = Field(None, description="raw label value -> class id (0 = background)")
+    binary: bool = Field(False, description="merge every foreground label into one class")
+    unknown_labels: Literal["error", "background"] = "error"
+    split: SplitConfig = SplitConfig()
+
+    @field_validator("size")
+    @classmethod
+    def _check_size(cls, v: Size2) -> Size2:
+        if min(v) < 8:
+            raise ValueError("size must be at least 8x8")
+        return v
+
+    @field_validator("ct_window", "mr_percentiles")
+    @classmethod
+    def _check_range(cls, v: Range) -> Range:
+        if v[0] >= v[1]:
+            raise ValueError(f"low ({v[0]}) must be below high ({v[1]})")
+        return v
+
+
+# === Data ===
+
+
+class DataConfig(_Strict):
+    """Where the prepared dataset is and how slices are decoded for training."""
+
+    dir: Path = Field(Path("data"), description="dataset root holding train/, valid/, test/ (relative to cwd)")
+    image_size: Size2 = Field((512, 512), description="model input (height, width)")
+    channels: Literal[1, 3] = 3
+    mask_mode: Literal["color", "gray"] = Field("color", description="colour masks, or grayscale for binary tasks")
+    mask_tolerance: float = Field(60.0, ge=0, description="max RGB distance to a class colour (JPEG noise)")
+    gray_threshold: int = Field(128, ge=1, le=255)
+    context_slices: int = Field(0, ge=0, description="2.5D: neighbouring slices on each side as extra channels")
+    shuffle_buffer: int = Field(256, ge=1)
+
+
+# === Model ===
+
+
+class ModelConfig(_Strict):
+    """Architecture, picked by ``name`` from the model registry."""
+
+    name: str = "flexunet"
+    base_filters: int = Field(16, ge=1)
+    base_kernels: int = Field(7, ge=1, description="kernel size at level 0; max(k - 2*i, 3) at level i")
+    num_layers: int = Field(6, ge=2, le=10, description="resolution levels (num_layers - 1 poolings)")
+    dropout_rate: float = Field(0.05, ge=0, lt=1)
+    dilation: int = Field(1, ge=1)
+    max_filters: int | None = Field(None, ge=1)
+    norm: Literal["none", "batch", "group"] = "none"
+
+
+# === Loss ===
+
+
+class LossConfig(_Strict):
+    name: Literal["ce", "dice", "dice_ce", "focal", "tversky", "bce_dice"] = "dice_ce"
+    class_weights: tuple[float, ...] | None = None
+    focal_gamma: float = Field(2.0, ge=0)
+    tversky_alpha: float = Field(0.3, ge=0, le=1)
+    tversky_beta: float = Field(0.7, ge=0, le=1)
+
+
+# === Train ===
+
+
+class ReduceLRConfig(_Strict):
+    enabled: bool = True
+    factor: float = Field(0.5, gt=0, lt=1)
+    patience: int = Field(4, ge=0)
+    min_lr: float = Field(1e-7, ge=0)
+
+
+class EarlyStoppingConfig(_Strict):
+    enabled: bool = True
+    patience: int = Field(10, ge=0)
+
+
+class EpochInferConfig(_Strict):
+    enabled: bool = True
+    num_images: int = Field(6, ge=1)
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(2, ge=1)
+    learning_rate: float = Field(1e-4, gt=0)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    clipvalue: float | None = Field(0.5, gt=0)
+    steps_per_epoch: int | None = Field(None, ge=1)
+    validation_steps: int | None = Field(None, ge=1)
+    monitor: str = Field("val_fg_dice", description="metric for checkpoint, LR reduction, early stopping")
+    reduce_lr: ReduceLRConfig = ReduceLRConfig()
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    epoch_change_infer: EpochInferConfig = EpochInferConfig()
+    run_dir: Path = Field(Path("runs/default"), description="outputs of this run (relative to cwd)")
+    precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "auto"
+    jit_compile: bool = False
+
+
+# === Augment ===
+
+
+class Prob(_Strict):
+    p: float = Field(0.0, ge=0, le=1)
+
+
+class RotateAug(Prob):
+    limit: float = Field(15.0, ge=0, le=180, description="degrees")
+
+
+class ScaleAug(Prob):
+    range: Range = (0.85, 1.15)
+
+
+class ShearAug(Prob):
+    limit: float = Field(10.0, ge=0, le=45, description="degrees")
+
+
+class ElasticAug(Prob):
+    alpha: float = Field(30.0, ge=0, description="displacement magnitude in pixels")
+    sigma: float = Field(5.0, gt=0, description="smoothing of the displacement field in pixels")
+
+
+class GridAug(Prob):
+    num_steps: int = Field(5, ge=2)
+    limit: float = Field(0.2, ge=0, lt=1)
+
+
+class OpticalAug(Prob):
+    """Radial distortion: k > 0 barrel, k < 0 pincushion."""
+
+    k: Range = (-0.2, 0.2)
+
+
+class IntensityAug(Prob):
+    limit: float = Field(0.2, ge=0)
+
+
+class GammaAug(Prob):
+    range: Range = (0.8, 1.25)
+
+
+class NoiseAug(Prob):
+    std: float = Field(0.03, ge=0, description="fraction of the 0..1 intensity range")
+
+
+class BlurAug(Prob):
+    sigma: Range = (0.3, 1.2)
+
+
+class AugmentConfig(_Strict):
+    """Online augmentation; each transform fires with probability ``p`` (0 = off)."""
+
+    enabled: bool = True
+    hflip: Prob = Prob(p=0.5)
+    vflip: Prob = Prob(p=0.0)
+    rotate: RotateAug = RotateAug(p=0.3)
+    rotate90: Prob = Prob()
+    scale: ScaleAug = ScaleAug(p=0.3)
+    shear: ShearAug = ShearAug()
+    elastic: ElasticAug = ElasticAug()
+    grid_distortion: GridAug = GridAug()
+    optical_distortion: OpticalAug = OpticalAug()
+    brightness: IntensityAug = IntensityAug(p=0.2)
+    contrast: IntensityAug = IntensityAug(p=0.2)
+    gamma: GammaAug = GammaAug()
+    noise: NoiseAug = NoiseAug()
+    blur: BlurAug = BlurAug()
+
+
+# === Evaluate / infer ===
+
+
+class EvaluateConfig(_Strict):
+    split: Literal["train", "valid", "test"] = "test"
+    nsd_tolerance_mm: float = Field(1.0, ge=0)
+    output_dir: Path | None = Field(None, description="default: <run_dir>/evaluation")
+
+
+class InferConfig(_Strict):
+    batch_size: int = Field(8, ge=1)
+    overlap: float = Field(0.5, ge=0, lt=1, description="sliding-window overlap for images larger than the model")
+    tta: bool = Field(False, description="flip test-time augmentation")
+    largest_component: bool = False
+    alpha: float = Field(0.5, ge=0, le=1, description="overlay opacity")
+
+
+# === Root ===
+
+
+class Config(_Strict):
+    """A whole segkit config (one YAML file)."""
+
+    name: str = "segkit"
+    seed: int = 42
+    modality: Literal["ct", "mr"] = "ct"
+    classes: tuple[ClassSpec, ...]
+    prepare: PrepareConfig = PrepareConfig()
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    train: TrainConfig = TrainConfig()
+    augment: AugmentConfig = AugmentConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    infer: InferConfig = InferConfig()
+
+    @field_validator("classes")
+    @classmethod
+    def _check_classes(cls, v: tuple[ClassSpec, ...]) -> tuple[ClassSpec, ...]:
+        if not v:
+            raise ValueError("at least one foreground class is needed")
+        ids = sorted(c.id for c in v)
+        if ids != list(range(1, len(v) + 1)):
+            raise ValueError(f"class ids must be 1..{len(v)} without gaps, got {ids}")
+        colors = [tuple(c.color) for c in v]
+        dup = {c for c in colors if colors.count(c) > 1}
+        if dup:
+            raise ValueError(f"two classes share the colour {sorted(dup)[0]}")
+        return tuple(sorted(v, key=lambda c: c.id))
+
+    @property
+    def effective_classes(self) -> tuple[ClassSpec, ...]:
+        """The classes of the prepared dataset: one 'foreground' class when ``prepare.binary``."""
+        if self.prepare.binary:
+            return (ClassSpec(id=1, name="foreground", color=self.classes[0].color),)
+        return self.classes
+
+    @property
+    def num_classes(self) -> int:
+        """Model output channels, background included."""
+        return len(self.effective_classes) + 1
+
+    def prepare_fingerprint(self) -> str:
+        """sha256 of everything that decides what ``prepare`` writes (classes, modality, prepare section)."""
+        blob = json.dumps(
+            {
+                "classes": [c.model_dump(mode="json") for c in self.classes],
+                "modality": self.modality,
+                "prepare": self.prepare.model_dump(mode="json"),
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, default_flow_style=None)
+
+
+# === Loading ===
+
+
+def load_config(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read, merge overrides into, and validate a YAML config.
+
+    Args:
+        path: the YAML file.
+        overrides: ``dotted.key=value`` strings; values are parsed as YAML scalars/lists.
+
+    Returns:
+        A frozen, validated ``Config``.
+
+    Raises:
+        ConfigError: missing/unreadable file, bad YAML, unknown key, wrong type, bad override.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("config file not found", path=path, hint="give the path of a YAML file, e.g. configs/demo.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"invalid YAML{where}: {getattr(e, 'problem', e)}", path=path) from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config: {e}", path=path) from e
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError("a config must be a YAML mapping of sections", path=path)
+    for item in overrides:
+        apply_override(raw, item)
+    return validate_config(raw, source=path)
+
+
+def validate_config(raw: dict[str, Any], source: Path | str | None = None) -> Config:
+    """Validate a plain dict as a ``Config``; errors name the dotted key (see ``load_config``)."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_describe(e), path=source) from e
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set ``a.b.c=value`` in a nested dict in place (value parsed with ``yaml.safe_load``)."""
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override '{item}' is not KEY=VALUE", hint="use e.g. --set train.epochs=2")
+    parts = key.split(".")
+    node: dict[str, Any] = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override '{item}': '{'.'.join(parts[: i + 1])}' is not a section")
+        node = child
+    try:
+        node[parts[-1]] = yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override '{item}': value is not valid YAML") from e
+
+
+def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The pydantic model that owns the field at ``loc`` (skipping list indices)."""
+    model: type[BaseModel] | None = Config
+    for part in loc:
+        if model is None:
+            return None
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        candidates = [ann, *args]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return model
+
+
+def _describe(e: ValidationError) -> str:
+    errors = e.errors()
+    first = errors[0]
+    loc = tuple(first["loc"])
+    dotted = ".".join(str(p) for p in loc) or "(root)"
+    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    if first["type"] == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        valid = list(parent.model_fields) if parent is not None else []
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
+        hint = f"; did you mean '{'.'.join(str(p) for p in (*loc[:-1], close[0]))}'?" if close else ""
+        return f"unknown key '{dotted}'{hint} valid keys here: {', '.join(valid)}{more}"
+    if first["type"] == "missing":
+        return f"missing key '{dotted}'{more}"
+    got = first.get("input")
+    got_s = repr(got) if not isinstance(got, dict | list) else type(got).__name__
+    if len(got_s) > 40:
+        got_s = got_s[:37] + "..."
+    return f"key '{dotted}': {first['msg']} (got {got_s}){more}"
