@@ -1,0 +1,38 @@
+"""Shared fixtures. Real data lives in ../shared/data (CI always has it)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        from hypothesis import HealthCheck, settings
+
+        settings.register_profile(
+            "ci", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+        )
+        settings.load_profile("ci")
+    except ImportError:  # hypothesis is a test dependency; without it the property tests fail to import
+        pass
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path of ../shared/data. Missing data is a failure (CI always has it; a user's clone must have it too)."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"real test data not found at {SHARED_DATA}: put the team's shared/ folder beside the repo")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO

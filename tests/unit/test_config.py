@@ -1,0 +1,122 @@
+"""Config schema: defaults, presets, spellcheck of keys, types, overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from segkit.config import Config, apply_override, load_config, validate_config
+from segkit.errors import ConfigError
+
+PRESETS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+CLASSES = [{"id": 1, "name": "a", "color": [255, 0, 0]}, {"id": 2, "name": "b", "color": [0, 255, 0]}]
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def test_all_six_presets_exist_and_validate() -> None:
+    names = {p.stem for p in PRESETS}
+    assert {"alcapa", "left-atrial", "whole-heart", "chest-ct", "hocm", "demo"} <= names
+    for p in PRESETS:
+        cfg = load_config(p)
+        assert cfg.num_classes == len(cfg.classes) + 1
+
+
+def test_preset_class_tables_match_the_published_datasets() -> None:
+    wh = load_config(Path(PRESETS[0]).parent / "whole-heart.yaml")
+    assert [(c.id, c.name, tuple(c.color)) for c in wh.classes] == [
+        (1, "LV", (255, 0, 0)), (2, "RV", (0, 0, 255)), (3, "LA", (255, 255, 0)), (4, "RA", (0, 255, 255)),
+        (5, "AO", (0, 255, 0)), (6, "PA", (255, 255, 255)), (7, "SVC", (255, 0, 255)), (8, "IVC", (128, 128, 128)),
+    ]
+    hocm = load_config(Path(PRESETS[0]).parent / "hocm.yaml")
+    assert [tuple(c.color) for c in hocm.classes][-1] == (110, 110, 110)
+    chest = load_config(Path(PRESETS[0]).parent / "chest-ct.yaml")
+    assert [c.name for c in chest.classes] == ["trachea", "heart", "lung"]
+
+
+def test_defaults_are_filled_and_round_trip_through_yaml(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, {"classes": CLASSES}))
+    assert cfg.train.epochs == 100 and cfg.prepare.empty_slices == "fraction"
+    again = validate_config(yaml.safe_load(cfg.to_yaml()))
+    assert again == cfg
+
+
+def test_misspelled_key_names_dotted_key_and_closest_valid(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, {"classes": CLASSES, "train": {"epoch": 3}}))
+    line = e.value.one_line()
+    assert "unknown key 'train.epoch'" in line and "did you mean 'train.epochs'" in line
+    assert str(tmp_path / "c.yaml") in line and "\n" not in line
+
+
+def test_misspelled_section_and_nested_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="did you mean 'prepare'"):
+        load_config(write(tmp_path, {"classes": CLASSES, "prepar": {}}))
+    with pytest.raises(ConfigError, match="did you mean 'train.reduce_lr.patience'"):
+        load_config(write(tmp_path, {"classes": CLASSES, "train": {"reduce_lr": {"patiense": 2}}}))
+
+
+def test_wrong_type_names_key_and_expected_type(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, {"classes": CLASSES, "train": {"batch_size": "two"}}))
+    assert "key 'train.batch_size'" in str(e.value) and "integer" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("classes", "message"),
+    [
+        ([], "at least one foreground class"),
+        ([{"id": 2, "name": "a", "color": [1, 2, 3]}], "ids must be 1..1"),
+        ([{"id": 1, "name": "a", "color": [0, 0, 0]}], "background colour"),
+        ([{"id": 1, "name": "a", "color": [9, 9, 9]}, {"id": 2, "name": "b", "color": [9, 9, 9]}], "share the colour"),
+    ],
+)
+def test_bad_class_tables(classes: list, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        validate_config({"classes": classes})
+
+
+def test_missing_file_bad_yaml_and_non_mapping(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("classes: [\n")
+    with pytest.raises(ConfigError, match="invalid YAML at line"):
+        load_config(bad)
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
+
+
+def test_overrides_go_through_the_same_validator(tmp_path: Path) -> None:
+    p = write(tmp_path, {"classes": CLASSES})
+    cfg = load_config(p, ["train.epochs=2", "model.num_layers=4", "prepare.size=[64, 64]"])
+    assert (cfg.train.epochs, cfg.model.num_layers, cfg.prepare.size) == (2, 4, (64, 64))
+    with pytest.raises(ConfigError, match="did you mean 'model.num_layers'"):
+        load_config(p, ["model.num_layer=4"])
+    with pytest.raises(ConfigError, match="not KEY=VALUE"):
+        load_config(p, ["train.epochs"])
+    raw: dict = {"train": 3}
+    with pytest.raises(ConfigError, match="is not a section"):
+        apply_override(raw, "train.epochs=2")
+
+
+def test_config_is_frozen_and_fingerprint_tracks_prepare_only() -> None:
+    a = validate_config({"classes": CLASSES})
+    with pytest.raises(Exception):  # noqa: B017 - pydantic's frozen error type
+        a.seed = 3  # type: ignore[misc]
+    b = validate_config({"classes": CLASSES, "train": {"epochs": 1}})
+    c = validate_config({"classes": CLASSES, "prepare": {"size": [64, 64]}})
+    assert a.prepare_fingerprint() == b.prepare_fingerprint() != c.prepare_fingerprint()
+
+
+def test_binary_merges_classes() -> None:
+    cfg = validate_config({"classes": CLASSES, "prepare": {"binary": True}})
+    assert cfg.num_classes == 2 and cfg.effective_classes[0].name == "foreground"
+    assert isinstance(cfg, Config)
