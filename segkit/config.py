@@ -239,6 +239,9 @@ class AugmentConfig(_Strict):
     """Online augmentation; each transform fires with probability ``p`` (0 = off)."""
 
     enabled: bool = True
+    interpolation: Literal["linear", "nearest"] = Field(
+        "linear", description="image interpolation of geometric transforms (masks always use nearest)"
+    )
     hflip: Prob = Prob(p=0.5)
     vflip: Prob = Prob(p=0.0)
     rotate: RotateAug = RotateAug(p=0.3)

@@ -1,11 +1,90 @@
-"""`segkit infer` (placeholder until its issue lands)."""
+"""``segkit infer``: label volumes / masks from a trained model (a thin shell over ``segkit.infer``)."""
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
 import typer
 
+from segkit.cli.common import handle_errors, load, out, progress
 
-def infer(ctx: typer.Context) -> None:
-    """Not available yet."""
-    typer.echo("error: 'infer' is not available yet in this version of segkit", err=True)
-    raise typer.Exit(2)
+
+@handle_errors
+def infer(
+    config: Path = typer.Argument(..., help="YAML config of the run."),
+    input_path: Path = typer.Option(..., "--input", "-i", help="A NIfTI/NRRD volume, a folder of them, or a folder of PNG/JPG slices."),
+    output: Path = typer.Option(None, "--output", "-o", help="Output folder (default: <train.run_dir>/inference)."),
+    model: Path = typer.Option(None, "--model", "-m", help="Model .keras file (default: <train.run_dir>/model.keras)."),
+    batch_size: int = typer.Option(None, "--batch-size", "-b", min=1, help="Slices per model call (default: infer.batch_size)."),
+    tta: bool = typer.Option(None, "--tta/--no-tta", help="Flip test-time augmentation (default: infer.tta)."),
+    largest: bool = typer.Option(
+        None, "--largest-component/--all-components", help="Keep the largest connected component per class."
+    ),
+    sets: list[str] = typer.Option(None, "--set", help="Config override KEY=VALUE, e.g. train.precision=mixed_bfloat16."),
+) -> None:
+    """Segment volumes (-> <case>_seg.nii.gz in the input's exact geometry + overlay PNG) or slice folders.
+
+    Volumes get exactly the preprocessing of `segkit prepare` (from the dataset's dataset.json, else the config).
+    Slice folders get colour masks, indexed masks, overlays, and image|truth|prediction panels when a
+    sibling masks/ folder holds ground truth.
+    """
+    from segkit.errors import DataError
+    from segkit.infer.folder import IMAGE_SUFFIXES, infer_folder
+    from segkit.infer.predict import load_model
+    from segkit.infer.volume import infer_volume
+    from segkit.io.volumes import volume_suffix
+
+    cfg = load(config, sets)
+    if not input_path.exists():
+        raise DataError("input not found", path=input_path, hint="give a volume file or a folder")
+    volumes: list[Path] = []
+    images = False
+    if input_path.is_file():
+        if not volume_suffix(input_path):
+            raise DataError(
+                f"unsupported input file type '{''.join(input_path.suffixes)}'",
+                path=input_path,
+                hint="give a .nii/.nii.gz/.nrrd volume, or a folder of PNG/JPG slices",
+            )
+        volumes = [input_path]
+    else:
+        volumes = sorted(p for p in input_path.iterdir() if p.is_file() and volume_suffix(p))
+        images = not volumes and any(p.suffix.lower() in IMAGE_SUFFIXES for p in input_path.iterdir())
+        if not volumes and not images:
+            raise DataError("the folder holds no volume and no PNG/JPG slice", path=input_path)
+    run_dir = Path(cfg.train.run_dir)
+    model_path = model if model is not None else run_dir / "model.keras"
+    out_dir = output if output is not None else run_dir / "inference"
+    net = load_model(model_path, cfg, precision=cfg.train.precision)
+    opts = {"batch_size": batch_size, "tta": tta, "largest_component": largest}
+    if images:
+        with ExitStack() as stack:
+            res = infer_folder(net, input_path, cfg, out_dir, **_bar(stack, "infer"), **opts)
+        out.print(
+            f"{res.n_images} images -> {out_dir} (masks/, labels/, overlays/"
+            + (f", panels/ for {res.n_panels} with ground truth" if res.n_panels else "")
+            + ")"
+        )
+        if res.tiled:
+            out.print(f"{res.tiled} images differ from the model input size: sliding-window inference")
+        return
+    for vol in volumes:
+        with ExitStack() as stack:
+            r = infer_volume(net, vol, cfg, out_dir, **_bar(stack, vol.name), **opts)
+        out.print(f"{r.case_id}: shape {r.shape} -> {r.seg_path}")
+        out.print(f"{r.case_id}: overlay {r.montage_path}")
+
+
+def _bar(stack: ExitStack, name: str) -> dict[str, Any]:
+    """``progress`` / ``on_start`` callbacks that open a rich progress bar (inside ``stack``) on the first call."""
+    state: dict[str, Any] = {}
+
+    def on_start(total: int) -> None:
+        state["advance"] = stack.enter_context(progress(name, total))
+
+    def on_progress(n: int) -> None:
+        state["advance"](n)
+
+    return {"progress": on_progress, "on_start": on_start}

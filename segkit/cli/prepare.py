@@ -1,11 +1,135 @@
-"""`segkit prepare` (placeholder until its issue lands)."""
+"""``segkit prepare``: raw dataset -> case-split 2D PNG dataset (a thin shell over ``run_prepare``)."""
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+from pathlib import Path
+
 import typer
+from rich.table import Table
+
+import segkit
+from segkit.cli.common import err, handle_errors, load, out, progress
+from segkit.errors import ConfigError, SegkitError
+from segkit.prepare.run import PrepareReport, parse_shard, run_prepare
+from segkit.prepare.sources import SOURCES
+
+_EPILOG = "[bold]Examples[/bold] (one per source):\n\n" + "\n\n".join(
+    f"  {SOURCES.get(name).example}" for name in SOURCES.names()
+) + (
+    "\n\n  segkit prepare hocm HOCMvalves/ --out data/hocm --shard 0/4   (and 1/4, 2/4, 3/4; same --out)"
+    "\n\n  segkit prepare left-atrial Task02_Heart/ --verify   (checks the raw data, writes nothing)"
+    "\n\n  segkit prepare alcapa ImageALCAPA/ --out data/alcapa --folds 5 --fold 2 --workers 4"
+)
 
 
-def prepare(ctx: typer.Context) -> None:
-    """Not available yet."""
-    typer.echo("error: 'prepare' is not available yet in this version of segkit", err=True)
-    raise typer.Exit(2)
+def preset_config(source: str) -> Path:
+    """The preset config of a source: ``configs/<preset>.yaml`` beside the package.
+
+    Raises:
+        SegkitError: the source has no preset (``nifti``: pass ``--config``).
+    """
+    adapter = SOURCES.get(source)
+    if adapter.preset is None:
+        raise ConfigError(
+            f"source '{adapter.name}' has no preset config",
+            hint="pass --config with the class table, e.g. --config configs/whole-heart.yaml",
+        )
+    return Path(segkit.__file__).resolve().parents[1] / "configs" / adapter.preset
+
+
+@handle_errors
+def prepare(
+    source: str = typer.Argument(..., help=f"Source layout: {', '.join(SOURCES.names())}."),
+    src: Path = typer.Argument(None, help="Raw dataset folder (not for 'phantom').", show_default=False),
+    out_dir: Path = typer.Option(None, "--out", "-o", help="Dataset folder to write (DIR/{train,valid,test}/...)."),
+    config: Path = typer.Option(None, "--config", "-c", help="YAML config (default: the source's preset)."),
+    sets: list[str] = typer.Option(None, "--set", help="Config override KEY=VALUE, e.g. prepare.size=[256,256]."),
+    workers: int = typer.Option(None, "--workers", "-j", min=1, help="Worker processes (default: all cores)."),
+    shard: str = typer.Option(None, "--shard", help="i/n: process every n-th case starting at i (array jobs)."),
+    folds: int = typer.Option(None, "--folds", min=2, help="K-fold split: K folds after holding out the test set."),
+    fold: int = typer.Option(None, "--fold", min=0, help="With --folds: the fold used for validation (0..K-1)."),
+    binary: bool = typer.Option(False, "--binary", help="Merge every foreground class into one."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out."),
+    verify: bool = typer.Option(False, "--verify", help="Check the raw dataset only; write nothing."),
+    n: int = typer.Option(6, "--n", min=1, help="phantom: number of cases."),
+    seed: int = typer.Option(None, "--seed", help="phantom: generator seed (default: the config seed)."),
+    image_glob: str = typer.Option(None, "--image-glob", help="nifti: image pattern with one '*' = case id."),
+    label_glob: str = typer.Option(None, "--label-glob", help="nifti: label pattern with one '*' = case id."),
+) -> None:
+    """Turn a raw 3D dataset (or 2D slices) into a patient-split 2D PNG dataset.
+
+    Writes DIR/{train,valid,test}/{images,masks}/<case>_<slice>.png, DIR/splits.json, DIR/summary.png and,
+    last, DIR/dataset.json. Exit code 2 on bad input or when any case failed (each listed on stderr).
+    """
+    adapter = SOURCES.get(source)
+    if adapter.needs_src and src is None:
+        raise SegkitError(f"source '{adapter.name}' needs a SRC folder", hint=f"e.g. {adapter.example}")
+    if not adapter.needs_src and src is not None:
+        raise SegkitError(f"source '{adapter.name}' takes no SRC folder (got {src})", hint=f"e.g. {adapter.example}")
+    if out_dir is None and not verify:
+        raise SegkitError("--out is required", hint=f"e.g. {adapter.example}")
+    if out_dir is None and not adapter.needs_src:
+        raise SegkitError("--out is required for 'phantom' (the volumes are generated into OUT/raw)")
+    cfg = load(config or preset_config(adapter.name), sets)
+    with ExitStack() as stack:
+        bar: dict[str, object] = {}
+
+        def on_progress(done: int, total: int) -> None:
+            if "advance" not in bar:
+                bar["advance"] = stack.enter_context(progress("verify" if verify else "prepare", total))
+            if done:
+                bar["advance"](1)  # type: ignore[operator]
+
+        report = run_prepare(
+            adapter.name,
+            src,
+            out_dir,
+            cfg,
+            workers=workers,
+            shard=parse_shard(shard) if shard else None,
+            overwrite=overwrite,
+            folds=folds,
+            fold=fold,
+            binary=binary,
+            verify_only=verify,
+            image_glob=image_glob,
+            label_glob=label_glob,
+            phantom_n=n,
+            phantom_seed=seed,
+            progress=on_progress,
+        )
+    _render(report)
+    if report.failures:
+        for line in report.failures:
+            typer.echo(f"error: {line}", err=True)
+        raise typer.Exit(2)
+
+
+def _render(report: PrepareReport) -> None:
+    if report.verify_only:
+        state = "no problems found" if report.ok else f"{len(report.failures)} problem(s)"
+        out.print(f"verify {report.source}: {report.n_cases} case(s), {state}")
+        return
+    if not report.summary:
+        return
+    splits = list(report.summary)
+    classes = list(next(iter(report.summary.values()))["pixels"])
+    table = Table(title=f"segkit prepare {report.source} -> {report.out}")
+    table.add_column("split")
+    table.add_column("cases", justify="right")
+    table.add_column("slices", justify="right")
+    for c in classes:
+        table.add_column(f"{c} px", justify="right")
+    for s in splits:
+        row = report.summary[s]
+        table.add_row(s, str(row["cases"]), str(row["slices"]), *(f"{row['pixels'][c]:,}" for c in classes))
+    out.print(table)
+    out.print(f"{len(report.done)} case(s) prepared, {len(report.skipped)} already complete, {len(report.failures)} failed")
+    if report.manifest is not None:
+        out.print(f"dataset complete: {report.manifest}  (summary chart: {report.summary_png})")
+    elif report.pending:
+        err.print(f"{report.pending} case(s) not prepared yet (other shards or failures): dataset.json not written")
+
+
+prepare.__doc__ = (prepare.__doc__ or "") + "\n\n" + _EPILOG

@@ -1,11 +1,124 @@
-"""`segkit train` (placeholder until its issue lands)."""
+"""`segkit train CONFIG [--set key=value ...] [--resume] [--overwrite]`: train a model into ``train.run_dir``.
+
+The command loads the config (overrides validated like the file), calls ``segkit.train.train_model`` once and
+draws its progress events with rich on stderr: the run facts at start, a bar per epoch with ETA and live
+metrics, one summary line per epoch. The result (best monitored value, run directory) goes to stdout.
+"""
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+from typing import Any
+
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+
+from segkit.cli.common import err, handle_errors, load, out
+
+_SHOWN = ("loss", "fg_dice", "val_loss", "val_fg_dice", "lr")
 
 
-def train(ctx: typer.Context) -> None:
-    """Not available yet."""
-    typer.echo("error: 'train' is not available yet in this version of segkit", err=True)
-    raise typer.Exit(2)
+def _fmt_time(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _fmt_logs(logs: dict[str, float], keys: tuple[str, ...] = _SHOWN) -> str:
+    parts = []
+    for k in keys:
+        if k in logs:
+            v = logs[k]
+            parts.append(f"{k} {v:.2e}" if k == "lr" else f"{k} {v:.4f}")
+    return "  ".join(parts)
+
+
+class RichTrainProgress:
+    """Renders ``TrainEvent``s: facts at start, a live bar per epoch (steps, ETA, running metrics), and one
+    line per finished epoch (also when stderr is not a terminal, e.g. in CI logs)."""
+
+    def __init__(self) -> None:
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> RichTrainProgress:
+        self._bar = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[metrics]}"),
+            console=err,
+            transient=True,
+            disable=not err.is_terminal,
+        )
+        self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+    def __call__(self, ev: Any) -> None:  # ev: segkit.train.callbacks.TrainEvent
+        bar = self._bar
+        if bar is None:
+            return
+        if ev.kind == "start":
+            i = ev.info
+            err.print(
+                f"[bold]model[/] {i['model']}: {i['params']:,} parameters, {i['gflops_per_image']:.2f} GFLOP/image"
+                f"  [bold]precision[/] {i['precision']}{' + XLA' if i['jit_compile'] else ''}"
+                f"  [bold]device[/] {i['device']}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            err.print(
+                f"[bold]data[/] train {i['train_pairs']} / valid {i['valid_pairs']} pairs, batch {i['batch_size']},"
+                f" {i['steps_per_epoch']} steps/epoch  [bold]run[/] {i['run_dir']}"
+                + (f"  [bold]resuming at epoch[/] {i['initial_epoch'] + 1}" if i["initial_epoch"] else ""),
+                highlight=False,
+                soft_wrap=True,
+            )
+        elif ev.kind == "epoch_begin":
+            if self._task is not None:
+                bar.remove_task(self._task)
+            self._task = bar.add_task("", total=ev.steps, epoch=f"{ev.epoch}/{ev.epochs}", metrics="")
+        elif ev.kind == "batch" and self._task is not None:
+            bar.update(self._task, completed=ev.step, metrics=_fmt_logs(ev.logs, ("loss", "fg_dice")))
+        elif ev.kind == "epoch_end":
+            if self._task is not None:
+                bar.remove_task(self._task)
+                self._task = None
+            err.print(
+                f"epoch {ev.epoch}/{ev.epochs}  {_fmt_logs(ev.logs)}  elapsed {_fmt_time(ev.elapsed_s)}"
+                f"  eta {_fmt_time(ev.eta_s)}",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+
+@handle_errors
+def train(
+    config: Path = typer.Argument(..., help="YAML config, e.g. configs/demo.yaml."),
+    sets: list[str] = typer.Option(None, "--set", help="Override a key, e.g. --set train.epochs=5 (repeatable)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in train.run_dir."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the outputs of a previous run in train.run_dir."),
+) -> None:
+    """Train a segmentation model; outputs go to train.run_dir."""
+    cfg = load(config, sets)
+    from segkit.train import train_model
+
+    with RichTrainProgress() as progress:
+        result = train_model(cfg, resume=resume, overwrite=overwrite, progress=progress)
+    best = "n/a" if result.best_value is None else f"{result.best_value:.4f}"
+    stop = " (early stop)" if result.stopped_early else ""
+    out.print(
+        f"best {result.monitor} {best} at epoch {result.best_epoch}; {result.epochs_done} epochs{stop} in "
+        f"{_fmt_time(result.wall_s)}; model {result.best_model}",
+        highlight=False,
+        soft_wrap=True,
+    )

@@ -1,0 +1,376 @@
+"""Streaming training data: pair files by stem, decode in parallel, augment, one-hot, batch, prefetch.
+
+Pipeline order (``make_dataset``)::
+
+    file-name list -> shuffle (training; stateless, seeded by (seed, epoch)) -> parallel decode (AUTOTUNE)
+    -> augment (training only; seeded by (seed, epoch, index)) -> one-hot -> batch -> prefetch
+
+Only the list of file names is held in memory; decoded arrays live only while they pass through the pipeline,
+so peak memory does not grow with the number of slices (``scripts/bench_data.py`` measures it).
+
+Layout of a split folder: ``<split>/images/<stem>.{png,jpg,jpeg}`` and ``<split>/masks/<stem>.{png,jpg}``.
+Masks are RGB colour masks decoded with the config's class table (nearest colour within
+``data.mask_tolerance``), or grayscale masks thresholded at ``data.gray_threshold`` (``data.mask_mode: gray``,
+binary tasks).
+
+Example:
+    >>> cfg = load_config(Path("configs/demo.yaml"))
+    >>> ds = make_dataset(cfg, "train", training=True)
+    >>> images, onehot = next(iter(ds))   # (B, 64, 64, 1) float32, (B, 64, 64, 4) float32
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from segkit.errors import DataError, SegkitError
+from segkit.io.palette import decode_mask, palette_array
+
+if TYPE_CHECKING:  # pragma: no cover - typing only; importing this module must not import TensorFlow
+    import tensorflow as tf
+
+    from segkit.config import Config
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+MASK_SUFFIXES = (".png", ".jpg")
+_SHOW = 5  # file names listed in an error before "... and N more"
+_STEM_RE = re.compile(r"^(?P<case>.+)_(?P<idx>\d+)$")
+
+
+# === Pairing ===
+
+
+def list_pairs(split_dir: Path) -> list[tuple[Path, Path]]:
+    """Pair ``split_dir/images/*`` with ``split_dir/masks/*`` by file stem.
+
+    Args:
+        split_dir: a split folder such as ``data/train`` holding ``images/`` and ``masks/``.
+
+    Returns:
+        ``[(image_path, mask_path), ...]`` sorted by stem.
+
+    Raises:
+        DataError: the split folder or one of its sub-folders is missing, it holds no pairs, a stem appears
+            twice with different suffixes, or a file has no partner (the error lists them by name).
+    """
+    split_dir = Path(split_dir)
+    hint = "run `segkit prepare` first, or point data.dir at a dataset with train/valid/test folders"
+    if not split_dir.is_dir():
+        raise DataError("split folder not found", path=split_dir, hint=hint)
+    images = _index(split_dir / "images", IMAGE_SUFFIXES, hint)
+    masks = _index(split_dir / "masks", MASK_SUFFIXES, hint)
+    lonely = sorted([p.name for s, p in images.items() if s not in masks] + [p.name for s, p in masks.items() if s not in images])
+    if lonely:
+        shown = ", ".join(lonely[:_SHOW]) + (f" ... and {len(lonely) - _SHOW} more" if len(lonely) > _SHOW else "")
+        raise DataError(
+            f"{len(lonely)} unpaired file{'s' if len(lonely) != 1 else ''} (image without mask or mask without image): {shown}",
+            path=split_dir,
+            hint="every images/<stem>.png needs a masks/<stem>.png with the same stem",
+        )
+    if not images:
+        raise DataError("split holds no image/mask pairs", path=split_dir, hint=hint)
+    return [(images[s], masks[s]) for s in sorted(images)]
+
+
+def _index(folder: Path, suffixes: Sequence[str], hint: str) -> dict[str, Path]:
+    """``{stem: path}`` of the files in ``folder`` with one of ``suffixes`` (case-insensitive)."""
+    if not folder.is_dir():
+        raise DataError(f"'{folder.name}' folder not found", path=folder, hint=hint)
+    found: dict[str, Path] = {}
+    for p in folder.iterdir():
+        if p.suffix.lower() not in suffixes or p.name.startswith("."):
+            continue
+        if p.stem in found:
+            raise DataError(
+                f"two files share the stem '{p.stem}': {found[p.stem].name}, {p.name}",
+                path=folder,
+                hint="keep one file per stem",
+            )
+        found[p.stem] = p
+    return found
+
+
+def dataset_size(cfg: Config, split: str) -> int:
+    """Number of image/mask pairs in ``cfg.data.dir / split`` (see ``list_pairs`` for the errors)."""
+    return len(list_pairs(Path(cfg.data.dir) / split))
+
+
+# === Decoding (numpy) ===
+
+
+def _imread(path: Path, flags: int) -> np.ndarray:
+    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
+    img = cv2.imdecode(data, flags) if data is not None and data.size else None
+    if img is None:
+        raise DataError("cannot read image file (missing, empty or not PNG/JPEG)", path=path)
+    return img
+
+
+def _resize(arr: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndarray:
+    """Resize (H, W[, C]) to ``size`` = (height, width): nearest for labels, area when shrinking else linear."""
+    h, w = size
+    if arr.shape[:2] == (h, w):
+        return arr
+    if nearest:
+        interp = cv2.INTER_NEAREST
+    else:
+        interp = cv2.INTER_AREA if (arr.shape[0] >= h and arr.shape[1] >= w) else cv2.INTER_LINEAR
+    out = cv2.resize(arr, (w, h), interpolation=interp)
+    if arr.ndim == 3 and out.ndim == 2:
+        out = out[..., None]
+    return out
+
+
+def read_image(path: Path, cfg: Config) -> npt.NDArray[np.float32]:
+    """Read one slice image.
+
+    Args:
+        path: PNG or JPEG file (8- or 16-bit, gray, RGB or RGBA).
+        cfg: uses ``data.image_size`` (height, width) and ``data.channels`` (1, or 3 with gray replicated).
+
+    Returns:
+        (H, W, C) float32 in 0..1, RGB channel order, resized with area (shrink) / linear (enlarge)
+        interpolation.
+
+    Raises:
+        DataError: the file cannot be read.
+    """
+    img = _imread(path, cv2.IMREAD_UNCHANGED)
+    scale = 65535.0 if img.dtype == np.uint16 else 255.0
+    if img.ndim == 3:
+        img = img[..., :3][..., ::-1]  # BGR(A) -> RGB
+        if img.shape[-1] == 3 and cfg.data.channels == 1:
+            img = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
+    if img.ndim == 2:
+        img = img[..., None]
+        if cfg.data.channels == 3:
+            img = np.repeat(img, 3, axis=-1)
+    img = np.ascontiguousarray(img).astype(np.float32) / np.float32(scale)
+    return _resize(img, tuple(cfg.data.image_size), nearest=False).astype(np.float32, copy=False)
+
+
+def read_mask(path: Path, cfg: Config) -> npt.NDArray[np.uint8]:
+    """Read one mask as class ids.
+
+    Colour masks (``data.mask_mode: color``) map every pixel to the nearest colour of
+    ``cfg.effective_classes`` (background black = 0); a pixel farther than ``data.mask_tolerance`` from every
+    colour is an error. Gray masks (``mask_mode: gray``) give 1 where the value >= ``data.gray_threshold``.
+    Labels are resized with nearest neighbour only.
+
+    Args:
+        path: PNG or JPEG mask.
+        cfg: the config (class table, mask mode, tolerance, image size).
+
+    Returns:
+        (H, W) uint8 class ids in 0..N, (H, W) = ``cfg.data.image_size``.
+
+    Raises:
+        DataError: unreadable file, or a colour that is no class colour (names the file and the colour).
+    """
+    if cfg.data.mask_mode == "gray":
+        gray = _imread(path, cv2.IMREAD_GRAYSCALE)
+        labels = (gray >= cfg.data.gray_threshold).astype(np.uint8)
+    else:
+        img = _imread(path, cv2.IMREAD_COLOR)  # gray masks are replicated to 3 channels, alpha dropped
+        palette = palette_array([c.color for c in cfg.effective_classes])
+        labels = _decode_colors(np.ascontiguousarray(img[..., ::-1]), palette, cfg.data.mask_tolerance, Path(path))
+    return _resize(labels, tuple(cfg.data.image_size), nearest=True)
+
+
+def _decode_colors(rgb: npt.NDArray[np.uint8], palette: npt.NDArray[np.uint8], tolerance: float, path: Path) -> npt.NDArray[np.uint8]:
+    """``palette.decode_mask`` semantics, fast: exact class colours by comparison, only the others by distance.
+
+    Colours are packed into one int32 each; pixels that are exactly a palette colour (nearly all) are labelled
+    directly, the remaining distinct colours (JPEG noise) go through ``decode_mask``. On a bad colour the full
+    mask goes through ``decode_mask`` so the error carries its exact pixel count.
+    """
+    packed = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2].astype(np.int32)
+    codes = (palette[:, 0].astype(np.int32) << 16) | (palette[:, 1].astype(np.int32) << 8) | palette[:, 2].astype(np.int32)
+    ids = np.zeros(packed.shape, dtype=np.uint8)
+    matched = packed == codes[0]
+    for k in range(1, len(codes)):
+        hit = packed == codes[k]
+        ids[hit] = k
+        matched |= hit
+    rest = ~matched
+    if rest.any():
+        uniq, inverse = np.unique(packed[rest], return_inverse=True)
+        colours = np.stack([(uniq >> 16) & 255, (uniq >> 8) & 255, uniq & 255], axis=-1).astype(np.uint8)[:, None, :]
+        try:
+            near = decode_mask(colours, palette, tolerance, path=path)[:, 0]
+        except DataError:
+            decode_mask(rgb, palette, tolerance, path=path)  # raises with the pixel count
+            raise
+        ids[rest] = near[inverse.ravel()]
+    return ids
+
+
+# === 2.5D context ===
+
+
+def _case_of(stem: str, cases: Sequence[str]) -> tuple[str, int] | None:
+    """(case_id, slice_index) of a stem ``<case_id>_<slice_index>``, preferring case ids from dataset.json."""
+    m = _STEM_RE.match(stem)
+    if m is None:
+        return None
+    for case in cases:
+        if stem.startswith(case + "_") and stem[len(case) + 1 :].isdigit():
+            return case, int(stem[len(case) + 1 :])
+    return m.group("case"), int(m.group("idx"))
+
+
+def context_table(pairs: Sequence[tuple[Path, Path]], k: int, dataset_json: Path | None = None) -> npt.NDArray[np.int64]:
+    """For each pair, the pair indices of slices ``-k..k`` of the same case (2.5D input).
+
+    Neighbours are found by stem ``<case_id>_<slice_index>`` (case ids from ``dataset.json`` when given, so case
+    ids that contain ``_`` work). When slice ``i + d`` was not written (a case border, or a dropped empty
+    slice), the nearest written slice between ``i`` and ``i + d`` is used, so at borders the edge slice repeats.
+    A stem without a slice index is its own neighbour.
+
+    Returns:
+        (n_pairs, 2k + 1) int64 indices into ``pairs``; column k is the pair itself.
+    """
+    cases: list[str] = []
+    if dataset_json is not None and dataset_json.is_file():
+        try:
+            cases = sorted(json.loads(dataset_json.read_text(encoding="utf-8")).get("cases", {}), key=len, reverse=True)
+        except (OSError, ValueError) as e:
+            raise DataError(f"cannot read dataset.json: {e}", path=dataset_json) from e
+    keys = [_case_of(img.stem, cases) for img, _ in pairs]
+    by_case: dict[str, dict[int, int]] = {}
+    for i, key in enumerate(keys):
+        if key is not None:
+            by_case.setdefault(key[0], {})[key[1]] = i
+    table = np.empty((len(pairs), 2 * k + 1), dtype=np.int64)
+    for i, key in enumerate(keys):
+        for col, d in enumerate(range(-k, k + 1)):
+            if key is None or d == 0:
+                table[i, col] = i
+                continue
+            slices = by_case[key[0]]
+            step = 1 if d > 0 else -1
+            j = next(key[1] + t for t in range(d, -step, -step) if key[1] + t in slices)
+            table[i, col] = slices[j]
+    return table
+
+
+def read_sample(
+    pairs: Sequence[tuple[Path, Path]], index: int, cfg: Config, context: npt.NDArray[np.int64] | None = None
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8]]:
+    """Decode pair ``index``: image (with 2.5D neighbours as extra channels) and mask.
+
+    Returns:
+        image (H, W, C * (2k + 1)) float32 0..1, channels ordered slice -k .. +k; mask (H, W) uint8 ids.
+    """
+    rows = [index] if context is None else [int(j) for j in context[index]]
+    images = [read_image(pairs[j][0], cfg) for j in rows]
+    image = images[0] if len(images) == 1 else np.concatenate(images, axis=-1)
+    return image, read_mask(pairs[index][1], cfg)
+
+
+# === tf.data ===
+
+_TF_DATA_ERROR = re.compile(r"DataError: ([^\n]+)")
+
+
+def unwrap_data_error(exc: BaseException) -> DataError | None:
+    """The ``DataError`` raised while ``make_dataset`` decoded a sample, recovered from TensorFlow's wrapper.
+
+    TensorFlow turns an exception inside the pipeline into a ``tf.errors.OpError`` that keeps only the text.
+    Callers that iterate the dataset (``fit``, ``evaluate``) can map it back to a one-line user error::
+
+        except tf.errors.OpError as e:
+            raise (unwrap_data_error(e) or e) from e
+
+    Returns:
+        A ``DataError`` whose message is the original one-line error (file name, problem, hint), or None when
+        ``exc`` does not come from a bad data file.
+    """
+    found = _TF_DATA_ERROR.findall(str(exc))
+    return DataError(found[-1].strip()) if found else None
+
+
+def _seed_words(cfg: Config, purpose: int) -> int:
+    """A 31-bit child seed of ``cfg.seed`` for one purpose (0 shuffle, 1 augmentation)."""
+    return int(np.random.SeedSequence([cfg.seed, purpose]).generate_state(1, dtype=np.uint32)[0] >> 1)
+
+
+def make_dataset(cfg: Config, split: str, training: bool, *, seed_offset: int = 0) -> tf.data.Dataset:
+    """The streaming ``tf.data`` pipeline of one split.
+
+    Each full iteration over the dataset is one epoch; the epoch number starts at ``seed_offset`` (pass the
+    initial epoch when resuming) and increases by one every time the dataset is iterated again. Shuffling
+    and augmentation are seeded by ``(cfg.seed, epoch)`` and ``(cfg.seed, epoch, sample index)``, so a rerun
+    or a resume repeats itself exactly, while every epoch and every sample gets fresh randomness.
+    Validation (``training=False``) is neither shuffled nor augmented.
+
+    Args:
+        cfg: the config (``data``, ``augment``, ``train.batch_size``, ``seed``).
+        split: ``train``, ``valid`` or ``test`` (a folder under ``cfg.data.dir``).
+        training: shuffle and augment.
+        seed_offset: epoch number of the first iteration.
+
+    Returns:
+        A dataset of ``(images, onehot)``: images (B, H, W, C') float32 in 0..1 with
+        C' = ``data.channels * (1 + 2 * data.context_slices)``; onehot (B, H, W, cfg.num_classes) float32.
+        The last batch may be smaller.
+
+    Raises:
+        DataError: missing/empty split, unpaired files (at once); unreadable files or unknown mask colours
+            (when the bad sample is decoded; the error names the file).
+    """
+    import tensorflow as tf
+
+    from segkit.data.augment import Augmenter
+
+    pairs = list_pairs(Path(cfg.data.dir) / split)
+    n = len(pairs)
+    k = cfg.data.context_slices
+    context = context_table(pairs, k, Path(cfg.data.dir) / "dataset.json") if k > 0 else None
+    h, w = cfg.data.image_size
+    c = cfg.data.channels * (1 + 2 * k)
+    augmenter = Augmenter(cfg) if (training and cfg.augment.enabled) else None
+    shuffle_seed = _seed_words(cfg, 0)
+
+    epoch = tf.Variable(seed_offset, dtype=tf.int64, trainable=False, name="data_epoch")
+
+    def next_epoch(_: tf.Tensor) -> tf.Tensor:
+        return epoch.assign_add(1) - 1
+
+    def one_epoch(e: tf.Tensor) -> tf.data.Dataset:
+        idx = tf.range(n, dtype=tf.int64)
+        if training:
+            idx = tf.random.experimental.stateless_shuffle(idx, seed=tf.stack([tf.constant(shuffle_seed, tf.int64), e]))
+        return tf.data.Dataset.from_tensor_slices((tf.fill([n], e), idx))
+
+    def decode_np(e: np.int64, i: np.int64) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            image, mask = read_sample(pairs, int(i), cfg, context)
+        except SegkitError as err:  # TF keeps only the text: put the file name into it (see unwrap_data_error)
+            raise DataError(err.one_line()) from None
+        if augmenter is not None:
+            image, mask = augmenter(image, mask, epoch=int(e), index=int(i))
+        return image.astype(np.float32, copy=False), mask.astype(np.uint8, copy=False)
+
+    def decode(e: tf.Tensor, i: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        image, mask = tf.numpy_function(decode_np, [e, i], [tf.float32, tf.uint8], stateful=False)
+        image.set_shape((h, w, c))
+        mask.set_shape((h, w))
+        return image, tf.one_hot(tf.cast(mask, tf.int32), cfg.num_classes, dtype=tf.float32)
+
+    ds = tf.data.Dataset.range(1).map(next_epoch).flat_map(one_epoch)
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(cfg.train.batch_size).prefetch(tf.data.AUTOTUNE)
+    log.debug("dataset %s: %d pairs, training=%s, epoch starts at %d", split, n, training, seed_offset)
+    return ds

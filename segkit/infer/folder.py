@@ -1,0 +1,197 @@
+"""A folder of PNG/JPG slices in -> colour masks, indexed masks, overlays (and panels with ground truth).
+
+Layout written under ``out_dir``::
+
+    masks/<stem>.png      RGB colour masks (class table colours, background black)
+    labels/<stem>.png     indexed masks: 8-bit gray, pixel value = class id
+    overlays/<stem>.png   image blended with the colour mask (opacity ``infer.alpha``)
+    panels/<stem>.png     image | truth | prediction, when ``<input>/../masks/<stem>.*`` exists
+
+Images keep their own size: an image larger (or smaller) than the model input goes through Gaussian-weighted
+sliding windows (``segkit.infer.tiling``) instead of being resized.
+
+Example:
+    >>> res = infer_folder(model, Path("data/test/images"), cfg, Path("out"))
+    >>> res.n_images
+    36
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from segkit.errors import DataError
+
+if TYPE_CHECKING:
+    import keras
+
+    from segkit.config import Config
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+ProgressFn = Callable[[int], None]
+
+
+@dataclass
+class FolderResult:
+    """What ``infer_folder`` wrote: counts and the output folders."""
+
+    n_images: int
+    out_dir: Path
+    n_panels: int = 0
+    tiled: int = 0
+    outputs: dict[str, Path] = field(default_factory=dict)
+
+
+def list_images(folder: Path) -> list[Path]:
+    """PNG/JPG files of a folder, sorted by name.
+
+    Raises:
+        DataError: the folder holds no image.
+    """
+    files = sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError("no PNG/JPG images in the folder", path=folder, hint="give a folder of slice images or a volume")
+    return files
+
+
+def image_input(path: Path, channels: int) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32]]:
+    """Read an image at its own size.
+
+    Returns:
+        ``(display, x)``: display (H, W) gray or (H, W, 3) RGB uint8 for overlays, and the model input
+        (H, W, channels) float32 in 0..1 (gray replicated to 3 channels, or RGB converted to gray).
+    """
+    from segkit.io.png import read_gray, read_rgb
+
+    if channels == 1:
+        gray = read_gray(path)
+        return gray, (gray.astype(np.float32) / np.float32(255.0))[..., None]
+    rgb = read_rgb(path)
+    return rgb, rgb.astype(np.float32) / np.float32(255.0)
+
+
+def truth_for(image_path: Path) -> Path | None:
+    """The ground-truth mask beside an image: ``<images>/../masks/<stem>.{png,jpg}``, or None."""
+    masks = image_path.parent.parent / "masks"
+    for sfx in (".png", ".jpg", ".jpeg"):
+        p = masks / f"{image_path.stem}{sfx}"
+        if p.is_file():
+            return p
+    return None
+
+
+def read_truth(path: Path, cfg: Config) -> npt.NDArray[np.uint8]:
+    """A ground-truth mask at its own size as (H, W) uint8 ids (colour or gray per ``data.mask_mode``)."""
+    from segkit.io.palette import decode_mask, palette_array
+    from segkit.io.png import read_gray, read_rgb
+
+    if cfg.data.mask_mode == "gray":
+        return (read_gray(path) >= cfg.data.gray_threshold).astype(np.uint8)
+    palette = palette_array([c.color for c in cfg.effective_classes])
+    return decode_mask(read_rgb(path), palette, cfg.data.mask_tolerance, path=path)
+
+
+def infer_folder(
+    model: keras.Model,
+    folder: Path,
+    cfg: Config,
+    out_dir: Path,
+    batch_size: int | None = None,
+    tta: bool | None = None,
+    largest_component: bool | None = None,
+    progress: ProgressFn | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> FolderResult:
+    """Predict every image of a folder and write masks, overlays and (with ground truth) panels.
+
+    Args:
+        model: a loaded model.
+        folder: folder of PNG/JPG slices.
+        cfg: the config (channels, classes, ``infer``).
+        out_dir: output root.
+        batch_size, tta, largest_component: override ``cfg.infer`` when not None.
+        progress: called with 1 after each image.
+        on_start: called once with the number of images.
+
+    Returns:
+        ``FolderResult``.
+
+    Raises:
+        DataError: no images, an unreadable image, or a ground-truth mask with a colour that is no class colour.
+    """
+    from segkit.infer.predict import largest_component as keep_largest
+    from segkit.infer.predict import make_predictor, model_input_size, predict_probs
+    from segkit.infer.volume import overlay
+    from segkit.io.palette import encode_mask, palette_array
+    from segkit.io.png import write_png
+
+    files = list_images(Path(folder))
+    bs = int(batch_size or cfg.infer.batch_size)
+    use_tta = cfg.infer.tta if tta is None else tta
+    use_lcc = cfg.infer.largest_component if largest_component is None else largest_component
+    colors = [c.color for c in cfg.effective_classes]
+    palette = palette_array(colors)
+    out_dir = Path(out_dir)
+    result = FolderResult(n_images=len(files), out_dir=out_dir)
+    result.outputs = {k: out_dir / k for k in ("masks", "labels", "overlays")}
+    roi = model_input_size(model)
+    predictor = make_predictor(model, bs)
+    if on_start is not None:
+        on_start(len(files))
+    if cfg.data.context_slices:
+        logger.warning("data.context_slices > 0: folder inference repeats each slice as its own neighbours")
+
+    def flush(batch: list[tuple[Path, npt.NDArray[np.uint8], npt.NDArray[np.float32]]]) -> None:
+        probs = predict_probs(model, np.stack([x for _, _, x in batch]), bs, use_tta, cfg.infer.overlap, predictor)
+        for (path, display, _), p in zip(batch, probs):
+            _write_outputs(path, display, p.argmax(-1).astype(np.uint8))
+
+    def _write_outputs(path: Path, display: npt.NDArray[np.uint8], labels: npt.NDArray[np.uint8]) -> None:
+        if use_lcc:
+            labels = keep_largest(labels, [c.id for c in cfg.effective_classes])
+        color = encode_mask(labels, palette)
+        write_png(out_dir / "masks" / f"{path.stem}.png", color)
+        write_png(out_dir / "labels" / f"{path.stem}.png", labels)
+        over = overlay(display, labels, colors, cfg.infer.alpha)
+        write_png(out_dir / "overlays" / f"{path.stem}.png", over)
+        truth_path = truth_for(path)
+        if truth_path is not None:
+            truth = read_truth(truth_path, cfg)
+            if truth.shape != labels.shape:
+                from segkit.prepare.slicing import resize_label
+
+                truth = resize_label(truth, labels.shape)
+            base = display if display.ndim == 3 else np.repeat(display[..., None], 3, axis=-1)
+            panel = np.concatenate([base, encode_mask(truth, palette), color], axis=1)
+            write_png(out_dir / "panels" / f"{path.stem}.png", panel)
+            result.n_panels += 1
+            result.outputs["panels"] = out_dir / "panels"
+        if progress is not None:
+            progress(1)
+
+    pending: list[tuple[Path, npt.NDArray[np.uint8], npt.NDArray[np.float32]]] = []
+    for path in files:
+        display, x = image_input(path, cfg.data.channels)
+        if cfg.data.context_slices:
+            x = np.concatenate([x] * (2 * cfg.data.context_slices + 1), axis=-1)
+        if roi is not None and tuple(x.shape[:2]) != roi:
+            result.tiled += 1
+        if pending and pending[0][2].shape != x.shape:
+            flush(pending)
+            pending = []
+        pending.append((path, display, x))
+        if len(pending) == bs:
+            flush(pending)
+            pending = []
+    if pending:
+        flush(pending)
+    return result

@@ -1,0 +1,274 @@
+"""Model loading and batched slice prediction (flip TTA, sliding windows, precision).
+
+Only the infer and evaluate stages import this module; Keras is imported inside the functions.
+
+Example:
+    >>> model = load_model(Path("demo/run/model.keras"), cfg)
+    >>> labels = predict_labels(model, images, batch_size=8)   # (N, H, W, C) float32 -> (N, H, W) uint8
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from segkit.errors import ConfigError, ModelError
+
+if TYPE_CHECKING:
+    import keras
+
+    from segkit.config import Config
+
+logger = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int], None]
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+def load_model(path: Path, cfg: Config, precision: str | None = None) -> keras.Model:
+    """Load a ``.keras`` model for inference and check it against the config.
+
+    Args:
+        path: the ``.keras`` file (e.g. ``<run_dir>/model.keras``).
+        cfg: the config; its ``num_classes`` and input channels must match the model.
+        precision: "float32", "mixed_bfloat16" or "mixed_float16" to run in that dtype policy (the weights are
+            copied into a model rebuilt from ``cfg``); None or "auto" keeps the policy saved with the model.
+
+    Returns:
+        An uncompiled ``keras.Model`` (compiled for XLA when ``cfg.train.jit_compile``).
+
+    Raises:
+        ModelError: missing or unreadable file, or output classes / input channels that differ from the config
+            (the message names both numbers).
+    """
+    import keras
+
+    import segkit.models  # noqa: F401 - registers segkit's serializable layers
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(
+            "model file not found",
+            path=path,
+            hint="run `segkit train CONFIG` first, or pass --model PATH to a .keras file",
+        )
+    try:
+        model = keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as e:  # noqa: BLE001 - Keras raises many types for a bad file
+        raise ModelError(
+            f"cannot load model ({type(e).__name__}: {' '.join(str(e).split())[:200]})",
+            path=path,
+            hint="give a .keras file written by `segkit train`",
+        ) from e
+    check_model(model, cfg, path)
+    if precision not in (None, "auto") and precision != _policy_name(model):
+        model = _with_policy(model, cfg, precision)
+    if cfg.train.jit_compile:
+        model.compile(jit_compile=True)
+    return model
+
+
+def check_model(model: keras.Model, cfg: Config, path: Path | None = None) -> None:
+    """Raise ``ModelError`` when the model's output classes or input channels differ from the config."""
+    out_classes = int(model.output_shape[-1])
+    if out_classes != cfg.num_classes:
+        raise ModelError(
+            f"the model outputs {out_classes} classes but the config has {cfg.num_classes} "
+            f"(background + {cfg.num_classes - 1} classes)",
+            path=path,
+            hint="use the config the model was trained with, or pass --model for the right run",
+        )
+    from segkit.models import input_shape_of
+
+    want = input_shape_of(cfg)[-1]
+    have = int(model.input_shape[-1])
+    if have != want:
+        raise ModelError(
+            f"the model takes {have} input channels but the config gives {want} "
+            "(data.channels x (1 + 2 x data.context_slices))",
+            path=path,
+            hint="use the config the model was trained with",
+        )
+
+
+def _policy_name(model: keras.Model) -> str:
+    policy = getattr(model, "dtype_policy", None)
+    return str(getattr(policy, "name", "float32"))
+
+
+def _with_policy(model: keras.Model, cfg: Config, precision: str) -> keras.Model:
+    """The same weights in a model rebuilt from ``cfg`` under dtype policy ``precision``."""
+    import keras
+
+    from segkit.models import build_model
+
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision '{precision}'", path="train.precision", hint=f"use one of {PRECISIONS}")
+    previous = keras.config.dtype_policy()
+    try:
+        keras.config.set_dtype_policy(precision)
+        rebuilt = build_model(cfg)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    try:
+        rebuilt.set_weights(model.get_weights())
+    except ValueError as e:
+        raise ModelError(
+            f"cannot run the model in {precision}: its weights do not fit the architecture of the config ({e})",
+            hint="use the config the model was trained with, or set train.precision=auto",
+        ) from e
+    logger.info("running the model in %s", precision)
+    return rebuilt
+
+
+def model_input_size(model: keras.Model) -> tuple[int, int] | None:
+    """(H, W) of the model input, or None when the model accepts any size."""
+    h, w = model.input_shape[1:3]
+    return (int(h), int(w)) if h is not None and w is not None else None
+
+
+def make_predictor(model: keras.Model, batch_size: int) -> Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]:
+    """A callable (N, H, W, C) float32 -> (N, H, W, K) float32 probabilities, run in fixed-size batches.
+
+    Once a full batch has run, a short last batch is zero-padded to ``batch_size`` so the compiled predict
+    function is not traced again.
+    """
+    seen_full: set[tuple[int, ...]] = set()
+
+    def predict(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        n = x.shape[0]
+        outs = []
+        for s in range(0, n, batch_size):
+            chunk = x[s : s + batch_size]
+            k = chunk.shape[0]
+            if k == batch_size:
+                seen_full.add(tuple(chunk.shape[1:]))
+            elif tuple(chunk.shape[1:]) in seen_full:
+                chunk = np.concatenate([chunk, np.zeros((batch_size - k, *chunk.shape[1:]), chunk.dtype)])
+            y = np.asarray(model.predict_on_batch(np.ascontiguousarray(chunk, dtype=np.float32)), dtype=np.float32)
+            outs.append(y[:k])
+        return np.concatenate(outs) if len(outs) > 1 else outs[0]
+
+    return predict
+
+
+def predict_probs(
+    model: keras.Model,
+    images: npt.NDArray[np.float32],
+    batch_size: int = 8,
+    tta: bool = False,
+    overlap: float = 0.5,
+    predictor: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]] | None = None,
+) -> npt.NDArray[np.float32]:
+    """Softmax probabilities for a stack of slices.
+
+    Slices of the model's input size are predicted directly; others (larger, or smaller) go through
+    Gaussian-weighted sliding windows (``segkit.infer.tiling``), never resizing. With ``tta`` the prediction is
+    the mean over the identity, a left-right flip and an up-down flip (each flipped back).
+
+    Args:
+        model: a Keras model (B, h, w, C) -> (B, h, w, K).
+        images: (N, H, W, C) float32 in 0..1.
+        batch_size: slices (or windows) per model call.
+        tta: flip test-time augmentation.
+        overlap: sliding-window overlap in [0, 1).
+        predictor: a ``make_predictor`` callable to reuse across calls (built from ``model`` when None).
+
+    Returns:
+        (N, H, W, K) float32 probabilities.
+
+    Raises:
+        ConfigError: ``overlap`` outside [0, 1) (``infer.overlap``).
+    """
+    from segkit.infer.tiling import sliding_window_inference
+
+    predictor = predictor or make_predictor(model, batch_size)
+    roi = model_input_size(model)
+    x = np.asarray(images, dtype=np.float32)
+
+    def run(batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        if roi is None or tuple(batch.shape[1:3]) == roi:
+            return predictor(batch)
+        try:
+            return sliding_window_inference(batch, roi, predictor, overlap=overlap, mode="gaussian", sw_batch_size=batch_size)
+        except ValueError as e:
+            raise ConfigError(str(e), path="infer.overlap", hint="use an overlap in [0, 1), e.g. 0.5") from e
+
+    probs = run(x)
+    if tta:
+        probs = probs + run(x[:, :, ::-1].copy())[:, :, ::-1]
+        probs = probs + run(x[:, ::-1].copy())[:, ::-1]
+        probs = probs / np.float32(3.0)
+    return np.ascontiguousarray(probs, dtype=np.float32)
+
+
+def iter_predictions(
+    model: keras.Model,
+    images: npt.NDArray[np.float32],
+    batch_size: int = 8,
+    tta: bool = False,
+    overlap: float = 0.5,
+    progress: ProgressFn | None = None,
+) -> Iterator[tuple[int, npt.NDArray[np.float32]]]:
+    """Yield ``(start, probs)`` chunk by chunk so the memory holds one batch of probabilities at a time.
+
+    Args:
+        model, images, batch_size, tta, overlap: as in ``predict_probs``.
+        progress: called with the number of slices done after each chunk.
+
+    Yields:
+        ``start`` index into ``images`` and (n, H, W, K) float32 probabilities of ``images[start:start+n]``.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be >= 1, got {batch_size}", path="infer.batch_size")
+    predictor = make_predictor(model, batch_size)
+    for s in range(0, len(images), batch_size):
+        chunk = images[s : s + batch_size]
+        yield s, predict_probs(model, chunk, batch_size, tta, overlap, predictor)
+        if progress is not None:
+            progress(len(chunk))
+
+
+def predict_labels(
+    model: keras.Model,
+    images: npt.NDArray[np.float32],
+    batch_size: int = 8,
+    tta: bool = False,
+    overlap: float = 0.5,
+    progress: ProgressFn | None = None,
+) -> npt.NDArray[np.uint8]:
+    """(N, H, W, C) float32 slices -> (N, H, W) uint8 class ids (argmax), batch by batch."""
+    out = np.zeros(images.shape[:3], dtype=np.uint8)
+    for s, probs in iter_predictions(model, images, batch_size, tta, overlap, progress):
+        out[s : s + len(probs)] = probs.argmax(-1).astype(np.uint8)
+    return out
+
+
+def largest_component(labels: npt.NDArray[np.integer], class_ids: list[int] | None = None) -> npt.NDArray[np.uint8]:
+    """Keep only the largest connected component (26/8-connectivity) of each class; the rest becomes background.
+
+    Args:
+        labels: (X, Y, Z) or (H, W) integer ids.
+        class_ids: classes to clean (default: every non-zero id present).
+
+    Returns:
+        uint8 labels of the same shape.
+    """
+    from scipy import ndimage
+
+    out = np.asarray(labels).astype(np.uint8, copy=True)
+    ids = class_ids if class_ids is not None else [int(c) for c in np.unique(out) if c != 0]
+    structure = ndimage.generate_binary_structure(out.ndim, out.ndim)
+    for c in ids:
+        comp, n = ndimage.label(out == c, structure=structure)
+        if n <= 1:
+            continue
+        sizes = np.bincount(comp.ravel())
+        sizes[0] = 0
+        out[(comp != 0) & (comp != int(sizes.argmax()))] = 0
+    return out

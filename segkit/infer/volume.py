@@ -1,0 +1,258 @@
+"""NIfTI/NRRD volume in -> label NIfTI out, in the input's exact shape and affine.
+
+Steps of ``infer_volume``:
+
+1. ``load_volume`` (a 2D or 4D file is a one-line ``DataError``);
+2. ``segkit.prepare.slicing.volume_to_slices``: the preprocessing ``prepare`` applied (reorientation to RAS,
+   slicing axis, display convention, intensity recipe, resize to ``prepare.size``), taken from the dataset's
+   ``dataset.json`` when it exists, else from the config;
+3. resize to the model's ``data.image_size`` as the training pipeline does (``segkit.data.pipeline.read_image``),
+   replicate gray to ``data.channels`` and stack 2.5D neighbours;
+4. batched prediction (flip TTA optional), argmax;
+5. ``reassemble_volume``: nearest-neighbour resize back, undo the display convention and the reorientation;
+6. optional largest-connected-component clean-up per class;
+7. write ``<case>_seg.nii.gz`` (uint8 labels, the input's affine) and ``<case>_overlay.png`` (a montage).
+
+Example:
+    >>> res = infer_volume(model, Path("ct.nii.gz"), cfg, Path("out"))
+    >>> res.seg_path
+    PosixPath('out/ct_seg.nii.gz')
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from segkit.errors import DataError
+
+if TYPE_CHECKING:
+    import keras
+
+    from segkit.config import Config
+
+logger = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class VolumeResult:
+    """What ``infer_volume`` wrote.
+
+    Attributes:
+        case_id: input file name without its volume suffix.
+        seg_path: the label NIfTI (uint8, input shape and affine).
+        montage_path: the overlay montage PNG.
+        shape: (X, Y, Z) shape of the input and of the labels.
+        affine: (4, 4) affine of the input and of the labels.
+        voxels_per_class: ``{class_id: voxel count}`` of the written labels.
+        seconds: wall time per stage ("preprocess", "predict", "reassemble", "write").
+    """
+
+    case_id: str
+    seg_path: Path
+    montage_path: Path
+    shape: tuple[int, int, int]
+    affine: npt.NDArray[np.float64]
+    voxels_per_class: dict[int, int]
+    seconds: dict[str, float]
+
+
+def case_id_of(path: Path) -> str:
+    """``ct.nii.gz`` -> ``ct`` (strips the volume suffix)."""
+    from segkit.io.volumes import volume_suffix
+
+    name = Path(path).name
+    sfx = volume_suffix(Path(path))
+    return name[: -len(sfx)] if sfx else Path(path).stem
+
+
+def preprocessing_spec(cfg: Config) -> Config | Mapping[str, Any]:
+    """The recipe ``prepare`` used: the dataset's ``dataset.json`` when present, else the config itself."""
+    from segkit.prepare.manifest import MANIFEST_FILE, load_manifest
+
+    if (Path(cfg.data.dir) / MANIFEST_FILE).is_file():
+        manifest = load_manifest(Path(cfg.data.dir))
+        logger.info("preprocessing from %s", Path(cfg.data.dir) / MANIFEST_FILE)
+        return {"prepare": manifest["prepare"], "modality": manifest["modality"]}
+    return cfg
+
+
+def model_inputs(
+    stack: npt.NDArray[np.uint8], indices: Sequence[int], channels: int, context: int
+) -> npt.NDArray[np.float32]:
+    """Model input for some slices of a volume, as the training pipeline builds it.
+
+    Args:
+        stack: (N, H, W) uint8 display slices of one volume, already at the model size.
+        indices: which slices (positions in ``stack``).
+        channels: ``data.channels`` (gray replicated to 3 when 3).
+        context: ``data.context_slices`` k; neighbours -k..k (clamped at the ends) become extra channels.
+
+    Returns:
+        (len(indices), H, W, channels * (2k + 1)) float32 in 0..1.
+    """
+    n = stack.shape[0]
+    planes = []
+    for i in indices:
+        rows = [min(max(i + d, 0), n - 1) for d in range(-context, context + 1)]
+        planes.append(np.stack([stack[r] for r in rows for _ in range(channels)], axis=-1))
+    return np.stack(planes).astype(np.float32) / np.float32(255.0)
+
+
+def predict_volume_slices(
+    model: keras.Model,
+    stack: npt.NDArray[np.uint8],
+    cfg: Config,
+    batch_size: int,
+    tta: bool = False,
+    progress: ProgressFn | None = None,
+) -> npt.NDArray[np.uint8]:
+    """(N, H, W) uint8 slices -> (N, H, W) uint8 class ids, one batch of probabilities in memory at a time."""
+    from segkit.infer.predict import make_predictor, predict_probs
+
+    predictor = make_predictor(model, batch_size)
+    out = np.zeros(stack.shape, dtype=np.uint8)
+    for s in range(0, stack.shape[0], batch_size):
+        idx = list(range(s, min(s + batch_size, stack.shape[0])))
+        x = model_inputs(stack, idx, cfg.data.channels, cfg.data.context_slices)
+        probs = predict_probs(model, x, batch_size, tta, cfg.infer.overlap, predictor)
+        out[s : s + len(idx)] = probs.argmax(-1).astype(np.uint8)
+        if progress is not None:
+            progress(len(idx))
+    return out
+
+
+def infer_volume(
+    model: keras.Model,
+    path: Path,
+    cfg: Config,
+    out_dir: Path,
+    batch_size: int | None = None,
+    tta: bool | None = None,
+    largest_component: bool | None = None,
+    progress: ProgressFn | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> VolumeResult:
+    """Segment one volume file and write its label NIfTI and overlay montage.
+
+    Args:
+        model: a loaded model (``segkit.infer.predict.load_model``).
+        path: ``.nii``, ``.nii.gz``, ``.nrrd`` or ``.nhdr`` 3D image.
+        cfg: the config (preprocessing, channels, classes, infer options).
+        out_dir: where ``<case>_seg.nii.gz`` and ``<case>_overlay.png`` go.
+        batch_size, tta, largest_component: override ``cfg.infer`` when not None.
+        progress: called with the number of slices done after each batch.
+        on_start: called once with the number of slices, before prediction.
+
+    Returns:
+        ``VolumeResult``.
+
+    Raises:
+        DataError: unreadable file, not 3D (2D or 4D), NaN intensities.
+    """
+    import time
+
+    from segkit.infer.predict import largest_component as keep_largest
+    from segkit.io.png import write_png
+    from segkit.io.volumes import load_volume, save_volume
+    from segkit.prepare.slicing import reassemble_volume, resize_image, volume_to_slices
+
+    bs = int(batch_size or cfg.infer.batch_size)
+    use_tta = cfg.infer.tta if tta is None else tta
+    use_lcc = cfg.infer.largest_component if largest_component is None else largest_component
+    t: dict[str, float] = {}
+    t0 = time.perf_counter()
+    vol = load_volume(Path(path))
+    if vol.data.ndim != 3:
+        raise DataError(f"expected a 3D volume, got shape {vol.data.shape}", path=path)
+    case_id = case_id_of(Path(path))
+    sliced = volume_to_slices(vol.data, vol.affine, preprocessing_spec(cfg), case_id)
+    size = tuple(int(s) for s in cfg.data.image_size)
+    stack = np.stack([resize_image(img, size) for _, img, _ in sliced.slices])
+    t["preprocess"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    if on_start is not None:
+        on_start(stack.shape[0])
+    labels2d = predict_volume_slices(model, stack, cfg, bs, use_tta, progress)
+    t["predict"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    labels = reassemble_volume({k: labels2d[i] for i, (k, _, _) in enumerate(sliced.slices)}, sliced.record)
+    if use_lcc:
+        labels = keep_largest(labels, [c.id for c in cfg.effective_classes])
+    if labels.shape != vol.data.shape:
+        raise DataError(f"reassembled labels {labels.shape} differ from the input {vol.data.shape}", path=path)
+    t["reassemble"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    seg_path = save_volume(out_dir / f"{case_id}_seg.nii.gz", labels.astype(np.uint8), vol.affine)
+    montage = overlay_montage(stack, labels2d, [c.color for c in cfg.effective_classes], cfg.infer.alpha)
+    montage_path = write_png(out_dir / f"{case_id}_overlay.png", montage)
+    t["write"] = time.perf_counter() - t0
+    counts = np.bincount(labels.ravel(), minlength=cfg.num_classes)
+    logger.info("%s: wrote %s", case_id, seg_path)
+    return VolumeResult(
+        case_id=case_id,
+        seg_path=seg_path,
+        montage_path=montage_path,
+        shape=tuple(int(s) for s in labels.shape),  # type: ignore[arg-type]
+        affine=np.asarray(vol.affine, dtype=np.float64),
+        voxels_per_class={c.id: int(counts[c.id]) for c in cfg.effective_classes},
+        seconds=t,
+    )
+
+
+def overlay(
+    gray: npt.NDArray[np.uint8], labels: npt.NDArray[np.integer], colors: Sequence[Sequence[int]], alpha: float
+) -> npt.NDArray[np.uint8]:
+    """(H, W) uint8 image + (H, W) ids -> (H, W, 3) uint8 RGB, class colours blended with opacity ``alpha``.
+
+    Background pixels keep the image unchanged.
+    """
+    from segkit.io.palette import encode_mask, palette_array
+
+    base = gray if gray.ndim == 3 else np.repeat(gray[..., None], 3, axis=-1)
+    rgb = encode_mask(np.asarray(labels), palette_array(colors)).astype(np.float32)
+    fg = (np.asarray(labels) > 0)[..., None]
+    blended = base.astype(np.float32) * (1 - alpha) + rgb * alpha
+    return np.where(fg, blended, base.astype(np.float32)).round().clip(0, 255).astype(np.uint8)
+
+
+def overlay_montage(
+    stack: npt.NDArray[np.uint8],
+    labels: npt.NDArray[np.integer],
+    colors: Sequence[Sequence[int]],
+    alpha: float,
+    n: int = 9,
+) -> npt.NDArray[np.uint8]:
+    """A grid of up to ``n`` overlays (evenly spaced over the slices with foreground, else over all slices).
+
+    Args:
+        stack: (N, H, W) uint8 display slices.
+        labels: (N, H, W) predicted ids.
+
+    Returns:
+        (rows*H, cols*W, 3) uint8 RGB.
+    """
+    fg = np.flatnonzero(labels.reshape(labels.shape[0], -1).any(1))
+    pool = fg if fg.size else np.arange(stack.shape[0])
+    pick = np.unique(pool[np.linspace(0, pool.size - 1, min(n, pool.size)).round().astype(int)])
+    tiles = [overlay(stack[i], labels[i], colors, alpha) for i in pick]
+    cols = int(np.ceil(np.sqrt(len(tiles))))
+    rows = int(np.ceil(len(tiles) / cols))
+    h, w = stack.shape[1:3]
+    grid = np.zeros((rows * h, cols * w, 3), dtype=np.uint8)
+    for k, tile in enumerate(tiles):
+        r, c = divmod(k, cols)
+        grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = tile
+    return grid

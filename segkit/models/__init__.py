@@ -1,0 +1,164 @@
+"""Model registry: ``build_model(cfg)`` picks an architecture by ``cfg.model.name``.
+
+Every builder takes ``input_shape, num_classes`` and the ``model`` config fields as keyword arguments
+(``base_filters``, ``base_kernels``, ``num_layers``, ``dropout_rate``, ``dilation``, ``max_filters``, ``norm``)
+and returns a functional ``keras.Model`` mapping ``(B, H, W, C)`` float32 images in 0..1 to
+``(B, H, W, num_classes)`` float32 probabilities (softmax; float32 even under a mixed-precision policy).
+
+Importing this module imports Keras and registers segkit's serializable layers (``AttentionGate``), so
+``keras.models.load_model(path, safe_mode=True)`` works after ``import segkit.models``. Only the train/infer
+stages import it (``import segkit`` and ``segkit.config`` stay free of TensorFlow).
+Adding a model: one module, one ``MODELS.register`` line below, one line in the contract test.
+
+Example:
+    >>> model = build_model(load_config(Path("configs/demo.yaml")))
+    >>> model_summary(model)
+    {'params': 484612, 'gflops_per_image': 0.287965184}
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import keras
+
+from segkit.errors import ConfigError, SegkitError
+from segkit.models.attention_unet import build_attention_unet
+from segkit.models.blocks import AttentionGate
+from segkit.models.flexunet import build_flexunet
+from segkit.registry import Registry
+
+if TYPE_CHECKING:
+    from segkit.config import Config
+
+logger = logging.getLogger(__name__)
+
+ModelBuilder = Callable[..., keras.Model]
+MODELS: Registry[ModelBuilder] = Registry("model")
+
+
+MODELS.register("flexunet")(build_flexunet)
+MODELS.register("attention_unet")(build_attention_unet)
+
+
+def input_shape_of(cfg: Config) -> tuple[int, int, int]:
+    """Model input ``(H, W, C)``: ``C = data.channels * (1 + 2 * data.context_slices)`` (2.5D context)."""
+    h, w = cfg.data.image_size
+    return (int(h), int(w), int(cfg.data.channels * (1 + 2 * cfg.data.context_slices)))
+
+
+def check_input_shape(image_size: tuple[int, int], num_layers: int) -> None:
+    """Check that H and W survive ``num_layers - 1`` 2x2 poolings (SMP's ``check_input_shape``).
+
+    Args:
+        image_size: ``(H, W)`` in pixels.
+        num_layers: resolution levels of the U-Net.
+
+    Raises:
+        ConfigError: H or W is not divisible by ``2**(num_layers-1)``; the message names the size and the
+            divisor, the hint the padded size (next multiple) and the next smaller valid size.
+    """
+    div = 2 ** (num_layers - 1)
+    h, w = int(image_size[0]), int(image_size[1])
+    if h % div == 0 and w % div == 0:
+        return
+    up = (-(-h // div) * div, -(-w // div) * div)
+    down = (max(h // div, 1) * div, max(w // div, 1) * div)
+    raise ConfigError(
+        f"image size {h}x{w} is not divisible by {div} (model.num_layers={num_layers} gives "
+        f"{num_layers - 1} poolings of 2x2)",
+        path="data.image_size",
+        hint=f"pad to {up[0]}x{up[1]} (or use {down[0]}x{down[1]}), or lower model.num_layers",
+    )
+
+
+def build_model(cfg: Config) -> keras.Model:
+    """Build the model named by ``cfg.model.name`` for ``cfg``'s input size, channels and classes.
+
+    Args:
+        cfg: a validated ``segkit.config.Config``.
+
+    Returns:
+        Uncompiled ``keras.Model``: input ``(H, W, C)`` from ``input_shape_of(cfg)``, output
+        ``(H, W, cfg.num_classes)`` float32 softmax probabilities.
+
+    Raises:
+        ConfigError: unknown model name (``model.name``, listing valid names) or an image size that the
+            poolings cannot halve (``data.image_size``).
+    """
+    try:
+        builder = MODELS.get(cfg.model.name)
+    except SegkitError as e:
+        raise ConfigError(e.message, path="model.name", hint=e.hint) from e
+    shape = input_shape_of(cfg)
+    check_input_shape(shape[:2], cfg.model.num_layers)
+    m = cfg.model
+    return builder(
+        input_shape=shape,
+        num_classes=cfg.num_classes,
+        base_filters=m.base_filters,
+        base_kernels=m.base_kernels,
+        num_layers=m.num_layers,
+        dropout_rate=m.dropout_rate,
+        dilation=m.dilation,
+        max_filters=m.max_filters,
+        norm=m.norm,
+    )
+
+
+def _shape(t: Any) -> tuple[int, ...]:
+    return tuple(int(d) if d is not None else 1 for d in t.shape)
+
+
+def layer_macs(layer: Any) -> int:
+    """Multiply-adds of one layer for ONE image, from its functional input/output shapes.
+
+    Conv2D: ``H_out * W_out * C_out * kh * kw * C_in / groups`` (bias adds and activations are not counted;
+    dilation does not change the count). Conv2DTranspose: ``H_in * W_in * C_in * kh * kw * C_out``. Layers
+    defining ``macs_per_image(input_shape)`` (e.g. ``AttentionGate``) report their own. Others: 0.
+    """
+    from keras import layers
+
+    if isinstance(layer, layers.Conv2DTranspose):
+        _, h, w, cin = _shape(layer.input)
+        kh, kw = layer.kernel_size
+        return h * w * cin * kh * kw * layer.filters
+    if isinstance(layer, layers.Conv2D):
+        _, h, w, cout = _shape(layer.output)
+        cin = _shape(layer.input)[-1]
+        kh, kw = layer.kernel_size
+        return h * w * cout * kh * kw * cin // getattr(layer, "groups", 1)
+    if hasattr(layer, "macs_per_image"):
+        inp = layer.input if isinstance(layer.input, (list, tuple)) else [layer.input]
+        return int(layer.macs_per_image([_shape(t) for t in inp]))
+    return 0
+
+
+def model_summary(model: keras.Model) -> dict[str, Any]:
+    """Parameter count and forward GFLOP per image (``2 * multiply-adds`` of conv layers, see ``layer_macs``).
+
+    Args:
+        model: a built functional model with a fixed input size.
+
+    Returns:
+        ``{"params": int (all weights, trainable or not), "gflops_per_image": float (1e9 FLOP)}``.
+    """
+    macs = sum(layer_macs(layer) for layer in model.layers)
+    summary = {"params": int(model.count_params()), "gflops_per_image": 2.0 * macs / 1e9}
+    logger.debug("model %s: %s", model.name, summary)
+    return summary
+
+
+__all__ = [
+    "MODELS",
+    "AttentionGate",
+    "build_attention_unet",
+    "build_flexunet",
+    "build_model",
+    "check_input_shape",
+    "input_shape_of",
+    "layer_macs",
+    "model_summary",
+]

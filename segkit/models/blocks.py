@@ -1,0 +1,173 @@
+"""Building blocks shared by the segkit U-Nets: the seed's two-conv block, up-sampling, attention gate.
+
+All blocks are plain Keras layers wired functionally (no ``Lambda``), so a ``.keras`` file loads with
+``safe_mode=True``. The one custom layer, ``AttentionGate``, is registered as serializable (package "segkit").
+Feature maps are channels-last ``(B, H, W, C)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import layers
+
+NORMS = ("none", "batch", "group")
+
+
+def norm_layer(norm: str, filters: int, name: str) -> layers.Layer | None:
+    """The normalisation layer for ``norm``, or None for "none".
+
+    Args:
+        norm: "none" | "batch" | "group" (GroupNormalization with ``groups = min(8, filters)``; it must divide
+            ``filters``, so the largest divisor of ``filters`` not above 8 is used).
+        filters: channels of the normalised feature map.
+        name: layer name.
+    """
+    if norm == "none":
+        return None
+    if norm == "batch":
+        return layers.BatchNormalization(name=name)
+    if norm == "group":
+        groups = min(8, filters)
+        while filters % groups:
+            groups -= 1
+        return layers.GroupNormalization(groups=groups, name=name)
+    raise ValueError(f"unknown norm '{norm}', expected one of {NORMS}")
+
+
+def conv_block(
+    x: keras.KerasTensor,
+    filters: int,
+    kernel_size: int,
+    dilation: int,
+    dropout_rate: float,
+    norm: str,
+    name: str,
+) -> keras.KerasTensor:
+    """Two ``same`` convolutions with ReLU, he_normal init, as in the seed TensorFlowFlexUNet.
+
+    Order (the seed's): Conv2D+ReLU -> [norm] -> [Dropout] -> Conv2D+ReLU -> [norm]. Dropout is skipped when
+    its rate is 0 (the seed inserts a no-op ``Dropout(0)``; it has no weights).
+
+    Args:
+        x: input ``(B, H, W, Cin)``.
+        filters: output channels of both convolutions.
+        kernel_size: square kernel size.
+        dilation: dilation rate of both convolutions.
+        dropout_rate: dropout after the first convolution.
+        norm: "none" | "batch" | "group".
+        name: prefix of the layer names.
+
+    Returns:
+        ``(B, H, W, filters)``.
+
+    Example:
+        >>> inp = keras.Input((64, 64, 1))
+        >>> conv_block(inp, 16, 3, 1, 0.0, "none", "enc0").shape
+        (None, 64, 64, 16)
+    """
+    for j in (1, 2):
+        x = layers.Conv2D(
+            filters,
+            kernel_size,
+            padding="same",
+            dilation_rate=dilation,
+            activation="relu",
+            kernel_initializer="he_normal",
+            name=f"{name}_conv{j}",
+        )(x)
+        nl = norm_layer(norm, filters, f"{name}_norm{j}")
+        if nl is not None:
+            x = nl(x)
+        if j == 1 and dropout_rate > 0:
+            x = layers.Dropout(dropout_rate, name=f"{name}_drop")(x)
+    return x
+
+
+def up_block(x: keras.KerasTensor, filters: int, name: str) -> keras.KerasTensor:
+    """2x2 stride-2 ``Conv2DTranspose`` up-sampling (linear, with bias), as in the seed.
+
+    Args:
+        x: ``(B, H, W, Cin)``.
+        filters: output channels.
+        name: layer name.
+
+    Returns:
+        ``(B, 2H, 2W, filters)``.
+    """
+    return layers.Conv2DTranspose(filters, 2, strides=2, padding="same", name=name)(x)
+
+
+def segmentation_head(x: keras.KerasTensor, num_classes: int, name: str = "head") -> keras.KerasTensor:
+    """1x1 convolution then softmax (sigmoid when ``num_classes == 1``), computed in float32.
+
+    The activation layer has ``dtype="float32"`` so that under a mixed-precision policy the probabilities
+    (and the losses computed on them) stay float32.
+
+    Args:
+        x: ``(B, H, W, C)`` features.
+        num_classes: output channels (background included).
+        name: prefix of the layer names.
+
+    Returns:
+        ``(B, H, W, num_classes)`` float32 probabilities.
+    """
+    logits = layers.Conv2D(num_classes, 1, name=f"{name}_conv")(x)
+    act = "sigmoid" if num_classes == 1 else "softmax"
+    return layers.Activation(act, dtype="float32", name=f"{name}_{act}")(logits)
+
+
+@keras.saving.register_keras_serializable(package="segkit")
+class AttentionGate(layers.Layer):
+    """Additive attention gate on a skip connection (Oktay et al. 2018, "Attention U-Net", arXiv:1804.03999).
+
+    ``alpha = sigmoid(psi(relu(W_x x + W_g g)))`` and the output is ``x * alpha``; ``W_x``, ``W_g``, ``psi``
+    are 1x1 convolutions (``psi`` to one channel). As in MONAI's ``AttentionBlock``, the gating signal ``g``
+    is the already up-sampled decoder feature, so ``x`` and ``g`` share the spatial size.
+
+    Args:
+        inter_channels: channels of the intermediate map (``F_int``).
+
+    Call args:
+        inputs: ``[x, g]``: skip features ``(B, H, W, Cx)`` and gating features ``(B, H, W, Cg)``.
+
+    Returns:
+        ``(B, H, W, Cx)``: the gated skip features.
+
+    Example:
+        >>> x, g = keras.Input((32, 32, 16)), keras.Input((32, 32, 16))
+        >>> AttentionGate(8)([x, g]).shape
+        (None, 32, 32, 16)
+    """
+
+    def __init__(self, inter_channels: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.inter_channels = int(inter_channels)
+        self.w_x = layers.Conv2D(self.inter_channels, 1, use_bias=False, name="w_x", dtype=self.dtype_policy)
+        self.w_g = layers.Conv2D(self.inter_channels, 1, use_bias=True, name="w_g", dtype=self.dtype_policy)
+        self.psi = layers.Conv2D(1, 1, use_bias=True, name="psi", dtype=self.dtype_policy)
+
+    def build(self, input_shape: list[tuple[int | None, ...]]) -> None:
+        x_shape, g_shape = input_shape
+        self.w_x.build(x_shape)
+        self.w_g.build(g_shape)
+        self.psi.build((*x_shape[:-1], self.inter_channels))
+        self.built = True
+
+    def call(self, inputs: list[Any]) -> Any:
+        x, g = inputs
+        a = keras.ops.relu(self.w_x(x) + self.w_g(g))
+        alpha = keras.ops.sigmoid(self.psi(a))
+        return x * alpha
+
+    def compute_output_shape(self, input_shape: list[tuple[int | None, ...]]) -> tuple[int | None, ...]:
+        return tuple(input_shape[0])
+
+    def macs_per_image(self, input_shape: list[tuple[int | None, ...]]) -> int:
+        """Multiply-adds of the three 1x1 convolutions for one image (the gating product is not counted)."""
+        (_, h, w, cx), (_, _, _, cg) = input_shape
+        return int(h * w * (cx * self.inter_channels + cg * self.inter_channels + self.inter_channels))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "inter_channels": self.inter_channels}

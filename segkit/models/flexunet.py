@@ -1,0 +1,110 @@
+"""FlexUNet: the seed experiments' ``TensorFlowFlexUNet`` (antillia), rebuilt layer for layer.
+
+Architecture (``L = num_layers`` resolution levels, level ``i = 0..L-1``):
+
+- encoder level ``i``: two convolutions with ``filters_i = base_filters * 2**i`` (capped at ``max_filters``),
+  kernel ``k_i = max(base_kernels - 2*i, 3)``, dilation ``d_i = max(dilation - i, 1)``, dropout
+  ``dropout_rate * i`` after the first convolution; a 2x2 max-pool between levels (``L - 1`` pools);
+- decoder, for ``f = L-2 .. 0``: 2x2 stride-2 ``Conv2DTranspose`` to ``filters_f``, concatenation with the
+  encoder output of level ``f`` (up-sampled first, skip second), two convolutions with level ``f``'s filters,
+  kernel, dilation and dropout;
+- 1x1 convolution head, softmax (sigmoid for one class) computed in float32.
+
+The seed rescales 0..255 inputs with a ``Lambda``; segkit feeds 0..1 floats instead (no ``Lambda`` layers, so
+``.keras`` files load with ``safe_mode=True``). With the Whole-Heart seed settings (512x512x3, 9 classes,
+base_filters 16, base_kernels 7, num_layers 8, dropout 0.04) the model has 124,557,177 parameters.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from segkit.models.blocks import conv_block, segmentation_head, up_block
+
+
+def level_filters(base_filters: int, level: int, max_filters: int | None) -> int:
+    """Channels at resolution ``level``: ``base_filters * 2**level``, capped at ``max_filters``."""
+    f = base_filters * 2**level
+    return f if max_filters is None else min(f, max_filters)
+
+
+def level_kernel(base_kernels: int, level: int) -> int:
+    """Kernel size at ``level``: ``max(base_kernels - 2*level, 3)`` (the seed's rule)."""
+    return max(base_kernels - 2 * level, 3)
+
+
+def level_dilation(dilation: int, level: int) -> int:
+    """Dilation at ``level``: ``max(dilation - level, 1)`` (the seed's rule)."""
+    return max(dilation - level, 1)
+
+
+def build_flexunet(
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    *,
+    base_filters: int = 16,
+    base_kernels: int = 7,
+    num_layers: int = 6,
+    dropout_rate: float = 0.05,
+    dilation: int = 1,
+    max_filters: int | None = None,
+    norm: str = "none",
+    name: str = "flexunet",
+) -> keras.Model:
+    """Build the FlexUNet functional model.
+
+    Args:
+        input_shape: ``(H, W, C)``; H and W must be divisible by ``2**(num_layers-1)`` (checked by
+            ``segkit.models.check_input_shape`` in ``build_model``).
+        num_classes: output channels, background included.
+        base_filters: channels at level 0.
+        base_kernels: kernel size at level 0.
+        num_layers: resolution levels.
+        dropout_rate: dropout per level step (level i uses ``dropout_rate * i``).
+        dilation: dilation at level 0.
+        max_filters: optional cap on the channels of any level.
+        norm: "none" (the seed) | "batch" | "group", after each convolution's ReLU.
+        name: model name.
+
+    Returns:
+        A ``keras.Model`` mapping ``(B, H, W, C)`` float inputs in 0..1 to ``(B, H, W, num_classes)`` float32
+        probabilities.
+
+    Example:
+        >>> m = build_flexunet((64, 64, 1), 4, base_filters=4, base_kernels=3, num_layers=3)
+        >>> m.output_shape
+        (None, 64, 64, 4)
+    """
+    # === Layers / functional model ===
+    inputs = keras.Input(input_shape, name="image")
+    x = inputs
+    skips = []
+    for i in range(num_layers):
+        x = conv_block(
+            x,
+            level_filters(base_filters, i, max_filters),
+            level_kernel(base_kernels, i),
+            level_dilation(dilation, i),
+            dropout_rate * i,
+            norm,
+            name=f"enc{i}",
+        )
+        skips.append(x)
+        if i < num_layers - 1:
+            x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    for f in range(num_layers - 2, -1, -1):
+        filters = level_filters(base_filters, f, max_filters)
+        u = up_block(x, filters, name=f"up{f}")
+        u = layers.Concatenate(name=f"cat{f}")([u, skips[f]])
+        x = conv_block(
+            u,
+            filters,
+            level_kernel(base_kernels, f),
+            level_dilation(dilation, f),
+            dropout_rate * f,
+            norm,
+            name=f"dec{f}",
+        )
+    outputs = segmentation_head(x, num_classes)
+    return keras.Model(inputs, outputs, name=name)

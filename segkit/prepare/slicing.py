@@ -1,0 +1,532 @@
+"""One volume case -> 2D slices, and back.
+
+Pipeline of ``slice_case`` (per case, in this order):
+
+1. check that image and label have the same shape and affine (``GeometryError`` naming both files);
+2. reject NaN/inf intensities and unexpected label values (``DataError``); map raw label values to class ids;
+3. reorient both arrays to RAS canonical (exact permutes/flips, ``segkit.geometry.to_canonical``);
+4. normalise intensity over the whole volume (``segkit.prepare.normalize``);
+5. take slice ``k`` along ``prepare.axis`` (``np.take(vol_ras, k, axis)``) and turn it to the display
+   convention with ``to_display``;
+6. resize to ``prepare.size``: images with INTER_AREA (downscale) / INTER_LINEAR (upscale), labels with
+   nearest neighbour only (``cv2.INTER_NEAREST_EXACT``: pixel-centre aligned like AREA/LINEAR, so masks stay
+   registered with their images, and resizing an upscaled mask back restores it exactly; plain
+   ``INTER_NEAREST`` is shifted by half a pixel);
+7. choose which slices to keep (label-free slices: keep / a seeded fraction / drop).
+
+Display convention (``to_display``), one function for every axis. A canonical slice is indexed by the two
+remaining RAS axes in order, e.g. axial ``[x, y]``; the display image is ``slice.T`` flipped in both directions:
+
+- axial (axis 2): anterior at the top, patient right on the image's left (radiological convention);
+- coronal (axis 1): superior at the top, patient right on the image's left;
+- sagittal (axis 0): superior at the top, anterior on the image's left.
+
+So every dataset, whatever its file orientation (LPS, RAS, permuted), comes out the same way up.
+``reassemble_volume`` inverts all of it for predictions: inverse resize (nearest), ``from_display``,
+un-slicing into the canonical volume, inverse reorientation; the result has the ORIGINAL array shape and goes
+with the original affine.
+
+Example:
+    >>> sliced = slice_case(load_volume(img_path), load_volume(lbl_path), cfg, "case_000", rng)
+    >>> paths = write_slices(sliced, out / "train", palette_array([c.color for c in cfg.effective_classes]))
+    >>> labels = reassemble_volume({i: lbl for i, _, lbl in sliced.slices}, sliced.record)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from segkit.config import Config, PrepareConfig
+from segkit.errors import DataError, GeometryError
+from segkit.geometry import axis_codes, canonical_ornt, from_canonical, spacing_from_affine
+from segkit.io.palette import encode_mask
+from segkit.io.png import write_png
+from segkit.io.volumes import Volume
+from segkit.prepare.normalize import Recipe, apply_intensity, intensity_recipe
+
+log = logging.getLogger(__name__)
+
+AFFINE_ATOL = 1e-3
+LABEL_INTERPOLATION = cv2.INTER_NEAREST_EXACT  # the only interpolation ever applied to label maps
+
+SliceItem = tuple[int, npt.NDArray[np.uint8], "npt.NDArray[np.uint8] | None"]
+
+
+class SlicedCase(NamedTuple):
+    """The output of ``slice_case`` / ``volume_to_slices``.
+
+    Attributes:
+        case_id: the case (patient/volume) id used in file stems.
+        record: the per-case entry of ``dataset.json`` (geometry, recipe, slices written); JSON-ready.
+        slices: ``[(slice_index, image (H, W) uint8, label (H, W) uint8 class ids or None), ...]`` sorted by
+            ``slice_index``, already in display orientation and resized to ``prepare.size``.
+    """
+
+    case_id: str
+    record: dict[str, Any]
+    slices: list[SliceItem]
+
+
+# === Display convention ===
+
+
+def to_display(slice2d: npt.NDArray) -> npt.NDArray:
+    """Canonical (RAS) slice -> display image: transpose, then flip rows and columns.
+
+    Args:
+        slice2d: ``np.take(vol_ras, k, axis)``, shape (A, B) for the two remaining RAS axes in order.
+
+    Returns:
+        (B, A) array: rows run from the high end of the second axis (anterior/superior) down, columns from
+        the high end of the first axis (patient right; anterior for sagittal) to the low end.
+    """
+    return np.ascontiguousarray(slice2d.T[::-1, ::-1])
+
+
+def from_display(img: npt.NDArray) -> npt.NDArray:
+    """Inverse of ``to_display``: (B, A) display image -> (A, B) canonical slice."""
+    return np.ascontiguousarray(img[::-1, ::-1].T)
+
+
+# === Resizing ===
+
+
+def resize_image(img: npt.NDArray[np.uint8], size: Sequence[int]) -> npt.NDArray[np.uint8]:
+    """Resize an intensity image to ``size`` = (H, W): INTER_AREA when shrinking, INTER_LINEAR otherwise."""
+    h, w = int(size[0]), int(size[1])
+    if img.shape[:2] == (h, w):
+        return img
+    shrink = h <= img.shape[0] and w <= img.shape[1]
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def resize_label(lbl: npt.NDArray[np.uint8], size: Sequence[int]) -> npt.NDArray[np.uint8]:
+    """Resize a label map to ``size`` = (H, W) by nearest neighbour (``LABEL_INTERPOLATION``); never invents a
+    class. Pixel centres are aligned, so ``resize_label(resize_label(x, bigger), x.shape)`` equals ``x``."""
+    h, w = int(size[0]), int(size[1])
+    if lbl.shape[:2] == (h, w):
+        return lbl
+    return cv2.resize(lbl, (w, h), interpolation=LABEL_INTERPOLATION)
+
+
+# === Label values ===
+
+
+def build_label_lut(
+    present: Sequence[int],
+    num_classes: int,
+    label_map: Mapping[int, int] | None,
+    binary: bool,
+    unknown_labels: str,
+    path: Path | None = None,
+) -> dict[int, int]:
+    """Map every raw label value present to a class id.
+
+    Args:
+        present: raw label values found in the volume.
+        num_classes: number of foreground classes N in the config (ids 1..N).
+        label_map: raw value -> class id (0 = background); ``None`` = identity for 0..N.
+        binary: merge every foreground class into 1.
+        unknown_labels: ``"error"`` or ``"background"`` for values outside the map.
+        path: label file, named in errors.
+
+    Returns:
+        ``{raw_value: class_id}`` for every value in ``present``.
+
+    Raises:
+        DataError: unexpected label values (listed) with ``unknown_labels == "error"``, or a map to a class id
+            outside 0..N.
+    """
+    if label_map is None:
+        mapping = {v: v for v in range(num_classes + 1)}
+        if binary:
+            mapping = {v: (1 if v != 0 else 0) for v in present}
+    else:
+        mapping = {int(k): int(v) for k, v in label_map.items()}
+        mapping.setdefault(0, 0)
+        bad_ids = sorted({v for v in mapping.values() if v < 0 or v > num_classes})
+        if bad_ids:
+            raise DataError(
+                f"prepare.label_map maps to class ids {bad_ids} outside 0..{num_classes}",
+                path=path,
+                hint="class ids must be listed in 'classes'",
+            )
+    unknown = sorted(v for v in present if v not in mapping)
+    if unknown and unknown_labels == "error":
+        shown = ", ".join(str(v) for v in unknown[:20]) + (" ..." if len(unknown) > 20 else "")
+        raise DataError(
+            f"unexpected label values {shown} (expected {sorted(mapping)})",
+            path=path,
+            hint="add them to prepare.label_map, or set prepare.unknown_labels: background",
+        )
+    lut = {v: mapping.get(v, 0) for v in present}
+    if binary:
+        lut = {v: (1 if c != 0 else 0) for v, c in lut.items()}
+    return lut
+
+
+def present_values(arr: npt.NDArray[np.integer], hi: int | None = None) -> list[int]:
+    """Sorted distinct values of a non-negative integer array, without int64 copies of the whole volume."""
+    if arr.size == 0:
+        return []
+    if arr.dtype == np.uint8 and arr.size < 2**31:
+        flat = np.ascontiguousarray(arr).reshape(-1, 1)
+        hist = cv2.calcHist([flat], [0], None, [256], [0, 256]).ravel()
+        return [int(v) for v in np.flatnonzero(hist)]
+    hi = int(arr.max()) if hi is None else hi
+    if hi >= 1 << 20:
+        return [int(v) for v in np.unique(arr)]
+    counts = np.zeros(hi + 1, dtype=np.int64)
+    flat = arr.reshape(-1)
+    step = 1 << 22
+    for start in range(0, flat.size, step):
+        counts += np.bincount(flat[start : start + step].astype(np.intp), minlength=hi + 1)
+    return [int(v) for v in np.flatnonzero(counts)]
+
+
+def map_labels(label: npt.NDArray, cfg: Config, path: Path | None = None) -> npt.NDArray[np.uint8]:
+    """Raw label volume -> uint8 class ids per ``cfg.prepare`` (label_map, binary, unknown_labels).
+
+    Raises:
+        DataError: non-integer or negative label values, or unexpected values (see ``build_label_lut``).
+    """
+    arr = np.asarray(label)
+    if not np.issubdtype(arr.dtype, np.integer):
+        if arr.dtype == np.bool_:
+            arr = arr.astype(np.uint8)
+        else:
+            if not np.all(np.isfinite(arr)):
+                raise DataError("label volume contains NaN or inf", path=path)
+            rounded = np.rint(arr)
+            if not np.array_equal(rounded, arr):
+                raise DataError("label volume has non-integer values", path=path, hint="labels must be class ids")
+            arr = rounded.astype(np.int64)
+    if arr.size and int(arr.min()) < 0:
+        raise DataError(f"label volume has negative values (min {int(arr.min())})", path=path)
+    hi = int(arr.max()) if arr.size else 0
+    present = present_values(arr, hi)
+    lut = build_label_lut(
+        present,
+        len(cfg.classes),
+        cfg.prepare.label_map,
+        cfg.prepare.binary,
+        cfg.prepare.unknown_labels,
+        path,
+    )
+    if all(k == v for k, v in lut.items()) and hi <= 255:
+        return arr.astype(np.uint8, copy=False)
+    if hi < 65536:
+        table = np.zeros(hi + 1, dtype=np.uint8)
+        for k, v in lut.items():
+            table[k] = v
+        return table[arr]
+    out = np.zeros(arr.shape, dtype=np.uint8)
+    for k, v in lut.items():
+        if v:
+            out[arr == k] = v
+    return out
+
+
+# === Checks ===
+
+
+def check_pair(image: Volume, label: Volume) -> None:
+    """Image and label must have the same array shape and affine (``np.allclose``, atol 1e-3).
+
+    Raises:
+        GeometryError: naming both files, both shapes or both affines.
+    """
+    if tuple(image.data.shape) != tuple(label.data.shape):
+        raise GeometryError(
+            f"image and label shapes differ: {image.name} {tuple(image.data.shape)} vs "
+            f"{label.name} {tuple(label.data.shape)}",
+            path=label.path,
+            hint="pair each image with its own label file",
+        )
+    if not np.allclose(image.affine, label.affine, atol=AFFINE_ATOL):
+        raise GeometryError(
+            f"image and label affines differ: {image.name} {_fmt_affine(image.affine)} vs "
+            f"{label.name} {_fmt_affine(label.affine)}",
+            path=label.path,
+            hint="resample the label onto the image grid, or fix its header",
+        )
+
+
+def _fmt_affine(a: npt.NDArray) -> str:
+    return "[" + "; ".join(" ".join(f"{v:.4g}" for v in row) for row in np.asarray(a)[:3]) + "]"
+
+
+def check_finite(image: Volume) -> None:
+    """Raises DataError when a floating image holds NaN or inf (naming the file and the count)."""
+    data = image.data
+    if np.issubdtype(data.dtype, np.floating):
+        bad = ~np.isfinite(data)
+        if bad.any():
+            raise DataError(
+                f"image has {int(bad.sum())} NaN/inf voxels in {image.name}",
+                path=image.path,
+                hint="fix or mask the invalid voxels before preparing",
+            )
+
+
+# === Slicing ===
+
+
+def _geometry_record(data: npt.NDArray, affine: npt.NDArray, axis: int, size: Sequence[int]) -> dict[str, Any]:
+    """The geometry part of a case record (everything that ``reassemble_volume`` needs)."""
+    ornt = canonical_ornt(affine)
+    shape = tuple(int(s) for s in data.shape)
+    can = [0, 0, 0]
+    for i, (new_axis, _) in enumerate(ornt):
+        can[int(new_axis)] = shape[i]
+    inplane = [can[a] for a in range(3) if a != axis]  # (A, B) canonical slice; display is (B, A)
+    h0, w0 = inplane[1], inplane[0]
+    return {
+        "shape": list(shape),
+        "spacing": [round(s, 6) for s in spacing_from_affine(affine)],
+        "affine": np.asarray(affine, dtype=np.float64).tolist(),
+        "orientation": axis_codes(affine),
+        "ornt_transform": [[int(a), int(f)] for a, f in ornt],
+        "canonical_shape": can,
+        "axis": int(axis),
+        "slice_shape": [h0, w0],
+        "size": [int(size[0]), int(size[1])],
+        "resize": [int(size[0]) / h0, int(size[1]) / w0],
+        "n_slices": int(can[axis]),
+    }
+
+
+def take_slice(vol: npt.NDArray, k: int, axis: int) -> npt.NDArray:
+    """``np.take(vol, k, axis)`` as a view (basic indexing; ``np.take`` copies slowly from flipped views)."""
+    index: list[Any] = [slice(None)] * vol.ndim
+    index[axis] = int(k)
+    return vol[tuple(index)]
+
+
+def _image_slice(
+    vol_ras: npt.NDArray, k: int, axis: int, recipe: Recipe, size: Sequence[int]
+) -> npt.NDArray[np.uint8]:
+    """Slice ``k`` of the canonical image: normalised to uint8, in display orientation, resized."""
+    return resize_image(to_display(apply_intensity(take_slice(vol_ras, k, axis), recipe)), size)
+
+
+def _reorient(data: npt.NDArray, ornt: npt.NDArray) -> npt.NDArray:
+    from nibabel.orientations import apply_orientation
+
+    return apply_orientation(data, ornt)
+
+
+def _choose_slices(
+    has_fg: npt.NDArray[np.bool_], prep: PrepareConfig, rng: np.random.Generator
+) -> list[int]:
+    """Indices to keep: all with foreground, plus label-free ones per ``prep.empty_slices``."""
+    fg = np.flatnonzero(has_fg)
+    empty = np.flatnonzero(~has_fg)
+    if prep.empty_slices == "keep":
+        keep_empty = empty
+    elif prep.empty_slices == "drop":
+        keep_empty = empty[:0]
+    else:
+        n = int(round(prep.empty_fraction * len(empty)))
+        keep_empty = rng.choice(empty, size=n, replace=False) if n else empty[:0]
+    return sorted(int(i) for i in np.concatenate([fg, keep_empty]))
+
+
+def slice_case(
+    image: Volume,
+    label: Volume | None,
+    cfg: Config,
+    case_id: str,
+    rng: np.random.Generator,
+) -> SlicedCase:
+    """Prepare one volume case: checks, label mapping, reorientation, normalisation, slicing, resizing.
+
+    Args:
+        image: the image volume (intensities in HU for CT).
+        label: its label volume (raw values, mapped by ``cfg.prepare``), or ``None`` (all slices kept).
+        cfg: the config (``modality``, ``classes``, ``prepare``).
+        case_id: id used in file stems and ``dataset.json``.
+        rng: generator for the ``empty_slices: fraction`` draw (derive it from ``cfg.seed`` and the case).
+
+    Returns:
+        ``SlicedCase(case_id, record, slices)``; ``record`` holds shape, spacing, affine, orientation,
+        ornt_transform, canonical_shape, axis, slice_shape, size, resize, intensity, slices, n_slices.
+
+    Raises:
+        GeometryError: image and label differ in shape or affine.
+        DataError: NaN/inf intensities, unexpected or non-integer label values.
+    """
+    prep = cfg.prepare
+    check_finite(image)
+    classes = None
+    if label is not None:
+        check_pair(image, label)
+        classes = map_labels(label.data, cfg, label.path)
+    axis = int(prep.axis)
+    record = _geometry_record(image.data, image.affine, axis, prep.size)
+    ornt = np.asarray(record["ornt_transform"], dtype=np.float64)
+    img_ras = _reorient(np.asarray(image.data), ornt)
+    # Parameters from the whole volume, applied slice by slice (same result, bounded temporaries).
+    recipe = intensity_recipe(img_ras, cfg.modality, prep.ct_window, prep.mr_percentiles)
+    record["intensity"] = recipe
+    lbl_ras = _reorient(classes, ornt) if classes is not None else None
+    if lbl_ras is not None:
+        other = tuple(a for a in range(3) if a != axis)
+        has_fg = np.asarray(lbl_ras.any(axis=other))
+        keep = _choose_slices(has_fg, prep, rng)
+    else:
+        keep = list(range(record["n_slices"]))
+    size = prep.size
+    slices: list[SliceItem] = []
+    for k in keep:
+        img2d = _image_slice(img_ras, k, axis, recipe, size)
+        lbl2d = None
+        if lbl_ras is not None:
+            lbl2d = resize_label(to_display(take_slice(lbl_ras, k, axis)), size)
+        slices.append((k, img2d, lbl2d))
+    record["slices"] = keep
+    log.debug("%s: %d of %d slices kept", case_id, len(keep), record["n_slices"])
+    return SlicedCase(case_id, record, slices)
+
+
+def write_slices(sliced: SlicedCase, split_dir: Path, palette: npt.NDArray[np.uint8]) -> list[Path]:
+    """Write ``images/<case_id>_<slice_index:04d>.png`` (8-bit gray) and the matching RGB colour mask.
+
+    Args:
+        sliced: output of ``slice_case``.
+        split_dir: e.g. ``DIR/train``; ``images/`` and ``masks/`` are created inside.
+        palette: (N+1, 3) uint8 from ``segkit.io.palette.palette_array`` (row 0 black background).
+
+    Returns:
+        Every path written (image then mask, per slice), each atomically.
+
+    Raises:
+        DataError: a label value has no colour in ``palette`` (checked before anything is written).
+    """
+    split_dir = Path(split_dir)
+    for k, _, lbl2d in sliced.slices:  # check every slice first so that a bad palette writes nothing
+        if lbl2d is not None and lbl2d.size and int(lbl2d.max()) >= len(palette):
+            raise DataError(
+                f"label value {int(lbl2d.max())} has no colour (classes 0..{len(palette) - 1})",
+                path=split_dir / "masks" / f"{sliced.case_id}_{int(k):04d}.png",
+                hint="the palette must have one colour per class of the config",
+            )
+    written: list[Path] = []
+    for k, img2d, lbl2d in sliced.slices:
+        stem = f"{sliced.case_id}_{int(k):04d}.png"
+        written.append(write_png(split_dir / "images" / stem, img2d))
+        if lbl2d is not None:
+            written.append(write_png(split_dir / "masks" / stem, encode_mask(lbl2d, palette)))
+    return written
+
+
+# === Back to volumes ===
+
+
+def reassemble_volume(slices: Mapping[int, npt.NDArray], record: Mapping[str, Any]) -> npt.NDArray[np.uint8]:
+    """Put 2D label slices back into a volume of the ORIGINAL array shape and orientation.
+
+    Args:
+        slices: ``{slice_index: (H, W) uint8 class ids}`` in display orientation at any size (resized back
+            to ``record["slice_shape"]`` with nearest neighbour).
+        record: the case record from ``slice_case`` / ``dataset.json``.
+
+    Returns:
+        (X, Y, Z) uint8 label volume, shape ``record["shape"]``, to be saved with ``record["affine"]``.
+        Slices not given are 0.
+
+    Raises:
+        DataError: a slice index outside 0..n_slices-1, or a slice that is not 2D.
+    """
+    axis = int(record["axis"])
+    can = tuple(int(s) for s in record["canonical_shape"])
+    h0, w0 = (int(s) for s in record["slice_shape"])
+    vol = np.zeros(can, dtype=np.uint8)
+    n = can[axis]
+    index: list[Any] = [slice(None)] * 3
+    for k, img in slices.items():
+        k = int(k)
+        if not 0 <= k < n:
+            raise DataError(f"slice index {k} is outside 0..{n - 1}")
+        arr = np.asarray(img)
+        if arr.ndim != 2:
+            raise DataError(f"slice {k} must be (H, W) class ids, got shape {arr.shape}")
+        arr = resize_label(arr.astype(np.uint8, copy=False), (h0, w0))
+        index[axis] = k
+        vol[tuple(index)] = from_display(arr)
+    out = from_canonical(vol, record["ornt_transform"])
+    expected = tuple(int(s) for s in record["shape"])
+    if out.shape != expected:
+        raise DataError(f"reassembled shape {out.shape} differs from the recorded shape {expected}")
+    return out
+
+
+def volume_to_slices(
+    data: npt.NDArray,
+    affine: npt.ArrayLike,
+    spec: Config | Mapping[str, Any],
+    case_id: str = "volume",
+) -> SlicedCase:
+    """Repeat the preprocessing of ``prepare`` on a new image volume (for inference); every slice is kept.
+
+    Args:
+        data: (X, Y, Z) image volume (HU for CT).
+        affine: its (4, 4) voxel -> RAS affine.
+        spec: one of
+            - a ``Config``: axis, size, CT window from ``cfg.prepare``; MR percentiles computed on ``data``;
+            - a case record (``dataset.json`` ``cases[id]``, has ``"intensity"``): its axis, size and the
+              recorded intensity recipe are applied exactly;
+            - a ``dataset.json`` dict (has ``"prepare"`` and ``"modality"``): like a Config.
+        case_id: name for the result.
+
+    Returns:
+        ``SlicedCase(case_id, record, [(k, image (H, W) uint8, None), ...])`` for every slice ``k``;
+        ``record`` describes ``data``'s own geometry, so ``reassemble_volume(pred, record)`` fits ``data``.
+
+    Raises:
+        DataError: NaN/inf intensities or an unusable spec.
+    """
+    arr = np.asarray(data)
+    aff = np.asarray(affine, dtype=np.float64)
+    check_finite(Volume(arr, aff, None))
+    recipe: Recipe | None = None
+    if isinstance(spec, Config):
+        prep, modality = spec.prepare, spec.modality
+        axis, size = int(prep.axis), tuple(prep.size)
+    elif "intensity" in spec and "axis" in spec:
+        axis = int(spec["axis"])
+        size = _record_size(spec)
+        recipe = dict(spec["intensity"])
+    elif "prepare" in spec and "modality" in spec:
+        prep, modality = PrepareConfig.model_validate(spec["prepare"]), str(spec["modality"])
+        axis, size = int(prep.axis), tuple(prep.size)
+    else:
+        raise DataError(
+            "volume_to_slices needs a Config, a case record or a dataset.json dict",
+            hint="pass dataset.json's content or one entry of its 'cases'",
+        )
+    record = _geometry_record(arr, aff, axis, size)
+    ornt = np.asarray(record["ornt_transform"], dtype=np.float64)
+    ras = _reorient(arr, ornt)
+    if recipe is None:
+        recipe = intensity_recipe(ras, modality, prep.ct_window, prep.mr_percentiles)
+    record["intensity"] = recipe
+    keep = list(range(record["n_slices"]))
+    record["slices"] = keep
+    slices: list[SliceItem] = [(k, _image_slice(ras, k, axis, recipe, size), None) for k in keep]
+    return SlicedCase(case_id, record, slices)
+
+
+def _record_size(record: Mapping[str, Any]) -> tuple[int, int]:
+    if "size" in record:
+        return (int(record["size"][0]), int(record["size"][1]))
+    h0, w0 = record["slice_shape"]
+    fy, fx = record["resize"]
+    return (int(round(h0 * fy)), int(round(w0 * fx)))

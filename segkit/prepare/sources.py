@@ -1,0 +1,365 @@
+"""Source adapters: find the cases of a raw dataset in its layout as published.
+
+Each adapter takes the raw folder and returns a ``Discovery``: the sorted ``CaseSpec`` list and one line per
+problem (an image without label or a label without image, named by file). Adapters are registered in
+``SOURCES`` by lower-case name:
+
+=============  =====================================================================================
+``hvsmr``      HVSMR-2.0 ``cropped_norm/``: ``patN_cropped_norm.nii.gz`` + ``patN_cropped_seg.nii.gz``
+               (``*_seg_endpoints*`` ignored). SRC may be ``cropped_norm/`` or its parent.
+``hocm``       HOCMvalves: ``N_image.nii[.gz]`` + ``N_label.nii[.gz]`` in one folder.
+``alcapa``     ImageALCAPA: in one folder ``<id>_image.nii[.gz]`` + ``<id>_label.nii[.gz]`` or
+               ``<id>.img.nii[.gz]`` + ``<id>.label.nii[.gz]``; or ``images/`` + ``labels/`` subfolders
+               holding files with equal names (``<id>.nii[.gz]``).
+``left-atrial`` MSD Task02_Heart: ``imagesTr/la_NNN.nii[.gz]`` + ``labelsTr/la_NNN.nii[.gz]`` (macOS ``._*``
+               files skipped). SRC is the ``Task02_Heart`` folder.
+``chest-ct``   Kaggle chest-ct-segmentation: ``images/`` + ``masks/`` (or ``images/images`` + ``masks/masks``),
+               JPG/PNG slices ``<patient>_<n>.jpg`` and masks ``<patient>_mask_<n>.jpg`` (or the same name);
+               ``train.csv`` (``ImageId``, ``MaskId``) pairs them when present. One case per patient.
+``nifti``      any folder: ``--image-glob`` / ``--label-glob`` with one ``*`` each (NIfTI or NRRD); the case id
+               is the text matched by ``*``.
+``phantom``    no SRC: synthetic volumes generated into ``OUT/raw`` (``segkit.prepare.phantom``).
+=============  =====================================================================================
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from segkit.errors import DataError
+from segkit.registry import Registry
+
+CaseKind = Literal["volume", "slices2d"]
+_NII = (".nii.gz", ".nii")
+_VOLUME_EXTS = (".nii.gz", ".nii", ".nrrd", ".nhdr")
+_IMAGE_EXTS = (".jpg", ".jpeg", ".png")
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """One case of a raw dataset.
+
+    Attributes:
+        case_id: patient / volume id (used in slice file names ``<case_id>_<slice_index:04d>.png``).
+        image: the image volume (for ``slices2d``: the first slice image).
+        label: the label volume, or None (unlabelled).
+        kind: ``"volume"`` (one 3D image + label) or ``"slices2d"`` (several 2D slices, see ``slices``).
+        slices: for ``slices2d`` only: ``(slice_index, image_path, mask_path)`` sorted by slice index.
+    """
+
+    case_id: str
+    image: Path
+    label: Path | None
+    kind: CaseKind = "volume"
+    slices: tuple[tuple[int, Path, Path | None], ...] = ()
+
+    @property
+    def files(self) -> list[Path]:
+        """Every source file of the case (images, then labels)."""
+        if self.kind == "slices2d":
+            return [img for _, img, _ in self.slices] + [m for _, _, m in self.slices if m is not None]
+        return [self.image] + ([self.label] if self.label is not None else [])
+
+
+@dataclass
+class Discovery:
+    """What an adapter found: sorted cases and one line per problem (file name + reason)."""
+
+    cases: list[CaseSpec]
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DiscoverOptions:
+    """Options some adapters need (``nifti``)."""
+
+    image_glob: str | None = None
+    label_glob: str | None = None
+
+
+@dataclass(frozen=True)
+class Source:
+    """A registered source adapter.
+
+    Attributes:
+        name: registry name.
+        preset: default config file name in ``configs/`` (None: ``--config`` is required).
+        needs_src: whether the command takes a SRC folder.
+        discover: ``(src, options) -> Discovery``.
+        example: a command line shown in ``--help``.
+    """
+
+    name: str
+    preset: str | None
+    needs_src: bool
+    discover: Callable[[Path, DiscoverOptions], Discovery]
+    example: str
+
+
+SOURCES: Registry[Source] = Registry("source")
+
+
+def _register(name: str, preset: str | None, example: str, needs_src: bool = True):  # noqa: ANN202
+    def deco(fn: Callable[[Path, DiscoverOptions], Discovery]) -> Callable[[Path, DiscoverOptions], Discovery]:
+        SOURCES.register(name)(Source(name, preset, needs_src, fn, example))
+        return fn
+
+    return deco
+
+
+# === helpers ===
+
+
+def _require_dir(src: Path) -> Path:
+    src = Path(src)
+    if not src.exists():
+        raise DataError("source folder not found", path=src, hint="give the folder of the raw dataset")
+    if not src.is_dir():
+        raise DataError("source is not a folder", path=src)
+    return src
+
+
+def _visible(paths: list[Path]) -> list[Path]:
+    """Regular files, without macOS resource forks (``._*``) and hidden files."""
+    return sorted(p for p in paths if p.is_file() and not p.name.startswith("."))
+
+
+def _strip(name: str, suffixes: tuple[str, ...]) -> str | None:
+    for s in suffixes:
+        if name.lower().endswith(s):
+            return name[: -len(s)]
+    return None
+
+
+def _pair(images: dict[str, Path], labels: dict[str, Path], what: str = "label") -> Discovery:
+    """Pair by case id; unmatched files become problem lines."""
+    cases = [CaseSpec(cid, images[cid], labels[cid]) for cid in sorted(images.keys() & labels.keys())]
+    problems = [f"{images[c].name}: no {what} file for case '{c}'" for c in sorted(images.keys() - labels.keys())]
+    problems += [f"{labels[c].name}: no image file for case '{c}'" for c in sorted(labels.keys() - images.keys())]
+    return Discovery(cases, problems)
+
+
+def _by_suffix(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
+    """case id -> file for files ending with one of ``suffixes`` (the id is the name without it)."""
+    found: dict[str, Path] = {}
+    for p in _visible(list(folder.iterdir())):
+        cid = _strip(p.name, suffixes)
+        if cid:
+            if cid in found:
+                raise DataError(f"two files for case '{cid}': {found[cid].name} and {p.name}", path=folder)
+            found[cid] = p
+    return found
+
+
+def _nonempty(d: Discovery, src: Path, expected: str) -> Discovery:
+    if not d.cases and not d.problems:
+        raise DataError("no cases found", path=src, hint=f"expected {expected}")
+    return d
+
+
+# === adapters ===
+
+
+@_register("hvsmr", "whole-heart.yaml", "segkit prepare hvsmr HVSMR-2.0/cropped_norm --out data/whole-heart")
+def discover_hvsmr(src: Path, options: DiscoverOptions) -> Discovery:
+    """HVSMR-2.0 ``cropped_norm/``: ``patN_cropped_norm.nii.gz`` + ``patN_cropped_seg.nii.gz``."""
+    src = _require_dir(src)
+    if (src / "cropped_norm").is_dir():
+        src = src / "cropped_norm"
+    files = [p for p in _visible(list(src.iterdir())) if "_seg_endpoints" not in p.name]
+    images = {c: p for p in files if (c := _strip(p.name, tuple(f"_cropped_norm{e}" for e in _NII)))}
+    labels = {c: p for p in files if (c := _strip(p.name, tuple(f"_cropped_seg{e}" for e in _NII)))}
+    return _nonempty(_pair(images, labels), src, "patN_cropped_norm.nii.gz + patN_cropped_seg.nii.gz")
+
+
+@_register("hocm", "hocm.yaml", "segkit prepare hocm HOCMvalves/ --out data/hocm")
+def discover_hocm(src: Path, options: DiscoverOptions) -> Discovery:
+    """HOCMvalves: ``N_image.nii`` + ``N_label.nii`` in one folder."""
+    src = _require_dir(src)
+    images = _by_suffix(src, tuple(f"_image{e}" for e in _NII))
+    labels = _by_suffix(src, tuple(f"_label{e}" for e in _NII))
+    return _nonempty(_pair(images, labels), src, "N_image.nii + N_label.nii")
+
+
+@_register("alcapa", "alcapa.yaml", "segkit prepare alcapa ImageALCAPA/ --out data/alcapa --binary")
+def discover_alcapa(src: Path, options: DiscoverOptions) -> Discovery:
+    """ImageALCAPA: ``<id>_image/_label.nii[.gz]``, ``<id>.img/.label.nii.gz``, or ``images/`` + ``labels/``."""
+    src = _require_dir(src)
+    if (src / "images").is_dir() and (src / "labels").is_dir():
+        images = _by_suffix(src / "images", _NII)
+        labels = _by_suffix(src / "labels", _NII)
+    else:
+        images = _by_suffix(src, tuple(f"{sep}{e}" for sep in ("_image", ".img", ".image") for e in _NII))
+        labels = _by_suffix(src, tuple(f"{sep}{e}" for sep in ("_label", ".label") for e in _NII))
+    return _nonempty(
+        _pair(images, labels), src, "<id>_image.nii.gz + <id>_label.nii.gz, <id>.img.nii.gz + <id>.label.nii.gz, "
+        "or images/ + labels/ with equal names"
+    )
+
+
+@_register("left-atrial", "left-atrial.yaml", "segkit prepare left-atrial Task02_Heart/ --out data/left-atrial")
+def discover_left_atrial(src: Path, options: DiscoverOptions) -> Discovery:
+    """MSD Task02_Heart: ``imagesTr/la_NNN.nii.gz`` + ``labelsTr/la_NNN.nii.gz``."""
+    src = _require_dir(src)
+    img_dir, lab_dir = src / "imagesTr", src / "labelsTr"
+    for d in (img_dir, lab_dir):
+        if not d.is_dir():
+            raise DataError(f"folder {d.name}/ not found", path=src, hint="give the Task02_Heart folder")
+    images = _by_suffix(img_dir, _NII)
+    labels = _by_suffix(lab_dir, _NII)
+    return _nonempty(_pair(images, labels), src, "imagesTr/la_NNN.nii.gz + labelsTr/la_NNN.nii.gz")
+
+
+_SLICE_RE = re.compile(r"^(?P<case>.+)_(?P<index>\d+)$")
+
+
+def _chest_ids(stem: str) -> tuple[str, int | None]:
+    """``ID00007637202177411956430_12`` -> (patient id, 12); ``..._mask_12`` -> same."""
+    m = _SLICE_RE.match(stem)
+    if not m:
+        return stem, None
+    case = m.group("case")
+    if case.endswith("_mask"):
+        case = case[: -len("_mask")]
+    return case, int(m.group("index"))
+
+
+@_register("chest-ct", "chest-ct.yaml", "segkit prepare chest-ct chest-ct-segmentation/ --out data/chest-ct")
+def discover_chest_ct(src: Path, options: DiscoverOptions) -> Discovery:
+    """Kaggle chest-ct-segmentation: 2D image slices + RGB masks (channels lung, heart, trachea)."""
+    src = _require_dir(src)
+    img_dir, mask_dir = src / "images", src / "masks"
+    if (img_dir / "images").is_dir():
+        img_dir = img_dir / "images"
+    if (mask_dir / "masks").is_dir():
+        mask_dir = mask_dir / "masks"
+    for d in (img_dir, mask_dir):
+        if not d.is_dir():
+            raise DataError(f"folder {d.relative_to(src)}/ not found", path=src, hint="expected images/ and masks/")
+    images = {p.name: p for p in _visible(list(img_dir.iterdir())) if p.suffix.lower() in _IMAGE_EXTS}
+    masks = {p.name: p for p in _visible(list(mask_dir.iterdir())) if p.suffix.lower() in _IMAGE_EXTS}
+    pairs: dict[str, str] = {}  # image name -> mask name
+    problems: list[str] = []
+    csv_path = next((p for p in (src / "train.csv", src.parent / "train.csv") if p.is_file()), None)
+    if csv_path is not None:
+        try:
+            with csv_path.open(newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                if not reader.fieldnames or not {"ImageId", "MaskId"} <= set(reader.fieldnames):
+                    raise DataError("train.csv needs the columns ImageId and MaskId", path=csv_path)
+                for row in reader:
+                    pairs[row["ImageId"].strip()] = row["MaskId"].strip()
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
+            raise DataError(f"cannot read train.csv: {e}", path=csv_path) from e
+        listed_images, listed = set(pairs), set(pairs.values())
+        for name, mname in sorted(pairs.items()):
+            if name not in images:
+                problems.append(f"{name}: listed in train.csv but not found in {img_dir.name}/")
+            elif mname not in masks:
+                problems.append(f"{mname}: mask of {name} listed in train.csv but not found in {mask_dir.name}/")
+        pairs = {k: v for k, v in pairs.items() if k in images and v in masks}
+        problems += [f"{n}: image not listed in train.csv" for n in sorted(images.keys() - listed_images)]
+        problems += [f"{n}: mask not listed in train.csv" for n in sorted(masks.keys() - listed)]
+    else:
+        by_key: dict[tuple[str, int | None], str] = {}
+        for mname in masks:
+            by_key[_chest_ids(Path(mname).stem)] = mname
+        used: set[str] = set()
+        for name in sorted(images):
+            mname = by_key.get(_chest_ids(Path(name).stem))
+            if mname is None:
+                problems.append(f"{name}: no mask file in {mask_dir.name}/")
+            else:
+                pairs[name] = mname
+                used.add(mname)
+        problems += [f"{m}: no image file in {img_dir.name}/" for m in sorted(masks.keys() - used)]
+    grouped: dict[str, list[tuple[int, Path, Path | None]]] = {}
+    for name, mname in pairs.items():
+        case, index = _chest_ids(Path(name).stem)
+        grouped.setdefault(case, []).append((index if index is not None else -1, images[name], masks[mname]))
+    cases = []
+    for case in sorted(grouped):
+        items = sorted(grouped[case], key=lambda t: (t[0], t[1].name))
+        if any(i < 0 for i, _, _ in items):  # no numeric slice suffix: number them in name order
+            items = [(k, img, m) for k, (_, img, m) in enumerate(items)]
+        indices = [i for i, _, _ in items]
+        if len(set(indices)) != len(indices):
+            dup = next(i for i in indices if indices.count(i) > 1)
+            problems.append(f"{items[indices.index(dup)][1].name}: slice {dup} of case '{case}' occurs twice")
+            continue
+        cases.append(CaseSpec(case, items[0][1], items[0][2], "slices2d", tuple(items)))
+    return _nonempty(Discovery(cases, problems), src, "images/ + masks/ with <patient>_<n>.jpg files")
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """Regex for a glob with exactly one ``*`` capturing the case id (other wildcards as in fnmatch)."""
+    head, star, tail = pattern.partition("*")
+    return re.compile(
+        fnmatch.translate(head)[4:-3] + "(?P<case>.+)" + fnmatch.translate(tail)[4:-3] + r"\Z"
+    )
+
+
+def _match_glob(src: Path, pattern: str, option: str) -> dict[str, Path]:
+    if pattern.count("*") != 1 or "**" in pattern:
+        raise DataError(
+            f"{option} '{pattern}' must contain exactly one '*' (it matches the case id)",
+            hint=f"e.g. {option} '*_image.nii.gz'",
+        )
+    rx = _glob_regex(pattern)
+    found: dict[str, Path] = {}
+    for p in sorted(src.glob(pattern)):
+        if not p.is_file() or p.name.startswith("._"):
+            continue
+        m = rx.match(p.relative_to(src).as_posix())
+        if m is None:
+            continue
+        cid = m.group("case")
+        if "/" in cid:
+            raise DataError(f"{option} '{pattern}': '*' matched a path with '/': {cid}", path=p)
+        found[cid] = p
+    return found
+
+
+@_register(
+    "nifti",
+    None,
+    "segkit prepare nifti volumes/ --image-glob '*_image.nii.gz' --label-glob '*_label.nii.gz' "
+    "--config my.yaml --out data/mine",
+)
+def discover_nifti(src: Path, options: DiscoverOptions) -> Discovery:
+    """Any folder of NIfTI/NRRD pairs matched by ``--image-glob`` / ``--label-glob``."""
+    src = _require_dir(src)
+    if not options.image_glob or not options.label_glob:
+        raise DataError(
+            "source 'nifti' needs --image-glob and --label-glob",
+            hint="e.g. --image-glob '*_image.nii.gz' --label-glob '*_label.nii.gz'",
+        )
+    images = _match_glob(src, options.image_glob, "--image-glob")
+    labels = _match_glob(src, options.label_glob, "--label-glob")
+    labels_only = {k: v for k, v in labels.items() if v not in set(images.values())}
+    images = {k: v for k, v in images.items() if v not in set(labels.values())}
+    d = _pair(images, labels_only)
+    bad = [c for c in d.cases if not _strip(c.image.name, _VOLUME_EXTS) or not _strip(c.label.name, _VOLUME_EXTS)]  # type: ignore[union-attr]
+    d.problems += [f"{c.image.name}: not a NIfTI/NRRD file (.nii, .nii.gz, .nrrd, .nhdr)" for c in bad]
+    d.cases = [c for c in d.cases if c not in bad]
+    return _nonempty(d, src, f"files matching '{options.image_glob}' and '{options.label_glob}'")
+
+
+@_register("phantom", "demo.yaml", "segkit prepare phantom --out demo/data --n 6 --seed 7", needs_src=False)
+def discover_phantom(src: Path, options: DiscoverOptions) -> Discovery:
+    """The phantom volumes written by ``segkit.prepare.phantom.write_phantom_cases`` into ``src`` (OUT/raw)."""
+    src = _require_dir(src)
+    images = _by_suffix(src, tuple(f"_image{e}" for e in _NII))
+    labels = _by_suffix(src, tuple(f"_label{e}" for e in _NII))
+    return _nonempty(_pair(images, labels), src, "<case>_image.nii.gz + <case>_label.nii.gz")
+
+
+def discover(source: str, src: Path, options: DiscoverOptions | None = None) -> Discovery:
+    """Look ``source`` up in ``SOURCES`` and discover the cases under ``src``."""
+    return SOURCES.get(source).discover(Path(src), options or DiscoverOptions())

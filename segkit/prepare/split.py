@@ -1,0 +1,180 @@
+"""Case-level train/valid/test splits (and K-fold), ``splits.json``, and the leak check.
+
+Splits are made over *case ids* (patients / volumes), never over slices, so no patient can sit on both sides.
+The result depends only on the set of case ids, the ratios and the seed: ids are sorted first, then permuted
+with a ``np.random.Generator`` derived from the seed (``SeedSequence(seed, spawn_key=(SPLIT_STREAM,))``).
+
+Example:
+    >>> s = split_cases([f"c{i}" for i in range(10)], SplitConfig(train=0.6, valid=0.2, test=0.2), seed=1)
+    >>> len(s["train"]), len(s["valid"]), len(s["test"])
+    (6, 2, 2)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segkit.config import SplitConfig
+from segkit.errors import DataError
+from segkit.io.atomic import write_json
+
+SPLITS = ("train", "valid", "test")
+SPLIT_STREAM = 1  # child-seed index of the split among the consumers of cfg.seed
+SPLITS_FILE = "splits.json"
+
+
+def split_rng(seed: int) -> np.random.Generator:
+    """The Generator used for splitting, derived from the config seed."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(SPLIT_STREAM,)))
+
+
+def allocate(n: int, ratios: Sequence[float], names: Sequence[str]) -> list[int]:
+    """Split ``n`` items into counts proportional to ``ratios`` (largest remainder).
+
+    Every positive ratio gets at least one item, and a zero ratio gets none.
+
+    Args:
+        n: number of items.
+        ratios: non-negative weights (need not sum to 1).
+        names: names of the parts, used in the error.
+
+    Returns:
+        Counts summing to ``n``.
+
+    Raises:
+        DataError: fewer items than parts with a positive ratio.
+    """
+    r = np.asarray(ratios, dtype=float)
+    r = r / r.sum()
+    positive = r > 0
+    if n < int(positive.sum()):
+        wanted = ", ".join(f"{nm} {w:.2f}" for nm, w in zip(names, r, strict=True) if w > 0)
+        empty = [nm for nm, w in zip(names, r, strict=True) if w > 0][n:]
+        raise DataError(
+            f"split '{empty[0]}' would be empty: {n} case{'s' if n != 1 else ''} for ratios {wanted}",
+            hint=f"add cases or set prepare.split.{empty[0]}: 0",
+        )
+    target = r * n
+    counts = np.where(positive, np.maximum(1, np.floor(target)), 0).astype(int)
+    while counts.sum() < n:
+        counts[int(np.argmax(np.where(positive, target - counts, -np.inf)))] += 1
+    while counts.sum() > n:
+        counts[int(np.argmax(np.where(counts > 1, counts - target, -np.inf)))] -= 1
+    return [int(c) for c in counts]
+
+
+def split_cases(case_ids: Iterable[str], split_cfg: SplitConfig, seed: int) -> dict[str, Any]:
+    """Assign every case to exactly one of train / valid / test.
+
+    Without ``folds``: the sorted ids are permuted once and cut into test, valid, train by the normalised
+    ratios (each positive ratio gets at least one case). With ``folds`` = K: the test share is held out first,
+    the remaining cases are cut into K disjoint folds, fold ``split_cfg.fold`` is the validation set and the
+    other K-1 folds are train (the ``valid`` ratio is ignored).
+
+    Args:
+        case_ids: the case ids (unique).
+        split_cfg: ratios, ``folds`` and ``fold``.
+        seed: the config seed.
+
+    Returns:
+        The ``splits.json`` dict: ``{"seed", "ratios", "folds", "fold", "train", "valid", "test"}`` with sorted
+        id lists, plus ``"kfold"`` (list of K sorted id lists) when ``folds`` is set.
+
+    Raises:
+        DataError: duplicate ids, no cases, a split with a positive ratio would be empty, or fewer cases than
+            folds.
+    """
+    ids = sorted(case_ids)
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise DataError(f"case id '{dup[0]}' occurs twice", hint="case ids must be unique")
+    if not ids:
+        raise DataError("no cases to split")
+    total = split_cfg.train + split_cfg.valid + split_cfg.test
+    ratios = {"train": split_cfg.train / total, "valid": split_cfg.valid / total, "test": split_cfg.test / total}
+    order = [ids[i] for i in split_rng(seed).permutation(len(ids))]
+    out: dict[str, Any] = {"seed": seed, "ratios": ratios, "folds": split_cfg.folds, "fold": split_cfg.fold}
+    if split_cfg.folds is None:
+        n_test, n_valid, _ = allocate(len(ids), [ratios["test"], ratios["valid"], ratios["train"]], ["test", "valid", "train"])
+        out["test"] = sorted(order[:n_test])
+        out["valid"] = sorted(order[n_test : n_test + n_valid])
+        out["train"] = sorted(order[n_test + n_valid :])
+    else:
+        k = split_cfg.folds
+        n_test, _ = allocate(len(ids), [ratios["test"], ratios["train"] + ratios["valid"]], ["test", "train"])
+        rest = order[n_test:]
+        if len(rest) < k:
+            raise DataError(
+                f"{k} folds need at least {k} cases outside the test split, got {len(rest)}",
+                hint="use fewer folds (--folds) or add cases",
+            )
+        folds = [sorted(str(c) for c in chunk) for chunk in np.array_split(np.asarray(rest, dtype=object), k)]
+        out["test"] = sorted(order[:n_test])
+        out["valid"] = folds[split_cfg.fold]
+        out["train"] = sorted(c for j, f in enumerate(folds) if j != split_cfg.fold for c in f)
+        out["kfold"] = folds
+    out = {k: out[k] for k in ("seed", "ratios", "folds", "fold", "train", "valid", "test", "kfold") if k in out}
+    check_no_leak(out)
+    return out
+
+
+def check_no_leak(splits: dict[str, Any], path: Path | None = None) -> None:
+    """Raise if any case id sits in two splits (or two K-fold folds, or twice in one split).
+
+    Raises:
+        DataError: naming the case and both splits.
+    """
+    seen: dict[str, str] = {}
+    for name in SPLITS:
+        for cid in splits.get(name, []):
+            if cid in seen:
+                raise DataError(
+                    f"case '{cid}' is in both {seen[cid]} and {name}: slices of one patient would leak across splits",
+                    path=path,
+                )
+            seen[cid] = name
+    folds = splits.get("kfold")
+    if folds:
+        where: dict[str, int] = {}
+        for j, fold in enumerate(folds):
+            for cid in fold:
+                if cid in where:
+                    raise DataError(f"case '{cid}' is in folds {where[cid]} and {j}", path=path)
+                where[cid] = j
+
+
+def split_of(splits: dict[str, Any]) -> dict[str, str]:
+    """case_id -> split name."""
+    return {cid: name for name in SPLITS for cid in splits.get(name, [])}
+
+
+def write_splits(out_dir: Path, splits: dict[str, Any]) -> Path:
+    """Check for leaks, then write ``out_dir/splits.json`` atomically; returns its path."""
+    path = Path(out_dir) / SPLITS_FILE
+    check_no_leak(splits, path)
+    write_json(path, splits)
+    return path
+
+
+def load_splits(out_dir: Path) -> dict[str, Any]:
+    """Read and leak-check ``out_dir/splits.json``.
+
+    Raises:
+        DataError: missing, unreadable or leaking.
+    """
+    path = Path(out_dir) / SPLITS_FILE
+    try:
+        splits = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise DataError("splits.json not found", path=path, hint="run segkit prepare first") from e
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read splits.json: {e}", path=path) from e
+    if not isinstance(splits, dict) or not all(isinstance(splits.get(s), list) for s in SPLITS):
+        raise DataError("splits.json must hold train, valid and test lists", path=path)
+    check_no_leak(splits, path)
+    return splits

@@ -1,0 +1,599 @@
+"""Train a segmentation model from a config: one run directory, resumable, reproducible.
+
+``train_model(cfg)`` does, in order:
+
+1. checks the run directory (refuses a non-empty one unless resuming this very config or ``overwrite``),
+2. seeds Python/NumPy/TensorFlow once (``keras.utils.set_random_seed(cfg.seed)``),
+3. picks the precision policy and the distribution strategy (``MirroredStrategy`` when > 1 GPU is visible),
+4. builds the model (float32 softmax output), optimizer, loss and metrics from the registries,
+5. writes ``config.yaml``, ``versions.json`` and a copy of the dataset's ``splits.json``,
+6. fits on ``make_dataset(cfg, "train", training=True)`` with validation on ``"valid"``; callbacks write
+   ``model.keras`` (best by ``train.monitor``), ``last.keras``, ``history.csv``, ``history.json``,
+   ``curves.png``, ``epoch_infer/epoch_XXX.png`` and keep ``backup/`` for ``--resume``.
+
+Precision ``auto``: ``mixed_float16`` on a GPU, otherwise ``float32``. ``mixed_bfloat16`` on CPU is only
+chosen when asked for: on this team's 2-core AMD EPYC (Zen 1, AVX2, no AVX512-BF16/AMX) bf16 convolutions are
+emulated and ``scripts/bench_train.py`` measured them several times slower than float32 for both the
+Whole-Heart and the demo model; on a CPU with AMX-BF16 set ``train.precision: mixed_bfloat16`` after running
+the bench there.
+
+Example:
+    >>> result = train_model(load_config(Path("configs/demo.yaml")))
+    >>> result.best_value  # validation foreground Dice of model.keras
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import yaml
+
+from segkit.config import Config
+from segkit.errors import ConfigError, DataError, SegkitError
+from segkit.io.atomic import write_bytes, write_json, write_text
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
+    from segkit.train.callbacks import ProgressFn
+
+log = logging.getLogger(__name__)
+
+RUN_OUTPUTS = (
+    "model.keras",
+    "last.keras",
+    "config.yaml",
+    "versions.json",
+    "splits.json",
+    "history.csv",
+    "history.json",
+    "curves.png",
+    "epoch_infer",
+    "backup",
+)
+"""Everything ``train_model`` writes in a run directory (what ``overwrite`` removes; nothing else is touched)."""
+
+# Keys that may change between an interrupted run and its ``--resume`` (training longer is allowed).
+_RESUME_FREE_KEYS = {("train", "epochs")}
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished training run produced.
+
+    Attributes:
+        run_dir: the run directory.
+        best_model: ``run_dir/model.keras`` (best epoch by ``monitor``).
+        last_model: ``run_dir/last.keras`` (last completed epoch).
+        monitor: the monitored log key (e.g. ``val_fg_dice``).
+        best_value: best monitored value over all epochs (``None`` if never finite).
+        best_epoch: 1-based epoch of ``best_value``.
+        initial_epoch: epochs already done when this call started (> 0 on resume).
+        epochs_done: epochs completed in total (``history.csv`` rows).
+        stopped_early: ``EarlyStopping`` ended the run before ``train.epochs``.
+        history: per-epoch rows (``epoch`` 0-based, every metric, ``lr``).
+        precision: the dtype policy used.
+        device: the device used, in words.
+        wall_s: seconds spent in this call.
+    """
+
+    run_dir: Path
+    best_model: Path
+    last_model: Path
+    monitor: str
+    best_value: float | None
+    best_epoch: int | None
+    initial_epoch: int
+    epochs_done: int
+    stopped_early: bool
+    history: list[dict[str, float]] = field(default_factory=list)
+    precision: str = "float32"
+    device: str = "cpu"
+    wall_s: float = 0.0
+
+
+# === Environment ===
+
+
+def cpu_flags() -> set[str]:
+    """CPU feature flags from /proc/cpuinfo (empty set where unavailable)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def cpu_name() -> str:
+    """CPU model name and logical core count, e.g. ``AMD EPYC (2 cores)``."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                name = line.partition(":")[2].strip()
+                break
+    except OSError:
+        pass
+    return f"{name} ({os.cpu_count()} cores)"
+
+
+def resolve_precision(requested: str, gpus: int) -> str:
+    """The Keras dtype policy for ``train.precision``.
+
+    ``auto`` is ``mixed_float16`` with a GPU and ``float32`` on CPU (see the module docstring for the
+    measurement behind the CPU choice); any other value is used as given.
+    """
+    if requested != "auto":
+        return requested
+    return "mixed_float16" if gpus > 0 else "float32"
+
+
+def describe_device(gpus: list[Any]) -> str:
+    """``2 x GPU (...)`` or the CPU name."""
+    if gpus:
+        return f"{len(gpus)} x GPU ({', '.join(g.name for g in gpus)})"
+    return f"CPU: {cpu_name()}"
+
+
+# === Run directory ===
+
+
+def _flatten(d: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    if isinstance(d, dict):
+        out: dict[tuple[str, ...], Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, (*prefix, str(k))))
+        return out
+    return {prefix: d}
+
+
+def config_difference(saved_yaml: str, cfg: Config) -> str | None:
+    """First key (dotted) where a run's saved ``config.yaml`` differs from ``cfg``, ignoring ``train.epochs``;
+    ``None`` when they agree."""
+    try:
+        saved = _flatten(yaml.safe_load(saved_yaml) or {})
+    except yaml.YAMLError:
+        return "(config.yaml unreadable)"
+    now = _flatten(yaml.safe_load(cfg.to_yaml()))
+    for key in sorted(set(saved) | set(now)):
+        if key in _RESUME_FREE_KEYS:
+            continue
+        if saved.get(key) != now.get(key):
+            return f"{'.'.join(key)}: run has {saved.get(key)!r}, config has {now.get(key)!r}"
+    return None
+
+
+def _is_empty(path: Path) -> bool:
+    return not path.exists() or (path.is_dir() and not any(path.iterdir()))
+
+
+def check_run_dir(cfg: Config, *, resume: bool, overwrite: bool) -> bool:
+    """Make ``cfg.train.run_dir`` ready; return whether there is a run to resume.
+
+    Raises:
+        ConfigError: the folder is not empty and neither ``resume`` (of this config) nor ``overwrite`` was given,
+            or ``resume`` names a run of another config.
+    """
+    run_dir = Path(cfg.train.run_dir)
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite exclude each other", hint="pick one")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError("train.run_dir exists and is not a folder", path=run_dir)
+    if _is_empty(run_dir):
+        if resume:
+            log.info("nothing to resume in %s: starting a new run", run_dir)
+        return False
+    saved = run_dir / "config.yaml"
+    if resume:
+        if not saved.is_file():
+            raise ConfigError(
+                "no segkit run to resume here (config.yaml missing)",
+                path=run_dir,
+                hint="use --overwrite to start a new run here, or set train.run_dir to another folder",
+            )
+        diff = config_difference(saved.read_text(encoding="utf-8"), cfg)
+        if diff is not None:
+            raise ConfigError(
+                f"cannot resume: the run was trained with another config ({diff})",
+                path=run_dir,
+                hint="resume with the same config, or use --overwrite / another train.run_dir for a new run",
+            )
+        return True
+    if not overwrite:
+        resumable = saved.is_file() and config_difference(saved.read_text(encoding="utf-8"), cfg) is None
+        how = "--resume to continue it, " if resumable else ""
+        raise ConfigError(
+            "run folder is not empty",
+            path=run_dir,
+            hint=f"use {how}--overwrite to replace it, or set train.run_dir to a new folder",
+        )
+    for name in RUN_OUTPUTS:
+        p = run_dir / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+    log.info("--overwrite: removed the previous run's outputs in %s", run_dir)
+    return False
+
+
+def backup_epoch(backup_dir: Path) -> int | None:
+    """Completed epochs recorded by ``BackupAndRestore`` (``None`` when there is no backup)."""
+    import json
+
+    meta = backup_dir / "training_metadata.json"
+    if not meta.is_file():
+        return None
+    try:
+        return int(json.loads(meta.read_text(encoding="utf-8"))["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def truncate_history_csv(path: Path, epochs: int) -> None:
+    """Keep only the rows of epochs ``< epochs`` in a ``CSVLogger`` file (atomically), so a resumed run that
+    repeats an epoch whose row was written before the kill does not log it twice."""
+    if not path.is_file():
+        return
+    text = path.read_text(encoding="utf-8")
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows:
+        return
+    header, body = rows[0], rows[1:]
+    kept = [r for r in body if r and _int_or(r[0], epochs) < epochs]
+    if len(kept) == len(body):
+        return
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow(header)
+    writer.writerows(kept)
+    write_text(path, buf.getvalue())
+
+
+def _int_or(s: str, default: int) -> int:
+    try:
+        return int(float(s))
+    except ValueError:
+        return default
+
+
+def write_run_info(cfg: Config, run_dir: Path, precision: str, device: str) -> None:
+    """``config.yaml`` (resolved), ``versions.json`` and a copy of the dataset's ``splits.json``."""
+    import keras
+    import tensorflow as tf
+
+    import segkit
+
+    write_text(run_dir / "config.yaml", cfg.to_yaml())
+    write_json(
+        run_dir / "versions.json",
+        {
+            "python": platform.python_version(),
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "numpy": np.__version__,
+            "segkit": segkit.__version__,
+            "platform": platform.platform(),
+            "seed": cfg.seed,
+            "precision": precision,
+            "jit_compile": cfg.train.jit_compile,
+            "device": device,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    )
+    splits = Path(cfg.data.dir) / "splits.json"
+    if splits.is_file():
+        write_bytes(run_dir / "splits.json", splits.read_bytes())
+
+
+# === Data ===
+
+
+def check_split(cfg: Config, split: str) -> int:
+    """Number of image/mask pairs in ``data.dir/<split>``.
+
+    Raises:
+        DataError: the split folder is missing or holds no pairs (one line naming the folder).
+    """
+    from segkit.data.pipeline import dataset_size
+
+    split_dir = Path(cfg.data.dir) / split
+    if not (split_dir / "images").is_dir() or not (split_dir / "masks").is_dir():
+        raise DataError(
+            f"the '{split}' split is missing (expected {split}/images and {split}/masks)",
+            path=split_dir,
+            hint="run 'segkit prepare' first or set data.dir to a prepared dataset",
+        )
+    n = int(dataset_size(cfg, split))
+    if n <= 0:
+        raise DataError(f"the '{split}' split holds no image/mask pairs", path=split_dir,
+                        hint="check data.dir and that prepare wrote slices for this split")
+    return n
+
+
+def _steps(ds: tf.data.Dataset, configured: int | None, n: int, batch: int) -> tuple[tf.data.Dataset, int]:
+    """Repeat ``ds`` and give ``fit`` an explicit step count.
+
+    Without ``configured``, the count is ``ceil(n / batch)``, i.e. exactly one pass over the split per epoch
+    (the last batch may be smaller); Keras then knows the epoch length from the start (progress, ETA) and never
+    runs a finite dataset dry.
+
+    Returns:
+        ``(repeated dataset, steps)``.
+    """
+    import tensorflow as tf
+
+    steps = configured if configured is not None else max(1, math.ceil(n / batch))
+    infinite = int(ds.cardinality()) == int(tf.data.INFINITE_CARDINALITY)
+    return (ds if infinite else ds.repeat()), steps
+
+
+def preview_batch(cfg: Config, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n`` validation samples (fixed, unaugmented): ((n,H,W,C) float32, (n,H,W) uint8 ids)."""
+    from segkit.data.pipeline import make_dataset
+
+    ds = make_dataset(cfg, "valid", training=False).unbatch().take(n)
+    xs, ys = [], []
+    for x, y in ds.as_numpy_iterator():
+        xs.append(x)
+        ys.append(np.argmax(y, axis=-1).astype(np.uint8))
+    return np.stack(xs).astype(np.float32), np.stack(ys)
+
+
+# === Model ===
+
+
+def make_optimizer(cfg: Config) -> keras.optimizers.Optimizer:
+    """Adam / AdamW / SGD (momentum 0.9) with ``train.learning_rate`` and ``train.clipvalue``."""
+    import keras
+
+    t = cfg.train
+    kw: dict[str, Any] = {"learning_rate": t.learning_rate}
+    if t.clipvalue is not None:
+        kw["clipvalue"] = t.clipvalue
+    if t.optimizer == "adam":
+        return keras.optimizers.Adam(**kw)
+    if t.optimizer == "adamw":
+        return keras.optimizers.AdamW(**kw)
+    return keras.optimizers.SGD(momentum=0.9, **kw)
+
+
+def float32_output(model: keras.Model) -> keras.Model:
+    """Return ``model`` unchanged if its output is float32, else with a float32 linear cast layer appended (the
+    softmax must be computed and returned in float32 under mixed precision)."""
+    import keras
+
+    if str(model.outputs[0].dtype) == "float32":
+        return model
+    out = keras.layers.Activation("linear", dtype="float32", name="float32_output")(model.outputs[0])
+    return keras.Model(model.inputs, out, name=model.name)
+
+
+def check_monitor(monitor: str, metric_names: list[str]) -> None:
+    """Raise ``ConfigError`` unless ``monitor`` is a log key fit will produce."""
+    base = ["loss", *metric_names]
+    valid = base + [f"val_{m}" for m in base]
+    if monitor not in valid:
+        import difflib
+
+        close = difflib.get_close_matches(monitor, valid, n=1)
+        raise ConfigError(
+            f"train.monitor '{monitor}' is no metric of this run",
+            path="train.monitor",
+            hint=(f"did you mean '{close[0]}'? " if close else "") + f"valid: {', '.join(valid)}",
+        )
+
+
+# === Training ===
+
+
+def train_model(
+    cfg: Config,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+) -> TrainResult:
+    """Train ``cfg.model`` on ``cfg.data`` into ``cfg.train.run_dir``.
+
+    Args:
+        cfg: the validated config.
+        resume: continue the interrupted (or finished, with more ``train.epochs``) run in ``run_dir``.
+        overwrite: replace the outputs of a previous run in a non-empty ``run_dir``.
+        progress: called with a ``TrainEvent`` at start, per epoch and per batch (the CLI draws it).
+
+    Returns:
+        A ``TrainResult``.
+
+    Raises:
+        ConfigError: non-empty run dir without ``resume``/``overwrite``, a resume of another config, a bad monitor.
+        DataError: a missing or empty train/valid split (or any data problem found by the pipeline).
+        SegkitError: the loss became NaN (the message names the epoch and suggests a lower learning rate).
+    """
+    t0 = time.perf_counter()
+    run_dir = Path(cfg.train.run_dir)
+    # Cheap checks first: a missing split or a refused run folder fails before TensorFlow is imported.
+    n_train = check_split(cfg, "train")
+    n_valid = check_split(cfg, "valid")
+    resuming = check_run_dir(cfg, resume=resume, overwrite=overwrite)
+
+    import keras
+    import tensorflow as tf
+
+    from segkit.data.pipeline import make_dataset
+    from segkit.io.palette import palette_array
+    from segkit.losses import get_loss
+    from segkit.metrics.training import get_metrics
+    from segkit.models import build_model, model_summary
+    from segkit.train import callbacks as cb
+
+    keras.utils.set_random_seed(cfg.seed)
+    gpus = tf.config.list_physical_devices("GPU")
+    precision = resolve_precision(cfg.train.precision, len(gpus))
+    device = describe_device(gpus)
+    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        with strategy.scope():
+            model = float32_output(build_model(cfg))
+            metrics = list(get_metrics(cfg))
+            model.compile(
+                optimizer=make_optimizer(cfg),
+                loss=get_loss(cfg),
+                metrics=metrics,
+                jit_compile=cfg.train.jit_compile,
+            )
+        metric_names = [getattr(m, "name", str(m)) for m in metrics]
+        monitor = cfg.train.monitor
+        check_monitor(monitor, metric_names)
+        mode = cb.monitor_mode(monitor)
+        summary = model_summary(model)
+
+        # --- what was done before (resume) ---
+        csv_path = run_dir / "history.csv"
+        backup_dir = run_dir / "backup"
+        initial_epoch = 0
+        if resuming:
+            done = backup_epoch(backup_dir)
+            if done is not None:
+                truncate_history_csv(csv_path, done)
+                initial_epoch = done
+            else:
+                rows = cb.read_history_csv(csv_path)
+                if not (run_dir / "last.keras").is_file() or not rows:
+                    raise ConfigError("nothing to resume: no backup/ and no last.keras with history.csv",
+                                      path=run_dir, hint="use --overwrite to start a new run")
+                initial_epoch = len(rows)
+                model.optimizer.build(model.trainable_variables)
+                model.load_weights(run_dir / "last.keras")
+            if initial_epoch >= cfg.train.epochs:
+                raise ConfigError(
+                    f"the run already completed {initial_epoch} of train.epochs={cfg.train.epochs} epochs",
+                    path=run_dir,
+                    hint=f"raise train.epochs (e.g. --set train.epochs={initial_epoch + 10}) to train longer",
+                )
+        previous_rows = cb.read_history_csv(csv_path) if resuming else []
+        previous_values = [r.get(monitor, float("nan")) for r in previous_rows]
+        best_before = cb.plateau_state(previous_values, mode)[0]
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_run_info(cfg, run_dir, precision, device)
+
+        # seed_offset: the data epoch counter continues where the interrupted run stopped (same shuffles).
+        train_ds = make_dataset(cfg, "train", training=True, seed_offset=initial_epoch)
+        valid_ds = make_dataset(cfg, "valid", training=False)
+        train_ds, steps = _steps(train_ds, cfg.train.steps_per_epoch, n_train, cfg.train.batch_size)
+        valid_ds, val_steps = _steps(valid_ds, cfg.train.validation_steps, n_valid, cfg.train.batch_size)
+
+        info = {
+            "model": cfg.model.name,
+            "params": int(summary["params"]),
+            "gflops_per_image": float(summary["gflops_per_image"]),
+            "precision": precision,
+            "jit_compile": cfg.train.jit_compile,
+            "device": device,
+            "replicas": strategy.num_replicas_in_sync,
+            "train_pairs": n_train,
+            "valid_pairs": n_valid,
+            "batch_size": cfg.train.batch_size,
+            "steps_per_epoch": steps,
+            "validation_steps": val_steps,
+            "epochs": cfg.train.epochs,
+            "initial_epoch": initial_epoch,
+            "run_dir": str(run_dir),
+        }
+        log.debug(
+            "model %s: %s parameters, %.2f GFLOP/image; precision %s; %s; train %d / valid %d pairs",
+            cfg.model.name, f"{info['params']:,}", info["gflops_per_image"], precision, device, n_train, n_valid,
+        )
+        if progress is not None:
+            progress(cb.TrainEvent("start", initial_epoch, cfg.train.epochs, 0, steps, info=info))
+
+        best_ckpt = cb.AtomicCheckpoint(run_dir / "model.keras", monitor=monitor, mode=mode, initial_best=best_before)
+        nan_guard = cb.NaNGuard()
+        callbacks: list[keras.callbacks.Callback] = [
+            # BackupAndRestore first: it restores weights/optimizer/epoch at train begin.
+            keras.callbacks.BackupAndRestore(str(backup_dir)),
+            nan_guard,
+            *cb.plateau_callbacks(cfg.train, monitor, mode, previous_values),
+            cb.LearningRateLogger(),
+            best_ckpt,
+            cb.AtomicCheckpoint(run_dir / "last.keras"),
+            keras.callbacks.CSVLogger(str(csv_path), append=resuming),
+            cb.HistoryWriter(run_dir / "history.json", run_dir / "curves.png", previous_rows),
+        ]
+        if cfg.train.epoch_change_infer.enabled:
+            images, truth = preview_batch(cfg, cfg.train.epoch_change_infer.num_images)
+            palette = palette_array([c.color for c in cfg.effective_classes])
+            callbacks.append(cb.EpochPreview(run_dir / "epoch_infer", images, truth, palette))
+        if progress is not None:
+            callbacks.append(cb.ProgressReporter(progress, cfg.train.epochs, steps))
+
+        # On resume BackupAndRestore restores weights, optimizer state and the epoch itself; initial_epoch is the
+        # same number (or, for a finished run extended with more epochs, the rows of history.csv).
+        history = model.fit(
+            train_ds,
+            validation_data=valid_ds,
+            epochs=cfg.train.epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps,
+            validation_steps=val_steps,
+            callbacks=callbacks,
+            shuffle=False,  # the pipeline shuffles (seeded by epoch)
+            verbose=0,
+        )
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+    if nan_guard.nan_epoch is not None:
+        raise SegkitError(
+            f"the loss became NaN at epoch {nan_guard.nan_epoch} (step {nan_guard.nan_step}); training stopped",
+            path=run_dir,
+            hint=f"lower train.learning_rate (now {cfg.train.learning_rate:g}), "
+            f"e.g. --set train.learning_rate={cfg.train.learning_rate / 10:g}, or set train.clipvalue",
+        )
+    rows = cb.read_history_csv(csv_path)
+    values = [r.get(monitor, float("nan")) for r in rows]
+    best_value, _ = cb.plateau_state(values, mode)
+    best_epoch = next((i + 1 for i, v in enumerate(values) if v == best_value), None)
+    epochs_done = len(rows)
+    stopped = epochs_done < cfg.train.epochs
+    del history
+    if progress is not None:
+        progress(cb.TrainEvent("end", epochs_done, cfg.train.epochs, logs={monitor: best_value or float("nan")},
+                               elapsed_s=time.perf_counter() - t0))
+    return TrainResult(
+        run_dir=run_dir,
+        best_model=run_dir / "model.keras",
+        last_model=run_dir / "last.keras",
+        monitor=monitor,
+        best_value=best_value,
+        best_epoch=best_epoch,
+        initial_epoch=initial_epoch,
+        epochs_done=epochs_done,
+        stopped_early=stopped,
+        history=rows,
+        precision=precision,
+        device=device,
+        wall_s=time.perf_counter() - t0,
+    )
+
+
+__all__ = ["TrainResult", "train_model", "check_run_dir", "resolve_precision", "RUN_OUTPUTS"]

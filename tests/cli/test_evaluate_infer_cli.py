@@ -1,0 +1,185 @@
+"""`segkit evaluate` and `segkit infer`: happy paths on the phantom with a tiny untrained model, the one-line
+errors (missing model, class-count mismatch, 2D / 4D volume), and a slow end-to-end run with a trained model.
+
+The model is a flexunet with base_filters 4, num_layers 3 at 32x32 (the phantom slices are 64x64, so folder
+inference exercises sliding windows); untrained weights are enough for shapes, files and errors.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from segkit.cli.app import app
+from segkit.config import load_config
+
+runner = CliRunner()
+
+TINY = [
+    "model.num_layers=3",
+    "model.base_filters=4",
+    "data.image_size=[32,32]",
+    "infer.batch_size=16",
+]
+
+
+def _sets(*items: str) -> list[str]:
+    args: list[str] = []
+    for s in items:
+        args += ["--set", s]
+    return args
+
+
+def _stderr_lines(result) -> list[str]:  # noqa: ANN001 - click Result
+    return [line for line in result.stderr.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def demo_config(repo_root: Path) -> Path:
+    return repo_root / "configs" / "demo.yaml"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory, demo_config: Path) -> dict[str, Path]:
+    """A 3-case phantom dataset and a tiny untrained model saved as run/model.keras."""
+    import keras
+
+    from segkit.models import build_model
+
+    root = tmp_path_factory.mktemp("evinf")
+    data, run = root / "data", root / "run"
+    res = runner.invoke(app, ["prepare", "phantom", "--out", str(data), "--config", str(demo_config), "--n", "3",
+                              "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    sets = [*TINY, f"data.dir={data}", f"train.run_dir={run}"]
+    cfg = load_config(demo_config, sets)
+    keras.utils.set_random_seed(1)
+    run.mkdir()
+    build_model(cfg).save(run / "model.keras")
+    return {"root": root, "data": data, "run": run, "config": demo_config}
+
+
+def _base(setup: dict[str, Path]) -> list[str]:
+    return _sets(*TINY, f"data.dir={setup['data']}", f"train.run_dir={setup['run']}")
+
+
+def test_help() -> None:
+    for cmd in ("evaluate", "infer"):
+        res = runner.invoke(app, [cmd, "--help"])
+        assert res.exit_code == 0 and "Usage: segkit " + cmd in res.output and "--set" in res.output
+
+
+def test_evaluate_writes_reports(setup: dict[str, Path]) -> None:
+    out = setup["root"] / "eval"
+    res = runner.invoke(app, ["evaluate", str(setup["config"]), "--out", str(out), *_base(setup)])
+    assert res.exit_code == 0, res.output
+    assert "foreground" in res.stdout and "dice_coef_multiclass" in res.stdout
+    with open(out / "evaluation.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    manifest = json.loads((setup["data"] / "dataset.json").read_text())
+    test_cases = sorted(c for c, r in manifest["cases"].items() if r["split"] == "test")
+    # one row per case x foreground class, background never reported
+    assert sorted({(r["case_id"], r["class_name"]) for r in rows}) == sorted(
+        (c, n) for c in test_cases for n in ("ventricle", "atrium", "vessel")
+    )
+    assert len(rows) == 3 * len(test_cases)
+    summary = json.loads((out / "evaluation.json").read_text())
+    assert summary["surface_distance_implementation"] == "scipy.ndimage.distance_transform_edt (sampling=spacing)"
+    assert set(summary["per_class"]) == {"ventricle", "atrium", "vessel"}
+    assert set(summary["per_class"]["vessel"]["hd95_mm"]) == {"mean", "median", "std", "n", "n_nan", "n_inf"}
+    assert "dice" in summary["foreground_mean"] and summary["seed_dice_coef_multiclass"]["probabilities"] > 0
+    m = np.array(summary["confusion_matrix"]["matrix"])
+    n_slices = len(list((setup["data"] / "test" / "images").iterdir()))
+    assert m.shape == (4, 4) and m.sum() == n_slices * 32 * 32  # every pixel of every slice at model size
+    for name in ("confusion_matrix.png", "boxplot_dice.png", "evaluation_slices.csv"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_infer_volume_keeps_shape_and_affine(setup: dict[str, Path]) -> None:
+    vol = sorted((setup["data"] / "raw").rglob("*image*.nii.gz"))[0]
+    out = setup["root"] / "inf_vol"
+    res = runner.invoke(app, ["infer", str(setup["config"]), "--input", str(vol), "--output", str(out),
+                              "--largest-component", "--tta", "--batch-size", "8", *_base(setup)])
+    assert res.exit_code == 0, res.output
+    segs = list(out.glob("*_seg.nii.gz"))
+    assert len(segs) == 1 and list(out.glob("*_overlay.png"))
+    src, seg = nib.load(str(vol)), nib.load(str(segs[0]))
+    assert seg.shape == src.shape and np.allclose(seg.affine, src.affine, atol=1e-5)
+    assert seg.get_data_dtype() == np.uint8
+
+
+def test_infer_folder_with_truth_and_tiling(setup: dict[str, Path]) -> None:
+    images = setup["data"] / "test" / "images"
+    out = setup["root"] / "inf_png"
+    res = runner.invoke(app, ["infer", str(setup["config"]), "--input", str(images), "--output", str(out),
+                              *_base(setup)])
+    assert res.exit_code == 0, res.output
+    n = len(list(images.iterdir()))
+    assert "sliding-window" in res.stdout  # 64x64 slices, 32x32 model
+    for sub in ("masks", "labels", "overlays", "panels"):
+        assert len(list((out / sub).glob("*.png"))) == n
+    stem = sorted(images.iterdir())[0].stem
+    import cv2
+
+    panel = cv2.imread(str(out / "panels" / f"{stem}.png"))
+    assert panel.shape == (64, 3 * 64, 3)  # image | truth | prediction at the image's own size
+    assert cv2.imread(str(out / "labels" / f"{stem}.png"), cv2.IMREAD_UNCHANGED).max() <= 3
+
+
+def test_missing_model_is_one_line(setup: dict[str, Path]) -> None:
+    missing = setup["root"] / "nope.keras"
+    for cmd in (["evaluate", str(setup["config"])], ["infer", str(setup["config"]), "--input", str(setup["data"] / "test" / "images")]):
+        res = runner.invoke(app, [*cmd, "--model", str(missing), *_base(setup)])
+        assert res.exit_code == 2
+        lines = _stderr_lines(res)
+        assert len(lines) == 1 and "Traceback" not in res.output
+        assert lines[0].startswith(f"error: {missing}: model file not found") and "segkit train" in lines[0]
+
+
+def test_class_count_mismatch_names_both_numbers(setup: dict[str, Path]) -> None:
+    res = runner.invoke(app, ["evaluate", str(setup["config"]), *_base(setup), "--set", "prepare.binary=true"])
+    assert res.exit_code == 2
+    lines = _stderr_lines(res)
+    assert len(lines) == 1
+    assert "the model outputs 4 classes but the config has 2" in lines[0]
+
+
+@pytest.mark.parametrize(("shape", "ndim"), [((16, 16), 2), ((8, 8, 8, 2), 4)])
+def test_2d_or_4d_volume_is_one_line(setup: dict[str, Path], shape: tuple[int, ...], ndim: int) -> None:
+    bad = setup["root"] / f"bad{ndim}d.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros(shape, np.int16), np.eye(4)), str(bad))
+    res = runner.invoke(app, ["infer", str(setup["config"]), "--input", str(bad), "--output",
+                              str(setup["root"] / "bad"), *_base(setup)])
+    assert res.exit_code == 2
+    lines = _stderr_lines(res)
+    assert len(lines) == 1 and f"expected a 3D volume, got {ndim}D" in lines[0] and str(bad) in lines[0]
+
+
+@pytest.mark.slow
+def test_end_to_end_train_evaluate_infer(setup: dict[str, Path]) -> None:
+    """Train a tiny model briefly on the phantom, then evaluate and infer with it (< 60 s on 2 cores)."""
+    run = setup["root"] / "trained"
+    base = _sets(*TINY, f"data.dir={setup['data']}", f"train.run_dir={run}")
+    train = ["train.epochs=1", "train.steps_per_epoch=2", "train.validation_steps=1", "train.batch_size=4",
+             "train.epoch_change_infer.enabled=false"]
+    res = runner.invoke(app, ["train", str(setup["config"]), *base, *_sets(*train)])
+    assert res.exit_code == 0, res.output
+    assert (run / "model.keras").is_file()
+    res = runner.invoke(app, ["evaluate", str(setup["config"]), *base])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(open(run / "evaluation" / "evaluation.csv", newline="")))
+    assert {r["class_name"] for r in rows} == {"ventricle", "atrium", "vessel"}
+    summary = json.loads((run / "evaluation" / "evaluation.json").read_text())
+    assert summary["volumetric"] is True and summary["n_cases"] == len({r["case_id"] for r in rows})
+    vol = sorted((setup["data"] / "raw").rglob("*image*.nii.gz"))[-1]
+    res = runner.invoke(app, ["infer", str(setup["config"]), "--input", str(vol), *base])
+    assert res.exit_code == 0, res.output
+    seg = nib.load(str(next((run / "inference").glob("*_seg.nii.gz"))))
+    src = nib.load(str(vol))
+    assert seg.shape == src.shape and np.allclose(seg.affine, src.affine, atol=1e-5)

@@ -1,0 +1,306 @@
+"""`segkit train`: a tiny phantom run interrupted after epoch 1 of 3 and resumed, its outputs, and the one-line
+errors (bad key, missing split, unpaired file, non-empty run folder, other config, NaN loss).
+
+The training tests share one module-scoped run (64x64, num_layers 3, 2 steps per epoch), ~30 s on 2 cores.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from segkit.cli.app import app
+from segkit.config import load_config
+from segkit.errors import ConfigError
+from segkit.train import callbacks as cb
+from segkit.train.fit import check_run_dir, config_difference, truncate_history_csv
+
+runner = CliRunner()
+
+TINY = [
+    "model.num_layers=3",
+    "model.base_filters=8",
+    "train.epochs=3",
+    "train.batch_size=4",
+    "train.steps_per_epoch=2",
+    "train.validation_steps=2",
+    "train.learning_rate=0.003",
+    "train.epoch_change_infer.num_images=2",
+]
+
+
+def _args(config: Path, data: Path, run: Path, *extra: str) -> list[str]:
+    args = ["train", str(config)]
+    for s in [*TINY, f"data.dir={data}", f"train.run_dir={run}", *extra]:
+        args += ["--set", s]
+    return args
+
+
+def _stderr_lines(result) -> list[str]:  # noqa: ANN001 - click Result
+    return [line for line in result.stderr.splitlines() if line.strip()]
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def demo_config(repo_root: Path) -> Path:
+    return repo_root / "configs" / "demo.yaml"
+
+
+@pytest.fixture(scope="module")
+def phantom_data(tmp_path_factory: pytest.TempPathFactory, demo_config: Path) -> Path:
+    """A tiny prepared phantom dataset (4 cases of 64x64x40, one worker) made by `segkit prepare phantom`."""
+    out = tmp_path_factory.mktemp("phantom") / "data"
+    res = runner.invoke(app, ["prepare", "phantom", "--out", str(out), "--config", str(demo_config), "--n", "4",
+                              "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    for split in ("train", "valid"):
+        assert any((out / split / "images").iterdir())
+    return out
+
+
+@dataclass
+class Runs:
+    data: Path
+    run: Path
+    first: object
+    second: object
+    rows_after_first: list[dict[str, str]]
+    backup_epoch_after_first: int | None
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, phantom_data: Path, demo_config: Path) -> Runs:
+    """Train 3 epochs, interrupted (KeyboardInterrupt, as from Ctrl-C) right after epoch 1 completed, then
+    `--resume`."""
+    run = tmp_path_factory.mktemp("runs") / "run"
+    original = cb.ProgressReporter.on_epoch_end
+
+    def interrupt_after_first(self: cb.ProgressReporter, epoch: int, logs: dict | None = None) -> None:
+        original(self, epoch, logs)
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cb.ProgressReporter, "on_epoch_end", interrupt_after_first)
+        first = runner.invoke(app, _args(demo_config, phantom_data, run))
+    rows = _csv_rows(run / "history.csv")
+    meta = run / "backup" / "training_metadata.json"
+    backup_epoch = json.loads(meta.read_text())["epoch"] if meta.is_file() else None
+    second = runner.invoke(app, _args(demo_config, phantom_data, run, ) + ["--resume"])
+    return Runs(phantom_data, run, first, second, rows, backup_epoch)
+
+
+# === training (slow) ===
+
+
+@pytest.mark.slow
+def test_interrupt_leaves_a_resumable_run(runs: Runs) -> None:
+    assert runs.first.exit_code == 130, runs.first.output
+    assert "error: interrupted" in runs.first.stderr
+    assert [r["epoch"] for r in runs.rows_after_first] == ["0"]
+    assert runs.backup_epoch_after_first == 1
+
+
+@pytest.mark.slow
+def test_resume_starts_at_epoch_2_and_completes_history(runs: Runs) -> None:
+    res = runs.second
+    assert res.exit_code == 0, res.output
+    assert "resuming at epoch 2" in res.stderr
+    assert "epoch 2/3" in res.stderr and "epoch 3/3" in res.stderr
+    assert "epoch 1/3" not in res.stderr
+    rows = _csv_rows(runs.run / "history.csv")
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+    assert rows[0] == runs.rows_after_first[0]  # the first epoch's row is kept, not rewritten
+    assert not (runs.run / "backup").exists()  # BackupAndRestore cleans up after a completed run
+
+
+@pytest.mark.slow
+def test_start_facts_and_result_are_printed(runs: Runs) -> None:
+    res = runs.second
+    assert "model flexunet:" in res.stderr and "parameters" in res.stderr and "GFLOP/image" in res.stderr
+    assert "precision float32" in res.stderr and "device CPU" in res.stderr
+    n_train = len(list((runs.data / "train" / "images").iterdir()))
+    n_valid = len(list((runs.data / "valid" / "images").iterdir()))
+    assert f"train {n_train} / valid {n_valid} pairs" in res.stderr
+    assert res.stdout.startswith("best val_fg_dice ")
+
+
+@pytest.mark.slow
+def test_history_csv_and_json(runs: Runs) -> None:
+    rows = _csv_rows(runs.run / "history.csv")
+    for col in ("epoch", "loss", "val_loss", "fg_dice", "val_fg_dice", "lr", "val_seed_dice_coef_multiclass",
+                "val_dice_ventricle", "val_dice_atrium", "val_dice_vessel"):
+        assert col in rows[0], col
+    assert "learning_rate" not in rows[0]
+    assert [float(r["lr"]) for r in rows] == pytest.approx([0.003] * 3)
+    losses = [float(r["loss"]) for r in rows]
+    assert losses[-1] < losses[0]  # training lowers the loss
+    hist = json.loads((runs.run / "history.json").read_text())
+    assert [h["epoch"] for h in hist] == [0, 1, 2]
+    assert [h["loss"] for h in hist] == pytest.approx(losses, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_run_folder_holds_every_output(runs: Runs, demo_config: Path) -> None:
+    import keras
+
+    run = runs.run
+    saved = load_config(run / "config.yaml")
+    assert saved == load_config(demo_config, [*TINY, f"data.dir={runs.data}", f"train.run_dir={run}"])
+    versions = json.loads((run / "versions.json").read_text())
+    assert {"python", "tensorflow", "keras", "numpy", "segkit", "seed", "precision", "device"} <= set(versions)
+    assert versions["seed"] == 7 and versions["precision"] == "float32"
+    assert (run / "splits.json").read_bytes() == (runs.data / "splits.json").read_bytes()
+    curves = cv2.imread(str(run / "curves.png"))
+    assert curves is not None and curves.ndim == 3
+    previews = sorted(p.name for p in (run / "epoch_infer").iterdir())
+    assert previews == ["epoch_001.png", "epoch_002.png", "epoch_003.png"]
+    grid = cv2.imread(str(run / "epoch_infer" / "epoch_003.png"))
+    assert grid.shape == (2 * 64, 3 * 64, 3)  # 2 images x (image | truth | prediction)
+    for name in ("model.keras", "last.keras"):
+        model = keras.models.load_model(run / name, safe_mode=True, compile=False)
+        assert tuple(model.output.shape) == (None, 64, 64, 4)
+    assert not [p for p in run.iterdir() if ".tmp" in p.name]  # no temporary checkpoint left behind
+
+
+@pytest.mark.slow
+def test_rerun_into_the_finished_run_is_refused(runs: Runs, demo_config: Path) -> None:
+    before = (runs.run / "model.keras").stat().st_mtime_ns
+    res = runner.invoke(app, _args(demo_config, runs.data, runs.run))
+    assert res.exit_code == 2
+    assert _stderr_lines(res) == [
+        f"error: {runs.run}: run folder is not empty (hint: use --resume to continue it, --overwrite to replace it, "
+        "or set train.run_dir to a new folder)"
+    ]
+    other = runner.invoke(app, _args(demo_config, runs.data, runs.run, "train.learning_rate=0.001") + ["--resume"])
+    assert other.exit_code == 2
+    assert "cannot resume: the run was trained with another config (train.learning_rate" in other.stderr
+    done = runner.invoke(app, _args(demo_config, runs.data, runs.run) + ["--resume"])
+    assert done.exit_code == 2
+    assert "the run already completed 3 of train.epochs=3 epochs" in done.stderr
+    assert "--set train.epochs=13" in done.stderr
+    assert (runs.run / "model.keras").stat().st_mtime_ns == before  # nothing was touched
+
+
+@pytest.mark.slow
+def test_nan_loss_ends_with_one_line_error(runs: Runs, demo_config: Path, tmp_path: Path) -> None:
+    res = runner.invoke(app, _args(demo_config, runs.data, tmp_path / "run", "train.learning_rate=1e30",
+                                   "train.clipvalue=null", "train.epochs=2", "train.epoch_change_infer.enabled=false"))
+    assert res.exit_code == 2, res.output
+    lines = [line for line in _stderr_lines(res) if line.startswith("error:")]
+    assert len(lines) == 1
+    assert "the loss became NaN at epoch 1" in lines[0]
+    assert "lower train.learning_rate (now 1e+30)" in lines[0]
+
+
+# === errors before training (fast) ===
+
+
+def test_bad_config_key_is_one_line(demo_config: Path, tmp_path: Path) -> None:
+    res = runner.invoke(app, ["train", str(demo_config), "--set", "train.epoch=2"])
+    assert res.exit_code == 2
+    lines = _stderr_lines(res)
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "unknown key 'train.epoch'" in lines[0] and "train.epochs" in lines[0]
+
+
+def _copy_split(src: Path, dst: Path, split: str, n: int) -> None:
+    for sub in ("images", "masks"):
+        (dst / split / sub).mkdir(parents=True)
+        for p in sorted((src / split / sub).iterdir())[:n]:
+            shutil.copy(p, dst / split / sub / p.name)
+
+
+def test_missing_split_is_one_line(phantom_data: Path, demo_config: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    _copy_split(phantom_data, data, "train", 4)  # no valid/
+    res = runner.invoke(app, _args(demo_config, data, tmp_path / "run"))
+    assert res.exit_code == 2
+    lines = _stderr_lines(res)
+    assert len(lines) == 1
+    assert lines[0].startswith(f"error: {data / 'valid'}: ") and "'valid' split is missing" in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_unpaired_file_is_one_line(phantom_data: Path, demo_config: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    _copy_split(phantom_data, data, "train", 4)
+    _copy_split(phantom_data, data, "valid", 2)
+    stray = data / "train" / "images" / "case_999_0001.png"
+    shutil.copy(next((data / "train" / "images").iterdir()), stray)
+    res = runner.invoke(app, _args(demo_config, data, tmp_path / "run"))
+    assert res.exit_code == 2
+    lines = _stderr_lines(res)
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "case_999_0001" in lines[0]
+
+
+def test_non_empty_run_dir_refused_without_overwrite(phantom_data: Path, demo_config: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    res = runner.invoke(app, _args(demo_config, phantom_data, run))
+    assert res.exit_code == 2
+    assert _stderr_lines(res) == [
+        f"error: {run}: run folder is not empty (hint: use --overwrite to replace it, or set train.run_dir to a "
+        "new folder)"
+    ]
+    assert (run / "notes.txt").read_text() == "mine"
+
+
+# === run-folder helpers (fast) ===
+
+
+def _cfg(run: Path, *extra: str):  # noqa: ANN202 - Config
+    repo = Path(__file__).resolve().parents[2]
+    return load_config(repo / "configs" / "demo.yaml", [f"train.run_dir={run}", *extra])
+
+
+def test_overwrite_removes_only_run_outputs(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / "epoch_infer").mkdir(parents=True)
+    (run / "epoch_infer" / "epoch_001.png").write_bytes(b"x")
+    for name in ("model.keras", "history.csv", "config.yaml"):
+        (run / name).write_text("old")
+    (run / "notes.txt").write_text("mine")
+    assert check_run_dir(_cfg(run), resume=False, overwrite=True) is False
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+
+
+def test_resume_and_overwrite_exclude_each_other(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="exclude each other"):
+        check_run_dir(_cfg(tmp_path / "run"), resume=True, overwrite=True)
+
+
+def test_resume_of_empty_folder_starts_fresh(tmp_path: Path) -> None:
+    assert check_run_dir(_cfg(tmp_path / "run"), resume=True, overwrite=False) is False
+
+
+def test_config_difference_ignores_epochs_only(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    saved = _cfg(run).to_yaml()
+    assert config_difference(saved, _cfg(run, "train.epochs=50")) is None
+    diff = config_difference(saved, _cfg(run, "model.base_filters=8"))
+    assert diff == "model.base_filters: run has 16, config has 8"
+    assert yaml.safe_load(saved)["train"]["run_dir"] == str(run)
+
+
+def test_truncate_history_csv_drops_repeated_epochs(tmp_path: Path) -> None:
+    path = tmp_path / "history.csv"
+    path.write_bytes(b"epoch,loss,lr\r\n0,1.0,0.1\r\n1,0.9,0.1\r\n2,0.8,0.1\r\n")
+    truncate_history_csv(path, 2)  # the backup holds 2 completed epochs; epoch 2's row came from a killed run
+    assert path.read_bytes() == b"epoch,loss,lr\r\n0,1.0,0.1\r\n1,0.9,0.1\r\n"
+    truncate_history_csv(path, 5)
+    assert path.read_bytes() == b"epoch,loss,lr\r\n0,1.0,0.1\r\n1,0.9,0.1\r\n"

@@ -1,0 +1,204 @@
+"""Model registry contract (SMP BaseModelTester style), FlexUNet = the seed architecture, GFLOP counting."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+import yaml
+
+from segkit.config import validate_config
+from segkit.errors import ConfigError
+from segkit.models import MODELS, build_model, check_input_shape, model_summary
+
+REPO = Path(__file__).resolve().parents[2]
+
+TINY: dict[str, Any] = {
+    "name": "tiny",
+    "classes": [
+        {"id": 1, "name": "LV", "color": [255, 0, 0]},
+        {"id": 2, "name": "RV", "color": [0, 255, 0]},
+        {"id": 3, "name": "Ao", "color": [0, 0, 255]},
+    ],
+    "data": {"image_size": [32, 32], "channels": 1},
+    "model": {"base_filters": 4, "base_kernels": 5, "num_layers": 3, "dropout_rate": 0.1, "norm": "none"},
+}
+
+
+def tiny_cfg(**model: Any) -> Any:
+    raw = copy.deepcopy(TINY)
+    raw["model"].update(model)
+    return validate_config(raw)
+
+
+# === Seed architecture ===
+
+
+def test_flexunet_reproduces_the_whole_heart_seed_parameter_count() -> None:
+    raw = yaml.safe_load((REPO / "configs" / "whole-heart.yaml").read_text())
+    # the count does not depend on H, W (test_param_count_is_independent_of_image_size); 128 = 2**7 is the
+    # smallest size the 7 poolings allow and builds in seconds
+    raw["data"]["image_size"] = [128, 128]
+    cfg = validate_config(raw)
+    model = build_model(cfg)
+    s = model_summary(model)
+    assert s["params"] == 124_557_177
+    # conv MACs scale with H*W: at 512x512 the seed model needs ~73.6 GFLOP per image
+    assert round(s["gflops_per_image"] * (512 / 128) ** 2, 1) == 73.6
+    assert model.input_shape == (None, 128, 128, 3)
+    assert model.output_shape == (None, 128, 128, 9)
+    # the seed's per-level rules: kernel max(7 - 2i, 3), filters 16 * 2**i, dropout 0.04 * i
+    assert model.get_layer("enc0_conv1").kernel_size == (7, 7)
+    assert model.get_layer("enc1_conv1").kernel_size == (5, 5)
+    assert model.get_layer("enc3_conv1").kernel_size == (3, 3)
+    assert model.get_layer("enc7_conv2").filters == 16 * 2**7
+    assert model.get_layer("dec0_conv2").kernel_size == (7, 7)
+    assert model.get_layer("enc2_drop").rate == pytest.approx(0.08)
+    assert model.get_layer("dec6_drop").rate == pytest.approx(0.24)
+    assert model.get_layer("up6").kernel_size == (2, 2) and model.get_layer("up6").strides == (2, 2)
+    assert sum(isinstance(layer, keras.layers.MaxPooling2D) for layer in model.layers) == 7
+
+
+def test_param_count_is_independent_of_image_size() -> None:
+    a = build_model(tiny_cfg())
+    raw = copy.deepcopy(TINY)
+    raw["data"]["image_size"] = [64, 48]
+    b = build_model(validate_config(raw))
+    assert a.count_params() == b.count_params()
+
+
+def test_gflops_and_params_of_a_tiny_flexunet_match_a_hand_count() -> None:
+    raw = copy.deepcopy(TINY)
+    raw["classes"] = TINY["classes"][:1]  # 2 output channels
+    raw["data"]["image_size"] = [16, 16]
+    raw["model"] = {"base_filters": 2, "base_kernels": 3, "num_layers": 2, "dropout_rate": 0.0}
+    s = model_summary(build_model(validate_config(raw)))
+    # MACs per image (H*W*Cout*k*k*Cin; transpose: Hin*Win*Cin*k*k*Cout):
+    #   enc0 16*16*2*9*1 = 4608, 16*16*2*9*2 = 9216; pool -> 8x8
+    #   enc1  8*8*4*9*2 = 4608,    8*8*4*9*4 = 9216
+    #   up0   8*8*4*(2*2)*2 = 2048; concat 2+2 = 4 channels
+    #   dec0 16*16*2*9*4 = 18432, 16*16*2*9*2 = 9216; head 16*16*2*1*2 = 1024
+    #   total 58368 MACs -> 2 * 58368 FLOP
+    assert s["gflops_per_image"] == pytest.approx(2 * 58368 / 1e9)
+    # params (k*k*Cin*Cout + Cout): 20 + 38 + 76 + 148 + up 2*2*4*2+2 = 34 + 74 + 38 + head 2*2+2 = 6
+    assert s["params"] == 434
+
+
+def test_one_class_head_is_sigmoid_and_several_classes_softmax() -> None:
+    from segkit.models.flexunet import build_flexunet
+
+    one = build_flexunet((16, 16, 1), 1, base_filters=2, base_kernels=3, num_layers=2)
+    assert one.layers[-1].name == "head_sigmoid" and one.output_shape == (None, 16, 16, 1)
+    assert build_model(tiny_cfg()).layers[-1].name == "head_softmax"
+
+
+def test_max_filters_caps_every_level() -> None:
+    model = build_model(tiny_cfg(max_filters=8))
+    assert model.get_layer("enc2_conv1").filters == 8  # 4 * 2**2 = 16, capped
+    assert model.get_layer("enc1_conv1").filters == 8
+    assert model.get_layer("up1").filters == 8
+    assert model.count_params() < build_model(tiny_cfg()).count_params()
+
+
+def test_group_norm_uses_min_8_groups_and_batch_norm_is_inserted() -> None:
+    g = build_model(tiny_cfg(norm="group"))
+    assert g.get_layer("enc0_norm1").groups == 4  # 4 filters -> 4 groups
+    assert g.get_layer("enc2_norm2").groups == 8  # 16 filters -> 8 groups
+    b = build_model(tiny_cfg(norm="batch"))
+    n_bn = sum(isinstance(layer, keras.layers.BatchNormalization) for layer in b.layers)
+    assert n_bn == 2 * (3 + 2)  # two per conv block, 3 encoder + 2 decoder blocks
+
+
+def test_context_slices_multiply_input_channels() -> None:
+    raw = copy.deepcopy(TINY)
+    raw["data"].update(channels=3, context_slices=1)
+    assert build_model(validate_config(raw)).input_shape == (None, 32, 32, 9)
+
+
+def test_bad_image_size_error_names_size_divisor_and_padded_size() -> None:
+    with pytest.raises(ConfigError) as e:
+        check_input_shape((100, 96), num_layers=4)
+    assert "100x96 is not divisible by 8" in e.value.message
+    assert e.value.path == "data.image_size"
+    assert "pad to 104x96" in e.value.hint and "96x96" in e.value.hint
+
+
+def test_unknown_model_name_lists_valid_names() -> None:
+    with pytest.raises(ConfigError) as e:
+        build_model(tiny_cfg(name="flexunett"))
+    assert e.value.path == "model.name"
+    assert "did you mean 'flexunet'" in e.value.hint and "attention-unet" in e.value.hint
+
+
+def test_attention_unet_gates_every_skip() -> None:
+    from segkit.models.blocks import AttentionGate
+
+    model = build_model(tiny_cfg(name="attention_unet"))
+    gates = [layer for layer in model.layers if isinstance(layer, AttentionGate)]
+    assert len(gates) == 2  # num_layers - 1 skips
+    # gate MACs are counted: 1x1 convs w_x (Cx*F), w_g (Cg*F), psi (F) per pixel
+    flex = model_summary(build_model(tiny_cfg()))["gflops_per_image"]
+    att = model_summary(model)["gflops_per_image"]
+    # level 1: 16x16, Cx=Cg=8, F=4: 256*(32+32+4); level 0: 32x32, Cx=Cg=4, F=2: 1024*(8+8+2)
+    assert att - flex == pytest.approx(2 * (256 * 68 + 1024 * 18) / 1e9)
+
+
+# === Contract over every registered model ===
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+class TestModelContract:
+    def test_builds_from_config_with_softmax_output(self, name: str) -> None:
+        model = build_model(tiny_cfg(name=name))
+        x = np.random.default_rng(0).random((2, 32, 32, 1), dtype=np.float32)
+        y = model.predict(x, verbose=0)
+        assert y.shape == (2, 32, 32, 4) and y.dtype == np.float32
+        np.testing.assert_allclose(y.sum(-1), 1.0, atol=1e-5)
+
+    def test_odd_size_raises_config_error_naming_padded_size(self, name: str) -> None:
+        raw = copy.deepcopy(TINY)
+        raw["data"]["image_size"] = [35, 39]  # +3, +7 px
+        raw["model"]["name"] = name
+        with pytest.raises(ConfigError) as e:
+            build_model(validate_config(raw))
+        assert "35x39 is not divisible by 4" in e.value.message and "36x40" in e.value.hint
+
+    def test_keras_save_and_safe_load_give_equal_outputs(self, name: str, tmp_path: Path) -> None:
+        model = build_model(tiny_cfg(name=name, norm="group"))
+        x = np.random.default_rng(1).random((1, 32, 32, 1), dtype=np.float32)
+        path = tmp_path / "m.keras"
+        model.save(path)
+        loaded = keras.models.load_model(path, safe_mode=True, compile=False)
+        np.testing.assert_array_equal(model.predict(x, verbose=0), loaded.predict(x, verbose=0))
+
+    @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+    def test_mixed_precision_keeps_float32_probabilities(self, name: str, policy: str) -> None:
+        old = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy(policy)
+        try:
+            model = build_model(tiny_cfg(name=name, norm="batch"))
+            assert model.get_layer("enc0_conv1").compute_dtype == policy.split("_")[1]
+            y = model(np.ones((1, 32, 32, 1), np.float32), training=False)
+        finally:
+            keras.mixed_precision.set_global_policy(old)
+        assert keras.backend.standardize_dtype(y.dtype) == "float32"
+        np.testing.assert_allclose(np.asarray(y).sum(-1), 1.0, atol=1e-5)
+
+
+def test_a_fresh_process_loads_attention_unet_after_importing_segkit_models(tmp_path: Path) -> None:
+    # infer loads models with only `import segkit.models`: that import must register AttentionGate
+    path = tmp_path / "att.keras"
+    build_model(tiny_cfg(name="attention_unet")).save(path)
+    code = (
+        "import sys, keras, segkit.models; "
+        "m = keras.models.load_model(sys.argv[1], safe_mode=True, compile=False); print(m.output_shape)"
+    )
+    res = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().endswith("(None, 32, 32, 4)")

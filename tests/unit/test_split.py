@@ -1,0 +1,93 @@
+"""Case-level splits: hand-computed counts, determinism, K-fold, empty splits, leak check, splits.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from segkit.config import SplitConfig
+from segkit.errors import DataError
+from segkit.prepare.split import allocate, check_no_leak, load_splits, split_cases, write_splits
+
+IDS = [f"case_{i:02d}" for i in range(10)]
+
+
+def test_counts_follow_normalised_ratios() -> None:
+    # 10 cases, 6:2:2 (given as 3:1:1, normalised) -> 6 train, 2 valid, 2 test.
+    s = split_cases(IDS, SplitConfig(train=3, valid=1, test=1), seed=0)
+    assert (len(s["train"]), len(s["valid"]), len(s["test"])) == (6, 2, 2)
+    assert s["ratios"] == {"train": 0.6, "valid": 0.2, "test": 0.2}
+    assert sorted(s["train"] + s["valid"] + s["test"]) == IDS
+    assert all(s[k] == sorted(s[k]) for k in ("train", "valid", "test"))
+
+
+def test_same_seed_same_split_regardless_of_input_order() -> None:
+    a = split_cases(IDS, SplitConfig(), seed=5)
+    b = split_cases(list(reversed(IDS)), SplitConfig(), seed=5)
+    assert a == b
+    others = [split_cases(IDS, SplitConfig(), seed=s)["test"] for s in range(6, 12)]
+    assert any(t != a["test"] for t in others)
+
+
+def test_small_datasets_keep_one_case_per_positive_split() -> None:
+    # 3 cases at 0.7/0.15/0.15: floor gives 2/0/0, every positive ratio needs one -> 1/1/1.
+    s = split_cases(["a", "b", "c"], SplitConfig(), seed=0)
+    assert (len(s["train"]), len(s["valid"]), len(s["test"])) == (1, 1, 1)
+    # A zero ratio stays empty: 2 cases, train only + test.
+    s = split_cases(["a", "b"], SplitConfig(train=1, valid=0, test=1), seed=0)
+    assert s["valid"] == [] and len(s["train"]) == 1 and len(s["test"]) == 1
+
+
+def test_empty_split_is_an_error_naming_the_split() -> None:
+    with pytest.raises(DataError, match=r"split 'valid' would be empty: 1 case for ratios") as e:
+        split_cases(["only"], SplitConfig(train=0.6, valid=0.2, test=0.2), seed=0)
+    assert "prepare.split.valid: 0" in (e.value.hint or "")
+
+
+def test_allocate_largest_remainder() -> None:
+    assert allocate(7, [0.5, 0.25, 0.25], ["a", "b", "c"]) == [3, 2, 2]  # 3.5/1.75/1.75 -> 3/1/1 then +1 b, +1 c
+    assert allocate(4, [1, 0, 0], ["a", "b", "c"]) == [4, 0, 0]
+
+
+def test_kfold_covers_every_non_test_case_once() -> None:
+    cfg = SplitConfig(train=0.8, valid=0.0, test=0.2, folds=4, fold=1)
+    s = split_cases(IDS, cfg, seed=3)
+    assert len(s["test"]) == 2 and len(s["kfold"]) == 4
+    assert [len(f) for f in s["kfold"]] == [2, 2, 2, 2]
+    pooled = [c for f in s["kfold"] for c in f]
+    assert sorted(pooled + s["test"]) == IDS and len(set(pooled)) == 8
+    assert s["valid"] == s["kfold"][1]
+    assert sorted(s["train"]) == sorted(c for j, f in enumerate(s["kfold"]) if j != 1 for c in f)
+    # Every fold as validation: the test set stays fixed, validation sets partition the rest.
+    runs = [split_cases(IDS, cfg.model_copy(update={"fold": k}), seed=3) for k in range(4)]
+    assert all(r["test"] == s["test"] for r in runs)
+    assert sorted(c for r in runs for c in r["valid"]) == sorted(pooled)
+
+
+def test_kfold_needs_enough_cases() -> None:
+    with pytest.raises(DataError, match="5 folds need at least 5 cases outside the test split, got 3"):
+        split_cases(["a", "b", "c", "d"], SplitConfig(folds=5), seed=0)
+
+
+def test_duplicate_ids_rejected() -> None:
+    with pytest.raises(DataError, match="case id 'a' occurs twice"):
+        split_cases(["a", "b", "a"], SplitConfig(), seed=0)
+
+
+def test_leak_check() -> None:
+    with pytest.raises(DataError, match="case 'p1' is in both train and test"):
+        check_no_leak({"train": ["p1", "p2"], "valid": [], "test": ["p1"]})
+    with pytest.raises(DataError, match="case 'x' is in folds 0 and 2"):
+        check_no_leak({"train": [], "valid": [], "test": [], "kfold": [["x"], ["y"], ["x"]]})
+
+
+def test_write_and_load_splits(tmp_path: Path) -> None:
+    s = split_cases(IDS, SplitConfig(), seed=1)
+    path = write_splits(tmp_path, s)
+    assert json.loads(path.read_text()) == s
+    assert load_splits(tmp_path) == s
+    path.write_text(json.dumps({**s, "test": s["test"] + [s["train"][0]]}))
+    with pytest.raises(DataError, match="is in both train and test"):
+        load_splits(tmp_path)

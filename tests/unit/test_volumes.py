@@ -1,0 +1,119 @@
+"""segkit.io.volumes: NIfTI/NRRD loading to RAS affines, atomic NIfTI saving, bad-file errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nibabel as nib
+import nrrd
+import numpy as np
+import pytest
+
+from segkit.errors import DataError
+from segkit.io.volumes import Volume, load_volume, save_volume
+
+AFF = np.array([[-1.2, 0, 0, 40.0], [0, -1.2, 0, 20.0], [0, 0, 2.5, -10.0], [0, 0, 0, 1]])
+
+
+def test_nifti_roundtrip_keeps_values_affine_and_label_dtype(tmp_path: Path) -> None:
+    lbl = np.zeros((6, 5, 4), dtype=np.int64)
+    lbl[1:3, 2, 1] = 3
+    img = np.linspace(-1000, 1000, 120, dtype=np.float64).reshape(6, 5, 4)
+    save_volume(tmp_path / "l.nii.gz", lbl, AFF)
+    save_volume(tmp_path / "i.nii.gz", img, AFF)
+    save_volume(tmp_path / "big.nii", lbl * 1000, AFF)
+    vl, vi, vb = (load_volume(tmp_path / n) for n in ("l.nii.gz", "i.nii.gz", "big.nii"))
+    assert isinstance(vl, Volume) and vl.path == tmp_path / "l.nii.gz"
+    assert vl.data.dtype == np.uint8 and vb.data.dtype == np.uint16 and vi.data.dtype == np.float32
+    np.testing.assert_array_equal(vl.data, lbl)
+    np.testing.assert_array_equal(vb.data, lbl * 1000)
+    np.testing.assert_allclose(vi.data, img, atol=1e-3)
+    np.testing.assert_allclose(vl.affine, AFF, atol=1e-5)
+    hdr = nib.load(str(tmp_path / "l.nii.gz")).header
+    assert int(hdr["qform_code"]) == 1 and int(hdr["sform_code"]) == 1
+    # gzip magic: the .nii.gz suffix picked the compressed format; no temporary file is left behind.
+    assert (tmp_path / "l.nii.gz").read_bytes()[:2] == b"\x1f\x8b"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.nii", "i.nii.gz", "l.nii.gz"]
+
+
+def test_trailing_singleton_dimension_is_squeezed(tmp_path: Path) -> None:
+    nib.save(nib.Nifti1Image(np.ones((4, 3, 2, 1), np.uint8), AFF), str(tmp_path / "s.nii.gz"))
+    assert load_volume(tmp_path / "s.nii.gz").data.shape == (4, 3, 2)
+
+
+def test_nrrd_lps_becomes_ras_affine(tmp_path: Path) -> None:
+    data = np.arange(4 * 3 * 2, dtype=np.int16).reshape(4, 3, 2)
+    dirs = np.array([[0.8, 0, 0], [0, -0.8, 0], [0, 0, 6.5]])  # one row per array axis, LPS world
+    origin = np.array([-99.6, 99.6, -78.0])
+    nrrd.write(
+        str(tmp_path / "v.nrrd"),
+        data,
+        {"space": "left-posterior-superior", "space directions": dirs, "space origin": origin},
+    )
+    vol = load_volume(tmp_path / "v.nrrd")
+    np.testing.assert_array_equal(vol.data, data)
+    # Voxel (2, 1, 1): LPS point = origin + 2*row0 + 1*row1 + 1*row2 = (-98.0, 98.8, -71.5) -> RAS (98.0, -98.8, -71.5).
+    np.testing.assert_allclose(vol.affine @ [2, 1, 1, 1], [98.0, -98.8, -71.5, 1.0])
+    # Axis 0 steps +0.8 mm along L (LPS x), axis 1 steps -0.8 mm along P, i.e. toward Anterior.
+    assert "".join(nib.aff2axcodes(vol.affine)) == "LAS"
+
+
+def test_nhdr_detached_header_and_ras_space(tmp_path: Path) -> None:
+    data = np.ones((3, 3, 2), dtype=np.uint8)
+    header = {"space": "right-anterior-superior", "space directions": np.diag([1.0, 2.0, 3.0]), "space origin": [1.0, 2.0, 3.0]}
+    nrrd.write(str(tmp_path / "v.nhdr"), data, header, detached_header=True)
+    vol = load_volume(tmp_path / "v.nhdr")
+    assert vol.data.shape == (3, 3, 2)
+    np.testing.assert_allclose(vol.affine, [[1, 0, 0, 1], [0, 2, 0, 2], [0, 0, 3, 3], [0, 0, 0, 1]])
+
+
+def test_nrrd_unknown_space_is_an_error(tmp_path: Path) -> None:
+    nrrd.write(str(tmp_path / "w.nrrd"), np.ones((2, 2, 2), np.uint8), {"space": "left-posterior-superior"})
+    text = (tmp_path / "w.nrrd").read_bytes().replace(b"left-posterior-superior", b"scanner-xyz-time")
+    (tmp_path / "w.nrrd").write_bytes(text)
+    with pytest.raises(DataError, match="unsupported NRRD space 'scanner-xyz-time'") as info:
+        load_volume(tmp_path / "w.nrrd")
+    assert "w.nrrd" in info.value.one_line()
+
+
+@pytest.fixture()
+def bad_files(tmp_path: Path) -> Path:
+    save_volume(tmp_path / "good.nii.gz", np.random.default_rng(0).normal(size=(20, 20, 10)), AFF)
+    raw = (tmp_path / "good.nii.gz").read_bytes()
+    (tmp_path / "truncated.nii.gz").write_bytes(raw[: len(raw) // 2])
+    rng = np.random.default_rng(1)
+    (tmp_path / "noise.nii.gz").write_bytes(rng.bytes(2000))
+    (tmp_path / "noise.nii").write_bytes(rng.bytes(2000))
+    (tmp_path / "noise.nrrd").write_bytes(rng.bytes(2000))
+    nib.save(nib.Nifti1Image(np.zeros((5, 6), np.uint8), AFF), str(tmp_path / "flat.nii.gz"))
+    nib.save(nib.Nifti1Image(np.zeros((5, 6, 7, 2), np.uint8), AFF), str(tmp_path / "series.nii.gz"))
+    (tmp_path / "scan.mha").write_bytes(b"x")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("truncated.nii.gz", "cannot read volume"),
+        ("noise.nii.gz", "cannot read volume"),
+        ("noise.nii", "cannot read volume"),
+        ("noise.nrrd", "cannot read volume"),
+        ("flat.nii.gz", "expected a 3D volume, got 2D data of shape (5, 6)"),
+        ("series.nii.gz", "expected a 3D volume, got 4D data of shape (5, 6, 7, 2)"),
+        ("missing.nii.gz", "volume file not found"),
+        ("scan.mha", "unsupported volume file type '.mha'"),
+    ],
+)
+def test_bad_volume_files_raise_data_error_naming_the_file(bad_files: Path, name: str, message: str) -> None:
+    with pytest.raises(DataError) as info:
+        load_volume(bad_files / name)
+    assert message in info.value.message
+    assert info.value.path == bad_files / name
+    assert name in info.value.one_line() and info.value.hint
+
+
+def test_save_volume_refuses_non_nifti_names(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="NIfTI"):
+        save_volume(tmp_path / "x.nrrd", np.zeros((2, 2, 2)), np.eye(4))
+    assert not os.listdir(tmp_path)
