@@ -79,6 +79,7 @@ def run_one(raw: Path, out: Path, workers: int) -> None:
         "cases": len(report.done),
         "slices": slices,
         "wall_s": wall,
+        "cpu_s": report.cpu_s,
         "main_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * kib / 1024,
         "worker_rss_mib": report.peak_rss_mib,  # ru_maxrss reported by each worker process itself
     }))
@@ -90,9 +91,15 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/segkit-bench"))
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     ap.add_argument("--one", nargs=3, metavar=("RAW", "OUT", "WORKERS"), help=argparse.SUPPRESS)
+    ap.add_argument("--make", nargs=3, metavar=("RAW", "N", "SLICES"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         run_one(Path(args.one[0]), Path(args.one[1]), int(args.one[2]))
+        return
+    if args.make:
+        raw, n, z = Path(args.make[0]), int(args.make[1]), int(args.make[2])
+        for i in range(n):
+            make_ct(raw / f"{i + 1}_image.nii", raw / f"{i + 1}_label.nii", (512, 512, z), seed=i)
         return
     shape = (512, 512, args.slices)
     work = args.workdir
@@ -101,10 +108,11 @@ def main() -> None:
     for workers in (1, 2):
         raw = work / f"raw{workers}"
         raw.mkdir(parents=True)
-        for i in range(workers):
-            make_ct(raw / f"{i + 1}_image.nii", raw / f"{i + 1}_label.nii", shape, seed=i)
-        cmd = [sys.executable, __file__, "--one", str(raw), str(work / f"out{workers}"), str(workers)]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        # Volumes are made in their own process: Linux carries a parent's peak RSS into ru_maxrss of a child
+        # across fork + exec, so this process must stay small for the measured child to read true figures.
+        subprocess.run([sys.executable, __file__, "--make", str(raw), str(workers), str(args.slices)], check=True, env=env)
+        cmd = [sys.executable, __file__, "--one", str(raw), str(work / f"out{workers}"), str(workers)]
         res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
         if res.returncode != 0:
             raise SystemExit(res.stderr or res.stdout)
@@ -112,11 +120,15 @@ def main() -> None:
     load1, load5, _ = os.getloadavg()
     print(f"segkit prepare benchmark: {shape[0]}x{shape[1]}x{shape[2]} int16 CT volume(s), 512x512 image+mask PNG pairs")
     print(f"machine: {os.cpu_count()} cores, load average {load1:.2f} (1 min) {load5:.2f} (5 min)")
-    print(f"{'workers':>7} {'volumes':>7} {'slices':>6} {'wall s':>7} {'slices/s':>8} {'per core':>8} {'main MiB':>8} {'worker MiB':>10}")
+    print(f"{'workers':>7} {'volumes':>7} {'slices':>6} {'wall s':>7} {'slices/s':>8} {'per core':>8} "
+          f"{'CPU s':>6} {'slices/CPU-s':>12} {'main MiB':>8} {'worker MiB':>10}")
     for r in rows:
         sps = r["slices"] / r["wall_s"]
         print(f"{r['workers']:>7} {r['cases']:>7} {r['slices']:>6} {r['wall_s']:>7.2f} {sps:>8.1f} "
-              f"{sps / r['workers']:>8.1f} {r['main_rss_mib']:>8.0f} {r['worker_rss_mib']:>10.0f}")
+              f"{sps / r['workers']:>8.1f} {r['cpu_s']:>6.1f} {r['slices'] / r['cpu_s']:>12.1f} "
+              f"{r['main_rss_mib']:>8.0f} {r['worker_rss_mib']:>10.0f}")
+    print("per core = slices/s / workers (wall clock, depends on load); slices/CPU-s = slices per CPU second "
+          "spent in the cases (load-independent upper bound per core)")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 

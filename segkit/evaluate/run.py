@@ -216,14 +216,14 @@ def evaluate_model(
         samples = [read_sample(pairs, i, cfg, context) for i in idx]
         x = np.stack([img for img, _ in samples])
         probs = predict_probs(model, x, bs, cfg.infer.tta, cfg.infer.overlap, predictor)
-        for i, (_, ref), p in zip(idx, samples, probs):
+        for i, (_, ref), p in zip(idx, samples, probs, strict=True):
             pred = p.argmax(-1).astype(np.uint8)
             stem = pairs[i][0].stem
             case_id, slice_index = split_stem(stem, case_ids)
             counts = class_counts(pred, ref, ids)
             for cid, name in classes:
                 c = counts[cid]
-                pooled[cid] = Counts(*(a + b for a, b in zip(pooled[cid], c)))
+                pooled[cid] = Counts(*(a + b for a, b in zip(pooled[cid], c, strict=True)))
                 slice_rows.append(
                     {"stem": stem, "case_id": case_id, "class_id": cid, "class_name": name,
                      "dice": dice_from_counts(c.tp, c.fp, c.fn), "iou": iou_from_counts(c.tp, c.fp, c.fn),

@@ -152,7 +152,7 @@ def infer_folder(
 
     def flush(batch: list[tuple[Path, npt.NDArray[np.uint8], npt.NDArray[np.float32]]]) -> None:
         probs = predict_probs(model, np.stack([x for _, _, x in batch]), bs, use_tta, cfg.infer.overlap, predictor)
-        for (path, display, _), p in zip(batch, probs):
+        for (path, display, _), p in zip(batch, probs, strict=True):
             _write_outputs(path, display, p.argmax(-1).astype(np.uint8))
 
     def _write_outputs(path: Path, display: npt.NDArray[np.uint8], labels: npt.NDArray[np.uint8]) -> None:

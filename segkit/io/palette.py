@@ -54,9 +54,12 @@ def decode_mask(
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[-1] != 3:
         raise DataError(f"expected an RGB mask (H, W, 3), got shape {rgb.shape}", path=path)
-    # Work on unique colours: masks have few distinct colours, so this is fast even at 512x512.
-    flat = rgb.reshape(-1, 3)
-    uniq, inverse = np.unique(flat, axis=0, return_inverse=True)
+    # Work on unique colours: masks have few distinct colours. Packing RGB into one uint32 makes np.unique a
+    # 1-D sort (~10x faster than unique over rows).
+    flat = rgb.reshape(-1, 3).astype(np.uint32)
+    packed = (flat[:, 0] << 16) | (flat[:, 1] << 8) | flat[:, 2]
+    uniq_packed, inverse = np.unique(packed, return_inverse=True)
+    uniq = np.stack([(uniq_packed >> 16) & 255, (uniq_packed >> 8) & 255, uniq_packed & 255], axis=1)
     d2 = ((uniq[:, None, :].astype(np.int32) - palette[None, :, :].astype(np.int32)) ** 2).sum(-1)
     nearest = d2.argmin(1)
     dist = np.sqrt(d2[np.arange(len(uniq)), nearest])

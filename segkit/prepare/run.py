@@ -32,6 +32,7 @@ import os
 import re
 import resource
 import shutil
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -85,6 +86,7 @@ class PrepareReport:
         verify_only: this was a ``--verify`` run (nothing written).
         summary_png: the bar chart, when written.
         peak_rss_mib: largest peak resident memory (MiB) of the processes that ran cases.
+        cpu_s: CPU seconds spent on the cases of this run (all workers together).
     """
 
     out: Path | None
@@ -99,6 +101,7 @@ class PrepareReport:
     verify_only: bool = False
     summary_png: Path | None = None
     peak_rss_mib: float = 0.0
+    cpu_s: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -147,7 +150,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def check_out(out: Path, key: str, overwrite: bool, keep: tuple[str, ...] = ()) -> bool:
+def check_out(out: Path, key: str, overwrite: bool) -> bool:
     """Decide whether ``out`` may be written.
 
     Returns:
@@ -158,7 +161,7 @@ def check_out(out: Path, key: str, overwrite: bool, keep: tuple[str, ...] = ()) 
     """
     if out.exists() and not out.is_dir():
         raise DataError("--out is a file, not a folder", path=out)
-    if not out.exists() or not any(p.name not in keep for p in out.iterdir()) or overwrite:
+    if not out.exists() or not any(out.iterdir()) or overwrite:
         return False
     marker = _read_json(_marker(out))
     if marker is not None and marker.get("key") == key:
@@ -200,6 +203,7 @@ class CaseResult:
     entry: dict[str, Any] | None = None  # the records/cases/<id>.json content
     failure: str | None = None
     peak_rss_mib: float = 0.0  # ru_maxrss of the process that ran the case
+    cpu_s: float = 0.0  # CPU seconds (user + system) spent on the case
 
 
 def case_rng(seed: int, case_id: str) -> np.random.Generator:
@@ -256,7 +260,9 @@ def process_case(task: CaseTask) -> CaseResult:
 
     A failing case leaves none of its slices behind; its failure is one line ``<file>: <reason>``.
     """
+    t0 = time.process_time()
     res = _process_case(task)
+    res.cpu_s = time.process_time() - t0
     res.peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     return res
 
@@ -640,6 +646,7 @@ def run_prepare(
         progress(0, len(tasks))
     for k, res in enumerate(_pool_map(process_case, tasks, workers), start=1):
         report.peak_rss_mib = max(report.peak_rss_mib, res.peak_rss_mib)
+        report.cpu_s += res.cpu_s
         if res.status == "failed":
             report.failures.append(res.failure)
         elif res.status == "skipped":

@@ -497,21 +497,12 @@ def volume_to_slices(
     aff = np.asarray(affine, dtype=np.float64)
     check_finite(Volume(arr, aff, None))
     recipe: Recipe | None = None
-    if isinstance(spec, Config):
-        prep, modality = spec.prepare, spec.modality
-        axis, size = int(prep.axis), tuple(prep.size)
-    elif "intensity" in spec and "axis" in spec:
-        axis = int(spec["axis"])
-        size = _record_size(spec)
+    if isinstance(spec, Mapping) and "intensity" in spec and "axis" in spec:
+        axis, size = int(spec["axis"]), _record_size(spec)
         recipe = dict(spec["intensity"])
-    elif "prepare" in spec and "modality" in spec:
-        prep, modality = PrepareConfig.model_validate(spec["prepare"]), str(spec["modality"])
-        axis, size = int(prep.axis), tuple(prep.size)
     else:
-        raise DataError(
-            "volume_to_slices needs a Config, a case record or a dataset.json dict",
-            hint="pass dataset.json's content or one entry of its 'cases'",
-        )
+        prep, modality = _prepare_of(spec)
+        axis, size = int(prep.axis), (int(prep.size[0]), int(prep.size[1]))
     record = _geometry_record(arr, aff, axis, size)
     ornt = np.asarray(record["ornt_transform"], dtype=np.float64)
     ras = _reorient(arr, ornt)
@@ -522,6 +513,21 @@ def volume_to_slices(
     record["slices"] = keep
     slices: list[SliceItem] = [(k, _image_slice(ras, k, axis, recipe, size), None) for k in keep]
     return SlicedCase(case_id, record, slices)
+
+
+def _prepare_of(spec: Config | Mapping[str, Any]) -> tuple[PrepareConfig, str]:
+    """(prepare section, modality) of a Config or of a dataset.json dict."""
+    if isinstance(spec, Config):
+        return spec.prepare, spec.modality
+    if "prepare" in spec and "modality" in spec:
+        try:
+            return PrepareConfig.model_validate(spec["prepare"]), str(spec["modality"])
+        except ValueError as e:  # pydantic.ValidationError is a ValueError
+            raise DataError(f"dataset.json 'prepare' section is invalid: {e}") from e
+    raise DataError(
+        "volume_to_slices needs a Config, a case record or a dataset.json dict",
+        hint="pass dataset.json's content or one entry of its 'cases'",
+    )
 
 
 def _record_size(record: Mapping[str, Any]) -> tuple[int, int]:

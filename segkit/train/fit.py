@@ -65,8 +65,9 @@ RUN_OUTPUTS = (
 )
 """Everything ``train_model`` writes in a run directory (what ``overwrite`` removes; nothing else is touched)."""
 
-# Keys that may change between an interrupted run and its ``--resume`` (training longer is allowed).
-_RESUME_FREE_KEYS = {("train", "epochs")}
+# Keys that may change between an interrupted run and its ``--resume``: training longer, and a run folder
+# that was moved or renamed.
+_RESUME_FREE_KEYS = {("train", "epochs"), ("train", "run_dir")}
 
 
 @dataclass(frozen=True)
@@ -163,8 +164,8 @@ def _flatten(d: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]
 
 
 def config_difference(saved_yaml: str, cfg: Config) -> str | None:
-    """First key (dotted) where a run's saved ``config.yaml`` differs from ``cfg``, ignoring ``train.epochs``;
-    ``None`` when they agree."""
+    """First key (dotted) where a run's saved ``config.yaml`` differs from ``cfg``, ignoring ``train.epochs`` and
+    ``train.run_dir``; ``None`` when they agree."""
     try:
         saved = _flatten(yaml.safe_load(saved_yaml) or {})
     except yaml.YAMLError:
@@ -475,11 +476,16 @@ def train_model(
             if done is not None:
                 truncate_history_csv(csv_path, done)
                 initial_epoch = done
+            elif not cb.read_history_csv(csv_path):
+                log.info("no completed epoch to resume in %s: starting at epoch 1", run_dir)
             else:
                 rows = cb.read_history_csv(csv_path)
-                if not (run_dir / "last.keras").is_file() or not rows:
-                    raise ConfigError("nothing to resume: no backup/ and no last.keras with history.csv",
-                                      path=run_dir, hint="use --overwrite to start a new run")
+                if not (run_dir / "last.keras").is_file():
+                    raise ConfigError(
+                        f"cannot resume: history.csv lists {len(rows)} epochs but last.keras and backup/ are missing",
+                        path=run_dir,
+                        hint="use --overwrite to start a new run",
+                    )
                 initial_epoch = len(rows)
                 model.optimizer.build(model.trainable_variables)
                 model.load_weights(run_dir / "last.keras")

@@ -169,8 +169,13 @@ def test_run_folder_holds_every_output(runs: Runs, demo_config: Path) -> None:
     assert previews == ["epoch_001.png", "epoch_002.png", "epoch_003.png"]
     grid = cv2.imread(str(run / "epoch_infer" / "epoch_003.png"))
     assert grid.shape == (2 * 64, 3 * 64, 3)  # 2 images x (image | truth | prediction)
+    import segkit.losses  # noqa: F401 - registers the custom loss/metrics for the compiled load
+    import segkit.metrics.training  # noqa: F401
+
+    best = keras.models.load_model(run / "model.keras", safe_mode=True)  # compiled: loss and metrics round-trip
+    assert type(best.loss).__name__ == "DiceCELoss"
     for name in ("model.keras", "last.keras"):
-        model = keras.models.load_model(run / name, safe_mode=True, compile=False)
+        model = keras.models.load_model(run / name, safe_mode=True, compile=False)  # how infer loads it
         assert tuple(model.output.shape) == (None, 64, 64, 4)
     assert not [p for p in run.iterdir() if ".tmp" in p.name]  # no temporary checkpoint left behind
 
@@ -205,7 +210,27 @@ def test_nan_loss_ends_with_one_line_error(runs: Runs, demo_config: Path, tmp_pa
     assert "lower train.learning_rate (now 1e+30)" in lines[0]
 
 
+@pytest.mark.slow
+def test_resume_of_a_finished_run_trains_more_epochs(runs: Runs, demo_config: Path, tmp_path: Path) -> None:
+    run = tmp_path / "moved-run"
+    shutil.copytree(runs.run, run)  # a copy, so the other tests see the 3-epoch run unchanged
+    res = runner.invoke(app, _args(demo_config, runs.data, run, "train.epochs=4") + ["--resume"])
+    assert res.exit_code == 0, res.output
+    assert "resuming at epoch 4" in res.stderr and "epoch 4/4" in res.stderr and "epoch 3/4" not in res.stderr
+    rows = _csv_rows(run / "history.csv")
+    assert [r["epoch"] for r in rows] == ["0", "1", "2", "3"]
+    assert rows[:3] == _csv_rows(runs.run / "history.csv")
+    assert (run / "epoch_infer" / "epoch_004.png").is_file()
+
+
 # === errors before training (fast) ===
+
+
+def test_help_lists_the_options() -> None:
+    res = runner.invoke(app, ["train", "--help"])
+    assert res.exit_code == 0
+    for opt in ("--set", "--resume", "--overwrite"):
+        assert opt in res.stdout
 
 
 def test_bad_config_key_is_one_line(demo_config: Path, tmp_path: Path) -> None:
@@ -288,10 +313,11 @@ def test_resume_of_empty_folder_starts_fresh(tmp_path: Path) -> None:
     assert check_run_dir(_cfg(tmp_path / "run"), resume=True, overwrite=False) is False
 
 
-def test_config_difference_ignores_epochs_only(tmp_path: Path) -> None:
+def test_config_difference_ignores_epochs_and_run_dir_only(tmp_path: Path) -> None:
     run = tmp_path / "run"
     saved = _cfg(run).to_yaml()
     assert config_difference(saved, _cfg(run, "train.epochs=50")) is None
+    assert config_difference(saved, _cfg(tmp_path / "moved")) is None
     diff = config_difference(saved, _cfg(run, "model.base_filters=8"))
     assert diff == "model.base_filters: run has 16, config has 8"
     assert yaml.safe_load(saved)["train"]["run_dir"] == str(run)

@@ -56,5 +56,5 @@ def test_surface_symmetric_and_bounded(data: st.DataObject, spacing: tuple[float
     ba = surface_metrics(b, a, spacing, 1.0)
     assert math.isclose(ab["hd95"], ba["hd95"]) and math.isclose(ab["assd"], ba["assd"])
     assert math.isclose(ab["nsd"], ba["nsd"]) and 0.0 <= ab["nsd"] <= 1.0
-    diag = math.sqrt(sum((n * s) ** 2 for n, s in zip(a.shape, spacing)))
+    diag = math.sqrt(sum((n * s) ** 2 for n, s in zip(a.shape, spacing, strict=True)))
     assert 0.0 <= ab["assd"] <= diag + 1e-9 and 0.0 <= ab["hd95"] <= diag + 1e-9

@@ -7,7 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from segkit.metrics.surface import IMPLEMENTATION, assd, hd95, normalized_surface_dice, surface_mask, surface_metrics
+from segkit.metrics.surface import (
+    IMPLEMENTATION,
+    assd,
+    hd95,
+    normalized_surface_dice,
+    surface_mask,
+    surface_metrics,
+)
 
 
 def _rods() -> tuple[np.ndarray, np.ndarray]:
@@ -59,7 +66,7 @@ def test_nsd_monotone_in_tolerance() -> None:
     assert values[0] == pytest.approx(0.5)
     assert values[2] == pytest.approx(88 / 160)  # 40 + 4 per side
     assert values[-2] == values[-1] == 1.0
-    assert all(a <= b for a, b in zip(values, values[1:]))
+    assert all(a <= b for a, b in zip(values, values[1:], strict=False))
 
 
 def test_single_voxels_3d() -> None:

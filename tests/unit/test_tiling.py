@@ -50,6 +50,7 @@ def test_bad_overlap_is_rejected(overlap: float) -> None:
 
 def test_bad_overlap_is_a_config_error_in_predict() -> None:
     import keras
+
     from segkit.errors import ConfigError
     from segkit.infer.predict import predict_probs
 
