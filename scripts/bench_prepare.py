@@ -58,7 +58,7 @@ def make_ct(path_img: Path, path_lbl: Path, shape: tuple[int, int, int], seed: i
     nib.save(nib.Nifti1Image(lbl, affine), str(path_lbl))
 
 
-def run_one(raw: Path, out: Path, workers: int) -> None:
+def run_one(raw: Path, out: Path, workers: int, compression: int) -> None:
     """Child mode: prepare ``raw`` into ``out`` and print one JSON line with timing and memory."""
     from segkit.config import load_config
     from segkit.prepare.run import run_prepare
@@ -66,6 +66,7 @@ def run_one(raw: Path, out: Path, workers: int) -> None:
     cfg = load_config(REPO / "configs" / "hocm.yaml", [
         "prepare.empty_slices=keep",  # write every slice: 300 pairs per volume
         "prepare.split={train: 1, valid: 0, test: 0}",  # 1-2 volumes: all in train
+        f"prepare.png_compression={compression}",
     ])
     t0 = time.perf_counter()
     report = run_prepare("hocm", raw, out, cfg, workers=workers, overwrite=True)
@@ -76,6 +77,7 @@ def run_one(raw: Path, out: Path, workers: int) -> None:
     kib = 1 if sys.platform != "darwin" else 1 / 1024  # ru_maxrss is KiB on Linux, bytes on macOS
     print(json.dumps({
         "workers": workers,
+        "png": compression,
         "cases": len(report.done),
         "slices": slices,
         "wall_s": wall,
@@ -90,11 +92,11 @@ def main() -> None:
     ap.add_argument("--slices", type=int, default=300, help="z size of each volume")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/segkit-bench"))
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
-    ap.add_argument("--one", nargs=3, metavar=("RAW", "OUT", "WORKERS"), help=argparse.SUPPRESS)
+    ap.add_argument("--one", nargs=4, metavar=("RAW", "OUT", "WORKERS", "PNG"), help=argparse.SUPPRESS)
     ap.add_argument("--make", nargs=3, metavar=("RAW", "N", "SLICES"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        run_one(Path(args.one[0]), Path(args.one[1]), int(args.one[2]))
+        run_one(Path(args.one[0]), Path(args.one[1]), int(args.one[2]), int(args.one[3]))
         return
     if args.make:
         raw, n, z = Path(args.make[0]), int(args.make[1]), int(args.make[2])
@@ -105,14 +107,15 @@ def main() -> None:
     work = args.workdir
     shutil.rmtree(work, ignore_errors=True)
     rows = []
-    for workers in (1, 2):
+    for workers, png in ((1, 1), (2, 1), (1, 0), (2, 0)):
         raw = work / f"raw{workers}"
-        raw.mkdir(parents=True)
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-        # Volumes are made in their own process: Linux carries a parent's peak RSS into ru_maxrss of a child
-        # across fork + exec, so this process must stay small for the measured child to read true figures.
-        subprocess.run([sys.executable, __file__, "--make", str(raw), str(workers), str(args.slices)], check=True, env=env)
-        cmd = [sys.executable, __file__, "--one", str(raw), str(work / f"out{workers}"), str(workers)]
+        if not raw.exists():
+            raw.mkdir(parents=True)
+            # Volumes are made in their own process: Linux carries a parent's peak RSS into ru_maxrss of a child
+            # across fork + exec, so this process must stay small for the measured child to read true figures.
+            subprocess.run([sys.executable, __file__, "--make", str(raw), str(workers), str(args.slices)], check=True, env=env)
+        cmd = [sys.executable, __file__, "--one", str(raw), str(work / f"out{workers}"), str(workers), str(png)]
         res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
         if res.returncode != 0:
             raise SystemExit(res.stderr or res.stdout)
@@ -120,11 +123,11 @@ def main() -> None:
     load1, load5, _ = os.getloadavg()
     print(f"segkit prepare benchmark: {shape[0]}x{shape[1]}x{shape[2]} int16 CT volume(s), 512x512 image+mask PNG pairs")
     print(f"machine: {os.cpu_count()} cores, load average {load1:.2f} (1 min) {load5:.2f} (5 min)")
-    print(f"{'workers':>7} {'volumes':>7} {'slices':>6} {'wall s':>7} {'slices/s':>8} {'per core':>8} "
+    print(f"{'png lvl':>7} {'workers':>7} {'volumes':>7} {'slices':>6} {'wall s':>7} {'slices/s':>8} {'per core':>8} "
           f"{'CPU s':>6} {'slices/CPU-s':>12} {'main MiB':>8} {'worker MiB':>10}")
     for r in rows:
         sps = r["slices"] / r["wall_s"]
-        print(f"{r['workers']:>7} {r['cases']:>7} {r['slices']:>6} {r['wall_s']:>7.2f} {sps:>8.1f} "
+        print(f"{r['png']:>7} {r['workers']:>7} {r['cases']:>7} {r['slices']:>6} {r['wall_s']:>7.2f} {sps:>8.1f} "
               f"{sps / r['workers']:>8.1f} {r['cpu_s']:>6.1f} {r['slices'] / r['cpu_s']:>12.1f} "
               f"{r['main_rss_mib']:>8.0f} {r['worker_rss_mib']:>10.0f}")
     print("per core = slices/s / workers (wall clock, depends on load); slices/CPU-s = slices per CPU second "

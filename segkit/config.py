@@ -87,6 +87,9 @@ class PrepareConfig(_Strict):
     label_map: dict[int, int] | None = Field(None, description="raw label value -> class id (0 = background)")
     binary: bool = Field(False, description="merge every foreground label into one class")
     unknown_labels: Literal["error", "background"] = "error"
+    png_compression: int = Field(
+        1, ge=0, le=9, description="zlib level of image PNGs: 0 = stored (fastest, ~2.5x larger), 1 = fast, 9 = smallest"
+    )
     split: SplitConfig = SplitConfig()
 
     @field_validator("size")

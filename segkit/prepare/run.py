@@ -300,12 +300,12 @@ def _prepare_case(task: CaseTask, sha: dict[str, str | None]) -> dict[str, Any]:
         sliced = slice_case(image, label, cfg, spec.case_id, rng)
         del image, label
     palette = palette_array([c.color for c in cfg.effective_classes])
-    paths = write_slices(sliced, task.out / task.split, palette)
+    paths = write_slices(sliced, task.out / task.split, palette, cfg.prepare.png_compression)
     n_classes = len(cfg.effective_classes) + 1
     pixels = np.zeros(n_classes, dtype=np.int64)
     for _, _, lbl in sliced.slices:
         if lbl is not None:
-            pixels += np.bincount(lbl.ravel(), minlength=n_classes)[:n_classes]
+            pixels += class_pixels(lbl, n_classes)
     # source paths are absolute; for 2D cases they are the image / mask folders (file names: source_slices)
     image_src = spec.image if spec.kind == "volume" else spec.image.parent
     label_src = spec.label if spec.kind == "volume" or spec.label is None else spec.label.parent
@@ -323,6 +323,23 @@ def _prepare_case(task: CaseTask, sha: dict[str, str | None]) -> dict[str, Any]:
         "pixels": [int(v) for v in pixels],
         "files": sorted(p.relative_to(task.out).as_posix() for p in paths),
     }
+
+
+def class_pixels(labels: npt.NDArray[np.uint8], n_classes: int) -> npt.NDArray[np.int64]:
+    """Pixels per class id 0..n_classes-1 of a (H, W) uint8 label slice (ids >= n_classes are not counted).
+
+    ``np.bincount`` first copies the slice to intp (~1 ms for 512^2); counting each foreground class with
+    ``count_nonzero(labels == c)`` (few classes) or a bincount of the foreground pixels only is 5-10x faster.
+    """
+    out = np.zeros(n_classes, dtype=np.int64)
+    nonzero = int(np.count_nonzero(labels))
+    if nonzero and n_classes > 1:
+        if n_classes <= 17:
+            out[1:] = [np.count_nonzero(labels == c) for c in range(1, n_classes)]
+        else:
+            out[1:] = np.bincount(labels[labels != 0], minlength=n_classes)[1:n_classes]
+    out[0] = labels.size - nonzero
+    return out
 
 
 # === 2D sources (chest-ct) ===

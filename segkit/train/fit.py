@@ -11,11 +11,13 @@
    ``model.keras`` (best by ``train.monitor``), ``last.keras``, ``history.csv``, ``history.json``,
    ``curves.png``, ``epoch_infer/epoch_XXX.png`` and keep ``backup/`` for ``--resume``.
 
-Precision ``auto``: ``mixed_float16`` on a GPU, otherwise ``float32``. ``mixed_bfloat16`` on CPU is only
-chosen when asked for: on this team's 2-core AMD EPYC (Zen 1, AVX2, no AVX512-BF16/AMX) bf16 convolutions are
-emulated and ``scripts/bench_train.py`` measured them several times slower than float32 for both the
-Whole-Heart and the demo model; on a CPU with AMX-BF16 set ``train.precision: mixed_bfloat16`` after running
-the bench there.
+Precision ``auto``: ``mixed_float16`` on a GPU, otherwise ``float32``. ``mixed_bfloat16`` on CPU is only used
+when asked for, because it was measured slower: on the team's 2-core AMD EPYC (Zen 1, AVX2; no AVX512-BF16 or
+AMX-BF16 flags) ``scripts/bench_train.py`` gave, for the demo model, 6.3 images/s bf16 vs 19.7 float32 without
+XLA and 30.5 vs 43.4 with XLA; for the Whole-Heart seed model no bf16 step finished within 100 s without XLA
+(float32: 20 s/step), and bf16 + XLA was on a par with float32 + XLA (15.7 vs 16.5 s/step, one step each).
+No CPU with AMX-BF16/AVX512-BF16 was available to measure, so ``auto`` does not switch to bf16 on such flags
+either; run the bench there and set ``train.precision: mixed_bfloat16`` if it wins for your model.
 
 Example:
     >>> result = train_model(load_config(Path("configs/demo.yaml")))

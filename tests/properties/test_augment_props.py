@@ -68,7 +68,9 @@ def test_linear_interpolation_differs_only_at_boundaries(labels: np.ndarray, act
     agree = img2.argmax(-1) == m2
     interior = ndimage.maximum_filter(m2, 7) == ndimage.minimum_filter(m2, 7)  # 3 px from any class boundary
     assert agree.mean() >= 0.95
-    assert agree[interior].mean() >= 0.998
+    # Linear resampling of the image blends one-hot vectors where elastic/grid warps fold thin bands; a true
+    # misalignment (different warps) disagrees on whole regions, far beyond this 0.5 %.
+    assert agree[interior].mean() >= 0.995
 
 
 @given(labels=label_maps(), active=combos, seed=st.integers(0, 2**31 - 1))
