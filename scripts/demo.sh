@@ -10,7 +10,7 @@ SETS=(--set "data.dir=$DIR/data" --set "train.run_dir=$DIR/run")
 start=$(date +%s)
 
 echo "== 1/4 prepare: synthetic phantom volumes -> $DIR/data"
-"$SEGKIT" prepare phantom --out "$DIR/data" --config configs/demo.yaml --overwrite
+"$SEGKIT" prepare phantom --out "$DIR/data" --config configs/demo.yaml --n 10 --overwrite
 
 echo "== 2/4 train: configs/demo.yaml -> $DIR/run"
 "$SEGKIT" train configs/demo.yaml "${SETS[@]}" --overwrite

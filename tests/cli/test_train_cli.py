@@ -34,6 +34,7 @@ TINY = [
     "train.validation_steps=2",
     "train.learning_rate=0.003",
     "train.epoch_change_infer.num_images=2",
+    "train.jit_compile=false",  # XLA compilation costs more than it saves for 2-step epochs
 ]
 
 

@@ -222,3 +222,32 @@ def test_progress_reporter_events_and_eta() -> None:
     assert end.logs == {"loss": 0.4, "val_fg_dice": 0.8}
     # one epoch took elapsed_s; two epochs are left
     assert end.eta_s is not None and math.isclose(end.eta_s, 2 * end.elapsed_s, rel_tol=1e-6)
+
+
+# === precision (segkit/train/fit.py) ===
+
+
+def test_auto_precision_is_float16_on_gpu_float32_on_cpu() -> None:
+    from segkit.train.fit import resolve_precision
+
+    assert resolve_precision("auto", gpus=0) == "float32"
+    assert resolve_precision("auto", gpus=2) == "mixed_float16"
+    assert resolve_precision("mixed_bfloat16", gpus=0) == "mixed_bfloat16"
+
+
+def test_float32_output_under_mixed_precision() -> None:
+    from segkit.train.fit import float32_output
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        inp = keras.Input((8, 8, 1))
+        model = keras.Model(inp, keras.layers.Conv2D(3, 1, activation="softmax")(inp))
+        assert str(model.outputs[0].dtype) == "bfloat16"
+        fixed = float32_output(model)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert str(fixed.outputs[0].dtype) == "float32"
+    assert float32_output(fixed) is fixed  # already float32: unchanged
+    out = np.asarray(fixed.predict_on_batch(np.ones((1, 8, 8, 1), np.float32)))
+    assert out.dtype == np.float32 and np.allclose(out.sum(-1), 1.0, atol=1e-2)
