@@ -28,4 +28,10 @@ PY
 echo "== 4/4 infer: $case_image -> $DIR/infer"
 "$SEGKIT" infer configs/demo.yaml "${SETS[@]}" --input "$case_image" --output "$DIR/infer"
 
+dice=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["foreground_mean"]["dice"])' "$DIR/run/evaluation/evaluation.json")
 echo "== demo finished in $(( $(date +%s) - start )) s; outputs under $DIR/"
+echo "   test foreground Dice (per case x class, 3D): $dice"
+python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) >= 0.90 else 1)' "$dice" || {
+  echo "error: the demo model reached foreground Dice $dice < 0.90 (expected >= 0.90): see $DIR/run/curves.png" >&2
+  exit 1
+}
