@@ -70,6 +70,8 @@ class SplitConfig(_Strict):
     def _check(self) -> SplitConfig:
         if self.train + self.valid + self.test <= 0:
             raise ValueError("split ratios must not all be zero")
+        if self.folds is None and self.fold != 0:
+            raise ValueError(f"fold {self.fold} needs folds (K-fold): set prepare.split.folds or pass --folds")
         if self.folds is not None and self.fold >= self.folds:
             raise ValueError(f"fold {self.fold} is out of range for {self.folds} folds (0..{self.folds - 1})")
         return self
@@ -120,7 +122,6 @@ class DataConfig(_Strict):
     mask_tolerance: float = Field(60.0, ge=0, description="max RGB distance to a class colour (JPEG noise)")
     gray_threshold: int = Field(128, ge=1, le=255)
     context_slices: int = Field(0, ge=0, description="2.5D: neighbouring slices on each side as extra channels")
-    shuffle_buffer: int = Field(256, ge=1)
 
 
 # === Model ===

@@ -123,7 +123,9 @@ def _resize(arr: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndarray
     if arr.shape[:2] == (h, w):
         return arr
     if nearest:
-        interp = cv2.INTER_NEAREST
+        # INTER_NEAREST_EXACT, as prepare and reassembly use: plain INTER_NEAREST is shifted half a pixel
+        # against the AREA/LINEAR image resize (see segkit.prepare.slicing.LABEL_INTERPOLATION).
+        interp = cv2.INTER_NEAREST_EXACT
     else:
         interp = cv2.INTER_AREA if (arr.shape[0] >= h and arr.shape[1] >= w) else cv2.INTER_LINEAR
     out = cv2.resize(arr, (w, h), interpolation=interp)

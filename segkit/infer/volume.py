@@ -11,7 +11,11 @@ Steps of ``infer_volume``:
 4. batched prediction (flip TTA optional), argmax;
 5. ``reassemble_volume``: nearest-neighbour resize back, undo the display convention and the reorientation;
 6. optional largest-connected-component clean-up per class;
-7. write ``<case>_seg.nii.gz`` (uint8 labels, the input's affine) and ``<case>_overlay.png`` (a montage).
+7. write ``<case>_seg.nii.gz`` (uint8 labels, the input's affine) and ``<case>_overlay.png`` (a montage);
+   existing outputs are refused unless ``overwrite`` (``segkit infer --overwrite``).
+
+Steps 2-6 are ``predict_volume`` (array + affine in, labels in the original geometry out), which
+``segkit.evaluate.run`` also calls to score every slice of a test volume exactly as ``segkit infer`` segments it.
 
 Example:
     >>> res = infer_volume(model, Path("ct.nii.gz"), cfg, Path("out"))
@@ -62,6 +66,25 @@ class VolumeResult:
     shape: tuple[int, int, int]
     affine: npt.NDArray[np.float64]
     voxels_per_class: dict[int, int]
+    seconds: dict[str, float]
+
+
+@dataclass(frozen=True)
+class VolumePrediction:
+    """Labels of one volume (``predict_volume``) and the slices they came from.
+
+    Attributes:
+        labels: (X, Y, Z) uint8 class ids in the input's ORIGINAL array shape and orientation.
+        stack: (N, H, W) uint8 preprocessed display slices at the model size ``data.image_size``.
+        labels2d: (N, H, W) uint8 predicted ids of ``stack`` (before largest-component clean-up).
+        record: geometry record of the input (``segkit.prepare.slicing.volume_to_slices``).
+        seconds: wall time per stage ("preprocess", "predict", "reassemble").
+    """
+
+    labels: npt.NDArray[np.uint8]
+    stack: npt.NDArray[np.uint8]
+    labels2d: npt.NDArray[np.uint8]
+    record: dict[str, Any]
     seconds: dict[str, float]
 
 
@@ -130,6 +153,92 @@ def predict_volume_slices(
     return out
 
 
+def predict_volume(
+    model: keras.Model,
+    data: npt.NDArray,
+    affine: npt.ArrayLike,
+    spec: Config | Mapping[str, Any],
+    cfg: Config,
+    batch_size: int,
+    tta: bool = False,
+    largest_component: bool = False,
+    progress: ProgressFn | None = None,
+    on_start: Callable[[int], None] | None = None,
+    path: Path | None = None,
+) -> VolumePrediction:
+    """Segment every slice of a volume array and put the labels back into its original geometry.
+
+    Args:
+        model: a loaded model.
+        data: (X, Y, Z) image array as stored in the file (HU for CT).
+        affine: its (4, 4) voxel -> RAS affine.
+        spec: the preprocessing recipe for ``volume_to_slices``: ``preprocessing_spec(cfg)``, or a
+            ``dataset.json`` case record to repeat that case's recorded intensity recipe exactly.
+        cfg: the config (``data.image_size``, channels, context slices, ``infer.overlap``, classes).
+        batch_size: slices per model call.
+        tta: flip test-time augmentation.
+        largest_component: keep the largest connected component per class (3D).
+        progress: called with the number of slices done after each batch.
+        on_start: called once with the number of slices, before prediction.
+        path: the input file, named in errors.
+
+    Returns:
+        ``VolumePrediction``; ``labels.shape == data.shape``.
+
+    Raises:
+        DataError: NaN/inf intensities, or labels that do not fit the input's shape.
+    """
+    import time
+
+    from segkit.infer.predict import largest_component as keep_largest
+    from segkit.prepare.slicing import reassemble_volume, resize_image, volume_to_slices
+
+    t: dict[str, float] = {}
+    t0 = time.perf_counter()
+    sliced = volume_to_slices(data, affine, spec, case_id_of(path) if path is not None else "volume")
+    size = tuple(int(s) for s in cfg.data.image_size)
+    stack = np.stack([resize_image(img, size) for _, img, _ in sliced.slices])
+    t["preprocess"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    if on_start is not None:
+        on_start(stack.shape[0])
+    labels2d = predict_volume_slices(model, stack, cfg, batch_size, tta, progress)
+    t["predict"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    labels = reassemble_volume({k: labels2d[i] for i, (k, _, _) in enumerate(sliced.slices)}, sliced.record)
+    if largest_component:
+        labels = keep_largest(labels, [c.id for c in cfg.effective_classes])
+    if labels.shape != np.shape(data):
+        raise DataError(f"reassembled labels {labels.shape} differ from the input {np.shape(data)}", path=path)
+    t["reassemble"] = time.perf_counter() - t0
+    return VolumePrediction(labels.astype(np.uint8, copy=False), stack, labels2d, dict(sliced.record), t)
+
+
+def volume_outputs(path: Path, out_dir: Path) -> list[Path]:
+    """The files ``infer_volume`` writes for ``path``: ``<case>_seg.nii.gz`` and ``<case>_overlay.png``."""
+    case_id = case_id_of(Path(path))
+    return [Path(out_dir) / f"{case_id}_seg.nii.gz", Path(out_dir) / f"{case_id}_overlay.png"]
+
+
+def refuse_existing(paths: Sequence[Path], overwrite: bool) -> None:
+    """Raise ``DataError`` naming the first existing file of ``paths`` unless ``overwrite``.
+
+    Raises:
+        DataError: ``"output file already exists (N of M)"``, hint ``--overwrite``.
+    """
+    if overwrite:
+        return
+    existing = [p for p in paths if Path(p).exists()]
+    if existing:
+        raise DataError(
+            f"output file already exists ({len(existing)} of {len(paths)} outputs exist)",
+            path=existing[0],
+            hint="pass --overwrite to replace them, or choose another --output",
+        )
+
+
 def infer_volume(
     model: keras.Model,
     path: Path,
@@ -140,6 +249,7 @@ def infer_volume(
     largest_component: bool | None = None,
     progress: ProgressFn | None = None,
     on_start: Callable[[int], None] | None = None,
+    overwrite: bool = False,
 ) -> VolumeResult:
     """Segment one volume file and write its label NIfTI and overlay montage.
 
@@ -151,53 +261,41 @@ def infer_volume(
         batch_size, tta, largest_component: override ``cfg.infer`` when not None.
         progress: called with the number of slices done after each batch.
         on_start: called once with the number of slices, before prediction.
+        overwrite: replace existing outputs (else they are refused before anything is read).
 
     Returns:
         ``VolumeResult``.
 
     Raises:
-        DataError: unreadable file, not 3D (2D or 4D), NaN intensities.
+        DataError: existing outputs without ``overwrite``, unreadable file, not 3D (2D or 4D), NaN intensities.
     """
     import time
 
-    from segkit.infer.predict import largest_component as keep_largest
     from segkit.io.png import write_png
     from segkit.io.volumes import load_volume, save_volume
-    from segkit.prepare.slicing import reassemble_volume, resize_image, volume_to_slices
 
+    seg_out, montage_out = volume_outputs(Path(path), Path(out_dir))
+    refuse_existing([seg_out, montage_out], overwrite)
     bs = int(batch_size or cfg.infer.batch_size)
     use_tta = cfg.infer.tta if tta is None else tta
     use_lcc = cfg.infer.largest_component if largest_component is None else largest_component
-    t: dict[str, float] = {}
     t0 = time.perf_counter()
     vol = load_volume(Path(path))
     if vol.data.ndim != 3:
         raise DataError(f"expected a 3D volume, got shape {vol.data.shape}", path=path)
     case_id = case_id_of(Path(path))
-    sliced = volume_to_slices(vol.data, vol.affine, preprocessing_spec(cfg), case_id)
-    size = tuple(int(s) for s in cfg.data.image_size)
-    stack = np.stack([resize_image(img, size) for _, img, _ in sliced.slices])
-    t["preprocess"] = time.perf_counter() - t0
+    t_load = time.perf_counter() - t0
+    pred = predict_volume(
+        model, vol.data, vol.affine, preprocessing_spec(cfg), cfg, bs, use_tta, use_lcc, progress, on_start, Path(path)
+    )
+    t = dict(pred.seconds)
+    t["preprocess"] += t_load
+    labels = pred.labels
 
     t0 = time.perf_counter()
-    if on_start is not None:
-        on_start(stack.shape[0])
-    labels2d = predict_volume_slices(model, stack, cfg, bs, use_tta, progress)
-    t["predict"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    labels = reassemble_volume({k: labels2d[i] for i, (k, _, _) in enumerate(sliced.slices)}, sliced.record)
-    if use_lcc:
-        labels = keep_largest(labels, [c.id for c in cfg.effective_classes])
-    if labels.shape != vol.data.shape:
-        raise DataError(f"reassembled labels {labels.shape} differ from the input {vol.data.shape}", path=path)
-    t["reassemble"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    out_dir = Path(out_dir)
-    seg_path = save_volume(out_dir / f"{case_id}_seg.nii.gz", labels.astype(np.uint8), vol.affine)
-    montage = overlay_montage(stack, labels2d, [c.color for c in cfg.effective_classes], cfg.infer.alpha)
-    montage_path = write_png(out_dir / f"{case_id}_overlay.png", montage)
+    seg_path = save_volume(seg_out, labels, vol.affine)
+    montage = overlay_montage(pred.stack, pred.labels2d, [c.color for c in cfg.effective_classes], cfg.infer.alpha)
+    montage_path = write_png(montage_out, montage)
     t["write"] = time.perf_counter() - t0
     counts = np.bincount(labels.ravel(), minlength=cfg.num_classes)
     logger.info("%s: wrote %s", case_id, seg_path)

@@ -377,7 +377,7 @@ def slice_2d_case(spec: CaseSpec, cfg: Config, rng: np.random.Generator):  # noq
     (images area/linear, labels nearest); label-free slices follow ``prepare.empty_slices``.
     """
     from segkit.io.png import read_gray, read_rgb
-    from segkit.prepare.slicing import SlicedCase, resize_image, resize_label
+    from segkit.prepare.slicing import SlicedCase, choose_slices, resize_image, resize_label
 
     prep = cfg.prepare
     items = []
@@ -396,15 +396,10 @@ def slice_2d_case(spec: CaseSpec, cfg: Config, rng: np.random.Generator):  # noq
         shape0 = shape0 or img.shape
         items.append((k, img, lbl))
     has_fg = np.array([lbl is not None and bool(lbl.any()) for _, _, lbl in items])
-    empty = np.flatnonzero(~has_fg)
-    if prep.empty_slices == "keep" or all(lbl is None for _, _, lbl in items):
-        keep_empty = empty
-    elif prep.empty_slices == "drop":
-        keep_empty = empty[:0]
+    if all(lbl is None for _, _, lbl in items):  # no masks at all: keep every slice
+        keep = list(range(len(items)))
     else:
-        n = int(round(prep.empty_fraction * len(empty)))
-        keep_empty = rng.choice(empty, size=n, replace=False) if n else empty[:0]
-    keep = sorted(int(i) for i in np.concatenate([np.flatnonzero(has_fg), keep_empty]))
+        keep = choose_slices(has_fg, prep, rng)
     slices = [
         (items[i][0], resize_image(items[i][1], prep.size), resize_label(items[i][2], prep.size) if items[i][2] is not None else None)
         for i in keep

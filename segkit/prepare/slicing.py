@@ -380,7 +380,7 @@ def _reorient(data: npt.NDArray, ornt: npt.NDArray) -> npt.NDArray:
     return apply_orientation(data, ornt)
 
 
-def _choose_slices(
+def choose_slices(
     has_fg: npt.NDArray[np.bool_], prep: PrepareConfig, rng: np.random.Generator
 ) -> list[int]:
     """Indices to keep: all with foreground, plus label-free ones per ``prep.empty_slices``."""
@@ -437,7 +437,7 @@ def slice_case(
     if lbl_ras is not None:
         other = tuple(a for a in range(3) if a != axis)
         has_fg = np.asarray(lbl_ras.any(axis=other))
-        keep = _choose_slices(has_fg, prep, rng)
+        keep = choose_slices(has_fg, prep, rng)
     else:
         keep = list(range(record["n_slices"]))
     size = prep.size

@@ -101,7 +101,8 @@ class ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         super().on_train_begin(logs)
-        self.best, self.wait = self.initial_state
+        if self.initial_state[0] is not None:  # resuming: keep Keras' own reset on a fresh run
+            self.best, self.wait = self.initial_state
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -113,7 +114,8 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         super().on_train_begin(logs)
-        self.best, self.wait = self.initial_state
+        if self.initial_state[0] is not None:  # resuming: keep Keras' own reset on a fresh run
+            self.best, self.wait = self.initial_state
 
 
 def plateau_callbacks(

@@ -315,7 +315,14 @@ def check_split(cfg: Config, split: str) -> int:
     """
     from segkit.data.pipeline import dataset_size
 
-    split_dir = Path(cfg.data.dir) / split
+    data_dir = Path(cfg.data.dir)
+    if (data_dir / "records" / "run.json").is_file() and not (data_dir / "dataset.json").is_file():
+        raise DataError(
+            "the dataset is incomplete: segkit prepare has not written dataset.json yet",
+            path=data_dir,
+            hint="finish 'segkit prepare' (rerun it, or run the remaining --shard jobs)",
+        )
+    split_dir = data_dir / split
     if not (split_dir / "images").is_dir() or not (split_dir / "masks").is_dir():
         raise DataError(
             f"the '{split}' split is missing (expected {split}/images and {split}/masks)",
@@ -347,15 +354,27 @@ def _steps(ds: tf.data.Dataset, configured: int | None, n: int, batch: int) -> t
 
 
 def preview_batch(cfg: Config, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``n`` validation samples (fixed, unaugmented): ((n,H,W,C) float32, (n,H,W) uint8 ids)."""
-    from segkit.data.pipeline import make_dataset
+    """``n`` fixed, unaugmented validation samples for the epoch-change grids.
 
-    ds = make_dataset(cfg, "valid", training=False).unbatch().take(n)
-    xs, ys = [], []
-    for x, y in ds.as_numpy_iterator():
-        xs.append(x)
-        ys.append(np.argmax(y, axis=-1).astype(np.uint8))
-    return np.stack(xs).astype(np.float32), np.stack(ys)
+    Candidates are ``4n`` pairs spread evenly over the sorted validation split; the ``n`` showing the most classes
+    are kept (in file order), so the grid shows structures rather than the empty slices at a case's ends.
+
+    Returns:
+        ((n, H, W, C) float32 0..1 images, (n, H, W) uint8 class ids).
+    """
+    from segkit.data.pipeline import context_table, list_pairs, read_sample
+
+    pairs = list_pairs(Path(cfg.data.dir) / "valid")
+    k = cfg.data.context_slices
+    manifest = Path(cfg.data.dir) / "dataset.json"
+    context = context_table(pairs, k, manifest if manifest.is_file() else None) if k else None
+    candidates = sorted({int(i) for i in np.linspace(0, len(pairs) - 1, num=min(len(pairs), 4 * n))})
+    samples = [read_sample(pairs, i, cfg, context) for i in candidates]
+    richness = [len(np.unique(mask)) for _, mask in samples]
+    keep = sorted(sorted(range(len(samples)), key=lambda j: -richness[j])[:n])
+    xs = np.stack([samples[j][0] for j in keep]).astype(np.float32)
+    ys = np.stack([samples[j][1] for j in keep]).astype(np.uint8)
+    return xs, ys
 
 
 # === Model ===
@@ -538,7 +557,8 @@ def train_model(
         nan_guard = cb.NaNGuard()
         callbacks: list[keras.callbacks.Callback] = [
             # BackupAndRestore first: it restores weights/optimizer/epoch at train begin.
-            keras.callbacks.BackupAndRestore(str(backup_dir)),
+            # double_checkpoint: a kill while the backup is written leaves the previous one to resume from.
+            keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True),
             nan_guard,
             *cb.plateau_callbacks(cfg.train, monitor, mode, previous_values),
             cb.LearningRateLogger(),
@@ -556,17 +576,22 @@ def train_model(
 
         # On resume BackupAndRestore restores weights, optimizer state and the epoch itself; initial_epoch is the
         # same number (or, for a finished run extended with more epochs, the rows of history.csv).
-        history = model.fit(
-            train_ds,
-            validation_data=valid_ds,
-            epochs=cfg.train.epochs,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps,
-            validation_steps=val_steps,
-            callbacks=callbacks,
-            shuffle=False,  # the pipeline shuffles (seeded by epoch)
-            verbose=0,
-        )
+        try:
+            history = model.fit(
+                train_ds,
+                validation_data=valid_ds,
+                epochs=cfg.train.epochs,
+                initial_epoch=initial_epoch,
+                steps_per_epoch=steps,
+                validation_steps=val_steps,
+                callbacks=callbacks,
+                shuffle=False,  # the pipeline shuffles (seeded by epoch)
+                verbose=0,
+            )
+        except tf.errors.OpError as e:  # a DataError raised while decoding a sample (bad mask colour, bad file)
+            from segkit.data.pipeline import unwrap_data_error
+
+            raise (unwrap_data_error(e) or e) from e
     finally:
         keras.config.set_dtype_policy(previous_policy)
 

@@ -273,6 +273,35 @@ def test_unpaired_file_is_one_line(phantom_data: Path, demo_config: Path, tmp_pa
     assert "case_999_0001" in lines[0]
 
 
+@pytest.mark.slow
+def test_unknown_mask_colour_found_during_training_is_one_line(
+    phantom_data: Path, demo_config: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    _copy_split(phantom_data, data, "train", 4)
+    _copy_split(phantom_data, data, "valid", 2)
+    bad = sorted((data / "train" / "masks").iterdir())[0]
+    mask = cv2.imread(str(bad))
+    mask[:4, :4] = (0, 200, 200)  # BGR (200, 200, 0): far from every class colour of demo.yaml
+    cv2.imwrite(str(bad), mask)
+    res = runner.invoke(app, _args(demo_config, data, tmp_path / "run", "train.epochs=1"))
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in _stderr_lines(res) if ln.startswith("error")]
+    assert len(lines) == 1 and bad.name in lines[0] and "(200, 200, 0)" in lines[0]
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "run" / "model.keras").exists()
+
+
+def test_incomplete_dataset_is_refused(phantom_data: Path, demo_config: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(phantom_data, data)
+    (data / "dataset.json").unlink()  # as left by an interrupted prepare or a pending shard
+    res = runner.invoke(app, _args(demo_config, data, tmp_path / "run"))
+    assert res.exit_code == 2
+    lines = _stderr_lines(res)
+    assert len(lines) == 1 and lines[0].startswith(f"error: {data}: the dataset is incomplete")
+
+
 def test_non_empty_run_dir_refused_without_overwrite(phantom_data: Path, demo_config: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()

@@ -120,3 +120,8 @@ def test_binary_merges_classes() -> None:
     cfg = validate_config({"classes": CLASSES, "prepare": {"binary": True}})
     assert cfg.num_classes == 2 and cfg.effective_classes[0].name == "foreground"
     assert isinstance(cfg, Config)
+
+
+def test_fold_without_folds_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="fold 2 needs folds"):
+        validate_config({"classes": CLASSES, "prepare": {"split": {"fold": 2}}})
