@@ -27,6 +27,7 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python scripts/bench_prepare.py
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python scripts/bench_data.py
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python scripts/bench_train.py
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python scripts/bench_infer.py
 

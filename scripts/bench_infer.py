@@ -83,7 +83,7 @@ def bench_one(name: str, precision: str, n_slices: int, batch: int, tmp: Path) -
     dummy = np.zeros((batch, h, w), np.uint8)
     model.predict_on_batch(model_inputs(dummy, list(range(batch)), cfg.data.channels, cfg.data.context_slices))
     t0 = time.perf_counter()
-    res = infer_volume(model, vol_path, cfg, tmp / "out", batch_size=batch)
+    res = infer_volume(model, vol_path, cfg, tmp / "out", batch_size=batch, overwrite=True)
     total = time.perf_counter() - t0
     scale = TARGET_SLICES / n_slices
     return {

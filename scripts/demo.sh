@@ -27,7 +27,7 @@ print(m["cases"][cases[0]]["image"])
 PY
 )
 echo "== 4/4 infer: $case_image -> $DIR/infer"
-"$SEGKIT" infer configs/demo.yaml "${SETS[@]}" --input "$case_image" --output "$DIR/infer"
+"$SEGKIT" infer configs/demo.yaml "${SETS[@]}" --input "$case_image" --output "$DIR/infer" --overwrite
 
 # Check the two results against the phantom's own labels: the evaluation's foreground Dice, and the Dice of the
 # inferred label volume against the phantom label volume it was generated with.

@@ -21,7 +21,10 @@ def evaluate(
     out_dir: Path = typer.Option(None, "--out", "-o", help="Report folder (default: <train.run_dir>/evaluation)."),
     sets: list[str] = typer.Option(None, "--set", help="Config override KEY=VALUE, e.g. infer.batch_size=4."),
 ) -> None:
-    """Evaluate a model: Dice, IoU, HD95, ASSD and NSD per case x class on reassembled volumes.
+    """Evaluate a model: Dice, IoU, HD95, ASSD and NSD per case x class on whole volumes.
+
+    Volume cases are segmented on every slice (as `segkit infer` does) and scored against their original label
+    volume; when the source files are gone, the written slices are reassembled instead (said in the report).
 
     Writes evaluation.csv (one row per case x class), evaluation_slices.csv, evaluation.json (per class
     mean/median/std, foreground mean, the seed's dice_coef_multiclass), box plots and a confusion matrix.
@@ -52,7 +55,9 @@ def evaluate(
         out.print(f"surface distances: {res.summary['surface_distance_implementation']}, "
                   f"NSD tolerance {res.summary['nsd_tolerance_mm']:g} mm")
     else:
-        err.print("no dataset.json: surface metrics skipped (no spacing); Dice/IoU on stacked slices")
+        err.print("no volume geometry (no dataset.json, or 2D slice cases): surface metrics left empty; "
+                  "Dice/IoU on stacked slices")
+    out.print(f"per-case reference: {res.summary['reference']}")
     out.print(f"report: {res.json_path}")
     out.print(f"table:  {res.csv_path}")
 

@@ -22,18 +22,27 @@ def infer(
     largest: bool = typer.Option(
         None, "--largest-component/--all-components", help="Keep the largest connected component per class."
     ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files (refused otherwise)."),
     sets: list[str] = typer.Option(None, "--set", help="Config override KEY=VALUE, e.g. train.precision=mixed_bfloat16."),
 ) -> None:
     """Segment volumes (-> <case>_seg.nii.gz in the input's exact geometry + overlay PNG) or slice folders.
 
     Volumes get exactly the preprocessing of `segkit prepare` (from the dataset's dataset.json, else the config).
     Slice folders get colour masks, indexed masks, overlays, and image|truth|prediction panels when a
-    sibling masks/ folder holds ground truth.
+    sibling masks/ folder holds ground truth. Existing outputs are refused unless --overwrite, and an --output
+    that would write into the input folder or its sibling masks/ (the ground truth) is always refused.
     """
     from segkit.errors import DataError
-    from segkit.infer.folder import IMAGE_SUFFIXES, infer_folder
+    from segkit.infer.folder import (
+        IMAGE_SUFFIXES,
+        OUTPUT_DIRS,
+        check_output_dir,
+        folder_outputs,
+        infer_folder,
+        list_images,
+    )
     from segkit.infer.predict import load_model
-    from segkit.infer.volume import infer_volume
+    from segkit.infer.volume import infer_volume, refuse_existing, volume_outputs
     from segkit.io.volumes import volume_suffix
 
     cfg = load(config, sets)
@@ -57,8 +66,15 @@ def infer(
     run_dir = Path(cfg.train.run_dir)
     model_path = model if model is not None else run_dir / "model.keras"
     out_dir = output if output is not None else run_dir / "inference"
+    # refuse unsafe or existing outputs before the model is loaded and anything is written
+    if input_path.is_dir():
+        check_output_dir(input_path, out_dir, OUTPUT_DIRS if images else ("",))
+    if images:
+        refuse_existing(folder_outputs(list_images(input_path), out_dir), overwrite)
+    else:
+        refuse_existing([p for v in volumes for p in volume_outputs(v, out_dir)], overwrite)
     net = load_model(model_path, cfg, precision=cfg.train.precision)
-    opts = {"batch_size": batch_size, "tta": tta, "largest_component": largest}
+    opts = {"batch_size": batch_size, "tta": tta, "largest_component": largest, "overwrite": overwrite}
     if images:
         with ExitStack() as stack:
             res = infer_folder(net, input_path, cfg, out_dir, **_bar(stack, "infer"), **opts)

@@ -1,14 +1,32 @@
-"""Evaluate a trained model on one split: per slice, pooled, and per case x class on reassembled volumes.
+"""Evaluate a trained model on one split: per slice, pooled, and per case x class on whole volumes.
 
 Steps of ``evaluate_model``:
 
 1. load ``<run_dir>/model.keras`` (or ``--model``) and check its class count against the config;
-2. predict every slice of ``<data.dir>/<split>`` in batches of ``infer.batch_size``; per slice and pooled
-   Dice / IoU per foreground class; the pixel confusion matrix; the seed experiments' ``dice_coef_multiclass``;
-3. when ``<data.dir>/dataset.json`` exists: reassemble each case's predicted and reference slices into volumes
-   in the ORIGINAL geometry (``segkit.prepare.slicing.reassemble_volume``) and compute Dice, IoU, HD95, ASSD
-   (mm, with the case's spacing) and NSD at ``evaluate.nsd_tolerance_mm`` per case x class. Without it (the
-   seed datasets), each case's slices are stacked and only Dice / IoU are computed (no spacing known);
+2. predict every slice PNG of ``<data.dir>/<split>`` in batches of ``infer.batch_size``; per slice and pooled
+   Dice / IoU per foreground class; the pixel confusion matrix; the seed experiments' ``dice_coef_multiclass``.
+   These numbers cover only the slices ``prepare`` wrote (with ``empty_slices: fraction`` / ``drop`` most
+   label-free slices are not among them);
+3. per case x class Dice, IoU, HD95, ASSD (mm, with the case's spacing) and NSD at
+   ``evaluate.nsd_tolerance_mm``, by the kind of case in ``<data.dir>/dataset.json``:
+
+   - a volume case whose source image and label files (``record["image"]`` / ``record["label"]``) still exist
+     with the recorded shape: the image is loaded and EVERY slice is predicted exactly as ``segkit infer``
+     does (``segkit.infer.volume.predict_volume`` with the case's recorded intensity recipe, flip TTA per
+     ``infer.tta``, largest component per ``infer.largest_component``); the reference is the ORIGINAL label
+     volume mapped to class ids as ``prepare`` did (``segkit.prepare.slicing.map_labels`` with the
+     dataset's ``prepare`` section), at the original geometry. False positives on slices that ``prepare`` did
+     not write are counted. ``evaluation.json`` says ``"reference": "original label volumes"``;
+   - a volume case whose source files are gone (dataset moved): fallback to the predicted and reference
+     slice PNGs reassembled into the original geometry (``segkit.prepare.slicing.reassemble_volume``; slices
+     not written count as background in both), with a warning in the log and
+     ``"reference": "reassembled written slices"``;
+   - a 2D case (``record["kind"] == "slices2d"``, e.g. chest-CT, whose "spacing" is pixels) and every case
+     of a dataset without dataset.json (the seed datasets): the written slices stacked, Dice / IoU only;
+     surface metrics are left empty (no spacing in mm). ``"reference": "stacked written slices"``.
+
+   ``evaluation.json`` holds the per-case reference in ``reference_per_case`` and the overall one in
+   ``reference`` ("mixed" when cases differ);
 4. write ``evaluation.csv`` (one row per case x class), ``evaluation_slices.csv`` (one row per slice x class),
    ``evaluation.json`` (summary), ``boxplot_<metric>.png`` and ``confusion_matrix.png``.
 
@@ -64,6 +82,9 @@ SEED_NOTE = (
     "seed experiments' dice_coef_multiclass: soft Dice over ALL channels including background, smooth=1, "
     "mean over slices; inflated by the background, not comparable to the per-class foreground Dice"
 )
+REF_ORIGINAL = "original label volumes"
+REF_REASSEMBLED = "reassembled written slices"
+REF_STACKED = "stacked written slices"
 _STEM_RE = re.compile(r"^(?P<case>.+)_(?P<idx>\d+)$")
 ProgressFn = Callable[[int], None]
 
@@ -103,7 +124,7 @@ def case_rows(
     spacing: Sequence[float] | None,
     tolerance_mm: float,
 ) -> list[dict[str, Any]]:
-    """Per-class metrics of one case (one row per class; surface metrics NaN when ``spacing`` is None).
+    """Per-class metrics of one case (one row per class; surface metrics None (empty) when ``spacing`` is None).
 
     Args:
         case_id: the case.
@@ -121,7 +142,7 @@ def case_rows(
         if spacing is not None:
             s = surface_metrics(pred == cid, ref == cid, spacing, tolerance_mm)
         else:
-            s = {"hd95": math.nan, "assd": math.nan, "nsd": math.nan}
+            s = {"hd95": None, "assd": None, "nsd": None}
         rows.append(
             {
                 "case_id": case_id, "class_id": cid, "class_name": name,
@@ -145,7 +166,7 @@ def summarize_rows(rows: Sequence[Mapping[str, Any]], classes: Sequence[tuple[in
     empty: dict[str, Any] = {}
     for cid, name in classes:
         mine = [r for r in rows if r["class_id"] == cid]
-        per_class[name] = {m: summarize(float(r[m]) for r in mine) for m in METRICS}
+        per_class[name] = {m: summarize(float(r[m]) for r in mine if r[m] is not None) for m in METRICS}
         no_ref = [r for r in mine if r["ref_voxels"] == 0]
         empty[name] = {
             "cases": len(no_ref),
@@ -171,15 +192,17 @@ def evaluate_model(
         model_path: ``.keras`` file; default ``<train.run_dir>/model.keras``.
         split: "train", "valid" or "test"; default ``evaluate.split``.
         out_dir: default ``evaluate.output_dir`` or ``<train.run_dir>/evaluation``.
-        progress: called with the number of slices done after each batch.
-        on_start: called once with the number of slices.
+        progress: called with the number of slices done after each batch (slice PNGs, then whole volumes).
+        on_start: called once with the number of slices (slice PNGs + every slice of the volumes whose source
+            files exist).
 
     Returns:
         ``EvaluationResult`` with the rows, the summary and the paths written.
 
     Raises:
         ModelError: missing model, or a class count that differs from the config.
-        DataError: missing split folder, unpaired or unreadable files, a bad dataset.json.
+        DataError: missing split folder, unpaired or unreadable files, a bad dataset.json, an unreadable source
+            volume or unexpected label values in it.
     """
     from segkit.data.pipeline import context_table, list_pairs, read_sample
     from segkit.infer.predict import load_model, make_predictor, predict_probs
@@ -200,8 +223,10 @@ def evaluate_model(
     context = context_table(pairs, k, data_dir / MANIFEST_FILE) if k else None
     bs = int(cfg.infer.batch_size)
     predictor = make_predictor(model, bs)
+    split_cases = {c: r for c, r in manifest["cases"].items() if r.get("split") == split} if manifest else {}
+    with_sources = {c for c, r in split_cases.items() if _sources_exist(r)}
     if on_start is not None:
-        on_start(len(pairs))
+        on_start(len(pairs) + sum(int(split_cases[c]["n_slices"]) for c in with_sources))
 
     case_ids = list(manifest["cases"]) if manifest else []
     slice_rows: list[dict[str, Any]] = []
@@ -241,22 +266,43 @@ def evaluate_model(
 
     rows: list[dict[str, Any]] = []
     tol = float(cfg.evaluate.nsd_tolerance_mm)
-    volumetric = manifest is not None
-    for case_id in sorted(preds):
+    reference: dict[str, str] = {}
+    label_cfg = _labels_config(cfg, manifest) if with_sources else cfg
+    for case_id in sorted(set(preds) | with_sources):
         record = manifest["cases"].get(case_id) if manifest else None
-        if record is not None:
-            from segkit.prepare.slicing import reassemble_volume
+        if record is not None and record.get("kind") != "slices2d":
+            spacing = [float(v) for v in record["spacing"]]
+            volumes = None
+            if case_id in with_sources:
+                volumes = _original_case(model, case_id, record, cfg, label_cfg, bs, progress)
+            if volumes is None:
+                if case_id not in preds:
+                    continue
+                from segkit.prepare.slicing import reassemble_volume
 
-            pv = reassemble_volume(preds[case_id], record)
-            rv = reassemble_volume(refs[case_id], record)
-            rows += case_rows(case_id, pv, rv, classes, [float(v) for v in record["spacing"]], tol)
+                volumes = reassemble_volume(preds[case_id], record), reassemble_volume(refs[case_id], record)
+                reference[case_id] = REF_REASSEMBLED
+            else:
+                reference[case_id] = REF_ORIGINAL
+            rows += case_rows(case_id, volumes[0], volumes[1], classes, spacing, tol)
         else:
-            if manifest is not None:
+            if manifest is not None and record is None:
                 logger.warning("case %s is not in dataset.json: slices stacked, no surface metrics", case_id)
             order = sorted(preds[case_id])
             pv = np.stack([preds[case_id][j] for j in order])
             rv = np.stack([refs[case_id][j] for j in order])
             rows += case_rows(case_id, pv, rv, classes, None, tol)
+            reference[case_id] = REF_STACKED
+    fallback = sorted(c for c, r in reference.items() if r == REF_REASSEMBLED)
+    if fallback:
+        logger.warning(
+            "%d volume case(s) without their source files (%s): reference = %s; label-free slices that prepare "
+            "did not write are not evaluated",
+            len(fallback), ", ".join(fallback[:5]) + (" ..." if len(fallback) > 5 else ""), REF_REASSEMBLED,
+        )
+    volumetric = any(r != REF_STACKED for r in reference.values())
+    kinds = sorted(set(reference.values()))
+    logger.info("per-case reference: %s", ", ".join(kinds) or "none")
 
     summary = summarize_rows(rows, classes)
     summary = {
@@ -264,8 +310,11 @@ def evaluate_model(
         "split": split,
         "data_dir": str(data_dir),
         "n_slices": len(pairs),
-        "n_cases": len(preds),
+        "n_cases": len(reference),
         "volumetric": volumetric,
+        "reference": kinds[0] if len(kinds) == 1 else ("mixed" if kinds else None),
+        "reference_per_case": reference,
+        "largest_component": bool(cfg.infer.largest_component) if with_sources else None,
         "surface_distance_implementation": IMPLEMENTATION if volumetric else None,
         "nsd_tolerance_mm": tol,
         **summary,
@@ -294,6 +343,73 @@ def evaluate_model(
     return _write_reports(out_dir, rows, slice_rows, summary, classes, conf)
 
 
+def _sources_exist(record: Mapping[str, Any]) -> bool:
+    """True for a volume case record whose source image and label files both exist."""
+    if record.get("kind") == "slices2d" or not record.get("image") or not record.get("label"):
+        return False
+    return Path(record["image"]).is_file() and Path(record["label"]).is_file()
+
+
+def _labels_config(cfg: Config, manifest: Mapping[str, Any]) -> Config:
+    """``cfg`` with the dataset's recorded ``prepare`` section, so labels map exactly as ``prepare`` mapped them.
+
+    Raises:
+        DataError: dataset.json's ``prepare`` section is not a valid prepare section.
+    """
+    from segkit.config import PrepareConfig
+    from segkit.errors import DataError
+
+    try:
+        prep = PrepareConfig.model_validate(manifest["prepare"])
+    except (KeyError, ValueError) as e:  # pydantic.ValidationError is a ValueError
+        raise DataError(f"dataset.json 'prepare' section is invalid: {e}") from e
+    return cfg.model_copy(update={"prepare": prep})
+
+
+def _original_case(
+    model: Any,
+    case_id: str,
+    record: Mapping[str, Any],
+    cfg: Config,
+    label_cfg: Config,
+    batch_size: int,
+    progress: ProgressFn | None,
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]] | None:
+    """(prediction, reference) of one volume case on ALL its slices, in the original geometry.
+
+    The image is segmented as ``segkit infer`` does it (``predict_volume`` with the case's recorded intensity
+    recipe); the reference is the source label volume mapped to class ids with ``label_cfg.prepare``.
+
+    Returns:
+        ``(pred, ref)`` (X, Y, Z) uint8, or None (with a warning) when the source files no longer have the
+        recorded shape.
+
+    Raises:
+        DataError: an unreadable source file or unexpected label values.
+    """
+    from segkit.infer.volume import predict_volume
+    from segkit.io.volumes import load_volume
+    from segkit.prepare.slicing import map_labels
+
+    shape = tuple(int(v) for v in record["shape"])
+    image = load_volume(Path(record["image"]))
+    label = load_volume(Path(record["label"]))
+    if image.data.shape != shape or label.data.shape != shape:
+        logger.warning(
+            "case %s: source files changed (shapes %s / %s, dataset.json says %s): using the written slices",
+            case_id, image.data.shape, label.data.shape, shape,
+        )
+        if progress is not None:
+            progress(int(record["n_slices"]))
+        return None
+    pred = predict_volume(
+        model, image.data, image.affine, record, cfg, batch_size, cfg.infer.tta, cfg.infer.largest_component,
+        progress, path=image.path,
+    )
+    ref = map_labels(label.data, label_cfg, label.path)
+    return pred.labels, ref
+
+
 def _json_clean(obj: Any) -> Any:
     """NaN / inf -> None, recursively (strict JSON)."""
     if isinstance(obj, float):
@@ -310,7 +426,7 @@ def _csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
     w = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({c: (f"{r[c]:.6g}" if isinstance(r[c], float) else r[c]) for c in columns})
+        w.writerow({c: (f"{r[c]:.6g}" if isinstance(r[c], float) else "" if r[c] is None else r[c]) for c in columns})
     return buf.getvalue()
 
 
@@ -352,7 +468,11 @@ def boxplot(path: Path, rows: Sequence[Mapping[str, Any]], metric: str, classes:
 
     data, names = [], []
     for cid, name in classes:
-        vals = [float(r[metric]) for r in rows if r["class_id"] == cid and math.isfinite(float(r[metric]))]
+        vals = [
+            float(r[metric])
+            for r in rows
+            if r["class_id"] == cid and r[metric] is not None and math.isfinite(float(r[metric]))
+        ]
         if vals:
             data.append(vals)
             names.append(name)

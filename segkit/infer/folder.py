@@ -7,6 +7,11 @@ Layout written under ``out_dir``::
     overlays/<stem>.png   image blended with the colour mask (opacity ``infer.alpha``)
     panels/<stem>.png     image | truth | prediction, when ``<input>/../masks/<stem>.*`` exists
 
+Safety: an output folder that would write into the input folder or into its sibling ground-truth folder
+(``<input>/../masks``, e.g. ``--input data/test/images --output data/test``) is refused (``check_output_dir``),
+and existing output files are refused unless ``overwrite`` (``segkit infer --overwrite``); both checks run
+before anything is predicted or written.
+
 Images keep their own size: an image larger (or smaller) than the model input goes through Gaussian-weighted
 sliding windows (``segkit.infer.tiling``) instead of being resized.
 
@@ -19,7 +24,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -100,6 +105,48 @@ def read_truth(path: Path, cfg: Config) -> npt.NDArray[np.uint8]:
     return decode_mask(read_rgb(path), palette, cfg.data.mask_tolerance, path=path)
 
 
+OUTPUT_DIRS = ("masks", "labels", "overlays", "panels")
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """True when ``path`` is ``folder`` or lies under it (both resolved)."""
+    return path == folder or folder in path.parents
+
+
+def check_output_dir(folder: Path, out_dir: Path, subs: Sequence[str] = OUTPUT_DIRS) -> None:
+    """Refuse an output folder whose ``masks/``, ``labels/``, ``overlays/`` or ``panels/`` would lie in the input
+    folder or in its sibling ground-truth folder ``<input>/../masks``.
+
+    Args:
+        folder: the input folder.
+        out_dir: the output root.
+        subs: the folders written under ``out_dir`` (``("",)``: ``out_dir`` itself, for volume outputs).
+
+    Raises:
+        DataError: naming the offending output folder, hint "choose another --output".
+    """
+    src = Path(folder).resolve()
+    truth = (src.parent / "masks").resolve()
+    for sub in subs:
+        target = (Path(out_dir) / sub).resolve()
+        for guarded, what in ((src, "the input folder"), (truth, "the ground-truth masks folder")):
+            if _inside(target, guarded):
+                raise DataError(
+                    f"output would write into {what} {guarded}",
+                    path=Path(out_dir) / sub,
+                    hint="choose another --output",
+                )
+
+
+def folder_outputs(files: list[Path], out_dir: Path) -> list[Path]:
+    """Every file ``infer_folder`` writes for ``files`` (panels only where ground truth exists)."""
+    paths: list[Path] = []
+    for f in files:
+        subs = OUTPUT_DIRS if truth_for(f) is not None else OUTPUT_DIRS[:3]
+        paths += [Path(out_dir) / sub / f"{f.stem}.png" for sub in subs]
+    return paths
+
+
 def infer_folder(
     model: keras.Model,
     folder: Path,
@@ -110,6 +157,7 @@ def infer_folder(
     largest_component: bool | None = None,
     progress: ProgressFn | None = None,
     on_start: Callable[[int], None] | None = None,
+    overwrite: bool = False,
 ) -> FolderResult:
     """Predict every image of a folder and write masks, overlays and (with ground truth) panels.
 
@@ -121,20 +169,25 @@ def infer_folder(
         batch_size, tta, largest_component: override ``cfg.infer`` when not None.
         progress: called with 1 after each image.
         on_start: called once with the number of images.
+        overwrite: replace existing output files (else they are refused before anything is written).
 
     Returns:
         ``FolderResult``.
 
     Raises:
-        DataError: no images, an unreadable image, or a ground-truth mask with a colour that is no class colour.
+        DataError: an output folder inside the input or ground-truth folder, existing outputs without
+            ``overwrite``, no images, an unreadable image, or a ground-truth mask with a colour that is no
+            class colour.
     """
     from segkit.infer.predict import largest_component as keep_largest
     from segkit.infer.predict import make_predictor, model_input_size, predict_probs
-    from segkit.infer.volume import overlay
+    from segkit.infer.volume import overlay, refuse_existing
     from segkit.io.palette import encode_mask, palette_array
     from segkit.io.png import write_png
 
     files = list_images(Path(folder))
+    check_output_dir(Path(folder), Path(out_dir))
+    refuse_existing(folder_outputs(files, Path(out_dir)), overwrite)
     bs = int(batch_size or cfg.infer.batch_size)
     use_tta = cfg.infer.tta if tta is None else tta
     use_lcc = cfg.infer.largest_component if largest_component is None else largest_component

@@ -90,7 +90,17 @@ def test_evaluate_writes_reports(setup: dict[str, Path]) -> None:
     )
     assert len(rows) == 3 * len(test_cases)
     summary = json.loads((out / "evaluation.json").read_text())
+    # the phantom's source volumes still sit in data/raw: every slice is predicted, original labels are the reference
+    assert summary["reference"] == "original label volumes" and "per-case reference: original label volumes" in res.stdout
+    assert summary["reference_per_case"] == {c: "original label volumes" for c in test_cases}
     assert summary["surface_distance_implementation"] == "scipy.ndimage.distance_transform_edt (sampling=spacing)"
+    # ref voxels per case = the raw phantom label's foreground, including slices prepare did not write
+    for c in test_cases:
+        lbl = np.asarray(nib.load(manifest["cases"][c]["label"]).dataobj)
+        for cid, name in ((1, "ventricle"), (2, "atrium"), (3, "vessel")):
+            row = next(r for r in rows if r["case_id"] == c and r["class_name"] == name)
+            assert int(row["ref_voxels"]) == int((lbl == cid).sum())
+            assert int(row["tp"]) + int(row["fp"]) == int(row["pred_voxels"])
     assert set(summary["per_class"]) == {"ventricle", "atrium", "vessel"}
     assert set(summary["per_class"]["vessel"]["hd95_mm"]) == {"mean", "median", "std", "n", "n_nan", "n_inf"}
     assert "dice" in summary["foreground_mean"] and summary["seed_dice_coef_multiclass"]["probabilities"] > 0
@@ -130,6 +140,56 @@ def test_infer_folder_with_truth_and_tiling(setup: dict[str, Path]) -> None:
     panel = cv2.imread(str(out / "panels" / f"{stem}.png"))
     assert panel.shape == (64, 3 * 64, 3)  # image | truth | prediction at the image's own size
     assert cv2.imread(str(out / "labels" / f"{stem}.png"), cv2.IMREAD_UNCHANGED).max() <= 3
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under ``folder``: relative path -> (bytes, mtime_ns)."""
+    return {p.relative_to(folder).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_infer_refuses_output_into_input_or_ground_truth(setup: dict[str, Path]) -> None:
+    test_dir = setup["data"] / "test"
+    images = test_dir / "images"
+    before = _snapshot(test_dir)
+    cases = [(test_dir, test_dir / "masks", "the ground-truth masks folder"),  # --output data/test -> data/test/masks
+             (images, images / "masks", "the input folder")]
+    for output, offending, what in cases:
+        res = runner.invoke(app, ["infer", str(setup["config"]), "--input", str(images), "--output", str(output),
+                                  "--overwrite", *_base(setup)])
+        assert res.exit_code == 2, res.output
+        lines = _stderr_lines(res)
+        assert len(lines) == 1 and "Traceback" not in res.output
+        assert lines[0].startswith(f"error: {offending}: output would write into {what}")
+        assert lines[0].endswith("(hint: choose another --output)")
+    assert _snapshot(test_dir) == before  # ground truth and images untouched, nothing added
+
+
+@pytest.mark.parametrize("kind", ["volume", "folder"])
+def test_infer_refuses_existing_outputs_unless_overwrite(setup: dict[str, Path], kind: str) -> None:
+    if kind == "volume":
+        src = sorted((setup["data"] / "raw").rglob("*image*.nii.gz"))[0]
+        first = f"{src.name[: -len('.nii.gz')]}_seg.nii.gz"
+    else:
+        src = setup["data"] / "test" / "images"
+        first = f"masks/{sorted(src.iterdir())[0].stem}.png"
+    out = setup["root"] / f"again_{kind}"
+    cmd = ["infer", str(setup["config"]), "--input", str(src), "--output", str(out), *_base(setup)]
+    assert runner.invoke(app, cmd).exit_code == 0
+    before = _snapshot(out)
+    assert first in before
+    res = runner.invoke(app, cmd)
+    assert res.exit_code == 2
+    lines = _stderr_lines(res)
+    assert len(lines) == 1 and "Traceback" not in res.output
+    assert lines[0].startswith(f"error: {out / first}: output file already exists")
+    assert "--overwrite" in lines[0]
+    assert _snapshot(out) == before  # untouched
+    res = runner.invoke(app, [*cmd, "--overwrite"])
+    assert res.exit_code == 0, res.output
+    after = _snapshot(out)
+    assert after.keys() == before.keys()
+    assert all(after[k][1] != before[k][1] for k in after)  # every output rewritten (atomic replace)
 
 
 def test_missing_model_is_one_line(setup: dict[str, Path]) -> None:

@@ -1,0 +1,165 @@
+"""Per-case volume metrics of ``evaluate_model``: every slice of a test volume is scored against the ORIGINAL
+label volume (false positives on slices that ``prepare`` did not write count), with a reported fallback to the
+written slices when the sources are gone; 2D slice cases (chest-CT) are stacked, Dice/IoU only.
+
+The "models" are 1x1 convolutions with zero weights whose bias picks one class everywhere, so every expected
+number follows from voxel counts by hand.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import cv2
+import nibabel as nib
+import numpy as np
+import pytest
+
+from segkit.config import load_config, validate_config
+from segkit.evaluate.run import evaluate_model
+from segkit.prepare.run import run_prepare
+
+SHAPE = (16, 16, 10)  # X, Y, Z; slicing axis 2 (Z), 16x16 slices: prepare.size [16, 16] means no resize
+AFFINE = np.diag([-0.8, -0.9, 2.0, 1.0])  # LPS-like, anisotropic spacing
+ALL_TEST = "prepare.split={train: 0, valid: 0, test: 1}"
+
+
+def constant_model(path: Path, channels: int, bias: list[float]) -> Path:
+    """Save a 1x1-conv softmax model whose output is ``softmax(bias)`` at every pixel (argmax = one class)."""
+    import keras
+
+    inp = keras.Input((None, None, channels))
+    conv = keras.layers.Conv2D(len(bias), 1, activation="softmax")
+    model = keras.Model(inp, conv(inp))
+    conv.set_weights([np.zeros((1, 1, channels, len(bias)), np.float32), np.asarray(bias, np.float32)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return path
+
+
+def read_rows(path: Path) -> dict[tuple[str, str], dict[str, str]]:
+    with open(path, newline="") as f:
+        return {(r["case_id"], r["class_name"]): r for r in csv.DictReader(f)}
+
+
+@pytest.fixture(scope="module")
+def volume_case(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """One NIfTI case prepared with ``empty_slices: drop`` (only Z slices 3, 4, 5 written) and an
+    all-class-1 model."""
+    root = tmp_path_factory.mktemp("evvol")
+    raw = root / "raw"
+    raw.mkdir()
+    img = np.linspace(-400, 400, int(np.prod(SHAPE)), dtype=np.float32).reshape(SHAPE)
+    lbl = np.zeros(SHAPE, np.uint8)
+    lbl[4:10, 5:12, 3:6] = 1  # 6 * 7 * 3 = 126 voxels on Z slices 3..5
+    lbl[10:13, 2:5, 4] = 2  # 9 voxels on Z slice 4
+    nib.save(nib.Nifti1Image(img, AFFINE), str(raw / "c1_image.nii.gz"))
+    nib.save(nib.Nifti1Image(lbl, AFFINE), str(raw / "c1_label.nii.gz"))
+    cfg = validate_config(
+        {
+            "name": "tiny-eval",
+            "modality": "ct",
+            "classes": [{"id": 1, "name": "a", "color": [255, 0, 0]}, {"id": 2, "name": "b", "color": [0, 255, 0]}],
+            "prepare": {"axis": 2, "size": [16, 16], "ct_window": [-500, 500], "empty_slices": "drop",
+                        "split": {"train": 0, "valid": 0, "test": 1}},
+            "data": {"image_size": [16, 16], "channels": 1, "dir": str(root / "data")},
+            "model": {"name": "flexunet", "base_filters": 4, "num_layers": 3},
+            "train": {"run_dir": str(root / "run")},
+            "infer": {"batch_size": 8, "tta": False, "largest_component": False},
+            "evaluate": {"split": "test", "nsd_tolerance_mm": 1.0},
+        }
+    )
+    report = run_prepare("nifti", raw, root / "data", cfg, workers=1,
+                         image_glob="*_image.nii.gz", label_glob="*_label.nii.gz")
+    assert report.ok
+    written = sorted(p.name for p in (root / "data" / "test" / "images").iterdir())
+    assert written == ["c1_0003.png", "c1_0004.png", "c1_0005.png"]  # label-free slices dropped
+    constant_model(root / "run" / "model.keras", 1, [0.0, 10.0, -10.0])  # class 1 everywhere
+    return {"root": root, "cfg": cfg, "raw": raw}
+
+
+def test_false_positives_on_unwritten_slices_lower_dice(volume_case: dict[str, object]) -> None:
+    root, cfg = volume_case["root"], volume_case["cfg"]
+    res = evaluate_model(cfg, out_dir=root / "eval")  # type: ignore[arg-type]
+    rows = read_rows(res.csv_path)
+    n_vox, ref1 = 16 * 16 * 10, 126
+    a = rows[("c1", "a")]
+    # every voxel of the volume is predicted class 1: the 7 unwritten slices add 7 * 256 false positives
+    assert int(a["pred_voxels"]) == n_vox and int(a["tp"]) == ref1 and int(a["fp"]) == n_vox - ref1
+    assert float(a["dice"]) == pytest.approx(2 * ref1 / (ref1 + n_vox), abs=1e-6)  # 0.0938
+    assert float(a["iou"]) == pytest.approx(ref1 / n_vox, abs=1e-6)
+    written_only = 2 * ref1 / (ref1 + 3 * 256)  # 0.2819: what the 3 written slices alone would give
+    assert float(a["dice"]) < written_only
+    b = rows[("c1", "b")]
+    assert int(b["ref_voxels"]) == 9 and int(b["pred_voxels"]) == 0 and float(b["dice"]) == 0.0
+    assert float(b["fp_volume_mm3"]) == 0.0
+    assert float(a["hd95_mm"]) >= 0 and 0 <= float(a["nsd"]) <= 1  # surface metrics computed (spacing known)
+    summary = json.loads(res.json_path.read_text())
+    assert summary["reference"] == "original label volumes"
+    assert summary["reference_per_case"] == {"c1": "original label volumes"}
+    assert summary["volumetric"] is True and summary["n_cases"] == 1
+    # the per-slice table still covers the written slices only: 3 slices x 2 classes
+    with open(res.slices_csv_path, newline="") as f:
+        assert len(list(csv.DictReader(f))) == 6
+    assert summary["per_slice"]["a"]["pooled_dice"] == pytest.approx(written_only, abs=1e-6)
+
+
+def test_missing_sources_fall_back_to_written_slices(
+    volume_case: dict[str, object], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root, cfg, raw = volume_case["root"], volume_case["cfg"], volume_case["raw"]
+    moved = tmp_path / "raw-moved"
+    shutil.move(str(raw), str(moved))  # the dataset's source files are gone
+    try:
+        with caplog.at_level(logging.WARNING, logger="segkit.evaluate.run"):
+            res = evaluate_model(cfg, out_dir=root / "eval-fallback")  # type: ignore[arg-type]
+    finally:
+        shutil.move(str(moved), str(raw))
+    a = read_rows(res.csv_path)[("c1", "a")]
+    assert int(a["pred_voxels"]) == 3 * 256 and int(a["ref_voxels"]) == 126
+    assert float(a["dice"]) == pytest.approx(2 * 126 / (126 + 3 * 256), abs=1e-6)
+    summary = json.loads(res.json_path.read_text())
+    assert summary["reference"] == "reassembled written slices"
+    assert any("reference = reassembled written slices" in r.getMessage() and "c1" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_slices2d_cases_are_stacked_without_surface_metrics(tmp_path: Path, repo_root: Path) -> None:
+    """Chest-CT-style case: 1-based gapped slice numbers (1, 3, 5), non-square 24x32 slices, "spacing" in pixels."""
+    raw = tmp_path / "raw"
+    (raw / "images").mkdir(parents=True)
+    (raw / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    mask = np.zeros((24, 32, 3), np.uint8)
+    mask[:, :16, 0] = 255  # lung (R channel) = left half: 16 x 8 = 128 pixels per slice at 16x16
+    for k in (1, 3, 5):
+        cv2.imwrite(str(raw / "images" / f"P7_{k}.png"), rng.integers(0, 255, (24, 32), dtype=np.uint8))
+        cv2.imwrite(str(raw / "masks" / f"P7_mask_{k}.png"), cv2.cvtColor(mask, cv2.COLOR_RGB2BGR))
+    cfg = load_config(
+        repo_root / "configs" / "chest-ct.yaml",
+        ["prepare.size=[16,16]", "prepare.empty_slices=keep", ALL_TEST, "data.image_size=[16,16]",
+         f"data.dir={tmp_path / 'data'}", f"train.run_dir={tmp_path / 'run'}", "infer.batch_size=4",
+         "infer.tta=false", "model.num_layers=3", "model.base_kernels=3"],
+    )
+    assert run_prepare("chest-ct", raw, tmp_path / "data", cfg, workers=1).ok
+    manifest = json.loads((tmp_path / "data" / "dataset.json").read_text())
+    assert manifest["cases"]["P7"]["kind"] == "slices2d" and manifest["cases"]["P7"]["slices"] == [1, 3, 5]
+    constant_model(tmp_path / "run" / "model.keras", 3, [0.0, -10.0, -10.0, 10.0])  # lung (id 3) everywhere
+
+    res = evaluate_model(cfg, out_dir=tmp_path / "eval")
+    rows = read_rows(res.csv_path)
+    lung = rows[("P7", "lung")]
+    assert int(lung["ref_voxels"]) == 3 * 128 and int(lung["pred_voxels"]) == 3 * 256
+    assert float(lung["dice"]) == pytest.approx(2 * 384 / (384 + 768), abs=1e-6)  # 2/3
+    assert float(lung["iou"]) == pytest.approx(0.5, abs=1e-6)
+    assert (lung["hd95_mm"], lung["assd_mm"], lung["nsd"]) == ("", "", "")  # no spacing in mm: left empty
+    assert rows[("P7", "heart")]["dice"] == "nan"  # empty reference, empty prediction: excluded
+    summary = json.loads(res.json_path.read_text())
+    assert summary["volumetric"] is False and summary["surface_distance_implementation"] is None
+    assert summary["reference"] == "stacked written slices"
+    assert summary["per_class"]["lung"]["hd95_mm"]["n"] == 0
+    assert summary["per_class"]["lung"]["dice"]["mean"] == pytest.approx(2 / 3, abs=1e-6)
