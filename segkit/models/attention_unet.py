@@ -11,7 +11,7 @@ import keras
 from keras import layers
 
 from segkit.models.blocks import AttentionGate, conv_block, segmentation_head, up_block
-from segkit.models.flexunet import level_dilation, level_filters, level_kernel
+from segkit.models.flexunet import encoder, level_dilation, level_filters, level_kernel
 
 
 def build_attention_unet(
@@ -45,21 +45,7 @@ def build_attention_unet(
         (None, 64, 64, 4)
     """
     inputs = keras.Input(input_shape, name="image")
-    x = inputs
-    skips = []
-    for i in range(num_layers):
-        x = conv_block(
-            x,
-            level_filters(base_filters, i, max_filters),
-            level_kernel(base_kernels, i),
-            level_dilation(dilation, i),
-            dropout_rate * i,
-            norm,
-            name=f"enc{i}",
-        )
-        skips.append(x)
-        if i < num_layers - 1:
-            x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    x, skips = encoder(inputs, base_filters, base_kernels, num_layers, dropout_rate, dilation, max_filters, norm)
     for f in range(num_layers - 2, -1, -1):
         filters = level_filters(base_filters, f, max_filters)
         g = up_block(x, filters, name=f"up{f}")

@@ -39,6 +39,42 @@ def level_dilation(dilation: int, level: int) -> int:
     return max(dilation - level, 1)
 
 
+def encoder(
+    inputs: keras.KerasTensor,
+    base_filters: int,
+    base_kernels: int,
+    num_layers: int,
+    dropout_rate: float,
+    dilation: int,
+    max_filters: int | None,
+    norm: str,
+) -> tuple[keras.KerasTensor, list[keras.KerasTensor]]:
+    """The FlexUNet contracting path, shared by ``flexunet`` and ``attention_unet``.
+
+    Level i: two convs with ``level_filters``/``level_kernel``/``level_dilation`` and dropout ``rate * i``, then a
+    2x2 max-pool (except at the deepest level).
+
+    Returns:
+        The deepest feature map and the per-level outputs (skips[i] at level i, the last one being the bottom).
+    """
+    x = inputs
+    skips = []
+    for i in range(num_layers):
+        x = conv_block(
+            x,
+            level_filters(base_filters, i, max_filters),
+            level_kernel(base_kernels, i),
+            level_dilation(dilation, i),
+            dropout_rate * i,
+            norm,
+            name=f"enc{i}",
+        )
+        skips.append(x)
+        if i < num_layers - 1:
+            x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    return x, skips
+
+
 def build_flexunet(
     input_shape: tuple[int, int, int],
     num_classes: int,
@@ -78,21 +114,7 @@ def build_flexunet(
     """
     # === Layers / functional model ===
     inputs = keras.Input(input_shape, name="image")
-    x = inputs
-    skips = []
-    for i in range(num_layers):
-        x = conv_block(
-            x,
-            level_filters(base_filters, i, max_filters),
-            level_kernel(base_kernels, i),
-            level_dilation(dilation, i),
-            dropout_rate * i,
-            norm,
-            name=f"enc{i}",
-        )
-        skips.append(x)
-        if i < num_layers - 1:
-            x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    x, skips = encoder(inputs, base_filters, base_kernels, num_layers, dropout_rate, dilation, max_filters, norm)
     for f in range(num_layers - 2, -1, -1):
         filters = level_filters(base_filters, f, max_filters)
         u = up_block(x, filters, name=f"up{f}")
