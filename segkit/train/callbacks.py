@@ -92,30 +92,25 @@ def plateau_state(values: Sequence[float], mode: Mode, min_delta: float = 0.0) -
     return best, wait
 
 
-class ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
-    """``ReduceLROnPlateau`` that can start from a saved ``(best, wait)`` (see ``plateau_state``)."""
+class _ResumablePlateau:
+    """Mixin for Keras plateau callbacks that can start from a saved ``(best, wait)`` (see ``plateau_state``)."""
 
     def __init__(self, *args: Any, initial_state: tuple[float | None, int] = (None, 0), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.initial_state = initial_state
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        super().on_train_begin(logs)
+        super().on_train_begin(logs)  # type: ignore[misc]
         if self.initial_state[0] is not None:  # resuming: keep Keras' own reset on a fresh run
             self.best, self.wait = self.initial_state
 
 
-class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-    """``EarlyStopping`` that can start from a saved ``(best, wait)`` (see ``plateau_state``)."""
+class ResumableReduceLROnPlateau(_ResumablePlateau, keras.callbacks.ReduceLROnPlateau):
+    """``ReduceLROnPlateau`` that can start from a saved ``(best, wait)``."""
 
-    def __init__(self, *args: Any, initial_state: tuple[float | None, int] = (None, 0), **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.initial_state = initial_state
 
-    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        super().on_train_begin(logs)
-        if self.initial_state[0] is not None:  # resuming: keep Keras' own reset on a fresh run
-            self.best, self.wait = self.initial_state
+class ResumableEarlyStopping(_ResumablePlateau, keras.callbacks.EarlyStopping):
+    """``EarlyStopping`` that can start from a saved ``(best, wait)``."""
 
 
 def plateau_callbacks(
