@@ -186,6 +186,24 @@ class TrainConfig(_Strict):
     run_dir: Path = Field(Path("runs/default"), description="outputs of this run (relative to cwd)")
     precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "auto"
     jit_compile: bool = False
+    time_limit: float | None = Field(
+        None,
+        gt=0,
+        description="minutes of training wall time (resumes included); the run stops at the last epoch boundary "
+        "that fits, so it always ends with a complete model.keras",
+    )
+    schedule: Literal["plateau", "constant", "poly", "cosine"] = Field(
+        "plateau",
+        description="learning-rate schedule: plateau (train.reduce_lr), constant, or poly (exponent 0.9) / cosine "
+        "decay to zero over train.epochs or train.time_limit, whichever ends first",
+    )
+    warmup_epochs: float = Field(0.0, ge=0, description="linear learning-rate warm-up from 0 over this many epochs")
+
+    @model_validator(mode="after")
+    def _check_schedule(self) -> TrainConfig:
+        if self.warmup_epochs > 0 and self.schedule == "plateau":
+            raise ValueError("train.warmup_epochs needs train.schedule constant, poly or cosine (not plateau)")
+        return self
 
 
 # === Augment ===

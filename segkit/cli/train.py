@@ -79,7 +79,9 @@ class RichTrainProgress:
             err.print(
                 f"[bold]data[/] train {i['train_pairs']} / valid {i['valid_pairs']} pairs, batch {i['batch_size']},"
                 f" {i['steps_per_epoch']} steps/epoch  [bold]run[/] {i['run_dir']}"
-                + (f"  [bold]resuming at epoch[/] {i['initial_epoch'] + 1}" if i["initial_epoch"] else ""),
+                + (f"  [bold]resuming at epoch[/] {i['initial_epoch'] + 1}" if i["initial_epoch"] else "")
+                + (f"  [bold]time limit[/] {i['time_limit_min']:g} min" if i.get("time_limit_min") else "")
+                + (f" ({i['spent_s'] / 60:.1f} spent)" if i.get("time_limit_min") and i.get("spent_s") else ""),
                 highlight=False,
                 soft_wrap=True,
             )
@@ -107,15 +109,18 @@ def train(
     sets: list[str] = typer.Option(None, "--set", help="Override a key, e.g. --set train.epochs=5 (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in train.run_dir."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the outputs of a previous run in train.run_dir."),
+    time_limit: float = typer.Option(
+        None, "--time-limit", min=0.001, help="Minutes of training (train.time_limit); stops at an epoch boundary."
+    ),
 ) -> None:
     """Train a segmentation model; outputs go to train.run_dir."""
-    cfg = load(config, sets)
+    cfg = load(config, [*(sets or []), *([f"train.time_limit={time_limit}"] if time_limit is not None else [])])
     from segkit.train import train_model
 
     with RichTrainProgress() as progress:
         result = train_model(cfg, resume=resume, overwrite=overwrite, progress=progress)
     best = "n/a" if result.best_value is None else f"{result.best_value:.4f}"
-    stop = " (early stop)" if result.stopped_early else ""
+    stop = {"early_stopping": " (early stop)", "time_limit": " (time limit)"}.get(result.stop_reason, "")
     out.print(
         f"best {result.monitor} {best} at epoch {result.best_epoch}; {result.epochs_done} epochs{stop} in "
         f"{_fmt_time(result.wall_s)}; model {result.best_model}",

@@ -128,7 +128,7 @@ def plateau_callbacks(
         The enabled callbacks, LR reduction first.
     """
     cbs: list[keras.callbacks.Callback] = []
-    if train.reduce_lr.enabled:
+    if train.reduce_lr.enabled and train.schedule == "plateau":
         min_delta = 1e-4
         cbs.append(
             ResumableReduceLROnPlateau(
@@ -197,26 +197,184 @@ class AtomicCheckpoint(keras.callbacks.Callback):
 
 
 class LearningRateLogger(keras.callbacks.Callback):
-    """Add ``lr`` (the rate used during the epoch, float) to the epoch logs; drop Keras' ``learning_rate``.
+    """Add ``lr`` (the learning rate of the epoch's first step, float) to the epoch logs; drop Keras'
+    ``learning_rate``.
 
     Place it after ``ReduceLROnPlateau`` (which adds ``learning_rate`` = the rate for the next epoch) and before
-    ``CSVLogger``.
+    ``CSVLogger``. With a per-step schedule (``ScheduledLR``) the logged rate is the one of the first step.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self._lr = float("nan")
+        self._lr: float | None = None
 
     def _current(self) -> float:
         return float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._lr = self._current()
+        self._lr = None
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._lr is None:
+            self._lr = self._current()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if logs is not None:
             logs.pop("learning_rate", None)
-            logs["lr"] = self._lr
+            logs["lr"] = self._lr if self._lr is not None else self._current()
+
+
+class TrainClock:
+    """Training wall time of a run across resumes: seconds spent by earlier calls plus seconds since this one began.
+
+    Args:
+        spent_s: seconds of training recorded before this call (the last ``time_s`` of ``history.csv``).
+        clock: the time source (``time.perf_counter``; tests pass a fake).
+    """
+
+    def __init__(self, spent_s: float = 0.0, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.spent_s = float(spent_s)
+        self._clock = clock
+        self._start = clock()
+
+    def remaining(self, limit_s: float | None) -> float | None:
+        """Seconds left of ``limit_s`` (``None`` without a limit)."""
+        return None if limit_s is None else max(0.0, limit_s - self.elapsed())
+
+    def elapsed(self) -> float:
+        return self.spent_s + (self._clock() - self._start)
+
+
+class EpochTime(keras.callbacks.Callback):
+    """Put ``time_s`` (training seconds of the run at the end of the epoch, resumes included) into the epoch
+    logs, so ``history.csv`` can plot quality against training time and a resume knows the time already spent.
+    Place it before ``CSVLogger``."""
+
+    def __init__(self, clock: TrainClock) -> None:
+        super().__init__()
+        self.clock = clock
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if logs is not None:
+            logs["time_s"] = round(self.clock.elapsed(), 3)
+
+
+class TimeLimit(keras.callbacks.Callback):
+    """Stop at an epoch boundary when the next epoch would not finish inside ``limit_s``.
+
+    The next epoch's length is estimated as the longest of the three most recent epochs (validation and
+    checkpointing included; the first epoch of a call, which pays for graph compilation, only while nothing
+    else is known). At least one epoch always runs, so a time-limited run always leaves a complete model.
+    Place it after the checkpoint callbacks so their time is counted.
+
+    Args:
+        limit_s: the budget in seconds.
+        clock: the run's ``TrainClock``.
+        previous_durations: epoch lengths of earlier calls (resume), seconds.
+    """
+
+    def __init__(self, limit_s: float, clock: TrainClock, previous_durations: Sequence[float] = ()) -> None:
+        super().__init__()
+        self.limit_s = float(limit_s)
+        self.clock = clock
+        # (seconds, first epoch of a call: paid for graph compilation)
+        self.durations: list[tuple[float, bool]] = [
+            (float(d), False) for d in previous_durations if math.isfinite(d) and d > 0
+        ]
+        self._first_of_call = True
+        self._last = 0.0
+        self.stopped_epoch: int | None = None
+        self.estimate_s: float | None = None
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._last = self.clock.elapsed()
+        self._first_of_call = True
+
+    def next_epoch_estimate(self) -> float | None:
+        """Longest of the three most recent steady epochs (a first-of-call epoch only when nothing else)."""
+        steady = [d for d, first in self.durations if not first]
+        recent = steady[-3:] or [d for d, _ in self.durations[-1:]]
+        return max(recent) if recent else None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        now = self.clock.elapsed()
+        self.durations.append((now - self._last, self._first_of_call))
+        self._last, self._first_of_call = now, False
+        self.estimate_s = self.next_epoch_estimate()
+        if self.estimate_s is not None and now + self.estimate_s > self.limit_s:
+            self.stopped_epoch = epoch + 1
+            self.model.stop_training = True
+            log.info(
+                "time limit: epoch %d ended at %.0f s of %.0f s; the next epoch (~%.0f s) would not fit, stopping",
+                epoch + 1, now, self.limit_s, self.estimate_s,
+            )
+
+
+def schedule_factor(name: str, progress: float, warmup: float = 1.0) -> float:
+    """Learning-rate multiplier of a schedule at ``progress`` (0..1 of the run).
+
+    Args:
+        name: ``constant``, ``poly`` (``(1 - p) ** 0.9``, nnU-Net's) or ``cosine`` (``(1 + cos(pi p)) / 2``).
+        progress: fraction of the run done (clipped to 0..1).
+        warmup: the linear warm-up multiplier (0..1) computed by the caller; 1 when there is no warm-up.
+
+    Example:
+        >>> schedule_factor("poly", 0.5)
+        0.5358867312681466
+    """
+    p = min(max(progress, 0.0), 1.0)
+    if name == "poly":
+        f = (1.0 - p) ** 0.9
+    elif name == "cosine":
+        f = 0.5 * (1.0 + math.cos(math.pi * p))
+    else:
+        f = 1.0
+    return f * min(max(warmup, 0.0), 1.0)
+
+
+class ScheduledLR(keras.callbacks.Callback):
+    """Set the learning rate before every training step: linear warm-up over ``warmup_epochs``, then
+    ``schedule_factor`` with run progress = the larger of epochs done / ``epochs`` and time spent / ``limit_s``
+    (so a time-limited run decays to zero as its budget runs out).
+
+    Args:
+        base_lr: the peak learning rate (``train.learning_rate``).
+        name: ``constant``, ``poly`` or ``cosine``.
+        epochs: ``train.epochs``.
+        steps: training steps per epoch.
+        warmup_epochs: warm-up length in epochs (fractions allowed).
+        clock: the run's ``TrainClock`` (needed with ``limit_s``).
+        limit_s: the time budget, or ``None``.
+    """
+
+    def __init__(
+        self,
+        base_lr: float,
+        name: str,
+        epochs: int,
+        steps: int,
+        warmup_epochs: float = 0.0,
+        clock: TrainClock | None = None,
+        limit_s: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.base_lr, self.name, self.epochs, self.steps = float(base_lr), name, int(epochs), max(1, int(steps))
+        self.warmup_epochs, self.clock, self.limit_s = float(warmup_epochs), clock, limit_s
+        self._epoch = 0
+
+    def lr_at(self, epoch: int, step: int) -> float:
+        done = epoch + step / self.steps
+        progress = done / self.epochs
+        if self.limit_s and self.clock is not None:
+            progress = max(progress, self.clock.elapsed() / self.limit_s)
+        warm = min(1.0, (done + 1.0 / self.steps) / self.warmup_epochs) if self.warmup_epochs > 0 else 1.0
+        return self.base_lr * schedule_factor(self.name, progress, warm)
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch = epoch
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self.model.optimizer.learning_rate.assign(self.lr_at(self._epoch, batch))
 
 
 class NaNGuard(keras.callbacks.Callback):
@@ -415,11 +573,19 @@ ProgressFn = Callable[[TrainEvent], None]
 
 class ProgressReporter(keras.callbacks.Callback):
     """Forward Keras callback hooks to ``fn(TrainEvent)``; the ETA is the mean epoch time of this session times
-    the epochs left."""
+    the epochs left, capped by what remains of the time limit (``clock`` + ``limit_s``)."""
 
-    def __init__(self, fn: ProgressFn, epochs: int, steps: int | None) -> None:
+    def __init__(
+        self,
+        fn: ProgressFn,
+        epochs: int,
+        steps: int | None,
+        clock: TrainClock | None = None,
+        limit_s: float | None = None,
+    ) -> None:
         super().__init__()
         self.fn, self.epochs, self.steps = fn, epochs, steps
+        self.clock, self.limit_s = clock, limit_s
         self._t0 = time.perf_counter()
         self._epoch = 0
         self._first_epoch: int | None = None
@@ -433,7 +599,9 @@ class ProgressReporter(keras.callbacks.Callback):
         done = done_through - self._first_epoch
         if done <= 0:
             return None
-        return elapsed / done * (self.epochs - done_through)
+        eta = elapsed / done * (self.epochs - done_through)
+        left = self.clock.remaining(self.limit_s) if self.clock is not None else None
+        return eta if left is None else min(eta, left)
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._t0 = time.perf_counter()

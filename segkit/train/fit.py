@@ -64,12 +64,13 @@ RUN_OUTPUTS = (
     "curves.png",
     "epoch_infer",
     "backup",
+    "train_summary.json",
 )
 """Everything ``train_model`` writes in a run directory (what ``overwrite`` removes; nothing else is touched)."""
 
-# Keys that may change between an interrupted run and its ``--resume``: training longer, and a run folder
-# that was moved or renamed.
-_RESUME_FREE_KEYS = {("train", "epochs"), ("train", "run_dir")}
+# Keys that may change between an interrupted run and its ``--resume``: training longer (epochs or time), and a
+# run folder that was moved or renamed.
+_RESUME_FREE_KEYS = {("train", "epochs"), ("train", "run_dir"), ("train", "time_limit")}
 
 
 @dataclass(frozen=True)
@@ -85,11 +86,13 @@ class TrainResult:
         best_epoch: 1-based epoch of ``best_value``.
         initial_epoch: epochs already done when this call started (> 0 on resume).
         epochs_done: epochs completed in total (``history.csv`` rows).
-        stopped_early: ``EarlyStopping`` ended the run before ``train.epochs``.
+        stopped_early: the run ended before ``train.epochs`` (early stopping or the time limit).
         history: per-epoch rows (``epoch`` 0-based, every metric, ``lr``).
         precision: the dtype policy used.
         device: the device used, in words.
         wall_s: seconds spent in this call.
+        stop_reason: ``epochs`` (all ``train.epochs`` done), ``early_stopping`` or ``time_limit``.
+        train_time_s: training seconds of the whole run, resumes included (the last ``time_s`` of the history).
     """
 
     run_dir: Path
@@ -105,6 +108,8 @@ class TrainResult:
     precision: str = "float32"
     device: str = "cpu"
     wall_s: float = 0.0
+    stop_reason: str = "epochs"
+    train_time_s: float = 0.0
 
 
 # === Environment ===
@@ -266,6 +271,17 @@ def truncate_history_csv(path: Path, epochs: int) -> None:
     writer.writerow(header)
     writer.writerows(kept)
     write_text(path, buf.getvalue())
+
+
+def spent_time(rows: list[dict[str, float]]) -> tuple[float, list[float]]:
+    """Training seconds recorded in history rows (the last finite ``time_s``) and the epoch lengths between them.
+
+    Rows of runs made before ``time_s`` was logged count as zero seconds.
+    """
+    times = [r.get("time_s", float("nan")) for r in rows]
+    finite = [t for t in times if math.isfinite(t)]
+    durations = [b - a for a, b in zip(finite, finite[1:], strict=False)]
+    return (finite[-1] if finite else 0.0), durations
 
 
 def _int_or(s: str, default: int) -> int:
@@ -448,6 +464,10 @@ def train_model(
         SegkitError: the loss became NaN (the message names the epoch and suggests a lower learning rate).
     """
     t0 = time.perf_counter()
+    from segkit.train.callbacks import TrainClock
+
+    clock = TrainClock()  # started now: model building and compilation count against train.time_limit
+    limit_s = cfg.train.time_limit * 60.0 if cfg.train.time_limit is not None else None
     run_dir = Path(cfg.train.run_dir)
     # Cheap checks first: a missing split or a refused run folder fails before TensorFlow is imported.
     n_train = check_split(cfg, "train")
@@ -519,6 +539,13 @@ def train_model(
         previous_rows = cb.read_history_csv(csv_path) if resuming else []
         previous_values = [r.get(monitor, float("nan")) for r in previous_rows]
         best_before = cb.plateau_state(previous_values, mode)[0]
+        clock.spent_s, previous_durations = spent_time(previous_rows)
+        if limit_s is not None and clock.spent_s >= limit_s:
+            raise ConfigError(
+                f"the run already used {clock.spent_s / 60:.1f} of train.time_limit={cfg.train.time_limit:g} minutes",
+                path=run_dir,
+                hint=f"raise the limit (e.g. --time-limit {math.ceil(clock.spent_s / 60) + 10}) to train longer",
+            )
 
         run_dir.mkdir(parents=True, exist_ok=True)
         write_run_info(cfg, run_dir, precision, device)
@@ -545,6 +572,8 @@ def train_model(
             "epochs": cfg.train.epochs,
             "initial_epoch": initial_epoch,
             "run_dir": str(run_dir),
+            "time_limit_min": cfg.train.time_limit,
+            "spent_s": clock.spent_s,
         }
         log.debug(
             "model %s: %s parameters, %.2f GFLOP/image; precision %s; %s; train %d / valid %d pairs",
@@ -555,13 +584,19 @@ def train_model(
 
         best_ckpt = cb.AtomicCheckpoint(run_dir / "model.keras", monitor=monitor, mode=mode, initial_best=best_before)
         nan_guard = cb.NaNGuard()
+        schedule: list[keras.callbacks.Callback] = []
+        if cfg.train.schedule != "plateau":
+            schedule.append(cb.ScheduledLR(cfg.train.learning_rate, cfg.train.schedule, cfg.train.epochs, steps,
+                                           cfg.train.warmup_epochs, clock, limit_s))
         callbacks: list[keras.callbacks.Callback] = [
             # BackupAndRestore first: it restores weights/optimizer/epoch at train begin.
             # double_checkpoint: a kill while the backup is written leaves the previous one to resume from.
             keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True),
             nan_guard,
+            *schedule,
             *cb.plateau_callbacks(cfg.train, monitor, mode, previous_values),
             cb.LearningRateLogger(),
+            cb.EpochTime(clock),
             best_ckpt,
             cb.AtomicCheckpoint(run_dir / "last.keras"),
             keras.callbacks.CSVLogger(str(csv_path), append=resuming),
@@ -572,7 +607,10 @@ def train_model(
             palette = palette_array([c.color for c in cfg.effective_classes])
             callbacks.append(cb.EpochPreview(run_dir / "epoch_infer", images, truth, palette))
         if progress is not None:
-            callbacks.append(cb.ProgressReporter(progress, cfg.train.epochs, steps))
+            callbacks.append(cb.ProgressReporter(progress, cfg.train.epochs, steps, clock, limit_s))
+        time_limit = cb.TimeLimit(limit_s, clock, previous_durations) if limit_s is not None else None
+        if time_limit is not None:
+            callbacks.append(time_limit)  # last: the epoch length it measures includes every checkpoint write
 
         # On resume BackupAndRestore restores weights, optimizer state and the epoch itself; initial_epoch is the
         # same number (or, for a finished run extended with more epochs, the rows of history.csv).
@@ -608,10 +646,31 @@ def train_model(
     best_epoch = next((i + 1 for i, v in enumerate(values) if v == best_value), None)
     epochs_done = len(rows)
     stopped = epochs_done < cfg.train.epochs
+    if time_limit is not None and time_limit.stopped_epoch is not None:
+        stop_reason = "time_limit"
+    else:
+        stop_reason = "early_stopping" if stopped else "epochs"
+    train_time_s = spent_time(rows)[0]
     del history
+    write_json(
+        run_dir / "train_summary.json",
+        {
+            "stop_reason": stop_reason,
+            "epochs_done": epochs_done,
+            "epochs": cfg.train.epochs,
+            "train_time_s": round(train_time_s, 1),
+            "time_limit_min": cfg.train.time_limit,
+            "monitor": monitor,
+            "best_value": best_value,
+            "best_epoch": best_epoch,
+        },
+    )
+    if stop_reason == "time_limit":
+        log.info("stopped by train.time_limit=%g min after %d epochs (%.1f min)", cfg.train.time_limit or 0,
+                 epochs_done, train_time_s / 60)
     if progress is not None:
         progress(cb.TrainEvent("end", epochs_done, cfg.train.epochs, logs={monitor: best_value or float("nan")},
-                               elapsed_s=time.perf_counter() - t0))
+                               elapsed_s=time.perf_counter() - t0, info={"stop_reason": stop_reason}))
     return TrainResult(
         run_dir=run_dir,
         best_model=run_dir / "model.keras",
@@ -626,6 +685,8 @@ def train_model(
         precision=precision,
         device=device,
         wall_s=time.perf_counter() - t0,
+        stop_reason=stop_reason,
+        train_time_s=train_time_s,
     )
 
 

@@ -360,3 +360,41 @@ def test_truncate_history_csv_drops_repeated_epochs(tmp_path: Path) -> None:
     assert path.read_bytes() == b"epoch,loss,lr\r\n0,1.0,0.1\r\n1,0.9,0.1\r\n"
     truncate_history_csv(path, 5)
     assert path.read_bytes() == b"epoch,loss,lr\r\n0,1.0,0.1\r\n1,0.9,0.1\r\n"
+
+
+@pytest.mark.slow
+def test_time_limit_stops_at_an_epoch_boundary_and_resume_counts_spent_time(
+    tmp_path: Path, phantom_data: Path, demo_config: Path
+) -> None:
+    import keras
+
+    run = tmp_path / "timed"
+    # 0.3 s: the first epoch alone takes longer, so the run stops after it, at an epoch boundary.
+    res = runner.invoke(app, _args(demo_config, phantom_data, run, "train.epochs=50") + ["--time-limit", "0.005"])
+    assert res.exit_code == 0, res.output
+    assert "time limit 0.005 min" in res.stderr
+    assert "1 epochs (time limit)" in res.stdout
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["stop_reason"] == "time_limit" and summary["epochs_done"] == 1
+    rows = _csv_rows(run / "history.csv")
+    assert [r["epoch"] for r in rows] == ["0"]
+    spent = float(rows[0]["time_s"])
+    assert spent > 0.3
+    model = keras.models.load_model(run / "model.keras", safe_mode=True, compile=False)  # complete model
+    assert tuple(model.output.shape) == (None, 64, 64, 4)
+    assert not (run / "backup").exists()  # a finished (time-limited) run cleans up like any other
+
+    again = runner.invoke(app, _args(demo_config, phantom_data, run, "train.epochs=50")
+                          + ["--resume", "--time-limit", "0.005"])
+    assert again.exit_code == 2
+    assert "the run already used" in again.stderr and "train.time_limit=0.005 minutes" in again.stderr
+
+    more = runner.invoke(app, _args(demo_config, phantom_data, run, "train.epochs=2")
+                         + ["--resume", "--time-limit", "10"])
+    assert more.exit_code == 0, more.output
+    assert "resuming at epoch 2" in more.stderr and "spent)" in more.stderr
+    rows = _csv_rows(run / "history.csv")
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    assert float(rows[0]["time_s"]) == spent  # the first epoch's row is kept
+    assert float(rows[1]["time_s"]) > spent  # the clock continued from the time already spent
+    assert json.loads((run / "train_summary.json").read_text())["stop_reason"] == "epochs"
