@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -65,6 +66,24 @@ class SplitConfig(_Strict):
     test: float = Field(0.15, ge=0)
     folds: int | None = Field(None, ge=2)
     fold: int = Field(0, ge=0)
+    group_by: str | None = Field(
+        None,
+        description="regex with one group that names the patient of a case id, e.g. '^(patient\\d+)_': all cases "
+        "of one patient go to the same split",
+    )
+
+    @field_validator("group_by")
+    @classmethod
+    def _check_group_by(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            pattern = re.compile(v)
+        except re.error as e:
+            raise ValueError(f"not a valid regular expression: {e}") from e
+        if pattern.groups != 1:
+            raise ValueError(f"needs exactly one (group) naming the patient, has {pattern.groups}")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> SplitConfig:
@@ -89,6 +108,12 @@ class PrepareConfig(_Strict):
     label_map: dict[int, int] | None = Field(None, description="raw label value -> class id (0 = background)")
     binary: bool = Field(False, description="merge every foreground label into one class")
     unknown_labels: Literal["error", "background"] = "error"
+    spacing: tuple[float, float] | Literal["median"] | None = Field(
+        None,
+        description="in-plane target spacing in mm (rows, columns of a slice): volume slices are resampled to it "
+        "instead of stretched to prepare.size (each case keeps its own field of view); 'median' = the dataset's "
+        "median in-plane spacing, resolved by prepare and recorded in dataset.json",
+    )
     png_compression: int = Field(
         1, ge=0, le=9, description="zlib level of image PNGs: 0 = stored (fastest, ~2.5x larger), 1 = fast, 9 = smallest"
     )
@@ -99,6 +124,13 @@ class PrepareConfig(_Strict):
     def _check_size(cls, v: Size2) -> Size2:
         if min(v) < 8:
             raise ValueError("size must be at least 8x8")
+        return v
+
+    @field_validator("spacing")
+    @classmethod
+    def _check_spacing(cls, v: tuple[float, float] | str | None) -> tuple[float, float] | str | None:
+        if isinstance(v, tuple) and min(v) <= 0:
+            raise ValueError("spacing must be positive millimetres, e.g. [1.0, 1.0]")
         return v
 
     @field_validator("ct_window", "mr_percentiles")
@@ -122,6 +154,14 @@ class DataConfig(_Strict):
     mask_tolerance: float = Field(60.0, ge=0, description="max RGB distance to a class colour (JPEG noise)")
     gray_threshold: int = Field(128, ge=1, le=255)
     context_slices: int = Field(0, ge=0, description="2.5D: neighbouring slices on each side as extra channels")
+    patches: bool = Field(
+        False,
+        description="train on image_size patches cropped from the slices at their prepared size (zero-padded when "
+        "smaller) instead of resizing whole slices; inference then uses a Gaussian sliding window, never a resize",
+    )
+    foreground_oversample: float = Field(
+        0.33, ge=0, le=1, description="patches: share of training patches centred near a foreground pixel"
+    )
 
 
 # === Model ===

@@ -142,8 +142,8 @@ def read_image(path: Path, cfg: Config) -> npt.NDArray[np.float32]:
         cfg: uses ``data.image_size`` (height, width) and ``data.channels`` (1, or 3 with gray replicated).
 
     Returns:
-        (H, W, C) float32 in 0..1, RGB channel order, resized with area (shrink) / linear (enlarge)
-        interpolation.
+        (H, W, C) float32 in 0..1, RGB channel order, resized to ``data.image_size`` with area (shrink) / linear
+        (enlarge) interpolation; at the file's own size with ``data.patches``.
 
     Raises:
         DataError: the file cannot be read.
@@ -159,6 +159,8 @@ def read_image(path: Path, cfg: Config) -> npt.NDArray[np.float32]:
         if cfg.data.channels == 3:
             img = np.repeat(img, 3, axis=-1)
     img = np.ascontiguousarray(img).astype(np.float32) / np.float32(scale)
+    if cfg.data.patches:  # kept at the prepared size: patches are cut from it (segkit.data.patches)
+        return img
     return _resize(img, tuple(cfg.data.image_size), nearest=False).astype(np.float32, copy=False)
 
 
@@ -187,6 +189,8 @@ def read_mask(path: Path, cfg: Config) -> npt.NDArray[np.uint8]:
         img = _imread(path, cv2.IMREAD_COLOR)  # gray masks are replicated to 3 channels, alpha dropped
         palette = palette_array([c.color for c in cfg.effective_classes])
         labels = _decode_colors(np.ascontiguousarray(img[..., ::-1]), palette, cfg.data.mask_tolerance, Path(path))
+    if cfg.data.patches:
+        return labels
     return _resize(labels, tuple(cfg.data.image_size), nearest=True)
 
 
@@ -268,17 +272,40 @@ def context_table(pairs: Sequence[tuple[Path, Path]], k: int, dataset_json: Path
 
 
 def read_sample(
-    pairs: Sequence[tuple[Path, Path]], index: int, cfg: Config, context: npt.NDArray[np.int64] | None = None
+    pairs: Sequence[tuple[Path, Path]],
+    index: int,
+    cfg: Config,
+    context: npt.NDArray[np.int64] | None = None,
+    patch: np.random.Generator | bool | None = None,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8]]:
     """Decode pair ``index``: image (with 2.5D neighbours as extra channels) and mask.
+
+    Args:
+        pairs, index: the pair list and which pair.
+        cfg: the config.
+        context: ``context_table`` for 2.5D input.
+        patch: with ``data.patches``: a Generator cuts a random training patch (foreground-oversampled),
+            ``True`` the centre patch; ``None``/``False`` keep the slice at its prepared size.
 
     Returns:
         image (H, W, C * (2k + 1)) float32 0..1, channels ordered slice -k .. +k; mask (H, W) uint8 ids.
     """
+    from segkit.data.patches import center_patch, random_patch
+
     rows = [index] if context is None else [int(j) for j in context[index]]
     images = [read_image(pairs[j][0], cfg) for j in rows]
+    shapes = {im.shape[:2] for im in images}
+    if len(shapes) > 1:
+        raise DataError(f"2.5D neighbours of one slice differ in size: {sorted(shapes)}", path=pairs[index][0])
     image = images[0] if len(images) == 1 else np.concatenate(images, axis=-1)
-    return image, read_mask(pairs[index][1], cfg)
+    mask = read_mask(pairs[index][1], cfg)
+    if cfg.data.patches and isinstance(patch, np.random.Generator):
+        return random_patch(image, mask, cfg.data.image_size, patch, cfg.data.foreground_oversample)
+    if cfg.data.patches and patch is True:
+        image, cropped = center_patch(image, mask, cfg.data.image_size)
+        assert cropped is not None
+        return image, cropped
+    return image, mask
 
 
 # === tf.data ===
@@ -304,7 +331,7 @@ def unwrap_data_error(exc: BaseException) -> DataError | None:
 
 
 def _seed_words(cfg: Config, purpose: int) -> int:
-    """A 31-bit child seed of ``cfg.seed`` for one purpose (0 shuffle, 1 augmentation)."""
+    """A 31-bit child seed of ``cfg.seed`` for one purpose (0 shuffle, 1 augmentation, 2 patch placement)."""
     return int(np.random.SeedSequence([cfg.seed, purpose]).generate_state(1, dtype=np.uint32)[0] >> 1)
 
 
@@ -344,6 +371,7 @@ def make_dataset(cfg: Config, split: str, training: bool, *, seed_offset: int = 
     c = cfg.data.channels * (1 + 2 * k)
     augmenter = Augmenter(cfg) if (training and cfg.augment.enabled) else None
     shuffle_seed = _seed_words(cfg, 0)
+    patch_seed = _seed_words(cfg, 2)
 
     epoch = tf.Variable(seed_offset, dtype=tf.int64, trainable=False, name="data_epoch")
 
@@ -357,8 +385,9 @@ def make_dataset(cfg: Config, split: str, training: bool, *, seed_offset: int = 
         return tf.data.Dataset.from_tensor_slices((tf.fill([n], e), idx))
 
     def decode_np(e: np.int64, i: np.int64) -> tuple[np.ndarray, np.ndarray]:
+        patch = np.random.default_rng([patch_seed, int(e), int(i)]) if training else True
         try:
-            image, mask = read_sample(pairs, int(i), cfg, context)
+            image, mask = read_sample(pairs, int(i), cfg, context, patch)
         except SegkitError as err:  # TF keeps only the text: put the file name into it (see unwrap_data_error)
             raise DataError(err.one_line()) from None
         if augmenter is not None:

@@ -205,7 +205,7 @@ def evaluate_model(
             volume or unexpected label values in it.
     """
     from segkit.data.pipeline import context_table, list_pairs, read_sample
-    from segkit.infer.predict import load_model, make_predictor, predict_probs
+    from segkit.infer.predict import load_model, make_predictor
     from segkit.prepare.manifest import MANIFEST_FILE, load_manifest
 
     split = split or cfg.evaluate.split
@@ -239,8 +239,7 @@ def evaluate_model(
     for s in range(0, len(pairs), bs):
         idx = list(range(s, min(s + bs, len(pairs))))
         samples = [read_sample(pairs, i, cfg, context) for i in idx]
-        x = np.stack([img for img, _ in samples])
-        probs = predict_probs(model, x, bs, cfg.infer.tta, cfg.infer.overlap, predictor)
+        probs = _predict_samples(model, [img for img, _ in samples], cfg, predictor)
         for i, (_, ref), p in zip(idx, samples, probs, strict=True):
             pred = p.argmax(-1).astype(np.uint8)
             stem = pairs[i][0].stem
@@ -341,6 +340,25 @@ def evaluate_model(
     }
     summary["per_slice"] = _json_clean(summary["per_slice"])
     return _write_reports(out_dir, rows, slice_rows, summary, classes, conf)
+
+
+def _predict_samples(
+    model: Any, images: Sequence[npt.NDArray[np.float32]], cfg: Config, predictor: Callable[..., Any]
+) -> list[npt.NDArray[np.float32]]:
+    """Probabilities per image; runs of equal-sized images go through the model together (with
+    ``data.patches`` slices keep their prepared size, which differs between cases)."""
+    from segkit.infer.predict import predict_probs
+
+    out: list[npt.NDArray[np.float32]] = []
+    start = 0
+    while start < len(images):
+        end = start + 1
+        while end < len(images) and images[end].shape == images[start].shape:
+            end += 1
+        x = np.stack(images[start:end])
+        out.extend(predict_probs(model, x, int(cfg.infer.batch_size), cfg.infer.tta, cfg.infer.overlap, predictor))
+        start = end
+    return out
 
 
 def _sources_exist(record: Mapping[str, Any]) -> bool:

@@ -6,10 +6,12 @@ Steps of ``infer_volume``:
 2. ``segkit.prepare.slicing.volume_to_slices``: the preprocessing ``prepare`` applied (reorientation to RAS,
    slicing axis, display convention, intensity recipe, resize to ``prepare.size``), taken from the dataset's
    ``dataset.json`` when it exists, else from the config;
-3. resize to the model's ``data.image_size`` as the training pipeline does (``segkit.data.pipeline.read_image``),
-   replicate gray to ``data.channels`` and stack 2.5D neighbours;
-4. batched prediction (flip TTA optional), argmax;
-5. ``reassemble_volume``: nearest-neighbour resize back, undo the display convention and the reorientation;
+3. resize to the model's ``data.image_size`` as the training pipeline does (``segkit.data.pipeline.read_image``)
+   -- or, for a model trained on patches (``data.patches``), keep the prepared size and let a Gaussian sliding
+   window cover it; replicate gray to ``data.channels`` and stack 2.5D neighbours;
+4. batched prediction (flip TTA optional); the probabilities are resampled (bilinear) to the original slice
+   size, then argmax (``resize_probs``);
+5. ``reassemble_volume``: undo the display convention and the reorientation;
 6. optional largest-connected-component clean-up per class;
 7. write ``<case>_seg.nii.gz`` (uint8 labels, the input's affine) and ``<case>_overlay.png`` (a montage);
    existing outputs are refused unless ``overwrite`` (``segkit infer --overwrite``).
@@ -75,8 +77,10 @@ class VolumePrediction:
 
     Attributes:
         labels: (X, Y, Z) uint8 class ids in the input's ORIGINAL array shape and orientation.
-        stack: (N, H, W) uint8 preprocessed display slices at the model size ``data.image_size``.
-        labels2d: (N, H, W) uint8 predicted ids of ``stack`` (before largest-component clean-up).
+        stack: (N, H, W) uint8 preprocessed display slices as the model saw them (``data.image_size``, or the
+            prepared size with ``data.patches``).
+        labels2d: (N, h, w) uint8 predicted ids at the original slice size ``record["slice_shape"]`` (before
+            largest-component clean-up).
         record: geometry record of the input (``segkit.prepare.slicing.volume_to_slices``).
         seconds: wall time per stage ("preprocess", "predict", "reassemble").
     """
@@ -130,6 +134,21 @@ def model_inputs(
     return np.stack(planes).astype(np.float32) / np.float32(255.0)
 
 
+def resize_probs(probs: npt.NDArray[np.float32], size: Sequence[int]) -> npt.NDArray[np.float32]:
+    """(H, W, K) probabilities resampled (bilinear) to ``size`` = (h, w); unchanged when already that size.
+
+    Labels restored this way (resample the probabilities, then argmax) follow the predicted boundary between
+    pixels of the model's grid instead of repeating whole pixels, as nnU-Net exports its predictions.
+    """
+    import cv2
+
+    h, w = int(size[0]), int(size[1])
+    if probs.shape[:2] == (h, w):
+        return probs
+    out = cv2.resize(np.ascontiguousarray(probs, dtype=np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    return out[..., None] if out.ndim == 2 else out
+
+
 def predict_volume_slices(
     model: keras.Model,
     stack: npt.NDArray[np.uint8],
@@ -137,17 +156,28 @@ def predict_volume_slices(
     batch_size: int,
     tta: bool = False,
     progress: ProgressFn | None = None,
+    out_size: Sequence[int] | None = None,
 ) -> npt.NDArray[np.uint8]:
-    """(N, H, W) uint8 slices -> (N, H, W) uint8 class ids, one batch of probabilities in memory at a time."""
+    """(N, H, W) uint8 slices -> class ids, one batch of probabilities in memory at a time.
+
+    Args:
+        out_size: (h, w) of the returned label slices: the probabilities are resampled to it before the argmax
+            (``resize_probs``); default the input size.
+
+    Returns:
+        (N, h, w) uint8 class ids.
+    """
     from segkit.infer.predict import make_predictor, predict_probs
 
     predictor = make_predictor(model, batch_size)
-    out = np.zeros(stack.shape, dtype=np.uint8)
+    oh, ow = (int(out_size[0]), int(out_size[1])) if out_size is not None else stack.shape[1:3]
+    out = np.zeros((stack.shape[0], oh, ow), dtype=np.uint8)
     for s in range(0, stack.shape[0], batch_size):
         idx = list(range(s, min(s + batch_size, stack.shape[0])))
         x = model_inputs(stack, idx, cfg.data.channels, cfg.data.context_slices)
         probs = predict_probs(model, x, batch_size, tta, cfg.infer.overlap, predictor)
-        out[s : s + len(idx)] = probs.argmax(-1).astype(np.uint8)
+        for j, p in enumerate(probs):
+            out[s + j] = resize_probs(p, (oh, ow)).argmax(-1).astype(np.uint8)
         if progress is not None:
             progress(len(idx))
     return out
@@ -196,14 +226,18 @@ def predict_volume(
     t: dict[str, float] = {}
     t0 = time.perf_counter()
     sliced = volume_to_slices(data, affine, spec, case_id_of(path) if path is not None else "volume")
-    size = tuple(int(s) for s in cfg.data.image_size)
-    stack = np.stack([resize_image(img, size) for _, img, _ in sliced.slices])
+    if cfg.data.patches:  # trained on patches at the prepared scale: sliding window over the whole slice
+        stack = np.stack([img for _, img, _ in sliced.slices])
+    else:  # trained on whole slices resized to the model input: the same resize
+        size = tuple(int(s) for s in cfg.data.image_size)
+        stack = np.stack([resize_image(img, size) for _, img, _ in sliced.slices])
     t["preprocess"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     if on_start is not None:
         on_start(stack.shape[0])
-    labels2d = predict_volume_slices(model, stack, cfg, batch_size, tta, progress)
+    labels2d = predict_volume_slices(model, stack, cfg, batch_size, tta, progress,
+                                     out_size=sliced.record["slice_shape"])
     t["predict"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -336,8 +370,8 @@ def overlay_montage(
     """A grid of up to ``n`` overlays (evenly spaced over the slices with foreground, else over all slices).
 
     Args:
-        stack: (N, H, W) uint8 display slices.
-        labels: (N, H, W) predicted ids.
+        stack: (N, H, W) uint8 display slices (resized to the labels' size when it differs).
+        labels: (N, h, w) predicted ids.
 
     Returns:
         (rows*H, cols*W, 3) uint8 RGB.
@@ -345,10 +379,12 @@ def overlay_montage(
     fg = np.flatnonzero(labels.reshape(labels.shape[0], -1).any(1))
     pool = fg if fg.size else np.arange(stack.shape[0])
     pick = np.unique(pool[np.linspace(0, pool.size - 1, min(n, pool.size)).round().astype(int)])
-    tiles = [overlay(stack[i], labels[i], colors, alpha) for i in pick]
+    from segkit.prepare.slicing import resize_image
+
+    h, w = labels.shape[1:3]  # the images follow the labels' (original slice) size
+    tiles = [overlay(resize_image(stack[i], (h, w)), labels[i], colors, alpha) for i in pick]
     cols = int(np.ceil(np.sqrt(len(tiles))))
     rows = int(np.ceil(len(tiles) / cols))
-    h, w = stack.shape[1:3]
     grid = np.zeros((rows * h, cols * w, 3), dtype=np.uint8)
     for k, tile in enumerate(tiles):
         r, c = divmod(k, cols)

@@ -127,6 +127,27 @@ def load_volume(path: Path) -> Volume:
     return Volume(data=data, affine=affine, path=path)
 
 
+def read_header(path: Path) -> tuple[tuple[int, ...], npt.NDArray[np.float64]]:
+    """(shape, voxel -> RAS affine) from a NIfTI or NRRD header, without reading the voxels.
+
+    Raises:
+        DataError: an unreadable file or unknown format (one line naming the file).
+    """
+    path = Path(path)
+    suffix = volume_suffix(path)
+    try:
+        if suffix in (".nrrd", ".nhdr"):
+            header = nrrd.read_header(str(path))
+            shape = tuple(int(s) for s in header["sizes"])
+            return shape, nrrd_affine(header, ndim=len(shape), path=path)
+        img = nib.load(str(path))
+        return tuple(int(s) for s in img.shape), np.asarray(img.affine, dtype=np.float64)
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - nibabel/pynrrd raise many types for broken headers
+        raise DataError(f"cannot read the volume header: {type(e).__name__}: {e}", path=path) from e
+
+
 def _read_nifti(path: Path) -> tuple[npt.NDArray, npt.NDArray[np.float64]]:
     img = nib.load(str(path))
     data = np.asanyarray(img.dataobj)

@@ -631,6 +631,7 @@ def run_prepare(
         if found.problems:
             report.failures = list(found.problems)
             return report
+        cfg = resolve_spacing(cfg, found.cases)
         # 3. split over all cases (raises before anything is written when a split would be empty)
         splits = split_cases([c.case_id for c in found.cases], cfg.prepare.split, cfg.seed)
         if out is None:
@@ -683,6 +684,43 @@ def run_prepare(
         manifest = build_manifest(cfg, adapter.name, {cid: e["record"] for cid, e in entries.items()})
         report.manifest = write_manifest(out, manifest)
     return report
+
+
+def median_spacing(cases: list[CaseSpec], axis: int) -> tuple[float, float] | None:
+    """Median in-plane spacing (mm; rows, columns of a display slice) of the volume cases, from their headers.
+
+    Returns ``None`` when there is no volume case (2D sources keep ``prepare.size``).
+    """
+    from segkit.io.volumes import read_header
+    from segkit.prepare.slicing import display_spacing
+
+    rows, cols = [], []
+    for case in cases:
+        if case.kind != "volume":
+            continue
+        _, affine = read_header(case.image)
+        r, c = display_spacing(affine, axis)
+        rows.append(r)
+        cols.append(c)
+    if not rows:
+        return None
+    return (round(float(np.median(rows)), 4), round(float(np.median(cols)), 4))
+
+
+def resolve_spacing(cfg: Config, cases: list[CaseSpec]) -> Config:
+    """``cfg`` with ``prepare.spacing: median`` replaced by the dataset's median in-plane spacing (unchanged
+    otherwise), so every case, the fingerprint of its record and ``dataset.json`` carry the number in mm."""
+    if cfg.prepare.spacing != "median":
+        return cfg
+    med = median_spacing(cases, int(cfg.prepare.axis))
+    if med is None:
+        raise DataError(
+            "prepare.spacing 'median' needs volume cases (this source has 2D slices only)",
+            hint="remove prepare.spacing; 2D slices are resized to prepare.size",
+        )
+    log.info("prepare.spacing median: %.4g x %.4g mm", *med)
+    prep = cfg.prepare.model_copy(update={"spacing": med})
+    return cfg.model_copy(update={"prepare": prep})
 
 
 def _verify(found: Discovery, cfg: Config, workers: int, progress: ProgressFn | None) -> list[str]:

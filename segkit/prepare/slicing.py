@@ -304,6 +304,50 @@ def check_finite(image: Volume) -> None:
 # === Slicing ===
 
 
+def display_spacing(affine: npt.ArrayLike, axis: int) -> tuple[float, float]:
+    """In-plane spacing (mm) of a display slice (rows, columns) along canonical ``axis``."""
+    ornt = canonical_ornt(affine)
+    sp = spacing_from_affine(affine)
+    can = [0.0, 0.0, 0.0]
+    for i, (new_axis, _) in enumerate(ornt):
+        can[int(new_axis)] = sp[i]
+    inplane = [can[a] for a in range(3) if a != axis]  # (A, B) canonical slice; display is (B, A)
+    return inplane[1], inplane[0]
+
+
+def resampled_size(slice_shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]) -> tuple[int, int]:
+    """Slice size (H, W) after resampling from ``spacing`` to ``target`` mm (rounded, at least 1 pixel).
+
+    Example:
+        >>> resampled_size((232, 256), (1.5, 1.5), (1.25, 1.25))
+        (278, 307)
+    """
+    return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(slice_shape, spacing, target, strict=True))  # type: ignore[return-value]
+
+
+def target_size(
+    data_shape: Sequence[int], affine: npt.ArrayLike, axis: int, prep: PrepareConfig
+) -> tuple[int, int]:
+    """The prepared slice size of a volume: ``prep.size``, or its slice shape resampled to ``prep.spacing``.
+
+    Raises:
+        DataError: ``prep.spacing`` is still ``'median'`` (only ``prepare`` can resolve it from the dataset).
+    """
+    if prep.spacing is None:
+        return (int(prep.size[0]), int(prep.size[1]))
+    if isinstance(prep.spacing, str):
+        raise DataError(
+            "prepare.spacing 'median' is resolved only by 'segkit prepare'",
+            hint="use the dataset's dataset.json (it records the spacing in mm) or give prepare.spacing as [mm, mm]",
+        )
+    ornt = canonical_ornt(affine)
+    can = [0, 0, 0]
+    for i, (new_axis, _) in enumerate(ornt):
+        can[int(new_axis)] = int(data_shape[i])
+    inplane = [can[a] for a in range(3) if a != axis]
+    return resampled_size((inplane[1], inplane[0]), display_spacing(affine, axis), prep.spacing)
+
+
 def _geometry_record(data: npt.NDArray, affine: npt.NDArray, axis: int, size: Sequence[int]) -> dict[str, Any]:
     """The geometry part of a case record (everything that ``reassemble_volume`` needs)."""
     ornt = canonical_ornt(affine)
@@ -316,6 +360,7 @@ def _geometry_record(data: npt.NDArray, affine: npt.NDArray, axis: int, size: Se
     return {
         "shape": list(shape),
         "spacing": [round(s, 6) for s in spacing_from_affine(affine)],
+        "slice_spacing": [round(s, 6) for s in display_spacing(affine, axis)],
         "affine": np.asarray(affine, dtype=np.float64).tolist(),
         "orientation": axis_codes(affine),
         "ornt_transform": [[int(a), int(f)] for a, f in ornt],
@@ -427,7 +472,7 @@ def slice_case(
         check_pair(image, label)
         classes = map_labels(label.data, cfg, label.path)
     axis = int(prep.axis)
-    record = _geometry_record(image.data, image.affine, axis, prep.size)
+    record = _geometry_record(image.data, image.affine, axis, target_size(image.data.shape, image.affine, axis, prep))
     ornt = np.asarray(record["ornt_transform"], dtype=np.float64)
     img_ras = _reorient(np.asarray(image.data), ornt)
     # Parameters from the whole volume, applied chunk by chunk (same result, bounded temporaries).
@@ -440,7 +485,7 @@ def slice_case(
         keep = choose_slices(has_fg, prep, rng)
     else:
         keep = list(range(record["n_slices"]))
-    size = prep.size
+    size = record["size"]
     slices: list[SliceItem]
     images = display_slices(img_ras, axis, keep, lambda block: apply_intensity(block, recipe))
     if lbl_ras is None:
@@ -567,7 +612,8 @@ def volume_to_slices(
         recipe = dict(spec["intensity"])
     else:
         prep, modality = _prepare_of(spec)
-        axis, size = int(prep.axis), (int(prep.size[0]), int(prep.size[1]))
+        axis = int(prep.axis)
+        size = target_size(arr.shape, aff, axis, prep)
     record = _geometry_record(arr, aff, axis, size)
     ornt = np.asarray(record["ornt_transform"], dtype=np.float64)
     ras = _reorient(arr, ornt)

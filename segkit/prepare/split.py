@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,8 @@ def allocate(n: int, ratios: Sequence[float], names: Sequence[str]) -> list[int]
 def split_cases(case_ids: Iterable[str], split_cfg: SplitConfig, seed: int) -> dict[str, Any]:
     """Assign every case to exactly one of train / valid / test.
 
-    Without ``folds``: the sorted ids are permuted once and cut into test, valid, train by the normalised
+    With ``group_by`` the split is made over patients (the regex's group) and each case follows its patient;
+    ``splits.json`` then also lists ``patients`` per split. Without ``folds``: the sorted ids are permuted once and cut into test, valid, train by the normalised
     ratios (each positive ratio gets at least one case). With ``folds`` = K: the test share is held out first,
     the remaining cases are cut into K disjoint folds, fold ``split_cfg.fold`` is the validation set and the
     other K-1 folds are train (the ``valid`` ratio is ignored).
@@ -95,6 +97,8 @@ def split_cases(case_ids: Iterable[str], split_cfg: SplitConfig, seed: int) -> d
         raise DataError(f"case id '{dup[0]}' occurs twice", hint="case ids must be unique")
     if not ids:
         raise DataError("no cases to split")
+    if split_cfg.group_by:
+        return _split_grouped(ids, split_cfg, seed)
     total = split_cfg.train + split_cfg.valid + split_cfg.test
     ratios = {"train": split_cfg.train / total, "valid": split_cfg.valid / total, "test": split_cfg.test / total}
     order = [ids[i] for i in split_rng(seed).permutation(len(ids))]
@@ -119,6 +123,40 @@ def split_cases(case_ids: Iterable[str], split_cfg: SplitConfig, seed: int) -> d
         out["train"] = sorted(c for j, f in enumerate(folds) if j != split_cfg.fold for c in f)
         out["kfold"] = folds
     out = {k: out[k] for k in ("seed", "ratios", "folds", "fold", "train", "valid", "test", "kfold") if k in out}
+    check_no_leak(out)
+    return out
+
+
+def patient_groups(case_ids: Sequence[str], group_by: str) -> dict[str, list[str]]:
+    """``{patient: [case ids]}`` by the first group of the ``group_by`` regex (``re.search``).
+
+    Raises:
+        DataError: a case id the pattern does not match (named, with the pattern).
+    """
+    pattern = re.compile(group_by)
+    groups: dict[str, list[str]] = {}
+    for cid in case_ids:
+        m = pattern.search(cid)
+        if m is None or not m.group(1):
+            raise DataError(
+                f"case id '{cid}' does not match prepare.split.group_by '{group_by}'",
+                hint="the pattern's one (group) must name the patient in every case id, e.g. '^(patient\\d+)_'",
+            )
+        groups.setdefault(m.group(1), []).append(cid)
+    return groups
+
+
+def _split_grouped(ids: list[str], split_cfg: SplitConfig, seed: int) -> dict[str, Any]:
+    """``split_cases`` over patients (``group_by``), then every patient's cases follow it."""
+    groups = patient_groups(ids, split_cfg.group_by or "")
+    by_patient = split_cases(sorted(groups), split_cfg.model_copy(update={"group_by": None}), seed)
+    out: dict[str, Any] = {k: by_patient[k] for k in ("seed", "ratios", "folds", "fold")}
+    out["group_by"] = split_cfg.group_by
+    for name in SPLITS:
+        out[name] = sorted(c for p in by_patient[name] for c in groups[p])
+    if "kfold" in by_patient:
+        out["kfold"] = [sorted(c for p in fold for c in groups[p]) for fold in by_patient["kfold"]]
+    out["patients"] = {name: by_patient[name] for name in SPLITS}
     check_no_leak(out)
     return out
 

@@ -385,7 +385,7 @@ def preview_batch(cfg: Config, n: int) -> tuple[np.ndarray, np.ndarray]:
     manifest = Path(cfg.data.dir) / "dataset.json"
     context = context_table(pairs, k, manifest if manifest.is_file() else None) if k else None
     candidates = sorted({int(i) for i in np.linspace(0, len(pairs) - 1, num=min(len(pairs), 4 * n))})
-    samples = [read_sample(pairs, i, cfg, context) for i in candidates]
+    samples = [read_sample(pairs, i, cfg, context, patch=True) for i in candidates]
     richness = [len(np.unique(mask)) for _, mask in samples]
     keep = sorted(sorted(range(len(samples)), key=lambda j: -richness[j])[:n])
     xs = np.stack([samples[j][0] for j in keep]).astype(np.float32)

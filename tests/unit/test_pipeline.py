@@ -275,3 +275,26 @@ def test_bad_colour_surfaces_as_data_error_naming_the_file(tiny: Path) -> None:
     assert isinstance(err, DataError)
     assert err.one_line().startswith(f"{bad}: 4096 pixels have colour (200, 100, 50), which is no class colour")  # BGR file
     assert unwrap_data_error(ValueError("something else")) is None
+
+
+def test_patches_cut_model_size_windows_from_larger_slices(tmp_path: Path) -> None:
+    """data.patches: slices of 96x80 and 40x50 (two sizes, as two cases at one spacing would have) become 64x64
+    training patches whose image and mask agree, and centre patches for validation."""
+    for split, n in (("train", 4), ("valid", 2)):
+        for i in range(n):
+            size = (96, 80) if i % 2 == 0 else (40, 50)
+            m = np.zeros(size, np.uint8)
+            m[size[0] // 2 - 3 : size[0] // 2 + 3, 5:9] = 1 + i % 3
+            write_pair(tmp_path / split, f"case{i}_{i:04d}", m)
+    cfg = tiny_config(tmp_path, patches=True, foreground_oversample=1.0)
+    cfg = cfg.model_copy(update={"augment": cfg.augment.model_copy(update={"enabled": False})})
+    x, y = _collect(make_dataset(cfg, "train", training=True))
+    assert x.shape == (4, 64, 64, 1) and y.shape == (4, 64, 64, 4)
+    labels = y.argmax(-1)
+    assert all((labels[j] > 0).any() for j in range(4))  # every patch was placed on the foreground
+    expected_gray = (20 + 60 * labels).astype(np.float32) / 255.0
+    inside = x[..., 0] > 0  # padding (zeros) aside, image and mask moved together
+    np.testing.assert_allclose(x[..., 0][inside], expected_gray[inside], atol=1 / 255)
+    xv, yv = _collect(make_dataset(cfg, "valid", training=False))
+    assert xv.shape == (2, 64, 64, 1)
+    assert yv.argmax(-1).sum() > 0

@@ -91,3 +91,32 @@ def test_write_and_load_splits(tmp_path: Path) -> None:
     path.write_text(json.dumps({**s, "test": s["test"] + [s["train"][0]]}))
     with pytest.raises(DataError, match="is in both train and test"):
         load_splits(tmp_path)
+
+
+ACDC = [f"patient{p:03d}_frame{f:02d}" for p in (2, 7, 8, 11, 13, 19, 24, 28, 30, 33) for f in (1, 2)]
+
+
+@pytest.mark.parametrize("folds", [None, 3])
+def test_group_by_keeps_both_volumes_of_a_patient_in_one_split(folds: int | None) -> None:
+    cfg = SplitConfig(train=0.6, valid=0.2, test=0.2, folds=folds, group_by=r"^(patient\d+)_")
+    s = split_cases(ACDC, cfg, seed=42)
+    assert sorted(s["train"] + s["valid"] + s["test"]) == sorted(ACDC)
+    for name in ("train", "valid", "test"):
+        patients = {c.split("_")[0] for c in s[name]}
+        assert len(s[name]) == 2 * len(patients)  # both phases of every patient in this split
+        assert sorted(patients) == s["patients"][name]
+    assert len(s["patients"]["test"]) == 2  # 20 % of 10 patients, not of 20 volumes
+    if folds:
+        assert all(len(f) % 2 == 0 for f in s["kfold"])
+
+
+def test_group_by_that_does_not_match_names_the_case() -> None:
+    with pytest.raises(DataError, match="case id 'scan_7' does not match prepare.split.group_by"):
+        split_cases([*ACDC, "scan_7"], SplitConfig(group_by=r"^(patient\d+)_"), seed=1)
+
+
+def test_group_by_needs_one_group() -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        SplitConfig(group_by=r"^patient\d+_")
+    with pytest.raises(ValueError, match="regular expression"):
+        SplitConfig(group_by=r"^(patient")
