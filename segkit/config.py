@@ -213,6 +213,11 @@ class EpochInferConfig(_Strict):
 
 class TrainConfig(_Strict):
     epochs: int = Field(100, ge=1)
+    choose_postprocessing: bool = Field(
+        True,
+        description="after training, decide on the validation volumes whether flip TTA and, per class, keeping the "
+        "largest connected component raise Dice; the choice is stored as <run_dir>/postprocessing.json",
+    )
     batch_size: int = Field(2, ge=1)
     learning_rate: float = Field(1e-4, gt=0)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
@@ -332,8 +337,14 @@ class EvaluateConfig(_Strict):
 class InferConfig(_Strict):
     batch_size: int = Field(8, ge=1)
     overlap: float = Field(0.5, ge=0, lt=1, description="sliding-window overlap for images larger than the model")
-    tta: bool = Field(False, description="flip test-time augmentation")
-    largest_component: bool = False
+    tta: bool = Field(
+        False, description="flip test-time augmentation; unset, the run's postprocessing.json decides"
+    )
+    largest_component: bool | tuple[int, ...] = Field(
+        False,
+        description="keep the largest connected component: true = every class, or a list of class ids; unset, "
+        "the run's postprocessing.json (chosen on validation cases by train) decides",
+    )
     alpha: float = Field(0.5, ge=0, le=1, description="overlay opacity")
 
 

@@ -212,6 +212,9 @@ def evaluate_model(
     run_dir = Path(cfg.train.run_dir)
     model_path = Path(model_path) if model_path is not None else run_dir / "model.keras"
     out_dir = Path(out_dir) if out_dir is not None else (cfg.evaluate.output_dir or run_dir / "evaluation")
+    from segkit.evaluate.postprocess import apply_postprocessing
+
+    cfg = apply_postprocessing(cfg, model_path.parent)
     model = load_model(model_path, cfg, precision=cfg.train.precision)
     data_dir = Path(cfg.data.dir)
     pairs = list_pairs(data_dir / split)
@@ -313,7 +316,8 @@ def evaluate_model(
         "volumetric": volumetric,
         "reference": kinds[0] if len(kinds) == 1 else ("mixed" if kinds else None),
         "reference_per_case": reference,
-        "largest_component": bool(cfg.infer.largest_component) if with_sources else None,
+        "largest_component": _lcc_json(cfg.infer.largest_component) if with_sources else None,
+        "tta": cfg.infer.tta,
         "surface_distance_implementation": IMPLEMENTATION if volumetric else None,
         "nsd_tolerance_mm": tol,
         **summary,
@@ -340,6 +344,10 @@ def evaluate_model(
     }
     summary["per_slice"] = _json_clean(summary["per_slice"])
     return _write_reports(out_dir, rows, slice_rows, summary, classes, conf)
+
+
+def _lcc_json(value: bool | Sequence[int]) -> bool | list[int]:
+    return value if isinstance(value, bool) else [int(v) for v in value]
 
 
 def _predict_samples(

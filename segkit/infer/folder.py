@@ -154,7 +154,7 @@ def infer_folder(
     out_dir: Path,
     batch_size: int | None = None,
     tta: bool | None = None,
-    largest_component: bool | None = None,
+    largest_component: bool | Sequence[int] | None = None,
     progress: ProgressFn | None = None,
     on_start: Callable[[int], None] | None = None,
     overwrite: bool = False,
@@ -181,7 +181,7 @@ def infer_folder(
     """
     from segkit.infer.predict import largest_component as keep_largest
     from segkit.infer.predict import make_predictor, model_input_size, predict_probs
-    from segkit.infer.volume import overlay, refuse_existing
+    from segkit.infer.volume import lcc_classes, overlay, refuse_existing
     from segkit.io.palette import encode_mask, palette_array
     from segkit.io.png import write_png
 
@@ -191,6 +191,7 @@ def infer_folder(
     bs = int(batch_size or cfg.infer.batch_size)
     use_tta = cfg.infer.tta if tta is None else tta
     use_lcc = cfg.infer.largest_component if largest_component is None else largest_component
+    lcc = lcc_classes(use_lcc, cfg)
     colors = [c.color for c in cfg.effective_classes]
     palette = palette_array(colors)
     out_dir = Path(out_dir)
@@ -209,8 +210,8 @@ def infer_folder(
             _write_outputs(path, display, p.argmax(-1).astype(np.uint8))
 
     def _write_outputs(path: Path, display: npt.NDArray[np.uint8], labels: npt.NDArray[np.uint8]) -> None:
-        if use_lcc:
-            labels = keep_largest(labels, [c.id for c in cfg.effective_classes])
+        if lcc:
+            labels = keep_largest(labels, lcc)
         color = encode_mask(labels, palette)
         write_png(out_dir / "masks" / f"{path.stem}.png", color)
         write_png(out_dir / "labels" / f"{path.stem}.png", labels)

@@ -191,7 +191,7 @@ def predict_volume(
     cfg: Config,
     batch_size: int,
     tta: bool = False,
-    largest_component: bool = False,
+    largest_component: bool | Sequence[int] = False,
     progress: ProgressFn | None = None,
     on_start: Callable[[int], None] | None = None,
     path: Path | None = None,
@@ -207,7 +207,8 @@ def predict_volume(
         cfg: the config (``data.image_size``, channels, context slices, ``infer.overlap``, classes).
         batch_size: slices per model call.
         tta: flip test-time augmentation.
-        largest_component: keep the largest connected component per class (3D).
+        largest_component: keep the largest connected component (3D) of every class (True) or of the listed
+            class ids.
         progress: called with the number of slices done after each batch.
         on_start: called once with the number of slices, before prediction.
         path: the input file, named in errors.
@@ -242,12 +243,20 @@ def predict_volume(
 
     t0 = time.perf_counter()
     labels = reassemble_volume({k: labels2d[i] for i, (k, _, _) in enumerate(sliced.slices)}, sliced.record)
-    if largest_component:
-        labels = keep_largest(labels, [c.id for c in cfg.effective_classes])
+    lcc = lcc_classes(largest_component, cfg)
+    if lcc:
+        labels = keep_largest(labels, lcc)
     if labels.shape != np.shape(data):
         raise DataError(f"reassembled labels {labels.shape} differ from the input {np.shape(data)}", path=path)
     t["reassemble"] = time.perf_counter() - t0
     return VolumePrediction(labels.astype(np.uint8, copy=False), stack, labels2d, dict(sliced.record), t)
+
+
+def lcc_classes(largest_component: bool | Sequence[int], cfg: Config) -> list[int]:
+    """Class ids to clean with the largest-component filter: all for True, none for False, else the list."""
+    if isinstance(largest_component, bool):
+        return [c.id for c in cfg.effective_classes] if largest_component else []
+    return [int(c) for c in largest_component]
 
 
 def volume_outputs(path: Path, out_dir: Path) -> list[Path]:
@@ -280,7 +289,7 @@ def infer_volume(
     out_dir: Path,
     batch_size: int | None = None,
     tta: bool | None = None,
-    largest_component: bool | None = None,
+    largest_component: bool | Sequence[int] | None = None,
     progress: ProgressFn | None = None,
     on_start: Callable[[int], None] | None = None,
     overwrite: bool = False,

@@ -65,6 +65,7 @@ RUN_OUTPUTS = (
     "epoch_infer",
     "backup",
     "train_summary.json",
+    "postprocessing.json",
 )
 """Everything ``train_model`` writes in a run directory (what ``overwrite`` removes; nothing else is touched)."""
 
@@ -652,6 +653,12 @@ def train_model(
         stop_reason = "early_stopping" if stopped else "epochs"
     train_time_s = spent_time(rows)[0]
     del history
+    postprocessing = None
+    if cfg.train.choose_postprocessing and (run_dir / "model.keras").is_file():
+        from segkit.evaluate.postprocess import choose_postprocessing
+
+        pp = choose_postprocessing(cfg, run_dir / "model.keras")
+        postprocessing = pp.to_json() if pp is not None else None
     write_json(
         run_dir / "train_summary.json",
         {
@@ -663,6 +670,7 @@ def train_model(
             "monitor": monitor,
             "best_value": best_value,
             "best_epoch": best_epoch,
+            "postprocessing": postprocessing,
         },
     )
     if stop_reason == "time_limit":

@@ -179,6 +179,13 @@ def test_run_folder_holds_every_output(runs: Runs, demo_config: Path) -> None:
         model = keras.models.load_model(run / name, safe_mode=True, compile=False)  # how infer loads it
         assert tuple(model.output.shape) == (None, 64, 64, 4)
     assert not [p for p in run.iterdir() if ".tmp" in p.name]  # no temporary checkpoint left behind
+    # post-processing decided on the validation volumes (phantom cases keep their source files)
+    pp = json.loads((run / "postprocessing.json").read_text())
+    assert isinstance(pp["tta"], bool) and set(pp["largest_component"]) <= {1, 2, 3}
+    assert pp["split"] == "valid" and pp["cases"] == json.loads((runs.data / "splits.json").read_text())["valid"]
+    assert set(pp["dice"]) == {"plain", "plain+lcc", "tta", "tta+lcc"}
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["stop_reason"] == "epochs" and summary["postprocessing"] == pp
 
 
 @pytest.mark.slow

@@ -1,0 +1,223 @@
+"""Post-processing chosen on validation volumes: flip TTA and, per class, keeping the largest component.
+
+nnU-Net decides its post-processing on the cross-validation predictions and applies it only where it helps;
+segkit does the same on the validation cases of a run. ``choose_postprocessing`` segments every validation
+volume (in its original geometry, as ``segkit infer`` does) without and with flip TTA, scores each class with
+and without the largest-connected-component filter, and keeps
+
+- TTA when it raises the mean foreground Dice (with the best component choice for each variant), and
+- the component filter for each class whose mean Dice it raises (a class with two legitimate parts, such as
+  both lungs, keeps them because the filter lowers its Dice).
+
+The decision is written to ``<run_dir>/postprocessing.json``; ``apply_postprocessing`` makes ``evaluate`` and
+``infer`` use it unless the config sets ``infer.tta`` / ``infer.largest_component`` itself.
+
+Example:
+    >>> pp = choose_postprocessing(cfg)          # after training
+    >>> pp.tta, pp.largest_component
+    (False, (1,))
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segkit.config import Config
+from segkit.errors import DataError
+from segkit.io.atomic import write_json
+
+logger = logging.getLogger(__name__)
+
+POSTPROCESSING_FILE = "postprocessing.json"
+
+
+@dataclass(frozen=True)
+class Postprocessing:
+    """A run's post-processing decision.
+
+    Attributes:
+        tta: use flip test-time augmentation.
+        largest_component: class ids whose largest connected component is kept.
+        split: the split it was decided on.
+        cases: the case ids scored.
+        dice: mean Dice per variant (``plain``, ``plain+lcc``, ``tta``, ``tta+lcc``) and class name.
+    """
+
+    tta: bool
+    largest_component: tuple[int, ...]
+    split: str = "valid"
+    cases: tuple[str, ...] = ()
+    dice: dict[str, dict[str, float | None]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"tta": self.tta, "largest_component": list(self.largest_component), "split": self.split,
+                "cases": list(self.cases), "dice": self.dice}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any], path: Path | None = None) -> Postprocessing:
+        try:
+            return cls(bool(obj["tta"]), tuple(int(c) for c in obj["largest_component"]), str(obj.get("split", "")),
+                       tuple(obj.get("cases", ())), dict(obj.get("dice", {})))
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"invalid {POSTPROCESSING_FILE}: {e}", path=path,
+                            hint="delete the file or rerun training with train.choose_postprocessing") from e
+
+
+def load_postprocessing(run_dir: Path) -> Postprocessing | None:
+    """The decision stored in ``run_dir`` (``None`` when there is none)."""
+    path = Path(run_dir) / POSTPROCESSING_FILE
+    if not path.is_file():
+        return None
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read {POSTPROCESSING_FILE}: {e}", path=path) from e
+    return Postprocessing.from_json(obj, path)
+
+
+def apply_postprocessing(cfg: Config, run_dir: Path) -> Config:
+    """``cfg`` with ``infer.tta`` / ``infer.largest_component`` from ``run_dir/postprocessing.json``; a key the
+    config (or ``--set``) gives explicitly wins, and without the file ``cfg`` is returned unchanged."""
+    pp = load_postprocessing(run_dir)
+    if pp is None:
+        return cfg
+    given = cfg.infer.model_fields_set
+    update: dict[str, Any] = {}
+    if "tta" not in given:
+        update["tta"] = pp.tta
+    if "largest_component" not in given:
+        update["largest_component"] = pp.largest_component
+    if not update:
+        return cfg
+    logger.info("post-processing from %s: %s", Path(run_dir) / POSTPROCESSING_FILE, update)
+    return cfg.model_copy(update={"infer": cfg.infer.model_copy(update=update)})
+
+
+def _dice(pred: np.ndarray, ref: np.ndarray, cid: int) -> float:
+    p, r = pred == cid, ref == cid
+    denom = int(p.sum()) + int(r.sum())
+    return math.nan if denom == 0 else 2.0 * int(np.logical_and(p, r).sum()) / denom
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
+
+
+def decide(
+    means: dict[str, dict[int, float | None]], class_ids: Sequence[int]
+) -> tuple[bool, tuple[int, ...], float, float]:
+    """The decision from mean Dice per variant (``plain``, ``plain+lcc``, ``tta``, ``tta+lcc``) and class.
+
+    For each TTA setting, every class takes the filter only if it raises that class's mean Dice; TTA is kept only
+    if the resulting mean foreground Dice beats the plain one. Classes never seen (``None``) are skipped.
+
+    Returns:
+        ``(tta, largest-component class ids, plain score, tta score)``.
+
+    Example:
+        >>> decide({"plain": {1: .8, 2: .7}, "plain+lcc": {1: .85, 2: .6},
+        ...         "tta": {1: .8, 2: .7}, "tta+lcc": {1: .84, 2: .6}}, [1, 2])
+        (False, (1,), 0.775, 0.77)  # doctest: +SKIP
+    """
+
+    def best(variant: str) -> tuple[float, tuple[int, ...]]:
+        total: list[float] = []
+        chosen: list[int] = []
+        for cid in class_ids:
+            plain, lcc = means[variant].get(cid), means[variant + "+lcc"].get(cid)
+            if plain is None:
+                continue
+            if lcc is not None and lcc > plain:
+                chosen.append(cid)
+                total.append(lcc)
+            else:
+                total.append(plain)
+        return (float(np.mean(total)) if total else 0.0), tuple(chosen)
+
+    plain_score, plain_lcc = best("plain")
+    tta_score, tta_lcc = best("tta")
+    use_tta = tta_score > plain_score
+    return use_tta, (tta_lcc if use_tta else plain_lcc), plain_score, tta_score
+
+
+def choose_postprocessing(
+    cfg: Config,
+    model_path: Path | None = None,
+    split: str = "valid",
+    progress: Callable[[int], None] | None = None,
+    write: bool = True,
+) -> Postprocessing | None:
+    """Decide TTA and the per-class component filter on the volume cases of ``split`` (see the module docs).
+
+    Args:
+        cfg: the run's config (``data.dir`` with dataset.json, ``train.run_dir``, classes).
+        model_path: default ``<train.run_dir>/model.keras``.
+        split: the cases to decide on (never the test cases).
+        progress: called with the number of slices done.
+        write: store the decision as ``<run_dir>/postprocessing.json``.
+
+    Returns:
+        The decision, or ``None`` when the split has no volume case whose source files still exist
+        (2D datasets, moved sources): nothing is written then.
+    """
+    from segkit.evaluate.run import _labels_config, _sources_exist
+    from segkit.infer.predict import largest_component, load_model
+    from segkit.infer.volume import predict_volume
+    from segkit.io.volumes import load_volume
+    from segkit.prepare.manifest import MANIFEST_FILE, load_manifest
+    from segkit.prepare.slicing import map_labels
+
+    data_dir = Path(cfg.data.dir)
+    if not (data_dir / MANIFEST_FILE).is_file():
+        return None
+    manifest = load_manifest(data_dir)
+    cases = {c: r for c, r in manifest["cases"].items()
+             if r.get("split") == split and r.get("kind") != "slices2d" and _sources_exist(r)}
+    if not cases:
+        logger.info("no %s volume with its source files: post-processing left off", split)
+        return None
+    run_dir = Path(cfg.train.run_dir)
+    model = load_model(Path(model_path) if model_path else run_dir / "model.keras", cfg, precision=cfg.train.precision)
+    label_cfg = _labels_config(cfg, manifest)
+    classes = [(c.id, c.name) for c in cfg.effective_classes]
+    scores: dict[str, dict[int, list[float]]] = {v: {c: [] for c, _ in classes}
+                                                for v in ("plain", "plain+lcc", "tta", "tta+lcc")}
+    bs = int(cfg.infer.batch_size)
+    for case_id in sorted(cases):
+        record = cases[case_id]
+        image, label = load_volume(Path(record["image"])), load_volume(Path(record["label"]))
+        ref = map_labels(label.data, label_cfg, label.path)
+        for tta in (False, True):
+            pred = predict_volume(model, image.data, image.affine, record, cfg, bs, tta, False, progress,
+                                  path=image.path).labels
+            name = "tta" if tta else "plain"
+            for cid, _ in classes:
+                scores[name][cid].append(_dice(pred, ref, cid))
+                scores[name + "+lcc"][cid].append(_dice(largest_component(pred, [cid]), ref, cid))
+    means = {v: {cid: _mean(vals) for cid, vals in per.items()} for v, per in scores.items()}
+    use_tta, lcc, plain_score, tta_score = decide(means, [cid for cid, _ in classes])
+    pp = Postprocessing(
+        tta=use_tta,
+        largest_component=lcc,
+        split=split,
+        cases=tuple(sorted(cases)),
+        dice={v: {name: means[v][cid] for cid, name in classes} for v in means},
+    )
+    logger.info("post-processing chosen on %d %s case(s): tta %s (mean Dice %.4f vs %.4f), largest component %s",
+                len(cases), split, use_tta, tta_score, plain_score, list(pp.largest_component) or "none")
+    if write:
+        write_json(run_dir / POSTPROCESSING_FILE, pp.to_json())
+    return pp
+
+
+__all__ = ["Postprocessing", "choose_postprocessing", "decide", "apply_postprocessing", "load_postprocessing",
+           "POSTPROCESSING_FILE"]
