@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DEMO    ?= demo
 
-.PHONY: install demo test test-fast bench lint clean
+.PHONY: install demo test test-fast bench bench-quality lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -31,8 +31,12 @@ bench: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python scripts/bench_train.py
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python scripts/bench_infer.py
 
+# Real-data quality: LA + ACDC, recommended vs seed recipe, 20 training minutes each (~1.5 h on 2 cores).
+bench-quality: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python scripts/bench_quality.py $(BENCH_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check segkit tests scripts
 
 clean:
-	rm -rf $(VENV) $(DEMO) .pytest_cache
+	rm -rf $(VENV) $(DEMO) .pytest_cache bench-quality

@@ -63,7 +63,7 @@ def child(n: int, batches: int, batch_size: int) -> dict[str, float]:
         make_synthetic(root, n)
         setup_s = time.perf_counter() - t0
         cfg = load_config(
-            REPO / "configs" / "whole-heart.yaml",
+            REPO / "configs" / "seed" / "whole-heart.yaml",
             [f"data.dir={root}", f"train.batch_size={batch_size}"],
         )
         ds = make_dataset(cfg, "train", training=True)
@@ -102,7 +102,7 @@ def augment_throughput(seconds: float = 5.0) -> dict[str, float]:
     mask = rng.integers(0, 9, (SIZE, SIZE)).astype(np.uint8)
     result = {}
     for name, overrides in (("whole-heart preset", []), ("all 14 transforms p=0.5", every)):
-        aug = Augmenter(load_config(REPO / "configs" / "whole-heart.yaml", overrides))
+        aug = Augmenter(load_config(REPO / "configs" / "seed" / "whole-heart.yaml", overrides))
         aug(image, mask, epoch=0, index=0)
         n, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:

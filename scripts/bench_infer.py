@@ -6,7 +6,7 @@ write ``<case>_seg.nii.gz`` + the overlay PNG. Model building / loading is repor
 
 Models (untrained weights: timing only):
 
-- ``whole-heart``: the Whole-Heart seed architecture (configs/whole-heart.yaml: flexunet 512x512x3, 9 classes,
+- ``whole-heart``: the Whole-Heart seed architecture (configs/seed/whole-heart.yaml: flexunet 512x512x3, 9 classes,
   base_filters 16, base_kernels 7, num_layers 8);
 - ``demo``: configs/demo.yaml (flexunet 64x64x1, 4 classes, num_layers 4).
 
@@ -64,7 +64,7 @@ def bench_one(name: str, precision: str, n_slices: int, batch: int, tmp: Path) -
     from segkit.infer.volume import infer_volume, model_inputs
     from segkit.models import build_model
 
-    config = REPO / "configs" / ("whole-heart.yaml" if name == "whole-heart" else "demo.yaml")
+    config = REPO / "configs" / ("seed/whole-heart.yaml" if name == "whole-heart" else "demo.yaml")
     cfg = load_config(config, [f"data.dir={tmp / 'no-dataset'}", f"infer.batch_size={batch}"])
     rng = np.random.default_rng(0)
     vol_path = tmp / f"bench_{name}_{n_slices}.nii.gz"

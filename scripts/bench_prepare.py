@@ -1,6 +1,6 @@
 """Benchmark ``segkit prepare``: slices/second and peak memory on synthetic 512 x 512 x 300 CT volumes.
 
-Runs ``run_prepare`` (source ``hocm``, preset ``configs/hocm.yaml``: 512 x 512 output, every slice kept) in a
+Runs ``run_prepare`` (source ``hocm``, preset ``configs/seed/hocm.yaml``: 512 x 512 output, every slice kept) in a
 fresh subprocess per setting so that peak memory is measured cleanly:
 
 - 1 worker on 1 volume (the case runs in the process itself);
@@ -63,7 +63,7 @@ def run_one(raw: Path, out: Path, workers: int, compression: int) -> None:
     from segkit.config import load_config
     from segkit.prepare.run import run_prepare
 
-    cfg = load_config(REPO / "configs" / "hocm.yaml", [
+    cfg = load_config(REPO / "configs" / "seed" / "hocm.yaml", [
         "prepare.empty_slices=keep",  # write every slice: 300 pairs per volume
         "prepare.split={train: 1, valid: 0, test: 0}",  # 1-2 volumes: all in train
         f"prepare.png_compression={compression}",

@@ -4,7 +4,7 @@ Cases (``--only`` picks some, comma-separated; default all):
 
 - ``peak``: the machine's conv FLOP/s, a 3x3 Conv2D (2 x 128 x 128 x 128 -> 128 channels, ~9.7 GFLOP per
   call) forward, float32 and bfloat16, best of a few calls;
-- ``wh-<precision>[-xla]``: the Whole-Heart seed architecture (``configs/whole-heart.yaml`` model: flexunet
+- ``wh-<precision>[-xla]``: the Whole-Heart seed architecture (``configs/seed/whole-heart.yaml`` model: flexunet
   512x512x3, 9 classes, base_filters 16, base_kernels 7, num_layers 8, batch 2);
 - ``demo-<precision>[-xla]``: the demo model (``configs/demo.yaml``, 64x64x1, 4 classes, batch 16);
 
@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16"}
 MODELS = {
     # name: (config, overrides)
-    "wh": (REPO / "configs" / "whole-heart.yaml", ["train.batch_size=2"]),
+    "wh": (REPO / "configs" / "seed" / "whole-heart.yaml", ["train.batch_size=2"]),
     "demo": (REPO / "configs" / "demo.yaml", []),
 }
 

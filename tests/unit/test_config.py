@@ -10,7 +10,7 @@ import yaml
 from segkit.config import Config, apply_override, load_config, validate_config
 from segkit.errors import ConfigError
 
-PRESETS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+PRESETS = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml"))
 CLASSES = [{"id": 1, "name": "a", "color": [255, 0, 0]}, {"id": 2, "name": "b", "color": [0, 255, 0]}]
 
 

@@ -41,7 +41,7 @@ def tiny_cfg(**model: Any) -> Any:
 
 
 def test_flexunet_reproduces_the_whole_heart_seed_parameter_count() -> None:
-    raw = yaml.safe_load((REPO / "configs" / "whole-heart.yaml").read_text())
+    raw = yaml.safe_load((REPO / "configs" / "seed" / "whole-heart.yaml").read_text())
     # the count does not depend on H, W (test_param_count_is_independent_of_image_size); 128 = 2**7 is the
     # smallest size the 7 poolings allow and builds in seconds
     raw["data"]["image_size"] = [128, 128]

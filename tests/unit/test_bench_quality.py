@@ -1,0 +1,60 @@
+"""scripts/bench_quality.py: the recipes it trains are the presets it names, and the fixed split is enforced."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench():  # noqa: ANN201
+    spec = importlib.util.spec_from_file_location("bench_quality", REPO / "scripts" / "bench_quality.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("dataset", ["la", "acdc"])
+def test_recommended_recipe_is_the_preset_with_the_bench_split(bench, dataset: str, tmp_path: Path) -> None:  # noqa: ANN001
+    from segkit.config import load_config
+
+    cfg = bench.recipe_config(dataset, "recommended", tmp_path, 20.0, quick=False)
+    preset = load_config(REPO / "configs" / f"{bench.DATASETS[dataset]['preset']}.yaml")
+    assert cfg.model == preset.model and cfg.loss == preset.loss and cfg.augment == preset.augment
+    assert cfg.train.time_limit == 20.0 and cfg.train.run_dir == tmp_path / "run"
+    assert cfg.data.dir == tmp_path / "data" and cfg.evaluate.split == "test"
+    assert cfg.prepare.split.test == bench.DATASETS[dataset]["split"]["test"]
+
+
+def test_seed_recipe_keeps_the_seed_settings_at_128_and_six_levels(bench, tmp_path: Path) -> None:  # noqa: ANN001
+    from segkit.config import load_config
+
+    cfg = bench.recipe_config("acdc", "seed", tmp_path, 5.0, quick=False)
+    seed = load_config(REPO / "configs" / "seed" / "whole-heart.yaml")
+    assert [c.name for c in cfg.classes] == ["RV", "MYO", "LV"]
+    assert cfg.data.image_size == (128, 128) and cfg.prepare.size == (128, 128)
+    assert cfg.model.num_layers == 6 and cfg.model.base_kernels == seed.model.base_kernels
+    assert cfg.train.learning_rate == seed.train.learning_rate and cfg.augment == seed.augment
+    assert cfg.prepare.split.group_by == r"^(patient\d+)_"
+
+
+def test_a_moved_split_stops_the_bench(bench, tmp_path: Path) -> None:  # noqa: ANN001
+    ds = bench.DATASETS["la"]
+    (tmp_path / "splits.json").write_text(json.dumps({"test": ds["test"], "valid": ds["valid"], "train": []}))
+    assert bench.check_split("la", tmp_path, quick=False)["test"] == ds["test"]
+    (tmp_path / "splits.json").write_text(json.dumps({"test": ["la_101"], "valid": ds["valid"], "train": []}))
+    with pytest.raises(SystemExit, match="the split moved"):
+        bench.check_split("la", tmp_path, quick=False)
+
+
+def test_table_lists_every_result(bench) -> None:  # noqa: ANN001
+    r = {"dataset": "la", "recipe": "seed", "tag": "", "epochs": 3, "train_time_s": 600.0,
+         "per_case": {"a": {}, "b": {}}, "mean_fg_dice": 0.5, "sd_fg_dice": 0.1, "per_class_dice": {"LA": 0.5},
+         "mean_hd95_mm": 12.345, "postprocessing": {"tta": True, "largest_component": [1]}}
+    lines = bench.table([r]).splitlines()
+    assert lines[2] == "| la | seed | 3 (10.0 min) | 2 | 0.500 ± 0.100 | LA 0.500 | 12.35 | TTA, LCC [1] |"
