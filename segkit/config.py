@@ -337,14 +337,21 @@ class EvaluateConfig(_Strict):
 class InferConfig(_Strict):
     batch_size: int = Field(8, ge=1)
     overlap: float = Field(0.5, ge=0, lt=1, description="sliding-window overlap for images larger than the model")
-    tta: bool = Field(
-        False, description="flip test-time augmentation; unset, the run's postprocessing.json decides"
+    tta: bool | None = Field(
+        None, description="flip test-time augmentation; null = the run's postprocessing.json decides (else off)"
     )
-    largest_component: bool | tuple[int, ...] = Field(
-        False,
-        description="keep the largest connected component: true = every class, or a list of class ids; unset, "
-        "the run's postprocessing.json (chosen on validation cases by train) decides",
+    largest_component: bool | tuple[int, ...] | None = Field(
+        None,
+        description="keep the largest connected component (volumes): true = every class, or a list of class ids; "
+        "null = the run's postprocessing.json (chosen on validation volumes by train) decides (else off)",
     )
+
+    @field_validator("largest_component", mode="before")
+    @classmethod
+    def _no_int_as_bool(cls, v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool):
+            raise ValueError("give true, false or a list of class ids such as [1]")
+        return v
     alpha: float = Field(0.5, ge=0, le=1, description="overlay opacity")
 
 

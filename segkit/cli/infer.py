@@ -75,7 +75,7 @@ def infer(
         refuse_existing([p for v in volumes for p in volume_outputs(v, out_dir)], overwrite)
     from segkit.evaluate.postprocess import apply_postprocessing
 
-    cfg = apply_postprocessing(cfg, Path(model_path).parent)
+    cfg = apply_postprocessing(cfg, Path(model_path).parent, volumes=not images)
     net = load_model(model_path, cfg, precision=cfg.train.precision)
     opts = {"batch_size": batch_size, "tta": tta, "largest_component": largest, "overwrite": overwrite}
     if images:

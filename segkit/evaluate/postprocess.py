@@ -66,9 +66,12 @@ class Postprocessing:
         try:
             return cls(bool(obj["tta"]), tuple(int(c) for c in obj["largest_component"]), str(obj.get("split", "")),
                        tuple(obj.get("cases", ())), dict(obj.get("dice", {})))
-        except (KeyError, TypeError, ValueError) as e:
+        except KeyError as e:
+            raise DataError(f"invalid {POSTPROCESSING_FILE}: the key {e} is missing", path=path,
+                            hint="delete the file (post-processing then stays off) or retrain") from e
+        except (TypeError, ValueError) as e:
             raise DataError(f"invalid {POSTPROCESSING_FILE}: {e}", path=path,
-                            hint="delete the file or rerun training with train.choose_postprocessing") from e
+                            hint="delete the file (post-processing then stays off) or retrain") from e
 
 
 def load_postprocessing(run_dir: Path) -> Postprocessing | None:
@@ -79,22 +82,27 @@ def load_postprocessing(run_dir: Path) -> Postprocessing | None:
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise DataError(f"cannot read {POSTPROCESSING_FILE}: {e}", path=path) from e
+        raise DataError(f"cannot read {POSTPROCESSING_FILE}: {e}", path=path,
+                        hint="delete the file (post-processing then stays off) or retrain") from e
     return Postprocessing.from_json(obj, path)
 
 
-def apply_postprocessing(cfg: Config, run_dir: Path) -> Config:
-    """``cfg`` with ``infer.tta`` / ``infer.largest_component`` from ``run_dir/postprocessing.json``; a key the
-    config (or ``--set``) gives explicitly wins, and without the file ``cfg`` is returned unchanged."""
+def apply_postprocessing(cfg: Config, run_dir: Path, volumes: bool = True) -> Config:
+    """``cfg`` with ``infer.tta`` / ``infer.largest_component`` resolved: a value the config (or ``--set``) gives
+    wins; ``null`` (the default) takes the choice in ``run_dir/postprocessing.json``, and is off without one.
+
+    Args:
+        cfg: the config.
+        run_dir: the folder of the model (``postprocessing.json`` beside ``model.keras``).
+        volumes: the input is volumes. For 2D slices the component choice (made on 3D volumes, where one
+            structure can cross a slice twice) is not applied.
+    """
     pp = load_postprocessing(run_dir)
-    if pp is None:
-        return cfg
-    given = cfg.infer.model_fields_set
     update: dict[str, Any] = {}
-    if "tta" not in given:
-        update["tta"] = pp.tta
-    if "largest_component" not in given:
-        update["largest_component"] = pp.largest_component
+    if cfg.infer.tta is None:
+        update["tta"] = pp.tta if pp is not None else False
+    if cfg.infer.largest_component is None:
+        update["largest_component"] = pp.largest_component if (pp is not None and volumes) else False
     if not update:
         return cfg
     logger.info("post-processing from %s: %s", Path(run_dir) / POSTPROCESSING_FILE, update)

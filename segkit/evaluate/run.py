@@ -317,7 +317,7 @@ def evaluate_model(
         "reference": kinds[0] if len(kinds) == 1 else ("mixed" if kinds else None),
         "reference_per_case": reference,
         "largest_component": _lcc_json(cfg.infer.largest_component) if with_sources else None,
-        "tta": cfg.infer.tta,
+        "tta": bool(cfg.infer.tta),
         "surface_distance_implementation": IMPLEMENTATION if volumetric else None,
         "nsd_tolerance_mm": tol,
         **summary,
@@ -346,7 +346,9 @@ def evaluate_model(
     return _write_reports(out_dir, rows, slice_rows, summary, classes, conf)
 
 
-def _lcc_json(value: bool | Sequence[int]) -> bool | list[int]:
+def _lcc_json(value: bool | Sequence[int] | None) -> bool | list[int]:
+    if value is None:
+        return False
     return value if isinstance(value, bool) else [int(v) for v in value]
 
 
@@ -364,7 +366,8 @@ def _predict_samples(
         while end < len(images) and images[end].shape == images[start].shape:
             end += 1
         x = np.stack(images[start:end])
-        out.extend(predict_probs(model, x, int(cfg.infer.batch_size), cfg.infer.tta, cfg.infer.overlap, predictor))
+        out.extend(predict_probs(model, x, int(cfg.infer.batch_size), bool(cfg.infer.tta), cfg.infer.overlap,
+                                 predictor))
         start = end
     return out
 
@@ -429,7 +432,7 @@ def _original_case(
             progress(int(record["n_slices"]))
         return None
     pred = predict_volume(
-        model, image.data, image.affine, record, cfg, batch_size, cfg.infer.tta, cfg.infer.largest_component,
+        model, image.data, image.affine, record, cfg, batch_size, bool(cfg.infer.tta), cfg.infer.largest_component,
         progress, path=image.path,
     )
     ref = map_labels(label.data, label_cfg, label.path)

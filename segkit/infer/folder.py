@@ -189,7 +189,7 @@ def infer_folder(
     check_output_dir(Path(folder), Path(out_dir))
     refuse_existing(folder_outputs(files, Path(out_dir)), overwrite)
     bs = int(batch_size or cfg.infer.batch_size)
-    use_tta = cfg.infer.tta if tta is None else tta
+    use_tta = bool(cfg.infer.tta) if tta is None else tta
     use_lcc = cfg.infer.largest_component if largest_component is None else largest_component
     lcc = lcc_classes(use_lcc, cfg)
     colors = [c.color for c in cfg.effective_classes]

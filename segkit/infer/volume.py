@@ -191,7 +191,7 @@ def predict_volume(
     cfg: Config,
     batch_size: int,
     tta: bool = False,
-    largest_component: bool | Sequence[int] = False,
+    largest_component: bool | Sequence[int] | None = False,
     progress: ProgressFn | None = None,
     on_start: Callable[[int], None] | None = None,
     path: Path | None = None,
@@ -252,8 +252,10 @@ def predict_volume(
     return VolumePrediction(labels.astype(np.uint8, copy=False), stack, labels2d, dict(sliced.record), t)
 
 
-def lcc_classes(largest_component: bool | Sequence[int], cfg: Config) -> list[int]:
-    """Class ids to clean with the largest-component filter: all for True, none for False, else the list."""
+def lcc_classes(largest_component: bool | Sequence[int] | None, cfg: Config) -> list[int]:
+    """Class ids to clean with the largest-component filter: all for True, none for False/None, else the list."""
+    if largest_component is None:
+        return []
     if isinstance(largest_component, bool):
         return [c.id for c in cfg.effective_classes] if largest_component else []
     return [int(c) for c in largest_component]
@@ -320,7 +322,7 @@ def infer_volume(
     seg_out, montage_out = volume_outputs(Path(path), Path(out_dir))
     refuse_existing([seg_out, montage_out], overwrite)
     bs = int(batch_size or cfg.infer.batch_size)
-    use_tta = cfg.infer.tta if tta is None else tta
+    use_tta = bool(cfg.infer.tta) if tta is None else tta
     use_lcc = cfg.infer.largest_component if largest_component is None else largest_component
     t0 = time.perf_counter()
     vol = load_volume(Path(path))

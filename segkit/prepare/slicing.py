@@ -338,7 +338,9 @@ def target_size(
     if isinstance(prep.spacing, str):
         raise DataError(
             "prepare.spacing 'median' is resolved only by 'segkit prepare'",
-            hint="use the dataset's dataset.json (it records the spacing in mm) or give prepare.spacing as [mm, mm]",
+            path="prepare.spacing",
+            hint="set data.dir to the prepared dataset (its dataset.json records the spacing in mm) "
+            "or give prepare.spacing as [mm, mm]",
         )
     ornt = canonical_ornt(affine)
     can = [0, 0, 0]

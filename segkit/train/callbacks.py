@@ -246,17 +246,25 @@ class TrainClock:
 
 
 class EpochTime(keras.callbacks.Callback):
-    """Put ``time_s`` (training seconds of the run at the end of the epoch, resumes included) into the epoch
-    logs, so ``history.csv`` can plot quality against training time and a resume knows the time already spent.
-    Place it before ``CSVLogger``."""
+    """Put ``time_s`` (training seconds of the run at the end of the epoch, resumes included) and ``epoch_s``
+    (the epoch's length; NaN for the first epoch of a call, which includes graph compilation) into the epoch
+    logs, so ``history.csv`` can plot quality against training time and a resume knows the time already spent
+    and how long an epoch takes. Place it before ``CSVLogger``."""
 
     def __init__(self, clock: TrainClock) -> None:
         super().__init__()
         self.clock = clock
+        self._last: float | None = None
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._last = None
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        now = self.clock.elapsed()
         if logs is not None:
-            logs["time_s"] = round(self.clock.elapsed(), 3)
+            logs["time_s"] = round(now, 3)
+            logs["epoch_s"] = round(now - self._last, 3) if self._last is not None else float("nan")
+        self._last = now
 
 
 class TimeLimit(keras.callbacks.Callback):

@@ -172,12 +172,19 @@ def _flatten(d: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]
 
 
 def config_difference(saved_yaml: str, cfg: Config) -> str | None:
-    """First key (dotted) where a run's saved ``config.yaml`` differs from ``cfg``, ignoring ``train.epochs`` and
-    ``train.run_dir``; ``None`` when they agree."""
+    """First key (dotted) where a run's saved ``config.yaml`` differs from ``cfg``, ignoring ``train.epochs``,
+    ``train.run_dir`` and ``train.time_limit``; ``None`` when they agree. The saved config is validated first, so
+    a key added to segkit after the run was made compares as its default."""
+    from segkit.config import validate_config
+
     try:
-        saved = _flatten(yaml.safe_load(saved_yaml) or {})
+        raw = yaml.safe_load(saved_yaml) or {}
     except yaml.YAMLError:
         return "(config.yaml unreadable)"
+    try:
+        saved = _flatten(yaml.safe_load(validate_config(raw).to_yaml()))
+    except SegkitError:  # a config of another segkit version that no longer validates: compare as written
+        saved = _flatten(raw)
     now = _flatten(yaml.safe_load(cfg.to_yaml()))
     for key in sorted(set(saved) | set(now)):
         if key in _RESUME_FREE_KEYS:
@@ -254,9 +261,11 @@ def backup_epoch(backup_dir: Path) -> int | None:
         return None
 
 
-def truncate_history_csv(path: Path, epochs: int) -> None:
+def truncate_history_csv(path: Path, epochs: int, columns: tuple[str, ...] = ("epoch_s", "time_s")) -> None:
     """Keep only the rows of epochs ``< epochs`` in a ``CSVLogger`` file (atomically), so a resumed run that
-    repeats an epoch whose row was written before the kill does not log it twice."""
+    repeats an epoch whose row was written before the kill does not log it twice. Missing ``columns`` (a run
+    made before segkit logged them) are added as NaN in ``CSVLogger``'s sorted column order, so appended rows
+    line up with the header."""
     if not path.is_file():
         return
     text = path.read_text(encoding="utf-8")
@@ -265,7 +274,13 @@ def truncate_history_csv(path: Path, epochs: int) -> None:
         return
     header, body = rows[0], rows[1:]
     kept = [r for r in body if r and _int_or(r[0], epochs) < epochs]
-    if len(kept) == len(body):
+    missing = [c for c in columns if c not in header]
+    if missing and header and header[0] == "epoch":
+        new_header = ["epoch", *sorted([*header[1:], *missing])]
+        index = {name: i for i, name in enumerate(header)}
+        kept = [[r[index[c]] if c in index and index[c] < len(r) else "nan" for c in new_header] for r in kept]
+        header = new_header
+    elif len(kept) == len(body):
         return
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
@@ -275,13 +290,13 @@ def truncate_history_csv(path: Path, epochs: int) -> None:
 
 
 def spent_time(rows: list[dict[str, float]]) -> tuple[float, list[float]]:
-    """Training seconds recorded in history rows (the last finite ``time_s``) and the epoch lengths between them.
+    """Training seconds recorded in history rows (the last finite ``time_s``) and the steady epoch lengths
+    (``epoch_s``; the first epoch of each call, which paid for compilation, is logged as NaN and left out).
 
     Rows of runs made before ``time_s`` was logged count as zero seconds.
     """
-    times = [r.get("time_s", float("nan")) for r in rows]
-    finite = [t for t in times if math.isfinite(t)]
-    durations = [b - a for a, b in zip(finite, finite[1:], strict=False)]
+    finite = [t for t in (r.get("time_s", float("nan")) for r in rows) if math.isfinite(t)]
+    durations = [d for d in (r.get("epoch_s", float("nan")) for r in rows) if math.isfinite(d) and d > 0]
     return (finite[-1] if finite else 0.0), durations
 
 
@@ -515,6 +530,8 @@ def train_model(
         initial_epoch = 0
         if resuming:
             done = backup_epoch(backup_dir)
+            if done is None:
+                truncate_history_csv(csv_path, len(cb.read_history_csv(csv_path)))  # only adds new columns
             if done is not None:
                 truncate_history_csv(csv_path, done)
                 initial_epoch = done
@@ -541,9 +558,11 @@ def train_model(
         previous_values = [r.get(monitor, float("nan")) for r in previous_rows]
         best_before = cb.plateau_state(previous_values, mode)[0]
         clock.spent_s, previous_durations = spent_time(previous_rows)
-        if limit_s is not None and clock.spent_s >= limit_s:
+        next_epoch = max(previous_durations[-3:]) if previous_durations else 0.0
+        if limit_s is not None and clock.spent_s + next_epoch > limit_s:
             raise ConfigError(
-                f"the run already used {clock.spent_s / 60:.1f} of train.time_limit={cfg.train.time_limit:g} minutes",
+                f"the run already used {clock.spent_s / 60:.1f} of train.time_limit={cfg.train.time_limit:g} minutes"
+                f" and one more epoch takes ~{next_epoch / 60:.1f}",
                 path=run_dir,
                 hint=f"raise the limit (e.g. --time-limit {math.ceil(clock.spent_s / 60) + 10}) to train longer",
             )
@@ -647,7 +666,7 @@ def train_model(
     best_epoch = next((i + 1 for i, v in enumerate(values) if v == best_value), None)
     epochs_done = len(rows)
     stopped = epochs_done < cfg.train.epochs
-    if time_limit is not None and time_limit.stopped_epoch is not None:
+    if time_limit is not None and time_limit.stopped_epoch is not None and epochs_done < cfg.train.epochs:
         stop_reason = "time_limit"
     else:
         stop_reason = "early_stopping" if stopped else "epochs"

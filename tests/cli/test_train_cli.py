@@ -388,6 +388,7 @@ def test_time_limit_stops_at_an_epoch_boundary_and_resume_counts_spent_time(
     spent = float(rows[0]["time_s"])
     assert spent > 0.3
     model = keras.models.load_model(run / "model.keras", safe_mode=True, compile=False)  # complete model
+    model_mtime = (run / "model.keras").stat().st_mtime_ns
     assert tuple(model.output.shape) == (None, 64, 64, 4)
     assert not (run / "backup").exists()  # a finished (time-limited) run cleans up like any other
 
@@ -395,6 +396,7 @@ def test_time_limit_stops_at_an_epoch_boundary_and_resume_counts_spent_time(
                           + ["--resume", "--time-limit", "0.005"])
     assert again.exit_code == 2
     assert "the run already used" in again.stderr and "train.time_limit=0.005 minutes" in again.stderr
+    assert (run / "model.keras").stat().st_mtime_ns == model_mtime  # refused before anything was touched
 
     more = runner.invoke(app, _args(demo_config, phantom_data, run, "train.epochs=2")
                          + ["--resume", "--time-limit", "10"])
@@ -404,4 +406,5 @@ def test_time_limit_stops_at_an_epoch_boundary_and_resume_counts_spent_time(
     assert [r["epoch"] for r in rows] == ["0", "1"]
     assert float(rows[0]["time_s"]) == spent  # the first epoch's row is kept
     assert float(rows[1]["time_s"]) > spent  # the clock continued from the time already spent
+    assert rows[0]["epoch_s"] == "nan" and rows[1]["epoch_s"] == "nan"  # first epochs of their calls (compile)
     assert json.loads((run / "train_summary.json").read_text())["stop_reason"] == "epochs"

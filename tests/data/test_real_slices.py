@@ -33,7 +33,7 @@ CASES = {
 
 
 def cfg_for(name: str, overrides: list[str]) -> Config:
-    return load_config(REPO / "configs" / f"{name}.yaml", overrides)
+    return load_config(REPO / "configs" / "seed" / f"{name}.yaml", overrides)  # the seed experiments' format
 
 
 def seed_rgb_map(folder: Path) -> dict[tuple[int, int, int], int]:

@@ -36,9 +36,13 @@ def test_random_patch_is_a_window_of_the_padded_slice(shape, size, seed) -> None
     pimg, pmask = random_patch(img, mask, size, np.random.default_rng(seed), foreground=0.0)
     padded, _ = pad_to(img, mask, size)
     assert pimg.shape == (*size, 1)
-    vals = pimg[..., 0][pimg[..., 0] > 0]
-    # values come from a contiguous window: rows of consecutive codes
-    assert set(vals.tolist()) <= set(padded[..., 0].ravel().tolist())
+    # every pixel code is unique: locate the window by its top-left pixel and compare all of it
+    ys, xs = np.nonzero(padded[..., 0] == pimg[0, 0, 0]) if pimg[0, 0, 0] > 0 else (None, None)
+    if ys is not None:
+        y, x = int(ys[0]), int(xs[0])
+        np.testing.assert_array_equal(pimg, padded[y : y + size[0], x : x + size[1]])
+    else:  # the window starts in the zero padding: it is the padded slice's top-left (padding is centred)
+        assert pimg.shape[0] >= 1 and set(np.unique(pimg)) <= set(np.unique(padded))
     assert not pmask.any()
 
 

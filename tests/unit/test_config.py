@@ -10,7 +10,8 @@ import yaml
 from segkit.config import Config, apply_override, load_config, validate_config
 from segkit.errors import ConfigError
 
-PRESETS = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml"))
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+PRESETS = sorted(CONFIGS.rglob("*.yaml"))
 CLASSES = [{"id": 1, "name": "a", "color": [255, 0, 0]}, {"id": 2, "name": "b", "color": [0, 255, 0]}]
 
 
@@ -20,23 +21,28 @@ def write(tmp_path: Path, data: dict) -> Path:
     return p
 
 
-def test_all_six_presets_exist_and_validate() -> None:
-    names = {p.stem for p in PRESETS}
-    assert {"alcapa", "left-atrial", "whole-heart", "chest-ct", "hocm", "demo"} <= names
+def test_both_preset_tiers_exist_and_validate() -> None:
+    datasets = {"alcapa", "left-atrial", "whole-heart", "chest-ct", "hocm"}
+    assert datasets | {"demo", "acdc"} <= {p.stem for p in CONFIGS.glob("*.yaml")}  # recommended
+    assert datasets <= {p.stem for p in (CONFIGS / "seed").glob("*.yaml")}  # the seed experiments' settings
+    for name in datasets:  # the two tiers describe the same dataset
+        rec, seed = load_config(CONFIGS / f"{name}.yaml"), load_config(CONFIGS / "seed" / f"{name}.yaml")
+        assert rec.classes == seed.classes and rec.modality == seed.modality and rec.name == seed.name
+        assert seed.model.base_kernels >= 7 and seed.train.learning_rate <= 1e-4  # the seed recipe, untouched
     for p in PRESETS:
         cfg = load_config(p)
         assert cfg.num_classes == len(cfg.classes) + 1
 
 
 def test_preset_class_tables_match_the_published_datasets() -> None:
-    wh = load_config(Path(PRESETS[0]).parent / "whole-heart.yaml")
+    wh = load_config(CONFIGS / "whole-heart.yaml")
     assert [(c.id, c.name, tuple(c.color)) for c in wh.classes] == [
         (1, "LV", (255, 0, 0)), (2, "RV", (0, 0, 255)), (3, "LA", (255, 255, 0)), (4, "RA", (0, 255, 255)),
         (5, "AO", (0, 255, 0)), (6, "PA", (255, 255, 255)), (7, "SVC", (255, 0, 255)), (8, "IVC", (128, 128, 128)),
     ]
-    hocm = load_config(Path(PRESETS[0]).parent / "hocm.yaml")
+    hocm = load_config(CONFIGS / "hocm.yaml")
     assert [tuple(c.color) for c in hocm.classes][-1] == (110, 110, 110)
-    chest = load_config(Path(PRESETS[0]).parent / "chest-ct.yaml")
+    chest = load_config(CONFIGS / "chest-ct.yaml")
     assert [c.name for c in chest.classes] == ["trachea", "heart", "lung"]
 
 

@@ -140,7 +140,7 @@ def test_slices2d_cases_are_stacked_without_surface_metrics(tmp_path: Path, repo
         cv2.imwrite(str(raw / "images" / f"P7_{k}.png"), rng.integers(0, 255, (24, 32), dtype=np.uint8))
         cv2.imwrite(str(raw / "masks" / f"P7_mask_{k}.png"), cv2.cvtColor(mask, cv2.COLOR_RGB2BGR))
     cfg = load_config(
-        repo_root / "configs" / "chest-ct.yaml",
+        repo_root / "configs" / "seed" / "chest-ct.yaml",
         ["prepare.size=[16,16]", "prepare.empty_slices=keep", ALL_TEST, "data.image_size=[16,16]",
          f"data.dir={tmp_path / 'data'}", f"train.run_dir={tmp_path / 'run'}", "infer.batch_size=4",
          "infer.tta=false", "model.num_layers=3", "model.base_kernels=3"],

@@ -42,16 +42,27 @@ def _cfg(**infer: object):  # noqa: ANN202
 
 
 def test_apply_uses_the_run_choice_unless_the_config_sets_it(tmp_path: Path) -> None:
-    assert apply_postprocessing(_cfg(), tmp_path) == _cfg()  # no file: unchanged
+    off = apply_postprocessing(_cfg(), tmp_path)  # no file: off
+    assert off.infer.tta is False and off.infer.largest_component is False
     (tmp_path / POSTPROCESSING_FILE).write_text(json.dumps({"tta": True, "largest_component": [2]}))
     cfg = apply_postprocessing(_cfg(), tmp_path)
     assert cfg.infer.tta is True and cfg.infer.largest_component == (2,)
     explicit = apply_postprocessing(_cfg(tta=False, largest_component=True), tmp_path)
     assert explicit.infer.tta is False and explicit.infer.largest_component is True
     assert load_postprocessing(tmp_path).largest_component == (2,)
+    # a fully written config (a run's config.yaml, every default dumped) still leaves the choice to the run
+    dumped = validate_config(_cfg().model_dump(mode="json"))
+    assert apply_postprocessing(dumped, tmp_path).infer.largest_component == (2,)
+    # 2D slices: the component choice made on 3D volumes is not applied
+    assert apply_postprocessing(_cfg(), tmp_path, volumes=False).infer.largest_component is False
+
+
+def test_largest_component_refuses_a_bare_number() -> None:
+    with pytest.raises(Exception, match="list of class ids"):
+        _cfg(largest_component=1)
 
 
 def test_a_broken_file_is_one_clear_error(tmp_path: Path) -> None:
     (tmp_path / POSTPROCESSING_FILE).write_text(json.dumps({"tta": True}))
-    with pytest.raises(DataError, match="invalid postprocessing.json"):
+    with pytest.raises(DataError, match="invalid postprocessing.json: the key .largest_component. is missing"):
         load_postprocessing(tmp_path)

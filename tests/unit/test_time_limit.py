@@ -70,11 +70,14 @@ def test_resume_counts_the_time_already_spent() -> None:
     assert tl.clock.elapsed() == pytest.approx(92.0)
 
 
-def test_spent_time_reads_time_s_from_history_rows() -> None:
-    rows = [{"epoch": 0.0, "time_s": 30.0}, {"epoch": 1.0, "time_s": 41.0}, {"epoch": 2.0, "time_s": 50.5}]
+def test_spent_time_reads_time_s_and_steady_epoch_lengths_from_history_rows() -> None:
+    nan = float("nan")
+    # two calls: epochs 0-1, then a resume at epoch 2 (its first epoch, with compilation, is logged as NaN)
+    rows = [{"epoch": 0.0, "time_s": 30.0, "epoch_s": nan}, {"epoch": 1.0, "time_s": 41.0, "epoch_s": 11.0},
+            {"epoch": 2.0, "time_s": 80.0, "epoch_s": nan}, {"epoch": 3.0, "time_s": 89.5, "epoch_s": 9.5}]
     spent, durations = spent_time(rows)
-    assert spent == 50.5
-    assert durations == pytest.approx([11.0, 9.5])
+    assert spent == 89.5
+    assert durations == pytest.approx([11.0, 9.5])  # the 39-s gap across the resume is not an epoch
     assert spent_time([{"epoch": 0.0, "loss": 1.0}]) == (0.0, [])  # runs from before time_s count as 0
     assert spent_time([]) == (0.0, [])
 
@@ -120,3 +123,31 @@ def test_warmup_needs_a_schedule() -> None:
     assert TrainConfig(schedule="poly", warmup_epochs=2).warmup_epochs == 2
     with pytest.raises(ValueError):
         TrainConfig(time_limit=0)
+
+
+def test_history_of_an_older_run_gets_the_new_columns_in_csvlogger_order(tmp_path) -> None:  # noqa: ANN001
+    from segkit.train.fit import truncate_history_csv
+
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,fg_dice,loss,lr\r\n0,0.5,0.9,0.001\r\n1,0.6,0.8,0.001\r\n")
+    truncate_history_csv(path, 2)
+    lines = path.read_text().splitlines()
+    # Keras' CSVLogger writes "epoch" then the sorted log keys: appended rows now line up with this header
+    assert lines[0] == "epoch,epoch_s,fg_dice,loss,lr,time_s"
+    assert lines[1:] == ["0,nan,0.5,0.9,0.001,nan", "1,nan,0.6,0.8,0.001,nan"]
+
+
+def test_a_run_saved_before_new_keys_existed_can_still_be_resumed() -> None:
+    import yaml
+
+    from segkit.config import validate_config
+    from segkit.train.fit import config_difference
+
+    cfg = validate_config({"classes": [{"id": 1, "name": "a", "color": [1, 2, 3]}]})
+    old = yaml.safe_load(cfg.to_yaml())
+    for key in ("time_limit", "schedule", "warmup_epochs", "choose_postprocessing"):
+        del old["train"][key]
+    del old["data"]["patches"]
+    assert config_difference(yaml.safe_dump(old), cfg) is None
+    old["train"]["learning_rate"] = 0.5
+    assert config_difference(yaml.safe_dump(old), cfg).startswith("train.learning_rate")
