@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from segkit.data.augment import Augmenter
-from segkit.data.pipeline import context_table, list_pairs, read_sample
+from segkit.data.pipeline import context_table, list_pairs, patch_rng, read_sample
 from segkit.io.atomic import write_with
 from segkit.io.palette import encode_mask, palette_array
 
@@ -93,8 +93,9 @@ def render_preview(cfg: Config, n: int = 16, split: str = "train") -> npt.NDArra
     grid = np.full((height, width, 3), 255, dtype=np.uint8)
     alpha = cfg.infer.alpha
     for j, idx in enumerate(order):
-        image, mask = read_sample(pairs, int(idx), cfg, context)
-        image, mask = augmenter(image, mask, epoch=j // len(pairs), index=int(idx))
+        epoch = j // len(pairs)
+        image, mask = read_sample(pairs, int(idx), cfg, context, patch_rng(cfg, epoch, int(idx)))
+        image, mask = augmenter(image, mask, epoch=epoch, index=int(idx))
         rgb = _to_rgb(image, cfg)
         colour = encode_mask(mask, palette)
         fg = (mask > 0)[..., None]

@@ -335,6 +335,11 @@ def _seed_words(cfg: Config, purpose: int) -> int:
     return int(np.random.SeedSequence([cfg.seed, purpose]).generate_state(1, dtype=np.uint32)[0] >> 1)
 
 
+def patch_rng(cfg: Config, epoch: int, index: int) -> np.random.Generator:
+    """The generator that places sample ``index``'s training patch in ``epoch`` (``data.patches``)."""
+    return np.random.default_rng([_seed_words(cfg, 2), int(epoch), int(index)])
+
+
 def make_dataset(cfg: Config, split: str, training: bool, *, seed_offset: int = 0) -> tf.data.Dataset:
     """The streaming ``tf.data`` pipeline of one split.
 
@@ -371,7 +376,6 @@ def make_dataset(cfg: Config, split: str, training: bool, *, seed_offset: int = 
     c = cfg.data.channels * (1 + 2 * k)
     augmenter = Augmenter(cfg) if (training and cfg.augment.enabled) else None
     shuffle_seed = _seed_words(cfg, 0)
-    patch_seed = _seed_words(cfg, 2)
 
     epoch = tf.Variable(seed_offset, dtype=tf.int64, trainable=False, name="data_epoch")
 
@@ -385,7 +389,7 @@ def make_dataset(cfg: Config, split: str, training: bool, *, seed_offset: int = 
         return tf.data.Dataset.from_tensor_slices((tf.fill([n], e), idx))
 
     def decode_np(e: np.int64, i: np.int64) -> tuple[np.ndarray, np.ndarray]:
-        patch = np.random.default_rng([patch_seed, int(e), int(i)]) if training else True
+        patch = patch_rng(cfg, int(e), int(i)) if training else True
         try:
             image, mask = read_sample(pairs, int(i), cfg, context, patch)
         except SegkitError as err:  # TF keeps only the text: put the file name into it (see unwrap_data_error)
