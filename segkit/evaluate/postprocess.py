@@ -105,7 +105,7 @@ def apply_postprocessing(cfg: Config, run_dir: Path, volumes: bool = True) -> Co
         update["largest_component"] = pp.largest_component if (pp is not None and volumes) else False
     if not update:
         return cfg
-    logger.info("post-processing from %s: %s", Path(run_dir) / POSTPROCESSING_FILE, update)
+    logger.debug("post-processing (%s): %s", Path(run_dir) / POSTPROCESSING_FILE, update)
     return cfg.model_copy(update={"infer": cfg.infer.model_copy(update=update)})
 
 

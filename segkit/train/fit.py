@@ -261,11 +261,31 @@ def backup_epoch(backup_dir: Path) -> int | None:
         return None
 
 
-def truncate_history_csv(path: Path, epochs: int, columns: tuple[str, ...] = ("epoch_s", "time_s")) -> None:
+def add_history_columns(path: Path, columns: tuple[str, ...] = ("epoch_s", "time_s")) -> None:
+    """Add ``columns`` missing from a ``CSVLogger`` file (a run made before segkit logged them) as NaN, in
+    ``CSVLogger``'s column order (``epoch``, then the sorted keys), so rows appended on resume line up."""
+    if not path.is_file():
+        return
+    rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
+    if not rows or not rows[0] or rows[0][0] != "epoch":
+        return
+    header, body = rows[0], rows[1:]
+    missing = [c for c in columns if c not in header]
+    if not missing:
+        return
+    new_header = ["epoch", *sorted([*header[1:], *missing])]
+    index = {name: i for i, name in enumerate(header)}
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow(new_header)
+    writer.writerows([r[index[c]] if c in index and index[c] < len(r) else "nan" for c in new_header]
+                     for r in body if r)
+    write_text(path, buf.getvalue())
+
+
+def truncate_history_csv(path: Path, epochs: int) -> None:
     """Keep only the rows of epochs ``< epochs`` in a ``CSVLogger`` file (atomically), so a resumed run that
-    repeats an epoch whose row was written before the kill does not log it twice. Missing ``columns`` (a run
-    made before segkit logged them) are added as NaN in ``CSVLogger``'s sorted column order, so appended rows
-    line up with the header."""
+    repeats an epoch whose row was written before the kill does not log it twice."""
     if not path.is_file():
         return
     text = path.read_text(encoding="utf-8")
@@ -274,13 +294,7 @@ def truncate_history_csv(path: Path, epochs: int, columns: tuple[str, ...] = ("e
         return
     header, body = rows[0], rows[1:]
     kept = [r for r in body if r and _int_or(r[0], epochs) < epochs]
-    missing = [c for c in columns if c not in header]
-    if missing and header and header[0] == "epoch":
-        new_header = ["epoch", *sorted([*header[1:], *missing])]
-        index = {name: i for i, name in enumerate(header)}
-        kept = [[r[index[c]] if c in index and index[c] < len(r) else "nan" for c in new_header] for r in kept]
-        header = new_header
-    elif len(kept) == len(body):
+    if len(kept) == len(body):
         return
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
@@ -529,9 +543,8 @@ def train_model(
         backup_dir = run_dir / "backup"
         initial_epoch = 0
         if resuming:
+            add_history_columns(csv_path)
             done = backup_epoch(backup_dir)
-            if done is None:
-                truncate_history_csv(csv_path, len(cb.read_history_csv(csv_path)))  # only adds new columns
             if done is not None:
                 truncate_history_csv(csv_path, done)
                 initial_epoch = done

@@ -126,11 +126,11 @@ def test_warmup_needs_a_schedule() -> None:
 
 
 def test_history_of_an_older_run_gets_the_new_columns_in_csvlogger_order(tmp_path) -> None:  # noqa: ANN001
-    from segkit.train.fit import truncate_history_csv
+    from segkit.train.fit import add_history_columns
 
     path = tmp_path / "history.csv"
     path.write_text("epoch,fg_dice,loss,lr\r\n0,0.5,0.9,0.001\r\n1,0.6,0.8,0.001\r\n")
-    truncate_history_csv(path, 2)
+    add_history_columns(path)
     lines = path.read_text().splitlines()
     # Keras' CSVLogger writes "epoch" then the sorted log keys: appended rows now line up with this header
     assert lines[0] == "epoch,epoch_s,fg_dice,loss,lr,time_s"
