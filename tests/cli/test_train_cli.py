@@ -35,6 +35,7 @@ TINY = [
     "train.learning_rate=0.003",
     "train.epoch_change_infer.num_images=2",
     "train.jit_compile=false",  # XLA compilation costs more than it saves for 2-step epochs
+    "train.choose_postprocessing=true",  # demo.yaml leaves it off; these runs check it
 ]
 
 
