@@ -304,15 +304,18 @@ def check_finite(image: Volume) -> None:
 # === Slicing ===
 
 
+def _to_display(per_axis: Sequence[Any], ornt: npt.ArrayLike, axis: int) -> tuple[list[Any], tuple[Any, Any]]:
+    """Values given per array axis (shape, spacing) -> (canonical order, display (rows, columns) of a slice)."""
+    can: list[Any] = [0, 0, 0]
+    for i, (new_axis, _) in enumerate(np.asarray(ornt)):
+        can[int(new_axis)] = per_axis[i]
+    inplane = [can[a] for a in range(3) if a != axis]  # (A, B) canonical slice; display is (B, A)
+    return can, (inplane[1], inplane[0])
+
+
 def display_spacing(affine: npt.ArrayLike, axis: int) -> tuple[float, float]:
     """In-plane spacing (mm) of a display slice (rows, columns) along canonical ``axis``."""
-    ornt = canonical_ornt(affine)
-    sp = spacing_from_affine(affine)
-    can = [0.0, 0.0, 0.0]
-    for i, (new_axis, _) in enumerate(ornt):
-        can[int(new_axis)] = sp[i]
-    inplane = [can[a] for a in range(3) if a != axis]  # (A, B) canonical slice; display is (B, A)
-    return inplane[1], inplane[0]
+    return _to_display(spacing_from_affine(affine), canonical_ornt(affine), axis)[1]
 
 
 def resampled_size(slice_shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]) -> tuple[int, int]:
@@ -342,23 +345,15 @@ def target_size(
             hint="set data.dir to the prepared dataset (its dataset.json records the spacing in mm) "
             "or give prepare.spacing as [mm, mm]",
         )
-    ornt = canonical_ornt(affine)
-    can = [0, 0, 0]
-    for i, (new_axis, _) in enumerate(ornt):
-        can[int(new_axis)] = int(data_shape[i])
-    inplane = [can[a] for a in range(3) if a != axis]
-    return resampled_size((inplane[1], inplane[0]), display_spacing(affine, axis), prep.spacing)
+    _, slice_shape = _to_display([int(n) for n in data_shape], canonical_ornt(affine), axis)
+    return resampled_size(slice_shape, display_spacing(affine, axis), prep.spacing)
 
 
 def _geometry_record(data: npt.NDArray, affine: npt.NDArray, axis: int, size: Sequence[int]) -> dict[str, Any]:
     """The geometry part of a case record (everything that ``reassemble_volume`` needs)."""
     ornt = canonical_ornt(affine)
     shape = tuple(int(s) for s in data.shape)
-    can = [0, 0, 0]
-    for i, (new_axis, _) in enumerate(ornt):
-        can[int(new_axis)] = shape[i]
-    inplane = [can[a] for a in range(3) if a != axis]  # (A, B) canonical slice; display is (B, A)
-    h0, w0 = inplane[1], inplane[0]
+    can, (h0, w0) = _to_display(shape, ornt, axis)
     return {
         "shape": list(shape),
         "spacing": [round(s, 6) for s in spacing_from_affine(affine)],
