@@ -56,6 +56,19 @@ def test_atomic_temp_keeps_suffix_for_format_sniffing_writers(tmp_path: Path) ->
         tmp.write_bytes(b"x")
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_atomic_files_honour_the_umask_like_open(tmp_path: Path, umask: int) -> None:
+    old = os.umask(umask)
+    try:
+        write_text(tmp_path / "a.json", "{}")
+        with open(tmp_path / "plain.txt", "w") as f:
+            f.write("x")
+    finally:
+        os.umask(old)
+    mode = os.stat(tmp_path / "a.json").st_mode & 0o777
+    assert mode == os.stat(tmp_path / "plain.txt").st_mode & 0o777 == 0o666 & ~umask
+
+
 def test_palette_encode_decode_round_trip_and_noise() -> None:
     pal = palette_array([(255, 0, 0), (0, 255, 0), (0, 0, 255)])
     labels = np.array([[0, 1], [2, 3]], dtype=np.uint8)
