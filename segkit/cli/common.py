@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
+import tempfile
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,7 +38,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 out = Console()  # results (stdout)
 err = Console(stderr=True)  # diagnostics, progress, errors (stderr)
 
-_state = {"debug": False}
+_state: dict[str, Any] = {"debug": False, "interrupt_hint": None}
+
+
+def set_interrupt_hint(hint: str | None) -> None:
+    """What to tell the user after Ctrl-C (e.g. how to resume); cleared by every command's error boundary."""
+    _state["interrupt_hint"] = hint
 
 
 def set_debug(debug: bool) -> None:
@@ -54,6 +61,7 @@ def handle_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _state["interrupt_hint"] = None
         try:
             return func(*args, **kwargs)
         except (typer.Exit, typer.Abort, SystemExit):
@@ -64,7 +72,8 @@ def handle_errors(func: F) -> F:
             typer.echo(f"error: {e.one_line()}", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            typer.echo("error: interrupted", err=True)
+            hint = _state["interrupt_hint"]
+            typer.echo("error: interrupted" + (f" (hint: {hint})" if hint else ""), err=True)
             raise typer.Exit(130) from None
         except Exception as e:  # noqa: BLE001 - the one boundary for unexpected errors
             if _state["debug"]:
@@ -74,6 +83,64 @@ def handle_errors(func: F) -> F:
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+# TensorFlow start-up lines that say nothing the user can act on. The CUDA ones are dropped only on machines
+# without an NVIDIA driver, where "GPU will not be used" is the expected state; with a driver they stay visible.
+_CHATTER = (
+    "All log messages before absl::InitializeLog()",
+    "oneDNN custom operations are on",
+    "This TensorFlow binary is optimized to use available CPU instructions",
+    "rebuild TensorFlow with the appropriate compiler flags",
+    "TF-TRT Warning",
+    "Unable to register cuDNN factory",
+    "Unable to register cuFFT factory",
+    "Unable to register cuBLAS factory",
+    "computation placer already registered",
+)
+_NO_GPU_CHATTER = ("Could not find cuda drivers", "failed call to cuInit", "GPU will not be used")
+
+
+def nvidia_driver_present() -> bool:
+    """True where an NVIDIA kernel driver is loaded (a CUDA failure there is worth showing)."""
+    return Path("/proc/driver/nvidia/version").exists() or any(Path("/dev").glob("nvidia[0-9]*"))
+
+
+def tensorflow_chatter(text: str, gpu_driver: bool) -> list[str]:
+    """The lines of TensorFlow's start-up output worth showing (see ``_CHATTER``)."""
+    noise = _CHATTER + (() if gpu_driver else _NO_GPU_CHATTER)
+    return [line for line in text.splitlines() if line.strip() and not any(n in line for n in noise)]
+
+
+def quiet_tensorflow() -> None:
+    """Import TensorFlow and initialise its devices with its C++ start-up lines held back.
+
+    Those lines (``cuInit ... UNKNOWN ERROR (303)`` on every machine without a GPU, the absl and oneDNN banners)
+    are written to file descriptor 2 before Python's logging exists, so they are captured at the descriptor
+    and replayed minus the known-harmless ones. ``--debug`` shows everything; a real GPU problem stays visible.
+    """
+    if _state["debug"] or "tensorflow" in sys.modules:
+        import tensorflow  # noqa: F401
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    failed = True
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # CUDA initialisation prints here
+            failed = False
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode("utf-8", "replace")
+            lines = text.splitlines() if failed else tensorflow_chatter(text, nvidia_driver_present())
+            if lines:
+                sys.stderr.write("\n".join(lines) + "\n")
+                sys.stderr.flush()
 
 
 def load(config: Path, sets: list[str] | None = None):  # noqa: ANN201 - returns segkit.config.Config

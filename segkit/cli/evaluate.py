@@ -10,7 +10,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from segkit.cli.common import err, handle_errors, load, out, progress
+from segkit.cli.common import quiet_tensorflow, err, handle_errors, load, out, progress
 
 
 @handle_errors
@@ -35,6 +35,7 @@ def evaluate(
     if split is not None and split not in ("train", "valid", "test"):
         raise ConfigError(f"unknown split '{split}'", path="--split", hint="use train, valid or test")
     cfg = load(config, sets)
+    quiet_tensorflow()
     with ExitStack() as stack:
         bar: dict[str, Any] = {}
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from segkit.cli.common import handle_errors, load, out, progress
+from segkit.cli.common import quiet_tensorflow, handle_errors, load, out, progress
 
 
 @handle_errors
@@ -72,8 +72,20 @@ def infer(
     if images:
         refuse_existing(folder_outputs(list_images(input_path), out_dir), overwrite)
     else:
-        refuse_existing([p for v in volumes for p in volume_outputs(v, out_dir)], overwrite)
+        owner: dict[Path, Path] = {}  # output file -> the volume that writes it
+        for v in volumes:
+            for p in volume_outputs(v, out_dir):
+                if p in owner:
+                    raise DataError(
+                        f"{owner[p].name} and {v.name} would both be written to {p.name}",
+                        path=input_path,
+                        hint="keep one of the two files in the folder (or infer each file on its own with --output)",
+                    )
+                owner[p] = v
+        refuse_existing(list(owner), overwrite)
     from segkit.evaluate.postprocess import apply_postprocessing
+
+    quiet_tensorflow()
 
     cfg = apply_postprocessing(cfg, Path(model_path).parent, volumes=not images)
     net = load_model(model_path, cfg, precision=cfg.train.precision)

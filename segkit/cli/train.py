@@ -14,7 +14,7 @@ from typing import Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
-from segkit.cli.common import err, handle_errors, load, out
+from segkit.cli.common import quiet_tensorflow, set_interrupt_hint, err, handle_errors, load, out
 
 _SHOWN = ("loss", "fg_dice", "val_loss", "val_fg_dice", "lr")
 
@@ -116,6 +116,10 @@ def train(
     """Train a segmentation model; outputs go to train.run_dir."""
     cfg = load(config, [*(sets or []), *([f"train.time_limit={time_limit}"] if time_limit is not None else [])])
     from segkit.train import train_model
+
+    quiet_tensorflow()
+    resume_cmd = " ".join(["segkit train", str(config), *(f"--set {s}" for s in sets or []), "--resume"])
+    set_interrupt_hint(f"`{resume_cmd}` continues the run from its last completed epoch")
 
     with RichTrainProgress() as progress:
         result = train_model(cfg, resume=resume, overwrite=overwrite, progress=progress)

@@ -226,7 +226,7 @@ def predict_volume(
 
     t: dict[str, float] = {}
     t0 = time.perf_counter()
-    sliced = volume_to_slices(data, affine, spec, case_id_of(path) if path is not None else "volume")
+    sliced = volume_to_slices(data, affine, spec, case_id_of(path) if path is not None else "volume", path=path)
     if cfg.data.patches:  # trained on patches at the prepared scale: sliding window over the whole slice
         stack = np.stack([img for _, img, _ in sliced.slices])
     else:  # trained on whole slices resized to the model input: the same resize

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
+import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,13 +150,92 @@ def read_header(path: Path) -> tuple[tuple[int, ...], npt.NDArray[np.float64]]:
         raise DataError(f"cannot read the volume header: {type(e).__name__}: {e}", path=path) from e
 
 
+# deflate cannot compress better than about 1032:1, so a gzip file of N bytes holds at most ~1032 N bytes of data
+_GZIP_MAX_RATIO = 1100
+
+
+def check_claimed_size(
+    path: Path, shape: tuple[int, ...], itemsize: int, stored: int | None, compressed: bool, memory_itemsize: int
+) -> None:
+    """Refuse a header whose voxel count cannot be in the file, or would not fit in memory, before allocating.
+
+    Args:
+        path: the volume file (for the message).
+        shape: the shape the header claims.
+        itemsize: bytes per stored voxel.
+        stored: bytes of voxel data available in the file (file size minus header), ``None`` when unknown.
+        compressed: whether ``stored`` bytes are gzip-compressed.
+        memory_itemsize: bytes per voxel once read (8 when a scale factor turns integers into float64).
+
+    Raises:
+        DataError: the header claims more data than the file can hold (truncated file or corrupt header), or the
+            volume needs more memory than this machine has available.
+    """
+    voxels = math.prod(int(s) for s in shape)
+    claimed = voxels * itemsize
+    dims = "x".join(str(int(s)) for s in shape)
+    if stored is not None and claimed > stored * (_GZIP_MAX_RATIO if compressed else 1):
+        raise DataError(
+            f"the header claims {dims} voxels ({_gib(claimed)} of data) but the file holds only {stored} bytes"
+            + (" compressed" if compressed else ""),
+            path=path,
+            hint="the file is truncated or its header is corrupt; export or download it again",
+        )
+    need = voxels * memory_itemsize
+    avail = _available_memory()
+    if avail is not None and need > avail:
+        raise DataError(
+            f"a {dims} volume needs {_gib(need)} of memory; {_gib(avail)} is available",
+            path=path,
+            hint="crop or downsample the volume first, or use a machine with more memory",
+        )
+
+
+def _gib(n: float) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} bytes"
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (MemAvailable, else total physical), ``None`` if unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def _read_nifti(path: Path) -> tuple[npt.NDArray, npt.NDArray[np.float64]]:
     img = nib.load(str(path))
-    data = np.asanyarray(img.dataobj)
+    proxy = img.dataobj
+    itemsize = img.get_data_dtype().itemsize
+    scaled = getattr(proxy, "slope", 1.0) not in (1.0, None) or getattr(proxy, "inter", 0.0) not in (0.0, None)
+    gz = volume_suffix(path) == ".nii.gz"
+    stored = path.stat().st_size - (0 if gz else int(getattr(proxy, "offset", 0)))
+    check_claimed_size(path, img.shape, itemsize, stored, gz, max(itemsize, 8) if scaled else itemsize)
+    data = np.asanyarray(proxy)
     return np.asarray(data), np.asarray(img.affine, dtype=np.float64)
 
 
 def _read_nrrd(path: Path) -> tuple[npt.NDArray, npt.NDArray[np.float64]]:
+    header = nrrd.read_header(str(path))
+    shape = tuple(int(s) for s in header["sizes"])
+    try:
+        itemsize = np.dtype(nrrd.reader._determine_datatype(header)).itemsize  # pynrrd's own type table
+    except Exception:  # noqa: BLE001 - a private helper: if it moves, a lower bound only weakens the check
+        itemsize = 1
+    encoding = str(header.get("encoding", "raw")).lower()
+    stored: int | None = None
+    if encoding in ("raw", "gzip", "gz") and "data file" not in header and "datafile" not in header:
+        stored = path.stat().st_size  # header bytes included: an upper bound is enough here
+    check_claimed_size(path, shape, itemsize, stored, encoding != "raw", itemsize)
     data, header = nrrd.read(str(path))
     return np.asarray(data), nrrd_affine(header, ndim=data.ndim, path=path)
 

@@ -295,8 +295,8 @@ def check_finite(image: Volume) -> None:
         bad = ~np.isfinite(data)
         if bad.any():
             raise DataError(
-                f"image has {int(bad.sum())} NaN/inf voxels in {image.name}",
-                path=image.path,
+                f"image has {int(bad.sum())} NaN/inf voxels",
+                path=image.path if image.path is not None else image.name,
                 hint="fix or mask the invalid voxels before preparing",
             )
 
@@ -580,6 +580,7 @@ def volume_to_slices(
     affine: npt.ArrayLike,
     spec: Config | Mapping[str, Any],
     case_id: str = "volume",
+    path: Path | None = None,
 ) -> SlicedCase:
     """Repeat the preprocessing of ``prepare`` on a new image volume (for inference); every slice is kept.
 
@@ -592,6 +593,7 @@ def volume_to_slices(
               recorded intensity recipe are applied exactly;
             - a ``dataset.json`` dict (has ``"prepare"`` and ``"modality"``): like a Config.
         case_id: name for the result.
+        path: the file ``data`` came from, named in errors.
 
     Returns:
         ``SlicedCase(case_id, record, [(k, image (H, W) uint8, None), ...])`` for every slice ``k``;
@@ -602,7 +604,7 @@ def volume_to_slices(
     """
     arr = np.asarray(data)
     aff = np.asarray(affine, dtype=np.float64)
-    check_finite(Volume(arr, aff, None))
+    check_finite(Volume(arr, aff, None if path is None else Path(path)))
     recipe: Recipe | None = None
     if isinstance(spec, Mapping) and "intensity" in spec and "axis" in spec:
         axis, size = int(spec["axis"]), _record_size(spec)

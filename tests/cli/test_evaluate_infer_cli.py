@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -219,6 +220,52 @@ def test_2d_or_4d_volume_is_one_line(setup: dict[str, Path], shape: tuple[int, .
     assert res.exit_code == 2
     lines = _stderr_lines(res)
     assert len(lines) == 1 and f"expected a 3D volume, got {ndim}D" in lines[0] and str(bad) in lines[0]
+
+
+def test_infer_refuses_two_volumes_with_one_output_name(setup: dict[str, Path]) -> None:
+    folder = setup["root"] / "twins"
+    folder.mkdir()
+    img = nib.Nifti1Image(np.zeros((16, 16, 3), np.int16), np.eye(4))
+    nib.save(img, str(folder / "case1.nii"))
+    nib.save(img, str(folder / "case1.nii.gz"))
+    out = setup["root"] / "twins_out"
+    res = runner.invoke(app, ["infer", str(setup["config"]), "--input", str(folder), "--output", str(out),
+                              *_base(setup)])
+    assert res.exit_code == 2
+    lines = _stderr_lines(res)
+    assert len(lines) == 1
+    assert lines[0].startswith(f"error: {folder}: case1.nii and case1.nii.gz would both be written to case1_seg.nii.gz")
+    assert not out.exists()
+
+
+def test_tensorflow_start_up_lines_stay_off_the_terminal(setup: dict[str, Path]) -> None:
+    """A real process (TensorFlow's C++ lines go to file descriptor 2, which CliRunner does not capture)."""
+    import subprocess
+    import sys
+
+    missing = setup["root"] / "nope.keras"
+    cmd = [sys.executable, "-m", "segkit.cli.app", "evaluate", str(setup["config"]), "--model", str(missing),
+           *_base(setup)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "SEGKIT_DEBUG": "0"})
+    assert res.returncode == 2
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, res.stderr  # no absl / oneDNN / cuInit lines before the error
+    assert lines[0].startswith(f"error: {missing}: model file not found")
+
+
+def test_tensorflow_chatter_filter_keeps_real_gpu_problems() -> None:
+    from segkit.cli.common import tensorflow_chatter
+
+    text = (
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+        "I0000 00:00:1.0 1 port.cc:153] oneDNN custom operations are on. You may see ...\n"
+        "I0000 00:00:1.0 1 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used.\n"
+        "E0000 00:00:1.0 1 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: UNKNOWN ERROR (303)\n"
+        "E0000 00:00:1.0 1 something.cc:1] out of memory\n"
+    )
+    assert tensorflow_chatter(text, gpu_driver=False) == ["E0000 00:00:1.0 1 something.cc:1] out of memory"]
+    kept = tensorflow_chatter(text, gpu_driver=True)
+    assert len(kept) == 3 and "cuInit" in kept[1]  # with a driver loaded, a CUDA failure is news
 
 
 @pytest.mark.slow

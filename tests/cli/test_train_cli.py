@@ -110,7 +110,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory, phantom_data: Path, demo_conf
 @pytest.mark.slow
 def test_interrupt_leaves_a_resumable_run(runs: Runs) -> None:
     assert runs.first.exit_code == 130, runs.first.output
-    assert "error: interrupted" in runs.first.stderr
+    lines = [line for line in runs.first.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and lines[0].startswith("error: interrupted (hint: `segkit train ")
+    assert "--resume` continues the run from its last completed epoch" in lines[0]
     assert [r["epoch"] for r in runs.rows_after_first] == ["0"]
     assert runs.backup_epoch_after_first == 1
 

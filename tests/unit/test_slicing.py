@@ -119,8 +119,19 @@ def test_nan_image_is_a_data_error_naming_the_file() -> None:
     img, lbl = ras_case()
     img[1, 1, 1] = np.nan
     img[2, 2, 2] = np.inf
-    with pytest.raises(DataError, match="2 NaN/inf voxels in p2_img.nii.gz"):
+    with pytest.raises(DataError) as e:
         slice_case(vol(img, name="p2_img.nii.gz"), vol(lbl), make_cfg(), "c", np.random.default_rng(0))
+    assert e.value.one_line().startswith("/data/p2_img.nii.gz: image has 2 NaN/inf voxels")
+
+
+def test_inference_on_a_nan_volume_names_the_file(tmp_path: Path) -> None:
+    """Inference slices a volume in memory; the error must still name the file, not ``<memory>``."""
+    img, _ = ras_case()
+    img[0, 0, 0] = np.nan
+    src = tmp_path / "scan_with_nan.nii.gz"
+    with pytest.raises(DataError) as e:
+        volume_to_slices(img, np.eye(4), make_cfg(), "scan_with_nan", path=src)
+    assert e.value.one_line().startswith(f"{src}: image has 1 NaN/inf voxels") and "<memory>" not in str(e.value.path)
 
 
 def test_unexpected_label_values_are_listed_or_mapped_to_background() -> None:

@@ -117,3 +117,73 @@ def test_save_volume_refuses_non_nifti_names(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="NIfTI"):
         save_volume(tmp_path / "x.nrrd", np.zeros((2, 2, 2)), np.eye(4))
     assert not os.listdir(tmp_path)
+
+
+# === headers that claim more voxels than the file holds, or than memory can take ===
+
+
+def _lying_nifti(path: Path, shape: tuple[int, ...], cls: type = nib.Nifti1Image) -> Path:
+    """A small real file whose header is edited to claim ``shape`` (as a corrupt or hostile header would)."""
+    img = cls(np.zeros((4, 4, 4), np.int16), np.eye(4))
+    img.header.set_data_shape(shape)
+    hdr = img.header.binaryblock
+    data = np.zeros(64, np.int16).tobytes()
+    offset = int(img.header["vox_offset"]) or len(hdr) + 4
+    raw = hdr + b"\0" * (offset - len(hdr)) + data
+    if path.name.endswith(".gz"):
+        import gzip
+
+        raw = gzip.compress(raw)
+    path.write_bytes(raw)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "cls"),
+    [
+        ("big1.nii.gz", (32767, 32767, 32767), nib.Nifti1Image),
+        ("big2.nii.gz", (100000, 100000, 100000), nib.Nifti2Image),
+        ("small_claims_1024.nii.gz", (1024, 1024, 1024), nib.Nifti1Image),
+        ("truncated.nii", (64, 64, 64), nib.Nifti1Image),
+    ],
+)
+def test_header_claiming_more_than_the_file_is_refused_before_allocating(
+    tmp_path: Path, name: str, shape: tuple[int, ...], cls: type
+) -> None:
+    import resource
+
+    path = _lying_nifti(tmp_path / name, shape, cls)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(DataError) as e:
+        load_volume(path)
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    line = e.value.one_line()
+    dims = "x".join(map(str, shape))
+    assert line.startswith(f"{path}: the header claims {dims} voxels") and "truncated" in line
+    assert grown_mib < 64  # refused from the header, not after a giant allocation
+
+
+def test_volume_too_big_for_memory_names_the_need(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import segkit.io.volumes as vols
+
+    path = tmp_path / "ok.nii.gz"
+    save_volume(path, np.zeros((16, 16, 8), np.int16), np.eye(4))
+    monkeypatch.setattr(vols, "_available_memory", lambda: 1024)
+    with pytest.raises(DataError, match=r"a 16x16x8 volume needs [0-9.]+ KiB of memory; 1\.0 KiB is available"):
+        load_volume(path)
+
+
+def test_nrrd_claiming_more_than_its_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "lie.nrrd"
+    nrrd.write(str(path), np.zeros((4, 4, 4), np.int16), {"encoding": "raw"})
+    text = path.read_bytes().replace(b"sizes: 4 4 4", b"sizes: 4000 4000 4000")
+    path.write_bytes(text)
+    with pytest.raises(DataError, match="the header claims 4000x4000x4000 voxels"):
+        load_volume(path)
+
+
+def test_real_volumes_pass_the_size_check(shared_data: Path) -> None:
+    shared_volumes = shared_data / "volumes"
+    for path in [*sorted((shared_volumes / "pyradiomics_nrrd").glob("*.nrrd"))[:2],
+                 *sorted((shared_volumes / "acdc_cine_mri").glob("*_image.nii.gz"))[:1]]:
+        assert load_volume(path).data.ndim == 3
