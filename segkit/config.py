@@ -108,6 +108,11 @@ class PrepareConfig(_Strict):
     label_map: dict[int, int] | None = Field(None, description="raw label value -> class id (0 = background)")
     binary: bool = Field(False, description="merge every foreground label into one class")
     unknown_labels: Literal["error", "background"] = "error"
+    empty_labels: Literal["warn", "error", "allow"] = Field(
+        "warn",
+        description="a label volume without foreground: warn (named in the summary), error (the case fails), or "
+        "allow (real negatives)",
+    )
     spacing: tuple[float, float] | Literal["median"] | None = Field(
         None,
         description="in-plane target spacing in mm (rows, columns of a slice): volume slices are resampled to it "
@@ -406,7 +411,8 @@ class Config(_Strict):
             {
                 "classes": [c.model_dump(mode="json") for c in self.classes],
                 "modality": self.modality,
-                "prepare": self.prepare.model_dump(mode="json"),
+                # empty_labels only decides whether to complain, not what is written
+                "prepare": self.prepare.model_dump(mode="json", exclude={"empty_labels"}),
             },
             sort_keys=True,
         )

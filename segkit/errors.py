@@ -24,10 +24,17 @@ class SegkitError(Exception):
         self.path = path
         self.hint = hint
 
+    def __reduce__(self):  # noqa: ANN204 - keep path and hint when sent back from a worker process
+        return _rebuild, (type(self), self.message, self.path, self.hint)
+
     def one_line(self) -> str:
         where = f"{self.path}: " if self.path is not None else ""
         text = f"{where}{self.message}" + (f" (hint: {self.hint})" if self.hint else "")
         return " ".join(text.split())
+
+
+def _rebuild(cls: type[SegkitError], message: str, path: Path | str | None, hint: str | None) -> SegkitError:
+    return cls(message, path=path, hint=hint)
 
 
 class ConfigError(SegkitError):
@@ -44,3 +51,29 @@ class GeometryError(DataError):
 
 class ModelError(SegkitError):
     """A model file is missing, unreadable or does not match the config."""
+
+
+class OutputError(SegkitError):
+    """An output cannot be written: disk full, read-only file system, no permission."""
+
+
+# errno -> (what happened, how to fix it) for faults of the place a user writes to
+_WRITE_FAULTS = {
+    28: ("no space left on the device", "free space there or choose another output folder; rerun to continue"),
+    122: ("disk quota exceeded", "free space in your quota or choose another output folder; rerun to continue"),
+    30: ("the file system is read-only", "choose a writable output folder"),
+    13: ("permission denied", "choose a folder you can write to, or fix its permissions"),
+    1: ("operation not permitted", "choose a folder you can write to, or fix its permissions"),
+}
+
+
+def write_fault(e: BaseException, path: Path | str | None = None) -> OutputError | None:
+    """An ``OutputError`` naming ``path`` (or the error's own file name) when ``e`` is a disk-full, read-only or
+    permission fault; ``None`` for any other error."""
+    errno = getattr(e, "errno", None)
+    if not isinstance(e, OSError) or errno not in _WRITE_FAULTS:
+        return None
+    what, hint = _WRITE_FAULTS[errno]
+    where = path if path is not None else (e.filename if e.filename is not None else None)
+    return OutputError(f"cannot write: {what}", path=where, hint=hint)
+

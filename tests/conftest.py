@@ -36,3 +36,29 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):  # noqa: ANN201 - yields a factory
+    """``make(size, readonly=False) -> Path``: a fresh tmpfs of ``size`` (e.g. ``"300K"``) mounted under tmp_path,
+    to test full-disk and read-only faults for real. Needs root (CI runs as root); elsewhere the test is skipped
+    with that reason."""
+    import subprocess
+
+    mounts: list[Path] = []
+
+    def make(size: str, readonly: bool = False) -> Path:
+        if os.geteuid() != 0:
+            pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
+        d = tmp_path / f"fs{len(mounts)}"
+        d.mkdir()
+        opts = f"size={size}" + (",ro" if readonly else "")
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(d)], capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+        mounts.append(d)
+        return d
+
+    yield make
+    for d in mounts:
+        subprocess.run(["umount", "-l", str(d)], capture_output=True)

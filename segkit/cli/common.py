@@ -31,7 +31,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from segkit.errors import SegkitError
+from segkit.errors import SegkitError, write_fault
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -78,6 +78,10 @@ def handle_errors(func: F) -> F:
         except Exception as e:  # noqa: BLE001 - the one boundary for unexpected errors
             if _state["debug"]:
                 traceback.print_exc()
+            fault = write_fault(e)  # disk full, read-only, no permission: the user's to fix, not a bug
+            if fault is not None:
+                typer.echo(f"error: {fault.one_line()}", err=True)
+                raise typer.Exit(2) from None
             msg = " ".join(str(e).split()) or type(e).__name__
             typer.echo(f"error: internal error: {type(e).__name__}: {msg} (rerun with --debug for the traceback)", err=True)
             raise typer.Exit(1) from None

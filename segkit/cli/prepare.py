@@ -125,7 +125,14 @@ def _render(report: PrepareReport) -> None:
         row = report.summary[s]
         table.add_row(s, str(row["cases"]), str(row["slices"]), *(f"{row['pixels'][c]:,}" for c in classes))
     out.print(table)
-    out.print(f"{len(report.done)} case(s) prepared, {len(report.skipped)} already complete, {len(report.failures)} failed")
+    for line in report.warnings:
+        typer.echo(f"warning: {line}", err=True)
+    warned = f", {len(report.warnings)} warning(s)" if report.warnings else ""
+    out.print(
+        f"{len(report.done)} case(s) prepared, {len(report.skipped)} already complete, {len(report.failures)} failed"
+        f"{warned}",
+        highlight=False,
+    )
     if report.manifest is not None:
         out.print(f"dataset complete: {report.manifest}  (summary chart: {report.summary_png})")
     elif report.pending:

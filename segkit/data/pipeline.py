@@ -148,6 +148,11 @@ def read_image(path: Path, cfg: Config) -> npt.NDArray[np.float32]:
     Raises:
         DataError: the file cannot be read.
     """
+    return _fit_image(decode_image(path, cfg), cfg)
+
+
+def decode_image(path: Path, cfg: Config) -> npt.NDArray[np.float32]:
+    """``read_image`` at the file's own size (no resize)."""
     img = _imread(path, cv2.IMREAD_UNCHANGED)
     scale = 65535.0 if img.dtype == np.uint16 else 255.0
     if img.ndim == 3:
@@ -158,10 +163,19 @@ def read_image(path: Path, cfg: Config) -> npt.NDArray[np.float32]:
         img = img[..., None]
         if cfg.data.channels == 3:
             img = np.repeat(img, 3, axis=-1)
-    img = np.ascontiguousarray(img).astype(np.float32) / np.float32(scale)
+    return np.ascontiguousarray(img).astype(np.float32) / np.float32(scale)
+
+
+def _fit_image(img: npt.NDArray[np.float32], cfg: Config) -> npt.NDArray[np.float32]:
     if cfg.data.patches:  # kept at the prepared size: patches are cut from it (segkit.data.patches)
         return img
     return _resize(img, tuple(cfg.data.image_size), nearest=False).astype(np.float32, copy=False)
+
+
+def _fit_mask(labels: npt.NDArray[np.uint8], cfg: Config) -> npt.NDArray[np.uint8]:
+    if cfg.data.patches:
+        return labels
+    return _resize(labels, tuple(cfg.data.image_size), nearest=True)
 
 
 def read_mask(path: Path, cfg: Config) -> npt.NDArray[np.uint8]:
@@ -182,6 +196,11 @@ def read_mask(path: Path, cfg: Config) -> npt.NDArray[np.uint8]:
     Raises:
         DataError: unreadable file, or a colour that is no class colour (names the file and the colour).
     """
+    return _fit_mask(decode_mask_file(path, cfg), cfg)
+
+
+def decode_mask_file(path: Path, cfg: Config) -> npt.NDArray[np.uint8]:
+    """``read_mask`` at the file's own size (no resize)."""
     if cfg.data.mask_mode == "gray":
         gray = _imread(path, cv2.IMREAD_GRAYSCALE)
         labels = (gray >= cfg.data.gray_threshold).astype(np.uint8)
@@ -189,9 +208,7 @@ def read_mask(path: Path, cfg: Config) -> npt.NDArray[np.uint8]:
         img = _imread(path, cv2.IMREAD_COLOR)  # gray masks are replicated to 3 channels, alpha dropped
         palette = palette_array([c.color for c in cfg.effective_classes])
         labels = _decode_colors(np.ascontiguousarray(img[..., ::-1]), palette, cfg.data.mask_tolerance, Path(path))
-    if cfg.data.patches:
-        return labels
-    return _resize(labels, tuple(cfg.data.image_size), nearest=True)
+    return labels
 
 
 def _decode_colors(rgb: npt.NDArray[np.uint8], palette: npt.NDArray[np.uint8], tolerance: float, path: Path) -> npt.NDArray[np.uint8]:
@@ -293,12 +310,20 @@ def read_sample(
     from segkit.data.patches import center_patch, random_patch
 
     rows = [index] if context is None else [int(j) for j in context[index]]
-    images = [read_image(pairs[j][0], cfg) for j in rows]
+    images = [decode_image(pairs[j][0], cfg) for j in rows]
     shapes = {im.shape[:2] for im in images}
     if len(shapes) > 1:
         raise DataError(f"2.5D neighbours of one slice differ in size: {sorted(shapes)}", path=pairs[index][0])
-    image = images[0] if len(images) == 1 else np.concatenate(images, axis=-1)
-    mask = read_mask(pairs[index][1], cfg)
+    mask = decode_mask_file(pairs[index][1], cfg)
+    if mask.shape[:2] != images[0].shape[:2]:
+        (h, w), (mh, mw) = images[0].shape[:2], mask.shape[:2]
+        raise DataError(
+            f"image is {h}x{w} but its mask {pairs[index][1].name} is {mh}x{mw}",
+            path=pairs[index][0],
+            hint="image and mask of a slice must have the same size; re-export the pair",
+        )
+    image = _fit_image(images[0] if len(images) == 1 else np.concatenate(images, axis=-1), cfg)
+    mask = _fit_mask(mask, cfg)
     if cfg.data.patches and isinstance(patch, np.random.Generator):
         return random_patch(image, mask, cfg.data.image_size, patch, cfg.data.foreground_oversample)
     if cfg.data.patches and patch is True:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from segkit.errors import write_fault
 
 
 @contextmanager
@@ -26,18 +29,70 @@ def atomic_path(path: Path, suffix: str | None = None) -> Iterator[Path]:
             format by extension, such as OpenCV or nibabel, still work).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     sfx = suffix if suffix is not None else "".join(path.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{sfx}", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=f".tmp{sfx}", dir=path.parent)
+    except OSError as e:
+        raise (write_fault(e, path) or e) from e
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp creates 0600; a plain open() would honour the umask
     try:
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp creates 0600; a plain open() would honour the umask
         yield tmp_path
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as e:
+        full = _nearly_full(path.parent)  # before the unlink frees the space again
         tmp_path.unlink(missing_ok=True)
+        fault = write_fault(e, path)
+        if fault is None and full and isinstance(e, Exception):
+            # writers such as h5py, zipfile or OpenCV wrap ENOSPC in their own exception types
+            fault = write_fault(OSError(28, "No space left on device"), path)
+        if fault is not None:
+            raise fault from e
         raise
+
+
+def _nearly_full(folder: Path) -> bool:
+    """Whether the file system of ``folder`` has less than 1 MiB left (a failed write there was a full disk)."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 2**20
+
+
+_STALE = re.compile(r"^\..+\.(\d+)-[^/]*\.tmp")
+
+
+def remove_stale_temps(folder: Path) -> int:
+    """Delete temporary files that killed segkit processes left under ``folder`` (recursively); return how many.
+
+    Only files named like ``atomic_path``'s temporaries whose process id is no longer running are removed.
+    """
+    removed = 0
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    for p in folder.rglob(".*.tmp*"):
+        m = _STALE.match(p.name)
+        if m and p.is_file() and not pid_alive(int(m.group(1))):
+            p.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with id ``pid`` exists (this one included)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_bytes(path: Path, data: bytes) -> None:

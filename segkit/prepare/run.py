@@ -44,8 +44,8 @@ import numpy.typing as npt
 
 from segkit import __version__
 from segkit.config import Config, validate_config
-from segkit.errors import DataError, SegkitError
-from segkit.io.atomic import write_json, write_with
+from segkit.errors import DataError, OutputError, SegkitError, write_fault
+from segkit.io.atomic import pid_alive, remove_stale_temps, write_json, write_with
 from segkit.io.palette import palette_array
 from segkit.prepare.manifest import (
     MANIFEST_FILE,
@@ -55,7 +55,7 @@ from segkit.prepare.manifest import (
     sha256_files,
     write_manifest,
 )
-from segkit.prepare.sources import SOURCES, CaseSpec, DiscoverOptions, Discovery
+from segkit.prepare.sources import SOURCES, CaseSpec, DiscoverOptions, Discovery, unusable_case_ids
 from segkit.prepare.split import SPLITS, SPLITS_FILE, split_cases, split_of, write_splits
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,6 @@ log = logging.getLogger(__name__)
 RECORDS = "records"
 SUMMARY_PNG = "summary.png"
 CASE_STREAM = 2  # child-seed index for per-case draws (empty-slice fraction)
-_OUR_ENTRIES = ("train", "valid", "test", RECORDS, SPLITS_FILE, MANIFEST_FILE, SUMMARY_PNG)
 
 ProgressFn = Callable[[int, int], None]  # (done, total)
 
@@ -79,6 +78,8 @@ class PrepareReport:
         done: case ids processed by this run.
         skipped: case ids already complete (checksums matched).
         failures: one line per problem: ``<file>: <reason>``. Non-empty means exit code 2.
+        warnings: one line per case worth a look that was still prepared (an all-zero label volume with
+            ``prepare.empty_labels: warn``), over all complete cases.
         summary: ``{split: {"cases": n, "slices": n, "pixels": {class_name: n}}}`` over all complete cases
             (pixels counted in the written, resized masks; ``background`` included).
         manifest: ``dataset.json`` when the dataset is complete, else None.
@@ -95,6 +96,7 @@ class PrepareReport:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     summary: dict[str, dict[str, Any]] = field(default_factory=dict)
     manifest: Path | None = None
     pending: int = 0
@@ -174,14 +176,59 @@ def check_out(out: Path, key: str, overwrite: bool) -> bool:
     )
 
 
-def clear_out(out: Path, extra: tuple[str, ...] = ()) -> None:
-    """Remove what ``segkit prepare`` writes in ``out`` (only those entries; other files stay)."""
-    for name in (*_OUR_ENTRIES, *extra):
-        p = out / name
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        elif p.exists() or p.is_symlink():
+def clear_out(out: Path, phantom: bool = False) -> list[Path]:
+    """Remove what ``segkit prepare`` wrote in ``out`` and nothing else; return the files it left in place.
+
+    segkit's files are known by name: the case records, splits.json, dataset.json, summary.png, every slice file
+    ``<case>_<NNNN>.png`` of a case named in splits.json or in a case record, the phantom's ``raw/case_NNN_*``
+    volumes (``phantom``), and temporaries of killed runs. A folder is removed only when that leaves it empty,
+    so a user's own file inside ``train/images`` or ``records/`` survives ``--overwrite``.
+    """
+    out = Path(out)
+    remove_stale_temps(out)
+    case_ids: set[str] = set()
+    splits = _read_json(out / SPLITS_FILE) or {}
+    for name in SPLITS:
+        ids = splits.get(name)
+        if isinstance(ids, list):
+            case_ids.update(c for c in ids if isinstance(c, str))
+    records = out / RECORDS
+    ours: list[Path] = []
+    if records.is_dir():
+        for rec in (records / "cases").glob("*.json"):
+            case_ids.add(rec.stem)
+            entry = _read_json(rec) or {}
+            files = entry.get("files", [])
+            ours += [out / f for f in files if isinstance(f, str) and not Path(f).is_absolute() and ".." not in Path(f).parts]
+            ours.append(rec)
+        ours += [_marker(out), *records.glob("shard-*-of-*.json")]
+    for cid in case_ids:
+        ours += _slice_files(out, cid)
+    ours += [out / SPLITS_FILE, out / MANIFEST_FILE, out / SUMMARY_PNG]
+    if phantom:
+        ours += [p for p in (out / "raw").glob("case_*_*.nii.gz") if re.fullmatch(r"case_\d{3,}_(image|label)\.nii\.gz", p.name)]
+    for p in ours:
+        if p.is_file() or p.is_symlink():
             p.unlink()
+    kept: list[Path] = []
+    for top in (*SPLITS, RECORDS, *(("raw",) if phantom else ())):
+        kept += _prune_empty(out / top)
+    if kept:
+        log.warning("--overwrite kept %d file(s) that segkit did not write, e.g. %s", len(kept), kept[0])
+    return kept
+
+
+def _prune_empty(folder: Path) -> list[Path]:
+    """Remove empty folders under (and including) ``folder``, deepest first; return the files that remain."""
+    if not folder.is_dir() or folder.is_symlink():
+        return [folder] if folder.exists() or folder.is_symlink() else []
+    for d in sorted((p for p in folder.rglob("*") if p.is_dir() and not p.is_symlink()), key=lambda p: -len(p.parts)):
+        if not any(d.iterdir()):
+            d.rmdir()
+    if not any(folder.iterdir()):
+        folder.rmdir()
+        return []
+    return sorted(p for p in folder.rglob("*") if not p.is_dir() or p.is_symlink())
 
 
 # === Per case work (runs in worker processes) ===
@@ -283,6 +330,9 @@ def _process_case(task: CaseTask) -> CaseResult:
     except Exception as e:  # noqa: BLE001 - per-case boundary: every failure becomes one report line
         for p in _slice_files(out, spec.case_id):
             p.unlink(missing_ok=True)
+        fault = e if isinstance(e, OutputError) else write_fault(e)
+        if fault is not None:  # a full or read-only disk fails every case alike: stop at the first one
+            raise fault from e
         return CaseResult(spec.case_id, "failed", failure=_relabel_error(e, spec))
 
 
@@ -299,13 +349,20 @@ def _prepare_case(task: CaseTask, sha: dict[str, str | None]) -> dict[str, Any]:
         label = load_volume(spec.label) if spec.label is not None else None
         sliced = slice_case(image, label, cfg, spec.case_id, rng)
         del image, label
-    palette = palette_array([c.color for c in cfg.effective_classes])
-    paths = write_slices(sliced, task.out / task.split, palette, cfg.prepare.png_compression)
     n_classes = len(cfg.effective_classes) + 1
     pixels = np.zeros(n_classes, dtype=np.int64)
     for _, _, lbl in sliced.slices:
         if lbl is not None:
             pixels += class_pixels(lbl, n_classes)
+    empty = spec.label is not None and not pixels[1:].any() and not _label_has_foreground(spec, cfg)
+    if empty and cfg.prepare.empty_labels == "error":
+        raise DataError(
+            "label volume is empty (no foreground voxel)",
+            path=spec.label,
+            hint="fix the label, or set prepare.empty_labels=allow (real negatives) or warn",
+        )
+    palette = palette_array([c.color for c in cfg.effective_classes])
+    paths = write_slices(sliced, task.out / task.split, palette, cfg.prepare.png_compression)
     # source paths are absolute; for 2D cases they are the image / mask folders (file names: source_slices)
     image_src = spec.image if spec.kind == "volume" else spec.image.parent
     label_src = spec.label if spec.kind == "volume" or spec.label is None else spec.label.parent
@@ -322,7 +379,19 @@ def _prepare_case(task: CaseTask, sha: dict[str, str | None]) -> dict[str, Any]:
         "n_slices_written": len(sliced.slices),
         "pixels": [int(v) for v in pixels],
         "files": sorted(p.relative_to(task.out).as_posix() for p in paths),
+        "empty_label": bool(empty),
     }
+
+
+def _label_has_foreground(spec: CaseSpec, cfg: Config) -> bool:
+    """Whether the case's source labels hold any foreground (a tiny structure may vanish in resized masks)."""
+    from segkit.io.volumes import load_volume
+    from segkit.prepare.slicing import map_labels
+
+    if spec.kind == "slices2d":
+        return False  # its masks were read at full size: the written pixels already tell
+    label = load_volume(spec.label)  # type: ignore[arg-type]
+    return bool(map_labels(label.data, cfg, label.path).any())
 
 
 def class_pixels(labels: npt.NDArray[np.uint8], n_classes: int) -> npt.NDArray[np.int64]:
@@ -621,9 +690,12 @@ def run_prepare(
             raise SegkitError(f"source '{adapter.name}' needs a SRC folder", hint=f"e.g. {adapter.example}")
         if out is not None and not verify_only:
             resume = check_out(out, key, overwrite)
+    if resume and out is not None:
+        remove_stale_temps(out)  # temporaries of a killed earlier run
     handed_over = False
     try:
         found = adapter.discover(Path(src), options)  # type: ignore[arg-type]
+        found.problems += unusable_case_ids(found)
         report.n_cases = len(found.cases)
         if verify_only:
             report.failures = list(found.problems) + _verify(found, cfg, workers, progress)
@@ -641,7 +713,7 @@ def run_prepare(
         if raw_tmp is not None and not handed_over:  # verify, missing pairs, an error: drop the phantom
             shutil.rmtree(raw_tmp, ignore_errors=True)
     if overwrite and not resume:
-        clear_out(out, extra=("raw",) if raw_tmp is not None else ())
+        clear_out(out, phantom=raw_tmp is not None)
     out.mkdir(parents=True, exist_ok=True)
     if raw_tmp is not None:
         found = _install_phantom(raw_tmp, out / "raw", found)
@@ -677,6 +749,13 @@ def run_prepare(
     )
     # 6. completion
     entries = _load_entries(out, key, found.cases, where)
+    if cfg.prepare.empty_labels == "warn":
+        labels = {c.case_id: c.label for c in found.cases}
+        report.warnings = [
+            f"{labels[cid].name if labels.get(cid) else cid}: label volume is empty (no foreground voxel); kept "
+            "(set prepare.empty_labels=allow for real negatives, or error to refuse such cases)"
+            for cid, e in sorted(entries.items()) if e.get("empty_label")
+        ]
     report.summary = summarize(entries, cfg)
     report.pending = len(found.cases) - len(entries)
     if report.pending == 0 and not report.failures:
@@ -752,9 +831,20 @@ def _make_phantom(out: Path, n: int, seed: int) -> Path:
     if n < 1:
         raise SegkitError(f"--n must be at least 1, got {n}")
     out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{glob_escape(out.name)}.raw-tmp-*"):  # left by killed runs
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = out.parent / f".{out.name}.raw-tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    write_phantom_cases(tmp, n, seed)
+    try:
+        write_phantom_cases(tmp, n, seed)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        fault = e if isinstance(e, OutputError) else write_fault(e)
+        if fault is not None:  # name the folder the user gave, not the temporary one
+            raise OutputError(fault.message, path=out, hint=fault.hint) from e
+        raise
     return tmp
 
 

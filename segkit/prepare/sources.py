@@ -360,6 +360,20 @@ def discover_phantom(src: Path, options: DiscoverOptions) -> Discovery:
     return _nonempty(_pair(images, labels), src, "<case>_image.nii.gz + <case>_label.nii.gz")
 
 
+def unusable_case_ids(found: Discovery) -> list[str]:
+    """Problem lines for case ids that cannot name slice files (``<case_id>_NNNN.png``): empty, starting with a
+    dot (hidden files the loader skips; ``..``), or holding a path separator or a control character."""
+    problems = []
+    for c in found.cases:
+        cid = c.case_id
+        if not cid or cid.startswith(".") or any(ch in cid for ch in "/\\") or any(ord(ch) < 32 for ch in cid):
+            problems.append(
+                f"{c.image.name}: case id {cid!r} cannot name slice files (it is empty, starts with '.', or holds "
+                "a path separator or control character); rename the file"
+            )
+    return problems
+
+
 def discover(source: str, src: Path, options: DiscoverOptions | None = None) -> Discovery:
     """Look ``source`` up in ``SOURCES`` and discover the cases under ``src``."""
     return SOURCES.get(source).discover(Path(src), options or DiscoverOptions())

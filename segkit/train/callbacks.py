@@ -5,6 +5,9 @@ Each callback does one thing:
 - ``AtomicCheckpoint``: saves ``model.keras`` (best by a monitor) or ``last.keras`` (every epoch) through a
   temporary ``.keras`` file in the same folder and ``os.replace``, so a kill at any moment leaves either the
   previous file or the new one, never a torn one.
+- ``AtomicBackup`` / ``restore_backup``: weights and optimizer state after every epoch for ``--resume``, written
+  so that a kill at any moment leaves a complete backup whose epoch is known (``backup/state.json`` names the
+  weights file and its SHA-256; it is replaced only after that file is complete).
 - ``LearningRateLogger``: puts ``lr`` (the learning rate used during the epoch) into the epoch logs, so
   ``CSVLogger`` and the history see it.
 - ``NaNGuard``: stops at the first non-finite loss and remembers where; ``train_model`` turns that into a
@@ -14,14 +17,17 @@ Each callback does one thing:
   (image | truth | prediction per row).
 - ``ProgressReporter``: forwards epoch/batch events to a plain callable (the CLI renders it with rich).
 
-The standard ``ReduceLROnPlateau``, ``EarlyStopping``, ``CSVLogger`` and ``BackupAndRestore`` come from Keras;
+The standard ``ReduceLROnPlateau``, ``EarlyStopping`` and ``CSVLogger`` come from Keras;
 ``plateau_state`` restores their counters on resume.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from segkit.config import TrainConfig
+from segkit.errors import ConfigError
 from segkit.io.atomic import atomic_path, write_json, write_with
 from segkit.io.palette import encode_mask
 
@@ -194,6 +201,105 @@ class AtomicCheckpoint(keras.callbacks.Callback):
             log.debug("epoch %d: %s improved %s -> %.5f", epoch + 1, self.monitor, self.best, float(current))
             self.best, self.best_epoch = float(current), epoch
             save_model_atomic(self.model, self.path)
+
+
+# === backup for --resume ===
+
+BACKUP_STATE = "state.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class AtomicBackup(keras.callbacks.Callback):
+    """Back up weights and optimizer state after every epoch; remove the backup when training ends normally.
+
+    Order of writes (each atomic): ``epoch_NNNN.weights.h5``, then ``state.json`` naming it, then the older
+    weights files are deleted. A kill at any point leaves ``state.json`` pointing at a complete file, so
+    ``restore_backup`` always knows which epoch it restores (Keras' ``BackupAndRestore`` could fall back to an
+    older copy while the run believed it resumed the newer epoch). An epoch with a non-finite loss is not backed up.
+    """
+
+    def __init__(self, backup_dir: Path) -> None:
+        super().__init__()
+        self.backup_dir = Path(backup_dir)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            return
+        name = f"epoch_{epoch + 1:04d}.weights.h5"
+        path = self.backup_dir / name
+        with atomic_path(path, suffix=".weights.h5") as tmp:
+            self.model.save_weights(tmp, overwrite=True)
+        write_json(self.backup_dir / BACKUP_STATE, {"epoch": epoch + 1, "weights": name, "sha256": _sha256(path)})
+        for old in self.backup_dir.glob("epoch_*.weights.h5"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        shutil.rmtree(self.backup_dir, ignore_errors=True)  # a finished run resumes from last.keras
+
+
+def backup_epoch(backup_dir: Path) -> int | None:
+    """Completed epochs held by the backup in ``backup_dir`` (``None`` when there is none)."""
+    state = _read_state(Path(backup_dir))
+    return None if state is None else int(state["epoch"])
+
+
+def _read_state(backup_dir: Path) -> dict[str, Any] | None:
+    for name in (BACKUP_STATE, "training_metadata.json"):  # the second: backups of segkit <= 0.1 (Keras')
+        p = backup_dir / name
+        if p.is_file():
+            try:
+                state = json.loads(p.read_text(encoding="utf-8"))
+                epoch = int(state["epoch"])
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise ConfigError(
+                    f"the resume backup is unreadable ({type(e).__name__}: {e})",
+                    path=p,
+                    hint="resume from last.keras by deleting the backup/ folder, or --overwrite to start again",
+                ) from e
+            weights = state.get("weights", "latest.weights.h5") if name == BACKUP_STATE else "latest.weights.h5"
+            return {"epoch": epoch, "weights": backup_dir / weights, "sha256": state.get("sha256")}
+    return None
+
+
+def restore_backup(model: keras.Model, backup_dir: Path) -> int | None:
+    """Load the backed-up weights and optimizer state into ``model``; return the epochs they completed.
+
+    Returns:
+        completed epochs, or ``None`` when ``backup_dir`` holds no backup.
+
+    Raises:
+        ConfigError: the backup's weights file is missing, does not match its recorded SHA-256, or cannot be
+            loaded (one line naming the file; the run is left as it is).
+    """
+    state = _read_state(Path(backup_dir))
+    if state is None:
+        return None
+    weights: Path = state["weights"]
+    hint = "resume from last.keras by deleting the backup/ folder, or --overwrite to start again"
+    if not weights.is_file():
+        raise ConfigError(f"the resume backup of epoch {state['epoch']} is missing", path=weights, hint=hint)
+    if state["sha256"] is not None and _sha256(weights) != state["sha256"]:
+        raise ConfigError(
+            f"the resume backup of epoch {state['epoch']} does not match its recorded checksum",
+            path=weights,
+            hint=hint,
+        )
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    try:
+        model.load_weights(weights)
+    except Exception as e:  # noqa: BLE001 - h5py/keras raise many types for damaged files
+        raise ConfigError(f"cannot load the resume backup ({type(e).__name__}: {e})", path=weights, hint=hint) from e
+    return int(state["epoch"])
 
 
 class LearningRateLogger(keras.callbacks.Callback):

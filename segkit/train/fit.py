@@ -42,8 +42,8 @@ import numpy as np
 import yaml
 
 from segkit.config import Config
-from segkit.errors import ConfigError, DataError, SegkitError
-from segkit.io.atomic import write_bytes, write_json, write_text
+from segkit.errors import ConfigError, DataError, OutputError, SegkitError
+from segkit.io.atomic import remove_stale_temps, write_bytes, write_json, write_text
 
 if TYPE_CHECKING:
     import keras
@@ -229,6 +229,7 @@ def check_run_dir(cfg: Config, *, resume: bool, overwrite: bool) -> bool:
                 path=run_dir,
                 hint="resume with the same config, or use --overwrite / another train.run_dir for a new run",
             )
+        remove_stale_temps(run_dir)  # temporaries of the killed run
         return True
     if not overwrite:
         resumable = saved.is_file() and config_difference(saved.read_text(encoding="utf-8"), cfg) is None
@@ -238,27 +239,18 @@ def check_run_dir(cfg: Config, *, resume: bool, overwrite: bool) -> bool:
             path=run_dir,
             hint=f"use {how}--overwrite to replace it, or set train.run_dir to a new folder",
         )
-    for name in RUN_OUTPUTS:
-        p = run_dir / name
-        if p.is_dir():
+    doomed = [run_dir / n for n in RUN_OUTPUTS if (run_dir / n).exists() or (run_dir / n).is_symlink()]
+    if doomed and not os.access(run_dir, os.W_OK | os.X_OK):  # check before deleting anything
+        raise OutputError("cannot replace the run: no permission to delete in the folder", path=run_dir,
+                          hint="fix the folder's permissions, or set train.run_dir to a new folder")
+    for p in doomed:
+        if p.is_symlink() or not p.is_dir():
+            p.unlink()  # a link is removed, never what it points to
+        else:
             shutil.rmtree(p)
-        elif p.exists():
-            p.unlink()
+    remove_stale_temps(run_dir)
     log.info("--overwrite: removed the previous run's outputs in %s", run_dir)
     return False
-
-
-def backup_epoch(backup_dir: Path) -> int | None:
-    """Completed epochs recorded by ``BackupAndRestore`` (``None`` when there is no backup)."""
-    import json
-
-    meta = backup_dir / "training_metadata.json"
-    if not meta.is_file():
-        return None
-    try:
-        return int(json.loads(meta.read_text(encoding="utf-8"))["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def add_history_columns(path: Path, columns: tuple[str, ...] = ("epoch_s", "time_s")) -> None:
@@ -544,7 +536,7 @@ def train_model(
         initial_epoch = 0
         if resuming:
             add_history_columns(csv_path)
-            done = backup_epoch(backup_dir)
+            done = cb.restore_backup(model, backup_dir)  # weights + optimizer state of that epoch
             if done is not None:
                 truncate_history_csv(csv_path, done)
                 initial_epoch = done
@@ -622,9 +614,6 @@ def train_model(
             schedule.append(cb.ScheduledLR(cfg.train.learning_rate, cfg.train.schedule, cfg.train.epochs, steps,
                                            cfg.train.warmup_epochs, clock, limit_s))
         callbacks: list[keras.callbacks.Callback] = [
-            # BackupAndRestore first: it restores weights/optimizer/epoch at train begin.
-            # double_checkpoint: a kill while the backup is written leaves the previous one to resume from.
-            keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True),
             nan_guard,
             *schedule,
             *cb.plateau_callbacks(cfg.train, monitor, mode, previous_values),
@@ -634,6 +623,8 @@ def train_model(
             cb.AtomicCheckpoint(run_dir / "last.keras"),
             keras.callbacks.CSVLogger(str(csv_path), append=resuming),
             cb.HistoryWriter(run_dir / "history.json", run_dir / "curves.png", previous_rows),
+            # after the history: a kill before the backup leaves an extra history row, trimmed on resume
+            cb.AtomicBackup(backup_dir),
         ]
         if cfg.train.epoch_change_infer.enabled:
             images, truth = preview_batch(cfg, cfg.train.epoch_change_infer.num_images)
@@ -645,8 +636,8 @@ def train_model(
         if time_limit is not None:
             callbacks.append(time_limit)  # last: the epoch length it measures includes every checkpoint write
 
-        # On resume BackupAndRestore restores weights, optimizer state and the epoch itself; initial_epoch is the
-        # same number (or, for a finished run extended with more epochs, the rows of history.csv).
+        # On resume the weights and optimizer state were restored above (backup/, else last.keras); initial_epoch is
+        # the epoch they completed.
         try:
             history = model.fit(
                 train_ds,

@@ -238,6 +238,21 @@ def test_infer_refuses_two_volumes_with_one_output_name(setup: dict[str, Path]) 
     assert not out.exists()
 
 
+@pytest.mark.parametrize("fault", ["full", "readonly"])
+def test_infer_onto_a_full_or_read_only_disk_is_one_line(setup: dict[str, Path], small_disk, fault: str) -> None:  # noqa: ANN001
+    disk = small_disk("4K", readonly=fault == "readonly")
+    src = sorted((setup["data"] / "raw").rglob("*image*.nii.gz"))[0]
+    out = disk / "pred"
+    res = runner.invoke(app, ["infer", str(setup["config"]), "--input", str(src), "--output", str(out),
+                              *_base(setup)])
+    assert res.exit_code == 2, res.output
+    lines = [line for line in _stderr_lines(res) if line.startswith("error:")]
+    what = "no space left on the device" if fault == "full" else "the file system is read-only"
+    assert len(lines) == 1 and f"cannot write: {what} (hint: " in lines[0], res.stderr
+    assert lines[0].startswith(f"error: {out}") and "Traceback" not in res.output
+    assert not [p for p in disk.rglob("*") if ".tmp" in p.name]
+
+
 def test_tensorflow_start_up_lines_stay_off_the_terminal(setup: dict[str, Path]) -> None:
     """A real process (TensorFlow's C++ lines go to file descriptor 2, which CliRunner does not capture)."""
     import subprocess

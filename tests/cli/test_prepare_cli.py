@@ -121,6 +121,50 @@ def test_refuses_non_empty_out_and_overwrite_works(tmp_path: Path) -> None:
     assert (out / "dataset.json").is_file() and (out / "notes.txt").read_text() == "mine"
 
 
+def test_overwrite_removes_only_what_segkit_wrote(tmp_path: Path) -> None:
+    out = tmp_path / "d"
+    assert phantom(out).exit_code == 0
+    ours = tree(out)
+    mine = {
+        "train/images/my_notes.txt": b"keep me",
+        "valid/masks/hand_drawn.png": b"mine",
+        "records/my_log.txt": b"mine too",
+        "raw/README.md": b"the phantom's raw folder, my note",
+        "test/extra/sub/file.bin": b"deep",
+    }
+    for rel, data in mine.items():
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_bytes(data)
+    (out / "train" / "images" / ".case_000_0001.png.99999999-abc.tmp.png").write_bytes(b"left by a killed run")
+    r = phantom(out, "--overwrite", "--set", "prepare.size=[32,32]")
+    assert r.exit_code == 0, r.output
+    after = tree(out)
+    assert all(after[rel] == data for rel, data in mine.items())  # every file of the user's survives
+    assert set(after) - set(mine) == set(ours)  # segkit's own files are rewritten, nothing else appears
+    assert all(after[k] != ours[k] for k in ours if k.endswith(".png") and "/images/" in k)  # re-sliced at 32x32
+
+
+def test_failed_phantom_leaves_no_temporary_folder_and_stale_ones_are_cleared(tmp_path: Path) -> None:
+    stale = tmp_path / ".d.raw-tmp-99999999"  # a killed run's (no such process)
+    stale.mkdir()
+    (stale / "case_000_image.nii.gz").write_bytes(b"half")
+    assert phantom(tmp_path / "d").exit_code == 0
+    assert not stale.exists() and not list(tmp_path.glob(".*raw-tmp*"))
+
+
+@pytest.mark.parametrize("fault", ["full", "readonly"])
+def test_full_or_read_only_disk_is_one_line_and_leaves_nothing(small_disk, fault: str) -> None:  # noqa: ANN001
+    disk = small_disk("300K", readonly=fault == "readonly")
+    out = disk / "data"
+    r = phantom(out)
+    assert r.exit_code == 2, r.output
+    lines = err_lines(r)
+    assert len(lines) == 1 and "Traceback" not in r.output and "internal error" not in r.output
+    what = "no space left on the device" if fault == "full" else "the file system is read-only"
+    assert lines[0].startswith(f"error: {out}: cannot write: {what} (hint: ")
+    assert not list(disk.glob(".*raw-tmp*")) and not [p for p in disk.rglob("*") if ".tmp" in p.name]
+
+
 def test_different_config_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "d"
     assert phantom(out).exit_code == 0
@@ -199,6 +243,56 @@ def test_failing_cases_are_listed_and_the_others_finish(tmp_path: Path, bad_raw:
     assert r.exit_code == 0, r.output
     assert "4 case(s) prepared, 2 already complete" in r.stdout
     assert len(json.loads((out / "dataset.json").read_text())["cases"]) == 6
+
+
+@pytest.mark.parametrize("policy", ["warn", "error", "allow"])
+def test_all_zero_label_is_named_by_policy(tmp_path: Path, policy: str) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for i in (1, 2, 3):
+        nii(raw / f"{i}_image.nii", image())
+        nii(raw / f"{i}_label.nii", label())
+    nii(raw / "2_label.nii", np.zeros((16, 16, 8), np.uint8))
+    tiny = np.zeros((16, 16, 8), np.uint8)
+    tiny[7, 7, 3] = 1  # one voxel: gone after resizing to 8x8, but not an empty label
+    nii(raw / "3_label.nii", tiny)
+    out = tmp_path / "out"
+    r = hocm(raw, out, "--set", "prepare.size=[8,8]", "--set", f"prepare.empty_labels={policy}")
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    if policy == "error":
+        assert r.exit_code == 2
+        assert err_lines(r) == [
+            f"error: {raw / '2_label.nii'}: label volume is empty (no foreground voxel) (hint: fix the label, or set "
+            "prepare.empty_labels=allow (real negatives) or warn)"
+        ]
+        assert {Path(p).name.split("_")[0] for p in slice_files(out)} == {"1", "3"}
+        return
+    assert r.exit_code == 0, r.output
+    if policy == "warn":
+        assert warnings == ["warning: 2_label.nii: label volume is empty (no foreground voxel); kept (set "
+                            "prepare.empty_labels=allow for real negatives, or error to refuse such cases)"]
+        assert "3 case(s) prepared, 0 already complete, 0 failed, 1 warning(s)" in r.stdout
+        again = hocm(raw, out, "--set", "prepare.size=[8,8]")  # a rerun still names it (from the records)
+        assert "0 case(s) prepared, 3 already complete, 0 failed, 1 warning(s)" in again.stdout
+    else:
+        assert warnings == [] and "3 case(s) prepared, 0 already complete, 0 failed\n" in r.stdout
+
+
+def test_case_id_that_cannot_name_files_is_refused(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for cid in ("1", "2", "..", ".hidden"):  # img_...nii.gz: the '*' of the glob matches '..'
+        nii(raw / f"img_{cid}.nii", image())
+        nii(raw / f"lbl_{cid}.nii", label())
+    out = tmp_path / "out"
+    r = invoke("nifti", raw, "--out", out, "--config", CONFIGS / "demo.yaml", "--image-glob", "img_*.nii",
+               "--label-glob", "lbl_*.nii", "--set", "prepare.size=[16,16]", "--workers", "1")
+    assert r.exit_code == 2
+    lines = err_lines(r)
+    assert len(lines) == 2, r.stderr
+    assert lines[0].startswith("error: img_...nii: case id '..' cannot name slice files") and "rename" in lines[0]
+    assert lines[1].startswith("error: img_.hidden.nii: case id '.hidden' cannot name slice files")
+    assert not out.exists() or not list(out.rglob("*.png"))
 
 
 def test_verify_reports_problems_and_writes_nothing(tmp_path: Path, bad_raw: Path) -> None:

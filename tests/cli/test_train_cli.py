@@ -98,8 +98,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, phantom_data: Path, demo_conf
         mp.setattr(cb.ProgressReporter, "on_epoch_end", interrupt_after_first)
         first = runner.invoke(app, _args(demo_config, phantom_data, run))
     rows = _csv_rows(run / "history.csv")
-    meta = run / "backup" / "training_metadata.json"
-    backup_epoch = json.loads(meta.read_text())["epoch"] if meta.is_file() else None
+    backup_epoch = cb.backup_epoch(run / "backup")
     second = runner.invoke(app, _args(demo_config, phantom_data, run, ) + ["--resume"])
     return Runs(phantom_data, run, first, second, rows, backup_epoch)
 
@@ -127,7 +126,7 @@ def test_resume_starts_at_epoch_2_and_completes_history(runs: Runs) -> None:
     rows = _csv_rows(runs.run / "history.csv")
     assert [r["epoch"] for r in rows] == ["0", "1", "2"]
     assert rows[0] == runs.rows_after_first[0]  # the first epoch's row is kept, not rewritten
-    assert not (runs.run / "backup").exists()  # BackupAndRestore cleans up after a completed run
+    assert not (runs.run / "backup").exists()  # the backup is removed after a completed run
 
 
 @pytest.mark.slow
@@ -344,6 +343,19 @@ def test_overwrite_removes_only_run_outputs(tmp_path: Path) -> None:
     assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
 
 
+def test_overwrite_with_a_symlinked_backup_removes_the_link_not_its_target(tmp_path: Path) -> None:
+    run, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    run.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "precious.h5").write_bytes(b"someone else's")
+    (run / "backup").symlink_to(elsewhere, target_is_directory=True)
+    (run / "model.keras").write_text("old")
+    (run / ".last.keras.99999999-x.tmp.keras").write_bytes(b"left by a killed run")
+    assert check_run_dir(_cfg(run), resume=False, overwrite=True) is False
+    assert list(run.iterdir()) == []
+    assert (elsewhere / "precious.h5").read_bytes() == b"someone else's"
+
+
 def test_resume_and_overwrite_exclude_each_other(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="exclude each other"):
         check_run_dir(_cfg(tmp_path / "run"), resume=True, overwrite=True)
@@ -411,3 +423,26 @@ def test_time_limit_stops_at_an_epoch_boundary_and_resume_counts_spent_time(
     assert float(rows[1]["time_s"]) > spent  # the clock continued from the time already spent
     assert rows[0]["epoch_s"] == "nan" and rows[1]["epoch_s"] == "nan"  # first epochs of their calls (compile)
     assert json.loads((run / "train_summary.json").read_text())["stop_reason"] == "epochs"
+
+
+@pytest.mark.slow
+def test_full_disk_during_training_is_one_line_and_the_run_resumes(
+    small_disk, phantom_data: Path, demo_config: Path  # noqa: ANN001
+) -> None:
+    import subprocess
+
+    disk = small_disk("160K")
+    run = disk / "run"
+    res = runner.invoke(app, _args(demo_config, phantom_data, run, "train.epochs=2"))
+    assert res.exit_code == 2, res.output
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "cannot write: no space left on the device" in errors[0], res.stderr
+    assert errors[0].startswith(f"error: {run}/") and "Traceback" not in res.output
+    assert not [p for p in run.rglob("*") if ".tmp" in p.name]  # no torn temporaries
+    subprocess.run(["mount", "-o", "remount,size=64M", str(disk)], check=True)  # the user frees space
+    again = runner.invoke(app, [*_args(demo_config, phantom_data, run, "train.epochs=2"), "--resume"])
+    assert again.exit_code == 0, again.output
+    assert [r["epoch"] for r in _csv_rows(run / "history.csv")] == ["0", "1"]
+    import keras
+
+    keras.models.load_model(run / "model.keras", safe_mode=True, compile=False)

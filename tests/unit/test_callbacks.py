@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from segkit.config import TrainConfig
+from segkit.errors import SegkitError
 from segkit.io.palette import palette_array
 from segkit.train import callbacks as cb
 
@@ -166,6 +167,81 @@ def test_checkpoint_killed_mid_save_keeps_previous_file(tmp_path: Path, monkeypa
     assert [p.name for p in tmp_path.iterdir()] == ["last.keras"]
     monkeypatch.undo()
     keras.models.load_model(path, safe_mode=True)
+
+
+# === backup for --resume ===
+
+
+def _compiled_model() -> keras.Model:
+    model = _tiny_model()
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    return model
+
+
+def _train_steps(model: keras.Model, n: int) -> None:
+    x = np.linspace(0, 1, 32, dtype=np.float32).reshape(8, 4)
+    y = np.tile(np.array([[1.0, 0.0]], np.float32), (8, 1))
+    for _ in range(n):
+        model.train_on_batch(x, y)
+
+
+def test_backup_restores_weights_optimizer_and_epoch(tmp_path: Path) -> None:
+    model = _compiled_model()
+    _train_steps(model, 3)
+    backup = cb.AtomicBackup(tmp_path / "backup")
+    backup.set_model(model)
+    backup.on_epoch_end(0, {"loss": 1.0})
+    _train_steps(model, 2)
+    backup.on_epoch_end(1, {"loss": 0.5})
+    assert sorted(p.name for p in (tmp_path / "backup").iterdir()) == ["epoch_0002.weights.h5", "state.json"]
+    fresh = _compiled_model()
+    assert cb.restore_backup(fresh, tmp_path / "backup") == 2
+    assert int(fresh.optimizer.iterations.numpy()) == 5  # Adam's step count and moments came back too
+    for a, b in zip(fresh.weights, model.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    backup.on_epoch_end(2, {"loss": float("nan")})  # a diverged epoch is not backed up
+    assert cb.backup_epoch(tmp_path / "backup") == 2
+    backup.on_train_end()
+    assert not (tmp_path / "backup").exists()
+    assert cb.restore_backup(fresh, tmp_path / "backup") is None
+
+
+def test_backup_killed_mid_save_resumes_the_epoch_it_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _compiled_model()
+    _train_steps(model, 1)
+    backup = cb.AtomicBackup(tmp_path / "backup")
+    backup.set_model(model)
+    backup.on_epoch_end(0, {"loss": 1.0})
+    saved = [np.asarray(w).copy() for w in model.weights]
+    _train_steps(model, 2)
+
+    def torn_save(self: keras.Model, filepath: str | Path, *args: object, **kwargs: object) -> None:
+        Path(filepath).write_bytes(b"\x89HDF half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(keras.Model, "save_weights", torn_save)
+    with pytest.raises(KeyboardInterrupt):
+        backup.on_epoch_end(1, {"loss": 0.5})
+    monkeypatch.undo()
+    assert sorted(p.name for p in (tmp_path / "backup").iterdir()) == ["epoch_0001.weights.h5", "state.json"]
+    fresh = _compiled_model()
+    assert cb.restore_backup(fresh, tmp_path / "backup") == 1  # the epoch it really restores
+    for a, b in zip(fresh.weights, saved, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), b)
+
+
+def test_damaged_backup_is_one_line_not_a_silent_fallback(tmp_path: Path) -> None:
+    model = _compiled_model()
+    backup = cb.AtomicBackup(tmp_path / "backup")
+    backup.set_model(model)
+    backup.on_epoch_end(0, {"loss": 1.0})
+    weights = tmp_path / "backup" / "epoch_0001.weights.h5"
+    weights.write_bytes(weights.read_bytes()[:100])  # damaged after the fact (disk fault, copy gone wrong)
+    with pytest.raises(SegkitError) as e:
+        cb.restore_backup(_compiled_model(), tmp_path / "backup")
+    line = e.value.one_line()
+    assert line.startswith(f"{weights}: the resume backup of epoch 1 does not match its recorded checksum")
+    assert "deleting the backup/ folder" in line
 
 
 # === history, curves, previews ===

@@ -180,6 +180,21 @@ def test_unreadable_image_is_a_data_error(tmp_path: Path) -> None:
     assert e.value.path == path
 
 
+def test_image_and_mask_of_different_sizes_are_refused_not_resized(tmp_path: Path) -> None:
+    from segkit.data.pipeline import read_sample
+
+    write_pair(tmp_path / "train", "a_0000", label_map(0, 64))
+    write_pair(tmp_path / "m", "a_0000", label_map(0, 48))
+    (tmp_path / "m" / "masks" / "a_0000.png").replace(tmp_path / "train" / "masks" / "a_0000.png")
+    pairs = list_pairs(tmp_path / "train")
+    with pytest.raises(DataError) as e:
+        read_sample(pairs, 0, tiny_config(tmp_path))
+    assert e.value.one_line() == (
+        f"{pairs[0][0]}: image is 64x64 but its mask a_0000.png is 48x48 (hint: image and mask of a slice must "
+        "have the same size; re-export the pair)"
+    )
+
+
 # === 2.5D context ===
 
 
