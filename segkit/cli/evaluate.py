@@ -10,7 +10,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from segkit.cli.common import quiet_tensorflow, err, handle_errors, load, out, progress
+from segkit.cli.common import err, handle_errors, load, out, progress, quiet_tensorflow
 
 
 @handle_errors

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from segkit.cli.common import quiet_tensorflow, handle_errors, load, out, progress
+from segkit.cli.common import handle_errors, load, out, progress, quiet_tensorflow
 
 
 @handle_errors

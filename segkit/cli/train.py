@@ -14,7 +14,7 @@ from typing import Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
-from segkit.cli.common import quiet_tensorflow, set_interrupt_hint, err, handle_errors, load, out
+from segkit.cli.common import err, handle_errors, load, out, quiet_tensorflow, set_interrupt_hint
 
 _SHOWN = ("loss", "fg_dice", "val_loss", "val_fg_dice", "lr")
 
