@@ -446,13 +446,15 @@ def load_config(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Conf
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"invalid YAML{where}: {getattr(e, 'problem', e)}", path=path) from e
+        raise ConfigError(f"invalid YAML{where}: {getattr(e, 'problem', e)}", path=path,
+                          hint="fix the YAML syntax there (indentation, a missing ':' or quote)") from e
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read config: {e}", path=path) from e
+        raise ConfigError(f"cannot read config: {e}", path=path, hint="give a readable UTF-8 YAML file") from e
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError("a config must be a YAML mapping of sections", path=path)
+        raise ConfigError("a config must be a YAML mapping of sections", path=path,
+                          hint="start from configs/demo.yaml (sections: prepare, data, model, train, ...)")
     for item in overrides:
         apply_override(raw, item)
     return validate_config(raw, source=path)
@@ -479,12 +481,16 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"override '{item}': '{'.'.join(parts[: i + 1])}' is not a section")
+            raise ConfigError(
+                f"override '{item}': '{'.'.join(parts[: i + 1])}' is not a section",
+                hint="`segkit config show CONFIG` lists every key",
+            )
         node = child
     try:
         node[parts[-1]] = yaml.safe_load(value)
     except yaml.YAMLError as e:
-        raise ConfigError(f"override '{item}': value is not valid YAML") from e
+        raise ConfigError(f"override '{item}': value is not valid YAML",
+                          hint="quote it, e.g. --set 'data.image_size=[128,128]'") from e
 
 
 def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:

@@ -62,7 +62,8 @@ def infer(
         volumes = sorted(p for p in input_path.iterdir() if p.is_file() and volume_suffix(p))
         images = not volumes and any(p.suffix.lower() in IMAGE_SUFFIXES for p in input_path.iterdir())
         if not volumes and not images:
-            raise DataError("the folder holds no volume and no PNG/JPG slice", path=input_path)
+            raise DataError("the folder holds no volume and no PNG/JPG slice", path=input_path,
+                            hint="give .nii/.nii.gz/.nrrd volumes or PNG/JPG slices")
     run_dir = Path(cfg.train.run_dir)
     model_path = model if model is not None else run_dir / "model.keras"
     out_dir = output if output is not None else run_dir / "inference"

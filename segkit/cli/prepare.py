@@ -70,7 +70,8 @@ def prepare(
     if out_dir is None and not verify:
         raise SegkitError("--out is required", hint=f"e.g. {adapter.example}")
     if out_dir is None and not adapter.needs_src:
-        raise SegkitError("--out is required for 'phantom' (the volumes are generated into OUT/raw)")
+        raise SegkitError("--out is required for 'phantom' (the volumes are generated into OUT/raw)",
+                          hint="e.g. segkit prepare phantom --out data/phantom")
     cfg = load(config or preset_config(adapter.name), sets)
     with ExitStack() as stack:
         bar: dict[str, object] = {}

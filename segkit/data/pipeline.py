@@ -113,7 +113,8 @@ def _imread(path: Path, flags: int) -> np.ndarray:
     data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
     img = cv2.imdecode(data, flags) if data is not None and data.size else None
     if img is None:
-        raise DataError("cannot read image file (missing, empty or not PNG/JPEG)", path=path)
+        raise DataError("cannot read image file (missing, empty or not PNG/JPEG)", path=path,
+                        hint="re-export the file, or run segkit prepare again")
     return img
 
 
@@ -269,7 +270,8 @@ def context_table(pairs: Sequence[tuple[Path, Path]], k: int, dataset_json: Path
         try:
             cases = sorted(json.loads(dataset_json.read_text(encoding="utf-8")).get("cases", {}), key=len, reverse=True)
         except (OSError, ValueError) as e:
-            raise DataError(f"cannot read dataset.json: {e}", path=dataset_json) from e
+            raise DataError(f"cannot read dataset.json: {e}", path=dataset_json,
+                            hint="run segkit prepare again to rewrite it") from e
     keys = [_case_of(img.stem, cases) for img, _ in pairs]
     by_case: dict[str, dict[int, int]] = {}
     for i, key in enumerate(keys):
@@ -313,7 +315,8 @@ def read_sample(
     images = [decode_image(pairs[j][0], cfg) for j in rows]
     shapes = {im.shape[:2] for im in images}
     if len(shapes) > 1:
-        raise DataError(f"2.5D neighbours of one slice differ in size: {sorted(shapes)}", path=pairs[index][0])
+        raise DataError(f"2.5D neighbours of one slice differ in size: {sorted(shapes)}", path=pairs[index][0],
+                        hint="prepare the case again (all slices of a case have one size), or set data.context_slices=0")
     mask = decode_mask_file(pairs[index][1], cfg)
     if mask.shape[:2] != images[0].shape[:2]:
         (h, w), (mh, mw) = images[0].shape[:2], mask.shape[:2]

@@ -391,7 +391,8 @@ def _labels_config(cfg: Config, manifest: Mapping[str, Any]) -> Config:
     try:
         prep = PrepareConfig.model_validate(manifest["prepare"])
     except (KeyError, ValueError) as e:  # pydantic.ValidationError is a ValueError
-        raise DataError(f"dataset.json 'prepare' section is invalid: {e}") from e
+        raise DataError(f"dataset.json 'prepare' section is invalid: {e}",
+                        hint="prepare the dataset again with this segkit version") from e
     return cfg.model_copy(update={"prepare": prep})
 
 

@@ -327,7 +327,8 @@ def infer_volume(
     t0 = time.perf_counter()
     vol = load_volume(Path(path))
     if vol.data.ndim != 3:
-        raise DataError(f"expected a 3D volume, got shape {vol.data.shape}", path=path)
+        raise DataError(f"expected a 3D volume, got shape {vol.data.shape}", path=path,
+                        hint="give one 3D image per file")
     case_id = case_id_of(Path(path))
     t_load = time.perf_counter() - t0
     pred = predict_volume(

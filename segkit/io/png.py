@@ -144,11 +144,11 @@ def encode_mask_png(
 def _decode(path: Path, flag: int) -> npt.NDArray[np.uint8]:
     path = Path(path)
     if not path.is_file():
-        raise DataError("image file not found", path=path)
+        raise DataError("image file not found", path=path, hint="check the path")
     try:
         raw = np.fromfile(str(path), dtype=np.uint8)
     except OSError as e:
-        raise DataError(f"cannot read image: {e}", path=path) from e
+        raise DataError(f"cannot read image: {e}", path=path, hint="check that it is a readable PNG/JPEG") from e
     img = cv2.imdecode(raw, flag) if raw.size else None
     if img is None:
         raise DataError("cannot decode image (corrupt or not an image)", path=path, hint="re-export the file")

@@ -147,7 +147,8 @@ def read_header(path: Path) -> tuple[tuple[int, ...], npt.NDArray[np.float64]]:
     except DataError:
         raise
     except Exception as e:  # noqa: BLE001 - nibabel/pynrrd raise many types for broken headers
-        raise DataError(f"cannot read the volume header: {type(e).__name__}: {e}", path=path) from e
+        raise DataError(f"cannot read the volume header: {type(e).__name__}: {e}", path=path,
+                        hint="the file is corrupt or not NIfTI/NRRD; export it again") from e
 
 
 # deflate cannot compress better than about 1032:1, so a gzip file of N bytes holds at most ~1032 N bytes of data
@@ -264,7 +265,8 @@ def nrrd_affine(header: dict, ndim: int = 3, path: Path | None = None) -> npt.ND
         rows = [np.asarray(r, dtype=np.float64) for r in dirs if r is not None]
         rows = [r for r in rows if r.size and np.all(np.isfinite(r))]
         if len(rows) != 3 or any(r.shape != (3,) for r in rows):
-            raise DataError(f"NRRD 'space directions' is not 3 x 3: {dirs!r}", path=path)
+            raise DataError(f"NRRD 'space directions' is not 3 x 3: {dirs!r}", path=path,
+                            hint="export the volume as 3D NIfTI or NRRD")
         affine[:3, :3] = np.stack(rows, axis=1)  # column i = world step of array axis i
     else:
         spacings = header.get("spacings")

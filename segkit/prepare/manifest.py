@@ -40,7 +40,7 @@ def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
             while block := f.read(chunk_size):
                 h.update(block)
     except OSError as e:
-        raise DataError(f"cannot read file: {e.strerror or e}", path=path) from e
+        raise DataError(f"cannot read file: {e.strerror or e}", path=path, hint="check that it exists and is readable") from e
     return h.hexdigest()
 
 
@@ -109,8 +109,8 @@ def load_manifest(out_dir: Path) -> dict[str, Any]:
             hint="run segkit prepare (all shards) until it finishes",
         ) from e
     except (OSError, ValueError) as e:
-        raise DataError(f"cannot read dataset.json: {e}", path=path) from e
+        raise DataError(f"cannot read dataset.json: {e}", path=path, hint="run segkit prepare again to rewrite it") from e
     missing = [k for k in _REQUIRED if not isinstance(manifest, dict) or k not in manifest]
     if missing:
-        raise DataError(f"dataset.json lacks key '{missing[0]}'", path=path)
+        raise DataError(f"dataset.json lacks key '{missing[0]}'", path=path, hint="run segkit prepare again to rewrite it")
     return manifest

@@ -162,7 +162,7 @@ def check_out(out: Path, key: str, overwrite: bool) -> bool:
         DataError: ``out`` is a file, or is not empty (and not a resumable run) and ``overwrite`` is off.
     """
     if out.exists() and not out.is_dir():
-        raise DataError("--out is a file, not a folder", path=out)
+        raise DataError("--out is a file, not a folder", path=out, hint="give a new or existing folder")
     if not out.exists() or not any(out.iterdir()) or overwrite:
         return False
     marker = _read_json(_marker(out))
@@ -460,6 +460,7 @@ def slice_2d_case(spec: CaseSpec, cfg: Config, rng: np.random.Generator):  # noq
                 raise DataError(
                     f"image and mask shapes differ: {img_path.name} {img.shape} vs {mask_path.name} {rgb.shape[:2]}",
                     path=mask_path,
+                    hint="image and mask of a slice must have the same size; re-export the pair",
                 )
             lbl = chest_mask_to_labels(rgb, cfg, mask_path)
         shape0 = shape0 or img.shape
@@ -707,7 +708,7 @@ def run_prepare(
         # 3. split over all cases (raises before anything is written when a split would be empty)
         splits = split_cases([c.case_id for c in found.cases], cfg.prepare.split, cfg.seed)
         if out is None:
-            raise SegkitError("--out is required")
+            raise SegkitError("--out is required", hint="e.g. --out data/mydataset")
         handed_over = True  # the phantom files move to out/raw below
     finally:
         if raw_tmp is not None and not handed_over:  # verify, missing pairs, an error: drop the phantom
@@ -829,7 +830,7 @@ def _make_phantom(out: Path, n: int, seed: int) -> Path:
     from segkit.prepare.phantom import write_phantom_cases
 
     if n < 1:
-        raise SegkitError(f"--n must be at least 1, got {n}")
+        raise SegkitError(f"--n must be at least 1, got {n}", hint="e.g. --n 8")
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f".{glob_escape(out.name)}.raw-tmp-*"):  # left by killed runs
         pid = stale.name.rsplit("-", 1)[-1]

@@ -214,13 +214,14 @@ def map_labels(label: npt.NDArray, cfg: Config, path: Path | None = None) -> npt
             arr = arr.astype(np.uint8)
         else:
             if not np.all(np.isfinite(arr)):
-                raise DataError("label volume contains NaN or inf", path=path)
+                raise DataError("label volume contains NaN or inf", path=path, hint="labels must be whole class ids")
             rounded = np.rint(arr)
             if not np.array_equal(rounded, arr):
                 raise DataError("label volume has non-integer values", path=path, hint="labels must be class ids")
             arr = rounded.astype(np.int64)
     if arr.size and int(arr.min()) < 0:
-        raise DataError(f"label volume has negative values (min {int(arr.min())})", path=path)
+        raise DataError(f"label volume has negative values (min {int(arr.min())})", path=path,
+                        hint="labels are class ids 0..N; map them with prepare.label_map")
     hi = int(arr.max()) if arr.size else 0
     if _maps_every_value(cfg.prepare, len(cfg.classes), hi):
         present = list(range(hi + 1))  # same mapping as the exact set, without a pass over the volume
@@ -634,7 +635,8 @@ def _prepare_of(spec: Config | Mapping[str, Any]) -> tuple[PrepareConfig, str]:
         try:
             return PrepareConfig.model_validate(spec["prepare"]), str(spec["modality"])
         except ValueError as e:  # pydantic.ValidationError is a ValueError
-            raise DataError(f"dataset.json 'prepare' section is invalid: {e}") from e
+            raise DataError(f"dataset.json 'prepare' section is invalid: {e}",
+                            hint="prepare the dataset again with this segkit version") from e
     raise DataError(
         "volume_to_slices needs a Config, a case record or a dataset.json dict",
         hint="pass dataset.json's content or one entry of its 'cases'",

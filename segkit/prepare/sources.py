@@ -121,7 +121,7 @@ def _require_dir(src: Path) -> Path:
     if not src.exists():
         raise DataError("source folder not found", path=src, hint="give the folder of the raw dataset")
     if not src.is_dir():
-        raise DataError("source is not a folder", path=src)
+        raise DataError("source is not a folder", path=src, hint="give the folder that holds the raw dataset")
     return src
 
 
@@ -152,7 +152,8 @@ def _by_suffix(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
         cid = _strip(p.name, suffixes)
         if cid:
             if cid in found:
-                raise DataError(f"two files for case '{cid}': {found[cid].name} and {p.name}", path=folder)
+                raise DataError(f"two files for case '{cid}': {found[cid].name} and {p.name}", path=folder,
+                                hint="keep one of the two files")
             found[cid] = p
     return found
 
@@ -252,11 +253,12 @@ def discover_chest_ct(src: Path, options: DiscoverOptions) -> Discovery:
             with csv_path.open(newline="", encoding="utf-8") as f:
                 reader = csv.DictReader(f)
                 if not reader.fieldnames or not {"ImageId", "MaskId"} <= set(reader.fieldnames):
-                    raise DataError("train.csv needs the columns ImageId and MaskId", path=csv_path)
+                    raise DataError("train.csv needs the columns ImageId and MaskId", path=csv_path,
+                                    hint="add a header row: ImageId,MaskId")
                 for row in reader:
                     pairs[row["ImageId"].strip()] = row["MaskId"].strip()
         except (OSError, UnicodeDecodeError, csv.Error) as e:
-            raise DataError(f"cannot read train.csv: {e}", path=csv_path) from e
+            raise DataError(f"cannot read train.csv: {e}", path=csv_path, hint="save it as UTF-8 CSV") from e
         listed_images, listed = set(pairs), set(pairs.values())
         for name, mname in sorted(pairs.items()):
             if name not in images:
@@ -321,7 +323,8 @@ def _match_glob(src: Path, pattern: str, option: str) -> dict[str, Path]:
             continue
         cid = m.group("case")
         if "/" in cid:
-            raise DataError(f"{option} '{pattern}': '*' matched a path with '/': {cid}", path=p)
+            raise DataError(f"{option} '{pattern}': '*' matched a path with '/': {cid}", path=p,
+                            hint="put the folder part outside the '*', e.g. 'images/*.nii.gz'")
         found[cid] = p
     return found
 

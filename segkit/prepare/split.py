@@ -96,7 +96,7 @@ def split_cases(case_ids: Iterable[str], split_cfg: SplitConfig, seed: int) -> d
         dup = sorted({i for i in ids if ids.count(i) > 1})
         raise DataError(f"case id '{dup[0]}' occurs twice", hint="case ids must be unique")
     if not ids:
-        raise DataError("no cases to split")
+        raise DataError("no cases to split", hint="check the source folder and the --image-glob/--label-glob")
     if split_cfg.group_by:
         return _split_grouped(ids, split_cfg, seed)
     total = split_cfg.train + split_cfg.valid + split_cfg.test
@@ -174,6 +174,7 @@ def check_no_leak(splits: dict[str, Any], path: Path | None = None) -> None:
                 raise DataError(
                     f"case '{cid}' is in both {seen[cid]} and {name}: slices of one patient would leak across splits",
                     path=path,
+                    hint="list each case in one split only (or run segkit prepare again to rewrite splits.json)",
                 )
             seen[cid] = name
     folds = splits.get("kfold")
@@ -182,7 +183,8 @@ def check_no_leak(splits: dict[str, Any], path: Path | None = None) -> None:
         for j, fold in enumerate(folds):
             for cid in fold:
                 if cid in where:
-                    raise DataError(f"case '{cid}' is in folds {where[cid]} and {j}", path=path)
+                    raise DataError(f"case '{cid}' is in folds {where[cid]} and {j}", path=path,
+                                    hint="list each case in one fold only")
                 where[cid] = j
 
 
@@ -211,8 +213,9 @@ def load_splits(out_dir: Path) -> dict[str, Any]:
     except FileNotFoundError as e:
         raise DataError("splits.json not found", path=path, hint="run segkit prepare first") from e
     except (OSError, ValueError) as e:
-        raise DataError(f"cannot read splits.json: {e}", path=path) from e
+        raise DataError(f"cannot read splits.json: {e}", path=path, hint="run segkit prepare again to rewrite it") from e
     if not isinstance(splits, dict) or not all(isinstance(splits.get(s), list) for s in SPLITS):
-        raise DataError("splits.json must hold train, valid and test lists", path=path)
+        raise DataError("splits.json must hold train, valid and test lists", path=path,
+                        hint="run segkit prepare again to rewrite it")
     check_no_leak(splits, path)
     return splits

@@ -209,7 +209,7 @@ def check_run_dir(cfg: Config, *, resume: bool, overwrite: bool) -> bool:
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite exclude each other", hint="pick one")
     if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError("train.run_dir exists and is not a folder", path=run_dir)
+        raise ConfigError("train.run_dir exists and is not a folder", path=run_dir, hint="set train.run_dir to a folder")
     if _is_empty(run_dir):
         if resume:
             log.info("nothing to resume in %s: starting a new run", run_dir)
