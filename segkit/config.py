@@ -230,6 +230,12 @@ class TrainConfig(_Strict):
     steps_per_epoch: int | None = Field(None, ge=1)
     validation_steps: int | None = Field(None, ge=1)
     monitor: str = Field("val_fg_dice", description="metric for checkpoint, LR reduction, early stopping")
+    model_checkpoint: Literal["best", "last"] = Field(
+        "best",
+        description="model.keras holds the epoch with the best train.monitor (best) or the final epoch (last: with "
+        "a poly/cosine schedule the final weights are the annealed ones, and a few validation patients are a noisy "
+        "judge of the best epoch; nnU-Net keeps its final checkpoint)",
+    )
     reduce_lr: ReduceLRConfig = ReduceLRConfig()
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     epoch_change_infer: EpochInferConfig = EpochInferConfig()

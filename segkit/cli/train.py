@@ -125,8 +125,9 @@ def train(
         result = train_model(cfg, resume=resume, overwrite=overwrite, progress=progress)
     best = "n/a" if result.best_value is None else f"{result.best_value:.4f}"
     stop = {"early_stopping": " (early stop)", "time_limit": " (time limit)"}.get(result.stop_reason, "")
+    which = "best" if cfg.train.model_checkpoint == "best" else "final"
     out.print(
-        f"best {result.monitor} {best} at epoch {result.best_epoch}; {result.epochs_done} epochs{stop} in "
+        f"{which} {result.monitor} {best} at epoch {result.best_epoch}; {result.epochs_done} epochs{stop} in "
         f"{_fmt_time(result.wall_s)}; model {result.best_model}",
         highlight=False,
         soft_wrap=True,

@@ -83,8 +83,9 @@ class TrainResult:
         best_model: ``run_dir/model.keras`` (best epoch by ``monitor``).
         last_model: ``run_dir/last.keras`` (last completed epoch).
         monitor: the monitored log key (e.g. ``val_fg_dice``).
-        best_value: best monitored value over all epochs (``None`` if never finite).
-        best_epoch: 1-based epoch of ``best_value``.
+        best_value: the monitored value of the epoch in ``model.keras``: the best over all epochs
+            (``train.model_checkpoint: best``) or the final one (``last``); ``None`` if not finite.
+        best_epoch: 1-based epoch of ``best_value`` (the epoch ``model.keras`` holds).
         initial_epoch: epochs already done when this call started (> 0 on resume).
         epochs_done: epochs completed in total (``history.csv`` rows).
         stopped_early: the run ended before ``train.epochs`` (early stopping or the time limit).
@@ -607,7 +608,9 @@ def train_model(
         if progress is not None:
             progress(cb.TrainEvent("start", initial_epoch, cfg.train.epochs, 0, steps, info=info))
 
-        best_ckpt = cb.AtomicCheckpoint(run_dir / "model.keras", monitor=monitor, mode=mode, initial_best=best_before)
+        keep_best = cfg.train.model_checkpoint == "best"
+        best_ckpt = cb.AtomicCheckpoint(run_dir / "model.keras", monitor=monitor if keep_best else None, mode=mode,
+                                        initial_best=best_before if keep_best else None)
         nan_guard = cb.NaNGuard()
         schedule: list[keras.callbacks.Callback] = []
         if cfg.train.schedule != "plateau":
@@ -666,9 +669,13 @@ def train_model(
         )
     rows = cb.read_history_csv(csv_path)
     values = [r.get(monitor, float("nan")) for r in rows]
-    best_value, _ = cb.plateau_state(values, mode)
-    best_epoch = next((i + 1 for i, v in enumerate(values) if v == best_value), None)
     epochs_done = len(rows)
+    if cfg.train.model_checkpoint == "best":
+        best_value, _ = cb.plateau_state(values, mode)
+        best_epoch = next((i + 1 for i, v in enumerate(values) if v == best_value), None)
+    else:  # model.keras is the final epoch
+        best_value = values[-1] if values and math.isfinite(values[-1]) else None
+        best_epoch = epochs_done or None
     stopped = epochs_done < cfg.train.epochs
     if time_limit is not None and time_limit.stopped_epoch is not None and epochs_done < cfg.train.epochs:
         stop_reason = "time_limit"
@@ -691,6 +698,7 @@ def train_model(
             "train_time_s": round(train_time_s, 1),
             "time_limit_min": cfg.train.time_limit,
             "monitor": monitor,
+            "model_checkpoint": cfg.train.model_checkpoint,
             "best_value": best_value,
             "best_epoch": best_epoch,
             "postprocessing": postprocessing,

@@ -446,3 +446,23 @@ def test_full_disk_during_training_is_one_line_and_the_run_resumes(
     import keras
 
     keras.models.load_model(run / "model.keras", safe_mode=True, compile=False)
+
+
+@pytest.mark.slow
+def test_model_checkpoint_last_keeps_the_final_epoch(tmp_path: Path, phantom_data: Path, demo_config: Path) -> None:
+    import keras
+    import numpy as np
+
+    run = tmp_path / "last"
+    res = runner.invoke(app, _args(demo_config, phantom_data, run, "train.model_checkpoint=last",
+                                   "train.choose_postprocessing=false"))
+    assert res.exit_code == 0, res.output
+    assert res.stdout.startswith("final val_fg_dice ") and " at epoch 3; 3 epochs" in res.stdout
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["model_checkpoint"] == "last" and summary["best_epoch"] == 3
+    rows = _csv_rows(run / "history.csv")
+    assert summary["best_value"] == pytest.approx(float(rows[-1]["val_fg_dice"]))
+    final = keras.models.load_model(run / "model.keras", safe_mode=True, compile=False)
+    last = keras.models.load_model(run / "last.keras", safe_mode=True, compile=False)
+    for a, b in zip(final.weights, last.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
