@@ -305,3 +305,96 @@ def test_end_to_end_train_evaluate_infer(setup: dict[str, Path]) -> None:
     seg = nib.load(str(next((run / "inference").glob("*_seg.nii.gz"))))
     src = nib.load(str(vol))
     assert seg.shape == src.shape and np.allclose(seg.affine, src.affine, atol=1e-5)
+
+
+# === evaluate --predictions: score any tool's label volumes ===
+
+
+def test_evaluate_predictions_equals_evaluate_of_the_model(setup: dict[str, Path]) -> None:
+    """segkit infer's volumes, scored by --predictions against the raw labels, give the numbers evaluate gives."""
+    import shutil
+
+    manifest = json.loads((setup["data"] / "dataset.json").read_text())
+    test_cases = sorted(c for c, r in manifest["cases"].items() if r["split"] == "test")
+    inputs, refs = setup["root"] / "sc_in", setup["root"] / "sc_ref"
+    inputs.mkdir()
+    refs.mkdir()
+    for c in test_cases:
+        shutil.copy(manifest["cases"][c]["image"], inputs)
+        shutil.copy(manifest["cases"][c]["label"], refs)
+    preds = setup["root"] / "sc_pred"
+    assert runner.invoke(app, ["infer", str(setup["config"]), "--input", str(inputs), "--output", str(preds),
+                               *_base(setup)]).exit_code == 0
+    ev_model = setup["root"] / "sc_eval_model"
+    assert runner.invoke(app, ["evaluate", str(setup["config"]), "--out", str(ev_model), *_base(setup)]).exit_code == 0
+    ev_pred = setup["root"] / "sc_eval_pred"
+    res = runner.invoke(app, ["evaluate", str(setup["config"]), "--predictions", str(preds), "--reference", str(refs),
+                              "--out", str(ev_pred), *_base(setup)])
+    assert res.exit_code == 0, res.output
+    assert f"{preds}: {len(test_cases)} cases" in res.stdout
+
+    def rows(folder: Path) -> dict[tuple[str, str], dict[str, str]]:
+        with open(folder / "evaluation.csv", newline="") as f:
+            return {(r["case_id"], r["class_name"]): r for r in csv.DictReader(f)}
+
+    a, b = rows(ev_model), rows(ev_pred)
+    assert a.keys() == b.keys() == {(c, n) for c in test_cases for n in ("ventricle", "atrium", "vessel")}
+    for k in a:
+        for m in ("dice", "iou", "hd95_mm", "assd_mm", "nsd", "tp", "fp", "fn", "ref_voxels"):
+            assert a[k][m] == b[k][m], (k, m, a[k][m], b[k][m])
+
+
+def test_evaluate_predictions_hand_computed_without_config(tmp_path: Path) -> None:
+    ref = np.zeros((10, 10, 4), np.uint8)
+    ref[2:6, 2:6, 1:3] = 1  # 32 voxels
+    ref[7:9, 7:9, 0] = 2  # 4 voxels
+    pred = np.zeros_like(ref)
+    pred[3:7, 2:6, 1:3] = 1  # 24 overlapping of 32
+    pred[0, 0, 3] = 3  # a label the reference lacks: a class too
+    aff = np.diag([0.5, 0.5, 2.0, 1.0])
+    (tmp_path / "p").mkdir()
+    (tmp_path / "r").mkdir()
+    nib.save(nib.Nifti1Image(pred, aff), str(tmp_path / "p" / "case1_seg.nii.gz"))  # segkit infer naming
+    nib.save(nib.Nifti1Image(ref, aff), str(tmp_path / "r" / "case1_label.nii.gz"))
+    res = runner.invoke(app, ["evaluate", "--predictions", str(tmp_path / "p"), "--reference", str(tmp_path / "r"),
+                              "--out", str(tmp_path / "ev")])
+    assert res.exit_code == 0, res.output
+    with open(tmp_path / "ev" / "evaluation.csv", newline="") as f:
+        rows = {r["class_name"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"label_1", "label_2", "label_3"}
+    assert float(rows["label_1"]["dice"]) == pytest.approx(2 * 24 / (32 + 32))
+    assert float(rows["label_2"]["dice"]) == 0.0 and rows["label_2"]["hd95_mm"] == "inf"
+    assert int(rows["label_3"]["fp"]) == 1 and int(rows["label_3"]["ref_voxels"]) == 0
+    summary = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    assert summary["n_cases"] == 1 and np.array(summary["confusion_matrix"]["matrix"]).sum() == ref.size
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        ("unpaired", "1 prediction(s) without a reference: b_seg.nii.gz"),
+        ("missing", "1 reference(s) without a prediction: b.nii.gz"),
+        ("shape", "prediction and reference shapes differ: a_seg.nii.gz (8, 8, 3) vs a.nii.gz (8, 8, 4)"),
+        ("affine", "prediction and reference affines differ (a_seg.nii.gz vs a.nii.gz)"),
+        ("twice", "a.nii and a_seg.nii.gz both name case 'a'"),
+    ],
+)
+def test_evaluate_predictions_refuses_bad_pairs_in_one_line(tmp_path: Path, layout: str, message: str) -> None:
+    p, r = tmp_path / "p", tmp_path / "r"
+    p.mkdir()
+    r.mkdir()
+    vol = np.zeros((8, 8, 4), np.uint8)
+    vol[2:5, 2:5, 1] = 1
+    nib.save(nib.Nifti1Image(vol[..., :3] if layout == "shape" else vol, np.eye(4)), str(p / "a_seg.nii.gz"))
+    nib.save(nib.Nifti1Image(vol, np.diag([2.0, 1, 1, 1]) if layout == "affine" else np.eye(4)), str(r / "a.nii.gz"))
+    if layout == "unpaired":
+        nib.save(nib.Nifti1Image(vol, np.eye(4)), str(p / "b_seg.nii.gz"))
+    if layout == "missing":
+        nib.save(nib.Nifti1Image(vol, np.eye(4)), str(r / "b.nii.gz"))
+    if layout == "twice":
+        nib.save(nib.Nifti1Image(vol, np.eye(4)), str(p / "a.nii"))
+    res = runner.invoke(app, ["evaluate", "--predictions", str(p), "--reference", str(r), "--out", str(tmp_path / "e")])
+    assert res.exit_code == 2, res.output
+    lines = _stderr_lines(res)
+    assert len(lines) == 1 and message in lines[0] and "(hint: " in lines[0], lines
+    assert not (tmp_path / "e").exists()
