@@ -16,13 +16,19 @@ def infer(
     config: Path = typer.Argument(..., help="YAML config of the run."),
     input_path: Path = typer.Option(..., "--input", "-i", help="A NIfTI/NRRD volume, a folder of them, or a folder of PNG/JPG slices."),
     output: Path = typer.Option(None, "--output", "-o", help="Output folder (default: <train.run_dir>/inference)."),
-    model: Path = typer.Option(None, "--model", "-m", help="Model .keras file (default: <train.run_dir>/model.keras)."),
+    model: list[Path] = typer.Option(
+        None, "--model", "-m",
+        help="Model .keras file (default: <train.run_dir>/model.keras); repeat it to ensemble (mean probabilities).",
+    ),
     batch_size: int = typer.Option(None, "--batch-size", "-b", min=1, help="Slices per model call (default: infer.batch_size)."),
     tta: bool = typer.Option(None, "--tta/--no-tta", help="Flip test-time augmentation (default: infer.tta)."),
     largest: bool = typer.Option(
         None, "--largest-component/--all-components", help="Keep the largest connected component per class."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files (refused otherwise)."),
+    save_probabilities: bool = typer.Option(
+        False, "--save-probabilities", help="Volumes: also write <case>_probs.nii.gz (float32, one channel per class)."
+    ),
     sets: list[str] = typer.Option(None, "--set", help="Config override KEY=VALUE, e.g. train.precision=mixed_bfloat16."),
 ) -> None:
     """Segment volumes (-> <case>_seg.nii.gz in the input's exact geometry + overlay PNG) or slice folders.
@@ -41,7 +47,7 @@ def infer(
         infer_folder,
         list_images,
     )
-    from segkit.infer.predict import load_model
+    from segkit.infer.predict import load_models
     from segkit.infer.volume import infer_volume, refuse_existing, volume_outputs
     from segkit.io.volumes import volume_suffix
 
@@ -65,7 +71,7 @@ def infer(
             raise DataError("the folder holds no volume and no PNG/JPG slice", path=input_path,
                             hint="give .nii/.nii.gz/.nrrd volumes or PNG/JPG slices")
     run_dir = Path(cfg.train.run_dir)
-    model_path = model if model is not None else run_dir / "model.keras"
+    model_paths = list(model) if model else [run_dir / "model.keras"]
     out_dir = output if output is not None else run_dir / "inference"
     # refuse unsafe or existing outputs before the model is loaded and anything is written
     if input_path.is_dir():
@@ -75,7 +81,7 @@ def infer(
     else:
         owner: dict[Path, Path] = {}  # output file -> the volume that writes it
         for v in volumes:
-            for p in volume_outputs(v, out_dir):
+            for p in volume_outputs(v, out_dir, probabilities=save_probabilities):
                 if p in owner:
                     raise DataError(
                         f"{owner[p].name} and {v.name} would both be written to {p.name}",
@@ -88,8 +94,12 @@ def infer(
 
     quiet_tensorflow()
 
-    cfg = apply_postprocessing(cfg, Path(model_path).parent, volumes=not images)
-    net = load_model(model_path, cfg, precision=cfg.train.precision)
+    if images and save_probabilities:
+        raise DataError("--save-probabilities writes volumes; the input is a folder of slices", path=input_path,
+                        hint="give NIfTI/NRRD volumes, or drop --save-probabilities")
+    if len(model_paths) == 1:  # an ensemble's members were post-processed for themselves: the config decides
+        cfg = apply_postprocessing(cfg, model_paths[0].parent, volumes=not images)
+    net = load_models(model_paths, cfg, precision=cfg.train.precision)
     opts = {"batch_size": batch_size, "tta": tta, "largest_component": largest, "overwrite": overwrite}
     if images:
         with ExitStack() as stack:
@@ -104,8 +114,11 @@ def infer(
         return
     for vol in volumes:
         with ExitStack() as stack:
-            r = infer_volume(net, vol, cfg, out_dir, **_bar(stack, vol.name), **opts)
+            r = infer_volume(net, vol, cfg, out_dir, **_bar(stack, vol.name), **opts,
+                             save_probabilities=save_probabilities)
         out.print(f"{r.case_id}: shape {r.shape} -> {r.seg_path}")
+        if r.probs_path is not None:
+            out.print(f"{r.case_id}: probabilities {r.probs_path}")
         out.print(f"{r.case_id}: overlay {r.montage_path}")
 
 

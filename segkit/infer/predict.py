@@ -73,6 +73,41 @@ def load_model(path: Path, cfg: Config, precision: str | None = None) -> keras.M
     return model
 
 
+def load_models(paths: list[Path] | tuple[Path, ...], cfg: Config, precision: str | None = None) -> keras.Model:
+    """One model from one ``.keras`` file, or the ensemble of several: the mean of their softmax outputs.
+
+    Every member is loaded and checked like ``load_model``; an ensemble then behaves as one model everywhere
+    (sliding windows, flip TTA, volumes, evaluate): averaging is linear, so TTA of the ensemble equals the
+    mean of the members' TTA predictions.
+
+    Raises:
+        ModelError: a member is missing, unreadable, disagrees with the config, or its input size differs from
+            the first member's (naming both files).
+    """
+    import keras
+
+    paths = [Path(p) for p in paths]
+    if len(paths) == 1:
+        return load_model(paths[0], cfg, precision)
+    members = [load_model(p, cfg, precision) for p in paths]
+    shape = tuple(members[0].input_shape[1:])
+    for p, m in zip(paths[1:], members[1:], strict=True):
+        if tuple(m.input_shape[1:]) != shape:
+            raise ModelError(
+                f"ensemble members take different inputs: {paths[0].name} {shape} vs {p.name} {tuple(m.input_shape[1:])}",
+                path=p,
+                hint="ensemble models trained with the same data.image_size and channels",
+            )
+    inp = keras.Input(shape=shape, name="image")
+    outs = [keras.Model(m.input, m.output, name=f"member_{i}")(inp) for i, m in enumerate(members)]
+    ens = keras.Model(inp, keras.layers.Average(name="mean_probabilities", dtype="float32")(outs),
+                      name=f"ensemble_of_{len(members)}")
+    if cfg.train.jit_compile:
+        ens.compile(jit_compile=True)
+    logger.info("ensemble of %d models: %s", len(members), ", ".join(str(p) for p in paths))
+    return ens
+
+
 def check_model(model: keras.Model, cfg: Config, path: Path | None = None) -> None:
     """Raise ``ModelError`` when the model's output classes or input channels differ from the config."""
     out_classes = int(model.output_shape[-1])

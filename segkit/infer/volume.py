@@ -60,6 +60,7 @@ class VolumeResult:
         affine: (4, 4) affine of the input and of the labels.
         voxels_per_class: ``{class_id: voxel count}`` of the written labels.
         seconds: wall time per stage ("preprocess", "predict", "reassemble", "write").
+        probs_path: ``<case>_probs.nii.gz`` when probabilities were saved.
     """
 
     case_id: str
@@ -69,6 +70,7 @@ class VolumeResult:
     affine: npt.NDArray[np.float64]
     voxels_per_class: dict[int, int]
     seconds: dict[str, float]
+    probs_path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,8 @@ class VolumePrediction:
             largest-component clean-up).
         record: geometry record of the input (``segkit.prepare.slicing.volume_to_slices``).
         seconds: wall time per stage ("preprocess", "predict", "reassemble").
+        probabilities: (X, Y, Z, K) float32 softmax per class in the input's geometry (after TTA and ensemble
+            averaging, before the largest-component clean-up), when asked for.
     """
 
     labels: npt.NDArray[np.uint8]
@@ -90,6 +94,7 @@ class VolumePrediction:
     labels2d: npt.NDArray[np.uint8]
     record: dict[str, Any]
     seconds: dict[str, float]
+    probabilities: npt.NDArray[np.float32] | None = None
 
 
 def case_id_of(path: Path) -> str:
@@ -157,30 +162,38 @@ def predict_volume_slices(
     tta: bool = False,
     progress: ProgressFn | None = None,
     out_size: Sequence[int] | None = None,
-) -> npt.NDArray[np.uint8]:
+    keep_probabilities: bool = False,
+) -> npt.NDArray[np.uint8] | tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32]]:
     """(N, H, W) uint8 slices -> class ids, one batch of probabilities in memory at a time.
 
     Args:
         out_size: (h, w) of the returned label slices: the probabilities are resampled to it before the argmax
             (``resize_probs``); default the input size.
+        keep_probabilities: also return the resampled probabilities (N, h, w, K) float32.
 
     Returns:
-        (N, h, w) uint8 class ids.
+        (N, h, w) uint8 class ids (and the probabilities when ``keep_probabilities``).
     """
     from segkit.infer.predict import make_predictor, predict_probs
 
     predictor = make_predictor(model, batch_size)
     oh, ow = (int(out_size[0]), int(out_size[1])) if out_size is not None else stack.shape[1:3]
     out = np.zeros((stack.shape[0], oh, ow), dtype=np.uint8)
+    kept: npt.NDArray[np.float32] | None = None
     for s in range(0, stack.shape[0], batch_size):
         idx = list(range(s, min(s + batch_size, stack.shape[0])))
         x = model_inputs(stack, idx, cfg.data.channels, cfg.data.context_slices)
         probs = predict_probs(model, x, batch_size, tta, cfg.infer.overlap, predictor)
         for j, p in enumerate(probs):
-            out[s + j] = resize_probs(p, (oh, ow)).argmax(-1).astype(np.uint8)
+            full = resize_probs(p, (oh, ow))
+            out[s + j] = full.argmax(-1).astype(np.uint8)
+            if keep_probabilities:
+                if kept is None:
+                    kept = np.zeros((stack.shape[0], oh, ow, full.shape[-1]), dtype=np.float32)
+                kept[s + j] = full
         if progress is not None:
             progress(len(idx))
-    return out
+    return (out, kept) if keep_probabilities else out  # type: ignore[return-value]
 
 
 def predict_volume(
@@ -195,6 +208,7 @@ def predict_volume(
     progress: ProgressFn | None = None,
     on_start: Callable[[int], None] | None = None,
     path: Path | None = None,
+    probabilities: bool = False,
 ) -> VolumePrediction:
     """Segment every slice of a volume array and put the labels back into its original geometry.
 
@@ -212,6 +226,7 @@ def predict_volume(
         progress: called with the number of slices done after each batch.
         on_start: called once with the number of slices, before prediction.
         path: the input file, named in errors.
+        probabilities: also return the (X, Y, Z, K) class probabilities in the input's geometry.
 
     Returns:
         ``VolumePrediction``; ``labels.shape == data.shape``.
@@ -237,8 +252,13 @@ def predict_volume(
     t0 = time.perf_counter()
     if on_start is not None:
         on_start(stack.shape[0])
-    labels2d = predict_volume_slices(model, stack, cfg, batch_size, tta, progress,
-                                     out_size=sliced.record["slice_shape"])
+    probs2d = None
+    if probabilities:
+        labels2d, probs2d = predict_volume_slices(model, stack, cfg, batch_size, tta, progress,
+                                                  out_size=sliced.record["slice_shape"], keep_probabilities=True)
+    else:
+        labels2d = predict_volume_slices(model, stack, cfg, batch_size, tta, progress,
+                                         out_size=sliced.record["slice_shape"])
     t["predict"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -248,8 +268,14 @@ def predict_volume(
         labels = keep_largest(labels, lcc)
     if labels.shape != np.shape(data):
         raise DataError(f"reassembled labels {labels.shape} differ from the input {np.shape(data)}", path=path)
+    probs = None
+    if probs2d is not None:
+        from segkit.prepare.slicing import reassemble_probabilities
+
+        probs = reassemble_probabilities(probs2d, sliced.record)
+        del probs2d
     t["reassemble"] = time.perf_counter() - t0
-    return VolumePrediction(labels.astype(np.uint8, copy=False), stack, labels2d, dict(sliced.record), t)
+    return VolumePrediction(labels.astype(np.uint8, copy=False), stack, labels2d, dict(sliced.record), t, probs)
 
 
 def lcc_classes(largest_component: bool | Sequence[int] | None, cfg: Config) -> list[int]:
@@ -261,10 +287,12 @@ def lcc_classes(largest_component: bool | Sequence[int] | None, cfg: Config) -> 
     return [int(c) for c in largest_component]
 
 
-def volume_outputs(path: Path, out_dir: Path) -> list[Path]:
-    """The files ``infer_volume`` writes for ``path``: ``<case>_seg.nii.gz`` and ``<case>_overlay.png``."""
+def volume_outputs(path: Path, out_dir: Path, probabilities: bool = False) -> list[Path]:
+    """The files ``infer_volume`` writes for ``path``: ``<case>_seg.nii.gz``, ``<case>_overlay.png`` and, with
+    ``probabilities``, ``<case>_probs.nii.gz``."""
     case_id = case_id_of(Path(path))
-    return [Path(out_dir) / f"{case_id}_seg.nii.gz", Path(out_dir) / f"{case_id}_overlay.png"]
+    out = [Path(out_dir) / f"{case_id}_seg.nii.gz", Path(out_dir) / f"{case_id}_overlay.png"]
+    return out + ([Path(out_dir) / f"{case_id}_probs.nii.gz"] if probabilities else [])
 
 
 def refuse_existing(paths: Sequence[Path], overwrite: bool) -> None:
@@ -295,6 +323,7 @@ def infer_volume(
     progress: ProgressFn | None = None,
     on_start: Callable[[int], None] | None = None,
     overwrite: bool = False,
+    save_probabilities: bool = False,
 ) -> VolumeResult:
     """Segment one volume file and write its label NIfTI and overlay montage.
 
@@ -307,6 +336,8 @@ def infer_volume(
         progress: called with the number of slices done after each batch.
         on_start: called once with the number of slices, before prediction.
         overwrite: replace existing outputs (else they are refused before anything is read).
+        save_probabilities: also write ``<case>_probs.nii.gz``: (X, Y, Z, K) float32 class probabilities in
+            the input's geometry (background first; after TTA / ensemble averaging, before any component filter).
 
     Returns:
         ``VolumeResult``.
@@ -319,8 +350,9 @@ def infer_volume(
     from segkit.io.png import write_png
     from segkit.io.volumes import load_volume, save_volume
 
-    seg_out, montage_out = volume_outputs(Path(path), Path(out_dir))
-    refuse_existing([seg_out, montage_out], overwrite)
+    outputs = volume_outputs(Path(path), Path(out_dir), probabilities=save_probabilities)
+    refuse_existing(outputs, overwrite)
+    seg_out, montage_out = outputs[:2]
     bs = int(batch_size or cfg.infer.batch_size)
     use_tta = bool(cfg.infer.tta) if tta is None else tta
     use_lcc = cfg.infer.largest_component if largest_component is None else largest_component
@@ -332,7 +364,8 @@ def infer_volume(
     case_id = case_id_of(Path(path))
     t_load = time.perf_counter() - t0
     pred = predict_volume(
-        model, vol.data, vol.affine, preprocessing_spec(cfg), cfg, bs, use_tta, use_lcc, progress, on_start, Path(path)
+        model, vol.data, vol.affine, preprocessing_spec(cfg), cfg, bs, use_tta, use_lcc, progress, on_start, Path(path),
+        probabilities=save_probabilities,
     )
     t = dict(pred.seconds)
     t["preprocess"] += t_load
@@ -342,6 +375,7 @@ def infer_volume(
     seg_path = save_volume(seg_out, labels, vol.affine)
     montage = overlay_montage(pred.stack, pred.labels2d, [c.color for c in cfg.effective_classes], cfg.infer.alpha)
     montage_path = write_png(montage_out, montage)
+    probs_path = save_volume(outputs[2], pred.probabilities, vol.affine) if save_probabilities else None
     t["write"] = time.perf_counter() - t0
     counts = np.bincount(labels.ravel(), minlength=cfg.num_classes)
     logger.info("%s: wrote %s", case_id, seg_path)
@@ -353,6 +387,7 @@ def infer_volume(
         affine=np.asarray(vol.affine, dtype=np.float64),
         voxels_per_class={c.id: int(counts[c.id]) for c in cfg.effective_classes},
         seconds=t,
+        probs_path=probs_path,
     )
 
 

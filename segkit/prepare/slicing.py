@@ -576,6 +576,34 @@ def reassemble_volume(slices: Mapping[int, npt.NDArray], record: Mapping[str, An
     return out
 
 
+def reassemble_probabilities(probs: npt.NDArray[np.floating], record: Mapping[str, Any]) -> npt.NDArray[np.floating]:
+    """Put (N, h, w, K) per-slice class probabilities back into an (X, Y, Z, K) volume of the ORIGINAL geometry.
+
+    Args:
+        probs: one (h, w, K) map per slice of the volume, in display orientation, at ``record["slice_shape"]``.
+        record: the case record (``volume_to_slices``).
+
+    Raises:
+        DataError: the stack does not have one map per slice at the recorded slice size.
+    """
+    axis = int(record["axis"])
+    can = tuple(int(s) for s in record["canonical_shape"])
+    h0, w0 = (int(s) for s in record["slice_shape"])
+    arr = np.asarray(probs)
+    if arr.ndim != 4 or arr.shape[0] != can[axis] or arr.shape[1:3] != (h0, w0):
+        raise DataError(f"probabilities {arr.shape} do not match {can[axis]} slices of {h0}x{w0}")
+    vol = np.zeros((*can, arr.shape[-1]), dtype=arr.dtype)
+    index: list[Any] = [slice(None)] * 3
+    for k in range(arr.shape[0]):
+        index[axis] = k
+        vol[tuple(index)] = np.swapaxes(arr[k][::-1, ::-1], 0, 1)  # from_display, channels kept last
+    out = from_canonical(vol, record["ornt_transform"])
+    expected = tuple(int(s) for s in record["shape"])
+    if out.shape[:3] != expected:
+        raise DataError(f"reassembled shape {out.shape[:3]} differs from the recorded shape {expected}")
+    return out
+
+
 def volume_to_slices(
     data: npt.NDArray,
     affine: npt.ArrayLike,

@@ -398,3 +398,51 @@ def test_evaluate_predictions_refuses_bad_pairs_in_one_line(tmp_path: Path, layo
     lines = _stderr_lines(res)
     assert len(lines) == 1 and message in lines[0] and "(hint: " in lines[0], lines
     assert not (tmp_path / "e").exists()
+
+
+# === ensembles and probability maps ===
+
+
+def test_ensemble_is_the_mean_of_its_members(setup: dict[str, Path]) -> None:
+    import keras
+
+    from segkit.infer.predict import load_model, load_models
+    from segkit.models import build_model
+
+    cfg = load_config(setup["config"], [*TINY, f"data.dir={setup['data']}", f"train.run_dir={setup['run']}"])
+    keras.utils.set_random_seed(7)
+    other = setup["root"] / "other.keras"
+    build_model(cfg).save(other)
+    paths = [setup["run"] / "model.keras", other]
+    ens = load_models(paths, cfg)
+    x = np.random.default_rng(0).random((3, 32, 32, 1), dtype=np.float32)
+    members = [load_model(p, cfg).predict_on_batch(x) for p in paths]
+    np.testing.assert_allclose(ens.predict_on_batch(x), (members[0] + members[1]) / 2, atol=1e-6)
+    assert not np.allclose(members[0], members[1])  # two different models, so the test can fail
+
+
+def test_infer_ensemble_with_probability_maps(setup: dict[str, Path]) -> None:
+    import keras
+
+    from segkit.models import build_model
+
+    cfg = load_config(setup["config"], [*TINY, f"data.dir={setup['data']}", f"train.run_dir={setup['run']}"])
+    keras.utils.set_random_seed(11)
+    second = setup["root"] / "second.keras"
+    build_model(cfg).save(second)
+    vol = sorted((setup["data"] / "raw").rglob("*image*.nii.gz"))[0]
+    out = setup["root"] / "ens"
+    res = runner.invoke(app, ["infer", str(setup["config"]), "--input", str(vol), "--output", str(out),
+                              "--model", str(setup["run"] / "model.keras"), "--model", str(second),
+                              "--save-probabilities", *_base(setup)])
+    assert res.exit_code == 0, res.output
+    probs_file = next(out.glob("*_probs.nii.gz"))
+    seg_file = next(out.glob("*_seg.nii.gz"))
+    src, probs, seg = nib.load(str(vol)), nib.load(str(probs_file)), nib.load(str(seg_file))
+    assert probs.shape == (*src.shape, 4) and np.allclose(probs.affine, src.affine, atol=1e-5)
+    p = np.asarray(probs.dataobj, dtype=np.float64)
+    np.testing.assert_allclose(p.sum(-1), 1.0, atol=1e-4)  # a distribution per voxel
+    assert (p.argmax(-1) == np.asarray(seg.dataobj)).mean() > 0.999  # the labels are its argmax (ties aside)
+    again = runner.invoke(app, ["infer", str(setup["config"]), "--input", str(vol), "--output", str(out),
+                                "--save-probabilities", *_base(setup)])
+    assert again.exit_code == 2 and "output file already exists" in again.stderr  # probabilities count as output
