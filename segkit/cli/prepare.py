@@ -20,6 +20,7 @@ _EPILOG = "[bold]Examples[/bold] (one per source):\n\n" + "\n\n".join(
     "\n\n  segkit prepare hocm HOCMvalves/ --out data/hocm --shard 0/4   (and 1/4, 2/4, 3/4; same --out)"
     "\n\n  segkit prepare left-atrial Task02_Heart/ --verify   (checks the raw data, writes nothing)"
     "\n\n  segkit prepare alcapa ImageALCAPA/ --out data/alcapa --folds 5 --fold 2 --workers 4"
+    "\n\n  segkit prepare left-atrial Task02_Heart/ --out data/la --splits splits_final.json --fold 0"
 )
 
 
@@ -48,7 +49,13 @@ def prepare(
     workers: int = typer.Option(None, "--workers", "-j", min=1, help="Worker processes (default: all cores)."),
     shard: str = typer.Option(None, "--shard", help="i/n: process every n-th case starting at i (array jobs)."),
     folds: int = typer.Option(None, "--folds", min=2, help="K-fold split: K folds after holding out the test set."),
-    fold: int = typer.Option(None, "--fold", min=0, help="With --folds: the fold used for validation (0..K-1)."),
+    fold: int = typer.Option(
+        None, "--fold", min=0, help="With --folds (or a --splits file with folds): the validation fold (0..K-1)."
+    ),
+    splits: Path = typer.Option(
+        None, "--splits",
+        help="Your own split: JSON with train/valid/test case lists, nnU-Net's splits_final.json, or test + folds.",
+    ),
     binary: bool = typer.Option(False, "--binary", help="Merge every foreground class into one."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out."),
     verify: bool = typer.Option(False, "--verify", help="Check the raw dataset only; write nothing."),
@@ -92,6 +99,7 @@ def prepare(
             overwrite=overwrite,
             folds=folds,
             fold=fold,
+            splits_file=splits,
             binary=binary,
             verify_only=verify,
             image_glob=image_glob,

@@ -25,6 +25,7 @@ unexpected label values, empty labels) and writes nothing.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -56,7 +57,7 @@ from segkit.prepare.manifest import (
     write_manifest,
 )
 from segkit.prepare.sources import SOURCES, CaseSpec, DiscoverOptions, Discovery, unusable_case_ids
-from segkit.prepare.split import SPLITS, SPLITS_FILE, split_cases, split_of, write_splits
+from segkit.prepare.split import SPLITS, SPLITS_FILE, load_user_split, split_cases, split_of, write_splits
 
 log = logging.getLogger(__name__)
 
@@ -642,6 +643,7 @@ def run_prepare(
     phantom_n: int = 6,
     phantom_seed: int | None = None,
     progress: ProgressFn | None = None,
+    splits_file: Path | None = None,
 ) -> PrepareReport:
     """Prepare (or with ``verify_only`` check) a raw dataset; see the module docstring for the steps.
 
@@ -659,6 +661,8 @@ def run_prepare(
         image_glob, label_glob: patterns of the ``nifti`` source.
         phantom_n, phantom_seed: number of phantom cases and their seed (default ``cfg.seed``).
         progress: called as ``progress(done, total)`` after each case.
+        splits_file: a user split (``segkit.prepare.split.load_user_split``: segkit's splits.json, nnU-Net's
+            splits_final.json with ``fold``, or test + folds) instead of ``prepare.split``'s random one.
 
     Returns:
         A ``PrepareReport``; ``report.failures`` non-empty means the CLI exits with code 2.
@@ -668,9 +672,16 @@ def run_prepare(
             that would be empty, a bad option).
     """
     adapter = SOURCES.get(source)
-    cfg = apply_options(cfg, folds=folds, fold=fold, binary=binary)
+    if splits_file is not None and folds is not None:
+        raise SegkitError("--splits and --folds exclude each other", hint="the split file holds the folds; use --fold")
+    cfg = apply_options(cfg, folds=folds, fold=None if splits_file is not None else fold, binary=binary)
     workers = max(1, workers or os.cpu_count() or 1)
     key = config_fingerprint(cfg, adapter.name)
+    if splits_file is not None:  # another split file (or fold) is another dataset
+        if not Path(splits_file).is_file():
+            raise DataError("split file not found", path=splits_file, hint="give a JSON split file")
+        digest = hashlib.sha256(Path(splits_file).read_bytes() + f"fold={fold}".encode()).hexdigest()
+        key = hashlib.sha256(f"{key}:{digest}".encode()).hexdigest()
     options = DiscoverOptions(image_glob, label_glob)
     report = PrepareReport(out=out, source=adapter.name, verify_only=verify_only)
     if out is None and (not verify_only or not adapter.needs_src):
@@ -706,7 +717,11 @@ def run_prepare(
             return report
         cfg = resolve_spacing(cfg, found.cases)
         # 3. split over all cases (raises before anything is written when a split would be empty)
-        splits = split_cases([c.case_id for c in found.cases], cfg.prepare.split, cfg.seed)
+        ids = [c.case_id for c in found.cases]
+        if splits_file is not None:
+            splits = load_user_split(Path(splits_file), ids, fold)
+        else:
+            splits = split_cases(ids, cfg.prepare.split, cfg.seed)
         if out is None:
             raise SegkitError("--out is required", hint="e.g. --out data/mydataset")
         handed_over = True  # the phantom files move to out/raw below

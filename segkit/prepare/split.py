@@ -219,3 +219,85 @@ def load_splits(out_dir: Path) -> dict[str, Any]:
                         hint="run segkit prepare again to rewrite it")
     check_no_leak(splits, path)
     return splits
+
+
+# === User splits ===
+
+
+def load_user_split(path: Path, case_ids: Sequence[str], fold: int | None = None) -> dict[str, Any]:
+    """A split given as a JSON file, checked against the dataset's case ids.
+
+    Accepted shapes:
+
+    - ``{"train": [...], "valid": [...], "test": [...]}`` (segkit's ``splits.json``; ``"val"`` is read as
+      ``"valid"``; a missing ``test`` is empty);
+    - nnU-Net's ``splits_final.json``: ``[{"train": [...], "val": [...]}, ...]``, one entry per fold; fold
+      ``fold`` (default 0) is used and the cases in no fold are the test set;
+    - ``{"test": [...], "folds": [{"train": [...], "val": [...]}, ...]}``.
+
+    Returns:
+        The ``splits.json`` dict (``"source"`` = the file, ``"fold"``, sorted ``train``/``valid``/``test``, and
+        ``"kfold"`` = each fold's validation cases when the file has folds).
+
+    Raises:
+        DataError: unreadable or malformed file; a case id the dataset does not have; a case in two lists; a
+            dataset case in no list; a fold out of range (each names the cases, up to five).
+    """
+    path = Path(path)
+    hint = "list every case of the dataset exactly once in train, valid or test"
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise DataError(f"cannot read the split file: {e}", path=path, hint="give a JSON file") from e
+    folds: list[dict[str, Any]] | None = None
+    test: list[Any] = []
+    if isinstance(raw, list):
+        folds = raw
+    elif isinstance(raw, dict) and isinstance(raw.get("folds"), list):
+        folds, test = raw["folds"], raw.get("test", [])
+    elif isinstance(raw, dict):
+        chosen = raw
+    else:
+        raise DataError("a split file holds a JSON object or a list of folds", path=path, hint=hint)
+    if folds is not None:
+        k = 0 if fold is None else int(fold)
+        if not folds or not 0 <= k < len(folds) or not all(isinstance(f, dict) for f in folds):
+            raise DataError(f"fold {k} is not in the file ({len(folds)} folds)", path=path,
+                            hint=f"use --fold 0..{max(len(folds) - 1, 0)}")
+        chosen = {**folds[k], "test": test}
+    lists: dict[str, list[str]] = {}
+    for name in SPLITS:
+        value = chosen.get(name, chosen.get("val") if name == "valid" else None)
+        if value is None:
+            value = []
+        if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+            raise DataError(f"'{name}' must be a list of case ids", path=path, hint=hint)
+        lists[name] = value
+    if folds is not None and not test:  # nnU-Net's file has no test set: what is in no fold is test
+        in_folds = {c for f in folds for key in ("train", "val", "valid") for c in f.get(key, [])}
+        lists["test"] = sorted(set(case_ids) - in_folds)
+    known = set(case_ids)
+    seen: dict[str, str] = {}
+    for name in SPLITS:
+        for cid in lists[name]:
+            if cid in seen:
+                raise DataError(f"case '{cid}' is in both {seen[cid]} and {name}", path=path, hint=hint)
+            seen[cid] = name
+    unknown = sorted(set(seen) - known)
+    if unknown:
+        raise DataError(f"{len(unknown)} case id(s) are not in the dataset: {_few(unknown)}", path=path,
+                        hint="check the ids against the source files (case id = file name without its suffix)")
+    missing = sorted(known - set(seen))
+    if missing:
+        raise DataError(f"{len(missing)} case(s) of the dataset are in no split: {_few(missing)}", path=path, hint=hint)
+    if not lists["train"]:
+        raise DataError("the split has no training case", path=path, hint=hint)
+    out: dict[str, Any] = {"source": str(path), "fold": fold if folds is not None else None,
+                           **{name: sorted(lists[name]) for name in SPLITS}}
+    if folds is not None:
+        out["kfold"] = [sorted(f.get("val", f.get("valid", []))) for f in folds]
+    return out
+
+
+def _few(ids: Sequence[str], n: int = 5) -> str:
+    return ", ".join(ids[:n]) + (" ..." if len(ids) > n else "")

@@ -165,6 +165,27 @@ def test_full_or_read_only_disk_is_one_line_and_leaves_nothing(small_disk, fault
     assert not list(disk.glob(".*raw-tmp*")) and not [p for p in disk.rglob("*") if ".tmp" in p.name]
 
 
+def test_user_split_file_is_used_checked_and_part_of_the_dataset_key(tmp_path: Path) -> None:
+    split = tmp_path / "my_split.json"
+    split.write_text(json.dumps({"train": ["case_000", "case_001"], "valid": ["case_002"], "test": ["case_003"]}))
+    out = tmp_path / "d"
+    r = phantom(out, "--splits", split)
+    assert r.exit_code == 0, r.output
+    written = json.loads((out / "splits.json").read_text())
+    assert (written["train"], written["valid"], written["test"]) == (["case_000", "case_001"], ["case_002"], ["case_003"])
+    assert {p.split("/")[0] for p in slice_files(out) if "case_003" in p} == {"test"}
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"train": ["case_000", "case_002"], "valid": ["case_001"], "test": ["case_003"]}))
+    r = phantom(out, "--splits", other)
+    assert r.exit_code == 2 and "prepared with a different config" in r.stderr  # another split: another dataset
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"train": ["case_000", "case_001"], "valid": ["case_002"], "test": ["case_9"]}))
+    r = phantom(tmp_path / "e", "--splits", bad)
+    assert r.exit_code == 2
+    assert err_lines(r) == [f"error: {bad}: 1 case id(s) are not in the dataset: case_9 (hint: check the ids against "
+                            "the source files (case id = file name without its suffix))"]
+
+
 def test_different_config_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "d"
     assert phantom(out).exit_code == 0

@@ -120,3 +120,45 @@ def test_group_by_needs_one_group() -> None:
         SplitConfig(group_by=r"^patient\d+_")
     with pytest.raises(ValueError, match="regular expression"):
         SplitConfig(group_by=r"^(patient")
+
+
+# === user splits ===
+
+
+def _write(tmp_path, obj) -> Path:  # noqa: ANN001
+    import json as _json
+
+    p = tmp_path / "split.json"
+    p.write_text(_json.dumps(obj))
+    return p
+
+
+def test_user_split_shapes(tmp_path) -> None:  # noqa: ANN001
+    from segkit.prepare.split import load_user_split
+
+    ids = ["a", "b", "c", "d", "e"]
+    s = load_user_split(_write(tmp_path, {"train": ["a", "b", "c"], "val": ["d"], "test": ["e"]}), ids)
+    assert (s["train"], s["valid"], s["test"]) == (["a", "b", "c"], ["d"], ["e"])
+    nnunet = [{"train": ["a", "b"], "val": ["c"]}, {"train": ["a", "c"], "val": ["b"]}]  # splits_final.json
+    s = load_user_split(_write(tmp_path, nnunet), ids, fold=1)
+    assert (s["train"], s["valid"], s["test"], s["kfold"]) == (["a", "c"], ["b"], ["d", "e"], [["c"], ["b"]])
+    s = load_user_split(_write(tmp_path, {"test": ["e", "d"], "folds": nnunet}), ids)
+    assert (s["train"], s["valid"], s["test"]) == (["a", "b"], ["c"], ["d", "e"])
+
+
+@pytest.mark.parametrize(
+    ("obj", "message"),
+    [
+        ({"train": ["a", "b"], "valid": ["c", "zz"], "test": ["d", "e"]}, "1 case id(s) are not in the dataset: zz"),
+        ({"train": ["a", "b"], "valid": ["b"], "test": ["c", "d", "e"]}, "case 'b' is in both train and valid"),
+        ({"train": ["a"], "valid": ["b"], "test": ["c"]}, "2 case(s) of the dataset are in no split: d, e"),
+        ([{"train": ["a"], "val": ["b"]}], "fold 3 is not in the file (1 folds)"),
+        ({"train": "a"}, "'train' must be a list of case ids"),
+    ],
+)
+def test_user_split_errors_name_the_cases(tmp_path, obj, message: str) -> None:  # noqa: ANN001
+    from segkit.prepare.split import load_user_split
+
+    with pytest.raises(DataError) as e:
+        load_user_split(_write(tmp_path, obj), ["a", "b", "c", "d", "e"], fold=3 if isinstance(obj, list) else None)
+    assert message in e.value.one_line() and "split.json" in e.value.one_line() and "(hint: " in e.value.one_line()
