@@ -148,9 +148,17 @@ def quiet_tensorflow() -> None:
 
 
 def load(config: Path, sets: list[str] | None = None):  # noqa: ANN201 - returns segkit.config.Config
-    """Load and validate a config with ``--set`` overrides."""
+    """Load and validate a config with ``--set`` overrides; a run folder stands for its ``config.yaml`` (with
+    ``train.run_dir`` pointing at the folder, wherever it now is)."""
     from segkit.config import load_config
+    from segkit.errors import ConfigError
 
+    config = Path(config)
+    if config.is_dir():
+        if not (config / "config.yaml").is_file():
+            raise ConfigError("not a segkit run folder (config.yaml missing)", path=config,
+                              hint="give a YAML config or a folder made by segkit train")
+        return load_config(config / "config.yaml", overrides=(f"train.run_dir={config}", *(sets or ())))
     return load_config(config, overrides=tuple(sets or ()))
 
 

@@ -13,7 +13,7 @@ from segkit.cli.common import handle_errors, load, out, progress, quiet_tensorfl
 
 @handle_errors
 def infer(
-    config: Path = typer.Argument(..., help="YAML config of the run."),
+    config: Path = typer.Argument(..., help="YAML config of the run, or the run folder itself (train.run_dir)."),
     input_path: Path = typer.Option(..., "--input", "-i", help="A NIfTI/NRRD volume, a folder of them, or a folder of PNG/JPG slices."),
     output: Path = typer.Option(None, "--output", "-o", help="Output folder (default: <train.run_dir>/inference)."),
     model: list[Path] = typer.Option(

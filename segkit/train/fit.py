@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+PREPROCESSING_FILE = "preprocessing.json"
+
 RUN_OUTPUTS = (
     "model.keras",
     "last.keras",
@@ -66,6 +68,7 @@ RUN_OUTPUTS = (
     "backup",
     "train_summary.json",
     "postprocessing.json",
+    PREPROCESSING_FILE,
 )
 """Everything ``train_model`` writes in a run directory (what ``overwrite`` removes; nothing else is touched)."""
 
@@ -315,7 +318,8 @@ def _int_or(s: str, default: int) -> int:
 
 
 def write_run_info(cfg: Config, run_dir: Path, precision: str, device: str) -> None:
-    """``config.yaml`` (resolved), ``versions.json`` and a copy of the dataset's ``splits.json``."""
+    """``config.yaml`` (resolved), ``versions.json``, a copy of the dataset's ``splits.json``, and
+    ``preprocessing.json`` (the dataset's recorded preprocessing recipe, so the run folder alone can infer)."""
     import keras
     import tensorflow as tf
 
@@ -341,6 +345,13 @@ def write_run_info(cfg: Config, run_dir: Path, precision: str, device: str) -> N
     splits = Path(cfg.data.dir) / "splits.json"
     if splits.is_file():
         write_bytes(run_dir / "splits.json", splits.read_bytes())
+    manifest_path = Path(cfg.data.dir) / "dataset.json"
+    if manifest_path.is_file():  # the preprocessing recipe travels with the model (infer RUN_DIR, elsewhere)
+        from segkit.prepare.manifest import load_manifest
+
+        manifest = load_manifest(Path(cfg.data.dir))
+        write_json(run_dir / PREPROCESSING_FILE, {"prepare": manifest["prepare"], "modality": manifest["modality"],
+                                                  "classes": manifest["classes"], "source": manifest.get("source")})
 
 
 # === Data ===

@@ -141,6 +141,38 @@ def test_start_facts_and_result_are_printed(runs: Runs) -> None:
 
 
 @pytest.mark.slow
+def test_infer_from_the_run_folder_alone(runs: Runs, demo_config: Path, tmp_path: Path) -> None:
+    """`segkit infer RUN_DIR`: the run folder carries the preprocessing recipe, so it segments a scan the same way
+    after the folder moved and without the prepared dataset."""
+    import nibabel as nib
+    import numpy as np
+
+    pre = json.loads((runs.run / "preprocessing.json").read_text())
+    manifest = json.loads((runs.data / "dataset.json").read_text())
+    assert pre["prepare"] == manifest["prepare"] and pre["modality"] == manifest["modality"]
+    scan = sorted((runs.data / "raw").glob("*_image.nii.gz"))[0]
+    with_data = tmp_path / "with_data"
+    res = runner.invoke(app, ["infer", str(demo_config), "--input", str(scan), "--output", str(with_data),
+                              *[a for s in [*TINY, f"data.dir={runs.data}", f"train.run_dir={runs.run}"]
+                                for a in ("--set", s)]])
+    assert res.exit_code == 0, res.output
+    moved = tmp_path / "moved_run"
+    shutil.copytree(runs.run, moved)
+    alone = tmp_path / "alone"
+    res = runner.invoke(app, ["infer", str(moved), "--input", str(scan), "--output", str(alone),
+                              "--set", f"data.dir={tmp_path / 'no_dataset_here'}",
+                              "--set", "prepare.size=[40,40]"])  # the recorded recipe wins over the config
+    assert res.exit_code == 0, res.output
+    a = np.asarray(nib.load(next(with_data.glob("*_seg.nii.gz"))).dataobj)
+    b = np.asarray(nib.load(next(alone.glob("*_seg.nii.gz"))).dataobj)
+    np.testing.assert_array_equal(a, b)
+    not_a_run = tmp_path / "empty"
+    not_a_run.mkdir()
+    res = runner.invoke(app, ["infer", str(not_a_run), "--input", str(scan)])
+    assert res.exit_code == 2 and "not a segkit run folder (config.yaml missing)" in res.stderr
+
+
+@pytest.mark.slow
 def test_history_csv_and_json(runs: Runs) -> None:
     rows = _csv_rows(runs.run / "history.csv")
     for col in ("epoch", "loss", "val_loss", "fg_dice", "val_fg_dice", "lr", "val_seed_dice_coef_multiclass",
