@@ -6,6 +6,7 @@
     segkit infer CONFIG --input PATH        label volumes / masks from a trained model
     segkit augment-preview CONFIG           a grid of augmented samples
     segkit config show CONFIG               the resolved config with every default
+    segkit models [NAME]                    registered architectures: params, GFLOP, options
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ bann
 import typer  # noqa: E402
 
 from segkit import __version__  # noqa: E402
-from segkit.cli import augment_preview, config_cmd, evaluate, infer, prepare, train  # noqa: E402
+from segkit.cli import augment_preview, config_cmd, evaluate, infer, models_cmd, prepare, train  # noqa: E402
 from segkit.cli.common import set_debug  # noqa: E402
 
 app = typer.Typer(
@@ -50,6 +51,7 @@ app.command("train", no_args_is_help=True)(train.train)
 app.command("evaluate", no_args_is_help=True)(evaluate.evaluate)
 app.command("infer", no_args_is_help=True)(infer.infer)
 app.command("augment-preview", no_args_is_help=True)(augment_preview.augment_preview)
+app.command("models")(models_cmd.models)
 app.add_typer(config_cmd.app, name="config", help="Inspect configs.")
 
 

@@ -28,6 +28,8 @@ from segkit.errors import ConfigError, SegkitError
 from segkit.models.attention_unet import build_attention_unet
 from segkit.models.blocks import AttentionGate
 from segkit.models.flexunet import build_flexunet
+from segkit.models.multiresunet import build_multiresunet
+from segkit.models.unet3plus import build_unet3plus
 from segkit.registry import Registry
 
 if TYPE_CHECKING:
@@ -41,6 +43,8 @@ MODELS: Registry[ModelBuilder] = Registry("model")
 
 MODELS.register("flexunet")(build_flexunet)
 MODELS.register("attention_unet")(build_attention_unet)
+MODELS.register("unet3plus")(build_unet3plus)
+MODELS.register("multiresunet")(build_multiresunet)
 
 
 def input_shape_of(cfg: Config) -> tuple[int, int, int]:
@@ -156,6 +160,8 @@ __all__ = [
     "AttentionGate",
     "build_attention_unet",
     "build_flexunet",
+    "build_multiresunet",
+    "build_unet3plus",
     "build_model",
     "check_input_shape",
     "input_shape_of",

@@ -177,6 +177,29 @@ class TestModelContract:
         loaded = keras.models.load_model(path, safe_mode=True, compile=False)
         np.testing.assert_array_equal(model.predict(x, verbose=0), loaded.predict(x, verbose=0))
 
+    @pytest.mark.parametrize(("channels", "context"), [(3, 0), (1, 1)])
+    def test_rgb_and_2_5d_inputs(self, name: str, channels: int, context: int) -> None:
+        raw = copy.deepcopy(TINY)
+        raw["model"]["name"] = name
+        raw["data"].update({"channels": channels, "context_slices": context})
+        model = build_model(validate_config(raw))
+        assert model.input_shape == (None, 32, 32, 3)
+        y = model.predict(np.zeros((1, 32, 32, 3), np.float32), verbose=0)
+        assert y.shape == (1, 32, 32, 4)
+
+    def test_training_steps_lower_the_loss_on_a_fixed_batch(self, name: str) -> None:
+        keras.utils.set_random_seed(3)
+        model = build_model(tiny_cfg(name=name, dropout_rate=0.0, norm="group"))
+        model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="categorical_crossentropy")
+        rng = np.random.default_rng(2)
+        x = rng.random((4, 32, 32, 1), dtype=np.float32)
+        labels = (x[..., 0] * 4).astype(int).clip(0, 3)  # learnable: the class is the intensity band
+        y = np.eye(4, dtype=np.float32)[labels]
+        first = float(model.train_on_batch(x, y))
+        for _ in range(10):
+            last = float(model.train_on_batch(x, y))
+        assert last < 0.9 * first, (first, last)
+
     @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
     def test_mixed_precision_keeps_float32_probabilities(self, name: str, policy: str) -> None:
         old = keras.mixed_precision.global_policy()
@@ -202,3 +225,23 @@ def test_a_fresh_process_loads_attention_unet_after_importing_segkit_models(tmp_
     res = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip().endswith("(None, 32, 32, 4)")
+
+
+def test_models_command_lists_every_model_with_params_and_gflops() -> None:
+    from typer.testing import CliRunner
+
+    from segkit.cli.app import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["models", "--size", "64", "--set", "model.num_layers=3"], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    for n in MODELS.names():
+        line = next(ln for ln in res.stdout.splitlines() if f" {n} " in ln)
+        cfg = tiny_cfg(name=n, base_filters=16, base_kernels=7, num_layers=3, dropout_rate=0.05)
+        s = model_summary(build_model(validate_config({**copy.deepcopy(TINY), "model": cfg.model.model_dump(),
+                                                       "data": {"image_size": [64, 64], "channels": 1}})))
+        assert f"{s['params']:,}" in line and f"{s['gflops_per_image']:.2f}" in line, (n, line, s)
+    one = runner.invoke(app, ["models", "unet3plus"], terminal_width=200)
+    assert one.exit_code == 0 and "full-scale skip connections" in one.stdout and "name: 'unet3plus'" in one.stdout
+    bad = runner.invoke(app, ["models", "unet4plus"])
+    assert bad.exit_code == 2 and "unknown model 'unet4plus'" in bad.stderr

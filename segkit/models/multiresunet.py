@@ -1,0 +1,88 @@
+"""MultiResUNet (Ibtehaz & Rahman 2020, arXiv:1902.04049): MultiRes blocks and Res paths.
+
+A MultiRes block replaces the two convolutions of a U-Net level by three chained 3x3 convolutions (together a
+3x3, 5x5 and 7x7 receptive field) whose outputs are concatenated (1/6, 1/3 and 1/2 of ``W = alpha * filters``
+channels, alpha = 1.67) and added to a 1x1 shortcut. A Res path replaces each skip connection by a chain of
+3x3 convolutions with 1x1 residual shortcuts, longest at the shallowest level (``num_layers - 1 - level``
+steps), to bridge the semantic gap between encoder and decoder features. Level filters follow FlexUNet's rules
+(``base_filters * 2**level``, capped by ``max_filters``); ``norm`` follows every convolution (the paper uses
+batch normalisation).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from segkit.models.blocks import norm_layer, segmentation_head, up_block
+from segkit.models.flexunet import level_filters
+
+ALPHA = 1.67
+
+
+def _conv(x: keras.KerasTensor, filters: int, size: int, norm: str, name: str, act: bool = True) -> keras.KerasTensor:
+    x = layers.Conv2D(filters, size, padding="same", activation="relu" if act else None,
+                      kernel_initializer="he_normal", name=name)(x)
+    nl = norm_layer(norm, filters, f"{name}_norm")
+    return nl(x) if nl is not None else x
+
+
+def multires_block(x: keras.KerasTensor, filters: int, norm: str, name: str) -> keras.KerasTensor:
+    """The MultiRes block: three chained 3x3 convolutions concatenated, plus a 1x1 shortcut."""
+    w = ALPHA * filters
+    f1, f2, f3 = max(int(w / 6), 1), max(int(w / 3), 1), max(int(w / 2), 1)
+    shortcut = _conv(x, f1 + f2 + f3, 1, norm, f"{name}_short", act=False)
+    a = _conv(x, f1, 3, norm, f"{name}_conv1")
+    b = _conv(a, f2, 3, norm, f"{name}_conv2")
+    c = _conv(b, f3, 3, norm, f"{name}_conv3")
+    out = layers.Concatenate(name=f"{name}_cat")([a, b, c])
+    out = layers.Add(name=f"{name}_add")([out, shortcut])
+    return layers.Activation("relu", name=f"{name}_relu")(out)
+
+
+def res_path(x: keras.KerasTensor, filters: int, length: int, norm: str, name: str) -> keras.KerasTensor:
+    """A chain of ``length`` 3x3 convolutions, each with a 1x1 residual shortcut."""
+    for k in range(length):
+        shortcut = _conv(x, filters, 1, norm, f"{name}_{k}_short", act=False)
+        y = _conv(x, filters, 3, norm, f"{name}_{k}_conv")
+        x = layers.Activation("relu", name=f"{name}_{k}_relu")(layers.Add(name=f"{name}_{k}_add")([y, shortcut]))
+    return x
+
+
+def build_multiresunet(
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    *,
+    base_filters: int = 16,
+    base_kernels: int = 3,
+    num_layers: int = 5,
+    dropout_rate: float = 0.0,
+    dilation: int = 1,
+    max_filters: int | None = None,
+    norm: str = "batch",
+    name: str = "multiresunet",
+) -> keras.Model:
+    """Build MultiResUNet (``base_kernels``, ``dropout_rate`` and ``dilation`` are not used by this design).
+
+    Returns:
+        ``keras.Model``: ``(B, H, W, C)`` in 0..1 -> ``(B, H, W, num_classes)`` float32 probabilities.
+
+    Example:
+        >>> build_multiresunet((64, 64, 1), 4, base_filters=4, num_layers=3).output_shape
+        (None, 64, 64, 4)
+    """
+    del base_kernels, dropout_rate, dilation  # the architecture fixes its kernels; kept for the common signature
+    inputs = keras.Input(input_shape, name="image")
+    x = inputs
+    skips = []
+    for i in range(num_layers):
+        x = multires_block(x, level_filters(base_filters, i, max_filters), norm, f"enc{i}")
+        if i < num_layers - 1:
+            skips.append(res_path(x, level_filters(base_filters, i, max_filters), num_layers - 1 - i, norm, f"res{i}"))
+            x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    for f in range(num_layers - 2, -1, -1):
+        filters = level_filters(base_filters, f, max_filters)
+        u = up_block(x, filters, name=f"up{f}")
+        x = multires_block(layers.Concatenate(name=f"cat{f}")([u, skips[f]]), filters, norm, f"dec{f}")
+    outputs = segmentation_head(x, num_classes)
+    return keras.Model(inputs, outputs, name=name)

@@ -1,0 +1,64 @@
+"""UNet 3+ (Huang et al. 2020, arXiv:2004.08790): full-scale skip connections, on FlexUNet's encoder.
+
+Every decoder level d concatenates ``num_layers`` feature maps of ``base_filters`` channels each, one from every
+scale: encoder levels shallower than d (max-pooled down by ``2**(d-i)``), encoder level d itself, and the decoder
+levels (and the bottleneck) deeper than d (bilinearly up-sampled by ``2**(j-d)``), each through a 3x3 conv; the
+concatenation is fused by one more 3x3 conv to ``base_filters * num_layers`` channels. The encoder is
+FlexUNet's (filters, kernels, dilations, dropout and normalisation per level; ``max_filters`` caps it). Deep
+supervision and the classification-guided module of the paper are left out.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from segkit.models.blocks import norm_layer, segmentation_head
+from segkit.models.flexunet import encoder
+
+
+def _conv(x: keras.KerasTensor, filters: int, norm: str, name: str) -> keras.KerasTensor:
+    x = layers.Conv2D(filters, 3, padding="same", activation="relu", kernel_initializer="he_normal", name=name)(x)
+    nl = norm_layer(norm, filters, f"{name}_norm")
+    return nl(x) if nl is not None else x
+
+
+def build_unet3plus(
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    *,
+    base_filters: int = 16,
+    base_kernels: int = 3,
+    num_layers: int = 5,
+    dropout_rate: float = 0.0,
+    dilation: int = 1,
+    max_filters: int | None = None,
+    norm: str = "none",
+    name: str = "unet3plus",
+) -> keras.Model:
+    """Build the UNet 3+ functional model (arguments as ``segkit.models.flexunet.build_flexunet``).
+
+    Returns:
+        ``keras.Model``: ``(B, H, W, C)`` in 0..1 -> ``(B, H, W, num_classes)`` float32 probabilities.
+
+    Example:
+        >>> build_unet3plus((64, 64, 1), 4, base_filters=4, num_layers=3).output_shape
+        (None, 64, 64, 4)
+    """
+    inputs = keras.Input(input_shape, name="image")
+    _, enc = encoder(inputs, base_filters, base_kernels, num_layers, dropout_rate, dilation, max_filters, norm)
+    cat = base_filters
+    dec: dict[int, keras.KerasTensor] = {num_layers - 1: enc[-1]}  # the bottleneck is the deepest "decoder" map
+    for d in range(num_layers - 2, -1, -1):
+        parts = []
+        for i in range(d):  # shallower encoder levels, pooled down
+            p = layers.MaxPooling2D(2 ** (d - i), name=f"d{d}_pool_e{i}")(enc[i])
+            parts.append(_conv(p, cat, norm, f"d{d}_from_e{i}"))
+        parts.append(_conv(enc[d], cat, norm, f"d{d}_from_e{d}"))
+        for j in range(d + 1, num_layers):  # deeper decoder levels, up-sampled
+            u = layers.UpSampling2D(2 ** (j - d), interpolation="bilinear", name=f"d{d}_up_d{j}")(dec[j])
+            parts.append(_conv(u, cat, norm, f"d{d}_from_d{j}"))
+        x = layers.Concatenate(name=f"d{d}_cat")(parts)
+        dec[d] = _conv(x, cat * num_layers, norm, f"d{d}_fuse")
+    outputs = segmentation_head(dec[0], num_classes)
+    return keras.Model(inputs, outputs, name=name)
