@@ -59,11 +59,14 @@ class OutputError(SegkitError):
 
 # errno -> (what happened, how to fix it) for faults of the place a user writes to
 _WRITE_FAULTS = {
-    28: ("no space left on the device", "free space there or choose another output folder; rerun to continue"),
-    122: ("disk quota exceeded", "free space in your quota or choose another output folder; rerun to continue"),
-    30: ("the file system is read-only", "choose a writable output folder"),
-    13: ("permission denied", "choose a folder you can write to, or fix its permissions"),
-    1: ("operation not permitted", "choose a folder you can write to, or fix its permissions"),
+    28: ("cannot write: no space left on the device",
+         "free space there or choose another output folder; rerun to continue"),
+    122: ("cannot write: disk quota exceeded",
+          "free space in your quota or choose another output folder; rerun to continue"),
+    30: ("cannot write: the file system is read-only", "choose a writable output folder"),
+    # reads meet these too (an unreadable input folder), so the message does not say "write"
+    13: ("permission denied", "fix the permissions of that path, or choose another folder"),
+    1: ("operation not permitted", "fix the permissions of that path, or choose another folder"),
 }
 
 
@@ -75,5 +78,5 @@ def write_fault(e: BaseException, path: Path | str | None = None) -> OutputError
         return None
     what, hint = _WRITE_FAULTS[errno]
     where = path if path is not None else (e.filename if e.filename is not None else None)
-    return OutputError(f"cannot write: {what}", path=where, hint=hint)
+    return OutputError(what, path=where, hint=hint)
 

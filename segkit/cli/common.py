@@ -127,11 +127,16 @@ def quiet_tensorflow() -> None:
         import tensorflow  # noqa: F401
         return
     sys.stderr.flush()
+    try:
+        captured = tempfile.TemporaryFile()
+    except OSError:  # no writable temporary folder: the lines cannot be held back, but the command still runs
+        import tensorflow  # noqa: F401
+        return
     saved = os.dup(2)
     failed = True
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
+    with captured:
         try:
+            os.dup2(captured.fileno(), 2)
             import tensorflow as tf
 
             tf.config.list_physical_devices()  # CUDA initialisation prints here
@@ -158,7 +163,8 @@ def load(config: Path, sets: list[str] | None = None):  # noqa: ANN201 - returns
         if not (config / "config.yaml").is_file():
             raise ConfigError("not a segkit run folder (config.yaml missing)", path=config,
                               hint="give a YAML config or a folder made by segkit train")
-        return load_config(config / "config.yaml", overrides=(f"train.run_dir={config}", *(sets or ())))
+        cfg = load_config(config / "config.yaml", overrides=tuple(sets or ()))
+        return cfg.model_copy(update={"train": cfg.train.model_copy(update={"run_dir": config})})
     return load_config(config, overrides=tuple(sets or ()))
 
 

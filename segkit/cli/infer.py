@@ -70,6 +70,9 @@ def infer(
         if not volumes and not images:
             raise DataError("the folder holds no volume and no PNG/JPG slice", path=input_path,
                             hint="give .nii/.nii.gz/.nrrd volumes or PNG/JPG slices")
+    if images and save_probabilities:
+        raise DataError("--save-probabilities writes volumes; the input is a folder of slices", path=input_path,
+                        hint="give NIfTI/NRRD volumes, or drop --save-probabilities")
     run_dir = Path(cfg.train.run_dir)
     model_paths = list(model) if model else [run_dir / "model.keras"]
     out_dir = output if output is not None else run_dir / "inference"
@@ -94,9 +97,6 @@ def infer(
 
     quiet_tensorflow()
 
-    if images and save_probabilities:
-        raise DataError("--save-probabilities writes volumes; the input is a folder of slices", path=input_path,
-                        hint="give NIfTI/NRRD volumes, or drop --save-probabilities")
     if len(model_paths) == 1:  # an ensemble's members were post-processed for themselves: the config decides
         cfg = apply_postprocessing(cfg, model_paths[0].parent, volumes=not images)
     net = load_models(model_paths, cfg, precision=cfg.train.precision)

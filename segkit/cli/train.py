@@ -8,6 +8,7 @@ metrics, one summary line per epoch. The result (best monitored value, run direc
 from __future__ import annotations
 
 import math
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +119,8 @@ def train(
     from segkit.train import train_model
 
     quiet_tensorflow()
-    resume_cmd = " ".join(["segkit train", str(config), *(f"--set {s}" for s in sets or []), "--resume"])
+    resume_cmd = shlex.join(["segkit", "train", str(config), *(a for s in sets or [] for a in ("--set", s)),
+                             *(["--time-limit", f"{time_limit:g}"] if time_limit is not None else []), "--resume"])
     set_interrupt_hint(f"`{resume_cmd}` continues the run from its last completed epoch")
 
     with RichTrainProgress() as progress:

@@ -13,7 +13,7 @@ nnU-Net's channel suffix ``_0000``), so ``patient007_frame01_image_seg.nii.gz`` 
 Classes: with a config, its class table; the reference is mapped to class ids exactly as ``prepare`` maps
 raw labels (``prepare.label_map``, ``binary``, ``unknown_labels``), and so are the predictions when
 ``map_predictions`` (for tools that write raw label values); segkit's own outputs are class ids already.
-Without a config, every non-zero value found in the references is a class (``label_<v>``).
+Without a config, every non-zero value found in the references or the predictions is a class (``label_<v>``).
 
 Example:
     >>> res = evaluate_predictions(Path("runs/la/inference"), Path("data/labelsTs"), cfg=cfg)
@@ -130,28 +130,31 @@ def evaluate_predictions(
     tol = float(tolerance_mm if tolerance_mm is not None else (cfg.evaluate.nsd_tolerance_mm if cfg else 1.0))
     for _, p_path, r_path in pairs:  # geometry from the headers first: refuse before any work is shown
         check_same_geometry(p_path, r_path)
-    if on_start is not None:
-        on_start(len(pairs))
-    loaded: list[tuple[str, Path, npt.NDArray[np.integer], npt.NDArray[np.integer], list[float]]] = []
-    for case_id, p_path, r_path in pairs:
-        pred, ref = load_volume(p_path), load_volume(r_path)
+    def ids_of(case_pred: Path, case_ref: Path) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], list[float]]:
+        pred, ref = load_volume(case_pred), load_volume(case_ref)
         if cfg is not None:
-            ref_ids = map_labels(ref.data, cfg, r_path)
-            pred_ids = map_labels(pred.data, cfg, p_path) if map_predictions else _class_ids(pred.data, p_path)
+            ref_ids = map_labels(ref.data, cfg, case_ref).astype(np.int64)
+            pred_ids = (map_labels(pred.data, cfg, case_pred).astype(np.int64) if map_predictions
+                        else _class_ids(pred.data, case_pred))
         else:
-            ref_ids, pred_ids = _class_ids(ref.data, r_path), _class_ids(pred.data, p_path)
-        spacing = [float(v) for v in np.sqrt((ref.affine[:3, :3] ** 2).sum(axis=0))]
-        loaded.append((case_id, p_path, pred_ids, ref_ids, spacing))
+            ref_ids, pred_ids = _class_ids(ref.data, case_ref), _class_ids(pred.data, case_pred)
+        return pred_ids, ref_ids, [float(v) for v in np.sqrt((ref.affine[:3, :3] ** 2).sum(axis=0))]
 
     if cfg is not None:
         classes = [(c.id, c.name) for c in cfg.effective_classes]
-    else:  # every value found in either volume is a class
-        values = sorted({int(v) for _, _, p, r, _ in loaded for a in (p, r) for v in np.unique(a) if v != 0})
-        classes = [(v, f"label_{v}") for v in values]
+    else:  # every value found in a reference or a prediction is a class (a first pass over the label values)
+        values: set[int] = set()
+        for _, p_path, r_path in pairs:
+            for path in (p_path, r_path):
+                values.update(int(v) for v in np.unique(_class_ids(load_volume(path).data, path)) if v != 0)
+        classes = [(v, f"label_{v}") for v in sorted(values)]
     nc = max((c for c, _ in classes), default=0) + 1
+    if on_start is not None:
+        on_start(len(pairs))
     rows: list[dict[str, Any]] = []
     conf = np.zeros((nc, nc), np.int64)
-    for case_id, p_path, pred_ids, ref_ids, spacing in loaded:
+    for case_id, p_path, r_path in pairs:  # one case in memory at a time
+        pred_ids, ref_ids, spacing = ids_of(p_path, r_path)
         hi = int(pred_ids.max()) if pred_ids.size else 0
         if hi >= nc:
             raise DataError(
@@ -161,12 +164,13 @@ def evaluate_predictions(
             )
         rows += case_rows(case_id, pred_ids, ref_ids, classes, spacing, tol)
         conf += confusion_matrix(pred_ids, ref_ids, nc)
+        del pred_ids, ref_ids
         if progress is not None:
             progress(1)
     summary = {
         "predictions": str(pred_dir),
         "reference_dir": str(ref_dir),
-        "n_cases": len(loaded),
+        "n_cases": len(pairs),
         "volumetric": True,
         "reference": "reference label volumes",
         "map_predictions": map_predictions,

@@ -107,16 +107,13 @@ def case_id_of(path: Path) -> str:
 
 
 def preprocessing_spec(cfg: Config) -> Config | Mapping[str, Any]:
-    """The recipe ``prepare`` used: the dataset's ``dataset.json`` when present, else the copy the run keeps
-    (``<train.run_dir>/preprocessing.json``, written by ``train``), else the config itself."""
+    """The recipe ``prepare`` used for the model's training data: the copy the run keeps
+    (``<train.run_dir>/preprocessing.json``, written by ``train``; it still holds when the dataset was prepared
+    again since), else the dataset's ``dataset.json``, else the config itself."""
     import json
 
     from segkit.prepare.manifest import MANIFEST_FILE, load_manifest
 
-    if (Path(cfg.data.dir) / MANIFEST_FILE).is_file():
-        manifest = load_manifest(Path(cfg.data.dir))
-        logger.info("preprocessing from %s", Path(cfg.data.dir) / MANIFEST_FILE)
-        return {"prepare": manifest["prepare"], "modality": manifest["modality"]}
     kept = Path(cfg.train.run_dir) / "preprocessing.json"
     if kept.is_file():
         try:
@@ -125,7 +122,11 @@ def preprocessing_spec(cfg: Config) -> Config | Mapping[str, Any]:
             return {"prepare": spec["prepare"], "modality": spec["modality"]}
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise DataError(f"cannot read the run's preprocessing recipe: {e}", path=kept,
-                            hint="train the run again, or point data.dir at its prepared dataset") from e
+                            hint="delete it to use data.dir's dataset.json, or train the run again") from e
+    if (Path(cfg.data.dir) / MANIFEST_FILE).is_file():
+        manifest = load_manifest(Path(cfg.data.dir))
+        logger.info("preprocessing from %s", Path(cfg.data.dir) / MANIFEST_FILE)
+        return {"prepare": manifest["prepare"], "modality": manifest["modality"]}
     return cfg
 
 

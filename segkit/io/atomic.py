@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from segkit.errors import write_fault
+from segkit.errors import SegkitError, write_fault
 
 
 @contextmanager
@@ -32,7 +33,7 @@ def atomic_path(path: Path, suffix: str | None = None) -> Iterator[Path]:
     sfx = suffix if suffix is not None else "".join(path.suffixes)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=f".tmp{sfx}", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}.{os.getpid()}-", suffix=f".tmp{sfx}", dir=path.parent)
     except OSError as e:
         raise (write_fault(e, path) or e) from e
     os.close(fd)
@@ -45,7 +46,7 @@ def atomic_path(path: Path, suffix: str | None = None) -> Iterator[Path]:
         full = _nearly_full(path.parent)  # before the unlink frees the space again
         tmp_path.unlink(missing_ok=True)
         fault = write_fault(e, path)
-        if fault is None and full and isinstance(e, Exception):
+        if fault is None and full and isinstance(e, Exception) and not isinstance(e, SegkitError):
             # writers such as h5py, zipfile or OpenCV wrap ENOSPC in their own exception types
             fault = write_fault(OSError(28, "No space left on device"), path)
         if fault is not None:
@@ -62,21 +63,25 @@ def _nearly_full(folder: Path) -> bool:
     return st.f_bavail * st.f_frsize < 2**20
 
 
-_STALE = re.compile(r"^\..+\.(\d+)-[^/]*\.tmp")
+# ".<name>.<host>.<pid>-<8 mkstemp characters>.tmp<suffix>"
+_STALE = re.compile(r"\..+\.([A-Za-z0-9]+)\.(\d+)-[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)*")
+_HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
 
 
 def remove_stale_temps(folder: Path) -> int:
     """Delete temporary files that killed segkit processes left under ``folder`` (recursively); return how many.
 
-    Only files named like ``atomic_path``'s temporaries whose process id is no longer running are removed.
+    Only files named exactly like ``atomic_path``'s temporaries, made on this host by a process that no longer
+    runs, are removed: a temporary of a live process (another shard, another machine sharing the folder) and any
+    file of the user's stay.
     """
     removed = 0
     folder = Path(folder)
     if not folder.is_dir():
         return 0
     for p in folder.rglob(".*.tmp*"):
-        m = _STALE.match(p.name)
-        if m and p.is_file() and not pid_alive(int(m.group(1))):
+        m = _STALE.fullmatch(p.name)
+        if m and m.group(1) == _HOST and p.is_file() and not p.is_symlink() and not pid_alive(int(m.group(2))):
             p.unlink(missing_ok=True)
             removed += 1
     return removed

@@ -680,6 +680,9 @@ def run_prepare(
     if splits_file is not None:  # another split file (or fold) is another dataset
         if not Path(splits_file).is_file():
             raise DataError("split file not found", path=splits_file, hint="give a JSON split file")
+        if out is not None and overwrite and Path(splits_file).resolve().is_relative_to(Path(out).resolve()):
+            raise DataError("the split file lies inside --out, which --overwrite clears", path=splits_file,
+                            hint="copy it outside the output folder first")
         digest = hashlib.sha256(Path(splits_file).read_bytes() + f"fold={fold}".encode()).hexdigest()
         key = hashlib.sha256(f"{key}:{digest}".encode()).hexdigest()
     options = DiscoverOptions(image_glob, label_glob)

@@ -256,6 +256,9 @@ def load_user_split(path: Path, case_ids: Sequence[str], fold: int | None = None
     elif isinstance(raw, dict) and isinstance(raw.get("folds"), list):
         folds, test = raw["folds"], raw.get("test", [])
     elif isinstance(raw, dict):
+        if fold is not None:
+            raise DataError("--fold picks a fold, but the file holds one train/valid/test split", path=path,
+                            hint="drop --fold, or give a file with folds")
         chosen = raw
     else:
         raise DataError("a split file holds a JSON object or a list of folds", path=path, hint=hint)
@@ -290,8 +293,9 @@ def load_user_split(path: Path, case_ids: Sequence[str], fold: int | None = None
     missing = sorted(known - set(seen))
     if missing:
         raise DataError(f"{len(missing)} case(s) of the dataset are in no split: {_few(missing)}", path=path, hint=hint)
-    if not lists["train"]:
-        raise DataError("the split has no training case", path=path, hint=hint)
+    for name in ("train", "valid"):
+        if not lists[name]:
+            raise DataError(f"the split has no {name} case", path=path, hint="training needs both train and valid cases")
     out: dict[str, Any] = {"source": str(path), "fold": fold if folds is not None else None,
                            **{name: sorted(lists[name]) for name in SPLITS}}
     if folds is not None:

@@ -548,7 +548,8 @@ def train_model(
         initial_epoch = 0
         if resuming:
             add_history_columns(csv_path)
-            done = cb.restore_backup(model, backup_dir)  # weights + optimizer state of that epoch
+            with strategy.scope():  # optimizer variables are created here (MirroredStrategy on several GPUs)
+                done = cb.restore_backup(model, backup_dir)  # weights + optimizer state of that epoch
             if done is not None:
                 truncate_history_csv(csv_path, done)
                 initial_epoch = done
@@ -563,8 +564,9 @@ def train_model(
                         hint="use --overwrite to start a new run",
                     )
                 initial_epoch = len(rows)
-                model.optimizer.build(model.trainable_variables)
-                model.load_weights(run_dir / "last.keras")
+                with strategy.scope():
+                    model.optimizer.build(model.trainable_variables)
+                    model.load_weights(run_dir / "last.keras")
             if initial_epoch >= cfg.train.epochs:
                 raise ConfigError(
                     f"the run already completed {initial_epoch} of train.epochs={cfg.train.epochs} epochs",

@@ -135,7 +135,9 @@ def test_overwrite_removes_only_what_segkit_wrote(tmp_path: Path) -> None:
     for rel, data in mine.items():
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         (out / rel).write_bytes(data)
-    (out / "train" / "images" / ".case_000_0001.png.99999999-abc.tmp.png").write_bytes(b"left by a killed run")
+    from segkit.io.atomic import _HOST
+
+    (out / "train" / "images" / f".case_000_0001.png.{_HOST}.99999999-abcd1234.tmp.png").write_bytes(b"killed run's")
     r = phantom(out, "--overwrite", "--set", "prepare.size=[32,32]")
     assert r.exit_code == 0, r.output
     after = tree(out)

@@ -166,6 +166,16 @@ def test_infer_from_the_run_folder_alone(runs: Runs, demo_config: Path, tmp_path
     a = np.asarray(nib.load(next(with_data.glob("*_seg.nii.gz"))).dataobj)
     b = np.asarray(nib.load(next(alone.glob("*_seg.nii.gz"))).dataobj)
     np.testing.assert_array_equal(a, b)
+    # the dataset prepared again with another recipe after training: the run's own recipe still wins
+    reprepared = tmp_path / "reprepared"
+    reprepared.mkdir()
+    changed = {**manifest, "prepare": {**manifest["prepare"], "size": [40, 40]}}
+    (reprepared / "dataset.json").write_text(json.dumps(changed))
+    again = tmp_path / "again"
+    res = runner.invoke(app, ["infer", str(moved), "--input", str(scan), "--output", str(again),
+                              "--set", f"data.dir={reprepared}"])
+    assert res.exit_code == 0, res.output
+    np.testing.assert_array_equal(a, np.asarray(nib.load(next(again.glob("*_seg.nii.gz"))).dataobj))
     not_a_run = tmp_path / "empty"
     not_a_run.mkdir()
     res = runner.invoke(app, ["infer", str(not_a_run), "--input", str(scan)])
@@ -382,7 +392,9 @@ def test_overwrite_with_a_symlinked_backup_removes_the_link_not_its_target(tmp_p
     (elsewhere / "precious.h5").write_bytes(b"someone else's")
     (run / "backup").symlink_to(elsewhere, target_is_directory=True)
     (run / "model.keras").write_text("old")
-    (run / ".last.keras.99999999-x.tmp.keras").write_bytes(b"left by a killed run")
+    from segkit.io.atomic import _HOST
+
+    (run / f".last.keras.{_HOST}.99999999-x1y2z3w4.tmp.keras").write_bytes(b"left by a killed run")
     assert check_run_dir(_cfg(run), resume=False, overwrite=True) is False
     assert list(run.iterdir()) == []
     assert (elsewhere / "precious.h5").read_bytes() == b"someone else's"

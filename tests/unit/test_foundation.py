@@ -69,6 +69,34 @@ def test_atomic_files_honour_the_umask_like_open(tmp_path: Path, umask: int) -> 
     assert mode == os.stat(tmp_path / "plain.txt").st_mode & 0o777 == 0o666 & ~umask
 
 
+def test_stale_temporaries_removed_only_when_ours_and_dead(tmp_path: Path) -> None:
+    from segkit.io.atomic import _HOST, remove_stale_temps
+
+    dead, alive = 99999999, os.getpid()
+    names = {
+        f".model.keras.{_HOST}.{dead}-abcd_123.tmp.keras": False,  # this host, process gone: removed
+        f".model.keras.{_HOST}.{alive}-abcd_123.tmp.keras": True,  # a live process's (another shard): kept
+        f".model.keras.otherhost.{dead}-abcd_123.tmp.keras": True,  # another machine's: kept
+        ".backup.2024-05-01.tmp": True,  # the user's own files that merely look alike
+        f".x.{_HOST}.7-abc.tmpl": True,
+        f".notes.{_HOST}.{dead}-abcd1234.tmp.txt.bak~": True,
+    }
+    (tmp_path / "sub").mkdir()
+    for n in names:
+        (tmp_path / "sub" / n).write_text("x")
+    assert remove_stale_temps(tmp_path) == 1
+    assert {p.name for p in (tmp_path / "sub").iterdir()} == {n for n, keep in names.items() if keep}
+
+
+def test_atomic_temporaries_carry_host_and_pid(tmp_path: Path) -> None:
+    from segkit.io.atomic import _HOST, _STALE
+
+    with atomic_path(tmp_path / "a.nii.gz") as tmp:
+        m = _STALE.fullmatch(tmp.name)
+        assert m is not None and m.group(1) == _HOST and int(m.group(2)) == os.getpid()
+        tmp.write_bytes(b"x")
+
+
 def test_palette_encode_decode_round_trip_and_noise() -> None:
     pal = palette_array([(255, 0, 0), (0, 255, 0), (0, 0, 255)])
     labels = np.array([[0, 1], [2, 3]], dtype=np.uint8)

@@ -283,3 +283,24 @@ def test_volume_to_slices_repeats_prepare_exactly() -> None:
             np.testing.assert_array_equal(imgs[k], i2)
     with pytest.raises(DataError, match="needs a Config"):
         volume_to_slices(img, aff, {"unrelated": 1})
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_probabilities_reassemble_like_labels_on_a_non_ras_volume(axis: int) -> None:
+    """One-hot maps of the predicted slices, put back, have the labels' argmax: orientation and the channel axis
+    survive a non-square, LPS-like, permuted geometry."""
+    from segkit.prepare.slicing import reassemble_probabilities, reassemble_volume
+
+    shape = (9, 7, 5)
+    affine = np.array([[0, -1.5, 0, 10], [-0.8, 0, 0, 5], [0, 0, 2.5, -3], [0, 0, 0, 1]], dtype=float)
+    img = np.linspace(-500, 500, int(np.prod(shape)), dtype=np.float32).reshape(shape)
+    sliced = volume_to_slices(img, affine, make_cfg(size=(8, 8), axis=axis))
+    h0, w0 = sliced.record["slice_shape"]
+    n = sliced.record["canonical_shape"][axis]
+    labels2d = np.random.default_rng(axis).integers(0, 4, (n, h0, w0)).astype(np.uint8)
+    probs = np.eye(4, dtype=np.float32)[labels2d] * 0.7 + 0.075  # a distribution per pixel, argmax = label
+    vol_probs = reassemble_probabilities(probs, sliced.record)
+    vol_labels = reassemble_volume({k: labels2d[k] for k in range(n)}, sliced.record)
+    assert vol_probs.shape == (*shape, 4) and vol_labels.shape == shape
+    np.testing.assert_array_equal(vol_probs.argmax(-1), vol_labels)
+    np.testing.assert_allclose(vol_probs.sum(-1), 1.0, atol=1e-6)

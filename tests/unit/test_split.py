@@ -162,3 +162,13 @@ def test_user_split_errors_name_the_cases(tmp_path, obj, message: str) -> None: 
     with pytest.raises(DataError) as e:
         load_user_split(_write(tmp_path, obj), ["a", "b", "c", "d", "e"], fold=3 if isinstance(obj, list) else None)
     assert message in e.value.one_line() and "split.json" in e.value.one_line() and "(hint: " in e.value.one_line()
+
+
+def test_user_split_fold_needs_folds_and_valid_cases(tmp_path) -> None:  # noqa: ANN001
+    from segkit.prepare.split import load_user_split
+
+    ids = ["a", "b", "c"]
+    with pytest.raises(DataError, match="--fold picks a fold, but the file holds one train/valid/test split"):
+        load_user_split(_write(tmp_path, {"train": ["a"], "valid": ["b"], "test": ["c"]}), ids, fold=1)
+    with pytest.raises(DataError, match="the split has no valid case"):
+        load_user_split(_write(tmp_path, {"train": ["a", "b"], "valid": [], "test": ["c"]}), ids)
