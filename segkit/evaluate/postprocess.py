@@ -7,7 +7,8 @@ and without the largest-connected-component filter, and keeps
 
 - TTA when it raises the mean foreground Dice (with the best component choice for each variant), and
 - the component filter for each class whose mean Dice it raises (a class with two legitimate parts, such as
-  both lungs, keeps them because the filter lowers its Dice).
+  both lungs, keeps them because the filter lowers its Dice), and for each class that is one connected piece in
+  every validation reference when the filter leaves its Dice unchanged (see ``decide``).
 
 The decision is written to ``<run_dir>/postprocessing.json``; ``apply_postprocessing`` makes ``evaluate`` and
 ``infer`` use it unless the config sets ``infer.tta`` / ``infer.largest_component`` itself.
@@ -49,6 +50,7 @@ class Postprocessing:
         split: the split it was decided on.
         cases: the case ids scored.
         dice: mean Dice per variant (``plain``, ``plain+lcc``, ``tta``, ``tta+lcc``) and class name.
+        reference_components: connected components of each class in each validation reference that has it.
     """
 
     tta: bool
@@ -56,16 +58,18 @@ class Postprocessing:
     split: str = "valid"
     cases: tuple[str, ...] = ()
     dice: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    reference_components: dict[str, list[int]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"tta": self.tta, "largest_component": list(self.largest_component), "split": self.split,
-                "cases": list(self.cases), "dice": self.dice}
+                "cases": list(self.cases), "dice": self.dice, "reference_components": self.reference_components}
 
     @classmethod
     def from_json(cls, obj: dict[str, Any], path: Path | None = None) -> Postprocessing:
         try:
             return cls(bool(obj["tta"]), tuple(int(c) for c in obj["largest_component"]), str(obj.get("split", "")),
-                       tuple(obj.get("cases", ())), dict(obj.get("dice", {})))
+                       tuple(obj.get("cases", ())), dict(obj.get("dice", {})),
+                       dict(obj.get("reference_components", {})))
         except KeyError as e:
             raise DataError(f"invalid {POSTPROCESSING_FILE}: the key {e} is missing", path=path,
                             hint="delete the file (post-processing then stays off) or retrain") from e
@@ -109,6 +113,13 @@ def apply_postprocessing(cfg: Config, run_dir: Path, volumes: bool = True) -> Co
     return cfg.model_copy(update={"infer": cfg.infer.model_copy(update=update)})
 
 
+def count_components(mask: np.ndarray) -> int:
+    """Connected components of a boolean mask, with the connectivity of ``largest_component`` (26 in 3D)."""
+    from scipy import ndimage
+
+    return int(ndimage.label(mask, structure=ndimage.generate_binary_structure(mask.ndim, mask.ndim))[1])
+
+
 def _dice(pred: np.ndarray, ref: np.ndarray, cid: int) -> float:
     p, r = pred == cid, ref == cid
     denom = int(p.sum()) + int(r.sum())
@@ -121,12 +132,18 @@ def _mean(values: Sequence[float]) -> float | None:
 
 
 def decide(
-    means: dict[str, dict[int, float | None]], class_ids: Sequence[int]
+    means: dict[str, dict[int, float | None]],
+    class_ids: Sequence[int],
+    single_structure: dict[int, bool] | None = None,
 ) -> tuple[bool, tuple[int, ...], float, float]:
     """The decision from mean Dice per variant (``plain``, ``plain+lcc``, ``tta``, ``tta+lcc``) and class.
 
-    For each TTA setting, every class takes the filter only if it raises that class's mean Dice; TTA is kept only
-    if the resulting mean foreground Dice beats the plain one. Classes never seen (``None``) are skipped.
+    For each TTA setting, every class takes the filter if it raises that class's mean Dice, or if it leaves it
+    unchanged (the validation predictions had no stray piece to remove) and the class is one connected structure
+    in every validation reference (``single_structure``): a piece apart from it is then an error wherever it shows
+    up (on ACDC's held-out patients, stray LV/MYO blobs on basal slices that one validation patient never had).
+    A class with several pieces in a reference (both lungs) gets the filter only on a strict gain. TTA is kept
+    only if the resulting mean foreground Dice beats the plain one. Classes never seen (``None``) are skipped.
 
     Returns:
         ``(tta, largest-component class ids, plain score, tta score)``.
@@ -144,7 +161,8 @@ def decide(
             plain, lcc = means[variant].get(cid), means[variant + "+lcc"].get(cid)
             if plain is None:
                 continue
-            if lcc is not None and lcc > plain:
+            one_piece = bool((single_structure or {}).get(cid))
+            if lcc is not None and (lcc > plain or (one_piece and lcc == plain)):
                 chosen.append(cid)
                 total.append(lcc)
             else:
@@ -200,10 +218,14 @@ def choose_postprocessing(
     scores: dict[str, dict[int, list[float]]] = {v: {c: [] for c, _ in classes}
                                                 for v in ("plain", "plain+lcc", "tta", "tta+lcc")}
     bs = int(cfg.infer.batch_size)
+    pieces: dict[int, list[int]] = {c: [] for c, _ in classes}  # connected components per validation reference
     for case_id in sorted(cases):
         record = cases[case_id]
         image, label = load_volume(Path(record["image"])), load_volume(Path(record["label"]))
         ref = map_labels(label.data, label_cfg, label.path)
+        for cid, _ in classes:
+            if (ref == cid).any():
+                pieces[cid].append(count_components(ref == cid))
         for tta in (False, True):
             pred = predict_volume(model, image.data, image.affine, record, cfg, bs, tta, False, progress,
                                   path=image.path).labels
@@ -212,13 +234,15 @@ def choose_postprocessing(
                 scores[name][cid].append(_dice(pred, ref, cid))
                 scores[name + "+lcc"][cid].append(_dice(largest_component(pred, [cid]), ref, cid))
     means = {v: {cid: _mean(vals) for cid, vals in per.items()} for v, per in scores.items()}
-    use_tta, lcc, plain_score, tta_score = decide(means, [cid for cid, _ in classes])
+    single = {cid: bool(n) and all(k == 1 for k in n) for cid, n in pieces.items()}
+    use_tta, lcc, plain_score, tta_score = decide(means, [cid for cid, _ in classes], single)
     pp = Postprocessing(
         tta=use_tta,
         largest_component=lcc,
         split=split,
         cases=tuple(sorted(cases)),
         dice={v: {name: means[v][cid] for cid, name in classes} for v in means},
+        reference_components={name: pieces[cid] for cid, name in classes},
     )
     logger.info("post-processing chosen on %d %s case(s): tta %s (mean Dice %.4f vs %.4f), largest component %s",
                 len(cases), split, use_tta, tta_score, plain_score, list(pp.largest_component) or "none")

@@ -31,6 +31,27 @@ def test_tta_is_kept_only_when_it_raises_the_mean() -> None:
     assert decide(tie, [1])[:2] == (False, ())  # no gain, no cost added
 
 
+def test_a_tie_goes_to_the_filter_only_for_one_piece_anatomy() -> None:
+    tie = _means({1: 0.8, 2: 0.7}, {1: 0.8, 2: 0.7}, {1: 0.8, 2: 0.7}, {1: 0.8, 2: 0.7})
+    # class 1 is one piece in every validation reference (an LV), class 2 is two (both lungs)
+    assert decide(tie, [1, 2], {1: True, 2: False})[:2] == (False, (1,))
+    worse = _means({1: 0.8}, {1: 0.79}, {1: 0.8}, {1: 0.79})
+    assert decide(worse, [1], {1: True})[:2] == (False, ())  # a loss is a loss, one piece or not
+
+
+def test_reference_components_are_counted_in_3d() -> None:
+    import numpy as np
+
+    from segkit.evaluate.postprocess import count_components
+
+    m = np.zeros((6, 6, 6), bool)
+    m[0:2, 0:2, 0:2] = True
+    m[2, 2, 2] = True  # touches the first block at a corner: one piece with 26-connectivity
+    assert count_components(m) == 1
+    m[5, 5, 5] = True
+    assert count_components(m) == 2
+
+
 def test_classes_never_seen_are_skipped() -> None:
     m = _means({1: 0.9, 2: None}, {1: 0.8, 2: None}, {1: 0.9, 2: None}, {1: 0.8, 2: None})
     assert decide(m, [1, 2]) == (False, (), 0.9, 0.9)
