@@ -228,6 +228,9 @@ def test_run_folder_holds_every_output(runs: Runs, demo_config: Path) -> None:
     assert isinstance(pp["tta"], bool) and set(pp["largest_component"]) <= {1, 2, 3}
     assert pp["split"] == "valid" and pp["cases"] == json.loads((runs.data / "splits.json").read_text())["valid"]
     assert set(pp["dice"]) == {"plain", "plain+lcc", "tta", "tta+lcc"}
+    # the phantom's three structures are one connected piece in each validation reference
+    assert set(pp["reference_components"]) == {"ventricle", "atrium", "vessel"}
+    assert all(n == [1] * len(pp["cases"]) for n in pp["reference_components"].values()), pp["reference_components"]
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["stop_reason"] == "epochs" and summary["postprocessing"] == pp
 
