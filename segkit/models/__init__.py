@@ -26,9 +26,10 @@ import keras
 
 from segkit.errors import ConfigError, SegkitError
 from segkit.models.attention_unet import build_attention_unet
-from segkit.models.blocks import AttentionGate
+from segkit.models.blocks import AttentionGate, Sharpen
 from segkit.models.flexunet import build_flexunet
 from segkit.models.multiresunet import build_multiresunet
+from segkit.models.sharpunet import build_sharpunet
 from segkit.models.unet3plus import build_unet3plus
 from segkit.registry import Registry
 
@@ -45,6 +46,7 @@ MODELS.register("flexunet")(build_flexunet)
 MODELS.register("attention_unet")(build_attention_unet)
 MODELS.register("unet3plus")(build_unet3plus)
 MODELS.register("multiresunet")(build_multiresunet)
+MODELS.register("sharpunet")(build_sharpunet)
 
 
 def input_shape_of(cfg: Config) -> tuple[int, int, int]:
@@ -158,9 +160,11 @@ def model_summary(model: keras.Model) -> dict[str, Any]:
 __all__ = [
     "MODELS",
     "AttentionGate",
+    "Sharpen",
     "build_attention_unet",
     "build_flexunet",
     "build_multiresunet",
+    "build_sharpunet",
     "build_unet3plus",
     "build_model",
     "check_input_shape",

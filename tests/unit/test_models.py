@@ -245,3 +245,15 @@ def test_models_command_lists_every_model_with_params_and_gflops() -> None:
     assert one.exit_code == 0 and "full-scale skip connections" in one.stdout and "name: 'unet3plus'" in one.stdout
     bad = runner.invoke(app, ["models", "unet4plus"])
     assert bad.exit_code == 2 and "unknown model 'unet4plus'" in bad.stderr
+
+
+def test_sharpen_applies_the_high_boost_kernel_to_every_channel() -> None:
+    from segkit.models.blocks import SHARPEN_KERNEL, Sharpen
+
+    x = np.zeros((1, 5, 5, 2), np.float32)
+    x[0, 2, 2, 0] = 1.0  # a delta in channel 0
+    x[0, :, :, 1] = 3.0  # a constant in channel 1
+    y = np.asarray(Sharpen()(x))
+    np.testing.assert_allclose(y[0, 1:4, 1:4, 0], np.array(SHARPEN_KERNEL)[::-1, ::-1], atol=1e-6)
+    np.testing.assert_allclose(y[0, 1:4, 1:4, 1], 3.0, atol=1e-5)  # flat regions pass unchanged (sum of kernel = 1)
+    assert not Sharpen().weights  # fixed: nothing to train
