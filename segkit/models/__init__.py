@@ -30,6 +30,7 @@ from segkit.models.blocks import AttentionGate, Sharpen
 from segkit.models.flexunet import build_flexunet
 from segkit.models.multiresunet import build_multiresunet
 from segkit.models.sharpunet import build_sharpunet
+from segkit.models.u2net import build_u2net
 from segkit.models.unet3plus import build_unet3plus
 from segkit.registry import Registry
 
@@ -47,6 +48,7 @@ MODELS.register("attention_unet")(build_attention_unet)
 MODELS.register("unet3plus")(build_unet3plus)
 MODELS.register("multiresunet")(build_multiresunet)
 MODELS.register("sharpunet")(build_sharpunet)
+MODELS.register("u2net")(build_u2net)
 
 
 def input_shape_of(cfg: Config) -> tuple[int, int, int]:
@@ -165,6 +167,7 @@ __all__ = [
     "build_flexunet",
     "build_multiresunet",
     "build_sharpunet",
+    "build_u2net",
     "build_unet3plus",
     "build_model",
     "check_input_shape",
