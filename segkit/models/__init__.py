@@ -27,6 +27,7 @@ import keras
 from segkit.errors import ConfigError, SegkitError
 from segkit.models.attention_unet import build_attention_unet
 from segkit.models.blocks import AttentionGate, Sharpen
+from segkit.models.deeplabv3plus import build_deeplabv3plus
 from segkit.models.flexunet import build_flexunet
 from segkit.models.multiresunet import build_multiresunet
 from segkit.models.sharpunet import build_sharpunet
@@ -49,6 +50,7 @@ MODELS.register("unet3plus")(build_unet3plus)
 MODELS.register("multiresunet")(build_multiresunet)
 MODELS.register("sharpunet")(build_sharpunet)
 MODELS.register("u2net")(build_u2net)
+MODELS.register("deeplabv3plus")(build_deeplabv3plus)
 
 
 def input_shape_of(cfg: Config) -> tuple[int, int, int]:
@@ -164,6 +166,7 @@ __all__ = [
     "AttentionGate",
     "Sharpen",
     "build_attention_unet",
+    "build_deeplabv3plus",
     "build_flexunet",
     "build_multiresunet",
     "build_sharpunet",

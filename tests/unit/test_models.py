@@ -258,3 +258,11 @@ def test_sharpen_applies_the_high_boost_kernel_to_every_channel() -> None:
     np.testing.assert_allclose(y[0, 1:4, 1:4, 0], np.array(SHARPEN_KERNEL)[::-1, ::-1], atol=1e-6)
     np.testing.assert_allclose(y[0, 1:4, 1:4, 1], 3.0, atol=1e-5)  # flat regions pass unchanged (sum of kernel = 1)
     assert not Sharpen().weights  # fixed: nothing to train
+
+
+def test_aspp_rates_follow_the_deepest_map() -> None:
+    from segkit.models.deeplabv3plus import aspp_rates
+
+    assert aspp_rates(32) == (6, 12, 18)  # the paper's, at output stride 16 of 512 px
+    assert aspp_rates(8) == (2, 3, 4)
+    assert aspp_rates(4) == (1, 2, 3)  # 128 px, 6 levels: still three distinct branches
