@@ -28,6 +28,7 @@ from segkit.errors import ConfigError, SegkitError
 from segkit.models.attention_unet import build_attention_unet
 from segkit.models.blocks import AttentionGate, Sharpen
 from segkit.models.deeplabv3plus import build_deeplabv3plus
+from segkit.models.efficientunet import build_efficientunet
 from segkit.models.flexunet import build_flexunet
 from segkit.models.multiresunet import build_multiresunet
 from segkit.models.sharpunet import build_sharpunet
@@ -51,6 +52,7 @@ MODELS.register("multiresunet")(build_multiresunet)
 MODELS.register("sharpunet")(build_sharpunet)
 MODELS.register("u2net")(build_u2net)
 MODELS.register("deeplabv3plus")(build_deeplabv3plus)
+MODELS.register("efficientunet")(build_efficientunet)
 
 
 def input_shape_of(cfg: Config) -> tuple[int, int, int]:
@@ -126,11 +128,15 @@ def layer_macs(layer: Any) -> int:
     """Multiply-adds of one layer for ONE image, from its functional input/output shapes.
 
     Conv2D: ``H_out * W_out * C_out * kh * kw * C_in / groups`` (bias adds and activations are not counted;
-    dilation does not change the count). Conv2DTranspose: ``H_in * W_in * C_in * kh * kw * C_out``. Layers
+    dilation does not change the count). DepthwiseConv2D: ``H_out * W_out * C_out * kh * kw``. Conv2DTranspose: ``H_in * W_in * C_in * kh * kw * C_out``. Layers
     defining ``macs_per_image(input_shape)`` (e.g. ``AttentionGate``) report their own. Others: 0.
     """
     from keras import layers
 
+    if isinstance(layer, layers.DepthwiseConv2D):
+        _, h, w, cout = _shape(layer.output)
+        kh, kw = layer.kernel_size
+        return h * w * cout * kh * kw
     if isinstance(layer, layers.Conv2DTranspose):
         _, h, w, cin = _shape(layer.input)
         kh, kw = layer.kernel_size
@@ -167,6 +173,7 @@ __all__ = [
     "Sharpen",
     "build_attention_unet",
     "build_deeplabv3plus",
+    "build_efficientunet",
     "build_flexunet",
     "build_multiresunet",
     "build_sharpunet",

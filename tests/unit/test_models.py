@@ -266,3 +266,12 @@ def test_aspp_rates_follow_the_deepest_map() -> None:
     assert aspp_rates(32) == (6, 12, 18)  # the paper's, at output stride 16 of 512 px
     assert aspp_rates(8) == (2, 3, 4)
     assert aspp_rates(4) == (1, 2, 3)  # 128 px, 6 levels: still three distinct branches
+
+
+def test_depthwise_convolutions_are_counted() -> None:
+    from segkit.models import layer_macs
+
+    inp = keras.Input((8, 8, 3))
+    dw = keras.layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2)
+    keras.Model(inp, dw(inp))
+    assert layer_macs(dw) == 8 * 8 * 6 * 3 * 3  # each of the 6 output maps: 9 products per pixel

@@ -1,0 +1,72 @@
+"""EfficientNet-UNet: a U-Net decoder on an EfficientNetV2-B0 encoder (Tan & Le 2021, arXiv:2104.00298), the
+encoder as ``keras.applications`` builds it, randomly initialised (nothing is downloaded).
+
+Skips are the backbone's features at strides 2, 4, 8, 16 and 32 (the last activation at each resolution, the
+``*_expand_activation`` maps that segmentation_models-style encoders use), truncated at stride
+``2**(num_layers-1)`` (``num_layers`` <= 6); the input itself is the stride-1 skip. Decoder levels follow
+FlexUNet (transposed-conv up-sampling, concatenation, two convolutions with ``level_filters`` channels, ``norm``).
+The backbone keeps its own batch normalisation. Grey-scale and 2.5D inputs work: without ImageNet weights the
+stem simply takes C channels.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from segkit.errors import ConfigError
+from segkit.models.blocks import conv_block, segmentation_head, up_block
+from segkit.models.flexunet import level_filters
+
+
+def _skips_by_stride(backbone: keras.Model, size: int) -> dict[int, keras.KerasTensor]:
+    """The last feature map of each spatial size (stride 2..32) in the backbone's layer order."""
+    found: dict[int, keras.KerasTensor] = {}
+    for layer in backbone.layers:
+        out = layer.output
+        if not hasattr(out, "shape") or len(out.shape) != 4 or out.shape[1] is None:
+            continue
+        stride = size // int(out.shape[1])
+        if int(out.shape[1]) * stride == size and 2 <= stride <= 32 and int(out.shape[1]) > 1:
+            found[stride] = out
+    return found
+
+
+def build_efficientunet(
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    *,
+    base_filters: int = 16,
+    base_kernels: int = 3,
+    num_layers: int = 5,
+    dropout_rate: float = 0.0,
+    dilation: int = 1,
+    max_filters: int | None = None,
+    norm: str = "none",
+    name: str = "efficientunet",
+) -> keras.Model:
+    """Build the EfficientNetV2-B0 U-Net; decoder arguments as ``segkit.models.flexunet.build_flexunet``.
+
+    Raises:
+        ConfigError: ``num_layers`` above 6 (the backbone's deepest stride is 32).
+
+    Example:
+        >>> build_efficientunet((64, 64, 1), 4, base_filters=4, num_layers=3).output_shape
+        (None, 64, 64, 4)
+    """
+    if num_layers > 6:
+        raise ConfigError(f"efficientunet has at most 6 levels (stride 32), got {num_layers}", path="model.num_layers",
+                          hint="set model.num_layers to 6 or fewer")
+    inputs = keras.Input(input_shape, name="image")
+    backbone = keras.applications.EfficientNetV2B0(include_top=False, weights=None, input_tensor=inputs,
+                                                   include_preprocessing=False)
+    by_stride = _skips_by_stride(backbone, int(input_shape[0]))
+    skips = [inputs] + [by_stride[2**i] for i in range(1, num_layers)]
+    x = skips[-1]
+    for f in range(num_layers - 2, -1, -1):
+        filters = level_filters(base_filters, f, max_filters)
+        u = up_block(x, filters, name=f"up{f}")
+        u = layers.Concatenate(name=f"cat{f}")([u, skips[f]])
+        x = conv_block(u, filters, base_kernels, dilation, dropout_rate * f, norm, name=f"dec{f}")
+    outputs = segmentation_head(x, num_classes)
+    return keras.Model(inputs, outputs, name=name)
