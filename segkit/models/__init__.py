@@ -32,6 +32,7 @@ from segkit.models.efficientunet import build_efficientunet
 from segkit.models.flexunet import build_flexunet
 from segkit.models.multiresunet import build_multiresunet
 from segkit.models.sharpunet import build_sharpunet
+from segkit.models.transunet import PositionEmbedding, build_transunet
 from segkit.models.u2net import build_u2net
 from segkit.models.unet3plus import build_unet3plus
 from segkit.registry import Registry
@@ -53,6 +54,7 @@ MODELS.register("sharpunet")(build_sharpunet)
 MODELS.register("u2net")(build_u2net)
 MODELS.register("deeplabv3plus")(build_deeplabv3plus)
 MODELS.register("efficientunet")(build_efficientunet)
+MODELS.register("transunet")(build_transunet)
 
 
 def input_shape_of(cfg: Config) -> tuple[int, int, int]:
@@ -170,6 +172,7 @@ def model_summary(model: keras.Model) -> dict[str, Any]:
 __all__ = [
     "MODELS",
     "AttentionGate",
+    "PositionEmbedding",
     "Sharpen",
     "build_attention_unet",
     "build_deeplabv3plus",
@@ -177,6 +180,7 @@ __all__ = [
     "build_flexunet",
     "build_multiresunet",
     "build_sharpunet",
+    "build_transunet",
     "build_u2net",
     "build_unet3plus",
     "build_model",

@@ -215,10 +215,12 @@ class TestModelContract:
         np.testing.assert_allclose(np.asarray(y).sum(-1), 1.0, atol=1e-5)
 
 
-def test_a_fresh_process_loads_attention_unet_after_importing_segkit_models(tmp_path: Path) -> None:
-    # infer loads models with only `import segkit.models`: that import must register AttentionGate
-    path = tmp_path / "att.keras"
-    build_model(tiny_cfg(name="attention_unet")).save(path)
+@pytest.mark.parametrize("name", ["attention_unet", "sharpunet", "transunet"])  # the ones with custom layers
+def test_a_fresh_process_loads_the_model_after_importing_segkit_models(tmp_path: Path, name: str) -> None:
+    # infer loads models with only `import segkit.models`: that import must register AttentionGate, Sharpen and
+    # PositionEmbedding
+    path = tmp_path / f"{name}.keras"
+    build_model(tiny_cfg(name=name)).save(path)
     code = (
         "import sys, keras, segkit.models; "
         "m = keras.models.load_model(sys.argv[1], safe_mode=True, compile=False); print(m.output_shape)"

@@ -1,0 +1,95 @@
+"""TransUNet (Chen et al. 2021, arXiv:2102.04306): a Transformer over the deepest CNN features, then a U-Net
+decoder with the CNN skips.
+
+The CNN encoder is FlexUNet's contracting path; its deepest map (stride ``2**(num_layers-1)``) becomes one token
+per pixel, projected to ``D = 8 * base_filters`` (capped by ``max_filters``), plus a learned position embedding
+(``PositionEmbedding``), then ``DEPTH`` pre-norm Transformer layers (multi-head self-attention with ``HEADS``
+heads and a 2x MLP), and back to a map. The decoder is FlexUNet's (transposed-conv up-sampling, skips, two
+convolutions per level). The paper's ImageNet R50-ViT-B/16 hybrid (12 layers, D = 768) is out of reach of a CPU
+budget and would need downloaded weights; this is its structure at the scale of the other segkit models.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import layers
+
+from segkit.models.blocks import conv_block, segmentation_head, up_block
+from segkit.models.flexunet import encoder, level_dilation, level_filters, level_kernel
+
+DEPTH = 2
+HEADS = 4
+
+
+@keras.saving.register_keras_serializable(package="segkit")
+class PositionEmbedding(layers.Layer):
+    """Adds a learned embedding per token position to ``(B, N, D)`` tokens (N fixed at build time)."""
+
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        self.embedding = self.add_weight(
+            name="embedding", shape=(int(input_shape[1]), int(input_shape[2])),
+            initializer=keras.initializers.RandomNormal(stddev=0.02),
+        )
+        self.built = True
+
+    def call(self, x: Any) -> Any:
+        return x + keras.ops.cast(self.embedding, x.dtype)[None]
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        return tuple(input_shape)
+
+
+def transformer_layer(x: keras.KerasTensor, dim: int, name: str) -> keras.KerasTensor:
+    """Pre-norm Transformer encoder layer: ``x + MSA(LN(x))``, then ``x + MLP(LN(x))`` (GELU, 2x width)."""
+    h = layers.LayerNormalization(epsilon=1e-6, name=f"{name}_ln1")(x)
+    h = layers.MultiHeadAttention(HEADS, max(dim // HEADS, 1), name=f"{name}_msa")(h, h)
+    x = layers.Add(name=f"{name}_add1")([x, h])
+    h = layers.LayerNormalization(epsilon=1e-6, name=f"{name}_ln2")(x)
+    h = layers.Dense(2 * dim, activation="gelu", name=f"{name}_mlp1")(h)
+    h = layers.Dense(dim, name=f"{name}_mlp2")(h)
+    return layers.Add(name=f"{name}_add2")([x, h])
+
+
+def build_transunet(
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    *,
+    base_filters: int = 16,
+    base_kernels: int = 3,
+    num_layers: int = 5,
+    dropout_rate: float = 0.0,
+    dilation: int = 1,
+    max_filters: int | None = None,
+    norm: str = "none",
+    name: str = "transunet",
+) -> keras.Model:
+    """Build TransUNet (arguments as ``segkit.models.flexunet.build_flexunet``).
+
+    Returns:
+        ``keras.Model``: ``(B, H, W, C)`` in 0..1 -> ``(B, H, W, num_classes)`` float32 probabilities.
+
+    Example:
+        >>> build_transunet((64, 64, 1), 4, base_filters=4, num_layers=3).output_shape
+        (None, 64, 64, 4)
+    """
+    inputs = keras.Input(input_shape, name="image")
+    x, skips = encoder(inputs, base_filters, base_kernels, num_layers, dropout_rate, dilation, max_filters, norm)
+    h, w, c = (int(s) for s in x.shape[1:])
+    dim = min(8 * base_filters, max_filters) if max_filters else 8 * base_filters
+    t = layers.Reshape((h * w, c), name="tokens")(x)
+    t = layers.Dense(dim, name="token_proj")(t)
+    t = PositionEmbedding(name="position")(t)
+    for k in range(DEPTH):
+        t = transformer_layer(t, dim, f"vit{k}")
+    t = layers.LayerNormalization(epsilon=1e-6, name="vit_ln")(t)
+    x = layers.Reshape((h, w, dim), name="untokens")(t)
+    for f in range(num_layers - 2, -1, -1):
+        filters = level_filters(base_filters, f, max_filters)
+        u = up_block(x, filters, name=f"up{f}")
+        u = layers.Concatenate(name=f"cat{f}")([u, skips[f]])
+        x = conv_block(u, filters, level_kernel(base_kernels, f), level_dilation(dilation, f), dropout_rate * f,
+                       norm, name=f"dec{f}")
+    outputs = segmentation_head(x, num_classes)
+    return keras.Model(inputs, outputs, name=name)
