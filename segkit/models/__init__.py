@@ -32,6 +32,7 @@ from segkit.models.efficientunet import build_efficientunet
 from segkit.models.flexunet import build_flexunet
 from segkit.models.multiresunet import build_multiresunet
 from segkit.models.sharpunet import build_sharpunet
+from segkit.models.swinunet import SwinBlock, build_swinunet
 from segkit.models.transunet import PositionEmbedding, build_transunet
 from segkit.models.u2net import build_u2net
 from segkit.models.unet3plus import build_unet3plus
@@ -55,6 +56,7 @@ MODELS.register("u2net")(build_u2net)
 MODELS.register("deeplabv3plus")(build_deeplabv3plus)
 MODELS.register("efficientunet")(build_efficientunet)
 MODELS.register("transunet")(build_transunet)
+MODELS.register("swinunet")(build_swinunet)
 
 
 def input_shape_of(cfg: Config) -> tuple[int, int, int]:
@@ -174,12 +176,14 @@ __all__ = [
     "AttentionGate",
     "PositionEmbedding",
     "Sharpen",
+    "SwinBlock",
     "build_attention_unet",
     "build_deeplabv3plus",
     "build_efficientunet",
     "build_flexunet",
     "build_multiresunet",
     "build_sharpunet",
+    "build_swinunet",
     "build_transunet",
     "build_u2net",
     "build_unet3plus",

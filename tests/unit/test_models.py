@@ -215,10 +215,10 @@ class TestModelContract:
         np.testing.assert_allclose(np.asarray(y).sum(-1), 1.0, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["attention_unet", "sharpunet", "transunet"])  # the ones with custom layers
+@pytest.mark.parametrize("name", ["attention_unet", "sharpunet", "transunet", "swinunet"])  # with custom layers
 def test_a_fresh_process_loads_the_model_after_importing_segkit_models(tmp_path: Path, name: str) -> None:
-    # infer loads models with only `import segkit.models`: that import must register AttentionGate, Sharpen and
-    # PositionEmbedding
+    # infer loads models with only `import segkit.models`: that import must register AttentionGate, Sharpen,
+    # PositionEmbedding and SwinBlock
     path = tmp_path / f"{name}.keras"
     build_model(tiny_cfg(name=name)).save(path)
     code = (
@@ -277,3 +277,14 @@ def test_depthwise_convolutions_are_counted() -> None:
     dw = keras.layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2)
     keras.Model(inp, dw(inp))
     assert layer_macs(dw) == 8 * 8 * 6 * 3 * 3  # each of the 6 output maps: 9 products per pixel
+
+
+def test_shifted_window_mask_keeps_wrapped_regions_apart() -> None:
+    from segkit.models.swinunet import shifted_window_mask
+
+    assert shifted_window_mask(4, 4, 2, 0).all()  # plain windows: every token sees its window
+    m = shifted_window_mask(4, 4, 2, 1)
+    assert m.shape == (4, 4, 4)
+    assert m[0].all()  # the top-left window lies in one region
+    np.testing.assert_array_equal(m[3], np.eye(4, dtype=bool))  # bottom-right: four regions met by the roll
+    assert all((mi == mi.T).all() and mi.diagonal().all() for mi in m)
