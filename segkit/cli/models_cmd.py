@@ -21,6 +21,7 @@ def models(
     """List every registered model with its parameters and forward GFLOP per image (1 channel, 4 classes unless
     --config says otherwise); with NAME, its description and the model.* options it reads."""
     from segkit.config import ModelConfig, validate_config
+    from segkit.errors import ConfigError
 
     if config is not None:
         cfg = load(config, sets)
@@ -42,7 +43,11 @@ def models(
     for n in names:
         c = cfg.model_copy(update={"model": cfg.model.model_copy(update={"name": n}),
                                    "data": cfg.data.model_copy(update={"image_size": (size, size)})})
-        s = model_summary(build_model(c))
+        try:
+            s = model_summary(build_model(c))
+        except ConfigError as e:  # one model that cannot take these options does not hide the others
+            table.add_row(n, f"{_describe(MODELS.get(n))} (not built: {e.message})", "-", "-")
+            continue
         table.add_row(n, _describe(MODELS.get(n)), f"{s['params']:,}", f"{s['gflops_per_image']:.2f}")
     out.print(table)
     if name:

@@ -140,7 +140,7 @@ def decide(
 
     For each TTA setting, every class takes the filter if it raises that class's mean Dice, or if it leaves it
     unchanged (the validation predictions had no stray piece to remove) and the class is one connected structure
-    in every validation reference (``single_structure``): a piece apart from it is then an error wherever it shows
+    in every validation reference that contains it (``single_structure``): a piece apart from it is then an error wherever it shows
     up (on ACDC's held-out patients, stray LV/MYO blobs on basal slices that one validation patient never had).
     A class with several pieces in a reference (both lungs) gets the filter only on a strict gain. TTA is kept
     only if the resulting mean foreground Dice beats the plain one. Classes never seen (``None``) are skipped.

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import keras
+import numpy as np
 
 from segkit.errors import ConfigError, SegkitError
 from segkit.models.attention_unet import build_attention_unet
@@ -132,11 +133,19 @@ def layer_macs(layer: Any) -> int:
     """Multiply-adds of one layer for ONE image, from its functional input/output shapes.
 
     Conv2D: ``H_out * W_out * C_out * kh * kw * C_in / groups`` (bias adds and activations are not counted;
-    dilation does not change the count). DepthwiseConv2D: ``H_out * W_out * C_out * kh * kw``. Conv2DTranspose: ``H_in * W_in * C_in * kh * kw * C_out``. Layers
+    dilation does not change the count). DepthwiseConv2D: ``H_out * W_out * C_out * kh * kw``. Dense: inputs x
+    ``C_in * units``. MultiHeadAttention: the four projections and the ``T x T`` scores and sum. Conv2DTranspose: ``H_in * W_in * C_in * kh * kw * C_out``. Layers
     defining ``macs_per_image(input_shape)`` (e.g. ``AttentionGate``) report their own. Others: 0.
     """
     from keras import layers
 
+    if isinstance(layer, layers.Dense):
+        shape = _shape(layer.input)
+        return int(np.prod(shape[1:-1])) * shape[-1] * layer.units
+    if isinstance(layer, layers.MultiHeadAttention):
+        _, t, c = _shape(layer.input[0] if isinstance(layer.input, (list, tuple)) else layer.input)[:3]
+        inner = layer._num_heads * layer._key_dim
+        return 4 * t * c * inner + 2 * t * t * inner  # q/k/v/output projections + scores and weighted sum
     if isinstance(layer, layers.DepthwiseConv2D):
         _, h, w, cout = _shape(layer.output)
         kh, kw = layer.kernel_size

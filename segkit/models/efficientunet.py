@@ -61,6 +61,13 @@ def build_efficientunet(
     backbone = keras.applications.EfficientNetV2B0(include_top=False, weights=None, input_tensor=inputs,
                                                    include_preprocessing=False)
     by_stride = _skips_by_stride(backbone, int(input_shape[0]))
+    missing = [2**i for i in range(1, num_layers) if 2**i not in by_stride]
+    if missing:
+        raise ConfigError(
+            f"efficientunet finds no feature map of stride {missing[0]} for a {input_shape[0]}x{input_shape[1]} input",
+            path="model.num_layers",
+            hint="lower model.num_layers or enlarge data.image_size (the deepest map must be at least 2x2)",
+        )
     skips = [inputs] + [by_stride[2**i] for i in range(1, num_layers)]
     x = skips[-1]
     for f in range(num_layers - 2, -1, -1):

@@ -8,7 +8,8 @@ is a 2x2 stride-2 convolution (equivalent to the paper's concatenate-and-project
 ``max_filters``). The decoder mirrors it: patch expanding by a 2x2 transposed convolution, the skip of the same
 stage concatenated and projected (the paper's skip connection), two Swin blocks; a last expansion returns to full
 resolution, joined with a 3x3 convolution of the input, before the head. Windows are 4x4 tokens (the paper's 7
-does not divide the small maps of 128-pixel inputs), shrunk where a map is smaller; ``HEADS`` per block.
+does not divide the small maps of 128-pixel inputs), shrunk where a map is smaller; ``HEADS`` per block. Unlike
+the paper, the attention has no relative position bias (Keras' ``MultiHeadAttention`` takes no additive bias).
 """
 
 from __future__ import annotations
@@ -97,23 +98,29 @@ class SwinBlock(layers.Layer):
     def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
         return tuple(input_shape)
 
+    def macs_per_image(self, input_shape: list[tuple[int | None, ...]]) -> int:
+        """q/k/v/output projections (4 HWC²), attention within windows (2 HW T C) and the 2x MLP (4 HWC²)."""
+        (_, h, w, c) = input_shape[0]
+        return int(h * w * (8 * c * c + 2 * self.window * self.window * c))
+
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "heads": self.heads, "window": self.window, "shift": self.shift}
 
 
-def _window_for(size: int) -> int:
+def _window_for(h: int, w: int) -> int:
+    """The largest of (WINDOW, 2, 1) that divides both sides of the map."""
     for ws in (WINDOW, 2, 1):
-        if ws <= size and size % ws == 0:
+        if ws <= min(h, w) and h % ws == 0 and w % ws == 0:
             return ws
     return 1
 
 
 def swin_stage(x: keras.KerasTensor, name: str) -> keras.KerasTensor:
     """Two Swin blocks: plain windows, then windows shifted by half a window (when the map holds more than one)."""
-    size = min(int(x.shape[1]), int(x.shape[2]))
-    ws = _window_for(size)
+    h, w = int(x.shape[1]), int(x.shape[2])
+    ws = _window_for(h, w)
     x = SwinBlock(HEADS, ws, 0, name=f"{name}_w")(x)
-    shift = ws // 2 if size > ws else 0
+    shift = ws // 2 if max(h, w) > ws else 0
     return SwinBlock(HEADS, ws, shift, name=f"{name}_sw")(x)
 
 

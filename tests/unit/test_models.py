@@ -288,3 +288,30 @@ def test_shifted_window_mask_keeps_wrapped_regions_apart() -> None:
     assert m[0].all()  # the top-left window lies in one region
     np.testing.assert_array_equal(m[3], np.eye(4, dtype=bool))  # bottom-right: four regions met by the roll
     assert all((mi == mi.T).all() and mi.diagonal().all() for mi in m)
+
+
+def test_swinunet_builds_non_square_inputs_whose_maps_a_window_does_not_divide() -> None:
+    raw = copy.deepcopy(TINY)
+    raw["model"].update({"name": "swinunet", "num_layers": 5})
+    raw["data"]["image_size"] = [160, 128]  # a 10x8 map at stride 16: 4x4 windows fit 8, not 10
+    model = build_model(validate_config(raw))
+    assert model.predict(np.zeros((1, 160, 128, 1), np.float32), verbose=0).shape == (1, 160, 128, 4)
+
+
+def test_efficientunet_with_no_map_at_the_deepest_stride_is_a_config_error() -> None:
+    raw = copy.deepcopy(TINY)
+    raw["model"].update({"name": "efficientunet", "num_layers": 6})
+    raw["data"]["image_size"] = [32, 32]  # stride 32 would be a 1x1 map
+    with pytest.raises(ConfigError, match="no feature map of stride 32"):
+        build_model(validate_config(raw))
+
+
+def test_dense_and_attention_are_counted() -> None:
+    from segkit.models import layer_macs
+
+    inp = keras.Input((16, 8))
+    dense = keras.layers.Dense(4)
+    mha = keras.layers.MultiHeadAttention(2, 3)
+    keras.Model(inp, mha(dense(inp), dense(inp)))
+    assert layer_macs(dense) == 16 * 8 * 4
+    assert layer_macs(mha) == 4 * 16 * 4 * 6 + 2 * 16 * 16 * 6
