@@ -30,6 +30,7 @@ bench: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python scripts/bench_data.py
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python scripts/bench_train.py
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python scripts/bench_infer.py
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python scripts/bench_models.py
 
 # Real-data quality: LA + ACDC, recommended vs seed recipe, 20 training minutes each (~1.5 h on 2 cores).
 bench-quality: $(STAMP)
