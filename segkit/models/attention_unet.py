@@ -8,10 +8,9 @@ feature gates the encoder feature before concatenation (``F_int = max(filters //
 from __future__ import annotations
 
 import keras
-from keras import layers
 
-from segkit.models.blocks import AttentionGate, conv_block, segmentation_head, up_block
-from segkit.models.flexunet import encoder, level_dilation, level_filters, level_kernel
+from segkit.models.blocks import AttentionGate, segmentation_head
+from segkit.models.flexunet import decoder, encoder
 
 
 def build_attention_unet(
@@ -46,19 +45,10 @@ def build_attention_unet(
     """
     inputs = keras.Input(input_shape, name="image")
     x, skips = encoder(inputs, base_filters, base_kernels, num_layers, dropout_rate, dilation, max_filters, norm)
-    for f in range(num_layers - 2, -1, -1):
-        filters = level_filters(base_filters, f, max_filters)
-        g = up_block(x, filters, name=f"up{f}")
-        gated = AttentionGate(max(filters // 2, 1), name=f"att{f}")([skips[f], g])
-        u = layers.Concatenate(name=f"cat{f}")([g, gated])
-        x = conv_block(
-            u,
-            filters,
-            level_kernel(base_kernels, f),
-            level_dilation(dilation, f),
-            dropout_rate * f,
-            norm,
-            name=f"dec{f}",
-        )
+
+    def gate(f: int, s: keras.KerasTensor, g: keras.KerasTensor) -> keras.KerasTensor:
+        return AttentionGate(max(int(g.shape[-1]) // 2, 1), name=f"att{f}")([s, g])
+
+    x = decoder(x, skips, base_filters, base_kernels, num_layers, dropout_rate, dilation, max_filters, norm, gate)
     outputs = segmentation_head(x, num_classes)
     return keras.Model(inputs, outputs, name=name)

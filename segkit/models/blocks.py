@@ -86,6 +86,25 @@ def conv_block(
     return x
 
 
+def conv_norm(
+    x: keras.KerasTensor,
+    filters: int,
+    size: int,
+    norm: str,
+    name: str,
+    dilation: int = 1,
+    activation: str | None = "relu",
+) -> keras.KerasTensor:
+    """One ``same`` convolution (he_normal, ``activation``) then ``norm`` (layers ``name`` and ``name_norm``).
+
+    The single-convolution unit of the zoo's blocks (UNet 3+, MultiRes, RSU, ASPP).
+    """
+    x = layers.Conv2D(filters, size, padding="same", dilation_rate=dilation, activation=activation,
+                      kernel_initializer="he_normal", name=name)(x)
+    nl = norm_layer(norm, filters, f"{name}_norm")
+    return nl(x) if nl is not None else x
+
+
 def up_block(x: keras.KerasTensor, filters: int, name: str) -> keras.KerasTensor:
     """2x2 stride-2 ``Conv2DTranspose`` up-sampling (linear, with bias), as in the seed.
 

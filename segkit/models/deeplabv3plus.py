@@ -15,15 +15,12 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from segkit.models.blocks import norm_layer, segmentation_head
+from segkit.models.blocks import conv_norm, segmentation_head
 from segkit.models.flexunet import encoder, level_filters
 
 
 def _conv(x: keras.KerasTensor, filters: int, size: int, dilation: int, norm: str, name: str) -> keras.KerasTensor:
-    x = layers.Conv2D(filters, size, padding="same", dilation_rate=dilation, activation="relu",
-                      kernel_initializer="he_normal", name=name)(x)
-    nl = norm_layer(norm, filters, f"{name}_norm")
-    return nl(x) if nl is not None else x
+    return conv_norm(x, filters, size, norm, name, dilation=dilation)
 
 
 def aspp_rates(feature_size: int) -> tuple[int, ...]:

@@ -17,6 +17,8 @@ base_filters 16, base_kernels 7, num_layers 8, dropout 0.04) the model has 124,5
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import keras
 from keras import layers
 
@@ -75,6 +77,44 @@ def encoder(
     return x, skips
 
 
+SkipFn = Callable[[int, keras.KerasTensor, keras.KerasTensor], keras.KerasTensor]
+
+
+def decoder(
+    x: keras.KerasTensor,
+    skips: list[keras.KerasTensor],
+    base_filters: int,
+    base_kernels: int,
+    num_layers: int,
+    dropout_rate: float,
+    dilation: int,
+    max_filters: int | None,
+    norm: str,
+    skip: SkipFn | None = None,
+) -> keras.KerasTensor:
+    """The FlexUNet expanding path, shared by the U-Nets that differ only on their skips.
+
+    Level f (deepest first): ``up{f}`` up-samples, the skip ``skips[f]`` (or ``skip(f, skips[f], up)``: an
+    attention gate, a sharpening filter) is concatenated after it (``cat{f}``), and ``dec{f}`` applies two
+    convolutions with the level's filters, kernel, dilation and dropout ``rate * f``.
+    """
+    for f in range(num_layers - 2, -1, -1):
+        filters = level_filters(base_filters, f, max_filters)
+        u = up_block(x, filters, name=f"up{f}")
+        s = skips[f] if skip is None else skip(f, skips[f], u)
+        u = layers.Concatenate(name=f"cat{f}")([u, s])
+        x = conv_block(
+            u,
+            filters,
+            level_kernel(base_kernels, f),
+            level_dilation(dilation, f),
+            dropout_rate * f,
+            norm,
+            name=f"dec{f}",
+        )
+    return x
+
+
 def build_flexunet(
     input_shape: tuple[int, int, int],
     num_classes: int,
@@ -115,18 +155,6 @@ def build_flexunet(
     # === Layers / functional model ===
     inputs = keras.Input(input_shape, name="image")
     x, skips = encoder(inputs, base_filters, base_kernels, num_layers, dropout_rate, dilation, max_filters, norm)
-    for f in range(num_layers - 2, -1, -1):
-        filters = level_filters(base_filters, f, max_filters)
-        u = up_block(x, filters, name=f"up{f}")
-        u = layers.Concatenate(name=f"cat{f}")([u, skips[f]])
-        x = conv_block(
-            u,
-            filters,
-            level_kernel(base_kernels, f),
-            level_dilation(dilation, f),
-            dropout_rate * f,
-            norm,
-            name=f"dec{f}",
-        )
+    x = decoder(x, skips, base_filters, base_kernels, num_layers, dropout_rate, dilation, max_filters, norm)
     outputs = segmentation_head(x, num_classes)
     return keras.Model(inputs, outputs, name=name)

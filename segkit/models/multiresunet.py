@@ -14,27 +14,20 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from segkit.models.blocks import norm_layer, segmentation_head, up_block
+from segkit.models.blocks import conv_norm, segmentation_head, up_block
 from segkit.models.flexunet import level_filters
 
 ALPHA = 1.67
-
-
-def _conv(x: keras.KerasTensor, filters: int, size: int, norm: str, name: str, act: bool = True) -> keras.KerasTensor:
-    x = layers.Conv2D(filters, size, padding="same", activation="relu" if act else None,
-                      kernel_initializer="he_normal", name=name)(x)
-    nl = norm_layer(norm, filters, f"{name}_norm")
-    return nl(x) if nl is not None else x
 
 
 def multires_block(x: keras.KerasTensor, filters: int, norm: str, name: str) -> keras.KerasTensor:
     """The MultiRes block: three chained 3x3 convolutions concatenated, plus a 1x1 shortcut."""
     w = ALPHA * filters
     f1, f2, f3 = max(int(w / 6), 1), max(int(w / 3), 1), max(int(w / 2), 1)
-    shortcut = _conv(x, f1 + f2 + f3, 1, norm, f"{name}_short", act=False)
-    a = _conv(x, f1, 3, norm, f"{name}_conv1")
-    b = _conv(a, f2, 3, norm, f"{name}_conv2")
-    c = _conv(b, f3, 3, norm, f"{name}_conv3")
+    shortcut = conv_norm(x, f1 + f2 + f3, 1, norm, f"{name}_short", activation=None)
+    a = conv_norm(x, f1, 3, norm, f"{name}_conv1")
+    b = conv_norm(a, f2, 3, norm, f"{name}_conv2")
+    c = conv_norm(b, f3, 3, norm, f"{name}_conv3")
     out = layers.Concatenate(name=f"{name}_cat")([a, b, c])
     out = layers.Add(name=f"{name}_add")([out, shortcut])
     return layers.Activation("relu", name=f"{name}_relu")(out)
@@ -43,8 +36,8 @@ def multires_block(x: keras.KerasTensor, filters: int, norm: str, name: str) -> 
 def res_path(x: keras.KerasTensor, filters: int, length: int, norm: str, name: str) -> keras.KerasTensor:
     """A chain of ``length`` 3x3 convolutions, each with a 1x1 residual shortcut."""
     for k in range(length):
-        shortcut = _conv(x, filters, 1, norm, f"{name}_{k}_short", act=False)
-        y = _conv(x, filters, 3, norm, f"{name}_{k}_conv")
+        shortcut = conv_norm(x, filters, 1, norm, f"{name}_{k}_short", activation=None)
+        y = conv_norm(x, filters, 3, norm, f"{name}_{k}_conv")
         x = layers.Activation("relu", name=f"{name}_{k}_relu")(layers.Add(name=f"{name}_{k}_add")([y, shortcut]))
     return x
 

@@ -8,10 +8,9 @@ dropout and normalisation per level) follows FlexUNet.
 from __future__ import annotations
 
 import keras
-from keras import layers
 
-from segkit.models.blocks import Sharpen, conv_block, segmentation_head, up_block
-from segkit.models.flexunet import encoder, level_dilation, level_filters, level_kernel
+from segkit.models.blocks import Sharpen, segmentation_head
+from segkit.models.flexunet import decoder, encoder
 
 
 def build_sharpunet(
@@ -38,11 +37,7 @@ def build_sharpunet(
     """
     inputs = keras.Input(input_shape, name="image")
     x, skips = encoder(inputs, base_filters, base_kernels, num_layers, dropout_rate, dilation, max_filters, norm)
-    for f in range(num_layers - 2, -1, -1):
-        filters = level_filters(base_filters, f, max_filters)
-        u = up_block(x, filters, name=f"up{f}")
-        u = layers.Concatenate(name=f"cat{f}")([u, Sharpen(name=f"sharpen{f}")(skips[f])])
-        x = conv_block(u, filters, level_kernel(base_kernels, f), level_dilation(dilation, f), dropout_rate * f,
-                       norm, name=f"dec{f}")
+    x = decoder(x, skips, base_filters, base_kernels, num_layers, dropout_rate, dilation, max_filters, norm,
+                lambda f, s, _: Sharpen(name=f"sharpen{f}")(s))
     outputs = segmentation_head(x, num_classes)
     return keras.Model(inputs, outputs, name=name)

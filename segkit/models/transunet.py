@@ -16,8 +16,8 @@ from typing import Any
 import keras
 from keras import layers
 
-from segkit.models.blocks import conv_block, segmentation_head, up_block
-from segkit.models.flexunet import encoder, level_dilation, level_filters, level_kernel
+from segkit.models.blocks import segmentation_head
+from segkit.models.flexunet import decoder, encoder
 
 DEPTH = 2
 HEADS = 4
@@ -85,11 +85,6 @@ def build_transunet(
         t = transformer_layer(t, dim, f"vit{k}")
     t = layers.LayerNormalization(epsilon=1e-6, name="vit_ln")(t)
     x = layers.Reshape((h, w, dim), name="untokens")(t)
-    for f in range(num_layers - 2, -1, -1):
-        filters = level_filters(base_filters, f, max_filters)
-        u = up_block(x, filters, name=f"up{f}")
-        u = layers.Concatenate(name=f"cat{f}")([u, skips[f]])
-        x = conv_block(u, filters, level_kernel(base_kernels, f), level_dilation(dilation, f), dropout_rate * f,
-                       norm, name=f"dec{f}")
+    x = decoder(x, skips, base_filters, base_kernels, num_layers, dropout_rate, dilation, max_filters, norm)
     outputs = segmentation_head(x, num_classes)
     return keras.Model(inputs, outputs, name=name)

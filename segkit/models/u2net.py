@@ -14,16 +14,13 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from segkit.models.blocks import norm_layer, segmentation_head
+from segkit.models.blocks import conv_norm, segmentation_head
 from segkit.models.flexunet import level_filters
 
 
 def _cbr(x: keras.KerasTensor, filters: int, dilation: int, norm: str, name: str) -> keras.KerasTensor:
-    """3x3 conv (dilated) + ReLU + [norm]: the paper's REBNCONV with ``norm`` in place of batch norm."""
-    x = layers.Conv2D(filters, 3, padding="same", dilation_rate=dilation, activation="relu",
-                      kernel_initializer="he_normal", name=name)(x)
-    nl = norm_layer(norm, filters, f"{name}_norm")
-    return nl(x) if nl is not None else x
+    """The paper's REBNCONV (3x3, dilated, ReLU) with ``norm`` in place of batch norm."""
+    return conv_norm(x, filters, 3, norm, name, dilation=dilation)
 
 
 def rsu(x: keras.KerasTensor, height: int, mid: int, out: int, norm: str, name: str) -> keras.KerasTensor:

@@ -13,14 +13,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from segkit.models.blocks import norm_layer, segmentation_head
+from segkit.models.blocks import conv_norm, segmentation_head
 from segkit.models.flexunet import encoder
-
-
-def _conv(x: keras.KerasTensor, filters: int, norm: str, name: str) -> keras.KerasTensor:
-    x = layers.Conv2D(filters, 3, padding="same", activation="relu", kernel_initializer="he_normal", name=name)(x)
-    nl = norm_layer(norm, filters, f"{name}_norm")
-    return nl(x) if nl is not None else x
 
 
 def build_unet3plus(
@@ -53,12 +47,12 @@ def build_unet3plus(
         parts = []
         for i in range(d):  # shallower encoder levels, pooled down
             p = layers.MaxPooling2D(2 ** (d - i), name=f"d{d}_pool_e{i}")(enc[i])
-            parts.append(_conv(p, cat, norm, f"d{d}_from_e{i}"))
-        parts.append(_conv(enc[d], cat, norm, f"d{d}_from_e{d}"))
+            parts.append(conv_norm(p, cat, 3, norm, f"d{d}_from_e{i}"))
+        parts.append(conv_norm(enc[d], cat, 3, norm, f"d{d}_from_e{d}"))
         for j in range(d + 1, num_layers):  # deeper decoder levels, up-sampled
             u = layers.UpSampling2D(2 ** (j - d), interpolation="bilinear", name=f"d{d}_up_d{j}")(dec[j])
-            parts.append(_conv(u, cat, norm, f"d{d}_from_d{j}"))
+            parts.append(conv_norm(u, cat, 3, norm, f"d{d}_from_d{j}"))
         x = layers.Concatenate(name=f"d{d}_cat")(parts)
-        dec[d] = _conv(x, cat * num_layers, norm, f"d{d}_fuse")
+        dec[d] = conv_norm(x, cat * num_layers, 3, norm, f"d{d}_fuse")
     outputs = segmentation_head(dec[0], num_classes)
     return keras.Model(inputs, outputs, name=name)
