@@ -12,11 +12,10 @@ stem simply takes C channels.
 from __future__ import annotations
 
 import keras
-from keras import layers
 
 from segkit.errors import ConfigError
-from segkit.models.blocks import conv_block, segmentation_head, up_block
-from segkit.models.flexunet import level_filters
+from segkit.models.blocks import segmentation_head
+from segkit.models.flexunet import decoder
 
 
 def _skips_by_stride(backbone: keras.Model, size: int) -> dict[int, keras.KerasTensor]:
@@ -69,11 +68,6 @@ def build_efficientunet(
             hint="lower model.num_layers or enlarge data.image_size (the deepest map must be at least 2x2)",
         )
     skips = [inputs] + [by_stride[2**i] for i in range(1, num_layers)]
-    x = skips[-1]
-    for f in range(num_layers - 2, -1, -1):
-        filters = level_filters(base_filters, f, max_filters)
-        u = up_block(x, filters, name=f"up{f}")
-        u = layers.Concatenate(name=f"cat{f}")([u, skips[f]])
-        x = conv_block(u, filters, base_kernels, dilation, dropout_rate * f, norm, name=f"dec{f}")
+    x = decoder(skips[-1], skips, base_filters, base_kernels, num_layers, dropout_rate, dilation, max_filters, norm)
     outputs = segmentation_head(x, num_classes)
     return keras.Model(inputs, outputs, name=name)
