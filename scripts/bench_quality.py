@@ -32,6 +32,7 @@ Recipes:
     python scripts/bench_quality.py                          # both datasets, both recipes, 20 minutes each
     python scripts/bench_quality.py --datasets la --recipes recommended --minutes 10 --tag try1
     python scripts/bench_quality.py --quick                  # smoke run: 2 minutes, a few patients
+    python scripts/bench_quality.py --datasets la --recipes recommended --minutes 10 --models unet3plus u2net
 """
 
 from __future__ import annotations
@@ -85,8 +86,9 @@ SEED_MAX_LEVELS = 6
 
 
 def recipe_config(dataset: str, recipe: str, workdir: Path, minutes: float, quick: bool,
-                  presets: Path = REPO / "configs") -> Any:
-    """The validated config of one (dataset, recipe) run (``presets``: folder of the recommended configs)."""
+                  presets: Path = REPO / "configs", model: str | None = None) -> Any:
+    """The validated config of one (dataset, recipe) run (``presets``: folder of the recommended configs;
+    ``model``: another registered architecture with the recipe's other settings)."""
     from segkit.config import load_config, validate_config
 
     ds = DATASETS[dataset]
@@ -102,6 +104,8 @@ def recipe_config(dataset: str, recipe: str, workdir: Path, minutes: float, quic
         raw["evaluate"] = own.evaluate.model_dump(mode="json")
     else:
         raise SystemExit(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
+    if model:
+        raw["model"]["name"] = model
     raw["prepare"]["split"] = dict(ds["split"])
     raw["data"]["dir"] = str(workdir / "data")
     raw["train"]["run_dir"] = str(workdir / "run")
@@ -146,7 +150,7 @@ def check_split(dataset: str, data_dir: Path, quick: bool) -> dict[str, Any]:
 
 
 def run_one(dataset: str, recipe: str, out: Path, minutes: float, quick: bool, tag: str,
-            presets: Path = REPO / "configs") -> dict[str, Any]:
+            presets: Path = REPO / "configs", model: str | None = None) -> dict[str, Any]:
     from segkit.evaluate.run import evaluate_model
     from segkit.prepare.run import run_prepare
     from segkit.train import train_model
@@ -158,7 +162,7 @@ def run_one(dataset: str, recipe: str, out: Path, minutes: float, quick: bool, t
         print(f"[{name}] done before: {result_path}", flush=True)
         return json.loads(result_path.read_text())
     workdir.mkdir(parents=True, exist_ok=True)
-    cfg = recipe_config(dataset, recipe, workdir, minutes, quick, presets)
+    cfg = recipe_config(dataset, recipe, workdir, minutes, quick, presets, model)
     ds = DATASETS[dataset]
     src = quick_source(dataset, workdir / "src") if quick else Path(ds["src"])
     t0 = time.perf_counter()
@@ -295,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tag", default="", help="suffix of the run folders (to keep variants apart)")
     ap.add_argument("--presets", type=Path, default=REPO / "configs",
                     help="folder holding the recommended configs (left-atrial.yaml, acdc.yaml); for trying variants")
+    ap.add_argument("--models", nargs="+", default=[None], metavar="NAME",
+                    help="train these registered models instead of the recipe's (one run each, tagged by name; "
+                         "the model table of the README)")
     ap.add_argument("--cores", default=None, help="pin to these CPU ids, e.g. 0 or 0,1 (default: all)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 minutes, test + valid + 4 training cases")
     args = ap.parse_args(argv)
@@ -307,8 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"$ python {' '.join(shlex.quote(a) for a in sys.argv)}", flush=True)
     print(f"machine: {cpu_name()}, {len(os.sched_getaffinity(0))} core(s) used; {platform.platform()}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    results = [run_one(d, r, args.out, minutes, args.quick, args.tag, args.presets)
-               for d in args.datasets for r in args.recipes]
+    results = [run_one(d, r, args.out, minutes, args.quick, "-".join(t for t in (m, args.tag) if t),
+                       args.presets, m)
+               for d in args.datasets for r in args.recipes for m in args.models]
     # every result in the folder (earlier invocations too) goes into the table
     everything = [json.loads(p.read_text()) for p in sorted(args.out.glob("*/result.json"))]
     md = table(everything)
