@@ -33,6 +33,7 @@ Recipes:
     python scripts/bench_quality.py --datasets la --recipes recommended --minutes 10 --tag try1
     python scripts/bench_quality.py --quick                  # smoke run: 2 minutes, a few patients
     python scripts/bench_quality.py --datasets la --recipes recommended --minutes 10 --models unet3plus u2net
+    python scripts/bench_quality.py --datasets la --recipes recommended --minutes 10 --cv 3   # 3-fold CV + ensemble
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -140,17 +142,17 @@ def quick_source(dataset: str, tmp: Path) -> Path:
     return tmp
 
 
-def check_split(dataset: str, data_dir: Path, quick: bool) -> dict[str, Any]:
+def check_split(dataset: str, data_dir: Path, quick: bool, cv: bool = False) -> dict[str, Any]:
     splits = json.loads((data_dir / "splits.json").read_text())
     ds = DATASETS[dataset]
-    if not quick and (splits["test"] != ds["test"] or splits["valid"] != ds["valid"]):
+    if not quick and (splits["test"] != ds["test"] or (splits["valid"] != ds["valid"] and not cv)):
         raise SystemExit(f"{dataset}: the split moved: test {splits['test']} valid {splits['valid']} "
                          f"(expected test {ds['test']} valid {ds['valid']})")
     return splits
 
 
 def run_one(dataset: str, recipe: str, out: Path, minutes: float, quick: bool, tag: str,
-            presets: Path = REPO / "configs", model: str | None = None) -> dict[str, Any]:
+            presets: Path = REPO / "configs", model: str | None = None, cv: int | None = None) -> dict[str, Any]:
     from segkit.evaluate.run import evaluate_model
     from segkit.prepare.run import run_prepare
     from segkit.train import train_model
@@ -163,6 +165,12 @@ def run_one(dataset: str, recipe: str, out: Path, minutes: float, quick: bool, t
         return json.loads(result_path.read_text())
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = recipe_config(dataset, recipe, workdir, minutes, quick, presets, model)
+    if cv:  # the same test patients; the other patients in cv folds (valid ratio unused)
+        raw = cfg.model_dump(mode="json")
+        raw["prepare"]["split"]["folds"] = cv
+        from segkit.config import validate_config
+
+        cfg = validate_config(raw)
     ds = DATASETS[dataset]
     src = quick_source(dataset, workdir / "src") if quick else Path(ds["src"])
     t0 = time.perf_counter()
@@ -171,11 +179,24 @@ def run_one(dataset: str, recipe: str, out: Path, minutes: float, quick: bool, t
     if report.failures:
         raise SystemExit(f"[{name}] prepare failed: {report.failures[0]}")
     prepare_s = time.perf_counter() - t0
-    splits = check_split(dataset, Path(cfg.data.dir), quick)
-    print(f"[{name}] prepared in {prepare_s:.0f} s; training {minutes:g} min ...", flush=True)
-    resume = (Path(cfg.train.run_dir) / "config.yaml").is_file()
+    splits = check_split(dataset, Path(cfg.data.dir), quick, cv=bool(cv))
+    print(f"[{name}] prepared in {prepare_s:.0f} s; training {minutes:g} min" + (f" x {cv} folds" if cv else "")
+          + " ...", flush=True)
     t0 = time.perf_counter()
-    tr = train_model(cfg, resume=resume, overwrite=not resume)
+    cv_summary = None
+    if cv:
+        from segkit.train.cv import cv_table, run_cv
+
+        cvr = run_cv(cfg)
+        cv_summary = cvr.summary
+        print(cv_table(cv_summary), flush=True)
+        runs = cv_summary["runs"]
+        tr = SimpleNamespace(epochs_done=sum(r["epochs_done"] for r in runs),
+                             train_time_s=sum(r["train_time_s"] for r in runs), stop_reason=runs[0]["stop_reason"],
+                             best_value=None, monitor="", history=[])
+    else:
+        resume = (Path(cfg.train.run_dir) / "config.yaml").is_file()
+        tr = train_model(cfg, resume=resume, overwrite=not resume)
     train_wall = time.perf_counter() - t0
     print(f"[{name}] {tr.epochs_done} epochs in {tr.train_time_s / 60:.1f} min ({tr.stop_reason}); "
           f"best {tr.monitor} {tr.best_value}", flush=True)
@@ -214,6 +235,7 @@ def run_one(dataset: str, recipe: str, out: Path, minutes: float, quick: bool, t
         "mean_hd95_mm": _nanmean(hd) if not all(math.isnan(h) for h in hd) else None,
         "per_class_dice": {c: float(np.mean([_zero(v[c]["dice"]) for v in per_case.values()])) for c in classes},
         "history": history,
+        "cv": cv_summary,
         "config": cfg.model_dump(mode="json"),
     }
     from segkit.io.atomic import write_json
@@ -302,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", nargs="+", default=[None], metavar="NAME",
                     help="train these registered models instead of the recipe's (one run each, tagged by name; "
                          "the model table of the README)")
+    ap.add_argument("--cv", type=int, default=None, metavar="K",
+                    help="cross-validation: K folds of the non-test patients (segkit cv, --minutes per fold), then "
+                         "the fold ensemble on the same test patients")
     ap.add_argument("--cores", default=None, help="pin to these CPU ids, e.g. 0 or 0,1 (default: all)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 minutes, test + valid + 4 training cases")
     args = ap.parse_args(argv)
@@ -314,8 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"$ python {' '.join(shlex.quote(a) for a in sys.argv)}", flush=True)
     print(f"machine: {cpu_name()}, {len(os.sched_getaffinity(0))} core(s) used; {platform.platform()}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    results = [run_one(d, r, args.out, minutes, args.quick, "-".join(t for t in (m, args.tag) if t),
-                       args.presets, m)
+    results = [run_one(d, r, args.out, minutes, args.quick,
+                       "-".join(t for t in (m, f"cv{args.cv}" if args.cv else "", args.tag) if t), args.presets, m,
+                       args.cv)
                for d in args.datasets for r in args.recipes for m in args.models]
     # every result in the folder (earlier invocations too) goes into the table
     everything = [json.loads(p.read_text()) for p in sorted(args.out.glob("*/result.json"))]

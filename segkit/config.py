@@ -159,6 +159,13 @@ class DataConfig(_Strict):
     mask_tolerance: float = Field(60.0, ge=0, description="max RGB distance to a class colour (JPEG noise)")
     gray_threshold: int = Field(128, ge=1, le=255)
     context_slices: int = Field(0, ge=0, description="2.5D: neighbouring slices on each side as extra channels")
+    fold: int | None = Field(
+        None,
+        ge=0,
+        description="cross-validation: train on fold k of the dataset's K folds (prepare --folds K): validation = "
+        "fold k's cases, train = the other folds' cases, slices picked by case id from train/ and valid/; "
+        "null = the folders as they are. Set by segkit train --fold and segkit cv",
+    )
     patches: bool = Field(
         False,
         description="train on image_size patches cropped from the slices at their prepared size (zero-padded when "
@@ -172,8 +179,54 @@ class DataConfig(_Strict):
 # === Model ===
 
 
+class TransUNetOptions(_Strict):
+    """``model.transunet``: the Transformer over the deepest CNN map."""
+
+    depth: int = Field(2, ge=1, le=24, description="Transformer layers (the paper: 12)")
+    heads: int = Field(4, ge=1, le=64, description="attention heads per layer (the paper: 12)")
+    mlp_ratio: float = Field(2.0, gt=0, le=16, description="MLP width / token width (the paper: 4)")
+
+
+class SwinUNetOptions(_Strict):
+    """``model.swinunet``: the (shifted-)window attention blocks."""
+
+    window: int = Field(4, ge=1, le=32, description="window side in tokens (the paper: 7), shrunk to 2 or 1 "
+                        "where it does not divide a map")
+    heads: int = Field(4, ge=1, le=64, description="attention heads per block")
+
+
+class MultiResUNetOptions(_Strict):
+    """``model.multiresunet``: the MultiRes block width."""
+
+    alpha: float = Field(1.67, gt=0, le=10, description="MultiRes block width factor W = alpha * filters (the "
+                         "paper's 1.67)")
+
+
+class EfficientUNetOptions(_Strict):
+    """``model.efficientunet``: the encoder."""
+
+    backbone: Literal["b0", "b1", "b2", "b3"] = Field(
+        "b0", description="EfficientNetV2 variant (keras.applications, random initialisation)")
+
+
+class DeepLabV3PlusOptions(_Strict):
+    """``model.deeplabv3plus``: the atrous spatial pyramid."""
+
+    aspp_rates: tuple[int, int, int] | None = Field(
+        None, description="dilation of the three 3x3 ASPP branches; null = the paper's (6, 12, 18) scaled to the "
+        "deepest map")
+
+    @field_validator("aspp_rates")
+    @classmethod
+    def _positive(cls, v: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
+        if v is not None and min(v) < 1:
+            raise ValueError("dilation rates must be at least 1")
+        return v
+
+
 class ModelConfig(_Strict):
-    """Architecture, picked by ``name`` from the model registry."""
+    """Architecture, picked by ``name`` from the model registry; options every model reads, then one section per
+    model for its own (read only when that model is chosen)."""
 
     name: str = "flexunet"
     base_filters: int = Field(16, ge=1)
@@ -183,6 +236,19 @@ class ModelConfig(_Strict):
     dilation: int = Field(1, ge=1)
     max_filters: int | None = Field(None, ge=1)
     norm: Literal["none", "batch", "group"] = "none"
+    pretrained_weights: Path | None = Field(
+        None, description="a local weights file (.weights.h5 or .keras of the same architecture) loaded into the "
+        "new model before training; nothing is ever downloaded")
+    transunet: TransUNetOptions = TransUNetOptions()
+    swinunet: SwinUNetOptions = SwinUNetOptions()
+    multiresunet: MultiResUNetOptions = MultiResUNetOptions()
+    efficientunet: EfficientUNetOptions = EfficientUNetOptions()
+    deeplabv3plus: DeepLabV3PlusOptions = DeepLabV3PlusOptions()
+
+    def options_of(self, name: str) -> dict[str, Any]:
+        """The own options of model ``name`` (its section), as builder keyword arguments; ``{}`` for none."""
+        section = getattr(self, name, None)
+        return section.model_dump() if isinstance(section, BaseModel) else {}
 
 
 # === Loss ===

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from segkit.data.augment import Augmenter
-from segkit.data.pipeline import context_table, list_pairs, patch_rng, read_sample
+from segkit.data.pipeline import context_table, patch_rng, read_sample, split_pairs
 from segkit.io.atomic import write_with
 from segkit.io.palette import encode_mask, palette_array
 
@@ -80,7 +80,7 @@ def render_preview(cfg: Config, n: int = 16, split: str = "train") -> npt.NDArra
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    pairs = list_pairs(Path(cfg.data.dir) / split)
+    pairs = split_pairs(cfg, split)
     k = cfg.data.context_slices
     context = context_table(pairs, k, Path(cfg.data.dir) / "dataset.json") if k > 0 else None
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, _PURPOSE_PREVIEW]))

@@ -2,6 +2,7 @@
 
     segkit prepare SOURCE SRC --out DIR     volumes / slices -> patient-split 2D dataset
     segkit train CONFIG                     train a model
+    segkit cv CONFIG                        train and score every cross-validation fold
     segkit evaluate CONFIG                  per case x class metrics
     segkit infer CONFIG --input PATH        label volumes / masks from a trained model
     segkit augment-preview CONFIG           a grid of augmented samples
@@ -18,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ bann
 import typer  # noqa: E402
 
 from segkit import __version__  # noqa: E402
-from segkit.cli import augment_preview, config_cmd, evaluate, infer, models_cmd, prepare, train  # noqa: E402
+from segkit.cli import augment_preview, config_cmd, cv, evaluate, infer, models_cmd, prepare, train  # noqa: E402
 from segkit.cli.common import set_debug  # noqa: E402
 
 app = typer.Typer(
@@ -48,6 +49,7 @@ def _root(
 
 app.command("prepare", no_args_is_help=True)(prepare.prepare)
 app.command("train", no_args_is_help=True)(train.train)
+app.command("cv", no_args_is_help=True)(cv.cv)
 app.command("evaluate", no_args_is_help=True)(evaluate.evaluate)
 app.command("infer", no_args_is_help=True)(infer.infer)
 app.command("augment-preview", no_args_is_help=True)(augment_preview.augment_preview)

@@ -16,7 +16,11 @@ from segkit.cli.common import err, handle_errors, load, out, progress, quiet_ten
 @handle_errors
 def evaluate(
     config: Path = typer.Argument(None, help="YAML config of the run (optional with --predictions)."),
-    model: Path = typer.Option(None, "--model", "-m", help="Model .keras file (default: <train.run_dir>/model.keras)."),
+    model: list[Path] = typer.Option(
+        None, "--model", "-m",
+        help="Model .keras file (default: <train.run_dir>/model.keras, or every fold's model of a segkit cv run); "
+        "repeat it to score an ensemble.",
+    ),
     split: str = typer.Option(None, "--split", help="Split to evaluate: train, valid or test (default: evaluate.split)."),
     out_dir: Path = typer.Option(None, "--out", "-o", help="Report folder (default: <train.run_dir>/evaluation)."),
     sets: list[str] = typer.Option(None, "--set", help="Config override KEY=VALUE, e.g. infer.batch_size=4."),
@@ -62,7 +66,7 @@ def evaluate(
         def on_progress(n: int) -> None:
             bar["advance"](n)
 
-        res = evaluate_model(cfg, model_path=model, split=split, out_dir=out_dir, progress=on_progress, on_start=on_start)
+        res = evaluate_model(cfg, model_path=list(model) if model else None, split=split, out_dir=out_dir, progress=on_progress, on_start=on_start)
     out.print(summary_table(res.summary))
     seed = res.summary["seed_dice_coef_multiclass"]
     out.print(
@@ -88,7 +92,7 @@ def _evaluate_predictions(
     sets: list[str] | None,
     map_predictions: bool,
     *,
-    model: Path | None,
+    model: list[Path] | None,
     split: str | None,
 ) -> None:
     from segkit.errors import ConfigError
@@ -96,7 +100,7 @@ def _evaluate_predictions(
 
     if predictions is None or reference is None:
         raise ConfigError("--predictions and --reference go together", hint="give both folders")
-    if model is not None or split is not None:
+    if model or split is not None:
         raise ConfigError("--model/--split score a model; --predictions scores label volumes", hint="pick one")
     if map_predictions and config is None:
         raise ConfigError("--map-predictions needs CONFIG (its prepare.label_map)", hint="pass the config")

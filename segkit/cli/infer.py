@@ -18,7 +18,8 @@ def infer(
     output: Path = typer.Option(None, "--output", "-o", help="Output folder (default: <train.run_dir>/inference)."),
     model: list[Path] = typer.Option(
         None, "--model", "-m",
-        help="Model .keras file (default: <train.run_dir>/model.keras); repeat it to ensemble (mean probabilities).",
+        help="Model .keras file (default: <train.run_dir>/model.keras, or every fold's model of a segkit cv run); "
+        "repeat it to ensemble (mean probabilities).",
     ),
     batch_size: int = typer.Option(None, "--batch-size", "-b", min=1, help="Slices per model call (default: infer.batch_size)."),
     tta: bool = typer.Option(None, "--tta/--no-tta", help="Flip test-time augmentation (default: infer.tta)."),
@@ -74,7 +75,9 @@ def infer(
         raise DataError("--save-probabilities writes volumes; the input is a folder of slices", path=input_path,
                         hint="give NIfTI/NRRD volumes, or drop --save-probabilities")
     run_dir = Path(cfg.train.run_dir)
-    model_paths = list(model) if model else [run_dir / "model.keras"]
+    from segkit.infer.predict import run_models
+
+    model_paths = list(model) if model else run_models(run_dir)  # a cross-validation run: its fold models
     out_dir = output if output is not None else run_dir / "inference"
     # refuse unsafe or existing outputs before the model is loaded and anything is written
     if input_path.is_dir():
@@ -97,8 +100,10 @@ def infer(
 
     quiet_tensorflow()
 
-    if len(model_paths) == 1:  # an ensemble's members were post-processed for themselves: the config decides
-        cfg = apply_postprocessing(cfg, model_paths[0].parent, volumes=not images)
+    # the run folder's decision (a cross-validation run's was made for its ensemble); for models given with
+    # --model: a single model's own folder, while an ensemble's members decided for themselves (the config decides)
+    pp_dir = run_dir if not model else (model_paths[0].parent if len(model_paths) == 1 else None)
+    cfg = apply_postprocessing(cfg, pp_dir, volumes=not images)
     net = load_models(model_paths, cfg, precision=cfg.train.precision)
     opts = {"batch_size": batch_size, "tta": tta, "largest_component": largest, "overwrite": overwrite}
     if images:

@@ -20,6 +20,8 @@ def models(
 ) -> None:
     """List every registered model with its parameters and forward GFLOP per image (1 channel, 4 classes unless
     --config says otherwise); with NAME, its description and the model.* options it reads."""
+    from pydantic import BaseModel
+
     from segkit.config import ModelConfig, validate_config
     from segkit.errors import ConfigError
 
@@ -57,8 +59,16 @@ def models(
         out.print("options (model.*, with their values here):", highlight=False)
         chosen = cfg.model.model_copy(update={"name": names[0]})
         for field, info in ModelConfig.model_fields.items():
+            value = getattr(chosen, field)
+            if isinstance(value, BaseModel):  # a model's own section: only the chosen model's
+                if field != names[0]:
+                    continue
+                for sub, sub_info in type(value).model_fields.items():
+                    desc = f"  {sub_info.description}" if sub_info.description else ""
+                    out.print(f"  {field}.{sub}: {getattr(value, sub)!r}{desc}", markup=False, highlight=False)
+                continue
             desc = f"  {info.description}" if info.description else ""
-            out.print(f"  {field}: {getattr(chosen, field)!r}{desc}", markup=False, highlight=False)
+            out.print(f"  {field}: {value!r}{desc}", markup=False, highlight=False)
 
 
 def _canonical(registry, name: str) -> str:  # noqa: ANN001 - segkit.registry.Registry

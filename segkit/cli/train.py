@@ -113,14 +113,30 @@ def train(
     time_limit: float = typer.Option(
         None, "--time-limit", min=0.001, help="Minutes of training (train.time_limit); stops at an epoch boundary."
     ),
+    fold: int = typer.Option(
+        None, "--fold", min=0,
+        help="Cross-validation fold k of a dataset prepared with --folds K: validation = fold k, run in "
+        "<train.run_dir>/fold_k (segkit cv trains them all).",
+    ),
 ) -> None:
     """Train a segmentation model; outputs go to train.run_dir."""
     cfg = load(config, [*(sets or []), *([f"train.time_limit={time_limit}"] if time_limit is not None else [])])
     from segkit.train import train_model
 
+    if fold is not None:
+        from segkit.train.cv import fold_config, fold_count
+
+        k = fold_count(cfg)
+        if fold >= k:
+            from segkit.errors import ConfigError
+
+            raise ConfigError(f"fold {fold} is out of range: the dataset has {k} folds", path="--fold",
+                              hint=f"use --fold 0..{k - 1}")
+        cfg = fold_config(cfg, fold)
     quiet_tensorflow()
     resume_cmd = shlex.join(["segkit", "train", str(config), *(a for s in sets or [] for a in ("--set", s)),
-                             *(["--time-limit", f"{time_limit:g}"] if time_limit is not None else []), "--resume"])
+                             *(["--time-limit", f"{time_limit:g}"] if time_limit is not None else []),
+                             *(["--fold", str(fold)] if fold is not None else []), "--resume"])
     set_interrupt_hint(f"`{resume_cmd}` continues the run from its last completed epoch")
 
     with RichTrainProgress() as progress:

@@ -102,8 +102,58 @@ def _index(folder: Path, suffixes: Sequence[str], hint: str) -> dict[str, Path]:
 
 
 def dataset_size(cfg: Config, split: str) -> int:
-    """Number of image/mask pairs in ``cfg.data.dir / split`` (see ``list_pairs`` for the errors)."""
-    return len(list_pairs(Path(cfg.data.dir) / split))
+    """Number of image/mask pairs of ``split`` (see ``split_pairs``)."""
+    return len(split_pairs(cfg, split))
+
+
+def case_splits(cfg: Config) -> dict[str, str] | None:
+    """case id -> split under ``data.fold`` (from ``splits.json``'s folds); ``None`` without a fold: the
+    folders (and dataset.json's ``split``) are the split.
+
+    Raises:
+        DataError: no splits.json, no folds in it, or a fold out of range.
+    """
+    if cfg.data.fold is None:
+        return None
+    from segkit.prepare.split import SPLITS_FILE, fold_view, load_splits, split_of
+
+    data_dir = Path(cfg.data.dir)
+    return split_of(fold_view(load_splits(data_dir), int(cfg.data.fold), data_dir / SPLITS_FILE))
+
+
+def split_pairs(cfg: Config, split: str) -> list[tuple[Path, Path]]:
+    """The image/mask pairs of ``split``: the folder ``data.dir/<split>``, or under ``data.fold`` the slices of
+    that fold's cases, picked by case id from ``train/`` and ``valid/`` (``test/`` stays the test set).
+
+    Raises:
+        DataError: as ``list_pairs``, ``case_splits``; or no slice of the split's cases was found.
+    """
+    data_dir = Path(cfg.data.dir)
+    where = case_splits(cfg)
+    if where is None:
+        return list_pairs(data_dir / split)
+    folders = ("test",) if split == "test" else ("train", "valid")
+    ids = sorted(where)
+    pairs = [p for f in folders if (data_dir / f).is_dir() for p in list_pairs(data_dir / f)]
+    chosen = sorted((p for p in pairs if where.get(case_of_stem(p[0].stem, ids)[0]) == split),
+                    key=lambda p: p[0].name)
+    if not chosen:
+        raise DataError(f"fold {cfg.data.fold}: no {split} slice found in {', '.join(folders)}", path=data_dir,
+                        hint="prepare the dataset again with --folds (its splits.json and folders disagree)")
+    return chosen
+
+
+def case_of_stem(stem: str, case_ids: Sequence[str] = ()) -> tuple[str, int | None]:
+    """``<case_id>_<slice_index>`` -> (case_id, slice_index); known case ids (longest first) win.
+
+    A stem without a numeric suffix is its own case with slice index None.
+    """
+    for case in sorted(case_ids, key=len, reverse=True):
+        rest = stem[len(case) + 1 :]
+        if stem.startswith(case + "_") and rest.isdigit():
+            return case, int(rest)
+    m = _STEM_RE.match(stem)
+    return (m.group("case"), int(m.group("idx"))) if m else (stem, None)
 
 
 # === Decoding (numpy) ===
@@ -243,17 +293,6 @@ def _decode_colors(rgb: npt.NDArray[np.uint8], palette: npt.NDArray[np.uint8], t
 # === 2.5D context ===
 
 
-def _case_of(stem: str, cases: Sequence[str]) -> tuple[str, int] | None:
-    """(case_id, slice_index) of a stem ``<case_id>_<slice_index>``, preferring case ids from dataset.json."""
-    m = _STEM_RE.match(stem)
-    if m is None:
-        return None
-    for case in cases:
-        if stem.startswith(case + "_") and stem[len(case) + 1 :].isdigit():
-            return case, int(stem[len(case) + 1 :])
-    return m.group("case"), int(m.group("idx"))
-
-
 def context_table(pairs: Sequence[tuple[Path, Path]], k: int, dataset_json: Path | None = None) -> npt.NDArray[np.int64]:
     """For each pair, the pair indices of slices ``-k..k`` of the same case (2.5D input).
 
@@ -272,20 +311,21 @@ def context_table(pairs: Sequence[tuple[Path, Path]], k: int, dataset_json: Path
         except (OSError, ValueError) as e:
             raise DataError(f"cannot read dataset.json: {e}", path=dataset_json,
                             hint="run segkit prepare again to rewrite it") from e
-    keys = [_case_of(img.stem, cases) for img, _ in pairs]
+    keys = [case_of_stem(img.stem, cases) for img, _ in pairs]
     by_case: dict[str, dict[int, int]] = {}
-    for i, key in enumerate(keys):
-        if key is not None:
-            by_case.setdefault(key[0], {})[key[1]] = i
+    for i, (case, index) in enumerate(keys):
+        if index is not None:
+            by_case.setdefault(case, {})[index] = i
     table = np.empty((len(pairs), 2 * k + 1), dtype=np.int64)
     for i, key in enumerate(keys):
         for col, d in enumerate(range(-k, k + 1)):
-            if key is None or d == 0:
+            case, index = key
+            if index is None or d == 0:
                 table[i, col] = i
                 continue
-            slices = by_case[key[0]]
+            slices = by_case[case]
             step = 1 if d > 0 else -1
-            j = next(key[1] + t for t in range(d, -step, -step) if key[1] + t in slices)
+            j = next(index + t for t in range(d, -step, -step) if index + t in slices)
             table[i, col] = slices[j]
     return table
 
@@ -379,7 +419,7 @@ def make_dataset(cfg: Config, split: str, training: bool, *, seed_offset: int = 
 
     Args:
         cfg: the config (``data``, ``augment``, ``train.batch_size``, ``seed``).
-        split: ``train``, ``valid`` or ``test`` (a folder under ``cfg.data.dir``).
+        split: ``train``, ``valid`` or ``test`` (a folder under ``cfg.data.dir``, or a fold's cases: ``split_pairs``).
         training: shuffle and augment.
         seed_offset: epoch number of the first iteration.
 
@@ -396,7 +436,7 @@ def make_dataset(cfg: Config, split: str, training: bool, *, seed_offset: int = 
 
     from segkit.data.augment import Augmenter
 
-    pairs = list_pairs(Path(cfg.data.dir) / split)
+    pairs = split_pairs(cfg, split)
     n = len(pairs)
     k = cfg.data.context_slices
     context = context_table(pairs, k, Path(cfg.data.dir) / "dataset.json") if k > 0 else None

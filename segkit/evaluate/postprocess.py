@@ -91,17 +91,18 @@ def load_postprocessing(run_dir: Path) -> Postprocessing | None:
     return Postprocessing.from_json(obj, path)
 
 
-def apply_postprocessing(cfg: Config, run_dir: Path, volumes: bool = True) -> Config:
+def apply_postprocessing(cfg: Config, run_dir: Path | None, volumes: bool = True) -> Config:
     """``cfg`` with ``infer.tta`` / ``infer.largest_component`` resolved: a value the config (or ``--set``) gives
     wins; ``null`` (the default) takes the choice in ``run_dir/postprocessing.json``, and is off without one.
 
     Args:
         cfg: the config.
-        run_dir: the folder of the model (``postprocessing.json`` beside ``model.keras``).
+        run_dir: the folder of the model (``postprocessing.json`` beside ``model.keras``); ``None``: no
+            decision (an ensemble of models from several runs), so both are off unless the config sets them.
         volumes: the input is volumes. For 2D slices the component choice (made on 3D volumes, where one
             structure can cross a slice twice) is not applied.
     """
-    pp = load_postprocessing(run_dir)
+    pp = load_postprocessing(run_dir) if run_dir is not None else None
     update: dict[str, Any] = {}
     if cfg.infer.tta is None:
         update["tta"] = pp.tta if pp is not None else False
@@ -109,7 +110,7 @@ def apply_postprocessing(cfg: Config, run_dir: Path, volumes: bool = True) -> Co
         update["largest_component"] = pp.largest_component if (pp is not None and volumes) else False
     if not update:
         return cfg
-    logger.debug("post-processing (%s): %s", Path(run_dir) / POSTPROCESSING_FILE, update)
+    logger.debug("post-processing (%s): %s", run_dir, update)
     return cfg.model_copy(update={"infer": cfg.infer.model_copy(update=update)})
 
 
@@ -185,7 +186,8 @@ def choose_postprocessing(
     """Decide TTA and the per-class component filter on the volume cases of ``split`` (see the module docs).
 
     Args:
-        cfg: the run's config (``data.dir`` with dataset.json, ``train.run_dir``, classes).
+        cfg: the run's config (``data.dir`` with dataset.json, ``train.run_dir``, classes; under ``data.fold``
+            the split is that fold's).
         model_path: default ``<train.run_dir>/model.keras``.
         split: the cases to decide on (never the test cases).
         progress: called with the number of slices done.
@@ -195,6 +197,32 @@ def choose_postprocessing(
         The decision, or ``None`` when the split has no volume case whose source files still exist
         (2D datasets, moved sources): nothing is written then.
     """
+    run_dir = Path(cfg.train.run_dir)
+    model = Path(model_path) if model_path else run_dir / "model.keras"
+    return choose_postprocessing_pooled([(cfg, model)], run_dir, split, progress, write)
+
+
+def choose_postprocessing_pooled(
+    members: Sequence[tuple[Config, Path]],
+    out_dir: Path,
+    split: str = "valid",
+    progress: Callable[[int], None] | None = None,
+    write: bool = True,
+) -> Postprocessing | None:
+    """``choose_postprocessing`` over several (config, model) pairs, each scored on its own ``split`` cases and
+    the scores pooled -- cross-validation: every fold's model on its validation fold, so every case is scored
+    once by a model that never trained on it (nnU-Net decides its post-processing this way).
+
+    Args:
+        members: (config, model file) pairs; the configs differ in ``data.fold``.
+        out_dir: where ``postprocessing.json`` goes (``write``).
+        split: ``valid``.
+
+    Returns:
+        The decision (``split`` recorded as ``valid`` or ``cv`` for several members), or ``None`` without any
+        volume case whose source files exist.
+    """
+    from segkit.data.pipeline import case_splits
     from segkit.evaluate.run import _labels_config, _sources_exist
     from segkit.infer.predict import largest_component, load_model
     from segkit.infer.volume import predict_volume
@@ -202,54 +230,61 @@ def choose_postprocessing(
     from segkit.prepare.manifest import MANIFEST_FILE, load_manifest
     from segkit.prepare.slicing import map_labels
 
-    data_dir = Path(cfg.data.dir)
-    if not (data_dir / MANIFEST_FILE).is_file():
-        return None
-    manifest = load_manifest(data_dir)
-    cases = {c: r for c, r in manifest["cases"].items()
-             if r.get("split") == split and r.get("kind") != "slices2d" and _sources_exist(r)}
-    if not cases:
-        logger.info("no %s volume with its source files: post-processing left off", split)
-        return None
-    run_dir = Path(cfg.train.run_dir)
-    model = load_model(Path(model_path) if model_path else run_dir / "model.keras", cfg, precision=cfg.train.precision)
-    label_cfg = _labels_config(cfg, manifest)
-    classes = [(c.id, c.name) for c in cfg.effective_classes]
+    cfg0 = members[0][0]
+    classes = [(c.id, c.name) for c in cfg0.effective_classes]
     scores: dict[str, dict[int, list[float]]] = {v: {c: [] for c, _ in classes}
                                                 for v in ("plain", "plain+lcc", "tta", "tta+lcc")}
-    bs = int(cfg.infer.batch_size)
     pieces: dict[int, list[int]] = {c: [] for c, _ in classes}  # connected components per validation reference
-    for case_id in sorted(cases):
-        record = cases[case_id]
-        image, label = load_volume(Path(record["image"])), load_volume(Path(record["label"]))
-        ref = map_labels(label.data, label_cfg, label.path)
-        for cid, _ in classes:
-            if (ref == cid).any():
-                pieces[cid].append(count_components(ref == cid))
-        for tta in (False, True):
-            pred = predict_volume(model, image.data, image.affine, record, cfg, bs, tta, False, progress,
-                                  path=image.path).labels
-            name = "tta" if tta else "plain"
+    scored: list[str] = []
+    for cfg, model_path in members:
+        data_dir = Path(cfg.data.dir)
+        if not (data_dir / MANIFEST_FILE).is_file():
+            continue
+        manifest = load_manifest(data_dir)
+        where = case_splits(cfg)
+        cases = {c: r for c, r in manifest["cases"].items()
+                 if (where.get(c) if where is not None else r.get("split")) == split
+                 and r.get("kind") != "slices2d" and _sources_exist(r)}
+        if not cases:
+            continue
+        model = load_model(Path(model_path), cfg, precision=cfg.train.precision)
+        label_cfg = _labels_config(cfg, manifest)
+        bs = int(cfg.infer.batch_size)
+        for case_id in sorted(cases):
+            record = cases[case_id]
+            image, label = load_volume(Path(record["image"])), load_volume(Path(record["label"]))
+            ref = map_labels(label.data, label_cfg, label.path)
             for cid, _ in classes:
-                scores[name][cid].append(_dice(pred, ref, cid))
-                scores[name + "+lcc"][cid].append(_dice(largest_component(pred, [cid]), ref, cid))
+                if (ref == cid).any():
+                    pieces[cid].append(count_components(ref == cid))
+            for tta in (False, True):
+                pred = predict_volume(model, image.data, image.affine, record, cfg, bs, tta, False, progress,
+                                      path=image.path).labels
+                name = "tta" if tta else "plain"
+                for cid, _ in classes:
+                    scores[name][cid].append(_dice(pred, ref, cid))
+                    scores[name + "+lcc"][cid].append(_dice(largest_component(pred, [cid]), ref, cid))
+            scored.append(case_id)
+    if not scored:
+        logger.info("no %s volume with its source files: post-processing left off", split)
+        return None
     means = {v: {cid: _mean(vals) for cid, vals in per.items()} for v, per in scores.items()}
     single = {cid: bool(n) and all(k == 1 for k in n) for cid, n in pieces.items()}
     use_tta, lcc, plain_score, tta_score = decide(means, [cid for cid, _ in classes], single)
     pp = Postprocessing(
         tta=use_tta,
         largest_component=lcc,
-        split=split,
-        cases=tuple(sorted(cases)),
+        split=split if len(members) == 1 else "cv",
+        cases=tuple(sorted(scored)),
         dice={v: {name: means[v][cid] for cid, name in classes} for v in means},
         reference_components={name: pieces[cid] for cid, name in classes},
     )
     logger.info("post-processing chosen on %d %s case(s): tta %s (mean Dice %.4f vs %.4f), largest component %s",
-                len(cases), split, use_tta, tta_score, plain_score, list(pp.largest_component) or "none")
+                len(scored), pp.split, use_tta, tta_score, plain_score, list(pp.largest_component) or "none")
     if write:
-        write_json(run_dir / POSTPROCESSING_FILE, pp.to_json())
+        write_json(Path(out_dir) / POSTPROCESSING_FILE, pp.to_json())
     return pp
 
 
-__all__ = ["Postprocessing", "choose_postprocessing", "decide", "apply_postprocessing", "load_postprocessing",
+__all__ = ["Postprocessing", "choose_postprocessing", "choose_postprocessing_pooled", "decide", "apply_postprocessing", "load_postprocessing",
            "POSTPROCESSING_FILE"]

@@ -44,7 +44,6 @@ import csv
 import io
 import logging
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,7 +84,6 @@ SEED_NOTE = (
 REF_ORIGINAL = "original label volumes"
 REF_REASSEMBLED = "reassembled written slices"
 REF_STACKED = "stacked written slices"
-_STEM_RE = re.compile(r"^(?P<case>.+)_(?P<idx>\d+)$")
 ProgressFn = Callable[[int], None]
 
 
@@ -101,19 +99,6 @@ class EvaluationResult:
     confusion_path: Path
     summary: dict[str, Any]
     rows: list[dict[str, Any]] = field(default_factory=list)
-
-
-def split_stem(stem: str, case_ids: Sequence[str] = ()) -> tuple[str, int | None]:
-    """``<case_id>_<slice_index>`` -> (case_id, slice_index); known case ids (longest first) win.
-
-    A stem without a numeric suffix is its own case with slice index None.
-    """
-    for case in sorted(case_ids, key=len, reverse=True):
-        rest = stem[len(case) + 1 :]
-        if stem.startswith(case + "_") and rest.isdigit():
-            return case, int(rest)
-    m = _STEM_RE.match(stem)
-    return (m.group("case"), int(m.group("idx"))) if m else (stem, None)
 
 
 def case_rows(
@@ -179,7 +164,7 @@ def summarize_rows(rows: Sequence[Mapping[str, Any]], classes: Sequence[tuple[in
 
 def evaluate_model(
     cfg: Config,
-    model_path: Path | None = None,
+    model_path: Path | Sequence[Path] | None = None,
     split: str | None = None,
     out_dir: Path | None = None,
     progress: ProgressFn | None = None,
@@ -189,7 +174,8 @@ def evaluate_model(
 
     Args:
         cfg: the config (data.dir, classes, infer.batch_size, evaluate.nsd_tolerance_mm, train.run_dir).
-        model_path: ``.keras`` file; default ``<train.run_dir>/model.keras``.
+        model_path: ``.keras`` file, or several (their ensemble); default the run folder's model
+            (``<train.run_dir>/model.keras``, or every fold's model of a cross-validation run).
         split: "train", "valid" or "test"; default ``evaluate.split``.
         out_dir: default ``evaluate.output_dir`` or ``<train.run_dir>/evaluation``.
         progress: called with the number of slices done after each batch (slice PNGs, then whole volumes).
@@ -204,20 +190,26 @@ def evaluate_model(
         DataError: missing split folder, unpaired or unreadable files, a bad dataset.json, an unreadable source
             volume or unexpected label values in it.
     """
-    from segkit.data.pipeline import context_table, list_pairs, read_sample
-    from segkit.infer.predict import load_model, make_predictor
+    from segkit.data.pipeline import case_of_stem, case_splits, context_table, read_sample, split_pairs
+    from segkit.infer.predict import load_models, make_predictor, run_models
     from segkit.prepare.manifest import MANIFEST_FILE, load_manifest
 
     split = split or cfg.evaluate.split
     run_dir = Path(cfg.train.run_dir)
-    model_path = Path(model_path) if model_path is not None else run_dir / "model.keras"
+    if model_path is None:
+        paths, pp_dir = run_models(run_dir), run_dir
+    else:
+        paths = [Path(model_path)] if isinstance(model_path, (str, Path)) else [Path(p) for p in model_path]
+        pp_dir = paths[0].parent if len(paths) == 1 else None  # an explicit ensemble: the config decides
     out_dir = Path(out_dir) if out_dir is not None else (cfg.evaluate.output_dir or run_dir / "evaluation")
     from segkit.evaluate.postprocess import apply_postprocessing
 
-    cfg = apply_postprocessing(cfg, model_path.parent)
-    model = load_model(model_path, cfg, precision=cfg.train.precision)
+    cfg = apply_postprocessing(cfg, pp_dir)
+    model = load_models(paths, cfg, precision=cfg.train.precision)
+    model_desc = str(paths[0]) if len(paths) == 1 else [str(p) for p in paths]
     data_dir = Path(cfg.data.dir)
-    pairs = list_pairs(data_dir / split)
+    pairs = split_pairs(cfg, split)
+    where = case_splits(cfg)  # a cross-validation fold's cases, else dataset.json's split
     manifest = load_manifest(data_dir) if (data_dir / MANIFEST_FILE).is_file() else None
     classes = [(c.id, c.name) for c in cfg.effective_classes]
     ids = [c for c, _ in classes]
@@ -226,7 +218,8 @@ def evaluate_model(
     context = context_table(pairs, k, data_dir / MANIFEST_FILE) if k else None
     bs = int(cfg.infer.batch_size)
     predictor = make_predictor(model, bs)
-    split_cases = {c: r for c, r in manifest["cases"].items() if r.get("split") == split} if manifest else {}
+    split_cases = {c: r for c, r in manifest["cases"].items()
+                   if (where.get(c) if where is not None else r.get("split")) == split} if manifest else {}
     with_sources = {c for c, r in split_cases.items() if _sources_exist(r)}
     if on_start is not None:
         on_start(len(pairs) + sum(int(split_cases[c]["n_slices"]) for c in with_sources))
@@ -246,7 +239,7 @@ def evaluate_model(
         for i, (_, ref), p in zip(idx, samples, probs, strict=True):
             pred = p.argmax(-1).astype(np.uint8)
             stem = pairs[i][0].stem
-            case_id, slice_index = split_stem(stem, case_ids)
+            case_id, slice_index = case_of_stem(stem, case_ids)
             counts = class_counts(pred, ref, ids)
             for cid, name in classes:
                 c = counts[cid]
@@ -308,7 +301,7 @@ def evaluate_model(
 
     summary = summarize_rows(rows, classes)
     summary = {
-        "model": str(model_path),
+        "model": model_desc,
         "split": split,
         "data_dir": str(data_dir),
         "n_slices": len(pairs),

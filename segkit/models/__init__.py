@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import keras
@@ -112,7 +113,8 @@ def build_model(cfg: Config) -> keras.Model:
     shape = input_shape_of(cfg)
     check_input_shape(shape[:2], cfg.model.num_layers)
     m = cfg.model
-    return builder(
+    name = _canonical_name(cfg.model.name)
+    model = builder(
         input_shape=shape,
         num_classes=cfg.num_classes,
         base_filters=m.base_filters,
@@ -122,7 +124,47 @@ def build_model(cfg: Config) -> keras.Model:
         dilation=m.dilation,
         max_filters=m.max_filters,
         norm=m.norm,
+        **m.options_of(name),
     )
+    if m.pretrained_weights is not None:
+        load_pretrained(model, Path(m.pretrained_weights))
+    return model
+
+
+def load_pretrained(model: keras.Model, path: Path) -> None:
+    """Load a local weights file into ``model`` (``model.pretrained_weights``): a ``.weights.h5`` or a ``.keras``
+    file of the same architecture and input/output shapes. Nothing is downloaded.
+
+    Raises:
+        ConfigError: the file is missing, has another format, or its weights do not fit the model (the message
+            carries Keras' account of the first mismatch).
+    """
+    hint = "give a .weights.h5 or .keras file saved from the same model.name, options, channels and classes"
+    if not path.is_file():
+        raise ConfigError("pretrained weights file not found", path=path, hint=hint)
+    if not (path.name.endswith(".weights.h5") or path.suffix == ".keras"):
+        raise ConfigError("pretrained weights must be a .weights.h5 or .keras file", path=path, hint=hint)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(str(path))
+        except (ValueError, KeyError, OSError) as e:
+            first = " ".join(str(e).split())[:300]
+            raise ConfigError(f"the pretrained weights do not fit this model: {first}", path=path, hint=hint) from e
+    # Keras only warns when parts of the file have no place in the model (and leaves those layers random)
+    partial = [w for w in caught if "retain" in str(w.message) or "Skipping" in str(w.message)]
+    if partial:
+        first = " ".join(str(partial[0].message).split())[:300]
+        raise ConfigError(f"the pretrained weights do not fit this model: {first}", path=path, hint=hint)
+    logger.info("loaded pretrained weights from %s", path)
+
+
+def _canonical_name(name: str) -> str:
+    """The registered name of ``name`` (an alias resolves to the name its builder was registered under first)."""
+    builder = MODELS.get(name)
+    return next(n for n in MODELS.names() if MODELS.get(n) is builder)
 
 
 def _shape(t: Any) -> tuple[int, ...]:
@@ -200,5 +242,6 @@ __all__ = [
     "check_input_shape",
     "input_shape_of",
     "layer_macs",
+    "load_pretrained",
     "model_summary",
 ]

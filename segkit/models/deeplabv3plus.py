@@ -23,7 +23,7 @@ def _conv(x: keras.KerasTensor, filters: int, size: int, dilation: int, norm: st
     return conv_norm(x, filters, size, norm, name, dilation=dilation)
 
 
-def aspp_rates(feature_size: int) -> tuple[int, ...]:
+def scaled_aspp_rates(feature_size: int) -> tuple[int, ...]:
     """Dilation rates of the three 3x3 ASPP branches for a deepest map of ``feature_size`` pixels: the paper's
     (6, 12, 18) at 32 px, scaled, at least (1, 2, 3) and never wider than the map."""
     scale = feature_size / 32.0
@@ -44,9 +44,11 @@ def build_deeplabv3plus(
     dilation: int = 1,
     max_filters: int | None = None,
     norm: str = "none",
+    aspp_rates: tuple[int, int, int] | None = None,
     name: str = "deeplabv3plus",
 ) -> keras.Model:
-    """Build DeepLabV3+ (encoder arguments as ``segkit.models.flexunet.build_flexunet``).
+    """Build DeepLabV3+ (encoder arguments as ``segkit.models.flexunet.build_flexunet``; ``aspp_rates``:
+    ``model.deeplabv3plus.aspp_rates``, default the paper's scaled by ``scaled_aspp_rates()``).
 
     Returns:
         ``keras.Model``: ``(B, H, W, C)`` in 0..1 -> ``(B, H, W, num_classes)`` float32 probabilities.
@@ -60,7 +62,7 @@ def build_deeplabv3plus(
     h, w = int(deep.shape[1]), int(deep.shape[2])
     width = min(8 * base_filters, max_filters) if max_filters else 8 * base_filters
     branches = [_conv(deep, width, 1, 1, norm, "aspp_1x1")]
-    for k, rate in enumerate(aspp_rates(min(h, w))):
+    for k, rate in enumerate(aspp_rates if aspp_rates is not None else scaled_aspp_rates(min(h, w))):
         branches.append(_conv(deep, width, 3, rate, norm, f"aspp_r{k}"))
     pooled = layers.GlobalAveragePooling2D(keepdims=True, name="aspp_pool")(deep)
     pooled = _conv(pooled, width, 1, 1, "none", "aspp_pool_conv")

@@ -1,5 +1,6 @@
-"""EfficientNet-UNet: a U-Net decoder on an EfficientNetV2-B0 encoder (Tan & Le 2021, arXiv:2104.00298), the
-encoder as ``keras.applications`` builds it, randomly initialised (nothing is downloaded).
+"""EfficientNet-UNet: a U-Net decoder on an EfficientNetV2 encoder (Tan & Le 2021, arXiv:2104.00298; B0, or
+B1-B3 with ``model.efficientunet.backbone``), the encoder as ``keras.applications`` builds it, randomly
+initialised (nothing is downloaded; ``model.pretrained_weights`` loads a local file).
 
 Skips are the backbone's features at strides 2, 4, 8, 16 and 32 (the last activation at each resolution, the
 ``*_expand_activation`` maps that segmentation_models-style encoders use), truncated at stride
@@ -16,6 +17,13 @@ import keras
 from segkit.errors import ConfigError
 from segkit.models.blocks import segmentation_head
 from segkit.models.flexunet import decoder
+
+BACKBONES = {
+    "b0": keras.applications.EfficientNetV2B0,
+    "b1": keras.applications.EfficientNetV2B1,
+    "b2": keras.applications.EfficientNetV2B2,
+    "b3": keras.applications.EfficientNetV2B3,
+}
 
 
 def _skips_by_stride(backbone: keras.Model, size: int) -> dict[int, keras.KerasTensor]:
@@ -42,9 +50,11 @@ def build_efficientunet(
     dilation: int = 1,
     max_filters: int | None = None,
     norm: str = "none",
+    backbone: str = "b0",
     name: str = "efficientunet",
 ) -> keras.Model:
-    """Build the EfficientNetV2-B0 U-Net; decoder arguments as ``segkit.models.flexunet.build_flexunet``.
+    """Build the EfficientNetV2 U-Net (``backbone`` b0..b3: ``model.efficientunet.backbone``); decoder arguments as
+    ``segkit.models.flexunet.build_flexunet``.
 
     Raises:
         ConfigError: ``num_layers`` above 6 (the backbone's deepest stride is 32).
@@ -57,9 +67,11 @@ def build_efficientunet(
         raise ConfigError(f"efficientunet has at most 6 levels (stride 32), got {num_layers}", path="model.num_layers",
                           hint="set model.num_layers to 6 or fewer")
     inputs = keras.Input(input_shape, name="image")
-    backbone = keras.applications.EfficientNetV2B0(include_top=False, weights=None, input_tensor=inputs,
-                                                   include_preprocessing=False)
-    by_stride = _skips_by_stride(backbone, int(input_shape[0]))
+    if backbone not in BACKBONES:
+        raise ConfigError(f"unknown EfficientNetV2 backbone '{backbone}'", path="model.efficientunet.backbone",
+                          hint=f"use one of {', '.join(BACKBONES)}")
+    net = BACKBONES[backbone](include_top=False, weights=None, input_tensor=inputs, include_preprocessing=False)
+    by_stride = _skips_by_stride(net, int(input_shape[0]))
     missing = [2**i for i in range(1, num_layers) if 2**i not in by_stride]
     if missing:
         raise ConfigError(

@@ -17,12 +17,12 @@ from keras import layers
 from segkit.models.blocks import conv_norm, segmentation_head, up_block
 from segkit.models.flexunet import level_filters
 
-ALPHA = 1.67
+ALPHA = 1.67  # default of model.multiresunet.alpha
 
 
-def multires_block(x: keras.KerasTensor, filters: int, norm: str, name: str) -> keras.KerasTensor:
-    """The MultiRes block: three chained 3x3 convolutions concatenated, plus a 1x1 shortcut."""
-    w = ALPHA * filters
+def multires_block(x: keras.KerasTensor, filters: int, norm: str, name: str, alpha: float = ALPHA) -> keras.KerasTensor:
+    """The MultiRes block: three chained 3x3 convolutions concatenated, plus a 1x1 shortcut (width alpha x filters)."""
+    w = alpha * filters
     f1, f2, f3 = max(int(w / 6), 1), max(int(w / 3), 1), max(int(w / 2), 1)
     shortcut = conv_norm(x, f1 + f2 + f3, 1, norm, f"{name}_short", activation=None)
     a = conv_norm(x, f1, 3, norm, f"{name}_conv1")
@@ -53,9 +53,11 @@ def build_multiresunet(
     dilation: int = 1,
     max_filters: int | None = None,
     norm: str = "batch",
+    alpha: float = ALPHA,
     name: str = "multiresunet",
 ) -> keras.Model:
-    """Build MultiResUNet (``base_kernels``, ``dropout_rate`` and ``dilation`` are not used by this design).
+    """Build MultiResUNet (``base_kernels``, ``dropout_rate`` and ``dilation`` are not used by this design;
+    ``alpha``: ``model.multiresunet.alpha``).
 
     Returns:
         ``keras.Model``: ``(B, H, W, C)`` in 0..1 -> ``(B, H, W, num_classes)`` float32 probabilities.
@@ -69,13 +71,13 @@ def build_multiresunet(
     x = inputs
     skips = []
     for i in range(num_layers):
-        x = multires_block(x, level_filters(base_filters, i, max_filters), norm, f"enc{i}")
+        x = multires_block(x, level_filters(base_filters, i, max_filters), norm, f"enc{i}", alpha)
         if i < num_layers - 1:
             skips.append(res_path(x, level_filters(base_filters, i, max_filters), num_layers - 1 - i, norm, f"res{i}"))
             x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
     for f in range(num_layers - 2, -1, -1):
         filters = level_filters(base_filters, f, max_filters)
         u = up_block(x, filters, name=f"up{f}")
-        x = multires_block(layers.Concatenate(name=f"cat{f}")([u, skips[f]]), filters, norm, f"dec{f}")
+        x = multires_block(layers.Concatenate(name=f"cat{f}")([u, skips[f]]), filters, norm, f"dec{f}", alpha)
     outputs = segmentation_head(x, num_classes)
     return keras.Model(inputs, outputs, name=name)

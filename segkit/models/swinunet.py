@@ -8,7 +8,8 @@ is a 2x2 stride-2 convolution (equivalent to the paper's concatenate-and-project
 ``max_filters``). The decoder mirrors it: patch expanding by a 2x2 transposed convolution, the skip of the same
 stage concatenated and projected (the paper's skip connection), two Swin blocks; a last expansion returns to full
 resolution, joined with a 3x3 convolution of the input, before the head. Windows are 4x4 tokens (the paper's 7
-does not divide the small maps of 128-pixel inputs), shrunk where a map is smaller; ``HEADS`` per block. Unlike
+does not divide the small maps of 128-pixel inputs; ``model.swinunet.window``), shrunk where a map is smaller;
+``model.swinunet.heads`` (4) heads per block. Unlike
 the paper, the attention has no relative position bias (Keras' ``MultiHeadAttention`` takes no additive bias).
 """
 
@@ -23,7 +24,7 @@ from keras import layers
 from segkit.models.blocks import conv_block, segmentation_head
 from segkit.models.flexunet import level_filters
 
-WINDOW = 4
+WINDOW = 4  # defaults of model.swinunet (segkit.config.SwinUNetOptions)
 HEADS = 4
 
 
@@ -107,21 +108,21 @@ class SwinBlock(layers.Layer):
         return {**super().get_config(), "heads": self.heads, "window": self.window, "shift": self.shift}
 
 
-def _window_for(h: int, w: int) -> int:
-    """The largest of (WINDOW, 2, 1) that divides both sides of the map."""
-    for ws in (WINDOW, 2, 1):
+def _window_for(h: int, w: int, window: int = WINDOW) -> int:
+    """The largest of (window, 2, 1) that divides both sides of the map."""
+    for ws in (window, 2, 1):
         if ws <= min(h, w) and h % ws == 0 and w % ws == 0:
             return ws
     return 1
 
 
-def swin_stage(x: keras.KerasTensor, name: str) -> keras.KerasTensor:
+def swin_stage(x: keras.KerasTensor, name: str, window: int = WINDOW, heads: int = HEADS) -> keras.KerasTensor:
     """Two Swin blocks: plain windows, then windows shifted by half a window (when the map holds more than one)."""
     h, w = int(x.shape[1]), int(x.shape[2])
-    ws = _window_for(h, w)
-    x = SwinBlock(HEADS, ws, 0, name=f"{name}_w")(x)
+    ws = _window_for(h, w, window)
+    x = SwinBlock(heads, ws, 0, name=f"{name}_w")(x)
     shift = ws // 2 if max(h, w) > ws else 0
-    return SwinBlock(HEADS, ws, shift, name=f"{name}_sw")(x)
+    return SwinBlock(heads, ws, shift, name=f"{name}_sw")(x)
 
 
 def build_swinunet(
@@ -135,9 +136,12 @@ def build_swinunet(
     dilation: int = 1,
     max_filters: int | None = None,
     norm: str = "none",
+    window: int = WINDOW,
+    heads: int = HEADS,
     name: str = "swinunet",
 ) -> keras.Model:
-    """Build Swin-UNet (``base_kernels``, ``dropout_rate``, ``dilation`` only shape the full-resolution conv).
+    """Build Swin-UNet (``base_kernels``, ``dropout_rate``, ``dilation`` only shape the full-resolution conv;
+    ``window`` and ``heads``: ``model.swinunet``).
 
     Returns:
         ``keras.Model``: ``(B, H, W, C)`` in 0..1 -> ``(B, H, W, num_classes)`` float32 probabilities.
@@ -156,7 +160,7 @@ def build_swinunet(
     x = layers.LayerNormalization(epsilon=1e-5, name="patch_embed_ln")(x)
     skips = {}
     for level in range(1, num_layers):
-        x = swin_stage(x, f"enc{level}")
+        x = swin_stage(x, f"enc{level}", window, heads)
         skips[level] = x
         if level < num_layers - 1:
             x = layers.Conv2D(dim(level + 1), 2, strides=2, name=f"merge{level}")(x)
@@ -164,7 +168,7 @@ def build_swinunet(
         x = layers.Conv2DTranspose(dim(level), 2, strides=2, name=f"expand{level}")(x)
         x = layers.Concatenate(name=f"cat{level}")([x, skips[level]])
         x = layers.Dense(dim(level), name=f"skip_proj{level}")(x)
-        x = swin_stage(x, f"dec{level}")
+        x = swin_stage(x, f"dec{level}", window, heads)
     x = layers.Conv2DTranspose(level_filters(base_filters, 0, max_filters), 2, strides=2, name="expand0")(x)
     full = conv_block(inputs, level_filters(base_filters, 0, max_filters), base_kernels, dilation, dropout_rate, norm,
                       name="full")

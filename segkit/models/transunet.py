@@ -3,8 +3,8 @@ decoder with the CNN skips.
 
 The CNN encoder is FlexUNet's contracting path; its deepest map (stride ``2**(num_layers-1)``) becomes one token
 per pixel, projected to ``D = 8 * base_filters`` (capped by ``max_filters``), plus a learned position embedding
-(``PositionEmbedding``), then ``DEPTH`` pre-norm Transformer layers (multi-head self-attention with ``HEADS``
-heads and a 2x MLP), and back to a map. The decoder is FlexUNet's (transposed-conv up-sampling, skips, two
+(``PositionEmbedding``), then ``depth`` pre-norm Transformer layers (multi-head self-attention with ``heads``
+heads and a ``mlp_ratio`` x MLP; ``model.transunet``, default 2, 4, 2), and back to a map. The decoder is FlexUNet's (transposed-conv up-sampling, skips, two
 convolutions per level). The paper's ImageNet R50-ViT-B/16 hybrid (12 layers, D = 768) is out of reach of a CPU
 budget and would need downloaded weights; this is its structure at the scale of the other segkit models.
 """
@@ -19,8 +19,9 @@ from keras import layers
 from segkit.models.blocks import segmentation_head
 from segkit.models.flexunet import decoder, encoder
 
-DEPTH = 2
+DEPTH = 2  # defaults of model.transunet (segkit.config.TransUNetOptions)
 HEADS = 4
+MLP_RATIO = 2.0
 
 
 @keras.saving.register_keras_serializable(package="segkit")
@@ -41,13 +42,14 @@ class PositionEmbedding(layers.Layer):
         return tuple(input_shape)
 
 
-def transformer_layer(x: keras.KerasTensor, dim: int, name: str) -> keras.KerasTensor:
-    """Pre-norm Transformer encoder layer: ``x + MSA(LN(x))``, then ``x + MLP(LN(x))`` (GELU, 2x width)."""
+def transformer_layer(x: keras.KerasTensor, dim: int, name: str, heads: int = HEADS,
+                      mlp_ratio: float = MLP_RATIO) -> keras.KerasTensor:
+    """Pre-norm Transformer encoder layer: ``x + MSA(LN(x))``, then ``x + MLP(LN(x))`` (GELU, ``mlp_ratio`` x width)."""
     h = layers.LayerNormalization(epsilon=1e-6, name=f"{name}_ln1")(x)
-    h = layers.MultiHeadAttention(HEADS, max(dim // HEADS, 1), name=f"{name}_msa")(h, h)
+    h = layers.MultiHeadAttention(heads, max(dim // heads, 1), name=f"{name}_msa")(h, h)
     x = layers.Add(name=f"{name}_add1")([x, h])
     h = layers.LayerNormalization(epsilon=1e-6, name=f"{name}_ln2")(x)
-    h = layers.Dense(2 * dim, activation="gelu", name=f"{name}_mlp1")(h)
+    h = layers.Dense(max(int(round(mlp_ratio * dim)), 1), activation="gelu", name=f"{name}_mlp1")(h)
     h = layers.Dense(dim, name=f"{name}_mlp2")(h)
     return layers.Add(name=f"{name}_add2")([x, h])
 
@@ -63,9 +65,13 @@ def build_transunet(
     dilation: int = 1,
     max_filters: int | None = None,
     norm: str = "none",
+    depth: int = DEPTH,
+    heads: int = HEADS,
+    mlp_ratio: float = MLP_RATIO,
     name: str = "transunet",
 ) -> keras.Model:
-    """Build TransUNet (arguments as ``segkit.models.flexunet.build_flexunet``).
+    """Build TransUNet (CNN arguments as ``segkit.models.flexunet.build_flexunet``; ``depth`` Transformer layers
+    of ``heads`` heads and an MLP ``mlp_ratio`` times the token width: ``model.transunet``).
 
     Returns:
         ``keras.Model``: ``(B, H, W, C)`` in 0..1 -> ``(B, H, W, num_classes)`` float32 probabilities.
@@ -81,8 +87,8 @@ def build_transunet(
     t = layers.Reshape((h * w, c), name="tokens")(x)
     t = layers.Dense(dim, name="token_proj")(t)
     t = PositionEmbedding(name="position")(t)
-    for k in range(DEPTH):
-        t = transformer_layer(t, dim, f"vit{k}")
+    for k in range(depth):
+        t = transformer_layer(t, dim, f"vit{k}", heads, mlp_ratio)
     t = layers.LayerNormalization(epsilon=1e-6, name="vit_ln")(t)
     x = layers.Reshape((h, w, dim), name="untokens")(t)
     x = decoder(x, skips, base_filters, base_kernels, num_layers, dropout_rate, dilation, max_filters, norm)

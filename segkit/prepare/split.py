@@ -188,6 +188,24 @@ def check_no_leak(splits: dict[str, Any], path: Path | None = None) -> None:
                 where[cid] = j
 
 
+def fold_view(splits: dict[str, Any], fold: int, path: Path | None = None) -> dict[str, list[str]]:
+    """The train / valid / test case lists of cross-validation fold ``fold``: valid = that fold's cases, train =
+    the other folds' cases, test unchanged.
+
+    Raises:
+        DataError: the split has no folds (``prepare --folds K`` writes them), or ``fold`` is out of range.
+    """
+    folds = splits.get("kfold")
+    if not folds:
+        raise DataError("the dataset has no cross-validation folds", path=path,
+                        hint="prepare it with --folds K (e.g. segkit prepare ... --folds 5), or drop --fold")
+    if not 0 <= fold < len(folds):
+        raise DataError(f"fold {fold} is out of range: the dataset has {len(folds)} folds", path=path,
+                        hint=f"use a fold in 0..{len(folds) - 1}")
+    return {"train": sorted(c for j, f in enumerate(folds) if j != fold for c in f),
+            "valid": sorted(folds[fold]), "test": sorted(splits.get("test", []))}
+
+
 def split_of(splits: dict[str, Any]) -> dict[str, str]:
     """case_id -> split name."""
     return {cid: name for name in SPLITS for cid in splits.get(name, [])}

@@ -412,9 +412,9 @@ def preview_batch(cfg: Config, n: int) -> tuple[np.ndarray, np.ndarray]:
     Returns:
         ((n, H, W, C) float32 0..1 images, (n, H, W) uint8 class ids).
     """
-    from segkit.data.pipeline import context_table, list_pairs, read_sample
+    from segkit.data.pipeline import context_table, read_sample, split_pairs
 
-    pairs = list_pairs(Path(cfg.data.dir) / "valid")
+    pairs = split_pairs(cfg, "valid")
     k = cfg.data.context_slices
     manifest = Path(cfg.data.dir) / "dataset.json"
     context = context_table(pairs, k, manifest if manifest.is_file() else None) if k else None
@@ -588,6 +588,8 @@ def train_model(
 
         run_dir.mkdir(parents=True, exist_ok=True)
         write_run_info(cfg, run_dir, precision, device)
+        # train_summary.json describes a finished run; a resumed one is not finished until it writes a new one
+        (run_dir / "train_summary.json").unlink(missing_ok=True)
 
         # seed_offset: the data epoch counter continues where the interrupted run stopped (same shuffles).
         train_ds = make_dataset(cfg, "train", training=True, seed_offset=initial_epoch)

@@ -41,3 +41,32 @@ def test_kfold_folds_disjoint_and_cover(ids: list[str], k: int, seed: int, data:
     assert s["valid"] == s["kfold"][fold]
     assert set(s["train"]) == set(pooled) - set(s["valid"])
     assert max(map(len, s["kfold"])) - min(map(len, s["kfold"])) <= 1
+
+
+patients_st = st.dictionaries(st.from_regex(r"p[0-9]{1,3}", fullmatch=True), st.integers(1, 3), min_size=4, max_size=25)
+
+
+@given(patients=patients_st, k=st.one_of(st.none(), st.integers(2, 4)), seed=st.integers(0, 1000))
+def test_grouped_split_never_separates_one_patients_volumes(patients: dict[str, int], k: int | None, seed: int) -> None:
+    """ACDC-like ids (two phases per patient): with group_by every patient's volumes share one split and one
+    fold, and every fold_view is a partition of the cases."""
+    from segkit.prepare.split import fold_view, split_of
+
+    ids = [f"{p}_frame{j:02d}" for p, n in patients.items() for j in range(n)]
+    cfg = SplitConfig(train=0.7, valid=0.1 if k is None else 0.0, test=0.2, folds=k, group_by=r"^(p\d+)_")
+    n_test = allocate(len(patients), [0.2, 0.8], ["test", "train"])[0]
+    if k is not None and len(patients) - n_test < k:
+        return
+    s = split_cases(ids, cfg, seed)
+    where = split_of(s)
+    assert set(where) == set(ids)
+    for p, n in patients.items():
+        assert len({where[f"{p}_frame{j:02d}"] for j in range(n)}) == 1
+    if k is not None:
+        fold_of = {c: j for j, f in enumerate(s["kfold"]) for c in f}
+        for p, n in patients.items():
+            assert len({fold_of.get(f"{p}_frame{j:02d}", -1) for j in range(n)}) == 1
+        for j in range(k):
+            view = fold_view(s, j)
+            assert sorted(view["train"] + view["valid"] + view["test"]) == sorted(ids)
+            assert set(view["valid"]) == set(s["kfold"][j]) and not set(view["train"]) & set(view["valid"])

@@ -263,11 +263,11 @@ def test_sharpen_applies_the_high_boost_kernel_to_every_channel() -> None:
 
 
 def test_aspp_rates_follow_the_deepest_map() -> None:
-    from segkit.models.deeplabv3plus import aspp_rates
+    from segkit.models.deeplabv3plus import scaled_aspp_rates
 
-    assert aspp_rates(32) == (6, 12, 18)  # the paper's, at output stride 16 of 512 px
-    assert aspp_rates(8) == (2, 3, 4)
-    assert aspp_rates(4) == (1, 2, 3)  # 128 px, 6 levels: still three distinct branches
+    assert scaled_aspp_rates(32) == (6, 12, 18)  # the paper's, at output stride 16 of 512 px
+    assert scaled_aspp_rates(8) == (2, 3, 4)
+    assert scaled_aspp_rates(4) == (1, 2, 3)  # 128 px, 6 levels: still three distinct branches
 
 
 def test_depthwise_convolutions_are_counted() -> None:
@@ -315,3 +315,67 @@ def test_dense_and_attention_are_counted() -> None:
     keras.Model(inp, mha(dense(inp), dense(inp)))
     assert layer_macs(dense) == 16 * 8 * 4
     assert layer_macs(mha) == 4 * 16 * 4 * 6 + 2 * 16 * 16 * 6
+
+
+# === Per-model options (model.<name>) and pretrained weights ===
+
+
+def test_each_models_own_options_reach_its_layers() -> None:
+    t = build_model(tiny_cfg(name="transunet", transunet={"depth": 3, "heads": 2, "mlp_ratio": 4.0}))
+    assert [n for n in ("vit0_msa", "vit1_msa", "vit2_msa", "vit3_msa") if n in {ly.name for ly in t.layers}] == \
+        ["vit0_msa", "vit1_msa", "vit2_msa"]
+    assert t.get_layer("vit0_msa").num_heads == 2
+    assert t.get_layer("vit0_mlp1").units == 4 * t.get_layer("vit0_mlp2").units
+    s = build_model(tiny_cfg(name="swinunet", swinunet={"window": 2, "heads": 1}))
+    block = s.get_layer("enc1_w")
+    assert (block.window, block.heads) == (2, 1)
+    d = build_model(tiny_cfg(name="deeplabv3plus", deeplabv3plus={"aspp_rates": [1, 2, 5]}))
+    assert [d.get_layer(f"aspp_r{k}").dilation_rate for k in range(3)] == [(1, 1), (2, 2), (5, 5)]
+    m1 = model_summary(build_model(tiny_cfg(name="multiresunet")))["params"]
+    m2 = model_summary(build_model(tiny_cfg(name="multiresunet", multiresunet={"alpha": 3.0})))["params"]
+    assert m2 > m1
+    b0 = build_model(tiny_cfg(name="efficientunet"))
+    b1 = build_model(tiny_cfg(name="efficientunet", efficientunet={"backbone": "b1"}))
+    assert b1.count_params() > b0.count_params() and b1.output_shape == b0.output_shape
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("transunet", {"depht": 3}, "depht"),
+    ("transunet", {"heads": 0}, "model.transunet.heads"),
+    ("efficientunet", {"backbone": "b7"}, "model.efficientunet.backbone"),
+    ("deeplabv3plus", {"aspp_rates": [0, 2, 3]}, "at least 1"),
+])
+def test_model_options_are_validated(key: str, value: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        tiny_cfg(**{key: value})
+    assert message in e.value.one_line()
+
+
+def test_pretrained_weights_load_and_a_mismatch_is_one_config_error(tmp_path: Path) -> None:
+    keras.utils.set_random_seed(3)
+    source = build_model(tiny_cfg())
+    path = tmp_path / "mine.weights.h5"
+    source.save_weights(path)
+    x = np.random.default_rng(0).random((2, 32, 32, 1), dtype=np.float32)
+    keras.utils.set_random_seed(4)
+    loaded = build_model(tiny_cfg(pretrained_weights=str(path)))
+    np.testing.assert_allclose(loaded.predict_on_batch(x), source.predict_on_batch(x), atol=1e-6)
+    keras_file = tmp_path / "whole.keras"
+    source.save(keras_file)
+    np.testing.assert_allclose(build_model(tiny_cfg(pretrained_weights=str(keras_file))).predict_on_batch(x),
+                               source.predict_on_batch(x), atol=1e-6)
+    with pytest.raises(ConfigError, match="do not fit this model"):
+        build_model(tiny_cfg(pretrained_weights=str(path), base_filters=8))
+    with pytest.raises(ConfigError, match="not found"):
+        build_model(tiny_cfg(pretrained_weights=str(tmp_path / "missing.weights.h5")))
+    other = tmp_path / "weights.npz"
+    other.write_bytes(b"x")
+    with pytest.raises(ConfigError, match=r"\.weights\.h5 or \.keras"):
+        build_model(tiny_cfg(pretrained_weights=str(other)))
+
+
+def test_pretrained_weights_of_another_architecture_are_refused_not_half_loaded(tmp_path: Path) -> None:
+    path = tmp_path / "flex.weights.h5"
+    build_model(tiny_cfg()).save_weights(path)
+    with pytest.raises(ConfigError, match="do not fit this model"):
+        build_model(tiny_cfg(name="attention_unet", pretrained_weights=str(path)))

@@ -1,0 +1,286 @@
+"""Cross-validation: train every fold of a dataset prepared with ``--folds K``, score each fold's model on its
+validation cases, pool them, and choose the ensemble's post-processing on those predictions.
+
+``run_cv(cfg)`` (``segkit cv CONFIG``) lays out ``train.run_dir`` as::
+
+    run_dir/fold_0 ... fold_{K-1}   one ordinary training run each (data.fold = k; segkit train --fold k)
+    run_dir/cv.json                 the fold folders: segkit infer / evaluate RUN_DIR ensemble their models
+    run_dir/config.yaml             the resolved config (without a fold)
+    run_dir/preprocessing.json      the dataset's preprocessing recipe (inference without the dataset)
+    run_dir/postprocessing.json     TTA and component filter chosen on the pooled validation predictions
+    run_dir/cv_summary.json         per fold and pooled per-class Dice / HD95, mean +- sd across folds
+    run_dir/cv_cases.csv            one row per validation case x class, with its fold
+
+Folds are resumable one by one: a fold whose ``train_summary.json`` exists (same config) is skipped, an
+interrupted fold resumes from its last epoch, the rest start fresh. The per-fold scores are *raw* predictions
+(no TTA, no component filter: a post-processing chosen on the same validation cases would flatter them); the
+post-processed figure is the pooled Dice of the chosen variant, stored with the decision.
+
+Example:
+    >>> result = run_cv(load_config("configs/left-atrial.yaml"))   # dataset prepared with --folds 5
+    >>> result.summary["pooled"]["mean_fg_dice"]
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segkit.config import Config
+from segkit.errors import ConfigError, DataError
+from segkit.infer.predict import CV_FILE
+from segkit.io.atomic import write_json, write_text
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FILE = "cv_summary.json"
+CASES_FILE = "cv_cases.csv"
+METRICS = ("dice", "hd95_mm")
+
+
+def fold_dir(run_dir: Path, fold: int) -> Path:
+    """``run_dir/fold_<k>``."""
+    return Path(run_dir) / f"fold_{fold}"
+
+
+def fold_config(cfg: Config, fold: int) -> Config:
+    """``cfg`` for fold ``fold``: ``data.fold`` set and ``train.run_dir`` = ``<run_dir>/fold_<k>``."""
+    if cfg.data.fold is not None:
+        raise ConfigError(f"data.fold is already {cfg.data.fold}", path="data.fold",
+                          hint="give the config without data.fold; --fold / segkit cv set it")
+    return cfg.model_copy(update={
+        "data": cfg.data.model_copy(update={"fold": int(fold)}),
+        "train": cfg.train.model_copy(update={"run_dir": fold_dir(Path(cfg.train.run_dir), fold)}),
+    })
+
+
+def fold_count(cfg: Config) -> int:
+    """K, the number of folds in the dataset's ``splits.json``.
+
+    Raises:
+        DataError: no splits.json, or no folds in it (prepare with ``--folds K``).
+    """
+    from segkit.prepare.split import SPLITS_FILE, load_splits
+
+    data_dir = Path(cfg.data.dir)
+    folds = load_splits(data_dir).get("kfold")
+    if not folds:
+        raise DataError("the dataset has no cross-validation folds", path=data_dir / SPLITS_FILE,
+                        hint="prepare it with --folds K, e.g. segkit prepare ... --folds 5")
+    return len(folds)
+
+
+@dataclass
+class CVResult:
+    """What ``run_cv`` did: the run folder, the folds trained now / found done, and the summary written."""
+
+    run_dir: Path
+    folds: int
+    trained: list[int]
+    skipped: list[int]
+    summary: dict[str, Any]
+    summary_path: Path
+
+
+def _mean_sd(values: Sequence[float | None]) -> dict[str, float | int | None]:
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not finite:
+        return {"mean": None, "sd": None, "n": 0}
+    return {"mean": float(np.mean(finite)), "sd": float(np.std(finite)), "n": len(finite)}
+
+
+def _case_scores(rows: Sequence[dict[str, Any]], classes: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    per: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        per.setdefault(r["case_id"], {})[r["class_name"]] = {m: r.get(m) for m in METRICS}
+    return per
+
+
+def _fg(case: dict[str, dict[str, Any]], classes: Sequence[str], metric: str) -> float | None:
+    vals = [case[c][metric] for c in classes if c in case and case[c][metric] is not None
+            and math.isfinite(float(case[c][metric]))]
+    return float(np.mean(vals)) if vals else None
+
+
+def summarize_cv(fold_rows: Sequence[Sequence[dict[str, Any]]], classes: Sequence[str]) -> dict[str, Any]:
+    """The cross-validation summary from each fold's per case x class rows (``evaluate`` rows).
+
+    ``per_fold``: each fold's per-class mean Dice / HD95 and its mean foreground Dice; ``pooled``: the same over
+    all validation cases together (every case once); ``across_folds``: mean and sd of the fold means. A class
+    absent from a case's reference and prediction (Dice undefined) is left out of that case's means.
+    """
+    per_fold = []
+    pooled_cases: dict[str, dict[str, dict[str, Any]]] = {}
+    for k, rows in enumerate(fold_rows):
+        cases = _case_scores(rows, classes)
+        pooled_cases.update(cases)
+        per_fold.append({
+            "fold": k,
+            "cases": sorted(cases),
+            **{m: {c: _mean_sd([v[c][m] for v in cases.values() if c in v])["mean"] for c in classes}
+               for m in METRICS},
+            "mean_fg_dice": _mean_sd([_fg(v, classes, "dice") for v in cases.values()])["mean"],
+            "mean_hd95_mm": _mean_sd([_fg(v, classes, "hd95_mm") for v in cases.values()])["mean"],
+        })
+    fg = [_fg(v, classes, "dice") for v in pooled_cases.values()]
+    pooled = {
+        "cases": len(pooled_cases),
+        **{m: {c: _mean_sd([v[c][m] for v in pooled_cases.values() if c in v]) for c in classes} for m in METRICS},
+        "mean_fg_dice": _mean_sd(fg)["mean"],
+        "sd_fg_dice": _mean_sd(fg)["sd"],
+        "mean_hd95_mm": _mean_sd([_fg(v, classes, "hd95_mm") for v in pooled_cases.values()])["mean"],
+    }
+    across = {
+        "mean_fg_dice": _mean_sd([f["mean_fg_dice"] for f in per_fold]),
+        "mean_hd95_mm": _mean_sd([f["mean_hd95_mm"] for f in per_fold]),
+        **{m: {c: _mean_sd([f[m][c] for f in per_fold]) for c in classes} for m in METRICS},
+    }
+    return {"folds": len(per_fold), "classes": list(classes), "per_fold": per_fold, "pooled": pooled,
+            "across_folds": across}
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    return "n/a" if v is None else f"{float(v):.{digits}f}"
+
+
+def cv_table(summary: dict[str, Any]) -> str:
+    """A Markdown table: one row per fold, then pooled and mean +- sd across folds."""
+    classes = summary["classes"]
+    head = "| fold | cases | " + " | ".join(f"{c} Dice" for c in classes) + " | mean fg Dice | mean HD95 (mm) |"
+    lines = [head, "|" + "---|" * (4 + len(classes))]
+    for f in summary["per_fold"]:
+        lines.append(f"| {f['fold']} | {len(f['cases'])} | " + " | ".join(_fmt(f["dice"][c]) for c in classes)
+                     + f" | {_fmt(f['mean_fg_dice'])} | {_fmt(f['mean_hd95_mm'], 2)} |")
+    p, a = summary["pooled"], summary["across_folds"]
+    lines.append(f"| pooled | {p['cases']} | " + " | ".join(_fmt(p["dice"][c]["mean"]) for c in classes)
+                 + f" | {_fmt(p['mean_fg_dice'])} ± {_fmt(p['sd_fg_dice'])} | {_fmt(p['mean_hd95_mm'], 2)} |")
+    lines.append("| folds mean ± sd | | " + " | ".join(
+        f"{_fmt(a['dice'][c]['mean'])} ± {_fmt(a['dice'][c]['sd'])}" for c in classes)
+        + f" | {_fmt(a['mean_fg_dice']['mean'])} ± {_fmt(a['mean_fg_dice']['sd'])}"
+        f" | {_fmt(a['mean_hd95_mm']['mean'], 2)} ± {_fmt(a['mean_hd95_mm']['sd'], 2)} |")
+    return "\n".join(lines)
+
+
+def _fold_done(cfk: Config) -> bool:
+    from segkit.train.fit import config_difference
+
+    rk = Path(cfk.train.run_dir)
+    if not ((rk / "train_summary.json").is_file() and (rk / "model.keras").is_file()):
+        return False
+    diff = config_difference((rk / "config.yaml").read_text(encoding="utf-8"), cfk) \
+        if (rk / "config.yaml").is_file() else "config.yaml missing"
+    if diff is not None:
+        raise ConfigError(f"fold {cfk.data.fold} in the run folder was trained with another config ({diff})",
+                          path=rk, hint="use --overwrite to retrain every fold, or set train.run_dir to a new folder")
+    return True
+
+
+def run_cv(
+    cfg: Config,
+    *,
+    folds: Sequence[int] | None = None,
+    overwrite: bool = False,
+    train_progress: Callable[[Any], None] | None = None,
+    on_fold: Callable[[int, int, str], None] | None = None,
+) -> CVResult:
+    """Train every fold (resumable), score each on its validation cases, and write the cross-validation summary.
+
+    Args:
+        cfg: the config (no ``data.fold``); ``data.dir`` prepared with ``--folds K``.
+        folds: train only these folds (default all); the summary is written only when every fold has a model.
+        overwrite: retrain folds that are done or interrupted instead of skipping / resuming them.
+        train_progress: ``train_model``'s progress callback, for every fold.
+        on_fold: called with (fold, K, "train" | "skip" | "resume") before each fold.
+
+    Returns:
+        ``CVResult``.
+
+    Raises:
+        DataError: the dataset has no folds; ConfigError: a fold trained with another config (without
+            ``overwrite``); anything ``train_model`` / ``evaluate_model`` raise.
+    """
+    from segkit.evaluate.postprocess import choose_postprocessing_pooled
+    from segkit.evaluate.run import evaluate_model
+    from segkit.train.fit import train_model
+
+    k_total = fold_count(cfg)
+    todo = list(range(k_total)) if folds is None else sorted(set(int(f) for f in folds))
+    bad = [f for f in todo if not 0 <= f < k_total]
+    if bad:
+        raise ConfigError(f"fold {bad[0]} is out of range: the dataset has {k_total} folds",
+                          hint=f"use folds in 0..{k_total - 1}")
+    run_dir = Path(cfg.train.run_dir)
+    fold_cfgs = [fold_config(cfg, k) for k in range(k_total)]
+    trained: list[int] = []
+    skipped: list[int] = []
+    for k in todo:
+        cfk = fold_cfgs[k]
+        rk = Path(cfk.train.run_dir)
+        if not overwrite and _fold_done(cfk):
+            skipped.append(k)
+            if on_fold is not None:
+                on_fold(k, k_total, "skip")
+            continue
+        resume = not overwrite and (rk / "config.yaml").is_file()
+        if on_fold is not None:
+            on_fold(k, k_total, "resume" if resume else "train")
+        train_model(cfk, resume=resume, overwrite=overwrite, progress=train_progress)
+        trained.append(k)
+
+    summary_path = run_dir / SUMMARY_FILE
+    if any(not (Path(c.train.run_dir) / "model.keras").is_file() for c in fold_cfgs):
+        log.info("not every fold has a model yet: no cross-validation summary")
+        return CVResult(run_dir, k_total, trained, skipped, {}, summary_path)
+
+    classes = [c.name for c in cfg.effective_classes]
+    raw = cfg.infer.model_copy(update={"tta": False, "largest_component": False})
+    fold_rows = []
+    for cfk in fold_cfgs:
+        rk = Path(cfk.train.run_dir)
+        ev = evaluate_model(cfk.model_copy(update={"infer": raw}), split="valid", out_dir=rk / "cv_evaluation")
+        fold_rows.append(ev.rows)
+    summary = summarize_cv(fold_rows, classes)
+    summary["runs"] = []
+    for cfk in fold_cfgs:
+        ts = json.loads((Path(cfk.train.run_dir) / "train_summary.json").read_text(encoding="utf-8")) \
+            if (Path(cfk.train.run_dir) / "train_summary.json").is_file() else {}
+        summary["runs"].append({"fold": cfk.data.fold, "run_dir": f"fold_{cfk.data.fold}",
+                                "epochs_done": ts.get("epochs_done"), "train_time_s": ts.get("train_time_s"),
+                                "stop_reason": ts.get("stop_reason")})
+    summary["scores"] = "raw predictions of each fold's model on its validation cases (no TTA, no component filter)"
+
+    pp = None
+    if cfg.train.choose_postprocessing:
+        members = [(c, Path(c.train.run_dir) / "model.keras") for c in fold_cfgs]
+        pp = choose_postprocessing_pooled(members, run_dir, "valid")
+    summary["postprocessing"] = pp.to_json() if pp is not None else None
+
+    # the run folder: what inference and evaluation of the ensemble need
+    write_text(run_dir / "config.yaml", cfg.to_yaml())
+    write_json(run_dir / CV_FILE, {"folds": [f"fold_{k}" for k in range(k_total)]})
+    for name in ("preprocessing.json", "splits.json"):
+        src = Path(fold_cfgs[0].train.run_dir) / name
+        if src.is_file():
+            write_text(run_dir / name, src.read_text(encoding="utf-8"))
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["fold", "case_id", "class_name", *METRICS])
+    for k, rows in enumerate(fold_rows):
+        for r in rows:
+            writer.writerow([k, r["case_id"], r["class_name"], *(r.get(m) for m in METRICS)])
+    write_text(run_dir / CASES_FILE, buf.getvalue())
+    write_json(summary_path, summary)
+    write_text(run_dir / "cv_summary.md", cv_table(summary) + "\n")
+    return CVResult(run_dir, k_total, trained, skipped, summary, summary_path)
+
+
+__all__ = ["CVResult", "cv_table", "fold_config", "fold_count", "fold_dir", "run_cv", "summarize_cv"]

@@ -1,0 +1,164 @@
+"""Cross-validation on the phantom: one ``prepare --folds 3``, ``segkit train --fold``, ``segkit cv`` (resumable
+fold by fold), the run folder as an ensemble for ``evaluate`` and ``infer`` -- also after the dataset is gone.
+
+Tiny models (flexunet, 4 filters, 3 levels, 32x32) and one two-step epoch per fold: the figures are meaningless,
+the files, case bookkeeping and resumption are what is tested.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from segkit.cli.app import app
+from segkit.config import load_config
+
+runner = CliRunner()
+
+TINY = [
+    "model.num_layers=3", "model.base_filters=4", "data.image_size=[32,32]", "infer.batch_size=16",
+    "train.epochs=1", "train.steps_per_epoch=2", "train.validation_steps=1", "train.batch_size=4",
+    "train.epoch_change_infer.enabled=false", "train.jit_compile=false", "train.choose_postprocessing=true",
+]
+
+
+def _sets(*items: str) -> list[str]:
+    return [a for s in items for a in ("--set", s)]
+
+
+@pytest.fixture(scope="module")
+def cv_setup(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("cv")
+    config = repo_root / "configs" / "demo.yaml"
+    data = root / "data"
+    res = runner.invoke(app, ["prepare", "phantom", "--out", str(data), "--config", str(config), "--n", "8",
+                              "--folds", "3", "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    return {"root": root, "config": config, "data": data}
+
+
+def _base(s: dict[str, Path], run: Path) -> list[str]:
+    return _sets(*TINY, f"data.dir={s['data']}", f"train.run_dir={run}")
+
+
+def _cases_of(pairs: list[tuple[Path, Path]], ids: list[str]) -> set[str]:
+    from segkit.data.pipeline import case_of_stem
+
+    return {case_of_stem(img.stem, ids)[0] for img, _ in pairs}
+
+
+def test_folds_select_slices_by_case_id(cv_setup: dict[str, Path]) -> None:
+    from segkit.data.pipeline import split_pairs
+
+    splits = json.loads((cv_setup["data"] / "splits.json").read_text())
+    folds, test = splits["kfold"], splits["test"]
+    assert len(folds) == 3 and all(folds)
+    every = sorted(c for f in folds for c in f)
+    assert len(every) == len(set(every)) and not set(every) & set(test)  # every case in exactly one fold
+    ids = every + test
+    for k in range(3):
+        cfg = load_config(cv_setup["config"], [*TINY, f"data.dir={cv_setup['data']}", f"data.fold={k}"])
+        valid, train = split_pairs(cfg, "valid"), split_pairs(cfg, "train")
+        assert _cases_of(valid, ids) == set(folds[k])
+        assert _cases_of(train, ids) == {c for j, f in enumerate(folds) if j != k for c in f}
+        assert _cases_of(split_pairs(cfg, "test"), ids) == set(test)
+        assert not {p[0] for p in valid} & {p[0] for p in train}
+    # without a fold the folders are the split (fold 0 was written to train/ and valid/)
+    plain = load_config(cv_setup["config"], [*TINY, f"data.dir={cv_setup['data']}"])
+    assert _cases_of(split_pairs(plain, "valid"), ids) == set(folds[0])
+
+
+def test_fold_out_of_range_and_dataset_without_folds_are_one_line(cv_setup: dict[str, Path], tmp_path: Path) -> None:
+    res = runner.invoke(app, ["train", str(cv_setup["config"]), "--fold", "3", *_base(cv_setup, tmp_path / "r")])
+    assert res.exit_code == 2 and "fold 3 is out of range: the dataset has 3 folds" in res.stderr
+    flat = tmp_path / "flat"
+    assert runner.invoke(app, ["prepare", "phantom", "--out", str(flat), "--config", str(cv_setup["config"]),
+                               "--n", "3", "--workers", "1"]).exit_code == 0
+    res = runner.invoke(app, ["cv", str(cv_setup["config"]), *_sets(*TINY, f"data.dir={flat}",
+                                                                    f"train.run_dir={tmp_path / 'r2'}")])
+    assert res.exit_code == 2 and "has no cross-validation folds" in res.stderr and "--folds" in res.stderr
+    assert not (tmp_path / "r2").exists()
+
+
+def test_cv_trains_every_fold_resumably_and_the_run_is_an_ensemble(cv_setup: dict[str, Path]) -> None:
+    run = cv_setup["root"] / "cv_run"
+    cfg_path = str(cv_setup["config"])
+    splits = json.loads((cv_setup["data"] / "splits.json").read_text())
+
+    # one fold first (as after an interruption): no summary yet
+    res = runner.invoke(app, ["cv", cfg_path, "--fold", "0", *_base(cv_setup, run)])
+    assert res.exit_code == 0, res.output
+    assert (run / "fold_0" / "train_summary.json").is_file() and not (run / "fold_1").exists()
+    assert not (run / "cv_summary.json").exists() and "no summary" in res.stdout
+    stamp = (run / "fold_0" / "model.keras").stat().st_mtime_ns
+
+    res = runner.invoke(app, ["cv", cfg_path, *_base(cv_setup, run)])
+    assert res.exit_code == 0, res.output
+    assert "fold 1/3 (fold_0): done before, skipped" in res.stderr
+    assert (run / "fold_0" / "model.keras").stat().st_mtime_ns == stamp  # not retrained
+    for k in range(3):
+        saved = load_config(run / f"fold_{k}" / "config.yaml")
+        assert saved.data.fold == k and Path(saved.train.run_dir) == run / f"fold_{k}"
+    summary = json.loads((run / "cv_summary.json").read_text())
+    assert summary["folds"] == 3 and [f["cases"] for f in summary["per_fold"]] == splits["kfold"]
+    assert summary["pooled"]["cases"] == sum(len(f) for f in splits["kfold"])
+    assert set(summary["classes"]) == {"ventricle", "atrium", "vessel"}
+    rows = list(csv.DictReader(open(run / "cv_cases.csv", newline="")))
+    assert len(rows) == 3 * summary["pooled"]["cases"]
+    for r in rows:
+        assert r["case_id"] in splits["kfold"][int(r["fold"])]
+    # the pooled mean is the mean over all validation cases of their foreground-mean Dice (hand-computed)
+    by_case: dict[str, list[float]] = {}
+    for r in rows:
+        if r["dice"] not in ("", "None", "nan"):
+            by_case.setdefault(r["case_id"], []).append(float(r["dice"]))
+    expect = np.mean([np.mean(v) for v in by_case.values()])
+    assert summary["pooled"]["mean_fg_dice"] == pytest.approx(expect, abs=1e-9)
+    fold_means = [f["mean_fg_dice"] for f in summary["per_fold"]]
+    assert summary["across_folds"]["mean_fg_dice"]["mean"] == pytest.approx(np.mean(fold_means))
+    assert summary["across_folds"]["mean_fg_dice"]["sd"] == pytest.approx(np.std(fold_means))
+    assert json.loads((run / "cv.json").read_text()) == {"folds": ["fold_0", "fold_1", "fold_2"]}
+    assert (run / "postprocessing.json").is_file() and json.loads((run / "postprocessing.json").read_text())["split"] == "cv"
+    assert "| pooled |" in (run / "cv_summary.md").read_text()
+
+    # a third run trains nothing
+    res = runner.invoke(app, ["cv", cfg_path, *_base(cv_setup, run)])
+    assert res.exit_code == 0 and res.stderr.count("done before, skipped") == 3
+
+    # segkit evaluate RUN_DIR: the ensemble of the three fold models on the test cases
+    res = runner.invoke(app, ["evaluate", str(run)])
+    assert res.exit_code == 0, res.output
+    ev = json.loads((run / "evaluation" / "evaluation.json").read_text())
+    assert ev["model"] == [str(run / f"fold_{k}" / "model.keras") for k in range(3)]
+    assert ev["split"] == "test" and ev["n_cases"] == len(splits["test"])
+
+    # segkit infer RUN_DIR after the dataset folder is gone (the volume copied out first)
+    vol = sorted((cv_setup["data"] / "raw").rglob("*image*.nii.gz"))[0]
+    keep = cv_setup["root"] / vol.name
+    shutil.copy(vol, keep)
+    moved = cv_setup["root"] / "data_gone"
+    cv_setup["data"].rename(moved)
+    try:
+        res = runner.invoke(app, ["infer", str(run), "--input", str(keep), "--output", str(run / "inf")])
+        assert res.exit_code == 0, res.output
+    finally:
+        moved.rename(cv_setup["data"])
+    seg = nib.load(str(next((run / "inf").glob("*_seg.nii.gz"))))
+    src = nib.load(str(keep))
+    assert seg.shape == src.shape and np.allclose(seg.affine, src.affine, atol=1e-5)
+
+
+def test_train_fold_writes_into_its_fold_folder(cv_setup: dict[str, Path]) -> None:
+    run = cv_setup["root"] / "one_fold"
+    res = runner.invoke(app, ["train", str(cv_setup["config"]), "--fold", "2", *_base(cv_setup, run)])
+    assert res.exit_code == 0, res.output
+    info = load_config(run / "fold_2" / "config.yaml")
+    assert info.data.fold == 2 and (run / "fold_2" / "model.keras").is_file()
+    assert not (run / "model.keras").exists()
