@@ -3,14 +3,14 @@
 Only the infer and evaluate stages import this module; Keras is imported inside the functions.
 
 Example:
-    >>> model = load_model(Path("demo/run/model.keras"), cfg)
-    >>> labels = predict_labels(model, images, batch_size=8)   # (N, H, W, C) float32 -> (N, H, W) uint8
+    >>> model = load_models(run_models(Path("demo/run")), cfg)   # one model, or a cv run's fold ensemble
+    >>> probs = predict_probs(model, images, batch_size=8)       # (N, H, W, C) float32 -> (N, H, W, K) float32
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -266,48 +266,6 @@ def predict_probs(
         probs = probs + run(x[:, ::-1].copy())[:, ::-1]
         probs = probs / np.float32(3.0)
     return np.ascontiguousarray(probs, dtype=np.float32)
-
-
-def iter_predictions(
-    model: keras.Model,
-    images: npt.NDArray[np.float32],
-    batch_size: int = 8,
-    tta: bool = False,
-    overlap: float = 0.5,
-    progress: ProgressFn | None = None,
-) -> Iterator[tuple[int, npt.NDArray[np.float32]]]:
-    """Yield ``(start, probs)`` chunk by chunk so the memory holds one batch of probabilities at a time.
-
-    Args:
-        model, images, batch_size, tta, overlap: as in ``predict_probs``.
-        progress: called with the number of slices done after each chunk.
-
-    Yields:
-        ``start`` index into ``images`` and (n, H, W, K) float32 probabilities of ``images[start:start+n]``.
-    """
-    if batch_size < 1:
-        raise ConfigError(f"batch size must be >= 1, got {batch_size}", path="infer.batch_size")
-    predictor = make_predictor(model, batch_size)
-    for s in range(0, len(images), batch_size):
-        chunk = images[s : s + batch_size]
-        yield s, predict_probs(model, chunk, batch_size, tta, overlap, predictor)
-        if progress is not None:
-            progress(len(chunk))
-
-
-def predict_labels(
-    model: keras.Model,
-    images: npt.NDArray[np.float32],
-    batch_size: int = 8,
-    tta: bool = False,
-    overlap: float = 0.5,
-    progress: ProgressFn | None = None,
-) -> npt.NDArray[np.uint8]:
-    """(N, H, W, C) float32 slices -> (N, H, W) uint8 class ids (argmax), batch by batch."""
-    out = np.zeros(images.shape[:3], dtype=np.uint8)
-    for s, probs in iter_predictions(model, images, batch_size, tta, overlap, progress):
-        out[s : s + len(probs)] = probs.argmax(-1).astype(np.uint8)
-    return out
 
 
 def largest_component(labels: npt.NDArray[np.integer], class_ids: list[int] | None = None) -> npt.NDArray[np.uint8]:

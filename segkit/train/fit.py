@@ -11,13 +11,9 @@
    ``model.keras`` (best by ``train.monitor``), ``last.keras``, ``history.csv``, ``history.json``,
    ``curves.png``, ``epoch_infer/epoch_XXX.png`` and keep ``backup/`` for ``--resume``.
 
-Precision ``auto``: ``mixed_float16`` on a GPU, otherwise ``float32``. ``mixed_bfloat16`` on CPU is only used
-when asked for, because it was measured slower: on the team's 2-core AMD EPYC (Zen 1, AVX2; no AVX512-BF16 or
-AMX-BF16 flags) ``scripts/bench_train.py`` gave, for the demo model, 6.3 images/s bf16 vs 19.7 float32 without
-XLA and 30.5 vs 43.4 with XLA; for the Whole-Heart seed model no bf16 step finished within 100 s without XLA
-(float32: 20 s/step), and bf16 + XLA was on a par with float32 + XLA (15.7 vs 16.5 s/step, one step each).
-No CPU with AMX-BF16/AVX512-BF16 was available to measure, so ``auto`` does not switch to bf16 on such flags
-either; run the bench there and set ``train.precision: mixed_bfloat16`` if it wins for your model.
+Precision ``auto``: ``mixed_float16`` on a GPU, otherwise ``float32``: ``mixed_bfloat16`` is emulated on CPUs
+without AVX512-BF16/AMX and measured slower here (``scripts/bench_train.py``; README "Benchmarks"), so it is used
+only when asked for.
 
 Example:
     >>> result = train_model(load_config(Path("configs/demo.yaml")))
@@ -118,18 +114,6 @@ class TrainResult:
 
 
 # === Environment ===
-
-
-def cpu_flags() -> set[str]:
-    """CPU feature flags from /proc/cpuinfo (empty set where unavailable)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.partition(":")[2].split())
-    return set()
 
 
 def cpu_name() -> str:

@@ -58,3 +58,21 @@ def test_table_lists_every_result(bench) -> None:  # noqa: ANN001
          "mean_hd95_mm": 12.345, "postprocessing": {"tta": True, "largest_component": [1]}}
     lines = bench.table([r]).splitlines()
     assert lines[2] == "| la | seed | 3 (10.0 min) | 2 | 0.500 ± 0.100 | LA 0.500 | 12.35 | TTA, LCC [1] |"
+
+
+def test_model_override_and_cv_keep_the_bench_test_patients(bench, tmp_path: Path) -> None:  # noqa: ANN001
+    """--models swaps only model.name; --cv K keeps the four LA test patients of the single-split bench, so the
+    fold ensemble is scored on exactly the patients of the README table."""
+    from segkit.config import validate_config
+    from segkit.prepare.split import split_cases
+
+    cfg = bench.recipe_config("la", "recommended", tmp_path, 10.0, quick=False, model="unet3plus")
+    plain = bench.recipe_config("la", "recommended", tmp_path, 10.0, quick=False)
+    assert cfg.model.name == "unet3plus" and cfg.model.base_filters == plain.model.base_filters
+    ids = sorted(p.name.removesuffix(".nii.gz") for p in (bench.DATASETS["la"]["src"] / "imagesTr").glob("*.nii.gz"))
+    assert len(ids) == 16
+    raw = plain.model_dump(mode="json")
+    raw["prepare"]["split"]["folds"] = 3
+    folded = split_cases(ids, validate_config(raw).prepare.split, plain.seed)
+    assert folded["test"] == bench.DATASETS["la"]["test"]
+    assert sorted(c for f in folded["kfold"] for c in f) == sorted(set(ids) - set(folded["test"]))
