@@ -5,25 +5,36 @@ key; wrong types name the key and the expected type. Overrides (``--set train.ep
 validator. The resolved config (with every default) is what ``segkit config show`` prints and what each run
 writes beside its outputs.
 
+A config is given as a path or as the name of a preset (``left-atrial``, ``seed/whole-heart``): the YAML files
+of the repository's ``configs/`` folder, shipped in the wheel as the package data ``segkit.presets``.
+``resolve_config_path`` is the one place that turns a name into a file; an existing path always wins.
+
 Example:
     >>> cfg = load_config(Path("configs/demo.yaml"), overrides=["train.epochs=2"])
     >>> cfg.train.epochs
     2
+    >>> load_config("left-atrial").name   # a preset, from any working directory
+    'left-atrial'
 """
 
 from __future__ import annotations
 
 import difflib
 import hashlib
+import importlib.resources
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from segkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 RGB = tuple[int, int, int]
 Size2 = tuple[int, int]
@@ -494,25 +505,130 @@ class Config(_Strict):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, default_flow_style=None)
 
 
+# === Presets ===
+
+PRESET_SUFFIX = ".yaml"
+
+
+def _presets_root() -> Traversable | None:
+    """The folder of the presets: ``configs/`` of the source checkout segkit is imported from (an editable install
+    or PYTHONPATH: the presets of the code that runs, whatever else is installed), else the package data
+    ``segkit.presets`` of an installed wheel (``configs/`` mapped there by pyproject.toml); None if neither."""
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "configs").is_dir():
+        return checkout / "configs"
+    try:
+        return importlib.resources.files("segkit.presets")
+    except ModuleNotFoundError:
+        return None
+
+
+def _walk(folder: Traversable, prefix: str = "") -> Iterator[tuple[str, Traversable]]:
+    for entry in folder.iterdir():
+        if entry.is_dir():
+            if not entry.name.startswith(("_", ".")):
+                yield from _walk(entry, f"{prefix}{entry.name}/")
+        elif entry.name.endswith(PRESET_SUFFIX):
+            yield prefix + entry.name[: -len(PRESET_SUFFIX)], entry
+
+
+def _presets() -> dict[str, Traversable]:
+    root = _presets_root()
+    found = dict(_walk(root)) if root is not None and root.is_dir() else {}
+    return dict(sorted(found.items(), key=lambda item: (item[0].count("/"), item[0])))
+
+
+def preset_names() -> list[str]:
+    """The names of the packaged presets: ``demo``, ``left-atrial``, ..., then ``seed/left-atrial``, ...
+    (the YAML files of ``configs/`` without ``.yaml``; top-level ones first)."""
+    return list(_presets())
+
+
+def preset_description(name: str) -> str:
+    """The first comment line of preset ``name`` (without ``#``), or ``""``."""
+    for line in preset_path(name).read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            return line.lstrip("#").strip()
+        if line.strip():
+            break
+    return ""
+
+
+def preset_path(name: str | Path) -> Path:
+    """The file of the preset ``name`` (``left-atrial``, ``left-atrial.yaml`` or ``seed/whole-heart``); only the
+    packaged presets are looked at, never the working directory.
+
+    Raises:
+        ConfigError: no preset has that name (the hint lists them, with the closest one).
+    """
+    key = _preset_key(name)
+    found = _presets().get(key)
+    if found is None:
+        raise ConfigError(f"no preset named '{key}'", hint=_presets_hint(key))
+    if not isinstance(found, Path):  # e.g. segkit imported from a zip archive
+        raise ConfigError(f"preset '{key}' is not a file on disk ({found})",
+                          hint="install segkit unpacked (pip install), or give the path of a YAML file")
+    return found
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """The YAML file a CONFIG argument means, the one place names become files. In this order: an existing file;
+    a run folder (made by ``segkit train``: its ``config.yaml``); a preset name (``left-atrial``,
+    ``left-atrial.yaml``, ``seed/whole-heart``: see ``preset_names``).
+
+    Raises:
+        ConfigError: none of these (the hint names the closest preset and lists them).
+    """
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    if path.is_dir() and (path / "config.yaml").is_file():
+        return path / "config.yaml"
+    key = _preset_key(name_or_path)
+    if not path.is_absolute() and key in _presets():
+        return preset_path(key)
+    if path.is_dir():
+        raise ConfigError("not a segkit run folder (config.yaml missing)", path=path,
+                          hint="give a YAML config, a folder made by segkit train, or a preset name")
+    if path.is_absolute():
+        hint = "give the path of a YAML file, or a preset name (segkit config presets), e.g. demo"
+    else:
+        hint = _presets_hint(key)
+    raise ConfigError("config file not found, nor a preset of that name", path=path, hint=hint)
+
+
+def _preset_key(name: str | Path) -> str:
+    key = str(name).replace("\\", "/").strip("/")
+    return key[: -len(PRESET_SUFFIX)] if key.endswith(PRESET_SUFFIX) else key
+
+
+def _presets_hint(key: str) -> str:
+    names = preset_names()
+    if not names:
+        return "give the path of a YAML file (no presets are installed with this segkit)"
+    close = difflib.get_close_matches(key.removeprefix("configs/"), names, n=1, cutoff=0.6)
+    mean = f"did you mean '{close[0]}'? " if close else ""
+    return f"{mean}give the path of a YAML file or a preset: {', '.join(names)}"
+
+
 # === Loading ===
 
 
-def load_config(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+def load_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read, merge overrides into, and validate a YAML config.
 
     Args:
-        path: the YAML file.
+        path: the YAML file, a run folder (its ``config.yaml``) or the name of a preset (``left-atrial``,
+            ``seed/whole-heart``); see ``resolve_config_path``.
         overrides: ``dotted.key=value`` strings; values are parsed as YAML scalars/lists.
 
     Returns:
         A frozen, validated ``Config``.
 
     Raises:
-        ConfigError: missing/unreadable file, bad YAML, unknown key, wrong type, bad override.
+        ConfigError: missing/unreadable file or unknown preset, bad YAML, unknown key, wrong type, bad override.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError("config file not found", path=path, hint="give the path of a YAML file, e.g. configs/demo.yaml")
+    path = resolve_config_path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:

@@ -7,6 +7,7 @@
     segkit infer CONFIG --input PATH        label volumes / masks from a trained model
     segkit augment-preview CONFIG           a grid of augmented samples
     segkit config show CONFIG               the resolved config with every default
+    segkit config presets                   the presets any CONFIG argument can name
     segkit models [NAME]                    registered architectures: params, GFLOP, options
 """
 
@@ -54,7 +55,7 @@ app.command("evaluate", no_args_is_help=True)(evaluate.evaluate)
 app.command("infer", no_args_is_help=True)(infer.infer)
 app.command("augment-preview", no_args_is_help=True)(augment_preview.augment_preview)
 app.command("models")(models_cmd.models)
-app.add_typer(config_cmd.app, name="config", help="Inspect configs.")
+app.add_typer(config_cmd.app, name="config", help="Inspect configs; list the presets.")
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from segkit.cli.common import handle_errors, load, out
 
 @handle_errors
 def augment_preview(
-    config: Path = typer.Argument(..., help="YAML config file."),
+    config: Path = typer.Argument(..., help="YAML config file or preset name (segkit config presets)."),
     n: int = typer.Option(16, "--n", min=1, max=256, help="Number of augmented samples."),
     out_file: Path = typer.Option(Path("augment_preview.png"), "--out", help="PNG file to write."),
     split: str = typer.Option("train", "--split", help="Split folder under data.dir to draw samples from."),

@@ -153,19 +153,17 @@ def quiet_tensorflow() -> None:
 
 
 def load(config: Path, sets: list[str] | None = None):  # noqa: ANN201 - returns segkit.config.Config
-    """Load and validate a config with ``--set`` overrides; a run folder stands for its ``config.yaml`` (with
-    ``train.run_dir`` pointing at the folder, wherever it now is)."""
-    from segkit.config import load_config
-    from segkit.errors import ConfigError
+    """Load and validate a config with ``--set`` overrides. CONFIG is a YAML file, a run folder (its
+    ``config.yaml``, with ``train.run_dir`` pointing at the folder, wherever it now is) or a preset name
+    (``segkit.config.resolve_config_path``)."""
+    from segkit.config import load_config, resolve_config_path
 
     config = Path(config)
-    if config.is_dir():
-        if not (config / "config.yaml").is_file():
-            raise ConfigError("not a segkit run folder (config.yaml missing)", path=config,
-                              hint="give a YAML config or a folder made by segkit train")
-        cfg = load_config(config / "config.yaml", overrides=tuple(sets or ()))
+    path = resolve_config_path(config)
+    cfg = load_config(path, overrides=tuple(sets or ()))
+    if path == config / "config.yaml":  # a run folder
         return cfg.model_copy(update={"train": cfg.train.model_copy(update={"run_dir": config})})
-    return load_config(config, overrides=tuple(sets or ()))
+    return cfg
 
 
 @contextmanager

@@ -1,4 +1,8 @@
-"""``segkit config show CONFIG``: print the resolved config with every default."""
+"""``segkit config show|check|presets``: the resolved config, validation, and the packaged presets.
+
+CONFIG is a YAML file, a run folder or a preset name (``left-atrial``, ``seed/whole-heart``), resolved by
+``segkit.config.resolve_config_path``.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,13 @@ from segkit.cli.common import handle_errors, load
 
 app = typer.Typer(no_args_is_help=True)
 
+_CONFIG_HELP = "YAML config file, run folder, or preset name (e.g. left-atrial; see `segkit config presets`)."
+
 
 @app.command("show")
 @handle_errors
 def show(
-    config: Path = typer.Argument(..., help="YAML config file."),
+    config: Path = typer.Argument(..., help=_CONFIG_HELP),
     sets: list[str] = typer.Option(None, "--set", help="Override a key, e.g. --set train.epochs=2."),
 ) -> None:
     """Print CONFIG resolved: every section and default, after --set overrides."""
@@ -24,8 +30,23 @@ def show(
 
 @app.command("check")
 @handle_errors
-def check(config: list[Path] = typer.Argument(..., help="YAML config files.")) -> None:
+def check(config: list[Path] = typer.Argument(..., help="YAML config files, run folders or preset names.")) -> None:
     """Validate one or more configs; exit 2 on the first invalid one."""
     for path in config:
         load(path)
         typer.echo(f"ok: {path}")
+
+
+@app.command("presets")
+@handle_errors
+def presets(
+    paths: bool = typer.Option(False, "--paths", help="Print each preset's file instead of its description."),
+) -> None:
+    """List the presets shipped with segkit (any CONFIG argument takes these names), each with the first line of
+    its comment."""
+    from segkit.config import preset_description, preset_names, preset_path
+
+    names = preset_names()
+    width = max((len(n) for n in names), default=0)
+    for name in names:
+        typer.echo(f"{name:<{width}}  {preset_path(name) if paths else preset_description(name)}".rstrip())

@@ -12,7 +12,7 @@ from segkit.cli.common import err, handle_errors, load, out, quiet_tensorflow, s
 
 @handle_errors
 def cv(
-    config: Path = typer.Argument(..., help="YAML config whose data.dir was prepared with --folds K."),
+    config: Path = typer.Argument(..., help="YAML config or preset name whose data.dir was prepared with --folds K."),
     sets: list[str] = typer.Option(None, "--set", help="Override a key, e.g. --set train.epochs=5 (repeatable)."),
     folds: list[int] = typer.Option(None, "--fold", min=0, help="Train only this fold (repeatable; default all)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Retrain folds that are done or interrupted."),

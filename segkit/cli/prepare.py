@@ -8,8 +8,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-import segkit
 from segkit.cli.common import err, handle_errors, load, out, progress
+from segkit.config import preset_path
 from segkit.errors import ConfigError, SegkitError
 from segkit.prepare.run import PrepareReport, parse_shard, run_prepare
 from segkit.prepare.sources import SOURCES
@@ -25,7 +25,8 @@ _EPILOG = "[bold]Examples[/bold] (one per source):\n\n" + "\n\n".join(
 
 
 def preset_config(source: str) -> Path:
-    """The preset config of a source: ``configs/<preset>.yaml`` beside the package.
+    """The preset config of a source: ``configs/<preset>.yaml``, packaged as ``segkit.presets`` (never a file of
+    that name in the working directory).
 
     Raises:
         SegkitError: the source has no preset (``nifti``: pass ``--config``).
@@ -36,7 +37,7 @@ def preset_config(source: str) -> Path:
             f"source '{adapter.name}' has no preset config",
             hint="pass --config with the class table, e.g. --config configs/whole-heart.yaml",
         )
-    return Path(segkit.__file__).resolve().parents[1] / "configs" / adapter.preset
+    return preset_path(adapter.preset)
 
 
 @handle_errors
@@ -44,7 +45,7 @@ def prepare(
     source: str = typer.Argument(..., help=f"Source layout: {', '.join(SOURCES.names())}."),
     src: Path = typer.Argument(None, help="Raw dataset folder (not for 'phantom').", show_default=False),
     out_dir: Path = typer.Option(None, "--out", "-o", help="Dataset folder to write (DIR/{train,valid,test}/...)."),
-    config: Path = typer.Option(None, "--config", "-c", help="YAML config (default: the source's preset)."),
+    config: Path = typer.Option(None, "--config", "-c", help="YAML config or preset name (default: the source's preset)."),
     sets: list[str] = typer.Option(None, "--set", help="Config override KEY=VALUE, e.g. prepare.size=[256,256]."),
     workers: int = typer.Option(None, "--workers", "-j", min=1, help="Worker processes (default: all cores)."),
     shard: str = typer.Option(None, "--shard", help="i/n: process every n-th case starting at i (array jobs)."),

@@ -106,7 +106,7 @@ class RichTrainProgress:
 
 @handle_errors
 def train(
-    config: Path = typer.Argument(..., help="YAML config, e.g. configs/demo.yaml."),
+    config: Path = typer.Argument(..., help="YAML config or preset name, e.g. configs/demo.yaml or demo."),
     sets: list[str] = typer.Option(None, "--set", help="Override a key, e.g. --set train.epochs=5 (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in train.run_dir."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the outputs of a previous run in train.run_dir."),

@@ -22,7 +22,8 @@ def test_help_lists_every_command() -> None:
 
 
 def test_each_command_has_help() -> None:
-    for cmd in (["prepare"], ["train"], ["evaluate"], ["infer"], ["augment-preview"], ["config", "show"]):
+    for cmd in (["prepare"], ["train"], ["evaluate"], ["infer"], ["augment-preview"], ["config", "show"],
+                ["config", "presets"]):
         r = runner.invoke(app, [*cmd, "--help"])
         assert r.exit_code == 0, (cmd, r.output)
         assert "Usage" in r.stdout
@@ -56,3 +57,27 @@ def test_config_check_all_presets() -> None:
     r = runner.invoke(app, ["config", "check", *map(str, sorted(CONFIGS.glob("*.yaml")))])
     assert r.exit_code == 0, r.output
     assert r.stdout.count("ok: ") == len(list(CONFIGS.glob("*.yaml")))
+
+
+def test_config_commands_take_preset_names() -> None:
+    r = runner.invoke(app, ["config", "show", "left-atrial", "--set", "train.epochs=3"])
+    assert r.exit_code == 0, r.output
+    shown = yaml.safe_load(r.stdout)
+    assert shown["name"] == "left-atrial" and shown["train"]["epochs"] == 3
+    r = runner.invoke(app, ["config", "check", "demo", "seed/hocm.yaml"])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines() == ["ok: demo", "ok: seed/hocm.yaml"]
+    r = runner.invoke(app, ["config", "show", "left-atrail"])
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert r.stderr.startswith("error: left-atrail: config file not found") and "did you mean 'left-atrial'?" in r.stderr
+
+
+def test_config_presets_lists_every_preset_with_its_description() -> None:
+    r = runner.invoke(app, ["config", "presets"])
+    assert r.exit_code == 0, r.output
+    rows = dict(line.split(None, 1) for line in r.stdout.splitlines())
+    assert sorted(f"{name}.yaml" for name in rows) == sorted(p.relative_to(CONFIGS).as_posix()
+                                                            for p in CONFIGS.rglob("*.yaml"))
+    assert rows["demo"].startswith("The phantom: synthetic CT-like volumes")
+    r = runner.invoke(app, ["config", "presets", "--paths"])
+    assert r.exit_code == 0 and f"seed/whole-heart  {CONFIGS / 'seed' / 'whole-heart.yaml'}" in r.stdout
