@@ -38,6 +38,7 @@ bench-quality: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check segkit tests scripts
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache bench-quality

@@ -105,7 +105,8 @@ def infer(
     pp_dir = run_dir if not model else (model_paths[0].parent if len(model_paths) == 1 else None)
     cfg = apply_postprocessing(cfg, pp_dir, volumes=not images)
     net = load_models(model_paths, cfg, precision=cfg.train.precision)
-    opts = {"batch_size": batch_size, "tta": tta, "largest_component": largest, "overwrite": overwrite}
+    opts: dict[str, Any] = {"batch_size": batch_size, "tta": tta, "largest_component": largest,
+                            "overwrite": overwrite}
     if images:
         with ExitStack() as stack:
             res = infer_folder(net, input_path, cfg, out_dir, **_bar(stack, "infer"), **opts)

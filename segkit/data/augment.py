@@ -23,7 +23,7 @@ Example:
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import cv2
 import numpy as np
@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from segkit.config import AugmentConfig, Config
 
 _PURPOSE_AUGMENT = 1  # child-seed purpose tag (0 is shuffling in pipeline.py)
+_Int = TypeVar("_Int", bound=np.integer)  # the mask's dtype, which augmentation keeps
 
 
 def _fmt(v: float) -> str:
@@ -104,8 +105,8 @@ def build_transforms(a: AugmentConfig, image_size: tuple[int, int]) -> list[Any]
     if a.scale.p > 0:
         t.append(A.Affine(scale=tuple(a.scale.range), keep_ratio=True, p=a.scale.p, **interp, **const))
     if a.shear.p > 0:
-        lim = (-a.shear.limit, a.shear.limit)
-        t.append(A.Affine(shear={"x": lim, "y": lim}, p=a.shear.p, **interp, **const))
+        shear = (-a.shear.limit, a.shear.limit)
+        t.append(A.Affine(shear={"x": shear, "y": shear}, p=a.shear.p, **interp, **const))
     if a.elastic.p > 0:
         t.append(A.ElasticTransform(alpha=a.elastic.alpha, sigma=a.elastic.sigma, p=a.elastic.p, **interp, **const))
     if a.grid_distortion.p > 0:
@@ -149,7 +150,8 @@ class Augmenter:
         if comp is None:
             import albumentations as A
 
-            transforms = build_transforms(self.cfg.augment, tuple(self.cfg.data.image_size)) if self.cfg.augment.enabled else []
+            transforms = (build_transforms(self.cfg.augment, self.cfg.data.image_size)
+                          if self.cfg.augment.enabled else [])
             comp = A.Compose(transforms, p=1.0, mask_interpolation=cv2.INTER_NEAREST, strict=True)
             self._local.compose = comp
         return comp
@@ -159,14 +161,14 @@ class Augmenter:
         return np.random.SeedSequence([self.cfg.seed, _PURPOSE_AUGMENT, int(epoch), int(index)])
 
     def __call__(
-        self, image: npt.NDArray[np.float32], mask: npt.NDArray[np.integer], *, epoch: int, index: int
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.integer]]:
+        self, image: npt.NDArray[np.float32], mask: npt.NDArray[_Int], *, epoch: int, index: int
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[_Int]]:
         """Augment one sample with the seed of (cfg.seed, epoch, index); see ``apply``."""
         return self.apply(image, mask, self.seed_for(epoch, index))
 
     def apply(
-        self, image: npt.NDArray[np.float32], mask: npt.NDArray[np.integer], seed: np.random.SeedSequence | int
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.integer]]:
+        self, image: npt.NDArray[np.float32], mask: npt.NDArray[_Int], seed: np.random.SeedSequence | int
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[_Int]]:
         """Augment one sample.
 
         Args:

@@ -220,13 +220,13 @@ def decode_image(path: Path, cfg: Config) -> npt.NDArray[np.float32]:
 def _fit_image(img: npt.NDArray[np.float32], cfg: Config) -> npt.NDArray[np.float32]:
     if cfg.data.patches:  # kept at the prepared size: patches are cut from it (segkit.data.patches)
         return img
-    return _resize(img, tuple(cfg.data.image_size), nearest=False).astype(np.float32, copy=False)
+    return _resize(img, cfg.data.image_size, nearest=False).astype(np.float32, copy=False)
 
 
 def _fit_mask(labels: npt.NDArray[np.uint8], cfg: Config) -> npt.NDArray[np.uint8]:
     if cfg.data.patches:
         return labels
-    return _resize(labels, tuple(cfg.data.image_size), nearest=True)
+    return _resize(labels, cfg.data.image_size, nearest=True)
 
 
 def read_mask(path: Path, cfg: Config) -> npt.NDArray[np.uint8]:

@@ -124,6 +124,7 @@ def case_rows(
     rows = []
     for cid, name in classes:
         m = ov[cid]
+        s: Mapping[str, float | None]
         if spacing is not None:
             s = surface_metrics(pred == cid, ref == cid, spacing, tolerance_mm)
         else:
@@ -196,6 +197,7 @@ def evaluate_model(
 
     split = split or cfg.evaluate.split
     run_dir = Path(cfg.train.run_dir)
+    pp_dir: Path | None
     if model_path is None:
         paths, pp_dir = run_models(run_dir), run_dir
     else:
@@ -262,7 +264,7 @@ def evaluate_model(
     rows: list[dict[str, Any]] = []
     tol = float(cfg.evaluate.nsd_tolerance_mm)
     reference: dict[str, str] = {}
-    label_cfg = _labels_config(cfg, manifest) if with_sources else cfg
+    label_cfg = _labels_config(cfg, manifest) if with_sources and manifest is not None else cfg
     for case_id in sorted(set(preds) | with_sources):
         record = manifest["cases"].get(case_id) if manifest else None
         if record is not None and record.get("kind") != "slices2d":
@@ -471,8 +473,8 @@ def _write_reports(
     write_text(csv_path, _csv_text(rows, CASE_COLUMNS))
     write_text(slices_csv, _csv_text(slice_rows, SLICE_COLUMNS))
     summary["files"] = {"csv": csv_path.name, "slices_csv": slices_csv.name}
-    plots = [boxplot(out_dir / f"boxplot_{m}.png", rows, m, classes) for m in METRICS]
-    plots = [p for p in plots if p is not None]
+    boxplots = [boxplot(out_dir / f"boxplot_{m}.png", rows, m, classes) for m in METRICS]
+    plots = [p for p in boxplots if p is not None]
     conf_path = confusion_plot(out_dir / "confusion_matrix.png", conf, summary["confusion_matrix"]["labels"])
     summary["files"].update({"boxplots": [p.name for p in plots], "confusion_matrix": conf_path.name})
     write_json(json_path, _json_clean(summary))

@@ -163,7 +163,8 @@ def resize_probs(probs: npt.NDArray[np.float32], size: Sequence[int]) -> npt.NDA
     h, w = int(size[0]), int(size[1])
     if probs.shape[:2] == (h, w):
         return probs
-    out = cv2.resize(np.ascontiguousarray(probs, dtype=np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    out = cv2.resize(np.ascontiguousarray(probs, dtype=np.float32), (w, h),
+                     interpolation=cv2.INTER_LINEAR).astype(np.float32, copy=False)
     return out[..., None] if out.ndim == 2 else out
 
 
@@ -388,7 +389,11 @@ def infer_volume(
     seg_path = save_volume(seg_out, labels, vol.affine)
     montage = overlay_montage(pred.stack, pred.labels2d, [c.color for c in cfg.effective_classes], cfg.infer.alpha)
     montage_path = write_png(montage_out, montage)
-    probs_path = save_volume(outputs[2], pred.probabilities, vol.affine) if save_probabilities else None
+    probs_path = None
+    if save_probabilities:
+        if pred.probabilities is None:  # cannot happen: predict_volume(probabilities=True) returns them
+            raise RuntimeError("predict_volume returned no probabilities")
+        probs_path = save_volume(outputs[2], pred.probabilities, vol.affine)
     t["write"] = time.perf_counter() - t0
     counts = np.bincount(labels.ravel(), minlength=cfg.num_classes)
     logger.info("%s: wrote %s", case_id, seg_path)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -55,7 +56,8 @@ def encode_png(
     if arr.dtype != np.uint8:
         raise DataError(f"PNG slices must be uint8, got {arr.dtype}", path=path)
     if arr.ndim == 3 and arr.shape[-1] == 3:
-        arr = np.ascontiguousarray(arr) if bgr else cv2.cvtColor(np.ascontiguousarray(arr), cv2.COLOR_RGB2BGR)
+        arr = (np.ascontiguousarray(arr) if bgr
+               else cv2.cvtColor(np.ascontiguousarray(arr), cv2.COLOR_RGB2BGR).astype(np.uint8, copy=False))
         params = COLOR_PARAMS
     elif arr.ndim == 2:
         arr = np.ascontiguousarray(arr)
@@ -137,7 +139,7 @@ def encode_mask_png(
     if hi == 0 and not pal[0].any():
         return _empty_mask_png((int(lbl.shape[0]), int(lbl.shape[1])))
     lbl = np.ascontiguousarray(lbl)
-    bgr = cv2.merge([cv2.LUT(lbl, lut) for lut in _channel_luts(pal.tobytes())])
+    bgr = cv2.merge([cv2.LUT(lbl, lut) for lut in _channel_luts(pal.tobytes())]).astype(np.uint8, copy=False)
     return encode_png(bgr, bgr=True, path=path)
 
 
@@ -149,7 +151,7 @@ def _decode(path: Path, flag: int) -> npt.NDArray[np.uint8]:
         raw = np.fromfile(str(path), dtype=np.uint8)
     except OSError as e:
         raise DataError(f"cannot read image: {e}", path=path, hint="check that it is a readable PNG/JPEG") from e
-    img = cv2.imdecode(raw, flag) if raw.size else None
+    img: npt.NDArray[Any] | None = cv2.imdecode(raw, flag) if raw.size else None
     if img is None:
         raise DataError("cannot decode image (corrupt or not an image)", path=path, hint="re-export the file")
     if img.dtype != np.uint8:  # 16-bit PNGs: keep the high byte
@@ -173,4 +175,4 @@ def read_rgb(path: Path) -> npt.NDArray[np.uint8]:
         DataError: missing or undecodable file.
     """
     bgr = _decode(path, cv2.IMREAD_COLOR)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.uint8, copy=False)

@@ -19,13 +19,14 @@ import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import nibabel as nib
 import nrrd
 import numpy as np
 import numpy.typing as npt
 from nibabel.filebasedimages import ImageFileError
-from nibabel.spatialimages import HeaderDataError
+from nibabel.spatialimages import HeaderDataError, SpatialImage
 
 from segkit.errors import DataError
 from segkit.io.atomic import atomic_path
@@ -142,7 +143,7 @@ def read_header(path: Path) -> tuple[tuple[int, ...], npt.NDArray[np.float64]]:
             header = nrrd.read_header(str(path))
             shape = tuple(int(s) for s in header["sizes"])
             return shape, nrrd_affine(header, ndim=len(shape), path=path)
-        img = nib.load(str(path))
+        img = cast(SpatialImage, nib.load(str(path)))  # nibabel types load() as the base FileBasedImage
         return tuple(int(s) for s in img.shape), np.asarray(img.affine, dtype=np.float64)
     except DataError:
         raise
@@ -214,7 +215,7 @@ def _available_memory() -> int | None:
 
 
 def _read_nifti(path: Path) -> tuple[npt.NDArray, npt.NDArray[np.float64]]:
-    img = nib.load(str(path))
+    img = cast(nib.Nifti1Image, nib.load(str(path)))  # a .nii/.nii.gz file: Nifti1Image (or its Nifti2Image)
     proxy = img.dataobj
     itemsize = img.get_data_dtype().itemsize
     scaled = getattr(proxy, "slope", 1.0) not in (1.0, None) or getattr(proxy, "inter", 0.0) not in (0.0, None)

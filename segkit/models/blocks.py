@@ -184,7 +184,7 @@ class AttentionGate(layers.Layer):
     def compute_output_shape(self, input_shape: list[tuple[int | None, ...]]) -> tuple[int | None, ...]:
         return tuple(input_shape[0])
 
-    def macs_per_image(self, input_shape: list[tuple[int | None, ...]]) -> int:
+    def macs_per_image(self, input_shape: list[tuple[int, ...]]) -> int:
         """Multiply-adds of the three 1x1 convolutions for one image (the gating product is not counted)."""
         (_, h, w, cx), (_, _, _, cg) = input_shape
         return int(h * w * (cx * self.inter_channels + cg * self.inter_channels + self.inter_channels))
@@ -218,7 +218,7 @@ class Sharpen(layers.Layer):
     def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
         return tuple(input_shape)
 
-    def macs_per_image(self, input_shape: list[tuple[int | None, ...]]) -> int:
+    def macs_per_image(self, input_shape: list[tuple[int, ...]]) -> int:
         """Nine multiply-adds per input value."""
         (_, h, w, c) = input_shape[0]
         return int(h * w * c * 9)

@@ -62,6 +62,8 @@ class SwinBlock(layers.Layer):
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
         _, h, w, c = input_shape
+        if h is None or w is None or c is None:
+            raise ValueError(f"SwinBlock needs a fixed height, width and channels, got {input_shape}")
         self.h, self.w, self.c = int(h), int(w), int(c)
         self.ln1 = layers.LayerNormalization(epsilon=1e-5, name="ln1", dtype=self.dtype_policy)
         self.ln2 = layers.LayerNormalization(epsilon=1e-5, name="ln2", dtype=self.dtype_policy)
@@ -99,7 +101,7 @@ class SwinBlock(layers.Layer):
     def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
         return tuple(input_shape)
 
-    def macs_per_image(self, input_shape: list[tuple[int | None, ...]]) -> int:
+    def macs_per_image(self, input_shape: list[tuple[int, ...]]) -> int:
         """q/k/v/output projections (4 HWC²), attention within windows (2 HW T C) and the 2x MLP (4 HWC²)."""
         (_, h, w, c) = input_shape[0]
         return int(h * w * (8 * c * c + 2 * self.window * self.window * c))

@@ -29,8 +29,11 @@ class PositionEmbedding(layers.Layer):
     """Adds a learned embedding per token position to ``(B, N, D)`` tokens (N fixed at build time)."""
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
+        n, d = input_shape[1], input_shape[2]
+        if n is None or d is None:
+            raise ValueError(f"PositionEmbedding needs a fixed token count and width, got {input_shape}")
         self.embedding = self.add_weight(
-            name="embedding", shape=(int(input_shape[1]), int(input_shape[2])),
+            name="embedding", shape=(int(n), int(d)),
             initializer=keras.initializers.RandomNormal(stddev=0.02),
         )
         self.built = True

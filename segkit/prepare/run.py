@@ -472,8 +472,8 @@ def slice_2d_case(spec: CaseSpec, cfg: Config, rng: np.random.Generator):  # noq
     else:
         keep = choose_slices(has_fg, prep, rng)
     slices = [
-        (items[i][0], resize_image(items[i][1], prep.size), resize_label(items[i][2], prep.size) if items[i][2] is not None else None)
-        for i in keep
+        (k, resize_image(img, prep.size), resize_label(lbl, prep.size) if lbl is not None else None)
+        for k, img, lbl in (items[i] for i in keep)
     ]
     h0, w0 = shape0 if shape0 is not None else tuple(prep.size)
     record = {
@@ -709,7 +709,7 @@ def run_prepare(
         remove_stale_temps(out)  # temporaries of a killed earlier run
     handed_over = False
     try:
-        found = adapter.discover(Path(src), options)  # type: ignore[arg-type]
+        found = adapter.discover(Path(src), options)
         found.problems += unusable_case_ids(found)
         report.n_cases = len(found.cases)
         if verify_only:
@@ -769,10 +769,10 @@ def run_prepare(
     # 6. completion
     entries = _load_entries(out, key, found.cases, where)
     if cfg.prepare.empty_labels == "warn":
-        labels = {c.case_id: c.label for c in found.cases}
+        labels = {c.case_id: c.label for c in found.cases if c.label is not None}
         report.warnings = [
-            f"{labels[cid].name if labels.get(cid) else cid}: label volume is empty (no foreground voxel); kept "
-            "(set prepare.empty_labels=allow for real negatives, or error to refuse such cases)"
+            f"{labels[cid].name if cid in labels else cid}: label volume is empty (no foreground voxel); "
+            "kept (set prepare.empty_labels=allow for real negatives, or error to refuse such cases)"
             for cid, e in sorted(entries.items()) if e.get("empty_label")
         ]
     report.summary = summarize(entries, cfg)

@@ -114,7 +114,8 @@ def resize_image(img: npt.NDArray[np.uint8], size: Sequence[int]) -> npt.NDArray
     if img.shape[:2] == (h, w):
         return img
     shrink = h <= img.shape[0] and w <= img.shape[1]
-    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR).astype(
+        np.uint8, copy=False)
 
 
 def resize_label(lbl: npt.NDArray[np.uint8], size: Sequence[int]) -> npt.NDArray[np.uint8]:
@@ -123,7 +124,7 @@ def resize_label(lbl: npt.NDArray[np.uint8], size: Sequence[int]) -> npt.NDArray
     h, w = int(size[0]), int(size[1])
     if lbl.shape[:2] == (h, w):
         return lbl
-    return cv2.resize(lbl, (w, h), interpolation=LABEL_INTERPOLATION)
+    return cv2.resize(lbl, (w, h), interpolation=LABEL_INTERPOLATION).astype(np.uint8, copy=False)
 
 
 # === Label values ===
@@ -188,8 +189,8 @@ def present_values(arr: npt.NDArray[np.integer], hi: int | None = None) -> list[
         return []
     if arr.dtype == np.uint8 and arr.size < 2**31:
         # ravel(order="K") is a view of C- or F-ordered volumes (NIfTI data is F-ordered): no 3D transpose copy
-        flat = arr.ravel(order="K").reshape(-1, 1)
-        hist = cv2.calcHist([flat], [0], None, [256], [0, 256]).ravel()
+        col = arr.ravel(order="K").reshape(-1, 1)
+        hist = cv2.calcHist([col], [0], None, [256], [0, 256]).ravel()
         return [int(v) for v in np.flatnonzero(hist)]
     hi = int(arr.max()) if hi is None else hi
     if hi >= 1 << 20:

@@ -274,12 +274,12 @@ def discover_chest_ct(src: Path, options: DiscoverOptions) -> Discovery:
             by_key[_chest_ids(Path(mname).stem)] = mname
         used: set[str] = set()
         for name in sorted(images):
-            mname = by_key.get(_chest_ids(Path(name).stem))
-            if mname is None:
+            mask_name = by_key.get(_chest_ids(Path(name).stem))
+            if mask_name is None:
                 problems.append(f"{name}: no mask file in {mask_dir.name}/")
             else:
-                pairs[name] = mname
-                used.add(mname)
+                pairs[name] = mask_name
+                used.add(mask_name)
         problems += [f"{m}: no image file in {img_dir.name}/" for m in sorted(masks.keys() - used)]
     grouped: dict[str, list[tuple[int, Path, Path | None]]] = {}
     for name, mname in pairs.items():

@@ -118,7 +118,7 @@ def summarize_cv(fold_rows: Sequence[Sequence[dict[str, Any]]], classes: Sequenc
     all validation cases together (every case once); ``across_folds``: mean and sd of the fold means. A class
     absent from a case's reference and prediction (Dice undefined) is left out of that case's means.
     """
-    per_fold = []
+    per_fold: list[dict[str, Any]] = []
     pooled_cases: dict[str, dict[str, dict[str, Any]]] = {}
     for k, rows in enumerate(fold_rows):
         cases = _case_scores(rows, classes)
