@@ -11,8 +11,9 @@ from rich.table import Table
 from segkit.cli.common import err, handle_errors, load, out, progress
 from segkit.config import preset_path
 from segkit.errors import ConfigError, SegkitError
-from segkit.prepare.run import PrepareReport, parse_shard, run_prepare
-from segkit.prepare.sources import SOURCES
+from segkit.prepare.report import PrepareReport
+from segkit.prepare.run import parse_shard, run_prepare
+from segkit.prepare.sources import SOURCES, SourceOptions
 
 _EPILOG = "[bold]Examples[/bold] (one per source):\n\n" + "\n\n".join(
     f"  {SOURCES.get(name).example}" for name in SOURCES.names()
@@ -103,10 +104,7 @@ def prepare(
             splits_file=splits,
             binary=binary,
             verify_only=verify,
-            image_glob=image_glob,
-            label_glob=label_glob,
-            phantom_n=n,
-            phantom_seed=seed,
+            source_options=SourceOptions(image_glob=image_glob, label_glob=label_glob, phantom_n=n, phantom_seed=seed),
             progress=on_progress,
         )
     _render(report)

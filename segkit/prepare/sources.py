@@ -76,11 +76,19 @@ class Discovery:
 
 
 @dataclass(frozen=True)
-class DiscoverOptions:
-    """Options some adapters need (``nifti``)."""
+class SourceOptions:
+    """Options of particular sources, handed to every adapter's ``discover``.
+
+    Attributes:
+        image_glob, label_glob: ``nifti``: image / label pattern with one ``*`` each (the case id).
+        phantom_n: ``phantom``: number of cases to generate.
+        phantom_seed: ``phantom``: generator seed (None: the config's ``seed``).
+    """
 
     image_glob: str | None = None
     label_glob: str | None = None
+    phantom_n: int = 6
+    phantom_seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -98,7 +106,7 @@ class Source:
     name: str
     preset: str | None
     needs_src: bool
-    discover: Callable[[Path, DiscoverOptions], Discovery]
+    discover: Callable[[Path, SourceOptions], Discovery]
     example: str
 
 
@@ -106,7 +114,7 @@ SOURCES: Registry[Source] = Registry("source")
 
 
 def _register(name: str, preset: str | None, example: str, needs_src: bool = True):  # noqa: ANN202
-    def deco(fn: Callable[[Path, DiscoverOptions], Discovery]) -> Callable[[Path, DiscoverOptions], Discovery]:
+    def deco(fn: Callable[[Path, SourceOptions], Discovery]) -> Callable[[Path, SourceOptions], Discovery]:
         SOURCES.register(name)(Source(name, preset, needs_src, fn, example))
         return fn
 
@@ -168,7 +176,7 @@ def _nonempty(d: Discovery, src: Path, expected: str) -> Discovery:
 
 
 @_register("hvsmr", "whole-heart.yaml", "segkit prepare hvsmr HVSMR-2.0/cropped_norm --out data/whole-heart")
-def discover_hvsmr(src: Path, options: DiscoverOptions) -> Discovery:
+def discover_hvsmr(src: Path, options: SourceOptions) -> Discovery:
     """HVSMR-2.0 ``cropped_norm/``: ``patN_cropped_norm.nii.gz`` + ``patN_cropped_seg.nii.gz``."""
     src = _require_dir(src)
     if (src / "cropped_norm").is_dir():
@@ -180,7 +188,7 @@ def discover_hvsmr(src: Path, options: DiscoverOptions) -> Discovery:
 
 
 @_register("hocm", "hocm.yaml", "segkit prepare hocm HOCMvalves/ --out data/hocm")
-def discover_hocm(src: Path, options: DiscoverOptions) -> Discovery:
+def discover_hocm(src: Path, options: SourceOptions) -> Discovery:
     """HOCMvalves: ``N_image.nii`` + ``N_label.nii`` in one folder."""
     src = _require_dir(src)
     images = _by_suffix(src, tuple(f"_image{e}" for e in _NII))
@@ -189,7 +197,7 @@ def discover_hocm(src: Path, options: DiscoverOptions) -> Discovery:
 
 
 @_register("alcapa", "alcapa.yaml", "segkit prepare alcapa ImageALCAPA/ --out data/alcapa --binary")
-def discover_alcapa(src: Path, options: DiscoverOptions) -> Discovery:
+def discover_alcapa(src: Path, options: SourceOptions) -> Discovery:
     """ImageALCAPA: ``<id>_image/_label.nii[.gz]``, ``<id>.img/.label.nii.gz``, or ``images/`` + ``labels/``."""
     src = _require_dir(src)
     if (src / "images").is_dir() and (src / "labels").is_dir():
@@ -205,7 +213,7 @@ def discover_alcapa(src: Path, options: DiscoverOptions) -> Discovery:
 
 
 @_register("left-atrial", "left-atrial.yaml", "segkit prepare left-atrial Task02_Heart/ --out data/left-atrial")
-def discover_left_atrial(src: Path, options: DiscoverOptions) -> Discovery:
+def discover_left_atrial(src: Path, options: SourceOptions) -> Discovery:
     """MSD Task02_Heart: ``imagesTr/la_NNN.nii.gz`` + ``labelsTr/la_NNN.nii.gz``."""
     src = _require_dir(src)
     img_dir, lab_dir = src / "imagesTr", src / "labelsTr"
@@ -232,7 +240,7 @@ def _chest_ids(stem: str) -> tuple[str, int | None]:
 
 
 @_register("chest-ct", "chest-ct.yaml", "segkit prepare chest-ct chest-ct-segmentation/ --out data/chest-ct")
-def discover_chest_ct(src: Path, options: DiscoverOptions) -> Discovery:
+def discover_chest_ct(src: Path, options: SourceOptions) -> Discovery:
     """Kaggle chest-ct-segmentation: 2D image slices + RGB masks (channels lung, heart, trachea)."""
     src = _require_dir(src)
     img_dir, mask_dir = src / "images", src / "masks"
@@ -335,7 +343,7 @@ def _match_glob(src: Path, pattern: str, option: str) -> dict[str, Path]:
     "segkit prepare nifti volumes/ --image-glob '*_image.nii.gz' --label-glob '*_label.nii.gz' "
     "--config my.yaml --out data/mine",
 )
-def discover_nifti(src: Path, options: DiscoverOptions) -> Discovery:
+def discover_nifti(src: Path, options: SourceOptions) -> Discovery:
     """Any folder of NIfTI/NRRD pairs matched by ``--image-glob`` / ``--label-glob``."""
     src = _require_dir(src)
     if not options.image_glob or not options.label_glob:
@@ -355,7 +363,7 @@ def discover_nifti(src: Path, options: DiscoverOptions) -> Discovery:
 
 
 @_register("phantom", "demo.yaml", "segkit prepare phantom --out demo/data --n 6 --seed 7", needs_src=False)
-def discover_phantom(src: Path, options: DiscoverOptions) -> Discovery:
+def discover_phantom(src: Path, options: SourceOptions) -> Discovery:
     """The phantom volumes written by ``segkit.prepare.phantom.write_phantom_cases`` into ``src`` (OUT/raw)."""
     src = _require_dir(src)
     images = _by_suffix(src, tuple(f"_image{e}" for e in _NII))
@@ -377,6 +385,6 @@ def unusable_case_ids(found: Discovery) -> list[str]:
     return problems
 
 
-def discover(source: str, src: Path, options: DiscoverOptions | None = None) -> Discovery:
+def discover(source: str, src: Path, options: SourceOptions | None = None) -> Discovery:
     """Look ``source`` up in ``SOURCES`` and discover the cases under ``src``."""
-    return SOURCES.get(source).discover(Path(src), options or DiscoverOptions())
+    return SOURCES.get(source).discover(Path(src), options or SourceOptions())

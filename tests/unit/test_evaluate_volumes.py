@@ -21,7 +21,7 @@ import pytest
 
 from segkit.config import load_config, validate_config
 from segkit.evaluate.run import evaluate_model
-from segkit.prepare.run import run_prepare
+from segkit.prepare import SourceOptions, run_prepare
 
 SHAPE = (16, 16, 10)  # X, Y, Z; slicing axis 2 (Z), 16x16 slices: prepare.size [16, 16] means no resize
 AFFINE = np.diag([-0.8, -0.9, 2.0, 1.0])  # LPS-like, anisotropic spacing
@@ -74,7 +74,7 @@ def volume_case(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         }
     )
     report = run_prepare("nifti", raw, root / "data", cfg, workers=1,
-                         image_glob="*_image.nii.gz", label_glob="*_label.nii.gz")
+                         source_options=SourceOptions(image_glob="*_image.nii.gz", label_glob="*_label.nii.gz"))
     assert report.ok
     written = sorted(p.name for p in (root / "data" / "test" / "images").iterdir())
     assert written == ["c1_0003.png", "c1_0004.png", "c1_0005.png"]  # label-free slices dropped

@@ -24,8 +24,8 @@ from segkit.io.atomic import write_bytes
 from segkit.io.palette import encode_mask, palette_array
 from segkit.io.png import encode_mask_png, encode_png, read_rgb, write_png
 from segkit.prepare import slicing
+from segkit.prepare.cases import class_pixels
 from segkit.prepare.normalize import apply_intensity
-from segkit.prepare.run import class_pixels
 
 PALETTE = palette_array([(255, 0, 0), (0, 255, 0), (0, 0, 255), (10, 20, 30)])
 

@@ -14,8 +14,9 @@ from segkit.config import load_config
 from segkit.errors import DataError, SegkitError
 from segkit.io.palette import decode_mask, palette_array
 from segkit.io.png import read_rgb
-from segkit.prepare.run import chest_mask_to_labels, run_prepare
-from segkit.prepare.sources import SOURCES, DiscoverOptions, discover
+from segkit.prepare.run import run_prepare
+from segkit.prepare.slices2d import chest_mask_to_labels
+from segkit.prepare.sources import SOURCES, SourceOptions, discover
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 AFFINE = np.array([[0, -0.8, 0, 10], [0.9, 0, 0, -5], [0, 0, 2.0, 3], [0, 0, 0, 1]], dtype=float)
@@ -109,17 +110,17 @@ def test_nifti_globs_and_nrrd(tmp_path: Path) -> None:
     touch(tmp_path / "ct_image.nii.gz")
     touch(tmp_path / "ct_label.nii.gz")
     touch(tmp_path / "lonely_image.nii.gz")
-    found = discover("nifti", tmp_path, DiscoverOptions("*_image.nrrd", "*_label.nrrd"))
+    found = discover("nifti", tmp_path, SourceOptions("*_image.nrrd", "*_label.nrrd"))
     assert [(c.case_id, c.image.name, c.label.name) for c in found.cases] == [
         ("brain1", "brain1_image.nrrd", "brain1_label.nrrd")
     ]
-    found = discover("nifti", tmp_path, DiscoverOptions("*_image.nii.gz", "*_label.nii.gz"))
+    found = discover("nifti", tmp_path, SourceOptions("*_image.nii.gz", "*_label.nii.gz"))
     assert [c.case_id for c in found.cases] == ["ct"]
     assert found.problems == ["lonely_image.nii.gz: no label file for case 'lonely'"]
     with pytest.raises(DataError, match="needs --image-glob and --label-glob"):
         discover("nifti", tmp_path)
     with pytest.raises(DataError, match="must contain exactly one"):
-        discover("nifti", tmp_path, DiscoverOptions("*_*.nii.gz", "*_label.nii.gz"))
+        discover("nifti", tmp_path, SourceOptions("*_*.nii.gz", "*_label.nii.gz"))
 
 
 def test_missing_source_folder(tmp_path: Path) -> None:
