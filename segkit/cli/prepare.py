@@ -45,7 +45,9 @@ def preset_config(source: str) -> Path:
 def prepare(
     source: str = typer.Argument(..., help=f"Source layout: {', '.join(SOURCES.names())}."),
     src: Path = typer.Argument(None, help="Raw dataset folder (not for 'phantom').", show_default=False),
-    out_dir: Path = typer.Option(None, "--out", "-o", help="Dataset folder to write (DIR/{train,valid,test}/...)."),
+    out_dir: Path = typer.Option(
+        None, "--out", "-o", help="Dataset folder to write (DIR/{train,valid,test}/...); default: the config's data.dir."
+    ),
     config: Path = typer.Option(None, "--config", "-c", help="YAML config or preset name (default: the source's preset)."),
     sets: list[str] = typer.Option(None, "--set", help="Config override KEY=VALUE, e.g. prepare.size=[256,256]."),
     workers: int = typer.Option(None, "--workers", "-j", min=1, help="Worker processes (default: all cores)."),
@@ -76,12 +78,10 @@ def prepare(
         raise SegkitError(f"source '{adapter.name}' needs a SRC folder", hint=f"e.g. {adapter.example}")
     if not adapter.needs_src and src is not None:
         raise SegkitError(f"source '{adapter.name}' takes no SRC folder (got {src})", hint=f"e.g. {adapter.example}")
-    if out_dir is None and not verify:
-        raise SegkitError("--out is required", hint=f"e.g. {adapter.example}")
-    if out_dir is None and not adapter.needs_src:
-        raise SegkitError("--out is required for 'phantom' (the volumes are generated into OUT/raw)",
-                          hint="e.g. segkit prepare phantom --out data/phantom")
     cfg = load(config or preset_config(adapter.name), sets)
+    if out_dir is None and (not verify or not adapter.needs_src):
+        out_dir = Path(cfg.data.dir)  # one key for the dataset folder: --out overrides data.dir
+        err.print(f"writing to data.dir = {out_dir} (--out to choose another folder)", highlight=False, soft_wrap=True)
     with ExitStack() as stack:
         bar: dict[str, object] = {}
 

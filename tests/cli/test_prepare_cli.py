@@ -400,3 +400,12 @@ def test_phantom_verify_leaves_nothing(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert "verify phantom: 2 case(s), no problems found" in r.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+def test_out_defaults_to_the_configs_data_dir(tmp_path: Path) -> None:
+    """One key for the dataset folder: without --out, prepare writes where train will read (data.dir)."""
+    target = tmp_path / "from_config"
+    r = invoke("phantom", "--config", CONFIGS / "demo.yaml", "--set", f"data.dir={target}", "--n", "3",
+               "--workers", "1")
+    assert r.exit_code == 0, r.output
+    assert (target / "dataset.json").is_file() and f"data.dir = {target}" in r.stderr
