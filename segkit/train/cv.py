@@ -210,7 +210,7 @@ def run_cv(
     """
     from segkit.evaluate.postprocess import choose_postprocessing_pooled
     from segkit.evaluate.run import evaluate_model
-    from segkit.train.fit import train_model
+    from segkit.train.fit import RunComplete, train_model
 
     k_total = fold_count(cfg)
     todo = list(range(k_total)) if folds is None else sorted(set(int(f) for f in folds))
@@ -233,7 +233,12 @@ def run_cv(
         resume = not overwrite and (rk / "config.yaml").is_file()
         if on_fold is not None:
             on_fold(k, k_total, "resume" if resume else "train")
-        train_model(cfk, resume=resume, overwrite=overwrite, progress=train_progress)
+        try:
+            train_model(cfk, resume=resume, overwrite=overwrite, progress=train_progress)
+        except RunComplete:  # killed after its last epoch (e.g. while choosing post-processing): it is done
+            if not (rk / "model.keras").is_file():
+                raise
+            log.info("fold %d had no epoch left to train: taken as done", k)
         trained.append(k)
 
     summary_path = run_dir / SUMMARY_FILE

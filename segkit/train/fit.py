@@ -73,6 +73,11 @@ RUN_OUTPUTS = (
 _RESUME_FREE_KEYS = {("train", "epochs"), ("train", "run_dir"), ("train", "time_limit")}
 
 
+class RunComplete(ConfigError):
+    """``--resume`` of a run with no epoch left: ``train.epochs`` done or ``train.time_limit`` used up (a run
+    killed after its last epoch, e.g. while choosing its post-processing)."""
+
+
 @dataclass(frozen=True)
 class TrainResult:
     """What a finished training run produced.
@@ -552,7 +557,7 @@ def train_model(
                     model.optimizer.build(model.trainable_variables)
                     model.load_weights(run_dir / "last.keras")
             if initial_epoch >= cfg.train.epochs:
-                raise ConfigError(
+                raise RunComplete(
                     f"the run already completed {initial_epoch} of train.epochs={cfg.train.epochs} epochs",
                     path=run_dir,
                     hint=f"raise train.epochs (e.g. --set train.epochs={initial_epoch + 10}) to train longer",
@@ -562,8 +567,8 @@ def train_model(
         best_before = cb.plateau_state(previous_values, mode)[0]
         clock.spent_s, previous_durations = spent_time(previous_rows)
         next_epoch = max(previous_durations[-3:]) if previous_durations else 0.0
-        if limit_s is not None and clock.spent_s + next_epoch > limit_s:
-            raise ConfigError(
+        if resuming and limit_s is not None and clock.spent_s + next_epoch > limit_s:
+            raise RunComplete(
                 f"the run already used {clock.spent_s / 60:.1f} of train.time_limit={cfg.train.time_limit:g} minutes"
                 f" and one more epoch takes ~{next_epoch / 60:.1f}",
                 path=run_dir,

@@ -132,6 +132,12 @@ def test_cv_trains_every_fold_resumably_and_the_run_is_an_ensemble(cv_setup: dic
     res = runner.invoke(app, ["cv", cfg_path, *_base(cv_setup, run)])
     assert res.exit_code == 0 and res.stderr.count("done before, skipped") == 3
 
+    # a fold killed after its last epoch (no train_summary.json yet) resumes with nothing left: taken as done
+    (run / "fold_1" / "train_summary.json").unlink()
+    res = runner.invoke(app, ["cv", cfg_path, *_base(cv_setup, run)])
+    assert res.exit_code == 0, res.output
+    assert "fold 2/3 (fold_1): resuming" in res.stderr and (run / "cv_summary.json").is_file()
+
     # segkit evaluate RUN_DIR: the ensemble of the three fold models on the test cases
     res = runner.invoke(app, ["evaluate", str(run)])
     assert res.exit_code == 0, res.output
