@@ -1,4 +1,4 @@
-"""Every config schema of segkit, and ``load_config``: the only place that reads YAML.
+"""Every config schema of segkit, and ``load_config``; the only module that reads YAML (``parse_yaml_text``).
 
 A config is one YAML file per dataset/run. Unknown keys are errors naming the dotted key and the closest valid
 key; wrong types name the key and the expected type. Overrides (``--set train.epochs=2``) go through the same
@@ -504,6 +504,11 @@ class Config(_Strict):
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, default_flow_style=None)
 
+    def to_yaml_data(self) -> dict[str, Any]:
+        """The config as plain data, exactly as its ``to_yaml`` text reads back."""
+        data: dict[str, Any] = yaml.safe_load(self.to_yaml())
+        return data
+
 
 # === Presets ===
 
@@ -630,14 +635,10 @@ def load_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -
     """
     path = resolve_config_path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"invalid YAML{where}: {getattr(e, 'problem', e)}", path=path,
-                          hint="fix the YAML syntax there (indentation, a missing ':' or quote)") from e
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read config: {e}", path=path, hint="give a readable UTF-8 YAML file") from e
+    raw = parse_yaml_text(text, path)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -646,6 +647,22 @@ def load_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -
     for item in overrides:
         apply_override(raw, item)
     return validate_config(raw, source=path)
+
+
+def parse_yaml_text(text: str, path: Path | str | None = None) -> Any:
+    """The data of a YAML document (``yaml.safe_load``; ``None`` when empty): a config file's text, or a run's
+    saved ``config.yaml`` (``segkit.train.fit.config_difference``).
+
+    Raises:
+        ConfigError: the text is not valid YAML (the line, and ``path`` when given).
+    """
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"invalid YAML{where}: {getattr(e, 'problem', e)}", path=path,
+                          hint="fix the YAML syntax there (indentation, a missing ':' or quote)") from e
 
 
 def validate_config(raw: dict[str, Any], source: Path | str | None = None) -> Config:

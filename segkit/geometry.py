@@ -60,19 +60,24 @@ def invert_ornt(ornt: npt.ArrayLike) -> npt.NDArray[np.float64]:
     return inv
 
 
-def to_canonical(data: npt.NDArray, affine: npt.ArrayLike) -> tuple[npt.NDArray, npt.NDArray[np.float64]]:
+def to_canonical(
+    data: npt.NDArray, affine: npt.ArrayLike, *, copy: bool = True
+) -> tuple[npt.NDArray, npt.NDArray[np.float64]]:
     """Reorient a 3D array to RAS canonical (exact permutes/flips only).
 
     Args:
         data: (X, Y, Z) array in the axis order of ``affine``; any dtype (labels stay exact).
         affine: (4, 4) voxel -> RAS world affine.
+        copy: return a contiguous copy; ``False`` returns the flipped/transposed VIEW of ``data`` (same values,
+            no copy of the volume: ``segkit.prepare.slicing`` reads it chunk by chunk).
 
     Returns:
-        ``(data_ras, ornt_transform)``: a contiguous array whose axes grow toward R, A, S, and the (3, 2) ornt
+        ``(data_ras, ornt_transform)``: an array whose axes grow toward R, A, S, and the (3, 2) ornt
         transform that produced it (store it to undo with ``from_canonical``).
     """
     ornt = canonical_ornt(affine)
-    return np.ascontiguousarray(nio.apply_orientation(data, ornt)), ornt
+    ras = nio.apply_orientation(data, ornt)
+    return (np.ascontiguousarray(ras) if copy else ras), ornt
 
 
 def from_canonical(data_ras: npt.NDArray, ornt_transform: npt.ArrayLike) -> npt.NDArray:

@@ -40,16 +40,10 @@ def infer(
     that would write into the input folder or its sibling masks/ (the ground truth) is always refused.
     """
     from segkit.errors import DataError
-    from segkit.infer.folder import (
-        IMAGE_SUFFIXES,
-        OUTPUT_DIRS,
-        check_output_dir,
-        folder_outputs,
-        infer_folder,
-        list_images,
-    )
+    from segkit.infer.folder import OUTPUT_DIRS, check_output_dir, folder_outputs, infer_folder, list_images
     from segkit.infer.predict import load_models
     from segkit.infer.volume import infer_volume, refuse_existing, volume_outputs
+    from segkit.io.slices import IMAGE_SUFFIXES
     from segkit.io.volumes import volume_suffix
 
     cfg = load(config, sets)

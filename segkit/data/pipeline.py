@@ -11,7 +11,8 @@ so peak memory does not grow with the number of slices (``scripts/bench_data.py`
 Layout of a split folder: ``<split>/images/<stem>.{png,jpg,jpeg}`` and ``<split>/masks/<stem>.{png,jpg}``.
 Masks are RGB colour masks decoded with the config's class table (nearest colour within
 ``data.mask_tolerance``), or grayscale masks thresholded at ``data.gray_threshold`` (``data.mask_mode: gray``,
-binary tasks).
+binary tasks). Reading, decoding and resizing one slice file is ``segkit.io.slices`` (shared with evaluation and
+inference); this module pairs the files, adds 2.5D neighbours and patches, and streams them.
 
 Example:
     >>> cfg = load_config(Path("configs/demo.yaml"))
@@ -28,12 +29,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
 from segkit.errors import DataError, SegkitError
-from segkit.io.palette import decode_mask, palette_array
+from segkit.io.slices import (
+    IMAGE_SUFFIXES,
+    MASK_SUFFIXES,
+    decode_image,
+    decode_mask_file,
+    fit_image,
+    fit_mask,
+    stack_context,
+)
+from segkit.io.slices import read_image as read_image  # re-exported (segkit.data API)
+from segkit.io.slices import read_mask as read_mask  # re-exported (segkit.data API)
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; importing this module must not import TensorFlow
     import tensorflow as tf
@@ -42,8 +52,6 @@ if TYPE_CHECKING:  # pragma: no cover - typing only; importing this module must 
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-MASK_SUFFIXES = (".png", ".jpg")
 _SHOW = 5  # file names listed in an error before "... and N more"
 _STEM_RE = re.compile(r"^(?P<case>.+)_(?P<idx>\d+)$")
 
@@ -156,140 +164,6 @@ def case_of_stem(stem: str, case_ids: Sequence[str] = ()) -> tuple[str, int | No
     return (m.group("case"), int(m.group("idx"))) if m else (stem, None)
 
 
-# === Decoding (numpy) ===
-
-
-def _imread(path: Path, flags: int) -> np.ndarray:
-    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
-    img = cv2.imdecode(data, flags) if data is not None and data.size else None
-    if img is None:
-        raise DataError("cannot read image file (missing, empty or not PNG/JPEG)", path=path,
-                        hint="re-export the file, or run segkit prepare again")
-    return img
-
-
-def _resize(arr: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndarray:
-    """Resize (H, W[, C]) to ``size`` = (height, width): nearest for labels, area when shrinking else linear."""
-    h, w = size
-    if arr.shape[:2] == (h, w):
-        return arr
-    if nearest:
-        # INTER_NEAREST_EXACT, as prepare and reassembly use: plain INTER_NEAREST is shifted half a pixel
-        # against the AREA/LINEAR image resize (see segkit.prepare.slicing.LABEL_INTERPOLATION).
-        interp = cv2.INTER_NEAREST_EXACT
-    else:
-        interp = cv2.INTER_AREA if (arr.shape[0] >= h and arr.shape[1] >= w) else cv2.INTER_LINEAR
-    out = cv2.resize(arr, (w, h), interpolation=interp)
-    if arr.ndim == 3 and out.ndim == 2:
-        out = out[..., None]
-    return out
-
-
-def read_image(path: Path, cfg: Config) -> npt.NDArray[np.float32]:
-    """Read one slice image.
-
-    Args:
-        path: PNG or JPEG file (8- or 16-bit, gray, RGB or RGBA).
-        cfg: uses ``data.image_size`` (height, width) and ``data.channels`` (1, or 3 with gray replicated).
-
-    Returns:
-        (H, W, C) float32 in 0..1, RGB channel order, resized to ``data.image_size`` with area (shrink) / linear
-        (enlarge) interpolation; at the file's own size with ``data.patches``.
-
-    Raises:
-        DataError: the file cannot be read.
-    """
-    return _fit_image(decode_image(path, cfg), cfg)
-
-
-def decode_image(path: Path, cfg: Config) -> npt.NDArray[np.float32]:
-    """``read_image`` at the file's own size (no resize)."""
-    img = _imread(path, cv2.IMREAD_UNCHANGED)
-    scale = 65535.0 if img.dtype == np.uint16 else 255.0
-    if img.ndim == 3:
-        img = img[..., :3][..., ::-1]  # BGR(A) -> RGB
-        if img.shape[-1] == 3 and cfg.data.channels == 1:
-            img = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
-    if img.ndim == 2:
-        img = img[..., None]
-        if cfg.data.channels == 3:
-            img = np.repeat(img, 3, axis=-1)
-    return np.ascontiguousarray(img).astype(np.float32) / np.float32(scale)
-
-
-def _fit_image(img: npt.NDArray[np.float32], cfg: Config) -> npt.NDArray[np.float32]:
-    if cfg.data.patches:  # kept at the prepared size: patches are cut from it (segkit.data.patches)
-        return img
-    return _resize(img, cfg.data.image_size, nearest=False).astype(np.float32, copy=False)
-
-
-def _fit_mask(labels: npt.NDArray[np.uint8], cfg: Config) -> npt.NDArray[np.uint8]:
-    if cfg.data.patches:
-        return labels
-    return _resize(labels, cfg.data.image_size, nearest=True)
-
-
-def read_mask(path: Path, cfg: Config) -> npt.NDArray[np.uint8]:
-    """Read one mask as class ids.
-
-    Colour masks (``data.mask_mode: color``) map every pixel to the nearest colour of
-    ``cfg.effective_classes`` (background black = 0); a pixel farther than ``data.mask_tolerance`` from every
-    colour is an error. Gray masks (``mask_mode: gray``) give 1 where the value >= ``data.gray_threshold``.
-    Labels are resized with nearest neighbour only.
-
-    Args:
-        path: PNG or JPEG mask.
-        cfg: the config (class table, mask mode, tolerance, image size).
-
-    Returns:
-        (H, W) uint8 class ids in 0..N, (H, W) = ``cfg.data.image_size``.
-
-    Raises:
-        DataError: unreadable file, or a colour that is no class colour (names the file and the colour).
-    """
-    return _fit_mask(decode_mask_file(path, cfg), cfg)
-
-
-def decode_mask_file(path: Path, cfg: Config) -> npt.NDArray[np.uint8]:
-    """``read_mask`` at the file's own size (no resize)."""
-    if cfg.data.mask_mode == "gray":
-        gray = _imread(path, cv2.IMREAD_GRAYSCALE)
-        labels = (gray >= cfg.data.gray_threshold).astype(np.uint8)
-    else:
-        img = _imread(path, cv2.IMREAD_COLOR)  # gray masks are replicated to 3 channels, alpha dropped
-        palette = palette_array([c.color for c in cfg.effective_classes])
-        labels = _decode_colors(np.ascontiguousarray(img[..., ::-1]), palette, cfg.data.mask_tolerance, Path(path))
-    return labels
-
-
-def _decode_colors(rgb: npt.NDArray[np.uint8], palette: npt.NDArray[np.uint8], tolerance: float, path: Path) -> npt.NDArray[np.uint8]:
-    """``palette.decode_mask`` semantics, fast: exact class colours by comparison, only the others by distance.
-
-    Colours are packed into one int32 each; pixels that are exactly a palette colour (nearly all) are labelled
-    directly, the remaining distinct colours (JPEG noise) go through ``decode_mask``. On a bad colour the full
-    mask goes through ``decode_mask`` so the error carries its exact pixel count.
-    """
-    packed = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2].astype(np.int32)
-    codes = (palette[:, 0].astype(np.int32) << 16) | (palette[:, 1].astype(np.int32) << 8) | palette[:, 2].astype(np.int32)
-    ids = np.zeros(packed.shape, dtype=np.uint8)
-    matched = packed == codes[0]
-    for k in range(1, len(codes)):
-        hit = packed == codes[k]
-        ids[hit] = k
-        matched |= hit
-    rest = ~matched
-    if rest.any():
-        uniq, inverse = np.unique(packed[rest], return_inverse=True)
-        colours = np.stack([(uniq >> 16) & 255, (uniq >> 8) & 255, uniq & 255], axis=-1).astype(np.uint8)[:, None, :]
-        try:
-            near = decode_mask(colours, palette, tolerance, path=path)[:, 0]
-        except DataError:
-            decode_mask(rgb, palette, tolerance, path=path)  # raises with the pixel count
-            raise
-        ids[rest] = near[inverse.ravel()]
-    return ids
-
-
 # === 2.5D context ===
 
 
@@ -365,8 +239,8 @@ def read_sample(
             path=pairs[index][0],
             hint="image and mask of a slice must have the same size; re-export the pair",
         )
-    image = _fit_image(images[0] if len(images) == 1 else np.concatenate(images, axis=-1), cfg)
-    mask = _fit_mask(mask, cfg)
+    image = fit_image(stack_context(images, cfg.data.channels), cfg)
+    mask = fit_mask(mask, cfg)
     if cfg.data.patches and isinstance(patch, np.random.Generator):
         return random_patch(image, mask, cfg.data.image_size, patch, cfg.data.foreground_oversample)
     if cfg.data.patches and patch is True:

@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 ProgressFn = Callable[[int], None]
 
 
@@ -62,6 +61,8 @@ def list_images(folder: Path) -> list[Path]:
     Raises:
         DataError: the folder holds no image.
     """
+    from segkit.io.slices import IMAGE_SUFFIXES
+
     files = sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise DataError("no PNG/JPG images in the folder", path=folder, hint="give a folder of slice images or a volume")
@@ -69,25 +70,28 @@ def list_images(folder: Path) -> list[Path]:
 
 
 def image_input(path: Path, channels: int) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32]]:
-    """Read an image at its own size.
+    """Read an image at its own size (``segkit.io.slices``, ``"8bit"`` decoding: the decoder converts to gray or
+    RGB; training data is decoded ``"stored"``, see ``segkit.io.slices.ImageDecoding``).
 
     Returns:
         ``(display, x)``: display (H, W) gray or (H, W, 3) RGB uint8 for overlays, and the model input
         (H, W, channels) float32 in 0..1 (gray replicated to 3 channels, or RGB converted to gray).
     """
-    from segkit.io.png import read_gray, read_rgb
+    from segkit.io.slices import load_image, to_model_input
 
-    if channels == 1:
-        gray = read_gray(path)
-        return gray, (gray.astype(np.float32) / np.float32(255.0))[..., None]
-    rgb = read_rgb(path)
-    return rgb, rgb.astype(np.float32) / np.float32(255.0)
+    display = load_image(path, channels, "8bit")
+    return display, to_model_input(display, channels)
 
 
 def truth_for(image_path: Path) -> Path | None:
-    """The ground-truth mask beside an image: ``<images>/../masks/<stem>.{png,jpg}``, or None."""
+    """The ground-truth mask beside an image: ``<images>/../masks/<stem>.{png,jpg,jpeg}``, or None.
+
+    Unlike training pairs (``MASK_SUFFIXES``), a ``.jpeg`` mask counts here.
+    """
+    from segkit.io.slices import IMAGE_SUFFIXES
+
     masks = image_path.parent.parent / "masks"
-    for sfx in (".png", ".jpg", ".jpeg"):
+    for sfx in IMAGE_SUFFIXES:
         p = masks / f"{image_path.stem}{sfx}"
         if p.is_file():
             return p
@@ -95,14 +99,11 @@ def truth_for(image_path: Path) -> Path | None:
 
 
 def read_truth(path: Path, cfg: Config) -> npt.NDArray[np.uint8]:
-    """A ground-truth mask at its own size as (H, W) uint8 ids (colour or gray per ``data.mask_mode``)."""
-    from segkit.io.palette import decode_mask, palette_array
-    from segkit.io.png import read_gray, read_rgb
+    """A ground-truth mask at its own size as (H, W) uint8 ids (colour or gray per ``data.mask_mode``), with
+    ``io.png``'s read errors (``"8bit"`` decoding)."""
+    from segkit.io.slices import decode_mask_file
 
-    if cfg.data.mask_mode == "gray":
-        return (read_gray(path) >= cfg.data.gray_threshold).astype(np.uint8)
-    palette = palette_array([c.color for c in cfg.effective_classes])
-    return decode_mask(read_rgb(path), palette, cfg.data.mask_tolerance, path=path)
+    return decode_mask_file(path, cfg, "8bit")
 
 
 OUTPUT_DIRS = ("masks", "labels", "overlays", "panels")
@@ -184,6 +185,7 @@ def infer_folder(
     from segkit.infer.volume import lcc_classes, overlay, refuse_existing
     from segkit.io.palette import encode_mask, palette_array
     from segkit.io.png import write_png
+    from segkit.io.slices import stack_context
 
     files = list_images(Path(folder))
     check_output_dir(Path(folder), Path(out_dir))
@@ -221,7 +223,7 @@ def infer_folder(
         if truth_path is not None:
             truth = read_truth(truth_path, cfg)
             if truth.shape != labels.shape:
-                from segkit.prepare.slicing import resize_label
+                from segkit.io.slices import resize_label
 
                 truth = resize_label(truth, labels.shape)
             base = display if display.ndim == 3 else np.repeat(display[..., None], 3, axis=-1)
@@ -236,7 +238,7 @@ def infer_folder(
     for path in files:
         display, x = image_input(path, cfg.data.channels)
         if cfg.data.context_slices:
-            x = np.concatenate([x] * (2 * cfg.data.context_slices + 1), axis=-1)
+            x = stack_context([x] * (2 * cfg.data.context_slices + 1), cfg.data.channels)
         if roi is not None and tuple(x.shape[:2]) != roi:
             result.tiled += 1
         if pending and pending[0][2].shape != x.shape:

@@ -6,7 +6,7 @@ Steps of ``infer_volume``:
 2. ``segkit.prepare.slicing.volume_to_slices``: the preprocessing ``prepare`` applied (reorientation to RAS,
    slicing axis, display convention, intensity recipe, resize to ``prepare.size``), taken from the dataset's
    ``dataset.json`` when it exists, else from the config;
-3. resize to the model's ``data.image_size`` as the training pipeline does (``segkit.data.pipeline.read_image``)
+3. resize to the model's ``data.image_size`` as the training pipeline does (``segkit.io.slices.fit_image``)
    -- or, for a model trained on patches (``data.patches``), keep the prepared size and let a Gaussian sliding
    window cover it; replicate gray to ``data.channels`` and stack 2.5D neighbours;
 4. batched prediction (flip TTA optional); the probabilities are resampled (bilinear) to the original slice
@@ -144,12 +144,14 @@ def model_inputs(
     Returns:
         (len(indices), H, W, channels * (2k + 1)) float32 in 0..1.
     """
+    from segkit.io.slices import stack_context, to_unit_float
+
     n = stack.shape[0]
     planes = []
     for i in indices:
         rows = [min(max(i + d, 0), n - 1) for d in range(-context, context + 1)]
-        planes.append(np.stack([stack[r] for r in rows for _ in range(channels)], axis=-1))
-    return np.stack(planes).astype(np.float32) / np.float32(255.0)
+        planes.append(stack_context([stack[r] for r in rows], channels))
+    return to_unit_float(np.stack(planes))  # one float conversion for the batch
 
 
 def resize_probs(probs: npt.NDArray[np.float32], size: Sequence[int]) -> npt.NDArray[np.float32]:
@@ -251,16 +253,15 @@ def predict_volume(
     import time
 
     from segkit.infer.predict import largest_component as keep_largest
-    from segkit.prepare.slicing import reassemble_volume, resize_image, volume_to_slices
+    from segkit.io.slices import fit_image
+    from segkit.prepare.slicing import reassemble_volume, volume_to_slices
 
     t: dict[str, float] = {}
     t0 = time.perf_counter()
     sliced = volume_to_slices(data, affine, spec, case_id_of(path) if path is not None else "volume", path=path)
-    if cfg.data.patches:  # trained on patches at the prepared scale: sliding window over the whole slice
-        stack = np.stack([img for _, img, _ in sliced.slices])
-    else:  # trained on whole slices resized to the model input: the same resize
-        size = tuple(int(s) for s in cfg.data.image_size)
-        stack = np.stack([resize_image(img, size) for _, img, _ in sliced.slices])
+    # data.patches: the prepared scale (a sliding window covers the slice); else the model input size by the
+    # training pipeline's resize (applied here to the uint8 slice; training resizes the decoded float image)
+    stack = np.stack([fit_image(img, cfg) for _, img, _ in sliced.slices])
     t["preprocess"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -444,7 +445,7 @@ def overlay_montage(
     fg = np.flatnonzero(labels.reshape(labels.shape[0], -1).any(1))
     pool = fg if fg.size else np.arange(stack.shape[0])
     pick = np.unique(pool[np.linspace(0, pool.size - 1, min(n, pool.size)).round().astype(int)])
-    from segkit.prepare.slicing import resize_image
+    from segkit.io.slices import resize_image
 
     h, w = labels.shape[1:3]  # the images follow the labels' (original slice) size
     tiles = [overlay(resize_image(stack[i], (h, w)), labels[i], colors, alpha) for i in pick]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -143,17 +143,51 @@ def encode_mask_png(
     return encode_png(bgr, bgr=True, path=path)
 
 
-def _decode(path: Path, flag: int) -> npt.NDArray[np.uint8]:
+def decode_file(path: Path, flags: int, *, messages: Literal["file", "slice"] = "file") -> npt.NDArray[Any]:
+    """Decode an image file with ``cv2.imdecode`` (the one place segkit reads a PNG/JPEG file).
+
+    Args:
+        path: the file.
+        flags: ``cv2.IMREAD_*`` flags (``IMREAD_UNCHANGED`` keeps 16-bit depth and alpha; ``IMREAD_GRAYSCALE``
+            and ``IMREAD_COLOR`` always give 8 bits, in OpenCV's BGR order for colour).
+        messages: the errors raised:
+
+            - ``"file"`` (``read_gray``/``read_rgb``): "image file not found", "cannot read image: <OSError>",
+              "cannot decode image (corrupt or not an image)";
+            - ``"slice"`` (training data, ``segkit.io.slices``): one "cannot read image file (missing, empty or
+              not PNG/JPEG)" for a missing, empty or undecodable file; an ``OSError`` while reading propagates.
+
+    Returns:
+        The array as decoded.
+
+    Raises:
+        DataError: missing, unreadable (``"file"``), empty or undecodable file.
+    """
     path = Path(path)
+    if messages == "slice":
+        unreadable: tuple[str, str] = ("cannot read image file (missing, empty or not PNG/JPEG)",
+                                       "re-export the file, or run segkit prepare again")
+        missing = corrupt = unreadable
+    else:
+        missing = ("image file not found", "check the path")
+        corrupt = ("cannot decode image (corrupt or not an image)", "re-export the file")
     if not path.is_file():
-        raise DataError("image file not found", path=path, hint="check the path")
+        raise DataError(missing[0], path=path, hint=missing[1])
     try:
         raw = np.fromfile(str(path), dtype=np.uint8)
     except OSError as e:
+        if messages == "slice":
+            raise
         raise DataError(f"cannot read image: {e}", path=path, hint="check that it is a readable PNG/JPEG") from e
-    img: npt.NDArray[Any] | None = cv2.imdecode(raw, flag) if raw.size else None
+    img: npt.NDArray[Any] | None = cv2.imdecode(raw, flags) if raw.size else None
     if img is None:
-        raise DataError("cannot decode image (corrupt or not an image)", path=path, hint="re-export the file")
+        raise DataError(corrupt[0], path=path, hint=corrupt[1])
+    return img
+
+
+def decode_8bit(path: Path, flags: int, *, messages: Literal["file", "slice"] = "file") -> npt.NDArray[np.uint8]:
+    """``decode_file`` as uint8 (a 16-bit image keeps its high byte; only reachable with ``IMREAD_ANYDEPTH``)."""
+    img = decode_file(path, flags, messages=messages)
     if img.dtype != np.uint8:  # 16-bit PNGs: keep the high byte
         img = (img >> 8).astype(np.uint8) if img.dtype == np.uint16 else img.astype(np.uint8)
     return img
@@ -165,7 +199,7 @@ def read_gray(path: Path) -> npt.NDArray[np.uint8]:
     Raises:
         DataError: missing or undecodable file.
     """
-    return _decode(path, cv2.IMREAD_GRAYSCALE)
+    return decode_8bit(path, cv2.IMREAD_GRAYSCALE)
 
 
 def read_rgb(path: Path) -> npt.NDArray[np.uint8]:
@@ -174,5 +208,5 @@ def read_rgb(path: Path) -> npt.NDArray[np.uint8]:
     Raises:
         DataError: missing or undecodable file.
     """
-    bgr = _decode(path, cv2.IMREAD_COLOR)
+    bgr = decode_8bit(path, cv2.IMREAD_COLOR)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.uint8, copy=False)

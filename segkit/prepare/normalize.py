@@ -89,24 +89,13 @@ def intensity_recipe(
     ct_window: tuple[float, float] = (-1000.0, 1000.0),
     mr_percentiles: tuple[float, float] = (0.5, 99.5),
 ) -> Recipe:
-    """The recipe ``normalize_volume`` would use, without normalising (apply it slice by slice with
-    ``apply_intensity``: the parameters come from the whole volume, so the result is identical)."""
+    """The recipe of ``modality`` (``normalize_ct`` / ``normalize_mr``), without normalising (apply it slice by
+    slice with ``apply_intensity``: the parameters come from the whole volume, so the result is identical)."""
     if modality == "ct":
         return {"kind": "ct_window", "low": float(ct_window[0]), "high": float(ct_window[1])}
     if modality == "mr":
         return mr_recipe(data, mr_percentiles)
     raise DataError(f"unknown modality '{modality}'", hint="use 'ct' or 'mr'")
-
-
-def normalize_volume(
-    data: npt.ArrayLike,
-    modality: Literal["ct", "mr"],
-    ct_window: tuple[float, float] = (-1000.0, 1000.0),
-    mr_percentiles: tuple[float, float] = (0.5, 99.5),
-) -> tuple[npt.NDArray[np.uint8], Recipe]:
-    """Normalise a volume by modality (see ``normalize_ct`` / ``normalize_mr``)."""
-    recipe = intensity_recipe(data, modality, ct_window, mr_percentiles)
-    return apply_intensity(data, recipe), recipe
 
 
 def apply_intensity(data: npt.ArrayLike, recipe: Recipe) -> npt.NDArray[np.uint8]:

@@ -45,7 +45,8 @@ def slice_2d_case(spec: CaseSpec, cfg: Config, rng: np.random.Generator):  # noq
     (images area/linear, labels nearest); label-free slices follow ``prepare.empty_slices``.
     """
     from segkit.io.png import read_gray, read_rgb
-    from segkit.prepare.slicing import SlicedCase, choose_slices, resize_image, resize_label
+    from segkit.io.slices import resize_image, resize_label
+    from segkit.prepare.slicing import SlicedCase, choose_slices
 
     prep = cfg.prepare
     items = []

@@ -9,7 +9,8 @@ Pipeline of ``slice_case`` (per case, in this order):
 5. take slice ``k`` along ``prepare.axis`` (``np.take(vol_ras, k, axis)``) and turn it to the display
    convention with ``to_display`` (``display_slices`` does 4-5 for ``SLICE_CHUNK`` slices at a time, with one
    copy into display order per chunk);
-6. resize to ``prepare.size``: images with INTER_AREA (downscale) / INTER_LINEAR (upscale), labels with
+6. resize to ``prepare.size`` (``segkit.io.slices.resize_image`` / ``resize_label``, the resize that training and
+   inference use too): images with INTER_AREA (downscale) / INTER_LINEAR (upscale), labels with
    nearest neighbour only (``cv2.INTER_NEAREST_EXACT``: pixel-centre aligned like AREA/LINEAR, so masks stay
    registered with their images, and resizing an upscaled mask back restores it exactly; plain
    ``INTER_NEAREST`` is shifted by half a pixel);
@@ -46,16 +47,17 @@ import numpy.typing as npt
 
 from segkit.config import Config, PrepareConfig
 from segkit.errors import DataError, GeometryError
-from segkit.geometry import axis_codes, canonical_ornt, from_canonical, spacing_from_affine
+from segkit.geometry import axis_codes, canonical_ornt, from_canonical, spacing_from_affine, to_canonical
 from segkit.io.atomic import write_bytes
 from segkit.io.png import PNG_COMPRESSION, encode_mask_png, write_png
+from segkit.io.slices import resize_image as resize_image  # re-exported (one slice resize)
+from segkit.io.slices import resize_label as resize_label  # re-exported (one slice resize)
 from segkit.io.volumes import Volume
 from segkit.prepare.normalize import Recipe, apply_intensity, intensity_recipe
 
 log = logging.getLogger(__name__)
 
 AFFINE_ATOL = 1e-3
-LABEL_INTERPOLATION = cv2.INTER_NEAREST_EXACT  # the only interpolation ever applied to label maps
 SLICE_CHUNK = 4  # slices read, normalised and turned to display order together (bounds the temporaries)
 
 SliceItem = tuple[int, npt.NDArray[np.uint8], "npt.NDArray[np.uint8] | None"]
@@ -103,28 +105,6 @@ def display_view(arr: npt.NDArray) -> npt.NDArray:
 def from_display(img: npt.NDArray) -> npt.NDArray:
     """Inverse of ``to_display``: (B, A) display image -> (A, B) canonical slice."""
     return np.ascontiguousarray(img[::-1, ::-1].T)
-
-
-# === Resizing ===
-
-
-def resize_image(img: npt.NDArray[np.uint8], size: Sequence[int]) -> npt.NDArray[np.uint8]:
-    """Resize an intensity image to ``size`` = (H, W): INTER_AREA when shrinking, INTER_LINEAR otherwise."""
-    h, w = int(size[0]), int(size[1])
-    if img.shape[:2] == (h, w):
-        return img
-    shrink = h <= img.shape[0] and w <= img.shape[1]
-    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR).astype(
-        np.uint8, copy=False)
-
-
-def resize_label(lbl: npt.NDArray[np.uint8], size: Sequence[int]) -> npt.NDArray[np.uint8]:
-    """Resize a label map to ``size`` = (H, W) by nearest neighbour (``LABEL_INTERPOLATION``); never invents a
-    class. Pixel centres are aligned, so ``resize_label(resize_label(x, bigger), x.shape)`` equals ``x``."""
-    h, w = int(size[0]), int(size[1])
-    if lbl.shape[:2] == (h, w):
-        return lbl
-    return cv2.resize(lbl, (w, h), interpolation=LABEL_INTERPOLATION).astype(np.uint8, copy=False)
 
 
 # === Label values ===
@@ -418,12 +398,6 @@ def display_slices(
             yield int(k), disp[j]
 
 
-def _reorient(data: npt.NDArray, ornt: npt.NDArray) -> npt.NDArray:
-    from nibabel.orientations import apply_orientation
-
-    return apply_orientation(data, ornt)
-
-
 def choose_slices(
     has_fg: npt.NDArray[np.bool_], prep: PrepareConfig, rng: np.random.Generator
 ) -> list[int]:
@@ -472,12 +446,11 @@ def slice_case(
         classes = map_labels(label.data, cfg, label.path)
     axis = int(prep.axis)
     record = _geometry_record(image.data, image.affine, axis, target_size(image.data.shape, image.affine, axis, prep))
-    ornt = np.asarray(record["ornt_transform"], dtype=np.float64)
-    img_ras = _reorient(np.asarray(image.data), ornt)
+    img_ras = to_canonical(np.asarray(image.data), image.affine, copy=False)[0]  # a view: no volume copy
     # Parameters from the whole volume, applied chunk by chunk (same result, bounded temporaries).
     recipe = intensity_recipe(img_ras, cfg.modality, prep.ct_window, prep.mr_percentiles)
     record["intensity"] = recipe
-    lbl_ras = _reorient(classes, ornt) if classes is not None else None
+    lbl_ras = to_canonical(classes, image.affine, copy=False)[0] if classes is not None else None
     if lbl_ras is not None:
         other = tuple(a for a in range(3) if a != axis)
         has_fg = np.asarray(lbl_ras.any(axis=other))
@@ -644,8 +617,7 @@ def volume_to_slices(
         axis = int(prep.axis)
         size = target_size(arr.shape, aff, axis, prep)
     record = _geometry_record(arr, aff, axis, size)
-    ornt = np.asarray(record["ornt_transform"], dtype=np.float64)
-    ras = _reorient(arr, ornt)
+    ras = to_canonical(arr, aff, copy=False)[0]  # a view: no volume copy
     if recipe is None:
         recipe = intensity_recipe(ras, modality, prep.ct_window, prep.mr_percentiles)
     record["intensity"] = recipe

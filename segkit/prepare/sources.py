@@ -38,7 +38,6 @@ from segkit.registry import Registry
 CaseKind = Literal["volume", "slices2d"]
 _NII = (".nii.gz", ".nii")
 _VOLUME_EXTS = (".nii.gz", ".nii", ".nrrd", ".nhdr")
-_IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 
 
 @dataclass(frozen=True)
@@ -242,6 +241,8 @@ def _chest_ids(stem: str) -> tuple[str, int | None]:
 @_register("chest-ct", "chest-ct.yaml", "segkit prepare chest-ct chest-ct-segmentation/ --out data/chest-ct")
 def discover_chest_ct(src: Path, options: SourceOptions) -> Discovery:
     """Kaggle chest-ct-segmentation: 2D image slices + RGB masks (channels lung, heart, trachea)."""
+    from segkit.io.slices import IMAGE_SUFFIXES  # lazy: importing this module does not load OpenCV
+
     src = _require_dir(src)
     img_dir, mask_dir = src / "images", src / "masks"
     if (img_dir / "images").is_dir():
@@ -251,8 +252,8 @@ def discover_chest_ct(src: Path, options: SourceOptions) -> Discovery:
     for d in (img_dir, mask_dir):
         if not d.is_dir():
             raise DataError(f"folder {d.relative_to(src)}/ not found", path=src, hint="expected images/ and masks/")
-    images = {p.name: p for p in _visible(list(img_dir.iterdir())) if p.suffix.lower() in _IMAGE_EXTS}
-    masks = {p.name: p for p in _visible(list(mask_dir.iterdir())) if p.suffix.lower() in _IMAGE_EXTS}
+    images = {p.name: p for p in _visible(list(img_dir.iterdir())) if p.suffix.lower() in IMAGE_SUFFIXES}
+    masks = {p.name: p for p in _visible(list(mask_dir.iterdir())) if p.suffix.lower() in IMAGE_SUFFIXES}
     pairs: dict[str, str] = {}  # image name -> mask name
     problems: list[str] = []
     csv_path = next((p for p in (src / "train.csv", src.parent / "train.csv") if p.is_file()), None)

@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import yaml
 
 from segkit.config import Config
 from segkit.errors import ConfigError, DataError, OutputError, SegkitError
@@ -168,17 +167,17 @@ def config_difference(saved_yaml: str, cfg: Config) -> str | None:
     """First key (dotted) where a run's saved ``config.yaml`` differs from ``cfg``, ignoring ``train.epochs``,
     ``train.run_dir`` and ``train.time_limit``; ``None`` when they agree. The saved config is validated first, so
     a key added to segkit after the run was made compares as its default."""
-    from segkit.config import validate_config
+    from segkit.config import parse_yaml_text, validate_config
 
     try:
-        raw = yaml.safe_load(saved_yaml) or {}
-    except yaml.YAMLError:
+        raw = parse_yaml_text(saved_yaml) or {}
+    except ConfigError:
         return "(config.yaml unreadable)"
     try:
-        saved = _flatten(yaml.safe_load(validate_config(raw).to_yaml()))
+        saved = _flatten(validate_config(raw).to_yaml_data())
     except SegkitError:  # a config of another segkit version that no longer validates: compare as written
         saved = _flatten(raw)
-    now = _flatten(yaml.safe_load(cfg.to_yaml()))
+    now = _flatten(cfg.to_yaml_data())
     for key in sorted(set(saved) | set(now)):
         if key in _RESUME_FREE_KEYS:
             continue
