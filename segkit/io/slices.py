@@ -209,7 +209,10 @@ def resize_image(img: npt.NDArray, size: Sequence[int]) -> npt.NDArray:
     if img.shape[:2] == (h, w):
         return img
     shrink = h <= img.shape[0] and w <= img.shape[1]
-    out = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    flag = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    if img.ndim == 3 and img.shape[2] > 4:  # OpenCV's area resize takes at most 4 channels (2.5D stacks have more)
+        return np.concatenate([resize_image(img[..., c : c + 4], size) for c in range(0, img.shape[2], 4)], axis=-1)
+    out = cv2.resize(img, (w, h), interpolation=flag)
     if img.ndim == 3 and out.ndim == 2:  # OpenCV drops a single channel axis
         out = out[..., None]
     return out
