@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -39,97 +40,37 @@ def infer(
     sibling masks/ folder holds ground truth. Existing outputs are refused unless --overwrite, and an --output
     that would write into the input folder or its sibling masks/ (the ground truth) is always refused.
     """
-    from segkit.errors import DataError
-    from segkit.infer.folder import OUTPUT_DIRS, check_output_dir, folder_outputs, infer_folder, list_images
-    from segkit.infer.predict import load_models
-    from segkit.infer.volume import infer_volume, refuse_existing, volume_outputs
-    from segkit.io.slices import IMAGE_SUFFIXES
-    from segkit.io.volumes import volume_suffix
+    from segkit.infer.run import plan_inference, run_inference
 
     cfg = load(config, sets)
-    if not input_path.exists():
-        raise DataError("input not found", path=input_path, hint="give a volume file or a folder")
-    volumes: list[Path] = []
-    images = False
-    if input_path.is_file():
-        if not volume_suffix(input_path):
-            raise DataError(
-                f"unsupported input file type '{''.join(input_path.suffixes)}'",
-                path=input_path,
-                hint="give a .nii/.nii.gz/.nrrd volume, or a folder of PNG/JPG slices",
-            )
-        volumes = [input_path]
-    else:
-        volumes = sorted(p for p in input_path.iterdir() if p.is_file() and volume_suffix(p))
-        images = not volumes and any(p.suffix.lower() in IMAGE_SUFFIXES for p in input_path.iterdir())
-        if not volumes and not images:
-            raise DataError("the folder holds no volume and no PNG/JPG slice", path=input_path,
-                            hint="give .nii/.nii.gz/.nrrd volumes or PNG/JPG slices")
-    if images and save_probabilities:
-        raise DataError("--save-probabilities writes volumes; the input is a folder of slices", path=input_path,
-                        hint="give NIfTI/NRRD volumes, or drop --save-probabilities")
-    run_dir = Path(cfg.train.run_dir)
-    from segkit.infer.predict import run_models
-
-    model_paths = list(model) if model else run_models(run_dir)  # a cross-validation run: its fold models
-    out_dir = output if output is not None else run_dir / "inference"
-    # refuse unsafe or existing outputs before the model is loaded and anything is written
-    if input_path.is_dir():
-        check_output_dir(input_path, out_dir, OUTPUT_DIRS if images else ("",))
-    if images:
-        refuse_existing(folder_outputs(list_images(input_path), out_dir), overwrite)
-    else:
-        owner: dict[Path, Path] = {}  # output file -> the volume that writes it
-        for v in volumes:
-            for p in volume_outputs(v, out_dir, probabilities=save_probabilities):
-                if p in owner:
-                    raise DataError(
-                        f"{owner[p].name} and {v.name} would both be written to {p.name}",
-                        path=input_path,
-                        hint="keep one of the two files in the folder (or infer each file on its own with --output)",
-                    )
-                owner[p] = v
-        refuse_existing(list(owner), overwrite)
-    from segkit.evaluate.postprocess import apply_postprocessing
-
+    # refuse bad input and unsafe or existing outputs before TensorFlow is imported and anything is written
+    plan = plan_inference(cfg, input_path, output, models=model or None, save_probabilities=save_probabilities,
+                          overwrite=overwrite)
     quiet_tensorflow()
+    bars = ExitStack()  # one bar at a time (rich draws one live display): a new volume closes the last bar
 
-    # the run folder's decision (a cross-validation run's was made for its ensemble); for models given with
-    # --model: a single model's own folder, while an ensemble's members decided for themselves (the config decides)
-    pp_dir = run_dir if not model else (model_paths[0].parent if len(model_paths) == 1 else None)
-    cfg = apply_postprocessing(cfg, pp_dir, volumes=not images)
-    net = load_models(model_paths, cfg, precision=cfg.train.precision)
-    opts: dict[str, Any] = {"batch_size": batch_size, "tta": tta, "largest_component": largest,
-                            "overwrite": overwrite}
-    if images:
-        with ExitStack() as stack:
-            res = infer_folder(net, input_path, cfg, out_dir, **_bar(stack, "infer"), **opts)
-        out.print(
-            f"{res.n_images} images -> {out_dir} (masks/, labels/, overlays/"
-            + (f", panels/ for {res.n_panels} with ground truth" if res.n_panels else "")
-            + ")"
-        )
-        if res.tiled:
-            out.print(f"{res.tiled} images differ from the model input size: sliding-window inference")
-        return
-    for vol in volumes:
-        with ExitStack() as stack:
-            r = infer_volume(net, vol, cfg, out_dir, **_bar(stack, vol.name), **opts,
-                             save_probabilities=save_probabilities)
+    def show(r: Any) -> None:  # segkit.infer.volume.VolumeResult: close its bar, then print what it wrote
+        bars.close()
         out.print(f"{r.case_id}: shape {r.shape} -> {r.seg_path}")
         if r.probs_path is not None:
             out.print(f"{r.case_id}: probabilities {r.probs_path}")
         out.print(f"{r.case_id}: overlay {r.montage_path}")
 
+    def bar(name: str, total: int) -> Callable[[int], None]:
+        bars.close()
+        return bars.enter_context(progress(name, total))
 
-def _bar(stack: ExitStack, name: str) -> dict[str, Any]:
-    """``progress`` / ``on_start`` callbacks that open a rich progress bar (inside ``stack``) on the first call."""
-    state: dict[str, Any] = {}
+    with bars:
+        res = run_inference(plan, cfg, batch_size=batch_size, tta=tta, largest_component=largest, progress=bar,
+                            on_volume=show)
+    if res.folder is not None:
+        f = res.folder
+        out.print(
+            f"{f.n_images} images -> {plan.out_dir} (masks/, labels/, overlays/"
+            + (f", panels/ for {f.n_panels} with ground truth" if f.n_panels else "")
+            + ")"
+        )
+        if f.tiled:
+            out.print(f"{f.tiled} images differ from the model input size: sliding-window inference")
 
-    def on_start(total: int) -> None:
-        state["advance"] = stack.enter_context(progress(name, total))
 
-    def on_progress(n: int) -> None:
-        state["advance"](n)
-
-    return {"progress": on_progress, "on_start": on_start}
