@@ -462,6 +462,49 @@ def check_monitor(monitor: str, metric_names: list[str]) -> None:
 # === Training ===
 
 
+def _restore(cfg: Config, model: keras.Model, strategy: Any, run_dir: Path) -> int:
+    """Restore an interrupted run's weights and optimizer state; return the epochs it completed.
+
+    From ``backup/`` (the exact epoch ``state.json`` names) when there is one, else from ``last.keras`` and the
+    length of ``history.csv`` (runs made before the atomic backup); ``history.csv`` is trimmed to the restored
+    epoch.
+
+    Raises:
+        ConfigError: history without a model to restore it from; RunComplete: no epoch left to train.
+    """
+    from segkit.train import callbacks as cb
+
+    csv_path = run_dir / "history.csv"
+    add_history_columns(csv_path)
+    initial_epoch = 0
+    with strategy.scope():  # optimizer variables are created here (MirroredStrategy on several GPUs)
+        done = cb.restore_backup(model, run_dir / "backup")  # weights + optimizer state of that epoch
+    if done is not None:
+        truncate_history_csv(csv_path, done)
+        initial_epoch = done
+    elif not cb.read_history_csv(csv_path):
+        log.info("no completed epoch to resume in %s: starting at epoch 1", run_dir)
+    else:
+        rows = cb.read_history_csv(csv_path)
+        if not (run_dir / "last.keras").is_file():
+            raise ConfigError(
+                f"cannot resume: history.csv lists {len(rows)} epochs but last.keras and backup/ are missing",
+                path=run_dir,
+                hint="use --overwrite to start a new run",
+            )
+        initial_epoch = len(rows)
+        with strategy.scope():
+            model.optimizer.build(model.trainable_variables)
+            model.load_weights(run_dir / "last.keras")
+    if initial_epoch >= cfg.train.epochs:
+        raise RunComplete(
+            f"the run already completed {initial_epoch} of train.epochs={cfg.train.epochs} epochs",
+            path=run_dir,
+            hint=f"raise train.epochs (e.g. --set train.epochs={initial_epoch + 10}) to train longer",
+        )
+    return initial_epoch
+
+
 def train_model(
     cfg: Config,
     *,
@@ -533,34 +576,7 @@ def train_model(
         # --- what was done before (resume) ---
         csv_path = run_dir / "history.csv"
         backup_dir = run_dir / "backup"
-        initial_epoch = 0
-        if resuming:
-            add_history_columns(csv_path)
-            with strategy.scope():  # optimizer variables are created here (MirroredStrategy on several GPUs)
-                done = cb.restore_backup(model, backup_dir)  # weights + optimizer state of that epoch
-            if done is not None:
-                truncate_history_csv(csv_path, done)
-                initial_epoch = done
-            elif not cb.read_history_csv(csv_path):
-                log.info("no completed epoch to resume in %s: starting at epoch 1", run_dir)
-            else:
-                rows = cb.read_history_csv(csv_path)
-                if not (run_dir / "last.keras").is_file():
-                    raise ConfigError(
-                        f"cannot resume: history.csv lists {len(rows)} epochs but last.keras and backup/ are missing",
-                        path=run_dir,
-                        hint="use --overwrite to start a new run",
-                    )
-                initial_epoch = len(rows)
-                with strategy.scope():
-                    model.optimizer.build(model.trainable_variables)
-                    model.load_weights(run_dir / "last.keras")
-            if initial_epoch >= cfg.train.epochs:
-                raise RunComplete(
-                    f"the run already completed {initial_epoch} of train.epochs={cfg.train.epochs} epochs",
-                    path=run_dir,
-                    hint=f"raise train.epochs (e.g. --set train.epochs={initial_epoch + 10}) to train longer",
-                )
+        initial_epoch = _restore(cfg, model, strategy, run_dir) if resuming else 0
         previous_rows = cb.read_history_csv(csv_path) if resuming else []
         previous_values = [r.get(monitor, float("nan")) for r in previous_rows]
         best_before = cb.plateau_state(previous_values, mode)[0]
