@@ -235,6 +235,19 @@ class DeepLabV3PlusOptions(_Strict):
         return v
 
 
+class UNet3PlusOptions(_Strict):
+    """``model.unet3plus``: the full-scale skip branches."""
+
+    cat_filters: int | None = Field(None, ge=1, le=512, description="channels of each full-scale branch; null = "
+                                    "model.base_filters (the paper: 64)")
+
+
+class U2NetOptions(_Strict):
+    """``model.u2net``: the residual U-blocks."""
+
+    mid_ratio: float = Field(0.5, gt=0, le=4, description="inner channels of an RSU block / its output channels")
+
+
 class ModelConfig(_Strict):
     """Architecture, picked by ``name`` from the model registry; options every model reads, then one section per
     model for its own (read only when that model is chosen)."""
@@ -255,6 +268,8 @@ class ModelConfig(_Strict):
     multiresunet: MultiResUNetOptions = MultiResUNetOptions()
     efficientunet: EfficientUNetOptions = EfficientUNetOptions()
     deeplabv3plus: DeepLabV3PlusOptions = DeepLabV3PlusOptions()
+    unet3plus: UNet3PlusOptions = UNet3PlusOptions()
+    u2net: U2NetOptions = U2NetOptions()
 
     def options_of(self, name: str) -> dict[str, Any]:
         """The own options of model ``name`` (its section), as builder keyword arguments; ``{}`` for none."""

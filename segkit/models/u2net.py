@@ -6,7 +6,7 @@ of ``num_layers`` has height ``num_layers + 1 - i``; heights below 4 become RSU-
 of pooling), so ``num_layers: 6`` is the paper's RSU-7, 6, 5, 4, 4F, 4F encoder. The decoder mirrors the encoder;
 each decoder stage and the bottom give a side output (3x3 conv to the classes, bilinearly up-sampled), and a 1x1
 convolution fuses them into the prediction. Channels: ``out = base_filters * 2**i`` (capped by ``max_filters``)
-and ``mid = out // 2`` per stage. The paper's deep supervision of the side outputs is left out (one fused output).
+and ``mid = out * model.u2net.mid_ratio`` (0.5) per stage. The paper's deep supervision of the side outputs is left out (one fused output).
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ def build_u2net(
     dilation: int = 1,
     max_filters: int | None = None,
     norm: str = "none",
+    mid_ratio: float = 0.5,
     name: str = "u2net",
 ) -> keras.Model:
     """Build U²-Net (``base_kernels``, ``dropout_rate`` and ``dilation`` are fixed by the design and unused).
@@ -78,7 +79,7 @@ def build_u2net(
     x = inputs
     enc = []
     for i in range(num_layers):
-        x = rsu(x, heights[i], max(outs[i] // 2, 1), outs[i], norm, f"enc{i}")
+        x = rsu(x, heights[i], max(int(outs[i] * mid_ratio), 1), outs[i], norm, f"enc{i}")
         enc.append(x)
         if i < num_layers - 1:
             x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
@@ -86,7 +87,7 @@ def build_u2net(
     d = enc[-1]
     for i in range(num_layers - 2, -1, -1):
         d = layers.UpSampling2D(2, interpolation="bilinear", name=f"up{i}")(d)
-        d = rsu(layers.Concatenate(name=f"cat{i}")([d, enc[i]]), heights[i], max(outs[i] // 2, 1), outs[i], norm,
+        d = rsu(layers.Concatenate(name=f"cat{i}")([d, enc[i]]), heights[i], max(int(outs[i] * mid_ratio), 1), outs[i], norm,
                 f"dec{i}")
         sides.append(d)
     side_logits = []

@@ -1,9 +1,10 @@
 """UNet 3+ (Huang et al. 2020, arXiv:2004.08790): full-scale skip connections, on FlexUNet's encoder.
 
-Every decoder level d concatenates ``num_layers`` feature maps of ``base_filters`` channels each, one from every
+Every decoder level d concatenates ``num_layers`` feature maps of ``model.unet3plus.cat_filters`` channels each
+(default ``base_filters``; the paper: 64), one from every
 scale: encoder levels shallower than d (max-pooled down by ``2**(d-i)``), encoder level d itself, and the decoder
 levels (and the bottleneck) deeper than d (bilinearly up-sampled by ``2**(j-d)``), each through a 3x3 conv; the
-concatenation is fused by one more 3x3 conv to ``base_filters * num_layers`` channels. The encoder is
+concatenation is fused by one more 3x3 conv to ``cat_filters * num_layers`` channels. The encoder is
 FlexUNet's (filters, kernels, dilations, dropout and normalisation per level; ``max_filters`` caps it). Deep
 supervision and the classification-guided module of the paper are left out.
 """
@@ -28,6 +29,7 @@ def build_unet3plus(
     dilation: int = 1,
     max_filters: int | None = None,
     norm: str = "none",
+    cat_filters: int | None = None,
     name: str = "unet3plus",
 ) -> keras.Model:
     """Build the UNet 3+ functional model (arguments as ``segkit.models.flexunet.build_flexunet``).
@@ -41,7 +43,7 @@ def build_unet3plus(
     """
     inputs = keras.Input(input_shape, name="image")
     _, enc = encoder(inputs, base_filters, base_kernels, num_layers, dropout_rate, dilation, max_filters, norm)
-    cat = base_filters
+    cat = cat_filters or base_filters
     dec: dict[int, keras.KerasTensor] = {num_layers - 1: enc[-1]}  # the bottleneck is the deepest "decoder" map
     for d in range(num_layers - 2, -1, -1):
         parts = []

@@ -334,6 +334,10 @@ def test_each_models_own_options_reach_its_layers() -> None:
     m1 = model_summary(build_model(tiny_cfg(name="multiresunet")))["params"]
     m2 = model_summary(build_model(tiny_cfg(name="multiresunet", multiresunet={"alpha": 3.0})))["params"]
     assert m2 > m1
+    u3 = build_model(tiny_cfg(name="unet3plus", unet3plus={"cat_filters": 6}))
+    assert u3.get_layer("d0_from_e0").filters == 6 and u3.get_layer("d0_fuse").filters == 6 * 3
+    u2a = build_model(tiny_cfg(name="u2net")).count_params()
+    assert build_model(tiny_cfg(name="u2net", u2net={"mid_ratio": 1.0})).count_params() > u2a
     b0 = build_model(tiny_cfg(name="efficientunet"))
     b1 = build_model(tiny_cfg(name="efficientunet", efficientunet={"backbone": "b1"}))
     assert b1.count_params() > b0.count_params() and b1.output_shape == b0.output_shape
