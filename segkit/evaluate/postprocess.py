@@ -228,6 +228,7 @@ def choose_postprocessing_pooled(
     from segkit.infer.volume import predict_volume
     from segkit.io.volumes import load_volume
     from segkit.prepare.manifest import MANIFEST_FILE, load_manifest
+    from segkit.prepare.record import Geometry, case_records
     from segkit.prepare.slicing import map_labels
 
     cfg0 = members[0][0]
@@ -238,27 +239,30 @@ def choose_postprocessing_pooled(
     scored: list[str] = []
     for cfg, model_path in members:
         data_dir = Path(cfg.data.dir)
-        if not (data_dir / MANIFEST_FILE).is_file():
+        manifest_path = data_dir / MANIFEST_FILE
+        if not manifest_path.is_file():
             continue
         manifest = load_manifest(data_dir)
         where = case_splits(cfg)
-        cases = {c: r for c, r in manifest["cases"].items()
-                 if (where.get(c) if where is not None else r.get("split")) == split
-                 and r.get("kind") != "slices2d" and _sources_exist(r)}
+        cases: dict[str, tuple[Geometry, tuple[Path, Path]]] = {}  # volume cases whose source files exist
+        for c, r in case_records(manifest, manifest_path).items():
+            files = r.volume_files()
+            if (where.get(c) if where is not None else r.split) == split and files is not None and _sources_exist(r):
+                cases[c] = (r.geometry, files)
         if not cases:
             continue
         model = load_model(Path(model_path), cfg, precision=cfg.train.precision)
-        label_cfg = _labels_config(cfg, manifest)
+        label_cfg = _labels_config(cfg, manifest, manifest_path)
         bs = int(cfg.infer.batch_size)
         for case_id in sorted(cases):
-            record = cases[case_id]
-            image, label = load_volume(Path(record["image"])), load_volume(Path(record["label"]))
+            geometry, (image_path, label_path) = cases[case_id]
+            image, label = load_volume(image_path), load_volume(label_path)
             ref = map_labels(label.data, label_cfg, label.path)
             for cid, _ in classes:
                 if (ref == cid).any():
                     pieces[cid].append(count_components(ref == cid))
             for tta in (False, True):
-                pred = predict_volume(model, image.data, image.affine, record, cfg, bs, tta, False, progress,
+                pred = predict_volume(model, image.data, image.affine, geometry, cfg, bs, tta, False, progress,
                                       path=image.path).labels
                 name = "tta" if tta else "plain"
                 for cid, _ in classes:

@@ -8,9 +8,10 @@ Steps of ``evaluate_model``:
    These numbers cover only the slices ``prepare`` wrote (with ``empty_slices: fraction`` / ``drop`` most
    label-free slices are not among them);
 3. per case x class Dice, IoU, HD95, ASSD (mm, with the case's spacing) and NSD at
-   ``evaluate.nsd_tolerance_mm``, by the kind of case in ``<data.dir>/dataset.json``:
+   ``evaluate.nsd_tolerance_mm``, by the kind of case in ``<data.dir>/dataset.json`` (read as
+   ``segkit.prepare.record.CaseRecord``):
 
-   - a volume case whose source image and label files (``record["image"]`` / ``record["label"]``) still exist
+   - a volume case whose source image and label files (``CaseRecord.image`` / ``.label``) still exist
      with the recorded shape: the image is loaded and EVERY slice is predicted exactly as ``segkit infer``
      does (``segkit.infer.volume.predict_volume`` with the case's recorded intensity recipe, flip TTA per
      ``infer.tta``, largest component per ``infer.largest_component``); the reference is the ORIGINAL label
@@ -21,7 +22,7 @@ Steps of ``evaluate_model``:
      slice PNGs reassembled into the original geometry (``segkit.prepare.slicing.reassemble_volume``; slices
      not written count as background in both), with a warning in the log and
      ``"reference": "reassembled written slices"``;
-   - a 2D case (``record["kind"] == "slices2d"``, e.g. chest-CT, whose "spacing" is pixels) and every case
+   - a 2D case (``kind == "slices2d"``, e.g. chest-CT, whose "spacing" is pixels) and every case
      of a dataset without dataset.json (the seed datasets): the written slices stacked, Dice / IoU only;
      surface metrics are left empty (no spacing in mm). ``"reference": "stacked written slices"``.
 
@@ -68,6 +69,7 @@ from segkit.metrics.surface import IMPLEMENTATION, surface_metrics
 
 if TYPE_CHECKING:
     from segkit.config import Config
+    from segkit.prepare.record import CaseRecord
 
 logger = logging.getLogger(__name__)
 
@@ -194,6 +196,7 @@ def evaluate_model(
     from segkit.data.pipeline import case_of_stem, case_splits, context_table, read_sample, split_pairs
     from segkit.infer.predict import load_models, make_predictor, run_models
     from segkit.prepare.manifest import MANIFEST_FILE, load_manifest
+    from segkit.prepare.record import VOLUME, case_records
 
     split = split or cfg.evaluate.split
     run_dir = Path(cfg.train.run_dir)
@@ -212,7 +215,9 @@ def evaluate_model(
     data_dir = Path(cfg.data.dir)
     pairs = split_pairs(cfg, split)
     where = case_splits(cfg)  # a cross-validation fold's cases, else dataset.json's split
-    manifest = load_manifest(data_dir) if (data_dir / MANIFEST_FILE).is_file() else None
+    manifest_path = data_dir / MANIFEST_FILE
+    manifest = load_manifest(data_dir) if manifest_path.is_file() else None
+    records = case_records(manifest, manifest_path) if manifest is not None else {}
     classes = [(c.id, c.name) for c in cfg.effective_classes]
     ids = [c for c, _ in classes]
     nc = cfg.num_classes
@@ -220,13 +225,12 @@ def evaluate_model(
     context = context_table(pairs, k, data_dir / MANIFEST_FILE) if k else None
     bs = int(cfg.infer.batch_size)
     predictor = make_predictor(model, bs)
-    split_cases = {c: r for c, r in manifest["cases"].items()
-                   if (where.get(c) if where is not None else r.get("split")) == split} if manifest else {}
+    split_cases = {c: r for c, r in records.items() if (where.get(c) if where is not None else r.split) == split}
     with_sources = {c for c, r in split_cases.items() if _sources_exist(r)}
     if on_start is not None:
-        on_start(len(pairs) + sum(int(split_cases[c]["n_slices"]) for c in with_sources))
+        on_start(len(pairs) + sum(split_cases[c].geometry.n_slices for c in with_sources))
 
-    case_ids = list(manifest["cases"]) if manifest else []
+    case_ids = list(records)
     slice_rows: list[dict[str, Any]] = []
     pooled = {c: Counts(0, 0, 0, 0) for c in ids}
     conf = np.zeros((nc, nc), dtype=np.int64)
@@ -264,11 +268,11 @@ def evaluate_model(
     rows: list[dict[str, Any]] = []
     tol = float(cfg.evaluate.nsd_tolerance_mm)
     reference: dict[str, str] = {}
-    label_cfg = _labels_config(cfg, manifest) if with_sources and manifest is not None else cfg
+    label_cfg = _labels_config(cfg, manifest, manifest_path) if with_sources and manifest is not None else cfg
     for case_id in sorted(set(preds) | with_sources):
-        record = manifest["cases"].get(case_id) if manifest else None
-        if record is not None and record.get("kind") != "slices2d":
-            spacing = [float(v) for v in record["spacing"]]
+        record = records.get(case_id)
+        if record is not None and record.kind == VOLUME:
+            spacing = list(record.geometry.spacing)
             volumes = None
             if case_id in with_sources:
                 volumes = _original_case(model, case_id, record, cfg, label_cfg, bs, progress)
@@ -277,7 +281,8 @@ def evaluate_model(
                     continue
                 from segkit.prepare.slicing import reassemble_volume
 
-                volumes = reassemble_volume(preds[case_id], record), reassemble_volume(refs[case_id], record)
+                volumes = (reassemble_volume(preds[case_id], record.geometry),
+                           reassemble_volume(refs[case_id], record.geometry))
                 reference[case_id] = REF_REASSEMBLED
             else:
                 reference[case_id] = REF_ORIGINAL
@@ -367,34 +372,30 @@ def _predict_samples(
     return out
 
 
-def _sources_exist(record: Mapping[str, Any]) -> bool:
+def _sources_exist(record: CaseRecord) -> bool:
     """True for a volume case record whose source image and label files both exist."""
-    if record.get("kind") == "slices2d" or not record.get("image") or not record.get("label"):
-        return False
-    return Path(record["image"]).is_file() and Path(record["label"]).is_file()
+    files = record.volume_files()
+    return files is not None and files[0].is_file() and files[1].is_file()
 
 
-def _labels_config(cfg: Config, manifest: Mapping[str, Any]) -> Config:
+def _labels_config(cfg: Config, manifest: Mapping[str, Any], path: Path | None = None) -> Config:
     """``cfg`` with the dataset's recorded ``prepare`` section, so labels map exactly as ``prepare`` mapped them.
 
-    Raises:
-        DataError: dataset.json's ``prepare`` section is not a valid prepare section.
-    """
-    from segkit.config import PrepareConfig
-    from segkit.errors import DataError
+    Args:
+        manifest: the loaded ``dataset.json``; ``path``: its file, named in errors.
 
-    try:
-        prep = PrepareConfig.model_validate(manifest["prepare"])
-    except (KeyError, ValueError) as e:  # pydantic.ValidationError is a ValueError
-        raise DataError(f"dataset.json 'prepare' section is invalid: {e}",
-                        hint="prepare the dataset again with this segkit version") from e
-    return cfg.model_copy(update={"prepare": prep})
+    Raises:
+        DataError: dataset.json's ``prepare`` section is missing or not a valid prepare section.
+    """
+    from segkit.prepare.record import Preprocessing
+
+    return cfg.model_copy(update={"prepare": Preprocessing.from_json(manifest, path).prepare})
 
 
 def _original_case(
     model: Any,
     case_id: str,
-    record: Mapping[str, Any],
+    record: CaseRecord,
     cfg: Config,
     label_cfg: Config,
     batch_size: int,
@@ -416,19 +417,22 @@ def _original_case(
     from segkit.io.volumes import load_volume
     from segkit.prepare.slicing import map_labels
 
-    shape = tuple(int(v) for v in record["shape"])
-    image = load_volume(Path(record["image"]))
-    label = load_volume(Path(record["label"]))
+    files = record.volume_files()
+    if files is None:  # not a volume case with both source files (the caller checked _sources_exist)
+        return None
+    shape = record.geometry.shape
+    image = load_volume(files[0])
+    label = load_volume(files[1])
     if image.data.shape != shape or label.data.shape != shape:
         logger.warning(
             "case %s: source files changed (shapes %s / %s, dataset.json says %s): using the written slices",
             case_id, image.data.shape, label.data.shape, shape,
         )
         if progress is not None:
-            progress(int(record["n_slices"]))
+            progress(record.geometry.n_slices)
         return None
     pred = predict_volume(
-        model, image.data, image.affine, record, cfg, batch_size, bool(cfg.infer.tta), cfg.infer.largest_component,
+        model, image.data, image.affine, record.geometry, cfg, batch_size, bool(cfg.infer.tta), cfg.infer.largest_component,
         progress, path=image.path,
     )
     ref = map_labels(label.data, label_cfg, label.path)

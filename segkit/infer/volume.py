@@ -4,8 +4,9 @@ Steps of ``infer_volume``:
 
 1. ``load_volume`` (a 2D or 4D file is a one-line ``DataError``);
 2. ``segkit.prepare.slicing.volume_to_slices``: the preprocessing ``prepare`` applied (reorientation to RAS,
-   slicing axis, display convention, intensity recipe, resize to ``prepare.size``), taken from the dataset's
-   ``dataset.json`` when it exists, else from the config;
+   slicing axis, display convention, intensity recipe, resize to ``prepare.size``): a
+   ``segkit.prepare.record.Preprocessing`` read from the run's ``preprocessing.json`` or the dataset's
+   ``dataset.json`` when one exists, else taken from the config (``preprocessing_spec``);
 3. resize to the model's ``data.image_size`` as the training pipeline does (``segkit.io.slices.fit_image``)
    -- or, for a model trained on patches (``data.patches``), keep the prepared size and let a Gaussian sliding
    window cover it; replicate gray to ``data.channels`` and stack 2.5D neighbours;
@@ -28,10 +29,10 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     import keras
 
     from segkit.config import Config
+    from segkit.prepare.record import Geometry, Preprocessing
 
 logger = logging.getLogger(__name__)
 
@@ -81,9 +83,9 @@ class VolumePrediction:
         labels: (X, Y, Z) uint8 class ids in the input's ORIGINAL array shape and orientation.
         stack: (N, H, W) uint8 preprocessed display slices as the model saw them (``data.image_size``, or the
             prepared size with ``data.patches``).
-        labels2d: (N, h, w) uint8 predicted ids at the original slice size ``record["slice_shape"]`` (before
+        labels2d: (N, h, w) uint8 predicted ids at the original slice size ``geometry.slice_shape`` (before
             largest-component clean-up).
-        record: geometry record of the input (``segkit.prepare.slicing.volume_to_slices``).
+        geometry: geometry of the input (``segkit.prepare.slicing.volume_to_slices``).
         seconds: wall time per stage ("preprocess", "predict", "reassemble").
         probabilities: (X, Y, Z, K) float32 softmax per class in the input's geometry (after TTA and ensemble
             averaging, before the largest-component clean-up), when asked for.
@@ -92,7 +94,7 @@ class VolumePrediction:
     labels: npt.NDArray[np.uint8]
     stack: npt.NDArray[np.uint8]
     labels2d: npt.NDArray[np.uint8]
-    record: dict[str, Any]
+    geometry: Geometry
     seconds: dict[str, float]
     probabilities: npt.NDArray[np.float32] | None = None
 
@@ -106,28 +108,36 @@ def case_id_of(path: Path) -> str:
     return name[: -len(sfx)] if sfx else Path(path).stem
 
 
-def preprocessing_spec(cfg: Config) -> Config | Mapping[str, Any]:
+def preprocessing_spec(cfg: Config) -> Preprocessing:
     """The recipe ``prepare`` used for the model's training data: the copy the run keeps
     (``<train.run_dir>/preprocessing.json``, written by ``train``; it still holds when the dataset was prepared
-    again since), else the dataset's ``dataset.json``, else the config itself."""
+    again since), else the dataset's ``dataset.json``, else the config itself.
+
+    Raises:
+        DataError: the file read is unreadable, lacks ``prepare`` / ``modality`` or has an invalid ``prepare``
+            section (one line naming the file).
+    """
     import json
 
     from segkit.prepare.manifest import MANIFEST_FILE, load_manifest
+    from segkit.prepare.record import Preprocessing
 
     kept = Path(cfg.train.run_dir) / "preprocessing.json"
     if kept.is_file():
+        hint = "delete it to use data.dir's dataset.json, or train the run again"
         try:
-            spec = json.loads(kept.read_text(encoding="utf-8"))
-            logger.info("preprocessing from %s", kept)
-            return {"prepare": spec["prepare"], "modality": spec["modality"]}
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise DataError(f"cannot read the run's preprocessing recipe: {e}", path=kept,
-                            hint="delete it to use data.dir's dataset.json, or train the run again") from e
-    if (Path(cfg.data.dir) / MANIFEST_FILE).is_file():
-        manifest = load_manifest(Path(cfg.data.dir))
-        logger.info("preprocessing from %s", Path(cfg.data.dir) / MANIFEST_FILE)
-        return {"prepare": manifest["prepare"], "modality": manifest["modality"]}
-    return cfg
+            obj = json.loads(kept.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise DataError(f"cannot read the run's preprocessing recipe: {e}", path=kept, hint=hint) from e
+        spec = Preprocessing.from_json(obj, path=kept, hint=hint)
+        logger.info("preprocessing from %s", kept)
+        return spec
+    manifest_path = Path(cfg.data.dir) / MANIFEST_FILE
+    if manifest_path.is_file():
+        spec = Preprocessing.from_json(load_manifest(Path(cfg.data.dir)), path=manifest_path)
+        logger.info("preprocessing from %s", manifest_path)
+        return spec
+    return Preprocessing.from_config(cfg)
 
 
 def model_inputs(
@@ -216,7 +226,7 @@ def predict_volume(
     model: keras.Model,
     data: npt.NDArray,
     affine: npt.ArrayLike,
-    spec: Config | Mapping[str, Any],
+    spec: Preprocessing | Geometry,
     cfg: Config,
     batch_size: int,
     tta: bool = False,
@@ -232,8 +242,8 @@ def predict_volume(
         model: a loaded model.
         data: (X, Y, Z) image array as stored in the file (HU for CT).
         affine: its (4, 4) voxel -> RAS affine.
-        spec: the preprocessing recipe for ``volume_to_slices``: ``preprocessing_spec(cfg)``, or a
-            ``dataset.json`` case record to repeat that case's recorded intensity recipe exactly.
+        spec: the preprocessing recipe for ``volume_to_slices``: ``preprocessing_spec(cfg)``, or the
+            ``Geometry`` of a prepared case (``dataset.json``) to repeat that case's recorded recipe exactly.
         cfg: the config (``data.image_size``, channels, context slices, ``infer.overlap``, classes).
         batch_size: slices per model call.
         tta: flip test-time augmentation.
@@ -270,14 +280,14 @@ def predict_volume(
     probs2d = None
     if probabilities:
         labels2d, probs2d = predict_volume_slices(model, stack, cfg, batch_size, tta, progress,
-                                                  out_size=sliced.record["slice_shape"], keep_probabilities=True)
+                                                  out_size=sliced.geometry.slice_shape, keep_probabilities=True)
     else:
         labels2d = predict_volume_slices(model, stack, cfg, batch_size, tta, progress,
-                                         out_size=sliced.record["slice_shape"])
+                                         out_size=sliced.geometry.slice_shape)
     t["predict"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    labels = reassemble_volume({k: labels2d[i] for i, (k, _, _) in enumerate(sliced.slices)}, sliced.record)
+    labels = reassemble_volume({k: labels2d[i] for i, (k, _, _) in enumerate(sliced.slices)}, sliced.geometry)
     lcc = lcc_classes(largest_component, cfg)
     if lcc:
         labels = keep_largest(labels, lcc)
@@ -287,10 +297,10 @@ def predict_volume(
     if probs2d is not None:
         from segkit.prepare.slicing import reassemble_probabilities
 
-        probs = reassemble_probabilities(probs2d, sliced.record)
+        probs = reassemble_probabilities(probs2d, sliced.geometry)
         del probs2d
     t["reassemble"] = time.perf_counter() - t0
-    return VolumePrediction(labels.astype(np.uint8, copy=False), stack, labels2d, dict(sliced.record), t, probs)
+    return VolumePrediction(labels.astype(np.uint8, copy=False), stack, labels2d, sliced.geometry, t, probs)
 
 
 def lcc_classes(largest_component: bool | Sequence[int] | None, cfg: Config) -> list[int]:

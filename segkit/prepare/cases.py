@@ -23,6 +23,7 @@ from segkit.io.atomic import write_json
 from segkit.io.palette import palette_array
 from segkit.prepare.manifest import sha256_file, sha256_files
 from segkit.prepare.outdir import case_record_path, read_json, slice_files
+from segkit.prepare.record import CaseRecord
 from segkit.prepare.slices2d import slice_2d_case
 from segkit.prepare.sources import CaseSpec
 
@@ -144,16 +145,16 @@ def _prepare_case(task: CaseTask, sha: dict[str, str | None]) -> dict[str, Any]:
     # source paths are absolute; for 2D cases they are the image / mask folders (file names: source_slices)
     image_src = spec.image if spec.kind == "volume" else spec.image.parent
     label_src = spec.label if spec.kind == "volume" or spec.label is None else spec.label.parent
-    record = {
-        "split": task.split,
-        "image": str(image_src.resolve()),
-        "label": str(label_src.resolve()) if label_src is not None else None,
-        "sha256": sha,
-        **sliced.record,
-    }
+    record = CaseRecord(
+        split=task.split,
+        image=str(image_src.resolve()),
+        label=str(label_src.resolve()) if label_src is not None else None,
+        sha256=sha,
+        geometry=sliced.geometry,
+    )
     return {
         "key": task.key,
-        "record": record,
+        "record": record.to_json(),
         "n_slices_written": len(sliced.slices),
         "pixels": [int(v) for v in pixels],
         "files": sorted(p.relative_to(task.out).as_posix() for p in paths),

@@ -3,11 +3,12 @@
 A dataset folder counts as complete only when ``dataset.json`` exists; it is written atomically after every
 slice, ``splits.json`` and the summary. It records the classes, modality, the prepare recipe, and per case the
 source files with sha256 checksums and everything needed to put predicted slices back into the original
-volume geometry (see the schema in the team brief / README).
+volume geometry (see the schema in the team brief / README). The per-case entries and the recipe are typed in
+``segkit.prepare.record`` (``case_records``, ``Preprocessing.from_json``), which alone reads and writes them.
 
 Example:
     >>> manifest = load_manifest(Path("demo/data"))
-    >>> manifest["cases"]["case000"]["split"]
+    >>> case_records(manifest, Path("demo/data/dataset.json"))["case000"].split
     'train'
 """
 

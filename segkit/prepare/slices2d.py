@@ -10,6 +10,7 @@ import numpy.typing as npt
 
 from segkit.config import Config
 from segkit.errors import DataError
+from segkit.prepare.record import SLICES2D, Geometry
 from segkit.prepare.sources import CaseSpec
 
 _CHEST_CHANNELS = {"lung": 0, "heart": 1, "trachea": 2}  # R, G, B of the Kaggle masks
@@ -75,21 +76,24 @@ def slice_2d_case(spec: CaseSpec, cfg: Config, rng: np.random.Generator):  # noq
         for k, img, lbl in (items[i] for i in keep)
     ]
     h0, w0 = shape0 if shape0 is not None else tuple(prep.size)
-    record = {
-        "kind": "slices2d",
-        "shape": [h0, w0, len(items)],
-        "spacing": [1.0, 1.0, 1.0],
-        "affine": np.eye(4).tolist(),
-        "orientation": "RAS",
-        "ornt_transform": [[0, 1], [1, 1], [2, 1]],
-        "canonical_shape": [h0, w0, len(items)],
-        "axis": 2,
-        "slice_shape": [h0, w0],
-        "size": list(prep.size),
-        "resize": [prep.size[0] / h0, prep.size[1] / w0],
-        "intensity": {"kind": "none"},
-        "slices": [items[i][0] for i in keep],
-        "n_slices": len(items),
-        "source_slices": [[k, img.name, m.name if m is not None else None] for k, img, m in spec.slices],
-    }
-    return SlicedCase(spec.case_id, record, slices)
+    rows, cols = int(prep.size[0]), int(prep.size[1])
+    n = len(items)
+    geometry = Geometry(  # 2D files: identity geometry, no display transform, "spacing" in pixels
+        kind=SLICES2D,
+        shape=(h0, w0, n),
+        spacing=(1.0, 1.0, 1.0),
+        slice_spacing=None,
+        affine=((1.0, 0.0, 0.0, 0.0), (0.0, 1.0, 0.0, 0.0), (0.0, 0.0, 1.0, 0.0), (0.0, 0.0, 0.0, 1.0)),
+        orientation="RAS",
+        ornt_transform=((0, 1), (1, 1), (2, 1)),
+        canonical_shape=(h0, w0, n),
+        axis=2,
+        slice_shape=(h0, w0),
+        size=(rows, cols),
+        resize=(rows / h0, cols / w0),
+        n_slices=n,
+        intensity={"kind": "none"},
+        slices=tuple(items[i][0] for i in keep),
+        source_slices=tuple((k, img.name, m.name if m is not None else None) for k, img, m in spec.slices),
+    )
+    return SlicedCase(spec.case_id, geometry, slices)

@@ -31,7 +31,10 @@ with the original affine.
 Example:
     >>> sliced = slice_case(load_volume(img_path), load_volume(lbl_path), cfg, "case_000", rng)
     >>> paths = write_slices(sliced, out / "train", palette_array([c.color for c in cfg.effective_classes]))
-    >>> labels = reassemble_volume({i: lbl for i, _, lbl in sliced.slices}, sliced.record)
+    >>> labels = reassemble_volume({i: lbl for i, _, lbl in sliced.slices}, sliced.geometry)
+
+The per-case record (``sliced.geometry``, a ``segkit.prepare.record.Geometry``) is built here for volumes
+(``volume_geometry``); its JSON in ``dataset.json`` is ``segkit.prepare.record``'s.
 """
 
 from __future__ import annotations
@@ -53,7 +56,8 @@ from segkit.io.png import PNG_COMPRESSION, encode_mask_png, write_png
 from segkit.io.slices import resize_image as resize_image  # re-exported (one slice resize)
 from segkit.io.slices import resize_label as resize_label  # re-exported (one slice resize)
 from segkit.io.volumes import Volume
-from segkit.prepare.normalize import Recipe, apply_intensity, intensity_recipe
+from segkit.prepare.normalize import apply_intensity, intensity_recipe
+from segkit.prepare.record import VOLUME, Geometry, Preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +72,14 @@ class SlicedCase(NamedTuple):
 
     Attributes:
         case_id: the case (patient/volume) id used in file stems.
-        record: the per-case entry of ``dataset.json`` (geometry, recipe, slices written); JSON-ready.
+        geometry: the case's geometry, intensity recipe and slices written (``dataset.json``'s per-case entry
+            without split and source files: ``geometry.to_json()``).
         slices: ``[(slice_index, image (H, W) uint8, label (H, W) uint8 class ids or None), ...]`` sorted by
             ``slice_index``, already in display orientation and resized to ``prepare.size``.
     """
 
     case_id: str
-    record: dict[str, Any]
+    geometry: Geometry
     slices: list[SliceItem]
 
 
@@ -331,25 +336,40 @@ def target_size(
     return resampled_size(slice_shape, display_spacing(affine, axis), prep.spacing)
 
 
-def _geometry_record(data: npt.NDArray, affine: npt.NDArray, axis: int, size: Sequence[int]) -> dict[str, Any]:
-    """The geometry part of a case record (everything that ``reassemble_volume`` needs)."""
+def volume_geometry(
+    data_shape: Sequence[int],
+    affine: npt.ArrayLike,
+    axis: int,
+    size: Sequence[int],
+    intensity: Mapping[str, Any],
+    slices: Sequence[int],
+) -> Geometry:
+    """The ``Geometry`` of a volume sliced along canonical ``axis`` to ``size`` with ``intensity``, of which the
+    slices ``slices`` are written (everything ``reassemble_volume`` and ``volume_to_slices`` need)."""
     ornt = canonical_ornt(affine)
-    shape = tuple(int(s) for s in data.shape)
+    shape = tuple(int(s) for s in data_shape)
     can, (h0, w0) = _to_display(shape, ornt, axis)
-    return {
-        "shape": list(shape),
-        "spacing": [round(s, 6) for s in spacing_from_affine(affine)],
-        "slice_spacing": [round(s, 6) for s in display_spacing(affine, axis)],
-        "affine": np.asarray(affine, dtype=np.float64).tolist(),
-        "orientation": axis_codes(affine),
-        "ornt_transform": [[int(a), int(f)] for a, f in ornt],
-        "canonical_shape": can,
-        "axis": int(axis),
-        "slice_shape": [h0, w0],
-        "size": [int(size[0]), int(size[1])],
-        "resize": [int(size[0]) / h0, int(size[1]) / w0],
-        "n_slices": int(can[axis]),
-    }
+    rows, cols = (int(size[0]), int(size[1]))
+    sx, sy, sz = (round(s, 6) for s in spacing_from_affine(affine))
+    dy, dx = (round(s, 6) for s in display_spacing(affine, axis))
+    a = np.asarray(affine, dtype=np.float64).tolist()
+    return Geometry(
+        kind=VOLUME,
+        shape=(shape[0], shape[1], shape[2]),
+        spacing=(sx, sy, sz),
+        slice_spacing=(dy, dx),
+        affine=tuple((r[0], r[1], r[2], r[3]) for r in a),
+        orientation=axis_codes(affine),
+        ornt_transform=tuple((int(n), int(f)) for n, f in ornt),
+        canonical_shape=(can[0], can[1], can[2]),
+        axis=int(axis),
+        slice_shape=(h0, w0),
+        size=(rows, cols),
+        resize=(rows / h0, cols / w0),
+        n_slices=int(can[axis]),
+        intensity=dict(intensity),
+        slices=tuple(int(k) for k in slices),
+    )
 
 
 def take_slice(vol: npt.NDArray, k: int, axis: int) -> npt.NDArray:
@@ -431,8 +451,8 @@ def slice_case(
         rng: generator for the ``empty_slices: fraction`` draw (derive it from ``cfg.seed`` and the case).
 
     Returns:
-        ``SlicedCase(case_id, record, slices)``; ``record`` holds shape, spacing, affine, orientation,
-        ornt_transform, canonical_shape, axis, slice_shape, size, resize, intensity, slices, n_slices.
+        ``SlicedCase(case_id, geometry, slices)`` (``volume_geometry``: shape, spacing, affine, orientation,
+        ornt_transform, canonical_shape, axis, slice_shape, size, resize, n_slices, intensity, slices).
 
     Raises:
         GeometryError: image and label differ in shape or affine.
@@ -445,19 +465,18 @@ def slice_case(
         check_pair(image, label)
         classes = map_labels(label.data, cfg, label.path)
     axis = int(prep.axis)
-    record = _geometry_record(image.data, image.affine, axis, target_size(image.data.shape, image.affine, axis, prep))
+    size = target_size(image.data.shape, image.affine, axis, prep)
     img_ras = to_canonical(np.asarray(image.data), image.affine, copy=False)[0]  # a view: no volume copy
+    n_slices = int(img_ras.shape[axis])
     # Parameters from the whole volume, applied chunk by chunk (same result, bounded temporaries).
     recipe = intensity_recipe(img_ras, cfg.modality, prep.ct_window, prep.mr_percentiles)
-    record["intensity"] = recipe
     lbl_ras = to_canonical(classes, image.affine, copy=False)[0] if classes is not None else None
     if lbl_ras is not None:
         other = tuple(a for a in range(3) if a != axis)
         has_fg = np.asarray(lbl_ras.any(axis=other))
         keep = choose_slices(has_fg, prep, rng)
     else:
-        keep = list(range(record["n_slices"]))
-    size = record["size"]
+        keep = list(range(n_slices))
     slices: list[SliceItem]
     images = display_slices(img_ras, axis, keep, lambda block: apply_intensity(block, recipe))
     if lbl_ras is None:
@@ -468,9 +487,8 @@ def slice_case(
             (k, resize_image(img2d, size), resize_label(lbl2d, size))
             for (k, img2d), (_, lbl2d) in zip(images, labels, strict=True)
         ]
-    record["slices"] = keep
-    log.debug("%s: %d of %d slices kept", case_id, len(keep), record["n_slices"])
-    return SlicedCase(case_id, record, slices)
+    log.debug("%s: %d of %d slices kept", case_id, len(keep), n_slices)
+    return SlicedCase(case_id, volume_geometry(image.data.shape, image.affine, axis, size, recipe, keep), slices)
 
 
 def write_slices(
@@ -512,24 +530,25 @@ def write_slices(
 # === Back to volumes ===
 
 
-def reassemble_volume(slices: Mapping[int, npt.NDArray], record: Mapping[str, Any]) -> npt.NDArray[np.uint8]:
+def reassemble_volume(slices: Mapping[int, npt.NDArray], geometry: Geometry) -> npt.NDArray[np.uint8]:
     """Put 2D label slices back into a volume of the ORIGINAL array shape and orientation.
 
     Args:
         slices: ``{slice_index: (H, W) uint8 class ids}`` in display orientation at any size (resized back
-            to ``record["slice_shape"]`` with nearest neighbour).
-        record: the case record from ``slice_case`` / ``dataset.json``.
+            to ``geometry.slice_shape`` with nearest neighbour).
+        geometry: the case's geometry from ``slice_case`` / ``volume_to_slices``, or read from ``dataset.json``
+            (``segkit.prepare.record.case_records``).
 
     Returns:
-        (X, Y, Z) uint8 label volume, shape ``record["shape"]``, to be saved with ``record["affine"]``.
+        (X, Y, Z) uint8 label volume, shape ``geometry.shape``, to be saved with ``geometry.affine``.
         Slices not given are 0.
 
     Raises:
         DataError: a slice index outside 0..n_slices-1, or a slice that is not 2D.
     """
-    axis = int(record["axis"])
-    can = tuple(int(s) for s in record["canonical_shape"])
-    h0, w0 = (int(s) for s in record["slice_shape"])
+    axis = geometry.axis
+    can = geometry.canonical_shape
+    h0, w0 = geometry.slice_shape
     vol = np.zeros(can, dtype=np.uint8)
     n = can[axis]
     index: list[Any] = [slice(None)] * 3
@@ -543,26 +562,26 @@ def reassemble_volume(slices: Mapping[int, npt.NDArray], record: Mapping[str, An
         arr = resize_label(arr.astype(np.uint8, copy=False), (h0, w0))
         index[axis] = k
         vol[tuple(index)] = from_display(arr)
-    out = from_canonical(vol, record["ornt_transform"])
-    expected = tuple(int(s) for s in record["shape"])
+    out = from_canonical(vol, geometry.ornt_transform)
+    expected = geometry.shape
     if out.shape != expected:
         raise DataError(f"reassembled shape {out.shape} differs from the recorded shape {expected}")
     return out
 
 
-def reassemble_probabilities(probs: npt.NDArray[np.floating], record: Mapping[str, Any]) -> npt.NDArray[np.floating]:
+def reassemble_probabilities(probs: npt.NDArray[np.floating], geometry: Geometry) -> npt.NDArray[np.floating]:
     """Put (N, h, w, K) per-slice class probabilities back into an (X, Y, Z, K) volume of the ORIGINAL geometry.
 
     Args:
-        probs: one (h, w, K) map per slice of the volume, in display orientation, at ``record["slice_shape"]``.
-        record: the case record (``volume_to_slices``).
+        probs: one (h, w, K) map per slice of the volume, in display orientation, at ``geometry.slice_shape``.
+        geometry: the volume's geometry (``volume_to_slices``).
 
     Raises:
         DataError: the stack does not have one map per slice at the recorded slice size.
     """
-    axis = int(record["axis"])
-    can = tuple(int(s) for s in record["canonical_shape"])
-    h0, w0 = (int(s) for s in record["slice_shape"])
+    axis = geometry.axis
+    can = geometry.canonical_shape
+    h0, w0 = geometry.slice_shape
     arr = np.asarray(probs)
     if arr.ndim != 4 or arr.shape[0] != can[axis] or arr.shape[1:3] != (h0, w0):
         raise DataError(f"probabilities {arr.shape} do not match {can[axis]} slices of {h0}x{w0}")
@@ -571,8 +590,8 @@ def reassemble_probabilities(probs: npt.NDArray[np.floating], record: Mapping[st
     for k in range(arr.shape[0]):
         index[axis] = k
         vol[tuple(index)] = np.swapaxes(arr[k][::-1, ::-1], 0, 1)  # from_display, channels kept last
-    out = from_canonical(vol, record["ornt_transform"])
-    expected = tuple(int(s) for s in record["shape"])
+    out = from_canonical(vol, geometry.ornt_transform)
+    expected = geometry.shape
     if out.shape[:3] != expected:
         raise DataError(f"reassembled shape {out.shape[:3]} differs from the recorded shape {expected}")
     return out
@@ -581,7 +600,7 @@ def reassemble_probabilities(probs: npt.NDArray[np.floating], record: Mapping[st
 def volume_to_slices(
     data: npt.NDArray,
     affine: npt.ArrayLike,
-    spec: Config | Mapping[str, Any],
+    spec: Preprocessing | Geometry,
     case_id: str = "volume",
     path: Path | None = None,
 ) -> SlicedCase:
@@ -590,63 +609,40 @@ def volume_to_slices(
     Args:
         data: (X, Y, Z) image volume (HU for CT).
         affine: its (4, 4) voxel -> RAS affine.
-        spec: one of
-            - a ``Config``: axis, size, CT window from ``cfg.prepare``; MR percentiles computed on ``data``;
-            - a case record (``dataset.json`` ``cases[id]``, has ``"intensity"``): its axis, size and the
-              recorded intensity recipe are applied exactly;
-            - a ``dataset.json`` dict (has ``"prepare"`` and ``"modality"``): like a Config.
+        spec: what to repeat:
+            - a ``Preprocessing`` (a dataset's recipe, ``Preprocessing.from_config(cfg)`` or read from
+              ``dataset.json`` / ``preprocessing.json``): axis and size from its ``prepare`` section, the CT
+              window as recorded; MR percentiles computed on ``data``;
+            - a ``Geometry`` of a prepared case (``dataset.json`` ``cases[id]``): its axis, size and its recorded
+              intensity recipe are applied exactly.
         case_id: name for the result.
         path: the file ``data`` came from, named in errors.
 
     Returns:
-        ``SlicedCase(case_id, record, [(k, image (H, W) uint8, None), ...])`` for every slice ``k``;
-        ``record`` describes ``data``'s own geometry, so ``reassemble_volume(pred, record)`` fits ``data``.
+        ``SlicedCase(case_id, geometry, [(k, image (H, W) uint8, None), ...])`` for every slice ``k``;
+        ``geometry`` describes ``data``'s own geometry, so ``reassemble_volume(pred, geometry)`` fits ``data``.
 
     Raises:
-        DataError: NaN/inf intensities or an unusable spec.
+        DataError: NaN/inf intensities, or a recipe that cannot be applied.
+        TypeError: ``spec`` is neither a ``Preprocessing`` nor a ``Geometry``.
     """
     arr = np.asarray(data)
     aff = np.asarray(affine, dtype=np.float64)
     check_finite(Volume(arr, aff, None if path is None else Path(path)))
-    recipe: Recipe | None = None
-    if isinstance(spec, Mapping) and "intensity" in spec and "axis" in spec:
-        axis, size = int(spec["axis"]), _record_size(spec)
-        recipe = dict(spec["intensity"])
+    if isinstance(spec, Geometry):  # repeat one prepared case exactly
+        axis, size = spec.axis, spec.size
+    elif isinstance(spec, Preprocessing):
+        axis = int(spec.prepare.axis)
+        size = target_size(arr.shape, aff, axis, spec.prepare)
     else:
-        prep, modality = _prepare_of(spec)
-        axis = int(prep.axis)
-        size = target_size(arr.shape, aff, axis, prep)
-    record = _geometry_record(arr, aff, axis, size)
+        raise TypeError(f"volume_to_slices needs a Preprocessing or a Geometry, got {type(spec).__name__}")
     ras = to_canonical(arr, aff, copy=False)[0]  # a view: no volume copy
-    if recipe is None:
-        recipe = intensity_recipe(ras, modality, prep.ct_window, prep.mr_percentiles)
-    record["intensity"] = recipe
-    keep = list(range(record["n_slices"]))
-    record["slices"] = keep
+    if isinstance(spec, Geometry):
+        recipe = dict(spec.intensity)
+    else:
+        prep = spec.prepare
+        recipe = intensity_recipe(ras, spec.modality, prep.ct_window, prep.mr_percentiles)
+    keep = list(range(int(ras.shape[axis])))
     images = display_slices(ras, axis, keep, lambda block: apply_intensity(block, recipe))
     slices: list[SliceItem] = [(k, resize_image(img2d, size), None) for k, img2d in images]
-    return SlicedCase(case_id, record, slices)
-
-
-def _prepare_of(spec: Config | Mapping[str, Any]) -> tuple[PrepareConfig, str]:
-    """(prepare section, modality) of a Config or of a dataset.json dict."""
-    if isinstance(spec, Config):
-        return spec.prepare, spec.modality
-    if "prepare" in spec and "modality" in spec:
-        try:
-            return PrepareConfig.model_validate(spec["prepare"]), str(spec["modality"])
-        except ValueError as e:  # pydantic.ValidationError is a ValueError
-            raise DataError(f"dataset.json 'prepare' section is invalid: {e}",
-                            hint="prepare the dataset again with this segkit version") from e
-    raise DataError(
-        "volume_to_slices needs a Config, a case record or a dataset.json dict",
-        hint="pass dataset.json's content or one entry of its 'cases'",
-    )
-
-
-def _record_size(record: Mapping[str, Any]) -> tuple[int, int]:
-    if "size" in record:
-        return (int(record["size"][0]), int(record["size"][1]))
-    h0, w0 = record["slice_shape"]
-    fy, fx = record["resize"]
-    return (int(round(h0 * fy)), int(round(w0 * fx)))
+    return SlicedCase(case_id, volume_geometry(arr.shape, aff, axis, size, recipe, keep), slices)

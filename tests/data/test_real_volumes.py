@@ -130,11 +130,11 @@ def test_ct_native_size_exact_classes_images_and_reassembly(
         got = read_gray(tmp_path / "train" / "images" / f"aorta_{k:04d}.png").astype(np.float64)
         assert np.abs(got - expected).max() <= 1
     # Reassembly of the decoded PNG masks gives the original (LPS) label array exactly.
-    back = reassemble_volume(decoded, sliced.record)
-    assert back.shape == raw.shape == tuple(sliced.record["shape"])
+    back = reassemble_volume(decoded, sliced.geometry)
+    assert back.shape == raw.shape == sliced.geometry.shape
     np.testing.assert_array_equal(back, raw)
-    np.testing.assert_allclose(np.asarray(sliced.record["affine"]), nib.load(str(ct_paths[1])).affine)
-    assert sliced.record["orientation"] == "LPS" and sliced.record["spacing"] == pytest.approx([1.5, 1.5, 1.5])
+    np.testing.assert_allclose(sliced.geometry.affine_array, nib.load(str(ct_paths[1])).affine)
+    assert sliced.geometry.orientation == "LPS" and sliced.geometry.spacing == pytest.approx((1.5, 1.5, 1.5))
 
 
 def test_ct_anatomy_is_the_right_way_up(ct_paths: tuple[Path, Path], tmp_path: Path) -> None:
@@ -161,8 +161,8 @@ def test_ct_resized_matches_nearest_of_reference(
     write_slices(sliced, tmp_path / "train", palette_array(CT_COLORS))
     decoded = decode_written(tmp_path / "train", "aorta", palette_array(CT_COLORS))
     check_against_reference(decoded, ref_ras, size, native=False)
-    back = reassemble_volume(decoded, sliced.record)
-    assert back.shape == raw.shape and sliced.record["resize"] == pytest.approx([96 / 126, 80 / 120])
+    back = reassemble_volume(decoded, sliced.geometry)
+    assert back.shape == raw.shape and sliced.geometry.resize == pytest.approx((96 / 126, 80 / 120))
     # Downscaling loses thin structures, but most labelled voxels come back in place.
     fg = raw > 0
     assert (back[fg] == raw[fg]).mean() > 0.75
@@ -194,10 +194,10 @@ def test_nrrd_pair_native_and_resized(shared_data: Path, tmp_path: Path) -> None
         decoded = decode_written(out, "brain1", palette)
         check_against_reference(decoded, ref_ras, size, native=native)
         if native:
-            back = reassemble_volume(decoded, sliced.record)
+            back = reassemble_volume(decoded, sliced.geometry)
             assert back.shape == raw.shape == (256, 256, 25)
             np.testing.assert_array_equal(back, raw)
             # MR: percentiles of the whole raw volume, not of a slice.
             img_raw, _ = nrrd.read(str(img_path))
             lo, hi = np.percentile(img_raw, [0.5, 99.5])
-            assert sliced.record["intensity"] == {"kind": "mr_percentile", "low": pytest.approx(lo), "high": pytest.approx(hi)}
+            assert sliced.geometry.intensity == {"kind": "mr_percentile", "low": pytest.approx(lo), "high": pytest.approx(hi)}

@@ -13,6 +13,7 @@ import pytest
 from segkit.config import validate_config
 from segkit.infer.volume import resize_probs
 from segkit.io.volumes import load_volume
+from segkit.prepare.record import Geometry
 from segkit.prepare.slicing import map_labels, reassemble_volume, slice_case
 
 LA = [{"id": 1, "name": "LA", "color": [255, 0, 255]}]
@@ -20,48 +21,48 @@ CT9 = [{"id": i, "name": f"s{i}", "color": [20 * i, 0, 0]} for i in range(1, 10)
 
 
 def _round_trip(image: Path, label: Path, classes: list[dict], modality: str, spacing: list[float],
-                **prepare: object) -> tuple[list[float], dict, np.ndarray, np.ndarray]:
+                **prepare: object) -> tuple[list[float], Geometry, np.ndarray, np.ndarray]:
     """Resample the label slices to ``spacing`` as prepare does, restore them the way inference restores its
     predictions (one-hot probabilities resampled bilinearly, argmax, reassembly) and score against the original."""
     cfg = validate_config({"modality": modality, "classes": classes,
                            "prepare": {"axis": 2, "spacing": spacing, "empty_slices": "keep", **prepare}})
     img, lbl = load_volume(image), load_volume(label)
     sliced = slice_case(img, lbl, cfg, "case", np.random.default_rng(0))
-    h0, w0 = sliced.record["slice_shape"]
+    h0, w0 = sliced.geometry.slice_shape
     k = len(classes) + 1
     restored = {
         idx: resize_probs(np.eye(k, dtype=np.float32)[lab], (h0, w0)).argmax(-1).astype(np.uint8)
         for idx, _, lab in sliced.slices
     }
-    out = reassemble_volume(restored, sliced.record)
+    out = reassemble_volume(restored, sliced.geometry)
     ref = map_labels(lbl.data, cfg)
     dice = [2 * np.sum((out == c) & (ref == c)) / (np.sum(out == c) + np.sum(ref == c))
             for c in range(1, k) if np.any(ref == c)]
-    return dice, sliced.record, out, lbl.affine
+    return dice, sliced.geometry, out, lbl.affine
 
 
 @pytest.mark.data
 def test_la_mri_resampled_to_0_8_mm_and_restored(shared_data: Path) -> None:
     root = shared_data / "volumes" / "la2018_lge_mri"
-    dice, record, out, affine = _round_trip(root / "imagesTr" / "la_100.nii.gz", root / "labelsTr" / "la_100.nii.gz",
+    dice, geometry, out, affine = _round_trip(root / "imagesTr" / "la_100.nii.gz", root / "labelsTr" / "la_100.nii.gz",
                                             LA, "mr", [0.8, 0.8])
-    assert record["slice_spacing"] == [0.625, 0.625]
-    assert record["slice_shape"] == [139, 186]
-    assert record["size"] == [109, 145]  # 139 * 0.625 / 0.8 = 108.6, 186 * 0.625 / 0.8 = 145.3
-    assert out.shape == (186, 139, 88) == tuple(record["shape"])
-    np.testing.assert_allclose(np.asarray(record["affine"]), affine)
+    assert geometry.slice_spacing == (0.625, 0.625)
+    assert geometry.slice_shape == (139, 186)
+    assert geometry.size == (109, 145)  # 139 * 0.625 / 0.8 = 108.6, 186 * 0.625 / 0.8 = 145.3
+    assert out.shape == (186, 139, 88) == geometry.shape
+    np.testing.assert_allclose(geometry.affine_array, affine)
     assert dice[0] >= 0.99, dice
 
 
 @pytest.mark.data
 def test_lps_ct_resampled_to_1_mm_and_restored(shared_data: Path) -> None:
     root = shared_data / "volumes" / "totalseg_aorta_ct"
-    dice, record, out, affine = _round_trip(root / "aorta_ct_image.nii.gz", root / "aorta_ct_structures_label.nii.gz",
+    dice, geometry, out, affine = _round_trip(root / "aorta_ct_image.nii.gz", root / "aorta_ct_structures_label.nii.gz",
                                             CT9, "ct", [1.0, 1.0], unknown_labels="background")
-    assert record["orientation"] == "LPS"
-    assert record["size"] == [189, 180]  # 1.5 mm -> 1.0 mm
+    assert geometry.orientation == "LPS"
+    assert geometry.size == (189, 180)  # 1.5 mm -> 1.0 mm
     assert out.shape == (120, 126, 164)
-    np.testing.assert_allclose(np.asarray(record["affine"]), affine)
+    np.testing.assert_allclose(geometry.affine_array, affine)
     assert len(dice) == 9 and min(dice) >= 0.99, dice
 
 

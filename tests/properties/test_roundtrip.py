@@ -50,11 +50,11 @@ def test_volume_slices_volume_is_identity(case: tuple[np.ndarray, np.ndarray, in
     image = Volume(data.astype(np.float32) * 100.0, affine, None)
     sliced = slice_case(image, Volume(data, affine, None), cfg, "p", np.random.default_rng(0))
     assert all(lbl.shape == (b, a) for _, _, lbl in sliced.slices)
-    back = reassemble_volume({k: lbl for k, _, lbl in sliced.slices}, sliced.record)
+    back = reassemble_volume({k: lbl for k, _, lbl in sliced.slices}, sliced.geometry)
     assert back.shape == data.shape and back.dtype == np.uint8
     np.testing.assert_array_equal(back, data)
     # The recorded affine is the source affine (the volume goes back with its own geometry).
-    np.testing.assert_allclose(np.asarray(sliced.record["affine"]), affine)
+    np.testing.assert_allclose(sliced.geometry.affine_array, affine)
 
 
 @given(hnp.arrays(np.uint8, hnp.array_shapes(min_dims=2, max_dims=2, max_side=6), elements=st.integers(0, 255)))

@@ -15,6 +15,7 @@ from segkit.io.palette import decode_mask, palette_array
 from segkit.io.png import read_gray, read_rgb
 from segkit.io.volumes import Volume
 from segkit.prepare.normalize import apply_intensity, normalize_ct, normalize_mr
+from segkit.prepare.record import Preprocessing
 from segkit.prepare.slicing import (
     from_display,
     reassemble_volume,
@@ -83,12 +84,12 @@ def test_every_file_orientation_gives_the_same_slices() -> None:
         (img.transpose(2, 0, 1), lbl.transpose(2, 0, 1), perm_aff),
     ):
         out = slice_case(vol(data_img, aff), vol(data_lbl, aff, "l.nii.gz"), cfg, "c", np.random.default_rng(0))
-        assert out.record["slices"] == ref.record["slices"]
+        assert out.geometry.slices == ref.geometry.slices
         for (k1, i1, l1), (k2, i2, l2) in zip(out.slices, ref.slices, strict=True):
             assert k1 == k2
             np.testing.assert_array_equal(i1, i2)
             np.testing.assert_array_equal(l1, l2)
-        back = reassemble_volume({k: lb for k, _, lb in out.slices}, out.record)
+        back = reassemble_volume({k: lb for k, _, lb in out.slices}, out.geometry)
         np.testing.assert_array_equal(back, data_lbl)
     # Slice 3 of the RAS case: label 3 at (x=5, y=6) -> row 8-1-6 = 1, col 8-1-5 = 2; label 2 at (6, 1) -> (6, 1).
     lbl3 = dict((k, lb) for k, _, lb in ref.slices)[3]
@@ -130,7 +131,7 @@ def test_inference_on_a_nan_volume_names_the_file(tmp_path: Path) -> None:
     img[0, 0, 0] = np.nan
     src = tmp_path / "scan_with_nan.nii.gz"
     with pytest.raises(DataError) as e:
-        volume_to_slices(img, np.eye(4), make_cfg(), "scan_with_nan", path=src)
+        volume_to_slices(img, np.eye(4), Preprocessing.from_config(make_cfg()), "scan_with_nan", path=src)
     assert e.value.one_line().startswith(f"{src}: image has 1 NaN/inf voxels") and "<memory>" not in str(e.value.path)
 
 
@@ -142,7 +143,7 @@ def test_unexpected_label_values_are_listed_or_mapped_to_background() -> None:
         slice_case(vol(img), vol(lbl, name="p3_seg.nii.gz"), make_cfg(), "c", np.random.default_rng(0))
     assert "p3_seg.nii.gz" in info.value.one_line()
     out = slice_case(vol(img), vol(lbl), make_cfg(unknown_labels="background"), "c", np.random.default_rng(0))
-    back = reassemble_volume({k: lb for k, _, lb in out.slices}, out.record)
+    back = reassemble_volume({k: lb for k, _, lb in out.slices}, out.geometry)
     assert back[0, 0, 0] == 0 and back[0, 0, 1] == 0 and int((back == 1).sum()) == 6
 
 
@@ -152,10 +153,10 @@ def test_label_map_and_binary_merge() -> None:
     raw[0, 0, 0], raw[1, 0, 0], raw[2, 0, 0] = 500, 205, 420
     cfg = make_cfg(label_map={500: 1, 205: 2, 420: 3})
     out = slice_case(vol(img), vol(raw), cfg, "c", np.random.default_rng(0))
-    back = reassemble_volume({k: lb for k, _, lb in out.slices}, out.record)
+    back = reassemble_volume({k: lb for k, _, lb in out.slices}, out.geometry)
     assert (back[0, 0, 0], back[1, 0, 0], back[2, 0, 0]) == (1, 2, 3) and back.dtype == np.uint8
     out = slice_case(vol(img), vol(raw), make_cfg(binary=True), "c", np.random.default_rng(0))
-    back = reassemble_volume({k: lb for k, _, lb in out.slices}, out.record)
+    back = reassemble_volume({k: lb for k, _, lb in out.slices}, out.geometry)
     assert sorted(np.unique(back).tolist()) == [0, 1] and int(back.sum()) == 3
     with pytest.raises(DataError, match="outside 0..3"):
         slice_case(vol(img), vol(raw), make_cfg(label_map={500: 4}), "c", np.random.default_rng(0))
@@ -182,7 +183,7 @@ def test_mr_percentiles_use_the_whole_volume_never_one_slice() -> None:
     assert out[0, 0].tolist() == [0, 128, 255]
     cfg = make_cfg(modality="mr", mr_percentiles=[0.0, 100.0])
     sliced = slice_case(vol(data), None, cfg, "m", np.random.default_rng(0))
-    assert sliced.record["intensity"] == recipe
+    assert sliced.geometry.intensity == recipe
     assert [int(i.mean()) for _, i, _ in sliced.slices] == [0, 128, 255]
 
 
@@ -206,13 +207,13 @@ def test_resized_slices_and_record() -> None:
     img, lbl = ras_case((10, 12, 6))
     cfg = make_cfg(size=(24, 16))
     out = slice_case(vol(img), vol(lbl), cfg, "c", np.random.default_rng(0))
-    rec = out.record
-    assert RECORD_KEYS <= set(rec)
-    json.dumps(rec)  # JSON-ready
-    assert rec["shape"] == [10, 12, 6] and rec["canonical_shape"] == [10, 12, 6]
-    assert rec["slice_shape"] == [12, 10] and rec["resize"] == [2.0, 1.6] and rec["n_slices"] == 6
-    assert rec["orientation"] == "RAS" and rec["ornt_transform"] == [[0, 1], [1, 1], [2, 1]]
-    assert rec["spacing"] == [1.0, 1.0, 1.0] and rec["axis"] == 2
+    rec = out.geometry
+    assert RECORD_KEYS <= set(rec.to_json())
+    json.dumps(rec.to_json())  # JSON-ready
+    assert rec.shape == (10, 12, 6) and rec.canonical_shape == (10, 12, 6)
+    assert rec.slice_shape == (12, 10) and rec.resize == (2.0, 1.6) and rec.n_slices == 6
+    assert rec.orientation == "RAS" and rec.ornt_transform == ((0, 1), (1, 1), (2, 1))
+    assert rec.spacing == (1.0, 1.0, 1.0) and rec.axis == 2
     for _, i2, l2 in out.slices:
         assert i2.shape == (24, 16) and l2 is not None and l2.shape == (24, 16)
     # Centre-aligned nearest back to 12x10 recovers the labels exactly (2x and 1.6x upscaling).
@@ -229,13 +230,13 @@ def test_empty_slice_policies_are_deterministic() -> None:
     fg = list(range(10, 20))
     keep = slice_case(vol(img), vol(lbl), make_cfg(empty_slices="keep"), "c", np.random.default_rng(0))
     drop = slice_case(vol(img), vol(lbl), make_cfg(empty_slices="drop"), "c", np.random.default_rng(0))
-    assert keep.record["slices"] == list(range(40)) and drop.record["slices"] == fg
+    assert keep.geometry.slices == tuple(range(40)) and drop.geometry.slices == tuple(fg)
     cfg = make_cfg(empty_slices="fraction", empty_fraction=0.2)
-    a = slice_case(vol(img), vol(lbl), cfg, "c", np.random.default_rng(5)).record["slices"]
-    b = slice_case(vol(img), vol(lbl), cfg, "c", np.random.default_rng(5)).record["slices"]
+    a = list(slice_case(vol(img), vol(lbl), cfg, "c", np.random.default_rng(5)).geometry.slices)
+    b = list(slice_case(vol(img), vol(lbl), cfg, "c", np.random.default_rng(5)).geometry.slices)
     assert a == b and len(a) == 10 + 6 and set(fg) <= set(a) and a == sorted(a)
     # Images without labels keep every slice.
-    assert slice_case(vol(img), None, cfg, "c", np.random.default_rng(0)).record["slices"] == list(range(40))
+    assert slice_case(vol(img), None, cfg, "c", np.random.default_rng(0)).geometry.slices == tuple(range(40))
 
 
 # === Files and inference ===
@@ -263,11 +264,11 @@ def test_reassemble_fills_unwritten_slices_with_zero_and_checks_indices() -> Non
     img, lbl = ras_case()
     out = slice_case(vol(img), vol(lbl), make_cfg(), "c", np.random.default_rng(0))
     only3 = {3: dict((k, lb) for k, _, lb in out.slices)[3]}
-    back = reassemble_volume(only3, out.record)
+    back = reassemble_volume(only3, out.geometry)
     assert back.shape == (8, 8, 6) and int(back[..., 2].sum()) == 0
     np.testing.assert_array_equal(back[..., 3], lbl[..., 3])
     with pytest.raises(DataError, match="slice index 6 is outside 0..5"):
-        reassemble_volume({6: only3[3]}, out.record)
+        reassemble_volume({6: only3[3]}, out.geometry)
 
 
 def test_volume_to_slices_repeats_prepare_exactly() -> None:
@@ -275,14 +276,17 @@ def test_volume_to_slices_repeats_prepare_exactly() -> None:
     aff = np.diag([-0.7, 0.7, 2.0, 1.0])
     cfg = make_cfg(size=(16, 16), empty_slices="drop")
     ref = slice_case(vol(img, aff), vol(lbl, aff), cfg, "c", np.random.default_rng(0))
-    for spec in (cfg, ref.record, {"prepare": cfg.prepare.model_dump(mode="json"), "modality": "ct"}):
+    from_dataset_json = Preprocessing.from_json({"prepare": cfg.prepare.model_dump(mode="json"), "modality": "ct"})
+    for spec in (Preprocessing.from_config(cfg), ref.geometry, from_dataset_json):
         again = volume_to_slices(img, aff, spec)
-        assert again.record["slices"] == list(range(6)) and again.record["ornt_transform"] == ref.record["ornt_transform"]
+        assert again.geometry.slices == tuple(range(6)) and again.geometry.ornt_transform == ref.geometry.ornt_transform
         imgs = {k: i for k, i, _ in again.slices}
         for k, i2, _ in ref.slices:
             np.testing.assert_array_equal(imgs[k], i2)
-    with pytest.raises(DataError, match="needs a Config"):
-        volume_to_slices(img, aff, {"unrelated": 1})
+    with pytest.raises(DataError, match="lacks key 'modality'"):
+        Preprocessing.from_json({"unrelated": 1})
+    with pytest.raises(TypeError, match="needs a Preprocessing or a Geometry"):
+        volume_to_slices(img, aff, cfg)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("axis", [0, 1, 2])
@@ -294,13 +298,13 @@ def test_probabilities_reassemble_like_labels_on_a_non_ras_volume(axis: int) -> 
     shape = (9, 7, 5)
     affine = np.array([[0, -1.5, 0, 10], [-0.8, 0, 0, 5], [0, 0, 2.5, -3], [0, 0, 0, 1]], dtype=float)
     img = np.linspace(-500, 500, int(np.prod(shape)), dtype=np.float32).reshape(shape)
-    sliced = volume_to_slices(img, affine, make_cfg(size=(8, 8), axis=axis))
-    h0, w0 = sliced.record["slice_shape"]
-    n = sliced.record["canonical_shape"][axis]
+    sliced = volume_to_slices(img, affine, Preprocessing.from_config(make_cfg(size=(8, 8), axis=axis)))
+    h0, w0 = sliced.geometry.slice_shape
+    n = sliced.geometry.canonical_shape[axis]
     labels2d = np.random.default_rng(axis).integers(0, 4, (n, h0, w0)).astype(np.uint8)
     probs = np.eye(4, dtype=np.float32)[labels2d] * 0.7 + 0.075  # a distribution per pixel, argmax = label
-    vol_probs = reassemble_probabilities(probs, sliced.record)
-    vol_labels = reassemble_volume({k: labels2d[k] for k in range(n)}, sliced.record)
+    vol_probs = reassemble_probabilities(probs, sliced.geometry)
+    vol_labels = reassemble_volume({k: labels2d[k] for k in range(n)}, sliced.geometry)
     assert vol_probs.shape == (*shape, 4) and vol_labels.shape == shape
     np.testing.assert_array_equal(vol_probs.argmax(-1), vol_labels)
     np.testing.assert_allclose(vol_probs.sum(-1), 1.0, atol=1e-6)
