@@ -38,6 +38,38 @@ def repo_root() -> Path:
     return REPO
 
 
+class RecordingProgress:
+    """A ``segkit.progress.Progress`` that keeps every call, to check what a library function reports."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, str]] = []  # ("start", total, description) / ("advance", n, "")
+
+    def start(self, total: int, description: str = "") -> None:
+        self.calls.append(("start", total, description))
+
+    def advance(self, n: int = 1) -> None:
+        assert n > 0, f"advance({n})"
+        self.calls.append(("advance", n, ""))
+
+    @property
+    def tasks(self) -> list[tuple[str, int, int]]:
+        """(description, total, sum of its advances) per ``start``; an advance before any start fails."""
+        out: list[list] = []
+        for kind, n, description in self.calls:
+            if kind == "start":
+                out.append([description, n, 0])
+            else:
+                assert out, "advance() before start()"
+                out[-1][2] += n
+        return [(d, t, done) for d, t, done in out]
+
+
+@pytest.fixture
+def recording_progress() -> type[RecordingProgress]:
+    """The class ``RecordingProgress`` (call it for each recorder a test needs)."""
+    return RecordingProgress
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path):  # noqa: ANN201 - yields a factory
     """``make(size, readonly=False) -> Path``: a fresh tmpfs of ``size`` (e.g. ``"300K"``) mounted under tmp_path,

@@ -13,9 +13,9 @@ import os
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
 from typing import Any, TypeVar
 
 import typer
@@ -26,6 +26,7 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     SpinnerColumn,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -166,22 +167,51 @@ def load(config: Path, sets: list[str] | None = None):  # noqa: ANN201 - returns
     return cfg
 
 
-@contextmanager
-def progress(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar on stderr; yields ``advance(n)``."""
-    columns = [
-        SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-    ]
-    with Progress(*columns, console=err, transient=False, disable=not err.is_terminal and total is None) as bar:
-        task = bar.add_task(description, total=total)
+class RichProgress:
+    """The CLI's ``segkit.progress.Progress``: a rich bar on stderr for every ``start``, named by its description.
 
-        def advance(n: int = 1) -> None:
-            bar.advance(task, n)
+    A ``start`` closes the bar before it (rich draws one live display at a time), so ``run_inference`` shows one
+    bar per volume. Use it as a context manager (the last bar is closed on leaving), or call ``close``. The bar
+    is disabled when stderr is not a terminal and the total is unknown.
 
-        yield advance
+    Example:
+        >>> with RichProgress() as bar:
+        ...     evaluate_model(cfg, progress=bar)
+    """
+
+    def __init__(self) -> None:
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+
+    def start(self, total: int | None, description: str = "") -> None:
+        self.close()
+        columns = [
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+        ]
+        bar = Progress(*columns, console=err, transient=False, disable=not err.is_terminal and total is None)
+        bar.start()
+        self._bar, self._task = bar, bar.add_task(description, total=total)
+
+    def advance(self, n: int = 1) -> None:
+        if self._bar is not None and self._task is not None:
+            self._bar.advance(self._task, n)
+
+    def close(self) -> None:
+        """Stop the current bar (if any); a later ``start`` opens a new one."""
+        bar, self._bar, self._task = self._bar, None, None
+        if bar is not None:
+            bar.stop()
+
+    def __enter__(self) -> RichProgress:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.table import Table
 
-from segkit.cli.common import err, handle_errors, load, out, progress, quiet_tensorflow
+from segkit.cli.common import RichProgress, err, handle_errors, load, out, quiet_tensorflow
 
 
 @handle_errors
@@ -57,16 +56,9 @@ def evaluate(
         raise ConfigError(f"unknown split '{split}'", path="--split", hint="use train, valid or test")
     cfg = load(config, sets)
     quiet_tensorflow()
-    with ExitStack() as stack:
-        bar: dict[str, Any] = {}
-
-        def on_start(total: int) -> None:
-            bar["advance"] = stack.enter_context(progress("evaluate", total))
-
-        def on_progress(n: int) -> None:
-            bar["advance"](n)
-
-        res = evaluate_model(cfg, model_path=list(model) if model else None, split=split, out_dir=out_dir, progress=on_progress, on_start=on_start)
+    with RichProgress() as bar:
+        res = evaluate_model(cfg, model_path=list(model) if model else None, split=split, out_dir=out_dir,
+                             progress=bar)
     out.print(summary_table(res.summary))
     seed = res.summary["seed_dice_coef_multiclass"]
     out.print(
@@ -106,14 +98,9 @@ def _evaluate_predictions(
         raise ConfigError("--map-predictions needs CONFIG (its prepare.label_map)", hint="pass the config")
     cfg = load(config, sets) if config is not None else None
     target = out_dir if out_dir is not None else Path(predictions) / "evaluation"
-    with ExitStack() as stack:
-        bar: dict[str, Any] = {}
-
-        def on_start(total: int) -> None:
-            bar["advance"] = stack.enter_context(progress("evaluate", total))
-
+    with RichProgress() as bar:
         res = evaluate_predictions(predictions, reference, target, cfg=cfg, map_predictions=map_predictions,
-                                   progress=lambda n: bar["advance"](n), on_start=on_start)
+                                   progress=bar)
     s = res.summary
     out.print(summary_table(s))
     out.print(f"surface distances: {s['surface_distance_implementation']}, NSD tolerance {s['nsd_tolerance_mm']:g} mm")

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from segkit.cli.common import handle_errors, load, out, progress, quiet_tensorflow
+from segkit.cli.common import RichProgress, handle_errors, load, out, quiet_tensorflow
 
 
 @handle_errors
@@ -47,20 +45,16 @@ def infer(
     plan = plan_inference(cfg, input_path, output, models=model or None, save_probabilities=save_probabilities,
                           overwrite=overwrite)
     quiet_tensorflow()
-    bars = ExitStack()  # one bar at a time (rich draws one live display): a new volume closes the last bar
+    bar = RichProgress()  # one bar per volume (a new volume closes the last one)
 
     def show(r: Any) -> None:  # segkit.infer.volume.VolumeResult: close its bar, then print what it wrote
-        bars.close()
+        bar.close()
         out.print(f"{r.case_id}: shape {r.shape} -> {r.seg_path}")
         if r.probs_path is not None:
             out.print(f"{r.case_id}: probabilities {r.probs_path}")
         out.print(f"{r.case_id}: overlay {r.montage_path}")
 
-    def bar(name: str, total: int) -> Callable[[int], None]:
-        bars.close()
-        return bars.enter_context(progress(name, total))
-
-    with bars:
+    with bar:
         res = run_inference(plan, cfg, batch_size=batch_size, tta=tta, largest_component=largest, progress=bar,
                             on_volume=show)
     if res.folder is not None:

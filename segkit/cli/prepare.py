@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from segkit.cli.common import err, handle_errors, load, out, progress
+from segkit.cli.common import RichProgress, err, handle_errors, load, out
 from segkit.config import preset_path
 from segkit.errors import ConfigError, SegkitError
 from segkit.prepare.report import PrepareReport
@@ -82,15 +81,7 @@ def prepare(
     if out_dir is None and (not verify or not adapter.needs_src):
         out_dir = Path(cfg.data.dir)  # one key for the dataset folder: --out overrides data.dir
         err.print(f"writing to data.dir = {out_dir} (--out to choose another folder)", highlight=False, soft_wrap=True)
-    with ExitStack() as stack:
-        bar: dict[str, object] = {}
-
-        def on_progress(done: int, total: int) -> None:
-            if "advance" not in bar:
-                bar["advance"] = stack.enter_context(progress("verify" if verify else "prepare", total))
-            if done:
-                bar["advance"](1)  # type: ignore[operator]
-
+    with RichProgress() as bar:  # "prepare" (or "verify"): one bar over the cases
         report = run_prepare(
             adapter.name,
             src,
@@ -105,7 +96,7 @@ def prepare(
             binary=binary,
             verify_only=verify,
             source_options=SourceOptions(image_glob=image_glob, label_glob=label_glob, phantom_n=n, phantom_seed=seed),
-            progress=on_progress,
+            progress=bar,
         )
     _render(report)
     if report.failures:

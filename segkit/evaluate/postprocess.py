@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ import numpy as np
 from segkit.config import Config
 from segkit.errors import DataError
 from segkit.io.atomic import write_json
+from segkit.progress import NULL_PROGRESS, Part, Progress
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ def choose_postprocessing(
     cfg: Config,
     model_path: Path | None = None,
     split: str = "valid",
-    progress: Callable[[int], None] | None = None,
+    progress: Progress = NULL_PROGRESS,
     write: bool = True,
 ) -> Postprocessing | None:
     """Decide TTA and the per-class component filter on the volume cases of ``split`` (see the module docs).
@@ -190,7 +191,8 @@ def choose_postprocessing(
             the split is that fold's).
         model_path: default ``<train.run_dir>/model.keras``.
         split: the cases to decide on (never the test cases).
-        progress: called with the number of slices done.
+        progress: started once (description ``"postprocessing"``) with the number of slices to segment
+            (every slice of each volume case, twice: without and with flip TTA), then advanced by the slices done.
         write: store the decision as ``<run_dir>/postprocessing.json``.
 
     Returns:
@@ -206,7 +208,7 @@ def choose_postprocessing_pooled(
     members: Sequence[tuple[Config, Path]],
     out_dir: Path,
     split: str = "valid",
-    progress: Callable[[int], None] | None = None,
+    progress: Progress = NULL_PROGRESS,
     write: bool = True,
 ) -> Postprocessing | None:
     """``choose_postprocessing`` over several (config, model) pairs, each scored on its own ``split`` cases and
@@ -217,6 +219,7 @@ def choose_postprocessing_pooled(
         members: (config, model file) pairs; the configs differ in ``data.fold``.
         out_dir: where ``postprocessing.json`` goes (``write``).
         split: ``valid``.
+        progress: as for ``choose_postprocessing`` (one task over every member's cases).
 
     Returns:
         The decision (``split`` recorded as ``valid`` or ``cv`` for several members), or ``None`` without any
@@ -237,6 +240,8 @@ def choose_postprocessing_pooled(
                                                 for v in ("plain", "plain+lcc", "tta", "tta+lcc")}
     pieces: dict[int, list[int]] = {c: [] for c, _ in classes}  # connected components per validation reference
     scored: list[str] = []
+    # the volume cases whose source files exist, of every member, first: the progress total is their slices
+    work: list[tuple[Config, Path, dict[str, tuple[Geometry, tuple[Path, Path]]], dict[str, Any], Path]] = []
     for cfg, model_path in members:
         data_dir = Path(cfg.data.dir)
         manifest_path = data_dir / MANIFEST_FILE
@@ -244,14 +249,17 @@ def choose_postprocessing_pooled(
             continue
         manifest = load_manifest(data_dir)
         where = case_splits(cfg)
-        cases: dict[str, tuple[Geometry, tuple[Path, Path]]] = {}  # volume cases whose source files exist
+        cases: dict[str, tuple[Geometry, tuple[Path, Path]]] = {}
         for c, r in case_records(manifest, manifest_path).items():
             files = r.volume_files()
             if (where.get(c) if where is not None else r.split) == split and files is not None and _sources_exist(r):
                 cases[c] = (r.geometry, files)
-        if not cases:
-            continue
-        model = load_model(Path(model_path), cfg, precision=cfg.train.precision)
+        if cases:
+            work.append((cfg, Path(model_path), cases, manifest, manifest_path))
+    if work:  # every slice of each case is segmented twice: without and with flip TTA
+        progress.start(2 * sum(g.n_slices for w in work for g, _ in w[2].values()), "postprocessing")
+    for cfg, model_path, cases, manifest, manifest_path in work:
+        model = load_model(model_path, cfg, precision=cfg.train.precision)
         label_cfg = _labels_config(cfg, manifest, manifest_path)
         bs = int(cfg.infer.batch_size)
         for case_id in sorted(cases):
@@ -262,7 +270,7 @@ def choose_postprocessing_pooled(
                 if (ref == cid).any():
                     pieces[cid].append(count_components(ref == cid))
             for tta in (False, True):
-                pred = predict_volume(model, image.data, image.affine, geometry, cfg, bs, tta, False, progress,
+                pred = predict_volume(model, image.data, image.affine, geometry, cfg, bs, tta, False, Part(progress),
                                       path=image.path).labels
                 name = "tta" if tta else "plain"
                 for cid, _ in classes:

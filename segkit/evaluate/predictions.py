@@ -23,7 +23,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from segkit.evaluate.run import EvaluationResult, _write_reports, case_rows, sum
 from segkit.io.volumes import load_volume, read_header, volume_suffix
 from segkit.metrics.overlap import confusion_matrix
 from segkit.metrics.surface import IMPLEMENTATION
+from segkit.progress import NULL_PROGRESS, Progress
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +106,7 @@ def evaluate_predictions(
     cfg: Config | None = None,
     map_predictions: bool = False,
     tolerance_mm: float | None = None,
-    progress: Callable[[int], None] | None = None,
-    on_start: Callable[[int], None] | None = None,
+    progress: Progress = NULL_PROGRESS,
 ) -> EvaluationResult:
     """Per case x class metrics of the label volumes in ``pred_dir`` against those in ``ref_dir``.
 
@@ -117,8 +117,8 @@ def evaluate_predictions(
         cfg: class table and label mapping (see the module docstring); ``None`` = classes from the values.
         map_predictions: map the predictions through ``prepare``'s label rules too (raw label values).
         tolerance_mm: NSD tolerance (default ``cfg.evaluate.nsd_tolerance_mm``, else 1 mm).
-        progress: called with 1 after each case.
-        on_start: called once with the number of cases.
+        progress: started once with the number of cases (description ``"evaluate"``), then advanced by 1
+            after each case.
 
     Raises:
         DataError: pairing problems (``pair_volumes``), unreadable volumes, predicted values outside the classes.
@@ -149,8 +149,7 @@ def evaluate_predictions(
                 values.update(int(v) for v in np.unique(_class_ids(load_volume(path).data, path)) if v != 0)
         classes = [(v, f"label_{v}") for v in sorted(values)]
     nc = max((c for c, _ in classes), default=0) + 1
-    if on_start is not None:
-        on_start(len(pairs))
+    progress.start(len(pairs), "evaluate")
     rows: list[dict[str, Any]] = []
     conf = np.zeros((nc, nc), np.int64)
     for case_id, p_path, r_path in pairs:  # one case in memory at a time
@@ -165,8 +164,7 @@ def evaluate_predictions(
         rows += case_rows(case_id, pred_ids, ref_ids, classes, spacing, tol)
         conf += confusion_matrix(pred_ids, ref_ids, nc)
         del pred_ids, ref_ids
-        if progress is not None:
-            progress(1)
+        progress.advance(1)
     summary = {
         "predictions": str(pred_dir),
         "reference_dir": str(ref_dir),

@@ -66,6 +66,7 @@ from segkit.metrics.overlap import (
     summarize,
 )
 from segkit.metrics.surface import IMPLEMENTATION, surface_metrics
+from segkit.progress import NULL_PROGRESS, Part, Progress
 
 if TYPE_CHECKING:
     from segkit.config import Config
@@ -86,7 +87,6 @@ SEED_NOTE = (
 REF_ORIGINAL = "original label volumes"
 REF_REASSEMBLED = "reassembled written slices"
 REF_STACKED = "stacked written slices"
-ProgressFn = Callable[[int], None]
 
 
 @dataclass
@@ -170,8 +170,7 @@ def evaluate_model(
     model_path: Path | Sequence[Path] | None = None,
     split: str | None = None,
     out_dir: Path | None = None,
-    progress: ProgressFn | None = None,
-    on_start: Callable[[int], None] | None = None,
+    progress: Progress = NULL_PROGRESS,
 ) -> EvaluationResult:
     """Evaluate a model on a prepared split and write the reports.
 
@@ -181,9 +180,9 @@ def evaluate_model(
             (``<train.run_dir>/model.keras``, or every fold's model of a cross-validation run).
         split: "train", "valid" or "test"; default ``evaluate.split``.
         out_dir: default ``evaluate.output_dir`` or ``<train.run_dir>/evaluation``.
-        progress: called with the number of slices done after each batch (slice PNGs, then whole volumes).
-        on_start: called once with the number of slices (slice PNGs + every slice of the volumes whose source
-            files exist).
+        progress: started once (description ``"evaluate"``) with the number of slices: the slice PNGs + every
+            slice of the volumes whose source files exist; then advanced by the slices done after each batch
+            (slice PNGs, then whole volumes).
 
     Returns:
         ``EvaluationResult`` with the rows, the summary and the paths written.
@@ -227,8 +226,7 @@ def evaluate_model(
     predictor = make_predictor(model, bs)
     split_cases = {c: r for c, r in records.items() if (where.get(c) if where is not None else r.split) == split}
     with_sources = {c for c, r in split_cases.items() if _sources_exist(r)}
-    if on_start is not None:
-        on_start(len(pairs) + sum(split_cases[c].geometry.n_slices for c in with_sources))
+    progress.start(len(pairs) + sum(split_cases[c].geometry.n_slices for c in with_sources), "evaluate")
 
     case_ids = list(records)
     slice_rows: list[dict[str, Any]] = []
@@ -262,8 +260,7 @@ def evaluate_model(
             key = slice_index if slice_index is not None else len(preds.get(case_id, {}))
             preds.setdefault(case_id, {})[key] = pred
             refs.setdefault(case_id, {})[key] = ref
-        if progress is not None:
-            progress(len(idx))
+        progress.advance(len(idx))
 
     rows: list[dict[str, Any]] = []
     tol = float(cfg.evaluate.nsd_tolerance_mm)
@@ -399,7 +396,7 @@ def _original_case(
     cfg: Config,
     label_cfg: Config,
     batch_size: int,
-    progress: ProgressFn | None,
+    progress: Progress,
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]] | None:
     """(prediction, reference) of one volume case on ALL its slices, in the original geometry.
 
@@ -428,12 +425,11 @@ def _original_case(
             "case %s: source files changed (shapes %s / %s, dataset.json says %s): using the written slices",
             case_id, image.data.shape, label.data.shape, shape,
         )
-        if progress is not None:
-            progress(record.geometry.n_slices)
+        progress.advance(record.geometry.n_slices)
         return None
     pred = predict_volume(
         model, image.data, image.affine, record.geometry, cfg, batch_size, bool(cfg.infer.tta), cfg.infer.largest_component,
-        progress, path=image.path,
+        Part(progress), path=image.path,
     )
     ref = map_labels(label.data, label_cfg, label.path)
     return pred.labels, ref

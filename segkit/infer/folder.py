@@ -24,7 +24,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from segkit.errors import DataError
+from segkit.progress import NULL_PROGRESS, Progress
 
 if TYPE_CHECKING:
     import keras
@@ -40,8 +41,6 @@ if TYPE_CHECKING:
     from segkit.config import Config
 
 logger = logging.getLogger(__name__)
-
-ProgressFn = Callable[[int], None]
 
 
 @dataclass
@@ -156,8 +155,7 @@ def infer_folder(
     batch_size: int | None = None,
     tta: bool | None = None,
     largest_component: bool | Sequence[int] | None = None,
-    progress: ProgressFn | None = None,
-    on_start: Callable[[int], None] | None = None,
+    progress: Progress = NULL_PROGRESS,
     overwrite: bool = False,
 ) -> FolderResult:
     """Predict every image of a folder and write masks, overlays and (with ground truth) panels.
@@ -168,8 +166,8 @@ def infer_folder(
         cfg: the config (channels, classes, ``infer``).
         out_dir: output root.
         batch_size, tta, largest_component: override ``cfg.infer`` when not None.
-        progress: called with 1 after each image.
-        on_start: called once with the number of images.
+        progress: started once with the number of images (description ``"infer"``), then advanced by 1 after
+            each image.
         overwrite: replace existing output files (else they are refused before anything is written).
 
     Returns:
@@ -201,8 +199,7 @@ def infer_folder(
     result.outputs = {k: out_dir / k for k in ("masks", "labels", "overlays")}
     roi = model_input_size(model)
     predictor = make_predictor(model, bs)
-    if on_start is not None:
-        on_start(len(files))
+    progress.start(len(files), "infer")
     if cfg.data.context_slices:
         logger.warning("data.context_slices > 0: folder inference repeats each slice as its own neighbours")
 
@@ -231,8 +228,7 @@ def infer_folder(
             write_png(out_dir / "panels" / f"{path.stem}.png", panel)
             result.n_panels += 1
             result.outputs["panels"] = out_dir / "panels"
-        if progress is not None:
-            progress(1)
+        progress.advance(1)
 
     pending: list[tuple[Path, npt.NDArray[np.uint8], npt.NDArray[np.float32]]] = []
     for path in files:

@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ProgressFn = Callable[[int], None]
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 CV_FILE = "cv.json"  # a cross-validation run folder's list of fold folders (segkit.train.cv)
 

@@ -19,14 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from segkit.errors import DataError
+from segkit.progress import NULL_PROGRESS, Progress
 
 if TYPE_CHECKING:
     from segkit.config import Config
     from segkit.infer.folder import FolderResult
     from segkit.infer.volume import VolumeResult
-
-# progress(name, total) -> advance(n): one bar per volume, or one for a folder of slices
-ProgressFactory = Callable[[str, int], Callable[[int], None]]
 
 
 @dataclass(frozen=True)
@@ -139,7 +137,7 @@ def run_inference(
     batch_size: int | None = None,
     tta: bool | None = None,
     largest_component: bool | Sequence[int] | None = None,
-    progress: ProgressFactory | None = None,
+    progress: Progress = NULL_PROGRESS,
     on_volume: Callable[[VolumeResult], None] | None = None,
 ) -> InferenceResult:
     """Load the plan's model(s) and write its outputs (``infer_volume`` per volume, or ``infer_folder``).
@@ -148,7 +146,8 @@ def run_inference(
         plan: from ``plan_inference``.
         cfg: the config; ``infer.tta`` / ``infer.largest_component`` left null take the run's post-processing.
         batch_size, tta, largest_component: override ``cfg.infer`` when not None.
-        progress: ``progress(name, total)`` returns ``advance(n)``; called once per volume (or once for a folder).
+        progress: started once per volume with its slices and its file name (``infer_volume``), or once for a
+            folder of slices with its images and ``"infer"`` (``infer_folder``); advanced as they are done.
         on_volume: called with each volume's result as soon as it is written.
     """
     from segkit.evaluate.postprocess import apply_postprocessing
@@ -160,28 +159,15 @@ def run_inference(
     net = load_models(list(plan.model_paths), cfg, precision=cfg.train.precision)
     result = InferenceResult(plan)
 
-    def callbacks(name: str) -> dict[str, Callable[[int], None]]:
-        if progress is None:
-            return {}
-        state: dict[str, Callable[[int], None]] = {}
-
-        def on_start(total: int) -> None:
-            state["advance"] = progress(name, total)
-
-        def advance(n: int) -> None:
-            state["advance"](n)
-
-        return {"on_start": on_start, "progress": advance}
-
     if plan.kind == "slices":
         result.folder = infer_folder(net, plan.input_path, cfg, plan.out_dir, batch_size=batch_size, tta=tta,
                                      largest_component=largest_component, overwrite=plan.overwrite,
-                                     **callbacks("infer"))
+                                     progress=progress)
         return result
     for vol in plan.volumes:
         r = infer_volume(net, vol, cfg, plan.out_dir, batch_size=batch_size, tta=tta,
                          largest_component=largest_component, overwrite=plan.overwrite,
-                         save_probabilities=plan.save_probabilities, **callbacks(vol.name))
+                         save_probabilities=plan.save_probabilities, progress=progress)
         result.volumes.append(r)
         if on_volume is not None:
             on_volume(r)
@@ -199,7 +185,7 @@ def infer(
     batch_size: int | None = None,
     tta: bool | None = None,
     largest_component: bool | Sequence[int] | None = None,
-    progress: ProgressFactory | None = None,
+    progress: Progress = NULL_PROGRESS,
 ) -> InferenceResult:
     """Segment a volume, a folder of volumes or a folder of slices with the run's model(s): ``plan_inference``
     then ``run_inference`` (see both for the arguments and errors)."""

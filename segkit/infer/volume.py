@@ -29,7 +29,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,6 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from segkit.errors import DataError
+from segkit.progress import NULL_PROGRESS, Progress
 
 if TYPE_CHECKING:
     import keras
@@ -46,8 +47,6 @@ if TYPE_CHECKING:
     from segkit.prepare.record import Geometry, Preprocessing
 
 logger = logging.getLogger(__name__)
-
-ProgressFn = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -186,13 +185,15 @@ def predict_volume_slices(
     cfg: Config,
     batch_size: int,
     tta: bool = False,
-    progress: ProgressFn | None = None,
+    progress: Progress = NULL_PROGRESS,
     out_size: Sequence[int] | None = None,
     keep_probabilities: bool = False,
 ) -> npt.NDArray[np.uint8] | tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32]]:
     """(N, H, W) uint8 slices -> class ids, one batch of probabilities in memory at a time.
 
     Args:
+        progress: advanced by the number of slices done after each batch (never started here: the caller's
+            task).
         out_size: (h, w) of the returned label slices: the probabilities are resampled to it before the argmax
             (``resize_probs``); default the input size.
         keep_probabilities: also return the resampled probabilities (N, h, w, K) float32.
@@ -217,8 +218,7 @@ def predict_volume_slices(
                 if kept is None:
                     kept = np.zeros((stack.shape[0], oh, ow, full.shape[-1]), dtype=np.float32)
                 kept[s + j] = full
-        if progress is not None:
-            progress(len(idx))
+        progress.advance(len(idx))
     return (out, kept) if keep_probabilities else out  # type: ignore[return-value]
 
 
@@ -231,8 +231,7 @@ def predict_volume(
     batch_size: int,
     tta: bool = False,
     largest_component: bool | Sequence[int] | None = False,
-    progress: ProgressFn | None = None,
-    on_start: Callable[[int], None] | None = None,
+    progress: Progress = NULL_PROGRESS,
     path: Path | None = None,
     probabilities: bool = False,
 ) -> VolumePrediction:
@@ -249,8 +248,9 @@ def predict_volume(
         tta: flip test-time augmentation.
         largest_component: keep the largest connected component (3D) of every class (True) or of the listed
             class ids.
-        progress: called with the number of slices done after each batch.
-        on_start: called once with the number of slices, before prediction.
+        progress: started once with the number of slices (described by the file name of ``path``, else
+            ``"volume"``) before prediction, then advanced by the slices done after each batch; pass
+            ``segkit.progress.Part(p)`` to count the slices into a task already started.
         path: the input file, named in errors.
         probabilities: also return the (X, Y, Z, K) class probabilities in the input's geometry.
 
@@ -275,8 +275,7 @@ def predict_volume(
     t["preprocess"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    if on_start is not None:
-        on_start(stack.shape[0])
+    progress.start(stack.shape[0], path.name if path is not None else "volume")
     probs2d = None
     if probabilities:
         labels2d, probs2d = predict_volume_slices(model, stack, cfg, batch_size, tta, progress,
@@ -345,8 +344,7 @@ def infer_volume(
     batch_size: int | None = None,
     tta: bool | None = None,
     largest_component: bool | Sequence[int] | None = None,
-    progress: ProgressFn | None = None,
-    on_start: Callable[[int], None] | None = None,
+    progress: Progress = NULL_PROGRESS,
     overwrite: bool = False,
     save_probabilities: bool = False,
 ) -> VolumeResult:
@@ -358,8 +356,8 @@ def infer_volume(
         cfg: the config (preprocessing, channels, classes, infer options).
         out_dir: where ``<case>_seg.nii.gz`` and ``<case>_overlay.png`` go.
         batch_size, tta, largest_component: override ``cfg.infer`` when not None.
-        progress: called with the number of slices done after each batch.
-        on_start: called once with the number of slices, before prediction.
+        progress: started once with the number of slices and the file name (e.g. ``ct.nii.gz``) before
+            prediction, then advanced by the slices done after each batch.
         overwrite: replace existing outputs (else they are refused before anything is read).
         save_probabilities: also write ``<case>_probs.nii.gz``: (X, Y, Z, K) float32 class probabilities in
             the input's geometry (background first; after TTA / ensemble averaging, before any component filter).
@@ -389,7 +387,7 @@ def infer_volume(
     case_id = case_id_of(Path(path))
     t_load = time.perf_counter() - t0
     pred = predict_volume(
-        model, vol.data, vol.affine, preprocessing_spec(cfg), cfg, bs, use_tta, use_lcc, progress, on_start, Path(path),
+        model, vol.data, vol.affine, preprocessing_spec(cfg), cfg, bs, use_tta, use_lcc, progress, Path(path),
         probabilities=save_probabilities,
     )
     t = dict(pred.seconds)

@@ -60,10 +60,9 @@ from segkit.prepare.outdir import (
 from segkit.prepare.report import PrepareReport, plot_summary, summarize
 from segkit.prepare.sources import SOURCES, CaseSpec, Discovery, SourceOptions, unusable_case_ids
 from segkit.prepare.split import load_user_split, split_cases, split_of, write_splits
+from segkit.progress import NULL_PROGRESS, Progress
 
 log = logging.getLogger(__name__)
-
-ProgressFn = Callable[[int, int], None]  # (done, total)
 
 
 # === Options ===
@@ -137,7 +136,7 @@ def run_prepare(
     binary: bool = False,
     verify_only: bool = False,
     source_options: SourceOptions | None = None,
-    progress: ProgressFn | None = None,
+    progress: Progress = NULL_PROGRESS,
     splits_file: Path | None = None,
 ) -> PrepareReport:
     """Prepare (or with ``verify_only`` check) a raw dataset; see the module docstring for the steps.
@@ -155,7 +154,8 @@ def run_prepare(
         verify_only: check the raw data, write nothing.
         source_options: options of particular sources (``SourceOptions``: the ``nifti`` globs, the number of
             phantom cases and their seed, default ``cfg.seed``); None: the defaults.
-        progress: called as ``progress(done, total)`` after each case.
+        progress: started once with the number of cases of this shard (description ``"prepare"``, or
+            ``"verify"`` with ``verify_only``: all cases), then advanced by 1 after each case.
         splits_file: a user split (``segkit.prepare.split.load_user_split``: segkit's splits.json, nnU-Net's
             splits_final.json with ``fold``, or test + folds) instead of ``prepare.split``'s random one.
 
@@ -242,9 +242,8 @@ def run_prepare(
     mine = found.cases[i::n]
     where = split_of(splits)
     tasks = [(CaseTask(c, cfg, out, where[c.case_id], key),) for c in mine]
-    if progress is not None:
-        progress(0, len(tasks))
-    for k, res in enumerate(_pool_map(process_case, tasks, workers), start=1):
+    progress.start(len(tasks), "prepare")
+    for res in _pool_map(process_case, tasks, workers):
         report.peak_rss_mib = max(report.peak_rss_mib, res.peak_rss_mib)
         report.cpu_s += res.cpu_s
         if res.status == "failed":
@@ -253,8 +252,7 @@ def run_prepare(
             report.skipped.append(res.case_id)
         else:
             report.done.append(res.case_id)
-        if progress is not None:
-            progress(k, len(tasks))
+        progress.advance(1)
     report.failures.sort()
     # 5. shard record
     write_json(
@@ -317,15 +315,13 @@ def resolve_spacing(cfg: Config, cases: list[CaseSpec]) -> Config:
     return cfg.model_copy(update={"prepare": prep})
 
 
-def _verify(found: Discovery, cfg: Config, workers: int, progress: ProgressFn | None) -> list[str]:
+def _verify(found: Discovery, cfg: Config, workers: int, progress: Progress) -> list[str]:
     problems: list[str] = []
     args = [(c, cfg) for c in found.cases]
-    if progress is not None:
-        progress(0, len(args))
-    for k, lines in enumerate(_pool_map(verify_case, args, workers), start=1):
+    progress.start(len(args), "verify")
+    for lines in _pool_map(verify_case, args, workers):
         problems += lines
-        if progress is not None:
-            progress(k, len(args))
+        progress.advance(1)
     return sorted(problems)
 
 

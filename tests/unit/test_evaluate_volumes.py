@@ -109,16 +109,19 @@ def test_false_positives_on_unwritten_slices_lower_dice(volume_case: dict[str, o
 
 
 def test_missing_sources_fall_back_to_written_slices(
-    volume_case: dict[str, object], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    volume_case: dict[str, object], tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    recording_progress,  # noqa: ANN001 - conftest.RecordingProgress
 ) -> None:
     root, cfg, raw = volume_case["root"], volume_case["cfg"], volume_case["raw"]
     moved = tmp_path / "raw-moved"
     shutil.move(str(raw), str(moved))  # the dataset's source files are gone
+    rec = recording_progress()
     try:
         with caplog.at_level(logging.WARNING, logger="segkit.evaluate.run"):
-            res = evaluate_model(cfg, out_dir=root / "eval-fallback")  # type: ignore[arg-type]
+            res = evaluate_model(cfg, out_dir=root / "eval-fallback", progress=rec)  # type: ignore[arg-type]
     finally:
         shutil.move(str(moved), str(raw))
+    assert rec.tasks == [("evaluate", 3, 3)]  # the written slices only: no volume to segment
     a = read_rows(res.csv_path)[("c1", "a")]
     assert int(a["pred_voxels"]) == 3 * 256 and int(a["ref_voxels"]) == 126
     assert float(a["dice"]) == pytest.approx(2 * 126 / (126 + 3 * 256), abs=1e-6)
@@ -126,6 +129,31 @@ def test_missing_sources_fall_back_to_written_slices(
     assert summary["reference"] == "reassembled written slices"
     assert any("reference = reassembled written slices" in r.getMessage() and "c1" in r.getMessage()
                for r in caplog.records)
+
+
+def test_progress_reports_a_start_then_advances_summing_to_its_total(
+    volume_case: dict[str, object], tmp_path: Path, recording_progress  # noqa: ANN001 - conftest.RecordingProgress
+) -> None:
+    """The one ``segkit.progress.Progress`` protocol: evaluate, infer and the post-processing choice each start
+    a task with its total and advance by exactly that much."""
+    from segkit.evaluate.postprocess import choose_postprocessing
+    from segkit.infer.run import infer
+
+    cfg, raw = volume_case["cfg"], volume_case["raw"]
+    rec = recording_progress()
+    evaluate_model(cfg, out_dir=tmp_path / "eval", progress=rec)  # type: ignore[arg-type]
+    assert rec.calls[0][0] == "start"
+    assert rec.tasks == [("evaluate", 3 + 10, 13)]  # 3 slice PNGs + all 10 slices of the volume (sources exist)
+
+    rec = recording_progress()  # a folder of two volumes: one task per volume, named by its file
+    res = infer(cfg, raw, tmp_path / "infer", progress=rec)  # type: ignore[arg-type]
+    assert len(res.volumes) == 2
+    assert rec.tasks == [("c1_image.nii.gz", 10, 10), ("c1_label.nii.gz", 10, 10)]
+
+    rec = recording_progress()  # every slice of the volume, without and with flip TTA
+    pp = choose_postprocessing(cfg, split="test", progress=rec, write=False)  # type: ignore[arg-type]
+    assert pp is not None and pp.cases == ("c1",)
+    assert rec.tasks == [("postprocessing", 20, 20)]
 
 
 def test_slices2d_cases_are_stacked_without_surface_metrics(tmp_path: Path, repo_root: Path) -> None:
