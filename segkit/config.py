@@ -164,7 +164,7 @@ class DataConfig(_Strict):
     """Where the prepared dataset is and how slices are decoded for training."""
 
     dir: Path = Field(Path("data"), description="dataset root holding train/, valid/, test/ (relative to cwd)")
-    image_size: Size2 = Field((512, 512), description="model input (height, width)")
+    image_size: Size2 = Field((512, 512), description="model input (height, width); not given: prepare.size")
     channels: Literal[1, 3] = 3
     mask_mode: Literal["color", "gray"] = Field("color", description="colour masks, or grayscale for binary tasks")
     mask_tolerance: float = Field(60.0, ge=0, description="max RGB distance to a class colour (JPEG noise)")
@@ -476,6 +476,17 @@ class Config(_Strict):
     augment: AugmentConfig = AugmentConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     infer: InferConfig = InferConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_input_size(cls, raw: Any) -> Any:
+        """``data.image_size`` not given: the model input is the prepared slice size (``prepare.size``), so one key
+        decides the size and no slice is resized twice."""
+        if isinstance(raw, dict) and isinstance(raw.get("prepare"), dict) and "size" in raw["prepare"]:
+            data = raw.get("data")
+            if data is None or (isinstance(data, dict) and "image_size" not in data):
+                raw = {**raw, "data": {**(data or {}), "image_size": raw["prepare"]["size"]}}
+        return raw
 
     @field_validator("classes")
     @classmethod

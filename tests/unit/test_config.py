@@ -131,3 +131,14 @@ def test_binary_merges_classes() -> None:
 def test_fold_without_folds_is_an_error() -> None:
     with pytest.raises(ConfigError, match="fold 2 needs folds"):
         validate_config({"classes": CLASSES, "prepare": {"split": {"fold": 2}}})
+
+
+def test_model_input_size_follows_prepare_size_unless_given() -> None:
+    from segkit.config import validate_config
+
+    base = {"classes": [{"id": 1, "name": "a", "color": [255, 0, 0]}]}
+    assert validate_config({**base, "prepare": {"size": [128, 96]}}).data.image_size == (128, 96)
+    assert validate_config({**base, "prepare": {"size": [128, 96]}, "data": {"channels": 1}}).data.image_size == (128, 96)
+    assert validate_config({**base, "prepare": {"size": [128, 96]},
+                            "data": {"image_size": [64, 64]}}).data.image_size == (64, 64)
+    assert validate_config(base).data.image_size == (512, 512)
