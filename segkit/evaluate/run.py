@@ -218,7 +218,6 @@ def evaluate_model(
     manifest = load_manifest(data_dir) if manifest_path.is_file() else None
     records = case_records(manifest, manifest_path) if manifest is not None else {}
     classes = [(c.id, c.name) for c in cfg.effective_classes]
-    ids = [c for c, _ in classes]
     nc = cfg.num_classes
     k = cfg.data.context_slices
     context = context_table(pairs, k, data_dir / MANIFEST_FILE) if k else None
@@ -229,38 +228,16 @@ def evaluate_model(
     progress.start(len(pairs) + sum(split_cases[c].geometry.n_slices for c in with_sources), "evaluate")
 
     case_ids = list(records)
-    slice_rows: list[dict[str, Any]] = []
-    pooled = {c: Counts(0, 0, 0, 0) for c in ids}
-    conf = np.zeros((nc, nc), dtype=np.int64)
-    seed_soft: list[float] = []
-    seed_hard: list[float] = []
-    preds: dict[str, dict[int, npt.NDArray[np.uint8]]] = {}
-    refs: dict[str, dict[int, npt.NDArray[np.uint8]]] = {}
+    scores = _SliceScores(classes, nc)
     for s in range(0, len(pairs), bs):
         idx = list(range(s, min(s + bs, len(pairs))))
         samples = [read_sample(pairs, i, cfg, context) for i in idx]
         probs = _predict_samples(model, [img for img, _ in samples], cfg, predictor)
         for i, (_, ref), p in zip(idx, samples, probs, strict=True):
-            pred = p.argmax(-1).astype(np.uint8)
             stem = pairs[i][0].stem
-            case_id, slice_index = case_of_stem(stem, case_ids)
-            counts = class_counts(pred, ref, ids)
-            for cid, name in classes:
-                c = counts[cid]
-                pooled[cid] = Counts(*(a + b for a, b in zip(pooled[cid], c, strict=True)))
-                slice_rows.append(
-                    {"stem": stem, "case_id": case_id, "class_id": cid, "class_name": name,
-                     "dice": dice_from_counts(c.tp, c.fp, c.fn), "iou": iou_from_counts(c.tp, c.fp, c.fn),
-                     "tp": c.tp, "fp": c.fp, "fn": c.fn}
-                )
-            conf += confusion_matrix(pred, ref, nc)
-            ref1h = one_hot(ref, nc)
-            seed_soft.append(dice_coef_multiclass(ref1h, p))
-            seed_hard.append(dice_coef_multiclass(ref1h, one_hot(pred, nc)))
-            key = slice_index if slice_index is not None else len(preds.get(case_id, {}))
-            preds.setdefault(case_id, {})[key] = pred
-            refs.setdefault(case_id, {})[key] = ref
+            scores.add(stem, *case_of_stem(stem, case_ids), p, ref)
         progress.advance(len(idx))
+    preds, refs = scores.preds, scores.refs
 
     rows: list[dict[str, Any]] = []
     tol = float(cfg.evaluate.nsd_tolerance_mm)
@@ -318,29 +295,71 @@ def evaluate_model(
         "surface_distance_implementation": IMPLEMENTATION if volumetric else None,
         "nsd_tolerance_mm": tol,
         **summary,
-        "per_slice": {
-            name: {
-                "pooled_dice": dice_from_counts(pooled[cid].tp, pooled[cid].fp, pooled[cid].fn),
-                "pooled_iou": iou_from_counts(pooled[cid].tp, pooled[cid].fp, pooled[cid].fn),
-                "dice": summarize(r["dice"] for r in slice_rows if r["class_id"] == cid),
-                "iou": summarize(r["iou"] for r in slice_rows if r["class_id"] == cid),
-            }
-            for cid, name in classes
-        },
-        "seed_dice_coef_multiclass": {
-            "probabilities": float(np.mean(seed_soft)) if seed_soft else None,
-            "hard_labels": float(np.mean(seed_hard)) if seed_hard else None,
-            "note": SEED_NOTE,
-        },
-        "confusion_matrix": {
-            "labels": ["background", *[n for _, n in classes]],
-            "rows": "reference",
-            "columns": "prediction",
-            "matrix": conf.tolist(),
-        },
+        **scores.summary(),
     }
-    summary["per_slice"] = _json_clean(summary["per_slice"])
-    return _write_reports(out_dir, rows, slice_rows, summary, classes, conf)
+    return _write_reports(out_dir, rows, scores.rows, summary, classes, scores.conf)
+
+
+class _SliceScores:
+    """Per-slice accumulators of ``evaluate_model``: slice rows, pooled counts, confusion matrix, the seed's
+    metric, and every slice's prediction and reference by case (for the volume step)."""
+
+    def __init__(self, classes: Sequence[tuple[int, str]], nc: int) -> None:
+        self.classes, self.nc = list(classes), nc
+        self.rows: list[dict[str, Any]] = []
+        self.pooled = {cid: Counts(0, 0, 0, 0) for cid, _ in classes}
+        self.conf = np.zeros((nc, nc), dtype=np.int64)
+        self.seed_soft: list[float] = []
+        self.seed_hard: list[float] = []
+        self.preds: dict[str, dict[int, npt.NDArray[np.uint8]]] = {}
+        self.refs: dict[str, dict[int, npt.NDArray[np.uint8]]] = {}
+
+    def add(self, stem: str, case_id: str, slice_index: int | None, probs: npt.NDArray[np.float32],
+            ref: npt.NDArray[np.uint8]) -> None:
+        """Score one slice from its (H, W, K) probabilities and (H, W) reference."""
+        pred = probs.argmax(-1).astype(np.uint8)
+        counts = class_counts(pred, ref, [cid for cid, _ in self.classes])
+        for cid, name in self.classes:
+            c = counts[cid]
+            self.pooled[cid] = Counts(*(a + b for a, b in zip(self.pooled[cid], c, strict=True)))
+            self.rows.append(
+                {"stem": stem, "case_id": case_id, "class_id": cid, "class_name": name,
+                 "dice": dice_from_counts(c.tp, c.fp, c.fn), "iou": iou_from_counts(c.tp, c.fp, c.fn),
+                 "tp": c.tp, "fp": c.fp, "fn": c.fn}
+            )
+        self.conf += confusion_matrix(pred, ref, self.nc)
+        ref1h = one_hot(ref, self.nc)
+        self.seed_soft.append(dice_coef_multiclass(ref1h, probs))
+        self.seed_hard.append(dice_coef_multiclass(ref1h, one_hot(pred, self.nc)))
+        key = slice_index if slice_index is not None else len(self.preds.get(case_id, {}))
+        self.preds.setdefault(case_id, {})[key] = pred
+        self.refs.setdefault(case_id, {})[key] = ref
+
+    def summary(self) -> dict[str, Any]:
+        """The ``per_slice``, ``seed_dice_coef_multiclass`` and ``confusion_matrix`` parts of the report."""
+        per_slice = {
+            name: {
+                "pooled_dice": dice_from_counts(self.pooled[cid].tp, self.pooled[cid].fp, self.pooled[cid].fn),
+                "pooled_iou": iou_from_counts(self.pooled[cid].tp, self.pooled[cid].fp, self.pooled[cid].fn),
+                "dice": summarize(r["dice"] for r in self.rows if r["class_id"] == cid),
+                "iou": summarize(r["iou"] for r in self.rows if r["class_id"] == cid),
+            }
+            for cid, name in self.classes
+        }
+        return {
+            "per_slice": _json_clean(per_slice),
+            "seed_dice_coef_multiclass": {
+                "probabilities": float(np.mean(self.seed_soft)) if self.seed_soft else None,
+                "hard_labels": float(np.mean(self.seed_hard)) if self.seed_hard else None,
+                "note": SEED_NOTE,
+            },
+            "confusion_matrix": {
+                "labels": ["background", *[n for _, n in self.classes]],
+                "rows": "reference",
+                "columns": "prediction",
+                "matrix": self.conf.tolist(),
+            },
+        }
 
 
 def _lcc_json(value: bool | Sequence[int] | None) -> bool | list[int]:
