@@ -9,11 +9,10 @@ Both return a recipe ``{"kind": "ct_window"|"mr_percentile", "low": v, "high": v
 (HU for CT, the MR values at the percentiles), so ``apply_intensity(data, recipe)`` gives identical output.
 
 Example:
-    >>> img8, recipe = normalize_ct(hu, window=(-1000, 1000))
+    >>> recipe = intensity_recipe(hu, "ct", ct_window=(-1000, 1000))
     >>> recipe
     {'kind': 'ct_window', 'low': -1000.0, 'high': 1000.0}
-    >>> np.array_equal(apply_intensity(hu, recipe), img8)
-    True
+    >>> img8 = apply_intensity(hu, recipe)   # uint8; slice by slice gives the same
 """
 
 from __future__ import annotations
@@ -47,16 +46,6 @@ def scale_to_uint8(data: npt.ArrayLike, low: float, high: float) -> npt.NDArray[
     return np.rint(out).astype(np.uint8)
 
 
-def normalize_ct(data: npt.ArrayLike, window: tuple[float, float]) -> tuple[npt.NDArray[np.uint8], Recipe]:
-    """CT: clip to the HU ``window`` and scale to 0..255.
-
-    Returns:
-        ``(uint8 volume, {"kind": "ct_window", "low": lo, "high": hi})``.
-    """
-    recipe = {"kind": "ct_window", "low": float(window[0]), "high": float(window[1])}
-    return apply_intensity(data, recipe), recipe
-
-
 def mr_recipe(data: npt.ArrayLike, percentiles: tuple[float, float]) -> Recipe:
     """``{"kind": "mr_percentile", "low": v_lo, "high": v_hi}``: the values at two percentiles of the WHOLE
     volume. A constant volume gets ``high = low + 1`` (all zeros out)."""
@@ -67,29 +56,13 @@ def mr_recipe(data: npt.ArrayLike, percentiles: tuple[float, float]) -> Recipe:
     return {"kind": "mr_percentile", "low": lo, "high": hi}
 
 
-def normalize_mr(
-    data: npt.ArrayLike, percentiles: tuple[float, float]
-) -> tuple[npt.NDArray[np.uint8], Recipe]:
-    """MR: scale between two percentiles of the whole volume (robust to bright outliers).
-
-    Args:
-        data: the whole 3D volume (never one slice).
-        percentiles: e.g. ``(0.5, 99.5)``.
-
-    Returns:
-        ``(uint8 volume, recipe)`` with the recipe of ``mr_recipe``.
-    """
-    recipe = mr_recipe(data, percentiles)
-    return apply_intensity(data, recipe), recipe
-
-
 def intensity_recipe(
     data: npt.ArrayLike,
     modality: Literal["ct", "mr"] | str,
     ct_window: tuple[float, float] = (-1000.0, 1000.0),
     mr_percentiles: tuple[float, float] = (0.5, 99.5),
 ) -> Recipe:
-    """The recipe of ``modality`` (``normalize_ct`` / ``normalize_mr``), without normalising (apply it slice by
+    """The recipe of ``modality`` (CT: the fixed HU window; MR: ``mr_recipe``), without normalising (apply it slice by
     slice with ``apply_intensity``: the parameters come from the whole volume, so the result is identical)."""
     if modality == "ct":
         return {"kind": "ct_window", "low": float(ct_window[0]), "high": float(ct_window[1])}

@@ -14,7 +14,7 @@ from segkit.errors import DataError, GeometryError
 from segkit.io.palette import decode_mask, palette_array
 from segkit.io.png import read_gray, read_rgb
 from segkit.io.volumes import Volume
-from segkit.prepare.normalize import apply_intensity, normalize_ct, normalize_mr
+from segkit.prepare.normalize import apply_intensity, intensity_recipe
 from segkit.prepare.record import Preprocessing
 from segkit.prepare.slicing import (
     from_display,
@@ -167,17 +167,19 @@ def test_label_map_and_binary_merge() -> None:
 
 def test_ct_window_numbers() -> None:
     hu = np.array([-2000.0, -1000.0, 0.0, 500.0, 1000.0, 3000.0])
-    out, recipe = normalize_ct(hu, (-1000, 1000))
+    recipe = intensity_recipe(hu, "ct", ct_window=(-1000, 1000))
+    out = apply_intensity(hu, recipe)
     # (hu + 1000) * 255 / 2000, rounded half to even: 0 -> 127.5 -> 128, 500 -> 191.25 -> 191.
     assert out.tolist() == [0, 0, 128, 191, 255, 255]
     assert recipe == {"kind": "ct_window", "low": -1000.0, "high": 1000.0}
-    np.testing.assert_array_equal(apply_intensity(hu, recipe), out)
+    np.testing.assert_array_equal(apply_intensity(hu[::-1], recipe), out[::-1])  # element-wise: no data dependence
 
 
 def test_mr_percentiles_use_the_whole_volume_never_one_slice() -> None:
     data = np.zeros((4, 4, 3), np.float32)
     data[..., 0], data[..., 1], data[..., 2] = 10.0, 20.0, 30.0
-    out, recipe = normalize_mr(data, (0.0, 100.0))
+    recipe = intensity_recipe(data, "mr", mr_percentiles=(0.0, 100.0))
+    out = apply_intensity(data, recipe)
     assert recipe == {"kind": "mr_percentile", "low": 10.0, "high": 30.0}
     # Per-slice scaling would make every (constant) slice 0; per-volume gives 0, 127.5 -> 128, 255.
     assert out[0, 0].tolist() == [0, 128, 255]
