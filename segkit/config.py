@@ -201,8 +201,8 @@ class TransUNetOptions(_Strict):
 class SwinUNetOptions(_Strict):
     """``model.swinunet``: the (shifted-)window attention blocks."""
 
-    window: int = Field(4, ge=1, le=32, description="window side in tokens (the paper: 7), shrunk to 2 or 1 "
-                        "where it does not divide a map")
+    window: int = Field(4, ge=1, le=32, description="largest window side in tokens (the paper: 7); each map uses "
+                        "the largest side up to it that divides the map (a 16x16 map and window 7: 4)")
     heads: int = Field(4, ge=1, le=64, description="attention heads per block")
 
 

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import typer
 
-from segkit.cli.common import err, handle_errors, load, out, quiet_tensorflow, set_interrupt_hint
+from segkit.cli.common import (
+    RichProgress,
+    err,
+    handle_errors,
+    load,
+    out,
+    quiet_tensorflow,
+    set_interrupt_hint,
+)
 
 
 @handle_errors
@@ -33,15 +41,17 @@ def cv(
     cfg = load(config, [*(sets or []), *([f"train.time_limit={time_limit}"] if time_limit is not None else [])])
     quiet_tensorflow()
     again = shlex.join(["segkit", "cv", str(config), *(a for s in sets or [] for a in ("--set", s)),
-                        *(["--time-limit", f"{time_limit:g}"] if time_limit is not None else [])])
+                        *(["--time-limit", f"{time_limit:g}"] if time_limit is not None else []),
+                        *(a for f in folds or [] for a in ("--fold", str(f)))])
     set_interrupt_hint(f"`{again}` skips the finished folds and resumes the interrupted one")
 
     def on_fold(k: int, total: int, what: str) -> None:
         word = {"skip": "done before, skipped", "resume": "resuming", "train": "training"}[what]
         err.print(f"[bold]fold {k + 1}/{total}[/] (fold_{k}): {word}", highlight=False)
 
-    with RichTrainProgress() as progress:
-        result = run_cv(cfg, folds=folds or None, overwrite=overwrite, train_progress=progress, on_fold=on_fold)
+    with RichTrainProgress() as progress, RichProgress() as scoring:
+        result = run_cv(cfg, folds=folds or None, overwrite=overwrite, train_progress=progress, on_fold=on_fold,
+                        progress=scoring)
     if not result.summary:
         out.print(f"folds trained: {result.trained or 'none'}; not every fold has a model yet, so no summary "
                   f"(run segkit cv without --fold to finish)", highlight=False)

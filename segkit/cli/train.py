@@ -46,6 +46,12 @@ class RichTrainProgress:
         self._task: TaskID | None = None
 
     def __enter__(self) -> RichTrainProgress:
+        return self
+
+    def _open(self) -> None:
+        """The live bar exists from a run's start event to its end event, so other bars (cv's scoring) can be
+        drawn between runs (rich draws one live display at a time)."""
+        self._close()
         self._bar = Progress(
             TextColumn("[bold]epoch {task.fields[epoch]}"),
             BarColumn(),
@@ -58,13 +64,18 @@ class RichTrainProgress:
             disable=not err.is_terminal,
         )
         self._bar.__enter__()
-        return self
+
+    def _close(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*(exc or (None, None, None)))
+            self._bar, self._task = None, None
 
     def __exit__(self, *exc: Any) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
+        self._close(*exc)
 
     def __call__(self, ev: Any) -> None:  # ev: segkit.train.callbacks.TrainEvent
+        if ev.kind == "start":
+            self._open()
         bar = self._bar
         if bar is None:
             return
@@ -102,6 +113,8 @@ class RichTrainProgress:
                 highlight=False,
                 soft_wrap=True,
             )
+        elif ev.kind == "end":
+            self._close()
 
 
 @handle_errors

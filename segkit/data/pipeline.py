@@ -143,8 +143,13 @@ def split_pairs(cfg: Config, split: str) -> list[tuple[Path, Path]]:
     folders = ("test",) if split == "test" else ("train", "valid")
     ids = sorted(where)
     pairs = [p for f in folders if (data_dir / f).is_dir() for p in list_pairs(data_dir / f)]
-    chosen = sorted((p for p in pairs if where.get(case_of_stem(p[0].stem, ids)[0]) == split),
-                    key=lambda p: p[0].name)
+    cases = [case_of_stem(p[0].stem, ids)[0] for p in pairs]
+    unknown = sorted({c for c in cases if c not in where})
+    if unknown:
+        raise DataError(f"slices of case(s) that splits.json does not list: {', '.join(unknown[:5])}",
+                        path=data_dir, hint="prepare the dataset again with --folds (its folders and splits.json "
+                        "disagree)")
+    chosen = sorted((p for p, c in zip(pairs, cases, strict=True) if where[c] == split), key=lambda p: p[0].name)
     if not chosen:
         raise DataError(f"fold {cfg.data.fold}: no {split} slice found in {', '.join(folders)}", path=data_dir,
                         hint="prepare the dataset again with --folds (its splits.json and folders disagree)")

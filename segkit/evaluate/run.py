@@ -209,6 +209,8 @@ def evaluate_model(
     from segkit.evaluate.postprocess import apply_postprocessing
 
     cfg = apply_postprocessing(cfg, pp_dir)
+    if len(paths) > 1 and model_path is None and split != "test":
+        logger.warning("the %s cases trained the fold models of this ensemble (only test is held out)", split)
     model = load_models(paths, cfg, precision=cfg.train.precision)
     model_desc = str(paths[0]) if len(paths) == 1 else [str(p) for p in paths]
     data_dir = Path(cfg.data.dir)

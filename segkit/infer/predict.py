@@ -134,7 +134,7 @@ def load_models(paths: list[Path] | tuple[Path, ...], cfg: Config, precision: st
 
 
 def check_model(model: keras.Model, cfg: Config, path: Path | None = None) -> None:
-    """Raise ``ModelError`` when the model's output classes or input channels differ from the config."""
+    """Raise ``ModelError`` when the model's output classes, input channels or input size differ from the config."""
     out_classes = int(model.output_shape[-1])
     if out_classes != cfg.num_classes:
         raise ModelError(
@@ -153,6 +153,14 @@ def check_model(model: keras.Model, cfg: Config, path: Path | None = None) -> No
             "(data.channels x (1 + 2 x data.context_slices))",
             path=path,
             hint="use the config the model was trained with",
+        )
+    size = model_input_size(model)
+    if size is not None and tuple(size) != tuple(int(v) for v in cfg.data.image_size):
+        raise ModelError(
+            f"the model takes {size[0]}x{size[1]} inputs but data.image_size is "
+            f"{cfg.data.image_size[0]}x{cfg.data.image_size[1]}",
+            path=path,
+            hint=f"use the run folder or its config.yaml, or --set data.image_size=[{size[0]},{size[1]}]",
         )
 
 

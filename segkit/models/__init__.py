@@ -92,11 +92,13 @@ def check_input_shape(image_size: tuple[int, int], num_layers: int) -> None:
     )
 
 
-def build_model(cfg: Config) -> keras.Model:
+def build_model(cfg: Config, *, pretrained: bool = False) -> keras.Model:
     """Build the model named by ``cfg.model.name`` for ``cfg``'s input size, channels and classes.
 
     Args:
         cfg: a validated ``segkit.config.Config``.
+        pretrained: load ``model.pretrained_weights`` (training does, on a fresh start only; rebuilding a trained
+            model never needs the file).
 
     Returns:
         Uncompiled ``keras.Model``: input ``(H, W, C)`` from ``input_shape_of(cfg)``, output
@@ -126,7 +128,7 @@ def build_model(cfg: Config) -> keras.Model:
         norm=m.norm,
         **m.options_of(name),
     )
-    if m.pretrained_weights is not None:
+    if pretrained and m.pretrained_weights is not None:
         load_pretrained(model, Path(m.pretrained_weights))
     return model
 

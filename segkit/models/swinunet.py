@@ -8,13 +8,14 @@ is a 2x2 stride-2 convolution (equivalent to the paper's concatenate-and-project
 ``max_filters``). The decoder mirrors it: patch expanding by a 2x2 transposed convolution, the skip of the same
 stage concatenated and projected (the paper's skip connection), two Swin blocks; a last expansion returns to full
 resolution, joined with a 3x3 convolution of the input, before the head. Windows are 4x4 tokens (the paper's 7
-does not divide the small maps of 128-pixel inputs; ``model.swinunet.window``), shrunk where a map is smaller;
+does not divide the small maps of 128-pixel inputs; ``model.swinunet.window``), on each map the largest side up to it that divides the map;
 ``model.swinunet.heads`` (4) heads per block. Unlike
 the paper, the attention has no relative position bias (Keras' ``MultiHeadAttention`` takes no additive bias).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import keras
@@ -111,11 +112,10 @@ class SwinBlock(layers.Layer):
 
 
 def _window_for(h: int, w: int, window: int = WINDOW) -> int:
-    """The largest of (window, 2, 1) that divides both sides of the map."""
-    for ws in (window, 2, 1):
-        if ws <= min(h, w) and h % ws == 0 and w % ws == 0:
-            return ws
-    return 1
+    """The largest window side up to ``window`` that divides both sides of the map (for power-of-two maps and
+    the default 4: 4, or the map side where the map is smaller)."""
+    g = math.gcd(h, w)
+    return max(d for d in range(1, min(window, g) + 1) if g % d == 0)
 
 
 def swin_stage(x: keras.KerasTensor, name: str, window: int = WINDOW, heads: int = HEADS) -> keras.KerasTensor:

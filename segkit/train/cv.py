@@ -39,6 +39,7 @@ from segkit.config import Config
 from segkit.errors import ConfigError, DataError
 from segkit.infer.predict import CV_FILE
 from segkit.io.atomic import write_json, write_text
+from segkit.progress import NULL_PROGRESS, Progress
 
 log = logging.getLogger(__name__)
 
@@ -111,17 +112,33 @@ def _fg(case: dict[str, dict[str, Any]], classes: Sequence[str], metric: str) ->
     return float(np.mean(vals)) if vals else None
 
 
+def _unbounded(cases: dict[str, dict[str, dict[str, Any]]]) -> int:
+    """Case x class pairs whose HD95 is infinite."""
+    return sum(1 for v in cases.values() for m in v.values()
+               if m.get("hd95_mm") is not None and math.isinf(float(m["hd95_mm"])))
+
+
 def summarize_cv(fold_rows: Sequence[Sequence[dict[str, Any]]], classes: Sequence[str]) -> dict[str, Any]:
     """The cross-validation summary from each fold's per case x class rows (``evaluate`` rows).
 
     ``per_fold``: each fold's per-class mean Dice / HD95 and its mean foreground Dice; ``pooled``: the same over
-    all validation cases together (every case once); ``across_folds``: mean and sd of the fold means. A class
-    absent from a case's reference and prediction (Dice undefined) is left out of that case's means.
+    all validation cases together (every case once); ``across_folds``: mean and sd (population, ddof 0) of the
+    fold means. As in ``evaluate``, a class whose reference is empty in a case has no Dice there (its false
+    positives are in the evaluation report) and is left out of that case's means; an infinite HD95 (a class
+    missed entirely, or predicted where the reference has none) cannot enter a mean and is counted in
+    ``hd95_unbounded`` instead.
+
+    Raises:
+        DataError: a case scored in two folds (the folds must be disjoint).
     """
     per_fold: list[dict[str, Any]] = []
     pooled_cases: dict[str, dict[str, dict[str, Any]]] = {}
     for k, rows in enumerate(fold_rows):
         cases = _case_scores(rows, classes)
+        twice = sorted(set(cases) & set(pooled_cases))
+        if twice:
+            raise DataError(f"case '{twice[0]}' is in the validation cases of two folds",
+                            hint="prepare the dataset again: its folds must be disjoint")
         pooled_cases.update(cases)
         per_fold.append({
             "fold": k,
@@ -130,6 +147,7 @@ def summarize_cv(fold_rows: Sequence[Sequence[dict[str, Any]]], classes: Sequenc
                for m in METRICS},
             "mean_fg_dice": _mean_sd([_fg(v, classes, "dice") for v in cases.values()])["mean"],
             "mean_hd95_mm": _mean_sd([_fg(v, classes, "hd95_mm") for v in cases.values()])["mean"],
+            "hd95_unbounded": _unbounded(cases),
         })
     fg = [_fg(v, classes, "dice") for v in pooled_cases.values()]
     pooled = {
@@ -138,6 +156,7 @@ def summarize_cv(fold_rows: Sequence[Sequence[dict[str, Any]]], classes: Sequenc
         "mean_fg_dice": _mean_sd(fg)["mean"],
         "sd_fg_dice": _mean_sd(fg)["sd"],
         "mean_hd95_mm": _mean_sd([_fg(v, classes, "hd95_mm") for v in pooled_cases.values()])["mean"],
+        "hd95_unbounded": _unbounded(pooled_cases),
     }
     across = {
         "mean_fg_dice": _mean_sd([f["mean_fg_dice"] for f in per_fold]),
@@ -155,33 +174,101 @@ def _fmt(v: Any, digits: int = 3) -> str:
 def cv_table(summary: dict[str, Any]) -> str:
     """A Markdown table: one row per fold, then pooled and mean +- sd across folds."""
     classes = summary["classes"]
-    head = "| fold | cases | " + " | ".join(f"{c} Dice" for c in classes) + " | mean fg Dice | mean HD95 (mm) |"
-    lines = [head, "|" + "---|" * (4 + len(classes))]
+    head = ("| fold | cases | " + " | ".join(f"{c} Dice" for c in classes)
+            + " | mean fg Dice | mean HD95 (mm) | HD95 = ∞ |")
+    lines = [head, "|" + "---|" * (5 + len(classes))]
     for f in summary["per_fold"]:
         lines.append(f"| {f['fold']} | {len(f['cases'])} | " + " | ".join(_fmt(f["dice"][c]) for c in classes)
-                     + f" | {_fmt(f['mean_fg_dice'])} | {_fmt(f['mean_hd95_mm'], 2)} |")
+                     + f" | {_fmt(f['mean_fg_dice'])} | {_fmt(f['mean_hd95_mm'], 2)} | {f['hd95_unbounded']} |")
     p, a = summary["pooled"], summary["across_folds"]
     lines.append(f"| pooled | {p['cases']} | " + " | ".join(_fmt(p["dice"][c]["mean"]) for c in classes)
-                 + f" | {_fmt(p['mean_fg_dice'])} ± {_fmt(p['sd_fg_dice'])} | {_fmt(p['mean_hd95_mm'], 2)} |")
+                 + f" | {_fmt(p['mean_fg_dice'])} ± {_fmt(p['sd_fg_dice'])} | {_fmt(p['mean_hd95_mm'], 2)}"
+                 f" | {p['hd95_unbounded']} |")
     lines.append("| folds mean ± sd | | " + " | ".join(
         f"{_fmt(a['dice'][c]['mean'])} ± {_fmt(a['dice'][c]['sd'])}" for c in classes)
         + f" | {_fmt(a['mean_fg_dice']['mean'])} ± {_fmt(a['mean_fg_dice']['sd'])}"
-        f" | {_fmt(a['mean_hd95_mm']['mean'], 2)} ± {_fmt(a['mean_hd95_mm']['sd'], 2)} |")
+        f" | {_fmt(a['mean_hd95_mm']['mean'], 2)} ± {_fmt(a['mean_hd95_mm']['sd'], 2)} | |")
     return "\n".join(lines)
 
 
-def _fold_done(cfk: Config) -> bool:
+ROOT_OUTPUTS = (CV_FILE, SUMMARY_FILE, "cv_summary.md", CASES_FILE, "postprocessing.json", "config.yaml",
+                "preprocessing.json", "splits.json")
+SINGLE_RUN_FILES = ("model.keras", "last.keras", "history.csv", "train_summary.json")
+
+
+def _same_split(cfk: Config, rk: Path) -> None:
+    """Refuse a fold folder trained on another split of the dataset (re-prepared with other folds or seed): its
+    validation cases would no longer be the ones it never saw."""
+    from segkit.prepare.split import load_splits
+
+    saved = rk / "splits.json"
+    if not saved.is_file():
+        return
+    now = load_splits(Path(cfk.data.dir))
+    try:
+        then = json.loads(saved.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        then = {}
+    if then.get("kfold") != now.get("kfold") or then.get("test") != now.get("test"):
+        raise ConfigError(
+            f"fold {cfk.data.fold} was trained on another split of the dataset (its splits.json differs from "
+            f"{Path(cfk.data.dir) / 'splits.json'}): scoring it on today's folds would leak",
+            path=rk, hint="use --overwrite to retrain every fold, or set train.run_dir to a new folder")
+
+
+def fold_state(cfk: Config) -> str:
+    """``"done"`` (finished, same config and split, no more training allowed), ``"more"`` (finished, but the config
+    now allows more epochs or time), ``"partial"`` (interrupted), or ``"missing"``.
+
+    Raises:
+        ConfigError: the fold was trained with another config or on another split of the dataset.
+    """
     from segkit.train.fit import config_difference
 
     rk = Path(cfk.train.run_dir)
-    if not ((rk / "train_summary.json").is_file() and (rk / "model.keras").is_file()):
-        return False
-    diff = config_difference((rk / "config.yaml").read_text(encoding="utf-8"), cfk) \
-        if (rk / "config.yaml").is_file() else "config.yaml missing"
+    if not (rk / "config.yaml").is_file():
+        return "missing"
+    diff = config_difference((rk / "config.yaml").read_text(encoding="utf-8"), cfk)
     if diff is not None:
         raise ConfigError(f"fold {cfk.data.fold} in the run folder was trained with another config ({diff})",
                           path=rk, hint="use --overwrite to retrain every fold, or set train.run_dir to a new folder")
-    return True
+    _same_split(cfk, rk)
+    summary_path = rk / "train_summary.json"
+    if not (summary_path.is_file() and (rk / "model.keras").is_file()):
+        return "partial"
+    ts = json.loads(summary_path.read_text(encoding="utf-8"))
+    stop = ts.get("stop_reason")
+    limit_then, limit_now = ts.get("time_limit_min"), cfk.train.time_limit
+    more_time = limit_then is not None and (limit_now is None or limit_now > limit_then)
+    more_epochs = cfk.train.epochs > int(ts.get("epochs") or 0)
+    more = {"time_limit": more_time, "epochs": more_epochs, "complete": more_time or more_epochs}.get(stop, False)
+    return "more" if more else "done"  # early stopping is final
+
+
+def _mark_complete(cfk: Config) -> None:
+    """The train_summary.json of a fold whose resume found no epoch left under this config's budget (it was
+    killed after its last epoch, e.g. while choosing its post-processing)."""
+    from segkit.train import callbacks as cb
+    from segkit.train.fit import spent_time
+
+    rk = Path(cfk.train.run_dir)
+    rows = cb.read_history_csv(rk / "history.csv")
+    write_json(rk / "train_summary.json", {
+        "stop_reason": "complete", "epochs_done": len(rows), "epochs": cfk.train.epochs,
+        "train_time_s": round(spent_time(rows)[0], 1), "time_limit_min": cfk.train.time_limit,
+        "postprocessing": None})
+
+
+def _check_root(run_dir: Path, overwrite: bool) -> None:
+    """A cross-validation run folder holds fold_k folders and the ensemble's files, never a single run's."""
+    single = [n for n in SINGLE_RUN_FILES if (run_dir / n).exists()]
+    if single and not (run_dir / CV_FILE).is_file():
+        raise ConfigError(
+            f"train.run_dir holds a single training run ({single[0]}); a cross-validation run needs its own folder",
+            path=run_dir, hint="set train.run_dir to another folder, e.g. --set train.run_dir=runs/NAME-cv")
+    if overwrite:
+        for name in ROOT_OUTPUTS:
+            (run_dir / name).unlink(missing_ok=True)
 
 
 def run_cv(
@@ -191,22 +278,30 @@ def run_cv(
     overwrite: bool = False,
     train_progress: Callable[[Any], None] | None = None,
     on_fold: Callable[[int, int, str], None] | None = None,
+    progress: Progress = NULL_PROGRESS,
 ) -> CVResult:
     """Train every fold (resumable), score each on its validation cases, and write the cross-validation summary.
 
     Args:
         cfg: the config (no ``data.fold``); ``data.dir`` prepared with ``--folds K``.
-        folds: train only these folds (default all); the summary is written only when every fold has a model.
-        overwrite: retrain folds that are done or interrupted instead of skipping / resuming them.
+        folds: train only these folds (default all); the summary is written only when every fold is finished
+            (with this config, on this split).
+        overwrite: retrain folds that are done or interrupted instead of skipping / resuming them, and clear
+            the run folder's ensemble files.
         train_progress: ``train_model``'s progress callback, for every fold.
         on_fold: called with (fold, K, "train" | "skip" | "resume") before each fold.
+        progress: the scoring of the validation volumes (evaluation, post-processing choice).
 
     Returns:
         ``CVResult``.
 
+    A finished fold is skipped unless the config now allows it more epochs or time (then it resumes); an
+    interrupted one resumes.
+
     Raises:
-        DataError: the dataset has no folds; ConfigError: a fold trained with another config (without
-            ``overwrite``); anything ``train_model`` / ``evaluate_model`` raise.
+        DataError: the dataset has no folds; ConfigError: a fold trained with another config or on another split
+            of the dataset (without ``overwrite``), or ``train.run_dir`` holding a single training run; anything
+            ``train_model`` / ``evaluate_model`` raise.
     """
     from segkit.evaluate.postprocess import choose_postprocessing_pooled
     from segkit.evaluate.run import evaluate_model
@@ -219,31 +314,37 @@ def run_cv(
         raise ConfigError(f"fold {bad[0]} is out of range: the dataset has {k_total} folds",
                           hint=f"use folds in 0..{k_total - 1}")
     run_dir = Path(cfg.train.run_dir)
+    _check_root(run_dir, overwrite)
     fold_cfgs = [fold_config(cfg, k) for k in range(k_total)]
     trained: list[int] = []
     skipped: list[int] = []
     for k in todo:
         cfk = fold_cfgs[k]
         rk = Path(cfk.train.run_dir)
-        if not overwrite and _fold_done(cfk):
+        state = "missing" if overwrite else fold_state(cfk)
+        if state == "done":
             skipped.append(k)
             if on_fold is not None:
                 on_fold(k, k_total, "skip")
             continue
-        resume = not overwrite and (rk / "config.yaml").is_file()
+        resume = state in ("partial", "more")
         if on_fold is not None:
             on_fold(k, k_total, "resume" if resume else "train")
         try:
-            train_model(cfk, resume=resume, overwrite=overwrite, progress=train_progress)
+            train_model(cfk, resume=resume, overwrite=not resume, progress=train_progress)
         except RunComplete:  # killed after its last epoch (e.g. while choosing post-processing): it is done
             if not (rk / "model.keras").is_file():
                 raise
             log.info("fold %d had no epoch left to train: taken as done", k)
+            _mark_complete(cfk)
         trained.append(k)
 
     summary_path = run_dir / SUMMARY_FILE
-    if any(not (Path(c.train.run_dir) / "model.keras").is_file() for c in fold_cfgs):
-        log.info("not every fold has a model yet: no cross-validation summary")
+    states = {k: fold_state(c) for k, c in enumerate(fold_cfgs)}  # every fold, also those not trained now
+    unfinished = [k for k, st in states.items() if st != "done"]
+    if unfinished:
+        log.info("fold(s) %s not finished with this config: no cross-validation summary",
+                 ", ".join(map(str, unfinished)))
         return CVResult(run_dir, k_total, trained, skipped, {}, summary_path)
 
     classes = [c.name for c in cfg.effective_classes]
@@ -251,7 +352,8 @@ def run_cv(
     fold_rows = []
     for cfk in fold_cfgs:
         rk = Path(cfk.train.run_dir)
-        ev = evaluate_model(cfk.model_copy(update={"infer": raw}), split="valid", out_dir=rk / "cv_evaluation")
+        ev = evaluate_model(cfk.model_copy(update={"infer": raw}), split="valid", out_dir=rk / "cv_evaluation",
+                            progress=progress)
         fold_rows.append(ev.rows)
     summary = summarize_cv(fold_rows, classes)
     summary["runs"] = []
@@ -266,7 +368,9 @@ def run_cv(
     pp = None
     if cfg.train.choose_postprocessing:
         members = [(c, Path(c.train.run_dir) / "model.keras") for c in fold_cfgs]
-        pp = choose_postprocessing_pooled(members, run_dir, "valid")
+        pp = choose_postprocessing_pooled(members, run_dir, "valid", progress)
+    if pp is None:  # no decision now: an older one must not apply to this ensemble
+        (run_dir / "postprocessing.json").unlink(missing_ok=True)
     summary["postprocessing"] = pp.to_json() if pp is not None else None
 
     # the run folder: what inference and evaluation of the ensemble need

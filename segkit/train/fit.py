@@ -202,6 +202,9 @@ def check_run_dir(cfg: Config, *, resume: bool, overwrite: bool) -> bool:
         raise ConfigError("--resume and --overwrite exclude each other", hint="pick one")
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError("train.run_dir exists and is not a folder", path=run_dir, hint="set train.run_dir to a folder")
+    if (run_dir / "cv.json").is_file() or any(run_dir.glob("fold_*/config.yaml")):
+        raise ConfigError("train.run_dir holds a cross-validation run (segkit cv)", path=run_dir,
+                          hint="train one of its folds with --fold k, or set train.run_dir to another folder")
     if _is_empty(run_dir):
         if resume:
             log.info("nothing to resume in %s: starting a new run", run_dir)
@@ -559,7 +562,7 @@ def train_model(
     keras.config.set_dtype_policy(precision)
     try:
         with strategy.scope():
-            model = float32_output(build_model(cfg))
+            model = float32_output(build_model(cfg, pretrained=not resuming))
             metrics = list(get_metrics(cfg))
             model.compile(
                 optimizer=make_optimizer(cfg),

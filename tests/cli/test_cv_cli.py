@@ -138,6 +138,30 @@ def test_cv_trains_every_fold_resumably_and_the_run_is_an_ensemble(cv_setup: dic
     assert res.exit_code == 0, res.output
     assert "fold 2/3 (fold_1): resuming" in res.stderr and (run / "cv_summary.json").is_file()
 
+    # a config that allows more training resumes a finished fold; the others are then unfinished for it
+    res = runner.invoke(app, ["cv", cfg_path, "--fold", "0", *_base(cv_setup, run), "--set", "train.epochs=2"])
+    assert res.exit_code == 0, res.output
+    assert "fold 1/3 (fold_0): resuming" in res.stderr and "no summary" in res.stdout
+    res = runner.invoke(app, ["cv", cfg_path, *_base(cv_setup, run)])  # back to 1 epoch: fold 0 has more, done
+    assert res.exit_code == 0 and res.stderr.count("done before, skipped") == 3
+
+    # the dataset re-split under finished folds: refused, they would be scored on cases they trained on
+    split_file = cv_setup["data"] / "splits.json"
+    original = split_file.read_text()
+    changed = json.loads(original)
+    changed["kfold"][0], changed["kfold"][1] = changed["kfold"][1], changed["kfold"][0]
+    split_file.write_text(json.dumps(changed))
+    try:
+        res = runner.invoke(app, ["cv", cfg_path, *_base(cv_setup, run)])
+    finally:
+        split_file.write_text(original)
+    assert res.exit_code == 2 and "trained on another split of the dataset" in res.stderr
+
+    # a single training run and a cross-validation run never share a folder
+    res = runner.invoke(app, ["train", cfg_path, *_base(cv_setup, run), "--overwrite"])
+    assert res.exit_code == 2 and "holds a cross-validation run" in res.stderr
+    assert (run / "cv.json").is_file() and (run / "fold_0" / "model.keras").is_file()
+
     # segkit evaluate RUN_DIR: the ensemble of the three fold models on the test cases
     res = runner.invoke(app, ["evaluate", str(run)])
     assert res.exit_code == 0, res.output
@@ -168,3 +192,28 @@ def test_train_fold_writes_into_its_fold_folder(cv_setup: dict[str, Path]) -> No
     info = load_config(run / "fold_2" / "config.yaml")
     assert info.data.fold == 2 and (run / "fold_2" / "model.keras").is_file()
     assert not (run / "model.keras").exists()
+
+
+def test_cv_refuses_a_folder_holding_a_single_run(cv_setup: dict[str, Path], tmp_path: Path) -> None:
+    single = tmp_path / "single"
+    single.mkdir()
+    (single / "model.keras").write_bytes(b"not really")
+    res = runner.invoke(app, ["cv", str(cv_setup["config"]), *_base(cv_setup, single)])
+    assert res.exit_code == 2 and "holds a single training run" in res.stderr
+    assert sorted(p.name for p in single.iterdir()) == ["model.keras"]
+
+
+def test_summary_counts_unbounded_hd95_and_refuses_overlapping_folds() -> None:
+    from segkit.errors import DataError
+    from segkit.train.cv import summarize_cv
+
+    def row(case: str, dice: float | None, hd: float | None) -> dict:
+        return {"case_id": case, "class_name": "A", "dice": dice, "hd95_mm": hd}
+
+    s = summarize_cv([[row("a", 0.5, 2.0), row("b", 0.0, float("inf"))], [row("c", 1.0, 4.0)]], ["A"])
+    assert s["per_fold"][0]["hd95_unbounded"] == 1 and s["pooled"]["hd95_unbounded"] == 1
+    assert s["pooled"]["mean_hd95_mm"] == pytest.approx(3.0)  # the finite ones; the infinite one is counted
+    assert s["pooled"]["mean_fg_dice"] == pytest.approx(0.5) and s["pooled"]["cases"] == 3
+    assert s["across_folds"]["mean_fg_dice"]["mean"] == pytest.approx((0.25 + 1.0) / 2)
+    with pytest.raises(DataError, match="'a' is in the validation cases of two folds"):
+        summarize_cv([[row("a", 0.5, 2.0)], [row("a", 0.7, 1.0)]], ["A"])

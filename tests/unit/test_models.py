@@ -362,24 +362,31 @@ def test_pretrained_weights_load_and_a_mismatch_is_one_config_error(tmp_path: Pa
     source.save_weights(path)
     x = np.random.default_rng(0).random((2, 32, 32, 1), dtype=np.float32)
     keras.utils.set_random_seed(4)
-    loaded = build_model(tiny_cfg(pretrained_weights=str(path)))
+    loaded = build_model(pretrained=True, cfg=tiny_cfg(pretrained_weights=str(path)))
     np.testing.assert_allclose(loaded.predict_on_batch(x), source.predict_on_batch(x), atol=1e-6)
     keras_file = tmp_path / "whole.keras"
     source.save(keras_file)
-    np.testing.assert_allclose(build_model(tiny_cfg(pretrained_weights=str(keras_file))).predict_on_batch(x),
+    np.testing.assert_allclose(build_model(pretrained=True, cfg=tiny_cfg(pretrained_weights=str(keras_file))).predict_on_batch(x),
                                source.predict_on_batch(x), atol=1e-6)
     with pytest.raises(ConfigError, match="do not fit this model"):
-        build_model(tiny_cfg(pretrained_weights=str(path), base_filters=8))
+        build_model(pretrained=True, cfg=tiny_cfg(pretrained_weights=str(path), base_filters=8))
     with pytest.raises(ConfigError, match="not found"):
-        build_model(tiny_cfg(pretrained_weights=str(tmp_path / "missing.weights.h5")))
+        build_model(pretrained=True, cfg=tiny_cfg(pretrained_weights=str(tmp_path / "missing.weights.h5")))
     other = tmp_path / "weights.npz"
     other.write_bytes(b"x")
     with pytest.raises(ConfigError, match=r"\.weights\.h5 or \.keras"):
-        build_model(tiny_cfg(pretrained_weights=str(other)))
+        build_model(pretrained=True, cfg=tiny_cfg(pretrained_weights=str(other)))
 
 
 def test_pretrained_weights_of_another_architecture_are_refused_not_half_loaded(tmp_path: Path) -> None:
     path = tmp_path / "flex.weights.h5"
     build_model(tiny_cfg()).save_weights(path)
     with pytest.raises(ConfigError, match="do not fit this model"):
-        build_model(tiny_cfg(name="attention_unet", pretrained_weights=str(path)))
+        build_model(tiny_cfg(name="attention_unet", pretrained_weights=str(path)), pretrained=True)
+
+
+def test_rebuilding_a_model_never_needs_the_pretrained_file(tmp_path: Path) -> None:
+    """Only a fresh training start loads model.pretrained_weights; inference rebuilds (precision) and
+    `segkit models` must work after the file is gone."""
+    cfg = tiny_cfg(pretrained_weights=str(tmp_path / "gone.weights.h5"))
+    assert build_model(cfg).output_shape == (None, 32, 32, 4)
