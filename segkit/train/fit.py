@@ -32,7 +32,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -508,6 +508,74 @@ def _restore(cfg: Config, model: keras.Model, strategy: Any, run_dir: Path) -> i
     return initial_epoch
 
 
+def _callbacks(
+    cfg: Config,
+    run_dir: Path,
+    monitor: str,
+    mode: Literal["min", "max"],
+    steps: int,
+    clock: Any,
+    limit_s: float | None,
+    best_before: float | None,
+    previous_rows: list[dict[str, float]],
+    previous_durations: list[float],
+    resuming: bool,
+    progress: ProgressFn | None,
+) -> tuple[list[Any], Any, Any]:
+    """The run's Keras callbacks, in the order that matters (NaN guard first; history before the backup, so a
+    kill between them leaves an extra history row that resume trims; the time limit last, so the epoch length
+    it measures includes every write). Returns ``(callbacks, nan_guard, time_limit or None)``."""
+    import keras
+
+    from segkit.io.palette import palette_array
+    from segkit.train import callbacks as cb
+
+    keep_best = cfg.train.model_checkpoint == "best"
+    previous_values = [r.get(monitor, float("nan")) for r in previous_rows]
+    nan_guard = cb.NaNGuard()
+    schedule: list[keras.callbacks.Callback] = []
+    if cfg.train.schedule != "plateau":
+        schedule.append(cb.ScheduledLR(cfg.train.learning_rate, cfg.train.schedule, cfg.train.epochs, steps,
+                                       cfg.train.warmup_epochs, clock, limit_s))
+    callbacks: list[keras.callbacks.Callback] = [
+        nan_guard,
+        *schedule,
+        *cb.plateau_callbacks(cfg.train, monitor, mode, previous_values),
+        cb.LearningRateLogger(),
+        cb.EpochTime(clock),
+        cb.AtomicCheckpoint(run_dir / "model.keras", monitor=monitor if keep_best else None, mode=mode,
+                            initial_best=best_before if keep_best else None),
+        cb.AtomicCheckpoint(run_dir / "last.keras"),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
+        cb.HistoryWriter(run_dir / "history.json", run_dir / "curves.png", previous_rows),
+        cb.AtomicBackup(run_dir / "backup"),
+    ]
+    if cfg.train.epoch_change_infer.enabled:
+        images, truth = preview_batch(cfg, cfg.train.epoch_change_infer.num_images)
+        palette = palette_array([c.color for c in cfg.effective_classes])
+        callbacks.append(cb.EpochPreview(run_dir / "epoch_infer", images, truth, palette))
+    if progress is not None:
+        callbacks.append(cb.ProgressReporter(progress, cfg.train.epochs, steps, clock, limit_s))
+    time_limit = cb.TimeLimit(limit_s, clock, previous_durations) if limit_s is not None else None
+    if time_limit is not None:
+        callbacks.append(time_limit)
+    return callbacks, nan_guard, time_limit
+
+
+def _model_epoch(
+    cfg: Config, rows: list[dict[str, float]], monitor: str, mode: Literal["min", "max"]
+) -> tuple[float | None, int | None]:
+    """``(monitored value, epoch)`` of the weights in ``model.keras``: the best epoch (``model_checkpoint: best``)
+    or the final one (``last``)."""
+    from segkit.train import callbacks as cb
+
+    values = [r.get(monitor, float("nan")) for r in rows]
+    if cfg.train.model_checkpoint == "best":
+        best_value, _ = cb.plateau_state(values, mode)
+        return best_value, next((i + 1 for i, v in enumerate(values) if v == best_value), None)
+    return (values[-1] if values and math.isfinite(values[-1]) else None), (len(rows) or None)
+
+
 def train_model(
     cfg: Config,
     *,
@@ -546,7 +614,6 @@ def train_model(
     import tensorflow as tf
 
     from segkit.data.pipeline import make_dataset
-    from segkit.io.palette import palette_array
     from segkit.losses import get_loss
     from segkit.metrics.training import get_metrics
     from segkit.models import build_model, model_summary
@@ -578,7 +645,6 @@ def train_model(
 
         # --- what was done before (resume) ---
         csv_path = run_dir / "history.csv"
-        backup_dir = run_dir / "backup"
         initial_epoch = _restore(cfg, model, strategy, run_dir) if resuming else 0
         previous_rows = cb.read_history_csv(csv_path) if resuming else []
         previous_values = [r.get(monitor, float("nan")) for r in previous_rows]
@@ -630,36 +696,9 @@ def train_model(
         if progress is not None:
             progress(cb.TrainEvent("start", initial_epoch, cfg.train.epochs, 0, steps, info=info))
 
-        keep_best = cfg.train.model_checkpoint == "best"
-        best_ckpt = cb.AtomicCheckpoint(run_dir / "model.keras", monitor=monitor if keep_best else None, mode=mode,
-                                        initial_best=best_before if keep_best else None)
-        nan_guard = cb.NaNGuard()
-        schedule: list[keras.callbacks.Callback] = []
-        if cfg.train.schedule != "plateau":
-            schedule.append(cb.ScheduledLR(cfg.train.learning_rate, cfg.train.schedule, cfg.train.epochs, steps,
-                                           cfg.train.warmup_epochs, clock, limit_s))
-        callbacks: list[keras.callbacks.Callback] = [
-            nan_guard,
-            *schedule,
-            *cb.plateau_callbacks(cfg.train, monitor, mode, previous_values),
-            cb.LearningRateLogger(),
-            cb.EpochTime(clock),
-            best_ckpt,
-            cb.AtomicCheckpoint(run_dir / "last.keras"),
-            keras.callbacks.CSVLogger(str(csv_path), append=resuming),
-            cb.HistoryWriter(run_dir / "history.json", run_dir / "curves.png", previous_rows),
-            # after the history: a kill before the backup leaves an extra history row, trimmed on resume
-            cb.AtomicBackup(backup_dir),
-        ]
-        if cfg.train.epoch_change_infer.enabled:
-            images, truth = preview_batch(cfg, cfg.train.epoch_change_infer.num_images)
-            palette = palette_array([c.color for c in cfg.effective_classes])
-            callbacks.append(cb.EpochPreview(run_dir / "epoch_infer", images, truth, palette))
-        if progress is not None:
-            callbacks.append(cb.ProgressReporter(progress, cfg.train.epochs, steps, clock, limit_s))
-        time_limit = cb.TimeLimit(limit_s, clock, previous_durations) if limit_s is not None else None
-        if time_limit is not None:
-            callbacks.append(time_limit)  # last: the epoch length it measures includes every checkpoint write
+        callbacks, nan_guard, time_limit = _callbacks(
+            cfg, run_dir, monitor, mode, steps, clock, limit_s, best_before, previous_rows, previous_durations,
+            resuming, progress)
 
         # On resume the weights and optimizer state were restored above (backup/, else last.keras); initial_epoch is
         # the epoch they completed.
@@ -690,16 +729,10 @@ def train_model(
             f"e.g. --set train.learning_rate={cfg.train.learning_rate / 10:g}, or set train.clipvalue",
         )
     rows = cb.read_history_csv(csv_path)
-    values = [r.get(monitor, float("nan")) for r in rows]
     epochs_done = len(rows)
-    if cfg.train.model_checkpoint == "best":
-        best_value, _ = cb.plateau_state(values, mode)
-        best_epoch = next((i + 1 for i, v in enumerate(values) if v == best_value), None)
-    else:  # model.keras is the final epoch
-        best_value = values[-1] if values and math.isfinite(values[-1]) else None
-        best_epoch = epochs_done or None
+    best_value, best_epoch = _model_epoch(cfg, rows, monitor, mode)
     stopped = epochs_done < cfg.train.epochs
-    if time_limit is not None and time_limit.stopped_epoch is not None and epochs_done < cfg.train.epochs:
+    if time_limit is not None and time_limit.stopped_epoch is not None and stopped:
         stop_reason = "time_limit"
     else:
         stop_reason = "early_stopping" if stopped else "epochs"
