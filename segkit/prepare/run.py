@@ -171,15 +171,7 @@ def run_prepare(
         raise SegkitError("--splits and --folds exclude each other", hint="the split file holds the folds; use --fold")
     cfg = apply_options(cfg, folds=folds, fold=None if splits_file is not None else fold, binary=binary)
     workers = max(1, workers or os.cpu_count() or 1)
-    key = config_fingerprint(cfg, adapter.name)
-    if splits_file is not None:  # another split file (or fold) is another dataset
-        if not Path(splits_file).is_file():
-            raise DataError("split file not found", path=splits_file, hint="give a JSON split file")
-        if out is not None and overwrite and Path(splits_file).resolve().is_relative_to(Path(out).resolve()):
-            raise DataError("the split file lies inside --out, which --overwrite clears", path=splits_file,
-                            hint="copy it outside the output folder first")
-        digest = hashlib.sha256(Path(splits_file).read_bytes() + f"fold={fold}".encode()).hexdigest()
-        key = hashlib.sha256(f"{key}:{digest}".encode()).hexdigest()
+    key = _dataset_key(cfg, adapter.name, splits_file, fold, out, overwrite)
     options = source_options or SourceOptions()
     report = PrepareReport(out=out, source=adapter.name, verify_only=verify_only)
     if out is None and (not verify_only or not adapter.needs_src):
@@ -261,6 +253,34 @@ def run_prepare(
          "skipped": sorted(report.skipped), "failures": report.failures},
     )
     # 6. completion
+    _complete(out, key, found, where, cfg, adapter.name, report)
+    return report
+
+
+def _dataset_key(cfg: Config, source: str, splits_file: Path | None, fold: int | None, out: Path | None,
+                 overwrite: bool) -> str:
+    """The dataset's key (``config_fingerprint``), including a user split file and fold: another split is another
+    dataset.
+
+    Raises:
+        DataError: the split file is missing, or lies inside ``out`` that ``overwrite`` would clear.
+    """
+    key = config_fingerprint(cfg, source)
+    if splits_file is None:
+        return key
+    if not Path(splits_file).is_file():
+        raise DataError("split file not found", path=splits_file, hint="give a JSON split file")
+    if out is not None and overwrite and Path(splits_file).resolve().is_relative_to(Path(out).resolve()):
+        raise DataError("the split file lies inside --out, which --overwrite clears", path=splits_file,
+                        hint="copy it outside the output folder first")
+    digest = hashlib.sha256(Path(splits_file).read_bytes() + f"fold={fold}".encode()).hexdigest()
+    return hashlib.sha256(f"{key}:{digest}".encode()).hexdigest()
+
+
+def _complete(out: Path, key: str, found: Discovery, where: dict[str, str], cfg: Config, source: str,
+              report: PrepareReport) -> None:
+    """Step 6: the summary of every finished case (of all shards), the empty-label warnings, and -- when no case
+    is pending or failed -- ``summary.png`` and, last, the commit marker ``dataset.json``."""
     entries = _load_entries(out, key, found.cases, where)
     if cfg.prepare.empty_labels == "warn":
         labels = {c.case_id: c.label for c in found.cases if c.label is not None}
@@ -272,10 +292,9 @@ def run_prepare(
     report.summary = summarize(entries, cfg)
     report.pending = len(found.cases) - len(entries)
     if report.pending == 0 and not report.failures:
-        report.summary_png = plot_summary(report.summary, out / SUMMARY_PNG, f"{cfg.name} ({adapter.name})")
-        manifest = build_manifest(cfg, adapter.name, {cid: e["record"] for cid, e in entries.items()})
+        report.summary_png = plot_summary(report.summary, out / SUMMARY_PNG, f"{cfg.name} ({source})")
+        manifest = build_manifest(cfg, source, {cid: e["record"] for cid, e in entries.items()})
         report.manifest = write_manifest(out, manifest)
-    return report
 
 
 def median_spacing(cases: list[CaseSpec], axis: int) -> tuple[float, float] | None:
