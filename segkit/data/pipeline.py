@@ -25,9 +25,9 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -51,6 +51,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only; importing this module must 
     from segkit.config import Config
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")  # a case record (segkit.prepare.record.CaseRecord)
 
 _SHOW = 5  # file names listed in an error before "... and N more"
 _STEM_RE = re.compile(r"^(?P<case>.+)_(?P<idx>\d+)$")
@@ -127,6 +128,14 @@ def case_splits(cfg: Config) -> dict[str, str] | None:
 
     data_dir = Path(cfg.data.dir)
     return split_of(fold_view(load_splits(data_dir), int(cfg.data.fold), data_dir / SPLITS_FILE))
+
+
+def cases_of_split(cfg: Config, records: Mapping[str, R], split: str) -> dict[str, R]:
+    """The case records of ``split``: a cross-validation fold's cases under ``data.fold`` (``case_splits``), else
+    each record's own ``split`` (dataset.json)."""
+    where = case_splits(cfg)
+    return {c: r for c, r in records.items()
+            if (where.get(c) if where is not None else getattr(r, "split", None)) == split}
 
 
 def split_pairs(cfg: Config, split: str) -> list[tuple[Path, Path]]:

@@ -225,7 +225,7 @@ def choose_postprocessing_pooled(
         The decision (``split`` recorded as ``valid`` or ``cv`` for several members), or ``None`` without any
         volume case whose source files exist.
     """
-    from segkit.data.pipeline import case_splits
+    from segkit.data.pipeline import cases_of_split
     from segkit.evaluate.run import _labels_config, _sources_exist
     from segkit.infer.predict import largest_component, load_model
     from segkit.infer.volume import predict_volume
@@ -248,11 +248,10 @@ def choose_postprocessing_pooled(
         if not manifest_path.is_file():
             continue
         manifest = load_manifest(data_dir)
-        where = case_splits(cfg)
         cases: dict[str, tuple[Geometry, tuple[Path, Path]]] = {}
-        for c, r in case_records(manifest, manifest_path).items():
+        for c, r in cases_of_split(cfg, case_records(manifest, manifest_path), split).items():
             files = r.volume_files()
-            if (where.get(c) if where is not None else r.split) == split and files is not None and _sources_exist(r):
+            if files is not None and _sources_exist(r):
                 cases[c] = (r.geometry, files)
         if cases:
             work.append((cfg, Path(model_path), cases, manifest, manifest_path))

@@ -192,19 +192,14 @@ def evaluate_model(
         DataError: missing split folder, unpaired or unreadable files, a bad dataset.json, an unreadable source
             volume or unexpected label values in it.
     """
-    from segkit.data.pipeline import case_of_stem, case_splits, context_table, read_sample, split_pairs
-    from segkit.infer.predict import load_models, make_predictor, run_models
+    from segkit.data.pipeline import case_of_stem, cases_of_split, context_table, read_sample, split_pairs
+    from segkit.infer.predict import load_models, make_predictor, resolve_models
     from segkit.prepare.manifest import MANIFEST_FILE, load_manifest
     from segkit.prepare.record import VOLUME, case_records
 
     split = split or cfg.evaluate.split
     run_dir = Path(cfg.train.run_dir)
-    pp_dir: Path | None
-    if model_path is None:
-        paths, pp_dir = run_models(run_dir), run_dir
-    else:
-        paths = [Path(model_path)] if isinstance(model_path, (str, Path)) else [Path(p) for p in model_path]
-        pp_dir = paths[0].parent if len(paths) == 1 else None  # an explicit ensemble: the config decides
+    paths, pp_dir = resolve_models(run_dir, model_path)
     out_dir = Path(out_dir) if out_dir is not None else (cfg.evaluate.output_dir or run_dir / "evaluation")
     from segkit.evaluate.postprocess import apply_postprocessing
 
@@ -215,7 +210,6 @@ def evaluate_model(
     model_desc = str(paths[0]) if len(paths) == 1 else [str(p) for p in paths]
     data_dir = Path(cfg.data.dir)
     pairs = split_pairs(cfg, split)
-    where = case_splits(cfg)  # a cross-validation fold's cases, else dataset.json's split
     manifest_path = data_dir / MANIFEST_FILE
     manifest = load_manifest(data_dir) if manifest_path.is_file() else None
     records = case_records(manifest, manifest_path) if manifest is not None else {}
@@ -225,7 +219,7 @@ def evaluate_model(
     context = context_table(pairs, k, data_dir / MANIFEST_FILE) if k else None
     bs = int(cfg.infer.batch_size)
     predictor = make_predictor(model, bs)
-    split_cases = {c: r for c, r in records.items() if (where.get(c) if where is not None else r.split) == split}
+    split_cases = cases_of_split(cfg, records, split)
     with_sources = {c for c, r in split_cases.items() if _sources_exist(r)}
     progress.start(len(pairs) + sum(split_cases[c].geometry.n_slices for c in with_sources), "evaluate")
 

@@ -10,7 +10,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -53,6 +53,19 @@ def run_models(run_dir: Path) -> list[Path]:
         raise ModelError(f"a fold model is missing: {missing[0] if missing else 'no folds listed'}", path=path,
                          hint="run segkit cv again to finish the folds")
     return models
+
+
+def resolve_models(run_dir: Path, models: Sequence[Path] | Path | None = None) -> tuple[list[Path], Path | None]:
+    """The model files to load and the folder whose ``postprocessing.json`` applies to them.
+
+    No ``models``: the run folder's (``run_models``: its model, or a cross-validation run's folds) with the run
+    folder's decision. One given model: its own folder's decision. Several given models: no decision (their
+    folders decided for themselves, not for the ensemble), so the config's ``infer`` settings rule.
+    """
+    if models is None or (not isinstance(models, (str, Path)) and not models):
+        return run_models(run_dir), Path(run_dir)
+    paths = [Path(models)] if isinstance(models, (str, Path)) else [Path(m) for m in models]
+    return paths, (paths[0].parent if len(paths) == 1 else None)
 
 
 def load_model(path: Path, cfg: Config, precision: str | None = None) -> keras.Model:

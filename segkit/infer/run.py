@@ -77,7 +77,7 @@ def plan_inference(
         ModelError: a cross-validation run whose fold model is missing.
     """
     from segkit.infer.folder import OUTPUT_DIRS, check_output_dir, folder_outputs, list_images
-    from segkit.infer.predict import run_models
+    from segkit.infer.predict import resolve_models
     from segkit.infer.volume import refuse_existing, volume_outputs
     from segkit.io.slices import IMAGE_SUFFIXES
     from segkit.io.volumes import volume_suffix
@@ -105,7 +105,7 @@ def plan_inference(
         raise DataError("--save-probabilities writes volumes; the input is a folder of slices", path=input_path,
                         hint="give NIfTI/NRRD volumes, or drop --save-probabilities")
     run_dir = Path(cfg.train.run_dir)
-    model_paths = [Path(m) for m in models] if models else run_models(run_dir)
+    model_paths, pp_dir = resolve_models(run_dir, models)
     out = Path(out_dir) if out_dir is not None else run_dir / "inference"
     if input_path.is_dir():
         check_output_dir(input_path, out, OUTPUT_DIRS if images else ("",))
@@ -123,9 +123,6 @@ def plan_inference(
                     )
                 owner[p] = v
         refuse_existing(list(owner), overwrite)
-    # the run folder's decision (a cross-validation run's was made for its ensemble); for given models: a single
-    # model's own folder, while an ensemble's members decided for themselves (then the config decides)
-    pp_dir = run_dir if not models else (model_paths[0].parent if len(model_paths) == 1 else None)
     return InferencePlan("slices" if images else "volumes", input_path, tuple(volumes), out, tuple(model_paths),
                          pp_dir, save_probabilities, overwrite)
 

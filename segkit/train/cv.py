@@ -33,12 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from segkit.config import Config
 from segkit.errors import ConfigError, DataError
 from segkit.infer.predict import CV_FILE
 from segkit.io.atomic import write_json, write_text
+from segkit.metrics.overlap import foreground_mean, summarize
 from segkit.progress import NULL_PROGRESS, Progress
 
 log = logging.getLogger(__name__)
@@ -93,10 +92,9 @@ class CVResult:
 
 
 def _mean_sd(values: Sequence[float | None]) -> dict[str, float | int | None]:
-    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    if not finite:
-        return {"mean": None, "sd": None, "n": 0}
-    return {"mean": float(np.mean(finite)), "sd": float(np.std(finite)), "n": len(finite)}
+    """``segkit.metrics.overlap.summarize`` (finite values only; population sd) in the summary's keys."""
+    s = summarize(math.nan if v is None else float(v) for v in values)
+    return {"mean": s["mean"], "sd": s["std"], "n": s["n"]}
 
 
 def _case_scores(rows: Sequence[dict[str, Any]], classes: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -107,15 +105,13 @@ def _case_scores(rows: Sequence[dict[str, Any]], classes: Sequence[str]) -> dict
 
 
 def _fg(case: dict[str, dict[str, Any]], classes: Sequence[str], metric: str) -> float | None:
-    vals = [case[c][metric] for c in classes if c in case and case[c][metric] is not None
-            and math.isfinite(float(case[c][metric]))]
-    return float(np.mean(vals)) if vals else None
+    return foreground_mean(case[c][metric] for c in classes if c in case)
 
 
 def _unbounded(cases: dict[str, dict[str, dict[str, Any]]]) -> int:
-    """Case x class pairs whose HD95 is infinite."""
-    return sum(1 for v in cases.values() for m in v.values()
-               if m.get("hd95_mm") is not None and math.isinf(float(m["hd95_mm"])))
+    """Case x class pairs whose HD95 is infinite (``summarize``'s ``n_inf``)."""
+    return int(summarize(math.nan if m["hd95_mm"] is None else float(m["hd95_mm"])
+                         for v in cases.values() for m in v.values())["n_inf"] or 0)
 
 
 def summarize_cv(fold_rows: Sequence[Sequence[dict[str, Any]]], classes: Sequence[str]) -> dict[str, Any]:
