@@ -29,10 +29,11 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from segkit.seeds import Stream, seed_sequence
+
 if TYPE_CHECKING:  # pragma: no cover
     from segkit.config import AugmentConfig, Config
 
-_PURPOSE_AUGMENT = 1  # child-seed purpose tag (0 is shuffling in pipeline.py)
 _Int = TypeVar("_Int", bound=np.integer)  # the mask's dtype, which augmentation keeps
 
 
@@ -157,8 +158,9 @@ class Augmenter:
         return comp
 
     def seed_for(self, epoch: int, index: int) -> np.random.SeedSequence:
-        """The seed of sample ``index`` in epoch ``epoch``: SeedSequence((cfg.seed, 1, epoch, index))."""
-        return np.random.SeedSequence([self.cfg.seed, _PURPOSE_AUGMENT, int(epoch), int(index)])
+        """The seed of sample ``index`` in epoch ``epoch``: the ``Stream.AUGMENT`` stream of ``segkit.seeds``,
+        ``SeedSequence([cfg.seed, 1, epoch, index])``."""
+        return seed_sequence(self.cfg.seed, Stream.AUGMENT, int(epoch), int(index))
 
     def __call__(
         self, image: npt.NDArray[np.float32], mask: npt.NDArray[_Int], *, epoch: int, index: int

@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from segkit.data.augment import Augmenter
+from segkit.data.patches import center_patch, random_patch
 from segkit.errors import DataError, SegkitError
 from segkit.io.slices import (
     IMAGE_SUFFIXES,
@@ -44,6 +46,8 @@ from segkit.io.slices import (
 )
 from segkit.io.slices import read_image as read_image  # re-exported (segkit.data API)
 from segkit.io.slices import read_mask as read_mask  # re-exported (segkit.data API)
+from segkit.prepare.split import SPLITS_FILE, fold_view, load_splits, split_of
+from segkit.seeds import Stream, generator, seed_word
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; importing this module must not import TensorFlow
     import tensorflow as tf
@@ -124,8 +128,6 @@ def case_splits(cfg: Config) -> dict[str, str] | None:
     """
     if cfg.data.fold is None:
         return None
-    from segkit.prepare.split import SPLITS_FILE, fold_view, load_splits, split_of
-
     data_dir = Path(cfg.data.dir)
     return split_of(fold_view(load_splits(data_dir), int(cfg.data.fold), data_dir / SPLITS_FILE))
 
@@ -237,8 +239,6 @@ def read_sample(
     Returns:
         image (H, W, C * (2k + 1)) float32 0..1, channels ordered slice -k .. +k; mask (H, W) uint8 ids.
     """
-    from segkit.data.patches import center_patch, random_patch
-
     rows = [index] if context is None else [int(j) for j in context[index]]
     images = [decode_image(pairs[j][0], cfg) for j in rows]
     shapes = {im.shape[:2] for im in images}
@@ -286,14 +286,10 @@ def unwrap_data_error(exc: BaseException) -> DataError | None:
     return DataError(found[-1].strip()) if found else None
 
 
-def _seed_words(cfg: Config, purpose: int) -> int:
-    """A 31-bit child seed of ``cfg.seed`` for one purpose (0 shuffle, 1 augmentation, 2 patch placement)."""
-    return int(np.random.SeedSequence([cfg.seed, purpose]).generate_state(1, dtype=np.uint32)[0] >> 1)
-
-
 def patch_rng(cfg: Config, epoch: int, index: int) -> np.random.Generator:
-    """The generator that places sample ``index``'s training patch in ``epoch`` (``data.patches``)."""
-    return np.random.default_rng([_seed_words(cfg, 2), int(epoch), int(index)])
+    """The generator that places sample ``index``'s training patch in ``epoch`` (``data.patches``; the
+    ``Stream.PATCHES`` stream of ``segkit.seeds``)."""
+    return generator(cfg.seed, Stream.PATCHES, int(epoch), int(index))
 
 
 def make_dataset(cfg: Config, split: str, training: bool, *, seed_offset: int = 0) -> tf.data.Dataset:
@@ -322,8 +318,6 @@ def make_dataset(cfg: Config, split: str, training: bool, *, seed_offset: int = 
     """
     import tensorflow as tf
 
-    from segkit.data.augment import Augmenter
-
     pairs = split_pairs(cfg, split)
     n = len(pairs)
     k = cfg.data.context_slices
@@ -331,7 +325,7 @@ def make_dataset(cfg: Config, split: str, training: bool, *, seed_offset: int = 
     h, w = cfg.data.image_size
     c = cfg.data.channels * (1 + 2 * k)
     augmenter = Augmenter(cfg) if (training and cfg.augment.enabled) else None
-    shuffle_seed = _seed_words(cfg, 0)
+    shuffle_seed = seed_word(cfg.seed, Stream.SHUFFLE)
 
     epoch = tf.Variable(seed_offset, dtype=tf.int64, trainable=False, name="data_epoch")
 

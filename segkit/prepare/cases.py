@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import resource
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,9 +25,7 @@ from segkit.prepare.outdir import case_record_path, read_json, slice_files
 from segkit.prepare.record import CaseRecord
 from segkit.prepare.slices2d import slice_2d_case
 from segkit.prepare.sources import CaseSpec
-
-CASE_STREAM = 2  # child-seed index for per-case draws (empty-slice fraction)
-
+from segkit.seeds import Stream, case_key, generator
 
 # === Prepare ===
 
@@ -53,8 +50,9 @@ class CaseResult:
 
 
 def case_rng(seed: int, case_id: str) -> np.random.Generator:
-    """Per-case Generator: depends on the seed and the case id only (not on order, shard or worker)."""
-    return np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(case_id.encode())], spawn_key=(CASE_STREAM,)))
+    """Per-case Generator (``Stream.CASES``): depends on the seed and the case id only (not on order, shard or
+    worker)."""
+    return generator(seed, Stream.CASES, case_key(case_id))
 
 
 def _checksums(spec: CaseSpec) -> dict[str, str | None]:

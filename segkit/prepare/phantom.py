@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from segkit.io.volumes import save_volume
+from segkit.seeds import Stream, generator
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +147,9 @@ def write_phantom_cases(
 ) -> list[tuple[Path, Path]]:
     """Write ``n`` phantom cases as ``case_XXX_image.nii.gz`` / ``case_XXX_label.nii.gz`` (atomically).
 
-    Case ``i`` draws from ``np.random.SeedSequence(seed).spawn(n)[i]`` (spawn key ``(i,)``), so case ``i`` is
-    the same whatever ``n`` is, and the same seed gives identical files.
+    Case ``i`` draws from ``segkit.seeds``' PHANTOM stream, ``SeedSequence(seed, spawn_key=(i,))`` (=
+    ``SeedSequence(seed).spawn(n)[i]``), so case ``i`` is the same whatever ``n`` is, and the same seed gives
+    identical files.
 
     Args:
         out_dir: folder to write into (created).
@@ -161,8 +163,8 @@ def write_phantom_cases(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pairs: list[tuple[Path, Path]] = []
-    for i, child in enumerate(np.random.SeedSequence(seed).spawn(n)):
-        image, label, affine = make_phantom(np.random.default_rng(child), shape)
+    for i in range(n):
+        image, label, affine = make_phantom(generator(seed, Stream.PHANTOM, i), shape)
         img_path = out_dir / f"case_{i:03d}_image.nii.gz"
         lbl_path = out_dir / f"case_{i:03d}_label.nii.gz"
         save_volume(img_path, image, affine)

@@ -2,7 +2,7 @@
 
 Splits are made over *case ids* (patients / volumes), never over slices, so no patient can sit on both sides.
 The result depends only on the set of case ids, the ratios and the seed: ids are sorted first, then permuted
-with a ``np.random.Generator`` derived from the seed (``SeedSequence(seed, spawn_key=(SPLIT_STREAM,))``).
+with a ``np.random.Generator`` derived from the seed (``segkit.seeds``' SPLIT stream).
 
 Example:
     >>> s = split_cases([f"c{i}" for i in range(10)], SplitConfig(train=0.6, valid=0.2, test=0.2), seed=1)
@@ -23,15 +23,15 @@ import numpy as np
 from segkit.config import SplitConfig
 from segkit.errors import DataError
 from segkit.io.atomic import write_json
+from segkit.seeds import Stream, generator
 
 SPLITS = ("train", "valid", "test")
-SPLIT_STREAM = 1  # child-seed index of the split among the consumers of cfg.seed
 SPLITS_FILE = "splits.json"
 
 
 def split_rng(seed: int) -> np.random.Generator:
-    """The Generator used for splitting, derived from the config seed."""
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(SPLIT_STREAM,)))
+    """The Generator used for splitting, derived from the config seed (``Stream.SPLIT``)."""
+    return generator(seed, Stream.SPLIT)
 
 
 def allocate(n: int, ratios: Sequence[float], names: Sequence[str]) -> list[int]:
