@@ -11,7 +11,7 @@ from segkit.cli.common import RichProgress, err, handle_errors, load, out
 from segkit.config import preset_path
 from segkit.errors import ConfigError, SegkitError
 from segkit.prepare.report import PrepareReport
-from segkit.prepare.run import parse_shard, run_prepare
+from segkit.prepare.run import PrepareOptions, parse_shard, run_prepare
 from segkit.prepare.sources import SOURCES, SourceOptions
 
 _EPILOG = "[bold]Examples[/bold] (one per source):\n\n" + "\n\n".join(
@@ -73,31 +73,27 @@ def prepare(
     last, DIR/dataset.json. Exit code 2 on bad input or when any case failed (each listed on stderr).
     """
     adapter = SOURCES.get(source)
-    if adapter.needs_src and src is None:
-        raise SegkitError(f"source '{adapter.name}' needs a SRC folder", hint=f"e.g. {adapter.example}")
+    adapter.check_src(src)
     if not adapter.needs_src and src is not None:
         raise SegkitError(f"source '{adapter.name}' takes no SRC folder (got {src})", hint=f"e.g. {adapter.example}")
     cfg = load(config or preset_config(adapter.name), sets)
     if out_dir is None and (not verify or not adapter.needs_src):
         out_dir = Path(cfg.data.dir)  # one key for the dataset folder: --out overrides data.dir
-        err.print(f"writing to data.dir = {out_dir} (--out to choose another folder)", highlight=False, soft_wrap=True)
+        err.print(f"writing to data.dir = {out_dir} (--out to choose another folder)", highlight=False,
+                  soft_wrap=True)
+    options = PrepareOptions(
+        workers=workers,
+        shard=parse_shard(shard) if shard else None,
+        overwrite=overwrite,
+        folds=folds,
+        fold=fold,
+        binary=binary,
+        verify_only=verify,
+        splits_file=splits,
+        source_options=SourceOptions(image_glob=image_glob, label_glob=label_glob, phantom_n=n, phantom_seed=seed),
+    )
     with RichProgress() as bar:  # "prepare" (or "verify"): one bar over the cases
-        report = run_prepare(
-            adapter.name,
-            src,
-            out_dir,
-            cfg,
-            workers=workers,
-            shard=parse_shard(shard) if shard else None,
-            overwrite=overwrite,
-            folds=folds,
-            fold=fold,
-            splits_file=splits,
-            binary=binary,
-            verify_only=verify,
-            source_options=SourceOptions(image_glob=image_glob, label_glob=label_glob, phantom_n=n, phantom_seed=seed),
-            progress=bar,
-        )
+        report = run_prepare(adapter.name, src, out_dir, cfg, options, progress=bar)
     _render(report)
     if report.failures:
         for line in report.failures:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from segkit.errors import DataError
+from segkit.errors import DataError, SegkitError
 from segkit.registry import Registry
 
 CaseKind = Literal["volume", "slices2d"]
@@ -107,6 +107,16 @@ class Source:
     needs_src: bool
     discover: Callable[[Path, SourceOptions], Discovery]
     example: str
+
+    def check_src(self, src: Path | None) -> None:
+        """Refuse a missing SRC folder for a source that reads one (``needs_src``); the command line and
+        ``run_prepare`` both ask here.
+
+        Raises:
+            SegkitError: ``needs_src`` and ``src`` is None.
+        """
+        if self.needs_src and src is None:
+            raise SegkitError(f"source '{self.name}' needs a SRC folder", hint=f"e.g. {self.example}")
 
 
 SOURCES: Registry[Source] = Registry("source")

@@ -12,7 +12,7 @@ import pytest
 
 from segkit.config import load_config
 from segkit.errors import DataError
-from segkit.prepare import SourceOptions, run_prepare
+from segkit.prepare import PrepareOptions, SourceOptions, run_prepare
 from segkit.prepare.record import (
     REWRITE_HINT,
     SLICES2D,
@@ -30,7 +30,7 @@ def phantom(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> tuple[
     """A prepared phantom dataset (3 volume cases, LPS-like affines) and its dataset.json."""
     out = tmp_path_factory.mktemp("record") / "data"
     cfg = load_config(repo_root / "configs" / "demo.yaml", ["prepare.size=[32,32]"])
-    report = run_prepare("phantom", None, out, cfg, workers=1, source_options=SourceOptions(phantom_n=3))
+    report = run_prepare("phantom", None, out, cfg, PrepareOptions(workers=1, source_options=SourceOptions(phantom_n=3)))
     assert report.ok
     return out, json.loads((out / "dataset.json").read_text(encoding="utf-8"))
 
@@ -67,7 +67,7 @@ def test_geometry_json_round_trip_on_a_prepared_2d_case(tmp_path: Path, repo_roo
         cv2.imwrite(str(raw / "masks" / f"P7_mask_{k}.png"), mask)
     cfg = load_config(repo_root / "configs" / "seed" / "chest-ct.yaml",
                       ["prepare.size=[16,16]", "prepare.empty_slices=keep", "prepare.split={train: 1, valid: 0, test: 0}"])
-    assert run_prepare("chest-ct", raw, tmp_path / "data", cfg, workers=1).ok
+    assert run_prepare("chest-ct", raw, tmp_path / "data", cfg, PrepareOptions(workers=1)).ok
     path = tmp_path / "data" / "dataset.json"
     entry = json.loads(path.read_text(encoding="utf-8"))["cases"]["P7"]
     rec = CaseRecord.from_json(entry, path, "P7")
