@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -119,29 +119,12 @@ def _kind(value: Any) -> str:
     return str(value)
 
 
-def _int2(value: Any) -> tuple[int, int]:
-    a, b = _seq(_int, 2)(value)
-    return a, b
-
-
-def _int3(value: Any) -> tuple[int, int, int]:
-    a, b, c = _seq(_int, 3)(value)
-    return a, b, c
-
-
-def _float2(value: Any) -> tuple[float, float]:
-    a, b = _seq(_float, 2)(value)
-    return a, b
-
-
-def _float3(value: Any) -> tuple[float, float, float]:
-    a, b, c = _seq(_float, 3)(value)
-    return a, b, c
-
-
-def _float4(value: Any) -> tuple[float, float, float, float]:
-    a, b, c, d = _seq(_float, 4)(value)
-    return a, b, c, d
+# fixed-length lists; ``_seq`` checks the length, so the casts only name the tuple types
+_int2 = cast(Callable[[Any], tuple[int, int]], _seq(_int, 2))
+_int3 = cast(Callable[[Any], tuple[int, int, int]], _seq(_int, 3))
+_float2 = cast(Callable[[Any], tuple[float, float]], _seq(_float, 2))
+_float3 = cast(Callable[[Any], tuple[float, float, float]], _seq(_float, 3))
+_float4 = cast(Callable[[Any], tuple[float, float, float, float]], _seq(_float, 4))
 
 
 def _axis(value: Any) -> int:

@@ -16,7 +16,7 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -27,6 +27,7 @@ from segkit.seeds import Stream, generator
 
 SPLITS = ("train", "valid", "test")
 SPLITS_FILE = "splits.json"
+K = TypeVar("K")  # the name of a group of case ids (a split name, a fold number)
 
 
 def split_rng(seed: int) -> np.random.Generator:
@@ -167,25 +168,30 @@ def check_no_leak(splits: dict[str, Any], path: Path | None = None) -> None:
     Raises:
         DataError: naming the case and both splits.
     """
-    seen: dict[str, str] = {}
-    for name in SPLITS:
-        for cid in splits.get(name, []):
+    twice = first_repeat((name, splits.get(name, [])) for name in SPLITS)
+    if twice is not None:
+        cid, first, second = twice
+        raise DataError(
+            f"case '{cid}' is in both {first} and {second}: slices of one patient would leak across splits",
+            path=path,
+            hint="list each case in one split only (or run segkit prepare again to rewrite splits.json)",
+        )
+    in_folds = first_repeat(enumerate(splits.get("kfold") or []))
+    if in_folds is not None:
+        cid, j0, j1 = in_folds
+        raise DataError(f"case '{cid}' is in folds {j0} and {j1}", path=path, hint="list each case in one fold only")
+
+
+def first_repeat(groups: Iterable[tuple[K, Iterable[str]]]) -> tuple[str, K, K] | None:
+    """The first case id listed twice in ``groups`` (``(name, case ids)`` pairs, read in order), as ``(case id,
+    name where it was first, name where it came again)``; None when every id occurs once."""
+    seen: dict[str, K] = {}
+    for name, ids in groups:
+        for cid in ids:
             if cid in seen:
-                raise DataError(
-                    f"case '{cid}' is in both {seen[cid]} and {name}: slices of one patient would leak across splits",
-                    path=path,
-                    hint="list each case in one split only (or run segkit prepare again to rewrite splits.json)",
-                )
+                return cid, seen[cid], name
             seen[cid] = name
-    folds = splits.get("kfold")
-    if folds:
-        where: dict[str, int] = {}
-        for j, fold in enumerate(folds):
-            for cid in fold:
-                if cid in where:
-                    raise DataError(f"case '{cid}' is in folds {where[cid]} and {j}", path=path,
-                                    hint="list each case in one fold only")
-                where[cid] = j
+    return None
 
 
 def fold_view(splits: dict[str, Any], fold: int, path: Path | None = None) -> dict[str, list[str]]:
@@ -298,17 +304,15 @@ def load_user_split(path: Path, case_ids: Sequence[str], fold: int | None = None
         in_folds = {c for f in folds for key in ("train", "val", "valid") for c in f.get(key, [])}
         lists["test"] = sorted(set(case_ids) - in_folds)
     known = set(case_ids)
-    seen: dict[str, str] = {}
-    for name in SPLITS:
-        for cid in lists[name]:
-            if cid in seen:
-                raise DataError(f"case '{cid}' is in both {seen[cid]} and {name}", path=path, hint=hint)
-            seen[cid] = name
-    unknown = sorted(set(seen) - known)
+    twice = first_repeat((name, lists[name]) for name in SPLITS)
+    if twice is not None:
+        raise DataError(f"case '{twice[0]}' is in both {twice[1]} and {twice[2]}", path=path, hint=hint)
+    seen = {cid for name in SPLITS for cid in lists[name]}
+    unknown = sorted(seen - known)
     if unknown:
         raise DataError(f"{len(unknown)} case id(s) are not in the dataset: {_few(unknown)}", path=path,
                         hint="check the ids against the source files (case id = file name without its suffix)")
-    missing = sorted(known - set(seen))
+    missing = sorted(known - seen)
     if missing:
         raise DataError(f"{len(missing)} case(s) of the dataset are in no split: {_few(missing)}", path=path, hint=hint)
     for name in ("train", "valid"):
