@@ -63,8 +63,9 @@ def _to_rgb(image: npt.NDArray[np.float32], cfg: Config) -> npt.NDArray[np.uint8
 def render_preview(cfg: Config, n: int = 16, split: str = "train") -> npt.NDArray[np.uint8]:
     """Render ``n`` augmented samples of ``cfg.data.dir / split`` as one RGB grid.
 
-    Samples are drawn without replacement while possible (``segkit.seeds``' PREVIEW stream of ``cfg.seed``); sample j is augmented as
-    sample index ``pair index`` of epoch ``j // len(pairs)``, i.e. exactly as training would.
+    Samples are drawn without replacement while possible (``segkit.seeds``' PREVIEW stream of ``cfg.seed``);
+    sample j is augmented as sample index ``pair index`` of epoch ``j // len(pairs)``, i.e. exactly as
+    training would.
 
     Args:
         cfg: the config (data, augment, infer.alpha for the overlay opacity).

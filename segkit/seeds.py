@@ -1,13 +1,14 @@
 """The one owner of segkit's random streams: every generator derived from the config seed comes from here.
 
-Each consumer names its ``Stream`` and passes the seed (``cfg.seed``, or the phantom's ``--seed``) and its keys
-(epoch, sample index, case, ...); no other module builds a ``SeedSequence`` or ``default_rng`` from the seed.
+Each consumer names its ``Stream`` and passes the seed (``cfg.seed``, or the phantom's ``--seed``) and its
+keys (epoch, sample index, case, ...); no other module builds a ``SeedSequence`` or ``default_rng`` from the
+seed.
 
 The streams and their derivations (the constructions segkit has always used, so prepared datasets, splits and
 training runs repeat bit for bit):
 
-- SHUFFLE (no keys; ``segkit.data.pipeline``): ``[seed, 0]``; its ``seed_word`` and the epoch seed TensorFlow's
-  stateless shuffle;
+- SHUFFLE (no keys; ``segkit.data.pipeline``): ``[seed, 0]``; its ``seed_word`` and the epoch seed
+  TensorFlow's stateless shuffle;
 - AUGMENT (epoch, sample index; ``segkit.data.augment``): ``[seed, 1, epoch, index]``;
 - PATCHES (epoch, sample index; ``segkit.data.pipeline``): ``[seed_word(seed, PATCHES), epoch, index]``, the
   word taken from ``[seed, 2]``;
@@ -20,16 +21,16 @@ training runs repeat bit for bit):
 
 Two derivations, then:
 
-- *entropy tags* (SHUFFLE, AUGMENT, PATCHES, PREVIEW): the tag is mixed into the entropy, ``[seed, tag, *keys]``;
-  PATCHES first reduces ``[seed, 2]`` to a 31-bit word (``seed_word``) and seeds ``[word, *keys]``;
-- *spawn keys* (SPLIT, CASES, PHANTOM): the entropy is the seed (CASES: ``[seed, crc32(case id)]``) and the tag
-  is numpy's ``spawn_key``, the key of a child of ``SeedSequence(seed).spawn``.
+- *entropy tags* (SHUFFLE, AUGMENT, PATCHES, PREVIEW): the tag is mixed into the entropy,
+  ``[seed, tag, *keys]``; PATCHES first reduces ``[seed, 2]`` to a 31-bit word (``seed_word``) and seeds ``[word, *keys]``;
+- *spawn keys* (SPLIT, CASES, PHANTOM): the entropy is the seed (CASES: ``[seed, crc32(case id)]``) and the
+  tag is numpy's ``spawn_key``, the key of a child of ``SeedSequence(seed).spawn``.
 
 Known overlaps kept for bit-identity: PHANTOM case 1 has the key of SPLIT (``spawn_key=(1,)``), so with
 ``--seed`` equal to the config seed the phantom volume ``case_001`` and the split permutation start from the
 same state (the phantom is synthetic data, the split a permutation of case ids: nothing couples them).
-PREVIEW had the tag 2 of PATCHES until the streams got this owner; it now has its own tag 3, which changes only
-which samples ``segkit augment-preview`` shows.
+PREVIEW had the tag 2 of PATCHES until the streams got this owner; it now has its own tag 3, which changes
+only which samples ``segkit augment-preview`` shows.
 
 Example:
     >>> ss = seed_sequence(cfg.seed, Stream.AUGMENT, epoch, index)   # one sample's augmentation

@@ -25,8 +25,8 @@ _EPILOG = "[bold]Examples[/bold] (one per source):\n\n" + "\n\n".join(
 
 
 def preset_config(source: str) -> Path:
-    """The preset config of a source: ``configs/<preset>.yaml``, packaged as ``segkit.presets`` (never a file of
-    that name in the working directory).
+    """The preset config of a source: ``configs/<preset>.yaml``, packaged as ``segkit.presets`` (never a file
+    of that name in the working directory).
 
     Raises:
         SegkitError: the source has no preset (``nifti``: pass ``--config``).

@@ -2,9 +2,9 @@
 
 Every transform of ``cfg.augment`` fires with its own probability ``p`` (0 = off). Geometric transforms
 (flips, rotation, 90-degree rotation, scale, shear, elastic, grid and optical distortion) are drawn once and
-applied to the image (``augment.interpolation``, linear by default) and to the mask (nearest neighbour, fill 0 = background, dtype
-kept), so the two stay aligned and no new class appears. Intensity transforms (brightness, contrast, gamma,
-noise, blur) touch the image only. The image is clipped back to 0..1.
+applied to the image (``augment.interpolation``, linear by default) and to the mask (nearest neighbour, fill 0
+= background, dtype kept), so the two stay aligned and no new class appears. Intensity transforms (brightness,
+contrast, gamma, noise, blur) touch the image only. The image is clipped back to 0..1.
 
 Randomness: each call gets a seed derived from ``(cfg.seed, epoch, index)`` with ``np.random.SeedSequence``;
 every transform receives its own child seed (albumentations' ``Compose.set_random_seed`` would give all
@@ -179,8 +179,8 @@ class Augmenter:
             seed: a SeedSequence or int; the same seed gives the same output.
 
         Returns:
-            image (H, W, C) float32 clipped to 0..1; mask (H, W) with the input's dtype and a label set that is
-            a subset of the input's.
+            image (H, W, C) float32 clipped to 0..1; mask (H, W) with the input's dtype and a label set that
+            is a subset of the input's.
         """
         comp = self._compose()
         if not comp.transforms:

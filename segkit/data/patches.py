@@ -66,7 +66,8 @@ def random_patch(
         mask: (H, W) class ids.
         size: (h, w) window.
         rng: the sample's generator (seeded by seed, epoch and index in the pipeline).
-        foreground: probability of placing the window around a random foreground pixel (when the slice has one).
+        foreground: probability of placing the window around a random foreground pixel (when the slice has
+            one).
 
     Returns:
         (h, w, C) image and (h, w) mask.

@@ -11,8 +11,8 @@ so peak memory does not grow with the number of slices (``scripts/bench_data.py`
 Layout of a split folder: ``<split>/images/<stem>.{png,jpg,jpeg}`` and ``<split>/masks/<stem>.{png,jpg}``.
 Masks are RGB colour masks decoded with the config's class table (nearest colour within
 ``data.mask_tolerance``), or grayscale masks thresholded at ``data.gray_threshold`` (``data.mask_mode: gray``,
-binary tasks). Reading, decoding and resizing one slice file is ``segkit.io.slices`` (shared with evaluation and
-inference); this module pairs the files, adds 2.5D neighbours and patches, and streams them.
+binary tasks). Reading, decoding and resizing one slice file is ``segkit.io.slices`` (shared with evaluation
+and inference); this module pairs the files, adds 2.5D neighbours and patches, and streams them.
 
 Example:
     >>> cfg = load_config(Path("configs/demo.yaml"))
@@ -133,16 +133,16 @@ def case_splits(cfg: Config) -> dict[str, str] | None:
 
 
 def cases_of_split(cfg: Config, records: Mapping[str, R], split: str) -> dict[str, R]:
-    """The case records of ``split``: a cross-validation fold's cases under ``data.fold`` (``case_splits``), else
-    each record's own ``split`` (dataset.json)."""
+    """The case records of ``split``: a cross-validation fold's cases under ``data.fold`` (``case_splits``),
+    else each record's own ``split`` (dataset.json)."""
     where = case_splits(cfg)
     return {c: r for c, r in records.items()
             if (where.get(c) if where is not None else getattr(r, "split", None)) == split}
 
 
 def split_pairs(cfg: Config, split: str) -> list[tuple[Path, Path]]:
-    """The image/mask pairs of ``split``: the folder ``data.dir/<split>``, or under ``data.fold`` the slices of
-    that fold's cases, picked by case id from ``train/`` and ``valid/`` (``test/`` stays the test set).
+    """The image/mask pairs of ``split``: the folder ``data.dir/<split>``, or under ``data.fold`` the slices
+    of that fold's cases, picked by case id from ``train/`` and ``valid/`` (``test/`` stays the test set).
 
     Raises:
         DataError: as ``list_pairs``, ``case_splits``; or no slice of the split's cases was found.
@@ -186,10 +186,10 @@ def case_of_stem(stem: str, case_ids: Sequence[str] = ()) -> tuple[str, int | No
 def context_table(pairs: Sequence[tuple[Path, Path]], k: int, dataset_json: Path | None = None) -> npt.NDArray[np.int64]:
     """For each pair, the pair indices of slices ``-k..k`` of the same case (2.5D input).
 
-    Neighbours are found by stem ``<case_id>_<slice_index>`` (case ids from ``dataset.json`` when given, so case
-    ids that contain ``_`` work). When slice ``i + d`` was not written (a case border, or a dropped empty
-    slice), the nearest written slice between ``i`` and ``i + d`` is used, so at borders the edge slice repeats.
-    A stem without a slice index is its own neighbour.
+    Neighbours are found by stem ``<case_id>_<slice_index>`` (case ids from ``dataset.json`` when given, so
+    case ids that contain ``_`` work). When slice ``i + d`` was not written (a case border, or a dropped empty
+    slice), the nearest written slice between ``i`` and ``i + d`` is used, so at borders the edge slice
+    repeats. A stem without a slice index is its own neighbour.
 
     Returns:
         (n_pairs, 2k + 1) int64 indices into ``pairs``; column k is the pair itself.
@@ -303,7 +303,8 @@ def make_dataset(cfg: Config, split: str, training: bool, *, seed_offset: int = 
 
     Args:
         cfg: the config (``data``, ``augment``, ``train.batch_size``, ``seed``).
-        split: ``train``, ``valid`` or ``test`` (a folder under ``cfg.data.dir``, or a fold's cases: ``split_pairs``).
+        split: ``train``, ``valid`` or ``test`` (a folder under ``cfg.data.dir``, or a fold's cases:
+            ``split_pairs``).
         training: shuffle and augment.
         seed_offset: epoch number of the first iteration.
 

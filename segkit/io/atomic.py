@@ -55,7 +55,8 @@ def atomic_path(path: Path, suffix: str | None = None) -> Iterator[Path]:
 
 
 def _nearly_full(folder: Path) -> bool:
-    """Whether the file system of ``folder`` has less than 1 MiB left (a failed write there was a full disk)."""
+    """Whether the file system of ``folder`` has less than 1 MiB left (a failed write there was a full
+    disk)."""
     try:
         st = os.statvfs(folder)
     except OSError:
@@ -69,11 +70,12 @@ _HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
 
 
 def remove_stale_temps(folder: Path) -> int:
-    """Delete temporary files that killed segkit processes left under ``folder`` (recursively); return how many.
+    """Delete temporary files that killed segkit processes left under ``folder`` (recursively); return how
+    many.
 
     Only files named exactly like ``atomic_path``'s temporaries, made on this host by a process that no longer
-    runs, are removed: a temporary of a live process (another shard, another machine sharing the folder) and any
-    file of the user's stay.
+    runs, are removed: a temporary of a live process (another shard, another machine sharing the folder) and
+    any file of the user's stay.
     """
     removed = 0
     folder = Path(folder)

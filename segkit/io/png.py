@@ -111,7 +111,8 @@ def _empty_mask_png(shape: tuple[int, int]) -> bytes:
 def encode_mask_png(
     labels: npt.NDArray[np.uint8], palette: npt.NDArray[np.uint8], path: Path | None = None
 ) -> bytes:
-    """(H, W) uint8 class ids -> PNG bytes of the RGB colour mask (same file as ``encode_mask`` + ``write_png``).
+    """(H, W) uint8 class ids -> PNG bytes of the RGB colour mask (same file as ``encode_mask`` +
+    ``write_png``).
 
     The colours come from one ``cv2.LUT`` per channel, merged straight into BGR order (~3x faster than
     ``encode_mask`` then an RGB->BGR conversion); an all-background slice reuses PNG bytes encoded once per
@@ -154,8 +155,9 @@ def decode_file(path: Path, flags: int, *, messages: Literal["file", "slice"] = 
 
             - ``"file"`` (``read_gray``/``read_rgb``): "image file not found", "cannot read image: <OSError>",
               "cannot decode image (corrupt or not an image)";
-            - ``"slice"`` (training data, ``segkit.io.slices``): one "cannot read image file (missing, empty or
-              not PNG/JPEG)" for a missing, empty or undecodable file; an ``OSError`` while reading propagates.
+            - ``"slice"`` (training data, ``segkit.io.slices``): one "cannot read image file (missing, empty
+              or not PNG/JPEG)" for a missing, empty or undecodable file; an ``OSError`` while reading
+              propagates.
 
     Returns:
         The array as decoded.
@@ -186,7 +188,8 @@ def decode_file(path: Path, flags: int, *, messages: Literal["file", "slice"] = 
 
 
 def decode_8bit(path: Path, flags: int, *, messages: Literal["file", "slice"] = "file") -> npt.NDArray[np.uint8]:
-    """``decode_file`` as uint8 (a 16-bit image keeps its high byte; only reachable with ``IMREAD_ANYDEPTH``)."""
+    """``decode_file`` as uint8 (a 16-bit image keeps its high byte; only reachable with
+    ``IMREAD_ANYDEPTH``)."""
     img = decode_file(path, flags, messages=messages)
     if img.dtype != np.uint8:  # 16-bit PNGs: keep the high byte
         img = (img >> 8).astype(np.uint8) if img.dtype == np.uint16 else img.astype(np.uint8)

@@ -1,8 +1,8 @@
 """Slice files and slice arrays -> model input: the one owner of slice I/O.
 
-Training and evaluation (``segkit.data.pipeline``), folder inference (``segkit.infer.folder``), volume inference
-(``segkit.infer.volume``) and ``prepare`` (``segkit.prepare.slicing``, ``slices2d``) all read and resize slices
-here:
+Training and evaluation (``segkit.data.pipeline``), folder inference (``segkit.infer.folder``), volume
+inference (``segkit.infer.volume``) and ``prepare`` (``segkit.prepare.slicing``, ``slices2d``) all read and
+resize slices here:
 
 - which files are slices: ``IMAGE_SUFFIXES``, ``MASK_SUFFIXES``;
 - image file -> array: ``load_image`` (two decodings, see ``ImageDecoding``), then ``to_model_input``
@@ -125,8 +125,8 @@ def read_image(path: Path, cfg: Config) -> npt.NDArray[np.float32]:
         cfg: uses ``data.image_size`` (height, width) and ``data.channels`` (1, or 3 with gray replicated).
 
     Returns:
-        (H, W, C) float32 in 0..1, RGB channel order, resized to ``data.image_size`` with area (shrink) / linear
-        (enlarge) interpolation; at the file's own size with ``data.patches``.
+        (H, W, C) float32 in 0..1, RGB channel order, resized to ``data.image_size`` with area (shrink) /
+        linear (enlarge) interpolation; at the file's own size with ``data.patches``.
 
     Raises:
         DataError: the file cannot be read.
@@ -170,7 +170,8 @@ def read_mask(path: Path, cfg: Config) -> npt.NDArray[np.uint8]:
 
 
 def _decode_colors(rgb: npt.NDArray[np.uint8], palette: npt.NDArray[np.uint8], tolerance: float, path: Path) -> npt.NDArray[np.uint8]:
-    """``palette.decode_mask`` semantics, fast: exact class colours by comparison, only the others by distance.
+    """``palette.decode_mask`` semantics, fast: exact class colours by comparison, only the others by
+    distance.
 
     Colours are packed into one int32 each; pixels that are exactly a palette colour (nearly all) are labelled
     directly, the remaining distinct colours (JPEG noise) go through ``decode_mask``. On a bad colour the full
@@ -203,8 +204,8 @@ def _decode_colors(rgb: npt.NDArray[np.uint8], palette: npt.NDArray[np.uint8], t
 
 def resize_image(img: npt.NDArray, size: Sequence[int]) -> npt.NDArray:
     """Resize an intensity image (H, W) or (H, W, C) to ``size`` = (H, W): INTER_AREA when shrinking,
-    INTER_LINEAR otherwise. The dtype is kept (uint8 slices in ``prepare`` and volume inference, float32 in the
-    training pipeline); unchanged (the same array) when already that size."""
+    INTER_LINEAR otherwise. The dtype is kept (uint8 slices in ``prepare`` and volume inference, float32 in
+    the training pipeline); unchanged (the same array) when already that size."""
     h, w = int(size[0]), int(size[1])
     if img.shape[:2] == (h, w):
         return img
@@ -229,8 +230,8 @@ def resize_label(lbl: npt.NDArray[np.uint8], size: Sequence[int]) -> npt.NDArray
 
 
 def fit_image(img: npt.NDArray, cfg: Config) -> npt.NDArray:
-    """An image resized to the model input ``data.image_size``; kept at its size with ``data.patches`` (patches
-    or a sliding window are cut from it)."""
+    """An image resized to the model input ``data.image_size``; kept at its size with ``data.patches``
+    (patches or a sliding window are cut from it)."""
     if cfg.data.patches:
         return img
     return resize_image(img, cfg.data.image_size)

@@ -74,7 +74,8 @@ class Volume:
 
 
 def volume_suffix(path: Path) -> str:
-    """The volume extension of ``path`` (``.nii.gz``, ``.nii``, ``.nrrd`` or ``.nhdr``), lower case, or ``''``."""
+    """The volume extension of ``path`` (``.nii.gz``, ``.nii``, ``.nrrd`` or ``.nhdr``), lower case, or
+    ``''``."""
     name = Path(path).name.lower()
     for sfx in (".nii.gz", ".nii", ".nrrd", ".nhdr"):
         if name.endswith(sfx):
@@ -152,7 +153,8 @@ def read_header(path: Path) -> tuple[tuple[int, ...], npt.NDArray[np.float64]]:
                         hint="the file is corrupt or not NIfTI/NRRD; export it again") from e
 
 
-# deflate cannot compress better than about 1032:1, so a gzip file of N bytes holds at most ~1032 N bytes of data
+# deflate cannot compress better than about 1032:1,
+# so a gzip file of N bytes holds at most ~1032 N bytes of data
 _GZIP_MAX_RATIO = 1100
 
 
@@ -170,8 +172,8 @@ def check_claimed_size(
         memory_itemsize: bytes per voxel once read (8 when a scale factor turns integers into float64).
 
     Raises:
-        DataError: the header claims more data than the file can hold (truncated file or corrupt header), or the
-            volume needs more memory than this machine has available.
+        DataError: the header claims more data than the file can hold (truncated file or corrupt header), or
+            the volume needs more memory than this machine has available.
     """
     voxels = math.prod(int(s) for s in shape)
     claimed = voxels * itemsize
@@ -201,7 +203,8 @@ def _gib(n: float) -> str:
 
 
 def _available_memory() -> int | None:
-    """Bytes of memory available to a new allocation (MemAvailable, else total physical), ``None`` if unknown."""
+    """Bytes of memory available to a new allocation (MemAvailable, else total physical), ``None`` if
+    unknown."""
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):

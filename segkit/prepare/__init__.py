@@ -5,10 +5,11 @@ canonical, normalise intensity per volume (``normalize.py``), slice along ``prep
 the display convention (``slicing.to_display``), resize (labels nearest only) and write PNG pairs.
 ``phantom.py`` makes the synthetic CT volumes of ``make demo`` and the tests.
 
-Per dataset: ``run.py`` orchestrates (``run_prepare``, its options in ``PrepareOptions``); ``sources.py`` finds the cases of each raw layout
-(``SourceOptions``), ``split.py`` splits them by patient, ``cases.py`` prepares or verifies one case in a worker
-process, ``slices2d.py`` reads the 2D-slice sources, ``outdir.py`` guards the output folder, ``manifest.py``
-writes ``dataset.json`` and ``report.py`` the ``PrepareReport`` and ``summary.png``.
+Per dataset: ``run.py`` orchestrates (``run_prepare``, its options in ``PrepareOptions``); ``sources.py``
+finds the cases of each raw layout (``SourceOptions``), ``split.py`` splits them by patient, ``cases.py``
+prepares or verifies one case in a worker process, ``slices2d.py`` reads the 2D-slice sources, ``outdir.py``
+guards the output folder, ``manifest.py`` writes ``dataset.json`` and ``report.py`` the ``PrepareReport`` and
+``summary.png``.
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 
 - ``Geometry``: everything ``prepare`` records about how one case became slices (original shape, spacing,
   affine, orientation and reorientation transform, slicing axis, slice shape, prepared size and resize
-  factors, intensity recipe, the slice indices written), i.e. what ``reassemble_volume`` needs to put predicted
-  slices back into the original volume and what ``volume_to_slices`` needs to repeat the case exactly. Built by
-  the slicers (``segkit.prepare.slicing.volume_geometry`` for volumes, ``segkit.prepare.slices2d`` for 2D
-  slice cases);
+  factors, intensity recipe, the slice indices written), i.e. what ``reassemble_volume`` needs to put
+  predicted slices back into the original volume and what ``volume_to_slices`` needs to repeat the case
+  exactly. Built by the slicers (``segkit.prepare.slicing.volume_geometry`` for volumes,
+  ``segkit.prepare.slices2d`` for 2D slice cases);
 - ``CaseRecord``: one entry of ``dataset.json``'s ``cases``: split, source files, their sha256 and the
   case's ``Geometry``;
 - ``Preprocessing``: the recipe of a whole dataset (the config's ``prepare`` section and ``modality``), as
@@ -324,11 +324,12 @@ class CaseRecord:
 
 
 def case_records(manifest: Mapping[str, Any], path: Path | str | None = None) -> dict[str, CaseRecord]:
-    """``CaseRecord`` of every case of a loaded ``dataset.json`` (``segkit.prepare.manifest.load_manifest``), in
-    its order.
+    """``CaseRecord`` of every case of a loaded ``dataset.json`` (``segkit.prepare.manifest.load_manifest``),
+    in its order.
 
     Raises:
-        DataError: ``cases`` is not an object, or a case record lacks a key or has a bad one (naming ``path``).
+        DataError: ``cases`` is not an object, or a case record lacks a key or has a bad one (naming
+            ``path``).
     """
     cases = manifest.get("cases")
     if not isinstance(cases, Mapping):
@@ -359,11 +360,12 @@ class Preprocessing:
 
     @classmethod
     def from_json(cls, obj: Any, path: Path | str | None = None, hint: str = REWRITE_HINT) -> Preprocessing:
-        """Read ``prepare`` and ``modality`` of a ``dataset.json`` or ``preprocessing.json`` object (other keys
-        are ignored).
+        """Read ``prepare`` and ``modality`` of a ``dataset.json`` or ``preprocessing.json`` object (other
+        keys are ignored).
 
         Raises:
-            DataError: one line naming ``path`` and the missing key, or the first invalid setting of ``prepare``.
+            DataError: one line naming ``path`` and the missing key, or the first invalid setting of
+                ``prepare``.
         """
         r = _Reader(obj, "the preprocessing recipe", path, hint)
         modality = r.get("modality", _str)

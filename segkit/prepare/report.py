@@ -58,7 +58,8 @@ class PrepareReport:
 
 
 def summarize(entries: dict[str, dict[str, Any]], cfg: Config) -> dict[str, dict[str, Any]]:
-    """``{split: {"cases", "slices", "pixels": {class_name: n}}}`` from case entries (records/cases/*.json)."""
+    """``{split: {"cases", "slices", "pixels": {class_name: n}}}`` from case entries
+    (records/cases/*.json)."""
     names = ["background", *(c.name for c in cfg.effective_classes)]
     summary: dict[str, dict[str, Any]] = {
         s: {"cases": 0, "slices": 0, "pixels": dict.fromkeys(names, 0)} for s in SPLITS

@@ -1,4 +1,5 @@
-"""``run_prepare``: a raw dataset -> ``DIR/{train,valid,test}/{images,masks}`` + ``splits.json`` + ``dataset.json``.
+"""``run_prepare``: a raw dataset -> ``DIR/{train,valid,test}/{images,masks}`` + ``splits.json`` +
+``dataset.json``.
 
 Order of work (each step only starts when the previous one succeeded):
 
@@ -223,8 +224,8 @@ def _check_folders(adapter: Source, src: Path | None, out: Path | None, verify_o
 
 
 def _dataset_key(cfg: Config, source: str, opts: PrepareOptions, out: Path | None) -> str:
-    """The dataset's key (``config_fingerprint``), including a user split file and fold: another split is another
-    dataset.
+    """The dataset's key (``config_fingerprint``), including a user split file and fold: another split is
+    another dataset.
 
     Raises:
         DataError: the split file is missing, or lies inside ``out`` that ``overwrite`` would clear.
@@ -257,7 +258,8 @@ def _raw_folder(job: _Job, src: Path | None, out: Path | None) -> tuple[Path, Pa
 
 
 def _discover(job: _Job, raw: Path, report: PrepareReport) -> Discovery:
-    """Step 2: the cases of ``raw`` and their problems (missing pairs, unusable case ids); counts the cases."""
+    """Step 2: the cases of ``raw`` and their problems (missing pairs, unusable case ids); counts the
+    cases."""
     found = job.adapter.discover(raw, job.options.source_options)
     found.problems += unusable_case_ids(found)
     report.n_cases = len(found.cases)
@@ -348,8 +350,8 @@ def _run_cases(job: _Job, out: Path, cases: list[CaseSpec], where: dict[str, str
 
 
 def _complete(job: _Job, out: Path, found: Discovery, where: dict[str, str], report: PrepareReport) -> None:
-    """Step 6: the summary of every finished case (of all shards), the empty-label warnings, and -- when no case
-    is pending or failed -- ``summary.png`` and, last, the commit marker ``dataset.json``."""
+    """Step 6: the summary of every finished case (of all shards), the empty-label warnings, and -- when no
+    case is pending or failed -- ``summary.png`` and, last, the commit marker ``dataset.json``."""
     cfg, source = job.cfg, job.adapter.name
     entries = _load_entries(out, job.key, found.cases, where)
     if cfg.prepare.empty_labels == "warn":

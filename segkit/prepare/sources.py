@@ -13,11 +13,12 @@ problem (an image without label or a label without image, named by file). Adapte
                holding files with equal names (``<id>.nii[.gz]``).
 ``left-atrial`` MSD Task02_Heart: ``imagesTr/la_NNN.nii[.gz]`` + ``labelsTr/la_NNN.nii[.gz]`` (macOS ``._*``
                files skipped). SRC is the ``Task02_Heart`` folder.
-``chest-ct``   Kaggle chest-ct-segmentation: ``images/`` + ``masks/`` (or ``images/images`` + ``masks/masks``),
-               JPG/PNG slices ``<patient>_<n>.jpg`` and masks ``<patient>_mask_<n>.jpg`` (or the same name);
-               ``train.csv`` (``ImageId``, ``MaskId``) pairs them when present. One case per patient.
-``nifti``      any folder: ``--image-glob`` / ``--label-glob`` with one ``*`` each (NIfTI or NRRD); the case id
-               is the text matched by ``*``.
+``chest-ct``   Kaggle chest-ct-segmentation: ``images/`` + ``masks/`` (or ``images/images`` +
+               ``masks/masks``), JPG/PNG slices ``<patient>_<n>.jpg`` and masks ``<patient>_mask_<n>.jpg``
+               (or the same name); ``train.csv`` (``ImageId``, ``MaskId``) pairs them when present. One
+               case per patient.
+``nifti``      any folder: ``--image-glob`` / ``--label-glob`` with one ``*`` each (NIfTI or NRRD); the
+               case id is the text matched by ``*``.
 ``phantom``    no SRC: synthetic volumes generated into ``OUT/raw`` (``segkit.prepare.phantom``).
 =============  =====================================================================================
 """
@@ -207,7 +208,8 @@ def discover_hocm(src: Path, options: SourceOptions) -> Discovery:
 
 @_register("alcapa", "alcapa.yaml", "segkit prepare alcapa ImageALCAPA/ --out data/alcapa --binary")
 def discover_alcapa(src: Path, options: SourceOptions) -> Discovery:
-    """ImageALCAPA: ``<id>_image/_label.nii[.gz]``, ``<id>.img/.label.nii.gz``, or ``images/`` + ``labels/``."""
+    """ImageALCAPA: ``<id>_image/_label.nii[.gz]``, ``<id>.img/.label.nii.gz``, or ``images/`` +
+    ``labels/``."""
     src = _require_dir(src)
     if (src / "images").is_dir() and (src / "labels").is_dir():
         images = _by_suffix(src / "images", _NII)
@@ -375,7 +377,8 @@ def discover_nifti(src: Path, options: SourceOptions) -> Discovery:
 
 @_register("phantom", "demo.yaml", "segkit prepare phantom --out demo/data --n 6 --seed 7", needs_src=False)
 def discover_phantom(src: Path, options: SourceOptions) -> Discovery:
-    """The phantom volumes written by ``segkit.prepare.phantom.write_phantom_cases`` into ``src`` (OUT/raw)."""
+    """The phantom volumes written by ``segkit.prepare.phantom.write_phantom_cases`` into ``src``
+    (OUT/raw)."""
     src = _require_dir(src)
     images = _by_suffix(src, tuple(f"_image{e}" for e in _NII))
     labels = _by_suffix(src, tuple(f"_label{e}" for e in _NII))
@@ -383,8 +386,8 @@ def discover_phantom(src: Path, options: SourceOptions) -> Discovery:
 
 
 def unusable_case_ids(found: Discovery) -> list[str]:
-    """Problem lines for case ids that cannot name slice files (``<case_id>_NNNN.png``): empty, starting with a
-    dot (hidden files the loader skips; ``..``), or holding a path separator or a control character."""
+    """Problem lines for case ids that cannot name slice files (``<case_id>_NNNN.png``): empty, starting with
+    a dot (hidden files the loader skips; ``..``), or holding a path separator or a control character."""
     problems = []
     for c in found.cases:
         cid = c.case_id

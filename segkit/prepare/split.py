@@ -74,10 +74,11 @@ def split_cases(case_ids: Iterable[str], split_cfg: SplitConfig, seed: int) -> d
     """Assign every case to exactly one of train / valid / test.
 
     With ``group_by`` the split is made over patients (the regex's group) and each case follows its patient;
-    ``splits.json`` then also lists ``patients`` per split. Without ``folds``: the sorted ids are permuted once and cut into test, valid, train by the normalised
-    ratios (each positive ratio gets at least one case). With ``folds`` = K: the test share is held out first,
-    the remaining cases are cut into K disjoint folds, fold ``split_cfg.fold`` is the validation set and the
-    other K-1 folds are train (the ``valid`` ratio is ignored).
+    ``splits.json`` then also lists ``patients`` per split. Without ``folds``: the sorted ids are permuted
+    once and cut into test, valid, train by the normalised ratios (each positive ratio gets at least one
+    case). With ``folds`` = K: the test share is held out first, the remaining cases are cut into K disjoint
+    folds, fold ``split_cfg.fold`` is the validation set and the other K-1 folds are train (the ``valid``
+    ratio is ignored).
 
     Args:
         case_ids: the case ids (unique).
@@ -85,8 +86,8 @@ def split_cases(case_ids: Iterable[str], split_cfg: SplitConfig, seed: int) -> d
         seed: the config seed.
 
     Returns:
-        The ``splits.json`` dict: ``{"seed", "ratios", "folds", "fold", "train", "valid", "test"}`` with sorted
-        id lists, plus ``"kfold"`` (list of K sorted id lists) when ``folds`` is set.
+        The ``splits.json`` dict: ``{"seed", "ratios", "folds", "fold", "train", "valid", "test"}`` with
+        sorted id lists, plus ``"kfold"`` (list of K sorted id lists) when ``folds`` is set.
 
     Raises:
         DataError: duplicate ids, no cases, a split with a positive ratio would be empty, or fewer cases than
@@ -183,8 +184,8 @@ def check_no_leak(splits: dict[str, Any], path: Path | None = None) -> None:
 
 
 def first_repeat(groups: Iterable[tuple[K, Iterable[str]]]) -> tuple[str, K, K] | None:
-    """The first case id listed twice in ``groups`` (``(name, case ids)`` pairs, read in order), as ``(case id,
-    name where it was first, name where it came again)``; None when every id occurs once."""
+    """The first case id listed twice in ``groups`` (``(name, case ids)`` pairs, read in order), as
+    ``(case id, name where it was first, name where it came again)``; None when every id occurs once."""
     seen: dict[str, K] = {}
     for name, ids in groups:
         for cid in ids:
@@ -195,8 +196,8 @@ def first_repeat(groups: Iterable[tuple[K, Iterable[str]]]) -> tuple[str, K, K] 
 
 
 def fold_view(splits: dict[str, Any], fold: int, path: Path | None = None) -> dict[str, list[str]]:
-    """The train / valid / test case lists of cross-validation fold ``fold``: valid = that fold's cases, train =
-    the other folds' cases, test unchanged.
+    """The train / valid / test case lists of cross-validation fold ``fold``: valid = that fold's cases, train
+    = the other folds' cases, test unchanged.
 
     Raises:
         DataError: the split has no folds (``prepare --folds K`` writes them), or ``fold`` is out of range.
@@ -260,8 +261,8 @@ def load_user_split(path: Path, case_ids: Sequence[str], fold: int | None = None
     - ``{"test": [...], "folds": [{"train": [...], "val": [...]}, ...]}``.
 
     Returns:
-        The ``splits.json`` dict (``"source"`` = the file, ``"fold"``, sorted ``train``/``valid``/``test``, and
-        ``"kfold"`` = each fold's validation cases when the file has folds).
+        The ``splits.json`` dict (``"source"`` = the file, ``"fold"``, sorted ``train``/``valid``/``test``,
+        and ``"kfold"`` = each fold's validation cases when the file has folds).
 
     Raises:
         DataError: unreadable or malformed file; a case id the dataset does not have; a case in two lists; a

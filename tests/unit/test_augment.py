@@ -83,7 +83,8 @@ def test_same_seed_same_output_other_sample_or_epoch_differs() -> None:
 
 
 def test_transforms_draw_independently() -> None:
-    """hflip and vflip at p=0.5 must not always fire together (albumentations' Compose seed would couple them)."""
+    """hflip and vflip at p=0.5 must not always fire together (albumentations' Compose seed would couple
+    them)."""
     image, mask = sample()
     aug = Augmenter(config({"hflip": 0.5, "vflip": 0.5}))
     seen = set()

@@ -293,8 +293,8 @@ def test_bad_colour_surfaces_as_data_error_naming_the_file(tiny: Path) -> None:
 
 
 def test_patches_cut_model_size_windows_from_larger_slices(tmp_path: Path) -> None:
-    """data.patches: slices of 96x80 and 40x50 (two sizes, as two cases at one spacing would have) become 64x64
-    training patches whose image and mask agree, and centre patches for validation."""
+    """data.patches: slices of 96x80 and 40x50 (two sizes, as two cases at one spacing would have) become
+    64x64 training patches whose image and mask agree, and centre patches for validation."""
     for split, n in (("train", 4), ("valid", 2)):
         for i in range(n):
             size = (96, 80) if i % 2 == 0 else (40, 50)

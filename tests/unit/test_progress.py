@@ -1,5 +1,5 @@
-"""segkit.progress: the one progress protocol (``start(total, description)``, ``advance(n)``), its no-op default,
-``Part``, the CLI's rich adapter and what ``run_prepare`` reports through it.
+"""segkit.progress: the one progress protocol (``start(total, description)``, ``advance(n)``), its no-op
+default, ``Part``, the CLI's rich adapter and what ``run_prepare`` reports through it.
 
 evaluate / infer / post-processing report through it too: tests/unit/test_evaluate_volumes.py.
 """

@@ -11,8 +11,8 @@ from segkit.io.slices import resize_image
 
 @pytest.mark.parametrize(("channels", "size"), [(5, (30, 25)), (9, (37, 31)), (9, (24, 20)), (9, (96, 80)), (3, (30, 25))])
 def test_resize_of_any_channel_count_equals_the_per_channel_resize(channels: int, size: tuple[int, int]) -> None:
-    """2.5D input (channels x (2k + 1) > 4) used to fail in cv2's area resize ("cn <= 4") on slices larger than
-    data.image_size; every channel must come out as its own resize."""
+    """2.5D input (channels x (2k + 1) > 4) used to fail in cv2's area resize ("cn <= 4") on slices larger
+    than data.image_size; every channel must come out as its own resize."""
     x = np.random.default_rng(channels).random((48, 40, channels), dtype=np.float32)
     y = resize_image(x, size)
     assert y.shape == (*size, channels) and y.dtype == np.float32

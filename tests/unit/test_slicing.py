@@ -91,7 +91,8 @@ def test_every_file_orientation_gives_the_same_slices() -> None:
             np.testing.assert_array_equal(l1, l2)
         back = reassemble_volume({k: lb for k, _, lb in out.slices}, out.geometry)
         np.testing.assert_array_equal(back, data_lbl)
-    # Slice 3 of the RAS case: label 3 at (x=5, y=6) -> row 8-1-6 = 1, col 8-1-5 = 2; label 2 at (6, 1) -> (6, 1).
+    # Slice 3 of the RAS case: label 3 at (x=5, y=6) -> row 8-1-6 = 1, col 8-1-5 = 2;
+    # label 2 at (6, 1) -> (6, 1).
     lbl3 = dict((k, lb) for k, _, lb in ref.slices)[3]
     assert lbl3[1, 2] == 3 and lbl3[6, 1] == 2 and int((lbl3 > 0).sum()) == 2
 
@@ -293,8 +294,8 @@ def test_volume_to_slices_repeats_prepare_exactly() -> None:
 
 @pytest.mark.parametrize("axis", [0, 1, 2])
 def test_probabilities_reassemble_like_labels_on_a_non_ras_volume(axis: int) -> None:
-    """One-hot maps of the predicted slices, put back, have the labels' argmax: orientation and the channel axis
-    survive a non-square, LPS-like, permuted geometry."""
+    """One-hot maps of the predicted slices, put back, have the labels' argmax: orientation and the channel
+    axis survive a non-square, LPS-like, permuted geometry."""
     from segkit.prepare.slicing import reassemble_probabilities, reassemble_volume
 
     shape = (9, 7, 5)

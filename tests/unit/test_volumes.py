@@ -53,7 +53,8 @@ def test_nrrd_lps_becomes_ras_affine(tmp_path: Path) -> None:
     )
     vol = load_volume(tmp_path / "v.nrrd")
     np.testing.assert_array_equal(vol.data, data)
-    # Voxel (2, 1, 1): LPS point = origin + 2*row0 + 1*row1 + 1*row2 = (-98.0, 98.8, -71.5) -> RAS (98.0, -98.8, -71.5).
+    # Voxel (2, 1, 1): LPS point = origin + 2*row0 + 1*row1 + 1*row2 = (-98.0, 98.8, -71.5)
+    # -> RAS (98.0, -98.8, -71.5).
     np.testing.assert_allclose(vol.affine @ [2, 1, 1, 1], [98.0, -98.8, -71.5, 1.0])
     # Axis 0 steps +0.8 mm along L (LPS x), axis 1 steps -0.8 mm along P, i.e. toward Anterior.
     assert "".join(nib.aff2axcodes(vol.affine)) == "LAS"
