@@ -22,7 +22,8 @@ training runs repeat bit for bit):
 Two derivations, then:
 
 - *entropy tags* (SHUFFLE, AUGMENT, PATCHES, PREVIEW): the tag is mixed into the entropy,
-  ``[seed, tag, *keys]``; PATCHES first reduces ``[seed, 2]`` to a 31-bit word (``seed_word``) and seeds ``[word, *keys]``;
+  ``[seed, tag, *keys]``; PATCHES first reduces ``[seed, 2]`` to a 31-bit word (``seed_word``) and seeds
+  ``[word, *keys]``;
 - *spawn keys* (SPLIT, CASES, PHANTOM): the entropy is the seed (CASES: ``[seed, crc32(case id)]``) and the
   tag is numpy's ``spawn_key``, the key of a child of ``SeedSequence(seed).spawn``.
 
@@ -35,7 +36,7 @@ only which samples ``segkit augment-preview`` shows.
 Example:
     >>> ss = seed_sequence(cfg.seed, Stream.AUGMENT, epoch, index)   # one sample's augmentation
     >>> rng = generator(cfg.seed, Stream.SPLIT)                        # the case split's permutation
-    >>> word = seed_word(cfg.seed, Stream.SHUFFLE)     # 31-bit int for tf.random.experimental.stateless_shuffle
+    >>> word = seed_word(cfg.seed, Stream.SHUFFLE)   # 31-bit int for TF's stateless_shuffle
 """
 
 from __future__ import annotations

@@ -45,19 +45,37 @@ def prepare(
     source: str = typer.Argument(..., help=f"Source layout: {', '.join(SOURCES.names())}."),
     src: Path = typer.Argument(None, help="Raw dataset folder (not for 'phantom').", show_default=False),
     out_dir: Path = typer.Option(
-        None, "--out", "-o", help="Dataset folder to write (DIR/{train,valid,test}/...); default: the config's data.dir."
+        None,
+        "--out",
+        "-o",
+        help="Dataset folder to write (DIR/{train,valid,test}/...); default: the config's data.dir.",
     ),
-    config: Path = typer.Option(None, "--config", "-c", help="YAML config or preset name (default: the source's preset)."),
-    sets: list[str] = typer.Option(None, "--set", help="Config override KEY=VALUE, e.g. prepare.size=[256,256]."),
-    workers: int = typer.Option(None, "--workers", "-j", min=1, help="Worker processes (default: all cores)."),
-    shard: str = typer.Option(None, "--shard", help="i/n: process every n-th case starting at i (array jobs)."),
-    folds: int = typer.Option(None, "--folds", min=2, help="K-fold split: K folds after holding out the test set."),
+    config: Path = typer.Option(
+        None, "--config", "-c", help="YAML config or preset name (default: the source's preset)."
+    ),
+    sets: list[str] = typer.Option(
+        None, "--set", help="Config override KEY=VALUE, e.g. prepare.size=[256,256]."
+    ),
+    workers: int = typer.Option(
+        None, "--workers", "-j", min=1, help="Worker processes (default: all cores)."
+    ),
+    shard: str = typer.Option(
+        None, "--shard", help="i/n: process every n-th case starting at i (array jobs)."
+    ),
+    folds: int = typer.Option(
+        None, "--folds", min=2, help="K-fold split: K folds after holding out the test set."
+    ),
     fold: int = typer.Option(
-        None, "--fold", min=0, help="With --folds (or a --splits file with folds): the validation fold (0..K-1)."
+        None,
+        "--fold",
+        min=0,
+        help="With --folds (or a --splits file with folds): the validation fold (0..K-1).",
     ),
     splits: Path = typer.Option(
-        None, "--splits",
-        help="Your own split: JSON with train/valid/test case lists, nnU-Net's splits_final.json, or test + folds.",
+        None,
+        "--splits",
+        help="Your own split: JSON with train/valid/test case lists, nnU-Net's splits_final.json, "
+        "or test + folds.",
     ),
     binary: bool = typer.Option(False, "--binary", help="Merge every foreground class into one."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out."),
@@ -75,7 +93,9 @@ def prepare(
     adapter = SOURCES.get(source)
     adapter.check_src(src)
     if not adapter.needs_src and src is not None:
-        raise SegkitError(f"source '{adapter.name}' takes no SRC folder (got {src})", hint=f"e.g. {adapter.example}")
+        raise SegkitError(
+            f"source '{adapter.name}' takes no SRC folder (got {src})", hint=f"e.g. {adapter.example}"
+        )
     cfg = load(config or preset_config(adapter.name), sets)
     if out_dir is None and (not verify or not adapter.needs_src):
         out_dir = Path(cfg.data.dir)  # one key for the dataset folder: --out overrides data.dir
@@ -90,7 +110,9 @@ def prepare(
         binary=binary,
         verify_only=verify,
         splits_file=splits,
-        source_options=SourceOptions(image_glob=image_glob, label_glob=label_glob, phantom_n=n, phantom_seed=seed),
+        source_options=SourceOptions(
+            image_glob=image_glob, label_glob=label_glob, phantom_n=n, phantom_seed=seed
+        ),
     )
     with RichProgress() as bar:  # "prepare" (or "verify"): one bar over the cases
         report = run_prepare(adapter.name, src, out_dir, cfg, options, progress=bar)
@@ -124,14 +146,16 @@ def _render(report: PrepareReport) -> None:
         typer.echo(f"warning: {line}", err=True)
     warned = f", {len(report.warnings)} warning(s)" if report.warnings else ""
     out.print(
-        f"{len(report.done)} case(s) prepared, {len(report.skipped)} already complete, {len(report.failures)} failed"
-        f"{warned}",
+        f"{len(report.done)} case(s) prepared, {len(report.skipped)} already complete, "
+        f"{len(report.failures)} failed{warned}",
         highlight=False,
     )
     if report.manifest is not None:
         out.print(f"dataset complete: {report.manifest}  (summary chart: {report.summary_png})")
     elif report.pending:
-        err.print(f"{report.pending} case(s) not prepared yet (other shards or failures): dataset.json not written")
+        err.print(
+            f"{report.pending} case(s) not prepared yet (other shards or failures): dataset.json not written"
+        )
 
 
 prepare.__doc__ = (prepare.__doc__ or "") + "\n\n" + _EPILOG

@@ -83,11 +83,17 @@ def list_pairs(split_dir: Path) -> list[tuple[Path, Path]]:
         raise DataError("split folder not found", path=split_dir, hint=hint)
     images = _index(split_dir / "images", IMAGE_SUFFIXES, hint)
     masks = _index(split_dir / "masks", MASK_SUFFIXES, hint)
-    lonely = sorted([p.name for s, p in images.items() if s not in masks] + [p.name for s, p in masks.items() if s not in images])
+    lonely = sorted(
+        [p.name for s, p in images.items() if s not in masks]
+        + [p.name for s, p in masks.items() if s not in images]
+    )
     if lonely:
-        shown = ", ".join(lonely[:_SHOW]) + (f" ... and {len(lonely) - _SHOW} more" if len(lonely) > _SHOW else "")
+        shown = ", ".join(lonely[:_SHOW]) + (
+            f" ... and {len(lonely) - _SHOW} more" if len(lonely) > _SHOW else ""
+        )
         raise DataError(
-            f"{len(lonely)} unpaired file{'s' if len(lonely) != 1 else ''} (image without mask or mask without image): {shown}",
+            f"{len(lonely)} unpaired file{'s' if len(lonely) != 1 else ''} "
+            f"(image without mask or mask without image): {shown}",
             path=split_dir,
             hint="every images/<stem>.png needs a masks/<stem>.png with the same stem",
         )
@@ -157,13 +163,20 @@ def split_pairs(cfg: Config, split: str) -> list[tuple[Path, Path]]:
     cases = [case_of_stem(p[0].stem, ids)[0] for p in pairs]
     unknown = sorted({c for c in cases if c not in where})
     if unknown:
-        raise DataError(f"slices of case(s) that splits.json does not list: {', '.join(unknown[:5])}",
-                        path=data_dir, hint="prepare the dataset again with --folds (its folders and splits.json "
-                        "disagree)")
-    chosen = sorted((p for p, c in zip(pairs, cases, strict=True) if where[c] == split), key=lambda p: p[0].name)
+        raise DataError(
+            f"slices of case(s) that splits.json does not list: {', '.join(unknown[:5])}",
+            path=data_dir,
+            hint="prepare the dataset again with --folds (its folders and splits.json disagree)",
+        )
+    chosen = sorted(
+        (p for p, c in zip(pairs, cases, strict=True) if where[c] == split), key=lambda p: p[0].name
+    )
     if not chosen:
-        raise DataError(f"fold {cfg.data.fold}: no {split} slice found in {', '.join(folders)}", path=data_dir,
-                        hint="prepare the dataset again with --folds (its splits.json and folders disagree)")
+        raise DataError(
+            f"fold {cfg.data.fold}: no {split} slice found in {', '.join(folders)}",
+            path=data_dir,
+            hint="prepare the dataset again with --folds (its splits.json and folders disagree)",
+        )
     return chosen
 
 
@@ -183,7 +196,9 @@ def case_of_stem(stem: str, case_ids: Sequence[str] = ()) -> tuple[str, int | No
 # === 2.5D context ===
 
 
-def context_table(pairs: Sequence[tuple[Path, Path]], k: int, dataset_json: Path | None = None) -> npt.NDArray[np.int64]:
+def context_table(
+    pairs: Sequence[tuple[Path, Path]], k: int, dataset_json: Path | None = None
+) -> npt.NDArray[np.int64]:
     """For each pair, the pair indices of slices ``-k..k`` of the same case (2.5D input).
 
     Neighbours are found by stem ``<case_id>_<slice_index>`` (case ids from ``dataset.json`` when given, so
@@ -197,10 +212,15 @@ def context_table(pairs: Sequence[tuple[Path, Path]], k: int, dataset_json: Path
     cases: list[str] = []
     if dataset_json is not None and dataset_json.is_file():
         try:
-            cases = sorted(json.loads(dataset_json.read_text(encoding="utf-8")).get("cases", {}), key=len, reverse=True)
+            cases = sorted(
+                json.loads(dataset_json.read_text(encoding="utf-8")).get("cases", {}), key=len, reverse=True
+            )
         except (OSError, ValueError) as e:
-            raise DataError(f"cannot read dataset.json: {e}", path=dataset_json,
-                            hint="run segkit prepare again to rewrite it") from e
+            raise DataError(
+                f"cannot read dataset.json: {e}",
+                path=dataset_json,
+                hint="run segkit prepare again to rewrite it",
+            ) from e
     keys = [case_of_stem(img.stem, cases) for img, _ in pairs]
     by_case: dict[str, dict[int, int]] = {}
     for i, (case, index) in enumerate(keys):
@@ -243,8 +263,11 @@ def read_sample(
     images = [decode_image(pairs[j][0], cfg) for j in rows]
     shapes = {im.shape[:2] for im in images}
     if len(shapes) > 1:
-        raise DataError(f"2.5D neighbours of one slice differ in size: {sorted(shapes)}", path=pairs[index][0],
-                        hint="prepare the case again (all slices of a case have one size), or set data.context_slices=0")
+        raise DataError(
+            f"2.5D neighbours of one slice differ in size: {sorted(shapes)}",
+            path=pairs[index][0],
+            hint="prepare the case again (all slices of a case have one size), or set data.context_slices=0",
+        )
     mask = decode_mask_file(pairs[index][1], cfg)
     if mask.shape[:2] != images[0].shape[:2]:
         (h, w), (mh, mw) = images[0].shape[:2], mask.shape[:2]
@@ -336,14 +359,18 @@ def make_dataset(cfg: Config, split: str, training: bool, *, seed_offset: int = 
     def one_epoch(e: tf.Tensor) -> tf.data.Dataset:
         idx = tf.range(n, dtype=tf.int64)
         if training:
-            idx = tf.random.experimental.stateless_shuffle(idx, seed=tf.stack([tf.constant(shuffle_seed, tf.int64), e]))
+            idx = tf.random.experimental.stateless_shuffle(
+                idx, seed=tf.stack([tf.constant(shuffle_seed, tf.int64), e])
+            )
         return tf.data.Dataset.from_tensor_slices((tf.fill([n], e), idx))
 
     def decode_np(e: np.int64, i: np.int64) -> tuple[np.ndarray, np.ndarray]:
         patch = patch_rng(cfg, int(e), int(i)) if training else True
         try:
             image, mask = read_sample(pairs, int(i), cfg, context, patch)
-        except SegkitError as err:  # TF keeps only the text: put the file name into it (see unwrap_data_error)
+        except (
+            SegkitError
+        ) as err:  # TF keeps only the text: put the file name into it (see unwrap_data_error)
             raise DataError(err.one_line()) from None
         if augmenter is not None:
             image, mask = augmenter(image, mask, epoch=int(e), index=int(i))

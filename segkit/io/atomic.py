@@ -33,7 +33,9 @@ def atomic_path(path: Path, suffix: str | None = None) -> Iterator[Path]:
     sfx = suffix if suffix is not None else "".join(path.suffixes)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}.{os.getpid()}-", suffix=f".tmp{sfx}", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{path.name}.{_HOST}.{os.getpid()}-", suffix=f".tmp{sfx}", dir=path.parent
+        )
     except OSError as e:
         raise (write_fault(e, path) or e) from e
     os.close(fd)
@@ -83,7 +85,13 @@ def remove_stale_temps(folder: Path) -> int:
         return 0
     for p in folder.rglob(".*.tmp*"):
         m = _STALE.fullmatch(p.name)
-        if m and m.group(1) == _HOST and p.is_file() and not p.is_symlink() and not pid_alive(int(m.group(2))):
+        if (
+            m
+            and m.group(1) == _HOST
+            and p.is_file()
+            and not p.is_symlink()
+            and not pid_alive(int(m.group(2)))
+        ):
             p.unlink(missing_ok=True)
             removed += 1
     return removed

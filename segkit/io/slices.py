@@ -143,7 +143,9 @@ def decode_mask_file(path: Path, cfg: Config, decoding: ImageDecoding = "stored"
     if cfg.data.mask_mode == "gray":
         gray = decode_8bit(path, cv2.IMREAD_GRAYSCALE, messages=messages)
         return (gray >= cfg.data.gray_threshold).astype(np.uint8)
-    img = decode_8bit(path, cv2.IMREAD_COLOR, messages=messages)  # gray masks are replicated to 3 channels, alpha dropped
+    img = decode_8bit(
+        path, cv2.IMREAD_COLOR, messages=messages
+    )  # gray masks are replicated to 3 channels, alpha dropped
     palette = palette_array([c.color for c in cfg.effective_classes])
     return _decode_colors(np.ascontiguousarray(img[..., ::-1]), palette, cfg.data.mask_tolerance, Path(path))
 
@@ -169,7 +171,9 @@ def read_mask(path: Path, cfg: Config) -> npt.NDArray[np.uint8]:
     return fit_mask(decode_mask_file(path, cfg), cfg)
 
 
-def _decode_colors(rgb: npt.NDArray[np.uint8], palette: npt.NDArray[np.uint8], tolerance: float, path: Path) -> npt.NDArray[np.uint8]:
+def _decode_colors(
+    rgb: npt.NDArray[np.uint8], palette: npt.NDArray[np.uint8], tolerance: float, path: Path
+) -> npt.NDArray[np.uint8]:
     """``palette.decode_mask`` semantics, fast: exact class colours by comparison, only the others by
     distance.
 
@@ -178,8 +182,16 @@ def _decode_colors(rgb: npt.NDArray[np.uint8], palette: npt.NDArray[np.uint8], t
     mask goes through ``decode_mask`` so the error carries its exact pixel count. The result equals
     ``decode_mask``'s because a config's class colours are distinct and never black (``segkit.config``).
     """
-    packed = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2].astype(np.int32)
-    codes = (palette[:, 0].astype(np.int32) << 16) | (palette[:, 1].astype(np.int32) << 8) | palette[:, 2].astype(np.int32)
+    packed = (
+        (rgb[..., 0].astype(np.int32) << 16)
+        | (rgb[..., 1].astype(np.int32) << 8)
+        | rgb[..., 2].astype(np.int32)
+    )
+    codes = (
+        (palette[:, 0].astype(np.int32) << 16)
+        | (palette[:, 1].astype(np.int32) << 8)
+        | palette[:, 2].astype(np.int32)
+    )
     ids = np.zeros(packed.shape, dtype=np.uint8)
     matched = packed == codes[0]
     for k in range(1, len(codes)):
@@ -189,7 +201,9 @@ def _decode_colors(rgb: npt.NDArray[np.uint8], palette: npt.NDArray[np.uint8], t
     rest = ~matched
     if rest.any():
         uniq, inverse = np.unique(packed[rest], return_inverse=True)
-        colours = np.stack([(uniq >> 16) & 255, (uniq >> 8) & 255, uniq & 255], axis=-1).astype(np.uint8)[:, None, :]
+        colours = np.stack([(uniq >> 16) & 255, (uniq >> 8) & 255, uniq & 255], axis=-1).astype(np.uint8)[
+            :, None, :
+        ]
         try:
             near = decode_mask(colours, palette, tolerance, path=path)[:, 0]
         except DataError:
@@ -211,8 +225,12 @@ def resize_image(img: npt.NDArray, size: Sequence[int]) -> npt.NDArray:
         return img
     shrink = h <= img.shape[0] and w <= img.shape[1]
     flag = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-    if img.ndim == 3 and img.shape[2] > 4:  # OpenCV's area resize takes at most 4 channels (2.5D stacks have more)
-        return np.concatenate([resize_image(img[..., c : c + 4], size) for c in range(0, img.shape[2], 4)], axis=-1)
+    if (
+        img.ndim == 3 and img.shape[2] > 4
+    ):  # OpenCV's area resize takes at most 4 channels (2.5D stacks have more)
+        return np.concatenate(
+            [resize_image(img[..., c : c + 4], size) for c in range(0, img.shape[2], 4)], axis=-1
+        )
     out = cv2.resize(img, (w, h), interpolation=flag)
     if img.ndim == 3 and out.ndim == 2:  # OpenCV drops a single channel axis
         out = out[..., None]

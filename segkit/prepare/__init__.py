@@ -19,4 +19,11 @@ from segkit.prepare.run import PrepareOptions, run_prepare
 from segkit.prepare.sources import SourceOptions
 from segkit.prepare.split import load_user_split, split_cases
 
-__all__ = ["PrepareOptions", "PrepareReport", "SourceOptions", "load_user_split", "run_prepare", "split_cases"]
+__all__ = [
+    "PrepareOptions",
+    "PrepareReport",
+    "SourceOptions",
+    "load_user_split",
+    "run_prepare",
+    "split_cases",
+]

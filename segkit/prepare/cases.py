@@ -203,8 +203,14 @@ def verify_case(spec: CaseSpec, cfg: Config) -> list[str]:
 
     if spec.kind == "slices2d":
         try:
-            sliced = slice_2d_case(spec, cfg.model_copy(update={"prepare": cfg.prepare.model_copy(update={"empty_slices": "keep"})}), np.random.default_rng(0))
-            if spec.label is not None and not any(lbl is not None and lbl.any() for _, _, lbl in sliced.slices):
+            sliced = slice_2d_case(
+                spec,
+                cfg.model_copy(update={"prepare": cfg.prepare.model_copy(update={"empty_slices": "keep"})}),
+                np.random.default_rng(0),
+            )
+            if spec.label is not None and not any(
+                lbl is not None and lbl.any() for _, _, lbl in sliced.slices
+            ):
                 problems.append(f"{spec.label.name}: every mask of case '{spec.case_id}' is empty")
         except Exception as e:  # noqa: BLE001 - report, do not stop
             note(e)

@@ -87,7 +87,9 @@ def apply_intensity(data: npt.ArrayLike, recipe: Recipe) -> npt.NDArray[np.uint8
     """
     kind = recipe.get("kind")
     if kind not in ("ct_window", "mr_percentile"):
-        raise DataError(f"unknown intensity recipe kind {kind!r}", hint="expected 'ct_window' or 'mr_percentile'")
+        raise DataError(
+            f"unknown intensity recipe kind {kind!r}", hint="expected 'ct_window' or 'mr_percentile'"
+        )
     try:
         low, high = float(recipe["low"]), float(recipe["high"])
     except (KeyError, TypeError, ValueError) as e:

@@ -38,12 +38,18 @@ SPACING = (1.2, 1.2, 2.5)
 AIR_HU = -1000.0
 
 
-def phantom_affine(shape: tuple[int, int, int], spacing: tuple[float, float, float] = SPACING) -> npt.NDArray[np.float64]:
+def phantom_affine(
+    shape: tuple[int, int, int], spacing: tuple[float, float, float] = SPACING
+) -> npt.NDArray[np.float64]:
     """LPS-like (4, 4) affine: array x grows to patient Left, y to Posterior, z to Superior; centred
     origin."""
     sx, sy, sz = spacing
     affine = np.diag([-sx, -sy, sz, 1.0])
-    affine[:3, 3] = [sx * (shape[0] - 1) / 2 + 10.0, sy * (shape[1] - 1) / 2 - 20.0, -sz * (shape[2] - 1) / 2 + 35.0]
+    affine[:3, 3] = [
+        sx * (shape[0] - 1) / 2 + 10.0,
+        sy * (shape[1] - 1) / 2 - 20.0,
+        -sz * (shape[2] - 1) / 2 + 35.0,
+    ]
     return affine
 
 

@@ -65,7 +65,9 @@ class _Reader:
         try:
             return conv(self.obj[key])
         except (TypeError, ValueError, KeyError, IndexError) as e:
-            raise DataError(f"{self.what} has a bad '{key}': {_short(e)}", path=self.path, hint=self.hint) from e
+            raise DataError(
+                f"{self.what} has a bad '{key}': {_short(e)}", path=self.path, hint=self.hint
+            ) from e
 
 
 def _short(e: BaseException) -> str:
@@ -373,7 +375,9 @@ class Preprocessing:
         try:
             prepare = PrepareConfig.model_validate(section)
         except ValueError as e:  # pydantic.ValidationError is a ValueError
-            raise DataError(f"the 'prepare' section is invalid: {_first_error(e)}", path=path, hint=hint) from e
+            raise DataError(
+                f"the 'prepare' section is invalid: {_first_error(e)}", path=path, hint=hint
+            ) from e
         return cls(prepare, modality)
 
 
@@ -389,4 +393,13 @@ def _first_error(e: ValueError) -> str:
     return _short(e)
 
 
-__all__ = ["KINDS", "REWRITE_HINT", "SLICES2D", "VOLUME", "CaseRecord", "Geometry", "Preprocessing", "case_records"]
+__all__ = [
+    "KINDS",
+    "REWRITE_HINT",
+    "SLICES2D",
+    "VOLUME",
+    "CaseRecord",
+    "Geometry",
+    "Preprocessing",
+    "case_records",
+]

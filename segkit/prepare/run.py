@@ -70,7 +70,9 @@ log = logging.getLogger(__name__)
 # === Options ===
 
 
-def apply_options(cfg: Config, *, folds: int | None = None, fold: int | None = None, binary: bool = False) -> Config:
+def apply_options(
+    cfg: Config, *, folds: int | None = None, fold: int | None = None, binary: bool = False
+) -> Config:
     """The config with the CLI's ``--folds``/``--fold``/``--binary`` applied (re-validated)."""
     raw = cfg.model_dump(mode="json")
     if folds is not None:
@@ -90,7 +92,9 @@ def parse_shard(text: str) -> tuple[int, int]:
     """
     m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
     if not m or not 0 <= int(m.group(1)) < int(m.group(2)):
-        raise SegkitError(f"--shard '{text}' must be i/n with 0 <= i < n", hint="e.g. --shard 0/4 ... --shard 3/4")
+        raise SegkitError(
+            f"--shard '{text}' must be i/n with 0 <= i < n", hint="e.g. --shard 0/4 ... --shard 3/4"
+        )
     return int(m.group(1)), int(m.group(2))
 
 
@@ -197,7 +201,9 @@ def run_prepare(
     adapter = SOURCES.get(source)
     opts = options or PrepareOptions()
     if opts.splits_file is not None and opts.folds is not None:
-        raise SegkitError("--splits and --folds exclude each other", hint="the split file holds the folds; use --fold")
+        raise SegkitError(
+            "--splits and --folds exclude each other", hint="the split file holds the folds; use --fold"
+        )
     cfg = apply_options(cfg, folds=opts.folds, fold=None if opts.splits_file is not None else opts.fold,
                         binary=opts.binary)
     workers = max(1, opts.workers or os.cpu_count() or 1)
@@ -219,7 +225,9 @@ def _check_folders(adapter: Source, src: Path | None, out: Path | None, verify_o
     if out is None and (not verify_only or not adapter.needs_src):
         raise SegkitError("--out is required", hint="e.g. --out data/mydataset")
     if src is not None and out is not None and Path(src).resolve() == Path(out).resolve():
-        raise DataError("--out must not be the source folder", path=out, hint="write the dataset to a new folder")
+        raise DataError(
+            "--out must not be the source folder", path=out, hint="write the dataset to a new folder"
+        )
     adapter.check_src(src)
 
 
@@ -417,7 +425,9 @@ def _verify(found: Discovery, job: _Job, progress: Progress) -> list[str]:
     return sorted(problems)
 
 
-def _load_entries(out: Path, key: str, cases: list[CaseSpec], where: dict[str, str]) -> dict[str, dict[str, Any]]:
+def _load_entries(
+    out: Path, key: str, cases: list[CaseSpec], where: dict[str, str]
+) -> dict[str, dict[str, Any]]:
     """Valid case entries (this fingerprint, this split, files present) of every case of the dataset."""
     entries = {}
     for c in cases:
@@ -458,6 +468,7 @@ def _install_phantom(tmp: Path, raw: Path, found: Discovery) -> Discovery:
         os.replace(p, raw / p.name)
     shutil.rmtree(tmp, ignore_errors=True)
     cases = [
-        CaseSpec(c.case_id, raw / c.image.name, raw / c.label.name if c.label else None, c.kind) for c in found.cases
+        CaseSpec(c.case_id, raw / c.image.name, raw / c.label.name if c.label else None, c.kind)
+        for c in found.cases
     ]
     return Discovery(cases, found.problems)

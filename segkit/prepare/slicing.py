@@ -202,10 +202,14 @@ def map_labels(label: npt.NDArray, cfg: Config, path: Path | None = None) -> npt
             arr = arr.astype(np.uint8)
         else:
             if not np.all(np.isfinite(arr)):
-                raise DataError("label volume contains NaN or inf", path=path, hint="labels must be whole class ids")
+                raise DataError(
+                    "label volume contains NaN or inf", path=path, hint="labels must be whole class ids"
+                )
             rounded = np.rint(arr)
             if not np.array_equal(rounded, arr):
-                raise DataError("label volume has non-integer values", path=path, hint="labels must be class ids")
+                raise DataError(
+                    "label volume has non-integer values", path=path, hint="labels must be class ids"
+                )
             arr = rounded.astype(np.int64)
     if arr.size and int(arr.min()) < 0:
         raise DataError(f"label volume has negative values (min {int(arr.min())})", path=path,
@@ -308,7 +312,9 @@ def display_spacing(affine: npt.ArrayLike, axis: int) -> tuple[float, float]:
     return _to_display(spacing_from_affine(affine), canonical_ornt(affine), axis)[1]
 
 
-def resampled_size(slice_shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]) -> tuple[int, int]:
+def resampled_size(
+    slice_shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]
+) -> tuple[int, int]:
     """Slice size (H, W) after resampling from ``spacing`` to ``target`` mm (rounded, at least 1 pixel).
 
     Example:
@@ -491,7 +497,9 @@ def slice_case(
             for (k, img2d), (_, lbl2d) in zip(images, labels, strict=True)
         ]
     log.debug("%s: %d of %d slices kept", case_id, len(keep), n_slices)
-    return SlicedCase(case_id, volume_geometry(image.data.shape, image.affine, axis, size, recipe, keep), slices)
+    return SlicedCase(
+        case_id, volume_geometry(image.data.shape, image.affine, axis, size, recipe, keep), slices
+    )
 
 
 def write_slices(

@@ -102,11 +102,17 @@ def split_cases(case_ids: Iterable[str], split_cfg: SplitConfig, seed: int) -> d
     if split_cfg.group_by:
         return _split_grouped(ids, split_cfg, seed)
     total = split_cfg.train + split_cfg.valid + split_cfg.test
-    ratios = {"train": split_cfg.train / total, "valid": split_cfg.valid / total, "test": split_cfg.test / total}
+    ratios = {
+        "train": split_cfg.train / total,
+        "valid": split_cfg.valid / total,
+        "test": split_cfg.test / total,
+    }
     order = [ids[i] for i in split_rng(seed).permutation(len(ids))]
     out: dict[str, Any] = {"seed": seed, "ratios": ratios, "folds": split_cfg.folds, "fold": split_cfg.fold}
     if split_cfg.folds is None:
-        n_test, n_valid, _ = allocate(len(ids), [ratios["test"], ratios["valid"], ratios["train"]], ["test", "valid", "train"])
+        n_test, n_valid, _ = allocate(
+            len(ids), [ratios["test"], ratios["valid"], ratios["train"]], ["test", "valid", "train"]
+        )
         out["test"] = sorted(order[:n_test])
         out["valid"] = sorted(order[n_test : n_test + n_valid])
         out["train"] = sorted(order[n_test + n_valid :])
@@ -124,7 +130,9 @@ def split_cases(case_ids: Iterable[str], split_cfg: SplitConfig, seed: int) -> d
         out["valid"] = folds[split_cfg.fold]
         out["train"] = sorted(c for j, f in enumerate(folds) if j != split_cfg.fold for c in f)
         out["kfold"] = folds
-    out = {k: out[k] for k in ("seed", "ratios", "folds", "fold", "train", "valid", "test", "kfold") if k in out}
+    out = {
+        k: out[k] for k in ("seed", "ratios", "folds", "fold", "train", "valid", "test", "kfold") if k in out
+    }
     check_no_leak(out)
     return out
 
@@ -142,7 +150,8 @@ def patient_groups(case_ids: Sequence[str], group_by: str) -> dict[str, list[str
         if m is None or not m.group(1):
             raise DataError(
                 f"case id '{cid}' does not match prepare.split.group_by '{group_by}'",
-                hint="the pattern's one (group) must name the patient in every case id, e.g. '^(patient\\d+)_'",
+                hint="the pattern's one (group) must name the patient in every case id, "
+                "e.g. '^(patient\\d+)_'",
             )
         groups.setdefault(m.group(1), []).append(cid)
     return groups
@@ -180,7 +189,9 @@ def check_no_leak(splits: dict[str, Any], path: Path | None = None) -> None:
     in_folds = first_repeat(enumerate(splits.get("kfold") or []))
     if in_folds is not None:
         cid, j0, j1 = in_folds
-        raise DataError(f"case '{cid}' is in folds {j0} and {j1}", path=path, hint="list each case in one fold only")
+        raise DataError(
+            f"case '{cid}' is in folds {j0} and {j1}", path=path, hint="list each case in one fold only"
+        )
 
 
 def first_repeat(groups: Iterable[tuple[K, Iterable[str]]]) -> tuple[str, K, K] | None:
@@ -238,7 +249,9 @@ def load_splits(out_dir: Path) -> dict[str, Any]:
     except FileNotFoundError as e:
         raise DataError("splits.json not found", path=path, hint="run segkit prepare first") from e
     except (OSError, ValueError) as e:
-        raise DataError(f"cannot read splits.json: {e}", path=path, hint="run segkit prepare again to rewrite it") from e
+        raise DataError(
+            f"cannot read splits.json: {e}", path=path, hint="run segkit prepare again to rewrite it"
+        ) from e
     if not isinstance(splits, dict) or not all(isinstance(splits.get(s), list) for s in SPLITS):
         raise DataError("splits.json must hold train, valid and test lists", path=path,
                         hint="run segkit prepare again to rewrite it")
@@ -311,14 +324,21 @@ def load_user_split(path: Path, case_ids: Sequence[str], fold: int | None = None
     seen = {cid for name in SPLITS for cid in lists[name]}
     unknown = sorted(seen - known)
     if unknown:
-        raise DataError(f"{len(unknown)} case id(s) are not in the dataset: {_few(unknown)}", path=path,
-                        hint="check the ids against the source files (case id = file name without its suffix)")
+        raise DataError(
+            f"{len(unknown)} case id(s) are not in the dataset: {_few(unknown)}",
+            path=path,
+            hint="check the ids against the source files (case id = file name without its suffix)",
+        )
     missing = sorted(known - seen)
     if missing:
-        raise DataError(f"{len(missing)} case(s) of the dataset are in no split: {_few(missing)}", path=path, hint=hint)
+        raise DataError(
+            f"{len(missing)} case(s) of the dataset are in no split: {_few(missing)}", path=path, hint=hint
+        )
     for name in ("train", "valid"):
         if not lists[name]:
-            raise DataError(f"the split has no {name} case", path=path, hint="training needs both train and valid cases")
+            raise DataError(
+                f"the split has no {name} case", path=path, hint="training needs both train and valid cases"
+            )
     out: dict[str, Any] = {"source": str(path), "fold": fold if folds is not None else None,
                            **{name: sorted(lists[name]) for name in SPLITS}}
     if folds is not None:

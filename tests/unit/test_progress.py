@@ -52,8 +52,9 @@ def test_run_prepare_starts_once_and_advances_per_case(
     cfg = load_config(repo_root / "configs" / "demo.yaml", ["prepare.size=[32,32]"])
     rec = recording_progress()
     three = SourceOptions(phantom_n=3)
-    report = run_prepare("phantom", None, tmp_path / "data", cfg, PrepareOptions(workers=1, source_options=three),
-                         progress=rec)
+    report = run_prepare(
+        "phantom", None, tmp_path / "data", cfg, PrepareOptions(workers=1, source_options=three), progress=rec
+    )
     assert report.ok and rec.tasks == [("prepare", 3, 3)]
     rec = recording_progress()
     report = run_prepare("phantom", None, tmp_path / "verify", cfg,

@@ -39,11 +39,19 @@ def test_split_stream_is_pinned() -> None:
 
 def test_cases_stream_is_pinned() -> None:
     assert case_key("la_003") == zlib.crc32(b"la_003")
-    assert _draws(generator(SEED, Stream.CASES, case_key("la_003"))) == [97696105, 1799839762, 68538448, 175236953]
+    assert _draws(generator(SEED, Stream.CASES, case_key("la_003"))) == [
+        97696105,
+        1799839762,
+        68538448,
+        175236953,
+    ]
 
 
 def test_phantom_stream_is_pinned_and_equals_spawn() -> None:
-    pinned = {0: [923416902, 1136761651, 920687946, 500615524], 2: [619315327, 166100927, 1792035970, 1840451852]}
+    pinned = {
+        0: [923416902, 1136761651, 920687946, 500615524],
+        2: [619315327, 166100927, 1792035970, 1840451852],
+    }
     for i, want in pinned.items():
         assert _draws(generator(SEED, Stream.PHANTOM, i)) == want
     for i, child in enumerate(np.random.SeedSequence(SEED).spawn(3)):
@@ -52,8 +60,15 @@ def test_phantom_stream_is_pinned_and_equals_spawn() -> None:
 
 def test_preview_has_its_own_tag() -> None:
     """The preview no longer shares ``[seed, 2]`` (PATCHES' entropy); its draws are those of ``[seed, 3]``."""
-    assert _draws(generator(SEED, Stream.PREVIEW)) == _draws(np.random.default_rng(np.random.SeedSequence([SEED, 3])))
-    assert _draws(generator(SEED, Stream.PREVIEW)) != [353963199, 1800373004, 1380338044, 1097477427]  # [seed, 2]
+    assert _draws(generator(SEED, Stream.PREVIEW)) == _draws(
+        np.random.default_rng(np.random.SeedSequence([SEED, 3]))
+    )
+    assert _draws(generator(SEED, Stream.PREVIEW)) != [
+        353963199,
+        1800373004,
+        1380338044,
+        1097477427,
+    ]  # [seed, 2]
 
 
 def _first_draws(stream: Stream, seed: int) -> list[int]:

@@ -62,7 +62,11 @@ def test_nrrd_lps_becomes_ras_affine(tmp_path: Path) -> None:
 
 def test_nhdr_detached_header_and_ras_space(tmp_path: Path) -> None:
     data = np.ones((3, 3, 2), dtype=np.uint8)
-    header = {"space": "right-anterior-superior", "space directions": np.diag([1.0, 2.0, 3.0]), "space origin": [1.0, 2.0, 3.0]}
+    header = {
+        "space": "right-anterior-superior",
+        "space directions": np.diag([1.0, 2.0, 3.0]),
+        "space origin": [1.0, 2.0, 3.0],
+    }
     nrrd.write(str(tmp_path / "v.nhdr"), data, header, detached_header=True)
     vol = load_volume(tmp_path / "v.nhdr")
     assert vol.data.shape == (3, 3, 2)
@@ -170,7 +174,9 @@ def test_volume_too_big_for_memory_names_the_need(tmp_path: Path, monkeypatch: p
     path = tmp_path / "ok.nii.gz"
     save_volume(path, np.zeros((16, 16, 8), np.int16), np.eye(4))
     monkeypatch.setattr(vols, "_available_memory", lambda: 1024)
-    with pytest.raises(DataError, match=r"a 16x16x8 volume needs [0-9.]+ KiB of memory; 1\.0 KiB is available"):
+    with pytest.raises(
+        DataError, match=r"a 16x16x8 volume needs [0-9.]+ KiB of memory; 1\.0 KiB is available"
+    ):
         load_volume(path)
 
 
