@@ -317,6 +317,20 @@ def load_user_split(path: Path, case_ids: Sequence[str], fold: int | None = None
     if folds is not None and not test:  # nnU-Net's file has no test set: what is in no fold is test
         in_folds = {c for f in folds for key in ("train", "val", "valid") for c in f.get(key, [])}
         lists["test"] = sorted(set(case_ids) - in_folds)
+    _check_user_lists(lists, case_ids, path, hint)
+    out: dict[str, Any] = {"source": str(path), "fold": fold if folds is not None else None,
+                           **{name: sorted(lists[name]) for name in SPLITS}}
+    if folds is not None:
+        out["kfold"] = [sorted(f.get("val", f.get("valid", []))) for f in folds]
+    return out
+
+
+def _check_user_lists(lists: dict[str, list[str]], case_ids: Sequence[str], path: Path, hint: str) -> None:
+    """A user split's lists hold every dataset case exactly once, no other id, and some train and valid cases.
+
+    Raises:
+        DataError: the first problem found, naming the cases (up to five).
+    """
     known = set(case_ids)
     twice = first_repeat((name, lists[name]) for name in SPLITS)
     if twice is not None:
@@ -339,11 +353,6 @@ def load_user_split(path: Path, case_ids: Sequence[str], fold: int | None = None
             raise DataError(
                 f"the split has no {name} case", path=path, hint="training needs both train and valid cases"
             )
-    out: dict[str, Any] = {"source": str(path), "fold": fold if folds is not None else None,
-                           **{name: sorted(lists[name]) for name in SPLITS}}
-    if folds is not None:
-        out["kfold"] = [sorted(f.get("val", f.get("valid", []))) for f in folds]
-    return out
 
 
 def _few(ids: Sequence[str], n: int = 5) -> str:
