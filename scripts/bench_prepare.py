@@ -61,7 +61,7 @@ def make_ct(path_img: Path, path_lbl: Path, shape: tuple[int, int, int], seed: i
 def run_one(raw: Path, out: Path, workers: int, compression: int) -> None:
     """Child mode: prepare ``raw`` into ``out`` and print one JSON line with timing and memory."""
     from segkit.config import load_config
-    from segkit.prepare.run import run_prepare
+    from segkit.prepare.run import PrepareOptions, run_prepare
 
     cfg = load_config(REPO / "configs" / "seed" / "hocm.yaml", [
         "prepare.empty_slices=keep",  # write every slice: 300 pairs per volume
@@ -69,7 +69,7 @@ def run_one(raw: Path, out: Path, workers: int, compression: int) -> None:
         f"prepare.png_compression={compression}",
     ])
     t0 = time.perf_counter()
-    report = run_prepare("hocm", raw, out, cfg, workers=workers, overwrite=True)
+    report = run_prepare("hocm", raw, out, cfg, PrepareOptions(workers=workers, overwrite=True))
     wall = time.perf_counter() - t0
     if report.failures:
         raise SystemExit("\n".join(report.failures))

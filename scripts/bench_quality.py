@@ -154,7 +154,7 @@ def check_split(dataset: str, data_dir: Path, quick: bool, cv: bool = False) -> 
 def run_one(dataset: str, recipe: str, out: Path, minutes: float, quick: bool, tag: str,
             presets: Path = REPO / "configs", model: str | None = None, cv: int | None = None) -> dict[str, Any]:
     from segkit.evaluate.run import evaluate_model
-    from segkit.prepare import SourceOptions, run_prepare
+    from segkit.prepare import PrepareOptions, SourceOptions, run_prepare
     from segkit.train import train_model
 
     name = f"{dataset}-{recipe}" + (f"-{tag}" if tag else "")
@@ -174,8 +174,8 @@ def run_one(dataset: str, recipe: str, out: Path, minutes: float, quick: bool, t
     ds = DATASETS[dataset]
     src = quick_source(dataset, workdir / "src") if quick else Path(ds["src"])
     t0 = time.perf_counter()
-    report = run_prepare(ds["source"], src, Path(cfg.data.dir), cfg, workers=2,
-                         source_options=SourceOptions(image_glob=ds["globs"][0], label_glob=ds["globs"][1]))
+    globs = SourceOptions(image_glob=ds["globs"][0], label_glob=ds["globs"][1])
+    report = run_prepare(ds["source"], src, Path(cfg.data.dir), cfg, PrepareOptions(workers=2, source_options=globs))
     if report.failures:
         raise SystemExit(f"[{name}] prepare failed: {report.failures[0]}")
     prepare_s = time.perf_counter() - t0

@@ -71,8 +71,8 @@ _WRITE_FAULTS = {
 
 
 def write_fault(e: BaseException, path: Path | str | None = None) -> OutputError | None:
-    """An ``OutputError`` naming ``path`` (or the error's own file name) when ``e`` is a disk-full, read-only or
-    permission fault; ``None`` for any other error."""
+    """An ``OutputError`` naming ``path`` (or the error's own file name) when ``e`` is a disk-full, read-only
+    or permission fault; ``None`` for any other error."""
     errno = getattr(e, "errno", None)
     if not isinstance(e, OSError) or errno not in _WRITE_FAULTS:
         return None

@@ -68,8 +68,8 @@ def to_canonical(
     Args:
         data: (X, Y, Z) array in the axis order of ``affine``; any dtype (labels stay exact).
         affine: (4, 4) voxel -> RAS world affine.
-        copy: return a contiguous copy; ``False`` returns the flipped/transposed VIEW of ``data`` (same values,
-            no copy of the volume: ``segkit.prepare.slicing`` reads it chunk by chunk).
+        copy: return a contiguous copy; ``False`` returns the flipped/transposed VIEW of ``data`` (same
+            values, no copy of the volume: ``segkit.prepare.slicing`` reads it chunk by chunk).
 
     Returns:
         ``(data_ras, ornt_transform)``: an array whose axes grow toward R, A, S, and the (3, 2) ornt
@@ -94,7 +94,8 @@ def from_canonical(data_ras: npt.NDArray, ornt_transform: npt.ArrayLike) -> npt.
 
 
 def canonical_affine(affine: npt.ArrayLike, shape: tuple[int, ...]) -> npt.NDArray[np.float64]:
-    """Affine of the RAS canonical array made by ``to_canonical`` from an array of ``shape`` and ``affine``."""
+    """Affine of the RAS canonical array made by ``to_canonical`` from an array of ``shape`` and
+    ``affine``."""
     a = np.asarray(affine, dtype=np.float64)
     ornt = canonical_ornt(a)
     return a @ nio.inv_ornt_aff(ornt, tuple(shape[:3]))

@@ -24,6 +24,7 @@ from segkit.data.augment import Augmenter
 from segkit.data.pipeline import context_table, patch_rng, read_sample, split_pairs
 from segkit.io.atomic import write_with
 from segkit.io.palette import encode_mask, palette_array
+from segkit.seeds import Stream, generator
 
 if TYPE_CHECKING:  # pragma: no cover
     from segkit.config import Config
@@ -32,7 +33,6 @@ log = logging.getLogger(__name__)
 
 MAX_PANEL = 256
 GAP = 4
-_PURPOSE_PREVIEW = 2  # child-seed tag: which samples are shown
 
 
 def panel_size(cfg: Config) -> tuple[int, int]:
@@ -63,8 +63,9 @@ def _to_rgb(image: npt.NDArray[np.float32], cfg: Config) -> npt.NDArray[np.uint8
 def render_preview(cfg: Config, n: int = 16, split: str = "train") -> npt.NDArray[np.uint8]:
     """Render ``n`` augmented samples of ``cfg.data.dir / split`` as one RGB grid.
 
-    Samples are drawn without replacement while possible (seeded by ``cfg.seed``); sample j is augmented as
-    sample index ``pair index`` of epoch ``j // len(pairs)``, i.e. exactly as training would.
+    Samples are drawn without replacement while possible (``segkit.seeds``' PREVIEW stream of ``cfg.seed``);
+    sample j is augmented as sample index ``pair index`` of epoch ``j // len(pairs)``, i.e. exactly as
+    training would.
 
     Args:
         cfg: the config (data, augment, infer.alpha for the overlay opacity).
@@ -83,7 +84,7 @@ def render_preview(cfg: Config, n: int = 16, split: str = "train") -> npt.NDArra
     pairs = split_pairs(cfg, split)
     k = cfg.data.context_slices
     context = context_table(pairs, k, Path(cfg.data.dir) / "dataset.json") if k > 0 else None
-    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, _PURPOSE_PREVIEW]))
+    rng = generator(cfg.seed, Stream.PREVIEW)
     order = np.concatenate([rng.permutation(len(pairs)) for _ in range(math.ceil(n / len(pairs)))])[:n]
     augmenter = Augmenter(cfg)
     palette = palette_array([c.color for c in cfg.effective_classes])

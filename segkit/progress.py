@@ -48,7 +48,8 @@ NULL_PROGRESS = NullProgress()
 
 
 class Part:
-    """One part of a task whose ``start`` the caller already reported: ``start`` is dropped, ``advance`` passed on.
+    """One part of a task whose ``start`` the caller already reported: ``start`` is dropped, ``advance``
+    passed on.
 
     ``evaluate_model`` announces the slices of every volume at once and hands ``Part(progress)`` to
     ``predict_volume``, which would otherwise start a task of its own per volume.

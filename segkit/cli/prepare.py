@@ -11,7 +11,7 @@ from segkit.cli.common import RichProgress, err, handle_errors, load, out
 from segkit.config import preset_path
 from segkit.errors import ConfigError, SegkitError
 from segkit.prepare.report import PrepareReport
-from segkit.prepare.run import parse_shard, run_prepare
+from segkit.prepare.run import PrepareOptions, parse_shard, run_prepare
 from segkit.prepare.sources import SOURCES, SourceOptions
 
 _EPILOG = "[bold]Examples[/bold] (one per source):\n\n" + "\n\n".join(
@@ -25,8 +25,8 @@ _EPILOG = "[bold]Examples[/bold] (one per source):\n\n" + "\n\n".join(
 
 
 def preset_config(source: str) -> Path:
-    """The preset config of a source: ``configs/<preset>.yaml``, packaged as ``segkit.presets`` (never a file of
-    that name in the working directory).
+    """The preset config of a source: ``configs/<preset>.yaml``, packaged as ``segkit.presets`` (never a file
+    of that name in the working directory).
 
     Raises:
         SegkitError: the source has no preset (``nifti``: pass ``--config``).
@@ -45,19 +45,37 @@ def prepare(
     source: str = typer.Argument(..., help=f"Source layout: {', '.join(SOURCES.names())}."),
     src: Path = typer.Argument(None, help="Raw dataset folder (not for 'phantom').", show_default=False),
     out_dir: Path = typer.Option(
-        None, "--out", "-o", help="Dataset folder to write (DIR/{train,valid,test}/...); default: the config's data.dir."
+        None,
+        "--out",
+        "-o",
+        help="Dataset folder to write (DIR/{train,valid,test}/...); default: the config's data.dir.",
     ),
-    config: Path = typer.Option(None, "--config", "-c", help="YAML config or preset name (default: the source's preset)."),
-    sets: list[str] = typer.Option(None, "--set", help="Config override KEY=VALUE, e.g. prepare.size=[256,256]."),
-    workers: int = typer.Option(None, "--workers", "-j", min=1, help="Worker processes (default: all cores)."),
-    shard: str = typer.Option(None, "--shard", help="i/n: process every n-th case starting at i (array jobs)."),
-    folds: int = typer.Option(None, "--folds", min=2, help="K-fold split: K folds after holding out the test set."),
+    config: Path = typer.Option(
+        None, "--config", "-c", help="YAML config or preset name (default: the source's preset)."
+    ),
+    sets: list[str] = typer.Option(
+        None, "--set", help="Config override KEY=VALUE, e.g. prepare.size=[256,256]."
+    ),
+    workers: int = typer.Option(
+        None, "--workers", "-j", min=1, help="Worker processes (default: all cores)."
+    ),
+    shard: str = typer.Option(
+        None, "--shard", help="i/n: process every n-th case starting at i (array jobs)."
+    ),
+    folds: int = typer.Option(
+        None, "--folds", min=2, help="K-fold split: K folds after holding out the test set."
+    ),
     fold: int = typer.Option(
-        None, "--fold", min=0, help="With --folds (or a --splits file with folds): the validation fold (0..K-1)."
+        None,
+        "--fold",
+        min=0,
+        help="With --folds (or a --splits file with folds): the validation fold (0..K-1).",
     ),
     splits: Path = typer.Option(
-        None, "--splits",
-        help="Your own split: JSON with train/valid/test case lists, nnU-Net's splits_final.json, or test + folds.",
+        None,
+        "--splits",
+        help="Your own split: JSON with train/valid/test case lists, nnU-Net's splits_final.json, "
+        "or test + folds.",
     ),
     binary: bool = typer.Option(False, "--binary", help="Merge every foreground class into one."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out."),
@@ -73,31 +91,31 @@ def prepare(
     last, DIR/dataset.json. Exit code 2 on bad input or when any case failed (each listed on stderr).
     """
     adapter = SOURCES.get(source)
-    if adapter.needs_src and src is None:
-        raise SegkitError(f"source '{adapter.name}' needs a SRC folder", hint=f"e.g. {adapter.example}")
+    adapter.check_src(src)
     if not adapter.needs_src and src is not None:
-        raise SegkitError(f"source '{adapter.name}' takes no SRC folder (got {src})", hint=f"e.g. {adapter.example}")
+        raise SegkitError(
+            f"source '{adapter.name}' takes no SRC folder (got {src})", hint=f"e.g. {adapter.example}"
+        )
     cfg = load(config or preset_config(adapter.name), sets)
     if out_dir is None and (not verify or not adapter.needs_src):
         out_dir = Path(cfg.data.dir)  # one key for the dataset folder: --out overrides data.dir
-        err.print(f"writing to data.dir = {out_dir} (--out to choose another folder)", highlight=False, soft_wrap=True)
+        err.print(f"writing to data.dir = {out_dir} (--out to choose another folder)", highlight=False,
+                  soft_wrap=True)
+    options = PrepareOptions(
+        workers=workers,
+        shard=parse_shard(shard) if shard else None,
+        overwrite=overwrite,
+        folds=folds,
+        fold=fold,
+        binary=binary,
+        verify_only=verify,
+        splits_file=splits,
+        source_options=SourceOptions(
+            image_glob=image_glob, label_glob=label_glob, phantom_n=n, phantom_seed=seed
+        ),
+    )
     with RichProgress() as bar:  # "prepare" (or "verify"): one bar over the cases
-        report = run_prepare(
-            adapter.name,
-            src,
-            out_dir,
-            cfg,
-            workers=workers,
-            shard=parse_shard(shard) if shard else None,
-            overwrite=overwrite,
-            folds=folds,
-            fold=fold,
-            splits_file=splits,
-            binary=binary,
-            verify_only=verify,
-            source_options=SourceOptions(image_glob=image_glob, label_glob=label_glob, phantom_n=n, phantom_seed=seed),
-            progress=bar,
-        )
+        report = run_prepare(adapter.name, src, out_dir, cfg, options, progress=bar)
     _render(report)
     if report.failures:
         for line in report.failures:
@@ -128,14 +146,16 @@ def _render(report: PrepareReport) -> None:
         typer.echo(f"warning: {line}", err=True)
     warned = f", {len(report.warnings)} warning(s)" if report.warnings else ""
     out.print(
-        f"{len(report.done)} case(s) prepared, {len(report.skipped)} already complete, {len(report.failures)} failed"
-        f"{warned}",
+        f"{len(report.done)} case(s) prepared, {len(report.skipped)} already complete, "
+        f"{len(report.failures)} failed{warned}",
         highlight=False,
     )
     if report.manifest is not None:
         out.print(f"dataset complete: {report.manifest}  (summary chart: {report.summary_png})")
     elif report.pending:
-        err.print(f"{report.pending} case(s) not prepared yet (other shards or failures): dataset.json not written")
+        err.print(
+            f"{report.pending} case(s) not prepared yet (other shards or failures): dataset.json not written"
+        )
 
 
 prepare.__doc__ = (prepare.__doc__ or "") + "\n\n" + _EPILOG

@@ -18,5 +18,15 @@ from segkit.data.pipeline import (
     unwrap_data_error,
 )
 
-__all__ = ["case_of_stem", "case_splits", "dataset_size", "list_pairs", "make_dataset", "read_image", "read_mask",
-           "read_sample", "split_pairs", "unwrap_data_error"]
+__all__ = [
+    "case_of_stem",
+    "case_splits",
+    "dataset_size",
+    "list_pairs",
+    "make_dataset",
+    "read_image",
+    "read_mask",
+    "read_sample",
+    "split_pairs",
+    "unwrap_data_error",
+]

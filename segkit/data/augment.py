@@ -2,9 +2,9 @@
 
 Every transform of ``cfg.augment`` fires with its own probability ``p`` (0 = off). Geometric transforms
 (flips, rotation, 90-degree rotation, scale, shear, elastic, grid and optical distortion) are drawn once and
-applied to the image (``augment.interpolation``, linear by default) and to the mask (nearest neighbour, fill 0 = background, dtype
-kept), so the two stay aligned and no new class appears. Intensity transforms (brightness, contrast, gamma,
-noise, blur) touch the image only. The image is clipped back to 0..1.
+applied to the image (``augment.interpolation``, linear by default) and to the mask (nearest neighbour, fill 0
+= background, dtype kept), so the two stay aligned and no new class appears. Intensity transforms (brightness,
+contrast, gamma, noise, blur) touch the image only. The image is clipped back to 0..1.
 
 Randomness: each call gets a seed derived from ``(cfg.seed, epoch, index)`` with ``np.random.SeedSequence``;
 every transform receives its own child seed (albumentations' ``Compose.set_random_seed`` would give all
@@ -29,10 +29,11 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from segkit.seeds import Stream, seed_sequence
+
 if TYPE_CHECKING:  # pragma: no cover
     from segkit.config import AugmentConfig, Config
 
-_PURPOSE_AUGMENT = 1  # child-seed purpose tag (0 is shuffling in pipeline.py)
 _Int = TypeVar("_Int", bound=np.integer)  # the mask's dtype, which augmentation keeps
 
 
@@ -63,9 +64,15 @@ def describe_augmentation(cfg: Config) -> list[str]:
     add("scale", a.scale.p, f"factor {_fmt(a.scale.range[0])}..{_fmt(a.scale.range[1])} (<1 shrink, >1 zoom)")
     add("shear", a.shear.p, f"angle {_fmt(-a.shear.limit)}..{_fmt(a.shear.limit)} deg (x and y)")
     add("elastic", a.elastic.p, f"alpha {_fmt(a.elastic.alpha)} px, sigma {_fmt(a.elastic.sigma)} px")
-    add("grid_distortion", a.grid_distortion.p, f"{a.grid_distortion.num_steps} steps, limit +-{_fmt(a.grid_distortion.limit)}")
+    add(
+        "grid_distortion",
+        a.grid_distortion.p,
+        f"{a.grid_distortion.num_steps} steps, limit +-{_fmt(a.grid_distortion.limit)}",
+    )
     k0, k1 = a.optical_distortion.k
-    add("optical_distortion", a.optical_distortion.p, f"k {_fmt(k0)}..{_fmt(k1)} (k>0 barrel, k<0 pincushion)")
+    add(
+        "optical_distortion", a.optical_distortion.p, f"k {_fmt(k0)}..{_fmt(k1)} (k>0 barrel, k<0 pincushion)"
+    )
     add("brightness", a.brightness.p, f"shift {_fmt(-a.brightness.limit)}..{_fmt(a.brightness.limit)}")
     add("contrast", a.contrast.p, f"factor {_fmt(1 - a.contrast.limit)}..{_fmt(1 + a.contrast.limit)}")
     add("gamma", a.gamma.p, f"gamma {_fmt(a.gamma.range[0])}..{_fmt(a.gamma.range[1])}")
@@ -108,21 +115,39 @@ def build_transforms(a: AugmentConfig, image_size: tuple[int, int]) -> list[Any]
         shear = (-a.shear.limit, a.shear.limit)
         t.append(A.Affine(shear={"x": shear, "y": shear}, p=a.shear.p, **interp, **const))
     if a.elastic.p > 0:
-        t.append(A.ElasticTransform(alpha=a.elastic.alpha, sigma=a.elastic.sigma, p=a.elastic.p, **interp, **const))
+        t.append(
+            A.ElasticTransform(alpha=a.elastic.alpha, sigma=a.elastic.sigma, p=a.elastic.p, **interp, **const)
+        )
     if a.grid_distortion.p > 0:
         g = a.grid_distortion
-        t.append(A.GridDistortion(num_steps=g.num_steps, distort_limit=(-g.limit, g.limit), p=g.p, **interp, **const))
+        t.append(
+            A.GridDistortion(
+                num_steps=g.num_steps, distort_limit=(-g.limit, g.limit), p=g.p, **interp, **const
+            )
+        )
     if a.optical_distortion.p > 0:
         # albumentations' camera model: negative coefficient = barrel, positive = pincushion; segkit's k is
         # the usual radial-lens convention (k > 0 barrel), hence the sign flip.
         k0, k1 = a.optical_distortion.k
-        t.append(A.OpticalDistortion(distort_limit=(-k1, -k0), mode="camera", p=a.optical_distortion.p, **interp, **const))
+        t.append(
+            A.OpticalDistortion(
+                distort_limit=(-k1, -k0), mode="camera", p=a.optical_distortion.p, **interp, **const
+            )
+        )
     if a.brightness.p > 0:
         lim = a.brightness.limit
-        t.append(A.RandomBrightnessContrast(brightness_limit=(-lim, lim), contrast_limit=(0.0, 0.0), p=a.brightness.p))
+        t.append(
+            A.RandomBrightnessContrast(
+                brightness_limit=(-lim, lim), contrast_limit=(0.0, 0.0), p=a.brightness.p
+            )
+        )
     if a.contrast.p > 0:
         lim = a.contrast.limit
-        t.append(A.RandomBrightnessContrast(brightness_limit=(0.0, 0.0), contrast_limit=(-lim, lim), p=a.contrast.p))
+        t.append(
+            A.RandomBrightnessContrast(
+                brightness_limit=(0.0, 0.0), contrast_limit=(-lim, lim), p=a.contrast.p
+            )
+        )
     if a.gamma.p > 0:
         g0, g1 = a.gamma.range
         t.append(A.RandomGamma(gamma_limit=(g0 * 100.0, g1 * 100.0), p=a.gamma.p))
@@ -157,8 +182,9 @@ class Augmenter:
         return comp
 
     def seed_for(self, epoch: int, index: int) -> np.random.SeedSequence:
-        """The seed of sample ``index`` in epoch ``epoch``: SeedSequence((cfg.seed, 1, epoch, index))."""
-        return np.random.SeedSequence([self.cfg.seed, _PURPOSE_AUGMENT, int(epoch), int(index)])
+        """The seed of sample ``index`` in epoch ``epoch``: the ``Stream.AUGMENT`` stream of ``segkit.seeds``,
+        ``SeedSequence([cfg.seed, 1, epoch, index])``."""
+        return seed_sequence(self.cfg.seed, Stream.AUGMENT, int(epoch), int(index))
 
     def __call__(
         self, image: npt.NDArray[np.float32], mask: npt.NDArray[_Int], *, epoch: int, index: int
@@ -177,8 +203,8 @@ class Augmenter:
             seed: a SeedSequence or int; the same seed gives the same output.
 
         Returns:
-            image (H, W, C) float32 clipped to 0..1; mask (H, W) with the input's dtype and a label set that is
-            a subset of the input's.
+            image (H, W, C) float32 clipped to 0..1; mask (H, W) with the input's dtype and a label set that
+            is a subset of the input's.
         """
         comp = self._compose()
         if not comp.transforms:
@@ -189,7 +215,10 @@ class Augmenter:
         for tr, w in zip(comp.transforms, words[1:], strict=True):
             tr.set_random_seed(int(w))
         dtype = mask.dtype
-        out = comp(image=np.ascontiguousarray(image, dtype=np.float32), mask=np.ascontiguousarray(mask, dtype=np.uint8))
+        out = comp(
+            image=np.ascontiguousarray(image, dtype=np.float32),
+            mask=np.ascontiguousarray(mask, dtype=np.uint8),
+        )
         img = out["image"]
         if img.ndim == 2:
             img = img[..., None]

@@ -8,7 +8,8 @@ slice is background). Validation uses the centre window. Slices smaller than the
 
 Example:
     >>> rng = np.random.default_rng(0)
-    >>> img, msk = random_patch(np.zeros((200, 150, 1), np.float32), np.zeros((200, 150), np.uint8), (128, 128), rng)
+    >>> image, mask = np.zeros((200, 150, 1), np.float32), np.zeros((200, 150), np.uint8)
+    >>> img, msk = random_patch(image, mask, (128, 128), rng)
     >>> img.shape, msk.shape
     ((128, 128, 1), (128, 128))
 """
@@ -66,7 +67,8 @@ def random_patch(
         mask: (H, W) class ids.
         size: (h, w) window.
         rng: the sample's generator (seeded by seed, epoch and index in the pipeline).
-        foreground: probability of placing the window around a random foreground pixel (when the slice has one).
+        foreground: probability of placing the window around a random foreground pixel (when the slice has
+            one).
 
     Returns:
         (h, w, C) image and (h, w) mask.

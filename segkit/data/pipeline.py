@@ -11,8 +11,8 @@ so peak memory does not grow with the number of slices (``scripts/bench_data.py`
 Layout of a split folder: ``<split>/images/<stem>.{png,jpg,jpeg}`` and ``<split>/masks/<stem>.{png,jpg}``.
 Masks are RGB colour masks decoded with the config's class table (nearest colour within
 ``data.mask_tolerance``), or grayscale masks thresholded at ``data.gray_threshold`` (``data.mask_mode: gray``,
-binary tasks). Reading, decoding and resizing one slice file is ``segkit.io.slices`` (shared with evaluation and
-inference); this module pairs the files, adds 2.5D neighbours and patches, and streams them.
+binary tasks). Reading, decoding and resizing one slice file is ``segkit.io.slices`` (shared with evaluation
+and inference); this module pairs the files, adds 2.5D neighbours and patches, and streams them.
 
 Example:
     >>> cfg = load_config(Path("configs/demo.yaml"))
@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from segkit.data.augment import Augmenter
+from segkit.data.patches import center_patch, random_patch
 from segkit.errors import DataError, SegkitError
 from segkit.io.slices import (
     IMAGE_SUFFIXES,
@@ -44,6 +46,8 @@ from segkit.io.slices import (
 )
 from segkit.io.slices import read_image as read_image  # re-exported (segkit.data API)
 from segkit.io.slices import read_mask as read_mask  # re-exported (segkit.data API)
+from segkit.prepare.split import SPLITS_FILE, fold_view, load_splits, split_of
+from segkit.seeds import Stream, generator, seed_word
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; importing this module must not import TensorFlow
     import tensorflow as tf
@@ -79,11 +83,17 @@ def list_pairs(split_dir: Path) -> list[tuple[Path, Path]]:
         raise DataError("split folder not found", path=split_dir, hint=hint)
     images = _index(split_dir / "images", IMAGE_SUFFIXES, hint)
     masks = _index(split_dir / "masks", MASK_SUFFIXES, hint)
-    lonely = sorted([p.name for s, p in images.items() if s not in masks] + [p.name for s, p in masks.items() if s not in images])
+    lonely = sorted(
+        [p.name for s, p in images.items() if s not in masks]
+        + [p.name for s, p in masks.items() if s not in images]
+    )
     if lonely:
-        shown = ", ".join(lonely[:_SHOW]) + (f" ... and {len(lonely) - _SHOW} more" if len(lonely) > _SHOW else "")
+        shown = ", ".join(lonely[:_SHOW]) + (
+            f" ... and {len(lonely) - _SHOW} more" if len(lonely) > _SHOW else ""
+        )
         raise DataError(
-            f"{len(lonely)} unpaired file{'s' if len(lonely) != 1 else ''} (image without mask or mask without image): {shown}",
+            f"{len(lonely)} unpaired file{'s' if len(lonely) != 1 else ''} "
+            f"(image without mask or mask without image): {shown}",
             path=split_dir,
             hint="every images/<stem>.png needs a masks/<stem>.png with the same stem",
         )
@@ -124,23 +134,21 @@ def case_splits(cfg: Config) -> dict[str, str] | None:
     """
     if cfg.data.fold is None:
         return None
-    from segkit.prepare.split import SPLITS_FILE, fold_view, load_splits, split_of
-
     data_dir = Path(cfg.data.dir)
     return split_of(fold_view(load_splits(data_dir), int(cfg.data.fold), data_dir / SPLITS_FILE))
 
 
 def cases_of_split(cfg: Config, records: Mapping[str, R], split: str) -> dict[str, R]:
-    """The case records of ``split``: a cross-validation fold's cases under ``data.fold`` (``case_splits``), else
-    each record's own ``split`` (dataset.json)."""
+    """The case records of ``split``: a cross-validation fold's cases under ``data.fold`` (``case_splits``),
+    else each record's own ``split`` (dataset.json)."""
     where = case_splits(cfg)
     return {c: r for c, r in records.items()
             if (where.get(c) if where is not None else getattr(r, "split", None)) == split}
 
 
 def split_pairs(cfg: Config, split: str) -> list[tuple[Path, Path]]:
-    """The image/mask pairs of ``split``: the folder ``data.dir/<split>``, or under ``data.fold`` the slices of
-    that fold's cases, picked by case id from ``train/`` and ``valid/`` (``test/`` stays the test set).
+    """The image/mask pairs of ``split``: the folder ``data.dir/<split>``, or under ``data.fold`` the slices
+    of that fold's cases, picked by case id from ``train/`` and ``valid/`` (``test/`` stays the test set).
 
     Raises:
         DataError: as ``list_pairs``, ``case_splits``; or no slice of the split's cases was found.
@@ -155,13 +163,20 @@ def split_pairs(cfg: Config, split: str) -> list[tuple[Path, Path]]:
     cases = [case_of_stem(p[0].stem, ids)[0] for p in pairs]
     unknown = sorted({c for c in cases if c not in where})
     if unknown:
-        raise DataError(f"slices of case(s) that splits.json does not list: {', '.join(unknown[:5])}",
-                        path=data_dir, hint="prepare the dataset again with --folds (its folders and splits.json "
-                        "disagree)")
-    chosen = sorted((p for p, c in zip(pairs, cases, strict=True) if where[c] == split), key=lambda p: p[0].name)
+        raise DataError(
+            f"slices of case(s) that splits.json does not list: {', '.join(unknown[:5])}",
+            path=data_dir,
+            hint="prepare the dataset again with --folds (its folders and splits.json disagree)",
+        )
+    chosen = sorted(
+        (p for p, c in zip(pairs, cases, strict=True) if where[c] == split), key=lambda p: p[0].name
+    )
     if not chosen:
-        raise DataError(f"fold {cfg.data.fold}: no {split} slice found in {', '.join(folders)}", path=data_dir,
-                        hint="prepare the dataset again with --folds (its splits.json and folders disagree)")
+        raise DataError(
+            f"fold {cfg.data.fold}: no {split} slice found in {', '.join(folders)}",
+            path=data_dir,
+            hint="prepare the dataset again with --folds (its splits.json and folders disagree)",
+        )
     return chosen
 
 
@@ -181,13 +196,15 @@ def case_of_stem(stem: str, case_ids: Sequence[str] = ()) -> tuple[str, int | No
 # === 2.5D context ===
 
 
-def context_table(pairs: Sequence[tuple[Path, Path]], k: int, dataset_json: Path | None = None) -> npt.NDArray[np.int64]:
+def context_table(
+    pairs: Sequence[tuple[Path, Path]], k: int, dataset_json: Path | None = None
+) -> npt.NDArray[np.int64]:
     """For each pair, the pair indices of slices ``-k..k`` of the same case (2.5D input).
 
-    Neighbours are found by stem ``<case_id>_<slice_index>`` (case ids from ``dataset.json`` when given, so case
-    ids that contain ``_`` work). When slice ``i + d`` was not written (a case border, or a dropped empty
-    slice), the nearest written slice between ``i`` and ``i + d`` is used, so at borders the edge slice repeats.
-    A stem without a slice index is its own neighbour.
+    Neighbours are found by stem ``<case_id>_<slice_index>`` (case ids from ``dataset.json`` when given, so
+    case ids that contain ``_`` work). When slice ``i + d`` was not written (a case border, or a dropped empty
+    slice), the nearest written slice between ``i`` and ``i + d`` is used, so at borders the edge slice
+    repeats. A stem without a slice index is its own neighbour.
 
     Returns:
         (n_pairs, 2k + 1) int64 indices into ``pairs``; column k is the pair itself.
@@ -195,10 +212,15 @@ def context_table(pairs: Sequence[tuple[Path, Path]], k: int, dataset_json: Path
     cases: list[str] = []
     if dataset_json is not None and dataset_json.is_file():
         try:
-            cases = sorted(json.loads(dataset_json.read_text(encoding="utf-8")).get("cases", {}), key=len, reverse=True)
+            cases = sorted(
+                json.loads(dataset_json.read_text(encoding="utf-8")).get("cases", {}), key=len, reverse=True
+            )
         except (OSError, ValueError) as e:
-            raise DataError(f"cannot read dataset.json: {e}", path=dataset_json,
-                            hint="run segkit prepare again to rewrite it") from e
+            raise DataError(
+                f"cannot read dataset.json: {e}",
+                path=dataset_json,
+                hint="run segkit prepare again to rewrite it",
+            ) from e
     keys = [case_of_stem(img.stem, cases) for img, _ in pairs]
     by_case: dict[str, dict[int, int]] = {}
     for i, (case, index) in enumerate(keys):
@@ -237,14 +259,15 @@ def read_sample(
     Returns:
         image (H, W, C * (2k + 1)) float32 0..1, channels ordered slice -k .. +k; mask (H, W) uint8 ids.
     """
-    from segkit.data.patches import center_patch, random_patch
-
     rows = [index] if context is None else [int(j) for j in context[index]]
     images = [decode_image(pairs[j][0], cfg) for j in rows]
     shapes = {im.shape[:2] for im in images}
     if len(shapes) > 1:
-        raise DataError(f"2.5D neighbours of one slice differ in size: {sorted(shapes)}", path=pairs[index][0],
-                        hint="prepare the case again (all slices of a case have one size), or set data.context_slices=0")
+        raise DataError(
+            f"2.5D neighbours of one slice differ in size: {sorted(shapes)}",
+            path=pairs[index][0],
+            hint="prepare the case again (all slices of a case have one size), or set data.context_slices=0",
+        )
     mask = decode_mask_file(pairs[index][1], cfg)
     if mask.shape[:2] != images[0].shape[:2]:
         (h, w), (mh, mw) = images[0].shape[:2], mask.shape[:2]
@@ -286,14 +309,10 @@ def unwrap_data_error(exc: BaseException) -> DataError | None:
     return DataError(found[-1].strip()) if found else None
 
 
-def _seed_words(cfg: Config, purpose: int) -> int:
-    """A 31-bit child seed of ``cfg.seed`` for one purpose (0 shuffle, 1 augmentation, 2 patch placement)."""
-    return int(np.random.SeedSequence([cfg.seed, purpose]).generate_state(1, dtype=np.uint32)[0] >> 1)
-
-
 def patch_rng(cfg: Config, epoch: int, index: int) -> np.random.Generator:
-    """The generator that places sample ``index``'s training patch in ``epoch`` (``data.patches``)."""
-    return np.random.default_rng([_seed_words(cfg, 2), int(epoch), int(index)])
+    """The generator that places sample ``index``'s training patch in ``epoch`` (``data.patches``; the
+    ``Stream.PATCHES`` stream of ``segkit.seeds``)."""
+    return generator(cfg.seed, Stream.PATCHES, int(epoch), int(index))
 
 
 def make_dataset(cfg: Config, split: str, training: bool, *, seed_offset: int = 0) -> tf.data.Dataset:
@@ -307,7 +326,8 @@ def make_dataset(cfg: Config, split: str, training: bool, *, seed_offset: int = 
 
     Args:
         cfg: the config (``data``, ``augment``, ``train.batch_size``, ``seed``).
-        split: ``train``, ``valid`` or ``test`` (a folder under ``cfg.data.dir``, or a fold's cases: ``split_pairs``).
+        split: ``train``, ``valid`` or ``test`` (a folder under ``cfg.data.dir``, or a fold's cases:
+            ``split_pairs``).
         training: shuffle and augment.
         seed_offset: epoch number of the first iteration.
 
@@ -322,8 +342,6 @@ def make_dataset(cfg: Config, split: str, training: bool, *, seed_offset: int = 
     """
     import tensorflow as tf
 
-    from segkit.data.augment import Augmenter
-
     pairs = split_pairs(cfg, split)
     n = len(pairs)
     k = cfg.data.context_slices
@@ -331,7 +349,7 @@ def make_dataset(cfg: Config, split: str, training: bool, *, seed_offset: int = 
     h, w = cfg.data.image_size
     c = cfg.data.channels * (1 + 2 * k)
     augmenter = Augmenter(cfg) if (training and cfg.augment.enabled) else None
-    shuffle_seed = _seed_words(cfg, 0)
+    shuffle_seed = seed_word(cfg.seed, Stream.SHUFFLE)
 
     epoch = tf.Variable(seed_offset, dtype=tf.int64, trainable=False, name="data_epoch")
 
@@ -341,14 +359,18 @@ def make_dataset(cfg: Config, split: str, training: bool, *, seed_offset: int = 
     def one_epoch(e: tf.Tensor) -> tf.data.Dataset:
         idx = tf.range(n, dtype=tf.int64)
         if training:
-            idx = tf.random.experimental.stateless_shuffle(idx, seed=tf.stack([tf.constant(shuffle_seed, tf.int64), e]))
+            idx = tf.random.experimental.stateless_shuffle(
+                idx, seed=tf.stack([tf.constant(shuffle_seed, tf.int64), e])
+            )
         return tf.data.Dataset.from_tensor_slices((tf.fill([n], e), idx))
 
     def decode_np(e: np.int64, i: np.int64) -> tuple[np.ndarray, np.ndarray]:
         patch = patch_rng(cfg, int(e), int(i)) if training else True
         try:
             image, mask = read_sample(pairs, int(i), cfg, context, patch)
-        except SegkitError as err:  # TF keeps only the text: put the file name into it (see unwrap_data_error)
+        except (
+            SegkitError
+        ) as err:  # TF keeps only the text: put the file name into it (see unwrap_data_error)
             raise DataError(err.one_line()) from None
         if augmenter is not None:
             image, mask = augmenter(image, mask, epoch=int(e), index=int(i))

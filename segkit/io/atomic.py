@@ -33,7 +33,9 @@ def atomic_path(path: Path, suffix: str | None = None) -> Iterator[Path]:
     sfx = suffix if suffix is not None else "".join(path.suffixes)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}.{os.getpid()}-", suffix=f".tmp{sfx}", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{path.name}.{_HOST}.{os.getpid()}-", suffix=f".tmp{sfx}", dir=path.parent
+        )
     except OSError as e:
         raise (write_fault(e, path) or e) from e
     os.close(fd)
@@ -55,7 +57,8 @@ def atomic_path(path: Path, suffix: str | None = None) -> Iterator[Path]:
 
 
 def _nearly_full(folder: Path) -> bool:
-    """Whether the file system of ``folder`` has less than 1 MiB left (a failed write there was a full disk)."""
+    """Whether the file system of ``folder`` has less than 1 MiB left (a failed write there was a full
+    disk)."""
     try:
         st = os.statvfs(folder)
     except OSError:
@@ -69,11 +72,12 @@ _HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
 
 
 def remove_stale_temps(folder: Path) -> int:
-    """Delete temporary files that killed segkit processes left under ``folder`` (recursively); return how many.
+    """Delete temporary files that killed segkit processes left under ``folder`` (recursively); return how
+    many.
 
     Only files named exactly like ``atomic_path``'s temporaries, made on this host by a process that no longer
-    runs, are removed: a temporary of a live process (another shard, another machine sharing the folder) and any
-    file of the user's stay.
+    runs, are removed: a temporary of a live process (another shard, another machine sharing the folder) and
+    any file of the user's stay.
     """
     removed = 0
     folder = Path(folder)
@@ -81,7 +85,13 @@ def remove_stale_temps(folder: Path) -> int:
         return 0
     for p in folder.rglob(".*.tmp*"):
         m = _STALE.fullmatch(p.name)
-        if m and m.group(1) == _HOST and p.is_file() and not p.is_symlink() and not pid_alive(int(m.group(2))):
+        if (
+            m
+            and m.group(1) == _HOST
+            and p.is_file()
+            and not p.is_symlink()
+            and not pid_alive(int(m.group(2)))
+        ):
             p.unlink(missing_ok=True)
             removed += 1
     return removed

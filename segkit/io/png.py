@@ -31,12 +31,25 @@ from segkit.io.atomic import write_bytes
 
 # Level 1 is ~3x faster than OpenCV's default 3 and only a few percent larger on slices and colour masks.
 PNG_COMPRESSION = 1
-GRAY_PARAMS = (cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB)
-COLOR_PARAMS = (cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE)
+GRAY_PARAMS = (
+    cv2.IMWRITE_PNG_COMPRESSION,
+    PNG_COMPRESSION,
+    cv2.IMWRITE_PNG_FILTER,
+    cv2.IMWRITE_PNG_FILTER_SUB,
+)
+COLOR_PARAMS = (
+    cv2.IMWRITE_PNG_COMPRESSION,
+    PNG_COMPRESSION,
+    cv2.IMWRITE_PNG_FILTER,
+    cv2.IMWRITE_PNG_FILTER_NONE,
+)
 
 
 def encode_png(
-    array: npt.NDArray[np.uint8], bgr: bool = False, path: Path | None = None, compression: int = PNG_COMPRESSION
+    array: npt.NDArray[np.uint8],
+    bgr: bool = False,
+    path: Path | None = None,
+    compression: int = PNG_COMPRESSION,
 ) -> bytes:
     """Encode an 8-bit image as PNG bytes.
 
@@ -111,7 +124,8 @@ def _empty_mask_png(shape: tuple[int, int]) -> bytes:
 def encode_mask_png(
     labels: npt.NDArray[np.uint8], palette: npt.NDArray[np.uint8], path: Path | None = None
 ) -> bytes:
-    """(H, W) uint8 class ids -> PNG bytes of the RGB colour mask (same file as ``encode_mask`` + ``write_png``).
+    """(H, W) uint8 class ids -> PNG bytes of the RGB colour mask (same file as ``encode_mask`` +
+    ``write_png``).
 
     The colours come from one ``cv2.LUT`` per channel, merged straight into BGR order (~3x faster than
     ``encode_mask`` then an RGB->BGR conversion); an all-background slice reuses PNG bytes encoded once per
@@ -154,8 +168,9 @@ def decode_file(path: Path, flags: int, *, messages: Literal["file", "slice"] = 
 
             - ``"file"`` (``read_gray``/``read_rgb``): "image file not found", "cannot read image: <OSError>",
               "cannot decode image (corrupt or not an image)";
-            - ``"slice"`` (training data, ``segkit.io.slices``): one "cannot read image file (missing, empty or
-              not PNG/JPEG)" for a missing, empty or undecodable file; an ``OSError`` while reading propagates.
+            - ``"slice"`` (training data, ``segkit.io.slices``): one "cannot read image file (missing, empty
+              or not PNG/JPEG)" for a missing, empty or undecodable file; an ``OSError`` while reading
+              propagates.
 
     Returns:
         The array as decoded.
@@ -178,15 +193,20 @@ def decode_file(path: Path, flags: int, *, messages: Literal["file", "slice"] = 
     except OSError as e:
         if messages == "slice":
             raise
-        raise DataError(f"cannot read image: {e}", path=path, hint="check that it is a readable PNG/JPEG") from e
+        raise DataError(
+            f"cannot read image: {e}", path=path, hint="check that it is a readable PNG/JPEG"
+        ) from e
     img: npt.NDArray[Any] | None = cv2.imdecode(raw, flags) if raw.size else None
     if img is None:
         raise DataError(corrupt[0], path=path, hint=corrupt[1])
     return img
 
 
-def decode_8bit(path: Path, flags: int, *, messages: Literal["file", "slice"] = "file") -> npt.NDArray[np.uint8]:
-    """``decode_file`` as uint8 (a 16-bit image keeps its high byte; only reachable with ``IMREAD_ANYDEPTH``)."""
+def decode_8bit(
+    path: Path, flags: int, *, messages: Literal["file", "slice"] = "file"
+) -> npt.NDArray[np.uint8]:
+    """``decode_file`` as uint8 (a 16-bit image keeps its high byte; only reachable with
+    ``IMREAD_ANYDEPTH``)."""
     img = decode_file(path, flags, messages=messages)
     if img.dtype != np.uint8:  # 16-bit PNGs: keep the high byte
         img = (img >> 8).astype(np.uint8) if img.dtype == np.uint16 else img.astype(np.uint8)

@@ -1,8 +1,8 @@
 """Slice files and slice arrays -> model input: the one owner of slice I/O.
 
-Training and evaluation (``segkit.data.pipeline``), folder inference (``segkit.infer.folder``), volume inference
-(``segkit.infer.volume``) and ``prepare`` (``segkit.prepare.slicing``, ``slices2d``) all read and resize slices
-here:
+Training and evaluation (``segkit.data.pipeline``), folder inference (``segkit.infer.folder``), volume
+inference (``segkit.infer.volume``) and ``prepare`` (``segkit.prepare.slicing``, ``slices2d``) all read and
+resize slices here:
 
 - which files are slices: ``IMAGE_SUFFIXES``, ``MASK_SUFFIXES``;
 - image file -> array: ``load_image`` (two decodings, see ``ImageDecoding``), then ``to_model_input``
@@ -125,8 +125,8 @@ def read_image(path: Path, cfg: Config) -> npt.NDArray[np.float32]:
         cfg: uses ``data.image_size`` (height, width) and ``data.channels`` (1, or 3 with gray replicated).
 
     Returns:
-        (H, W, C) float32 in 0..1, RGB channel order, resized to ``data.image_size`` with area (shrink) / linear
-        (enlarge) interpolation; at the file's own size with ``data.patches``.
+        (H, W, C) float32 in 0..1, RGB channel order, resized to ``data.image_size`` with area (shrink) /
+        linear (enlarge) interpolation; at the file's own size with ``data.patches``.
 
     Raises:
         DataError: the file cannot be read.
@@ -143,7 +143,9 @@ def decode_mask_file(path: Path, cfg: Config, decoding: ImageDecoding = "stored"
     if cfg.data.mask_mode == "gray":
         gray = decode_8bit(path, cv2.IMREAD_GRAYSCALE, messages=messages)
         return (gray >= cfg.data.gray_threshold).astype(np.uint8)
-    img = decode_8bit(path, cv2.IMREAD_COLOR, messages=messages)  # gray masks are replicated to 3 channels, alpha dropped
+    img = decode_8bit(
+        path, cv2.IMREAD_COLOR, messages=messages
+    )  # gray masks are replicated to 3 channels, alpha dropped
     palette = palette_array([c.color for c in cfg.effective_classes])
     return _decode_colors(np.ascontiguousarray(img[..., ::-1]), palette, cfg.data.mask_tolerance, Path(path))
 
@@ -169,16 +171,27 @@ def read_mask(path: Path, cfg: Config) -> npt.NDArray[np.uint8]:
     return fit_mask(decode_mask_file(path, cfg), cfg)
 
 
-def _decode_colors(rgb: npt.NDArray[np.uint8], palette: npt.NDArray[np.uint8], tolerance: float, path: Path) -> npt.NDArray[np.uint8]:
-    """``palette.decode_mask`` semantics, fast: exact class colours by comparison, only the others by distance.
+def _decode_colors(
+    rgb: npt.NDArray[np.uint8], palette: npt.NDArray[np.uint8], tolerance: float, path: Path
+) -> npt.NDArray[np.uint8]:
+    """``palette.decode_mask`` semantics, fast: exact class colours by comparison, only the others by
+    distance.
 
     Colours are packed into one int32 each; pixels that are exactly a palette colour (nearly all) are labelled
     directly, the remaining distinct colours (JPEG noise) go through ``decode_mask``. On a bad colour the full
     mask goes through ``decode_mask`` so the error carries its exact pixel count. The result equals
     ``decode_mask``'s because a config's class colours are distinct and never black (``segkit.config``).
     """
-    packed = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2].astype(np.int32)
-    codes = (palette[:, 0].astype(np.int32) << 16) | (palette[:, 1].astype(np.int32) << 8) | palette[:, 2].astype(np.int32)
+    packed = (
+        (rgb[..., 0].astype(np.int32) << 16)
+        | (rgb[..., 1].astype(np.int32) << 8)
+        | rgb[..., 2].astype(np.int32)
+    )
+    codes = (
+        (palette[:, 0].astype(np.int32) << 16)
+        | (palette[:, 1].astype(np.int32) << 8)
+        | palette[:, 2].astype(np.int32)
+    )
     ids = np.zeros(packed.shape, dtype=np.uint8)
     matched = packed == codes[0]
     for k in range(1, len(codes)):
@@ -188,7 +201,9 @@ def _decode_colors(rgb: npt.NDArray[np.uint8], palette: npt.NDArray[np.uint8], t
     rest = ~matched
     if rest.any():
         uniq, inverse = np.unique(packed[rest], return_inverse=True)
-        colours = np.stack([(uniq >> 16) & 255, (uniq >> 8) & 255, uniq & 255], axis=-1).astype(np.uint8)[:, None, :]
+        colours = np.stack([(uniq >> 16) & 255, (uniq >> 8) & 255, uniq & 255], axis=-1).astype(np.uint8)[
+            :, None, :
+        ]
         try:
             near = decode_mask(colours, palette, tolerance, path=path)[:, 0]
         except DataError:
@@ -203,15 +218,19 @@ def _decode_colors(rgb: npt.NDArray[np.uint8], palette: npt.NDArray[np.uint8], t
 
 def resize_image(img: npt.NDArray, size: Sequence[int]) -> npt.NDArray:
     """Resize an intensity image (H, W) or (H, W, C) to ``size`` = (H, W): INTER_AREA when shrinking,
-    INTER_LINEAR otherwise. The dtype is kept (uint8 slices in ``prepare`` and volume inference, float32 in the
-    training pipeline); unchanged (the same array) when already that size."""
+    INTER_LINEAR otherwise. The dtype is kept (uint8 slices in ``prepare`` and volume inference, float32 in
+    the training pipeline); unchanged (the same array) when already that size."""
     h, w = int(size[0]), int(size[1])
     if img.shape[:2] == (h, w):
         return img
     shrink = h <= img.shape[0] and w <= img.shape[1]
     flag = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-    if img.ndim == 3 and img.shape[2] > 4:  # OpenCV's area resize takes at most 4 channels (2.5D stacks have more)
-        return np.concatenate([resize_image(img[..., c : c + 4], size) for c in range(0, img.shape[2], 4)], axis=-1)
+    if (
+        img.ndim == 3 and img.shape[2] > 4
+    ):  # OpenCV's area resize takes at most 4 channels (2.5D stacks have more)
+        return np.concatenate(
+            [resize_image(img[..., c : c + 4], size) for c in range(0, img.shape[2], 4)], axis=-1
+        )
     out = cv2.resize(img, (w, h), interpolation=flag)
     if img.ndim == 3 and out.ndim == 2:  # OpenCV drops a single channel axis
         out = out[..., None]
@@ -229,8 +248,8 @@ def resize_label(lbl: npt.NDArray[np.uint8], size: Sequence[int]) -> npt.NDArray
 
 
 def fit_image(img: npt.NDArray, cfg: Config) -> npt.NDArray:
-    """An image resized to the model input ``data.image_size``; kept at its size with ``data.patches`` (patches
-    or a sliding window are cut from it)."""
+    """An image resized to the model input ``data.image_size``; kept at its size with ``data.patches``
+    (patches or a sliding window are cut from it)."""
     if cfg.data.patches:
         return img
     return resize_image(img, cfg.data.image_size)

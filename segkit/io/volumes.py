@@ -74,7 +74,8 @@ class Volume:
 
 
 def volume_suffix(path: Path) -> str:
-    """The volume extension of ``path`` (``.nii.gz``, ``.nii``, ``.nrrd`` or ``.nhdr``), lower case, or ``''``."""
+    """The volume extension of ``path`` (``.nii.gz``, ``.nii``, ``.nrrd`` or ``.nhdr``), lower case, or
+    ``''``."""
     name = Path(path).name.lower()
     for sfx in (".nii.gz", ".nii", ".nrrd", ".nhdr"):
         if name.endswith(sfx):
@@ -105,7 +106,9 @@ def load_volume(path: Path) -> Volume:
             hint=f"use one of {', '.join(SUPPORTED)}",
         )
     if not path.is_file():
-        raise DataError("volume file not found", path=path, hint="check the path and the --image-glob/--label-glob")
+        raise DataError(
+            "volume file not found", path=path, hint="check the path and the --image-glob/--label-glob"
+        )
     try:
         if sfx in NIFTI_SUFFIXES:
             data, affine = _read_nifti(path)
@@ -152,12 +155,18 @@ def read_header(path: Path) -> tuple[tuple[int, ...], npt.NDArray[np.float64]]:
                         hint="the file is corrupt or not NIfTI/NRRD; export it again") from e
 
 
-# deflate cannot compress better than about 1032:1, so a gzip file of N bytes holds at most ~1032 N bytes of data
+# deflate cannot compress better than about 1032:1,
+# so a gzip file of N bytes holds at most ~1032 N bytes of data
 _GZIP_MAX_RATIO = 1100
 
 
 def check_claimed_size(
-    path: Path, shape: tuple[int, ...], itemsize: int, stored: int | None, compressed: bool, memory_itemsize: int
+    path: Path,
+    shape: tuple[int, ...],
+    itemsize: int,
+    stored: int | None,
+    compressed: bool,
+    memory_itemsize: int,
 ) -> None:
     """Refuse a header whose voxel count cannot be in the file, or would not fit in memory, before allocating.
 
@@ -170,15 +179,16 @@ def check_claimed_size(
         memory_itemsize: bytes per voxel once read (8 when a scale factor turns integers into float64).
 
     Raises:
-        DataError: the header claims more data than the file can hold (truncated file or corrupt header), or the
-            volume needs more memory than this machine has available.
+        DataError: the header claims more data than the file can hold (truncated file or corrupt header), or
+            the volume needs more memory than this machine has available.
     """
     voxels = math.prod(int(s) for s in shape)
     claimed = voxels * itemsize
     dims = "x".join(str(int(s)) for s in shape)
     if stored is not None and claimed > stored * (_GZIP_MAX_RATIO if compressed else 1):
         raise DataError(
-            f"the header claims {dims} voxels ({_gib(claimed)} of data) but the file holds only {stored} bytes"
+            f"the header claims {dims} voxels ({_gib(claimed)} of data) "
+            f"but the file holds only {stored} bytes"
             + (" compressed" if compressed else ""),
             path=path,
             hint="the file is truncated or its header is corrupt; export or download it again",
@@ -201,7 +211,8 @@ def _gib(n: float) -> str:
 
 
 def _available_memory() -> int | None:
-    """Bytes of memory available to a new allocation (MemAvailable, else total physical), ``None`` if unknown."""
+    """Bytes of memory available to a new allocation (MemAvailable, else total physical), ``None`` if
+    unknown."""
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
@@ -218,7 +229,10 @@ def _read_nifti(path: Path) -> tuple[npt.NDArray, npt.NDArray[np.float64]]:
     img = cast(nib.Nifti1Image, nib.load(str(path)))  # a .nii/.nii.gz file: Nifti1Image (or its Nifti2Image)
     proxy = img.dataobj
     itemsize = img.get_data_dtype().itemsize
-    scaled = getattr(proxy, "slope", 1.0) not in (1.0, None) or getattr(proxy, "inter", 0.0) not in (0.0, None)
+    scaled = getattr(proxy, "slope", 1.0) not in (1.0, None) or getattr(proxy, "inter", 0.0) not in (
+        0.0,
+        None,
+    )
     gz = volume_suffix(path) == ".nii.gz"
     stored = path.stat().st_size - (0 if gz else int(getattr(proxy, "offset", 0)))
     check_claimed_size(path, img.shape, itemsize, stored, gz, max(itemsize, 8) if scaled else itemsize)
@@ -271,7 +285,11 @@ def nrrd_affine(header: dict, ndim: int = 3, path: Path | None = None) -> npt.ND
         affine[:3, :3] = np.stack(rows, axis=1)  # column i = world step of array axis i
     else:
         spacings = header.get("spacings")
-        sp = [float(s) for s in spacings if s is not None and np.isfinite(s)][:3] if spacings is not None else []
+        sp = (
+            [float(s) for s in spacings if s is not None and np.isfinite(s)][:3]
+            if spacings is not None
+            else []
+        )
         if len(sp) == 3:
             affine[:3, :3] = np.diag(sp)
         log.warning("%s: NRRD without 'space directions'; assuming axis-aligned RAS", path)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import resource
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,9 +25,7 @@ from segkit.prepare.outdir import case_record_path, read_json, slice_files
 from segkit.prepare.record import CaseRecord
 from segkit.prepare.slices2d import slice_2d_case
 from segkit.prepare.sources import CaseSpec
-
-CASE_STREAM = 2  # child-seed index for per-case draws (empty-slice fraction)
-
+from segkit.seeds import Stream, case_key, generator
 
 # === Prepare ===
 
@@ -53,8 +50,9 @@ class CaseResult:
 
 
 def case_rng(seed: int, case_id: str) -> np.random.Generator:
-    """Per-case Generator: depends on the seed and the case id only (not on order, shard or worker)."""
-    return np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(case_id.encode())], spawn_key=(CASE_STREAM,)))
+    """Per-case Generator (``Stream.CASES``): depends on the seed and the case id only (not on order, shard or
+    worker)."""
+    return generator(seed, Stream.CASES, case_key(case_id))
 
 
 def _checksums(spec: CaseSpec) -> dict[str, str | None]:
@@ -205,8 +203,14 @@ def verify_case(spec: CaseSpec, cfg: Config) -> list[str]:
 
     if spec.kind == "slices2d":
         try:
-            sliced = slice_2d_case(spec, cfg.model_copy(update={"prepare": cfg.prepare.model_copy(update={"empty_slices": "keep"})}), np.random.default_rng(0))
-            if spec.label is not None and not any(lbl is not None and lbl.any() for _, _, lbl in sliced.slices):
+            sliced = slice_2d_case(
+                spec,
+                cfg.model_copy(update={"prepare": cfg.prepare.model_copy(update={"empty_slices": "keep"})}),
+                np.random.default_rng(0),
+            )
+            if spec.label is not None and not any(
+                lbl is not None and lbl.any() for _, _, lbl in sliced.slices
+            ):
                 problems.append(f"{spec.label.name}: every mask of case '{spec.case_id}' is empty")
         except Exception as e:  # noqa: BLE001 - report, do not stop
             note(e)

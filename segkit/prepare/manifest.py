@@ -41,7 +41,9 @@ def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
             while block := f.read(chunk_size):
                 h.update(block)
     except OSError as e:
-        raise DataError(f"cannot read file: {e.strerror or e}", path=path, hint="check that it exists and is readable") from e
+        raise DataError(
+            f"cannot read file: {e.strerror or e}", path=path, hint="check that it exists and is readable"
+        ) from e
     return h.hexdigest()
 
 
@@ -59,7 +61,9 @@ def config_fingerprint(cfg: Config, source: str) -> str:
     Combines ``cfg.prepare_fingerprint()`` (classes, modality, prepare section incl. split) with the seed
     (it decides the split and the empty slices kept) and the source name.
     """
-    blob = json.dumps({"prepare": cfg.prepare_fingerprint(), "seed": cfg.seed, "source": source}, sort_keys=True)
+    blob = json.dumps(
+        {"prepare": cfg.prepare_fingerprint(), "seed": cfg.seed, "source": source}, sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -110,8 +114,12 @@ def load_manifest(out_dir: Path) -> dict[str, Any]:
             hint="run segkit prepare (all shards) until it finishes",
         ) from e
     except (OSError, ValueError) as e:
-        raise DataError(f"cannot read dataset.json: {e}", path=path, hint="run segkit prepare again to rewrite it") from e
+        raise DataError(
+            f"cannot read dataset.json: {e}", path=path, hint="run segkit prepare again to rewrite it"
+        ) from e
     missing = [k for k in _REQUIRED if not isinstance(manifest, dict) or k not in manifest]
     if missing:
-        raise DataError(f"dataset.json lacks key '{missing[0]}'", path=path, hint="run segkit prepare again to rewrite it")
+        raise DataError(
+            f"dataset.json lacks key '{missing[0]}'", path=path, hint="run segkit prepare again to rewrite it"
+        )
     return manifest

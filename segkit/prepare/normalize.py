@@ -62,8 +62,9 @@ def intensity_recipe(
     ct_window: tuple[float, float] = (-1000.0, 1000.0),
     mr_percentiles: tuple[float, float] = (0.5, 99.5),
 ) -> Recipe:
-    """The recipe of ``modality`` (CT: the fixed HU window; MR: ``mr_recipe``), without normalising (apply it slice by
-    slice with ``apply_intensity``: the parameters come from the whole volume, so the result is identical)."""
+    """The recipe of ``modality`` (CT: the fixed HU window; MR: ``mr_recipe``), without normalising (apply it
+    slice by slice with ``apply_intensity``: the parameters come from the whole volume, so the result is
+    identical)."""
     if modality == "ct":
         return {"kind": "ct_window", "low": float(ct_window[0]), "high": float(ct_window[1])}
     if modality == "mr":
@@ -86,7 +87,9 @@ def apply_intensity(data: npt.ArrayLike, recipe: Recipe) -> npt.NDArray[np.uint8
     """
     kind = recipe.get("kind")
     if kind not in ("ct_window", "mr_percentile"):
-        raise DataError(f"unknown intensity recipe kind {kind!r}", hint="expected 'ct_window' or 'mr_percentile'")
+        raise DataError(
+            f"unknown intensity recipe kind {kind!r}", hint="expected 'ct_window' or 'mr_percentile'"
+        )
     try:
         low, high = float(recipe["low"]), float(recipe["high"])
     except (KeyError, TypeError, ValueError) as e:

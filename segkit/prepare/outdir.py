@@ -87,10 +87,11 @@ def check_out(out: Path, key: str, overwrite: bool) -> bool:
 def clear_out(out: Path, phantom: bool = False) -> list[Path]:
     """Remove what ``segkit prepare`` wrote in ``out`` and nothing else; return the files it left in place.
 
-    segkit's files are known by name: the case records, splits.json, dataset.json, summary.png, every slice file
-    ``<case>_<NNNN>.png`` of a case named in splits.json or in a case record, the phantom's ``raw/case_NNN_*``
-    volumes (``phantom``), and temporaries of killed runs. A folder is removed only when that leaves it empty,
-    so a user's own file inside ``train/images`` or ``records/`` survives ``--overwrite``.
+    segkit's files are known by name: the case records, splits.json, dataset.json, summary.png, every slice
+    file ``<case>_<NNNN>.png`` of a case named in splits.json or in a case record, the phantom's
+    ``raw/case_NNN_*`` volumes (``phantom``), and temporaries of killed runs. A folder is removed only when
+    that leaves it empty, so a user's own file inside ``train/images`` or ``records/`` survives
+    ``--overwrite``.
     """
     out = Path(out)
     remove_stale_temps(out)
@@ -107,14 +108,22 @@ def clear_out(out: Path, phantom: bool = False) -> list[Path]:
             case_ids.add(rec.stem)
             entry = read_json(rec) or {}
             files = entry.get("files", [])
-            ours += [out / f for f in files if isinstance(f, str) and not Path(f).is_absolute() and ".." not in Path(f).parts]
+            ours += [
+                out / f
+                for f in files
+                if isinstance(f, str) and not Path(f).is_absolute() and ".." not in Path(f).parts
+            ]
             ours.append(rec)
         ours += [marker_path(out), *records.glob("shard-*-of-*.json")]
     for cid in case_ids:
         ours += slice_files(out, cid)
     ours += [out / SPLITS_FILE, out / MANIFEST_FILE, out / SUMMARY_PNG]
     if phantom:
-        ours += [p for p in (out / "raw").glob("case_*_*.nii.gz") if re.fullmatch(r"case_\d{3,}_(image|label)\.nii\.gz", p.name)]
+        ours += [
+            p
+            for p in (out / "raw").glob("case_*_*.nii.gz")
+            if re.fullmatch(r"case_\d{3,}_(image|label)\.nii\.gz", p.name)
+        ]
     for p in ours:
         if p.is_file() or p.is_symlink():
             p.unlink()
@@ -130,7 +139,9 @@ def _prune_empty(folder: Path) -> list[Path]:
     """Remove empty folders under (and including) ``folder``, deepest first; return the files that remain."""
     if not folder.is_dir() or folder.is_symlink():
         return [folder] if folder.exists() or folder.is_symlink() else []
-    for d in sorted((p for p in folder.rglob("*") if p.is_dir() and not p.is_symlink()), key=lambda p: -len(p.parts)):
+    for d in sorted(
+        (p for p in folder.rglob("*") if p.is_dir() and not p.is_symlink()), key=lambda p: -len(p.parts)
+    ):
         if not any(d.iterdir()):
             d.rmdir()
     if not any(folder.iterdir()):

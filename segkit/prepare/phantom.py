@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from segkit.io.volumes import save_volume
+from segkit.seeds import Stream, generator
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,18 @@ SPACING = (1.2, 1.2, 2.5)
 AIR_HU = -1000.0
 
 
-def phantom_affine(shape: tuple[int, int, int], spacing: tuple[float, float, float] = SPACING) -> npt.NDArray[np.float64]:
-    """LPS-like (4, 4) affine: array x grows to patient Left, y to Posterior, z to Superior; centred origin."""
+def phantom_affine(
+    shape: tuple[int, int, int], spacing: tuple[float, float, float] = SPACING
+) -> npt.NDArray[np.float64]:
+    """LPS-like (4, 4) affine: array x grows to patient Left, y to Posterior, z to Superior; centred
+    origin."""
     sx, sy, sz = spacing
     affine = np.diag([-sx, -sy, sz, 1.0])
-    affine[:3, 3] = [sx * (shape[0] - 1) / 2 + 10.0, sy * (shape[1] - 1) / 2 - 20.0, -sz * (shape[2] - 1) / 2 + 35.0]
+    affine[:3, 3] = [
+        sx * (shape[0] - 1) / 2 + 10.0,
+        sy * (shape[1] - 1) / 2 - 20.0,
+        -sz * (shape[2] - 1) / 2 + 35.0,
+    ]
     return affine
 
 
@@ -146,8 +154,9 @@ def write_phantom_cases(
 ) -> list[tuple[Path, Path]]:
     """Write ``n`` phantom cases as ``case_XXX_image.nii.gz`` / ``case_XXX_label.nii.gz`` (atomically).
 
-    Case ``i`` draws from ``np.random.SeedSequence(seed).spawn(n)[i]`` (spawn key ``(i,)``), so case ``i`` is
-    the same whatever ``n`` is, and the same seed gives identical files.
+    Case ``i`` draws from ``segkit.seeds``' PHANTOM stream, ``SeedSequence(seed, spawn_key=(i,))`` (=
+    ``SeedSequence(seed).spawn(n)[i]``), so case ``i`` is the same whatever ``n`` is, and the same seed gives
+    identical files.
 
     Args:
         out_dir: folder to write into (created).
@@ -161,8 +170,8 @@ def write_phantom_cases(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pairs: list[tuple[Path, Path]] = []
-    for i, child in enumerate(np.random.SeedSequence(seed).spawn(n)):
-        image, label, affine = make_phantom(np.random.default_rng(child), shape)
+    for i in range(n):
+        image, label, affine = make_phantom(generator(seed, Stream.PHANTOM, i), shape)
         img_path = out_dir / f"case_{i:03d}_image.nii.gz"
         lbl_path = out_dir / f"case_{i:03d}_label.nii.gz"
         save_volume(img_path, image, affine)

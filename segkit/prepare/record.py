@@ -2,10 +2,10 @@
 
 - ``Geometry``: everything ``prepare`` records about how one case became slices (original shape, spacing,
   affine, orientation and reorientation transform, slicing axis, slice shape, prepared size and resize
-  factors, intensity recipe, the slice indices written), i.e. what ``reassemble_volume`` needs to put predicted
-  slices back into the original volume and what ``volume_to_slices`` needs to repeat the case exactly. Built by
-  the slicers (``segkit.prepare.slicing.volume_geometry`` for volumes, ``segkit.prepare.slices2d`` for 2D
-  slice cases);
+  factors, intensity recipe, the slice indices written), i.e. what ``reassemble_volume`` needs to put
+  predicted slices back into the original volume and what ``volume_to_slices`` needs to repeat the case
+  exactly. Built by the slicers (``segkit.prepare.slicing.volume_geometry`` for volumes,
+  ``segkit.prepare.slices2d`` for 2D slice cases);
 - ``CaseRecord``: one entry of ``dataset.json``'s ``cases``: split, source files, their sha256 and the
   case's ``Geometry``;
 - ``Preprocessing``: the recipe of a whole dataset (the config's ``prepare`` section and ``modality``), as
@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -65,7 +65,9 @@ class _Reader:
         try:
             return conv(self.obj[key])
         except (TypeError, ValueError, KeyError, IndexError) as e:
-            raise DataError(f"{self.what} has a bad '{key}': {_short(e)}", path=self.path, hint=self.hint) from e
+            raise DataError(
+                f"{self.what} has a bad '{key}': {_short(e)}", path=self.path, hint=self.hint
+            ) from e
 
 
 def _short(e: BaseException) -> str:
@@ -119,29 +121,12 @@ def _kind(value: Any) -> str:
     return str(value)
 
 
-def _int2(value: Any) -> tuple[int, int]:
-    a, b = _seq(_int, 2)(value)
-    return a, b
-
-
-def _int3(value: Any) -> tuple[int, int, int]:
-    a, b, c = _seq(_int, 3)(value)
-    return a, b, c
-
-
-def _float2(value: Any) -> tuple[float, float]:
-    a, b = _seq(_float, 2)(value)
-    return a, b
-
-
-def _float3(value: Any) -> tuple[float, float, float]:
-    a, b, c = _seq(_float, 3)(value)
-    return a, b, c
-
-
-def _float4(value: Any) -> tuple[float, float, float, float]:
-    a, b, c, d = _seq(_float, 4)(value)
-    return a, b, c, d
+# fixed-length lists; ``_seq`` checks the length, so the casts only name the tuple types
+_int2 = cast(Callable[[Any], tuple[int, int]], _seq(_int, 2))
+_int3 = cast(Callable[[Any], tuple[int, int, int]], _seq(_int, 3))
+_float2 = cast(Callable[[Any], tuple[float, float]], _seq(_float, 2))
+_float3 = cast(Callable[[Any], tuple[float, float, float]], _seq(_float, 3))
+_float4 = cast(Callable[[Any], tuple[float, float, float, float]], _seq(_float, 4))
 
 
 def _axis(value: Any) -> int:
@@ -341,11 +326,12 @@ class CaseRecord:
 
 
 def case_records(manifest: Mapping[str, Any], path: Path | str | None = None) -> dict[str, CaseRecord]:
-    """``CaseRecord`` of every case of a loaded ``dataset.json`` (``segkit.prepare.manifest.load_manifest``), in
-    its order.
+    """``CaseRecord`` of every case of a loaded ``dataset.json`` (``segkit.prepare.manifest.load_manifest``),
+    in its order.
 
     Raises:
-        DataError: ``cases`` is not an object, or a case record lacks a key or has a bad one (naming ``path``).
+        DataError: ``cases`` is not an object, or a case record lacks a key or has a bad one (naming
+            ``path``).
     """
     cases = manifest.get("cases")
     if not isinstance(cases, Mapping):
@@ -376,11 +362,12 @@ class Preprocessing:
 
     @classmethod
     def from_json(cls, obj: Any, path: Path | str | None = None, hint: str = REWRITE_HINT) -> Preprocessing:
-        """Read ``prepare`` and ``modality`` of a ``dataset.json`` or ``preprocessing.json`` object (other keys
-        are ignored).
+        """Read ``prepare`` and ``modality`` of a ``dataset.json`` or ``preprocessing.json`` object (other
+        keys are ignored).
 
         Raises:
-            DataError: one line naming ``path`` and the missing key, or the first invalid setting of ``prepare``.
+            DataError: one line naming ``path`` and the missing key, or the first invalid setting of
+                ``prepare``.
         """
         r = _Reader(obj, "the preprocessing recipe", path, hint)
         modality = r.get("modality", _str)
@@ -388,7 +375,9 @@ class Preprocessing:
         try:
             prepare = PrepareConfig.model_validate(section)
         except ValueError as e:  # pydantic.ValidationError is a ValueError
-            raise DataError(f"the 'prepare' section is invalid: {_first_error(e)}", path=path, hint=hint) from e
+            raise DataError(
+                f"the 'prepare' section is invalid: {_first_error(e)}", path=path, hint=hint
+            ) from e
         return cls(prepare, modality)
 
 
@@ -404,4 +393,13 @@ def _first_error(e: ValueError) -> str:
     return _short(e)
 
 
-__all__ = ["KINDS", "REWRITE_HINT", "SLICES2D", "VOLUME", "CaseRecord", "Geometry", "Preprocessing", "case_records"]
+__all__ = [
+    "KINDS",
+    "REWRITE_HINT",
+    "SLICES2D",
+    "VOLUME",
+    "CaseRecord",
+    "Geometry",
+    "Preprocessing",
+    "case_records",
+]

@@ -58,7 +58,8 @@ class PrepareReport:
 
 
 def summarize(entries: dict[str, dict[str, Any]], cfg: Config) -> dict[str, dict[str, Any]]:
-    """``{split: {"cases", "slices", "pixels": {class_name: n}}}`` from case entries (records/cases/*.json)."""
+    """``{split: {"cases", "slices", "pixels": {class_name: n}}}`` from case entries
+    (records/cases/*.json)."""
     names = ["background", *(c.name for c in cfg.effective_classes)]
     summary: dict[str, dict[str, Any]] = {
         s: {"cases": 0, "slices": 0, "pixels": dict.fromkeys(names, 0)} for s in SPLITS
@@ -84,7 +85,9 @@ def plot_summary(summary: dict[str, dict[str, Any]], path: Path, title: str) -> 
     ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 2.5]})
     counts = [summary[s]["slices"] for s in splits]
     bars = ax1.bar(splits, counts, color=["#4c72b0", "#dd8452", "#55a868"])
-    ax1.bar_label(bars, labels=[f"{summary[s]['slices']}\n({summary[s]['cases']} cases)" for s in splits], fontsize=8)
+    ax1.bar_label(
+        bars, labels=[f"{summary[s]['slices']}\n({summary[s]['cases']} cases)" for s in splits], fontsize=8
+    )
     ax1.set_ylabel("slices")
     ax1.set_title("slices per split")
     width = 0.8 / max(len(splits), 1)

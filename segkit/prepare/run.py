@@ -1,4 +1,5 @@
-"""``run_prepare``: a raw dataset -> ``DIR/{train,valid,test}/{images,masks}`` + ``splits.json`` + ``dataset.json``.
+"""``run_prepare``: a raw dataset -> ``DIR/{train,valid,test}/{images,masks}`` + ``splits.json`` +
+``dataset.json``.
 
 Order of work (each step only starts when the previous one succeeded):
 
@@ -36,6 +37,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +60,7 @@ from segkit.prepare.outdir import (
     read_json,
 )
 from segkit.prepare.report import PrepareReport, plot_summary, summarize
-from segkit.prepare.sources import SOURCES, CaseSpec, Discovery, SourceOptions, unusable_case_ids
+from segkit.prepare.sources import SOURCES, CaseSpec, Discovery, Source, SourceOptions, unusable_case_ids
 from segkit.prepare.split import load_user_split, split_cases, split_of, write_splits
 from segkit.progress import NULL_PROGRESS, Progress
 
@@ -68,7 +70,9 @@ log = logging.getLogger(__name__)
 # === Options ===
 
 
-def apply_options(cfg: Config, *, folds: int | None = None, fold: int | None = None, binary: bool = False) -> Config:
+def apply_options(
+    cfg: Config, *, folds: int | None = None, fold: int | None = None, binary: bool = False
+) -> Config:
     """The config with the CLI's ``--folds``/``--fold``/``--binary`` applied (re-validated)."""
     raw = cfg.model_dump(mode="json")
     if folds is not None:
@@ -88,7 +92,9 @@ def parse_shard(text: str) -> tuple[int, int]:
     """
     m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
     if not m or not 0 <= int(m.group(1)) < int(m.group(2)):
-        raise SegkitError(f"--shard '{text}' must be i/n with 0 <= i < n", hint="e.g. --shard 0/4 ... --shard 3/4")
+        raise SegkitError(
+            f"--shard '{text}' must be i/n with 0 <= i < n", hint="e.g. --shard 0/4 ... --shard 3/4"
+        )
     return int(m.group(1)), int(m.group(2))
 
 
@@ -119,6 +125,49 @@ def _pool_map(fn: Callable[..., Any], args: list[tuple[Any, ...]], workers: int)
                 yield f.result()
 
 
+# === Records ===
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    """How ``run_prepare`` runs: the command's options besides the source, its folders and the config.
+
+    Attributes:
+        workers: worker processes (default ``os.cpu_count()``); 1 runs in this process.
+        shard: ``(i, n)``: process cases ``i, i+n, i+2n, ...`` of the sorted case list.
+        overwrite: replace an existing, non-resumable ``out`` (only segkit's own entries are removed).
+        folds, fold: K-fold split (override ``prepare.split``).
+        binary: merge all foreground classes into one.
+        verify_only: check the raw data, write nothing.
+        splits_file: a user split (``segkit.prepare.split.load_user_split``: segkit's splits.json, nnU-Net's
+            splits_final.json with ``fold``, or test + folds) instead of ``prepare.split``'s random one.
+        source_options: options of particular sources (``SourceOptions``: the ``nifti`` globs, the number of
+            phantom cases and their seed, default ``cfg.seed``).
+    """
+
+    workers: int | None = None
+    shard: tuple[int, int] | None = None
+    overwrite: bool = False
+    folds: int | None = None
+    fold: int | None = None
+    binary: bool = False
+    verify_only: bool = False
+    splits_file: Path | None = None
+    source_options: SourceOptions = field(default_factory=SourceOptions)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One ``run_prepare`` call after its checks: the source, the config with the options applied (and, once
+    the cases are known, ``prepare.spacing`` resolved), the dataset key, the options and the worker count."""
+
+    adapter: Source
+    cfg: Config
+    key: str
+    options: PrepareOptions
+    workers: int
+
+
 # === Main entry ===
 
 
@@ -127,37 +176,20 @@ def run_prepare(
     src: Path | None,
     out: Path | None,
     cfg: Config,
-    *,
-    workers: int | None = None,
-    shard: tuple[int, int] | None = None,
-    overwrite: bool = False,
-    folds: int | None = None,
-    fold: int | None = None,
-    binary: bool = False,
-    verify_only: bool = False,
-    source_options: SourceOptions | None = None,
+    options: PrepareOptions | None = None,
     progress: Progress = NULL_PROGRESS,
-    splits_file: Path | None = None,
 ) -> PrepareReport:
-    """Prepare (or with ``verify_only`` check) a raw dataset; see the module docstring for the steps.
+    """Prepare (or with ``options.verify_only`` check) a raw dataset; see the module docstring for the steps.
 
     Args:
         source: source adapter name (``segkit.prepare.sources.SOURCES``).
         src: raw dataset folder (None for ``phantom``, which writes ``out/raw``).
         out: dataset folder (may be None with ``verify_only``).
         cfg: the config (classes, modality, prepare, seed).
-        workers: worker processes (default ``os.cpu_count()``); 1 runs in this process.
-        shard: ``(i, n)``: process cases ``i, i+n, i+2n, ...`` of the sorted case list.
-        overwrite: replace an existing, non-resumable ``out`` (only segkit's own entries are removed).
-        folds, fold: K-fold split (override ``prepare.split``).
-        binary: merge all foreground classes into one.
-        verify_only: check the raw data, write nothing.
-        source_options: options of particular sources (``SourceOptions``: the ``nifti`` globs, the number of
-            phantom cases and their seed, default ``cfg.seed``); None: the defaults.
+        options: ``PrepareOptions`` (workers, shard, overwrite, folds/fold, binary, verify_only, a split file,
+            the source options); None: the defaults.
         progress: started once with the number of cases of this shard (description ``"prepare"``, or
             ``"verify"`` with ``verify_only``: all cases), then advanced by 1 after each case.
-        splits_file: a user split (``segkit.prepare.split.load_user_split``: segkit's splits.json, nnU-Net's
-            splits_final.json with ``fold``, or test + folds) instead of ``prepare.split``'s random one.
 
     Returns:
         A ``PrepareReport``; ``report.failures`` non-empty means the CLI exits with code 2.
@@ -167,75 +199,147 @@ def run_prepare(
             that would be empty, a bad option).
     """
     adapter = SOURCES.get(source)
-    if splits_file is not None and folds is not None:
-        raise SegkitError("--splits and --folds exclude each other", hint="the split file holds the folds; use --fold")
-    cfg = apply_options(cfg, folds=folds, fold=None if splits_file is not None else fold, binary=binary)
-    workers = max(1, workers or os.cpu_count() or 1)
-    key = _dataset_key(cfg, adapter.name, splits_file, fold, out, overwrite)
-    options = source_options or SourceOptions()
-    report = PrepareReport(out=out, source=adapter.name, verify_only=verify_only)
+    opts = options or PrepareOptions()
+    if opts.splits_file is not None and opts.folds is not None:
+        raise SegkitError(
+            "--splits and --folds exclude each other", hint="the split file holds the folds; use --fold"
+        )
+    cfg = apply_options(cfg, folds=opts.folds, fold=None if opts.splits_file is not None else opts.fold,
+                        binary=opts.binary)
+    workers = max(1, opts.workers or os.cpu_count() or 1)
+    job = _Job(adapter, cfg, _dataset_key(cfg, adapter.name, opts, out), opts, workers)
+    _check_folders(adapter, src, out, opts.verify_only)
+    if opts.verify_only:
+        return _verify_dataset(job, src, out, progress)
+    assert out is not None  # _check_folders: --out is required unless verifying
+    return _prepare_dataset(job, src, out, progress)
+
+
+def _check_folders(adapter: Source, src: Path | None, out: Path | None, verify_only: bool) -> None:
+    """Refuse a missing ``out`` (needed unless verifying a source with SRC), ``out`` = SRC, and a missing SRC.
+
+    Raises:
+        SegkitError: ``--out`` missing, or SRC missing (``Source.check_src``).
+        DataError: ``out`` is the source folder.
+    """
     if out is None and (not verify_only or not adapter.needs_src):
         raise SegkitError("--out is required", hint="e.g. --out data/mydataset")
-
-    # 1. output folder and 2. discovery
-    raw_tmp: Path | None = None
-    resume = False
     if src is not None and out is not None and Path(src).resolve() == Path(out).resolve():
-        raise DataError("--out must not be the source folder", path=out, hint="write the dataset to a new folder")
-    if not adapter.needs_src and out is not None:
-        if not verify_only:
-            resume = check_out(out, key, overwrite)
-        seed = cfg.seed if options.phantom_seed is None else options.phantom_seed
-        raw_tmp = _make_phantom(out, options.phantom_n, seed)
-        src = raw_tmp
-    else:
-        if src is None:
-            raise SegkitError(f"source '{adapter.name}' needs a SRC folder", hint=f"e.g. {adapter.example}")
-        if out is not None and not verify_only:
-            resume = check_out(out, key, overwrite)
-    if resume and out is not None:
+        raise DataError(
+            "--out must not be the source folder", path=out, hint="write the dataset to a new folder"
+        )
+    adapter.check_src(src)
+
+
+def _dataset_key(cfg: Config, source: str, opts: PrepareOptions, out: Path | None) -> str:
+    """The dataset's key (``config_fingerprint``), including a user split file and fold: another split is
+    another dataset.
+
+    Raises:
+        DataError: the split file is missing, or lies inside ``out`` that ``overwrite`` would clear.
+    """
+    key = config_fingerprint(cfg, source)
+    splits_file = opts.splits_file
+    if splits_file is None:
+        return key
+    if not Path(splits_file).is_file():
+        raise DataError("split file not found", path=splits_file, hint="give a JSON split file")
+    if out is not None and opts.overwrite and Path(splits_file).resolve().is_relative_to(Path(out).resolve()):
+        raise DataError("the split file lies inside --out, which --overwrite clears", path=splits_file,
+                        hint="copy it outside the output folder first")
+    digest = hashlib.sha256(Path(splits_file).read_bytes() + f"fold={opts.fold}".encode()).hexdigest()
+    return hashlib.sha256(f"{key}:{digest}".encode()).hexdigest()
+
+
+def _raw_folder(job: _Job, src: Path | None, out: Path | None) -> tuple[Path, Path | None]:
+    """The folder to discover the cases in, and the phantom's temporary folder (None for a source with SRC).
+
+    Step 2's phantom: its cases are generated beside ``out`` (moved to ``out/raw`` once the split is made).
+    """
+    if not job.adapter.needs_src and out is not None:
+        opts = job.options.source_options
+        seed = job.cfg.seed if opts.phantom_seed is None else opts.phantom_seed
+        tmp = _make_phantom(out, opts.phantom_n, seed)
+        return tmp, tmp
+    assert src is not None  # Source.check_src (_check_folders) refused a missing SRC
+    return Path(src), None
+
+
+def _discover(job: _Job, raw: Path, report: PrepareReport) -> Discovery:
+    """Step 2: the cases of ``raw`` and their problems (missing pairs, unusable case ids); counts the
+    cases."""
+    found = job.adapter.discover(raw, job.options.source_options)
+    found.problems += unusable_case_ids(found)
+    report.n_cases = len(found.cases)
+    return found
+
+
+def _verify_dataset(job: _Job, src: Path | None, out: Path | None, progress: Progress) -> PrepareReport:
+    """``verify_only``: every problem of the raw cases, nothing written (a generated phantom is removed)."""
+    report = PrepareReport(out=out, source=job.adapter.name, verify_only=True)
+    raw, raw_tmp = _raw_folder(job, src, out)
+    try:
+        found = _discover(job, raw, report)
+        report.failures = list(found.problems) + _verify(found, job, progress)
+    finally:
+        if raw_tmp is not None:
+            shutil.rmtree(raw_tmp, ignore_errors=True)
+    return report
+
+
+def _prepare_dataset(job: _Job, src: Path | None, out: Path, progress: Progress) -> PrepareReport:
+    """Steps 1 to 6 of the module docstring."""
+    report = PrepareReport(out=out, source=job.adapter.name, verify_only=False)
+    resume = check_out(out, job.key, job.options.overwrite)  # 1. output folder
+    raw, raw_tmp = _raw_folder(job, src, out)
+    if resume:
         remove_stale_temps(out)  # temporaries of a killed earlier run
     handed_over = False
     try:
-        found = adapter.discover(Path(src), options)
-        found.problems += unusable_case_ids(found)
-        report.n_cases = len(found.cases)
-        if verify_only:
-            report.failures = list(found.problems) + _verify(found, cfg, workers, progress)
-            return report
+        found = _discover(job, raw, report)  # 2. discovery
         if found.problems:
             report.failures = list(found.problems)
             return report
-        cfg = resolve_spacing(cfg, found.cases)
+        job = replace(job, cfg=resolve_spacing(job.cfg, found.cases))
         # 3. split over all cases (raises before anything is written when a split would be empty)
-        ids = [c.case_id for c in found.cases]
-        if splits_file is not None:
-            splits = load_user_split(Path(splits_file), ids, fold)
-        else:
-            splits = split_cases(ids, cfg.prepare.split, cfg.seed)
-        if out is None:
-            raise SegkitError("--out is required", hint="e.g. --out data/mydataset")
+        splits = _split(job, found)
         handed_over = True  # the phantom files move to out/raw below
     finally:
-        if raw_tmp is not None and not handed_over:  # verify, missing pairs, an error: drop the phantom
+        if raw_tmp is not None and not handed_over:  # missing pairs, an error: drop the phantom
             shutil.rmtree(raw_tmp, ignore_errors=True)
-    if overwrite and not resume:
+    if job.options.overwrite and not resume:
         clear_out(out, phantom=raw_tmp is not None)
     out.mkdir(parents=True, exist_ok=True)
     if raw_tmp is not None:
         found = _install_phantom(raw_tmp, out / "raw", found)
-    write_json(marker_path(out), {"key": key, "source": adapter.name, "fingerprint": cfg.prepare_fingerprint(),
-                              "seed": cfg.seed, "segkit_version": __version__})
+    write_json(marker_path(out), {"key": job.key, "source": job.adapter.name,
+                                  "fingerprint": job.cfg.prepare_fingerprint(), "seed": job.cfg.seed,
+                                  "segkit_version": __version__})
     (out / MANIFEST_FILE).unlink(missing_ok=True)  # the commit marker goes until this run is complete
     write_splits(out, splits)
-
-    # 4. the cases of this shard
-    i, n = shard or (0, 1)
-    mine = found.cases[i::n]
     where = split_of(splits)
-    tasks = [(CaseTask(c, cfg, out, where[c.case_id], key),) for c in mine]
+    _run_cases(job, out, found.cases, where, report, progress)  # 4. and 5.
+    _complete(job, out, found, where, report)  # 6.
+    return report
+
+
+def _split(job: _Job, found: Discovery) -> dict[str, Any]:
+    """Step 3: the user's split file, or ``prepare.split``'s random split of every case id."""
+    ids = [c.case_id for c in found.cases]
+    if job.options.splits_file is not None:
+        return load_user_split(Path(job.options.splits_file), ids, job.options.fold)
+    return split_cases(ids, job.cfg.prepare.split, job.cfg.seed)
+
+
+def _run_cases(job: _Job, out: Path, cases: list[CaseSpec], where: dict[str, str], report: PrepareReport,
+               progress: Progress) -> None:
+    """Steps 4 and 5: the cases of this shard in the worker pool (results into ``report``), then the shard
+    record ``records/shard-<i>-of-<n>.json``."""
+    i, n = job.options.shard or (0, 1)
+    mine = cases[i::n]
+    tasks = [(CaseTask(c, job.cfg, out, where[c.case_id], job.key),) for c in mine]
     progress.start(len(tasks), "prepare")
-    for res in _pool_map(process_case, tasks, workers):
+    for res in _pool_map(process_case, tasks, job.workers):
         report.peak_rss_mib = max(report.peak_rss_mib, res.peak_rss_mib)
         report.cpu_s += res.cpu_s
         if res.status == "failed":
@@ -246,42 +350,18 @@ def run_prepare(
             report.done.append(res.case_id)
         progress.advance(1)
     report.failures.sort()
-    # 5. shard record
     write_json(
         out / RECORDS / f"shard-{i}-of-{n}.json",
-        {"key": key, "shard": [i, n], "cases": [c.case_id for c in mine], "done": sorted(report.done),
+        {"key": job.key, "shard": [i, n], "cases": [c.case_id for c in mine], "done": sorted(report.done),
          "skipped": sorted(report.skipped), "failures": report.failures},
     )
-    # 6. completion
-    _complete(out, key, found, where, cfg, adapter.name, report)
-    return report
 
 
-def _dataset_key(cfg: Config, source: str, splits_file: Path | None, fold: int | None, out: Path | None,
-                 overwrite: bool) -> str:
-    """The dataset's key (``config_fingerprint``), including a user split file and fold: another split is another
-    dataset.
-
-    Raises:
-        DataError: the split file is missing, or lies inside ``out`` that ``overwrite`` would clear.
-    """
-    key = config_fingerprint(cfg, source)
-    if splits_file is None:
-        return key
-    if not Path(splits_file).is_file():
-        raise DataError("split file not found", path=splits_file, hint="give a JSON split file")
-    if out is not None and overwrite and Path(splits_file).resolve().is_relative_to(Path(out).resolve()):
-        raise DataError("the split file lies inside --out, which --overwrite clears", path=splits_file,
-                        hint="copy it outside the output folder first")
-    digest = hashlib.sha256(Path(splits_file).read_bytes() + f"fold={fold}".encode()).hexdigest()
-    return hashlib.sha256(f"{key}:{digest}".encode()).hexdigest()
-
-
-def _complete(out: Path, key: str, found: Discovery, where: dict[str, str], cfg: Config, source: str,
-              report: PrepareReport) -> None:
-    """Step 6: the summary of every finished case (of all shards), the empty-label warnings, and -- when no case
-    is pending or failed -- ``summary.png`` and, last, the commit marker ``dataset.json``."""
-    entries = _load_entries(out, key, found.cases, where)
+def _complete(job: _Job, out: Path, found: Discovery, where: dict[str, str], report: PrepareReport) -> None:
+    """Step 6: the summary of every finished case (of all shards), the empty-label warnings, and -- when no
+    case is pending or failed -- ``summary.png`` and, last, the commit marker ``dataset.json``."""
+    cfg, source = job.cfg, job.adapter.name
+    entries = _load_entries(out, job.key, found.cases, where)
     if cfg.prepare.empty_labels == "warn":
         labels = {c.case_id: c.label for c in found.cases if c.label is not None}
         report.warnings = [
@@ -334,17 +414,20 @@ def resolve_spacing(cfg: Config, cases: list[CaseSpec]) -> Config:
     return cfg.model_copy(update={"prepare": prep})
 
 
-def _verify(found: Discovery, cfg: Config, workers: int, progress: Progress) -> list[str]:
+def _verify(found: Discovery, job: _Job, progress: Progress) -> list[str]:
+    """The problems of every case (``verify_case`` in the worker pool), sorted."""
     problems: list[str] = []
-    args = [(c, cfg) for c in found.cases]
+    args = [(c, job.cfg) for c in found.cases]
     progress.start(len(args), "verify")
-    for lines in _pool_map(verify_case, args, workers):
+    for lines in _pool_map(verify_case, args, job.workers):
         problems += lines
         progress.advance(1)
     return sorted(problems)
 
 
-def _load_entries(out: Path, key: str, cases: list[CaseSpec], where: dict[str, str]) -> dict[str, dict[str, Any]]:
+def _load_entries(
+    out: Path, key: str, cases: list[CaseSpec], where: dict[str, str]
+) -> dict[str, dict[str, Any]]:
     """Valid case entries (this fingerprint, this split, files present) of every case of the dataset."""
     entries = {}
     for c in cases:
@@ -385,6 +468,7 @@ def _install_phantom(tmp: Path, raw: Path, found: Discovery) -> Discovery:
         os.replace(p, raw / p.name)
     shutil.rmtree(tmp, ignore_errors=True)
     cases = [
-        CaseSpec(c.case_id, raw / c.image.name, raw / c.label.name if c.label else None, c.kind) for c in found.cases
+        CaseSpec(c.case_id, raw / c.image.name, raw / c.label.name if c.label else None, c.kind)
+        for c in found.cases
     ]
     return Discovery(cases, found.problems)

@@ -17,7 +17,9 @@ _CHEST_CHANNELS = {"lung": 0, "heart": 1, "trachea": 2}  # R, G, B of the Kaggle
 _CHEST_PRECEDENCE = ("lung", "heart", "trachea")  # later wins on overlap
 
 
-def chest_mask_to_labels(rgb: npt.NDArray[np.uint8], cfg: Config, path: Path | None = None) -> npt.NDArray[np.uint8]:
+def chest_mask_to_labels(
+    rgb: npt.NDArray[np.uint8], cfg: Config, path: Path | None = None
+) -> npt.NDArray[np.uint8]:
     """Kaggle chest-CT RGB mask (R lung, G heart, B trachea) -> (H, W) uint8 class ids of ``cfg``.
 
     Each channel is thresholded (> 127) rather than matched as a colour, so JPEG noise does not matter.
@@ -30,7 +32,8 @@ def chest_mask_to_labels(rgb: npt.NDArray[np.uint8], cfg: Config, path: Path | N
     missing = [n for n in _CHEST_PRECEDENCE if n not in ids]
     if missing:
         raise DataError(
-            f"chest-ct masks need classes named lung, heart and trachea; the config lacks {', '.join(missing)}",
+            "chest-ct masks need classes named lung, heart and trachea; "
+            f"the config lacks {', '.join(missing)}",
             hint="use configs/chest-ct.yaml or name the classes accordingly",
         )
     out = np.zeros(rgb.shape[:2], dtype=np.uint8)
@@ -59,7 +62,8 @@ def slice_2d_case(spec: CaseSpec, cfg: Config, rng: np.random.Generator):  # noq
             rgb = read_rgb(mask_path)
             if rgb.shape[:2] != img.shape:
                 raise DataError(
-                    f"image and mask shapes differ: {img_path.name} {img.shape} vs {mask_path.name} {rgb.shape[:2]}",
+                    f"image and mask shapes differ: {img_path.name} {img.shape} "
+                    f"vs {mask_path.name} {rgb.shape[:2]}",
                     path=mask_path,
                     hint="image and mask of a slice must have the same size; re-export the pair",
                 )

@@ -9,15 +9,16 @@ Pipeline of ``slice_case`` (per case, in this order):
 5. take slice ``k`` along ``prepare.axis`` (``np.take(vol_ras, k, axis)``) and turn it to the display
    convention with ``to_display`` (``display_slices`` does 4-5 for ``SLICE_CHUNK`` slices at a time, with one
    copy into display order per chunk);
-6. resize to ``prepare.size`` (``segkit.io.slices.resize_image`` / ``resize_label``, the resize that training and
-   inference use too): images with INTER_AREA (downscale) / INTER_LINEAR (upscale), labels with
+6. resize to ``prepare.size`` (``segkit.io.slices.resize_image`` / ``resize_label``, the resize that training
+   and inference use too): images with INTER_AREA (downscale) / INTER_LINEAR (upscale), labels with
    nearest neighbour only (``cv2.INTER_NEAREST_EXACT``: pixel-centre aligned like AREA/LINEAR, so masks stay
    registered with their images, and resizing an upscaled mask back restores it exactly; plain
    ``INTER_NEAREST`` is shifted by half a pixel);
 7. choose which slices to keep (label-free slices: keep / a seeded fraction / drop).
 
 Display convention (``to_display``), one function for every axis. A canonical slice is indexed by the two
-remaining RAS axes in order, e.g. axial ``[x, y]``; the display image is ``slice.T`` flipped in both directions:
+remaining RAS axes in order, e.g. axial ``[x, y]``; the display image is ``slice.T`` flipped in both
+directions:
 
 - axial (axis 2): anterior at the top, patient right on the image's left (radiological convention);
 - coronal (axis 1): superior at the top, patient right on the image's left;
@@ -173,7 +174,8 @@ def present_values(arr: npt.NDArray[np.integer], hi: int | None = None) -> list[
     if arr.size == 0:
         return []
     if arr.dtype == np.uint8 and arr.size < 2**31:
-        # ravel(order="K") is a view of C- or F-ordered volumes (NIfTI data is F-ordered): no 3D transpose copy
+        # ravel(order="K") is a view of C- or F-ordered volumes (NIfTI data is F-ordered):
+        # no 3D transpose copy
         col = arr.ravel(order="K").reshape(-1, 1)
         hist = cv2.calcHist([col], [0], None, [256], [0, 256]).ravel()
         return [int(v) for v in np.flatnonzero(hist)]
@@ -200,10 +202,14 @@ def map_labels(label: npt.NDArray, cfg: Config, path: Path | None = None) -> npt
             arr = arr.astype(np.uint8)
         else:
             if not np.all(np.isfinite(arr)):
-                raise DataError("label volume contains NaN or inf", path=path, hint="labels must be whole class ids")
+                raise DataError(
+                    "label volume contains NaN or inf", path=path, hint="labels must be whole class ids"
+                )
             rounded = np.rint(arr)
             if not np.array_equal(rounded, arr):
-                raise DataError("label volume has non-integer values", path=path, hint="labels must be class ids")
+                raise DataError(
+                    "label volume has non-integer values", path=path, hint="labels must be class ids"
+                )
             arr = rounded.astype(np.int64)
     if arr.size and int(arr.min()) < 0:
         raise DataError(f"label volume has negative values (min {int(arr.min())})", path=path,
@@ -292,7 +298,8 @@ def check_finite(image: Volume) -> None:
 
 
 def _to_display(per_axis: Sequence[Any], ornt: npt.ArrayLike, axis: int) -> tuple[list[Any], tuple[Any, Any]]:
-    """Values given per array axis (shape, spacing) -> (canonical order, display (rows, columns) of a slice)."""
+    """Values given per array axis (shape, spacing) -> (canonical order, display (rows, columns) of a
+    slice)."""
     can: list[Any] = [0, 0, 0]
     for i, (new_axis, _) in enumerate(np.asarray(ornt)):
         can[int(new_axis)] = per_axis[i]
@@ -305,7 +312,9 @@ def display_spacing(affine: npt.ArrayLike, axis: int) -> tuple[float, float]:
     return _to_display(spacing_from_affine(affine), canonical_ornt(affine), axis)[1]
 
 
-def resampled_size(slice_shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]) -> tuple[int, int]:
+def resampled_size(
+    slice_shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]
+) -> tuple[int, int]:
     """Slice size (H, W) after resampling from ``spacing`` to ``target`` mm (rounded, at least 1 pixel).
 
     Example:
@@ -344,8 +353,8 @@ def volume_geometry(
     intensity: Mapping[str, Any],
     slices: Sequence[int],
 ) -> Geometry:
-    """The ``Geometry`` of a volume sliced along canonical ``axis`` to ``size`` with ``intensity``, of which the
-    slices ``slices`` are written (everything ``reassemble_volume`` and ``volume_to_slices`` need)."""
+    """The ``Geometry`` of a volume sliced along canonical ``axis`` to ``size`` with ``intensity``, of which
+    the slices ``slices`` are written (everything ``reassemble_volume`` and ``volume_to_slices`` need)."""
     ornt = canonical_ornt(affine)
     shape = tuple(int(s) for s in data_shape)
     can, (h0, w0) = _to_display(shape, ornt, axis)
@@ -488,7 +497,9 @@ def slice_case(
             for (k, img2d), (_, lbl2d) in zip(images, labels, strict=True)
         ]
     log.debug("%s: %d of %d slices kept", case_id, len(keep), n_slices)
-    return SlicedCase(case_id, volume_geometry(image.data.shape, image.affine, axis, size, recipe, keep), slices)
+    return SlicedCase(
+        case_id, volume_geometry(image.data.shape, image.affine, axis, size, recipe, keep), slices
+    )
 
 
 def write_slices(
@@ -500,7 +511,8 @@ def write_slices(
         sliced: output of ``slice_case``.
         split_dir: e.g. ``DIR/train``; ``images/`` and ``masks/`` are created inside.
         palette: (N+1, 3) uint8 from ``segkit.io.palette.palette_array`` (row 0 black background).
-        compression: zlib level of the gray image PNGs (``prepare.png_compression``; masks always use level 1).
+        compression: zlib level of the gray image PNGs (``prepare.png_compression``; masks always use level
+            1).
 
     Returns:
         Every path written (image then mask, per slice), each atomically.
@@ -536,8 +548,8 @@ def reassemble_volume(slices: Mapping[int, npt.NDArray], geometry: Geometry) -> 
     Args:
         slices: ``{slice_index: (H, W) uint8 class ids}`` in display orientation at any size (resized back
             to ``geometry.slice_shape`` with nearest neighbour).
-        geometry: the case's geometry from ``slice_case`` / ``volume_to_slices``, or read from ``dataset.json``
-            (``segkit.prepare.record.case_records``).
+        geometry: the case's geometry from ``slice_case`` / ``volume_to_slices``, or read from
+            ``dataset.json`` (``segkit.prepare.record.case_records``).
 
     Returns:
         (X, Y, Z) uint8 label volume, shape ``geometry.shape``, to be saved with ``geometry.affine``.
@@ -570,7 +582,8 @@ def reassemble_volume(slices: Mapping[int, npt.NDArray], geometry: Geometry) -> 
 
 
 def reassemble_probabilities(probs: npt.NDArray[np.floating], geometry: Geometry) -> npt.NDArray[np.floating]:
-    """Put (N, h, w, K) per-slice class probabilities back into an (X, Y, Z, K) volume of the ORIGINAL geometry.
+    """Put (N, h, w, K) per-slice class probabilities back into an (X, Y, Z, K) volume of the ORIGINAL
+    geometry.
 
     Args:
         probs: one (h, w, K) map per slice of the volume, in display orientation, at ``geometry.slice_shape``.
@@ -613,14 +626,15 @@ def volume_to_slices(
             - a ``Preprocessing`` (a dataset's recipe, ``Preprocessing.from_config(cfg)`` or read from
               ``dataset.json`` / ``preprocessing.json``): axis and size from its ``prepare`` section, the CT
               window as recorded; MR percentiles computed on ``data``;
-            - a ``Geometry`` of a prepared case (``dataset.json`` ``cases[id]``): its axis, size and its recorded
-              intensity recipe are applied exactly.
+            - a ``Geometry`` of a prepared case (``dataset.json`` ``cases[id]``): its axis, size and its
+              recorded intensity recipe are applied exactly.
         case_id: name for the result.
         path: the file ``data`` came from, named in errors.
 
     Returns:
         ``SlicedCase(case_id, geometry, [(k, image (H, W) uint8, None), ...])`` for every slice ``k``;
-        ``geometry`` describes ``data``'s own geometry, so ``reassemble_volume(pred, geometry)`` fits ``data``.
+        ``geometry`` describes ``data``'s own geometry, so ``reassemble_volume(pred, geometry)`` fits
+        ``data``.
 
     Raises:
         DataError: NaN/inf intensities, or a recipe that cannot be applied.

@@ -13,11 +13,12 @@ problem (an image without label or a label without image, named by file). Adapte
                holding files with equal names (``<id>.nii[.gz]``).
 ``left-atrial`` MSD Task02_Heart: ``imagesTr/la_NNN.nii[.gz]`` + ``labelsTr/la_NNN.nii[.gz]`` (macOS ``._*``
                files skipped). SRC is the ``Task02_Heart`` folder.
-``chest-ct``   Kaggle chest-ct-segmentation: ``images/`` + ``masks/`` (or ``images/images`` + ``masks/masks``),
-               JPG/PNG slices ``<patient>_<n>.jpg`` and masks ``<patient>_mask_<n>.jpg`` (or the same name);
-               ``train.csv`` (``ImageId``, ``MaskId``) pairs them when present. One case per patient.
-``nifti``      any folder: ``--image-glob`` / ``--label-glob`` with one ``*`` each (NIfTI or NRRD); the case id
-               is the text matched by ``*``.
+``chest-ct``   Kaggle chest-ct-segmentation: ``images/`` + ``masks/`` (or ``images/images`` +
+               ``masks/masks``), JPG/PNG slices ``<patient>_<n>.jpg`` and masks ``<patient>_mask_<n>.jpg``
+               (or the same name); ``train.csv`` (``ImageId``, ``MaskId``) pairs them when present. One
+               case per patient.
+``nifti``      any folder: ``--image-glob`` / ``--label-glob`` with one ``*`` each (NIfTI or NRRD); the
+               case id is the text matched by ``*``.
 ``phantom``    no SRC: synthetic volumes generated into ``OUT/raw`` (``segkit.prepare.phantom``).
 =============  =====================================================================================
 """
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from segkit.errors import DataError
+from segkit.errors import DataError, SegkitError
 from segkit.registry import Registry
 
 CaseKind = Literal["volume", "slices2d"]
@@ -108,6 +109,16 @@ class Source:
     discover: Callable[[Path, SourceOptions], Discovery]
     example: str
 
+    def check_src(self, src: Path | None) -> None:
+        """Refuse a missing SRC folder for a source that reads one (``needs_src``); the command line and
+        ``run_prepare`` both ask here.
+
+        Raises:
+            SegkitError: ``needs_src`` and ``src`` is None.
+        """
+        if self.needs_src and src is None:
+            raise SegkitError(f"source '{self.name}' needs a SRC folder", hint=f"e.g. {self.example}")
+
 
 SOURCES: Registry[Source] = Registry("source")
 
@@ -147,8 +158,12 @@ def _strip(name: str, suffixes: tuple[str, ...]) -> str | None:
 def _pair(images: dict[str, Path], labels: dict[str, Path], what: str = "label") -> Discovery:
     """Pair by case id; unmatched files become problem lines."""
     cases = [CaseSpec(cid, images[cid], labels[cid]) for cid in sorted(images.keys() & labels.keys())]
-    problems = [f"{images[c].name}: no {what} file for case '{c}'" for c in sorted(images.keys() - labels.keys())]
-    problems += [f"{labels[c].name}: no image file for case '{c}'" for c in sorted(labels.keys() - images.keys())]
+    problems = [
+        f"{images[c].name}: no {what} file for case '{c}'" for c in sorted(images.keys() - labels.keys())
+    ]
+    problems += [
+        f"{labels[c].name}: no image file for case '{c}'" for c in sorted(labels.keys() - images.keys())
+    ]
     return Discovery(cases, problems)
 
 
@@ -197,7 +212,8 @@ def discover_hocm(src: Path, options: SourceOptions) -> Discovery:
 
 @_register("alcapa", "alcapa.yaml", "segkit prepare alcapa ImageALCAPA/ --out data/alcapa --binary")
 def discover_alcapa(src: Path, options: SourceOptions) -> Discovery:
-    """ImageALCAPA: ``<id>_image/_label.nii[.gz]``, ``<id>.img/.label.nii.gz``, or ``images/`` + ``labels/``."""
+    """ImageALCAPA: ``<id>_image/_label.nii[.gz]``, ``<id>.img/.label.nii.gz``, or ``images/`` +
+    ``labels/``."""
     src = _require_dir(src)
     if (src / "images").is_dir() and (src / "labels").is_dir():
         images = _by_suffix(src / "images", _NII)
@@ -206,12 +222,16 @@ def discover_alcapa(src: Path, options: SourceOptions) -> Discovery:
         images = _by_suffix(src, tuple(f"{sep}{e}" for sep in ("_image", ".img", ".image") for e in _NII))
         labels = _by_suffix(src, tuple(f"{sep}{e}" for sep in ("_label", ".label") for e in _NII))
     return _nonempty(
-        _pair(images, labels), src, "<id>_image.nii.gz + <id>_label.nii.gz, <id>.img.nii.gz + <id>.label.nii.gz, "
-        "or images/ + labels/ with equal names"
+        _pair(images, labels),
+        src,
+        "<id>_image.nii.gz + <id>_label.nii.gz, <id>.img.nii.gz + <id>.label.nii.gz, "
+        "or images/ + labels/ with equal names",
     )
 
 
-@_register("left-atrial", "left-atrial.yaml", "segkit prepare left-atrial Task02_Heart/ --out data/left-atrial")
+@_register(
+    "left-atrial", "left-atrial.yaml", "segkit prepare left-atrial Task02_Heart/ --out data/left-atrial"
+)
 def discover_left_atrial(src: Path, options: SourceOptions) -> Discovery:
     """MSD Task02_Heart: ``imagesTr/la_NNN.nii.gz`` + ``labelsTr/la_NNN.nii.gz``."""
     src = _require_dir(src)
@@ -251,7 +271,9 @@ def discover_chest_ct(src: Path, options: SourceOptions) -> Discovery:
         mask_dir = mask_dir / "masks"
     for d in (img_dir, mask_dir):
         if not d.is_dir():
-            raise DataError(f"folder {d.relative_to(src)}/ not found", path=src, hint="expected images/ and masks/")
+            raise DataError(
+                f"folder {d.relative_to(src)}/ not found", path=src, hint="expected images/ and masks/"
+            )
     images = {p.name: p for p in _visible(list(img_dir.iterdir())) if p.suffix.lower() in IMAGE_SUFFIXES}
     masks = {p.name: p for p in _visible(list(mask_dir.iterdir())) if p.suffix.lower() in IMAGE_SUFFIXES}
     pairs: dict[str, str] = {}  # image name -> mask name
@@ -273,7 +295,9 @@ def discover_chest_ct(src: Path, options: SourceOptions) -> Discovery:
             if name not in images:
                 problems.append(f"{name}: listed in train.csv but not found in {img_dir.name}/")
             elif mname not in masks:
-                problems.append(f"{mname}: mask of {name} listed in train.csv but not found in {mask_dir.name}/")
+                problems.append(
+                    f"{mname}: mask of {name} listed in train.csv but not found in {mask_dir.name}/"
+                )
         pairs = {k: v for k, v in pairs.items() if k in images and v in masks}
         problems += [f"{n}: image not listed in train.csv" for n in sorted(images.keys() - listed_images)]
         problems += [f"{n}: mask not listed in train.csv" for n in sorted(masks.keys() - listed)]
@@ -357,7 +381,9 @@ def discover_nifti(src: Path, options: SourceOptions) -> Discovery:
     labels_only = {k: v for k, v in labels.items() if v not in set(images.values())}
     images = {k: v for k, v in images.items() if v not in set(labels.values())}
     d = _pair(images, labels_only)
-    bad = [c for c in d.cases if not _strip(c.image.name, _VOLUME_EXTS) or not _strip(c.label.name, _VOLUME_EXTS)]  # type: ignore[union-attr]
+    bad = [c for c in d.cases
+           if not _strip(c.image.name, _VOLUME_EXTS)
+           or not _strip(c.label.name, _VOLUME_EXTS)]  # type: ignore[union-attr]
     d.problems += [f"{c.image.name}: not a NIfTI/NRRD file (.nii, .nii.gz, .nrrd, .nhdr)" for c in bad]
     d.cases = [c for c in d.cases if c not in bad]
     return _nonempty(d, src, f"files matching '{options.image_glob}' and '{options.label_glob}'")
@@ -365,7 +391,8 @@ def discover_nifti(src: Path, options: SourceOptions) -> Discovery:
 
 @_register("phantom", "demo.yaml", "segkit prepare phantom --out demo/data --n 6 --seed 7", needs_src=False)
 def discover_phantom(src: Path, options: SourceOptions) -> Discovery:
-    """The phantom volumes written by ``segkit.prepare.phantom.write_phantom_cases`` into ``src`` (OUT/raw)."""
+    """The phantom volumes written by ``segkit.prepare.phantom.write_phantom_cases`` into ``src``
+    (OUT/raw)."""
     src = _require_dir(src)
     images = _by_suffix(src, tuple(f"_image{e}" for e in _NII))
     labels = _by_suffix(src, tuple(f"_label{e}" for e in _NII))
@@ -373,15 +400,21 @@ def discover_phantom(src: Path, options: SourceOptions) -> Discovery:
 
 
 def unusable_case_ids(found: Discovery) -> list[str]:
-    """Problem lines for case ids that cannot name slice files (``<case_id>_NNNN.png``): empty, starting with a
-    dot (hidden files the loader skips; ``..``), or holding a path separator or a control character."""
+    """Problem lines for case ids that cannot name slice files (``<case_id>_NNNN.png``): empty, starting with
+    a dot (hidden files the loader skips; ``..``), or holding a path separator or a control character."""
     problems = []
     for c in found.cases:
         cid = c.case_id
-        if not cid or cid.startswith(".") or any(ch in cid for ch in "/\\") or any(ord(ch) < 32 for ch in cid):
+        if (
+            not cid
+            or cid.startswith(".")
+            or any(ch in cid for ch in "/\\")
+            or any(ord(ch) < 32 for ch in cid)
+        ):
             problems.append(
-                f"{c.image.name}: case id {cid!r} cannot name slice files (it is empty, starts with '.', or holds "
-                "a path separator or control character); rename the file"
+                f"{c.image.name}: case id {cid!r} cannot name slice files "
+                "(it is empty, starts with '.', or holds a path separator or control character); "
+                "rename the file"
             )
     return problems
 

@@ -2,7 +2,7 @@
 
 Splits are made over *case ids* (patients / volumes), never over slices, so no patient can sit on both sides.
 The result depends only on the set of case ids, the ratios and the seed: ids are sorted first, then permuted
-with a ``np.random.Generator`` derived from the seed (``SeedSequence(seed, spawn_key=(SPLIT_STREAM,))``).
+with a ``np.random.Generator`` derived from the seed (``segkit.seeds``' SPLIT stream).
 
 Example:
     >>> s = split_cases([f"c{i}" for i in range(10)], SplitConfig(train=0.6, valid=0.2, test=0.2), seed=1)
@@ -16,22 +16,23 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from segkit.config import SplitConfig
 from segkit.errors import DataError
 from segkit.io.atomic import write_json
+from segkit.seeds import Stream, generator
 
 SPLITS = ("train", "valid", "test")
-SPLIT_STREAM = 1  # child-seed index of the split among the consumers of cfg.seed
 SPLITS_FILE = "splits.json"
+K = TypeVar("K")  # the name of a group of case ids (a split name, a fold number)
 
 
 def split_rng(seed: int) -> np.random.Generator:
-    """The Generator used for splitting, derived from the config seed."""
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(SPLIT_STREAM,)))
+    """The Generator used for splitting, derived from the config seed (``Stream.SPLIT``)."""
+    return generator(seed, Stream.SPLIT)
 
 
 def allocate(n: int, ratios: Sequence[float], names: Sequence[str]) -> list[int]:
@@ -73,10 +74,11 @@ def split_cases(case_ids: Iterable[str], split_cfg: SplitConfig, seed: int) -> d
     """Assign every case to exactly one of train / valid / test.
 
     With ``group_by`` the split is made over patients (the regex's group) and each case follows its patient;
-    ``splits.json`` then also lists ``patients`` per split. Without ``folds``: the sorted ids are permuted once and cut into test, valid, train by the normalised
-    ratios (each positive ratio gets at least one case). With ``folds`` = K: the test share is held out first,
-    the remaining cases are cut into K disjoint folds, fold ``split_cfg.fold`` is the validation set and the
-    other K-1 folds are train (the ``valid`` ratio is ignored).
+    ``splits.json`` then also lists ``patients`` per split. Without ``folds``: the sorted ids are permuted
+    once and cut into test, valid, train by the normalised ratios (each positive ratio gets at least one
+    case). With ``folds`` = K: the test share is held out first, the remaining cases are cut into K disjoint
+    folds, fold ``split_cfg.fold`` is the validation set and the other K-1 folds are train (the ``valid``
+    ratio is ignored).
 
     Args:
         case_ids: the case ids (unique).
@@ -84,8 +86,8 @@ def split_cases(case_ids: Iterable[str], split_cfg: SplitConfig, seed: int) -> d
         seed: the config seed.
 
     Returns:
-        The ``splits.json`` dict: ``{"seed", "ratios", "folds", "fold", "train", "valid", "test"}`` with sorted
-        id lists, plus ``"kfold"`` (list of K sorted id lists) when ``folds`` is set.
+        The ``splits.json`` dict: ``{"seed", "ratios", "folds", "fold", "train", "valid", "test"}`` with
+        sorted id lists, plus ``"kfold"`` (list of K sorted id lists) when ``folds`` is set.
 
     Raises:
         DataError: duplicate ids, no cases, a split with a positive ratio would be empty, or fewer cases than
@@ -100,11 +102,17 @@ def split_cases(case_ids: Iterable[str], split_cfg: SplitConfig, seed: int) -> d
     if split_cfg.group_by:
         return _split_grouped(ids, split_cfg, seed)
     total = split_cfg.train + split_cfg.valid + split_cfg.test
-    ratios = {"train": split_cfg.train / total, "valid": split_cfg.valid / total, "test": split_cfg.test / total}
+    ratios = {
+        "train": split_cfg.train / total,
+        "valid": split_cfg.valid / total,
+        "test": split_cfg.test / total,
+    }
     order = [ids[i] for i in split_rng(seed).permutation(len(ids))]
     out: dict[str, Any] = {"seed": seed, "ratios": ratios, "folds": split_cfg.folds, "fold": split_cfg.fold}
     if split_cfg.folds is None:
-        n_test, n_valid, _ = allocate(len(ids), [ratios["test"], ratios["valid"], ratios["train"]], ["test", "valid", "train"])
+        n_test, n_valid, _ = allocate(
+            len(ids), [ratios["test"], ratios["valid"], ratios["train"]], ["test", "valid", "train"]
+        )
         out["test"] = sorted(order[:n_test])
         out["valid"] = sorted(order[n_test : n_test + n_valid])
         out["train"] = sorted(order[n_test + n_valid :])
@@ -122,7 +130,9 @@ def split_cases(case_ids: Iterable[str], split_cfg: SplitConfig, seed: int) -> d
         out["valid"] = folds[split_cfg.fold]
         out["train"] = sorted(c for j, f in enumerate(folds) if j != split_cfg.fold for c in f)
         out["kfold"] = folds
-    out = {k: out[k] for k in ("seed", "ratios", "folds", "fold", "train", "valid", "test", "kfold") if k in out}
+    out = {
+        k: out[k] for k in ("seed", "ratios", "folds", "fold", "train", "valid", "test", "kfold") if k in out
+    }
     check_no_leak(out)
     return out
 
@@ -140,7 +150,8 @@ def patient_groups(case_ids: Sequence[str], group_by: str) -> dict[str, list[str
         if m is None or not m.group(1):
             raise DataError(
                 f"case id '{cid}' does not match prepare.split.group_by '{group_by}'",
-                hint="the pattern's one (group) must name the patient in every case id, e.g. '^(patient\\d+)_'",
+                hint="the pattern's one (group) must name the patient in every case id, "
+                "e.g. '^(patient\\d+)_'",
             )
         groups.setdefault(m.group(1), []).append(cid)
     return groups
@@ -167,30 +178,37 @@ def check_no_leak(splits: dict[str, Any], path: Path | None = None) -> None:
     Raises:
         DataError: naming the case and both splits.
     """
-    seen: dict[str, str] = {}
-    for name in SPLITS:
-        for cid in splits.get(name, []):
+    twice = first_repeat((name, splits.get(name, [])) for name in SPLITS)
+    if twice is not None:
+        cid, first, second = twice
+        raise DataError(
+            f"case '{cid}' is in both {first} and {second}: slices of one patient would leak across splits",
+            path=path,
+            hint="list each case in one split only (or run segkit prepare again to rewrite splits.json)",
+        )
+    in_folds = first_repeat(enumerate(splits.get("kfold") or []))
+    if in_folds is not None:
+        cid, j0, j1 = in_folds
+        raise DataError(
+            f"case '{cid}' is in folds {j0} and {j1}", path=path, hint="list each case in one fold only"
+        )
+
+
+def first_repeat(groups: Iterable[tuple[K, Iterable[str]]]) -> tuple[str, K, K] | None:
+    """The first case id listed twice in ``groups`` (``(name, case ids)`` pairs, read in order), as
+    ``(case id, name where it was first, name where it came again)``; None when every id occurs once."""
+    seen: dict[str, K] = {}
+    for name, ids in groups:
+        for cid in ids:
             if cid in seen:
-                raise DataError(
-                    f"case '{cid}' is in both {seen[cid]} and {name}: slices of one patient would leak across splits",
-                    path=path,
-                    hint="list each case in one split only (or run segkit prepare again to rewrite splits.json)",
-                )
+                return cid, seen[cid], name
             seen[cid] = name
-    folds = splits.get("kfold")
-    if folds:
-        where: dict[str, int] = {}
-        for j, fold in enumerate(folds):
-            for cid in fold:
-                if cid in where:
-                    raise DataError(f"case '{cid}' is in folds {where[cid]} and {j}", path=path,
-                                    hint="list each case in one fold only")
-                where[cid] = j
+    return None
 
 
 def fold_view(splits: dict[str, Any], fold: int, path: Path | None = None) -> dict[str, list[str]]:
-    """The train / valid / test case lists of cross-validation fold ``fold``: valid = that fold's cases, train =
-    the other folds' cases, test unchanged.
+    """The train / valid / test case lists of cross-validation fold ``fold``: valid = that fold's cases, train
+    = the other folds' cases, test unchanged.
 
     Raises:
         DataError: the split has no folds (``prepare --folds K`` writes them), or ``fold`` is out of range.
@@ -231,7 +249,9 @@ def load_splits(out_dir: Path) -> dict[str, Any]:
     except FileNotFoundError as e:
         raise DataError("splits.json not found", path=path, hint="run segkit prepare first") from e
     except (OSError, ValueError) as e:
-        raise DataError(f"cannot read splits.json: {e}", path=path, hint="run segkit prepare again to rewrite it") from e
+        raise DataError(
+            f"cannot read splits.json: {e}", path=path, hint="run segkit prepare again to rewrite it"
+        ) from e
     if not isinstance(splits, dict) or not all(isinstance(splits.get(s), list) for s in SPLITS):
         raise DataError("splits.json must hold train, valid and test lists", path=path,
                         hint="run segkit prepare again to rewrite it")
@@ -254,8 +274,8 @@ def load_user_split(path: Path, case_ids: Sequence[str], fold: int | None = None
     - ``{"test": [...], "folds": [{"train": [...], "val": [...]}, ...]}``.
 
     Returns:
-        The ``splits.json`` dict (``"source"`` = the file, ``"fold"``, sorted ``train``/``valid``/``test``, and
-        ``"kfold"`` = each fold's validation cases when the file has folds).
+        The ``splits.json`` dict (``"source"`` = the file, ``"fold"``, sorted ``train``/``valid``/``test``,
+        and ``"kfold"`` = each fold's validation cases when the file has folds).
 
     Raises:
         DataError: unreadable or malformed file; a case id the dataset does not have; a case in two lists; a
@@ -297,28 +317,42 @@ def load_user_split(path: Path, case_ids: Sequence[str], fold: int | None = None
     if folds is not None and not test:  # nnU-Net's file has no test set: what is in no fold is test
         in_folds = {c for f in folds for key in ("train", "val", "valid") for c in f.get(key, [])}
         lists["test"] = sorted(set(case_ids) - in_folds)
-    known = set(case_ids)
-    seen: dict[str, str] = {}
-    for name in SPLITS:
-        for cid in lists[name]:
-            if cid in seen:
-                raise DataError(f"case '{cid}' is in both {seen[cid]} and {name}", path=path, hint=hint)
-            seen[cid] = name
-    unknown = sorted(set(seen) - known)
-    if unknown:
-        raise DataError(f"{len(unknown)} case id(s) are not in the dataset: {_few(unknown)}", path=path,
-                        hint="check the ids against the source files (case id = file name without its suffix)")
-    missing = sorted(known - set(seen))
-    if missing:
-        raise DataError(f"{len(missing)} case(s) of the dataset are in no split: {_few(missing)}", path=path, hint=hint)
-    for name in ("train", "valid"):
-        if not lists[name]:
-            raise DataError(f"the split has no {name} case", path=path, hint="training needs both train and valid cases")
+    _check_user_lists(lists, case_ids, path, hint)
     out: dict[str, Any] = {"source": str(path), "fold": fold if folds is not None else None,
                            **{name: sorted(lists[name]) for name in SPLITS}}
     if folds is not None:
         out["kfold"] = [sorted(f.get("val", f.get("valid", []))) for f in folds]
     return out
+
+
+def _check_user_lists(lists: dict[str, list[str]], case_ids: Sequence[str], path: Path, hint: str) -> None:
+    """A user split's lists hold every dataset case exactly once, no other id, and some train and valid cases.
+
+    Raises:
+        DataError: the first problem found, naming the cases (up to five).
+    """
+    known = set(case_ids)
+    twice = first_repeat((name, lists[name]) for name in SPLITS)
+    if twice is not None:
+        raise DataError(f"case '{twice[0]}' is in both {twice[1]} and {twice[2]}", path=path, hint=hint)
+    seen = {cid for name in SPLITS for cid in lists[name]}
+    unknown = sorted(seen - known)
+    if unknown:
+        raise DataError(
+            f"{len(unknown)} case id(s) are not in the dataset: {_few(unknown)}",
+            path=path,
+            hint="check the ids against the source files (case id = file name without its suffix)",
+        )
+    missing = sorted(known - seen)
+    if missing:
+        raise DataError(
+            f"{len(missing)} case(s) of the dataset are in no split: {_few(missing)}", path=path, hint=hint
+        )
+    for name in ("train", "valid"):
+        if not lists[name]:
+            raise DataError(
+                f"the split has no {name} case", path=path, hint="training needs both train and valid cases"
+            )
 
 
 def _few(ids: Sequence[str], n: int = 5) -> str:

@@ -29,7 +29,10 @@ def write_dataset(root: Path, n: int = 3) -> None:
 def write_config(path: Path, data_dir: Path) -> Path:
     raw = {
         "name": "t",
-        "classes": [{"id": 1, "name": "a", "color": [255, 0, 0]}, {"id": 2, "name": "b", "color": [0, 255, 0]}],
+        "classes": [
+            {"id": 1, "name": "a", "color": [255, 0, 0]},
+            {"id": 2, "name": "b", "color": [0, 255, 0]},
+        ],
         "data": {"dir": str(data_dir), "image_size": [64, 64], "channels": 1},
         "augment": {"hflip": {"p": 0.5}, "rotate": {"p": 1.0, "limit": 20}, "elastic": {"p": 0.3}},
     }
@@ -41,14 +44,21 @@ def test_writes_grid_png_of_expected_size_and_lists_transforms(tmp_path: Path) -
     write_dataset(tmp_path / "ds")
     cfg = write_config(tmp_path / "c.yaml", tmp_path / "ds")
     out = tmp_path / "sub" / "preview.png"
-    res = CliRunner().invoke(app, ["augment-preview", str(cfg), "--n", "5", "--out", str(out), "--set", "augment.vflip.p=0.25"])
+    res = CliRunner().invoke(
+        app, ["augment-preview", str(cfg), "--n", "5", "--out", str(out), "--set", "augment.vflip.p=0.25"]
+    )
     assert res.exit_code == 0, res.output
     grid = cv2.imread(str(out))
     # 5 samples -> 4 per row, 2 rows; panels 64x64 with 4 px gaps: (2*68+4) x (4*2*68+4)
     assert grid.shape == (140, 548, 3) and out.stat().st_size > 1000
     assert grid[4:68, 4:68].std() > 0  # the first image panel is not blank
     assert (grid[4:68, 72:136] != grid[4:68, 4:68]).any()  # the overlay panel shows the mask colours
-    for line in ("hflip p=0.5", "vflip p=0.25", "rotate p=1 angle -20..20 deg", "elastic p=0.3 alpha 30 px, sigma 5 px"):
+    for line in (
+        "hflip p=0.5",
+        "vflip p=0.25",
+        "rotate p=1 angle -20..20 deg",
+        "elastic p=0.3 alpha 30 px, sigma 5 px",
+    ):
         assert line in res.stdout
     assert not list(out.parent.glob(".preview.png.*"))  # atomic write left no temporary file
 
@@ -59,7 +69,9 @@ def test_missing_dataset_is_one_line_exit_2(tmp_path: Path) -> None:
     assert res.exit_code == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith(f"error: {tmp_path / 'nowhere' / 'train'}: split folder not found (hint: run `segkit prepare`")
+    assert lines[0].startswith(
+        f"error: {tmp_path / 'nowhere' / 'train'}: split folder not found (hint: run `segkit prepare`"
+    )
     assert not (tmp_path / "p.png").exists()
 
 

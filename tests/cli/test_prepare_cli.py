@@ -58,7 +58,10 @@ def test_phantom_happy_path_then_idempotent_rerun(tmp_path: Path) -> None:
         assert cid in splits[rec["split"]]
         assert rec["sha256"]["image"] and rec["shape"] == [64, 64, 40]
         for k in rec["slices"]:
-            expected |= {f"{rec['split']}/images/{cid}_{k:04d}.png", f"{rec['split']}/masks/{cid}_{k:04d}.png"}
+            expected |= {
+                f"{rec['split']}/images/{cid}_{k:04d}.png",
+                f"{rec['split']}/masks/{cid}_{k:04d}.png",
+            }
     assert slice_files(out) == expected
     assert (out / "summary.png").read_bytes()[:4] == b"\x89PNG"
     before = {p: p.stat().st_mtime_ns for p in out.glob("*/*/*.png")}
@@ -93,8 +96,22 @@ def test_shards_together_equal_a_single_run(tmp_path: Path) -> None:
 
 def test_kfold_and_binary_options(tmp_path: Path) -> None:
     out = tmp_path / "kf"
-    r = invoke("phantom", "--out", out, "--n", "5", "--workers", "1", "--folds", "2", "--fold", "1", "--binary",
-               "--set", "prepare.split.test=0.2")
+    r = invoke(
+        "phantom",
+        "--out",
+        out,
+        "--n",
+        "5",
+        "--workers",
+        "1",
+        "--folds",
+        "2",
+        "--fold",
+        "1",
+        "--binary",
+        "--set",
+        "prepare.split.test=0.2",
+    )
     assert r.exit_code == 0, r.output
     splits = json.loads((out / "splits.json").read_text())
     assert splits["folds"] == 2 and splits["fold"] == 1 and len(splits["kfold"]) == 2
@@ -137,13 +154,17 @@ def test_overwrite_removes_only_what_segkit_wrote(tmp_path: Path) -> None:
         (out / rel).write_bytes(data)
     from segkit.io.atomic import _HOST
 
-    (out / "train" / "images" / f".case_000_0001.png.{_HOST}.99999999-abcd1234.tmp.png").write_bytes(b"killed run's")
+    (out / "train" / "images" / f".case_000_0001.png.{_HOST}.99999999-abcd1234.tmp.png").write_bytes(
+        b"killed run's"
+    )
     r = phantom(out, "--overwrite", "--set", "prepare.size=[32,32]")
     assert r.exit_code == 0, r.output
     after = tree(out)
     assert all(after[rel] == data for rel, data in mine.items())  # every file of the user's survives
     assert set(after) - set(mine) == set(ours)  # segkit's own files are rewritten, nothing else appears
-    assert all(after[k] != ours[k] for k in ours if k.endswith(".png") and "/images/" in k)  # re-sliced at 32x32
+    assert all(
+        after[k] != ours[k] for k in ours if k.endswith(".png") and "/images/" in k
+    )  # re-sliced at 32x32
 
 
 def test_failed_phantom_leaves_no_temporary_folder_and_stale_ones_are_cleared(tmp_path: Path) -> None:
@@ -169,23 +190,35 @@ def test_full_or_read_only_disk_is_one_line_and_leaves_nothing(small_disk, fault
 
 def test_user_split_file_is_used_checked_and_part_of_the_dataset_key(tmp_path: Path) -> None:
     split = tmp_path / "my_split.json"
-    split.write_text(json.dumps({"train": ["case_000", "case_001"], "valid": ["case_002"], "test": ["case_003"]}))
+    split.write_text(
+        json.dumps({"train": ["case_000", "case_001"], "valid": ["case_002"], "test": ["case_003"]})
+    )
     out = tmp_path / "d"
     r = phantom(out, "--splits", split)
     assert r.exit_code == 0, r.output
     written = json.loads((out / "splits.json").read_text())
-    assert (written["train"], written["valid"], written["test"]) == (["case_000", "case_001"], ["case_002"], ["case_003"])
+    assert (written["train"], written["valid"], written["test"]) == (
+        ["case_000", "case_001"],
+        ["case_002"],
+        ["case_003"],
+    )
     assert {p.split("/")[0] for p in slice_files(out) if "case_003" in p} == {"test"}
     other = tmp_path / "other.json"
-    other.write_text(json.dumps({"train": ["case_000", "case_002"], "valid": ["case_001"], "test": ["case_003"]}))
+    other.write_text(
+        json.dumps({"train": ["case_000", "case_002"], "valid": ["case_001"], "test": ["case_003"]})
+    )
     r = phantom(out, "--splits", other)
-    assert r.exit_code == 2 and "prepared with a different config" in r.stderr  # another split: another dataset
+    assert (
+        r.exit_code == 2 and "prepared with a different config" in r.stderr
+    )  # another split: another dataset
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"train": ["case_000", "case_001"], "valid": ["case_002"], "test": ["case_9"]}))
     r = phantom(tmp_path / "e", "--splits", bad)
     assert r.exit_code == 2
-    assert err_lines(r) == [f"error: {bad}: 1 case id(s) are not in the dataset: case_9 (hint: check the ids against "
-                            "the source files (case id = file name without its suffix))"]
+    assert err_lines(r) == [
+        f"error: {bad}: 1 case id(s) are not in the dataset: case_9 (hint: check the ids against "
+        "the source files (case id = file name without its suffix))"
+    ]
 
 
 def test_different_config_is_refused(tmp_path: Path) -> None:
@@ -237,8 +270,19 @@ def bad_raw(tmp_path: Path) -> Path:
 
 
 def hocm(raw: Path, out: Path, *extra: str | Path):  # noqa: ANN201
-    return invoke("hocm", raw, "--out", out, "--config", CONFIGS / "demo.yaml", "--set", "prepare.size=[16,16]",
-                  "--workers", "1", *extra)
+    return invoke(
+        "hocm",
+        raw,
+        "--out",
+        out,
+        "--config",
+        CONFIGS / "demo.yaml",
+        "--set",
+        "prepare.size=[16,16]",
+        "--workers",
+        "1",
+        *extra,
+    )
 
 
 def test_failing_cases_are_listed_and_the_others_finish(tmp_path: Path, bad_raw: Path) -> None:
@@ -248,7 +292,10 @@ def test_failing_cases_are_listed_and_the_others_finish(tmp_path: Path, bad_raw:
     lines = err_lines(r)
     assert len(lines) == 4, r.stderr
     assert "Traceback" not in r.output
-    by_file = {n: next((ln for ln in lines if n in ln), "") for n in ("3_image.nii", "4_label.nii", "5_label.nii", "6_image.nii")}
+    by_file = {
+        n: next((ln for ln in lines if n in ln), "")
+        for n in ("3_image.nii", "4_label.nii", "5_label.nii", "6_image.nii")
+    }
     assert "cannot read volume" in by_file["3_image.nii"]
     assert "shapes differ" in by_file["4_label.nii"] and "(16, 16, 7)" in by_file["4_label.nii"]
     assert "unexpected label values 9" in by_file["5_label.nii"]
@@ -285,8 +332,8 @@ def test_all_zero_label_is_named_by_policy(tmp_path: Path, policy: str) -> None:
     if policy == "error":
         assert r.exit_code == 2
         assert err_lines(r) == [
-            f"error: {raw / '2_label.nii'}: label volume is empty (no foreground voxel) (hint: fix the label, or set "
-            "prepare.empty_labels=allow (real negatives) or warn)"
+            f"error: {raw / '2_label.nii'}: label volume is empty (no foreground voxel) "
+            "(hint: fix the label, or set prepare.empty_labels=allow (real negatives) or warn)"
         ]
         assert {Path(p).name.split("_")[0] for p in slice_files(out)} == {"1", "3"}
         return
@@ -313,7 +360,10 @@ def test_case_id_that_cannot_name_files_is_refused(tmp_path: Path) -> None:
     assert r.exit_code == 2
     lines = err_lines(r)
     assert len(lines) == 2, r.stderr
-    assert lines[0].startswith("error: img_...nii: case id '..' cannot name slice files") and "rename" in lines[0]
+    assert (
+        lines[0].startswith("error: img_...nii: case id '..' cannot name slice files")
+        and "rename" in lines[0]
+    )
     assert lines[1].startswith("error: img_.hidden.nii: case id '.hidden' cannot name slice files")
     assert not out.exists() or not list(out.rglob("*.png"))
 
@@ -372,14 +422,19 @@ def test_missing_pair_stops_before_writing(tmp_path: Path) -> None:
         (["hvsmrr", "{tmp}", "--out", "{tmp}/o"], "unknown source 'hvsmrr'"),
         (["hocm", "--out", "{tmp}/o"], "source 'hocm' needs a SRC folder"),
         (["phantom", "--out", "{tmp}/o", "--n", "1"], "split 'valid' would be empty: 1 case"),
-        (["phantom", "--out", "{tmp}/o", "--config", "{tmp}/typo.yaml"], "unknown key 'prepare.sizee'; did you mean 'prepare.size'?"),
+        (
+            ["phantom", "--out", "{tmp}/o", "--config", "{tmp}/typo.yaml"],
+            "unknown key 'prepare.sizee'; did you mean 'prepare.size'?",
+        ),
         (["nifti", "{tmp}", "--out", "{tmp}/o"], "source 'nifti' has no preset config"),
         (["phantom", "--out", "{tmp}/o", "--shard", "2/2"], "--shard '2/2' must be i/n"),
         (["hocm", "{tmp}", "--out", "{tmp}", "--overwrite"], "--out must not be the source folder"),
     ],
 )
 def test_bad_input_one_line_exit_2_nothing_written(tmp_path: Path, args: list[str], message: str) -> None:
-    (tmp_path / "typo.yaml").write_text((CONFIGS / "demo.yaml").read_text().replace("  size: [64, 64]", "  sizee: [64, 64]"))
+    (tmp_path / "typo.yaml").write_text(
+        (CONFIGS / "demo.yaml").read_text().replace("  size: [64, 64]", "  sizee: [64, 64]")
+    )
     r = invoke(*(a.replace("{tmp}", str(tmp_path)) for a in args))
     assert r.exit_code == 2, r.output
     assert len(err_lines(r)) == 1 and message in err_lines(r)[0], r.stderr

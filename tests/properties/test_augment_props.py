@@ -21,14 +21,26 @@ from scipy import ndimage  # noqa: E402
 from segkit.config import Config, validate_config  # noqa: E402
 from segkit.data.augment import Augmenter  # noqa: E402
 
-GEOMETRIC = ["hflip", "vflip", "rotate90", "rotate", "scale", "shear", "elastic", "grid_distortion", "optical_distortion"]
+GEOMETRIC = [
+    "hflip",
+    "vflip",
+    "rotate90",
+    "rotate",
+    "scale",
+    "shear",
+    "elastic",
+    "grid_distortion",
+    "optical_distortion",
+]
 INTENSITY = ["brightness", "contrast", "gamma", "noise", "blur"]
 
 
 def config(active: list[str], interpolation: str, seed: int) -> Config:
     aug: dict[str, object] = {n: {"p": 1.0 if n in active else 0.0} for n in GEOMETRIC}
     aug.update({n: {"p": 0.0} for n in INTENSITY})
-    aug.update({"interpolation": interpolation, "rotate": {"p": 1.0 if "rotate" in active else 0.0, "limit": 180}})
+    aug.update(
+        {"interpolation": interpolation, "rotate": {"p": 1.0 if "rotate" in active else 0.0, "limit": 180}}
+    )
     return validate_config(
         {
             "seed": seed,
@@ -62,7 +74,9 @@ def test_image_and_mask_stay_aligned(labels: np.ndarray, active: list[str], seed
 
 
 @given(labels=label_maps(), active=combos, seed=st.integers(0, 2**31 - 1))
-def test_linear_interpolation_differs_only_at_boundaries(labels: np.ndarray, active: list[str], seed: int) -> None:
+def test_linear_interpolation_differs_only_at_boundaries(
+    labels: np.ndarray, active: list[str], seed: int
+) -> None:
     image = np.eye(4, dtype=np.float32)[labels]
     img2, m2 = Augmenter(config(active, "linear", seed))(image, labels, epoch=1, index=3)
     agree = img2.argmax(-1) == m2

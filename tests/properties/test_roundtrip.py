@@ -57,15 +57,21 @@ def test_volume_slices_volume_is_identity(case: tuple[np.ndarray, np.ndarray, in
     np.testing.assert_allclose(sliced.geometry.affine_array, affine)
 
 
-@given(hnp.arrays(np.uint8, hnp.array_shapes(min_dims=2, max_dims=2, max_side=6), elements=st.integers(0, 255)))
+@given(
+    hnp.arrays(np.uint8, hnp.array_shapes(min_dims=2, max_dims=2, max_side=6), elements=st.integers(0, 255))
+)
 def test_display_convention_is_invertible(arr: np.ndarray) -> None:
     np.testing.assert_array_equal(from_display(to_display(arr)), arr)
     assert to_display(arr).shape == arr.shape[::-1]
 
 
 @given(
-    st.lists(st.tuples(st.integers(0, 255), st.integers(0, 255), st.integers(0, 255)), min_size=1, max_size=8, unique=True)
-    .filter(lambda cs: (0, 0, 0) not in cs),
+    st.lists(
+        st.tuples(st.integers(0, 255), st.integers(0, 255), st.integers(0, 255)),
+        min_size=1,
+        max_size=8,
+        unique=True,
+    ).filter(lambda cs: (0, 0, 0) not in cs),
     st.data(),
 )
 def test_palette_encode_decode_is_identity(colors: list[tuple[int, int, int]], data: st.DataObject) -> None:

@@ -16,7 +16,9 @@ ratio_st = st.floats(0.05, 1.0)
 
 
 @given(ids=ids_st, tr=ratio_st, va=ratio_st, te=ratio_st, seed=st.integers(0, 2**31 - 1))
-def test_split_is_a_partition_and_deterministic(ids: list[str], tr: float, va: float, te: float, seed: int) -> None:
+def test_split_is_a_partition_and_deterministic(
+    ids: list[str], tr: float, va: float, te: float, seed: int
+) -> None:
     cfg = SplitConfig(train=tr, valid=va, test=te)
     s = split_cases(ids, cfg, seed)
     parts = [set(s["train"]), set(s["valid"]), set(s["test"])]
@@ -43,11 +45,15 @@ def test_kfold_folds_disjoint_and_cover(ids: list[str], k: int, seed: int, data:
     assert max(map(len, s["kfold"])) - min(map(len, s["kfold"])) <= 1
 
 
-patients_st = st.dictionaries(st.from_regex(r"p[0-9]{1,3}", fullmatch=True), st.integers(1, 3), min_size=4, max_size=25)
+patients_st = st.dictionaries(
+    st.from_regex(r"p[0-9]{1,3}", fullmatch=True), st.integers(1, 3), min_size=4, max_size=25
+)
 
 
 @given(patients=patients_st, k=st.one_of(st.none(), st.integers(2, 4)), seed=st.integers(0, 1000))
-def test_grouped_split_never_separates_one_patients_volumes(patients: dict[str, int], k: int | None, seed: int) -> None:
+def test_grouped_split_never_separates_one_patients_volumes(
+    patients: dict[str, int], k: int | None, seed: int
+) -> None:
     """ACDC-like ids (two phases per patient): with group_by every patient's volumes share one split and one
     fold, and every fold_view is a partition of the cases."""
     from segkit.prepare.split import fold_view, split_of

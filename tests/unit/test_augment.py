@@ -8,7 +8,17 @@ import pytest
 from segkit.config import Config, validate_config
 from segkit.data.augment import Augmenter, describe_augmentation
 
-GEOMETRIC = ["hflip", "vflip", "rotate90", "rotate", "scale", "shear", "elastic", "grid_distortion", "optical_distortion"]
+GEOMETRIC = [
+    "hflip",
+    "vflip",
+    "rotate90",
+    "rotate",
+    "scale",
+    "shear",
+    "elastic",
+    "grid_distortion",
+    "optical_distortion",
+]
 INTENSITY = ["brightness", "contrast", "gamma", "noise", "blur"]
 
 
@@ -19,7 +29,10 @@ def config(on: dict[str, float], size: tuple[int, int] = (64, 64), **extra: obje
     return validate_config(
         {
             "seed": 11,
-            "classes": [{"id": 1, "name": "a", "color": [255, 0, 0]}, {"id": 2, "name": "b", "color": [0, 255, 0]}],
+            "classes": [
+                {"id": 1, "name": "a", "color": [255, 0, 0]},
+                {"id": 2, "name": "b", "color": [0, 255, 0]},
+            ],
             "data": {"image_size": list(size), "channels": 1},
             "augment": aug,
         }
@@ -83,13 +96,19 @@ def test_same_seed_same_output_other_sample_or_epoch_differs() -> None:
 
 
 def test_transforms_draw_independently() -> None:
-    """hflip and vflip at p=0.5 must not always fire together (albumentations' Compose seed would couple them)."""
+    """hflip and vflip at p=0.5 must not always fire together (albumentations' Compose seed would couple
+    them)."""
     image, mask = sample()
     aug = Augmenter(config({"hflip": 0.5, "vflip": 0.5}))
     seen = set()
     for index in range(24):
         _, m2 = aug(image, mask, epoch=0, index=index)
-        seen.add((np.array_equal(m2, mask[:, ::-1]) or np.array_equal(m2, mask[::-1, ::-1]), np.array_equal(m2[::-1], mask) or np.array_equal(m2, mask[::-1, ::-1])))
+        seen.add(
+            (
+                np.array_equal(m2, mask[:, ::-1]) or np.array_equal(m2, mask[::-1, ::-1]),
+                np.array_equal(m2[::-1], mask) or np.array_equal(m2, mask[::-1, ::-1]),
+            )
+        )
     assert seen == {(False, False), (True, False), (False, True), (True, True)}
 
 
@@ -104,7 +123,9 @@ def test_optical_distortion_sign_barrel_magnifies_the_centre() -> None:
     mask = np.zeros((101, 101), np.uint8)
     mask[30:71, 30:71] = 1  # 41 x 41 = 1681 px
     image = mask[..., None].astype(np.float32)
-    barrel = Augmenter(config({"optical_distortion": 1.0}, size=(101, 101), optical_distortion={"p": 1.0, "k": [0.3, 0.3]}))
+    barrel = Augmenter(
+        config({"optical_distortion": 1.0}, size=(101, 101), optical_distortion={"p": 1.0, "k": [0.3, 0.3]})
+    )
     pincushion = Augmenter(config({}, size=(101, 101), optical_distortion={"p": 1.0, "k": [-0.3, -0.3]}))
     assert barrel(image, mask, epoch=0, index=0)[1].sum() > 1681 + 30
     assert pincushion(image, mask, epoch=0, index=0)[1].sum() < 1681 - 30

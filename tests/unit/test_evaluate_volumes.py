@@ -21,7 +21,7 @@ import pytest
 
 from segkit.config import load_config, validate_config
 from segkit.evaluate.run import evaluate_model
-from segkit.prepare import SourceOptions, run_prepare
+from segkit.prepare import PrepareOptions, SourceOptions, run_prepare
 
 SHAPE = (16, 16, 10)  # X, Y, Z; slicing axis 2 (Z), 16x16 slices: prepare.size [16, 16] means no resize
 AFFINE = np.diag([-0.8, -0.9, 2.0, 1.0])  # LPS-like, anisotropic spacing
@@ -73,8 +73,8 @@ def volume_case(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
             "evaluate": {"split": "test", "nsd_tolerance_mm": 1.0},
         }
     )
-    report = run_prepare("nifti", raw, root / "data", cfg, workers=1,
-                         source_options=SourceOptions(image_glob="*_image.nii.gz", label_glob="*_label.nii.gz"))
+    globs = SourceOptions(image_glob="*_image.nii.gz", label_glob="*_label.nii.gz")
+    report = run_prepare("nifti", raw, root / "data", cfg, PrepareOptions(workers=1, source_options=globs))
     assert report.ok
     written = sorted(p.name for p in (root / "data" / "test" / "images").iterdir())
     assert written == ["c1_0003.png", "c1_0004.png", "c1_0005.png"]  # label-free slices dropped
@@ -173,7 +173,7 @@ def test_slices2d_cases_are_stacked_without_surface_metrics(tmp_path: Path, repo
          f"data.dir={tmp_path / 'data'}", f"train.run_dir={tmp_path / 'run'}", "infer.batch_size=4",
          "infer.tta=false", "model.num_layers=3", "model.base_kernels=3"],
     )
-    assert run_prepare("chest-ct", raw, tmp_path / "data", cfg, workers=1).ok
+    assert run_prepare("chest-ct", raw, tmp_path / "data", cfg, PrepareOptions(workers=1)).ok
     manifest = json.loads((tmp_path / "data" / "dataset.json").read_text())
     assert manifest["cases"]["P7"]["kind"] == "slices2d" and manifest["cases"]["P7"]["slices"] == [1, 3, 5]
     constant_model(tmp_path / "run" / "model.keras", 3, [0.0, -10.0, -10.0, 10.0])  # lung (id 3) everywhere

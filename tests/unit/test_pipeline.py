@@ -75,7 +75,10 @@ def test_list_pairs_pairs_by_stem_sorted_and_mixed_suffixes(tmp_path: Path) -> N
     write_pair(split, "b_0001", label_map(0), ".jpg")
     write_pair(split, "a_0002", label_map(1))
     pairs = list_pairs(split)
-    assert [(i.name, m.name) for i, m in pairs] == [("a_0002.png", "a_0002.png"), ("b_0001.jpg", "b_0001.png")]
+    assert [(i.name, m.name) for i, m in pairs] == [
+        ("a_0002.png", "a_0002.png"),
+        ("b_0001.jpg", "b_0001.png"),
+    ]
 
 
 def test_unpaired_files_are_listed_by_name_with_count(tmp_path: Path) -> None:
@@ -190,8 +193,8 @@ def test_image_and_mask_of_different_sizes_are_refused_not_resized(tmp_path: Pat
     with pytest.raises(DataError) as e:
         read_sample(pairs, 0, tiny_config(tmp_path))
     assert e.value.one_line() == (
-        f"{pairs[0][0]}: image is 64x64 but its mask a_0000.png is 48x48 (hint: image and mask of a slice must "
-        "have the same size; re-export the pair)"
+        f"{pairs[0][0]}: image is 64x64 but its mask a_0000.png is 48x48 "
+        "(hint: image and mask of a slice must have the same size; re-export the pair)"
     )
 
 
@@ -263,7 +266,9 @@ def test_training_is_reproducible_fresh_per_epoch_and_resumable(tiny: Path) -> N
 
 
 def test_training_without_augmentation_yields_each_sample_once(tiny: Path) -> None:
-    cfg = tiny_config(tiny).model_copy(update={"augment": tiny_config(tiny).augment.model_copy(update={"enabled": False})})
+    cfg = tiny_config(tiny).model_copy(
+        update={"augment": tiny_config(tiny).augment.model_copy(update={"enabled": False})}
+    )
     x, y = _collect(make_dataset(cfg, "train", training=True))
     expected = sorted(float(read_mask(m, cfg).sum()) for _, m in list_pairs(tiny / "train"))
     assert sorted(float(v) for v in y.argmax(-1).sum(axis=(1, 2))) == expected
@@ -288,13 +293,15 @@ def test_bad_colour_surfaces_as_data_error_naming_the_file(tiny: Path) -> None:
         _collect(make_dataset(tiny_config(tiny), "valid", training=False))
     err = unwrap_data_error(e.value)
     assert isinstance(err, DataError)
-    assert err.one_line().startswith(f"{bad}: 4096 pixels have colour (200, 100, 50), which is no class colour")  # BGR file
+    assert err.one_line().startswith(
+        f"{bad}: 4096 pixels have colour (200, 100, 50), which is no class colour"
+    )  # BGR file
     assert unwrap_data_error(ValueError("something else")) is None
 
 
 def test_patches_cut_model_size_windows_from_larger_slices(tmp_path: Path) -> None:
-    """data.patches: slices of 96x80 and 40x50 (two sizes, as two cases at one spacing would have) become 64x64
-    training patches whose image and mask agree, and centre patches for validation."""
+    """data.patches: slices of 96x80 and 40x50 (two sizes, as two cases at one spacing would have) become
+    64x64 training patches whose image and mask agree, and centre patches for validation."""
     for split, n in (("train", 4), ("valid", 2)):
         for i in range(n):
             size = (96, 80) if i % 2 == 0 else (40, 50)

@@ -1,5 +1,5 @@
-"""segkit.progress: the one progress protocol (``start(total, description)``, ``advance(n)``), its no-op default,
-``Part``, the CLI's rich adapter and what ``run_prepare`` reports through it.
+"""segkit.progress: the one progress protocol (``start(total, description)``, ``advance(n)``), its no-op
+default, ``Part``, the CLI's rich adapter and what ``run_prepare`` reports through it.
 
 evaluate / infer / post-processing report through it too: tests/unit/test_evaluate_volumes.py.
 """
@@ -47,18 +47,20 @@ def test_run_prepare_starts_once_and_advances_per_case(
     tmp_path: Path, repo_root: Path, recording_progress  # noqa: ANN001 - conftest.RecordingProgress
 ) -> None:
     from segkit.config import load_config
-    from segkit.prepare import SourceOptions, run_prepare
+    from segkit.prepare import PrepareOptions, SourceOptions, run_prepare
 
     cfg = load_config(repo_root / "configs" / "demo.yaml", ["prepare.size=[32,32]"])
     rec = recording_progress()
-    report = run_prepare("phantom", None, tmp_path / "data", cfg, workers=1,
-                         source_options=SourceOptions(phantom_n=3), progress=rec)
+    three = SourceOptions(phantom_n=3)
+    report = run_prepare(
+        "phantom", None, tmp_path / "data", cfg, PrepareOptions(workers=1, source_options=three), progress=rec
+    )
     assert report.ok and rec.tasks == [("prepare", 3, 3)]
     rec = recording_progress()
-    report = run_prepare("phantom", None, tmp_path / "verify", cfg, workers=1, verify_only=True,
-                         source_options=SourceOptions(phantom_n=3), progress=rec)
+    report = run_prepare("phantom", None, tmp_path / "verify", cfg,
+                         PrepareOptions(workers=1, verify_only=True, source_options=three), progress=rec)
     assert report.ok and rec.tasks == [("verify", 3, 3)]
     rec = recording_progress()  # the shard 1/2 of the first dataset: its cases only, all already complete
-    report = run_prepare("phantom", None, tmp_path / "data", cfg, workers=1, shard=(1, 2),
-                         source_options=SourceOptions(phantom_n=3), progress=rec)
+    report = run_prepare("phantom", None, tmp_path / "data", cfg,
+                         PrepareOptions(workers=1, shard=(1, 2), source_options=three), progress=rec)
     assert rec.tasks == [("prepare", 1, 1)] and len(report.skipped) == 1

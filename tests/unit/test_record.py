@@ -12,7 +12,7 @@ import pytest
 
 from segkit.config import load_config
 from segkit.errors import DataError
-from segkit.prepare import SourceOptions, run_prepare
+from segkit.prepare import PrepareOptions, SourceOptions, run_prepare
 from segkit.prepare.record import (
     REWRITE_HINT,
     SLICES2D,
@@ -30,7 +30,9 @@ def phantom(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> tuple[
     """A prepared phantom dataset (3 volume cases, LPS-like affines) and its dataset.json."""
     out = tmp_path_factory.mktemp("record") / "data"
     cfg = load_config(repo_root / "configs" / "demo.yaml", ["prepare.size=[32,32]"])
-    report = run_prepare("phantom", None, out, cfg, workers=1, source_options=SourceOptions(phantom_n=3))
+    report = run_prepare(
+        "phantom", None, out, cfg, PrepareOptions(workers=1, source_options=SourceOptions(phantom_n=3))
+    )
     assert report.ok
     return out, json.loads((out / "dataset.json").read_text(encoding="utf-8"))
 
@@ -53,7 +55,9 @@ def test_geometry_json_round_trip_on_prepared_volume_cases(phantom: tuple[Path, 
         # the record read back puts the written slices back where they came from
         labels = {k: np.full(g.slice_shape, 1, np.uint8) for k in g.slices}
         back = reassemble_volume(labels, g)
-        assert back.shape == g.shape and int(back.sum()) == len(g.slices) * g.slice_shape[0] * g.slice_shape[1]
+        assert (
+            back.shape == g.shape and int(back.sum()) == len(g.slices) * g.slice_shape[0] * g.slice_shape[1]
+        )
 
 
 def test_geometry_json_round_trip_on_a_prepared_2d_case(tmp_path: Path, repo_root: Path) -> None:
@@ -65,9 +69,11 @@ def test_geometry_json_round_trip_on_a_prepared_2d_case(tmp_path: Path, repo_roo
     for k in (1, 3, 5):
         cv2.imwrite(str(raw / "images" / f"P7_{k}.png"), np.full((24, 32), 40 * k, np.uint8))
         cv2.imwrite(str(raw / "masks" / f"P7_mask_{k}.png"), mask)
-    cfg = load_config(repo_root / "configs" / "seed" / "chest-ct.yaml",
-                      ["prepare.size=[16,16]", "prepare.empty_slices=keep", "prepare.split={train: 1, valid: 0, test: 0}"])
-    assert run_prepare("chest-ct", raw, tmp_path / "data", cfg, workers=1).ok
+    cfg = load_config(
+        repo_root / "configs" / "seed" / "chest-ct.yaml",
+        ["prepare.size=[16,16]", "prepare.empty_slices=keep", "prepare.split={train: 1, valid: 0, test: 0}"],
+    )
+    assert run_prepare("chest-ct", raw, tmp_path / "data", cfg, PrepareOptions(workers=1)).ok
     path = tmp_path / "data" / "dataset.json"
     entry = json.loads(path.read_text(encoding="utf-8"))["cases"]["P7"]
     rec = CaseRecord.from_json(entry, path, "P7")
@@ -127,7 +133,9 @@ def test_preprocessing_from_dataset_json_and_its_errors(phantom: tuple[Path, dic
     assert pre.to_json() == {"prepare": manifest["prepare"], "modality": manifest["modality"]}
     with pytest.raises(DataError) as e:
         Preprocessing.from_json({"prepare": manifest["prepare"]}, path)
-    assert e.value.one_line() == f"{path}: the preprocessing recipe lacks key 'modality' (hint: {REWRITE_HINT})"
+    assert (
+        e.value.one_line() == f"{path}: the preprocessing recipe lacks key 'modality' (hint: {REWRITE_HINT})"
+    )
     bad = {"modality": "ct", "prepare": {**manifest["prepare"], "size": [4, 4]}}
     with pytest.raises(DataError, match=r"the 'prepare' section is invalid: size: .*at least 8x8") as e:
         Preprocessing.from_json(bad, "run/preprocessing.json", hint="train the run again")
@@ -145,14 +153,25 @@ def test_preprocessing_spec_reads_run_copy_then_dataset_json_then_config(
                       ["prepare.size=[48,48]", f"data.dir={tmp_path / 'none'}", f"train.run_dir={run}"])
     assert preprocessing_spec(cfg) == Preprocessing.from_config(cfg)  # no run copy, no dataset.json
     cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"dir": out})})
-    assert preprocessing_spec(cfg) == Preprocessing.from_json(manifest)  # the dataset's recipe, not the config's
+    assert preprocessing_spec(cfg) == Preprocessing.from_json(
+        manifest
+    )  # the dataset's recipe, not the config's
     assert preprocessing_spec(cfg).prepare.size == (32, 32)
     run.mkdir()
     kept = run / "preprocessing.json"
-    recipe = {"prepare": {**manifest["prepare"], "size": [40, 40]}, "modality": "ct", "classes": [], "source": "x"}
+    recipe = {
+        "prepare": {**manifest["prepare"], "size": [40, 40]},
+        "modality": "ct",
+        "classes": [],
+        "source": "x",
+    }
     kept.write_text(json.dumps(recipe))
     assert preprocessing_spec(cfg).prepare.size == (40, 40)  # the run's own copy wins
     kept.write_text(json.dumps({"prepare": manifest["prepare"]}))
     with pytest.raises(DataError) as e:
         preprocessing_spec(cfg)
-    assert e.value.path == kept and "lacks key 'modality'" in e.value.message and "train the run again" in e.value.hint
+    assert (
+        e.value.path == kept
+        and "lacks key 'modality'" in e.value.message
+        and "train the run again" in e.value.hint
+    )

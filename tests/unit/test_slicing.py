@@ -83,7 +83,9 @@ def test_every_file_orientation_gives_the_same_slices() -> None:
         (img[::-1, ::-1], lbl[::-1, ::-1], lps_aff),
         (img.transpose(2, 0, 1), lbl.transpose(2, 0, 1), perm_aff),
     ):
-        out = slice_case(vol(data_img, aff), vol(data_lbl, aff, "l.nii.gz"), cfg, "c", np.random.default_rng(0))
+        out = slice_case(
+            vol(data_img, aff), vol(data_lbl, aff, "l.nii.gz"), cfg, "c", np.random.default_rng(0)
+        )
         assert out.geometry.slices == ref.geometry.slices
         for (k1, i1, l1), (k2, i2, l2) in zip(out.slices, ref.slices, strict=True):
             assert k1 == k2
@@ -91,7 +93,8 @@ def test_every_file_orientation_gives_the_same_slices() -> None:
             np.testing.assert_array_equal(l1, l2)
         back = reassemble_volume({k: lb for k, _, lb in out.slices}, out.geometry)
         np.testing.assert_array_equal(back, data_lbl)
-    # Slice 3 of the RAS case: label 3 at (x=5, y=6) -> row 8-1-6 = 1, col 8-1-5 = 2; label 2 at (6, 1) -> (6, 1).
+    # Slice 3 of the RAS case: label 3 at (x=5, y=6) -> row 8-1-6 = 1, col 8-1-5 = 2;
+    # label 2 at (6, 1) -> (6, 1).
     lbl3 = dict((k, lb) for k, _, lb in ref.slices)[3]
     assert lbl3[1, 2] == 3 and lbl3[6, 1] == 2 and int((lbl3 > 0).sum()) == 2
 
@@ -103,13 +106,25 @@ def test_shape_and_affine_mismatch_name_both_files() -> None:
     img, lbl = ras_case()
     cfg = make_cfg()
     with pytest.raises(GeometryError) as info:
-        slice_case(vol(img, name="p1_img.nii.gz"), vol(lbl[:, :, :5], name="p1_seg.nii.gz"), cfg, "c", np.random.default_rng(0))
+        slice_case(
+            vol(img, name="p1_img.nii.gz"),
+            vol(lbl[:, :, :5], name="p1_seg.nii.gz"),
+            cfg,
+            "c",
+            np.random.default_rng(0),
+        )
     msg = info.value.one_line()
     assert "p1_img.nii.gz (8, 8, 6)" in msg and "p1_seg.nii.gz (8, 8, 5)" in msg
     shifted = np.eye(4)
     shifted[0, 3] = 0.5
     with pytest.raises(GeometryError, match="affines differ") as info:
-        slice_case(vol(img, name="p1_img.nii.gz"), vol(lbl, shifted, "p1_seg.nii.gz"), cfg, "c", np.random.default_rng(0))
+        slice_case(
+            vol(img, name="p1_img.nii.gz"),
+            vol(lbl, shifted, "p1_seg.nii.gz"),
+            cfg,
+            "c",
+            np.random.default_rng(0),
+        )
     assert "p1_img.nii.gz" in info.value.message and "p1_seg.nii.gz" in info.value.message
     # Within atol 1e-3 is the same geometry.
     shifted[0, 3] = 5e-4
@@ -132,7 +147,9 @@ def test_inference_on_a_nan_volume_names_the_file(tmp_path: Path) -> None:
     src = tmp_path / "scan_with_nan.nii.gz"
     with pytest.raises(DataError) as e:
         volume_to_slices(img, np.eye(4), Preprocessing.from_config(make_cfg()), "scan_with_nan", path=src)
-    assert e.value.one_line().startswith(f"{src}: image has 1 NaN/inf voxels") and "<memory>" not in str(e.value.path)
+    assert e.value.one_line().startswith(f"{src}: image has 1 NaN/inf voxels") and "<memory>" not in str(
+        e.value.path
+    )
 
 
 def test_unexpected_label_values_are_listed_or_mapped_to_background() -> None:
@@ -172,7 +189,9 @@ def test_ct_window_numbers() -> None:
     # (hu + 1000) * 255 / 2000, rounded half to even: 0 -> 127.5 -> 128, 500 -> 191.25 -> 191.
     assert out.tolist() == [0, 0, 128, 191, 255, 255]
     assert recipe == {"kind": "ct_window", "low": -1000.0, "high": 1000.0}
-    np.testing.assert_array_equal(apply_intensity(hu[::-1], recipe), out[::-1])  # element-wise: no data dependence
+    np.testing.assert_array_equal(
+        apply_intensity(hu[::-1], recipe), out[::-1]
+    )  # element-wise: no data dependence
 
 
 def test_mr_percentiles_use_the_whole_volume_never_one_slice() -> None:
@@ -250,7 +269,10 @@ def test_write_slices_files_decode_back(tmp_path: Path) -> None:
     paths = write_slices(out, tmp_path / "train", palette_array(COLORS))
     names = sorted(p.relative_to(tmp_path).as_posix() for p in paths)
     assert names == [
-        "train/images/p7_0002.png", "train/images/p7_0003.png", "train/masks/p7_0002.png", "train/masks/p7_0003.png"
+        "train/images/p7_0002.png",
+        "train/images/p7_0003.png",
+        "train/masks/p7_0002.png",
+        "train/masks/p7_0003.png",
     ]
     for k, i2, l2 in out.slices:
         np.testing.assert_array_equal(read_gray(tmp_path / f"train/images/p7_{k:04d}.png"), i2)
@@ -278,10 +300,15 @@ def test_volume_to_slices_repeats_prepare_exactly() -> None:
     aff = np.diag([-0.7, 0.7, 2.0, 1.0])
     cfg = make_cfg(size=(16, 16), empty_slices="drop")
     ref = slice_case(vol(img, aff), vol(lbl, aff), cfg, "c", np.random.default_rng(0))
-    from_dataset_json = Preprocessing.from_json({"prepare": cfg.prepare.model_dump(mode="json"), "modality": "ct"})
+    from_dataset_json = Preprocessing.from_json(
+        {"prepare": cfg.prepare.model_dump(mode="json"), "modality": "ct"}
+    )
     for spec in (Preprocessing.from_config(cfg), ref.geometry, from_dataset_json):
         again = volume_to_slices(img, aff, spec)
-        assert again.geometry.slices == tuple(range(6)) and again.geometry.ornt_transform == ref.geometry.ornt_transform
+        assert (
+            again.geometry.slices == tuple(range(6))
+            and again.geometry.ornt_transform == ref.geometry.ornt_transform
+        )
         imgs = {k: i for k, i, _ in again.slices}
         for k, i2, _ in ref.slices:
             np.testing.assert_array_equal(imgs[k], i2)
@@ -293,8 +320,8 @@ def test_volume_to_slices_repeats_prepare_exactly() -> None:
 
 @pytest.mark.parametrize("axis", [0, 1, 2])
 def test_probabilities_reassemble_like_labels_on_a_non_ras_volume(axis: int) -> None:
-    """One-hot maps of the predicted slices, put back, have the labels' argmax: orientation and the channel axis
-    survive a non-square, LPS-like, permuted geometry."""
+    """One-hot maps of the predicted slices, put back, have the labels' argmax: orientation and the channel
+    axis survive a non-square, LPS-like, permuted geometry."""
     from segkit.prepare.slicing import reassemble_probabilities, reassemble_volume
 
     shape = (9, 7, 5)

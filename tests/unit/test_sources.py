@@ -14,7 +14,7 @@ from segkit.config import load_config
 from segkit.errors import DataError, SegkitError
 from segkit.io.palette import decode_mask, palette_array
 from segkit.io.png import read_rgb
-from segkit.prepare.run import run_prepare
+from segkit.prepare.run import PrepareOptions, run_prepare
 from segkit.prepare.slices2d import chest_mask_to_labels
 from segkit.prepare.sources import SOURCES, SourceOptions, discover
 
@@ -216,9 +216,10 @@ def test_chest_ct_csv_reports_missing_files(tmp_path: Path) -> None:
 def test_chest_ct_prepare_end_to_end(tmp_path: Path) -> None:
     make_chest(tmp_path / "raw", {"P1": 2, "P2": 2, "P3": 2}, nested=True, with_csv=True)
     cfg = load_config(
-        CONFIGS / "chest-ct.yaml", ["prepare.size=[16,16]", "prepare.empty_slices=keep", "prepare.split.valid=0.3"]
+        CONFIGS / "chest-ct.yaml",
+        ["prepare.size=[16,16]", "prepare.empty_slices=keep", "prepare.split.valid=0.3"],
     )
-    report = run_prepare("chest-ct", tmp_path / "raw", tmp_path / "out", cfg, workers=1)
+    report = run_prepare("chest-ct", tmp_path / "raw", tmp_path / "out", cfg, PrepareOptions(workers=1))
     assert report.ok and report.manifest is not None
     masks = sorted((tmp_path / "out").glob("*/masks/*.png"), key=lambda p: p.name)
     assert [p.name for p in masks] == sorted(f"P{i}_{k:04d}.png" for i in (1, 2, 3) for k in (0, 1))
@@ -226,4 +227,7 @@ def test_chest_ct_prepare_end_to_end(tmp_path: Path) -> None:
     mask0 = next(p for p in masks if p.name == "P1_0000.png")
     ids = decode_mask(read_rgb(mask0), palette_array([c.color for c in cfg.classes]), tolerance=0)
     assert ids[8, 8] == 1 and ids[3, 2] == 3  # trachea centre, lung (rows 4:28, cols 2:16 at 32 px -> /2)
-    assert report.summary["train"]["cases"] + report.summary["valid"]["cases"] + report.summary["test"]["cases"] == 3
+    assert (
+        report.summary["train"]["cases"] + report.summary["valid"]["cases"] + report.summary["test"]["cases"]
+        == 3
+    )

@@ -47,7 +47,11 @@ def test_empty_split_is_an_error_naming_the_split() -> None:
 
 
 def test_allocate_largest_remainder() -> None:
-    assert allocate(7, [0.5, 0.25, 0.25], ["a", "b", "c"]) == [3, 2, 2]  # 3.5/1.75/1.75 -> 3/1/1 then +1 b, +1 c
+    assert allocate(7, [0.5, 0.25, 0.25], ["a", "b", "c"]) == [
+        3,
+        2,
+        2,
+    ]  # 3.5/1.75/1.75 -> 3/1/1 then +1 b, +1 c
     assert allocate(4, [1, 0, 0], ["a", "b", "c"]) == [4, 0, 0]
 
 
@@ -149,8 +153,14 @@ def test_user_split_shapes(tmp_path) -> None:  # noqa: ANN001
 @pytest.mark.parametrize(
     ("obj", "message"),
     [
-        ({"train": ["a", "b"], "valid": ["c", "zz"], "test": ["d", "e"]}, "1 case id(s) are not in the dataset: zz"),
-        ({"train": ["a", "b"], "valid": ["b"], "test": ["c", "d", "e"]}, "case 'b' is in both train and valid"),
+        (
+            {"train": ["a", "b"], "valid": ["c", "zz"], "test": ["d", "e"]},
+            "1 case id(s) are not in the dataset: zz",
+        ),
+        (
+            {"train": ["a", "b"], "valid": ["b"], "test": ["c", "d", "e"]},
+            "case 'b' is in both train and valid",
+        ),
         ({"train": ["a"], "valid": ["b"], "test": ["c"]}, "2 case(s) of the dataset are in no split: d, e"),
         ([{"train": ["a"], "val": ["b"]}], "fold 3 is not in the file (1 folds)"),
         ({"train": "a"}, "'train' must be a list of case ids"),
@@ -160,8 +170,14 @@ def test_user_split_errors_name_the_cases(tmp_path, obj, message: str) -> None: 
     from segkit.prepare.split import load_user_split
 
     with pytest.raises(DataError) as e:
-        load_user_split(_write(tmp_path, obj), ["a", "b", "c", "d", "e"], fold=3 if isinstance(obj, list) else None)
-    assert message in e.value.one_line() and "split.json" in e.value.one_line() and "(hint: " in e.value.one_line()
+        load_user_split(
+            _write(tmp_path, obj), ["a", "b", "c", "d", "e"], fold=3 if isinstance(obj, list) else None
+        )
+    assert (
+        message in e.value.one_line()
+        and "split.json" in e.value.one_line()
+        and "(hint: " in e.value.one_line()
+    )
 
 
 def test_user_split_fold_needs_folds_and_valid_cases(tmp_path) -> None:  # noqa: ANN001

@@ -53,7 +53,8 @@ def test_nrrd_lps_becomes_ras_affine(tmp_path: Path) -> None:
     )
     vol = load_volume(tmp_path / "v.nrrd")
     np.testing.assert_array_equal(vol.data, data)
-    # Voxel (2, 1, 1): LPS point = origin + 2*row0 + 1*row1 + 1*row2 = (-98.0, 98.8, -71.5) -> RAS (98.0, -98.8, -71.5).
+    # Voxel (2, 1, 1): LPS point = origin + 2*row0 + 1*row1 + 1*row2 = (-98.0, 98.8, -71.5)
+    # -> RAS (98.0, -98.8, -71.5).
     np.testing.assert_allclose(vol.affine @ [2, 1, 1, 1], [98.0, -98.8, -71.5, 1.0])
     # Axis 0 steps +0.8 mm along L (LPS x), axis 1 steps -0.8 mm along P, i.e. toward Anterior.
     assert "".join(nib.aff2axcodes(vol.affine)) == "LAS"
@@ -61,7 +62,11 @@ def test_nrrd_lps_becomes_ras_affine(tmp_path: Path) -> None:
 
 def test_nhdr_detached_header_and_ras_space(tmp_path: Path) -> None:
     data = np.ones((3, 3, 2), dtype=np.uint8)
-    header = {"space": "right-anterior-superior", "space directions": np.diag([1.0, 2.0, 3.0]), "space origin": [1.0, 2.0, 3.0]}
+    header = {
+        "space": "right-anterior-superior",
+        "space directions": np.diag([1.0, 2.0, 3.0]),
+        "space origin": [1.0, 2.0, 3.0],
+    }
     nrrd.write(str(tmp_path / "v.nhdr"), data, header, detached_header=True)
     vol = load_volume(tmp_path / "v.nhdr")
     assert vol.data.shape == (3, 3, 2)
@@ -169,7 +174,9 @@ def test_volume_too_big_for_memory_names_the_need(tmp_path: Path, monkeypatch: p
     path = tmp_path / "ok.nii.gz"
     save_volume(path, np.zeros((16, 16, 8), np.int16), np.eye(4))
     monkeypatch.setattr(vols, "_available_memory", lambda: 1024)
-    with pytest.raises(DataError, match=r"a 16x16x8 volume needs [0-9.]+ KiB of memory; 1\.0 KiB is available"):
+    with pytest.raises(
+        DataError, match=r"a 16x16x8 volume needs [0-9.]+ KiB of memory; 1\.0 KiB is available"
+    ):
         load_volume(path)
 
 
