@@ -2,8 +2,8 @@
 (``volume``), masks for slice folders (``folder``), and one call's settings (``options``).
 
 Prediction itself (model loading, batched slices, sliding windows, whole volumes) is ``segkit.predict``,
-shared with train and evaluate; the component filter and the post-processing decision are ``segkit.postprocess``.
-Importing this package does not import TensorFlow.
+shared with train and evaluate; the component filter and the post-processing decision are
+``segkit.postprocess``. Importing this package does not import TensorFlow.
 """
 
 from __future__ import annotations

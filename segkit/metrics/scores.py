@@ -50,7 +50,8 @@ class ScoreTable:
 
     def values(self, metric: str, cls: Hashable) -> list[float]:
         """The values of ``metric`` for class ``cls`` over cases, in order; ``None`` values are left out."""
-        return [float(v[metric]) for _, c, v in self.rows if c == cls and v.get(metric) is not None]
+        found = (v.get(metric) for _, c, v in self.rows if c == cls)
+        return [float(x) for x in found if x is not None]
 
     def summary(self, metric: str, cls: Hashable) -> dict[str, float | int | None]:
         """``summarize`` of one class's values: mean / median / std over the finite ones, NaN and inf

@@ -136,8 +136,8 @@ def test_progress_reports_a_start_then_advances_summing_to_its_total(
 ) -> None:
     """The one ``segkit.progress.Progress`` protocol: evaluate, infer and the post-processing choice each start
     a task with its total and advance by exactly that much."""
-    from segkit.evaluate.postprocess import choose_postprocessing
     from segkit.infer.run import infer
+    from segkit.postprocess import choose_postprocessing
 
     cfg, raw = volume_case["cfg"], volume_case["raw"]
     rec = recording_progress()
