@@ -39,6 +39,7 @@ bench-quality: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check segkit tests scripts
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache bench-quality

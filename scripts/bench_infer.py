@@ -61,8 +61,10 @@ def bench_one(name: str, precision: str, n_slices: int, batch: int, tmp: Path) -
     import nibabel as nib
 
     from segkit.config import load_config
-    from segkit.infer.volume import infer_volume, model_inputs
+    from segkit.infer.options import InferOptions
+    from segkit.infer.volume import infer_volume
     from segkit.models import build_model
+    from segkit.predict.volume import model_inputs
 
     config = REPO / "configs" / ("seed/whole-heart.yaml" if name == "whole-heart" else "demo.yaml")
     cfg = load_config(config, [f"data.dir={tmp / 'no-dataset'}", f"infer.batch_size={batch}"])
@@ -83,7 +85,7 @@ def bench_one(name: str, precision: str, n_slices: int, batch: int, tmp: Path) -
     dummy = np.zeros((batch, h, w), np.uint8)
     model.predict_on_batch(model_inputs(dummy, list(range(batch)), cfg.data.channels, cfg.data.context_slices))
     t0 = time.perf_counter()
-    res = infer_volume(model, vol_path, cfg, tmp / "out", batch_size=batch, overwrite=True)
+    res = infer_volume(model, vol_path, cfg, tmp / "out", InferOptions(batch_size=batch, overwrite=True).resolve(cfg))
     total = time.perf_counter() - t0
     scale = TARGET_SLICES / n_slices
     return {

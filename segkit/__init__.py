@@ -1,6 +1,19 @@
 """segkit: 3D CT/MRI volumes to trained 2D segmentation models and back to label volumes.
 
 Importing ``segkit`` never imports TensorFlow; the heavy modules are imported by the stages that need them.
+
+Layers, top to bottom; a module imports only from layers below its own (function-local imports included),
+and the packages on one line do not import each other where marked ``|``. ``lint-imports`` (``make lint``)
+checks this order, written in ``pyproject.toml``'s ``[tool.importlinter]``:
+
+1. ``cli`` -- the Typer commands;
+2. ``train | evaluate | infer`` -- the stages (``train.cv`` scores its folds with ``evaluate``: the one
+   allowed crossing, listed in the contract);
+3. ``postprocess`` -- the component filter and the post-processing choice, made by train, applied by
+   evaluate and infer;
+4. ``predict`` -- model loading, slice and volume prediction, shared by the stages and the choice;
+5. ``preview``; then ``data``, ``models``, ``losses``; then ``prepare``;
+6. ``io | metrics | geometry | progress``; then ``config``, ``registry``, ``errors``.
 """
 
 __version__ = "0.1.0"

@@ -17,18 +17,25 @@ def evaluate(
     config: Path = typer.Argument(None, help="YAML config of the run (optional with --predictions)."),
     model: list[Path] = typer.Option(
         None, "--model", "-m",
-        help="Model .keras file (default: <train.run_dir>/model.keras, or every fold's model of a segkit cv run); "
-        "repeat it to score an ensemble.",
+        help="Model .keras file (default: <train.run_dir>/model.keras, or every fold's model of a segkit cv "
+        "run); repeat it to score an ensemble.",
     ),
-    split: str = typer.Option(None, "--split", help="Split to evaluate: train, valid or test (default: evaluate.split)."),
-    out_dir: Path = typer.Option(None, "--out", "-o", help="Report folder (default: <train.run_dir>/evaluation)."),
+    split: str = typer.Option(
+        None, "--split", help="Split to evaluate: train, valid or test (default: evaluate.split)."
+    ),
+    out_dir: Path = typer.Option(
+        None, "--out", "-o", help="Report folder (default: <train.run_dir>/evaluation)."
+    ),
     sets: list[str] = typer.Option(None, "--set", help="Config override KEY=VALUE, e.g. infer.batch_size=4."),
     predictions: Path = typer.Option(
         None, "--predictions", help="Score the label volumes in this folder (any tool's) instead of a model."
     ),
-    reference: Path = typer.Option(None, "--reference", help="With --predictions: the reference label volumes."),
+    reference: Path = typer.Option(
+        None, "--reference", help="With --predictions: the reference label volumes."
+    ),
     map_predictions: bool = typer.Option(
-        False, "--map-predictions", help="With --predictions and CONFIG: map predicted raw label values like prepare."
+        False, "--map-predictions",
+        help="With --predictions and CONFIG: map predicted raw label values like prepare.",
     ),
 ) -> None:
     """Evaluate a model: Dice, IoU, HD95, ASSD and NSD per case x class on whole volumes.
@@ -40,16 +47,20 @@ def evaluate(
     mean/median/std, foreground mean, the seed's dice_coef_multiclass), box plots and a confusion matrix.
 
     With --predictions DIR --reference DIR it scores label volumes made by any tool (segkit, nnU-Net,
-    TotalSegmentator), paired by case id, with the same metrics and report; CONFIG then only names the classes.
+    TotalSegmentator), paired by case id, with the same metrics and report; CONFIG then only names the
+    classes.
     """
     from segkit.errors import ConfigError
 
     if predictions is not None or reference is not None:
-        _evaluate_predictions(config, predictions, reference, out_dir, sets, map_predictions,
-                              model=model, split=split)
+        if model or split is not None:
+            raise ConfigError("--model/--split score a model; --predictions scores label volumes",
+                              hint="pick one")
+        _evaluate_predictions(config, predictions, reference, out_dir, sets, map_predictions)
         return
     if config is None:
-        raise ConfigError("missing CONFIG", hint="segkit evaluate CONFIG, or --predictions DIR --reference DIR")
+        raise ConfigError("missing CONFIG",
+                          hint="segkit evaluate CONFIG, or --predictions DIR --reference DIR")
     from segkit.evaluate.run import evaluate_model
 
     if split is not None and split not in ("train", "valid", "test"):
@@ -83,34 +94,30 @@ def _evaluate_predictions(
     out_dir: Path | None,
     sets: list[str] | None,
     map_predictions: bool,
-    *,
-    model: list[Path] | None,
-    split: str | None,
 ) -> None:
     from segkit.errors import ConfigError
-    from segkit.evaluate.predictions import evaluate_predictions
+    from segkit.evaluate.predictions import ScoringOptions, evaluate_predictions
 
     if predictions is None or reference is None:
         raise ConfigError("--predictions and --reference go together", hint="give both folders")
-    if model or split is not None:
-        raise ConfigError("--model/--split score a model; --predictions scores label volumes", hint="pick one")
     if map_predictions and config is None:
         raise ConfigError("--map-predictions needs CONFIG (its prepare.label_map)", hint="pass the config")
     cfg = load(config, sets) if config is not None else None
     target = out_dir if out_dir is not None else Path(predictions) / "evaluation"
     with RichProgress() as bar:
-        res = evaluate_predictions(predictions, reference, target, cfg=cfg, map_predictions=map_predictions,
-                                   progress=bar)
+        res = evaluate_predictions(predictions, reference, target, cfg=cfg,
+                                   options=ScoringOptions(map_predictions=map_predictions), progress=bar)
     s = res.summary
     out.print(summary_table(s))
-    out.print(f"surface distances: {s['surface_distance_implementation']}, NSD tolerance {s['nsd_tolerance_mm']:g} mm")
+    out.print(f"surface distances: {s['surface_distance_implementation']}, "
+              f"NSD tolerance {s['nsd_tolerance_mm']:g} mm")
     out.print(f"report: {res.json_path}")
     out.print(f"table:  {res.csv_path}")
 
 
 def summary_table(summary: dict[str, Any]) -> Table:
-    """A rich table: one row per class, mean +- std (n) of each metric, and the foreground mean (plus the pooled
-    slice Dice when the report has slices)."""
+    """A rich table: one row per class, mean +- std (n) of each metric, and the foreground mean (plus the
+    pooled slice Dice when the report has slices)."""
     per_slice = summary.get("per_slice")
     if "split" in summary:
         title = f"{summary['split']}: {summary['n_cases']} cases, {summary['n_slices']} slices"
@@ -133,7 +140,8 @@ def summary_table(summary: dict[str, Any]) -> Table:
             cells.append(text)
         table.add_row(name, *cells, *([_fmt(per_slice[name]["pooled_dice"])] if per_slice else []))
     fg = summary["foreground_mean"]
-    table.add_row("[bold]foreground mean[/bold]", *[_fmt(fg[m]) for m in metrics], *([""] if per_slice else []))
+    table.add_row("[bold]foreground mean[/bold]", *[_fmt(fg[m]) for m in metrics],
+                  *([""] if per_slice else []))
     return table
 
 

@@ -12,38 +12,54 @@ from segkit.cli.common import RichProgress, handle_errors, load, out, quiet_tens
 
 @handle_errors
 def infer(
-    config: Path = typer.Argument(..., help="YAML config of the run, or the run folder itself (train.run_dir)."),
-    input_path: Path = typer.Option(..., "--input", "-i", help="A NIfTI/NRRD volume, a folder of them, or a folder of PNG/JPG slices."),
-    output: Path = typer.Option(None, "--output", "-o", help="Output folder (default: <train.run_dir>/inference)."),
+    config: Path = typer.Argument(
+        ..., help="YAML config of the run, or the run folder itself (train.run_dir)."
+    ),
+    input_path: Path = typer.Option(
+        ..., "--input", "-i", help="A NIfTI/NRRD volume, a folder of them, or a folder of PNG/JPG slices."
+    ),
+    output: Path = typer.Option(
+        None, "--output", "-o", help="Output folder (default: <train.run_dir>/inference)."
+    ),
     model: list[Path] = typer.Option(
         None, "--model", "-m",
-        help="Model .keras file (default: <train.run_dir>/model.keras, or every fold's model of a segkit cv run); "
-        "repeat it to ensemble (mean probabilities).",
+        help="Model .keras file (default: <train.run_dir>/model.keras, or every fold's model of a segkit cv "
+        "run); repeat it to ensemble (mean probabilities).",
     ),
-    batch_size: int = typer.Option(None, "--batch-size", "-b", min=1, help="Slices per model call (default: infer.batch_size)."),
-    tta: bool = typer.Option(None, "--tta/--no-tta", help="Flip test-time augmentation (default: infer.tta)."),
+    batch_size: int = typer.Option(
+        None, "--batch-size", "-b", min=1, help="Slices per model call (default: infer.batch_size)."
+    ),
+    tta: bool = typer.Option(
+        None, "--tta/--no-tta", help="Flip test-time augmentation (default: infer.tta)."
+    ),
     largest: bool = typer.Option(
         None, "--largest-component/--all-components", help="Keep the largest connected component per class."
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files (refused otherwise)."),
-    save_probabilities: bool = typer.Option(
-        False, "--save-probabilities", help="Volumes: also write <case>_probs.nii.gz (float32, one channel per class)."
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace existing output files (refused otherwise)."
     ),
-    sets: list[str] = typer.Option(None, "--set", help="Config override KEY=VALUE, e.g. train.precision=mixed_bfloat16."),
+    save_probabilities: bool = typer.Option(
+        False, "--save-probabilities",
+        help="Volumes: also write <case>_probs.nii.gz (float32, one channel per class).",
+    ),
+    sets: list[str] = typer.Option(
+        None, "--set", help="Config override KEY=VALUE, e.g. train.precision=mixed_bfloat16."
+    ),
 ) -> None:
     """Segment volumes (-> <case>_seg.nii.gz in the input's exact geometry + overlay PNG) or slice folders.
 
-    Volumes get exactly the preprocessing of `segkit prepare` (from the dataset's dataset.json, else the config).
-    Slice folders get colour masks, indexed masks, overlays, and image|truth|prediction panels when a
+    Volumes get exactly the preprocessing of `segkit prepare` (from the dataset's dataset.json, else the
+    config). Slice folders get colour masks, indexed masks, overlays, and image|truth|prediction panels when a
     sibling masks/ folder holds ground truth. Existing outputs are refused unless --overwrite, and an --output
     that would write into the input folder or its sibling masks/ (the ground truth) is always refused.
     """
+    from segkit.infer.options import InferOptions
     from segkit.infer.run import plan_inference, run_inference
 
     cfg = load(config, sets)
     # refuse bad input and unsafe or existing outputs before TensorFlow is imported and anything is written
-    plan = plan_inference(cfg, input_path, output, models=model or None, save_probabilities=save_probabilities,
-                          overwrite=overwrite)
+    plan = plan_inference(cfg, input_path, output, models=model or None,
+                          save_probabilities=save_probabilities, overwrite=overwrite)
     quiet_tensorflow()
     bar = RichProgress()  # one bar per volume (a new volume closes the last one)
 
@@ -55,8 +71,8 @@ def infer(
         out.print(f"{r.case_id}: overlay {r.montage_path}")
 
     with bar:
-        res = run_inference(plan, cfg, batch_size=batch_size, tta=tta, largest_component=largest, progress=bar,
-                            on_volume=show)
+        options = InferOptions(batch_size=batch_size, tta=tta, largest_component=largest)
+        res = run_inference(plan, cfg, options=options, progress=bar, on_volume=show)
     if res.folder is not None:
         f = res.folder
         out.print(

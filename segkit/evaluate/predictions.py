@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ import numpy.typing as npt
 
 from segkit.config import Config
 from segkit.errors import DataError, GeometryError
-from segkit.evaluate.run import EvaluationResult, _write_reports, case_rows, summarize_rows
+from segkit.evaluate.run import EvaluationResult, case_rows, summarize_rows, write_reports
 from segkit.io.volumes import load_volume, read_header, volume_suffix
 from segkit.metrics.overlap import confusion_matrix
 from segkit.metrics.surface import IMPLEMENTATION
@@ -67,7 +68,8 @@ def pair_volumes(pred_dir: Path, ref_dir: Path) -> list[tuple[str, Path, Path]]:
     def index(folder: Path, what: str) -> dict[str, Path]:
         folder = Path(folder)
         if not folder.is_dir():
-            raise DataError(f"{what} folder not found", path=folder, hint="give a folder of .nii/.nii.gz/.nrrd files")
+            raise DataError(f"{what} folder not found", path=folder,
+                            hint="give a folder of .nii/.nii.gz/.nrrd files")
         found: dict[str, Path] = {}
         for p in sorted(folder.iterdir()):
             if not p.is_file() or p.name.startswith(".") or not volume_suffix(p):
@@ -81,7 +83,8 @@ def pair_volumes(pred_dir: Path, ref_dir: Path) -> list[tuple[str, Path, Path]]:
                 )
             found[cid] = p
         if not found:
-            raise DataError(f"the {what} folder holds no volume", path=folder, hint="expected .nii/.nii.gz/.nrrd files")
+            raise DataError(f"the {what} folder holds no volume", path=folder,
+                            hint="expected .nii/.nii.gz/.nrrd files")
         return found
 
     preds, refs = index(pred_dir, "predictions"), index(ref_dir, "reference")
@@ -98,14 +101,26 @@ def pair_volumes(pred_dir: Path, ref_dir: Path) -> list[tuple[str, Path, Path]]:
     return [(c, preds[c], refs[c]) for c in sorted(preds)]
 
 
+@dataclass(frozen=True)
+class ScoringOptions:
+    """How ``evaluate_predictions`` reads and scores the label volumes.
+
+    Attributes:
+        map_predictions: map the predictions through ``prepare``'s label rules too (raw label values).
+        tolerance_mm: NSD tolerance (default ``cfg.evaluate.nsd_tolerance_mm``, else 1 mm).
+    """
+
+    map_predictions: bool = False
+    tolerance_mm: float | None = None
+
+
 def evaluate_predictions(
     pred_dir: Path,
     ref_dir: Path,
     out_dir: Path,
     *,
     cfg: Config | None = None,
-    map_predictions: bool = False,
-    tolerance_mm: float | None = None,
+    options: ScoringOptions | None = None,
     progress: Progress = NULL_PROGRESS,
 ) -> EvaluationResult:
     """Per case x class metrics of the label volumes in ``pred_dir`` against those in ``ref_dir``.
@@ -115,45 +130,28 @@ def evaluate_predictions(
         ref_dir: reference label volumes.
         out_dir: where the report goes.
         cfg: class table and label mapping (see the module docstring); ``None`` = classes from the values.
-        map_predictions: map the predictions through ``prepare``'s label rules too (raw label values).
-        tolerance_mm: NSD tolerance (default ``cfg.evaluate.nsd_tolerance_mm``, else 1 mm).
+        options: prediction label mapping and NSD tolerance (default ``ScoringOptions()``).
         progress: started once with the number of cases (description ``"evaluate"``), then advanced by 1
             after each case.
 
     Raises:
-        DataError: pairing problems (``pair_volumes``), unreadable volumes, predicted values outside the classes.
+        DataError: pairing problems (``pair_volumes``), unreadable volumes, predicted values outside the
+            classes.
         GeometryError: a prediction and its reference differ in shape or affine.
     """
-    from segkit.prepare.slicing import map_labels
-
+    options = options or ScoringOptions()
     pairs = pair_volumes(pred_dir, ref_dir)
-    tol = float(tolerance_mm if tolerance_mm is not None else (cfg.evaluate.nsd_tolerance_mm if cfg else 1.0))
+    tol = float(options.tolerance_mm if options.tolerance_mm is not None
+                else (cfg.evaluate.nsd_tolerance_mm if cfg else 1.0))
     for _, p_path, r_path in pairs:  # geometry from the headers first: refuse before any work is shown
         check_same_geometry(p_path, r_path)
-    def ids_of(case_pred: Path, case_ref: Path) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], list[float]]:
-        pred, ref = load_volume(case_pred), load_volume(case_ref)
-        if cfg is not None:
-            ref_ids = map_labels(ref.data, cfg, case_ref).astype(np.int64)
-            pred_ids = (map_labels(pred.data, cfg, case_pred).astype(np.int64) if map_predictions
-                        else _class_ids(pred.data, case_pred))
-        else:
-            ref_ids, pred_ids = _class_ids(ref.data, case_ref), _class_ids(pred.data, case_pred)
-        return pred_ids, ref_ids, [float(v) for v in np.sqrt((ref.affine[:3, :3] ** 2).sum(axis=0))]
-
-    if cfg is not None:
-        classes = [(c.id, c.name) for c in cfg.effective_classes]
-    else:  # every value found in a reference or a prediction is a class (a first pass over the label values)
-        values: set[int] = set()
-        for _, p_path, r_path in pairs:
-            for path in (p_path, r_path):
-                values.update(int(v) for v in np.unique(_class_ids(load_volume(path).data, path)) if v != 0)
-        classes = [(v, f"label_{v}") for v in sorted(values)]
+    classes = _classes(cfg, pairs)
     nc = max((c for c, _ in classes), default=0) + 1
     progress.start(len(pairs), "evaluate")
     rows: list[dict[str, Any]] = []
     conf = np.zeros((nc, nc), np.int64)
     for case_id, p_path, r_path in pairs:  # one case in memory at a time
-        pred_ids, ref_ids, spacing = ids_of(p_path, r_path)
+        pred_ids, ref_ids, spacing = _case_ids(p_path, r_path, cfg, options.map_predictions)
         hi = int(pred_ids.max()) if pred_ids.size else 0
         if hi >= nc:
             raise DataError(
@@ -171,7 +169,7 @@ def evaluate_predictions(
         "n_cases": len(pairs),
         "volumetric": True,
         "reference": "reference label volumes",
-        "map_predictions": map_predictions,
+        "map_predictions": options.map_predictions,
         "surface_distance_implementation": IMPLEMENTATION,
         "nsd_tolerance_mm": tol,
         **summarize_rows(rows, classes),
@@ -182,7 +180,35 @@ def evaluate_predictions(
             "matrix": conf.tolist(),
         },
     }
-    return _write_reports(Path(out_dir), rows, [], summary, classes, conf)
+    return write_reports(Path(out_dir), rows, [], summary, classes, conf)
+
+
+def _classes(cfg: Config | None, pairs: Sequence[tuple[str, Path, Path]]) -> list[tuple[int, str]]:
+    """The config's classes, or (without one) every value found in a reference or a prediction (a first pass
+    over the label values)."""
+    if cfg is not None:
+        return [(c.id, c.name) for c in cfg.effective_classes]
+    values: set[int] = set()
+    for _, p_path, r_path in pairs:
+        for path in (p_path, r_path):
+            values.update(int(v) for v in np.unique(_class_ids(load_volume(path).data, path)) if v != 0)
+    return [(v, f"label_{v}") for v in sorted(values)]
+
+
+def _case_ids(
+    case_pred: Path, case_ref: Path, cfg: Config | None, map_predictions: bool
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], list[float]]:
+    """Prediction and reference of one case as class ids, and the reference's voxel spacing."""
+    from segkit.prepare.slicing import map_labels
+
+    pred, ref = load_volume(case_pred), load_volume(case_ref)
+    if cfg is not None:
+        ref_ids = map_labels(ref.data, cfg, case_ref).astype(np.int64)
+        pred_ids = (map_labels(pred.data, cfg, case_pred).astype(np.int64) if map_predictions
+                    else _class_ids(pred.data, case_pred))
+    else:
+        ref_ids, pred_ids = _class_ids(ref.data, case_ref), _class_ids(pred.data, case_pred)
+    return pred_ids, ref_ids, [float(v) for v in np.sqrt((ref.affine[:3, :3] ** 2).sum(axis=0))]
 
 
 def check_same_geometry(pred_path: Path, ref_path: Path) -> None:
@@ -218,7 +244,8 @@ def _class_ids(data: npt.NDArray, path: Path) -> npt.NDArray[np.int64]:
     if not np.issubdtype(arr.dtype, np.integer):
         rounded = np.rint(arr)
         if not np.all(np.isfinite(arr)) or not np.array_equal(rounded, arr):
-            raise DataError("label volume holds non-integer values", path=path, hint="give a label (class id) volume")
+            raise DataError("label volume holds non-integer values", path=path,
+                            hint="give a label (class id) volume")
         arr = rounded
     if arr.size and arr.min() < 0:
         raise DataError(f"label volume has negative values (min {int(arr.min())})", path=path,
@@ -226,4 +253,4 @@ def _class_ids(data: npt.NDArray, path: Path) -> npt.NDArray[np.int64]:
     return arr.astype(np.int64, copy=False)
 
 
-__all__: Sequence[str] = ["TAGS", "evaluate_predictions", "pair_volumes", "volume_case_id"]
+__all__: Sequence[str] = ["TAGS", "ScoringOptions", "evaluate_predictions", "pair_volumes", "volume_case_id"]

@@ -4,16 +4,16 @@ Steps of ``evaluate_model``:
 
 1. load ``<run_dir>/model.keras`` (or ``--model``) and check its class count against the config;
 2. predict every slice PNG of ``<data.dir>/<split>`` in batches of ``infer.batch_size``; per slice and pooled
-   Dice / IoU per foreground class; the pixel confusion matrix; the seed experiments' ``dice_coef_multiclass``.
-   These numbers cover only the slices ``prepare`` wrote (with ``empty_slices: fraction`` / ``drop`` most
-   label-free slices are not among them);
+   Dice / IoU per foreground class; the pixel confusion matrix; the seed experiments'
+   ``dice_coef_multiclass``. These numbers cover only the slices ``prepare`` wrote (with ``empty_slices:
+   fraction`` / ``drop`` most label-free slices are not among them);
 3. per case x class Dice, IoU, HD95, ASSD (mm, with the case's spacing) and NSD at
    ``evaluate.nsd_tolerance_mm``, by the kind of case in ``<data.dir>/dataset.json`` (read as
    ``segkit.prepare.record.CaseRecord``):
 
    - a volume case whose source image and label files (``CaseRecord.image`` / ``.label``) still exist
      with the recorded shape: the image is loaded and EVERY slice is predicted exactly as ``segkit infer``
-     does (``segkit.infer.volume.predict_volume`` with the case's recorded intensity recipe, flip TTA per
+     does (``segkit.predict.volume.predict_volume`` with the case's recorded intensity recipe, flip TTA per
      ``infer.tta``, largest component per ``infer.largest_component``); the reference is the ORIGINAL label
      volume mapped to class ids as ``prepare`` did (``segkit.prepare.slicing.map_labels`` with the
      dataset's ``prepare`` section), at the original geometry. False positives on slices that ``prepare`` did
@@ -63,13 +63,14 @@ from segkit.metrics.overlap import (
     iou_from_counts,
     one_hot,
     overlap_metrics,
-    summarize,
 )
+from segkit.metrics.scores import ScoreTable
 from segkit.metrics.surface import IMPLEMENTATION, surface_metrics
 from segkit.progress import NULL_PROGRESS, Part, Progress
 
 if TYPE_CHECKING:
     from segkit.config import Config
+    from segkit.predict.cases import DatasetCases
     from segkit.prepare.record import CaseRecord
 
 logger = logging.getLogger(__name__)
@@ -111,7 +112,8 @@ def case_rows(
     spacing: Sequence[float] | None,
     tolerance_mm: float,
 ) -> list[dict[str, Any]]:
-    """Per-class metrics of one case (one row per class; surface metrics None (empty) when ``spacing`` is None).
+    """Per-class metrics of one case (one row per class; surface metrics None (empty) when ``spacing`` is
+    None).
 
     Args:
         case_id: the case.
@@ -134,7 +136,8 @@ def case_rows(
         rows.append(
             {
                 "case_id": case_id, "class_id": cid, "class_name": name,
-                "dice": m["dice"], "iou": m["iou"], "hd95_mm": s["hd95"], "assd_mm": s["assd"], "nsd": s["nsd"],
+                "dice": m["dice"], "iou": m["iou"],
+                "hd95_mm": s["hd95"], "assd_mm": s["assd"], "nsd": s["nsd"],
                 "tp": int(m["tp"]), "fp": int(m["fp"]), "fn": int(m["fn"]),
                 "ref_voxels": int(m["ref_voxels"]), "pred_voxels": int(m["pred_voxels"]),
                 "fp_volume_mm3": m["fp_volume_mm3"],
@@ -152,9 +155,11 @@ def summarize_rows(rows: Sequence[Mapping[str, Any]], classes: Sequence[tuple[in
     """
     per_class: dict[str, Any] = {}
     empty: dict[str, Any] = {}
+    table = ScoreTable([cid for cid, _ in classes])
+    table.extend(rows, METRICS, key="class_id")
     for cid, name in classes:
         mine = [r for r in rows if r["class_id"] == cid]
-        per_class[name] = {m: summarize(float(r[m]) for r in mine if r[m] is not None) for m in METRICS}
+        per_class[name] = {m: table.summary(m, cid) for m in METRICS}
         no_ref = [r for r in mine if r["ref_voxels"] == 0]
         empty[name] = {
             "cases": len(no_ref),
@@ -189,42 +194,72 @@ def evaluate_model(
 
     Raises:
         ModelError: missing model, or a class count that differs from the config.
-        DataError: missing split folder, unpaired or unreadable files, a bad dataset.json, an unreadable source
-            volume or unexpected label values in it.
+        DataError: missing split folder, unpaired or unreadable files, a bad dataset.json, an unreadable
+            source volume or unexpected label values in it.
     """
-    from segkit.data.pipeline import case_of_stem, cases_of_split, context_table, read_sample, split_pairs
-    from segkit.infer.predict import load_models, make_predictor, resolve_models
-    from segkit.prepare.manifest import MANIFEST_FILE, load_manifest
-    from segkit.prepare.record import VOLUME, case_records
+    from segkit.data.pipeline import split_pairs
+    from segkit.postprocess import apply_postprocessing
+    from segkit.predict.cases import dataset_cases
+    from segkit.predict.models import load_models, resolve_models
 
     split = split or cfg.evaluate.split
     run_dir = Path(cfg.train.run_dir)
     paths, pp_dir = resolve_models(run_dir, model_path)
     out_dir = Path(out_dir) if out_dir is not None else (cfg.evaluate.output_dir or run_dir / "evaluation")
-    from segkit.evaluate.postprocess import apply_postprocessing
-
     cfg = apply_postprocessing(cfg, pp_dir)
     if len(paths) > 1 and model_path is None and split != "test":
         logger.warning("the %s cases trained the fold models of this ensemble (only test is held out)", split)
     model = load_models(paths, cfg, precision=cfg.train.precision)
-    model_desc = str(paths[0]) if len(paths) == 1 else [str(p) for p in paths]
-    data_dir = Path(cfg.data.dir)
     pairs = split_pairs(cfg, split)
-    manifest_path = data_dir / MANIFEST_FILE
-    manifest = load_manifest(data_dir) if manifest_path.is_file() else None
-    records = case_records(manifest, manifest_path) if manifest is not None else {}
+    cases = dataset_cases(cfg, split)
+    progress.start(len(pairs) + sum(r.geometry.n_slices for r in cases.with_sources.values()), "evaluate")
+    scores = _score_slices(model, cfg, pairs, list(cases.records), progress)
+    rows, reference = _case_rows(model, cfg, scores, cases, progress)
+    fallback = sorted(c for c, r in reference.items() if r == REF_REASSEMBLED)
+    if fallback:
+        logger.warning(
+            "%d volume case(s) without their source files (%s): reference = %s; label-free slices that "
+            "prepare did not write are not evaluated",
+            len(fallback), ", ".join(fallback[:5]) + (" ..." if len(fallback) > 5 else ""), REF_REASSEMBLED,
+        )
+    volumetric = any(r != REF_STACKED for r in reference.values())
+    kinds = sorted(set(reference.values()))
+    logger.info("per-case reference: %s", ", ".join(kinds) or "none")
+
     classes = [(c.id, c.name) for c in cfg.effective_classes]
-    nc = cfg.num_classes
+    tol = float(cfg.evaluate.nsd_tolerance_mm)
+    summary = {
+        "model": str(paths[0]) if len(paths) == 1 else [str(p) for p in paths],
+        "split": split,
+        "data_dir": str(Path(cfg.data.dir)),
+        "n_slices": len(pairs),
+        "n_cases": len(reference),
+        "volumetric": volumetric,
+        "reference": kinds[0] if len(kinds) == 1 else ("mixed" if kinds else None),
+        "reference_per_case": reference,
+        "largest_component": _lcc_json(cfg.infer.largest_component) if cases.with_sources else None,
+        "tta": bool(cfg.infer.tta),
+        "surface_distance_implementation": IMPLEMENTATION if volumetric else None,
+        "nsd_tolerance_mm": tol,
+        **summarize_rows(rows, classes),
+        **scores.summary(),
+    }
+    return write_reports(out_dir, rows, scores.rows, summary, classes, scores.conf)
+
+
+def _score_slices(
+    model: Any, cfg: Config, pairs: Sequence[tuple[Path, Path]], case_ids: Sequence[str], progress: Progress
+) -> _SliceScores:
+    """Predict and score every slice PNG of the split, in batches of ``infer.batch_size``."""
+    from segkit.data.pipeline import case_of_stem, context_table, read_sample
+    from segkit.predict.slices import make_predictor
+    from segkit.prepare.manifest import MANIFEST_FILE
+
     k = cfg.data.context_slices
-    context = context_table(pairs, k, data_dir / MANIFEST_FILE) if k else None
+    context = context_table(pairs, k, Path(cfg.data.dir) / MANIFEST_FILE) if k else None
     bs = int(cfg.infer.batch_size)
     predictor = make_predictor(model, bs)
-    split_cases = cases_of_split(cfg, records, split)
-    with_sources = {c for c, r in split_cases.items() if _sources_exist(r)}
-    progress.start(len(pairs) + sum(split_cases[c].geometry.n_slices for c in with_sources), "evaluate")
-
-    case_ids = list(records)
-    scores = _SliceScores(classes, nc)
+    scores = _SliceScores([(c.id, c.name) for c in cfg.effective_classes], cfg.num_classes)
     for s in range(0, len(pairs), bs):
         idx = list(range(s, min(s + bs, len(pairs))))
         samples = [read_sample(pairs, i, cfg, context) for i in idx]
@@ -233,67 +268,45 @@ def evaluate_model(
             stem = pairs[i][0].stem
             scores.add(stem, *case_of_stem(stem, case_ids), p, ref)
         progress.advance(len(idx))
-    preds, refs = scores.preds, scores.refs
+    return scores
 
-    rows: list[dict[str, Any]] = []
+
+def _case_rows(
+    model: Any, cfg: Config, scores: _SliceScores, cases: DatasetCases, progress: Progress
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Per case x class rows by the kind of each case (see the module docs), and each case's reference."""
+    from segkit.prepare.record import VOLUME
+    from segkit.prepare.slicing import reassemble_volume
+
+    classes = [(c.id, c.name) for c in cfg.effective_classes]
     tol = float(cfg.evaluate.nsd_tolerance_mm)
+    preds, refs = scores.preds, scores.refs
+    rows: list[dict[str, Any]] = []
     reference: dict[str, str] = {}
-    label_cfg = _labels_config(cfg, manifest, manifest_path) if with_sources and manifest is not None else cfg
-    for case_id in sorted(set(preds) | with_sources):
-        record = records.get(case_id)
+    for case_id in sorted(set(preds) | set(cases.with_sources)):
+        record = cases.records.get(case_id)
         if record is not None and record.kind == VOLUME:
-            spacing = list(record.geometry.spacing)
             volumes = None
-            if case_id in with_sources:
-                volumes = _original_case(model, case_id, record, cfg, label_cfg, bs, progress)
+            if case_id in cases.with_sources:
+                volumes = _original_case(model, case_id, record, cfg, cases.label_cfg, progress)
             if volumes is None:
                 if case_id not in preds:
                     continue
-                from segkit.prepare.slicing import reassemble_volume
-
                 volumes = (reassemble_volume(preds[case_id], record.geometry),
                            reassemble_volume(refs[case_id], record.geometry))
                 reference[case_id] = REF_REASSEMBLED
             else:
                 reference[case_id] = REF_ORIGINAL
-            rows += case_rows(case_id, volumes[0], volumes[1], classes, spacing, tol)
+            rows += case_rows(case_id, volumes[0], volumes[1], classes, list(record.geometry.spacing), tol)
         else:
-            if manifest is not None and record is None:
+            if cases.manifest is not None and record is None:
                 logger.warning("case %s is not in dataset.json: slices stacked, no surface metrics", case_id)
             order = sorted(preds[case_id])
             pv = np.stack([preds[case_id][j] for j in order])
             rv = np.stack([refs[case_id][j] for j in order])
             rows += case_rows(case_id, pv, rv, classes, None, tol)
             reference[case_id] = REF_STACKED
-    fallback = sorted(c for c, r in reference.items() if r == REF_REASSEMBLED)
-    if fallback:
-        logger.warning(
-            "%d volume case(s) without their source files (%s): reference = %s; label-free slices that prepare "
-            "did not write are not evaluated",
-            len(fallback), ", ".join(fallback[:5]) + (" ..." if len(fallback) > 5 else ""), REF_REASSEMBLED,
-        )
-    volumetric = any(r != REF_STACKED for r in reference.values())
-    kinds = sorted(set(reference.values()))
-    logger.info("per-case reference: %s", ", ".join(kinds) or "none")
-
-    summary = summarize_rows(rows, classes)
-    summary = {
-        "model": model_desc,
-        "split": split,
-        "data_dir": str(data_dir),
-        "n_slices": len(pairs),
-        "n_cases": len(reference),
-        "volumetric": volumetric,
-        "reference": kinds[0] if len(kinds) == 1 else ("mixed" if kinds else None),
-        "reference_per_case": reference,
-        "largest_component": _lcc_json(cfg.infer.largest_component) if with_sources else None,
-        "tta": bool(cfg.infer.tta),
-        "surface_distance_implementation": IMPLEMENTATION if volumetric else None,
-        "nsd_tolerance_mm": tol,
-        **summary,
-        **scores.summary(),
-    }
-    return _write_reports(out_dir, rows, scores.rows, summary, classes, scores.conf)
+    return rows, reference
 
 
 class _SliceScores:
@@ -333,12 +346,14 @@ class _SliceScores:
 
     def summary(self) -> dict[str, Any]:
         """The ``per_slice``, ``seed_dice_coef_multiclass`` and ``confusion_matrix`` parts of the report."""
+        table = ScoreTable([cid for cid, _ in self.classes])
+        table.extend(self.rows, ("dice", "iou"), key="class_id")
         per_slice = {
             name: {
-                "pooled_dice": dice_from_counts(self.pooled[cid].tp, self.pooled[cid].fp, self.pooled[cid].fn),
-                "pooled_iou": iou_from_counts(self.pooled[cid].tp, self.pooled[cid].fp, self.pooled[cid].fn),
-                "dice": summarize(r["dice"] for r in self.rows if r["class_id"] == cid),
-                "iou": summarize(r["iou"] for r in self.rows if r["class_id"] == cid),
+                "pooled_dice": dice_from_counts(*self.pooled[cid][:3]),
+                "pooled_iou": iou_from_counts(*self.pooled[cid][:3]),
+                "dice": table.summary("dice", cid),
+                "iou": table.summary("iou", cid),
             }
             for cid, name in self.classes
         }
@@ -369,7 +384,7 @@ def _predict_samples(
 ) -> list[npt.NDArray[np.float32]]:
     """Probabilities per image; runs of equal-sized images go through the model together (with
     ``data.patches`` slices keep their prepared size, which differs between cases)."""
-    from segkit.infer.predict import predict_probs
+    from segkit.predict.slices import predict_probs
 
     out: list[npt.NDArray[np.float32]] = []
     start = 0
@@ -384,70 +399,33 @@ def _predict_samples(
     return out
 
 
-def _sources_exist(record: CaseRecord) -> bool:
-    """True for a volume case record whose source image and label files both exist."""
-    files = record.volume_files()
-    return files is not None and files[0].is_file() and files[1].is_file()
-
-
-def _labels_config(cfg: Config, manifest: Mapping[str, Any], path: Path | None = None) -> Config:
-    """``cfg`` with the dataset's recorded ``prepare`` section, so labels map exactly as ``prepare`` mapped them.
-
-    Args:
-        manifest: the loaded ``dataset.json``; ``path``: its file, named in errors.
-
-    Raises:
-        DataError: dataset.json's ``prepare`` section is missing or not a valid prepare section.
-    """
-    from segkit.prepare.record import Preprocessing
-
-    return cfg.model_copy(update={"prepare": Preprocessing.from_json(manifest, path).prepare})
-
-
 def _original_case(
-    model: Any,
-    case_id: str,
-    record: CaseRecord,
-    cfg: Config,
-    label_cfg: Config,
-    batch_size: int,
-    progress: Progress,
+    model: Any, case_id: str, record: CaseRecord, cfg: Config, label_cfg: Config, progress: Progress
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]] | None:
     """(prediction, reference) of one volume case on ALL its slices, in the original geometry.
 
     The image is segmented as ``segkit infer`` does it (``predict_volume`` with the case's recorded intensity
-    recipe); the reference is the source label volume mapped to class ids with ``label_cfg.prepare``.
+    recipe, flip TTA and component filter per ``cfg.infer``); the reference is the source label volume mapped
+    to class ids with ``label_cfg.prepare`` (``segkit.predict.cases.read_source_case``).
 
     Returns:
-        ``(pred, ref)`` (X, Y, Z) uint8, or None (with a warning) when the source files no longer have the
-        recorded shape.
+        ``(pred, ref)`` (X, Y, Z) uint8, or None (with a warning, its slices counted as done) when the source
+        files no longer have the recorded shape.
 
     Raises:
         DataError: an unreadable source file or unexpected label values.
     """
-    from segkit.infer.volume import predict_volume
-    from segkit.io.volumes import load_volume
-    from segkit.prepare.slicing import map_labels
+    from segkit.postprocess.components import keep_largest
+    from segkit.predict.cases import read_source_case
+    from segkit.predict.volume import VolumeSettings, predict_volume
 
-    files = record.volume_files()
-    if files is None:  # not a volume case with both source files (the caller checked _sources_exist)
-        return None
-    shape = record.geometry.shape
-    image = load_volume(files[0])
-    label = load_volume(files[1])
-    if image.data.shape != shape or label.data.shape != shape:
-        logger.warning(
-            "case %s: source files changed (shapes %s / %s, dataset.json says %s): using the written slices",
-            case_id, image.data.shape, label.data.shape, shape,
-        )
+    case = read_source_case(case_id, record, label_cfg)
+    if case is None:
         progress.advance(record.geometry.n_slices)
         return None
-    pred = predict_volume(
-        model, image.data, image.affine, record.geometry, cfg, batch_size, bool(cfg.infer.tta), cfg.infer.largest_component,
-        Part(progress), path=image.path,
-    )
-    ref = map_labels(label.data, label_cfg, label.path)
-    return pred.labels, ref
+    settings = VolumeSettings(int(cfg.infer.batch_size), bool(cfg.infer.tta))
+    pred = predict_volume(model, case.image, case.geometry, cfg, settings, Part(progress))
+    return keep_largest(pred.labels, cfg.infer.largest_component, cfg), case.reference
 
 
 def _json_clean(obj: Any) -> Any:
@@ -466,11 +444,12 @@ def _csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
     w = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({c: (f"{r[c]:.6g}" if isinstance(r[c], float) else "" if r[c] is None else r[c]) for c in columns})
+        w.writerow({c: (f"{r[c]:.6g}" if isinstance(r[c], float) else "" if r[c] is None else r[c])
+                    for c in columns})
     return buf.getvalue()
 
 
-def _write_reports(
+def write_reports(
     out_dir: Path,
     rows: list[dict[str, Any]],
     slice_rows: list[dict[str, Any]],
@@ -497,7 +476,9 @@ def _write_reports(
     return EvaluationResult(out_dir, csv_path, slices_csv, json_path, plots, conf_path, summary, rows)
 
 
-def boxplot(path: Path, rows: Sequence[Mapping[str, Any]], metric: str, classes: Sequence[tuple[int, str]]) -> Path | None:
+def boxplot(
+    path: Path, rows: Sequence[Mapping[str, Any]], metric: str, classes: Sequence[tuple[int, str]]
+) -> Path | None:
     """Box plot of one metric per class over cases (finite values only); None when no class has a value."""
     import matplotlib
 

@@ -8,12 +8,12 @@ Layout written under ``out_dir``::
     panels/<stem>.png     image | truth | prediction, when ``<input>/../masks/<stem>.*`` exists
 
 Safety: an output folder that would write into the input folder or into its sibling ground-truth folder
-(``<input>/../masks``, e.g. ``--input data/test/images --output data/test``) is refused (``check_output_dir``),
-and existing output files are refused unless ``overwrite`` (``segkit infer --overwrite``); both checks run
-before anything is predicted or written.
+(``<input>/../masks``, e.g. ``--input data/test/images --output data/test``) is refused
+(``check_output_dir``), and existing output files are refused unless ``overwrite`` (``segkit infer
+--overwrite``); both checks run before anything is predicted or written.
 
 Images keep their own size: an image larger (or smaller) than the model input goes through Gaussian-weighted
-sliding windows (``segkit.infer.tiling``) instead of being resized.
+sliding windows (``segkit.predict.tiling``) instead of being resized.
 
 Example:
     >>> res = infer_folder(model, Path("data/test/images"), cfg, Path("out"))
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     import keras
 
     from segkit.config import Config
+    from segkit.infer.options import InferSettings
 
 logger = logging.getLogger(__name__)
 
@@ -64,13 +65,14 @@ def list_images(folder: Path) -> list[Path]:
 
     files = sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise DataError("no PNG/JPG images in the folder", path=folder, hint="give a folder of slice images or a volume")
+        raise DataError("no PNG/JPG images in the folder", path=folder,
+                        hint="give a folder of slice images or a volume")
     return files
 
 
 def image_input(path: Path, channels: int) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32]]:
-    """Read an image at its own size (``segkit.io.slices``, ``"8bit"`` decoding: the decoder converts to gray or
-    RGB; training data is decoded ``"stored"``, see ``segkit.io.slices.ImageDecoding``).
+    """Read an image at its own size (``segkit.io.slices``, ``"8bit"`` decoding: the decoder converts to gray
+    or RGB; training data is decoded ``"stored"``, see ``segkit.io.slices.ImageDecoding``).
 
     Returns:
         ``(display, x)``: display (H, W) gray or (H, W, 3) RGB uint8 for overlays, and the model input
@@ -114,8 +116,8 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def check_output_dir(folder: Path, out_dir: Path, subs: Sequence[str] = OUTPUT_DIRS) -> None:
-    """Refuse an output folder whose ``masks/``, ``labels/``, ``overlays/`` or ``panels/`` would lie in the input
-    folder or in its sibling ground-truth folder ``<input>/../masks``.
+    """Refuse an output folder whose ``masks/``, ``labels/``, ``overlays/`` or ``panels/`` would lie in the
+    input folder or in its sibling ground-truth folder ``<input>/../masks``.
 
     Args:
         folder: the input folder.
@@ -152,11 +154,8 @@ def infer_folder(
     folder: Path,
     cfg: Config,
     out_dir: Path,
-    batch_size: int | None = None,
-    tta: bool | None = None,
-    largest_component: bool | Sequence[int] | None = None,
+    settings: InferSettings | None = None,
     progress: Progress = NULL_PROGRESS,
-    overwrite: bool = False,
 ) -> FolderResult:
     """Predict every image of a folder and write masks, overlays and (with ground truth) panels.
 
@@ -165,10 +164,11 @@ def infer_folder(
         folder: folder of PNG/JPG slices.
         cfg: the config (channels, classes, ``infer``).
         out_dir: output root.
-        batch_size, tta, largest_component: override ``cfg.infer`` when not None.
+        settings: batch size, TTA, component filter and ``overwrite`` (replace existing output files, else
+            they are refused before anything is written); default ``cfg.infer``'s
+            (``InferOptions().resolve(cfg)``).
         progress: started once with the number of images (description ``"infer"``), then advanced by 1 after
             each image.
-        overwrite: replace existing output files (else they are refused before anything is written).
 
     Returns:
         ``FolderResult``.
@@ -178,25 +178,20 @@ def infer_folder(
             ``overwrite``, no images, an unreadable image, or a ground-truth mask with a colour that is no
             class colour.
     """
-    from segkit.infer.predict import largest_component as keep_largest
-    from segkit.infer.predict import make_predictor, model_input_size, predict_probs
-    from segkit.infer.volume import lcc_classes, overlay, refuse_existing
-    from segkit.io.palette import encode_mask, palette_array
-    from segkit.io.png import write_png
+    from segkit.infer.options import InferOptions
+    from segkit.infer.volume import refuse_existing
     from segkit.io.slices import stack_context
+    from segkit.predict.models import model_input_size
+    from segkit.predict.slices import make_predictor, predict_probs
 
+    settings = settings if settings is not None else InferOptions().resolve(cfg)
     files = list_images(Path(folder))
     check_output_dir(Path(folder), Path(out_dir))
-    refuse_existing(folder_outputs(files, Path(out_dir)), overwrite)
-    bs = int(batch_size or cfg.infer.batch_size)
-    use_tta = bool(cfg.infer.tta) if tta is None else tta
-    use_lcc = cfg.infer.largest_component if largest_component is None else largest_component
-    lcc = lcc_classes(use_lcc, cfg)
-    colors = [c.color for c in cfg.effective_classes]
-    palette = palette_array(colors)
-    out_dir = Path(out_dir)
-    result = FolderResult(n_images=len(files), out_dir=out_dir)
-    result.outputs = {k: out_dir / k for k in ("masks", "labels", "overlays")}
+    refuse_existing(folder_outputs(files, Path(out_dir)), settings.overwrite)
+    bs = settings.batch_size
+    writer = _FolderWriter(cfg, Path(out_dir), settings, progress)
+    result = writer.result
+    result.n_images = len(files)
     roi = model_input_size(model)
     predictor = make_predictor(model, bs)
     progress.start(len(files), "infer")
@@ -204,31 +199,10 @@ def infer_folder(
         logger.warning("data.context_slices > 0: folder inference repeats each slice as its own neighbours")
 
     def flush(batch: list[tuple[Path, npt.NDArray[np.uint8], npt.NDArray[np.float32]]]) -> None:
-        probs = predict_probs(model, np.stack([x for _, _, x in batch]), bs, use_tta, cfg.infer.overlap, predictor)
+        x = np.stack([x for _, _, x in batch])
+        probs = predict_probs(model, x, bs, settings.tta, cfg.infer.overlap, predictor)
         for (path, display, _), p in zip(batch, probs, strict=True):
-            _write_outputs(path, display, p.argmax(-1).astype(np.uint8))
-
-    def _write_outputs(path: Path, display: npt.NDArray[np.uint8], labels: npt.NDArray[np.uint8]) -> None:
-        if lcc:
-            labels = keep_largest(labels, lcc)
-        color = encode_mask(labels, palette)
-        write_png(out_dir / "masks" / f"{path.stem}.png", color)
-        write_png(out_dir / "labels" / f"{path.stem}.png", labels)
-        over = overlay(display, labels, colors, cfg.infer.alpha)
-        write_png(out_dir / "overlays" / f"{path.stem}.png", over)
-        truth_path = truth_for(path)
-        if truth_path is not None:
-            truth = read_truth(truth_path, cfg)
-            if truth.shape != labels.shape:
-                from segkit.io.slices import resize_label
-
-                truth = resize_label(truth, labels.shape)
-            base = display if display.ndim == 3 else np.repeat(display[..., None], 3, axis=-1)
-            panel = np.concatenate([base, encode_mask(truth, palette), color], axis=1)
-            write_png(out_dir / "panels" / f"{path.stem}.png", panel)
-            result.n_panels += 1
-            result.outputs["panels"] = out_dir / "panels"
-        progress.advance(1)
+            writer.write(path, display, p.argmax(-1).astype(np.uint8))
 
     pending: list[tuple[Path, npt.NDArray[np.uint8], npt.NDArray[np.float32]]] = []
     for path in files:
@@ -247,3 +221,47 @@ def infer_folder(
     if pending:
         flush(pending)
     return result
+
+
+class _FolderWriter:
+    """Writes the outputs of one image of ``infer_folder`` (component filter first) and counts them."""
+
+    def __init__(self, cfg: Config, out_dir: Path, settings: InferSettings, progress: Progress) -> None:
+        from segkit.io.palette import palette_array
+        from segkit.postprocess.components import lcc_classes
+
+        self.cfg, self.out_dir, self.progress = cfg, out_dir, progress
+        self.lcc = lcc_classes(settings.largest_component, cfg)
+        self.colors = [c.color for c in cfg.effective_classes]
+        self.palette = palette_array(self.colors)
+        self.result = FolderResult(n_images=0, out_dir=out_dir)
+        self.result.outputs = {k: out_dir / k for k in ("masks", "labels", "overlays")}
+
+    def write(self, path: Path, display: npt.NDArray[np.uint8], labels: npt.NDArray[np.uint8]) -> None:
+        """Masks, indexed labels, overlay and (with ground truth) the panel of one image."""
+        from segkit.infer.volume import overlay
+        from segkit.io.palette import encode_mask
+        from segkit.io.png import write_png
+        from segkit.postprocess.components import largest_component
+
+        out_dir = self.out_dir
+        if self.lcc:
+            labels = largest_component(labels, self.lcc)
+        color = encode_mask(labels, self.palette)
+        write_png(out_dir / "masks" / f"{path.stem}.png", color)
+        write_png(out_dir / "labels" / f"{path.stem}.png", labels)
+        over = overlay(display, labels, self.colors, self.cfg.infer.alpha)
+        write_png(out_dir / "overlays" / f"{path.stem}.png", over)
+        truth_path = truth_for(path)
+        if truth_path is not None:
+            truth = read_truth(truth_path, self.cfg)
+            if truth.shape != labels.shape:
+                from segkit.io.slices import resize_label
+
+                truth = resize_label(truth, labels.shape)
+            base = display if display.ndim == 3 else np.repeat(display[..., None], 3, axis=-1)
+            panel = np.concatenate([base, encode_mask(truth, self.palette), color], axis=1)
+            write_png(out_dir / "panels" / f"{path.stem}.png", panel)
+            self.result.n_panels += 1
+            self.result.outputs["panels"] = out_dir / "panels"
+        self.progress.advance(1)

@@ -1,10 +1,10 @@
-"""``infer(cfg, input)``: one entry point that dispatches on its input -- a volume file, a folder of volumes, or
-a folder of PNG/JPG slices -- as ``segkit infer`` does.
+"""``infer(cfg, input)``: one entry point that dispatches on its input -- a volume file, a folder of volumes,
+or a folder of PNG/JPG slices -- as ``segkit infer`` does.
 
-Two steps, so a caller can refuse bad input before TensorFlow is imported: ``plan_inference`` checks the input,
-the output folder and every output file (nothing is loaded or written), and ``run_inference`` loads the
-model(s) -- the run folder's model, a cross-validation run's fold ensemble, or the given files -- applies the run's
-post-processing decision and writes the outputs. ``infer`` does both.
+Two steps, so a caller can refuse bad input before TensorFlow is imported: ``plan_inference`` checks the
+input, the output folder and every output file (nothing is loaded or written), and ``run_inference`` loads the
+model(s) -- the run folder's model, a cross-validation run's fold ensemble, or the given files -- applies the
+run's post-processing decision and writes the outputs. ``infer`` does both.
 
 Example:
     >>> result = infer(load_config("runs/left-atrial/config.yaml"), Path("scans/"))
@@ -14,11 +14,12 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from segkit.errors import DataError
+from segkit.infer.options import InferOptions
 from segkit.progress import NULL_PROGRESS, Progress
 
 if TYPE_CHECKING:
@@ -29,7 +30,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class InferencePlan:
-    """What ``run_inference`` will do, checked: the input kind, the files, the models and the output folder."""
+    """What ``run_inference`` will do, checked: the input kind, the files, the models and the output
+    folder."""
 
     kind: Literal["volumes", "slices"]
     input_path: Path
@@ -43,7 +45,8 @@ class InferencePlan:
 
 @dataclass
 class InferenceResult:
-    """What ``run_inference`` wrote: one ``VolumeResult`` per volume, or the ``FolderResult`` of a slice folder."""
+    """What ``run_inference`` wrote: one ``VolumeResult`` per volume, or the ``FolderResult`` of a slice
+    folder."""
 
     plan: InferencePlan
     volumes: list[VolumeResult] = field(default_factory=list)
@@ -66,21 +69,21 @@ def plan_inference(
         input_path: a NIfTI/NRRD volume, a folder of them, or a folder of PNG/JPG slices.
         out_dir: default ``<train.run_dir>/inference``.
         models: ``.keras`` files (several: their ensemble); default the run folder's model(s)
-            (``segkit.infer.predict.run_models``: a cross-validation run's folds).
+            (``segkit.predict.models.run_models``: a cross-validation run's folds).
         save_probabilities: volumes only: also ``<case>_probs.nii.gz``.
         overwrite: replace existing outputs.
 
     Raises:
-        DataError: missing input, unsupported file type, a folder with no volume or slice, two inputs that would
-            write one output file, probabilities asked for slices, existing outputs without ``overwrite``, an
-            output folder inside the input or its ground truth.
+        DataError: missing input, unsupported file type, a folder with no volume or slice, two inputs that
+            would write one output file, probabilities asked for slices, existing outputs without
+            ``overwrite``, an output folder inside the input or its ground truth.
         ModelError: a cross-validation run whose fold model is missing.
     """
     from segkit.infer.folder import OUTPUT_DIRS, check_output_dir, folder_outputs, list_images
-    from segkit.infer.predict import resolve_models
-    from segkit.infer.volume import refuse_existing, volume_outputs
+    from segkit.infer.volume import refuse_existing
     from segkit.io.slices import IMAGE_SUFFIXES
     from segkit.io.volumes import volume_suffix
+    from segkit.predict.models import resolve_models
 
     input_path = Path(input_path)
     if not input_path.exists():
@@ -102,8 +105,8 @@ def plan_inference(
             raise DataError("the folder holds no volume and no PNG/JPG slice", path=input_path,
                             hint="give .nii/.nii.gz/.nrrd volumes or PNG/JPG slices")
     if images and save_probabilities:
-        raise DataError("--save-probabilities writes volumes; the input is a folder of slices", path=input_path,
-                        hint="give NIfTI/NRRD volumes, or drop --save-probabilities")
+        raise DataError("--save-probabilities writes volumes; the input is a folder of slices",
+                        path=input_path, hint="give NIfTI/NRRD volumes, or drop --save-probabilities")
     run_dir = Path(cfg.train.run_dir)
     model_paths, pp_dir = resolve_models(run_dir, models)
     out = Path(out_dir) if out_dir is not None else run_dir / "inference"
@@ -112,28 +115,38 @@ def plan_inference(
     if images:
         refuse_existing(folder_outputs(list_images(input_path), out), overwrite)
     else:
-        owner: dict[Path, Path] = {}  # output file -> the volume that writes it
-        for v in volumes:
-            for p in volume_outputs(v, out, probabilities=save_probabilities):
-                if p in owner:
-                    raise DataError(
-                        f"{owner[p].name} and {v.name} would both be written to {p.name}",
-                        path=input_path,
-                        hint="keep one of the two files in the folder (or infer each file on its own with --output)",
-                    )
-                owner[p] = v
-        refuse_existing(list(owner), overwrite)
-    return InferencePlan("slices" if images else "volumes", input_path, tuple(volumes), out, tuple(model_paths),
-                         pp_dir, save_probabilities, overwrite)
+        refuse_existing(_volume_outputs(volumes, out, save_probabilities, input_path), overwrite)
+    return InferencePlan("slices" if images else "volumes", input_path, tuple(volumes), out,
+                         tuple(model_paths), pp_dir, save_probabilities, overwrite)
+
+
+def _volume_outputs(volumes: Sequence[Path], out: Path, probabilities: bool, input_path: Path) -> list[Path]:
+    """Every file written for ``volumes`` (``volume_outputs``).
+
+    Raises:
+        DataError: two volumes would write one file.
+    """
+    from segkit.infer.volume import volume_outputs
+
+    owner: dict[Path, Path] = {}  # output file -> the volume that writes it
+    for v in volumes:
+        for p in volume_outputs(v, out, probabilities=probabilities):
+            if p in owner:
+                raise DataError(
+                    f"{owner[p].name} and {v.name} would both be written to {p.name}",
+                    path=input_path,
+                    hint="keep one of the two files in the folder "
+                         "(or infer each file on its own with --output)",
+                )
+            owner[p] = v
+    return list(owner)
 
 
 def run_inference(
     plan: InferencePlan,
     cfg: Config,
     *,
-    batch_size: int | None = None,
-    tta: bool | None = None,
-    largest_component: bool | Sequence[int] | None = None,
+    options: InferOptions | None = None,
     progress: Progress = NULL_PROGRESS,
     on_volume: Callable[[VolumeResult], None] | None = None,
 ) -> InferenceResult:
@@ -142,29 +155,27 @@ def run_inference(
     Args:
         plan: from ``plan_inference``.
         cfg: the config; ``infer.tta`` / ``infer.largest_component`` left null take the run's post-processing.
-        batch_size, tta, largest_component: override ``cfg.infer`` when not None.
+        options: overrides of ``cfg.infer`` (batch size, TTA, component filter); the plan's ``overwrite`` and
+            ``save_probabilities`` apply.
         progress: started once per volume with its slices and its file name (``infer_volume``), or once for a
             folder of slices with its images and ``"infer"`` (``infer_folder``); advanced as they are done.
         on_volume: called with each volume's result as soon as it is written.
     """
-    from segkit.evaluate.postprocess import apply_postprocessing
     from segkit.infer.folder import infer_folder
-    from segkit.infer.predict import load_models
     from segkit.infer.volume import infer_volume
+    from segkit.postprocess import apply_postprocessing
+    from segkit.predict.models import load_models
 
     cfg = apply_postprocessing(cfg, plan.postprocessing_dir, volumes=plan.kind == "volumes")
     net = load_models(list(plan.model_paths), cfg, precision=cfg.train.precision)
     result = InferenceResult(plan)
-
+    settings = replace(options or InferOptions(), overwrite=plan.overwrite,
+                       save_probabilities=plan.save_probabilities).resolve(cfg)
     if plan.kind == "slices":
-        result.folder = infer_folder(net, plan.input_path, cfg, plan.out_dir, batch_size=batch_size, tta=tta,
-                                     largest_component=largest_component, overwrite=plan.overwrite,
-                                     progress=progress)
+        result.folder = infer_folder(net, plan.input_path, cfg, plan.out_dir, settings, progress=progress)
         return result
     for vol in plan.volumes:
-        r = infer_volume(net, vol, cfg, plan.out_dir, batch_size=batch_size, tta=tta,
-                         largest_component=largest_component, overwrite=plan.overwrite,
-                         save_probabilities=plan.save_probabilities, progress=progress)
+        r = infer_volume(net, vol, cfg, plan.out_dir, settings, progress=progress)
         result.volumes.append(r)
         if on_volume is not None:
             on_volume(r)
@@ -177,19 +188,19 @@ def infer(
     out_dir: Path | None = None,
     *,
     models: Sequence[Path] | None = None,
-    save_probabilities: bool = False,
-    overwrite: bool = False,
-    batch_size: int | None = None,
-    tta: bool | None = None,
-    largest_component: bool | Sequence[int] | None = None,
+    options: InferOptions | None = None,
     progress: Progress = NULL_PROGRESS,
 ) -> InferenceResult:
     """Segment a volume, a folder of volumes or a folder of slices with the run's model(s): ``plan_inference``
-    then ``run_inference`` (see both for the arguments and errors)."""
-    plan = plan_inference(cfg, input_path, out_dir, models=models, save_probabilities=save_probabilities,
-                          overwrite=overwrite)
-    return run_inference(plan, cfg, batch_size=batch_size, tta=tta, largest_component=largest_component,
-                         progress=progress)
+    then ``run_inference`` (see both for the arguments and errors).
+
+    Args:
+        options: overrides of ``cfg.infer``, ``overwrite`` and ``save_probabilities`` (default none, off).
+    """
+    options = options or InferOptions()
+    plan = plan_inference(cfg, input_path, out_dir, models=models,
+                          save_probabilities=options.save_probabilities, overwrite=options.overwrite)
+    return run_inference(plan, cfg, options=options, progress=progress)
 
 
-__all__ = ["InferencePlan", "InferenceResult", "infer", "plan_inference", "run_inference"]
+__all__ = ["InferOptions", "InferencePlan", "InferenceResult", "infer", "plan_inference", "run_inference"]

@@ -3,12 +3,16 @@
 Pure per-case functions live here; aggregation over cases (``summarize``) is separate, as in MONAI's
 ``compute_dice`` / ``DiceMetric`` split.
 
-Empty-reference rules (Metrics Reloaded, nnU-Net, MONAI ``ignore_empty=True``):
+Empty-reference rules, named by ``empty`` (``EmptyReference``); the default ``"nan"`` is the rule of Metrics
+Reloaded, nnU-Net and MONAI's ``ignore_empty=True``, and the one every segkit report and choice uses:
 
 * reference empty, prediction empty -> Dice and IoU are NaN (excluded from means);
-* reference empty, prediction non-empty -> Dice and IoU are NaN too, and the false-positive voxels are reported
-  separately (``fp``, ``fp_volume_mm3``) so such errors stay visible;
+* reference empty, prediction non-empty -> Dice and IoU are NaN too, and the false-positive voxels are
+  reported separately (``fp``, ``fp_volume_mm3``) so such errors stay visible;
 * reference present, prediction empty -> Dice 0, IoU 0.
+
+``empty="one"`` is MONAI's ``ignore_empty=False``: an empty reference scores 1 when the prediction is empty
+too and 0 when it is not. A reference that is present scores the same under both rules.
 
 Background (id 0) is never reported as a class. ``dice_coef_multiclass`` reproduces the seed experiments'
 background-inclusive soft Dice only so that users can compare with published numbers.
@@ -24,10 +28,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
+
+EmptyReference = Literal["nan", "one"]
+EMPTY_REFERENCE_RULES: tuple[EmptyReference, ...] = ("nan", "one")
 
 
 class Counts(NamedTuple):
@@ -71,30 +78,48 @@ def class_counts(
     return out
 
 
-def dice_from_counts(tp: int, fp: int, fn: int) -> float:
-    """Dice = 2 TP / (2 TP + FP + FN); NaN when the reference is empty (TP + FN == 0), 0 when only it is present."""
-    if tp + fn == 0:
+def _empty_score(fp: int, empty: EmptyReference) -> float:
+    """The score of a class whose reference is empty, by the rule ``empty``."""
+    if empty == "nan":
         return math.nan
+    if empty == "one":
+        return 1.0 if fp == 0 else 0.0
+    raise ValueError(f"empty must be one of {EMPTY_REFERENCE_RULES}, got {empty!r}")
+
+
+def dice_from_counts(tp: int, fp: int, fn: int, empty: EmptyReference = "nan") -> float:
+    """Dice = 2 TP / (2 TP + FP + FN); 0 when only the reference is present.
+
+    Args:
+        tp, fp, fn: voxel counts of one class.
+        empty: the rule for an empty reference (TP + FN == 0): ``"nan"`` (default) or ``"one"`` (see the
+            module docstring).
+
+    Raises:
+        ValueError: an unknown ``empty`` rule.
+    """
+    if tp + fn == 0:
+        return _empty_score(fp, empty)
     return 2.0 * tp / (2.0 * tp + fp + fn)
 
 
-def iou_from_counts(tp: int, fp: int, fn: int) -> float:
-    """IoU (Jaccard) = TP / (TP + FP + FN); same NaN / 0 rules as ``dice_from_counts``."""
+def iou_from_counts(tp: int, fp: int, fn: int, empty: EmptyReference = "nan") -> float:
+    """IoU (Jaccard) = TP / (TP + FP + FN); the same empty-reference rules as ``dice_from_counts``."""
     if tp + fn == 0:
-        return math.nan
+        return _empty_score(fp, empty)
     return tp / float(tp + fp + fn)
 
 
-def dice(pred: npt.NDArray[np.bool_], ref: npt.NDArray[np.bool_]) -> float:
-    """Dice of two binary masks (see the module docstring for the empty rules)."""
+def dice(pred: npt.NDArray[np.bool_], ref: npt.NDArray[np.bool_], empty: EmptyReference = "nan") -> float:
+    """Dice of two binary masks (``empty``: the empty-reference rule, see the module docstring)."""
     c = class_counts(np.asarray(pred, bool).astype(np.uint8), np.asarray(ref, bool).astype(np.uint8), (1,))[1]
-    return dice_from_counts(c.tp, c.fp, c.fn)
+    return dice_from_counts(c.tp, c.fp, c.fn, empty)
 
 
-def iou(pred: npt.NDArray[np.bool_], ref: npt.NDArray[np.bool_]) -> float:
-    """IoU of two binary masks (see the module docstring for the empty rules)."""
+def iou(pred: npt.NDArray[np.bool_], ref: npt.NDArray[np.bool_], empty: EmptyReference = "nan") -> float:
+    """IoU of two binary masks (``empty``: the empty-reference rule, see the module docstring)."""
     c = class_counts(np.asarray(pred, bool).astype(np.uint8), np.asarray(ref, bool).astype(np.uint8), (1,))[1]
-    return iou_from_counts(c.tp, c.fp, c.fn)
+    return iou_from_counts(c.tp, c.fp, c.fn, empty)
 
 
 def overlap_metrics(
@@ -133,12 +158,14 @@ def overlap_metrics(
 def confusion_matrix(
     pred: npt.NDArray[np.integer], ref: npt.NDArray[np.integer], num_classes: int
 ) -> npt.NDArray[np.int64]:
-    """(C, C) int64 pixel confusion matrix, rows = reference id, columns = predicted id (background included)."""
+    """(C, C) int64 pixel confusion matrix, rows = reference id, columns = predicted id (background
+    included)."""
     ref = np.asarray(ref).ravel().astype(np.int64)
     pred = np.asarray(pred).ravel().astype(np.int64)
     if ref.size and (max(ref.max(), pred.max()) >= num_classes or min(ref.min(), pred.min()) < 0):
         raise ValueError(f"labels outside 0..{num_classes - 1}")
-    return np.bincount(ref * num_classes + pred, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    cells = np.bincount(ref * num_classes + pred, minlength=num_classes * num_classes)
+    return cells.reshape(num_classes, num_classes)
 
 
 def summarize(values: Iterable[float]) -> dict[str, float | int | None]:

@@ -1,8 +1,8 @@
 """Surface-distance metrics in millimetres: HD95, ASSD and surface Dice (NSD).
 
-Implementation: ``scipy.ndimage.distance_transform_edt (sampling=spacing)``. The surface of a mask is the set
-of its voxels with at least one 6-connected (face) neighbour outside the mask; voxels on the array border count
-as surface (the outside is background). For every surface voxel of one mask, its distance to the nearest
+Implementation: ``scipy.ndimage.distance_transform_edt (sampling=spacing)``. The surface of a mask is the
+set of its voxels with at least one 6-connected (face) neighbour outside the mask; voxels on the array border
+count as surface (the outside is background). For every surface voxel of one mask, its distance to the nearest
 surface voxel of the other mask is read from a Euclidean distance transform computed with
 ``sampling=spacing``, so anisotropic voxels give distances in mm.
 

@@ -35,9 +35,10 @@ from typing import Any
 
 from segkit.config import Config
 from segkit.errors import ConfigError, DataError
-from segkit.infer.predict import CV_FILE
 from segkit.io.atomic import write_json, write_text
-from segkit.metrics.overlap import foreground_mean, summarize
+from segkit.metrics.overlap import summarize
+from segkit.metrics.scores import ScoreTable
+from segkit.predict.models import CV_FILE
 from segkit.progress import NULL_PROGRESS, Progress
 
 log = logging.getLogger(__name__)
@@ -97,63 +98,55 @@ def _mean_sd(values: Sequence[float | None]) -> dict[str, float | int | None]:
     return {"mean": s["mean"], "sd": s["std"], "n": s["n"]}
 
 
-def _case_scores(rows: Sequence[dict[str, Any]], classes: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
-    per: dict[str, dict[str, dict[str, Any]]] = {}
-    for r in rows:
-        per.setdefault(r["case_id"], {})[r["class_name"]] = {m: r.get(m) for m in METRICS}
-    return per
-
-
-def _fg(case: dict[str, dict[str, Any]], classes: Sequence[str], metric: str) -> float | None:
-    return foreground_mean(case[c][metric] for c in classes if c in case)
-
-
-def _unbounded(cases: dict[str, dict[str, dict[str, Any]]]) -> int:
-    """Case x class pairs whose HD95 is infinite (``summarize``'s ``n_inf``)."""
-    return int(summarize(math.nan if m["hd95_mm"] is None else float(m["hd95_mm"])
-                         for v in cases.values() for m in v.values())["n_inf"] or 0)
+def _scores(table: ScoreTable, classes: Sequence[str]) -> dict[str, Any]:
+    """Per-class mean +- sd of each metric, mean foreground Dice / HD95 and the infinite HD95 count of one
+    table of case x class scores."""
+    return {
+        **{m: {c: _mean_sd(table.values(m, c)) for c in classes} for m in METRICS},
+        "fg_dice": _mean_sd(table.case_means("dice")),
+        "mean_hd95_mm": _mean_sd(table.case_means("hd95_mm"))["mean"],
+        "hd95_unbounded": table.count_infinite("hd95_mm"),
+    }
 
 
 def summarize_cv(fold_rows: Sequence[Sequence[dict[str, Any]]], classes: Sequence[str]) -> dict[str, Any]:
     """The cross-validation summary from each fold's per case x class rows (``evaluate`` rows).
 
-    ``per_fold``: each fold's per-class mean Dice / HD95 and its mean foreground Dice; ``pooled``: the same over
-    all validation cases together (every case once); ``across_folds``: mean and sd (population, ddof 0) of the
-    fold means. As in ``evaluate``, a class whose reference is empty in a case has no Dice there (its false
-    positives are in the evaluation report) and is left out of that case's means; an infinite HD95 (a class
-    missed entirely, or predicted where the reference has none) cannot enter a mean and is counted in
-    ``hd95_unbounded`` instead.
+    ``per_fold``: each fold's per-class mean Dice / HD95 and its mean foreground Dice; ``pooled``: the same
+    over all validation cases together (every case once); ``across_folds``: mean and sd (population, ddof 0)
+    of the fold means. As in ``evaluate``, a class whose reference is empty in a case has no Dice there (its
+    false positives are in the evaluation report) and is left out of that case's means; an infinite HD95 (a
+    class missed entirely, or predicted where the reference has none) cannot enter a mean and is counted in
+    ``hd95_unbounded`` instead. Scores are reduced with ``segkit.metrics.scores.ScoreTable``, as in
+    ``evaluate`` and the post-processing choice.
 
     Raises:
         DataError: a case scored in two folds (the folds must be disjoint).
     """
     per_fold: list[dict[str, Any]] = []
-    pooled_cases: dict[str, dict[str, dict[str, Any]]] = {}
+    pooled_table = ScoreTable(classes)
     for k, rows in enumerate(fold_rows):
-        cases = _case_scores(rows, classes)
-        twice = sorted(set(cases) & set(pooled_cases))
+        table = ScoreTable(classes)
+        table.extend(rows, METRICS)
+        twice = sorted(set(table.cases()) & set(pooled_table.cases()))
         if twice:
             raise DataError(f"case '{twice[0]}' is in the validation cases of two folds",
                             hint="prepare the dataset again: its folds must be disjoint")
-        pooled_cases.update(cases)
+        pooled_table.extend(rows, METRICS)
+        fold = _scores(table, classes)
         per_fold.append({
             "fold": k,
-            "cases": sorted(cases),
-            **{m: {c: _mean_sd([v[c][m] for v in cases.values() if c in v])["mean"] for c in classes}
-               for m in METRICS},
-            "mean_fg_dice": _mean_sd([_fg(v, classes, "dice") for v in cases.values()])["mean"],
-            "mean_hd95_mm": _mean_sd([_fg(v, classes, "hd95_mm") for v in cases.values()])["mean"],
-            "hd95_unbounded": _unbounded(cases),
+            "cases": sorted(table.cases()),
+            **{m: {c: fold[m][c]["mean"] for c in classes} for m in METRICS},
+            "mean_fg_dice": fold["fg_dice"]["mean"],
+            "mean_hd95_mm": fold["mean_hd95_mm"],
+            "hd95_unbounded": fold["hd95_unbounded"],
         })
-    fg = [_fg(v, classes, "dice") for v in pooled_cases.values()]
-    pooled = {
-        "cases": len(pooled_cases),
-        **{m: {c: _mean_sd([v[c][m] for v in pooled_cases.values() if c in v]) for c in classes} for m in METRICS},
-        "mean_fg_dice": _mean_sd(fg)["mean"],
-        "sd_fg_dice": _mean_sd(fg)["sd"],
-        "mean_hd95_mm": _mean_sd([_fg(v, classes, "hd95_mm") for v in pooled_cases.values()])["mean"],
-        "hd95_unbounded": _unbounded(pooled_cases),
-    }
+    pooled = _scores(pooled_table, classes)
+    fg = pooled.pop("fg_dice")
+    pooled = {"cases": len(pooled_table.cases()), **{m: pooled[m] for m in METRICS}, "mean_fg_dice": fg["mean"],
+              "sd_fg_dice": fg["sd"], "mean_hd95_mm": pooled["mean_hd95_mm"],
+              "hd95_unbounded": pooled["hd95_unbounded"]}
     across = {
         "mean_fg_dice": _mean_sd([f["mean_fg_dice"] for f in per_fold]),
         "mean_hd95_mm": _mean_sd([f["mean_hd95_mm"] for f in per_fold]),
@@ -299,8 +292,8 @@ def run_cv(
             of the dataset (without ``overwrite``), or ``train.run_dir`` holding a single training run; anything
             ``train_model`` / ``evaluate_model`` raise.
     """
-    from segkit.evaluate.postprocess import choose_postprocessing_pooled
     from segkit.evaluate.run import evaluate_model
+    from segkit.postprocess import choose_postprocessing_pooled
     from segkit.train.fit import RunComplete, train_model
 
     k_total = fold_count(cfg)

@@ -740,7 +740,7 @@ def train_model(
     del history
     postprocessing = None
     if cfg.train.choose_postprocessing and (run_dir / "model.keras").is_file():
-        from segkit.evaluate.postprocess import choose_postprocessing
+        from segkit.postprocess import choose_postprocessing
 
         pp = choose_postprocessing(cfg, run_dir / "model.keras")
         postprocessing = pp.to_json() if pp is not None else None

@@ -406,8 +406,8 @@ def test_evaluate_predictions_refuses_bad_pairs_in_one_line(tmp_path: Path, layo
 def test_ensemble_is_the_mean_of_its_members(setup: dict[str, Path]) -> None:
     import keras
 
-    from segkit.infer.predict import load_model, load_models
     from segkit.models import build_model
+    from segkit.predict.models import load_model, load_models
 
     cfg = load_config(setup["config"], [*TINY, f"data.dir={setup['data']}", f"train.run_dir={setup['run']}"])
     keras.utils.set_random_seed(7)

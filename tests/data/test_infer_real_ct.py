@@ -26,9 +26,10 @@ TINY = {
 def test_real_ct_label_volume_has_exact_shape_and_affine(shared_data: Path, tmp_path: Path) -> None:
     import keras
 
-    from segkit.infer.predict import load_model
+    from segkit.infer.options import InferOptions
     from segkit.infer.volume import infer_volume
     from segkit.models import build_model
+    from segkit.predict.models import load_model
 
     src = shared_data / "volumes" / "totalseg_aorta_ct" / "aorta_ct_image.nii.gz"
     ct = tmp_path / "aorta_ct_image.nii.gz"
@@ -40,7 +41,7 @@ def test_real_ct_label_volume_has_exact_shape_and_affine(shared_data: Path, tmp_
     build_model(cfg).save(model_path)
 
     model = load_model(model_path, cfg)
-    res = infer_volume(model, ct, cfg, tmp_path / "out", largest_component=True)
+    res = infer_volume(model, ct, cfg, tmp_path / "out", InferOptions(largest_component=True).resolve(cfg))
 
     src_img = nib.load(str(src))
     seg = nib.load(str(res.seg_path))

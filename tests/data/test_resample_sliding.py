@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from segkit.config import validate_config
-from segkit.infer.volume import resize_probs
 from segkit.io.volumes import load_volume
+from segkit.predict.volume import resize_probs
 from segkit.prepare.record import Geometry
 from segkit.prepare.slicing import map_labels, reassemble_volume, slice_case
 

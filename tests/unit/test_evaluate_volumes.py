@@ -136,8 +136,8 @@ def test_progress_reports_a_start_then_advances_summing_to_its_total(
 ) -> None:
     """The one ``segkit.progress.Progress`` protocol: evaluate, infer and the post-processing choice each start
     a task with its total and advance by exactly that much."""
-    from segkit.evaluate.postprocess import choose_postprocessing
     from segkit.infer.run import infer
+    from segkit.postprocess import choose_postprocessing
 
     cfg, raw = volume_case["cfg"], volume_case["raw"]
     rec = recording_progress()
@@ -191,3 +191,21 @@ def test_slices2d_cases_are_stacked_without_surface_metrics(tmp_path: Path, repo
     assert summary["reference"] == "stacked written slices"
     assert summary["per_class"]["lung"]["hd95_mm"]["n"] == 0
     assert summary["per_class"]["lung"]["dice"]["mean"] == pytest.approx(2 / 3, abs=1e-6)
+
+
+def test_the_choice_scores_what_evaluate_reports(volume_case: dict[str, object], tmp_path: Path) -> None:
+    """The post-processing choice and ``evaluate`` share one Dice and one reduction: for the same model and
+    cases, each variant's per-class mean Dice equals evaluate's reported mean with that TTA / filter setting."""
+    from segkit.postprocess import choose_postprocessing
+
+    cfg = volume_case["cfg"]
+    pp = choose_postprocessing(cfg, split="test", write=False)  # type: ignore[arg-type]
+    assert pp is not None and pp.cases == ("c1",)
+    for variant, tta, lcc in (("plain", False, False), ("plain+lcc", False, True), ("tta", True, False),
+                              ("tta+lcc", True, True)):
+        infer = cfg.infer.model_copy(update={"tta": tta, "largest_component": lcc})  # type: ignore[attr-defined]
+        ev = evaluate_model(cfg.model_copy(update={"infer": infer}), split="test",  # type: ignore[attr-defined]
+                            out_dir=tmp_path / variant)
+        reported = {name: s["dice"]["mean"] for name, s in ev.summary["per_class"].items()}
+        assert pp.dice[variant] == reported, variant  # exactly equal, not approximately
+    assert pp.dice["plain"]["b"] == 0.0  # class b is in the reference and never predicted

@@ -9,7 +9,7 @@ import pytest
 
 from segkit.config import validate_config
 from segkit.errors import DataError
-from segkit.evaluate.postprocess import POSTPROCESSING_FILE, apply_postprocessing, decide, load_postprocessing
+from segkit.postprocess import POSTPROCESSING_FILE, apply_postprocessing, decide, load_postprocessing
 
 
 def _means(plain, plain_lcc, tta, tta_lcc):  # noqa: ANN001, ANN202
@@ -42,7 +42,7 @@ def test_a_tie_goes_to_the_filter_only_for_one_piece_anatomy() -> None:
 def test_reference_components_are_counted_in_3d() -> None:
     import numpy as np
 
-    from segkit.evaluate.postprocess import count_components
+    from segkit.postprocess import count_components
 
     m = np.zeros((6, 6, 6), bool)
     m[0:2, 0:2, 0:2] = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segkit.infer.tiling import importance_map, sliding_window_inference, window_starts
+from segkit.predict.tiling import importance_map, sliding_window_inference, window_starts
 
 
 def _identity(x: np.ndarray) -> np.ndarray:
@@ -52,7 +52,7 @@ def test_bad_overlap_is_a_config_error_in_predict() -> None:
     import keras
 
     from segkit.errors import ConfigError
-    from segkit.infer.predict import predict_probs
+    from segkit.predict.slices import predict_probs
 
     inp = keras.Input((8, 8, 1))
     model = keras.Model(inp, keras.layers.Conv2D(2, 1, activation="softmax")(inp))

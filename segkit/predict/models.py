@@ -1,21 +1,18 @@
-"""Model loading and batched slice prediction (flip TTA, sliding windows, precision).
+"""Model loading: a run folder's model file(s), one model or an ensemble, checked against the config and run
+in the asked precision.
 
-Only the infer and evaluate stages import this module; Keras is imported inside the functions.
+Keras is imported inside the functions.
 
 Example:
     >>> model = load_models(run_models(Path("demo/run")), cfg)   # one model, or a cv run's fold ensemble
-    >>> probs = predict_probs(model, images, batch_size=8)       # (N, H, W, C) float32 -> (N, H, W, K) float32
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import numpy as np
-import numpy.typing as npt
 
 from segkit.errors import ConfigError, ModelError
 
@@ -47,20 +44,23 @@ def run_models(run_dir: Path) -> list[Path]:
         folds = json.loads(path.read_text(encoding="utf-8"))["folds"]
         models = [run_dir / str(f) / "model.keras" for f in folds]
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ModelError(f"cannot read {CV_FILE}: {e}", path=path, hint="run segkit cv again to rewrite it") from e
+        raise ModelError(f"cannot read {CV_FILE}: {e}", path=path,
+                         hint="run segkit cv again to rewrite it") from e
     missing = [m for m in models if not m.is_file()]
     if not models or missing:
-        raise ModelError(f"a fold model is missing: {missing[0] if missing else 'no folds listed'}", path=path,
-                         hint="run segkit cv again to finish the folds")
+        raise ModelError(f"a fold model is missing: {missing[0] if missing else 'no folds listed'}",
+                         path=path, hint="run segkit cv again to finish the folds")
     return models
 
 
-def resolve_models(run_dir: Path, models: Sequence[Path] | Path | None = None) -> tuple[list[Path], Path | None]:
+def resolve_models(
+    run_dir: Path, models: Sequence[Path] | Path | None = None
+) -> tuple[list[Path], Path | None]:
     """The model files to load and the folder whose ``postprocessing.json`` applies to them.
 
-    No ``models``: the run folder's (``run_models``: its model, or a cross-validation run's folds) with the run
-    folder's decision. One given model: its own folder's decision. Several given models: no decision (their
-    folders decided for themselves, not for the ensemble), so the config's ``infer`` settings rule.
+    No ``models``: the run folder's (``run_models``: its model, or a cross-validation run's folds) with the
+    run folder's decision. One given model: its own folder's decision. Several given models: no decision
+    (their folders decided for themselves, not for the ensemble), so the config's ``infer`` settings rule.
     """
     if models is None or (not isinstance(models, (str, Path)) and not models):
         return run_models(run_dir), Path(run_dir)
@@ -111,7 +111,9 @@ def load_model(path: Path, cfg: Config, precision: str | None = None) -> keras.M
     return model
 
 
-def load_models(paths: list[Path] | tuple[Path, ...], cfg: Config, precision: str | None = None) -> keras.Model:
+def load_models(
+    paths: list[Path] | tuple[Path, ...], cfg: Config, precision: str | None = None
+) -> keras.Model:
     """One model from one ``.keras`` file, or the ensemble of several: the mean of their softmax outputs.
 
     Every member is loaded and checked like ``load_model``; an ensemble then behaves as one model everywhere
@@ -132,7 +134,8 @@ def load_models(paths: list[Path] | tuple[Path, ...], cfg: Config, precision: st
     for p, m in zip(paths[1:], members[1:], strict=True):
         if tuple(m.input_shape[1:]) != shape:
             raise ModelError(
-                f"ensemble members take different inputs: {paths[0].name} {shape} vs {p.name} {tuple(m.input_shape[1:])}",
+                f"ensemble members take different inputs: {paths[0].name} {shape} vs {p.name} "
+                f"{tuple(m.input_shape[1:])}",
                 path=p,
                 hint="ensemble models trained with the same data.image_size and channels",
             )
@@ -147,7 +150,8 @@ def load_models(paths: list[Path] | tuple[Path, ...], cfg: Config, precision: st
 
 
 def check_model(model: keras.Model, cfg: Config, path: Path | None = None) -> None:
-    """Raise ``ModelError`` when the model's output classes, input channels or input size differ from the config."""
+    """Raise ``ModelError`` when the model's output classes, input channels or input size differ from the
+    config."""
     out_classes = int(model.output_shape[-1])
     if out_classes != cfg.num_classes:
         raise ModelError(
@@ -189,7 +193,8 @@ def _with_policy(model: keras.Model, cfg: Config, precision: str) -> keras.Model
     from segkit.models import build_model
 
     if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision '{precision}'", path="train.precision", hint=f"use one of {PRECISIONS}")
+        raise ConfigError(f"unknown precision '{precision}'", path="train.precision",
+                          hint=f"use one of {PRECISIONS}")
     previous = keras.config.dtype_policy()
     try:
         keras.config.set_dtype_policy(precision)
@@ -200,7 +205,8 @@ def _with_policy(model: keras.Model, cfg: Config, precision: str) -> keras.Model
         rebuilt.set_weights(model.get_weights())
     except ValueError as e:
         raise ModelError(
-            f"cannot run the model in {precision}: its weights do not fit the architecture of the config ({e})",
+            f"cannot run the model in {precision}: its weights do not fit the architecture of the config "
+            f"({e})",
             hint="use the config the model was trained with, or set train.precision=auto",
         ) from e
     logger.info("running the model in %s", precision)
@@ -211,103 +217,3 @@ def model_input_size(model: keras.Model) -> tuple[int, int] | None:
     """(H, W) of the model input, or None when the model accepts any size."""
     h, w = model.input_shape[1:3]
     return (int(h), int(w)) if h is not None and w is not None else None
-
-
-def make_predictor(model: keras.Model, batch_size: int) -> Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]:
-    """A callable (N, H, W, C) float32 -> (N, H, W, K) float32 probabilities, run in fixed-size batches.
-
-    Once a full batch has run, a short last batch is zero-padded to ``batch_size`` so the compiled predict
-    function is not traced again.
-    """
-    seen_full: set[tuple[int, ...]] = set()
-
-    def predict(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        n = x.shape[0]
-        outs = []
-        for s in range(0, n, batch_size):
-            chunk = x[s : s + batch_size]
-            k = chunk.shape[0]
-            if k == batch_size:
-                seen_full.add(tuple(chunk.shape[1:]))
-            elif tuple(chunk.shape[1:]) in seen_full:
-                chunk = np.concatenate([chunk, np.zeros((batch_size - k, *chunk.shape[1:]), chunk.dtype)])
-            y = np.asarray(model.predict_on_batch(np.ascontiguousarray(chunk, dtype=np.float32)), dtype=np.float32)
-            outs.append(y[:k])
-        return np.concatenate(outs) if len(outs) > 1 else outs[0]
-
-    return predict
-
-
-def predict_probs(
-    model: keras.Model,
-    images: npt.NDArray[np.float32],
-    batch_size: int = 8,
-    tta: bool = False,
-    overlap: float = 0.5,
-    predictor: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]] | None = None,
-) -> npt.NDArray[np.float32]:
-    """Softmax probabilities for a stack of slices.
-
-    Slices of the model's input size are predicted directly; others (larger, or smaller) go through
-    Gaussian-weighted sliding windows (``segkit.infer.tiling``), never resizing. With ``tta`` the prediction is
-    the mean over the identity, a left-right flip and an up-down flip (each flipped back).
-
-    Args:
-        model: a Keras model (B, h, w, C) -> (B, h, w, K).
-        images: (N, H, W, C) float32 in 0..1.
-        batch_size: slices (or windows) per model call.
-        tta: flip test-time augmentation.
-        overlap: sliding-window overlap in [0, 1).
-        predictor: a ``make_predictor`` callable to reuse across calls (built from ``model`` when None).
-
-    Returns:
-        (N, H, W, K) float32 probabilities.
-
-    Raises:
-        ConfigError: ``overlap`` outside [0, 1) (``infer.overlap``).
-    """
-    from segkit.infer.tiling import sliding_window_inference
-
-    predictor = predictor or make_predictor(model, batch_size)
-    roi = model_input_size(model)
-    x = np.asarray(images, dtype=np.float32)
-
-    def run(batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        if roi is None or tuple(batch.shape[1:3]) == roi:
-            return predictor(batch)
-        try:
-            return sliding_window_inference(batch, roi, predictor, overlap=overlap, mode="gaussian", sw_batch_size=batch_size)
-        except ValueError as e:
-            raise ConfigError(str(e), path="infer.overlap", hint="use an overlap in [0, 1), e.g. 0.5") from e
-
-    probs = run(x)
-    if tta:
-        probs = probs + run(x[:, :, ::-1].copy())[:, :, ::-1]
-        probs = probs + run(x[:, ::-1].copy())[:, ::-1]
-        probs = probs / np.float32(3.0)
-    return np.ascontiguousarray(probs, dtype=np.float32)
-
-
-def largest_component(labels: npt.NDArray[np.integer], class_ids: list[int] | None = None) -> npt.NDArray[np.uint8]:
-    """Keep only the largest connected component (26/8-connectivity) of each class; the rest becomes background.
-
-    Args:
-        labels: (X, Y, Z) or (H, W) integer ids.
-        class_ids: classes to clean (default: every non-zero id present).
-
-    Returns:
-        uint8 labels of the same shape.
-    """
-    from scipy import ndimage
-
-    out = np.asarray(labels).astype(np.uint8, copy=True)
-    ids = class_ids if class_ids is not None else [int(c) for c in np.unique(out) if c != 0]
-    structure = ndimage.generate_binary_structure(out.ndim, out.ndim)
-    for c in ids:
-        comp, n = ndimage.label(out == c, structure=structure)
-        if n <= 1:
-            continue
-        sizes = np.bincount(comp.ravel())
-        sizes[0] = 0
-        out[(comp != 0) & (comp != int(sizes.argmax()))] = 0
-    return out

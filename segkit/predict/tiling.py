@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 Predictor = Callable[[npt.NDArray[np.float32]], npt.NDArray[np.floating]]
+SIGMA_SCALE = 0.125  # Gaussian sigma of a window as a fraction of its size (MONAI's default)
 
 
 def window_starts(length: int, roi: int, overlap: float) -> list[int]:
@@ -36,11 +37,13 @@ def window_starts(length: int, roi: int, overlap: float) -> list[int]:
     return starts
 
 
-def importance_map(roi_size: Sequence[int], mode: str = "gaussian", sigma_scale: float = 0.125) -> npt.NDArray[np.float64]:
+def importance_map(
+    roi_size: Sequence[int], mode: str = "gaussian", sigma_scale: float = SIGMA_SCALE
+) -> npt.NDArray[np.float64]:
     """(h, w) float64 window weights: constant ones, or a Gaussian with sigma = ``sigma_scale`` * roi.
 
-    The Gaussian is normalised to a maximum of 1 and clamped below at its smallest positive value (as in MONAI),
-    so border pixels of a window still count where only one window covers them.
+    The Gaussian is normalised to a maximum of 1 and clamped below at its smallest positive value (as in
+    MONAI), so border pixels of a window still count where only one window covers them.
     """
     if mode == "constant":
         return np.ones(tuple(roi_size), dtype=np.float64)
@@ -64,8 +67,6 @@ def sliding_window_inference(
     overlap: float = 0.25,
     mode: str = "gaussian",
     sw_batch_size: int = 4,
-    sigma_scale: float = 0.125,
-    pad_value: float = 0.0,
 ) -> npt.NDArray[np.float32]:
     """Run ``predictor`` on overlapping windows of ``inputs`` and blend the outputs.
 
@@ -76,8 +77,9 @@ def sliding_window_inference(
         overlap: fraction of a window shared with its neighbour, in [0, 1).
         mode: "gaussian" (centre pixels weigh more) or "constant".
         sw_batch_size: windows per predictor call.
-        sigma_scale: Gaussian sigma as a fraction of the window size.
-        pad_value: value used to pad an image smaller than the window.
+
+    An image smaller than the window is padded with zeros; the Gaussian's sigma is ``SIGMA_SCALE`` times the
+    window size.
 
     Returns:
         (B, H, W, K) float32 blended outputs, cropped to the input size.
@@ -99,9 +101,9 @@ def sliding_window_inference(
     ph, pw = max(rh - h, 0), max(rw - w, 0)
     if ph or pw:  # pad symmetrically, crop back at the end
         pads = ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0))
-        x = np.pad(x, pads, mode="constant", constant_values=pad_value)
+        x = np.pad(x, pads, mode="constant", constant_values=0.0)
     hh, ww = x.shape[1], x.shape[2]
-    weights = importance_map((rh, rw), mode, sigma_scale)
+    weights = importance_map((rh, rw), mode, SIGMA_SCALE)
     boxes = [(i, j) for i in window_starts(hh, rh, overlap) for j in window_starts(ww, rw, overlap)]
     jobs = [(n, i, j) for n in range(b) for i, j in boxes]
 

@@ -2,13 +2,18 @@
 
 nnU-Net decides its post-processing on the cross-validation predictions and applies it only where it helps;
 segkit does the same on the validation cases of a run. ``choose_postprocessing`` segments every validation
-volume (in its original geometry, as ``segkit infer`` does) without and with flip TTA, scores each class with
-and without the largest-connected-component filter, and keeps
+volume (in its original geometry, as ``segkit infer`` does: ``segkit.predict.volume.predict_volume``) without
+and with flip TTA, scores each class with and without the largest-connected-component filter, and keeps
 
 - TTA when it raises the mean foreground Dice (with the best component choice for each variant), and
 - the component filter for each class whose mean Dice it raises (a class with two legitimate parts, such as
-  both lungs, keeps them because the filter lowers its Dice), and for each class that is one connected piece in
-  every validation reference when the filter leaves its Dice unchanged (see ``decide``).
+  both lungs, keeps them because the filter lowers its Dice), and for each class that is one connected piece
+  in every validation reference when the filter leaves its Dice unchanged (see ``decide``).
+
+Scores are ``segkit evaluate``'s: the per-case Dice of ``segkit.metrics.overlap`` (an empty reference gives
+NaN, ``empty="nan"``), averaged per class over the cases with a finite value (``segkit.metrics.scores``), so
+the ``plain`` scores of a decision equal the per-class mean Dice that ``evaluate`` reports for the same model
+and cases without TTA and filter.
 
 The decision is written to ``<run_dir>/postprocessing.json``; ``apply_postprocessing`` makes ``evaluate`` and
 ``infer`` use it unless the config sets ``infer.tta`` / ``infer.largest_component`` itself.
@@ -23,18 +28,26 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from segkit.config import Config
 from segkit.errors import DataError
 from segkit.io.atomic import write_json
+from segkit.metrics.overlap import class_counts, dice_from_counts
+from segkit.metrics.scores import ScoreTable
+from segkit.postprocess.components import count_components, largest_component
 from segkit.progress import NULL_PROGRESS, Part, Progress
+
+if TYPE_CHECKING:
+    import keras
+
+    from segkit.predict.cases import SourceCase
+    from segkit.prepare.record import CaseRecord
 
 logger = logging.getLogger(__name__)
 
@@ -63,13 +76,14 @@ class Postprocessing:
 
     def to_json(self) -> dict[str, Any]:
         return {"tta": self.tta, "largest_component": list(self.largest_component), "split": self.split,
-                "cases": list(self.cases), "dice": self.dice, "reference_components": self.reference_components}
+                "cases": list(self.cases), "dice": self.dice,
+                "reference_components": self.reference_components}
 
     @classmethod
     def from_json(cls, obj: dict[str, Any], path: Path | None = None) -> Postprocessing:
         try:
-            return cls(bool(obj["tta"]), tuple(int(c) for c in obj["largest_component"]), str(obj.get("split", "")),
-                       tuple(obj.get("cases", ())), dict(obj.get("dice", {})),
+            return cls(bool(obj["tta"]), tuple(int(c) for c in obj["largest_component"]),
+                       str(obj.get("split", "")), tuple(obj.get("cases", ())), dict(obj.get("dice", {})),
                        dict(obj.get("reference_components", {})))
         except KeyError as e:
             raise DataError(f"invalid {POSTPROCESSING_FILE}: the key {e} is missing", path=path,
@@ -92,9 +106,10 @@ def load_postprocessing(run_dir: Path) -> Postprocessing | None:
     return Postprocessing.from_json(obj, path)
 
 
-def apply_postprocessing(cfg: Config, run_dir: Path | None, volumes: bool = True) -> Config:
-    """``cfg`` with ``infer.tta`` / ``infer.largest_component`` resolved: a value the config (or ``--set``) gives
-    wins; ``null`` (the default) takes the choice in ``run_dir/postprocessing.json``, and is off without one.
+def apply_postprocessing(cfg: Config, run_dir: Path | None, *, volumes: bool = True) -> Config:
+    """``cfg`` with ``infer.tta`` / ``infer.largest_component`` resolved: a value the config (or ``--set``)
+    gives wins; ``null`` (the default) takes the choice in ``run_dir/postprocessing.json``, and is off without
+    one.
 
     Args:
         cfg: the config.
@@ -115,24 +130,6 @@ def apply_postprocessing(cfg: Config, run_dir: Path | None, volumes: bool = True
     return cfg.model_copy(update={"infer": cfg.infer.model_copy(update=update)})
 
 
-def count_components(mask: np.ndarray) -> int:
-    """Connected components of a boolean mask, with the connectivity of ``largest_component`` (26 in 3D)."""
-    from scipy import ndimage
-
-    return int(ndimage.label(mask, structure=ndimage.generate_binary_structure(mask.ndim, mask.ndim))[1])
-
-
-def _dice(pred: np.ndarray, ref: np.ndarray, cid: int) -> float:
-    p, r = pred == cid, ref == cid
-    denom = int(p.sum()) + int(r.sum())
-    return math.nan if denom == 0 else 2.0 * int(np.logical_and(p, r).sum()) / denom
-
-
-def _mean(values: Sequence[float]) -> float | None:
-    finite = [v for v in values if math.isfinite(v)]
-    return float(np.mean(finite)) if finite else None
-
-
 def decide(
     means: dict[str, dict[int, float | None]],
     class_ids: Sequence[int],
@@ -141,9 +138,10 @@ def decide(
     """The decision from mean Dice per variant (``plain``, ``plain+lcc``, ``tta``, ``tta+lcc``) and class.
 
     For each TTA setting, every class takes the filter if it raises that class's mean Dice, or if it leaves it
-    unchanged (the validation predictions had no stray piece to remove) and the class is one connected structure
-    in every validation reference that contains it (``single_structure``): a piece apart from it is then an error wherever it shows
-    up (on ACDC's held-out patients, stray LV/MYO blobs on basal slices that one validation patient never had).
+    unchanged (the validation predictions had no stray piece to remove) and the class is one connected
+    structure in every validation reference that contains it (``single_structure``): a piece apart from it is
+    then an error wherever it shows up (on ACDC's held-out patients, stray LV/MYO blobs on basal slices that
+    one validation patient never had).
     A class with several pieces in a reference (both lungs) gets the filter only on a strict gain. TTA is kept
     only if the resulting mean foreground Dice beats the plain one. Classes never seen (``None``) are skipped.
 
@@ -177,6 +175,30 @@ def decide(
     return use_tta, (tta_lcc if use_tta else plain_lcc), plain_score, tta_score
 
 
+VARIANTS = ("plain", "plain+lcc", "tta", "tta+lcc")
+
+
+@dataclass(frozen=True)
+class _Member:
+    """One model of a choice with the validation cases it scores (volume cases whose sources exist)."""
+
+    cfg: Config
+    model_path: Path
+    cases: dict[str, CaseRecord]
+    label_cfg: Config
+
+
+@dataclass
+class _Scores:
+    """What the choice accumulates: Dice per variant (``VARIANTS``) per case x class, and the connected
+    components of each class in each reference that has it."""
+
+    class_ids: list[int]
+    table: ScoreTable
+    pieces: dict[int, list[int]]
+    scored: list[str] = field(default_factory=list)
+
+
 def choose_postprocessing(
     cfg: Config,
     model_path: Path | None = None,
@@ -192,7 +214,8 @@ def choose_postprocessing(
         model_path: default ``<train.run_dir>/model.keras``.
         split: the cases to decide on (never the test cases).
         progress: started once (description ``"postprocessing"``) with the number of slices to segment
-            (every slice of each volume case, twice: without and with flip TTA), then advanced by the slices done.
+            (every slice of each volume case, twice: without and with flip TTA), then advanced by the slices
+            done.
         write: store the decision as ``<run_dir>/postprocessing.json``.
 
     Returns:
@@ -211,91 +234,110 @@ def choose_postprocessing_pooled(
     progress: Progress = NULL_PROGRESS,
     write: bool = True,
 ) -> Postprocessing | None:
-    """``choose_postprocessing`` over several (config, model) pairs, each scored on its own ``split`` cases and
-    the scores pooled -- cross-validation: every fold's model on its validation fold, so every case is scored
-    once by a model that never trained on it (nnU-Net decides its post-processing this way).
+    """``choose_postprocessing`` over several (config, model) pairs, each scored on its own ``split`` cases
+    and the scores pooled -- cross-validation: every fold's model on its validation fold, so every case is
+    scored once by a model that never trained on it (nnU-Net decides its post-processing this way).
 
     Args:
         members: (config, model file) pairs; the configs differ in ``data.fold``.
         out_dir: where ``postprocessing.json`` goes (``write``).
         split: ``valid``.
         progress: as for ``choose_postprocessing`` (one task over every member's cases).
+        write: store the decision as ``<out_dir>/postprocessing.json``.
 
     Returns:
         The decision (``split`` recorded as ``valid`` or ``cv`` for several members), or ``None`` without any
         volume case whose source files exist.
     """
-    from segkit.data.pipeline import cases_of_split
-    from segkit.evaluate.run import _labels_config, _sources_exist
-    from segkit.infer.predict import largest_component, load_model
-    from segkit.infer.volume import predict_volume
-    from segkit.io.volumes import load_volume
-    from segkit.prepare.manifest import MANIFEST_FILE, load_manifest
-    from segkit.prepare.record import Geometry, case_records
-    from segkit.prepare.slicing import map_labels
-
-    cfg0 = members[0][0]
-    classes = [(c.id, c.name) for c in cfg0.effective_classes]
-    scores: dict[str, dict[int, list[float]]] = {v: {c: [] for c, _ in classes}
-                                                for v in ("plain", "plain+lcc", "tta", "tta+lcc")}
-    pieces: dict[int, list[int]] = {c: [] for c, _ in classes}  # connected components per validation reference
-    scored: list[str] = []
-    # the volume cases whose source files exist, of every member, first: the progress total is their slices
-    work: list[tuple[Config, Path, dict[str, tuple[Geometry, tuple[Path, Path]]], dict[str, Any], Path]] = []
-    for cfg, model_path in members:
-        data_dir = Path(cfg.data.dir)
-        manifest_path = data_dir / MANIFEST_FILE
-        if not manifest_path.is_file():
-            continue
-        manifest = load_manifest(data_dir)
-        cases: dict[str, tuple[Geometry, tuple[Path, Path]]] = {}
-        for c, r in cases_of_split(cfg, case_records(manifest, manifest_path), split).items():
-            files = r.volume_files()
-            if files is not None and _sources_exist(r):
-                cases[c] = (r.geometry, files)
-        if cases:
-            work.append((cfg, Path(model_path), cases, manifest, manifest_path))
+    classes = [(c.id, c.name) for c in members[0][0].effective_classes]
+    work = _members(members, split)  # first: the progress total is their slices
     if work:  # every slice of each case is segmented twice: without and with flip TTA
-        progress.start(2 * sum(g.n_slices for w in work for g, _ in w[2].values()), "postprocessing")
-    for cfg, model_path, cases, manifest, manifest_path in work:
-        model = load_model(model_path, cfg, precision=cfg.train.precision)
-        label_cfg = _labels_config(cfg, manifest, manifest_path)
-        bs = int(cfg.infer.batch_size)
-        for case_id in sorted(cases):
-            geometry, (image_path, label_path) = cases[case_id]
-            image, label = load_volume(image_path), load_volume(label_path)
-            ref = map_labels(label.data, label_cfg, label.path)
-            for cid, _ in classes:
-                if (ref == cid).any():
-                    pieces[cid].append(count_components(ref == cid))
-            for tta in (False, True):
-                pred = predict_volume(model, image.data, image.affine, geometry, cfg, bs, tta, False, Part(progress),
-                                      path=image.path).labels
-                name = "tta" if tta else "plain"
-                for cid, _ in classes:
-                    scores[name][cid].append(_dice(pred, ref, cid))
-                    scores[name + "+lcc"][cid].append(_dice(largest_component(pred, [cid]), ref, cid))
-            scored.append(case_id)
-    if not scored:
+        progress.start(2 * sum(r.geometry.n_slices for w in work for r in w.cases.values()), "postprocessing")
+    ids = [cid for cid, _ in classes]
+    scores = _Scores(ids, ScoreTable(ids), {cid: [] for cid in ids})
+    for member in work:
+        _score_member(member, scores, progress)
+    if not scores.scored:
         logger.info("no %s volume with its source files: post-processing left off", split)
         return None
-    means = {v: {cid: _mean(vals) for cid, vals in per.items()} for v, per in scores.items()}
-    single = {cid: bool(n) and all(k == 1 for k in n) for cid, n in pieces.items()}
-    use_tta, lcc, plain_score, tta_score = decide(means, [cid for cid, _ in classes], single)
-    pp = Postprocessing(
-        tta=use_tta,
-        largest_component=lcc,
-        split=split if len(members) == 1 else "cv",
-        cases=tuple(sorted(scored)),
-        dice={v: {name: means[v][cid] for cid, name in classes} for v in means},
-        reference_components={name: pieces[cid] for cid, name in classes},
-    )
-    logger.info("post-processing chosen on %d %s case(s): tta %s (mean Dice %.4f vs %.4f), largest component %s",
-                len(scored), pp.split, use_tta, tta_score, plain_score, list(pp.largest_component) or "none")
+    pp = _decision(scores, classes, split if len(members) == 1 else "cv")
     if write:
         write_json(Path(out_dir) / POSTPROCESSING_FILE, pp.to_json())
     return pp
 
 
-__all__ = ["Postprocessing", "choose_postprocessing", "choose_postprocessing_pooled", "decide", "apply_postprocessing", "load_postprocessing",
-           "POSTPROCESSING_FILE"]
+def _members(members: Sequence[tuple[Config, Path]], split: str) -> list[_Member]:
+    """The members with at least one volume case of ``split`` whose source files exist."""
+    from segkit.predict.cases import dataset_cases
+
+    work = []
+    for cfg, model_path in members:
+        cases = dataset_cases(cfg, split)
+        if cases.with_sources:
+            work.append(_Member(cfg, Path(model_path), cases.with_sources, cases.label_cfg))
+    return work
+
+
+def _score_member(member: _Member, scores: _Scores, progress: Progress) -> None:
+    """Segment each case of ``member`` without and with TTA and record every variant's Dice per class."""
+    from segkit.predict.cases import read_source_case
+    from segkit.predict.models import load_model
+
+    cfg = member.cfg
+    model = load_model(member.model_path, cfg, precision=cfg.train.precision)
+    for case_id in sorted(member.cases):
+        record = member.cases[case_id]
+        case = read_source_case(case_id, record, member.label_cfg)
+        if case is None:  # source files changed since prepare: not scored
+            progress.advance(2 * record.geometry.n_slices)
+            continue
+        for cid in scores.class_ids:
+            if (case.reference == cid).any():
+                scores.pieces[cid].append(count_components(case.reference == cid))
+        dice: dict[int, dict[str, float]] = {cid: {} for cid in scores.class_ids}
+        for tta in (False, True):
+            _variant_dice(model, case, cfg, tta, dice, progress)
+        for cid in scores.class_ids:
+            scores.table.add(case_id, cid, dice[cid])
+        scores.scored.append(case_id)
+
+
+def _variant_dice(
+    model: keras.Model, case: SourceCase, cfg: Config, tta: bool, dice: dict[int, dict[str, float]],
+    progress: Progress,
+) -> None:
+    """Dice of each class without and with the component filter, for one TTA setting, into ``dice``."""
+    from segkit.predict.volume import VolumeSettings, predict_volume
+
+    settings = VolumeSettings(batch_size=int(cfg.infer.batch_size), tta=tta)
+    pred = predict_volume(model, case.image, case.geometry, cfg, settings, Part(progress)).labels
+    ref = case.reference
+    name = "tta" if tta else "plain"
+    counts = class_counts(pred, ref, list(dice))
+    for cid in dice:
+        c, f = counts[cid], class_counts(largest_component(pred, [cid]), ref, [cid])[cid]
+        dice[cid][name] = dice_from_counts(c.tp, c.fp, c.fn)
+        dice[cid][name + "+lcc"] = dice_from_counts(f.tp, f.fp, f.fn)
+
+
+def _decision(scores: _Scores, classes: Sequence[tuple[int, str]], split: str) -> Postprocessing:
+    """The decision from the accumulated scores (``decide``), with its evidence."""
+    means = {v: {cid: scores.table.mean(v, cid) for cid, _ in classes} for v in VARIANTS}
+    single = {cid: bool(n) and all(k == 1 for k in n) for cid, n in scores.pieces.items()}
+    use_tta, lcc, plain_score, tta_score = decide(means, [cid for cid, _ in classes], single)
+    pp = Postprocessing(
+        tta=use_tta,
+        largest_component=lcc,
+        split=split,
+        cases=tuple(sorted(scores.scored)),
+        dice={v: {name: means[v][cid] for cid, name in classes} for v in means},
+        reference_components={name: scores.pieces[cid] for cid, name in classes},
+    )
+    logger.info("post-processing chosen on %d %s case(s): tta %s (mean Dice %.4f vs %.4f), "
+                "largest component %s", len(scores.scored), pp.split, use_tta, tta_score, plain_score,
+                list(pp.largest_component) or "none")
+    return pp
+
+
+__all__ = ["POSTPROCESSING_FILE", "Postprocessing", "apply_postprocessing", "choose_postprocessing",
+           "choose_postprocessing_pooled", "decide", "load_postprocessing"]
