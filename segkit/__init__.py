@@ -13,7 +13,7 @@ checks this order, written in ``pyproject.toml``'s ``[tool.importlinter]``:
    evaluate and infer;
 4. ``predict`` -- model loading, slice and volume prediction, shared by the stages and the choice;
 5. ``preview``; then ``data``, ``models``, ``losses``; then ``prepare``;
-6. ``io | metrics | geometry | progress``; then ``config``, ``registry``, ``errors``.
+6. ``io | metrics | geometry | progress | seeds``; then ``config``, ``registry``, ``errors``.
 """
 
 __version__ = "0.1.0"
