@@ -19,22 +19,29 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
 import importlib.resources
 import json
+import logging
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-from segkit.errors import ConfigError
+from segkit.errors import ConfigError, SegkitError
+from segkit.registry import Registry
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
+
+logger = logging.getLogger(__name__)
 
 RGB = tuple[int, int, int]
 Size2 = tuple[int, int]
@@ -248,11 +255,69 @@ class U2NetOptions(_Strict):
     mid_ratio: float = Field(0.5, gt=0, le=4, description="inner channels of an RSU block / its output channels")
 
 
-class ModelConfig(_Strict):
-    """Architecture, picked by ``name`` from the model registry; options every model reads, then one section per
-    model for its own (read only when that model is chosen)."""
+# The names a config may give (``model.name``, ``loss.name``) and what each model reads, as plain data: this module
+# stays free of TensorFlow, and a test checks the Keras registries (segkit.models.MODELS, segkit.losses.LOSSES)
+# against these tables.
 
-    name: str = "flexunet"
+LEVEL_KEYS = ("base_filters", "num_layers", "max_filters", "norm")
+"""Common ``model`` knobs every model reads: its resolution levels, their channels and normalisation."""
+CONV_KEYS = ("base_kernels", "dilation", "dropout_rate")
+"""Common ``model`` knobs of the models built from FlexUNet's two-convolution blocks (kernel, dilation and
+dropout per level)."""
+UNET_KEYS = frozenset(LEVEL_KEYS + CONV_KEYS)
+
+
+@dataclass(frozen=True)
+class ModelKeys:
+    """What one registered model reads from the ``model`` section besides ``name`` and ``pretrained_weights``.
+
+    Attributes:
+        honours: the common knobs it reads (``LEVEL_KEYS``, plus ``CONV_KEYS`` where its blocks use them).
+        section: the ``ModelConfig`` field holding its own options (``model.transunet``), or None.
+    """
+
+    honours: frozenset[str]
+    section: str | None = None
+
+    def takes(self) -> str:
+        """The keys it reads, for messages: ``model.base_filters, ..., model.u2net.*``."""
+        keys = [f"model.{k}" for k in (*LEVEL_KEYS, *CONV_KEYS) if k in self.honours]
+        return ", ".join(keys + ([f"model.{self.section}.*"] if self.section else []))
+
+
+MODEL_CATALOG: Registry[ModelKeys] = Registry("model")
+MODEL_CATALOG.register("flexunet")(ModelKeys(UNET_KEYS))
+MODEL_CATALOG.register("attention_unet")(ModelKeys(UNET_KEYS))
+MODEL_CATALOG.register("unet3plus")(ModelKeys(UNET_KEYS, "unet3plus"))
+MODEL_CATALOG.register("multiresunet")(ModelKeys(frozenset(LEVEL_KEYS), "multiresunet"))
+MODEL_CATALOG.register("sharpunet")(ModelKeys(UNET_KEYS))
+MODEL_CATALOG.register("u2net")(ModelKeys(frozenset(LEVEL_KEYS), "u2net"))
+MODEL_CATALOG.register("deeplabv3plus")(ModelKeys(UNET_KEYS, "deeplabv3plus"))
+MODEL_CATALOG.register("efficientunet")(ModelKeys(UNET_KEYS, "efficientunet"))
+MODEL_CATALOG.register("transunet")(ModelKeys(UNET_KEYS, "transunet"))
+MODEL_CATALOG.register("swinunet")(ModelKeys(UNET_KEYS, "swinunet"))
+MODEL_CATALOG.alias("unet", "flexunet")
+
+LOSS_NAMES: Registry[str] = Registry("loss")
+for _loss in ("ce", "dice", "dice_ce", "focal", "tversky", "bce_dice"):
+    LOSS_NAMES.register(_loss)(_loss)
+
+
+def _known(registry: Registry[Any], name: str) -> str:
+    """``name`` unchanged when ``registry`` knows it; else the registry's did-you-mean error, for pydantic."""
+    try:
+        registry.canonical(name)
+    except SegkitError as e:
+        raise PydanticCustomError("unknown_name", "{message}", {"message": e.message, "hint": e.hint or ""}) from None
+    return name
+
+
+class ModelConfig(_Strict):
+    """Architecture, picked by ``name`` from the model registry (``MODEL_CATALOG``); the common knobs (each model
+    reads those its ``ModelKeys.honours`` lists), then one section per model for its own options (read only when
+    that model is chosen)."""
+
+    name: str = Field("flexunet", description="a registered model (segkit models); 'unet' = flexunet")
     base_filters: int = Field(16, ge=1)
     base_kernels: int = Field(7, ge=1, description="kernel size at level 0; max(k - 2*i, 3) at level i")
     num_layers: int = Field(6, ge=2, le=10, description="resolution levels (num_layers - 1 poolings)")
@@ -271,21 +336,31 @@ class ModelConfig(_Strict):
     unet3plus: UNet3PlusOptions = UNet3PlusOptions()
     u2net: U2NetOptions = U2NetOptions()
 
-    def options_of(self, name: str) -> dict[str, Any]:
-        """The own options of model ``name`` (its section), as builder keyword arguments; ``{}`` for none."""
-        section = getattr(self, name, None)
-        return section.model_dump() if isinstance(section, BaseModel) else {}
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        return _known(MODEL_CATALOG, v)
+
+    def options_of(self, name: str) -> BaseModel | None:
+        """The own options of model ``name``: the section its ``ModelKeys`` names, or None for none."""
+        section = MODEL_CATALOG.get(name).section
+        return None if section is None else getattr(self, section)
 
 
 # === Loss ===
 
 
 class LossConfig(_Strict):
-    name: Literal["ce", "dice", "dice_ce", "focal", "tversky", "bce_dice"] = "dice_ce"
+    name: str = "dice_ce"
     class_weights: tuple[float, ...] | None = None
     focal_gamma: float = Field(2.0, ge=0)
     tversky_alpha: float = Field(0.3, ge=0, le=1)
     tversky_beta: float = Field(0.7, ge=0, le=1)
+
+    @field_validator("name")
+    @classmethod
+    def _known_loss(cls, v: str) -> str:
+        return _known(LOSS_NAMES, v)
 
 
 # === Train ===
@@ -648,6 +723,10 @@ def _presets_hint(key: str) -> str:
 def load_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read, merge overrides into, and validate a YAML config.
 
+    Model keys the chosen model does not read (see ``check_model_keys``) are refused when the user set them (an
+    override, or their own file) and only warned about when a preset or a resolved config (a run's
+    ``config.yaml``) brought them.
+
     Args:
         path: the YAML file, a run folder (its ``config.yaml``) or the name of a preset (``left-atrial``,
             ``seed/whole-heart``); see ``resolve_config_path``.
@@ -657,7 +736,8 @@ def load_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -
         A frozen, validated ``Config``.
 
     Raises:
-        ConfigError: missing/unreadable file or unknown preset, bad YAML, unknown key, wrong type, bad override.
+        ConfigError: missing/unreadable file or unknown preset, bad YAML, unknown key, wrong type, bad override,
+            a model key set for a model that does not read it.
     """
     path = resolve_config_path(path)
     try:
@@ -670,9 +750,104 @@ def load_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -
     if not isinstance(raw, dict):
         raise ConfigError("a config must be a YAML mapping of sections", path=path,
                           hint="start from configs/demo.yaml (sections: prepare, data, model, train, ...)")
+    from_file = copy.deepcopy(raw.get("model"))
+    from_sets: dict[str, Any] = {}
     for item in overrides:
         apply_override(raw, item)
-    return validate_config(raw, source=path)
+        apply_override(from_sets, item)
+    cfg = validate_config(raw, source=path)
+    inherited = is_preset_file(path) or _lists_every_model_key(from_file)
+    check_model_keys(cfg, ModelKeySources(path, from_file, from_sets.get("model"), inherited))
+    return cfg
+
+
+@dataclass(frozen=True)
+class ModelKeySources:
+    """Where the ``model`` keys of a loaded config came from.
+
+    Attributes:
+        path: the config file.
+        file: its ``model`` mapping as written (None: no such section).
+        overrides: the ``model`` mapping the overrides (``--set``) wrote (None: none).
+        inherited: the file is a preset, or a resolved config listing every key (a run's ``config.yaml``,
+            ``segkit config show`` output): its keys were not picked one by one.
+    """
+
+    path: Path
+    file: Any
+    overrides: Any
+    inherited: bool
+
+
+def check_model_keys(cfg: Config, sources: ModelKeySources) -> None:
+    """Refuse or warn about model keys that ``cfg.model.name`` does not read.
+
+    A key the model does not read is a common knob outside its ``ModelKeys.honours`` or another model's section
+    (``model.transunet.*`` for u2net). Set by an override or in the user's own file: refused. Brought by an
+    inherited file (``ModelKeySources.inherited``) with a value other than the default: one warning line
+    (``segkit train left-atrial --set model.name=u2net`` runs). Defaults never count.
+
+    Raises:
+        ConfigError: one line naming the model, the keys, and the keys it takes.
+    """
+    name = cfg.model.name
+    keys = MODEL_CATALOG.get(name)
+    set_keys = [k for k in _model_keys(sources.overrides) if _unused(keys, k)]
+    from_file = [k for k in _model_keys(sources.file) if _unused(keys, k) and k not in set_keys]
+    refused = set_keys + ([] if sources.inherited else from_file)
+    if refused:
+        where: Path | str = sources.path if any(k in from_file for k in refused) else "--set"
+        raise ConfigError(
+            f"model '{name}' does not use {', '.join(f'model.{k}' for k in refused)}", path=where,
+            hint=f"{name} takes {keys.takes()}; remove the others or choose a model that uses them",
+        )
+    default = ModelConfig()
+    ignored = [k for k in from_file if _value(cfg.model, k) != _value(default, k)] if sources.inherited else []
+    if ignored:
+        logger.warning("%s: model '%s' does not use %s (ignored; it takes %s)", sources.path, name,
+                       ", ".join(f"model.{k}" for k in ignored), keys.takes())
+
+
+def is_preset_file(path: Path) -> bool:
+    """True when ``path`` is one of the packaged presets (a file inside the presets folder)."""
+    root = _presets_root()
+    if not isinstance(root, Path):
+        return False
+    return path.resolve().is_relative_to(root.resolve())
+
+
+def _lists_every_model_key(model: Any) -> bool:
+    """True for a ``model`` mapping holding every key, as a resolved config has (``Config.to_yaml``)."""
+    return isinstance(model, dict) and set(ModelConfig.model_fields) <= set(model)
+
+
+def _model_keys(model: Any) -> list[str]:
+    """The keys of a raw ``model`` mapping, dotted below ``model`` (``dropout_rate``, ``transunet.depth``)."""
+    if not isinstance(model, dict):
+        return []
+    keys = []
+    for key, value in model.items():
+        if isinstance(value, dict):
+            keys += [f"{key}.{sub}" for sub in value] or [key]
+        else:
+            keys.append(key)
+    return keys
+
+
+def _unused(keys: ModelKeys, dotted: str) -> bool:
+    """True when ``dotted`` (below ``model``) is a common knob or a model section that ``keys`` does not read."""
+    head = dotted.split(".")[0]
+    if head in LEVEL_KEYS or head in CONV_KEYS:
+        return head not in keys.honours
+    sections = {k.section for k in map(MODEL_CATALOG.get, MODEL_CATALOG.names())}
+    return head in sections and head != keys.section
+
+
+def _value(model: ModelConfig, dotted: str) -> Any:
+    node: Any = model
+    for part in dotted.split("."):
+        node = getattr(node, part, None)
+    return node
 
 
 def parse_yaml_text(text: str, path: Path | str | None = None) -> Any:
@@ -696,7 +871,8 @@ def validate_config(raw: dict[str, Any], source: Path | str | None = None) -> Co
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_describe(e), path=source) from e
+        message, hint = _describe(e)
+        raise ConfigError(message, path=source, hint=hint) from e
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
@@ -742,7 +918,8 @@ def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
     return model
 
 
-def _describe(e: ValidationError) -> str:
+def _describe(e: ValidationError) -> tuple[str, str | None]:
+    """The message naming the dotted key of the first problem, and a hint (an unknown name's did-you-mean)."""
     errors = e.errors()
     first = errors[0]
     loc = tuple(first["loc"])
@@ -753,11 +930,14 @@ def _describe(e: ValidationError) -> str:
         valid = list(parent.model_fields) if parent is not None else []
         close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
         hint = f"; did you mean '{'.'.join(str(p) for p in (*loc[:-1], close[0]))}'?" if close else ""
-        return f"unknown key '{dotted}'{hint} valid keys here: {', '.join(valid)}{more}"
+        return f"unknown key '{dotted}'{hint} valid keys here: {', '.join(valid)}{more}", None
     if first["type"] == "missing":
-        return f"missing key '{dotted}'{more}"
+        return f"missing key '{dotted}'{more}", None
+    if first["type"] == "unknown_name":
+        ctx = first.get("ctx") or {}
+        return f"key '{dotted}': {ctx.get('message')}{more}", ctx.get("hint") or None
     got = first.get("input")
     got_s = repr(got) if not isinstance(got, dict | list) else type(got).__name__
     if len(got_s) > 40:
         got_s = got_s[:37] + "..."
-    return f"key '{dotted}': {first['msg']} (got {got_s}){more}"
+    return f"key '{dotted}': {first['msg']} (got {got_s}){more}", None

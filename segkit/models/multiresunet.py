@@ -14,8 +14,10 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from segkit.config import MultiResUNetOptions
 from segkit.models.blocks import conv_norm, segmentation_head, up_block
 from segkit.models.flexunet import level_filters
+from segkit.models.spec import Levels
 
 ALPHA = 1.67  # default of model.multiresunet.alpha
 
@@ -45,28 +47,23 @@ def res_path(x: keras.KerasTensor, filters: int, length: int, norm: str, name: s
 def build_multiresunet(
     input_shape: tuple[int, int, int],
     num_classes: int,
+    levels: Levels = Levels(norm="batch"),
+    options: MultiResUNetOptions = MultiResUNetOptions(),
     *,
-    base_filters: int = 16,
-    base_kernels: int = 3,
-    num_layers: int = 5,
-    dropout_rate: float = 0.0,
-    dilation: int = 1,
-    max_filters: int | None = None,
-    norm: str = "batch",
-    alpha: float = ALPHA,
     name: str = "multiresunet",
 ) -> keras.Model:
-    """Build MultiResUNet (``base_kernels``, ``dropout_rate`` and ``dilation`` are not used by this design;
-    ``alpha``: ``model.multiresunet.alpha``).
+    """Build MultiResUNet (the design fixes its kernels and has no dropout or dilation, so it takes no
+    ``Convs``; ``options``: ``model.multiresunet``, the block width factor ``alpha``).
 
     Returns:
         ``keras.Model``: ``(B, H, W, C)`` in 0..1 -> ``(B, H, W, num_classes)`` float32 probabilities.
 
     Example:
-        >>> build_multiresunet((64, 64, 1), 4, base_filters=4, num_layers=3).output_shape
+        >>> build_multiresunet((64, 64, 1), 4, Levels(base_filters=4, num_layers=3)).output_shape
         (None, 64, 64, 4)
     """
-    del base_kernels, dropout_rate, dilation  # the architecture fixes its kernels; kept for the common signature
+    base_filters, num_layers, max_filters, norm = levels.base_filters, levels.num_layers, levels.max_filters, levels.norm
+    alpha = options.alpha
     inputs = keras.Input(input_shape, name="image")
     x = inputs
     skips = []

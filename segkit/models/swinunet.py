@@ -22,8 +22,10 @@ import keras
 import numpy as np
 from keras import layers
 
+from segkit.config import SwinUNetOptions
 from segkit.models.blocks import conv_block, segmentation_head
 from segkit.models.flexunet import level_filters
+from segkit.models.spec import Convs, Levels
 
 WINDOW = 4  # defaults of model.swinunet (segkit.config.SwinUNetOptions)
 HEADS = 4
@@ -130,29 +132,25 @@ def swin_stage(x: keras.KerasTensor, name: str, window: int = WINDOW, heads: int
 def build_swinunet(
     input_shape: tuple[int, int, int],
     num_classes: int,
+    levels: Levels = Levels(),
+    convs: Convs = Convs(),
+    options: SwinUNetOptions = SwinUNetOptions(),
     *,
-    base_filters: int = 16,
-    base_kernels: int = 3,
-    num_layers: int = 5,
-    dropout_rate: float = 0.0,
-    dilation: int = 1,
-    max_filters: int | None = None,
-    norm: str = "none",
-    window: int = WINDOW,
-    heads: int = HEADS,
     name: str = "swinunet",
 ) -> keras.Model:
-    """Build Swin-UNet (``base_kernels``, ``dropout_rate``, ``dilation`` only shape the full-resolution conv;
-    ``window`` and ``heads``: ``model.swinunet``).
+    """Build Swin-UNet (``convs`` shape only the full-resolution convolution block; ``options``:
+    ``model.swinunet``, the window side and heads).
 
     Returns:
         ``keras.Model``: ``(B, H, W, C)`` in 0..1 -> ``(B, H, W, num_classes)`` float32 probabilities.
 
     Example:
-        >>> build_swinunet((64, 64, 1), 4, base_filters=4, num_layers=3).output_shape
+        >>> build_swinunet((64, 64, 1), 4, Levels(base_filters=4, num_layers=3)).output_shape
         (None, 64, 64, 4)
     """
     inputs = keras.Input(input_shape, name="image")
+    base_filters, num_layers, max_filters, norm = levels.base_filters, levels.num_layers, levels.max_filters, levels.norm
+    window, heads = options.window, options.heads
 
     def dim(level: int) -> int:  # channels at stride 2**level
         d = 2 * base_filters * 2 ** (level - 1)
@@ -172,9 +170,9 @@ def build_swinunet(
         x = layers.Dense(dim(level), name=f"skip_proj{level}")(x)
         x = swin_stage(x, f"dec{level}", window, heads)
     x = layers.Conv2DTranspose(level_filters(base_filters, 0, max_filters), 2, strides=2, name="expand0")(x)
-    full = conv_block(inputs, level_filters(base_filters, 0, max_filters), base_kernels, dilation, dropout_rate, norm,
-                      name="full")
+    full = conv_block(inputs, level_filters(base_filters, 0, max_filters), convs.base_kernels, convs.dilation,
+                      convs.dropout_rate, norm, name="full")
     x = layers.Concatenate(name="cat0")([x, full])
-    x = conv_block(x, level_filters(base_filters, 0, max_filters), base_kernels, 1, 0.0, norm, name="dec0")
+    x = conv_block(x, level_filters(base_filters, 0, max_filters), convs.base_kernels, 1, 0.0, norm, name="dec0")
     outputs = segmentation_head(x, num_classes)
     return keras.Model(inputs, outputs, name=name)

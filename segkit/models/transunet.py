@@ -16,8 +16,10 @@ from typing import Any
 import keras
 from keras import layers
 
+from segkit.config import TransUNetOptions
 from segkit.models.blocks import segmentation_head
 from segkit.models.flexunet import decoder, encoder
+from segkit.models.spec import Convs, Levels
 
 DEPTH = 2  # defaults of model.transunet (segkit.config.TransUNetOptions)
 HEADS = 4
@@ -60,40 +62,35 @@ def transformer_layer(x: keras.KerasTensor, dim: int, name: str, heads: int = HE
 def build_transunet(
     input_shape: tuple[int, int, int],
     num_classes: int,
+    levels: Levels = Levels(),
+    convs: Convs = Convs(),
+    options: TransUNetOptions = TransUNetOptions(),
     *,
-    base_filters: int = 16,
-    base_kernels: int = 3,
-    num_layers: int = 5,
-    dropout_rate: float = 0.0,
-    dilation: int = 1,
-    max_filters: int | None = None,
-    norm: str = "none",
-    depth: int = DEPTH,
-    heads: int = HEADS,
-    mlp_ratio: float = MLP_RATIO,
     name: str = "transunet",
 ) -> keras.Model:
-    """Build TransUNet (CNN arguments as ``segkit.models.flexunet.build_flexunet``; ``depth`` Transformer layers
-    of ``heads`` heads and an MLP ``mlp_ratio`` times the token width: ``model.transunet``).
+    """Build TransUNet (CNN arguments as ``segkit.models.flexunet.build_flexunet``; ``options``:
+    ``model.transunet``, ``depth`` Transformer layers of ``heads`` heads and an MLP ``mlp_ratio`` times the token
+    width).
 
     Returns:
         ``keras.Model``: ``(B, H, W, C)`` in 0..1 -> ``(B, H, W, num_classes)`` float32 probabilities.
 
     Example:
-        >>> build_transunet((64, 64, 1), 4, base_filters=4, num_layers=3).output_shape
+        >>> build_transunet((64, 64, 1), 4, Levels(base_filters=4, num_layers=3)).output_shape
         (None, 64, 64, 4)
     """
     inputs = keras.Input(input_shape, name="image")
-    x, skips = encoder(inputs, base_filters, base_kernels, num_layers, dropout_rate, dilation, max_filters, norm)
+    x, skips = encoder(inputs, levels, convs)
+    base_filters, max_filters = levels.base_filters, levels.max_filters
     h, w, c = (int(s) for s in x.shape[1:])
     dim = min(8 * base_filters, max_filters) if max_filters else 8 * base_filters
     t = layers.Reshape((h * w, c), name="tokens")(x)
     t = layers.Dense(dim, name="token_proj")(t)
     t = PositionEmbedding(name="position")(t)
-    for k in range(depth):
-        t = transformer_layer(t, dim, f"vit{k}", heads, mlp_ratio)
+    for k in range(options.depth):
+        t = transformer_layer(t, dim, f"vit{k}", options.heads, options.mlp_ratio)
     t = layers.LayerNormalization(epsilon=1e-6, name="vit_ln")(t)
     x = layers.Reshape((h, w, dim), name="untokens")(t)
-    x = decoder(x, skips, base_filters, base_kernels, num_layers, dropout_rate, dilation, max_filters, norm)
+    x = decoder(x, skips, levels, convs)
     outputs = segmentation_head(x, num_classes)
     return keras.Model(inputs, outputs, name=name)

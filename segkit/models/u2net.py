@@ -14,8 +14,10 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from segkit.config import U2NetOptions
 from segkit.models.blocks import conv_norm, segmentation_head
 from segkit.models.flexunet import level_filters
+from segkit.models.spec import Levels
 
 
 def _cbr(x: keras.KerasTensor, filters: int, dilation: int, norm: str, name: str) -> keras.KerasTensor:
@@ -52,27 +54,23 @@ def rsu(x: keras.KerasTensor, height: int, mid: int, out: int, norm: str, name: 
 def build_u2net(
     input_shape: tuple[int, int, int],
     num_classes: int,
+    levels: Levels = Levels(),
+    options: U2NetOptions = U2NetOptions(),
     *,
-    base_filters: int = 16,
-    base_kernels: int = 3,
-    num_layers: int = 5,
-    dropout_rate: float = 0.0,
-    dilation: int = 1,
-    max_filters: int | None = None,
-    norm: str = "none",
-    mid_ratio: float = 0.5,
     name: str = "u2net",
 ) -> keras.Model:
-    """Build U²-Net (``base_kernels``, ``dropout_rate`` and ``dilation`` are fixed by the design and unused).
+    """Build U²-Net (the design fixes kernels and dilations and has no dropout, so it takes no ``Convs``;
+    ``options``: ``model.u2net``, the RSU inner width ``mid_ratio``).
 
     Returns:
         ``keras.Model``: ``(B, H, W, C)`` in 0..1 -> ``(B, H, W, num_classes)`` float32 probabilities.
 
     Example:
-        >>> build_u2net((64, 64, 1), 4, base_filters=4, num_layers=3).output_shape
+        >>> build_u2net((64, 64, 1), 4, Levels(base_filters=4, num_layers=3)).output_shape
         (None, 64, 64, 4)
     """
-    del base_kernels, dropout_rate, dilation
+    base_filters, num_layers, max_filters, norm = levels.base_filters, levels.num_layers, levels.max_filters, levels.norm
+    mid_ratio = options.mid_ratio
     inputs = keras.Input(input_shape, name="image")
     heights = [num_layers + 1 - i for i in range(num_layers)]
     outs = [level_filters(base_filters, i, max_filters) for i in range(num_layers)]
