@@ -4,15 +4,16 @@ Every builder takes ``input_shape, num_classes`` and only the records of the ``m
 (``segkit.models.spec``): ``levels`` (``Levels``: base_filters, num_layers, max_filters, norm), ``convs``
 (``Convs``: base_kernels, dilation, dropout_rate) where its blocks use them, and ``options`` (its own
 ``segkit.config`` section) where it has one. Which keys a model reads is declared once, TensorFlow-free, in
-``segkit.config.MODEL_CATALOG`` (``ModelKeys``); ``MODELS`` pairs each builder with its entry (``ModelEntry``). A
-builder returns a functional ``keras.Model`` mapping ``(B, H, W, C)`` float32 images in 0..1 to
-``(B, H, W, num_classes)`` float32 probabilities (softmax; float32 even under a mixed-precision policy).
+``segkit.config.MODEL_CATALOG`` (``ModelKeys``); ``MODELS`` pairs each builder with its entry
+(``ModelEntry``). A builder returns a functional ``keras.Model`` mapping ``(B, H, W, C)`` float32 images in
+0..1 to ``(B, H, W, num_classes)`` float32 probabilities (softmax; float32 even under a mixed-precision
+policy).
 
 Importing this module imports Keras and registers segkit's serializable layers (``AttentionGate``), so
 ``keras.models.load_model(path, safe_mode=True)`` works after ``import segkit.models``. Only the train/infer
 stages import it (``import segkit`` and ``segkit.config`` stay free of TensorFlow).
-Adding a model: one module, one line in ``BUILDERS`` below, one ``MODEL_CATALOG`` line in ``segkit.config`` (and
-its options section there, if any).
+Adding a model: one module, one line in ``BUILDERS`` below, one ``MODEL_CATALOG`` line in ``segkit.config``
+(and its options section there, if any).
 
 Example:
     >>> model = build_model(load_config(Path("configs/demo.yaml")))
@@ -60,7 +61,8 @@ class ModelEntry:
     """A registered model: its builder and what it reads from the ``model`` section.
 
     Attributes:
-        build: ``build(input_shape, num_classes, **records)``; the records are those ``builder_arguments`` makes.
+        build: ``build(input_shape, num_classes, **records)``; the records are those ``builder_arguments``
+            makes.
         keys: its ``segkit.config.MODEL_CATALOG`` entry (honoured common knobs, own section).
     """
 
@@ -90,7 +92,8 @@ for _alias, _target in MODEL_CATALOG.aliases().items():
 
 def builder_arguments(m: ModelConfig) -> dict[str, Levels | Convs | Any]:
     """The keyword arguments ``build_model`` gives the builder of ``m.name``: only the records of the keys its
-    ``ModelKeys`` declares (``levels``; ``convs`` when it honours ``CONV_KEYS``; ``options``, its own section)."""
+    ``ModelKeys`` declares (``levels``; ``convs`` when it honours ``CONV_KEYS``; ``options``, its own
+    section)."""
     keys = MODEL_CATALOG.get(m.name)
     args: dict[str, Any] = {"levels": Levels(**{k: getattr(m, k) for k in LEVEL_KEYS})}
     if keys.honours >= set(CONV_KEYS):
@@ -137,8 +140,8 @@ def build_model(cfg: Config, *, pretrained: bool = False) -> keras.Model:
 
     Args:
         cfg: a validated ``segkit.config.Config``.
-        pretrained: load ``model.pretrained_weights`` (training does, on a fresh start only; rebuilding a trained
-            model never needs the file).
+        pretrained: load ``model.pretrained_weights`` (training does, on a fresh start only; rebuilding a
+            trained model never needs the file).
 
     Returns:
         Uncompiled ``keras.Model``: input ``(H, W, C)`` from ``input_shape_of(cfg)``, output
@@ -162,8 +165,8 @@ def build_model(cfg: Config, *, pretrained: bool = False) -> keras.Model:
 
 
 def load_pretrained(model: keras.Model, path: Path) -> None:
-    """Load a local weights file into ``model`` (``model.pretrained_weights``): a ``.weights.h5`` or a ``.keras``
-    file of the same architecture and input/output shapes. Nothing is downloaded.
+    """Load a local weights file into ``model`` (``model.pretrained_weights``): a ``.weights.h5`` or a
+    ``.keras`` file of the same architecture and input/output shapes. Nothing is downloaded.
 
     Raises:
         ConfigError: the file is missing, has another format, or its weights do not fit the model (the message
@@ -182,7 +185,8 @@ def load_pretrained(model: keras.Model, path: Path) -> None:
             model.load_weights(str(path))
         except (ValueError, KeyError, OSError) as e:
             first = " ".join(str(e).split())[:300]
-            raise ConfigError(f"the pretrained weights do not fit this model: {first}", path=path, hint=hint) from e
+            raise ConfigError(f"the pretrained weights do not fit this model: {first}", path=path,
+                              hint=hint) from e
     # Keras only warns when parts of the file have no place in the model (and leaves those layers random)
     partial = [w for w in caught if "retain" in str(w.message) or "Skipping" in str(w.message)]
     if partial:
@@ -200,8 +204,9 @@ def layer_macs(layer: Any) -> int:
 
     Conv2D: ``H_out * W_out * C_out * kh * kw * C_in / groups`` (bias adds and activations are not counted;
     dilation does not change the count). DepthwiseConv2D: ``H_out * W_out * C_out * kh * kw``. Dense: inputs x
-    ``C_in * units``. MultiHeadAttention: the four projections and the ``T x T`` scores and sum. Conv2DTranspose: ``H_in * W_in * C_in * kh * kw * C_out``. Layers
-    defining ``macs_per_image(input_shape)`` (e.g. ``AttentionGate``) report their own. Others: 0.
+    ``C_in * units``. MultiHeadAttention: the four projections and the ``T x T`` scores and sum.
+    Conv2DTranspose: ``H_in * W_in * C_in * kh * kw * C_out``. Layers defining ``macs_per_image(input_shape)``
+    (e.g. ``AttentionGate``) report their own. Others: 0.
     """
     from keras import layers
 

@@ -34,7 +34,8 @@ def build_attention_unet(
         ``keras.Model``: ``(B, H, W, C)`` in 0..1 -> ``(B, H, W, num_classes)`` float32 probabilities.
 
     Example:
-        >>> m = build_attention_unet((64, 64, 1), 4, Levels(base_filters=4, num_layers=3), Convs(base_kernels=3))
+        >>> levels = Levels(base_filters=4, num_layers=3)
+        >>> m = build_attention_unet((64, 64, 1), 4, levels, Convs(base_kernels=3))
         >>> m.output_shape
         (None, 64, 64, 4)
     """

@@ -3,11 +3,12 @@ light decoder that joins stride-4 features.
 
 Encoder: FlexUNet's contracting path (``num_layers`` levels; the deepest has stride ``2**(num_layers-1)``).
 ASPP on the deepest features: a 1x1 branch, three dilated 3x3 branches and image pooling, each
-``8 * base_filters`` channels (capped by ``max_filters``), fused by a 1x1 convolution. Decoder: the ASPP output is
-up-sampled (bilinear) to the level-2 features (stride 4, or the shallowest deeper level when there are fewer
-levels), joined with their 1x1 projection to 48 channels (the paper's number), refined by two 3x3 convolutions
-and up-sampled to the input size. The dilation rates scale with the deepest map (the paper's 6/12/18 at a 32x32
-map), so a 4x4 map at 128 px does not waste its kernels on padding. No ImageNet backbone (nothing is downloaded).
+``8 * base_filters`` channels (capped by ``max_filters``), fused by a 1x1 convolution. Decoder: the ASPP
+output is up-sampled (bilinear) to the level-2 features (stride 4, or the shallowest deeper level when there
+are fewer levels), joined with their 1x1 projection to 48 channels (the paper's number), refined by two 3x3
+convolutions and up-sampled to the input size. The dilation rates scale with the deepest map (the paper's
+6/12/18 at a 32x32 map), so a 4x4 map at 128 px does not waste its kernels on padding. No ImageNet backbone
+(nothing is downloaded).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from segkit.models.flexunet import encoder, level_filters
 from segkit.models.spec import Convs, Levels
 
 
-def _conv(x: keras.KerasTensor, filters: int, size: int, dilation: int, norm: str, name: str) -> keras.KerasTensor:
+def _conv(
+    x: keras.KerasTensor, filters: int, size: int, dilation: int, norm: str, name: str
+) -> keras.KerasTensor:
     return conv_norm(x, filters, size, norm, name, dilation=dilation)
 
 
@@ -56,7 +59,8 @@ def build_deeplabv3plus(
     """
     inputs = keras.Input(input_shape, name="image")
     deep, skips = encoder(inputs, levels, convs)
-    base_filters, num_layers, max_filters, norm = levels.base_filters, levels.num_layers, levels.max_filters, levels.norm
+    base_filters, num_layers = levels.base_filters, levels.num_layers
+    max_filters, norm = levels.max_filters, levels.norm
     aspp_rates = options.aspp_rates
     h, w = int(deep.shape[1]), int(deep.shape[2])
     width = min(8 * base_filters, max_filters) if max_filters else 8 * base_filters

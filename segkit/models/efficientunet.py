@@ -5,9 +5,9 @@ initialised (nothing is downloaded; ``model.pretrained_weights`` loads a local f
 Skips are the backbone's features at strides 2, 4, 8, 16 and 32 (the last activation at each resolution, the
 ``*_expand_activation`` maps that segmentation_models-style encoders use), truncated at stride
 ``2**(num_layers-1)`` (``num_layers`` <= 6); the input itself is the stride-1 skip. Decoder levels follow
-FlexUNet (transposed-conv up-sampling, concatenation, two convolutions with ``level_filters`` channels, ``norm``).
-The backbone keeps its own batch normalisation. Grey-scale and 2.5D inputs work: without ImageNet weights the
-stem simply takes C channels.
+FlexUNet (transposed-conv up-sampling, concatenation, two convolutions with ``level_filters`` channels,
+``norm``). The backbone keeps its own batch normalisation. Grey-scale and 2.5D inputs work: without ImageNet
+weights the stem simply takes C channels.
 """
 
 from __future__ import annotations
@@ -62,18 +62,27 @@ def build_efficientunet(
     """
     num_layers, backbone = levels.num_layers, options.backbone
     if num_layers > 6:
-        raise ConfigError(f"efficientunet has at most 6 levels (stride 32), got {num_layers}", path="model.num_layers",
-                          hint="set model.num_layers to 6 or fewer")
+        raise ConfigError(
+            f"efficientunet has at most 6 levels (stride 32), got {num_layers}",
+            path="model.num_layers",
+            hint="set model.num_layers to 6 or fewer",
+        )
     inputs = keras.Input(input_shape, name="image")
     if backbone not in BACKBONES:
-        raise ConfigError(f"unknown EfficientNetV2 backbone '{backbone}'", path="model.efficientunet.backbone",
-                          hint=f"use one of {', '.join(BACKBONES)}")
-    net = BACKBONES[backbone](include_top=False, weights=None, input_tensor=inputs, include_preprocessing=False)
+        raise ConfigError(
+            f"unknown EfficientNetV2 backbone '{backbone}'",
+            path="model.efficientunet.backbone",
+            hint=f"use one of {', '.join(BACKBONES)}",
+        )
+    net = BACKBONES[backbone](
+        include_top=False, weights=None, input_tensor=inputs, include_preprocessing=False
+    )
     by_stride = _skips_by_stride(net, int(input_shape[0]))
     missing = [2**i for i in range(1, num_layers) if 2**i not in by_stride]
     if missing:
         raise ConfigError(
-            f"efficientunet finds no feature map of stride {missing[0]} for a {input_shape[0]}x{input_shape[1]} input",
+            f"efficientunet finds no feature map of stride {missing[0]} for a "
+            f"{input_shape[0]}x{input_shape[1]} input",
             path="model.num_layers",
             hint="lower model.num_layers or enlarge data.image_size (the deepest map must be at least 2x2)",
         )

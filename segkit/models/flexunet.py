@@ -22,7 +22,7 @@ from collections.abc import Callable
 import keras
 from keras import layers
 
-from segkit.models.blocks import conv_block, segmentation_head, up_block
+from segkit.models.blocks import BlockConv, conv_block, segmentation_head, up_block
 from segkit.models.spec import Convs, Levels
 
 
@@ -42,29 +42,31 @@ def level_dilation(dilation: int, level: int) -> int:
     return max(dilation - level, 1)
 
 
+def level_conv(convs: Convs, level: int) -> BlockConv:
+    """The convolutions of ``level``'s block: ``level_kernel``, ``level_dilation``, dropout ``rate *
+    level``."""
+    return BlockConv(level_kernel(convs.base_kernels, level), level_dilation(convs.dilation, level),
+                     convs.dropout_rate * level)
+
+
 def encoder(
     inputs: keras.KerasTensor, levels: Levels, convs: Convs
 ) -> tuple[keras.KerasTensor, list[keras.KerasTensor]]:
     """The FlexUNet contracting path, shared by ``flexunet`` and the models built on its encoder.
 
-    Level i: two convs with ``level_filters``/``level_kernel``/``level_dilation`` and dropout ``rate * i``, then a
+    Level i: two convs with ``level_filters``/``level_kernel``/``level_dilation`` and dropout ``rate * i``,
+        then a
     2x2 max-pool (except at the deepest level).
 
     Returns:
-        The deepest feature map and the per-level outputs (skips[i] at level i, the last one being the bottom).
+        The deepest feature map and the per-level outputs (skips[i] at level i, the last one being the
+        bottom).
     """
     x = inputs
     skips = []
     for i in range(levels.num_layers):
-        x = conv_block(
-            x,
-            level_filters(levels.base_filters, i, levels.max_filters),
-            level_kernel(convs.base_kernels, i),
-            level_dilation(convs.dilation, i),
-            convs.dropout_rate * i,
-            levels.norm,
-            name=f"enc{i}",
-        )
+        filters = level_filters(levels.base_filters, i, levels.max_filters)
+        x = conv_block(x, filters, level_conv(convs, i), levels.norm, name=f"enc{i}")
         skips.append(x)
         if i < levels.num_layers - 1:
             x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
@@ -75,7 +77,11 @@ SkipFn = Callable[[int, keras.KerasTensor, keras.KerasTensor], keras.KerasTensor
 
 
 def decoder(
-    x: keras.KerasTensor, skips: list[keras.KerasTensor], levels: Levels, convs: Convs, skip: SkipFn | None = None
+    x: keras.KerasTensor,
+    skips: list[keras.KerasTensor],
+    levels: Levels,
+    convs: Convs,
+    skip: SkipFn | None = None,
 ) -> keras.KerasTensor:
     """The FlexUNet expanding path, shared by the U-Nets that differ only on their skips.
 
@@ -88,15 +94,7 @@ def decoder(
         u = up_block(x, filters, name=f"up{f}")
         s = skips[f] if skip is None else skip(f, skips[f], u)
         u = layers.Concatenate(name=f"cat{f}")([u, s])
-        x = conv_block(
-            u,
-            filters,
-            level_kernel(convs.base_kernels, f),
-            level_dilation(convs.dilation, f),
-            convs.dropout_rate * f,
-            levels.norm,
-            name=f"dec{f}",
-        )
+        x = conv_block(u, filters, level_conv(convs, f), levels.norm, name=f"dec{f}")
     return x
 
 

@@ -15,18 +15,21 @@ import keras
 from keras import layers
 
 from segkit.config import MultiResUNetOptions
-from segkit.models.blocks import conv_norm, segmentation_head, up_block
+from segkit.models.blocks import conv_norm, segmentation_head, shortcut_norm, up_block
 from segkit.models.flexunet import level_filters
 from segkit.models.spec import Levels
 
 ALPHA = 1.67  # default of model.multiresunet.alpha
 
 
-def multires_block(x: keras.KerasTensor, filters: int, norm: str, name: str, alpha: float = ALPHA) -> keras.KerasTensor:
-    """The MultiRes block: three chained 3x3 convolutions concatenated, plus a 1x1 shortcut (width alpha x filters)."""
+def multires_block(
+    x: keras.KerasTensor, filters: int, norm: str, name: str, alpha: float = ALPHA
+) -> keras.KerasTensor:
+    """The MultiRes block: three chained 3x3 convolutions concatenated, plus a 1x1 shortcut (width alpha x
+    filters)."""
     w = alpha * filters
     f1, f2, f3 = max(int(w / 6), 1), max(int(w / 3), 1), max(int(w / 2), 1)
-    shortcut = conv_norm(x, f1 + f2 + f3, 1, norm, f"{name}_short", activation=None)
+    shortcut = shortcut_norm(x, f1 + f2 + f3, norm, f"{name}_short")
     a = conv_norm(x, f1, 3, norm, f"{name}_conv1")
     b = conv_norm(a, f2, 3, norm, f"{name}_conv2")
     c = conv_norm(b, f3, 3, norm, f"{name}_conv3")
@@ -38,9 +41,11 @@ def multires_block(x: keras.KerasTensor, filters: int, norm: str, name: str, alp
 def res_path(x: keras.KerasTensor, filters: int, length: int, norm: str, name: str) -> keras.KerasTensor:
     """A chain of ``length`` 3x3 convolutions, each with a 1x1 residual shortcut."""
     for k in range(length):
-        shortcut = conv_norm(x, filters, 1, norm, f"{name}_{k}_short", activation=None)
+        shortcut = shortcut_norm(x, filters, norm, f"{name}_{k}_short")
         y = conv_norm(x, filters, 3, norm, f"{name}_{k}_conv")
-        x = layers.Activation("relu", name=f"{name}_{k}_relu")(layers.Add(name=f"{name}_{k}_add")([y, shortcut]))
+        x = layers.Activation("relu", name=f"{name}_{k}_relu")(
+            layers.Add(name=f"{name}_{k}_add")([y, shortcut])
+        )
     return x
 
 
@@ -62,7 +67,8 @@ def build_multiresunet(
         >>> build_multiresunet((64, 64, 1), 4, Levels(base_filters=4, num_layers=3)).output_shape
         (None, 64, 64, 4)
     """
-    base_filters, num_layers, max_filters, norm = levels.base_filters, levels.num_layers, levels.max_filters, levels.norm
+    base_filters, num_layers = levels.base_filters, levels.num_layers
+    max_filters, norm = levels.max_filters, levels.norm
     alpha = options.alpha
     inputs = keras.Input(input_shape, name="image")
     x = inputs
@@ -70,7 +76,9 @@ def build_multiresunet(
     for i in range(num_layers):
         x = multires_block(x, level_filters(base_filters, i, max_filters), norm, f"enc{i}", alpha)
         if i < num_layers - 1:
-            skips.append(res_path(x, level_filters(base_filters, i, max_filters), num_layers - 1 - i, norm, f"res{i}"))
+            skips.append(
+                res_path(x, level_filters(base_filters, i, max_filters), num_layers - 1 - i, norm, f"res{i}")
+            )
             x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
     for f in range(num_layers - 2, -1, -1):
         filters = level_filters(base_filters, f, max_filters)

@@ -1,12 +1,13 @@
 """TransUNet (Chen et al. 2021, arXiv:2102.04306): a Transformer over the deepest CNN features, then a U-Net
 decoder with the CNN skips.
 
-The CNN encoder is FlexUNet's contracting path; its deepest map (stride ``2**(num_layers-1)``) becomes one token
-per pixel, projected to ``D = 8 * base_filters`` (capped by ``max_filters``), plus a learned position embedding
-(``PositionEmbedding``), then ``depth`` pre-norm Transformer layers (multi-head self-attention with ``heads``
-heads and a ``mlp_ratio`` x MLP; ``model.transunet``, default 2, 4, 2), and back to a map. The decoder is FlexUNet's (transposed-conv up-sampling, skips, two
-convolutions per level). The paper's ImageNet R50-ViT-B/16 hybrid (12 layers, D = 768) is out of reach of a CPU
-budget and would need downloaded weights; this is its structure at the scale of the other segkit models.
+The CNN encoder is FlexUNet's contracting path; its deepest map (stride ``2**(num_layers-1)``) becomes one
+token per pixel, projected to ``D = 8 * base_filters`` (capped by ``max_filters``), plus a learned position
+embedding (``PositionEmbedding``), then ``depth`` pre-norm Transformer layers (multi-head self-attention with
+``heads`` heads and a ``mlp_ratio`` x MLP; ``model.transunet``, default 2, 4, 2), and back to a map. The
+decoder is FlexUNet's (transposed-conv up-sampling, skips, two convolutions per level). The paper's ImageNet
+R50-ViT-B/16 hybrid (12 layers, D = 768) is out of reach of a CPU budget and would need downloaded weights;
+this is its structure at the scale of the other segkit models.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ class PositionEmbedding(layers.Layer):
 
 def transformer_layer(x: keras.KerasTensor, dim: int, name: str, heads: int = HEADS,
                       mlp_ratio: float = MLP_RATIO) -> keras.KerasTensor:
-    """Pre-norm Transformer encoder layer: ``x + MSA(LN(x))``, then ``x + MLP(LN(x))`` (GELU, ``mlp_ratio`` x width)."""
+    """Pre-norm Transformer encoder layer: ``x + MSA(LN(x))``, then ``x + MLP(LN(x))`` (GELU, ``mlp_ratio`` x
+    width)."""
     h = layers.LayerNormalization(epsilon=1e-6, name=f"{name}_ln1")(x)
     h = layers.MultiHeadAttention(heads, max(dim // heads, 1), name=f"{name}_msa")(h, h)
     x = layers.Add(name=f"{name}_add1")([x, h])
@@ -69,8 +71,8 @@ def build_transunet(
     name: str = "transunet",
 ) -> keras.Model:
     """Build TransUNet (CNN arguments as ``segkit.models.flexunet.build_flexunet``; ``options``:
-    ``model.transunet``, ``depth`` Transformer layers of ``heads`` heads and an MLP ``mlp_ratio`` times the token
-    width).
+    ``model.transunet``, ``depth`` Transformer layers of ``heads`` heads and an MLP ``mlp_ratio`` times the
+    token width).
 
     Returns:
         ``keras.Model``: ``(B, H, W, C)`` in 0..1 -> ``(B, H, W, num_classes)`` float32 probabilities.

@@ -1,12 +1,13 @@
 """U²-Net (Qin et al. 2020, arXiv:2005.09007): a U-Net of residual U-blocks (RSU), with fused side outputs.
 
 Every stage is an RSU-L block: an input convolution, a small U-Net of height L inside (max-pooling encoder,
-dilated bottom, up-sampling decoder with concatenations), and a residual sum with the input convolution. Stage i
-of ``num_layers`` has height ``num_layers + 1 - i``; heights below 4 become RSU-4F (dilations 1-2-4-8 instead
-of pooling), so ``num_layers: 6`` is the paper's RSU-7, 6, 5, 4, 4F, 4F encoder. The decoder mirrors the encoder;
-each decoder stage and the bottom give a side output (3x3 conv to the classes, bilinearly up-sampled), and a 1x1
-convolution fuses them into the prediction. Channels: ``out = base_filters * 2**i`` (capped by ``max_filters``)
-and ``mid = out * model.u2net.mid_ratio`` (0.5) per stage. The paper's deep supervision of the side outputs is left out (one fused output).
+dilated bottom, up-sampling decoder with concatenations), and a residual sum with the input convolution. Stage
+i of ``num_layers`` has height ``num_layers + 1 - i``; heights below 4 become RSU-4F (dilations 1-2-4-8
+instead of pooling), so ``num_layers: 6`` is the paper's RSU-7, 6, 5, 4, 4F, 4F encoder. The decoder mirrors
+the encoder; each decoder stage and the bottom give a side output (3x3 conv to the classes, bilinearly
+up-sampled), and a 1x1 convolution fuses them into the prediction. Channels: ``out = base_filters * 2**i``
+(capped by ``max_filters``) and ``mid = out * model.u2net.mid_ratio`` (0.5) per stage. The paper's deep
+supervision of the side outputs is left out (one fused output).
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ def build_u2net(
         >>> build_u2net((64, 64, 1), 4, Levels(base_filters=4, num_layers=3)).output_shape
         (None, 64, 64, 4)
     """
-    base_filters, num_layers, max_filters, norm = levels.base_filters, levels.num_layers, levels.max_filters, levels.norm
+    base_filters, num_layers = levels.base_filters, levels.num_layers
+    max_filters, norm = levels.max_filters, levels.norm
     mid_ratio = options.mid_ratio
     inputs = keras.Input(input_shape, name="image")
     heights = [num_layers + 1 - i for i in range(num_layers)]
@@ -85,8 +87,14 @@ def build_u2net(
     d = enc[-1]
     for i in range(num_layers - 2, -1, -1):
         d = layers.UpSampling2D(2, interpolation="bilinear", name=f"up{i}")(d)
-        d = rsu(layers.Concatenate(name=f"cat{i}")([d, enc[i]]), heights[i], max(int(outs[i] * mid_ratio), 1), outs[i], norm,
-                f"dec{i}")
+        d = rsu(
+            layers.Concatenate(name=f"cat{i}")([d, enc[i]]),
+            heights[i],
+            max(int(outs[i] * mid_ratio), 1),
+            outs[i],
+            norm,
+            f"dec{i}",
+        )
         sides.append(d)
     side_logits = []
     for j, s in enumerate(sides):  # s sits at level num_layers - 1 - j

@@ -1,10 +1,10 @@
 """UNet 3+ (Huang et al. 2020, arXiv:2004.08790): full-scale skip connections, on FlexUNet's encoder.
 
-Every decoder level d concatenates ``num_layers`` feature maps of ``model.unet3plus.cat_filters`` channels each
-(default ``base_filters``; the paper: 64), one from every
-scale: encoder levels shallower than d (max-pooled down by ``2**(d-i)``), encoder level d itself, and the decoder
-levels (and the bottleneck) deeper than d (bilinearly up-sampled by ``2**(j-d)``), each through a 3x3 conv; the
-concatenation is fused by one more 3x3 conv to ``cat_filters * num_layers`` channels. The encoder is
+Every decoder level d concatenates ``num_layers`` feature maps of ``model.unet3plus.cat_filters`` channels
+each (default ``base_filters``; the paper: 64), one from every
+scale: encoder levels shallower than d (max-pooled down by ``2**(d-i)``), encoder level d itself, and the
+decoder levels (and the bottleneck) deeper than d (bilinearly up-sampled by ``2**(j-d)``), each through a 3x3
+conv; the concatenation is fused by one more 3x3 conv to ``cat_filters * num_layers`` channels. The encoder is
 FlexUNet's (filters, kernels, dilations, dropout and normalisation per level; ``max_filters`` caps it). Deep
 supervision and the classification-guided module of the paper are left out.
 """
@@ -43,7 +43,8 @@ def build_unet3plus(
     _, enc = encoder(inputs, levels, convs)
     num_layers, norm = levels.num_layers, levels.norm
     cat = options.cat_filters or levels.base_filters
-    dec: dict[int, keras.KerasTensor] = {num_layers - 1: enc[-1]}  # the bottleneck is the deepest "decoder" map
+    # the bottleneck is the deepest "decoder" map
+    dec: dict[int, keras.KerasTensor] = {num_layers - 1: enc[-1]}
     for d in range(num_layers - 2, -1, -1):
         parts = []
         for i in range(d):  # shallower encoder levels, pooled down
