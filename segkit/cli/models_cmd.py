@@ -69,7 +69,9 @@ def models(
                     continue
                 for sub, sub_info in type(value).model_fields.items():
                     desc = f"  {sub_info.description}" if sub_info.description else ""
-                    out.print(f"  {field}.{sub}: {getattr(value, sub)!r}{desc}", markup=False, highlight=False)
+                    out.print(
+                        f"  {field}.{sub}: {getattr(value, sub)!r}{desc}", markup=False, highlight=False
+                    )
                 continue
             desc = f"  {info.description}" if info.description else ""
             out.print(f"  {field}: {value!r}{desc}", markup=False, highlight=False)

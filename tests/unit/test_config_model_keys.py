@@ -40,9 +40,13 @@ def test_an_unknown_model_name_is_refused_with_the_config() -> None:
         validate_config({"classes": CLASSES, "model": {"name": "transunett"}}, source="c.yaml")
     assert e.value.one_line() == (
         "c.yaml: key 'model.name': unknown model 'transunett' (hint: did you mean 'transunet'? valid models: "
-        + ", ".join(MODEL_CATALOG.names()) + ")"
+        + ", ".join(MODEL_CATALOG.names())
+        + ")"
     )
-    assert validate_config({"classes": CLASSES, "model": {"name": "Attention_UNet"}}).model.name == "Attention_UNet"
+    assert (
+        validate_config({"classes": CLASSES, "model": {"name": "Attention_UNet"}}).model.name
+        == "Attention_UNet"
+    )
 
 
 def test_an_unknown_loss_name_gets_the_registry_message_and_the_names_are_the_losses() -> None:
@@ -52,7 +56,9 @@ def test_an_unknown_loss_name_gets_the_registry_message_and_the_names_are_the_lo
     with pytest.raises(ConfigError) as e:
         validate_config({"classes": CLASSES, "loss": {"name": "dice_c"}})
     assert e.value.message == "key 'loss.name': unknown loss 'dice_c'"
-    assert e.value.hint is not None and e.value.hint.startswith("did you mean 'dice-ce'? valid losses: bce-dice")
+    assert e.value.hint is not None and e.value.hint.startswith(
+        "did you mean 'dice-ce'? valid losses: bce-dice"
+    )
     for name in ("ce", "dice", "dice_ce", "focal", "tversky", "bce_dice"):
         assert validate_config({"classes": CLASSES, "loss": {"name": name}}).loss.name == name
 
@@ -63,8 +69,10 @@ def test_keys_the_model_does_not_read_in_the_users_own_file_are_refused(tmp_path
         load_config(path)
     assert e.value.path == path
     assert e.value.message == "model 'u2net' does not use model.dropout_rate, model.transunet.depth"
-    assert e.value.hint == ("u2net takes model.base_filters, model.num_layers, model.max_filters, model.norm, "
-                            "model.u2net.*; remove the others or choose a model that uses them")
+    assert e.value.hint == (
+        "u2net takes model.base_filters, model.num_layers, model.max_filters, model.norm, "
+        "model.u2net.*; remove the others or choose a model that uses them"
+    )
 
 
 def test_keys_set_on_the_command_line_are_refused_even_over_a_preset() -> None:
@@ -98,14 +106,18 @@ def test_a_run_folders_saved_config_loads_with_a_warning_at_most(
     assert len(warnings_of(caplog)) == 2 and "model.transunet" not in warnings_of(caplog)[0]
     plain = tmp_path / "plain"
     plain.mkdir()
-    (plain / "config.yaml").write_text(validate_config({"classes": CLASSES, "model": {"name": "u2net"}}).to_yaml())
+    (plain / "config.yaml").write_text(
+        validate_config({"classes": CLASSES, "model": {"name": "u2net"}}).to_yaml()
+    )
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="segkit.config"):
         load_config(plain)  # every key present, all at their defaults
     assert warnings_of(caplog) == []
 
 
-def test_defaults_and_keys_the_model_reads_are_silent(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_defaults_and_keys_the_model_reads_are_silent(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.WARNING, logger="segkit.config"):
         load_config(own_file(tmp_path, {"name": "u2net", "base_filters": 8, "u2net": {"mid_ratio": 1.0}}))
         load_config("demo", ["model.name=transunet", "model.transunet.depth=1"])
