@@ -1,10 +1,11 @@
 """Model zoo bench: parameters, GFLOP and training / inference images per second of every registered model.
 
-Each model is built with the options of the recommended presets (``configs/left-atrial.yaml``: 16 base filters,
-3x3, 6 levels, ``max_filters`` 256, GroupNorm, no dropout; ``--size`` default 128, 1 channel, 4 classes),
-compiled as ``segkit train`` compiles it (Adam, Dice + CE, XLA as the preset says), and timed on one synthetic
-batch (``--batch``, default 4) repeated: the median of ``--steps`` training steps after ``--warmup`` steps, and
-the same for forward passes (inference). Each model runs in its own child process, so one model's graphs and
+Each model is built with the options of the recommended presets (``configs/left-atrial.yaml``: 16 base
+filters, 3x3, 6 levels, ``max_filters`` 256, GroupNorm, no dropout; ``--size`` default 128, 1 channel, 4
+classes), compiled as ``segkit train`` compiles it (Adam, Dice + CE, XLA as the preset says), and timed on one
+synthetic batch (``--batch``, default 4) repeated: the median of ``--steps`` training steps after ``--warmup``
+steps, and the same for forward passes (inference). Each model runs in its own child process, so one model's
+graphs and
 memory do not slow the next. Synthetic data: the input pipeline is not measured (it is not the bottleneck:
 ``scripts/bench_data.py``).
 
@@ -43,7 +44,9 @@ def measure(name: str, size: int, batch: int, steps: int, warmup: int) -> dict:
     ])
     model = build_model(cfg)
     summary = model_summary(model)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=get_loss(cfg), jit_compile=cfg.train.jit_compile)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3), loss=get_loss(cfg), jit_compile=cfg.train.jit_compile
+    )
     rng = np.random.default_rng(0)
     x = rng.random((batch, size, size, 1), dtype=np.float32)
     y = np.eye(4, dtype=np.float32)[rng.integers(0, 4, (batch, size, size))]
@@ -60,14 +63,23 @@ def measure(name: str, size: int, batch: int, steps: int, warmup: int) -> dict:
 
     train_s = timed(lambda: model.train_on_batch(x, y))
     infer_s = timed(lambda: model.predict_on_batch(x))
-    return {"model": name, "params": summary["params"], "gflops_per_image": summary["gflops_per_image"],
-            "train_images_per_s": batch / train_s, "infer_images_per_s": batch / infer_s, "size": size,
-            "batch": batch, "jit_compile": cfg.train.jit_compile}
+    return {
+        "model": name,
+        "params": summary["params"],
+        "gflops_per_image": summary["gflops_per_image"],
+        "train_images_per_s": batch / train_s,
+        "infer_images_per_s": batch / infer_s,
+        "size": size,
+        "batch": batch,
+        "jit_compile": cfg.train.jit_compile,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", default="", help="comma-separated model names (default: every registered model)")
+    ap.add_argument(
+        "--only", default="", help="comma-separated model names (default: every registered model)"
+    )
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--steps", type=int, default=15)
@@ -82,23 +94,44 @@ def main(argv: list[str] | None = None) -> int:
     from segkit.train.fit import cpu_name
 
     names = [n for n in args.only.split(",") if n] or MODELS.names()
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores; {args.size}x{args.size}, batch {args.batch}", flush=True)
+    print(
+        f"machine: {cpu_name()}, {os.cpu_count()} cores; {args.size}x{args.size}, batch {args.batch}",
+        flush=True,
+    )
     rows = []
     for name in names:
-        cmd = [sys.executable, __file__, "--child", name, "--size", str(args.size), "--batch", str(args.batch),
-               "--steps", str(args.steps), "--warmup", str(args.warmup)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            name,
+            "--size",
+            str(args.size),
+            "--batch",
+            str(args.batch),
+            "--steps",
+            str(args.steps),
+            "--warmup",
+            str(args.warmup),
+        ]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             print(f"{name}: failed: {res.stderr.strip().splitlines()[-1:]}", flush=True)
             continue
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
         r = rows[-1]
-        print(f"{name}: train {r['train_images_per_s']:.1f} img/s, infer {r['infer_images_per_s']:.1f} img/s",
-              flush=True)
-    print("\n| model | params | GFLOP / image | train images/s | inference images/s |\n|---|---:|---:|---:|---:|")
+        print(
+            f"{name}: train {r['train_images_per_s']:.1f} img/s, infer {r['infer_images_per_s']:.1f} img/s",
+            flush=True,
+        )
+    print(
+        "\n| model | params | GFLOP / image | train images/s | inference images/s |\n|---|---:|---:|---:|---:|"
+    )
     for r in rows:
-        print(f"| `{r['model']}` | {r['params']:,} | {r['gflops_per_image']:.2f} | {r['train_images_per_s']:.1f} | "
-              f"{r['infer_images_per_s']:.1f} |")
+        print(
+            f"| `{r['model']}` | {r['params']:,} | {r['gflops_per_image']:.2f} | {r['train_images_per_s']:.1f} | "
+            f"{r['infer_images_per_s']:.1f} |"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     return 0

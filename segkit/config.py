@@ -19,22 +19,29 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
 import importlib.resources
 import json
+import logging
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-from segkit.errors import ConfigError
+from segkit.errors import ConfigError, SegkitError
+from segkit.registry import Registry
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
+
+logger = logging.getLogger(__name__)
 
 RGB = tuple[int, int, int]
 Size2 = tuple[int, int]
@@ -101,7 +108,9 @@ class SplitConfig(_Strict):
         if self.train + self.valid + self.test <= 0:
             raise ValueError("split ratios must not all be zero")
         if self.folds is None and self.fold != 0:
-            raise ValueError(f"fold {self.fold} needs folds (K-fold): set prepare.split.folds or pass --folds")
+            raise ValueError(
+                f"fold {self.fold} needs folds (K-fold): set prepare.split.folds or pass --folds"
+            )
         if self.folds is not None and self.fold >= self.folds:
             raise ValueError(f"fold {self.fold} is out of range for {self.folds} folds (0..{self.folds - 1})")
         return self
@@ -110,12 +119,16 @@ class SplitConfig(_Strict):
 class PrepareConfig(_Strict):
     """How volumes become 2D slices."""
 
-    axis: Literal[0, 1, 2] = Field(2, description="slicing axis after reorientation to RAS: 0 sagittal, 1 coronal, 2 axial")
+    axis: Literal[0, 1, 2] = Field(
+        2, description="slicing axis after reorientation to RAS: 0 sagittal, 1 coronal, 2 axial"
+    )
     size: Size2 = Field((512, 512), description="output slice size (height, width) in pixels")
     ct_window: Range = Field((-1000.0, 1000.0), description="CT: HU window clipped then scaled to 0..255")
     mr_percentiles: Range = Field((0.5, 99.5), description="MR: per-volume percentiles scaled to 0..255")
     empty_slices: Literal["keep", "fraction", "drop"] = "fraction"
-    empty_fraction: float = Field(0.1, ge=0, le=1, description="share of label-free slices kept with 'fraction'")
+    empty_fraction: float = Field(
+        0.1, ge=0, le=1, description="share of label-free slices kept with 'fraction'"
+    )
     label_map: dict[int, int] | None = Field(None, description="raw label value -> class id (0 = background)")
     binary: bool = Field(False, description="merge every foreground label into one class")
     unknown_labels: Literal["error", "background"] = "error"
@@ -131,7 +144,10 @@ class PrepareConfig(_Strict):
         "median in-plane spacing, resolved by prepare and recorded in dataset.json",
     )
     png_compression: int = Field(
-        1, ge=0, le=9, description="zlib level of image PNGs: 0 = stored (fastest, ~2.5x larger), 1 = fast, 9 = smallest"
+        1,
+        ge=0,
+        le=9,
+        description="zlib level of image PNGs: 0 = stored (fastest, ~2.5x larger), 1 = fast, 9 = smallest",
     )
     split: SplitConfig = SplitConfig()
 
@@ -163,13 +179,19 @@ class PrepareConfig(_Strict):
 class DataConfig(_Strict):
     """Where the prepared dataset is and how slices are decoded for training."""
 
-    dir: Path = Field(Path("data"), description="dataset root holding train/, valid/, test/ (relative to cwd)")
+    dir: Path = Field(
+        Path("data"), description="dataset root holding train/, valid/, test/ (relative to cwd)"
+    )
     image_size: Size2 = Field((512, 512), description="model input (height, width); not given: prepare.size")
     channels: Literal[1, 3] = 3
-    mask_mode: Literal["color", "gray"] = Field("color", description="colour masks, or grayscale for binary tasks")
+    mask_mode: Literal["color", "gray"] = Field(
+        "color", description="colour masks, or grayscale for binary tasks"
+    )
     mask_tolerance: float = Field(60.0, ge=0, description="max RGB distance to a class colour (JPEG noise)")
     gray_threshold: int = Field(128, ge=1, le=255)
-    context_slices: int = Field(0, ge=0, description="2.5D: neighbouring slices on each side as extra channels")
+    context_slices: int = Field(
+        0, ge=0, description="2.5D: neighbouring slices on each side as extra channels"
+    )
     fold: int | None = Field(
         None,
         ge=0,
@@ -201,31 +223,40 @@ class TransUNetOptions(_Strict):
 class SwinUNetOptions(_Strict):
     """``model.swinunet``: the (shifted-)window attention blocks."""
 
-    window: int = Field(4, ge=1, le=32, description="largest window side in tokens (the paper: 7); each map uses "
-                        "the largest side up to it that divides the map (a 16x16 map and window 7: 4)")
+    window: int = Field(
+        4,
+        ge=1,
+        le=32,
+        description="largest window side in tokens (the paper: 7); each map uses "
+        "the largest side up to it that divides the map (a 16x16 map and window 7: 4)",
+    )
     heads: int = Field(4, ge=1, le=64, description="attention heads per block")
 
 
 class MultiResUNetOptions(_Strict):
     """``model.multiresunet``: the MultiRes block width."""
 
-    alpha: float = Field(1.67, gt=0, le=10, description="MultiRes block width factor W = alpha * filters (the "
-                         "paper's 1.67)")
+    alpha: float = Field(
+        1.67, gt=0, le=10, description="MultiRes block width factor W = alpha * filters (the paper's 1.67)"
+    )
 
 
 class EfficientUNetOptions(_Strict):
     """``model.efficientunet``: the encoder."""
 
     backbone: Literal["b0", "b1", "b2", "b3"] = Field(
-        "b0", description="EfficientNetV2 variant (keras.applications, random initialisation)")
+        "b0", description="EfficientNetV2 variant (keras.applications, random initialisation)"
+    )
 
 
 class DeepLabV3PlusOptions(_Strict):
     """``model.deeplabv3plus``: the atrous spatial pyramid."""
 
     aspp_rates: tuple[int, int, int] | None = Field(
-        None, description="dilation of the three 3x3 ASPP branches; null = the paper's (6, 12, 18) scaled to the "
-        "deepest map")
+        None,
+        description="dilation of the three 3x3 ASPP branches; null = the paper's (6, 12, 18) scaled to the "
+        "deepest map",
+    )
 
     @field_validator("aspp_rates")
     @classmethod
@@ -238,21 +269,87 @@ class DeepLabV3PlusOptions(_Strict):
 class UNet3PlusOptions(_Strict):
     """``model.unet3plus``: the full-scale skip branches."""
 
-    cat_filters: int | None = Field(None, ge=1, le=512, description="channels of each full-scale branch; null = "
-                                    "model.base_filters (the paper: 64)")
+    cat_filters: int | None = Field(
+        None,
+        ge=1,
+        le=512,
+        description="channels of each full-scale branch; null = model.base_filters (the paper: 64)",
+    )
 
 
 class U2NetOptions(_Strict):
     """``model.u2net``: the residual U-blocks."""
 
-    mid_ratio: float = Field(0.5, gt=0, le=4, description="inner channels of an RSU block / its output channels")
+    mid_ratio: float = Field(
+        0.5, gt=0, le=4, description="inner channels of an RSU block / its output channels"
+    )
+
+
+# The names a config may give (``model.name``, ``loss.name``) and what each model reads, as plain data: this module
+# stays free of TensorFlow, and a test checks the Keras registries (segkit.models.MODELS, segkit.losses.LOSSES)
+# against these tables.
+
+LEVEL_KEYS = ("base_filters", "num_layers", "max_filters", "norm")
+"""Common ``model`` knobs every model reads: its resolution levels, their channels and normalisation."""
+CONV_KEYS = ("base_kernels", "dilation", "dropout_rate")
+"""Common ``model`` knobs of the models built from FlexUNet's two-convolution blocks (kernel, dilation and
+dropout per level)."""
+UNET_KEYS = frozenset(LEVEL_KEYS + CONV_KEYS)
+
+
+@dataclass(frozen=True)
+class ModelKeys:
+    """What one registered model reads from the ``model`` section besides ``name`` and ``pretrained_weights``.
+
+    Attributes:
+        honours: the common knobs it reads (``LEVEL_KEYS``, plus ``CONV_KEYS`` where its blocks use them).
+        section: the ``ModelConfig`` field holding its own options (``model.transunet``), or None.
+    """
+
+    honours: frozenset[str]
+    section: str | None = None
+
+    def takes(self) -> str:
+        """The keys it reads, for messages: ``model.base_filters, ..., model.u2net.*``."""
+        keys = [f"model.{k}" for k in (*LEVEL_KEYS, *CONV_KEYS) if k in self.honours]
+        return ", ".join(keys + ([f"model.{self.section}.*"] if self.section else []))
+
+
+MODEL_CATALOG: Registry[ModelKeys] = Registry("model")
+MODEL_CATALOG.register("flexunet")(ModelKeys(UNET_KEYS))
+MODEL_CATALOG.register("attention_unet")(ModelKeys(UNET_KEYS))
+MODEL_CATALOG.register("unet3plus")(ModelKeys(UNET_KEYS, "unet3plus"))
+MODEL_CATALOG.register("multiresunet")(ModelKeys(frozenset(LEVEL_KEYS), "multiresunet"))
+MODEL_CATALOG.register("sharpunet")(ModelKeys(UNET_KEYS))
+MODEL_CATALOG.register("u2net")(ModelKeys(frozenset(LEVEL_KEYS), "u2net"))
+MODEL_CATALOG.register("deeplabv3plus")(ModelKeys(UNET_KEYS, "deeplabv3plus"))
+MODEL_CATALOG.register("efficientunet")(ModelKeys(UNET_KEYS, "efficientunet"))
+MODEL_CATALOG.register("transunet")(ModelKeys(UNET_KEYS, "transunet"))
+MODEL_CATALOG.register("swinunet")(ModelKeys(UNET_KEYS, "swinunet"))
+MODEL_CATALOG.alias("unet", "flexunet")
+
+LOSS_NAMES: Registry[str] = Registry("loss")
+for _loss in ("ce", "dice", "dice_ce", "focal", "tversky", "bce_dice"):
+    LOSS_NAMES.register(_loss)(_loss)
+
+
+def _known(registry: Registry[Any], name: str) -> str:
+    """``name`` unchanged when ``registry`` knows it; else the registry's did-you-mean error, for pydantic."""
+    try:
+        registry.canonical(name)
+    except SegkitError as e:
+        raise PydanticCustomError(
+            "unknown_name", "{message}", {"message": e.message, "hint": e.hint or ""}
+        ) from None
+    return name
 
 
 class ModelConfig(_Strict):
-    """Architecture, picked by ``name`` from the model registry; options every model reads, then one section per
-    model for its own (read only when that model is chosen)."""
+    """Architecture, picked by ``name`` from the model registry (``MODEL_CATALOG``); the common knobs (each
+    model reads those its ``ModelKeys.honours`` lists), then one section per model for its own options (read
+    only when that model is chosen)."""
 
-    name: str = "flexunet"
+    name: str = Field("flexunet", description="a registered model (segkit models); 'unet' = flexunet")
     base_filters: int = Field(16, ge=1)
     base_kernels: int = Field(7, ge=1, description="kernel size at level 0; max(k - 2*i, 3) at level i")
     num_layers: int = Field(6, ge=2, le=10, description="resolution levels (num_layers - 1 poolings)")
@@ -261,8 +358,10 @@ class ModelConfig(_Strict):
     max_filters: int | None = Field(None, ge=1)
     norm: Literal["none", "batch", "group"] = "none"
     pretrained_weights: Path | None = Field(
-        None, description="a local weights file (.weights.h5 or .keras of the same architecture) loaded into the "
-        "new model before training; nothing is ever downloaded")
+        None,
+        description="a local weights file (.weights.h5 or .keras of the same architecture) loaded into the "
+        "new model before training; nothing is ever downloaded",
+    )
     transunet: TransUNetOptions = TransUNetOptions()
     swinunet: SwinUNetOptions = SwinUNetOptions()
     multiresunet: MultiResUNetOptions = MultiResUNetOptions()
@@ -271,21 +370,31 @@ class ModelConfig(_Strict):
     unet3plus: UNet3PlusOptions = UNet3PlusOptions()
     u2net: U2NetOptions = U2NetOptions()
 
-    def options_of(self, name: str) -> dict[str, Any]:
-        """The own options of model ``name`` (its section), as builder keyword arguments; ``{}`` for none."""
-        section = getattr(self, name, None)
-        return section.model_dump() if isinstance(section, BaseModel) else {}
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        return _known(MODEL_CATALOG, v)
+
+    def options_of(self, name: str) -> BaseModel | None:
+        """The own options of model ``name``: the section its ``ModelKeys`` names, or None for none."""
+        section = MODEL_CATALOG.get(name).section
+        return None if section is None else getattr(self, section)
 
 
 # === Loss ===
 
 
 class LossConfig(_Strict):
-    name: Literal["ce", "dice", "dice_ce", "focal", "tversky", "bce_dice"] = "dice_ce"
+    name: str = "dice_ce"
     class_weights: tuple[float, ...] | None = None
     focal_gamma: float = Field(2.0, ge=0)
     tversky_alpha: float = Field(0.3, ge=0, le=1)
     tversky_beta: float = Field(0.7, ge=0, le=1)
+
+    @field_validator("name")
+    @classmethod
+    def _known_loss(cls, v: str) -> str:
+        return _known(LOSS_NAMES, v)
 
 
 # === Train ===
@@ -345,12 +454,16 @@ class TrainConfig(_Strict):
         description="learning-rate schedule: plateau (train.reduce_lr), constant, or poly (exponent 0.9) / cosine "
         "decay to zero over train.epochs or train.time_limit, whichever ends first",
     )
-    warmup_epochs: float = Field(0.0, ge=0, description="linear learning-rate warm-up from 0 over this many epochs")
+    warmup_epochs: float = Field(
+        0.0, ge=0, description="linear learning-rate warm-up from 0 over this many epochs"
+    )
 
     @model_validator(mode="after")
     def _check_schedule(self) -> TrainConfig:
         if self.warmup_epochs > 0 and self.schedule == "plateau":
-            raise ValueError("train.warmup_epochs needs train.schedule constant, poly or cosine (not plateau)")
+            raise ValueError(
+                "train.warmup_epochs needs train.schedule constant, poly or cosine (not plateau)"
+            )
         return self
 
 
@@ -439,9 +552,12 @@ class EvaluateConfig(_Strict):
 
 class InferConfig(_Strict):
     batch_size: int = Field(8, ge=1)
-    overlap: float = Field(0.5, ge=0, lt=1, description="sliding-window overlap for images larger than the model")
+    overlap: float = Field(
+        0.5, ge=0, lt=1, description="sliding-window overlap for images larger than the model"
+    )
     tta: bool | None = Field(
-        None, description="flip test-time augmentation; null = the run's postprocessing.json decides (else off)"
+        None,
+        description="flip test-time augmentation; null = the run's postprocessing.json decides (else off)",
     )
     largest_component: bool | tuple[int, ...] | None = Field(
         None,
@@ -455,6 +571,7 @@ class InferConfig(_Strict):
         if isinstance(v, int) and not isinstance(v, bool):
             raise ValueError("give true, false or a list of class ids such as [1]")
         return v
+
     alpha: float = Field(0.5, ge=0, le=1, description="overlay opacity")
 
 
@@ -480,8 +597,8 @@ class Config(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _one_input_size(cls, raw: Any) -> Any:
-        """``data.image_size`` not given: the model input is the prepared slice size (``prepare.size``), so one key
-        decides the size and no slice is resized twice."""
+        """``data.image_size`` not given: the model input is the prepared slice size (``prepare.size``), so
+        one key decides the size and no slice is resized twice."""
         if isinstance(raw, dict) and isinstance(raw.get("prepare"), dict) and "size" in raw["prepare"]:
             data = raw.get("data")
             if data is None or (isinstance(data, dict) and "image_size" not in data):
@@ -542,9 +659,11 @@ PRESET_SUFFIX = ".yaml"
 
 
 def _presets_root() -> Traversable | None:
-    """The folder of the presets: ``configs/`` of the source checkout segkit is imported from (an editable install
-    or PYTHONPATH: the presets of the code that runs, whatever else is installed), else the package data
-    ``segkit.presets`` of an installed wheel (``configs/`` mapped there by pyproject.toml); None if neither."""
+    """The folder of the presets: ``configs/`` of the source checkout segkit is imported from (an editable
+    install or PYTHONPATH: the presets of the code that runs, whatever else is installed), else the package
+        data
+    ``segkit.presets`` of an installed wheel (``configs/`` mapped there by pyproject.toml); None if
+    neither."""
     checkout = Path(__file__).resolve().parents[1]
     if (checkout / "pyproject.toml").is_file() and (checkout / "configs").is_dir():
         return checkout / "configs"
@@ -586,8 +705,8 @@ def preset_description(name: str) -> str:
 
 
 def preset_path(name: str | Path) -> Path:
-    """The file of the preset ``name`` (``left-atrial``, ``left-atrial.yaml`` or ``seed/whole-heart``); only the
-    packaged presets are looked at, never the working directory.
+    """The file of the preset ``name`` (``left-atrial``, ``left-atrial.yaml`` or ``seed/whole-heart``); only
+    the packaged presets are looked at, never the working directory.
 
     Raises:
         ConfigError: no preset has that name (the hint lists them, with the closest one).
@@ -597,14 +716,16 @@ def preset_path(name: str | Path) -> Path:
     if found is None:
         raise ConfigError(f"no preset named '{key}'", hint=_presets_hint(key))
     if not isinstance(found, Path):  # e.g. segkit imported from a zip archive
-        raise ConfigError(f"preset '{key}' is not a file on disk ({found})",
-                          hint="install segkit unpacked (pip install), or give the path of a YAML file")
+        raise ConfigError(
+            f"preset '{key}' is not a file on disk ({found})",
+            hint="install segkit unpacked (pip install), or give the path of a YAML file",
+        )
     return found
 
 
 def resolve_config_path(name_or_path: str | Path) -> Path:
-    """The YAML file a CONFIG argument means, the one place names become files. In this order: an existing file;
-    a run folder (made by ``segkit train``: its ``config.yaml``); a preset name (``left-atrial``,
+    """The YAML file a CONFIG argument means, the one place names become files. In this order: an existing
+    file; a run folder (made by ``segkit train``: its ``config.yaml``); a preset name (``left-atrial``,
     ``left-atrial.yaml``, ``seed/whole-heart``: see ``preset_names``).
 
     Raises:
@@ -619,8 +740,11 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     if not path.is_absolute() and key in _presets():
         return preset_path(key)
     if path.is_dir():
-        raise ConfigError("not a segkit run folder (config.yaml missing)", path=path,
-                          hint="give a YAML config, a folder made by segkit train, or a preset name")
+        raise ConfigError(
+            "not a segkit run folder (config.yaml missing)",
+            path=path,
+            hint="give a YAML config, a folder made by segkit train, or a preset name",
+        )
     if path.is_absolute():
         hint = "give the path of a YAML file, or a preset name (segkit config presets), e.g. demo"
     else:
@@ -648,6 +772,10 @@ def _presets_hint(key: str) -> str:
 def load_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read, merge overrides into, and validate a YAML config.
 
+    Model keys the chosen model does not read (see ``check_model_keys``) are refused when the user set them
+    (an override, or their own file) and only warned about when a preset or a resolved config (a run's
+    ``config.yaml``) brought them.
+
     Args:
         path: the YAML file, a run folder (its ``config.yaml``) or the name of a preset (``left-atrial``,
             ``seed/whole-heart``); see ``resolve_config_path``.
@@ -657,22 +785,132 @@ def load_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -
         A frozen, validated ``Config``.
 
     Raises:
-        ConfigError: missing/unreadable file or unknown preset, bad YAML, unknown key, wrong type, bad override.
+        ConfigError: missing/unreadable file or unknown preset, bad YAML, unknown key, wrong type, bad
+            override, a model key set for a model that does not read it.
     """
     path = resolve_config_path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read config: {e}", path=path, hint="give a readable UTF-8 YAML file") from e
+        raise ConfigError(
+            f"cannot read config: {e}", path=path, hint="give a readable UTF-8 YAML file"
+        ) from e
     raw = parse_yaml_text(text, path)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError("a config must be a YAML mapping of sections", path=path,
-                          hint="start from configs/demo.yaml (sections: prepare, data, model, train, ...)")
+        raise ConfigError(
+            "a config must be a YAML mapping of sections",
+            path=path,
+            hint="start from configs/demo.yaml (sections: prepare, data, model, train, ...)",
+        )
+    from_file = copy.deepcopy(raw.get("model"))
+    from_sets: dict[str, Any] = {}
     for item in overrides:
         apply_override(raw, item)
-    return validate_config(raw, source=path)
+        apply_override(from_sets, item)
+    cfg = validate_config(raw, source=path)
+    inherited = is_preset_file(path) or _lists_every_model_key(from_file)
+    check_model_keys(cfg, ModelKeySources(path, from_file, from_sets.get("model"), inherited))
+    return cfg
+
+
+@dataclass(frozen=True)
+class ModelKeySources:
+    """Where the ``model`` keys of a loaded config came from.
+
+    Attributes:
+        path: the config file.
+        file: its ``model`` mapping as written (None: no such section).
+        overrides: the ``model`` mapping the overrides (``--set``) wrote (None: none).
+        inherited: the file is a preset, or a resolved config listing every key (a run's ``config.yaml``,
+            ``segkit config show`` output): its keys were not picked one by one.
+    """
+
+    path: Path
+    file: Any
+    overrides: Any
+    inherited: bool
+
+
+def check_model_keys(cfg: Config, sources: ModelKeySources) -> None:
+    """Refuse or warn about model keys that ``cfg.model.name`` does not read.
+
+    A key the model does not read is a common knob outside its ``ModelKeys.honours`` or another model's
+    section (``model.transunet.*`` for u2net). Set by an override or in the user's own file: refused. Brought
+    by an inherited file (``ModelKeySources.inherited``) with a value other than the default: one warning line
+    (``segkit train left-atrial --set model.name=u2net`` runs). Defaults never count.
+
+    Raises:
+        ConfigError: one line naming the model, the keys, and the keys it takes.
+    """
+    name = cfg.model.name
+    keys = MODEL_CATALOG.get(name)
+    set_keys = [k for k in _model_keys(sources.overrides) if _unused(keys, k)]
+    from_file = [k for k in _model_keys(sources.file) if _unused(keys, k) and k not in set_keys]
+    refused = set_keys + ([] if sources.inherited else from_file)
+    if refused:
+        where: Path | str = sources.path if any(k in from_file for k in refused) else "--set"
+        raise ConfigError(
+            f"model '{name}' does not use {', '.join(f'model.{k}' for k in refused)}",
+            path=where,
+            hint=f"{name} takes {keys.takes()}; remove the others or choose a model that uses them",
+        )
+    default = ModelConfig()
+    ignored = (
+        [k for k in from_file if _value(cfg.model, k) != _value(default, k)] if sources.inherited else []
+    )
+    if ignored:
+        logger.warning(
+            "%s: model '%s' does not use %s (ignored; it takes %s)",
+            sources.path,
+            name,
+            ", ".join(f"model.{k}" for k in ignored),
+            keys.takes(),
+        )
+
+
+def is_preset_file(path: Path) -> bool:
+    """True when ``path`` is one of the packaged presets (a file inside the presets folder)."""
+    root = _presets_root()
+    if not isinstance(root, Path):
+        return False
+    return path.resolve().is_relative_to(root.resolve())
+
+
+def _lists_every_model_key(model: Any) -> bool:
+    """True for a ``model`` mapping holding every key, as a resolved config has (``Config.to_yaml``)."""
+    return isinstance(model, dict) and set(ModelConfig.model_fields) <= set(model)
+
+
+def _model_keys(model: Any) -> list[str]:
+    """The keys of a raw ``model`` mapping, dotted below ``model`` (``dropout_rate``, ``transunet.depth``)."""
+    if not isinstance(model, dict):
+        return []
+    keys = []
+    for key, value in model.items():
+        if isinstance(value, dict):
+            keys += [f"{key}.{sub}" for sub in value] or [key]
+        else:
+            keys.append(key)
+    return keys
+
+
+def _unused(keys: ModelKeys, dotted: str) -> bool:
+    """True when ``dotted`` (below ``model``) is a common knob or a model section that ``keys`` does not
+    read."""
+    head = dotted.split(".")[0]
+    if head in LEVEL_KEYS or head in CONV_KEYS:
+        return head not in keys.honours
+    sections = {k.section for k in map(MODEL_CATALOG.get, MODEL_CATALOG.names())}
+    return head in sections and head != keys.section
+
+
+def _value(model: ModelConfig, dotted: str) -> Any:
+    node: Any = model
+    for part in dotted.split("."):
+        node = getattr(node, part, None)
+    return node
 
 
 def parse_yaml_text(text: str, path: Path | str | None = None) -> Any:
@@ -687,8 +925,11 @@ def parse_yaml_text(text: str, path: Path | str | None = None) -> Any:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"invalid YAML{where}: {getattr(e, 'problem', e)}", path=path,
-                          hint="fix the YAML syntax there (indentation, a missing ':' or quote)") from e
+        raise ConfigError(
+            f"invalid YAML{where}: {getattr(e, 'problem', e)}",
+            path=path,
+            hint="fix the YAML syntax there (indentation, a missing ':' or quote)",
+        ) from e
 
 
 def validate_config(raw: dict[str, Any], source: Path | str | None = None) -> Config:
@@ -696,7 +937,8 @@ def validate_config(raw: dict[str, Any], source: Path | str | None = None) -> Co
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_describe(e), path=source) from e
+        message, hint = _describe(e)
+        raise ConfigError(message, path=source, hint=hint) from e
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
@@ -720,8 +962,10 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     try:
         node[parts[-1]] = yaml.safe_load(value)
     except yaml.YAMLError as e:
-        raise ConfigError(f"override '{item}': value is not valid YAML",
-                          hint="quote it, e.g. --set 'data.image_size=[128,128]'") from e
+        raise ConfigError(
+            f"override '{item}': value is not valid YAML",
+            hint="quote it, e.g. --set 'data.image_size=[128,128]'",
+        ) from e
 
 
 def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
@@ -742,7 +986,8 @@ def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
     return model
 
 
-def _describe(e: ValidationError) -> str:
+def _describe(e: ValidationError) -> tuple[str, str | None]:
+    """The message naming the dotted key of the first problem, and a hint (an unknown name's did-you-mean)."""
     errors = e.errors()
     first = errors[0]
     loc = tuple(first["loc"])
@@ -753,11 +998,14 @@ def _describe(e: ValidationError) -> str:
         valid = list(parent.model_fields) if parent is not None else []
         close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
         hint = f"; did you mean '{'.'.join(str(p) for p in (*loc[:-1], close[0]))}'?" if close else ""
-        return f"unknown key '{dotted}'{hint} valid keys here: {', '.join(valid)}{more}"
+        return f"unknown key '{dotted}'{hint} valid keys here: {', '.join(valid)}{more}", None
     if first["type"] == "missing":
-        return f"missing key '{dotted}'{more}"
+        return f"missing key '{dotted}'{more}", None
+    if first["type"] == "unknown_name":
+        ctx = first.get("ctx") or {}
+        return f"key '{dotted}': {ctx.get('message')}{more}", ctx.get("hint") or None
     got = first.get("input")
     got_s = repr(got) if not isinstance(got, dict | list) else type(got).__name__
     if len(got_s) > 40:
         got_s = got_s[:37] + "..."
-    return f"key '{dotted}': {first['msg']} (got {got_s}){more}"
+    return f"key '{dotted}': {first['msg']} (got {got_s}){more}", None

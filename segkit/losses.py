@@ -1,7 +1,7 @@
 """Segmentation losses by name: ``get_loss(cfg)`` looks ``cfg.loss.name`` up in ``LOSSES``.
 
-Inputs everywhere: ``y_true`` one-hot float ``(B, H, W, C)`` (channel 0 = background), ``y_pred`` probabilities
-``(B, H, W, C)`` (softmax output). Each loss is a pure function (``soft_dice_per_class``,
+Inputs everywhere: ``y_true`` one-hot float ``(B, H, W, C)`` (channel 0 = background), ``y_pred``
+probabilities ``(B, H, W, C)`` (softmax output). Each loss is a pure function (``soft_dice_per_class``,
 ``tversky_per_class``, ...) plus a thin ``keras.losses.Loss`` class registered as serializable (package
 "segkit") whose constructor arguments all come back from ``get_config``. Computations run in float32.
 

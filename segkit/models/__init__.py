@@ -1,14 +1,19 @@
 """Model registry: ``build_model(cfg)`` picks an architecture by ``cfg.model.name``.
 
-Every builder takes ``input_shape, num_classes`` and the ``model`` config fields as keyword arguments
-(``base_filters``, ``base_kernels``, ``num_layers``, ``dropout_rate``, ``dilation``, ``max_filters``, ``norm``)
-and returns a functional ``keras.Model`` mapping ``(B, H, W, C)`` float32 images in 0..1 to
-``(B, H, W, num_classes)`` float32 probabilities (softmax; float32 even under a mixed-precision policy).
+Every builder takes ``input_shape, num_classes`` and only the records of the ``model`` keys it reads
+(``segkit.models.spec``): ``levels`` (``Levels``: base_filters, num_layers, max_filters, norm), ``convs``
+(``Convs``: base_kernels, dilation, dropout_rate) where its blocks use them, and ``options`` (its own
+``segkit.config`` section) where it has one. Which keys a model reads is declared once, TensorFlow-free, in
+``segkit.config.MODEL_CATALOG`` (``ModelKeys``); ``MODELS`` pairs each builder with its entry
+(``ModelEntry``). A builder returns a functional ``keras.Model`` mapping ``(B, H, W, C)`` float32 images in
+0..1 to ``(B, H, W, num_classes)`` float32 probabilities (softmax; float32 even under a mixed-precision
+policy).
 
 Importing this module imports Keras and registers segkit's serializable layers (``AttentionGate``), so
 ``keras.models.load_model(path, safe_mode=True)`` works after ``import segkit.models``. Only the train/infer
 stages import it (``import segkit`` and ``segkit.config`` stay free of TensorFlow).
-Adding a model: one module, one ``MODELS.register`` line below, one line in the contract test.
+Adding a model: one module, one line in ``BUILDERS`` below, one ``MODEL_CATALOG`` line in ``segkit.config``
+(and its options section there, if any).
 
 Example:
     >>> model = build_model(load_config(Path("configs/demo.yaml")))
@@ -20,12 +25,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
 
+from segkit.config import CONV_KEYS, LEVEL_KEYS, MODEL_CATALOG, ModelConfig, ModelKeys
 from segkit.errors import ConfigError, SegkitError
 from segkit.models.attention_unet import build_attention_unet
 from segkit.models.blocks import AttentionGate, Sharpen
@@ -34,6 +41,7 @@ from segkit.models.efficientunet import build_efficientunet
 from segkit.models.flexunet import build_flexunet
 from segkit.models.multiresunet import build_multiresunet
 from segkit.models.sharpunet import build_sharpunet
+from segkit.models.spec import Convs, Levels
 from segkit.models.swinunet import SwinBlock, build_swinunet
 from segkit.models.transunet import PositionEmbedding, build_transunet
 from segkit.models.u2net import build_u2net
@@ -46,19 +54,54 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ModelBuilder = Callable[..., keras.Model]
-MODELS: Registry[ModelBuilder] = Registry("model")
 
 
-MODELS.register("flexunet")(build_flexunet)
-MODELS.register("attention_unet")(build_attention_unet)
-MODELS.register("unet3plus")(build_unet3plus)
-MODELS.register("multiresunet")(build_multiresunet)
-MODELS.register("sharpunet")(build_sharpunet)
-MODELS.register("u2net")(build_u2net)
-MODELS.register("deeplabv3plus")(build_deeplabv3plus)
-MODELS.register("efficientunet")(build_efficientunet)
-MODELS.register("transunet")(build_transunet)
-MODELS.register("swinunet")(build_swinunet)
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model: its builder and what it reads from the ``model`` section.
+
+    Attributes:
+        build: ``build(input_shape, num_classes, **records)``; the records are those ``builder_arguments``
+            makes.
+        keys: its ``segkit.config.MODEL_CATALOG`` entry (honoured common knobs, own section).
+    """
+
+    build: ModelBuilder
+    keys: ModelKeys
+
+
+BUILDERS: dict[str, ModelBuilder] = {
+    "flexunet": build_flexunet,
+    "attention_unet": build_attention_unet,
+    "unet3plus": build_unet3plus,
+    "multiresunet": build_multiresunet,
+    "sharpunet": build_sharpunet,
+    "u2net": build_u2net,
+    "deeplabv3plus": build_deeplabv3plus,
+    "efficientunet": build_efficientunet,
+    "transunet": build_transunet,
+    "swinunet": build_swinunet,
+}
+
+MODELS: Registry[ModelEntry] = Registry("model")
+for _name, _build in BUILDERS.items():
+    MODELS.register(_name)(ModelEntry(_build, MODEL_CATALOG.get(_name)))
+for _alias, _target in MODEL_CATALOG.aliases().items():
+    MODELS.alias(_alias, _target)
+
+
+def builder_arguments(m: ModelConfig) -> dict[str, Levels | Convs | Any]:
+    """The keyword arguments ``build_model`` gives the builder of ``m.name``: only the records of the keys its
+    ``ModelKeys`` declares (``levels``; ``convs`` when it honours ``CONV_KEYS``; ``options``, its own
+    section)."""
+    keys = MODEL_CATALOG.get(m.name)
+    args: dict[str, Any] = {"levels": Levels(**{k: getattr(m, k) for k in LEVEL_KEYS})}
+    if keys.honours >= set(CONV_KEYS):
+        args["convs"] = Convs(**{k: getattr(m, k) for k in CONV_KEYS})
+    options = m.options_of(m.name)
+    if options is not None:
+        args["options"] = options
+    return args
 
 
 def input_shape_of(cfg: Config) -> tuple[int, int, int]:
@@ -97,8 +140,8 @@ def build_model(cfg: Config, *, pretrained: bool = False) -> keras.Model:
 
     Args:
         cfg: a validated ``segkit.config.Config``.
-        pretrained: load ``model.pretrained_weights`` (training does, on a fresh start only; rebuilding a trained
-            model never needs the file).
+        pretrained: load ``model.pretrained_weights`` (training does, on a fresh start only; rebuilding a
+            trained model never needs the file).
 
     Returns:
         Uncompiled ``keras.Model``: input ``(H, W, C)`` from ``input_shape_of(cfg)``, output
@@ -109,33 +152,21 @@ def build_model(cfg: Config, *, pretrained: bool = False) -> keras.Model:
             poolings cannot halve (``data.image_size``).
     """
     try:
-        builder = MODELS.get(cfg.model.name)
+        entry = MODELS.get(cfg.model.name)
     except SegkitError as e:
         raise ConfigError(e.message, path="model.name", hint=e.hint) from e
     shape = input_shape_of(cfg)
     check_input_shape(shape[:2], cfg.model.num_layers)
     m = cfg.model
-    name = _canonical_name(cfg.model.name)
-    model = builder(
-        input_shape=shape,
-        num_classes=cfg.num_classes,
-        base_filters=m.base_filters,
-        base_kernels=m.base_kernels,
-        num_layers=m.num_layers,
-        dropout_rate=m.dropout_rate,
-        dilation=m.dilation,
-        max_filters=m.max_filters,
-        norm=m.norm,
-        **m.options_of(name),
-    )
+    model = entry.build(shape, cfg.num_classes, **builder_arguments(m))
     if pretrained and m.pretrained_weights is not None:
         load_pretrained(model, Path(m.pretrained_weights))
     return model
 
 
 def load_pretrained(model: keras.Model, path: Path) -> None:
-    """Load a local weights file into ``model`` (``model.pretrained_weights``): a ``.weights.h5`` or a ``.keras``
-    file of the same architecture and input/output shapes. Nothing is downloaded.
+    """Load a local weights file into ``model`` (``model.pretrained_weights``): a ``.weights.h5`` or a
+    ``.keras`` file of the same architecture and input/output shapes. Nothing is downloaded.
 
     Raises:
         ConfigError: the file is missing, has another format, or its weights do not fit the model (the message
@@ -154,19 +185,14 @@ def load_pretrained(model: keras.Model, path: Path) -> None:
             model.load_weights(str(path))
         except (ValueError, KeyError, OSError) as e:
             first = " ".join(str(e).split())[:300]
-            raise ConfigError(f"the pretrained weights do not fit this model: {first}", path=path, hint=hint) from e
+            raise ConfigError(f"the pretrained weights do not fit this model: {first}", path=path,
+                              hint=hint) from e
     # Keras only warns when parts of the file have no place in the model (and leaves those layers random)
     partial = [w for w in caught if "retain" in str(w.message) or "Skipping" in str(w.message)]
     if partial:
         first = " ".join(str(partial[0].message).split())[:300]
         raise ConfigError(f"the pretrained weights do not fit this model: {first}", path=path, hint=hint)
     logger.info("loaded pretrained weights from %s", path)
-
-
-def _canonical_name(name: str) -> str:
-    """The registered name of ``name`` (an alias resolves to the name its builder was registered under first)."""
-    builder = MODELS.get(name)
-    return next(n for n in MODELS.names() if MODELS.get(n) is builder)
 
 
 def _shape(t: Any) -> tuple[int, ...]:
@@ -178,8 +204,9 @@ def layer_macs(layer: Any) -> int:
 
     Conv2D: ``H_out * W_out * C_out * kh * kw * C_in / groups`` (bias adds and activations are not counted;
     dilation does not change the count). DepthwiseConv2D: ``H_out * W_out * C_out * kh * kw``. Dense: inputs x
-    ``C_in * units``. MultiHeadAttention: the four projections and the ``T x T`` scores and sum. Conv2DTranspose: ``H_in * W_in * C_in * kh * kw * C_out``. Layers
-    defining ``macs_per_image(input_shape)`` (e.g. ``AttentionGate``) report their own. Others: 0.
+    ``C_in * units``. MultiHeadAttention: the four projections and the ``T x T`` scores and sum.
+    Conv2DTranspose: ``H_in * W_in * C_in * kh * kw * C_out``. Layers defining ``macs_per_image(input_shape)``
+    (e.g. ``AttentionGate``) report their own. Others: 0.
     """
     from keras import layers
 
@@ -225,8 +252,12 @@ def model_summary(model: keras.Model) -> dict[str, Any]:
 
 
 __all__ = [
+    "BUILDERS",
     "MODELS",
     "AttentionGate",
+    "Convs",
+    "Levels",
+    "ModelEntry",
     "PositionEmbedding",
     "Sharpen",
     "SwinBlock",
@@ -241,6 +272,7 @@ __all__ = [
     "build_u2net",
     "build_unet3plus",
     "build_model",
+    "builder_arguments",
     "check_input_shape",
     "input_shape_of",
     "layer_macs",

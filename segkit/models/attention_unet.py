@@ -10,20 +10,16 @@ from __future__ import annotations
 import keras
 
 from segkit.models.blocks import AttentionGate, segmentation_head
-from segkit.models.flexunet import decoder, encoder
+from segkit.models.flexunet import SEED_CONVS, SEED_LEVELS, decoder, encoder
+from segkit.models.spec import Convs, Levels
 
 
 def build_attention_unet(
     input_shape: tuple[int, int, int],
     num_classes: int,
+    levels: Levels = SEED_LEVELS,
+    convs: Convs = SEED_CONVS,
     *,
-    base_filters: int = 16,
-    base_kernels: int = 7,
-    num_layers: int = 6,
-    dropout_rate: float = 0.05,
-    dilation: int = 1,
-    max_filters: int | None = None,
-    norm: str = "none",
     name: str = "attention_unet",
 ) -> keras.Model:
     """Build the Attention U-Net functional model.
@@ -31,24 +27,24 @@ def build_attention_unet(
     Args:
         input_shape: ``(H, W, C)``; H and W divisible by ``2**(num_layers-1)``.
         num_classes: output channels, background included.
-        base_filters, base_kernels, num_layers, dropout_rate, dilation, max_filters, norm: as in
-            ``segkit.models.flexunet.build_flexunet``.
+        levels, convs: as in ``segkit.models.flexunet.build_flexunet``.
         name: model name.
 
     Returns:
         ``keras.Model``: ``(B, H, W, C)`` in 0..1 -> ``(B, H, W, num_classes)`` float32 probabilities.
 
     Example:
-        >>> m = build_attention_unet((64, 64, 1), 4, base_filters=4, base_kernels=3, num_layers=3)
+        >>> levels = Levels(base_filters=4, num_layers=3)
+        >>> m = build_attention_unet((64, 64, 1), 4, levels, Convs(base_kernels=3))
         >>> m.output_shape
         (None, 64, 64, 4)
     """
     inputs = keras.Input(input_shape, name="image")
-    x, skips = encoder(inputs, base_filters, base_kernels, num_layers, dropout_rate, dilation, max_filters, norm)
+    x, skips = encoder(inputs, levels, convs)
 
     def gate(f: int, s: keras.KerasTensor, g: keras.KerasTensor) -> keras.KerasTensor:
         return AttentionGate(max(int(g.shape[-1]) // 2, 1), name=f"att{f}")([s, g])
 
-    x = decoder(x, skips, base_filters, base_kernels, num_layers, dropout_rate, dilation, max_filters, norm, gate)
+    x = decoder(x, skips, levels, convs, gate)
     outputs = segmentation_head(x, num_classes)
     return keras.Model(inputs, outputs, name=name)

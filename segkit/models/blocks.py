@@ -1,4 +1,5 @@
-"""Building blocks shared by the segkit U-Nets: the seed's two-conv block, up-sampling, attention gate, sharpening.
+"""Building blocks shared by the segkit U-Nets: the seed's two-conv block, up-sampling, attention gate,
+sharpening.
 
 All blocks are plain Keras layers wired functionally (no ``Lambda``), so a ``.keras`` file loads with
 ``safe_mode=True``. The custom layers, ``AttentionGate`` and ``Sharpen``, are registered as serializable
@@ -8,6 +9,7 @@ Feature maps are channels-last ``(B, H, W, C)``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -37,14 +39,23 @@ def norm_layer(norm: str, filters: int, name: str) -> layers.Layer | None:
     raise ValueError(f"unknown norm '{norm}', expected one of {NORMS}")
 
 
+@dataclass(frozen=True)
+class BlockConv:
+    """The convolutions of one ``conv_block``.
+
+    Attributes:
+        kernel_size: square kernel size of both convolutions.
+        dilation: dilation rate of both convolutions.
+        dropout_rate: dropout after the first convolution (0: no ``Dropout`` layer).
+    """
+
+    kernel_size: int
+    dilation: int = 1
+    dropout_rate: float = 0.0
+
+
 def conv_block(
-    x: keras.KerasTensor,
-    filters: int,
-    kernel_size: int,
-    dilation: int,
-    dropout_rate: float,
-    norm: str,
-    name: str,
+    x: keras.KerasTensor, filters: int, conv: BlockConv, norm: str, name: str
 ) -> keras.KerasTensor:
     """Two ``same`` convolutions with ReLU, he_normal init, as in the seed TensorFlowFlexUNet.
 
@@ -54,9 +65,7 @@ def conv_block(
     Args:
         x: input ``(B, H, W, Cin)``.
         filters: output channels of both convolutions.
-        kernel_size: square kernel size.
-        dilation: dilation rate of both convolutions.
-        dropout_rate: dropout after the first convolution.
+        conv: kernel size, dilation rate and dropout.
         norm: "none" | "batch" | "group".
         name: prefix of the layer names.
 
@@ -65,44 +74,57 @@ def conv_block(
 
     Example:
         >>> inp = keras.Input((64, 64, 1))
-        >>> conv_block(inp, 16, 3, 1, 0.0, "none", "enc0").shape
+        >>> conv_block(inp, 16, BlockConv(3), "none", "enc0").shape
         (None, 64, 64, 16)
     """
     for j in (1, 2):
         x = layers.Conv2D(
             filters,
-            kernel_size,
+            conv.kernel_size,
             padding="same",
-            dilation_rate=dilation,
+            dilation_rate=conv.dilation,
             activation="relu",
             kernel_initializer="he_normal",
             name=f"{name}_conv{j}",
         )(x)
-        nl = norm_layer(norm, filters, f"{name}_norm{j}")
-        if nl is not None:
-            x = nl(x)
-        if j == 1 and dropout_rate > 0:
-            x = layers.Dropout(dropout_rate, name=f"{name}_drop")(x)
+        x = with_norm(x, norm, filters, f"{name}_norm{j}")
+        if j == 1 and conv.dropout_rate > 0:
+            x = layers.Dropout(conv.dropout_rate, name=f"{name}_drop")(x)
     return x
 
 
+def with_norm(x: keras.KerasTensor, norm: str, filters: int, name: str) -> keras.KerasTensor:
+    """``x`` through the ``norm`` layer named ``name`` (see ``norm_layer``); ``x`` itself for "none"."""
+    nl = norm_layer(norm, filters, name)
+    return nl(x) if nl is not None else x
+
+
 def conv_norm(
-    x: keras.KerasTensor,
-    filters: int,
-    size: int,
-    norm: str,
-    name: str,
-    dilation: int = 1,
-    activation: str | None = "relu",
+    x: keras.KerasTensor, filters: int, size: int, norm: str, name: str, dilation: int = 1
 ) -> keras.KerasTensor:
-    """One ``same`` convolution (he_normal, ``activation``) then ``norm`` (layers ``name`` and ``name_norm``).
+    """One ``same`` convolution (he_normal, ReLU) then ``norm`` (layers ``name`` and ``name_norm``).
 
     The single-convolution unit of the zoo's blocks (UNet 3+, MultiRes, RSU, ASPP).
     """
-    x = layers.Conv2D(filters, size, padding="same", dilation_rate=dilation, activation=activation,
-                      kernel_initializer="he_normal", name=name)(x)
-    nl = norm_layer(norm, filters, f"{name}_norm")
-    return nl(x) if nl is not None else x
+    x = layers.Conv2D(
+        filters,
+        size,
+        padding="same",
+        dilation_rate=dilation,
+        activation="relu",
+        kernel_initializer="he_normal",
+        name=name,
+    )(x)
+    return with_norm(x, norm, filters, f"{name}_norm")
+
+
+def shortcut_norm(x: keras.KerasTensor, filters: int, norm: str, name: str) -> keras.KerasTensor:
+    """A 1x1 ``same`` convolution without activation (he_normal) then ``norm``: a residual shortcut
+    (MultiRes)."""
+    x = layers.Conv2D(filters, 1, padding="same", activation=None, kernel_initializer="he_normal", name=name)(
+        x
+    )
+    return with_norm(x, norm, filters, f"{name}_norm")
 
 
 def up_block(x: keras.KerasTensor, filters: int, name: str) -> keras.KerasTensor:
@@ -198,7 +220,8 @@ SHARPEN_KERNEL = ((-1.0, -1.0, -1.0), (-1.0, 9.0, -1.0), (-1.0, -1.0, -1.0))
 
 @keras.saving.register_keras_serializable(package="segkit")
 class Sharpen(layers.Layer):
-    """A fixed 3x3 sharpening filter applied to every channel (depthwise, no weights): Sharp U-Net's skip filter.
+    """A fixed 3x3 sharpening filter applied to every channel (depthwise, no weights): Sharp U-Net's skip
+    filter.
 
     Zunair & Hamza 2021 ("Sharp U-Net", arXiv:2107.12461) pass encoder features through this high-boost
     (Laplacian + identity) kernel before they meet the decoder, so that the two sides are semantically closer

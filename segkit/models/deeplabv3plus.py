@@ -3,11 +3,12 @@ light decoder that joins stride-4 features.
 
 Encoder: FlexUNet's contracting path (``num_layers`` levels; the deepest has stride ``2**(num_layers-1)``).
 ASPP on the deepest features: a 1x1 branch, three dilated 3x3 branches and image pooling, each
-``8 * base_filters`` channels (capped by ``max_filters``), fused by a 1x1 convolution. Decoder: the ASPP output is
-up-sampled (bilinear) to the level-2 features (stride 4, or the shallowest deeper level when there are fewer
-levels), joined with their 1x1 projection to 48 channels (the paper's number), refined by two 3x3 convolutions
-and up-sampled to the input size. The dilation rates scale with the deepest map (the paper's 6/12/18 at a 32x32
-map), so a 4x4 map at 128 px does not waste its kernels on padding. No ImageNet backbone (nothing is downloaded).
+``8 * base_filters`` channels (capped by ``max_filters``), fused by a 1x1 convolution. Decoder: the ASPP
+output is up-sampled (bilinear) to the level-2 features (stride 4, or the shallowest deeper level when there
+are fewer levels), joined with their 1x1 projection to 48 channels (the paper's number), refined by two 3x3
+convolutions and up-sampled to the input size. The dilation rates scale with the deepest map (the paper's
+6/12/18 at a 32x32 map), so a 4x4 map at 128 px does not waste its kernels on padding. No ImageNet backbone
+(nothing is downloaded).
 """
 
 from __future__ import annotations
@@ -15,11 +16,15 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from segkit.config import DeepLabV3PlusOptions
 from segkit.models.blocks import conv_norm, segmentation_head
 from segkit.models.flexunet import encoder, level_filters
+from segkit.models.spec import Convs, Levels
 
 
-def _conv(x: keras.KerasTensor, filters: int, size: int, dilation: int, norm: str, name: str) -> keras.KerasTensor:
+def _conv(
+    x: keras.KerasTensor, filters: int, size: int, dilation: int, norm: str, name: str
+) -> keras.KerasTensor:
     return conv_norm(x, filters, size, norm, name, dilation=dilation)
 
 
@@ -36,29 +41,27 @@ def scaled_aspp_rates(feature_size: int) -> tuple[int, ...]:
 def build_deeplabv3plus(
     input_shape: tuple[int, int, int],
     num_classes: int,
+    levels: Levels = Levels(),
+    convs: Convs = Convs(),
+    options: DeepLabV3PlusOptions = DeepLabV3PlusOptions(),
     *,
-    base_filters: int = 16,
-    base_kernels: int = 3,
-    num_layers: int = 5,
-    dropout_rate: float = 0.0,
-    dilation: int = 1,
-    max_filters: int | None = None,
-    norm: str = "none",
-    aspp_rates: tuple[int, int, int] | None = None,
     name: str = "deeplabv3plus",
 ) -> keras.Model:
-    """Build DeepLabV3+ (encoder arguments as ``segkit.models.flexunet.build_flexunet``; ``aspp_rates``:
-    ``model.deeplabv3plus.aspp_rates``, default the paper's scaled by ``scaled_aspp_rates()``).
+    """Build DeepLabV3+ (encoder arguments as ``segkit.models.flexunet.build_flexunet``; ``options``:
+    ``model.deeplabv3plus``, whose ``aspp_rates`` default to the paper's scaled by ``scaled_aspp_rates()``).
 
     Returns:
         ``keras.Model``: ``(B, H, W, C)`` in 0..1 -> ``(B, H, W, num_classes)`` float32 probabilities.
 
     Example:
-        >>> build_deeplabv3plus((64, 64, 1), 4, base_filters=4, num_layers=3).output_shape
+        >>> build_deeplabv3plus((64, 64, 1), 4, Levels(base_filters=4, num_layers=3)).output_shape
         (None, 64, 64, 4)
     """
     inputs = keras.Input(input_shape, name="image")
-    deep, skips = encoder(inputs, base_filters, base_kernels, num_layers, dropout_rate, dilation, max_filters, norm)
+    deep, skips = encoder(inputs, levels, convs)
+    base_filters, num_layers = levels.base_filters, levels.num_layers
+    max_filters, norm = levels.max_filters, levels.norm
+    aspp_rates = options.aspp_rates
     h, w = int(deep.shape[1]), int(deep.shape[2])
     width = min(8 * base_filters, max_filters) if max_filters else 8 * base_filters
     branches = [_conv(deep, width, 1, 1, norm, "aspp_1x1")]

@@ -22,7 +22,8 @@ from collections.abc import Callable
 import keras
 from keras import layers
 
-from segkit.models.blocks import conv_block, segmentation_head, up_block
+from segkit.models.blocks import BlockConv, conv_block, segmentation_head, up_block
+from segkit.models.spec import Convs, Levels
 
 
 def level_filters(base_filters: int, level: int, max_filters: int | None) -> int:
@@ -41,38 +42,33 @@ def level_dilation(dilation: int, level: int) -> int:
     return max(dilation - level, 1)
 
 
-def encoder(
-    inputs: keras.KerasTensor,
-    base_filters: int,
-    base_kernels: int,
-    num_layers: int,
-    dropout_rate: float,
-    dilation: int,
-    max_filters: int | None,
-    norm: str,
-) -> tuple[keras.KerasTensor, list[keras.KerasTensor]]:
-    """The FlexUNet contracting path, shared by ``flexunet`` and ``attention_unet``.
+def level_conv(convs: Convs, level: int) -> BlockConv:
+    """The convolutions of ``level``'s block: ``level_kernel``, ``level_dilation``, dropout ``rate *
+    level``."""
+    return BlockConv(level_kernel(convs.base_kernels, level), level_dilation(convs.dilation, level),
+                     convs.dropout_rate * level)
 
-    Level i: two convs with ``level_filters``/``level_kernel``/``level_dilation`` and dropout ``rate * i``, then a
+
+def encoder(
+    inputs: keras.KerasTensor, levels: Levels, convs: Convs
+) -> tuple[keras.KerasTensor, list[keras.KerasTensor]]:
+    """The FlexUNet contracting path, shared by ``flexunet`` and the models built on its encoder.
+
+    Level i: two convs with ``level_filters``/``level_kernel``/``level_dilation`` and dropout ``rate * i``,
+        then a
     2x2 max-pool (except at the deepest level).
 
     Returns:
-        The deepest feature map and the per-level outputs (skips[i] at level i, the last one being the bottom).
+        The deepest feature map and the per-level outputs (skips[i] at level i, the last one being the
+        bottom).
     """
     x = inputs
     skips = []
-    for i in range(num_layers):
-        x = conv_block(
-            x,
-            level_filters(base_filters, i, max_filters),
-            level_kernel(base_kernels, i),
-            level_dilation(dilation, i),
-            dropout_rate * i,
-            norm,
-            name=f"enc{i}",
-        )
+    for i in range(levels.num_layers):
+        filters = level_filters(levels.base_filters, i, levels.max_filters)
+        x = conv_block(x, filters, level_conv(convs, i), levels.norm, name=f"enc{i}")
         skips.append(x)
-        if i < num_layers - 1:
+        if i < levels.num_layers - 1:
             x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
     return x, skips
 
@@ -83,13 +79,8 @@ SkipFn = Callable[[int, keras.KerasTensor, keras.KerasTensor], keras.KerasTensor
 def decoder(
     x: keras.KerasTensor,
     skips: list[keras.KerasTensor],
-    base_filters: int,
-    base_kernels: int,
-    num_layers: int,
-    dropout_rate: float,
-    dilation: int,
-    max_filters: int | None,
-    norm: str,
+    levels: Levels,
+    convs: Convs,
     skip: SkipFn | None = None,
 ) -> keras.KerasTensor:
     """The FlexUNet expanding path, shared by the U-Nets that differ only on their skips.
@@ -98,34 +89,27 @@ def decoder(
     attention gate, a sharpening filter) is concatenated after it (``cat{f}``), and ``dec{f}`` applies two
     convolutions with the level's filters, kernel, dilation and dropout ``rate * f``.
     """
-    for f in range(num_layers - 2, -1, -1):
-        filters = level_filters(base_filters, f, max_filters)
+    for f in range(levels.num_layers - 2, -1, -1):
+        filters = level_filters(levels.base_filters, f, levels.max_filters)
         u = up_block(x, filters, name=f"up{f}")
         s = skips[f] if skip is None else skip(f, skips[f], u)
         u = layers.Concatenate(name=f"cat{f}")([u, s])
-        x = conv_block(
-            u,
-            filters,
-            level_kernel(base_kernels, f),
-            level_dilation(dilation, f),
-            dropout_rate * f,
-            norm,
-            name=f"dec{f}",
-        )
+        x = conv_block(u, filters, level_conv(convs, f), levels.norm, name=f"dec{f}")
     return x
+
+
+SEED_LEVELS = Levels(num_layers=6)
+"""FlexUNet's default levels (``segkit.config.ModelConfig``'s defaults)."""
+SEED_CONVS = Convs(base_kernels=7, dropout_rate=0.05)
+"""FlexUNet's default convolution rules (the seed's kernel 7)."""
 
 
 def build_flexunet(
     input_shape: tuple[int, int, int],
     num_classes: int,
+    levels: Levels = SEED_LEVELS,
+    convs: Convs = SEED_CONVS,
     *,
-    base_filters: int = 16,
-    base_kernels: int = 7,
-    num_layers: int = 6,
-    dropout_rate: float = 0.05,
-    dilation: int = 1,
-    max_filters: int | None = None,
-    norm: str = "none",
     name: str = "flexunet",
 ) -> keras.Model:
     """Build the FlexUNet functional model.
@@ -134,13 +118,8 @@ def build_flexunet(
         input_shape: ``(H, W, C)``; H and W must be divisible by ``2**(num_layers-1)`` (checked by
             ``segkit.models.check_input_shape`` in ``build_model``).
         num_classes: output channels, background included.
-        base_filters: channels at level 0.
-        base_kernels: kernel size at level 0.
-        num_layers: resolution levels.
-        dropout_rate: dropout per level step (level i uses ``dropout_rate * i``).
-        dilation: dilation at level 0.
-        max_filters: optional cap on the channels of any level.
-        norm: "none" (the seed) | "batch" | "group", after each convolution's ReLU.
+        levels: filters at level 0, resolution levels, channel cap, normalisation ("none" is the seed's).
+        convs: kernel size and dilation at level 0, dropout per level step.
         name: model name.
 
     Returns:
@@ -148,13 +127,13 @@ def build_flexunet(
         probabilities.
 
     Example:
-        >>> m = build_flexunet((64, 64, 1), 4, base_filters=4, base_kernels=3, num_layers=3)
+        >>> m = build_flexunet((64, 64, 1), 4, Levels(base_filters=4, num_layers=3), Convs(base_kernels=3))
         >>> m.output_shape
         (None, 64, 64, 4)
     """
     # === Layers / functional model ===
     inputs = keras.Input(input_shape, name="image")
-    x, skips = encoder(inputs, base_filters, base_kernels, num_layers, dropout_rate, dilation, max_filters, norm)
-    x = decoder(x, skips, base_filters, base_kernels, num_layers, dropout_rate, dilation, max_filters, norm)
+    x, skips = encoder(inputs, levels, convs)
+    x = decoder(x, skips, levels, convs)
     outputs = segmentation_head(x, num_classes)
     return keras.Model(inputs, outputs, name=name)

@@ -14,17 +14,22 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from segkit.models.blocks import conv_norm, segmentation_head, up_block
+from segkit.config import MultiResUNetOptions
+from segkit.models.blocks import conv_norm, segmentation_head, shortcut_norm, up_block
 from segkit.models.flexunet import level_filters
+from segkit.models.spec import Levels
 
 ALPHA = 1.67  # default of model.multiresunet.alpha
 
 
-def multires_block(x: keras.KerasTensor, filters: int, norm: str, name: str, alpha: float = ALPHA) -> keras.KerasTensor:
-    """The MultiRes block: three chained 3x3 convolutions concatenated, plus a 1x1 shortcut (width alpha x filters)."""
+def multires_block(
+    x: keras.KerasTensor, filters: int, norm: str, name: str, alpha: float = ALPHA
+) -> keras.KerasTensor:
+    """The MultiRes block: three chained 3x3 convolutions concatenated, plus a 1x1 shortcut (width alpha x
+    filters)."""
     w = alpha * filters
     f1, f2, f3 = max(int(w / 6), 1), max(int(w / 3), 1), max(int(w / 2), 1)
-    shortcut = conv_norm(x, f1 + f2 + f3, 1, norm, f"{name}_short", activation=None)
+    shortcut = shortcut_norm(x, f1 + f2 + f3, norm, f"{name}_short")
     a = conv_norm(x, f1, 3, norm, f"{name}_conv1")
     b = conv_norm(a, f2, 3, norm, f"{name}_conv2")
     c = conv_norm(b, f3, 3, norm, f"{name}_conv3")
@@ -36,44 +41,44 @@ def multires_block(x: keras.KerasTensor, filters: int, norm: str, name: str, alp
 def res_path(x: keras.KerasTensor, filters: int, length: int, norm: str, name: str) -> keras.KerasTensor:
     """A chain of ``length`` 3x3 convolutions, each with a 1x1 residual shortcut."""
     for k in range(length):
-        shortcut = conv_norm(x, filters, 1, norm, f"{name}_{k}_short", activation=None)
+        shortcut = shortcut_norm(x, filters, norm, f"{name}_{k}_short")
         y = conv_norm(x, filters, 3, norm, f"{name}_{k}_conv")
-        x = layers.Activation("relu", name=f"{name}_{k}_relu")(layers.Add(name=f"{name}_{k}_add")([y, shortcut]))
+        x = layers.Activation("relu", name=f"{name}_{k}_relu")(
+            layers.Add(name=f"{name}_{k}_add")([y, shortcut])
+        )
     return x
 
 
 def build_multiresunet(
     input_shape: tuple[int, int, int],
     num_classes: int,
+    levels: Levels = Levels(norm="batch"),
+    options: MultiResUNetOptions = MultiResUNetOptions(),
     *,
-    base_filters: int = 16,
-    base_kernels: int = 3,
-    num_layers: int = 5,
-    dropout_rate: float = 0.0,
-    dilation: int = 1,
-    max_filters: int | None = None,
-    norm: str = "batch",
-    alpha: float = ALPHA,
     name: str = "multiresunet",
 ) -> keras.Model:
-    """Build MultiResUNet (``base_kernels``, ``dropout_rate`` and ``dilation`` are not used by this design;
-    ``alpha``: ``model.multiresunet.alpha``).
+    """Build MultiResUNet (the design fixes its kernels and has no dropout or dilation, so it takes no
+    ``Convs``; ``options``: ``model.multiresunet``, the block width factor ``alpha``).
 
     Returns:
         ``keras.Model``: ``(B, H, W, C)`` in 0..1 -> ``(B, H, W, num_classes)`` float32 probabilities.
 
     Example:
-        >>> build_multiresunet((64, 64, 1), 4, base_filters=4, num_layers=3).output_shape
+        >>> build_multiresunet((64, 64, 1), 4, Levels(base_filters=4, num_layers=3)).output_shape
         (None, 64, 64, 4)
     """
-    del base_kernels, dropout_rate, dilation  # the architecture fixes its kernels; kept for the common signature
+    base_filters, num_layers = levels.base_filters, levels.num_layers
+    max_filters, norm = levels.max_filters, levels.norm
+    alpha = options.alpha
     inputs = keras.Input(input_shape, name="image")
     x = inputs
     skips = []
     for i in range(num_layers):
         x = multires_block(x, level_filters(base_filters, i, max_filters), norm, f"enc{i}", alpha)
         if i < num_layers - 1:
-            skips.append(res_path(x, level_filters(base_filters, i, max_filters), num_layers - 1 - i, norm, f"res{i}"))
+            skips.append(
+                res_path(x, level_filters(base_filters, i, max_filters), num_layers - 1 - i, norm, f"res{i}")
+            )
             x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
     for f in range(num_layers - 2, -1, -1):
         filters = level_filters(base_filters, f, max_filters)

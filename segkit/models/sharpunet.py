@@ -11,19 +11,15 @@ import keras
 
 from segkit.models.blocks import Sharpen, segmentation_head
 from segkit.models.flexunet import decoder, encoder
+from segkit.models.spec import Convs, Levels
 
 
 def build_sharpunet(
     input_shape: tuple[int, int, int],
     num_classes: int,
+    levels: Levels = Levels(),
+    convs: Convs = Convs(),
     *,
-    base_filters: int = 16,
-    base_kernels: int = 3,
-    num_layers: int = 5,
-    dropout_rate: float = 0.0,
-    dilation: int = 1,
-    max_filters: int | None = None,
-    norm: str = "none",
     name: str = "sharpunet",
 ) -> keras.Model:
     """Build Sharp U-Net (arguments as ``segkit.models.flexunet.build_flexunet``).
@@ -32,12 +28,11 @@ def build_sharpunet(
         ``keras.Model``: ``(B, H, W, C)`` in 0..1 -> ``(B, H, W, num_classes)`` float32 probabilities.
 
     Example:
-        >>> build_sharpunet((64, 64, 1), 4, base_filters=4, num_layers=3).output_shape
+        >>> build_sharpunet((64, 64, 1), 4, Levels(base_filters=4, num_layers=3)).output_shape
         (None, 64, 64, 4)
     """
     inputs = keras.Input(input_shape, name="image")
-    x, skips = encoder(inputs, base_filters, base_kernels, num_layers, dropout_rate, dilation, max_filters, norm)
-    x = decoder(x, skips, base_filters, base_kernels, num_layers, dropout_rate, dilation, max_filters, norm,
-                lambda f, s, _: Sharpen(name=f"sharpen{f}")(s))
+    x, skips = encoder(inputs, levels, convs)
+    x = decoder(x, skips, levels, convs, lambda f, s, _: Sharpen(name=f"sharpen{f}")(s))
     outputs = segmentation_head(x, num_classes)
     return keras.Model(inputs, outputs, name=name)

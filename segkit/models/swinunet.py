@@ -3,13 +3,13 @@
 Stem: a 2x2 stride-2 patch embedding (``base_filters * 2`` channels). Encoder stage i (stride ``2**i``,
 i = 1 .. num_layers-1) is two Swin blocks — window multi-head self-attention, then the same with the windows
 shifted by half a window (``SwinBlock``, with the attention mask that keeps shifted windows from mixing
-regions that are not neighbours) — each followed by an MLP, pre-norm and residual; patch merging between stages
-is a 2x2 stride-2 convolution (equivalent to the paper's concatenate-and-project) doubling the channels (capped by
-``max_filters``). The decoder mirrors it: patch expanding by a 2x2 transposed convolution, the skip of the same
-stage concatenated and projected (the paper's skip connection), two Swin blocks; a last expansion returns to full
-resolution, joined with a 3x3 convolution of the input, before the head. Windows are 4x4 tokens (the paper's 7
-does not divide the small maps of 128-pixel inputs; ``model.swinunet.window``), on each map the largest side up to it that divides the map;
-``model.swinunet.heads`` (4) heads per block. Unlike
+regions that are not neighbours) — each followed by an MLP, pre-norm and residual; patch merging between
+stages is a 2x2 stride-2 convolution (equivalent to the paper's concatenate-and-project) doubling the channels
+(capped by ``max_filters``). The decoder mirrors it: patch expanding by a 2x2 transposed convolution, the skip
+of the same stage concatenated and projected (the paper's skip connection), two Swin blocks; a last expansion
+returns to full resolution, joined with a 3x3 convolution of the input, before the head. Windows are 4x4
+tokens (the paper's 7 does not divide the small maps of 128-pixel inputs; ``model.swinunet.window``), on each
+map the largest side up to it that divides the map; ``model.swinunet.heads`` (4) heads per block. Unlike
 the paper, the attention has no relative position bias (Keras' ``MultiHeadAttention`` takes no additive bias).
 """
 
@@ -22,16 +22,18 @@ import keras
 import numpy as np
 from keras import layers
 
-from segkit.models.blocks import conv_block, segmentation_head
+from segkit.config import SwinUNetOptions
+from segkit.models.blocks import BlockConv, conv_block, segmentation_head
 from segkit.models.flexunet import level_filters
+from segkit.models.spec import Convs, Levels
 
 WINDOW = 4  # defaults of model.swinunet (segkit.config.SwinUNetOptions)
 HEADS = 4
 
 
 def shifted_window_mask(h: int, w: int, window: int, shift: int) -> np.ndarray:
-    """(nW, T, T) boolean mask: True where two tokens of a shifted window may attend to each other (same region
-    before the cyclic shift), as in the Swin Transformer; all True without a shift."""
+    """(nW, T, T) boolean mask: True where two tokens of a shifted window may attend to each other (same
+    region before the cyclic shift), as in the Swin Transformer; all True without a shift."""
     t = window * window
     n = (h // window) * (w // window)
     if shift == 0:
@@ -90,7 +92,9 @@ class SwinBlock(layers.Layer):
         y = ops.reshape(ops.transpose(y, (0, 1, 3, 2, 4, 5)), (-1, ws * ws, c))  # (B * nW, T, C)
         y = self.ln1(y)
         batch = ops.shape(x)[0]
-        mask = ops.reshape(ops.tile(ops.convert_to_tensor(self.mask)[None], (batch, 1, 1, 1)), (-1, ws * ws, ws * ws))
+        mask = ops.reshape(
+            ops.tile(ops.convert_to_tensor(self.mask)[None], (batch, 1, 1, 1)), (-1, ws * ws, ws * ws)
+        )
         y = self.attn(y, y, attention_mask=mask)
         y = ops.reshape(y, (-1, nh, nw, ws, ws, c))
         y = ops.reshape(ops.transpose(y, (0, 1, 3, 2, 4, 5)), (-1, h, w, c))
@@ -118,8 +122,11 @@ def _window_for(h: int, w: int, window: int = WINDOW) -> int:
     return max(d for d in range(1, min(window, g) + 1) if g % d == 0)
 
 
-def swin_stage(x: keras.KerasTensor, name: str, window: int = WINDOW, heads: int = HEADS) -> keras.KerasTensor:
-    """Two Swin blocks: plain windows, then windows shifted by half a window (when the map holds more than one)."""
+def swin_stage(
+    x: keras.KerasTensor, name: str, window: int = WINDOW, heads: int = HEADS
+) -> keras.KerasTensor:
+    """Two Swin blocks: plain windows, then windows shifted by half a window (when the map holds more than
+    one)."""
     h, w = int(x.shape[1]), int(x.shape[2])
     ws = _window_for(h, w, window)
     x = SwinBlock(heads, ws, 0, name=f"{name}_w")(x)
@@ -130,29 +137,26 @@ def swin_stage(x: keras.KerasTensor, name: str, window: int = WINDOW, heads: int
 def build_swinunet(
     input_shape: tuple[int, int, int],
     num_classes: int,
+    levels: Levels = Levels(),
+    convs: Convs = Convs(),
+    options: SwinUNetOptions = SwinUNetOptions(),
     *,
-    base_filters: int = 16,
-    base_kernels: int = 3,
-    num_layers: int = 5,
-    dropout_rate: float = 0.0,
-    dilation: int = 1,
-    max_filters: int | None = None,
-    norm: str = "none",
-    window: int = WINDOW,
-    heads: int = HEADS,
     name: str = "swinunet",
 ) -> keras.Model:
-    """Build Swin-UNet (``base_kernels``, ``dropout_rate``, ``dilation`` only shape the full-resolution conv;
-    ``window`` and ``heads``: ``model.swinunet``).
+    """Build Swin-UNet (``convs`` shape only the full-resolution convolution block; ``options``:
+    ``model.swinunet``, the window side and heads).
 
     Returns:
         ``keras.Model``: ``(B, H, W, C)`` in 0..1 -> ``(B, H, W, num_classes)`` float32 probabilities.
 
     Example:
-        >>> build_swinunet((64, 64, 1), 4, base_filters=4, num_layers=3).output_shape
+        >>> build_swinunet((64, 64, 1), 4, Levels(base_filters=4, num_layers=3)).output_shape
         (None, 64, 64, 4)
     """
     inputs = keras.Input(input_shape, name="image")
+    base_filters, num_layers = levels.base_filters, levels.num_layers
+    max_filters, norm = levels.max_filters, levels.norm
+    window, heads = options.window, options.heads
 
     def dim(level: int) -> int:  # channels at stride 2**level
         d = 2 * base_filters * 2 ** (level - 1)
@@ -172,9 +176,11 @@ def build_swinunet(
         x = layers.Dense(dim(level), name=f"skip_proj{level}")(x)
         x = swin_stage(x, f"dec{level}", window, heads)
     x = layers.Conv2DTranspose(level_filters(base_filters, 0, max_filters), 2, strides=2, name="expand0")(x)
-    full = conv_block(inputs, level_filters(base_filters, 0, max_filters), base_kernels, dilation, dropout_rate, norm,
-                      name="full")
+    full_conv = BlockConv(convs.base_kernels, convs.dilation, convs.dropout_rate)
+    full = conv_block(inputs, level_filters(base_filters, 0, max_filters), full_conv, norm, name="full")
     x = layers.Concatenate(name="cat0")([x, full])
-    x = conv_block(x, level_filters(base_filters, 0, max_filters), base_kernels, 1, 0.0, norm, name="dec0")
+    x = conv_block(
+        x, level_filters(base_filters, 0, max_filters), BlockConv(convs.base_kernels), norm, name="dec0"
+    )
     outputs = segmentation_head(x, num_classes)
     return keras.Model(inputs, outputs, name=name)

@@ -1,12 +1,13 @@
 """TransUNet (Chen et al. 2021, arXiv:2102.04306): a Transformer over the deepest CNN features, then a U-Net
 decoder with the CNN skips.
 
-The CNN encoder is FlexUNet's contracting path; its deepest map (stride ``2**(num_layers-1)``) becomes one token
-per pixel, projected to ``D = 8 * base_filters`` (capped by ``max_filters``), plus a learned position embedding
-(``PositionEmbedding``), then ``depth`` pre-norm Transformer layers (multi-head self-attention with ``heads``
-heads and a ``mlp_ratio`` x MLP; ``model.transunet``, default 2, 4, 2), and back to a map. The decoder is FlexUNet's (transposed-conv up-sampling, skips, two
-convolutions per level). The paper's ImageNet R50-ViT-B/16 hybrid (12 layers, D = 768) is out of reach of a CPU
-budget and would need downloaded weights; this is its structure at the scale of the other segkit models.
+The CNN encoder is FlexUNet's contracting path; its deepest map (stride ``2**(num_layers-1)``) becomes one
+token per pixel, projected to ``D = 8 * base_filters`` (capped by ``max_filters``), plus a learned position
+embedding (``PositionEmbedding``), then ``depth`` pre-norm Transformer layers (multi-head self-attention with
+``heads`` heads and a ``mlp_ratio`` x MLP; ``model.transunet``, default 2, 4, 2), and back to a map. The
+decoder is FlexUNet's (transposed-conv up-sampling, skips, two convolutions per level). The paper's ImageNet
+R50-ViT-B/16 hybrid (12 layers, D = 768) is out of reach of a CPU budget and would need downloaded weights;
+this is its structure at the scale of the other segkit models.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from typing import Any
 import keras
 from keras import layers
 
+from segkit.config import TransUNetOptions
 from segkit.models.blocks import segmentation_head
 from segkit.models.flexunet import decoder, encoder
+from segkit.models.spec import Convs, Levels
 
 DEPTH = 2  # defaults of model.transunet (segkit.config.TransUNetOptions)
 HEADS = 4
@@ -47,7 +50,8 @@ class PositionEmbedding(layers.Layer):
 
 def transformer_layer(x: keras.KerasTensor, dim: int, name: str, heads: int = HEADS,
                       mlp_ratio: float = MLP_RATIO) -> keras.KerasTensor:
-    """Pre-norm Transformer encoder layer: ``x + MSA(LN(x))``, then ``x + MLP(LN(x))`` (GELU, ``mlp_ratio`` x width)."""
+    """Pre-norm Transformer encoder layer: ``x + MSA(LN(x))``, then ``x + MLP(LN(x))`` (GELU, ``mlp_ratio`` x
+    width)."""
     h = layers.LayerNormalization(epsilon=1e-6, name=f"{name}_ln1")(x)
     h = layers.MultiHeadAttention(heads, max(dim // heads, 1), name=f"{name}_msa")(h, h)
     x = layers.Add(name=f"{name}_add1")([x, h])
@@ -60,40 +64,35 @@ def transformer_layer(x: keras.KerasTensor, dim: int, name: str, heads: int = HE
 def build_transunet(
     input_shape: tuple[int, int, int],
     num_classes: int,
+    levels: Levels = Levels(),
+    convs: Convs = Convs(),
+    options: TransUNetOptions = TransUNetOptions(),
     *,
-    base_filters: int = 16,
-    base_kernels: int = 3,
-    num_layers: int = 5,
-    dropout_rate: float = 0.0,
-    dilation: int = 1,
-    max_filters: int | None = None,
-    norm: str = "none",
-    depth: int = DEPTH,
-    heads: int = HEADS,
-    mlp_ratio: float = MLP_RATIO,
     name: str = "transunet",
 ) -> keras.Model:
-    """Build TransUNet (CNN arguments as ``segkit.models.flexunet.build_flexunet``; ``depth`` Transformer layers
-    of ``heads`` heads and an MLP ``mlp_ratio`` times the token width: ``model.transunet``).
+    """Build TransUNet (CNN arguments as ``segkit.models.flexunet.build_flexunet``; ``options``:
+    ``model.transunet``, ``depth`` Transformer layers of ``heads`` heads and an MLP ``mlp_ratio`` times the
+    token width).
 
     Returns:
         ``keras.Model``: ``(B, H, W, C)`` in 0..1 -> ``(B, H, W, num_classes)`` float32 probabilities.
 
     Example:
-        >>> build_transunet((64, 64, 1), 4, base_filters=4, num_layers=3).output_shape
+        >>> build_transunet((64, 64, 1), 4, Levels(base_filters=4, num_layers=3)).output_shape
         (None, 64, 64, 4)
     """
     inputs = keras.Input(input_shape, name="image")
-    x, skips = encoder(inputs, base_filters, base_kernels, num_layers, dropout_rate, dilation, max_filters, norm)
+    x, skips = encoder(inputs, levels, convs)
+    base_filters, max_filters = levels.base_filters, levels.max_filters
     h, w, c = (int(s) for s in x.shape[1:])
     dim = min(8 * base_filters, max_filters) if max_filters else 8 * base_filters
     t = layers.Reshape((h * w, c), name="tokens")(x)
     t = layers.Dense(dim, name="token_proj")(t)
     t = PositionEmbedding(name="position")(t)
-    for k in range(depth):
-        t = transformer_layer(t, dim, f"vit{k}", heads, mlp_ratio)
+    for k in range(options.depth):
+        t = transformer_layer(t, dim, f"vit{k}", options.heads, options.mlp_ratio)
     t = layers.LayerNormalization(epsilon=1e-6, name="vit_ln")(t)
     x = layers.Reshape((h, w, dim), name="untokens")(t)
-    x = decoder(x, skips, base_filters, base_kernels, num_layers, dropout_rate, dilation, max_filters, norm)
+    x = decoder(x, skips, levels, convs)
     outputs = segmentation_head(x, num_classes)
     return keras.Model(inputs, outputs, name=name)

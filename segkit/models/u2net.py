@@ -1,12 +1,13 @@
 """U²-Net (Qin et al. 2020, arXiv:2005.09007): a U-Net of residual U-blocks (RSU), with fused side outputs.
 
 Every stage is an RSU-L block: an input convolution, a small U-Net of height L inside (max-pooling encoder,
-dilated bottom, up-sampling decoder with concatenations), and a residual sum with the input convolution. Stage i
-of ``num_layers`` has height ``num_layers + 1 - i``; heights below 4 become RSU-4F (dilations 1-2-4-8 instead
-of pooling), so ``num_layers: 6`` is the paper's RSU-7, 6, 5, 4, 4F, 4F encoder. The decoder mirrors the encoder;
-each decoder stage and the bottom give a side output (3x3 conv to the classes, bilinearly up-sampled), and a 1x1
-convolution fuses them into the prediction. Channels: ``out = base_filters * 2**i`` (capped by ``max_filters``)
-and ``mid = out * model.u2net.mid_ratio`` (0.5) per stage. The paper's deep supervision of the side outputs is left out (one fused output).
+dilated bottom, up-sampling decoder with concatenations), and a residual sum with the input convolution. Stage
+i of ``num_layers`` has height ``num_layers + 1 - i``; heights below 4 become RSU-4F (dilations 1-2-4-8
+instead of pooling), so ``num_layers: 6`` is the paper's RSU-7, 6, 5, 4, 4F, 4F encoder. The decoder mirrors
+the encoder; each decoder stage and the bottom give a side output (3x3 conv to the classes, bilinearly
+up-sampled), and a 1x1 convolution fuses them into the prediction. Channels: ``out = base_filters * 2**i``
+(capped by ``max_filters``) and ``mid = out * model.u2net.mid_ratio`` (0.5) per stage. The paper's deep
+supervision of the side outputs is left out (one fused output).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from segkit.config import U2NetOptions
 from segkit.models.blocks import conv_norm, segmentation_head
 from segkit.models.flexunet import level_filters
+from segkit.models.spec import Levels
 
 
 def _cbr(x: keras.KerasTensor, filters: int, dilation: int, norm: str, name: str) -> keras.KerasTensor:
@@ -52,27 +55,24 @@ def rsu(x: keras.KerasTensor, height: int, mid: int, out: int, norm: str, name: 
 def build_u2net(
     input_shape: tuple[int, int, int],
     num_classes: int,
+    levels: Levels = Levels(),
+    options: U2NetOptions = U2NetOptions(),
     *,
-    base_filters: int = 16,
-    base_kernels: int = 3,
-    num_layers: int = 5,
-    dropout_rate: float = 0.0,
-    dilation: int = 1,
-    max_filters: int | None = None,
-    norm: str = "none",
-    mid_ratio: float = 0.5,
     name: str = "u2net",
 ) -> keras.Model:
-    """Build U²-Net (``base_kernels``, ``dropout_rate`` and ``dilation`` are fixed by the design and unused).
+    """Build U²-Net (the design fixes kernels and dilations and has no dropout, so it takes no ``Convs``;
+    ``options``: ``model.u2net``, the RSU inner width ``mid_ratio``).
 
     Returns:
         ``keras.Model``: ``(B, H, W, C)`` in 0..1 -> ``(B, H, W, num_classes)`` float32 probabilities.
 
     Example:
-        >>> build_u2net((64, 64, 1), 4, base_filters=4, num_layers=3).output_shape
+        >>> build_u2net((64, 64, 1), 4, Levels(base_filters=4, num_layers=3)).output_shape
         (None, 64, 64, 4)
     """
-    del base_kernels, dropout_rate, dilation
+    base_filters, num_layers = levels.base_filters, levels.num_layers
+    max_filters, norm = levels.max_filters, levels.norm
+    mid_ratio = options.mid_ratio
     inputs = keras.Input(input_shape, name="image")
     heights = [num_layers + 1 - i for i in range(num_layers)]
     outs = [level_filters(base_filters, i, max_filters) for i in range(num_layers)]
@@ -87,8 +87,14 @@ def build_u2net(
     d = enc[-1]
     for i in range(num_layers - 2, -1, -1):
         d = layers.UpSampling2D(2, interpolation="bilinear", name=f"up{i}")(d)
-        d = rsu(layers.Concatenate(name=f"cat{i}")([d, enc[i]]), heights[i], max(int(outs[i] * mid_ratio), 1), outs[i], norm,
-                f"dec{i}")
+        d = rsu(
+            layers.Concatenate(name=f"cat{i}")([d, enc[i]]),
+            heights[i],
+            max(int(outs[i] * mid_ratio), 1),
+            outs[i],
+            norm,
+            f"dec{i}",
+        )
         sides.append(d)
     side_logits = []
     for j, s in enumerate(sides):  # s sits at level num_layers - 1 - j

@@ -1,10 +1,10 @@
 """UNet 3+ (Huang et al. 2020, arXiv:2004.08790): full-scale skip connections, on FlexUNet's encoder.
 
-Every decoder level d concatenates ``num_layers`` feature maps of ``model.unet3plus.cat_filters`` channels each
-(default ``base_filters``; the paper: 64), one from every
-scale: encoder levels shallower than d (max-pooled down by ``2**(d-i)``), encoder level d itself, and the decoder
-levels (and the bottleneck) deeper than d (bilinearly up-sampled by ``2**(j-d)``), each through a 3x3 conv; the
-concatenation is fused by one more 3x3 conv to ``cat_filters * num_layers`` channels. The encoder is
+Every decoder level d concatenates ``num_layers`` feature maps of ``model.unet3plus.cat_filters`` channels
+each (default ``base_filters``; the paper: 64), one from every
+scale: encoder levels shallower than d (max-pooled down by ``2**(d-i)``), encoder level d itself, and the
+decoder levels (and the bottleneck) deeper than d (bilinearly up-sampled by ``2**(j-d)``), each through a 3x3
+conv; the concatenation is fused by one more 3x3 conv to ``cat_filters * num_layers`` channels. The encoder is
 FlexUNet's (filters, kernels, dilations, dropout and normalisation per level; ``max_filters`` caps it). Deep
 supervision and the classification-guided module of the paper are left out.
 """
@@ -14,37 +14,37 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from segkit.config import UNet3PlusOptions
 from segkit.models.blocks import conv_norm, segmentation_head
 from segkit.models.flexunet import encoder
+from segkit.models.spec import Convs, Levels
 
 
 def build_unet3plus(
     input_shape: tuple[int, int, int],
     num_classes: int,
+    levels: Levels = Levels(),
+    convs: Convs = Convs(),
+    options: UNet3PlusOptions = UNet3PlusOptions(),
     *,
-    base_filters: int = 16,
-    base_kernels: int = 3,
-    num_layers: int = 5,
-    dropout_rate: float = 0.0,
-    dilation: int = 1,
-    max_filters: int | None = None,
-    norm: str = "none",
-    cat_filters: int | None = None,
     name: str = "unet3plus",
 ) -> keras.Model:
-    """Build the UNet 3+ functional model (arguments as ``segkit.models.flexunet.build_flexunet``).
+    """Build the UNet 3+ functional model (``levels``, ``convs`` as ``segkit.models.flexunet.build_flexunet``;
+    ``options``: ``model.unet3plus``, the branch channels).
 
     Returns:
         ``keras.Model``: ``(B, H, W, C)`` in 0..1 -> ``(B, H, W, num_classes)`` float32 probabilities.
 
     Example:
-        >>> build_unet3plus((64, 64, 1), 4, base_filters=4, num_layers=3).output_shape
+        >>> build_unet3plus((64, 64, 1), 4, Levels(base_filters=4, num_layers=3)).output_shape
         (None, 64, 64, 4)
     """
     inputs = keras.Input(input_shape, name="image")
-    _, enc = encoder(inputs, base_filters, base_kernels, num_layers, dropout_rate, dilation, max_filters, norm)
-    cat = cat_filters or base_filters
-    dec: dict[int, keras.KerasTensor] = {num_layers - 1: enc[-1]}  # the bottleneck is the deepest "decoder" map
+    _, enc = encoder(inputs, levels, convs)
+    num_layers, norm = levels.num_layers, levels.norm
+    cat = options.cat_filters or levels.base_filters
+    # the bottleneck is the deepest "decoder" map
+    dec: dict[int, keras.KerasTensor] = {num_layers - 1: enc[-1]}
     for d in range(num_layers - 2, -1, -1):
         parts = []
         for i in range(d):  # shallower encoder levels, pooled down

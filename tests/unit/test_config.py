@@ -37,8 +37,14 @@ def test_both_preset_tiers_exist_and_validate() -> None:
 def test_preset_class_tables_match_the_published_datasets() -> None:
     wh = load_config(CONFIGS / "whole-heart.yaml")
     assert [(c.id, c.name, tuple(c.color)) for c in wh.classes] == [
-        (1, "LV", (255, 0, 0)), (2, "RV", (0, 0, 255)), (3, "LA", (255, 255, 0)), (4, "RA", (0, 255, 255)),
-        (5, "AO", (0, 255, 0)), (6, "PA", (255, 255, 255)), (7, "SVC", (255, 0, 255)), (8, "IVC", (128, 128, 128)),
+        (1, "LV", (255, 0, 0)),
+        (2, "RV", (0, 0, 255)),
+        (3, "LA", (255, 255, 0)),
+        (4, "RA", (0, 255, 255)),
+        (5, "AO", (0, 255, 0)),
+        (6, "PA", (255, 255, 255)),
+        (7, "SVC", (255, 0, 255)),
+        (8, "IVC", (128, 128, 128)),
     ]
     hocm = load_config(CONFIGS / "hocm.yaml")
     assert [tuple(c.color) for c in hocm.classes][-1] == (110, 110, 110)
@@ -80,7 +86,10 @@ def test_wrong_type_names_key_and_expected_type(tmp_path: Path) -> None:
         ([], "at least one foreground class"),
         ([{"id": 2, "name": "a", "color": [1, 2, 3]}], "ids must be 1..1"),
         ([{"id": 1, "name": "a", "color": [0, 0, 0]}], "background colour"),
-        ([{"id": 1, "name": "a", "color": [9, 9, 9]}, {"id": 2, "name": "b", "color": [9, 9, 9]}], "share the colour"),
+        (
+            [{"id": 1, "name": "a", "color": [9, 9, 9]}, {"id": 2, "name": "b", "color": [9, 9, 9]}],
+            "share the colour",
+        ),
     ],
 )
 def test_bad_class_tables(classes: list, message: str) -> None:
@@ -138,7 +147,10 @@ def test_model_input_size_follows_prepare_size_unless_given() -> None:
 
     base = {"classes": [{"id": 1, "name": "a", "color": [255, 0, 0]}]}
     assert validate_config({**base, "prepare": {"size": [128, 96]}}).data.image_size == (128, 96)
-    assert validate_config({**base, "prepare": {"size": [128, 96]}, "data": {"channels": 1}}).data.image_size == (128, 96)
-    assert validate_config({**base, "prepare": {"size": [128, 96]},
-                            "data": {"image_size": [64, 64]}}).data.image_size == (64, 64)
+    assert validate_config(
+        {**base, "prepare": {"size": [128, 96]}, "data": {"channels": 1}}
+    ).data.image_size == (128, 96)
+    assert validate_config(
+        {**base, "prepare": {"size": [128, 96]}, "data": {"image_size": [64, 64]}}
+    ).data.image_size == (64, 64)
     assert validate_config(base).data.image_size == (512, 512)

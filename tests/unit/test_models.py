@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import inspect
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +15,9 @@ import numpy as np
 import pytest
 import yaml
 
-from segkit.config import validate_config
+from segkit.config import CONV_KEYS, LEVEL_KEYS, MODEL_CATALOG, ModelConfig, validate_config
 from segkit.errors import ConfigError
-from segkit.models import MODELS, build_model, check_input_shape, model_summary
+from segkit.models import MODELS, Convs, Levels, build_model, check_input_shape, model_summary
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -93,7 +95,7 @@ def test_gflops_and_params_of_a_tiny_flexunet_match_a_hand_count() -> None:
 def test_one_class_head_is_sigmoid_and_several_classes_softmax() -> None:
     from segkit.models.flexunet import build_flexunet
 
-    one = build_flexunet((16, 16, 1), 1, base_filters=2, base_kernels=3, num_layers=2)
+    one = build_flexunet((16, 16, 1), 1, Levels(base_filters=2, num_layers=2), Convs(base_kernels=3))
     assert one.layers[-1].name == "head_sigmoid" and one.output_shape == (None, 16, 16, 1)
     assert build_model(tiny_cfg()).layers[-1].name == "head_softmax"
 
@@ -130,10 +132,22 @@ def test_bad_image_size_error_names_size_divisor_and_padded_size() -> None:
 
 
 def test_unknown_model_name_lists_valid_names() -> None:
-    with pytest.raises(ConfigError) as e:
-        build_model(tiny_cfg(name="flexunett"))
-    assert e.value.path == "model.name"
+    with pytest.raises(ConfigError) as e:  # with the rest of the config
+        tiny_cfg(name="flexunett")
+    assert e.value.message == "key 'model.name': unknown model 'flexunett'"
     assert "did you mean 'flexunet'" in e.value.hint and "attention-unet" in e.value.hint
+    cfg = tiny_cfg()
+    unchecked = cfg.model_copy(update={"model": cfg.model.model_copy(update={"name": "flexunett"})})
+    with pytest.raises(ConfigError) as e:  # and again at build time, in the same words
+        build_model(unchecked)
+    assert e.value.path == "model.name" and e.value.message == "unknown model 'flexunett'"
+    assert "did you mean 'flexunet'" in e.value.hint and "attention-unet" in e.value.hint
+
+
+def test_unet_is_an_alias_of_flexunet() -> None:
+    a, b = build_model(tiny_cfg(name="unet")), build_model(tiny_cfg(name="flexunet"))
+    assert a.name == "flexunet" and a.count_params() == b.count_params()
+    assert "unet" not in MODELS.names() and MODELS.aliases() == MODEL_CATALOG.aliases() == {"unet": "flexunet"}
 
 
 def test_attention_unet_gates_every_skip() -> None:
@@ -215,7 +229,69 @@ class TestModelContract:
         np.testing.assert_allclose(np.asarray(y).sum(-1), 1.0, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["attention_unet", "sharpunet", "transunet", "swinunet"])  # with custom layers
+# === Honest signatures: each model receives exactly the keys it declares ===
+
+CHANGED = {
+    "base_filters": 6,
+    "num_layers": 2,
+    "max_filters": 6,
+    "norm": "group",
+    "base_kernels": 3,
+    "dilation": 2,
+    "dropout_rate": 0.2,
+}
+
+
+def architecture(model: keras.Model) -> tuple[int, str]:
+    """Parameter count and every layer's config: equal for two builds of the same architecture."""
+    layers = [(ly.name, ly.get_config()) for ly in model.layers]
+    return model.count_params(), json.dumps(layers, sort_keys=True, default=str)
+
+
+def test_the_keras_registry_and_the_tensorflow_free_catalog_agree() -> None:
+    assert MODELS.names() == MODEL_CATALOG.names() and len(MODELS.names()) == 10
+    from dataclasses import fields
+
+    assert {f.name for f in fields(Levels)} == set(LEVEL_KEYS) and {f.name for f in fields(Convs)} == set(
+        CONV_KEYS
+    )
+    sections = {
+        f
+        for f, info in ModelConfig.model_fields.items()
+        if f not in ("name", "pretrained_weights") and f not in LEVEL_KEYS + CONV_KEYS
+    }
+    assert sections == {MODEL_CATALOG.get(n).section for n in MODEL_CATALOG.names()} - {None}
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_a_builder_accepts_only_the_records_of_the_keys_it_declares(name: str) -> None:
+    entry = MODELS.get(name)
+    assert entry.keys is MODEL_CATALOG.get(name)
+    honours = entry.keys.honours
+    assert set(LEVEL_KEYS) <= honours and honours in (set(LEVEL_KEYS), set(LEVEL_KEYS) | set(CONV_KEYS))
+    params = set(inspect.signature(entry.build).parameters) - {"input_shape", "num_classes", "name"}
+    expected = {"levels"} | ({"convs"} if set(CONV_KEYS) <= honours else set())
+    assert params == expected | ({"options"} if entry.keys.section else set())
+    if "convs" not in params:  # base_kernels, dilation, dropout_rate have nowhere to go
+        with pytest.raises(TypeError, match="convs"):
+            entry.build((32, 32, 1), 4, Levels(base_filters=4, num_layers=3), convs=Convs())
+    if entry.keys.section:  # the options record is its own config section's class
+        annotation = entry.build.__annotations__["options"]
+        assert annotation == ModelConfig.model_fields[entry.keys.section].annotation.__name__
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_every_declared_key_changes_the_model_and_no_other_key_does(name: str) -> None:
+    base = architecture(build_model(tiny_cfg(name=name)))
+    honours = MODEL_CATALOG.get(name).honours
+    for key, value in CHANGED.items():
+        changed = architecture(build_model(tiny_cfg(name=name, **{key: value})))
+        assert (changed != base) == (key in honours), (name, key)
+
+
+@pytest.mark.parametrize(
+    "name", ["attention_unet", "sharpunet", "transunet", "swinunet"]
+)  # with custom layers
 def test_a_fresh_process_loads_the_model_after_importing_segkit_models(tmp_path: Path, name: str) -> None:
     # infer loads models with only `import segkit.models`: that import must register AttentionGate, Sharpen,
     # PositionEmbedding and SwinBlock
@@ -241,11 +317,24 @@ def test_models_command_lists_every_model_with_params_and_gflops() -> None:
     for n in MODELS.names():
         line = next(ln for ln in res.stdout.splitlines() if f" {n} " in ln)
         cfg = tiny_cfg(name=n, base_filters=16, base_kernels=7, num_layers=3, dropout_rate=0.05)
-        s = model_summary(build_model(validate_config({**copy.deepcopy(TINY), "model": cfg.model.model_dump(),
-                                                       "data": {"image_size": [64, 64], "channels": 1}})))
+        s = model_summary(
+            build_model(
+                validate_config(
+                    {
+                        **copy.deepcopy(TINY),
+                        "model": cfg.model.model_dump(),
+                        "data": {"image_size": [64, 64], "channels": 1},
+                    }
+                )
+            )
+        )
         assert f"{s['params']:,}" in line and f"{s['gflops_per_image']:.2f}" in line, (n, line, s)
     one = runner.invoke(app, ["models", "unet3plus"], terminal_width=200)
-    assert one.exit_code == 0 and "full-scale skip connections" in one.stdout and "name: 'unet3plus'" in one.stdout
+    assert (
+        one.exit_code == 0
+        and "full-scale skip connections" in one.stdout
+        and "name: 'unet3plus'" in one.stdout
+    )
     bad = runner.invoke(app, ["models", "unet4plus"])
     assert bad.exit_code == 2 and "unknown model 'unet4plus'" in bad.stderr
 
@@ -258,7 +347,9 @@ def test_sharpen_applies_the_high_boost_kernel_to_every_channel() -> None:
     x[0, :, :, 1] = 3.0  # a constant in channel 1
     y = np.asarray(Sharpen()(x))
     np.testing.assert_allclose(y[0, 1:4, 1:4, 0], np.array(SHARPEN_KERNEL)[::-1, ::-1], atol=1e-6)
-    np.testing.assert_allclose(y[0, 1:4, 1:4, 1], 3.0, atol=1e-5)  # flat regions pass unchanged (sum of kernel = 1)
+    np.testing.assert_allclose(
+        y[0, 1:4, 1:4, 1], 3.0, atol=1e-5
+    )  # flat regions pass unchanged (sum of kernel = 1)
     assert not Sharpen().weights  # fixed: nothing to train
 
 
@@ -322,8 +413,9 @@ def test_dense_and_attention_are_counted() -> None:
 
 def test_each_models_own_options_reach_its_layers() -> None:
     t = build_model(tiny_cfg(name="transunet", transunet={"depth": 3, "heads": 2, "mlp_ratio": 4.0}))
-    assert [n for n in ("vit0_msa", "vit1_msa", "vit2_msa", "vit3_msa") if n in {ly.name for ly in t.layers}] == \
-        ["vit0_msa", "vit1_msa", "vit2_msa"]
+    assert [
+        n for n in ("vit0_msa", "vit1_msa", "vit2_msa", "vit3_msa") if n in {ly.name for ly in t.layers}
+    ] == ["vit0_msa", "vit1_msa", "vit2_msa"]
     assert t.get_layer("vit0_msa").num_heads == 2
     assert t.get_layer("vit0_mlp1").units == 4 * t.get_layer("vit0_mlp2").units
     s = build_model(tiny_cfg(name="swinunet", swinunet={"window": 2, "heads": 1}))
@@ -343,12 +435,15 @@ def test_each_models_own_options_reach_its_layers() -> None:
     assert b1.count_params() > b0.count_params() and b1.output_shape == b0.output_shape
 
 
-@pytest.mark.parametrize(("key", "value", "message"), [
-    ("transunet", {"depht": 3}, "depht"),
-    ("transunet", {"heads": 0}, "model.transunet.heads"),
-    ("efficientunet", {"backbone": "b7"}, "model.efficientunet.backbone"),
-    ("deeplabv3plus", {"aspp_rates": [0, 2, 3]}, "at least 1"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("transunet", {"depht": 3}, "depht"),
+        ("transunet", {"heads": 0}, "model.transunet.heads"),
+        ("efficientunet", {"backbone": "b7"}, "model.efficientunet.backbone"),
+        ("deeplabv3plus", {"aspp_rates": [0, 2, 3]}, "at least 1"),
+    ],
+)
 def test_model_options_are_validated(key: str, value: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as e:
         tiny_cfg(**{key: value})
@@ -366,8 +461,11 @@ def test_pretrained_weights_load_and_a_mismatch_is_one_config_error(tmp_path: Pa
     np.testing.assert_allclose(loaded.predict_on_batch(x), source.predict_on_batch(x), atol=1e-6)
     keras_file = tmp_path / "whole.keras"
     source.save(keras_file)
-    np.testing.assert_allclose(build_model(pretrained=True, cfg=tiny_cfg(pretrained_weights=str(keras_file))).predict_on_batch(x),
-                               source.predict_on_batch(x), atol=1e-6)
+    np.testing.assert_allclose(
+        build_model(pretrained=True, cfg=tiny_cfg(pretrained_weights=str(keras_file))).predict_on_batch(x),
+        source.predict_on_batch(x),
+        atol=1e-6,
+    )
     with pytest.raises(ConfigError, match="do not fit this model"):
         build_model(pretrained=True, cfg=tiny_cfg(pretrained_weights=str(path), base_filters=8))
     with pytest.raises(ConfigError, match="not found"):

@@ -1,4 +1,5 @@
-"""Presets: configs/*.yaml ship as the package data ``segkit.presets``; any CONFIG argument takes their names."""
+"""Presets: configs/*.yaml ship as the package data ``segkit.presets``; any CONFIG argument takes their
+names."""
 
 from __future__ import annotations
 
@@ -43,12 +44,18 @@ def test_pyproject_ships_every_preset_and_every_subpackage() -> None:
     tool = pyproject()["tool"]["setuptools"]
     assert tool["package-dir"] == {"segkit.presets": "configs"}
     globs = tool["package-data"]["segkit.presets"]
-    assert all(any(fnmatch.fnmatch(f, g) and f.count("/") == g.count("/") for g in globs) for f in FILES), globs
+    assert all(any(fnmatch.fnmatch(f, g) and f.count("/") == g.count("/") for g in globs) for f in FILES), (
+        globs
+    )
     # packages is an explicit list (a mapped package is invisible to packages.find): a new subpackage must join it
-    assert sorted(tool["packages"]) == sorted([*find_packages(str(REPO), include=["segkit*"]), "segkit.presets"])
+    assert sorted(tool["packages"]) == sorted(
+        [*find_packages(str(REPO), include=["segkit*"]), "segkit.presets"]
+    )
 
 
-def test_a_preset_name_loads_the_same_config_as_its_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_preset_name_loads_the_same_config_as_its_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)  # names must not depend on the working directory
     by_path = load_config(CONFIGS / "left-atrial.yaml")
     assert load_config("left-atrial") == by_path
@@ -61,7 +68,11 @@ def test_a_preset_name_loads_the_same_config_as_its_path(tmp_path: Path, monkeyp
 
 @pytest.mark.parametrize(
     ("given", "meant"),
-    [("left-atrail", "left-atrial"), ("seed/whole-hart", "seed/whole-heart"), ("configs/left-atrial.yaml", "left-atrial")],
+    [
+        ("left-atrail", "left-atrial"),
+        ("seed/whole-hart", "seed/whole-heart"),
+        ("configs/left-atrial.yaml", "left-atrial"),
+    ],
 )
 def test_a_misspelled_name_is_one_line_with_did_you_mean(
     given: str, meant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -117,8 +128,9 @@ def test_prepare_takes_the_source_preset_never_a_file_in_the_working_directory(
 
 @pytest.mark.slow
 def test_an_installed_wheel_outside_the_repo_names_its_presets(tmp_path: Path) -> None:
-    """Build the wheel (from a copy of the sources, so no build/ lands in the repo), install it into a folder, and
-    run the CLI from a working directory outside the repo with only that folder and the dependencies importable."""
+    """Build the wheel (from a copy of the sources, so no build/ lands in the repo), install it into a folder,
+    and run the CLI from a working directory outside the repo with only that folder and the dependencies
+    importable."""
     pytest.importorskip("setuptools")
     src = tmp_path / "src"
     src.mkdir()
@@ -127,12 +139,32 @@ def test_an_installed_wheel_outside_the_repo_names_its_presets(tmp_path: Path) -
     for name in ("segkit", "configs"):
         shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", str(tmp_path / "dist"),
-                    str(src)], check=True, capture_output=True, text=True, timeout=120)
+    subprocess.run(
+        [
+            *pip,
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     wheel = next((tmp_path / "dist").glob("segkit-*.whl"))
     site = tmp_path / "site"
-    subprocess.run([*pip, "install", "--no-deps", "--no-index", "-q", "--target", str(site), str(wheel)],
-                   check=True, capture_output=True, text=True, timeout=120)
+    subprocess.run(
+        [*pip, "install", "--no-deps", "--no-index", "-q", "--target", str(site), str(wheel)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     shutil.rmtree(src)  # nothing of the sources is left to find
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -140,11 +172,19 @@ def test_an_installed_wheel_outside_the_repo_names_its_presets(tmp_path: Path) -
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), *deps]), "TF_CPP_MIN_LOG_LEVEL": "2"}
 
     def segkit(*args: str) -> subprocess.CompletedProcess:
-        code = ("import sys, segkit; print('segkit from', segkit.__file__); from segkit.cli.app import app; "
-                f"app({list(args)!r})")
+        code = (
+            "import sys, segkit; print('segkit from', segkit.__file__); from segkit.cli.app import app; "
+            f"app({list(args)!r})"
+        )
         # -S: no site-packages .pth files, so no editable install of segkit can answer instead of the wheel
-        return subprocess.run([sys.executable, "-S", "-c", code], cwd=elsewhere, env=env, capture_output=True,
-                              text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-S", "-c", code],
+            cwd=elsewhere,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     r = segkit("config", "show", "left-atrial")
     assert r.returncode == 0, r.stderr
