@@ -44,8 +44,8 @@ def check(
 def presets(
     paths: bool = typer.Option(False, "--paths", help="Print each preset's file instead of its description."),
 ) -> None:
-    """List the presets shipped with segkit (any CONFIG argument takes these names), each with the first
-    line of its comment."""
+    """List the presets shipped with segkit (any CONFIG argument takes
+    these names), each with the first line of its comment."""
     from segkit.config import preset_description, preset_names, preset_path
 
     names = preset_names()
