@@ -27,9 +27,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """Path of ../shared/data. Missing data is a failure (CI always has it; a user's clone must have it too)."""
+    """Path of ../shared/data. Missing data is a failure (CI always has it; a user's clone must have it
+    too)."""
     if not SHARED_DATA.is_dir():
-        pytest.fail(f"real test data not found at {SHARED_DATA}: put the team's shared/ folder beside the repo")
+        pytest.fail(f"real test data not found at {SHARED_DATA}: "
+                    "put the team's shared/ folder beside the repo")
     return SHARED_DATA
 
 
@@ -72,9 +74,9 @@ def recording_progress() -> type[RecordingProgress]:
 
 @pytest.fixture
 def small_disk(tmp_path: Path):  # noqa: ANN201 - yields a factory
-    """``make(size, readonly=False) -> Path``: a fresh tmpfs of ``size`` (e.g. ``"300K"``) mounted under tmp_path,
-    to test full-disk and read-only faults for real. Needs root (CI runs as root); elsewhere the test is skipped
-    with that reason."""
+    """``make(size, readonly=False) -> Path``: a fresh tmpfs of ``size`` (e.g. ``"300K"``) mounted under
+    tmp_path, to test full-disk and read-only faults for real. Needs root (CI runs as root); elsewhere the
+    test is skipped with that reason."""
     import subprocess
 
     mounts: list[Path] = []
@@ -85,7 +87,8 @@ def small_disk(tmp_path: Path):  # noqa: ANN201 - yields a factory
         d = tmp_path / f"fs{len(mounts)}"
         d.mkdir()
         opts = f"size={size}" + (",ro" if readonly else "")
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(d)], capture_output=True, text=True)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(d)],
+                           capture_output=True, text=True)
         if r.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
         mounts.append(d)

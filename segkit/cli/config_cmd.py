@@ -30,7 +30,9 @@ def show(
 
 @app.command("check")
 @handle_errors
-def check(config: list[Path] = typer.Argument(..., help="YAML config files, run folders or preset names.")) -> None:
+def check(
+    config: list[Path] = typer.Argument(..., help="YAML config files, run folders or preset names."),
+) -> None:
     """Validate one or more configs; exit 2 on the first invalid one."""
     for path in config:
         load(path)
@@ -42,8 +44,8 @@ def check(config: list[Path] = typer.Argument(..., help="YAML config files, run 
 def presets(
     paths: bool = typer.Option(False, "--paths", help="Print each preset's file instead of its description."),
 ) -> None:
-    """List the presets shipped with segkit (any CONFIG argument takes these names), each with the first line of
-    its comment."""
+    """List the presets shipped with segkit (any CONFIG argument takes
+    these names), each with the first line of its comment."""
     from segkit.config import preset_description, preset_names, preset_path
 
     names = preset_names()

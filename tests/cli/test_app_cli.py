@@ -69,7 +69,8 @@ def test_config_commands_take_preset_names() -> None:
     assert r.stdout.splitlines() == ["ok: demo", "ok: seed/hocm.yaml"]
     r = runner.invoke(app, ["config", "show", "left-atrail"])
     assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1
-    assert r.stderr.startswith("error: left-atrail: config file not found") and "did you mean 'left-atrial'?" in r.stderr
+    assert r.stderr.startswith("error: left-atrail: config file not found")
+    assert "did you mean 'left-atrial'?" in r.stderr
 
 
 def test_config_presets_lists_every_preset_with_its_description() -> None:

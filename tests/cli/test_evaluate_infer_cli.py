@@ -55,8 +55,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory, demo_config: Path) -> dict[s
 
     root = tmp_path_factory.mktemp("evinf")
     data, run = root / "data", root / "run"
-    res = runner.invoke(app, ["prepare", "phantom", "--out", str(data), "--config", str(demo_config), "--n", "3",
-                              "--workers", "1"])
+    res = runner.invoke(app, ["prepare", "phantom", "--out", str(data), "--config", str(demo_config),
+                              "--n", "3", "--workers", "1"])
     assert res.exit_code == 0, res.output
     sets = [*TINY, f"data.dir={data}", f"train.run_dir={run}"]
     cfg = load_config(demo_config, sets)
@@ -91,10 +91,13 @@ def test_evaluate_writes_reports(setup: dict[str, Path]) -> None:
     )
     assert len(rows) == 3 * len(test_cases)
     summary = json.loads((out / "evaluation.json").read_text())
-    # the phantom's source volumes still sit in data/raw: every slice is predicted, original labels are the reference
-    assert summary["reference"] == "original label volumes" and "per-case reference: original label volumes" in res.stdout
+    # the phantom's source volumes still sit in data/raw: every slice is predicted, original labels are the
+    # reference
+    assert summary["reference"] == "original label volumes"
+    assert "per-case reference: original label volumes" in res.stdout
     assert summary["reference_per_case"] == {c: "original label volumes" for c in test_cases}
-    assert summary["surface_distance_implementation"] == "scipy.ndimage.distance_transform_edt (sampling=spacing)"
+    assert (summary["surface_distance_implementation"]
+            == "scipy.ndimage.distance_transform_edt (sampling=spacing)")
     # ref voxels per case = the raw phantom label's foreground, including slices prepare did not write
     for c in test_cases:
         lbl = np.asarray(nib.load(manifest["cases"][c]["label"]).dataobj)
@@ -153,11 +156,11 @@ def test_infer_refuses_output_into_input_or_ground_truth(setup: dict[str, Path])
     test_dir = setup["data"] / "test"
     images = test_dir / "images"
     before = _snapshot(test_dir)
-    cases = [(test_dir, test_dir / "masks", "the ground-truth masks folder"),  # --output data/test -> data/test/masks
+    cases = [(test_dir, test_dir / "masks", "the ground-truth masks folder"),  # data/test -> data/test/masks
              (images, images / "masks", "the input folder")]
     for output, offending, what in cases:
-        res = runner.invoke(app, ["infer", str(setup["config"]), "--input", str(images), "--output", str(output),
-                                  "--overwrite", *_base(setup)])
+        res = runner.invoke(app, ["infer", str(setup["config"]), "--input", str(images),
+                                  "--output", str(output), "--overwrite", *_base(setup)])
         assert res.exit_code == 2, res.output
         lines = _stderr_lines(res)
         assert len(lines) == 1 and "Traceback" not in res.output
@@ -195,7 +198,8 @@ def test_infer_refuses_existing_outputs_unless_overwrite(setup: dict[str, Path],
 
 def test_missing_model_is_one_line(setup: dict[str, Path]) -> None:
     missing = setup["root"] / "nope.keras"
-    for cmd in (["evaluate", str(setup["config"])], ["infer", str(setup["config"]), "--input", str(setup["data"] / "test" / "images")]):
+    for cmd in (["evaluate", str(setup["config"])],
+                ["infer", str(setup["config"]), "--input", str(setup["data"] / "test" / "images")]):
         res = runner.invoke(app, [*cmd, "--model", str(missing), *_base(setup)])
         assert res.exit_code == 2
         lines = _stderr_lines(res)
@@ -204,7 +208,8 @@ def test_missing_model_is_one_line(setup: dict[str, Path]) -> None:
 
 
 def test_class_count_mismatch_names_both_numbers(setup: dict[str, Path]) -> None:
-    res = runner.invoke(app, ["evaluate", str(setup["config"]), *_base(setup), "--set", "prepare.binary=true"])
+    res = runner.invoke(app, ["evaluate", str(setup["config"]), *_base(setup),
+                              "--set", "prepare.binary=true"])
     assert res.exit_code == 2
     lines = _stderr_lines(res)
     assert len(lines) == 1
@@ -234,12 +239,15 @@ def test_infer_refuses_two_volumes_with_one_output_name(setup: dict[str, Path]) 
     assert res.exit_code == 2
     lines = _stderr_lines(res)
     assert len(lines) == 1
-    assert lines[0].startswith(f"error: {folder}: case1.nii and case1.nii.gz would both be written to case1_seg.nii.gz")
+    assert lines[0].startswith(f"error: {folder}: case1.nii and case1.nii.gz would both be written to "
+                               "case1_seg.nii.gz")
     assert not out.exists()
 
 
 @pytest.mark.parametrize("fault", ["full", "readonly"])
-def test_infer_onto_a_full_or_read_only_disk_is_one_line(setup: dict[str, Path], small_disk, fault: str) -> None:  # noqa: ANN001
+def test_infer_onto_a_full_or_read_only_disk_is_one_line(
+    setup: dict[str, Path], small_disk, fault: str  # noqa: ANN001
+) -> None:
     disk = small_disk("4K", readonly=fault == "readonly")
     src = sorted((setup["data"] / "raw").rglob("*image*.nii.gz"))[0]
     out = disk / "pred"
@@ -261,7 +269,8 @@ def test_tensorflow_start_up_lines_stay_off_the_terminal(setup: dict[str, Path])
     missing = setup["root"] / "nope.keras"
     cmd = [sys.executable, "-m", "segkit.cli.app", "evaluate", str(setup["config"]), "--model", str(missing),
            *_base(setup)]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "SEGKIT_DEBUG": "0"})
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "SEGKIT_DEBUG": "0"})
     assert res.returncode == 2
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, res.stderr  # no absl / oneDNN / cuInit lines before the error
@@ -274,8 +283,10 @@ def test_tensorflow_chatter_filter_keeps_real_gpu_problems() -> None:
     text = (
         "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
         "I0000 00:00:1.0 1 port.cc:153] oneDNN custom operations are on. You may see ...\n"
-        "I0000 00:00:1.0 1 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used.\n"
-        "E0000 00:00:1.0 1 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: UNKNOWN ERROR (303)\n"
+        "I0000 00:00:1.0 1 cudart_stub.cc:31] Could not find cuda drivers on your machine, "
+        "GPU will not be used.\n"
+        "E0000 00:00:1.0 1 cuda_platform.cc:52] failed call to cuInit: INTERNAL: "
+        "CUDA error: UNKNOWN ERROR (303)\n"
         "E0000 00:00:1.0 1 something.cc:1] out of memory\n"
     )
     assert tensorflow_chatter(text, gpu_driver=False) == ["E0000 00:00:1.0 1 something.cc:1] out of memory"]
@@ -311,7 +322,8 @@ def test_end_to_end_train_evaluate_infer(setup: dict[str, Path]) -> None:
 
 
 def test_evaluate_predictions_equals_evaluate_of_the_model(setup: dict[str, Path]) -> None:
-    """segkit infer's volumes, scored by --predictions against the raw labels, give the numbers evaluate gives."""
+    """segkit infer's volumes, scored by --predictions against the raw labels, give the numbers evaluate
+    gives."""
     import shutil
 
     manifest = json.loads((setup["data"] / "dataset.json").read_text())
@@ -326,10 +338,11 @@ def test_evaluate_predictions_equals_evaluate_of_the_model(setup: dict[str, Path
     assert runner.invoke(app, ["infer", str(setup["config"]), "--input", str(inputs), "--output", str(preds),
                                *_base(setup)]).exit_code == 0
     ev_model = setup["root"] / "sc_eval_model"
-    assert runner.invoke(app, ["evaluate", str(setup["config"]), "--out", str(ev_model), *_base(setup)]).exit_code == 0
+    assert runner.invoke(app, ["evaluate", str(setup["config"]), "--out", str(ev_model),
+                               *_base(setup)]).exit_code == 0
     ev_pred = setup["root"] / "sc_eval_pred"
-    res = runner.invoke(app, ["evaluate", str(setup["config"]), "--predictions", str(preds), "--reference", str(refs),
-                              "--out", str(ev_pred), *_base(setup)])
+    res = runner.invoke(app, ["evaluate", str(setup["config"]), "--predictions", str(preds),
+                              "--reference", str(refs), "--out", str(ev_pred), *_base(setup)])
     assert res.exit_code == 0, res.output
     assert f"{preds}: {len(test_cases)} cases" in res.stdout
 
@@ -356,8 +369,8 @@ def test_evaluate_predictions_hand_computed_without_config(tmp_path: Path) -> No
     (tmp_path / "r").mkdir()
     nib.save(nib.Nifti1Image(pred, aff), str(tmp_path / "p" / "case1_seg.nii.gz"))  # segkit infer naming
     nib.save(nib.Nifti1Image(ref, aff), str(tmp_path / "r" / "case1_label.nii.gz"))
-    res = runner.invoke(app, ["evaluate", "--predictions", str(tmp_path / "p"), "--reference", str(tmp_path / "r"),
-                              "--out", str(tmp_path / "ev")])
+    res = runner.invoke(app, ["evaluate", "--predictions", str(tmp_path / "p"),
+                              "--reference", str(tmp_path / "r"), "--out", str(tmp_path / "ev")])
     assert res.exit_code == 0, res.output
     with open(tmp_path / "ev" / "evaluation.csv", newline="") as f:
         rows = {r["class_name"]: r for r in csv.DictReader(f)}
@@ -379,21 +392,25 @@ def test_evaluate_predictions_hand_computed_without_config(tmp_path: Path) -> No
         ("twice", "a.nii and a_seg.nii.gz both name case 'a'"),
     ],
 )
-def test_evaluate_predictions_refuses_bad_pairs_in_one_line(tmp_path: Path, layout: str, message: str) -> None:
+def test_evaluate_predictions_refuses_bad_pairs_in_one_line(
+    tmp_path: Path, layout: str, message: str
+) -> None:
     p, r = tmp_path / "p", tmp_path / "r"
     p.mkdir()
     r.mkdir()
     vol = np.zeros((8, 8, 4), np.uint8)
     vol[2:5, 2:5, 1] = 1
     nib.save(nib.Nifti1Image(vol[..., :3] if layout == "shape" else vol, np.eye(4)), str(p / "a_seg.nii.gz"))
-    nib.save(nib.Nifti1Image(vol, np.diag([2.0, 1, 1, 1]) if layout == "affine" else np.eye(4)), str(r / "a.nii.gz"))
+    affine = np.diag([2.0, 1, 1, 1]) if layout == "affine" else np.eye(4)
+    nib.save(nib.Nifti1Image(vol, affine), str(r / "a.nii.gz"))
     if layout == "unpaired":
         nib.save(nib.Nifti1Image(vol, np.eye(4)), str(p / "b_seg.nii.gz"))
     if layout == "missing":
         nib.save(nib.Nifti1Image(vol, np.eye(4)), str(r / "b.nii.gz"))
     if layout == "twice":
         nib.save(nib.Nifti1Image(vol, np.eye(4)), str(p / "a.nii"))
-    res = runner.invoke(app, ["evaluate", "--predictions", str(p), "--reference", str(r), "--out", str(tmp_path / "e")])
+    res = runner.invoke(app, ["evaluate", "--predictions", str(p), "--reference", str(r),
+                              "--out", str(tmp_path / "e")])
     assert res.exit_code == 2, res.output
     lines = _stderr_lines(res)
     assert len(lines) == 1 and message in lines[0] and "(hint: " in lines[0], lines
@@ -445,4 +462,5 @@ def test_infer_ensemble_with_probability_maps(setup: dict[str, Path]) -> None:
     assert (p.argmax(-1) == np.asarray(seg.dataobj)).mean() > 0.999  # the labels are its argmax (ties aside)
     again = runner.invoke(app, ["infer", str(setup["config"]), "--input", str(vol), "--output", str(out),
                                 "--save-probabilities", *_base(setup)])
-    assert again.exit_code == 2 and "output file already exists" in again.stderr  # probabilities count as output
+    # probabilities count as output
+    assert again.exit_code == 2 and "output file already exists" in again.stderr

@@ -19,7 +19,8 @@ def test_readme_python_block_runs(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert block is not None, "README lost its Python example"
     code = block.group(1)
     tiny = ('["train.epochs=2", "model.num_layers=3", "model.base_filters=4", "data.image_size=[32,32]", '
-            '"train.steps_per_epoch=2", "train.validation_steps=1", "train.epoch_change_infer.enabled=false"]')
+            '"train.steps_per_epoch=2", "train.validation_steps=1", '
+            '"train.epoch_change_infer.enabled=false"]')
     assert 'overrides=["train.epochs=2"]' in code
     code = code.replace('overrides=["train.epochs=2"]', f"overrides={tiny}")
     code = code.replace('Path("configs/demo.yaml")', f'Path({str(REPO / "configs" / "demo.yaml")!r})')

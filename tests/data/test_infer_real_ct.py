@@ -14,7 +14,8 @@ from segkit.config import validate_config
 TINY = {
     "name": "tiny-ct",
     "modality": "ct",
-    "classes": [{"id": 1, "name": "aorta", "color": [255, 0, 0]}, {"id": 2, "name": "other", "color": [0, 255, 0]}],
+    "classes": [{"id": 1, "name": "aorta", "color": [255, 0, 0]},
+                {"id": 2, "name": "other", "color": [0, 255, 0]}],
     "prepare": {"axis": 2, "size": [64, 64], "ct_window": [-200, 600]},
     "data": {"image_size": [32, 32], "channels": 1},
     "model": {"name": "flexunet", "base_filters": 4, "base_kernels": 3, "num_layers": 3, "dropout_rate": 0.0},
@@ -34,7 +35,8 @@ def test_real_ct_label_volume_has_exact_shape_and_affine(shared_data: Path, tmp_
     src = shared_data / "volumes" / "totalseg_aorta_ct" / "aorta_ct_image.nii.gz"
     ct = tmp_path / "aorta_ct_image.nii.gz"
     shutil.copy(src, ct)
-    raw = dict(TINY, data={**TINY["data"], "dir": str(tmp_path / "no-dataset")}, train={"run_dir": str(tmp_path / "run")})
+    raw = dict(TINY, data={**TINY["data"], "dir": str(tmp_path / "no-dataset")},
+               train={"run_dir": str(tmp_path / "run")})
     cfg = validate_config(raw)
     keras.utils.set_random_seed(0)
     model_path = tmp_path / "tiny.keras"
@@ -57,8 +59,8 @@ def test_real_ct_label_volume_has_exact_shape_and_affine(shared_data: Path, tmp_
 
 @pytest.mark.data
 def test_real_ct_threshold_model_lands_on_the_right_voxels(shared_data: Path, tmp_path: Path) -> None:
-    """A 1x1-conv "model" that labels bright pixels must label exactly the bright voxels of the ORIGINAL array:
-    any slip in reorientation, display flips or slice order would move labels away from them."""
+    """A 1x1-conv "model" that labels bright pixels must label exactly the bright voxels of the ORIGINAL
+    array: any slip in reorientation, display flips or slice order would move labels away from them."""
     import keras
 
     from segkit.infer.volume import infer_volume
@@ -75,7 +77,8 @@ def test_real_ct_threshold_model_lands_on_the_right_voxels(shared_data: Path, tm
     conv = keras.layers.Conv2D(3, 1, activation="softmax")
     model = keras.Model(inp, conv(inp))
     # logits: background 0, class 1 = 100 * (x - 0.5), class 2 = -1000 -> class 1 iff uint8 value >= 128
-    conv.set_weights([np.array([[[[0.0, 100.0, 0.0]]]], np.float32), np.array([0.0, -50.0, -1000.0], np.float32)])
+    conv.set_weights([np.array([[[[0.0, 100.0, 0.0]]]], np.float32),
+                      np.array([0.0, -50.0, -1000.0], np.float32)])
     res = infer_volume(model, ct, cfg, tmp_path / "out")
     labels = np.asarray(nib.load(str(res.seg_path)).dataobj)
     data = np.asarray(nib.load(str(src)).dataobj)

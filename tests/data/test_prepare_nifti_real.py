@@ -99,7 +99,9 @@ def written_slices(split_dir: Path, case_id: str) -> tuple[list[int], list[int]]
     return indices("images"), indices("masks")
 
 
-def check_masks(split_dir: Path, case_id: str, ref_ras: np.ndarray, size: tuple[int, int], n_classes: int) -> set[int]:
+def check_masks(
+    split_dir: Path, case_id: str, ref_ras: np.ndarray, size: tuple[int, int], n_classes: int
+) -> set[int]:
     """Decode every written mask and compare it with the reference; returns the class ids seen."""
     palette = palette_array(COLORS[:n_classes])
     seen: set[int] = set()
@@ -126,7 +128,8 @@ def check_png_formats(split_dir: Path, case_id: str, k: int, size: tuple[int, in
 
 
 def test_prepare_nifti_real_ct_resized(shared_data: Path, tmp_path: Path) -> None:
-    """TotalSegmentator aorta CT (LPS, 1.5 mm, labels 0..9) at 150 x 100: rows upscaled, columns downscaled."""
+    """TotalSegmentator aorta CT (LPS, 1.5 mm, labels 0..9) at 150 x 100: rows upscaled, columns
+    downscaled."""
     base = shared_data / "volumes" / "totalseg_aorta_ct"
     img_src, lbl_src = base / "aorta_ct_image.nii.gz", base / "aorta_ct_structures_label.nii.gz"
     src = tmp_path / "raw"

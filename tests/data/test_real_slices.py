@@ -1,6 +1,7 @@
 """The pipeline pairs and decodes the real seed-experiment slices in ../shared/data/slices to the right ids.
 
-Hand-checked pixels were read from the raw PNGs (RGB) and looked up in each dataset's reference.config rgb_map.
+Hand-checked pixels were read from the raw PNGs (RGB) and looked up in each dataset's reference.config
+rgb_map.
 """
 
 from __future__ import annotations
@@ -26,9 +27,12 @@ REPO = Path(__file__).resolve().parents[2]
 CHEST_CT_TOLERANCE = ["data.mask_tolerance=255"]
 CASES = {
     # dataset: (overrides, ids found over all 36 masks, [(file, (row, col), raw RGB, id)])
-    "whole-heart": ([], set(range(9)), [("10000_121.png", (227, 176), (255, 255, 0), 3), ("10000_121.png", (408, 129), (128, 128, 128), 8)]),
-    "hocm": ([], set(range(8)), [("10001_169.png", (140, 204), (110, 110, 110), 7), ("10001_169.png", (156, 156), (255, 255, 0), 5)]),
-    "chest-ct": (CHEST_CT_TOLERANCE, {0, 1, 2, 3}, [("10018.png", (326, 131), (0, 0, 251), 3), ("10018.png", (245, 9), (0, 0, 0), 0)]),
+    "whole-heart": ([], set(range(9)), [("10000_121.png", (227, 176), (255, 255, 0), 3),
+                                        ("10000_121.png", (408, 129), (128, 128, 128), 8)]),
+    "hocm": ([], set(range(8)), [("10001_169.png", (140, 204), (110, 110, 110), 7),
+                                 ("10001_169.png", (156, 156), (255, 255, 0), 5)]),
+    "chest-ct": (CHEST_CT_TOLERANCE, {0, 1, 2, 3}, [("10018.png", (326, 131), (0, 0, 251), 3),
+                                                    ("10018.png", (245, 9), (0, 0, 0), 0)]),
 }
 
 
@@ -90,7 +94,8 @@ def test_tight_tolerance_names_the_noisy_file_and_colour(shared_data: Path) -> N
     path = shared_data / "slices" / "chest-ct" / "masks" / "10018.png"
     with pytest.raises(DataError) as e:
         read_mask(path, cfg)
-    assert e.value.path == path and "which is no class colour" in e.value.message and "tolerance 20" in e.value.message
+    assert e.value.path == path
+    assert "which is no class colour" in e.value.message and "tolerance 20" in e.value.message
 
 
 def test_real_images_decode(shared_data: Path) -> None:

@@ -38,14 +38,17 @@ def make_cfg(n_classes: int, modality: str, size: tuple[int, int]) -> Config:
     return validate_config(
         {
             "modality": modality,
-            "classes": [{"id": i + 1, "name": f"s{i + 1}", "color": list(CT_COLORS[i])} for i in range(n_classes)],
+            "classes": [
+                {"id": i + 1, "name": f"s{i + 1}", "color": list(CT_COLORS[i])} for i in range(n_classes)
+            ],
             "prepare": {"axis": 2, "size": list(size), "ct_window": [-200, 600], "empty_slices": "drop"},
         }
     )
 
 
 def display_axial(ras_slice: np.ndarray) -> np.ndarray:
-    """Independent display: out[r, c] = ras[X - 1 - c, Y - 1 - r] (anterior top, patient right on the left)."""
+    """Independent display: out[r, c] = ras[X - 1 - c, Y - 1 - r] (anterior top, patient right on the
+    left)."""
     nx, ny = ras_slice.shape
     rows = np.arange(ny)[:, None]
     cols = np.arange(nx)[None, :]
@@ -121,7 +124,9 @@ def test_ct_native_size_exact_classes_images_and_reassembly(
     check_against_reference(decoded, ref_ras, size, native=True)
     # Full-mask decode_mask on one slice gives the same ids as the colour-wise decode above.
     k0 = sorted(decoded)[len(decoded) // 2]
-    full = decode_mask(read_rgb(tmp_path / "train" / "masks" / f"aorta_{k0:04d}.png"), palette_array(CT_COLORS), 0)
+    full = decode_mask(
+        read_rgb(tmp_path / "train" / "masks" / f"aorta_{k0:04d}.png"), palette_array(CT_COLORS), 0
+    )
     np.testing.assert_array_equal(full, decoded[k0])
     assert set(np.unique(np.stack(list(decoded.values())))) == set(range(10))
     # Images: independent HU window (-200..600) scaled to 0..255 (float rounding may differ by 1 at .5).
@@ -156,7 +161,11 @@ def test_ct_resized_matches_nearest_of_reference(
     raw, ref_ras, _ = ct_reference
     size = (96, 80)  # downscale, different in each direction
     sliced = slice_case(
-        load_volume(ct_paths[0]), load_volume(ct_paths[1]), make_cfg(9, "ct", size), "aorta", np.random.default_rng(0)
+        load_volume(ct_paths[0]),
+        load_volume(ct_paths[1]),
+        make_cfg(9, "ct", size),
+        "aorta",
+        np.random.default_rng(0),
     )
     write_slices(sliced, tmp_path / "train", palette_array(CT_COLORS))
     decoded = decode_written(tmp_path / "train", "aorta", palette_array(CT_COLORS))
@@ -200,4 +209,8 @@ def test_nrrd_pair_native_and_resized(shared_data: Path, tmp_path: Path) -> None
             # MR: percentiles of the whole raw volume, not of a slice.
             img_raw, _ = nrrd.read(str(img_path))
             lo, hi = np.percentile(img_raw, [0.5, 99.5])
-            assert sliced.geometry.intensity == {"kind": "mr_percentile", "low": pytest.approx(lo), "high": pytest.approx(hi)}
+            assert sliced.geometry.intensity == {
+                "kind": "mr_percentile",
+                "low": pytest.approx(lo),
+                "high": pytest.approx(hi),
+            }

@@ -23,7 +23,8 @@ CT9 = [{"id": i, "name": f"s{i}", "color": [20 * i, 0, 0]} for i in range(1, 10)
 def _round_trip(image: Path, label: Path, classes: list[dict], modality: str, spacing: list[float],
                 **prepare: object) -> tuple[list[float], Geometry, np.ndarray, np.ndarray]:
     """Resample the label slices to ``spacing`` as prepare does, restore them the way inference restores its
-    predictions (one-hot probabilities resampled bilinearly, argmax, reassembly) and score against the original."""
+    predictions (one-hot probabilities resampled bilinearly, argmax, reassembly) and score against the
+    original."""
     cfg = validate_config({"modality": modality, "classes": classes,
                            "prepare": {"axis": 2, "spacing": spacing, "empty_slices": "keep", **prepare}})
     img, lbl = load_volume(image), load_volume(label)
@@ -44,8 +45,8 @@ def _round_trip(image: Path, label: Path, classes: list[dict], modality: str, sp
 @pytest.mark.data
 def test_la_mri_resampled_to_0_8_mm_and_restored(shared_data: Path) -> None:
     root = shared_data / "volumes" / "la2018_lge_mri"
-    dice, geometry, out, affine = _round_trip(root / "imagesTr" / "la_100.nii.gz", root / "labelsTr" / "la_100.nii.gz",
-                                            LA, "mr", [0.8, 0.8])
+    dice, geometry, out, affine = _round_trip(root / "imagesTr" / "la_100.nii.gz",
+                                            root / "labelsTr" / "la_100.nii.gz", LA, "mr", [0.8, 0.8])
     assert geometry.slice_spacing == (0.625, 0.625)
     assert geometry.slice_shape == (139, 186)
     assert geometry.size == (109, 145)  # 139 * 0.625 / 0.8 = 108.6, 186 * 0.625 / 0.8 = 145.3
@@ -57,7 +58,8 @@ def test_la_mri_resampled_to_0_8_mm_and_restored(shared_data: Path) -> None:
 @pytest.mark.data
 def test_lps_ct_resampled_to_1_mm_and_restored(shared_data: Path) -> None:
     root = shared_data / "volumes" / "totalseg_aorta_ct"
-    dice, geometry, out, affine = _round_trip(root / "aorta_ct_image.nii.gz", root / "aorta_ct_structures_label.nii.gz",
+    dice, geometry, out, affine = _round_trip(root / "aorta_ct_image.nii.gz",
+                                            root / "aorta_ct_structures_label.nii.gz",
                                             CT9, "ct", [1.0, 1.0], unknown_labels="background")
     assert geometry.orientation == "LPS"
     assert geometry.size == (189, 180)  # 1.5 mm -> 1.0 mm
@@ -80,7 +82,8 @@ def test_patch_model_slides_over_larger_ct_slices_exactly(shared_data: Path, tmp
     shutil.copy(src, ct)
     cfg = validate_config({
         "modality": "ct",
-        "classes": [{"id": 1, "name": "bright", "color": [255, 0, 0]}, {"id": 2, "name": "never", "color": [0, 255, 0]}],
+        "classes": [{"id": 1, "name": "bright", "color": [255, 0, 0]},
+                    {"id": 2, "name": "never", "color": [0, 255, 0]}],
         "prepare": {"axis": 2, "spacing": [1.5, 1.5], "ct_window": [-200, 600]},
         "data": {"image_size": [64, 64], "channels": 1, "patches": True, "dir": str(tmp_path / "none")},
         "infer": {"batch_size": 4},
@@ -88,7 +91,8 @@ def test_patch_model_slides_over_larger_ct_slices_exactly(shared_data: Path, tmp
     inp = keras.Input((64, 64, 1))
     conv = keras.layers.Conv2D(3, 1, activation="softmax")
     model = keras.Model(inp, conv(inp))
-    conv.set_weights([np.array([[[[0.0, 100.0, 0.0]]]], np.float32), np.array([0.0, -50.0, -1000.0], np.float32)])
+    conv.set_weights([np.array([[[[0.0, 100.0, 0.0]]]], np.float32),
+                      np.array([0.0, -50.0, -1000.0], np.float32)])
     res = infer_volume(model, ct, cfg, tmp_path / "out")
     seg = nib.load(str(res.seg_path))
     labels = np.asarray(seg.dataobj)

@@ -1,4 +1,5 @@
-"""scripts/bench_quality.py: the recipes it trains are the presets it names, and the fixed split is enforced."""
+"""scripts/bench_quality.py: the recipes it trains are the presets it names, and the fixed split is
+enforced."""
 
 from __future__ import annotations
 
@@ -54,22 +55,24 @@ def test_a_moved_split_stops_the_bench(bench, tmp_path: Path) -> None:  # noqa: 
 
 def test_table_lists_every_result(bench) -> None:  # noqa: ANN001
     r = {"dataset": "la", "recipe": "seed", "tag": "", "epochs": 3, "train_time_s": 600.0,
-         "per_case": {"a": {}, "b": {}}, "mean_fg_dice": 0.5, "sd_fg_dice": 0.1, "per_class_dice": {"LA": 0.5},
+         "per_case": {"a": {}, "b": {}}, "mean_fg_dice": 0.5, "sd_fg_dice": 0.1,
+         "per_class_dice": {"LA": 0.5},
          "mean_hd95_mm": 12.345, "postprocessing": {"tta": True, "largest_component": [1]}}
     lines = bench.table([r]).splitlines()
     assert lines[2] == "| la | seed | 3 (10.0 min) | 2 | 0.500 ± 0.100 | LA 0.500 | 12.35 | TTA, LCC [1] |"
 
 
 def test_model_override_and_cv_keep_the_bench_test_patients(bench, tmp_path: Path) -> None:  # noqa: ANN001
-    """--models swaps only model.name; --cv K keeps the four LA test patients of the single-split bench, so the
-    fold ensemble is scored on exactly the patients of the README table."""
+    """--models swaps only model.name; --cv K keeps the four LA test patients of the single-split bench, so
+    the fold ensemble is scored on exactly the patients of the README table."""
     from segkit.config import validate_config
     from segkit.prepare.split import split_cases
 
     cfg = bench.recipe_config("la", "recommended", tmp_path, 10.0, quick=False, model="unet3plus")
     plain = bench.recipe_config("la", "recommended", tmp_path, 10.0, quick=False)
     assert cfg.model.name == "unet3plus" and cfg.model.base_filters == plain.model.base_filters
-    ids = sorted(p.name.removesuffix(".nii.gz") for p in (bench.DATASETS["la"]["src"] / "imagesTr").glob("*.nii.gz"))
+    ids = sorted(p.name.removesuffix(".nii.gz")
+                 for p in (bench.DATASETS["la"]["src"] / "imagesTr").glob("*.nii.gz"))
     assert len(ids) == 16
     raw = plain.model_dump(mode="json")
     raw["prepare"]["split"]["folds"] = 3

@@ -63,7 +63,8 @@ def volume_case(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         {
             "name": "tiny-eval",
             "modality": "ct",
-            "classes": [{"id": 1, "name": "a", "color": [255, 0, 0]}, {"id": 2, "name": "b", "color": [0, 255, 0]}],
+            "classes": [{"id": 1, "name": "a", "color": [255, 0, 0]},
+                        {"id": 2, "name": "b", "color": [0, 255, 0]}],
             "prepare": {"axis": 2, "size": [16, 16], "ct_window": [-500, 500], "empty_slices": "drop",
                         "split": {"train": 0, "valid": 0, "test": 1}},
             "data": {"image_size": [16, 16], "channels": 1, "dir": str(root / "data")},
@@ -134,8 +135,8 @@ def test_missing_sources_fall_back_to_written_slices(
 def test_progress_reports_a_start_then_advances_summing_to_its_total(
     volume_case: dict[str, object], tmp_path: Path, recording_progress  # noqa: ANN001 - conftest.RecordingProgress
 ) -> None:
-    """The one ``segkit.progress.Progress`` protocol: evaluate, infer and the post-processing choice each start
-    a task with its total and advance by exactly that much."""
+    """The one ``segkit.progress.Progress`` protocol: evaluate, infer and the post-processing choice each
+    start a task with its total and advance by exactly that much."""
     from segkit.infer.run import infer
     from segkit.postprocess import choose_postprocessing
 
@@ -143,7 +144,8 @@ def test_progress_reports_a_start_then_advances_summing_to_its_total(
     rec = recording_progress()
     evaluate_model(cfg, out_dir=tmp_path / "eval", progress=rec)  # type: ignore[arg-type]
     assert rec.calls[0][0] == "start"
-    assert rec.tasks == [("evaluate", 3 + 10, 13)]  # 3 slice PNGs + all 10 slices of the volume (sources exist)
+    # 3 slice PNGs + all 10 slices of the volume (sources exist)
+    assert rec.tasks == [("evaluate", 3 + 10, 13)]
 
     rec = recording_progress()  # a folder of two volumes: one task per volume, named by its file
     res = infer(cfg, raw, tmp_path / "infer", progress=rec)  # type: ignore[arg-type]
@@ -157,7 +159,8 @@ def test_progress_reports_a_start_then_advances_summing_to_its_total(
 
 
 def test_slices2d_cases_are_stacked_without_surface_metrics(tmp_path: Path, repo_root: Path) -> None:
-    """Chest-CT-style case: 1-based gapped slice numbers (1, 3, 5), non-square 24x32 slices, "spacing" in pixels."""
+    """Chest-CT-style case: 1-based gapped slice numbers (1, 3, 5), non-square 24x32 slices, "spacing" in
+    pixels."""
     raw = tmp_path / "raw"
     (raw / "images").mkdir(parents=True)
     (raw / "masks").mkdir()
@@ -195,7 +198,8 @@ def test_slices2d_cases_are_stacked_without_surface_metrics(tmp_path: Path, repo
 
 def test_the_choice_scores_what_evaluate_reports(volume_case: dict[str, object], tmp_path: Path) -> None:
     """The post-processing choice and ``evaluate`` share one Dice and one reduction: for the same model and
-    cases, each variant's per-class mean Dice equals evaluate's reported mean with that TTA / filter setting."""
+    cases, each variant's per-class mean Dice equals evaluate's reported mean with that TTA / filter
+    setting."""
     from segkit.postprocess import choose_postprocessing
 
     cfg = volume_case["cfg"]

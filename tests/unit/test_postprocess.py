@@ -85,5 +85,6 @@ def test_largest_component_refuses_a_bare_number() -> None:
 
 def test_a_broken_file_is_one_clear_error(tmp_path: Path) -> None:
     (tmp_path / POSTPROCESSING_FILE).write_text(json.dumps({"tta": True}))
-    with pytest.raises(DataError, match="invalid postprocessing.json: the key .largest_component. is missing"):
+    with pytest.raises(DataError,
+                       match="invalid postprocessing.json: the key .largest_component. is missing"):
         load_postprocessing(tmp_path)

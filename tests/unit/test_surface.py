@@ -39,7 +39,8 @@ SPACING = (2.0, 0.5, 0.5)
 def test_shifted_rods_anisotropic() -> None:
     pred, ref = _rods()
     m = surface_metrics(pred, ref, SPACING, tolerance_mm=4.0)
-    # 80 sorted distances per side: 40 zeros, then 2 at ranks 40-43, 4 at 44-47, ..., 18 at 72-75, 20 at 76-79.
+    # 80 sorted distances per side: 40 zeros, then 2 at ranks 40-43, 4 at 44-47, ..., 18 at 72-75,
+    # 20 at 76-79.
     # P95 (linear) = rank 0.95 * 79 = 75.05 -> 18 + 0.05 * (20 - 18) = 18.1 mm on both sides.
     assert m["hd95"] == pytest.approx(18.1)
     # ASSD: each side sums 4 * (2 + 4 + ... + 20) = 4 * 110 = 440 mm; (440 + 440) / 160 = 5.5 mm.
@@ -52,7 +53,8 @@ def test_shifted_rods_anisotropic() -> None:
 
 def test_spacing_scales_distances() -> None:
     pred, ref = _rods()
-    # the shift is along axis 0 only: doubling the in-plane spacing changes nothing, doubling axis 0 doubles all
+    # the shift is along axis 0 only: doubling the in-plane spacing changes nothing, doubling axis 0
+    # doubles all
     assert hd95(pred, ref, (2.0, 1.0, 1.0)) == pytest.approx(18.1)
     assert hd95(pred, ref, (4.0, 0.5, 0.5)) == pytest.approx(36.2)
     assert assd(pred, ref, (4.0, 0.5, 0.5)) == pytest.approx(11.0)
@@ -106,6 +108,7 @@ def test_bad_arguments() -> None:
     a = np.ones((3, 3, 3), bool)
     with pytest.raises(ValueError, match="spacing has 2 values for a 3-D mask"):
         surface_metrics(a, a, (1.0, 1.0), 1.0)
-    with pytest.raises(ValueError, match=r"prediction shape \(3, 3, 3\) differs from reference shape \(3, 3\)"):
+    with pytest.raises(ValueError,
+                       match=r"prediction shape \(3, 3, 3\) differs from reference shape \(3, 3\)"):
         surface_metrics(a, a[0], (1.0, 1.0, 1.0), 1.0)
     assert IMPLEMENTATION == "scipy.ndimage.distance_transform_edt (sampling=spacing)"

@@ -22,7 +22,9 @@ def _identity(x: np.ndarray) -> np.ndarray:
         ((1, 20, 10, 1), (32, 32), 0.5, "gaussian"),  # smaller than the window: padded and cropped back
     ],
 )
-def test_identity_model_reproduces_input(shape: tuple[int, ...], roi: tuple[int, int], overlap: float, mode: str) -> None:
+def test_identity_model_reproduces_input(
+    shape: tuple[int, ...], roi: tuple[int, int], overlap: float, mode: str
+) -> None:
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     y = sliding_window_inference(x, roi, _identity, overlap=overlap, mode=mode, sw_batch_size=3)
     assert y.shape == x.shape and y.dtype == np.float32
@@ -69,17 +71,24 @@ def test_tiled_matches_direct_on_translation_invariant_pattern() -> None:
     h = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inp)
     out = keras.layers.Conv2D(3, 3, padding="same", activation="softmax")(h)
     model = keras.Model(inp, out)
-    # A translation-invariant pattern: a periodic plaid of period 8 px on a 64x64 image = twice the 32x32 model.
+    # A translation-invariant pattern: a periodic plaid of period 8 px on a 64x64 image = twice the 32x32
+    # model.
     yy, xx = np.mgrid[0:64, 0:64]
     img = (0.5 + 0.25 * np.sin(2 * np.pi * xx / 8) + 0.25 * np.cos(2 * np.pi * yy / 8)).astype(np.float32)
     x = img[None, ..., None]
     direct = np.asarray(model.predict_on_batch(x))
-    tiled = sliding_window_inference(x, (32, 32), lambda b: np.asarray(model.predict_on_batch(b)), overlap=0.5)
-    inner = (slice(None), slice(4, -4), slice(4, -4))  # away from the image borders (receptive field + margin)
-    # Window borders see zero padding, but the Gaussian gives them weight <= exp(-8) where another window covers
-    # the pixel from its centre, so the blend equals direct inference to within 1e-3 and labels agree exactly.
+
+    def predict(b: np.ndarray) -> np.ndarray:
+        return np.asarray(model.predict_on_batch(b))
+
+    tiled = sliding_window_inference(x, (32, 32), predict, overlap=0.5)
+    # away from the image borders (receptive field + margin)
+    inner = (slice(None), slice(4, -4), slice(4, -4))
+    # Window borders see zero padding, but the Gaussian gives them weight <= exp(-8) where another window
+    # covers the pixel from its centre, so the blend equals direct inference to within 1e-3 and labels agree
+    # exactly.
     np.testing.assert_allclose(tiled[inner], direct[inner], atol=1e-3)
     np.testing.assert_array_equal(tiled[inner].argmax(-1), direct[inner].argmax(-1))
     # Constant weights (no Gaussian) would blend border artefacts in at full weight: the Gaussian matters.
-    flat = sliding_window_inference(x, (32, 32), lambda b: np.asarray(model.predict_on_batch(b)), overlap=0.5, mode="constant")
+    flat = sliding_window_inference(x, (32, 32), predict, overlap=0.5, mode="constant")
     assert np.abs(flat[inner] - direct[inner]).max() > np.abs(tiled[inner] - direct[inner]).max()
