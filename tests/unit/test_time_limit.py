@@ -99,7 +99,7 @@ def test_schedule_factor(name: str, progress: float, expected: float) -> None:
 
 
 def test_scheduled_lr_warmup_then_decay_by_epochs() -> None:
-    s = cb.ScheduledLR(1e-3, "poly", epochs=10, steps=4, warmup_epochs=1)
+    s = cb.ScheduledLR(cb.LRSchedule(1e-3, "poly", epochs=10, steps=4, warmup_epochs=1))
     assert s.lr_at(0, 0) == pytest.approx(1e-3 * 0.25 * (1 - 0.0) ** 0.9)  # first warm-up step
     assert s.lr_at(0, 3) == pytest.approx(1e-3 * (1 - 0.075) ** 0.9)  # warm-up done at the epoch's last step
     assert s.lr_at(5, 0) == pytest.approx(1e-3 * 0.5**0.9)
@@ -108,7 +108,7 @@ def test_scheduled_lr_warmup_then_decay_by_epochs() -> None:
 def test_scheduled_lr_follows_the_time_budget_when_it_ends_first() -> None:
     fake = FakeClock()
     clock = cb.TrainClock(0.0, clock=fake)
-    s = cb.ScheduledLR(1e-3, "cosine", epochs=1000, steps=10, clock=clock, limit_s=100.0)
+    s = cb.ScheduledLR(cb.LRSchedule(1e-3, "cosine", epochs=1000, steps=10), clock=clock, limit_s=100.0)
     fake.t += 50.0  # half the time budget, a tiny fraction of the epochs
     assert s.lr_at(2, 0) == pytest.approx(0.5e-3)
     fake.t += 60.0
