@@ -1,4 +1,5 @@
-"""The fold range check (``segkit.train.cv.check_folds``): one place for ``segkit train --fold`` and ``run_cv``."""
+"""The fold range check (``segkit.train.cv.check_folds``): one place for ``segkit train --fold`` and
+``run_cv``."""
 
 from __future__ import annotations
 
@@ -55,7 +56,8 @@ def test_train_fold_config_checks_then_sets_the_fold(three_folds: Config) -> Non
     assert Path(cfk.train.run_dir) == Path(three_folds.train.run_dir) / "fold_1"
     with pytest.raises(ConfigError) as e:
         cv.train_fold_config(three_folds, 3)
-    assert e.value.one_line() == "--fold: fold 3 is out of range: the dataset has 3 folds (hint: use --fold 0..2)"
+    assert e.value.one_line() == ("--fold: fold 3 is out of range: the dataset has 3 folds"
+                                  " (hint: use --fold 0..2)")
 
 
 def test_run_cv_refuses_a_fold_out_of_range_before_touching_the_run_folder(three_folds: Config) -> None:
@@ -71,7 +73,9 @@ def test_both_callers_go_through_check_folds(three_folds: Config, monkeypatch: p
     class Stop(Exception):
         pass
 
-    def spy(cfg: Config, folds: list[int] | None = None, *, option: str | None = None) -> tuple[int, list[int]]:
+    def spy(
+        cfg: Config, folds: list[int] | None = None, *, option: str | None = None
+    ) -> tuple[int, list[int]]:
         calls.append((None if folds is None else list(folds), option))
         raise Stop
 

@@ -21,7 +21,9 @@ class FakeClock:
         return self.t
 
 
-def _limit(limit_s: float, spent: float = 0.0, previous: tuple[float, ...] = ()) -> tuple[cb.TimeLimit, FakeClock]:
+def _limit(
+    limit_s: float, spent: float = 0.0, previous: tuple[float, ...] = ()
+) -> tuple[cb.TimeLimit, FakeClock]:
     fake = FakeClock()
     clock = cb.TrainClock(spent, clock=fake)
     tl = cb.TimeLimit(limit_s, clock, previous)
@@ -119,7 +121,8 @@ def test_warmup_needs_a_schedule() -> None:
     from segkit.config import validate_config
 
     with pytest.raises(ConfigError, match="train.warmup_epochs needs train.schedule"):
-        validate_config({"classes": [{"id": 1, "name": "a", "color": [1, 2, 3]}], "train": {"warmup_epochs": 1}})
+        validate_config({"classes": [{"id": 1, "name": "a", "color": [1, 2, 3]}],
+                         "train": {"warmup_epochs": 1}})
     assert TrainConfig(schedule="poly", warmup_epochs=2).warmup_epochs == 2
     with pytest.raises(ValueError):
         TrainConfig(time_limit=0)
