@@ -1,4 +1,4 @@
-"""Callbacks of a training run (segkit/train/callbacks.py), on tiny Keras models: a few seconds in all."""
+"""Callbacks of a training run (segkit/train/callbacks/), on tiny Keras models: a few seconds in all."""
 
 from __future__ import annotations
 
