@@ -37,6 +37,17 @@ def _fmt_logs(logs: dict[str, float], keys: tuple[str, ...] = _SHOWN) -> str:
     return "  ".join(parts)
 
 
+def training_sets(sets: list[str] | None, time_limit: float | None) -> list[str]:
+    """The ``--set`` overrides, then ``--time-limit`` as ``train.time_limit`` (segkit train and segkit cv)."""
+    return [*(sets or []), *([f"train.time_limit={time_limit}"] if time_limit is not None else [])]
+
+
+def rerun_args(sets: list[str] | None, time_limit: float | None) -> list[str]:
+    """The ``--set`` and ``--time-limit`` words that repeat a command's overrides (its interrupt hint)."""
+    return [*(a for s in sets or [] for a in ("--set", s)),
+            *(["--time-limit", f"{time_limit:g}"] if time_limit is not None else [])]
+
+
 class RichTrainProgress:
     """Renders ``TrainEvent``s: facts at start, a live bar per epoch (steps, ETA, running metrics), and one
     line per finished epoch (also when stderr is not a terminal, e.g. in CI logs)."""
@@ -82,18 +93,21 @@ class RichTrainProgress:
         if ev.kind == "start":
             i = ev.info
             err.print(
-                f"[bold]model[/] {i['model']}: {i['params']:,} parameters, {i['gflops_per_image']:.2f} GFLOP/image"
+                f"[bold]model[/] {i['model']}: {i['params']:,} parameters,"
+                f" {i['gflops_per_image']:.2f} GFLOP/image"
                 f"  [bold]precision[/] {i['precision']}{' + XLA' if i['jit_compile'] else ''}"
                 f"  [bold]device[/] {i['device']}",
                 highlight=False,
                 soft_wrap=True,
             )
             err.print(
-                f"[bold]data[/] train {i['train_pairs']} / valid {i['valid_pairs']} pairs, batch {i['batch_size']},"
+                f"[bold]data[/] train {i['train_pairs']} / valid {i['valid_pairs']} pairs,"
+                f" batch {i['batch_size']},"
                 f" {i['steps_per_epoch']} steps/epoch  [bold]run[/] {i['run_dir']}"
                 + (f"  [bold]resuming at epoch[/] {i['initial_epoch'] + 1}" if i["initial_epoch"] else "")
                 + (f"  [bold]time limit[/] {i['time_limit_min']:g} min" if i.get("time_limit_min") else "")
-                + (f" ({i['spent_s'] / 60:.1f} spent)" if i.get("time_limit_min") and i.get("spent_s") else ""),
+                + (f" ({i['spent_s'] / 60:.1f} spent)"
+                   if i.get("time_limit_min") and i.get("spent_s") else ""),
                 highlight=False,
                 soft_wrap=True,
             )
@@ -120,11 +134,16 @@ class RichTrainProgress:
 @handle_errors
 def train(
     config: Path = typer.Argument(..., help="YAML config or preset name, e.g. configs/demo.yaml or demo."),
-    sets: list[str] = typer.Option(None, "--set", help="Override a key, e.g. --set train.epochs=5 (repeatable)."),
+    sets: list[str] = typer.Option(
+        None, "--set", help="Override a key, e.g. --set train.epochs=5 (repeatable)."
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in train.run_dir."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the outputs of a previous run in train.run_dir."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace the outputs of a previous run in train.run_dir."
+    ),
     time_limit: float = typer.Option(
-        None, "--time-limit", min=0.001, help="Minutes of training (train.time_limit); stops at an epoch boundary."
+        None, "--time-limit", min=0.001,
+        help="Minutes of training (train.time_limit); stops at an epoch boundary.",
     ),
     fold: int = typer.Option(
         None, "--fold", min=0,
@@ -133,22 +152,15 @@ def train(
     ),
 ) -> None:
     """Train a segmentation model; outputs go to train.run_dir."""
-    cfg = load(config, [*(sets or []), *([f"train.time_limit={time_limit}"] if time_limit is not None else [])])
+    cfg = load(config, training_sets(sets, time_limit))
     from segkit.train import train_model
 
     if fold is not None:
-        from segkit.train.cv import fold_config, fold_count
+        from segkit.train.cv import train_fold_config
 
-        k = fold_count(cfg)
-        if fold >= k:
-            from segkit.errors import ConfigError
-
-            raise ConfigError(f"fold {fold} is out of range: the dataset has {k} folds", path="--fold",
-                              hint=f"use --fold 0..{k - 1}")
-        cfg = fold_config(cfg, fold)
+        cfg = train_fold_config(cfg, fold, option="--fold")
     quiet_tensorflow()
-    resume_cmd = shlex.join(["segkit", "train", str(config), *(a for s in sets or [] for a in ("--set", s)),
-                             *(["--time-limit", f"{time_limit:g}"] if time_limit is not None else []),
+    resume_cmd = shlex.join(["segkit", "train", str(config), *rerun_args(sets, time_limit),
                              *(["--fold", str(fold)] if fold is not None else []), "--resume"])
     set_interrupt_hint(f"`{resume_cmd}` continues the run from its last completed epoch")
 

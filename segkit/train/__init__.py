@@ -1,5 +1,5 @@
-"""Training stage: ``train_model(cfg)`` (``fit.py``), cross-validation ``run_cv(cfg)`` (``cv.py``) and the Keras
-callbacks (``callbacks.py``).
+"""Training stage: ``train_model(cfg)`` (``fit.py``), cross-validation ``run_cv(cfg)`` (``cv.py``) and the
+Keras callbacks (the ``callbacks`` package, one module per concern).
 
 Importing ``segkit.train`` does not import TensorFlow; ``train_model`` does when called.
 """

@@ -80,6 +80,42 @@ def fold_count(cfg: Config) -> int:
     return len(folds)
 
 
+def check_folds(
+    cfg: Config, folds: Sequence[int] | None = None, *, option: str | None = None
+) -> tuple[int, list[int]]:
+    """K (``fold_count``) and the folds to train: ``folds`` sorted without repeats, or all K.
+
+    The one range check of ``segkit train --fold`` (``train_fold_config``) and ``run_cv``.
+
+    Args:
+        cfg: the config; its ``data.dir`` holds the dataset.
+        folds: the folds asked for; ``None`` for all.
+        option: the command-line option the folds came from (``--fold``): the error names it, and its hint
+            says ``use --fold 0..K-1`` instead of ``use folds in 0..K-1``.
+
+    Raises:
+        DataError: the dataset has no folds; ConfigError: a fold outside ``0..K-1``.
+    """
+    k_total = fold_count(cfg)
+    todo = list(range(k_total)) if folds is None else sorted(set(int(f) for f in folds))
+    bad = [f for f in todo if not 0 <= f < k_total]
+    if bad:
+        raise ConfigError(f"fold {bad[0]} is out of range: the dataset has {k_total} folds", path=option,
+                          hint=f"use {option or 'folds in'} 0..{k_total - 1}")
+    return k_total, todo
+
+
+def train_fold_config(cfg: Config, fold: int, *, option: str | None = "--fold") -> Config:
+    """``fold_config(cfg, fold)`` after checking ``fold`` against the dataset's folds (``check_folds``): the
+    config ``segkit train --fold k`` trains.
+
+    Raises:
+        DataError: the dataset has no folds; ConfigError: ``fold`` out of range, or ``data.fold`` already set.
+    """
+    check_folds(cfg, [fold], option=option)
+    return fold_config(cfg, fold)
+
+
 @dataclass
 class CVResult:
     """What ``run_cv`` did: the run folder, the folds trained now / found done, and the summary written."""
@@ -168,7 +204,8 @@ def cv_table(summary: dict[str, Any]) -> str:
     lines = [head, "|" + "---|" * (5 + len(classes))]
     for f in summary["per_fold"]:
         lines.append(f"| {f['fold']} | {len(f['cases'])} | " + " | ".join(_fmt(f["dice"][c]) for c in classes)
-                     + f" | {_fmt(f['mean_fg_dice'])} | {_fmt(f['mean_hd95_mm'], 2)} | {f['hd95_unbounded']} |")
+                     + f" | {_fmt(f['mean_fg_dice'])} | {_fmt(f['mean_hd95_mm'], 2)}"
+                     f" | {f['hd95_unbounded']} |")
     p, a = summary["pooled"], summary["across_folds"]
     lines.append(f"| pooled | {p['cases']} | " + " | ".join(_fmt(p["dice"][c]["mean"]) for c in classes)
                  + f" | {_fmt(p['mean_fg_dice'])} ± {_fmt(p['sd_fg_dice'])} | {_fmt(p['mean_hd95_mm'], 2)}"
@@ -186,8 +223,8 @@ SINGLE_RUN_FILES = ("model.keras", "last.keras", "history.csv", "train_summary.j
 
 
 def _same_split(cfk: Config, rk: Path) -> None:
-    """Refuse a fold folder trained on another split of the dataset (re-prepared with other folds or seed): its
-    validation cases would no longer be the ones it never saw."""
+    """Refuse a fold folder trained on another split of the dataset (re-prepared with other folds or seed):
+    its validation cases would no longer be the ones it never saw."""
     from segkit.prepare.split import load_splits
 
     saved = rk / "splits.json"
@@ -206,8 +243,8 @@ def _same_split(cfk: Config, rk: Path) -> None:
 
 
 def fold_state(cfk: Config) -> str:
-    """``"done"`` (finished, same config and split, no more training allowed), ``"more"`` (finished, but the config
-    now allows more epochs or time), ``"partial"`` (interrupted), or ``"missing"``.
+    """``"done"`` (finished, same config and split, no more training allowed), ``"more"`` (finished, but the
+    config now allows more epochs or time), ``"partial"`` (interrupted), or ``"missing"``.
 
     Raises:
         ConfigError: the fold was trained with another config or on another split of the dataset.
@@ -220,7 +257,8 @@ def fold_state(cfk: Config) -> str:
     diff = config_difference((rk / "config.yaml").read_text(encoding="utf-8"), cfk)
     if diff is not None:
         raise ConfigError(f"fold {cfk.data.fold} in the run folder was trained with another config ({diff})",
-                          path=rk, hint="use --overwrite to retrain every fold, or set train.run_dir to a new folder")
+                          path=rk,
+                          hint="use --overwrite to retrain every fold, or set train.run_dir to a new folder")
     _same_split(cfk, rk)
     summary_path = rk / "train_summary.json"
     if not (summary_path.is_file() and (rk / "model.keras").is_file()):
@@ -230,7 +268,8 @@ def fold_state(cfk: Config) -> str:
     limit_then, limit_now = ts.get("time_limit_min"), cfk.train.time_limit
     more_time = limit_then is not None and (limit_now is None or limit_now > limit_then)
     more_epochs = cfk.train.epochs > int(ts.get("epochs") or 0)
-    more = {"time_limit": more_time, "epochs": more_epochs, "complete": more_time or more_epochs}.get(stop, False)
+    more = {"time_limit": more_time, "epochs": more_epochs,
+            "complete": more_time or more_epochs}.get(stop, False)
     return "more" if more else "done"  # early stopping is final
 
 
@@ -253,58 +292,26 @@ def _check_root(run_dir: Path, overwrite: bool) -> None:
     single = [n for n in SINGLE_RUN_FILES if (run_dir / n).exists()]
     if single and not (run_dir / CV_FILE).is_file():
         raise ConfigError(
-            f"train.run_dir holds a single training run ({single[0]}); a cross-validation run needs its own folder",
+            f"train.run_dir holds a single training run ({single[0]}); a cross-validation run needs its own"
+            " folder",
             path=run_dir, hint="set train.run_dir to another folder, e.g. --set train.run_dir=runs/NAME-cv")
     if overwrite:
         for name in ROOT_OUTPUTS:
             (run_dir / name).unlink(missing_ok=True)
 
 
-def run_cv(
-    cfg: Config,
-    *,
-    folds: Sequence[int] | None = None,
-    overwrite: bool = False,
-    train_progress: Callable[[Any], None] | None = None,
-    on_fold: Callable[[int, int, str], None] | None = None,
-    progress: Progress = NULL_PROGRESS,
-) -> CVResult:
-    """Train every fold (resumable), score each on its validation cases, and write the cross-validation summary.
-
-    Args:
-        cfg: the config (no ``data.fold``); ``data.dir`` prepared with ``--folds K``.
-        folds: train only these folds (default all); the summary is written only when every fold is finished
-            (with this config, on this split).
-        overwrite: retrain folds that are done or interrupted instead of skipping / resuming them, and clear
-            the run folder's ensemble files.
-        train_progress: ``train_model``'s progress callback, for every fold.
-        on_fold: called with (fold, K, "train" | "skip" | "resume") before each fold.
-        progress: the scoring of the validation volumes (evaluation, post-processing choice).
-
-    Returns:
-        ``CVResult``.
-
-    A finished fold is skipped unless the config now allows it more epochs or time (then it resumes); an
-    interrupted one resumes.
-
-    Raises:
-        DataError: the dataset has no folds; ConfigError: a fold trained with another config or on another split
-            of the dataset (without ``overwrite``), or ``train.run_dir`` holding a single training run; anything
-            ``train_model`` / ``evaluate_model`` raise.
-    """
-    from segkit.evaluate.run import evaluate_model
-    from segkit.postprocess import choose_postprocessing_pooled
+def _train_folds(
+    fold_cfgs: Sequence[Config],
+    todo: Sequence[int],
+    overwrite: bool,
+    train_progress: Callable[[Any], None] | None,
+    on_fold: Callable[[int, int, str], None] | None,
+) -> tuple[list[int], list[int]]:
+    """Train the folds in ``todo`` one by one: skip a done one, resume an interrupted one (or one the config
+    now allows more), train the rest fresh (all fresh with ``overwrite``). Returns ``(trained, skipped)``."""
     from segkit.train.fit import RunComplete, train_model
 
-    k_total = fold_count(cfg)
-    todo = list(range(k_total)) if folds is None else sorted(set(int(f) for f in folds))
-    bad = [f for f in todo if not 0 <= f < k_total]
-    if bad:
-        raise ConfigError(f"fold {bad[0]} is out of range: the dataset has {k_total} folds",
-                          hint=f"use folds in 0..{k_total - 1}")
-    run_dir = Path(cfg.train.run_dir)
-    _check_root(run_dir, overwrite)
-    fold_cfgs = [fold_config(cfg, k) for k in range(k_total)]
+    k_total = len(fold_cfgs)
     trained: list[int] = []
     skipped: list[int] = []
     for k in todo:
@@ -327,32 +334,47 @@ def run_cv(
             log.info("fold %d had no epoch left to train: taken as done", k)
             _mark_complete(cfk)
         trained.append(k)
+    return trained, skipped
 
-    summary_path = run_dir / SUMMARY_FILE
-    states = {k: fold_state(c) for k, c in enumerate(fold_cfgs)}  # every fold, also those not trained now
-    unfinished = [k for k, st in states.items() if st != "done"]
-    if unfinished:
-        log.info("fold(s) %s not finished with this config: no cross-validation summary",
-                 ", ".join(map(str, unfinished)))
-        return CVResult(run_dir, k_total, trained, skipped, {}, summary_path)
 
+def _fold_runs(fold_cfgs: Sequence[Config]) -> list[dict[str, Any]]:
+    """Each fold's folder, epochs, training time and stop reason (from its ``train_summary.json``)."""
+    runs = []
+    for cfk in fold_cfgs:
+        path = Path(cfk.train.run_dir) / "train_summary.json"
+        ts = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        runs.append({"fold": cfk.data.fold, "run_dir": f"fold_{cfk.data.fold}",
+                     "epochs_done": ts.get("epochs_done"), "train_time_s": ts.get("train_time_s"),
+                     "stop_reason": ts.get("stop_reason")})
+    return runs
+
+
+def _score_folds(
+    cfg: Config, fold_cfgs: Sequence[Config], progress: Progress
+) -> tuple[dict[str, Any], list[list[dict[str, Any]]]]:
+    """Score each fold's model (raw predictions) on its validation cases, summarise them (``summarize_cv``)
+    and choose the ensemble's post-processing on the pooled predictions (``train.choose_postprocessing``;
+    without a choice, an older ``postprocessing.json`` is removed).
+
+    Returns:
+        ``(summary, each fold's evaluation rows)``.
+    """
+    from segkit.evaluate.run import evaluate_model
+    from segkit.postprocess import choose_postprocessing_pooled
+
+    run_dir = Path(cfg.train.run_dir)
     classes = [c.name for c in cfg.effective_classes]
     raw = cfg.infer.model_copy(update={"tta": False, "largest_component": False})
     fold_rows = []
     for cfk in fold_cfgs:
         rk = Path(cfk.train.run_dir)
-        ev = evaluate_model(cfk.model_copy(update={"infer": raw}), split="valid", out_dir=rk / "cv_evaluation",
-                            progress=progress)
+        ev = evaluate_model(cfk.model_copy(update={"infer": raw}), split="valid",
+                            out_dir=rk / "cv_evaluation", progress=progress)
         fold_rows.append(ev.rows)
     summary = summarize_cv(fold_rows, classes)
-    summary["runs"] = []
-    for cfk in fold_cfgs:
-        ts = json.loads((Path(cfk.train.run_dir) / "train_summary.json").read_text(encoding="utf-8")) \
-            if (Path(cfk.train.run_dir) / "train_summary.json").is_file() else {}
-        summary["runs"].append({"fold": cfk.data.fold, "run_dir": f"fold_{cfk.data.fold}",
-                                "epochs_done": ts.get("epochs_done"), "train_time_s": ts.get("train_time_s"),
-                                "stop_reason": ts.get("stop_reason")})
-    summary["scores"] = "raw predictions of each fold's model on its validation cases (no TTA, no component filter)"
+    summary["runs"] = _fold_runs(fold_cfgs)
+    summary["scores"] = ("raw predictions of each fold's model on its validation cases (no TTA, no component"
+                         " filter)")
 
     pp = None
     if cfg.train.choose_postprocessing:
@@ -361,10 +383,21 @@ def run_cv(
     if pp is None:  # no decision now: an older one must not apply to this ensemble
         (run_dir / "postprocessing.json").unlink(missing_ok=True)
     summary["postprocessing"] = pp.to_json() if pp is not None else None
+    return summary, fold_rows
 
-    # the run folder: what inference and evaluation of the ensemble need
+
+def _write_root(
+    cfg: Config,
+    fold_cfgs: Sequence[Config],
+    summary: dict[str, Any],
+    fold_rows: Sequence[Sequence[dict[str, Any]]],
+) -> None:
+    """The run folder's files: what inference and evaluation of the ensemble need (``config.yaml``,
+    ``cv.json``, the first fold's ``preprocessing.json`` / ``splits.json``), ``cv_cases.csv``, the summary
+    (``cv_summary.json``) and its table (``cv_summary.md``)."""
+    run_dir = Path(cfg.train.run_dir)
     write_text(run_dir / "config.yaml", cfg.to_yaml())
-    write_json(run_dir / CV_FILE, {"folds": [f"fold_{k}" for k in range(k_total)]})
+    write_json(run_dir / CV_FILE, {"folds": [f"fold_{k}" for k in range(len(fold_cfgs))]})
     for name in ("preprocessing.json", "splits.json"):
         src = Path(fold_cfgs[0].train.run_dir) / name
         if src.is_file():
@@ -376,9 +409,61 @@ def run_cv(
         for r in rows:
             writer.writerow([k, r["case_id"], r["class_name"], *(r.get(m) for m in METRICS)])
     write_text(run_dir / CASES_FILE, buf.getvalue())
-    write_json(summary_path, summary)
+    write_json(run_dir / SUMMARY_FILE, summary)
     write_text(run_dir / "cv_summary.md", cv_table(summary) + "\n")
+
+
+def run_cv(
+    cfg: Config,
+    *,
+    folds: Sequence[int] | None = None,
+    overwrite: bool = False,
+    train_progress: Callable[[Any], None] | None = None,
+    on_fold: Callable[[int, int, str], None] | None = None,
+    progress: Progress = NULL_PROGRESS,
+) -> CVResult:
+    """Train every fold (resumable), score each on its validation cases, and write the cross-validation
+    summary.
+
+    Args:
+        cfg: the config (no ``data.fold``); ``data.dir`` prepared with ``--folds K``.
+        folds: train only these folds (default all); the summary is written only when every fold is finished
+            (with this config, on this split).
+        overwrite: retrain folds that are done or interrupted instead of skipping / resuming them, and clear
+            the run folder's ensemble files.
+        train_progress: ``train_model``'s progress callback, for every fold.
+        on_fold: called with (fold, K, "train" | "skip" | "resume") before each fold.
+        progress: the scoring of the validation volumes (evaluation, post-processing choice).
+
+    Returns:
+        ``CVResult``.
+
+    A finished fold is skipped unless the config now allows it more epochs or time (then it resumes); an
+    interrupted one resumes.
+
+    Raises:
+        DataError: the dataset has no folds; ConfigError: a fold out of range, a fold trained with another
+            config or on another split of the dataset (without ``overwrite``), or ``train.run_dir`` holding a
+            single training run; anything ``train_model`` / ``evaluate_model`` raise.
+    """
+    k_total, todo = check_folds(cfg, folds)
+    run_dir = Path(cfg.train.run_dir)
+    _check_root(run_dir, overwrite)
+    fold_cfgs = [fold_config(cfg, k) for k in range(k_total)]
+    trained, skipped = _train_folds(fold_cfgs, todo, overwrite, train_progress, on_fold)
+
+    summary_path = run_dir / SUMMARY_FILE
+    states = {k: fold_state(c) for k, c in enumerate(fold_cfgs)}  # every fold, also those not trained now
+    unfinished = [k for k, st in states.items() if st != "done"]
+    if unfinished:
+        log.info("fold(s) %s not finished with this config: no cross-validation summary",
+                 ", ".join(map(str, unfinished)))
+        return CVResult(run_dir, k_total, trained, skipped, {}, summary_path)
+
+    summary, fold_rows = _score_folds(cfg, fold_cfgs, progress)
+    _write_root(cfg, fold_cfgs, summary, fold_rows)
     return CVResult(run_dir, k_total, trained, skipped, summary, summary_path)
 
 
-__all__ = ["CVResult", "cv_table", "fold_config", "fold_count", "fold_dir", "run_cv", "summarize_cv"]
+__all__ = ["CVResult", "check_folds", "cv_table", "fold_config", "fold_count", "fold_dir", "run_cv",
+           "summarize_cv", "train_fold_config"]

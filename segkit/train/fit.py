@@ -12,8 +12,8 @@
    ``curves.png``, ``epoch_infer/epoch_XXX.png`` and keep ``backup/`` for ``--resume``.
 
 Precision ``auto``: ``mixed_float16`` on a GPU, otherwise ``float32``: ``mixed_bfloat16`` is emulated on CPUs
-without AVX512-BF16/AMX and measured slower here (``scripts/bench_train.py``; README "Benchmarks"), so it is used
-only when asked for.
+without AVX512-BF16/AMX and measured slower here (``scripts/bench_train.py``; README "Benchmarks"), so it is
+used only when asked for.
 
 Example:
     >>> result = train_model(load_config(Path("configs/demo.yaml")))
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     import keras
     import tensorflow as tf
 
-    from segkit.train.callbacks import ProgressFn
+    from segkit.train.callbacks import ProgressFn, TrainClock
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +65,11 @@ RUN_OUTPUTS = (
     "postprocessing.json",
     PREPROCESSING_FILE,
 )
-"""Everything ``train_model`` writes in a run directory (what ``overwrite`` removes; nothing else is touched)."""
+"""Everything ``train_model`` writes in a run directory (what ``overwrite`` removes; nothing else is
+touched)."""
 
-# Keys that may change between an interrupted run and its ``--resume``: training longer (epochs or time), and a
-# run folder that was moved or renamed.
+# Keys that may change between an interrupted run and its ``--resume``: training longer (epochs or time), and
+# a run folder that was moved or renamed.
 _RESUME_FREE_KEYS = {("train", "epochs"), ("train", "run_dir"), ("train", "time_limit")}
 
 
@@ -97,7 +98,8 @@ class TrainResult:
         device: the device used, in words.
         wall_s: seconds spent in this call.
         stop_reason: ``epochs`` (all ``train.epochs`` done), ``early_stopping`` or ``time_limit``.
-        train_time_s: training seconds of the whole run, resumes included (the last ``time_s`` of the history).
+        train_time_s: training seconds of the whole run, resumes included (the last ``time_s`` of the
+            history).
     """
 
     run_dir: Path
@@ -164,9 +166,9 @@ def _flatten(d: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]
 
 
 def config_difference(saved_yaml: str, cfg: Config) -> str | None:
-    """First key (dotted) where a run's saved ``config.yaml`` differs from ``cfg``, ignoring ``train.epochs``,
-    ``train.run_dir`` and ``train.time_limit``; ``None`` when they agree. The saved config is validated first, so
-    a key added to segkit after the run was made compares as its default."""
+    """First key (dotted) where a run's saved ``config.yaml`` differs from ``cfg``, ignoring
+    ``train.epochs``, ``train.run_dir`` and ``train.time_limit``; ``None`` when they agree. The saved config
+    is validated first, so a key added to segkit after the run was made compares as its default."""
     from segkit.config import parse_yaml_text, validate_config
 
     try:
@@ -194,14 +196,15 @@ def check_run_dir(cfg: Config, *, resume: bool, overwrite: bool) -> bool:
     """Make ``cfg.train.run_dir`` ready; return whether there is a run to resume.
 
     Raises:
-        ConfigError: the folder is not empty and neither ``resume`` (of this config) nor ``overwrite`` was given,
-            or ``resume`` names a run of another config.
+        ConfigError: the folder is not empty and neither ``resume`` (of this config) nor ``overwrite`` was
+            given, or ``resume`` names a run of another config.
     """
     run_dir = Path(cfg.train.run_dir)
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite exclude each other", hint="pick one")
     if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError("train.run_dir exists and is not a folder", path=run_dir, hint="set train.run_dir to a folder")
+        raise ConfigError("train.run_dir exists and is not a folder", path=run_dir,
+                          hint="set train.run_dir to a folder")
     if (run_dir / "cv.json").is_file() or any(run_dir.glob("fold_*/config.yaml")):
         raise ConfigError("train.run_dir holds a cross-validation run (segkit cv)", path=run_dir,
                           hint="train one of its folds with --fold k, or set train.run_dir to another folder")
@@ -310,7 +313,8 @@ def _int_or(s: str, default: int) -> int:
 
 def write_run_info(cfg: Config, run_dir: Path, precision: str, device: str) -> None:
     """``config.yaml`` (resolved), ``versions.json``, a copy of the dataset's ``splits.json``, and
-    ``preprocessing.json`` (the dataset's recorded preprocessing recipe, so the run folder alone can infer)."""
+    ``preprocessing.json`` (the dataset's recorded preprocessing recipe, so the run folder alone can
+    infer)."""
     import keras
     import tensorflow as tf
 
@@ -341,8 +345,10 @@ def write_run_info(cfg: Config, run_dir: Path, precision: str, device: str) -> N
         from segkit.prepare.manifest import load_manifest
 
         manifest = load_manifest(Path(cfg.data.dir))
-        write_json(run_dir / PREPROCESSING_FILE, {"prepare": manifest["prepare"], "modality": manifest["modality"],
-                                                  "classes": manifest["classes"], "source": manifest.get("source")})
+        write_json(run_dir / PREPROCESSING_FILE, {
+            "prepare": manifest["prepare"], "modality": manifest["modality"], "classes": manifest["classes"],
+            "source": manifest.get("source"),
+        })
 
 
 # === Data ===
@@ -381,8 +387,8 @@ def _steps(ds: tf.data.Dataset, configured: int | None, n: int, batch: int) -> t
     """Repeat ``ds`` and give ``fit`` an explicit step count.
 
     Without ``configured``, the count is ``ceil(n / batch)``, i.e. exactly one pass over the split per epoch
-    (the last batch may be smaller); Keras then knows the epoch length from the start (progress, ETA) and never
-    runs a finite dataset dry.
+    (the last batch may be smaller); Keras then knows the epoch length from the start (progress, ETA) and
+    never runs a finite dataset dry.
 
     Returns:
         ``(repeated dataset, steps)``.
@@ -397,8 +403,9 @@ def _steps(ds: tf.data.Dataset, configured: int | None, n: int, batch: int) -> t
 def preview_batch(cfg: Config, n: int) -> tuple[np.ndarray, np.ndarray]:
     """``n`` fixed, unaugmented validation samples for the epoch-change grids.
 
-    Candidates are ``4n`` pairs spread evenly over the sorted validation split; the ``n`` showing the most classes
-    are kept (in file order), so the grid shows structures rather than the empty slices at a case's ends.
+    Candidates are ``4n`` pairs spread evenly over the sorted validation split; the ``n`` showing the most
+    classes are kept (in file order), so the grid shows structures rather than the empty slices at a case's
+    ends.
 
     Returns:
         ((n, H, W, C) float32 0..1 images, (n, H, W) uint8 class ids).
@@ -437,8 +444,8 @@ def make_optimizer(cfg: Config) -> keras.optimizers.Optimizer:
 
 
 def float32_output(model: keras.Model) -> keras.Model:
-    """Return ``model`` unchanged if its output is float32, else with a float32 linear cast layer appended (the
-    softmax must be computed and returned in float32 under mixed precision)."""
+    """Return ``model`` unchanged if its output is float32, else with a float32 linear cast layer appended
+    (the softmax must be computed and returned in float32 under mixed precision)."""
     import keras
 
     if str(model.outputs[0].dtype) == "float32":
@@ -465,12 +472,114 @@ def check_monitor(monitor: str, metric_names: list[str]) -> None:
 # === Training ===
 
 
+@dataclass(frozen=True)
+class _Call:
+    """One call of ``train_model``: the config, its run folder, and what the checks before TensorFlow found.
+
+    Attributes:
+        cfg: the validated config.
+        run_dir: ``cfg.train.run_dir``.
+        resuming: there is an interrupted (or finished) run of this config to continue.
+        n_train: image/mask pairs of the train split.
+        n_valid: image/mask pairs of the valid split.
+        limit_s: ``train.time_limit`` in seconds, or ``None``.
+        clock: the run's ``TrainClock`` (started when the call began).
+        progress: the ``TrainEvent`` callback, or ``None``.
+        t0: ``time.perf_counter()`` when the call began.
+    """
+
+    cfg: Config
+    run_dir: Path
+    resuming: bool
+    n_train: int
+    n_valid: int
+    limit_s: float | None
+    clock: TrainClock
+    progress: ProgressFn | None
+    t0: float
+
+
+@dataclass(frozen=True)
+class _Device:
+    """The dtype policy, the device in words and the distribution strategy of a run."""
+
+    precision: str
+    device: str
+    strategy: Any
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    """The compiled model, the monitored log key and its direction, and ``model_summary``'s facts."""
+
+    model: keras.Model
+    monitor: str
+    mode: Literal["min", "max"]
+    summary: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Past:
+    """What earlier calls of a resumed run did (all empty for a new run).
+
+    Attributes:
+        initial_epoch: epochs completed (the weights and optimizer state restored are theirs).
+        rows: their ``history.csv`` rows.
+        durations: their steady epoch lengths in seconds (``spent_time``).
+        best_before: the best monitored value among them (``None`` when none is finite).
+    """
+
+    initial_epoch: int
+    rows: list[dict[str, float]]
+    durations: list[float]
+    best_before: float | None
+
+
+@dataclass(frozen=True)
+class _Data:
+    """The repeated train and valid datasets and the step counts ``fit`` runs each epoch."""
+
+    train: tf.data.Dataset
+    valid: tf.data.Dataset
+    steps: int
+    val_steps: int
+
+
+@dataclass(frozen=True)
+class _Guards:
+    """The callbacks whose state ``train_model`` reads after ``fit``: the NaN guard and the time limit."""
+
+    nan_guard: Any
+    time_limit: Any | None
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """How a run ended, from its ``history.csv``.
+
+    Attributes:
+        epochs_done: epochs completed in total.
+        stopped: fewer than ``train.epochs``.
+        stop_reason: ``epochs``, ``early_stopping`` or ``time_limit``.
+        best_value: the monitored value of the epoch in ``model.keras`` (``_model_epoch``).
+        best_epoch: that epoch, 1-based.
+        train_time_s: training seconds of the whole run (``spent_time``).
+    """
+
+    epochs_done: int
+    stopped: bool
+    stop_reason: str
+    best_value: float | None
+    best_epoch: int | None
+    train_time_s: float
+
+
 def _restore(cfg: Config, model: keras.Model, strategy: Any, run_dir: Path) -> int:
     """Restore an interrupted run's weights and optimizer state; return the epochs it completed.
 
-    From ``backup/`` (the exact epoch ``state.json`` names) when there is one, else from ``last.keras`` and the
-    length of ``history.csv`` (runs made before the atomic backup); ``history.csv`` is trimmed to the restored
-    epoch.
+    From ``backup/`` (the exact epoch ``state.json`` names) when there is one, else from ``last.keras`` and
+    the length of ``history.csv`` (runs made before the atomic backup); ``history.csv`` is trimmed to the
+    restored epoch.
 
     Raises:
         ConfigError: history without a model to restore it from; RunComplete: no epoch left to train.
@@ -508,35 +617,137 @@ def _restore(cfg: Config, model: keras.Model, strategy: Any, run_dir: Path) -> i
     return initial_epoch
 
 
-def _callbacks(
-    cfg: Config,
-    run_dir: Path,
-    monitor: str,
-    mode: Literal["min", "max"],
-    steps: int,
-    clock: Any,
-    limit_s: float | None,
-    best_before: float | None,
-    previous_rows: list[dict[str, float]],
-    previous_durations: list[float],
-    resuming: bool,
-    progress: ProgressFn | None,
-) -> tuple[list[Any], Any, Any]:
+def _device(cfg: Config) -> _Device:
+    """The precision policy for the visible GPUs, the device in words, and ``MirroredStrategy`` when more than
+    one GPU is visible (else the default strategy)."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    precision = resolve_precision(cfg.train.precision, len(gpus))
+    device = describe_device(gpus)
+    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    return _Device(precision, device, strategy)
+
+
+def _compile(call: _Call, dev: _Device) -> _Compiled:
+    """Build ``cfg.model`` (float32 output; pretrained weights only for a new run) and compile it with the
+    configured optimizer, loss and metrics inside the strategy's scope; check ``train.monitor``.
+
+    Raises:
+        ConfigError: ``train.monitor`` is no log key of this model.
+    """
+    from segkit.losses import get_loss
+    from segkit.metrics.training import get_metrics
+    from segkit.models import build_model, model_summary
+    from segkit.train import callbacks as cb
+
+    cfg = call.cfg
+    with dev.strategy.scope():
+        model = float32_output(build_model(cfg, pretrained=not call.resuming))
+        metrics = list(get_metrics(cfg))
+        model.compile(
+            optimizer=make_optimizer(cfg),
+            loss=get_loss(cfg),
+            metrics=metrics,
+            jit_compile=cfg.train.jit_compile,
+        )
+    metric_names = [getattr(m, "name", str(m)) for m in metrics]
+    monitor = cfg.train.monitor
+    check_monitor(monitor, metric_names)
+    return _Compiled(model, monitor, cb.monitor_mode(monitor), model_summary(model))
+
+
+def _past(call: _Call, compiled: _Compiled, dev: _Device) -> _Past:
+    """Restore a resumed run (``_restore``) and read what it did; set the clock to the time it spent.
+
+    Raises:
+        RunComplete: resuming, and one more epoch would not fit ``train.time_limit``; and what ``_restore``
+            raises.
+    """
+    from segkit.train import callbacks as cb
+
+    cfg, run_dir, clock, limit_s = call.cfg, call.run_dir, call.clock, call.limit_s
+    initial_epoch = _restore(cfg, compiled.model, dev.strategy, run_dir) if call.resuming else 0
+    previous_rows = cb.read_history_csv(run_dir / "history.csv") if call.resuming else []
+    previous_values = [r.get(compiled.monitor, float("nan")) for r in previous_rows]
+    best_before = cb.plateau_state(previous_values, compiled.mode)[0]
+    clock.spent_s, previous_durations = spent_time(previous_rows)
+    next_epoch = max(previous_durations[-3:]) if previous_durations else 0.0
+    if call.resuming and limit_s is not None and clock.spent_s + next_epoch > limit_s:
+        raise RunComplete(
+            f"the run already used {clock.spent_s / 60:.1f} of train.time_limit={cfg.train.time_limit:g} "
+            f"minutes and one more epoch takes ~{next_epoch / 60:.1f}",
+            path=run_dir,
+            hint=f"raise the limit (e.g. --time-limit {math.ceil(clock.spent_s / 60) + 10}) to train longer",
+        )
+    return _Past(initial_epoch, previous_rows, previous_durations, best_before)
+
+
+def _datasets(call: _Call, initial_epoch: int) -> _Data:
+    """The train (augmented, shuffled) and valid datasets, repeated, with their step counts (``_steps``)."""
+    from segkit.data.pipeline import make_dataset
+
+    cfg = call.cfg
+    # seed_offset: the data epoch counter continues where the interrupted run stopped (same shuffles).
+    train_ds = make_dataset(cfg, "train", training=True, seed_offset=initial_epoch)
+    valid_ds = make_dataset(cfg, "valid", training=False)
+    train_ds, steps = _steps(train_ds, cfg.train.steps_per_epoch, call.n_train, cfg.train.batch_size)
+    valid_ds, val_steps = _steps(valid_ds, cfg.train.validation_steps, call.n_valid, cfg.train.batch_size)
+    return _Data(train_ds, valid_ds, steps, val_steps)
+
+
+def _report_start(call: _Call, dev: _Device, compiled: _Compiled, initial_epoch: int, data: _Data) -> None:
+    """Log the run's facts (debug) and send the ``start`` event with them."""
+    from segkit.train import callbacks as cb
+
+    cfg = call.cfg
+    info = {
+        "model": cfg.model.name,
+        "params": int(compiled.summary["params"]),
+        "gflops_per_image": float(compiled.summary["gflops_per_image"]),
+        "precision": dev.precision,
+        "jit_compile": cfg.train.jit_compile,
+        "device": dev.device,
+        "replicas": dev.strategy.num_replicas_in_sync,
+        "train_pairs": call.n_train,
+        "valid_pairs": call.n_valid,
+        "batch_size": cfg.train.batch_size,
+        "steps_per_epoch": data.steps,
+        "validation_steps": data.val_steps,
+        "epochs": cfg.train.epochs,
+        "initial_epoch": initial_epoch,
+        "run_dir": str(call.run_dir),
+        "time_limit_min": cfg.train.time_limit,
+        "spent_s": call.clock.spent_s,
+    }
+    log.debug(
+        "model %s: %s parameters, %.2f GFLOP/image; precision %s; %s; train %d / valid %d pairs",
+        cfg.model.name, f"{info['params']:,}", info["gflops_per_image"], dev.precision, dev.device,
+        call.n_train, call.n_valid,
+    )
+    if call.progress is not None:
+        call.progress(cb.TrainEvent("start", initial_epoch, cfg.train.epochs, 0, data.steps, info=info))
+
+
+def _callbacks(call: _Call, compiled: _Compiled, past: _Past, steps: int) -> tuple[list[Any], _Guards]:
     """The run's Keras callbacks, in the order that matters (NaN guard first; history before the backup, so a
     kill between them leaves an extra history row that resume trims; the time limit last, so the epoch length
-    it measures includes every write). Returns ``(callbacks, nan_guard, time_limit or None)``."""
+    it measures includes every write). Returns ``(callbacks, the NaN guard and time limit)``."""
     import keras
 
     from segkit.io.palette import palette_array
     from segkit.train import callbacks as cb
 
+    cfg, run_dir, clock, limit_s = call.cfg, call.run_dir, call.clock, call.limit_s
+    monitor, mode = compiled.monitor, compiled.mode
     keep_best = cfg.train.model_checkpoint == "best"
-    previous_values = [r.get(monitor, float("nan")) for r in previous_rows]
+    previous_values = [r.get(monitor, float("nan")) for r in past.rows]
     nan_guard = cb.NaNGuard()
     schedule: list[keras.callbacks.Callback] = []
     if cfg.train.schedule != "plateau":
-        schedule.append(cb.ScheduledLR(cfg.train.learning_rate, cfg.train.schedule, cfg.train.epochs, steps,
-                                       cfg.train.warmup_epochs, clock, limit_s))
+        plan = cb.LRSchedule(cfg.train.learning_rate, cfg.train.schedule, cfg.train.epochs, steps,
+                             cfg.train.warmup_epochs)
+        schedule.append(cb.ScheduledLR(plan, clock, limit_s))
     callbacks: list[keras.callbacks.Callback] = [
         nan_guard,
         *schedule,
@@ -544,29 +755,60 @@ def _callbacks(
         cb.LearningRateLogger(),
         cb.EpochTime(clock),
         cb.AtomicCheckpoint(run_dir / "model.keras", monitor=monitor if keep_best else None, mode=mode,
-                            initial_best=best_before if keep_best else None),
+                            initial_best=past.best_before if keep_best else None),
         cb.AtomicCheckpoint(run_dir / "last.keras"),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
-        cb.HistoryWriter(run_dir / "history.json", run_dir / "curves.png", previous_rows),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=call.resuming),
+        cb.HistoryWriter(run_dir / "history.json", run_dir / "curves.png", past.rows),
         cb.AtomicBackup(run_dir / "backup"),
     ]
     if cfg.train.epoch_change_infer.enabled:
         images, truth = preview_batch(cfg, cfg.train.epoch_change_infer.num_images)
         palette = palette_array([c.color for c in cfg.effective_classes])
         callbacks.append(cb.EpochPreview(run_dir / "epoch_infer", images, truth, palette))
-    if progress is not None:
-        callbacks.append(cb.ProgressReporter(progress, cfg.train.epochs, steps, clock, limit_s))
-    time_limit = cb.TimeLimit(limit_s, clock, previous_durations) if limit_s is not None else None
+    if call.progress is not None:
+        callbacks.append(cb.ProgressReporter(call.progress, cfg.train.epochs, steps, clock, limit_s))
+    time_limit = cb.TimeLimit(limit_s, clock, past.durations) if limit_s is not None else None
     if time_limit is not None:
         callbacks.append(time_limit)
-    return callbacks, nan_guard, time_limit
+    return callbacks, _Guards(nan_guard, time_limit)
+
+
+def _fit(call: _Call, compiled: _Compiled, past: _Past, data: _Data) -> _Guards:
+    """``model.fit`` from ``past.initial_epoch`` to ``train.epochs`` with the run's callbacks.
+
+    On resume the weights and optimizer state were restored before (backup/, else last.keras);
+    ``initial_epoch`` is the epoch they completed.
+
+    Raises:
+        DataError: a sample failed to decode (bad mask colour, bad file), unwrapped from TensorFlow's error.
+    """
+    import tensorflow as tf
+
+    callbacks, guards = _callbacks(call, compiled, past, data.steps)
+    try:
+        compiled.model.fit(
+            data.train,
+            validation_data=data.valid,
+            epochs=call.cfg.train.epochs,
+            initial_epoch=past.initial_epoch,
+            steps_per_epoch=data.steps,
+            validation_steps=data.val_steps,
+            callbacks=callbacks,
+            shuffle=False,  # the pipeline shuffles (seeded by epoch)
+            verbose=0,
+        )
+    except tf.errors.OpError as e:  # a DataError raised while decoding a sample (bad mask colour, bad file)
+        from segkit.data.pipeline import unwrap_data_error
+
+        raise (unwrap_data_error(e) or e) from e
+    return guards
 
 
 def _model_epoch(
     cfg: Config, rows: list[dict[str, float]], monitor: str, mode: Literal["min", "max"]
 ) -> tuple[float | None, int | None]:
-    """``(monitored value, epoch)`` of the weights in ``model.keras``: the best epoch (``model_checkpoint: best``)
-    or the final one (``last``)."""
+    """``(monitored value, epoch)`` of the weights in ``model.keras``: the best epoch (``model_checkpoint:
+    best``) or the final one (``last``)."""
     from segkit.train import callbacks as cb
 
     values = [r.get(monitor, float("nan")) for r in rows]
@@ -574,6 +816,95 @@ def _model_epoch(
         best_value, _ = cb.plateau_state(values, mode)
         return best_value, next((i + 1 for i, v in enumerate(values) if v == best_value), None)
     return (values[-1] if values and math.isfinite(values[-1]) else None), (len(rows) or None)
+
+
+def _outcome(cfg: Config, rows: list[dict[str, float]], compiled: _Compiled, guards: _Guards) -> _Outcome:
+    """How the run ended: epochs done, why it stopped, the epoch in ``model.keras`` and the training time."""
+    epochs_done = len(rows)
+    best_value, best_epoch = _model_epoch(cfg, rows, compiled.monitor, compiled.mode)
+    stopped = epochs_done < cfg.train.epochs
+    time_limit = guards.time_limit
+    if time_limit is not None and time_limit.stopped_epoch is not None and stopped:
+        stop_reason = "time_limit"
+    else:
+        stop_reason = "early_stopping" if stopped else "epochs"
+    return _Outcome(epochs_done, stopped, stop_reason, best_value, best_epoch, spent_time(rows)[0])
+
+
+def _write_summary(cfg: Config, run_dir: Path, monitor: str, outcome: _Outcome) -> None:
+    """Choose the post-processing (``train.choose_postprocessing``, with a ``model.keras``) and write
+    ``train_summary.json``."""
+    postprocessing = None
+    if cfg.train.choose_postprocessing and (run_dir / "model.keras").is_file():
+        from segkit.postprocess import choose_postprocessing
+
+        pp = choose_postprocessing(cfg, run_dir / "model.keras")
+        postprocessing = pp.to_json() if pp is not None else None
+    write_json(
+        run_dir / "train_summary.json",
+        {
+            "stop_reason": outcome.stop_reason,
+            "epochs_done": outcome.epochs_done,
+            "epochs": cfg.train.epochs,
+            "train_time_s": round(outcome.train_time_s, 1),
+            "time_limit_min": cfg.train.time_limit,
+            "monitor": monitor,
+            "model_checkpoint": cfg.train.model_checkpoint,
+            "best_value": outcome.best_value,
+            "best_epoch": outcome.best_epoch,
+            "postprocessing": postprocessing,
+        },
+    )
+
+
+def _finish(
+    call: _Call, dev: _Device, compiled: _Compiled, initial_epoch: int, guards: _Guards
+) -> TrainResult:
+    """After ``fit``: refuse a diverged run, write ``train_summary.json``, send the ``end`` event.
+
+    Raises:
+        SegkitError: the loss became NaN (the message names the epoch and suggests a lower learning rate).
+    """
+    from segkit.train import callbacks as cb
+
+    cfg, run_dir, monitor = call.cfg, call.run_dir, compiled.monitor
+    nan_guard = guards.nan_guard
+    if nan_guard.nan_epoch is not None:
+        raise SegkitError(
+            f"the loss became NaN at epoch {nan_guard.nan_epoch} (step {nan_guard.nan_step}); training"
+            " stopped",
+            path=run_dir,
+            hint=f"lower train.learning_rate (now {cfg.train.learning_rate:g}), "
+            f"e.g. --set train.learning_rate={cfg.train.learning_rate / 10:g}, or set train.clipvalue",
+        )
+    rows = cb.read_history_csv(run_dir / "history.csv")
+    outcome = _outcome(cfg, rows, compiled, guards)
+    _write_summary(cfg, run_dir, monitor, outcome)
+    if outcome.stop_reason == "time_limit":
+        log.info("stopped by train.time_limit=%g min after %d epochs (%.1f min)", cfg.train.time_limit or 0,
+                 outcome.epochs_done, outcome.train_time_s / 60)
+    if call.progress is not None:
+        call.progress(cb.TrainEvent("end", outcome.epochs_done, cfg.train.epochs,
+                                    logs={monitor: outcome.best_value or float("nan")},
+                                    elapsed_s=time.perf_counter() - call.t0,
+                                    info={"stop_reason": outcome.stop_reason}))
+    return TrainResult(
+        run_dir=run_dir,
+        best_model=run_dir / "model.keras",
+        last_model=run_dir / "last.keras",
+        monitor=monitor,
+        best_value=outcome.best_value,
+        best_epoch=outcome.best_epoch,
+        initial_epoch=initial_epoch,
+        epochs_done=outcome.epochs_done,
+        stopped_early=outcome.stopped,
+        history=rows,
+        precision=dev.precision,
+        device=dev.device,
+        wall_s=time.perf_counter() - call.t0,
+        stop_reason=outcome.stop_reason,
+        train_time_s=outcome.train_time_s,
+    )
 
 
 def train_model(
@@ -595,7 +926,8 @@ def train_model(
         A ``TrainResult``.
 
     Raises:
-        ConfigError: non-empty run dir without ``resume``/``overwrite``, a resume of another config, a bad monitor.
+        ConfigError: non-empty run dir without ``resume``/``overwrite``, a resume of another config, a bad
+            monitor.
         DataError: a missing or empty train/valid split (or any data problem found by the pipeline).
         SegkitError: the loss became NaN (the message names the epoch and suggests a lower learning rate).
     """
@@ -604,184 +936,31 @@ def train_model(
 
     clock = TrainClock()  # started now: model building and compilation count against train.time_limit
     limit_s = cfg.train.time_limit * 60.0 if cfg.train.time_limit is not None else None
-    run_dir = Path(cfg.train.run_dir)
     # Cheap checks first: a missing split or a refused run folder fails before TensorFlow is imported.
     n_train = check_split(cfg, "train")
     n_valid = check_split(cfg, "valid")
     resuming = check_run_dir(cfg, resume=resume, overwrite=overwrite)
+    call = _Call(cfg, Path(cfg.train.run_dir), resuming, n_train, n_valid, limit_s, clock, progress, t0)
 
     import keras
-    import tensorflow as tf
-
-    from segkit.data.pipeline import make_dataset
-    from segkit.losses import get_loss
-    from segkit.metrics.training import get_metrics
-    from segkit.models import build_model, model_summary
-    from segkit.train import callbacks as cb
 
     keras.utils.set_random_seed(cfg.seed)
-    gpus = tf.config.list_physical_devices("GPU")
-    precision = resolve_precision(cfg.train.precision, len(gpus))
-    device = describe_device(gpus)
-    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
-
+    dev = _device(cfg)
     previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(precision)
+    keras.config.set_dtype_policy(dev.precision)
     try:
-        with strategy.scope():
-            model = float32_output(build_model(cfg, pretrained=not resuming))
-            metrics = list(get_metrics(cfg))
-            model.compile(
-                optimizer=make_optimizer(cfg),
-                loss=get_loss(cfg),
-                metrics=metrics,
-                jit_compile=cfg.train.jit_compile,
-            )
-        metric_names = [getattr(m, "name", str(m)) for m in metrics]
-        monitor = cfg.train.monitor
-        check_monitor(monitor, metric_names)
-        mode = cb.monitor_mode(monitor)
-        summary = model_summary(model)
-
-        # --- what was done before (resume) ---
-        csv_path = run_dir / "history.csv"
-        initial_epoch = _restore(cfg, model, strategy, run_dir) if resuming else 0
-        previous_rows = cb.read_history_csv(csv_path) if resuming else []
-        previous_values = [r.get(monitor, float("nan")) for r in previous_rows]
-        best_before = cb.plateau_state(previous_values, mode)[0]
-        clock.spent_s, previous_durations = spent_time(previous_rows)
-        next_epoch = max(previous_durations[-3:]) if previous_durations else 0.0
-        if resuming and limit_s is not None and clock.spent_s + next_epoch > limit_s:
-            raise RunComplete(
-                f"the run already used {clock.spent_s / 60:.1f} of train.time_limit={cfg.train.time_limit:g} minutes"
-                f" and one more epoch takes ~{next_epoch / 60:.1f}",
-                path=run_dir,
-                hint=f"raise the limit (e.g. --time-limit {math.ceil(clock.spent_s / 60) + 10}) to train longer",
-            )
-
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_run_info(cfg, run_dir, precision, device)
+        compiled = _compile(call, dev)
+        past = _past(call, compiled, dev)  # what was done before (resume)
+        call.run_dir.mkdir(parents=True, exist_ok=True)
+        write_run_info(cfg, call.run_dir, dev.precision, dev.device)
         # train_summary.json describes a finished run; a resumed one is not finished until it writes a new one
-        (run_dir / "train_summary.json").unlink(missing_ok=True)
-
-        # seed_offset: the data epoch counter continues where the interrupted run stopped (same shuffles).
-        train_ds = make_dataset(cfg, "train", training=True, seed_offset=initial_epoch)
-        valid_ds = make_dataset(cfg, "valid", training=False)
-        train_ds, steps = _steps(train_ds, cfg.train.steps_per_epoch, n_train, cfg.train.batch_size)
-        valid_ds, val_steps = _steps(valid_ds, cfg.train.validation_steps, n_valid, cfg.train.batch_size)
-
-        info = {
-            "model": cfg.model.name,
-            "params": int(summary["params"]),
-            "gflops_per_image": float(summary["gflops_per_image"]),
-            "precision": precision,
-            "jit_compile": cfg.train.jit_compile,
-            "device": device,
-            "replicas": strategy.num_replicas_in_sync,
-            "train_pairs": n_train,
-            "valid_pairs": n_valid,
-            "batch_size": cfg.train.batch_size,
-            "steps_per_epoch": steps,
-            "validation_steps": val_steps,
-            "epochs": cfg.train.epochs,
-            "initial_epoch": initial_epoch,
-            "run_dir": str(run_dir),
-            "time_limit_min": cfg.train.time_limit,
-            "spent_s": clock.spent_s,
-        }
-        log.debug(
-            "model %s: %s parameters, %.2f GFLOP/image; precision %s; %s; train %d / valid %d pairs",
-            cfg.model.name, f"{info['params']:,}", info["gflops_per_image"], precision, device, n_train, n_valid,
-        )
-        if progress is not None:
-            progress(cb.TrainEvent("start", initial_epoch, cfg.train.epochs, 0, steps, info=info))
-
-        callbacks, nan_guard, time_limit = _callbacks(
-            cfg, run_dir, monitor, mode, steps, clock, limit_s, best_before, previous_rows, previous_durations,
-            resuming, progress)
-
-        # On resume the weights and optimizer state were restored above (backup/, else last.keras); initial_epoch is
-        # the epoch they completed.
-        try:
-            history = model.fit(
-                train_ds,
-                validation_data=valid_ds,
-                epochs=cfg.train.epochs,
-                initial_epoch=initial_epoch,
-                steps_per_epoch=steps,
-                validation_steps=val_steps,
-                callbacks=callbacks,
-                shuffle=False,  # the pipeline shuffles (seeded by epoch)
-                verbose=0,
-            )
-        except tf.errors.OpError as e:  # a DataError raised while decoding a sample (bad mask colour, bad file)
-            from segkit.data.pipeline import unwrap_data_error
-
-            raise (unwrap_data_error(e) or e) from e
+        (call.run_dir / "train_summary.json").unlink(missing_ok=True)
+        data = _datasets(call, past.initial_epoch)
+        _report_start(call, dev, compiled, past.initial_epoch, data)
+        guards = _fit(call, compiled, past, data)
     finally:
         keras.config.set_dtype_policy(previous_policy)
-
-    if nan_guard.nan_epoch is not None:
-        raise SegkitError(
-            f"the loss became NaN at epoch {nan_guard.nan_epoch} (step {nan_guard.nan_step}); training stopped",
-            path=run_dir,
-            hint=f"lower train.learning_rate (now {cfg.train.learning_rate:g}), "
-            f"e.g. --set train.learning_rate={cfg.train.learning_rate / 10:g}, or set train.clipvalue",
-        )
-    rows = cb.read_history_csv(csv_path)
-    epochs_done = len(rows)
-    best_value, best_epoch = _model_epoch(cfg, rows, monitor, mode)
-    stopped = epochs_done < cfg.train.epochs
-    if time_limit is not None and time_limit.stopped_epoch is not None and stopped:
-        stop_reason = "time_limit"
-    else:
-        stop_reason = "early_stopping" if stopped else "epochs"
-    train_time_s = spent_time(rows)[0]
-    del history
-    postprocessing = None
-    if cfg.train.choose_postprocessing and (run_dir / "model.keras").is_file():
-        from segkit.postprocess import choose_postprocessing
-
-        pp = choose_postprocessing(cfg, run_dir / "model.keras")
-        postprocessing = pp.to_json() if pp is not None else None
-    write_json(
-        run_dir / "train_summary.json",
-        {
-            "stop_reason": stop_reason,
-            "epochs_done": epochs_done,
-            "epochs": cfg.train.epochs,
-            "train_time_s": round(train_time_s, 1),
-            "time_limit_min": cfg.train.time_limit,
-            "monitor": monitor,
-            "model_checkpoint": cfg.train.model_checkpoint,
-            "best_value": best_value,
-            "best_epoch": best_epoch,
-            "postprocessing": postprocessing,
-        },
-    )
-    if stop_reason == "time_limit":
-        log.info("stopped by train.time_limit=%g min after %d epochs (%.1f min)", cfg.train.time_limit or 0,
-                 epochs_done, train_time_s / 60)
-    if progress is not None:
-        progress(cb.TrainEvent("end", epochs_done, cfg.train.epochs, logs={monitor: best_value or float("nan")},
-                               elapsed_s=time.perf_counter() - t0, info={"stop_reason": stop_reason}))
-    return TrainResult(
-        run_dir=run_dir,
-        best_model=run_dir / "model.keras",
-        last_model=run_dir / "last.keras",
-        monitor=monitor,
-        best_value=best_value,
-        best_epoch=best_epoch,
-        initial_epoch=initial_epoch,
-        epochs_done=epochs_done,
-        stopped_early=stopped,
-        history=rows,
-        precision=precision,
-        device=device,
-        wall_s=time.perf_counter() - t0,
-        stop_reason=stop_reason,
-        train_time_s=train_time_s,
-    )
+    return _finish(call, dev, compiled, past.initial_epoch, guards)
 
 
 __all__ = ["TrainResult", "train_model", "check_run_dir", "resolve_precision", "RUN_OUTPUTS"]

@@ -1,8 +1,9 @@
-"""Cross-validation on the phantom: one ``prepare --folds 3``, ``segkit train --fold``, ``segkit cv`` (resumable
-fold by fold), the run folder as an ensemble for ``evaluate`` and ``infer`` -- also after the dataset is gone.
+"""Cross-validation on the phantom: one ``prepare --folds 3``, ``segkit train --fold``, ``segkit cv``
+(resumable fold by fold), the run folder as an ensemble for ``evaluate`` and ``infer`` -- also after the
+dataset is gone.
 
-Tiny models (flexunet, 4 filters, 3 levels, 32x32) and one two-step epoch per fold: the figures are meaningless,
-the files, case bookkeeping and resumption are what is tested.
+Tiny models (flexunet, 4 filters, 3 levels, 32x32) and one two-step epoch per fold: the figures are
+meaningless, the files, case bookkeeping and resumption are what is tested.
 """
 
 from __future__ import annotations
@@ -75,8 +76,11 @@ def test_folds_select_slices_by_case_id(cv_setup: dict[str, Path]) -> None:
     assert _cases_of(split_pairs(plain, "valid"), ids) == set(folds[0])
 
 
-def test_fold_out_of_range_and_dataset_without_folds_are_one_line(cv_setup: dict[str, Path], tmp_path: Path) -> None:
-    res = runner.invoke(app, ["train", str(cv_setup["config"]), "--fold", "3", *_base(cv_setup, tmp_path / "r")])
+def test_fold_out_of_range_and_dataset_without_folds_are_one_line(
+    cv_setup: dict[str, Path], tmp_path: Path
+) -> None:
+    res = runner.invoke(app, ["train", str(cv_setup["config"]), "--fold", "3",
+                              *_base(cv_setup, tmp_path / "r")])
     assert res.exit_code == 2 and "fold 3 is out of range: the dataset has 3 folds" in res.stderr
     flat = tmp_path / "flat"
     assert runner.invoke(app, ["prepare", "phantom", "--out", str(flat), "--config", str(cv_setup["config"]),
@@ -125,7 +129,8 @@ def test_cv_trains_every_fold_resumably_and_the_run_is_an_ensemble(cv_setup: dic
     assert summary["across_folds"]["mean_fg_dice"]["mean"] == pytest.approx(np.mean(fold_means))
     assert summary["across_folds"]["mean_fg_dice"]["sd"] == pytest.approx(np.std(fold_means))
     assert json.loads((run / "cv.json").read_text()) == {"folds": ["fold_0", "fold_1", "fold_2"]}
-    assert (run / "postprocessing.json").is_file() and json.loads((run / "postprocessing.json").read_text())["split"] == "cv"
+    assert (run / "postprocessing.json").is_file()
+    assert json.loads((run / "postprocessing.json").read_text())["split"] == "cv"
     assert "| pooled |" in (run / "cv_summary.md").read_text()
 
     # a third run trains nothing
@@ -139,10 +144,12 @@ def test_cv_trains_every_fold_resumably_and_the_run_is_an_ensemble(cv_setup: dic
     assert "fold 2/3 (fold_1): resuming" in res.stderr and (run / "cv_summary.json").is_file()
 
     # a config that allows more training resumes a finished fold; the others are then unfinished for it
-    res = runner.invoke(app, ["cv", cfg_path, "--fold", "0", *_base(cv_setup, run), "--set", "train.epochs=2"])
+    res = runner.invoke(app, ["cv", cfg_path, "--fold", "0", *_base(cv_setup, run),
+                              "--set", "train.epochs=2"])
     assert res.exit_code == 0, res.output
     assert "fold 1/3 (fold_0): resuming" in res.stderr and "no summary" in res.stdout
-    res = runner.invoke(app, ["cv", cfg_path, *_base(cv_setup, run)])  # back to 1 epoch: fold 0 has more, done
+    # back to 1 epoch: fold 0 has more, done
+    res = runner.invoke(app, ["cv", cfg_path, *_base(cv_setup, run)])
     assert res.exit_code == 0 and res.stderr.count("done before, skipped") == 3
 
     # the dataset re-split under finished folds: refused, they would be scored on cases they trained on

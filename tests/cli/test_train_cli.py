@@ -1,5 +1,5 @@
-"""`segkit train`: a tiny phantom run interrupted after epoch 1 of 3 and resumed, its outputs, and the one-line
-errors (bad key, missing split, unpaired file, non-empty run folder, other config, NaN loss).
+"""`segkit train`: a tiny phantom run interrupted after epoch 1 of 3 and resumed, its outputs, and the
+one-line errors (bad key, missing split, unpaired file, non-empty run folder, other config, NaN loss).
 
 The training tests share one module-scoped run (64x64, num_layers 3, 2 steps per epoch), ~30 s on 2 cores.
 """
@@ -64,8 +64,8 @@ def demo_config(repo_root: Path) -> Path:
 def phantom_data(tmp_path_factory: pytest.TempPathFactory, demo_config: Path) -> Path:
     """A tiny prepared phantom dataset (4 cases of 64x64x40, one worker) made by `segkit prepare phantom`."""
     out = tmp_path_factory.mktemp("phantom") / "data"
-    res = runner.invoke(app, ["prepare", "phantom", "--out", str(out), "--config", str(demo_config), "--n", "4",
-                              "--workers", "1"])
+    res = runner.invoke(app, ["prepare", "phantom", "--out", str(out), "--config", str(demo_config),
+                              "--n", "4", "--workers", "1"])
     assert res.exit_code == 0, res.output
     for split in ("train", "valid"):
         assert any((out / split / "images").iterdir())
@@ -142,8 +142,8 @@ def test_start_facts_and_result_are_printed(runs: Runs) -> None:
 
 @pytest.mark.slow
 def test_infer_from_the_run_folder_alone(runs: Runs, demo_config: Path, tmp_path: Path) -> None:
-    """`segkit infer RUN_DIR`: the run folder carries the preprocessing recipe, so it segments a scan the same way
-    after the folder moved and without the prepared dataset."""
+    """`segkit infer RUN_DIR`: the run folder carries the preprocessing recipe, so it segments a scan the same
+    way after the folder moved and without the prepared dataset."""
     import nibabel as nib
     import numpy as np
 
@@ -205,7 +205,8 @@ def test_run_folder_holds_every_output(runs: Runs, demo_config: Path) -> None:
     saved = load_config(run / "config.yaml")
     assert saved == load_config(demo_config, [*TINY, f"data.dir={runs.data}", f"train.run_dir={run}"])
     versions = json.loads((run / "versions.json").read_text())
-    assert {"python", "tensorflow", "keras", "numpy", "segkit", "seed", "precision", "device"} <= set(versions)
+    keys = {"python", "tensorflow", "keras", "numpy", "segkit", "seed", "precision", "device"}
+    assert keys <= set(versions)
     assert versions["seed"] == 7 and versions["precision"] == "float32"
     assert (run / "splits.json").read_bytes() == (runs.data / "splits.json").read_bytes()
     curves = cv2.imread(str(run / "curves.png"))
@@ -217,7 +218,8 @@ def test_run_folder_holds_every_output(runs: Runs, demo_config: Path) -> None:
     import segkit.losses  # noqa: F401 - registers the custom loss/metrics for the compiled load
     import segkit.metrics.training  # noqa: F401
 
-    best = keras.models.load_model(run / "model.keras", safe_mode=True)  # compiled: loss and metrics round-trip
+    # compiled: loss and metrics round-trip
+    best = keras.models.load_model(run / "model.keras", safe_mode=True)
     assert type(best.loss).__name__ == "DiceCELoss"
     for name in ("model.keras", "last.keras"):
         model = keras.models.load_model(run / name, safe_mode=True, compile=False)  # how infer loads it
@@ -226,11 +228,13 @@ def test_run_folder_holds_every_output(runs: Runs, demo_config: Path) -> None:
     # post-processing decided on the validation volumes (phantom cases keep their source files)
     pp = json.loads((run / "postprocessing.json").read_text())
     assert isinstance(pp["tta"], bool) and set(pp["largest_component"]) <= {1, 2, 3}
-    assert pp["split"] == "valid" and pp["cases"] == json.loads((runs.data / "splits.json").read_text())["valid"]
+    assert pp["split"] == "valid"
+    assert pp["cases"] == json.loads((runs.data / "splits.json").read_text())["valid"]
     assert set(pp["dice"]) == {"plain", "plain+lcc", "tta", "tta+lcc"}
     # the phantom's three structures are one connected piece in each validation reference
     assert set(pp["reference_components"]) == {"ventricle", "atrium", "vessel"}
-    assert all(n == [1] * len(pp["cases"]) for n in pp["reference_components"].values()), pp["reference_components"]
+    components = pp["reference_components"]
+    assert all(n == [1] * len(pp["cases"]) for n in components.values()), components
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["stop_reason"] == "epochs" and summary["postprocessing"] == pp
 
@@ -241,10 +245,11 @@ def test_rerun_into_the_finished_run_is_refused(runs: Runs, demo_config: Path) -
     res = runner.invoke(app, _args(demo_config, runs.data, runs.run))
     assert res.exit_code == 2
     assert _stderr_lines(res) == [
-        f"error: {runs.run}: run folder is not empty (hint: use --resume to continue it, --overwrite to replace it, "
-        "or set train.run_dir to a new folder)"
+        f"error: {runs.run}: run folder is not empty (hint: use --resume to continue it, --overwrite to "
+        "replace it, or set train.run_dir to a new folder)"
     ]
-    other = runner.invoke(app, _args(demo_config, runs.data, runs.run, "train.learning_rate=0.001") + ["--resume"])
+    other = runner.invoke(app, _args(demo_config, runs.data, runs.run, "train.learning_rate=0.001")
+                          + ["--resume"])
     assert other.exit_code == 2
     assert "cannot resume: the run was trained with another config (train.learning_rate" in other.stderr
     done = runner.invoke(app, _args(demo_config, runs.data, runs.run) + ["--resume"])
@@ -257,7 +262,8 @@ def test_rerun_into_the_finished_run_is_refused(runs: Runs, demo_config: Path) -
 @pytest.mark.slow
 def test_nan_loss_ends_with_one_line_error(runs: Runs, demo_config: Path, tmp_path: Path) -> None:
     res = runner.invoke(app, _args(demo_config, runs.data, tmp_path / "run", "train.learning_rate=1e30",
-                                   "train.clipvalue=null", "train.epochs=2", "train.epoch_change_infer.enabled=false"))
+                                   "train.clipvalue=null", "train.epochs=2",
+                                   "train.epoch_change_infer.enabled=false"))
     assert res.exit_code == 2, res.output
     lines = [line for line in _stderr_lines(res) if line.startswith("error:")]
     assert len(lines) == 1
@@ -356,15 +362,17 @@ def test_incomplete_dataset_is_refused(phantom_data: Path, demo_config: Path, tm
     assert len(lines) == 1 and lines[0].startswith(f"error: {data}: the dataset is incomplete")
 
 
-def test_non_empty_run_dir_refused_without_overwrite(phantom_data: Path, demo_config: Path, tmp_path: Path) -> None:
+def test_non_empty_run_dir_refused_without_overwrite(
+    phantom_data: Path, demo_config: Path, tmp_path: Path
+) -> None:
     run = tmp_path / "run"
     run.mkdir()
     (run / "notes.txt").write_text("mine")
     res = runner.invoke(app, _args(demo_config, phantom_data, run))
     assert res.exit_code == 2
     assert _stderr_lines(res) == [
-        f"error: {run}: run folder is not empty (hint: use --overwrite to replace it, or set train.run_dir to a "
-        "new folder)"
+        f"error: {run}: run folder is not empty (hint: use --overwrite to replace it, or set train.run_dir "
+        "to a new folder)"
     ]
     assert (run / "notes.txt").read_text() == "mine"
 
@@ -439,7 +447,8 @@ def test_time_limit_stops_at_an_epoch_boundary_and_resume_counts_spent_time(
 
     run = tmp_path / "timed"
     # 0.3 s: the first epoch alone takes longer, so the run stops after it, at an epoch boundary.
-    res = runner.invoke(app, _args(demo_config, phantom_data, run, "train.epochs=50") + ["--time-limit", "0.005"])
+    res = runner.invoke(app, _args(demo_config, phantom_data, run, "train.epochs=50")
+                        + ["--time-limit", "0.005"])
     assert res.exit_code == 0, res.output
     assert "time limit 0.005 min" in res.stderr
     assert "1 epochs (time limit)" in res.stdout
@@ -468,7 +477,8 @@ def test_time_limit_stops_at_an_epoch_boundary_and_resume_counts_spent_time(
     assert [r["epoch"] for r in rows] == ["0", "1"]
     assert float(rows[0]["time_s"]) == spent  # the first epoch's row is kept
     assert float(rows[1]["time_s"]) > spent  # the clock continued from the time already spent
-    assert rows[0]["epoch_s"] == "nan" and rows[1]["epoch_s"] == "nan"  # first epochs of their calls (compile)
+    # first epochs of their calls (compile)
+    assert rows[0]["epoch_s"] == "nan" and rows[1]["epoch_s"] == "nan"
     assert json.loads((run / "train_summary.json").read_text())["stop_reason"] == "epochs"
 
 
@@ -496,7 +506,9 @@ def test_full_disk_during_training_is_one_line_and_the_run_resumes(
 
 
 @pytest.mark.slow
-def test_model_checkpoint_last_keeps_the_final_epoch(tmp_path: Path, phantom_data: Path, demo_config: Path) -> None:
+def test_model_checkpoint_last_keeps_the_final_epoch(
+    tmp_path: Path, phantom_data: Path, demo_config: Path
+) -> None:
     import keras
     import numpy as np
 
@@ -530,7 +542,8 @@ def test_every_registered_model_trains_an_epoch_on_the_phantom(
 
     run = tmp_path / name
     res = runner.invoke(app, _args(demo_config, phantom_data, run, f"model.name={name}", "train.epochs=1",
-                                   "train.choose_postprocessing=false", "train.epoch_change_infer.enabled=false"))
+                                   "train.choose_postprocessing=false",
+                                   "train.epoch_change_infer.enabled=false"))
     assert res.exit_code == 0, res.output
     assert f"model {name.replace('-', '_')}:" in res.stderr.replace("-", "_")
     model = keras.models.load_model(run / "model.keras", safe_mode=True, compile=False)

@@ -1,4 +1,4 @@
-"""Callbacks of a training run (segkit/train/callbacks.py), on tiny Keras models: a few seconds in all."""
+"""Callbacks of a training run (segkit/train/callbacks/), on tiny Keras models: a few seconds in all."""
 
 from __future__ import annotations
 
@@ -28,13 +28,16 @@ def _flat_model() -> keras.Model:
     return model
 
 
-def _fit_flat(callbacks: list[keras.callbacks.Callback], epochs: int) -> tuple[keras.callbacks.History, list[float]]:
+def _fit_flat(
+    callbacks: list[keras.callbacks.Callback], epochs: int
+) -> tuple[keras.callbacks.History, list[float]]:
     keras.utils.set_random_seed(0)
     model = _flat_model()
     lrs: list[float] = []
     record = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: lrs.append(logs["lr"]))
     x, y = np.zeros((4, 1), np.float32), np.ones((4, 1), np.float32)
-    hist = model.fit(x, y, batch_size=4, epochs=epochs, verbose=0, callbacks=[*callbacks, cb.LearningRateLogger(), record])
+    hist = model.fit(x, y, batch_size=4, epochs=epochs, verbose=0,
+                     callbacks=[*callbacks, cb.LearningRateLogger(), record])
     return hist, lrs
 
 
@@ -43,8 +46,8 @@ def _fit_flat(callbacks: list[keras.callbacks.Callback], epochs: int) -> tuple[k
 
 @pytest.mark.parametrize(
     ("monitor", "mode"),
-    [("val_fg_dice", "max"), ("dice_LV", "max"), ("val_accuracy", "max"), ("val_iou", "max"), ("val_loss", "min"),
-     ("loss", "min")],
+    [("val_fg_dice", "max"), ("dice_LV", "max"), ("val_accuracy", "max"), ("val_iou", "max"),
+     ("val_loss", "min"), ("loss", "min")],
 )
 def test_monitor_mode(monitor: str, mode: str) -> None:
     assert cb.monitor_mode(monitor) == mode
@@ -150,7 +153,9 @@ def test_checkpoint_resumes_from_initial_best(tmp_path: Path) -> None:
     assert not (tmp_path / "model.keras").exists()
 
 
-def test_checkpoint_killed_mid_save_keeps_previous_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_checkpoint_killed_mid_save_keeps_previous_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     model = _tiny_model()
     path = tmp_path / "last.keras"
     cb.save_model_atomic(model, path)
@@ -206,7 +211,9 @@ def test_backup_restores_weights_optimizer_and_epoch(tmp_path: Path) -> None:
     assert cb.restore_backup(fresh, tmp_path / "backup") is None
 
 
-def test_backup_killed_mid_save_resumes_the_epoch_it_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_backup_killed_mid_save_resumes_the_epoch_it_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     model = _compiled_model()
     _train_steps(model, 1)
     backup = cb.AtomicBackup(tmp_path / "backup")
@@ -248,8 +255,10 @@ def test_damaged_backup_is_one_line_not_a_silent_fallback(tmp_path: Path) -> Non
 
 
 def test_history_writer_real_json_and_curves(tmp_path: Path) -> None:
-    w = cb.HistoryWriter(tmp_path / "history.json", tmp_path / "curves.png", previous=[{"epoch": 0.0, "loss": 2.0}])
-    w.on_epoch_end(1, {"loss": 1.5, "val_loss": float("nan"), "fg_dice": 0.25, "val_fg_dice": 0.5, "lr": 1e-3})
+    w = cb.HistoryWriter(tmp_path / "history.json", tmp_path / "curves.png",
+                         previous=[{"epoch": 0.0, "loss": 2.0}])
+    w.on_epoch_end(1, {"loss": 1.5, "val_loss": float("nan"), "fg_dice": 0.25, "val_fg_dice": 0.5,
+                       "lr": 1e-3})
     rows = json.loads((tmp_path / "history.json").read_text())
     assert rows == [
         {"epoch": 0, "loss": 2.0},

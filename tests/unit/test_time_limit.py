@@ -21,7 +21,9 @@ class FakeClock:
         return self.t
 
 
-def _limit(limit_s: float, spent: float = 0.0, previous: tuple[float, ...] = ()) -> tuple[cb.TimeLimit, FakeClock]:
+def _limit(
+    limit_s: float, spent: float = 0.0, previous: tuple[float, ...] = ()
+) -> tuple[cb.TimeLimit, FakeClock]:
     fake = FakeClock()
     clock = cb.TrainClock(spent, clock=fake)
     tl = cb.TimeLimit(limit_s, clock, previous)
@@ -99,7 +101,7 @@ def test_schedule_factor(name: str, progress: float, expected: float) -> None:
 
 
 def test_scheduled_lr_warmup_then_decay_by_epochs() -> None:
-    s = cb.ScheduledLR(1e-3, "poly", epochs=10, steps=4, warmup_epochs=1)
+    s = cb.ScheduledLR(cb.LRSchedule(1e-3, "poly", epochs=10, steps=4, warmup_epochs=1))
     assert s.lr_at(0, 0) == pytest.approx(1e-3 * 0.25 * (1 - 0.0) ** 0.9)  # first warm-up step
     assert s.lr_at(0, 3) == pytest.approx(1e-3 * (1 - 0.075) ** 0.9)  # warm-up done at the epoch's last step
     assert s.lr_at(5, 0) == pytest.approx(1e-3 * 0.5**0.9)
@@ -108,7 +110,7 @@ def test_scheduled_lr_warmup_then_decay_by_epochs() -> None:
 def test_scheduled_lr_follows_the_time_budget_when_it_ends_first() -> None:
     fake = FakeClock()
     clock = cb.TrainClock(0.0, clock=fake)
-    s = cb.ScheduledLR(1e-3, "cosine", epochs=1000, steps=10, clock=clock, limit_s=100.0)
+    s = cb.ScheduledLR(cb.LRSchedule(1e-3, "cosine", epochs=1000, steps=10), clock=clock, limit_s=100.0)
     fake.t += 50.0  # half the time budget, a tiny fraction of the epochs
     assert s.lr_at(2, 0) == pytest.approx(0.5e-3)
     fake.t += 60.0
@@ -119,7 +121,8 @@ def test_warmup_needs_a_schedule() -> None:
     from segkit.config import validate_config
 
     with pytest.raises(ConfigError, match="train.warmup_epochs needs train.schedule"):
-        validate_config({"classes": [{"id": 1, "name": "a", "color": [1, 2, 3]}], "train": {"warmup_epochs": 1}})
+        validate_config({"classes": [{"id": 1, "name": "a", "color": [1, 2, 3]}],
+                         "train": {"warmup_epochs": 1}})
     assert TrainConfig(schedule="poly", warmup_epochs=2).warmup_epochs == 2
     with pytest.raises(ValueError):
         TrainConfig(time_limit=0)

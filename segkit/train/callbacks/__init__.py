@@ -1,0 +1,81 @@
+"""Keras callbacks of a segkit training run (imported only by the train stage), one module per concern.
+
+- ``plateau``: the monitored value's direction (``monitor_mode``, ``is_improvement``) and Keras'
+  ``ReduceLROnPlateau`` / ``EarlyStopping`` that keep counting across a resume (``plateau_state``).
+- ``checkpoints``: ``AtomicCheckpoint`` (``model.keras`` best by a monitor, ``last.keras`` every epoch,
+  written through a temporary file and ``os.replace``) and ``AtomicBackup`` / ``restore_backup`` (weights and
+  optimizer state after every epoch for ``--resume``; ``backup/state.json`` names the weights file and its
+  SHA-256).
+- ``schedule``: ``ScheduledLR`` (warm-up, then a per-step schedule, ``LRSchedule``) and ``LearningRateLogger``
+  (``lr`` in the epoch logs, so ``CSVLogger`` and the history see it).
+- ``clock``: ``TrainClock`` (training time across resumes) and ``EpochTime`` (``time_s`` / ``epoch_s`` logs).
+- ``stopping``: ``NaNGuard`` (stops at the first non-finite loss and remembers where; ``train_model`` turns
+  that into a one-line error) and ``TimeLimit`` (stops when the next epoch would not fit
+  ``train.time_limit``).
+- ``history``: ``HistoryWriter`` (``history.json`` and ``curves.png`` after every epoch),
+  ``read_history_csv``.
+- ``preview``: ``EpochPreview`` (predictions for fixed validation images after every epoch as
+  ``epoch_XXX.png``: image | truth | prediction per row).
+- ``progress``: ``ProgressReporter`` forwards epoch/batch events (``TrainEvent``) to a plain callable (the CLI
+  renders it with rich).
+
+The standard ``CSVLogger`` comes from Keras. Every public name is importable from ``segkit.train.callbacks``.
+"""
+
+from __future__ import annotations
+
+from segkit.train.callbacks.checkpoints import (
+    BACKUP_STATE,
+    AtomicBackup,
+    AtomicCheckpoint,
+    backup_epoch,
+    restore_backup,
+    save_model_atomic,
+)
+from segkit.train.callbacks.clock import EpochTime, TrainClock
+from segkit.train.callbacks.history import HistoryWriter, plot_curves, read_history_csv
+from segkit.train.callbacks.plateau import (
+    Mode,
+    ResumableEarlyStopping,
+    ResumableReduceLROnPlateau,
+    is_improvement,
+    monitor_mode,
+    plateau_callbacks,
+    plateau_state,
+)
+from segkit.train.callbacks.preview import EpochPreview, preview_grid
+from segkit.train.callbacks.progress import ProgressFn, ProgressReporter, TrainEvent
+from segkit.train.callbacks.schedule import LearningRateLogger, LRSchedule, ScheduledLR, schedule_factor
+from segkit.train.callbacks.stopping import NaNGuard, TimeLimit
+
+__all__ = [
+    "BACKUP_STATE",
+    "AtomicBackup",
+    "AtomicCheckpoint",
+    "EpochPreview",
+    "EpochTime",
+    "HistoryWriter",
+    "LRSchedule",
+    "LearningRateLogger",
+    "Mode",
+    "NaNGuard",
+    "ProgressFn",
+    "ProgressReporter",
+    "ResumableEarlyStopping",
+    "ResumableReduceLROnPlateau",
+    "ScheduledLR",
+    "TimeLimit",
+    "TrainClock",
+    "TrainEvent",
+    "backup_epoch",
+    "is_improvement",
+    "monitor_mode",
+    "plateau_callbacks",
+    "plateau_state",
+    "plot_curves",
+    "preview_grid",
+    "read_history_csv",
+    "restore_backup",
+    "save_model_atomic",
+    "schedule_factor",
+]
