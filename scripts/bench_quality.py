@@ -185,7 +185,7 @@ def run_one(dataset: str, recipe: str, out: Path, minutes: float, quick: bool, t
     t0 = time.perf_counter()
     cv_summary = None
     if cv:
-        from segkit.train.cv import cv_table, run_cv
+        from segkit.cv import cv_table, run_cv
 
         cvr = run_cv(cfg)
         cv_summary = cvr.summary

@@ -7,13 +7,13 @@ and the packages on one line do not import each other where marked ``|``. ``lint
 checks this order, written in ``pyproject.toml``'s ``[tool.importlinter]``:
 
 1. ``cli`` -- the Typer commands;
-2. ``train | evaluate | infer`` -- the stages (``train.cv`` scores its folds with ``evaluate``: the one
-   allowed crossing, listed in the contract);
-3. ``postprocess`` -- the component filter and the post-processing choice, made by train, applied by
+2. ``cv`` -- cross-validation: trains each fold (``train``) and scores it (``evaluate``);
+3. ``train | evaluate | infer`` -- the stages;
+4. ``postprocess`` -- the component filter and the post-processing choice, made by train, applied by
    evaluate and infer;
-4. ``predict`` -- model loading, slice and volume prediction, shared by the stages and the choice;
-5. ``preview``; then ``data``, ``models``, ``losses``; then ``prepare``;
-6. ``io | metrics | geometry | progress | seeds``; then ``config``, ``registry``, ``errors``.
+5. ``predict`` -- model loading, slice and volume prediction, shared by the stages and the choice;
+6. ``preview``; then ``data``, ``models``, ``losses``; then ``prepare``;
+7. ``io | metrics | geometry | progress | seeds``; then ``config``, ``registry``, ``errors``.
 """
 
 __version__ = "0.1.0"

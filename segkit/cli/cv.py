@@ -1,5 +1,5 @@
 """``segkit cv CONFIG``: train every cross-validation fold, then score and summarise them
-(``segkit.train.cv``)."""
+(``segkit.cv``)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def cv(
     average their probabilities, with the post-processing chosen on the pooled validation predictions.
     """
     from segkit.cli.train import RichTrainProgress, rerun_args, training_sets
-    from segkit.train.cv import cv_table, run_cv
+    from segkit.cv import cv_table, run_cv
 
     cfg = load(config, training_sets(sets, time_limit))
     quiet_tensorflow()

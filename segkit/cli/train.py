@@ -156,7 +156,7 @@ def train(
     from segkit.train import train_model
 
     if fold is not None:
-        from segkit.train.cv import train_fold_config
+        from segkit.cv import train_fold_config
 
         cfg = train_fold_config(cfg, fold, option="--fold")
     quiet_tensorflow()

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-CV_FILE = "cv.json"  # a cross-validation run folder's list of fold folders (segkit.train.cv)
+CV_FILE = "cv.json"  # a cross-validation run folder's list of fold folders (segkit.cv)
 
 
 def run_models(run_dir: Path) -> list[Path]:

@@ -1,4 +1,4 @@
-"""The fold range check (``segkit.train.cv.check_folds``): one place for ``segkit train --fold`` and
+"""The fold range check (``segkit.cv.check_folds``): one place for ``segkit train --fold`` and
 ``run_cv``."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 
 from segkit.config import Config, load_config
 from segkit.errors import ConfigError, DataError
-from segkit.train import cv
+from segkit import cv
 
 
 def _config(tmp_path: Path, repo_root: Path, folds: list[list[str]] | None) -> Config:
