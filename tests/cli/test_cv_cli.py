@@ -211,8 +211,8 @@ def test_cv_refuses_a_folder_holding_a_single_run(cv_setup: dict[str, Path], tmp
 
 
 def test_summary_counts_unbounded_hd95_and_refuses_overlapping_folds() -> None:
-    from segkit.errors import DataError
     from segkit.cv import summarize_cv
+    from segkit.errors import DataError
 
     def row(case: str, dice: float | None, hd: float | None) -> dict:
         return {"case_id": case, "class_name": "A", "dice": dice, "hd95_mm": hd}

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from segkit import cv
 from segkit.config import Config, load_config
 from segkit.errors import ConfigError, DataError
-from segkit import cv
 
 
 def _config(tmp_path: Path, repo_root: Path, folds: list[list[str]] | None) -> Config:
