@@ -14,14 +14,8 @@ from segkit.models.flexunet import SEED_CONVS, SEED_LEVELS, decoder, encoder
 from segkit.models.spec import Convs, Levels
 
 
-def build_attention_unet(
-    input_shape: tuple[int, int, int],
-    num_classes: int,
-    levels: Levels = SEED_LEVELS,
-    convs: Convs = SEED_CONVS,
-    *,
-    name: str = "attention_unet",
-) -> keras.Model:
+def build_attention_unet(input_shape: tuple[int, int, int], num_classes: int, levels: Levels = SEED_LEVELS,
+                         convs: Convs = SEED_CONVS, *, name: str = "attention_unet") -> keras.Model:
     """Build the Attention U-Net functional model.
 
     Args:
@@ -29,9 +23,6 @@ def build_attention_unet(
         num_classes: output channels, background included.
         levels, convs: as in ``segkit.models.flexunet.build_flexunet``.
         name: model name.
-
-    Returns:
-        ``keras.Model``: ``(B, H, W, C)`` in 0..1 -> ``(B, H, W, num_classes)`` float32 probabilities.
 
     Example:
         >>> levels = Levels(base_filters=4, num_layers=3)

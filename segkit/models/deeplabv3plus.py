@@ -38,20 +38,11 @@ def scaled_aspp_rates(feature_size: int) -> tuple[int, ...]:
     return tuple(rates)
 
 
-def build_deeplabv3plus(
-    input_shape: tuple[int, int, int],
-    num_classes: int,
-    levels: Levels = Levels(),
-    convs: Convs = Convs(),
-    options: DeepLabV3PlusOptions = DeepLabV3PlusOptions(),
-    *,
-    name: str = "deeplabv3plus",
-) -> keras.Model:
+def build_deeplabv3plus(input_shape: tuple[int, int, int], num_classes: int, levels: Levels = Levels(),
+                        convs: Convs = Convs(), options: DeepLabV3PlusOptions = DeepLabV3PlusOptions(), *,
+                        name: str = "deeplabv3plus") -> keras.Model:
     """Build DeepLabV3+ (encoder arguments as ``segkit.models.flexunet.build_flexunet``; ``options``:
     ``model.deeplabv3plus``, whose ``aspp_rates`` default to the paper's scaled by ``scaled_aspp_rates()``).
-
-    Returns:
-        ``keras.Model``: ``(B, H, W, C)`` in 0..1 -> ``(B, H, W, num_classes)`` float32 probabilities.
 
     Example:
         >>> build_deeplabv3plus((64, 64, 1), 4, Levels(base_filters=4, num_layers=3)).output_shape

@@ -41,15 +41,9 @@ def _skips_by_stride(backbone: keras.Model, size: int) -> dict[int, keras.KerasT
     return found
 
 
-def build_efficientunet(
-    input_shape: tuple[int, int, int],
-    num_classes: int,
-    levels: Levels = Levels(),
-    convs: Convs = Convs(),
-    options: EfficientUNetOptions = EfficientUNetOptions(),
-    *,
-    name: str = "efficientunet",
-) -> keras.Model:
+def build_efficientunet(input_shape: tuple[int, int, int], num_classes: int, levels: Levels = Levels(),
+                        convs: Convs = Convs(), options: EfficientUNetOptions = EfficientUNetOptions(), *,
+                        name: str = "efficientunet") -> keras.Model:
     """Build the EfficientNetV2 U-Net (``options``: ``model.efficientunet``, the backbone b0..b3); decoder
     arguments as ``segkit.models.flexunet.build_flexunet``.
 

@@ -104,14 +104,8 @@ SEED_CONVS = Convs(base_kernels=7, dropout_rate=0.05)
 """FlexUNet's default convolution rules (the seed's kernel 7)."""
 
 
-def build_flexunet(
-    input_shape: tuple[int, int, int],
-    num_classes: int,
-    levels: Levels = SEED_LEVELS,
-    convs: Convs = SEED_CONVS,
-    *,
-    name: str = "flexunet",
-) -> keras.Model:
+def build_flexunet(input_shape: tuple[int, int, int], num_classes: int, levels: Levels = SEED_LEVELS,
+                   convs: Convs = SEED_CONVS, *, name: str = "flexunet") -> keras.Model:
     """Build the FlexUNet functional model.
 
     Args:

@@ -49,19 +49,12 @@ def res_path(x: keras.KerasTensor, filters: int, length: int, norm: str, name: s
     return x
 
 
-def build_multiresunet(
-    input_shape: tuple[int, int, int],
-    num_classes: int,
-    levels: Levels = Levels(norm="batch"),
-    options: MultiResUNetOptions = MultiResUNetOptions(),
-    *,
-    name: str = "multiresunet",
-) -> keras.Model:
+def build_multiresunet(input_shape: tuple[int, int, int], num_classes: int,
+                       levels: Levels = Levels(norm="batch"),
+                       options: MultiResUNetOptions = MultiResUNetOptions(), *,
+                       name: str = "multiresunet") -> keras.Model:
     """Build MultiResUNet (the design fixes its kernels and has no dropout or dilation, so it takes no
     ``Convs``; ``options``: ``model.multiresunet``, the block width factor ``alpha``).
-
-    Returns:
-        ``keras.Model``: ``(B, H, W, C)`` in 0..1 -> ``(B, H, W, num_classes)`` float32 probabilities.
 
     Example:
         >>> build_multiresunet((64, 64, 1), 4, Levels(base_filters=4, num_layers=3)).output_shape

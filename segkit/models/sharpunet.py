@@ -14,18 +14,9 @@ from segkit.models.flexunet import decoder, encoder
 from segkit.models.spec import Convs, Levels
 
 
-def build_sharpunet(
-    input_shape: tuple[int, int, int],
-    num_classes: int,
-    levels: Levels = Levels(),
-    convs: Convs = Convs(),
-    *,
-    name: str = "sharpunet",
-) -> keras.Model:
+def build_sharpunet(input_shape: tuple[int, int, int], num_classes: int, levels: Levels = Levels(),
+                    convs: Convs = Convs(), *, name: str = "sharpunet") -> keras.Model:
     """Build Sharp U-Net (arguments as ``segkit.models.flexunet.build_flexunet``).
-
-    Returns:
-        ``keras.Model``: ``(B, H, W, C)`` in 0..1 -> ``(B, H, W, num_classes)`` float32 probabilities.
 
     Example:
         >>> build_sharpunet((64, 64, 1), 4, Levels(base_filters=4, num_layers=3)).output_shape

@@ -134,20 +134,11 @@ def swin_stage(
     return SwinBlock(heads, ws, shift, name=f"{name}_sw")(x)
 
 
-def build_swinunet(
-    input_shape: tuple[int, int, int],
-    num_classes: int,
-    levels: Levels = Levels(),
-    convs: Convs = Convs(),
-    options: SwinUNetOptions = SwinUNetOptions(),
-    *,
-    name: str = "swinunet",
-) -> keras.Model:
+def build_swinunet(input_shape: tuple[int, int, int], num_classes: int, levels: Levels = Levels(),
+                   convs: Convs = Convs(), options: SwinUNetOptions = SwinUNetOptions(), *,
+                   name: str = "swinunet") -> keras.Model:
     """Build Swin-UNet (``convs`` shape only the full-resolution convolution block; ``options``:
     ``model.swinunet``, the window side and heads).
-
-    Returns:
-        ``keras.Model``: ``(B, H, W, C)`` in 0..1 -> ``(B, H, W, num_classes)`` float32 probabilities.
 
     Example:
         >>> build_swinunet((64, 64, 1), 4, Levels(base_filters=4, num_layers=3)).output_shape

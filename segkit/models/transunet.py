@@ -61,21 +61,12 @@ def transformer_layer(x: keras.KerasTensor, dim: int, name: str, heads: int = HE
     return layers.Add(name=f"{name}_add2")([x, h])
 
 
-def build_transunet(
-    input_shape: tuple[int, int, int],
-    num_classes: int,
-    levels: Levels = Levels(),
-    convs: Convs = Convs(),
-    options: TransUNetOptions = TransUNetOptions(),
-    *,
-    name: str = "transunet",
-) -> keras.Model:
+def build_transunet(input_shape: tuple[int, int, int], num_classes: int, levels: Levels = Levels(),
+                    convs: Convs = Convs(), options: TransUNetOptions = TransUNetOptions(), *,
+                    name: str = "transunet") -> keras.Model:
     """Build TransUNet (CNN arguments as ``segkit.models.flexunet.build_flexunet``; ``options``:
     ``model.transunet``, ``depth`` Transformer layers of ``heads`` heads and an MLP ``mlp_ratio`` times the
     token width).
-
-    Returns:
-        ``keras.Model``: ``(B, H, W, C)`` in 0..1 -> ``(B, H, W, num_classes)`` float32 probabilities.
 
     Example:
         >>> build_transunet((64, 64, 1), 4, Levels(base_filters=4, num_layers=3)).output_shape

@@ -52,19 +52,10 @@ def rsu(x: keras.KerasTensor, height: int, mid: int, out: int, norm: str, name: 
     return layers.Add(name=f"{name}_add")([hx_in, d])
 
 
-def build_u2net(
-    input_shape: tuple[int, int, int],
-    num_classes: int,
-    levels: Levels = Levels(),
-    options: U2NetOptions = U2NetOptions(),
-    *,
-    name: str = "u2net",
-) -> keras.Model:
+def build_u2net(input_shape: tuple[int, int, int], num_classes: int, levels: Levels = Levels(),
+                options: U2NetOptions = U2NetOptions(), *, name: str = "u2net") -> keras.Model:
     """Build U²-Net (the design fixes kernels and dilations and has no dropout, so it takes no ``Convs``;
     ``options``: ``model.u2net``, the RSU inner width ``mid_ratio``).
-
-    Returns:
-        ``keras.Model``: ``(B, H, W, C)`` in 0..1 -> ``(B, H, W, num_classes)`` float32 probabilities.
 
     Example:
         >>> build_u2net((64, 64, 1), 4, Levels(base_filters=4, num_layers=3)).output_shape

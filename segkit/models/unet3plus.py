@@ -20,20 +20,11 @@ from segkit.models.flexunet import encoder
 from segkit.models.spec import Convs, Levels
 
 
-def build_unet3plus(
-    input_shape: tuple[int, int, int],
-    num_classes: int,
-    levels: Levels = Levels(),
-    convs: Convs = Convs(),
-    options: UNet3PlusOptions = UNet3PlusOptions(),
-    *,
-    name: str = "unet3plus",
-) -> keras.Model:
+def build_unet3plus(input_shape: tuple[int, int, int], num_classes: int, levels: Levels = Levels(),
+                    convs: Convs = Convs(), options: UNet3PlusOptions = UNet3PlusOptions(), *,
+                    name: str = "unet3plus") -> keras.Model:
     """Build the UNet 3+ functional model (``levels``, ``convs`` as ``segkit.models.flexunet.build_flexunet``;
     ``options``: ``model.unet3plus``, the branch channels).
-
-    Returns:
-        ``keras.Model``: ``(B, H, W, C)`` in 0..1 -> ``(B, H, W, num_classes)`` float32 probabilities.
 
     Example:
         >>> build_unet3plus((64, 64, 1), 4, Levels(base_filters=4, num_layers=3)).output_shape
