@@ -180,8 +180,8 @@ def summarize_cv(fold_rows: Sequence[Sequence[dict[str, Any]]], classes: Sequenc
         })
     pooled = _scores(pooled_table, classes)
     fg = pooled.pop("fg_dice")
-    pooled = {"cases": len(pooled_table.cases()), **{m: pooled[m] for m in METRICS}, "mean_fg_dice": fg["mean"],
-              "sd_fg_dice": fg["sd"], "mean_hd95_mm": pooled["mean_hd95_mm"],
+    pooled = {"cases": len(pooled_table.cases()), **{m: pooled[m] for m in METRICS},
+              "mean_fg_dice": fg["mean"], "sd_fg_dice": fg["sd"], "mean_hd95_mm": pooled["mean_hd95_mm"],
               "hd95_unbounded": pooled["hd95_unbounded"]}
     across = {
         "mean_fg_dice": _mean_sd([f["mean_fg_dice"] for f in per_fold]),
