@@ -36,7 +36,9 @@ def make_synthetic(root: Path, n: int) -> None:
     """N hard-linked copies of one 512x512 image/mask pair under root/train (cases of 100 slices)."""
     rng = np.random.default_rng(0)
     labels = np.zeros((SIZE, SIZE), np.uint8)
-    for k, (cx, cy, r) in enumerate([(200, 220, 60), (320, 260, 50), (260, 360, 30), (180, 330, 25)], start=1):
+    for k, (cx, cy, r) in enumerate(
+        [(200, 220, 60), (320, 260, 50), (260, 360, 30), (180, 330, 25)], start=1
+    ):
         cv2.circle(labels, (cx, cy), r, k, -1)
     image = np.clip(40 + 40 * labels + rng.normal(0, 10, labels.shape), 0, 255).astype(np.uint8)
     colours = np.array([(0, 0, 0), (255, 0, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255)], np.uint8)
@@ -96,7 +98,13 @@ def augment_throughput(seconds: float = 5.0) -> dict[str, float]:
     from segkit.config import load_config
     from segkit.data.augment import Augmenter
 
-    every = [f"augment.{k}.p=0.5" for k in ("hflip", "vflip", "rotate90", "rotate", "scale", "shear", "elastic", "grid_distortion", "optical_distortion", "brightness", "contrast", "gamma", "noise", "blur")]
+    every = [
+        f"augment.{k}.p=0.5"
+        for k in (
+            "hflip", "vflip", "rotate90", "rotate", "scale", "shear", "elastic", "grid_distortion",
+            "optical_distortion", "brightness", "contrast", "gamma", "noise", "blur",
+        )
+    ]
     rng = np.random.default_rng(0)
     image = rng.random((SIZE, SIZE, 3), dtype=np.float32)
     mask = rng.integers(0, 9, (SIZE, SIZE)).astype(np.uint8)
@@ -128,15 +136,18 @@ def main() -> None:
         return
     rows = []
     for n in args.sizes:
-        cmd = [sys.executable, __file__, "--child", str(n), "--batches", str(args.batches), "--batch-size", str(args.batch_size)]
+        cmd = [sys.executable, __file__, "--child", str(n), "--batches", str(args.batches),
+               "--batch-size", str(args.batch_size)]
         res = subprocess.run(cmd, capture_output=True, text=True, check=True)
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]))
-    tp = subprocess.run([sys.executable, __file__, "--throughput"], capture_output=True, text=True, check=True)
+    tp = subprocess.run([sys.executable, __file__, "--throughput"],
+                        capture_output=True, text=True, check=True)
     print("augmentation samples/s at 512x512x3 on 1 core:", tp.stdout.strip())
     growth = rows[-1]["peak_rss_mb"] - rows[0]["peak_rss_mb"]
-    print(f"peak RSS: {rows[0]['peak_rss_mb']} MB at {rows[0]['slices']} slices, {rows[-1]['peak_rss_mb']} MB at "
-          f"{rows[-1]['slices']} slices (difference {growth:+d} MB; target < 4096 MB)")
+    print(f"peak RSS: {rows[0]['peak_rss_mb']} MB at {rows[0]['slices']} slices, "
+          f"{rows[-1]['peak_rss_mb']} MB at {rows[-1]['slices']} slices "
+          f"(difference {growth:+d} MB; target < 4096 MB)")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ write ``<case>_seg.nii.gz`` + the overlay PNG. Model building / loading is repor
 
 Models (untrained weights: timing only):
 
-- ``whole-heart``: the Whole-Heart seed architecture (configs/seed/whole-heart.yaml: flexunet 512x512x3, 9 classes,
-  base_filters 16, base_kernels 7, num_layers 8);
+- ``whole-heart``: the Whole-Heart seed architecture (configs/seed/whole-heart.yaml: flexunet 512x512x3,
+  9 classes, base_filters 16, base_kernels 7, num_layers 8);
 - ``demo``: configs/demo.yaml (flexunet 64x64x1, 4 classes, num_layers 4).
 
 Each in float32 and mixed_bfloat16, batch 8. The seed's own predictor reaches 3.3 slices/s (fp32, batch 8,
@@ -83,9 +83,12 @@ def bench_one(name: str, precision: str, n_slices: int, batch: int, tmp: Path) -
     # warm-up: trace the predict function once with a full batch (not counted)
     h, w = cfg.data.image_size
     dummy = np.zeros((batch, h, w), np.uint8)
-    model.predict_on_batch(model_inputs(dummy, list(range(batch)), cfg.data.channels, cfg.data.context_slices))
+    model.predict_on_batch(
+        model_inputs(dummy, list(range(batch)), cfg.data.channels, cfg.data.context_slices)
+    )
     t0 = time.perf_counter()
-    res = infer_volume(model, vol_path, cfg, tmp / "out", InferOptions(batch_size=batch, overwrite=True).resolve(cfg))
+    res = infer_volume(model, vol_path, cfg, tmp / "out",
+                       InferOptions(batch_size=batch, overwrite=True).resolve(cfg))
     total = time.perf_counter() - t0
     scale = TARGET_SLICES / n_slices
     return {
@@ -105,7 +108,8 @@ def bench_one(name: str, precision: str, n_slices: int, batch: int, tmp: Path) -
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--slices", type=int, default=48, help="slices timed for whole-heart (extrapolated to 200)")
+    ap.add_argument("--slices", type=int, default=48,
+                    help="slices timed for whole-heart (extrapolated to 200)")
     ap.add_argument("--demo-slices", type=int, default=200, help="slices timed for the demo model")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--models", nargs="+", default=["whole-heart", "demo"], choices=["whole-heart", "demo"])
@@ -132,8 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         timed = f"{r['slices_timed']}" + (" (extrapolated)" if r["extrapolated"] else "")
-        print(f"| {r['model']} | {r['precision']} | {timed} | {r['seconds_200']:.1f} | {r['slices_per_s']:.1f} | "
-              f"{r['predict_slices_per_s']:.1f} | {r['slices_per_s'] / SEED_SLICES_PER_S:.1f} |")
+        print(f"| {r['model']} | {r['precision']} | {timed} | {r['seconds_200']:.1f} | "
+              f"{r['slices_per_s']:.1f} | {r['predict_slices_per_s']:.1f} | "
+              f"{r['slices_per_s'] / SEED_SLICES_PER_S:.1f} |")
     print(f"\ntotal bench time {time.perf_counter() - t_start:.0f} s")
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")

@@ -125,12 +125,13 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     print(
-        "\n| model | params | GFLOP / image | train images/s | inference images/s |\n|---|---:|---:|---:|---:|"
+        "\n| model | params | GFLOP / image | train images/s | inference images/s |"
+        "\n|---|---:|---:|---:|---:|"
     )
     for r in rows:
         print(
-            f"| `{r['model']}` | {r['params']:,} | {r['gflops_per_image']:.2f} | {r['train_images_per_s']:.1f} | "
-            f"{r['infer_images_per_s']:.1f} |"
+            f"| `{r['model']}` | {r['params']:,} | {r['gflops_per_image']:.2f} | "
+            f"{r['train_images_per_s']:.1f} | {r['infer_images_per_s']:.1f} |"
         )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")

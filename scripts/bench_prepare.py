@@ -1,15 +1,15 @@
 """Benchmark ``segkit prepare``: slices/second and peak memory on synthetic 512 x 512 x 300 CT volumes.
 
-Runs ``run_prepare`` (source ``hocm``, preset ``configs/seed/hocm.yaml``: 512 x 512 output, every slice kept) in a
-fresh subprocess per setting so that peak memory is measured cleanly:
+Runs ``run_prepare`` (source ``hocm``, preset ``configs/seed/hocm.yaml``: 512 x 512 output, every slice kept)
+in a fresh subprocess per setting so that peak memory is measured cleanly:
 
 - 1 worker on 1 volume (the case runs in the process itself);
 - 2 workers on 2 volumes (one per worker, both busy).
 
 Peak memory is ``ru_maxrss`` of the run's main process and, separately, the largest ``ru_maxrss`` that a
 worker process reports for itself after its case (workers are forkserver children, so the parent's
-``RUSAGE_CHILDREN`` would not see them). With 1 worker the case runs in the main process. The target is >= 100 slices/s per core for 512^2
-image + mask pairs.
+``RUSAGE_CHILDREN`` would not see them). With 1 worker the case runs in the main process. The target is
+>= 100 slices/s per core for 512^2 image + mask pairs.
 
 Usage:
     .venv/bin/python scripts/bench_prepare.py [--slices 300] [--workdir /tmp/segkit-bench] [--keep]
@@ -33,7 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def make_ct(path_img: Path, path_lbl: Path, shape: tuple[int, int, int], seed: int) -> None:
-    """A CT-like int16 volume in HU (body ellipse, 3 ellipsoid organs, noise) + uint8 label, uncompressed NIfTI."""
+    """A CT-like int16 volume in HU (body ellipse, 3 ellipsoid organs, noise) + uint8 label, uncompressed
+    NIfTI."""
     import nibabel as nib
 
     rng = np.random.default_rng(seed)
@@ -44,7 +45,11 @@ def make_ct(path_img: Path, path_lbl: Path, shape: tuple[int, int, int], seed: i
     img[body2d] = 40
     lbl = np.zeros(shape, np.uint8)
     for cls, (cx, cy, cz, rx, ry, rz, hu) in enumerate(
-        [(-0.2, 0.0, 0.0, 0.3, 0.25, 0.6, 300), (0.25, 0.1, 0.1, 0.2, 0.2, 0.4, 200), (0.0, -0.35, 0.0, 0.08, 0.08, 0.9, 400)],
+        [
+            (-0.2, 0.0, 0.0, 0.3, 0.25, 0.6, 300),
+            (0.25, 0.1, 0.1, 0.2, 0.2, 0.4, 200),
+            (0.0, -0.35, 0.0, 0.08, 0.08, 0.9, 400),
+        ],
         start=1,
     ):
         zz = ((z - cz) / rz) ** 2
@@ -112,23 +117,27 @@ def main() -> None:
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
         if not raw.exists():
             raw.mkdir(parents=True)
-            # Volumes are made in their own process: Linux carries a parent's peak RSS into ru_maxrss of a child
-            # across fork + exec, so this process must stay small for the measured child to read true figures.
-            subprocess.run([sys.executable, __file__, "--make", str(raw), str(workers), str(args.slices)], check=True, env=env)
-        cmd = [sys.executable, __file__, "--one", str(raw), str(work / f"out{workers}"), str(workers), str(png)]
+            # Volumes are made in their own process: Linux carries a parent's peak RSS into ru_maxrss of a
+            # child across fork + exec, so this process must stay small for the measured child to read true
+            # figures.
+            subprocess.run([sys.executable, __file__, "--make", str(raw), str(workers), str(args.slices)],
+                           check=True, env=env)
+        cmd = [sys.executable, __file__, "--one", str(raw), str(work / f"out{workers}"), str(workers),
+               str(png)]
         res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
         if res.returncode != 0:
             raise SystemExit(res.stderr or res.stdout)
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
     load1, load5, _ = os.getloadavg()
-    print(f"segkit prepare benchmark: {shape[0]}x{shape[1]}x{shape[2]} int16 CT volume(s), 512x512 image+mask PNG pairs")
+    print(f"segkit prepare benchmark: {shape[0]}x{shape[1]}x{shape[2]} int16 CT volume(s), "
+          "512x512 image+mask PNG pairs")
     print(f"machine: {os.cpu_count()} cores, load average {load1:.2f} (1 min) {load5:.2f} (5 min)")
-    print(f"{'png lvl':>7} {'workers':>7} {'volumes':>7} {'slices':>6} {'wall s':>7} {'slices/s':>8} {'per core':>8} "
-          f"{'CPU s':>6} {'slices/CPU-s':>12} {'main MiB':>8} {'worker MiB':>10}")
+    print(f"{'png lvl':>7} {'workers':>7} {'volumes':>7} {'slices':>6} {'wall s':>7} {'slices/s':>8} "
+          f"{'per core':>8} {'CPU s':>6} {'slices/CPU-s':>12} {'main MiB':>8} {'worker MiB':>10}")
     for r in rows:
         sps = r["slices"] / r["wall_s"]
-        print(f"{r['png']:>7} {r['workers']:>7} {r['cases']:>7} {r['slices']:>6} {r['wall_s']:>7.2f} {sps:>8.1f} "
-              f"{sps / r['workers']:>8.1f} {r['cpu_s']:>6.1f} {r['slices'] / r['cpu_s']:>12.1f} "
+        print(f"{r['png']:>7} {r['workers']:>7} {r['cases']:>7} {r['slices']:>6} {r['wall_s']:>7.2f} "
+              f"{sps:>8.1f} {sps / r['workers']:>8.1f} {r['cpu_s']:>6.1f} {r['slices'] / r['cpu_s']:>12.1f} "
               f"{r['main_rss_mib']:>8.0f} {r['worker_rss_mib']:>10.0f}")
     print("per core = slices/s / workers (wall clock, depends on load); slices/CPU-s = slices per CPU second "
           "spent in the cases (load-independent upper bound per core)")

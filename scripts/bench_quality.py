@@ -5,19 +5,20 @@ For each dataset and recipe (``--datasets``, ``--recipes``) the bench
 1. prepares the dataset with the recipe's ``prepare`` section and the bench's fixed patient split (below),
 2. trains with ``train.time_limit = --minutes`` on this machine (both cores unless ``--cores`` pins it),
 3. lets training choose its post-processing on the validation patients (``postprocessing.json``),
-4. evaluates on the held-out test patients with ``segkit.evaluate`` -- whole original volumes, per case x class
-   Dice and HD95 in mm, false positives on every slice counted,
+4. evaluates on the held-out test patients with ``segkit.evaluate`` -- whole original volumes, per case x
+   class Dice and HD95 in mm, false positives on every slice counted,
 
-and writes ``<out>/<dataset>-<recipe>/result.json``. Finished pairs are skipped on a rerun (delete the folder to
-redo one). At the end it prints a Markdown table and writes ``<out>/quality.md``, ``<out>/quality.json`` and
-``<out>/quality.png`` (validation Dice per epoch against training minutes, and the final held-out Dice).
+and writes ``<out>/<dataset>-<recipe>/result.json``. Finished pairs are skipped on a rerun (delete the folder
+to redo one). At the end it prints a Markdown table and writes ``<out>/quality.md``, ``<out>/quality.json``
+and ``<out>/quality.png`` (validation Dice per epoch against training minutes, and the final held-out Dice).
 
 Datasets (``../shared/data/volumes``; SOURCES.md in each folder):
 
 - ``la``: 2018 Atrial Segmentation Challenge LGE-MRI, 16 patients, left atrium. Split (seed 42, ratios
   0.625 / 0.125 / 0.25): test ``la_100 la_102 la_103 la_110``, valid ``la_109 la_113``, train the other 10.
 - ``acdc``: ACDC cine MRI, 10 patients x 2 phases, RV / MYO / LV, split by PATIENT (``group_by``; seed 42,
-  0.6 / 0.1 / 0.3): test ``patient007 patient008 patient024`` (6 volumes), valid ``patient002``, train 6 patients.
+  0.6 / 0.1 / 0.3): test ``patient007 patient008 patient024`` (6 volumes), valid ``patient002``, train 6
+  patients.
 
 The split is checked against these lists, so a change in the split code cannot move the benchmark silently.
 
@@ -25,15 +26,16 @@ Recipes:
 
 - ``recommended``: ``configs/<preset>.yaml`` (``left-atrial``, ``acdc``), segkit's recipe;
 - ``seed``: the seed experiments' settings, ``configs/seed/left-atrial.yaml`` for LA and
-  ``configs/seed/whole-heart.yaml`` (the multi-class cardiac MRI seed) for ACDC, with the dataset's classes, at
-  128 x 128 input and at most 6 levels (the seed's 512 x 512 x 8 levels would not finish one epoch in the budget;
-  the issue that asked for this bench measured the seed recipe the same way).
+  ``configs/seed/whole-heart.yaml`` (the multi-class cardiac MRI seed) for ACDC, with the dataset's classes,
+  at 128 x 128 input and at most 6 levels (the seed's 512 x 512 x 8 levels would not finish one epoch in the
+  budget; the issue that asked for this bench measured the seed recipe the same way).
 
     python scripts/bench_quality.py                          # both datasets, both recipes, 20 minutes each
     python scripts/bench_quality.py --datasets la --recipes recommended --minutes 10 --tag try1
     python scripts/bench_quality.py --quick                  # smoke run: 2 minutes, a few patients
     python scripts/bench_quality.py --datasets la --recipes recommended --minutes 10 --models unet3plus u2net
-    python scripts/bench_quality.py --datasets la --recipes recommended --minutes 10 --cv 3   # 3-fold CV + ensemble
+    # 3-fold CV + ensemble:
+    python scripts/bench_quality.py --datasets la --recipes recommended --minutes 10 --cv 3
 """
 
 from __future__ import annotations
@@ -152,7 +154,8 @@ def check_split(dataset: str, data_dir: Path, quick: bool, cv: bool = False) -> 
 
 
 def run_one(dataset: str, recipe: str, out: Path, minutes: float, quick: bool, tag: str,
-            presets: Path = REPO / "configs", model: str | None = None, cv: int | None = None) -> dict[str, Any]:
+            presets: Path = REPO / "configs", model: str | None = None,
+            cv: int | None = None) -> dict[str, Any]:
     from segkit.evaluate.run import evaluate_model
     from segkit.prepare import PrepareOptions, SourceOptions, run_prepare
     from segkit.train import train_model
@@ -175,13 +178,14 @@ def run_one(dataset: str, recipe: str, out: Path, minutes: float, quick: bool, t
     src = quick_source(dataset, workdir / "src") if quick else Path(ds["src"])
     t0 = time.perf_counter()
     globs = SourceOptions(image_glob=ds["globs"][0], label_glob=ds["globs"][1])
-    report = run_prepare(ds["source"], src, Path(cfg.data.dir), cfg, PrepareOptions(workers=2, source_options=globs))
+    report = run_prepare(ds["source"], src, Path(cfg.data.dir), cfg,
+                         PrepareOptions(workers=2, source_options=globs))
     if report.failures:
         raise SystemExit(f"[{name}] prepare failed: {report.failures[0]}")
     prepare_s = time.perf_counter() - t0
     splits = check_split(dataset, Path(cfg.data.dir), quick, cv=bool(cv))
-    print(f"[{name}] prepared in {prepare_s:.0f} s; training {minutes:g} min" + (f" x {cv} folds" if cv else "")
-          + " ...", flush=True)
+    print(f"[{name}] prepared in {prepare_s:.0f} s; training {minutes:g} min"
+          + (f" x {cv} folds" if cv else "") + " ...", flush=True)
     t0 = time.perf_counter()
     cv_summary = None
     if cv:
@@ -192,8 +196,8 @@ def run_one(dataset: str, recipe: str, out: Path, minutes: float, quick: bool, t
         print(cv_table(cv_summary), flush=True)
         runs = cv_summary["runs"]
         tr = SimpleNamespace(epochs_done=sum(r["epochs_done"] for r in runs),
-                             train_time_s=sum(r["train_time_s"] for r in runs), stop_reason=runs[0]["stop_reason"],
-                             best_value=None, monitor="", history=[])
+                             train_time_s=sum(r["train_time_s"] for r in runs),
+                             stop_reason=runs[0]["stop_reason"], best_value=None, monitor="", history=[])
     else:
         resume = (Path(cfg.train.run_dir) / "config.yaml").is_file()
         tr = train_model(cfg, resume=resume, overwrite=not resume)
@@ -233,7 +237,9 @@ def run_one(dataset: str, recipe: str, out: Path, minutes: float, quick: bool, t
         "mean_fg_dice": float(np.mean(fg)),
         "sd_fg_dice": float(np.std(fg)),
         "mean_hd95_mm": _nanmean(hd) if not all(math.isnan(h) for h in hd) else None,
-        "per_class_dice": {c: float(np.mean([_zero(v[c]["dice"]) for v in per_case.values()])) for c in classes},
+        "per_class_dice": {
+            c: float(np.mean([_zero(v[c]["dice"]) for v in per_case.values()])) for c in classes
+        },
         "history": history,
         "cv": cv_summary,
         "config": cfg.model_dump(mode="json"),
@@ -259,8 +265,8 @@ def _nan(v: float | None) -> float:
 
 
 def _zero(v: float | None) -> float:
-    """A Dice that is undefined (empty prediction and reference) cannot occur for a class present in every test
-    volume; should it, it counts as 0 rather than vanish from the mean."""
+    """A Dice that is undefined (empty prediction and reference) cannot occur for a class present in every
+    test volume; should it, it counts as 0 rather than vanish from the mean."""
     return 0.0 if v is None else v
 
 
@@ -270,8 +276,8 @@ def _nanmean(values: list[float]) -> float:
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    lines = ["| dataset | recipe | epochs in budget | held-out patients' volumes | mean fg Dice ± sd | per class Dice | "
-             "mean HD95 (mm) | post-processing |",
+    lines = ["| dataset | recipe | epochs in budget | held-out patients' volumes | mean fg Dice ± sd | "
+             "per class Dice | mean HD95 (mm) | post-processing |",
              "|---|---|---|---|---|---|---|---|"]
     for r in results:
         pcd = ", ".join(f"{c} {d:.3f}" for c, d in r["per_class_dice"].items())
@@ -281,7 +287,8 @@ def table(results: list[dict[str, Any]]) -> str:
         hd = f"{r['mean_hd95_mm']:.2f}" if r.get("mean_hd95_mm") is not None else "n/a"
         name = r["recipe"] + (f" ({r['tag']})" if r.get("tag") else "")
         lines.append(f"| {r['dataset']} | {name} | {r['epochs']} ({r['train_time_s'] / 60:.1f} min) | "
-                     f"{len(r['per_case'])} | {r['mean_fg_dice']:.3f} ± {r['sd_fg_dice']:.3f} | {pcd} | {hd} | {ppt} |")
+                     f"{len(r['per_case'])} | {r['mean_fg_dice']:.3f} ± {r['sd_fg_dice']:.3f} | {pcd} | "
+                     f"{hd} | {ppt} |")
     return "\n".join(lines)
 
 
@@ -320,15 +327,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "bench-quality", help="work and result folder")
     ap.add_argument("--tag", default="", help="suffix of the run folders (to keep variants apart)")
     ap.add_argument("--presets", type=Path, default=REPO / "configs",
-                    help="folder holding the recommended configs (left-atrial.yaml, acdc.yaml); for trying variants")
+                    help="folder holding the recommended configs (left-atrial.yaml, acdc.yaml); "
+                         "for trying variants")
     ap.add_argument("--models", nargs="+", default=[None], metavar="NAME",
-                    help="train these registered models instead of the recipe's (one run each, tagged by name; "
-                         "the model table of the README)")
+                    help="train these registered models instead of the recipe's "
+                         "(one run each, tagged by name; the model table of the README)")
     ap.add_argument("--cv", type=int, default=None, metavar="K",
-                    help="cross-validation: K folds of the non-test patients (segkit cv, --minutes per fold), then "
-                         "the fold ensemble on the same test patients")
+                    help="cross-validation: K folds of the non-test patients "
+                         "(segkit cv, --minutes per fold), then the fold ensemble on the same test patients")
     ap.add_argument("--cores", default=None, help="pin to these CPU ids, e.g. 0 or 0,1 (default: all)")
-    ap.add_argument("--quick", action="store_true", help="smoke run: 2 minutes, test + valid + 4 training cases")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: 2 minutes, test + valid + 4 training cases")
     args = ap.parse_args(argv)
     if args.cores:
         os.sched_setaffinity(0, {int(c) for c in args.cores.split(",")})
@@ -337,11 +346,12 @@ def main(argv: list[str] | None = None) -> int:
     from segkit.train.fit import cpu_name
 
     print(f"$ python {' '.join(shlex.quote(a) for a in sys.argv)}", flush=True)
-    print(f"machine: {cpu_name()}, {len(os.sched_getaffinity(0))} core(s) used; {platform.platform()}", flush=True)
+    print(f"machine: {cpu_name()}, {len(os.sched_getaffinity(0))} core(s) used; {platform.platform()}",
+          flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     results = [run_one(d, r, args.out, minutes, args.quick,
-                       "-".join(t for t in (m, f"cv{args.cv}" if args.cv else "", args.tag) if t), args.presets, m,
-                       args.cv)
+                       "-".join(t for t in (m, f"cv{args.cv}" if args.cv else "", args.tag) if t),
+                       args.presets, m, args.cv)
                for d in args.datasets for r in args.recipes for m in args.models]
     # every result in the folder (earlier invocations too) goes into the table
     everything = [json.loads(p.read_text()) for p in sorted(args.out.glob("*/result.json"))]

@@ -4,18 +4,18 @@ Cases (``--only`` picks some, comma-separated; default all):
 
 - ``peak``: the machine's conv FLOP/s, a 3x3 Conv2D (2 x 128 x 128 x 128 -> 128 channels, ~9.7 GFLOP per
   call) forward, float32 and bfloat16, best of a few calls;
-- ``wh-<precision>[-xla]``: the Whole-Heart seed architecture (``configs/seed/whole-heart.yaml`` model: flexunet
-  512x512x3, 9 classes, base_filters 16, base_kernels 7, num_layers 8, batch 2);
+- ``wh-<precision>[-xla]``: the Whole-Heart seed architecture (``configs/seed/whole-heart.yaml`` model:
+  flexunet 512x512x3, 9 classes, base_filters 16, base_kernels 7, num_layers 8, batch 2);
 - ``demo-<precision>[-xla]``: the demo model (``configs/demo.yaml``, 64x64x1, 4 classes, batch 16);
 
 with precision ``fp32`` (float32) or ``bf16`` (mixed_bfloat16), with or without XLA (``jit_compile``). Each
 case runs in its own child process: it compiles the model exactly as ``segkit train`` does (optimizer, loss,
 metrics from the registries) and runs ``fit`` on one synthetic in-memory batch repeated. The first
 ``--warmup`` steps (graph building, XLA compilation, allocator warm-up) are skipped; the median of the next
-``--steps`` step times gives images/s. The child is killed after ``--case-budget`` seconds (``--wh-budget`` for
-Whole-Heart; import and build included), and the figures come from the steps it finished (an upper bound on the step time, marked ``<=``,
-when only warm-up steps finished), so the whole bench stays under ~10 minutes on a 2-core CPU even where
-bf16 is emulated.
+``--steps`` step times gives images/s. The child is killed after ``--case-budget`` seconds (``--wh-budget``
+for Whole-Heart; import and build included), and the figures come from the steps it finished (an upper bound
+on the step time, marked ``<=``, when only warm-up steps finished), so the whole bench stays under
+~10 minutes on a 2-core CPU even where bf16 is emulated.
 
 Fraction of peak = model forward GFLOP/image x 3 (forward + backward) x images/s / peak GFLOP/s of the same
 precision.
@@ -76,7 +76,8 @@ def conv_peak(dtype: str, reps: int = 6) -> float:
 
 
 def run_child(case: str, steps: int, warmup: int, out: Path) -> None:
-    """In a child process: build and fit one model case, appending ``INFO``/``T0``/``STEP`` lines to ``out``."""
+    """In a child process: build and fit one model case, appending ``INFO``/``T0``/``STEP`` lines to
+    ``out``."""
     import keras
     import numpy as np
     import tensorflow as tf
@@ -104,11 +105,13 @@ def run_child(case: str, steps: int, warmup: int, out: Path) -> None:
     model_key, prec_key, *rest = case.split("-")
     xla = bool(rest)
     config, overrides = MODELS[model_key]
-    cfg = load_config(config, [*overrides, f"train.precision={PRECISIONS[prec_key]}", f"train.jit_compile={xla}"])
+    cfg = load_config(config, [*overrides, f"train.precision={PRECISIONS[prec_key]}",
+                               f"train.jit_compile={xla}"])
     keras.utils.set_random_seed(cfg.seed)
     keras.config.set_dtype_policy(PRECISIONS[prec_key])
     model = float32_output(build_model(cfg))
-    model.compile(optimizer=make_optimizer(cfg), loss=get_loss(cfg), metrics=get_metrics(cfg), jit_compile=xla)
+    model.compile(optimizer=make_optimizer(cfg), loss=get_loss(cfg), metrics=get_metrics(cfg),
+                  jit_compile=xla)
     summary = model_summary(model)
     b = cfg.train.batch_size
     h, w = cfg.data.image_size
@@ -129,7 +132,8 @@ def run_child(case: str, steps: int, warmup: int, out: Path) -> None:
 
 
 def bench_case(case: str, steps: int, warmup: int, budget_s: float) -> dict[str, object]:
-    """Run one case in a child process killed after ``budget_s``; steady-state figures from the steps it finished.
+    """Run one case in a child process killed after ``budget_s``; steady-state figures from the steps it
+    finished.
 
     images/s = batch / median time of the timed steps (after ``warmup`` steps). When no step after the warm-up
     finished in time, the figure is an upper bound from the last finished step (marked ``<=``).
@@ -230,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("conv peak GFLOP/s (3x3 conv forward): " + ", ".join(f"{k} {v:.1f}" for k, v in peak.items()))
     print()
-    print("| case | GFLOP/img fwd | batch | steps timed | s/step | images/s | % of conv peak | first step s |")
+    print("| case | GFLOP/img fwd | batch | steps timed | s/step | images/s | % of conv peak | "
+          "first step s |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         if r["case"] == "peak":

@@ -86,8 +86,8 @@ class SplitConfig(_Strict):
     fold: int = Field(0, ge=0)
     group_by: str | None = Field(
         None,
-        description="regex with one group that names the patient of a case id, e.g. '^(patient\\d+)_': all cases "
-        "of one patient go to the same split",
+        description="regex with one group that names the patient of a case id, e.g. '^(patient\\d+)_': all "
+        "cases of one patient go to the same split",
     )
 
     @field_validator("group_by")
@@ -134,14 +134,14 @@ class PrepareConfig(_Strict):
     unknown_labels: Literal["error", "background"] = "error"
     empty_labels: Literal["warn", "error", "allow"] = Field(
         "warn",
-        description="a label volume without foreground: warn (named in the summary), error (the case fails), or "
-        "allow (real negatives)",
+        description="a label volume without foreground: warn (named in the summary), error (the case "
+        "fails), or allow (real negatives)",
     )
     spacing: tuple[float, float] | Literal["median"] | None = Field(
         None,
-        description="in-plane target spacing in mm (rows, columns of a slice): volume slices are resampled to it "
-        "instead of stretched to prepare.size (each case keeps its own field of view); 'median' = the dataset's "
-        "median in-plane spacing, resolved by prepare and recorded in dataset.json",
+        description="in-plane target spacing in mm (rows, columns of a slice): volume slices are resampled "
+        "to it instead of stretched to prepare.size (each case keeps its own field of view); 'median' = the "
+        "dataset's median in-plane spacing, resolved by prepare and recorded in dataset.json",
     )
     png_compression: int = Field(
         1,
@@ -195,14 +195,15 @@ class DataConfig(_Strict):
     fold: int | None = Field(
         None,
         ge=0,
-        description="cross-validation: train on fold k of the dataset's K folds (prepare --folds K): validation = "
-        "fold k's cases, train = the other folds' cases, slices picked by case id from train/ and valid/; "
-        "null = the folders as they are. Set by segkit train --fold and segkit cv",
+        description="cross-validation: train on fold k of the dataset's K folds (prepare --folds K): "
+        "validation = fold k's cases, train = the other folds' cases, slices picked by case id from train/ "
+        "and valid/; null = the folders as they are. Set by segkit train --fold and segkit cv",
     )
     patches: bool = Field(
         False,
-        description="train on image_size patches cropped from the slices at their prepared size (zero-padded when "
-        "smaller) instead of resizing whole slices; inference then uses a Gaussian sliding window, never a resize",
+        description="train on image_size patches cropped from the slices at their prepared size "
+        "(zero-padded when smaller) instead of resizing whole slices; inference then uses a Gaussian "
+        "sliding window, never a resize",
     )
     foreground_oversample: float = Field(
         0.33, ge=0, le=1, description="patches: share of training patches centred near a foreground pixel"
@@ -285,9 +286,9 @@ class U2NetOptions(_Strict):
     )
 
 
-# The names a config may give (``model.name``, ``loss.name``) and what each model reads, as plain data: this module
-# stays free of TensorFlow, and a test checks the Keras registries (segkit.models.MODELS, segkit.losses.LOSSES)
-# against these tables.
+# The names a config may give (``model.name``, ``loss.name``) and what each model reads, as plain data: this
+# module stays free of TensorFlow, and a test checks the Keras registries (segkit.models.MODELS,
+# segkit.losses.LOSSES) against these tables.
 
 LEVEL_KEYS = ("base_filters", "num_layers", "max_filters", "norm")
 """Common ``model`` knobs every model reads: its resolution levels, their channels and normalisation."""
@@ -421,8 +422,9 @@ class TrainConfig(_Strict):
     epochs: int = Field(100, ge=1)
     choose_postprocessing: bool = Field(
         True,
-        description="after training, decide on the validation volumes whether flip TTA and, per class, keeping the "
-        "largest connected component raise Dice; the choice is stored as <run_dir>/postprocessing.json",
+        description="after training, decide on the validation volumes whether flip TTA and, per class, "
+        "keeping the largest connected component raise Dice; the choice is stored as "
+        "<run_dir>/postprocessing.json",
     )
     batch_size: int = Field(2, ge=1)
     learning_rate: float = Field(1e-4, gt=0)
@@ -433,9 +435,9 @@ class TrainConfig(_Strict):
     monitor: str = Field("val_fg_dice", description="metric for checkpoint, LR reduction, early stopping")
     model_checkpoint: Literal["best", "last"] = Field(
         "best",
-        description="model.keras holds the epoch with the best train.monitor (best) or the final epoch (last: with "
-        "a poly/cosine schedule the final weights are the annealed ones, and a few validation patients are a noisy "
-        "judge of the best epoch; nnU-Net keeps its final checkpoint)",
+        description="model.keras holds the epoch with the best train.monitor (best) or the final epoch "
+        "(last: with a poly/cosine schedule the final weights are the annealed ones, and a few validation "
+        "patients are a noisy judge of the best epoch; nnU-Net keeps its final checkpoint)",
     )
     reduce_lr: ReduceLRConfig = ReduceLRConfig()
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
@@ -446,13 +448,13 @@ class TrainConfig(_Strict):
     time_limit: float | None = Field(
         None,
         gt=0,
-        description="minutes of training wall time (resumes included); the run stops at the last epoch boundary "
-        "that fits, so it always ends with a complete model.keras",
+        description="minutes of training wall time (resumes included); the run stops at the last epoch "
+        "boundary that fits, so it always ends with a complete model.keras",
     )
     schedule: Literal["plateau", "constant", "poly", "cosine"] = Field(
         "plateau",
-        description="learning-rate schedule: plateau (train.reduce_lr), constant, or poly (exponent 0.9) / cosine "
-        "decay to zero over train.epochs or train.time_limit, whichever ends first",
+        description="learning-rate schedule: plateau (train.reduce_lr), constant, or poly (exponent 0.9) / "
+        "cosine decay to zero over train.epochs or train.time_limit, whichever ends first",
     )
     warmup_epochs: float = Field(
         0.0, ge=0, description="linear learning-rate warm-up from 0 over this many epochs"
@@ -561,8 +563,9 @@ class InferConfig(_Strict):
     )
     largest_component: bool | tuple[int, ...] | None = Field(
         None,
-        description="keep the largest connected component (volumes): true = every class, or a list of class ids; "
-        "null = the run's postprocessing.json (chosen on validation volumes by train) decides (else off)",
+        description="keep the largest connected component (volumes): true = every class, or a list of class "
+        "ids; null = the run's postprocessing.json (chosen on validation volumes by train) decides (else "
+        "off)",
     )
 
     @field_validator("largest_component", mode="before")

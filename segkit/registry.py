@@ -68,7 +68,8 @@ class Registry(Generic[T]):
             hint = f"did you mean '{close[0]}'? " if close else ""
             raise SegkitError(
                 f"unknown {self.kind} '{name}'",
-                hint=f"{hint}valid {self.kind}{'es' if self.kind.endswith('s') else 's'}: {', '.join(sorted(self._items))}",
+                hint=f"{hint}valid {self.kind}{'es' if self.kind.endswith('s') else 's'}: "
+                f"{', '.join(sorted(self._items))}",
             )
         return key
 

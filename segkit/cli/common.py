@@ -84,14 +84,16 @@ def handle_errors(func: F) -> F:
                 typer.echo(f"error: {fault.one_line()}", err=True)
                 raise typer.Exit(2) from None
             msg = " ".join(str(e).split()) or type(e).__name__
-            typer.echo(f"error: internal error: {type(e).__name__}: {msg} (rerun with --debug for the traceback)", err=True)
+            typer.echo(f"error: internal error: {type(e).__name__}: {msg} "
+                       "(rerun with --debug for the traceback)", err=True)
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
 
 
 # TensorFlow start-up lines that say nothing the user can act on. The CUDA ones are dropped only on machines
-# without an NVIDIA driver, where "GPU will not be used" is the expected state; with a driver they stay visible.
+# without an NVIDIA driver, where "GPU will not be used" is the expected state; with a driver they stay
+# visible.
 _CHATTER = (
     "All log messages before absl::InitializeLog()",
     "oneDNN custom operations are on",
@@ -120,9 +122,10 @@ def tensorflow_chatter(text: str, gpu_driver: bool) -> list[str]:
 def quiet_tensorflow() -> None:
     """Import TensorFlow and initialise its devices with its C++ start-up lines held back.
 
-    Those lines (``cuInit ... UNKNOWN ERROR (303)`` on every machine without a GPU, the absl and oneDNN banners)
-    are written to file descriptor 2 before Python's logging exists, so they are captured at the descriptor
-    and replayed minus the known-harmless ones. ``--debug`` shows everything; a real GPU problem stays visible.
+    Those lines (``cuInit ... UNKNOWN ERROR (303)`` on every machine without a GPU, the absl and oneDNN
+    banners) are written to file descriptor 2 before Python's logging exists, so they are captured at the
+    descriptor and replayed minus the known-harmless ones. ``--debug`` shows everything; a real GPU problem
+    stays visible.
     """
     if _state["debug"] or "tensorflow" in sys.modules:
         import tensorflow  # noqa: F401
@@ -168,11 +171,12 @@ def load(config: Path, sets: list[str] | None = None):  # noqa: ANN201 - returns
 
 
 class RichProgress:
-    """The CLI's ``segkit.progress.Progress``: a rich bar on stderr for every ``start``, named by its description.
+    """The CLI's ``segkit.progress.Progress``: a rich bar on stderr for every ``start``, named by its
+    description.
 
-    A ``start`` closes the bar before it (rich draws one live display at a time), so ``run_inference`` shows one
-    bar per volume. Use it as a context manager (the last bar is closed on leaving), or call ``close``. The bar
-    is disabled when stderr is not a terminal and the total is unknown.
+    A ``start`` closes the bar before it (rich draws one live display at a time), so ``run_inference`` shows
+    one bar per volume. Use it as a context manager (the last bar is closed on leaving), or call ``close``.
+    The bar is disabled when stderr is not a terminal and the total is unknown.
 
     Example:
         >>> with RichProgress() as bar:

@@ -56,7 +56,8 @@ def models(
     if name:
         keys = MODELS.get(name).keys
         doc = sys.modules[MODELS.get(name).build.__module__].__doc__ or ""
-        for paragraph in doc.strip().split("\n\n"):  # unwrap the source's line breaks; rich wraps to the terminal
+        # unwrap the source's line breaks; rich wraps to the terminal
+        for paragraph in doc.strip().split("\n\n"):
             out.print(" ".join(paragraph.split()), markup=False, highlight=False)
         out.print("options (model.*, with their values here):", highlight=False)
         chosen = cfg.model.model_copy(update={"name": names[0]})

@@ -1,5 +1,5 @@
-"""model.name and loss.name checked with the config; model keys the chosen model does not read: refused when the
-user set them, one warning when a preset or a run's saved config brought them, silent for defaults."""
+"""model.name and loss.name checked with the config; model keys the chosen model does not read: refused when
+the user set them, one warning when a preset or a run's saved config brought them, silent for defaults."""
 
 from __future__ import annotations
 
@@ -133,8 +133,8 @@ def test_config_check_refuses_in_one_line_with_exit_2(tmp_path: Path) -> None:
     assert res.exit_code == 2
     assert res.stderr.strip() == (
         f"error: {path}: model 'multiresunet' does not use model.base_kernels (hint: multiresunet takes "
-        "model.base_filters, model.num_layers, model.max_filters, model.norm, model.multiresunet.*; remove the "
-        "others or choose a model that uses them)"
+        "model.base_filters, model.num_layers, model.max_filters, model.norm, model.multiresunet.*; "
+        "remove the others or choose a model that uses them)"
     )
     bad = CliRunner().invoke(app, ["config", "check", "demo", str(own_file(tmp_path, {"name": "unet4"}))])
     assert bad.exit_code == 2 and "unknown model 'unet4'" in bad.stderr and "did you mean" in bad.stderr

@@ -147,7 +147,8 @@ def test_unknown_model_name_lists_valid_names() -> None:
 def test_unet_is_an_alias_of_flexunet() -> None:
     a, b = build_model(tiny_cfg(name="unet")), build_model(tiny_cfg(name="flexunet"))
     assert a.name == "flexunet" and a.count_params() == b.count_params()
-    assert "unet" not in MODELS.names() and MODELS.aliases() == MODEL_CATALOG.aliases() == {"unet": "flexunet"}
+    assert "unet" not in MODELS.names()
+    assert MODELS.aliases() == MODEL_CATALOG.aliases() == {"unet": "flexunet"}
 
 
 def test_attention_unet_gates_every_skip() -> None:

@@ -47,7 +47,8 @@ def test_pyproject_ships_every_preset_and_every_subpackage() -> None:
     assert all(any(fnmatch.fnmatch(f, g) and f.count("/") == g.count("/") for g in globs) for f in FILES), (
         globs
     )
-    # packages is an explicit list (a mapped package is invisible to packages.find): a new subpackage must join it
+    # packages is an explicit list (a mapped package is invisible to packages.find): a new subpackage must
+    # join it
     assert sorted(tool["packages"]) == sorted(
         [*find_packages(str(REPO), include=["segkit*"]), "segkit.presets"]
     )
