@@ -34,7 +34,7 @@ import numpy.typing as npt
 from segkit.config import Config
 from segkit.errors import DataError, GeometryError
 from segkit.evaluate.run import EvaluationResult, case_rows, summarize_rows, write_reports
-from segkit.io.volumes import load_volume, read_header, volume_suffix
+from segkit.io.volumes import is_volume, load_volume, read_header, supported_text, volume_suffix
 from segkit.metrics.overlap import confusion_matrix
 from segkit.metrics.surface import IMPLEMENTATION
 from segkit.progress import NULL_PROGRESS, Progress
@@ -69,10 +69,10 @@ def pair_volumes(pred_dir: Path, ref_dir: Path) -> list[tuple[str, Path, Path]]:
         folder = Path(folder)
         if not folder.is_dir():
             raise DataError(f"{what} folder not found", path=folder,
-                            hint="give a folder of .nii/.nii.gz/.nrrd files")
+                            hint=f"give a folder of volumes ({supported_text()})")
         found: dict[str, Path] = {}
         for p in sorted(folder.iterdir()):
-            if not p.is_file() or p.name.startswith(".") or not volume_suffix(p):
+            if not p.is_file() or p.name.startswith(".") or not is_volume(p):
                 continue
             cid = volume_case_id(p)
             if cid in found:
@@ -84,7 +84,7 @@ def pair_volumes(pred_dir: Path, ref_dir: Path) -> list[tuple[str, Path, Path]]:
             found[cid] = p
         if not found:
             raise DataError(f"the {what} folder holds no volume", path=folder,
-                            hint="expected .nii/.nii.gz/.nrrd files")
+                            hint=f"expected volumes ({supported_text()})")
         return found
 
     preds, refs = index(pred_dir, "predictions"), index(ref_dir, "reference")

@@ -82,7 +82,7 @@ def plan_inference(
     from segkit.infer.folder import OUTPUT_DIRS, check_output_dir, folder_outputs, list_images
     from segkit.infer.volume import refuse_existing
     from segkit.io.slices import IMAGE_SUFFIXES
-    from segkit.io.volumes import volume_suffix
+    from segkit.io.volumes import is_volume, supported_text
     from segkit.predict.models import resolve_models
 
     input_path = Path(input_path)
@@ -91,19 +91,21 @@ def plan_inference(
     volumes: list[Path] = []
     images = False
     if input_path.is_file():
-        if not volume_suffix(input_path):
+        if not is_volume(input_path):
             raise DataError(
                 f"unsupported input file type '{''.join(input_path.suffixes)}'",
                 path=input_path,
-                hint="give a .nii/.nii.gz/.nrrd volume, or a folder of PNG/JPG slices",
+                hint=f"give a volume ({supported_text()}), or a folder of PNG/JPG slices",
             )
         volumes = [input_path]
     else:
-        volumes = sorted(p for p in input_path.iterdir() if p.is_file() and volume_suffix(p))
+        volumes = sorted(p for p in input_path.iterdir() if p.is_file() and is_volume(p))
+        if not volumes and is_volume(input_path):
+            volumes = [input_path]  # a DICOM series folder
         images = not volumes and any(p.suffix.lower() in IMAGE_SUFFIXES for p in input_path.iterdir())
         if not volumes and not images:
             raise DataError("the folder holds no volume and no PNG/JPG slice", path=input_path,
-                            hint="give .nii/.nii.gz/.nrrd volumes or PNG/JPG slices")
+                            hint=f"give volumes ({supported_text()}) or PNG/JPG slices")
     if images and save_probabilities:
         raise DataError("--save-probabilities writes volumes; the input is a folder of slices",
                         path=input_path, hint="give NIfTI/NRRD volumes, or drop --save-probabilities")

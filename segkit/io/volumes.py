@@ -1,13 +1,28 @@
-"""3D volumes: NIfTI (.nii, .nii.gz) through nibabel and NRRD (.nrrd, .nhdr) through pynrrd.
+"""The one owner of volumes: which paths are volumes, in which format, read into one record, written back.
+
+Formats (``FORMATS``; the README's formats table lists them with their libraries):
+
+==========  ===========================================  =======================================
+name        what                                          geometry
+==========  ===========================================  =======================================
+nifti       ``.nii``, ``.nii.gz`` (nibabel)               the header's qform/sform
+nrrd        ``.nrrd``, ``.nhdr``, ``.seg.nrrd`` (pynrrd)  'space', 'space directions', 'space origin'
+metaimage   ``.mha``, ``.mhd`` + raw (SimpleITK)          Offset, ElementSpacing, TransformMatrix (LPS)
+numpy       ``.npy``, ``.npz`` (numpy)                    sidecar JSON (``segkit.io.arrays``)
+hdf5        ``.h5``, ``.hdf5`` (h5py)                     sidecar JSON (``segkit.io.arrays``)
+dicom       a series folder, or one multi-frame file,     Image Position/Orientation (Patient),
+            recognised by content (``segkit.io.dicom``)   Pixel Spacing (LPS)
+==========  ===========================================  =======================================
 
 Every loaded volume carries a (4, 4) float64 affine mapping voxel indices to RAS+ world coordinates in mm
-(nibabel's convention), whatever the file's own world space (NRRD files usually say LPS). Saving writes NIfTI
-atomically, label maps as uint8/uint16 with qform and sform both set from the affine.
+(nibabel's convention), whatever the file's own world space (``segkit.io.world`` converts LPS). Every stage
+asks here whether a path is a volume (``volume_format``, ``is_volume``), never by its suffix itself.
+Saving is atomic; label maps are stored as uint8/uint16.
 
 Example:
     >>> vol = load_volume(Path("case_000_image.nii.gz"))
-    >>> vol.data.shape, vol.affine.shape
-    ((64, 64, 40), (4, 4))
+    >>> vol.data.shape, vol.affine.shape, vol.format
+    ((64, 64, 40), (4, 4), 'nifti')
 """
 
 from __future__ import annotations
@@ -17,7 +32,9 @@ import logging
 import math
 import os
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import cast
 
@@ -29,13 +46,22 @@ from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError, SpatialImage
 
 from segkit.errors import DataError
+from segkit.io import arrays, dicom, metaimage
 from segkit.io.atomic import atomic_path
+from segkit.io.world import ras_to_lps
 
 log = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-NRRD_SUFFIXES = (".nrrd", ".nhdr")
-SUPPORTED = NIFTI_SUFFIXES + NRRD_SUFFIXES
+NRRD_SUFFIXES = (".nrrd", ".nhdr", ".seg.nrrd")
+
+
+class CaseKind(str, Enum):
+    """What one case of a dataset is: a 3D volume (any format above, DICOM series included) or a patient's
+    folder of 2D slice images (chest-CT's JPG/PNG). Compares equal to its value (``"volume"``)."""
+
+    VOLUME = "volume"
+    SLICES2D = "slices2d"
 
 # NRRD 'space' -> sign flips that turn that world into RAS+ (per world axis x, y, z).
 _SPACE_TO_RAS: dict[str, tuple[float, float, float]] = {
@@ -50,7 +76,7 @@ _SPACE_TO_RAS: dict[str, tuple[float, float, float]] = {
 }
 
 _READ_ERRORS = (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError, ImageFileError, HeaderDataError,
-                nrrd.NRRDError, KeyError, TypeError, IndexError)
+                nrrd.NRRDError, KeyError, TypeError, IndexError, RuntimeError)  # RuntimeError: SimpleITK
 
 
 @dataclass(frozen=True)
@@ -58,14 +84,17 @@ class Volume:
     """A 3D array with its geometry.
 
     Attributes:
-        data: (X, Y, Z) array as stored in the file (no reorientation); dtype as stored (labels stay integer).
+        data: (X, Y, Z) array as stored (no reorientation; DICOM: X along a row, Y down the columns, Z along
+            the slice normal); dtype as stored (labels stay integer; DICOM CT in HU as float32).
         affine: (4, 4) float64 voxel -> RAS+ world (mm) affine.
-        path: the file it came from (``None`` for volumes built in memory).
+        path: the file (or DICOM series folder) it came from (``None`` for volumes built in memory).
+        format: the ``FORMATS`` name it was read from (``""`` in memory).
     """
 
     data: npt.NDArray
     affine: npt.NDArray[np.float64]
     path: Path | None = None
+    format: str = ""
 
     @property
     def name(self) -> str:
@@ -73,52 +102,93 @@ class Volume:
         return self.path.name if self.path is not None else "<memory>"
 
 
+@dataclass(frozen=True)
+class VolumeFormat:
+    """One registered volume format.
+
+    Attributes:
+        name: ``nifti``, ``nrrd``, ``metaimage``, ``numpy``, ``hdf5`` or ``dicom``.
+        suffixes: file name endings, lower case (DICOM files are also recognised by content).
+        library: the package that reads it (for messages and the README).
+        read: ``path -> (data, voxel -> RAS affine)``.
+        write: ``(path, data, affine) -> None`` for formats segkit writes as a single file, else ``None``.
+    """
+
+    name: str
+    suffixes: tuple[str, ...]
+    library: str
+    read: Callable[[Path], tuple[npt.NDArray, npt.NDArray[np.float64]]]
+    write: Callable[[Path, npt.NDArray, npt.NDArray[np.float64]], None] | None = None
+
+
 def volume_suffix(path: Path) -> str:
-    """The volume extension of ``path`` (``.nii.gz``, ``.nii``, ``.nrrd`` or ``.nhdr``), lower case, or
-    ``''``."""
+    """The volume extension of ``path`` (``.nii.gz``, ``.seg.nrrd``, ``.mha``, ``.npy``, ``.dcm`` ...), lower
+    case, or ``''``."""
     name = Path(path).name.lower()
-    for sfx in (".nii.gz", ".nii", ".nrrd", ".nhdr"):
-        if name.endswith(sfx):
+    for sfx in _ALL_SUFFIXES:
+        if name.endswith(sfx) and len(name) > len(sfx):
             return sfx
     return ""
 
 
+def volume_format(path: Path) -> VolumeFormat | None:
+    """The format of ``path``, or ``None`` when it is not a volume: by suffix; a folder holding DICOM files
+    (at any depth) or a file with the DICOM preamble is ``dicom``."""
+    path = Path(path)
+    if path.is_dir():
+        return FORMATS["dicom"] if dicom.holds_dicom(path) else None
+    sfx = volume_suffix(path)
+    if sfx:
+        return next(f for f in FORMATS.values() if sfx in f.suffixes)
+    return FORMATS["dicom"] if path.is_file() and dicom.is_dicom_file(path) else None
+
+
+def is_volume(path: Path) -> bool:
+    """Whether ``path`` is a volume file or a DICOM folder that segkit reads (``volume_format``)."""
+    return volume_format(path) is not None
+
+
+def supported_text() -> str:
+    """The accepted inputs, for hints: ``.nii, .nii.gz, ..., DICOM series folders``."""
+    sfx = [s for f in FORMATS.values() if f.name != "dicom" for s in f.suffixes if s != ".seg.nrrd"]
+    return ", ".join(sfx) + ", DICOM series folders or files"
+
+
 def load_volume(path: Path) -> Volume:
-    """Read a NIfTI or NRRD file as a 3D ``Volume`` with a RAS+ affine.
+    """Read any registered format as a 3D ``Volume`` with a RAS+ affine.
 
     A trailing singleton 4th (and higher) dimension is squeezed away.
 
     Args:
-        path: ``.nii``, ``.nii.gz``, ``.nrrd`` or ``.nhdr`` file.
+        path: a volume file (``FORMATS``) or a folder holding one DICOM series.
 
     Returns:
-        ``Volume(data (X, Y, Z), affine (4, 4) float64 voxel -> RAS mm, path)``.
+        ``Volume(data (X, Y, Z), affine (4, 4) float64 voxel -> RAS mm, path, format)``.
 
     Raises:
-        DataError: missing file, unsupported extension, corrupt or truncated file, data that is not 3D.
+        DataError: missing file, unsupported type, corrupt or truncated file, data that is not 3D, a DICOM
+            series that is not one valid volume (``segkit.io.dicom``).
     """
     path = Path(path)
-    sfx = volume_suffix(path)
-    if not sfx:
-        raise DataError(
-            f"unsupported volume file type '{''.join(path.suffixes) or path.name}'",
-            path=path,
-            hint=f"use one of {', '.join(SUPPORTED)}",
-        )
-    if not path.is_file():
+    if not path.exists():
         raise DataError(
             "volume file not found", path=path, hint="check the path and the --image-glob/--label-glob"
         )
+    fmt = volume_format(path)
+    if fmt is None:
+        raise DataError(
+            f"unsupported volume file type '{''.join(path.suffixes) or path.name}'",
+            path=path,
+            hint=f"use one of {supported_text()}",
+        )
     try:
-        if sfx in NIFTI_SUFFIXES:
-            data, affine = _read_nifti(path)
-        else:
-            data, affine = _read_nrrd(path)
+        data, affine = fmt.read(path)
     except DataError:
         raise
     except _READ_ERRORS as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]  # SimpleITK: several lines
         raise DataError(
-            f"cannot read volume ({type(e).__name__}: {e})",
+            f"cannot read volume ({type(e).__name__}: {(lines[-1] if lines else '')[:200]})",
             path=path,
             hint="the file is corrupt or truncated; download or convert it again",
         ) from e
@@ -130,19 +200,23 @@ def load_volume(path: Path) -> Volume:
             path=path,
             hint="give one 3D image per file (split 4D series into 3D volumes first)",
         )
-    return Volume(data=data, affine=affine, path=path)
+    return Volume(data=data, affine=affine, path=path, format=fmt.name)
 
 
 def read_header(path: Path) -> tuple[tuple[int, ...], npt.NDArray[np.float64]]:
-    """(shape, voxel -> RAS affine) from a NIfTI or NRRD header, without reading the voxels.
+    """(shape, voxel -> RAS affine) of a volume: from the header alone for NIfTI and NRRD, by reading the
+    volume for the other formats.
 
     Raises:
         DataError: an unreadable file or unknown format (one line naming the file).
     """
     path = Path(path)
-    suffix = volume_suffix(path)
+    fmt = volume_format(path)
+    if fmt is not None and fmt.name not in ("nifti", "nrrd"):
+        vol = load_volume(path)
+        return tuple(int(s) for s in vol.data.shape), vol.affine
     try:
-        if suffix in (".nrrd", ".nhdr"):
+        if fmt is not None and fmt.name == "nrrd":
             header = nrrd.read_header(str(path))
             shape = tuple(int(s) for s in header["sizes"])
             return shape, nrrd_affine(header, ndim=len(shape), path=path)
@@ -299,14 +373,31 @@ def nrrd_affine(header: dict, ndim: int = 3, path: Path | None = None) -> npt.ND
     return flips @ affine
 
 
-def save_volume(path: Path, data: npt.NDArray, affine: npt.ArrayLike) -> Path:
-    """Write a 3D array as NIfTI atomically (``.nii`` or ``.nii.gz`` by the name of ``path``).
+def storage_array(data: npt.ArrayLike) -> npt.NDArray:
+    """``data`` in the dtype segkit stores it as: integers with values in 0..255 as uint8, in 0..65535 as
+    uint16, other integers as int32; booleans as uint8; floating data as float32."""
+    arr = np.asarray(data)
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.integer):
+        lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+        if lo >= 0 and hi <= 255:
+            return arr.astype(np.uint8)
+        if lo >= 0 and hi <= 65535:
+            return arr.astype(np.uint16)
+        return arr.astype(np.int32)
+    return arr.astype(np.float32)
 
-    Integer data with values in 0..255 is stored as uint8, in 0..65535 as uint16, other integers as int32;
-    floating data as float32. qform and sform are both set from ``affine`` (code 1, scanner).
+
+def save_volume(path: Path, data: npt.NDArray, affine: npt.ArrayLike) -> Path:
+    """Write a 3D array atomically in the format named by the suffix of ``path``.
+
+    NIfTI (``.nii``, ``.nii.gz``: qform and sform both set from ``affine``, code 1, scanner), NRRD
+    (``.nrrd``, gzip, LPS space as 3D Slicer writes it), MetaImage (``.mha``), NumPy (``.npy``, ``.npz``) or
+    HDF5 (``.h5``, ``.hdf5``) with the sidecar ``<name>.json``. Values are stored as ``storage_array`` says.
 
     Args:
-        path: destination ending in ``.nii`` or ``.nii.gz``.
+        path: destination.
         data: (X, Y, Z) array.
         affine: (4, 4) voxel -> RAS+ affine in mm.
 
@@ -314,29 +405,63 @@ def save_volume(path: Path, data: npt.NDArray, affine: npt.ArrayLike) -> Path:
         ``path``.
 
     Raises:
-        DataError: ``path`` does not end in ``.nii``/``.nii.gz``.
+        DataError: a suffix segkit does not write (``.nhdr``, ``.mhd``, DICOM: see ``segkit.io.dicom``).
     """
     path = Path(path)
-    if volume_suffix(path) not in NIFTI_SUFFIXES:
-        raise DataError("volumes are written as NIfTI", path=path, hint="name the file *.nii.gz or *.nii")
-    arr = np.asarray(data)
-    if arr.dtype == np.bool_:
-        arr = arr.astype(np.uint8)
-    if np.issubdtype(arr.dtype, np.integer):
-        lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
-        if lo >= 0 and hi <= 255:
-            arr = arr.astype(np.uint8)
-        elif lo >= 0 and hi <= 65535:
-            arr = arr.astype(np.uint16)
-        else:
-            arr = arr.astype(np.int32)
-    else:
-        arr = arr.astype(np.float32)
+    fmt = FORMATS.get(_format_name_of_suffix(volume_suffix(path)) or "")
+    if fmt is None or fmt.write is None or volume_suffix(path) in (".nhdr", ".mhd"):
+        writable = [s for f in FORMATS.values() if f.write for s in f.suffixes if s not in (".nhdr", ".mhd")]
+        raise DataError("segkit does not write this volume type", path=path,
+                        hint=f"name the file *{', *'.join(writable)}")
+    arr = storage_array(data)
     aff = np.asarray(affine, dtype=np.float64)
+    with atomic_path(path) as tmp:
+        fmt.write(tmp, arr, aff)
+    if fmt.name in ("numpy", "hdf5"):
+        with atomic_path(path.with_name(path.name + ".json")) as tmp:
+            tmp.write_text(arrays.sidecar_text(aff), encoding="utf-8")
+    return path
+
+
+def _format_name_of_suffix(sfx: str) -> str | None:
+    return next((f.name for f in FORMATS.values() if sfx and sfx in f.suffixes), None)
+
+
+def _write_nifti(path: Path, arr: npt.NDArray, aff: npt.NDArray[np.float64]) -> None:
     img = nib.Nifti1Image(arr, aff)
     img.set_qform(aff, code=1)
     img.set_sform(aff, code=1)
     img.header.set_data_dtype(arr.dtype)
-    with atomic_path(path) as tmp:
-        nib.save(img, str(tmp))
-    return path
+    nib.save(img, str(path))
+
+
+def nrrd_header(affine: npt.ArrayLike) -> dict:
+    """The pynrrd header fields of a 3D volume with ``affine`` (voxel -> RAS): LPS space, gzip."""
+    lps = ras_to_lps(affine)
+    return {"space": "left-posterior-superior", "space directions": lps[:3, :3].T.tolist(),
+            "space origin": lps[:3, 3].tolist(), "kinds": ["domain"] * 3, "encoding": "gzip"}
+
+
+def _write_nrrd(path: Path, arr: npt.NDArray, aff: npt.NDArray[np.float64]) -> None:
+    nrrd.write(str(path), arr, nrrd_header(aff), index_order="F")
+
+
+def _write_array(path: Path, arr: npt.NDArray, aff: npt.NDArray[np.float64]) -> None:
+    arrays.write_array(path, arr)
+
+
+FORMATS: dict[str, VolumeFormat] = {
+    f.name: f
+    for f in (
+        VolumeFormat("nifti", (".nii.gz", ".nii"), "nibabel", _read_nifti, _write_nifti),
+        VolumeFormat("nrrd", (".seg.nrrd", ".nrrd", ".nhdr"), "pynrrd", _read_nrrd, _write_nrrd),
+        VolumeFormat("metaimage", metaimage.METAIMAGE_SUFFIXES, "SimpleITK", metaimage.read_metaimage,
+                     metaimage.write_metaimage),
+        VolumeFormat("numpy", arrays.NUMPY_SUFFIXES, "numpy", arrays.read_array, _write_array),
+        VolumeFormat("hdf5", arrays.HDF5_SUFFIXES, "h5py", arrays.read_array, _write_array),
+        VolumeFormat("dicom", (".dcm",), "pydicom", dicom.read_dicom),
+    )
+}
+# longest first, so that ".seg.nrrd" wins over ".nrrd" and ".nii.gz" over ".gz"-less names
+_ALL_SUFFIXES = sorted((s for f in FORMATS.values() for s in f.suffixes), key=len, reverse=True)
+SUPPORTED = tuple(_ALL_SUFFIXES)

@@ -17,8 +17,9 @@ problem (an image without label or a label without image, named by file). Adapte
                ``masks/masks``), JPG/PNG slices ``<patient>_<n>.jpg`` and masks ``<patient>_mask_<n>.jpg``
                (or the same name); ``train.csv`` (``ImageId``, ``MaskId``) pairs them when present. One
                case per patient.
-``nifti``      any folder: ``--image-glob`` / ``--label-glob`` with one ``*`` each (NIfTI or NRRD); the
-               case id is the text matched by ``*``.
+``nifti``      any folder: ``--image-glob`` / ``--label-glob`` with one ``*`` each (any format of
+               ``segkit.io.volumes``, DICOM series folders included); the case id is the text matched by
+               ``*``.
 ``phantom``    no SRC: synthetic volumes generated into ``OUT/raw`` (``segkit.prepare.phantom``).
 =============  =====================================================================================
 """
@@ -31,14 +32,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from segkit.errors import DataError, SegkitError
+from segkit.io.volumes import CaseKind, is_volume, supported_text
 from segkit.registry import Registry
 
-CaseKind = Literal["volume", "slices2d"]
 _NII = (".nii.gz", ".nii")
-_VOLUME_EXTS = (".nii.gz", ".nii", ".nrrd", ".nhdr")
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,7 @@ class CaseSpec:
     case_id: str
     image: Path
     label: Path | None
-    kind: CaseKind = "volume"
+    kind: CaseKind = CaseKind.VOLUME
     slices: tuple[tuple[int, Path, Path | None], ...] = ()
 
     @property
@@ -328,7 +327,7 @@ def discover_chest_ct(src: Path, options: SourceOptions) -> Discovery:
             dup = next(i for i in indices if indices.count(i) > 1)
             problems.append(f"{items[indices.index(dup)][1].name}: slice {dup} of case '{case}' occurs twice")
             continue
-        cases.append(CaseSpec(case, items[0][1], items[0][2], "slices2d", tuple(items)))
+        cases.append(CaseSpec(case, items[0][1], items[0][2], CaseKind.SLICES2D, tuple(items)))
     return _nonempty(Discovery(cases, problems), src, "images/ + masks/ with <patient>_<n>.jpg files")
 
 
@@ -349,7 +348,7 @@ def _match_glob(src: Path, pattern: str, option: str) -> dict[str, Path]:
     rx = _glob_regex(pattern)
     found: dict[str, Path] = {}
     for p in sorted(src.glob(pattern)):
-        if not p.is_file() or p.name.startswith("._"):
+        if p.name.startswith("._") or not (p.is_file() or (p.is_dir() and is_volume(p))):
             continue
         m = rx.match(p.relative_to(src).as_posix())
         if m is None:
@@ -369,7 +368,8 @@ def _match_glob(src: Path, pattern: str, option: str) -> dict[str, Path]:
     "--config my.yaml --out data/mine",
 )
 def discover_nifti(src: Path, options: SourceOptions) -> Discovery:
-    """Any folder of NIfTI/NRRD pairs matched by ``--image-glob`` / ``--label-glob``."""
+    """Any folder of volume pairs (any ``segkit.io.volumes`` format) matched by ``--image-glob`` /
+    ``--label-glob``."""
     src = _require_dir(src)
     if not options.image_glob or not options.label_glob:
         raise DataError(
@@ -381,10 +381,8 @@ def discover_nifti(src: Path, options: SourceOptions) -> Discovery:
     labels_only = {k: v for k, v in labels.items() if v not in set(images.values())}
     images = {k: v for k, v in images.items() if v not in set(labels.values())}
     d = _pair(images, labels_only)
-    bad = [c for c in d.cases
-           if not _strip(c.image.name, _VOLUME_EXTS)
-           or not _strip(c.label.name, _VOLUME_EXTS)]  # type: ignore[union-attr]
-    d.problems += [f"{c.image.name}: not a NIfTI/NRRD file (.nii, .nii.gz, .nrrd, .nhdr)" for c in bad]
+    bad = [c for c in d.cases if not is_volume(c.image) or not is_volume(c.label)]  # type: ignore[arg-type]
+    d.problems += [f"{c.image.name}: not a volume ({supported_text()})" for c in bad]
     d.cases = [c for c in d.cases if c not in bad]
     return _nonempty(d, src, f"files matching '{options.image_glob}' and '{options.label_glob}'")
 

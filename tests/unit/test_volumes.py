@@ -93,7 +93,8 @@ def bad_files(tmp_path: Path) -> Path:
     (tmp_path / "noise.nrrd").write_bytes(rng.bytes(2000))
     nib.save(nib.Nifti1Image(np.zeros((5, 6), np.uint8), AFF), str(tmp_path / "flat.nii.gz"))
     nib.save(nib.Nifti1Image(np.zeros((5, 6, 7, 2), np.uint8), AFF), str(tmp_path / "series.nii.gz"))
-    (tmp_path / "scan.mha").write_bytes(b"x")
+    (tmp_path / "scan.vtk").write_bytes(b"x")
+    (tmp_path / "scan.mha").write_bytes(b"x")  # a MetaImage suffix on a broken file
     return tmp_path
 
 
@@ -107,7 +108,8 @@ def bad_files(tmp_path: Path) -> Path:
         ("flat.nii.gz", "expected a 3D volume, got 2D data of shape (5, 6)"),
         ("series.nii.gz", "expected a 3D volume, got 4D data of shape (5, 6, 7, 2)"),
         ("missing.nii.gz", "volume file not found"),
-        ("scan.mha", "unsupported volume file type '.mha'"),
+        ("scan.vtk", "unsupported volume file type '.vtk'"),
+        ("scan.mha", "cannot read volume (RuntimeError"),
     ],
 )
 def test_bad_volume_files_raise_data_error_naming_the_file(bad_files: Path, name: str, message: str) -> None:
@@ -118,9 +120,10 @@ def test_bad_volume_files_raise_data_error_naming_the_file(bad_files: Path, name
     assert name in info.value.one_line() and info.value.hint
 
 
-def test_save_volume_refuses_non_nifti_names(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="NIfTI"):
-        save_volume(tmp_path / "x.nrrd", np.zeros((2, 2, 2)), np.eye(4))
+def test_save_volume_refuses_names_it_does_not_write(tmp_path: Path) -> None:
+    for name in ("x.vtk", "x.nhdr", "x.mhd", "x.dcm"):
+        with pytest.raises(DataError, match="does not write"):
+            save_volume(tmp_path / name, np.zeros((2, 2, 2)), np.eye(4))
     assert not os.listdir(tmp_path)
 
 

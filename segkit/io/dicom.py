@@ -1,0 +1,316 @@
+"""DICOM series in, through pydicom (pixel decoders: pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg,
+pyjpegls; RLE is pydicom's own), with the checks that make a set of slices one volume.
+
+A DICOM input is a folder (files found at any depth, recognised by the ``DICM`` preamble whatever their name)
+or one file; an enhanced multi-frame file holds a whole series. Files are grouped by SeriesInstanceUID.
+Slices are sorted by their position along the slice normal (row x column cosines); the affine is built in
+LPS from Image Position/Orientation (Patient) and Pixel Spacing and converted to RAS by
+``segkit.io.world``. Rescale slope/intercept are applied per slice (CT in HU); the data is float32 unless
+every slice has slope 1 and intercept 0.
+
+Refused with one line (``DataError``) naming the folder and the reason: fewer than 3 slices; spacing
+between consecutive positions varying by more than 1 % (missing or duplicated slices); orientation cosines
+differing by more than 1e-4 or slice sizes differing; gantry tilt (positions not along the normal); colour
+pixel data; non-image objects (SR, RTSTRUCT, presentation states); unreadable files; a transfer syntax
+with no decoder installed; several series where one is expected; several images at one position (cine or
+multi-phase).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from segkit.errors import DataError
+from segkit.io.world import lps_to_ras
+
+log = logging.getLogger(__name__)
+
+MIN_SLICES = 3
+SPACING_TOLERANCE = 0.01  # relative variation of consecutive slice distances
+ORIENTATION_TOLERANCE = 1e-4  # max difference of direction cosines between slices
+TILT_TOLERANCE = 1e-3  # max in-plane drift of slice positions, as a fraction of the slice step
+
+_SKIP_SUFFIXES = (".nii", ".gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".raw", ".npy", ".npz", ".h5", ".hdf5",
+                  ".png", ".jpg", ".jpeg", ".json", ".md", ".txt", ".csv", ".yaml")
+_NON_IMAGE = {
+    "SR": "a structured report (SR)",
+    "RTSTRUCT": "an RT structure set (RTSTRUCT); convert its contours to a label volume first",
+    "PR": "a presentation state (PR)",
+    "KO": "a key object selection (KO)",
+    "SEG": "a segmentation (SEG); read it as a label with evaluate",
+}
+
+
+def is_dicom_file(path: Path) -> bool:
+    """Whether ``path`` starts with the DICOM preamble (128 bytes, then ``DICM``)."""
+    try:
+        with Path(path).open("rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _candidates(folder: Path) -> Iterator[Path]:
+    for p in sorted(Path(folder).rglob("*")):
+        if p.is_file() and not p.name.startswith(".") and p.name.upper() != "DICOMDIR" \
+                and not p.name.lower().endswith(_SKIP_SUFFIXES):
+            yield p
+
+
+def dicom_files(folder: Path) -> list[Path]:
+    """Every DICOM file under ``folder`` (any depth, any name; DICOMDIR itself excluded)."""
+    return [p for p in _candidates(folder) if is_dicom_file(p)]
+
+
+def holds_dicom(folder: Path) -> bool:
+    """Whether ``folder`` holds at least one DICOM file (at any depth)."""
+    return any(is_dicom_file(p) for p in _candidates(folder))
+
+
+@dataclass(frozen=True)
+class DicomSeries:
+    """One series found in a folder.
+
+    Attributes:
+        uid: SeriesInstanceUID.
+        number: SeriesNumber (``None`` if absent).
+        description: SeriesDescription (may be empty).
+        modality: Modality (``MR``, ``CT``, ...).
+        files: its files, sorted by name.
+    """
+
+    uid: str
+    number: int | None
+    description: str
+    modality: str
+    files: tuple[Path, ...]
+
+    @property
+    def name(self) -> str:
+        """``s<number>_<description>`` with the description reduced to letters, digits, ``-`` and ``_``."""
+        desc = re.sub(r"[^A-Za-z0-9_-]+", "_", self.description).strip("_")[:40]
+        num = f"s{self.number:03d}" if self.number is not None else "s"
+        return f"{num}_{desc}" if desc else num
+
+
+def _read(path: Path, pixels: bool = False) -> Any:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(str(path), stop_before_pixels=not pixels)
+    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise DataError(f"unreadable DICOM file ({type(e).__name__}: {e})", path=path,
+                        hint="the file is truncated or corrupt; export the series again") from e
+
+
+def list_series(path: Path) -> list[DicomSeries]:
+    """The image series in ``path`` (a folder or one file), sorted by series number and description.
+
+    Localizer/scout images are dropped with a one-line warning.
+
+    Raises:
+        DataError: no DICOM file; an unreadable file; only non-image objects (named, with a hint).
+    """
+    path = Path(path)
+    files = [path] if path.is_file() else dicom_files(path)
+    if not files:
+        raise DataError("no DICOM file found", path=path, hint="give a folder holding a DICOM series")
+    groups: dict[str, list[tuple[Path, Any]]] = {}
+    skipped: list[str] = []
+    localizers = 0
+    for f in files:
+        ds = _read(f)
+        modality = str(ds.get("Modality", ""))
+        if modality in _NON_IMAGE or "Rows" not in ds:
+            skipped.append(f"{f.name}: {_NON_IMAGE.get(modality, f'a non-image object ({modality})')}")
+            continue
+        if any(str(t).upper() == "LOCALIZER" for t in ds.get("ImageType", [])):
+            localizers += 1
+            continue
+        groups.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append((f, ds))
+    if localizers:
+        log.warning("%s: %d localizer/scout image(s) dropped", path.name, localizers)
+    if not groups:
+        reason = skipped[0] if skipped else "only localizer images"
+        raise DataError(f"no image series: {reason}", path=path,
+                        hint="give the folder of an image series (CT, MR, ...)")
+    if skipped:
+        log.warning("%s: %d non-image object(s) skipped (%s)", path.name, len(skipped), skipped[0])
+    out = []
+    for uid, items in groups.items():
+        ds = items[0][1]
+        num = ds.get("SeriesNumber")
+        out.append(DicomSeries(uid, int(num) if num not in (None, "") else None,
+                               str(ds.get("SeriesDescription", "")), str(ds.get("Modality", "")),
+                               tuple(sorted(f for f, _ in items))))
+    return sorted(out, key=lambda s: (s.number if s.number is not None else -1, s.description, s.uid))
+
+
+def read_dicom(path: Path) -> tuple[npt.NDArray, npt.NDArray[np.float64]]:
+    """(data (X, Y, Z), voxel -> RAS affine) of the one series in ``path`` (folder or file).
+
+    Raises:
+        DataError: several series (named), or any refusal of ``read_series``.
+    """
+    series = list_series(path)
+    if len(series) > 1:
+        names = ", ".join(s.name for s in series[:6])
+        raise DataError(f"{len(series)} series in one input ({names})", path=path,
+                        hint="give one series folder (infer segments each series of a folder on its own)")
+    return read_series(series[0], Path(path))
+
+
+@dataclass
+class _Slice:
+    position: npt.NDArray[np.float64]
+    orientation: npt.NDArray[np.float64]
+    spacing: tuple[float, float]
+    shape: tuple[int, int]
+    slope: float
+    intercept: float
+    pixels: npt.NDArray
+
+
+def read_series(series: DicomSeries, where: Path) -> tuple[npt.NDArray, npt.NDArray[np.float64]]:
+    """Read one series into (data (X, Y, Z), voxel -> RAS affine), refusing what is not one volume.
+
+    Args:
+        series: from ``list_series``.
+        where: the folder or file the user gave (named in errors).
+    """
+    slices: list[_Slice] = []
+    for f in series.files:
+        ds = _read(f, pixels=True)
+        _check_pixels(ds, where)
+        slices += _slices_of(ds, f)
+    if len(slices) < MIN_SLICES:
+        raise DataError(f"{len(slices)} slice(s); a volume needs at least {MIN_SLICES}", path=where,
+                        hint="give the whole series (a single slice or two are not a volume)")
+    ref = slices[0]
+    for s in slices[1:]:
+        if np.max(np.abs(s.orientation - ref.orientation)) > ORIENTATION_TOLERANCE:
+            raise DataError("slices with different orientations", path=where,
+                            hint="the folder mixes series or stacks; give one series per folder")
+        if s.shape != ref.shape or not np.allclose(s.spacing, ref.spacing, rtol=1e-4):
+            raise DataError("slices of different sizes or pixel spacings", path=where,
+                            hint="the folder mixes series; give one series per folder")
+    row, col = ref.orientation[:3], ref.orientation[3:]
+    normal = np.cross(row, col)
+    slices.sort(key=lambda s: float(s.position @ normal))
+    step = _check_positions([s.position for s in slices], normal, where)
+    aff = np.eye(4)
+    aff[:3, 0] = row * ref.spacing[1]  # array axis 0 runs along a row (column index), PixelSpacing[1]
+    aff[:3, 1] = col * ref.spacing[0]  # array axis 1 runs down a column (row index), PixelSpacing[0]
+    aff[:3, 2] = step
+    aff[:3, 3] = slices[0].position
+    identity = all(s.slope == 1.0 and s.intercept == 0.0 for s in slices)
+    planes = [s.pixels.T if identity else (s.pixels.T.astype(np.float64) * s.slope + s.intercept)
+              for s in slices]
+    data = np.stack(planes, axis=-1)
+    return (data if identity else data.astype(np.float32)), lps_to_ras(aff)
+
+
+def _check_positions(positions: list[npt.NDArray[np.float64]], normal: npt.NDArray[np.float64],
+                     where: Path) -> npt.NDArray[np.float64]:
+    """The mean step between consecutive sorted slice positions, after the spacing and tilt checks."""
+    pos = np.stack(positions)
+    dist = pos @ normal
+    gaps = np.diff(dist)
+    if np.any(np.abs(gaps) < 1e-3):
+        n_dup = int(np.sum(np.abs(gaps) < 1e-3)) + 1
+        raise DataError(f"{n_dup} images share one slice position (cine, multi-phase or duplicated slices)",
+                        path=where, hint="give one phase per folder (segkit reads one 3D volume per series)")
+    med = float(np.median(gaps))
+    if np.max(np.abs(gaps - med)) > SPACING_TOLERANCE * med:
+        raise DataError(f"uneven spacing between slices ({gaps.min():.3f} to {gaps.max():.3f} mm; "
+                        "missing or duplicated slices)", path=where,
+                        hint="export the complete series again")
+    step = (pos[-1] - pos[0]) / (len(pos) - 1)
+    drift = np.linalg.norm(step - (step @ normal) * normal)
+    if drift > TILT_TOLERANCE * abs(float(step @ normal)):
+        raise DataError(f"gantry tilt: slice positions move {drift:.3f} mm in plane per slice", path=where,
+                        hint="resample the series to an untilted grid first (e.g. dcm2niix)")
+    return step
+
+
+def _check_pixels(ds: Any, path: Path) -> None:
+    """Refuse colour pixel data and a transfer syntax no installed decoder reads, before decoding."""
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if int(ds.get("SamplesPerPixel", 1)) != 1 or not photometric.startswith("MONOCHROME"):
+        raise DataError(f"colour pixel data ({photometric}); segkit reads greyscale images", path=path,
+                        hint="give the greyscale series the colour one was derived from")
+    from pydicom.pixels.decoders.base import get_decoder
+
+    ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if ts is not None and ts.is_compressed:
+        try:
+            available = get_decoder(ts).is_available
+        except NotImplementedError:
+            available = False
+        if not available:
+            raise DataError(f"no decoder installed for the transfer syntax {ts.name} ({ts})", path=path,
+                            hint="install pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg and pyjpegls")
+
+
+def _slices_of(ds: Any, path: Path) -> list[_Slice]:
+    """The 2D slices of one dataset: itself, or each frame of an enhanced multi-frame file."""
+    try:
+        pixels = np.asarray(ds.pixel_array)
+    except Exception as e:  # noqa: BLE001 - pydicom's decoders raise many types for broken pixel data
+        raise DataError(f"cannot decode the pixel data ({type(e).__name__}: {e})", path=path,
+                        hint="the file is truncated or corrupt; export the series again") from e
+    try:
+        if "PerFrameFunctionalGroupsSequence" not in ds:
+            frames = pixels[None] if pixels.ndim == 2 else pixels
+            slope, inter = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
+            return [_Slice(_vec(ds.ImagePositionPatient, 3), _vec(ds.ImageOrientationPatient, 6),
+                           _pair(ds.PixelSpacing), (int(ds.Rows), int(ds.Columns)), slope, inter, fr)
+                    for fr in frames]
+        frames = pixels[None] if pixels.ndim == 2 else pixels
+        out = []
+        for i, fr in enumerate(frames):
+            pos = _group(ds, i, "PlanePositionSequence")
+            ori = _group(ds, i, "PlaneOrientationSequence")
+            meas = _group(ds, i, "PixelMeasuresSequence")
+            pvt = _group(ds, i, "PixelValueTransformationSequence", required=False)
+            slope = float(pvt.get("RescaleSlope", 1) or 1) if pvt is not None else 1.0
+            inter = float(pvt.get("RescaleIntercept", 0) or 0) if pvt is not None else 0.0
+            out.append(_Slice(_vec(pos.ImagePositionPatient, 3), _vec(ori.ImageOrientationPatient, 6),
+                              _pair(meas.PixelSpacing), (int(ds.Rows), int(ds.Columns)), slope, inter, fr))
+        return out
+    except (AttributeError, KeyError, ValueError, TypeError, IndexError) as e:
+        raise DataError(f"missing or invalid image geometry ({type(e).__name__}: {e})", path=path,
+                        hint="the file lacks Image Position/Orientation (Patient) or Pixel Spacing") from e
+
+
+def _group(ds: Any, frame: int, name: str, required: bool = True) -> Any:
+    """Functional group item ``name`` of ``frame``: per-frame first, then shared."""
+    for seq in (ds.PerFrameFunctionalGroupsSequence[frame],
+                *(ds.SharedFunctionalGroupsSequence if "SharedFunctionalGroupsSequence" in ds else [])):
+        if name in seq and len(seq[name].value):
+            return seq[name].value[0]
+    if required:
+        raise KeyError(f"{name} of frame {frame + 1}")
+    return None
+
+
+def _vec(value: Any, n: int) -> npt.NDArray[np.float64]:
+    arr = np.asarray([float(v) for v in value], dtype=np.float64)
+    if arr.shape != (n,):
+        raise ValueError(f"expected {n} values, got {arr.size}")
+    return arr
+
+
+def _pair(value: Any) -> tuple[float, float]:
+    a, b = (float(v) for v in value)
+    return a, b
