@@ -1,0 +1,108 @@
+"""DICOM series in (segkit.io.dicom through segkit.io.volumes): the real series of ../shared/data/dicom match
+their reference NIfTI; every series that is not one valid volume is refused with one line naming the folder."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+
+from segkit.errors import DataError
+from segkit.io.volumes import load_volume
+
+VALID = [
+    "siemens/anatomical/001", "ge/anatomical/001", "philips/anatomical/001", "hitachi/anatomical/001",
+    "generic/anatomical/001", "generic/anatomical/002_non_isotropic", "philips_enhanced/anatomical/001",
+    "siemens_multiframe/anatomical/001", "hyperfine/anatomical/001", "generic/compressed/001",
+    "generic/compressed_j2k/001", "generic/compressed_jpeg/001", "generic/compressed_jpegls/001",
+    "generic/compressed_rle/001",
+]
+REFUSED = {
+    "failing/gantrytilting/001": "gantry tilt",
+    "failing/notavolume/001": "4 images share one slice position",
+    "failing/slicecount/001": "2 slice(s); a volume needs at least 3",
+    "failing/sliceincrement/001": "uneven spacing between slices (5.000 to 10.000 mm",
+    "failing/sliceincrement/002": "uneven spacing between slices",
+    "failing/sliceorientation/001": "slices with different orientations",
+    "ge/anatomical/001_single_slice": "1 slice(s); a volume needs at least 3",
+    "generic/rgb/001": "colour pixel data (RGB)",
+}
+
+
+def _canonical(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
+    return nib.as_closest_canonical(nib.Nifti1Image(np.asarray(data, dtype=np.float64), affine))
+
+
+@pytest.mark.parametrize("series", VALID)
+def test_valid_series_match_their_reference_in_voxels_and_world_affine(shared_data: Path, series: str) -> None:
+    folder = shared_data / "dicom" / series
+    ref_path = folder.parent / f"{folder.name}_ground_truth.nii.gz"
+    if not ref_path.exists():  # generic/compressed: the same series as compressed_j2k
+        ref_path = shared_data / "dicom/generic/compressed_j2k/001_ground_truth.nii.gz"
+    vol = load_volume(folder)
+    assert vol.format == "dicom" and vol.data.shape[2] >= 4
+    ref = nib.load(str(ref_path))
+    ref_data = np.asarray(ref.dataobj, dtype=np.float64)
+    ref_data = ref_data.reshape(ref_data.shape[:3])  # philips_enhanced's reference has a 4th axis of 1
+    a, b = _canonical(vol.data, vol.affine), _canonical(ref_data, ref.affine)
+    np.testing.assert_allclose(a.get_fdata(), b.get_fdata(), rtol=1e-4, atol=1e-4 * np.abs(ref_data).max())
+    np.testing.assert_allclose(a.affine, b.affine, atol=1e-3)
+
+
+@pytest.mark.parametrize("series", sorted(REFUSED))
+def test_series_that_are_not_one_volume_are_refused_naming_the_folder(shared_data: Path, series: str) -> None:
+    folder = shared_data / "dicom" / series
+    with pytest.raises(DataError) as info:
+        load_volume(folder)
+    assert REFUSED[series] in info.value.message
+    assert info.value.path == folder and info.value.hint and "\n" not in info.value.one_line()
+
+
+def _copy(shared_data: Path, tmp_path: Path, series: str = "siemens/anatomical/001") -> Path:
+    dst = tmp_path / "in"
+    shutil.copytree(shared_data / "dicom" / series, dst)
+    return dst
+
+
+def test_nested_folders_without_suffix_read_as_one_series(shared_data: Path, tmp_path: Path) -> None:
+    src = shared_data / "dicom/siemens/anatomical/001"
+    for i, f in enumerate(sorted(src.iterdir())):
+        (tmp_path / f"sub{i % 2}").mkdir(exist_ok=True)
+        shutil.copy(f, tmp_path / f"sub{i % 2}" / f"IMG{i}")
+    np.testing.assert_array_equal(load_volume(tmp_path).data, load_volume(src).data)
+
+
+def test_non_image_objects_truncated_files_and_missing_decoders_are_refused(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = _copy(shared_data, tmp_path)
+    first = sorted(folder.iterdir())[0]
+    ds = pydicom.dcmread(first)
+    for tag in ("PixelData", "Rows", "Columns"):
+        delattr(ds, tag)
+    ds.Modality = "RTSTRUCT"
+    only = tmp_path / "rt"
+    only.mkdir()
+    ds.save_as(only / "rt.dcm")
+    with pytest.raises(DataError, match="RTSTRUCT.*convert its contours to a label volume"):
+        load_volume(only)
+    first.write_bytes(first.read_bytes()[:3000])  # the preamble survives, the pixels do not
+    with pytest.raises(DataError, match="unreadable DICOM file|cannot decode the pixel data"):
+        load_volume(folder)
+    import pydicom.pixels.decoders.base as base
+
+    def no_decoder(uid: object) -> object:
+        raise NotImplementedError
+
+    monkeypatch.setattr(base, "get_decoder", no_decoder)
+    with pytest.raises(DataError, match=r"no decoder installed for the transfer syntax JPEG-LS"):
+        load_volume(shared_data / "dicom/generic/compressed_jpegls/001")
+
+
+def test_a_folder_with_two_series_names_both(shared_data: Path) -> None:
+    with pytest.raises(DataError, match=r"2 series in one input \(s002, s003\)"):
+        load_volume(shared_data / "dicom/failing/sliceincrement")
