@@ -1,5 +1,6 @@
-"""DICOM series in (segkit.io.dicom through segkit.io.volumes): the real series of ../shared/data/dicom match
-their reference NIfTI; every series that is not one valid volume is refused with one line naming the folder."""
+"""DICOM series in (segkit.io.dicom through segkit.io.volumes): the real series of ../shared/data/dicom
+match their reference NIfTI; every series that is not one valid volume is refused with one line naming the
+folder."""
 
 from __future__ import annotations
 
@@ -38,7 +39,9 @@ def _canonical(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
 
 
 @pytest.mark.parametrize("series", VALID)
-def test_valid_series_match_their_reference_in_voxels_and_world_affine(shared_data: Path, series: str) -> None:
+def test_valid_series_match_their_reference_in_voxels_and_world_affine(
+    shared_data: Path, series: str
+) -> None:
     folder = shared_data / "dicom" / series
     ref_path = folder.parent / f"{folder.name}_ground_truth.nii.gz"
     if not ref_path.exists():  # generic/compressed: the same series as compressed_j2k
