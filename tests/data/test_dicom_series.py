@@ -109,3 +109,19 @@ def test_non_image_objects_truncated_files_and_missing_decoders_are_refused(
 def test_a_folder_with_two_series_names_both(shared_data: Path) -> None:
     with pytest.raises(DataError, match=r"2 series in one input \(s002, s003\)"):
         load_volume(shared_data / "dicom/failing/sliceincrement")
+
+
+def test_ct_round_trip_through_a_written_dicom_ct_series_gives_the_same_hu(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    from segkit.io.dicomwrite import SeriesSpec, write_dicom_series
+
+    src = load_volume(shared_data / "volumes/totalseg_aorta_ct/abdomen_ct_sm_image.nii.gz")
+    assert src.data.min() == -1100  # below the intercept: stored as signed 16 bit
+    files = write_dicom_series(tmp_path / "ct", src.data, src.affine, SeriesSpec("CT", -1024.0))
+    first = pydicom.dcmread(files[0])
+    assert len(files) == 30 and first.RescaleIntercept == -1024 and first.Modality == "CT"
+    assert str(first.PatientName) == "anonymous"
+    back = load_volume(tmp_path / "ct")
+    np.testing.assert_array_equal(back.data, src.data)
+    np.testing.assert_allclose(back.affine, src.affine, atol=1e-3)
