@@ -49,6 +49,17 @@ _NON_IMAGE = {
 }
 
 
+def is_seg_file(path: Path) -> bool:
+    """Whether ``path`` is a DICOM Segmentation object (Modality ``SEG``)."""
+    import pydicom
+
+    try:
+        return str(pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["Modality"])
+                   .get("Modality", "")) == "SEG"
+    except Exception:  # noqa: BLE001 - anything unreadable is not a SEG; the image reader reports it
+        return False
+
+
 def is_dicom_file(path: Path) -> bool:
     """Whether ``path`` starts with the DICOM preamble (128 bytes, then ``DICM``)."""
     try:
@@ -156,13 +167,18 @@ def list_series(path: Path) -> list[DicomSeries]:
     return sorted(out, key=lambda s: (s.number if s.number is not None else -1, s.description, s.uid))
 
 
-def read_dicom(path: Path) -> tuple[npt.NDArray, npt.NDArray[np.float64]]:
-    """(data (X, Y, Z), voxel -> RAS affine) of the one series in ``path`` (folder or file).
+def read_dicom(path: Path, series_uid: str | None = None) -> tuple[npt.NDArray, npt.NDArray[np.float64]]:
+    """(data (X, Y, Z), voxel -> RAS affine) of the one series in ``path`` (folder or file), or of the
+    series ``series_uid`` among several.
 
     Raises:
-        DataError: several series (named), or any refusal of ``read_series``.
+        DataError: several series (named) and no ``series_uid``, or any refusal of ``read_series``.
     """
     series = list_series(path)
+    if series_uid is not None:
+        series = [s for s in series if s.uid == series_uid]
+        if not series:
+            raise DataError("the series is no longer in the folder", path=path, hint="list the folder again")
     if len(series) > 1:
         names = ", ".join(s.name for s in series[:6])
         raise DataError(f"{len(series)} series in one input ({names})", path=path,
@@ -172,6 +188,8 @@ def read_dicom(path: Path) -> tuple[npt.NDArray, npt.NDArray[np.float64]]:
 
 @dataclass
 class _Slice:
+    file: Path
+    frame: int  # index in a multi-frame file, else 0
     position: npt.NDArray[np.float64]
     orientation: npt.NDArray[np.float64]
     spacing: tuple[float, float]
@@ -188,6 +206,29 @@ def read_series(series: DicomSeries, where: Path) -> tuple[npt.NDArray, npt.NDAr
         series: from ``list_series``.
         where: the folder or file the user gave (named in errors).
     """
+    slices, aff = _sorted_slices(series, where)
+    identity = all(s.slope == 1.0 and s.intercept == 0.0 for s in slices)
+    planes = [s.pixels.T if identity else (s.pixels.T.astype(np.float64) * s.slope + s.intercept)
+              for s in slices]
+    data = np.stack(planes, axis=-1)
+    return (data if identity else data.astype(np.float32)), lps_to_ras(aff)
+
+
+def series_layout(
+    path: Path, series_uid: str | None = None
+) -> tuple[list[tuple[Path, int]], npt.NDArray[np.float64]]:
+    """``(file, frame)`` of each slice of the series in ``path`` in the volume's Z order (the order of
+    ``read_dicom``'s third axis; frame: the index in a multi-frame file, else 0), and the voxel -> LPS
+    affine."""
+    series = [s for s in list_series(path) if series_uid is None or s.uid == series_uid]
+    if len(series) != 1:
+        raise DataError(f"{len(series)} series match", path=path, hint="give one series")
+    slices, aff = _sorted_slices(series[0], Path(path))
+    return [(s.file, s.frame) for s in slices], aff
+
+
+def _sorted_slices(series: DicomSeries, where: Path) -> tuple[list[_Slice], npt.NDArray[np.float64]]:
+    """The checked slices sorted along the normal, and the voxel -> LPS affine."""
     slices: list[_Slice] = []
     for f in series.files:
         ds = _read(f, pixels=True)
@@ -213,11 +254,7 @@ def read_series(series: DicomSeries, where: Path) -> tuple[npt.NDArray, npt.NDAr
     aff[:3, 1] = col * ref.spacing[0]  # array axis 1 runs down a column (row index), PixelSpacing[0]
     aff[:3, 2] = step
     aff[:3, 3] = slices[0].position
-    identity = all(s.slope == 1.0 and s.intercept == 0.0 for s in slices)
-    planes = [s.pixels.T if identity else (s.pixels.T.astype(np.float64) * s.slope + s.intercept)
-              for s in slices]
-    data = np.stack(planes, axis=-1)
-    return (data if identity else data.astype(np.float32)), lps_to_ras(aff)
+    return slices, aff
 
 
 def _check_positions(positions: list[npt.NDArray[np.float64]], normal: npt.NDArray[np.float64],
@@ -273,9 +310,9 @@ def _slices_of(ds: Any, path: Path) -> list[_Slice]:
         if "PerFrameFunctionalGroupsSequence" not in ds:
             frames = pixels[None] if pixels.ndim == 2 else pixels
             slope, inter = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
-            return [_Slice(_vec(ds.ImagePositionPatient, 3), _vec(ds.ImageOrientationPatient, 6),
+            return [_Slice(path, i, _vec(ds.ImagePositionPatient, 3), _vec(ds.ImageOrientationPatient, 6),
                            _pair(ds.PixelSpacing), (int(ds.Rows), int(ds.Columns)), slope, inter, fr)
-                    for fr in frames]
+                    for i, fr in enumerate(frames)]
         frames = pixels[None] if pixels.ndim == 2 else pixels
         out = []
         for i, fr in enumerate(frames):
@@ -285,7 +322,8 @@ def _slices_of(ds: Any, path: Path) -> list[_Slice]:
             pvt = _group(ds, i, "PixelValueTransformationSequence", required=False)
             slope = float(pvt.get("RescaleSlope", 1) or 1) if pvt is not None else 1.0
             inter = float(pvt.get("RescaleIntercept", 0) or 0) if pvt is not None else 0.0
-            out.append(_Slice(_vec(pos.ImagePositionPatient, 3), _vec(ori.ImageOrientationPatient, 6),
+            out.append(_Slice(path, i, _vec(pos.ImagePositionPatient, 3),
+                              _vec(ori.ImageOrientationPatient, 6),
                               _pair(meas.PixelSpacing), (int(ds.Rows), int(ds.Columns)), slope, inter, fr))
         return out
     except (AttributeError, KeyError, ValueError, TypeError, IndexError) as e:

@@ -12,6 +12,7 @@ numpy       ``.npy``, ``.npz`` (numpy)                    sidecar JSON (``segkit
 hdf5        ``.h5``, ``.hdf5`` (h5py)                     sidecar JSON (``segkit.io.arrays``)
 dicom       a series folder, or one multi-frame file,     Image Position/Orientation (Patient),
             recognised by content (``segkit.io.dicom``)   Pixel Spacing (LPS)
+dicom-seg   a DICOM Segmentation file (highdicom)         its plane positions (LPS)
 ==========  ===========================================  =======================================
 
 Every loaded volume carries a (4, 4) float64 affine mapping voxel indices to RAS+ world coordinates in mm
@@ -103,6 +104,30 @@ class Volume:
 
 
 @dataclass(frozen=True)
+class VolumeRef:
+    """One volume to read: a file or DICOM folder, and for a folder holding several DICOM series the one to
+    take.
+
+    Attributes:
+        path: the volume file, or the folder of a DICOM series.
+        series_uid: SeriesInstanceUID of the series in ``path`` (``None``: the path's only volume).
+        name: the case id of the outputs (``""``: the file name without its volume suffix).
+    """
+
+    path: Path
+    series_uid: str | None = None
+    name: str = ""
+
+    @property
+    def case_id(self) -> str:
+        """``name``, else the file name without its volume suffix (``ct.nii.gz`` -> ``ct``)."""
+        if self.name:
+            return self.name
+        sfx = volume_suffix(self.path)
+        return self.path.name[: -len(sfx)] if sfx else self.path.name
+
+
+@dataclass(frozen=True)
 class VolumeFormat:
     """One registered volume format.
 
@@ -138,9 +163,11 @@ def volume_format(path: Path) -> VolumeFormat | None:
     if path.is_dir():
         return FORMATS["dicom"] if dicom.holds_dicom(path) else None
     sfx = volume_suffix(path)
-    if sfx:
+    if sfx and sfx != ".dcm":
         return next(f for f in FORMATS.values() if sfx in f.suffixes)
-    return FORMATS["dicom"] if path.is_file() and dicom.is_dicom_file(path) else None
+    if not path.is_file() or not dicom.is_dicom_file(path):
+        return None
+    return FORMATS["dicom-seg"] if dicom.is_seg_file(path) else FORMATS["dicom"]
 
 
 def is_volume(path: Path) -> bool:
@@ -154,13 +181,35 @@ def supported_text() -> str:
     return ", ".join(sfx) + ", DICOM series folders or files"
 
 
-def load_volume(path: Path) -> Volume:
+def volume_inputs(folder: Path) -> list[VolumeRef]:
+    """The volumes of a folder: its volume files (top level), then every DICOM series found at any depth,
+    each named by series number and description (``s004_T1w``; a counter is appended to repeated names).
+    A DICOM series folder of its own is one ``VolumeRef`` named after the folder."""
+    folder = Path(folder)
+    files = [VolumeRef(p) for p in sorted(folder.iterdir())
+             if p.is_file() and not p.name.startswith(".") and volume_suffix(p) not in ("", ".dcm")]
+    if not dicom.holds_dicom(folder):
+        return files
+    series = dicom.list_series(folder)
+    if len(series) == 1 and not files:
+        return [VolumeRef(folder)]
+    seen: dict[str, int] = {}
+    refs = []
+    for s in series:
+        seen[s.name] = seen.get(s.name, 0) + 1
+        name = s.name if seen[s.name] == 1 else f"{s.name}_{seen[s.name]}"
+        refs.append(VolumeRef(folder, s.uid, name))
+    return files + refs
+
+
+def load_volume(path: Path | VolumeRef) -> Volume:
     """Read any registered format as a 3D ``Volume`` with a RAS+ affine.
 
     A trailing singleton 4th (and higher) dimension is squeezed away.
 
     Args:
-        path: a volume file (``FORMATS``) or a folder holding one DICOM series.
+        path: a volume file (``FORMATS``), a folder holding one DICOM series, or a ``VolumeRef`` naming one
+            series of a folder.
 
     Returns:
         ``Volume(data (X, Y, Z), affine (4, 4) float64 voxel -> RAS mm, path, format)``.
@@ -169,12 +218,13 @@ def load_volume(path: Path) -> Volume:
         DataError: missing file, unsupported type, corrupt or truncated file, data that is not 3D, a DICOM
             series that is not one valid volume (``segkit.io.dicom``).
     """
-    path = Path(path)
+    series_uid = path.series_uid if isinstance(path, VolumeRef) else None
+    path = path.path if isinstance(path, VolumeRef) else Path(path)
     if not path.exists():
         raise DataError(
             "volume file not found", path=path, hint="check the path and the --image-glob/--label-glob"
         )
-    fmt = volume_format(path)
+    fmt = FORMATS["dicom"] if series_uid is not None else volume_format(path)
     if fmt is None:
         raise DataError(
             f"unsupported volume file type '{''.join(path.suffixes) or path.name}'",
@@ -182,7 +232,7 @@ def load_volume(path: Path) -> Volume:
             hint=f"use one of {supported_text()}",
         )
     try:
-        data, affine = fmt.read(path)
+        data, affine = dicom.read_dicom(path, series_uid) if series_uid is not None else fmt.read(path)
     except DataError:
         raise
     except _READ_ERRORS as e:
@@ -450,6 +500,12 @@ def _write_array(path: Path, arr: npt.NDArray, aff: npt.NDArray[np.float64]) -> 
     arrays.write_array(path, arr)
 
 
+def _read_dicom_seg(path: Path) -> tuple[npt.NDArray, npt.NDArray[np.float64]]:
+    from segkit.io.dicomseg import read_dicom_seg  # highdicom is imported only for SEG files
+
+    return read_dicom_seg(path)
+
+
 FORMATS: dict[str, VolumeFormat] = {
     f.name: f
     for f in (
@@ -460,6 +516,7 @@ FORMATS: dict[str, VolumeFormat] = {
         VolumeFormat("numpy", arrays.NUMPY_SUFFIXES, "numpy", arrays.read_array, _write_array),
         VolumeFormat("hdf5", arrays.HDF5_SUFFIXES, "h5py", arrays.read_array, _write_array),
         VolumeFormat("dicom", (".dcm",), "pydicom", dicom.read_dicom),
+        VolumeFormat("dicom-seg", (), "highdicom", _read_dicom_seg),
     )
 }
 # longest first, so that ".seg.nrrd" wins over ".nrrd" and ".nii.gz" over ".gz"-less names

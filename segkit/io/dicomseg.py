@@ -1,0 +1,175 @@
+"""DICOM-SEG out and in, through highdicom: a label volume as a Segmentation object that references the
+source series, one segment per class (name, colour, coded category and type, algorithm segkit + version),
+and such an object read back as a label volume in world space.
+
+Segment k (1..N) holds the voxels of the k-th class of the ``segments`` given; reading returns segment
+numbers, which are the class ids when the classes are numbered 1..N (as segkit's configs number them). Coded
+concepts: category "Anatomical Structure"
+(SCT 91723000) and type "Tissue" (SCT 85756007) unless the class name is a known cardiac structure
+(``CARDIAC_CODES``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from segkit.errors import DataError
+from segkit.io.atomic import atomic_path
+from segkit.io.world import lps_to_ras
+
+if TYPE_CHECKING:
+    from segkit.io.segmentations import Segment
+    from segkit.io.volumes import VolumeRef
+
+#: class name (lower case) -> (SNOMED CT code, meaning) of the segmented property type.
+CARDIAC_CODES: dict[str, tuple[str, str]] = {
+    "left_atrium": ("82471001", "Left atrium"), "la": ("82471001", "Left atrium"),
+    "right_atrium": ("73829009", "Right atrium"), "ra": ("73829009", "Right atrium"),
+    "left_ventricle": ("87878005", "Left ventricle"), "lv": ("87878005", "Left ventricle"),
+    "right_ventricle": ("53085002", "Right ventricle"), "rv": ("53085002", "Right ventricle"),
+    "myocardium": ("74281007", "Myocardium"), "myo": ("74281007", "Myocardium"),
+    "aorta": ("15825003", "Aorta"), "pulmonary_artery": ("81040000", "Pulmonary artery"),
+    "heart": ("80891009", "Heart"),
+}
+
+
+def _property_type(name: str):  # noqa: ANN202 - a pydicom Code
+    from pydicom.sr.coding import Code
+
+    key = name.lower().replace(" ", "_").replace("-", "_")
+    code, meaning = CARDIAC_CODES.get(key, ("85756007", "Tissue"))
+    return Code(code, "SCT", meaning)
+
+
+def write_dicom_seg(path: Path, labels: npt.NDArray, source: VolumeRef,
+                    segments: tuple[Segment, ...]) -> Path:
+    """Write ``labels`` (X, Y, Z, in the Z order ``segkit.io.dicom`` reads ``source`` in) as a DICOM-SEG.
+
+    Raises:
+        DataError: labels whose shape differs from the source series; ids without a segment.
+    """
+    import highdicom as hd
+    import pydicom
+    from pydicom.sr.codedict import codes
+
+    import segkit
+    from segkit.io.dicom import series_layout
+
+    order, aff_lps = series_layout(source.path, source.series_uid)
+    files = sorted({f for f, _ in order})
+    frame_uid = hd.UID()  # for sources without one (anonymised exports); the SEG needs a frame of reference
+    datasets = {f: _with_type2(pydicom.dcmread(str(f)), frame_uid) for f in files}
+    first = datasets[files[0]]
+    arr = np.asarray(labels)
+    if arr.shape != (int(first.Columns), int(first.Rows), len(order)):
+        raise DataError(f"labels of shape {arr.shape} do not fit the source series", path=path,
+                        hint="write the labels of this very series")
+    number = {seg.id: k + 1 for k, seg in enumerate(segments)}
+    unknown = sorted(set(np.unique(arr).tolist()) - set(number) - {0})
+    if unknown:
+        raise DataError(f"label ids {unknown} have no class", path=path, hint="check the config's classes")
+    lut = np.zeros(max([*number, int(arr.max()) if arr.size else 0]) + 1, dtype=np.uint8)
+    for cid, k in number.items():
+        lut[cid] = k
+    planes = lut[arr].transpose(2, 1, 0)  # (Z, rows, columns)
+    z_of_frame = list(range(len(order)))
+    if len(files) == 1 and len(order) > 1:  # one multi-frame file: frames in the file's own order
+        pixel = np.zeros_like(planes)
+        for z, (_, frame) in enumerate(order):
+            pixel[frame], z_of_frame[frame] = planes[z], z
+        sources = [first]
+    else:
+        pixel, sources = planes, [datasets[f] for f, _ in order]
+    algo = hd.AlgorithmIdentificationSequence(name="segkit", family=codes.cid7162.ArtificialIntelligence,
+                                              version=segkit.__version__)
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=k + 1, segment_label=seg.name,
+            segmented_property_category=codes.SCT.AnatomicalStructure,
+            segmented_property_type=_property_type(seg.name), algorithm_type="AUTOMATIC",
+            algorithm_identification=algo,
+            display_color=hd.color.CIELabColor.from_rgb(*seg.color))
+        for k, seg in enumerate(segments)
+    ]
+    spacing = np.linalg.norm(aff_lps[:3, :3], axis=0)
+    for d in sources:  # highdicom reads these from the source even when given the geometry
+        if "PerFrameFunctionalGroupsSequence" not in d and "SliceThickness" not in d:
+            d.SliceThickness = float(spacing[2])
+        if "PerFrameFunctionalGroupsSequence" in d:
+            _share_frame_groups(d)
+    geometry = {
+        "pixel_measures": hd.PixelMeasuresSequence(pixel_spacing=[float(spacing[1]), float(spacing[0])],
+                                                   slice_thickness=float(spacing[2])),
+        "plane_orientation": hd.PlaneOrientationSequence(
+            "PATIENT", [float(v) for v in (*aff_lps[:3, 0] / spacing[0], *aff_lps[:3, 1] / spacing[1])]),
+        "plane_positions": [
+            hd.PlanePositionSequence("PATIENT", [float(v) for v in (aff_lps @ [0, 0, z, 1])[:3]])
+            for z in z_of_frame],
+    }
+    with warnings.catch_warnings():  # highdicom warns about single-component person names of the source
+        warnings.simplefilter("ignore", UserWarning)
+        seg_ds = _segmentation(sources, pixel, descriptions, geometry)
+    with atomic_path(path) as tmp:
+        seg_ds.save_as(str(tmp))
+    return path
+
+
+def _segmentation(sources: list, pixel: npt.NDArray, descriptions: list, geometry: dict):  # noqa: ANN202
+    import highdicom as hd
+
+    import segkit
+
+    return hd.seg.Segmentation(
+        source_images=sources, pixel_array=pixel, segmentation_type="BINARY",
+        segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=900,
+        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="segkit",
+        manufacturer_model_name="segkit", software_versions=segkit.__version__, device_serial_number="0",
+        series_description="segkit segmentation", omit_empty_frames=False, **geometry)
+
+
+# type 2 attributes of the patient and study modules that highdicom copies into the SEG; anonymised
+# exports often drop them, and an empty value is valid DICOM
+_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+          "ReferringPhysicianName", "StudyID", "AccessionNumber")
+
+
+def _with_type2(ds, frame_uid: str):  # noqa: ANN001, ANN202 - pydicom Dataset in and out
+    for key in _TYPE2:
+        if key not in ds:
+            setattr(ds, key, "")
+    if "FrameOfReferenceUID" not in ds:
+        ds.FrameOfReferenceUID = frame_uid
+    return ds
+
+
+def _share_frame_groups(ds) -> None:  # noqa: ANN001 - pydicom Dataset
+    """Copy frame 1's pixel measures and plane orientation into the shared functional groups where an
+    enhanced file keeps them per frame (the values are checked equal across frames by segkit's reader)."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    if "SharedFunctionalGroupsSequence" not in ds or not len(ds.SharedFunctionalGroupsSequence):
+        ds.SharedFunctionalGroupsSequence = Sequence([Dataset()])
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    frame = ds.PerFrameFunctionalGroupsSequence[0]
+    for key in ("PixelMeasuresSequence", "PlaneOrientationSequence"):
+        if key not in shared and key in frame:
+            setattr(shared, key, frame[key].value)
+
+
+def read_dicom_seg(path: Path) -> tuple[npt.NDArray, npt.NDArray[np.float64]]:
+    """(labels (X, Y, Z) uint8 segment numbers, voxel -> RAS affine) of a DICOM-SEG file."""
+    import highdicom as hd
+
+    seg = hd.seg.segread(str(path))
+    vol = seg.get_volume(combine_segments=True, skip_overlap_checks=True)
+    array = np.asarray(vol.array)  # (slices, rows, columns)
+    aff_lps = np.asarray(vol.affine, dtype=np.float64)  # index order (slice, row, column)
+    perm = np.zeros((4, 4))
+    perm[0, 2] = perm[1, 1] = perm[2, 0] = perm[3, 3] = 1.0  # (x=column, y=row, z=slice) -> (slice, row, col)
+    return array.transpose(2, 1, 0).astype(np.uint8), lps_to_ras(aff_lps @ perm)
