@@ -16,7 +16,9 @@ def infer(
         ..., help="YAML config of the run, or the run folder itself (train.run_dir)."
     ),
     input_path: Path = typer.Option(
-        ..., "--input", "-i", help="A NIfTI/NRRD volume, a folder of them, or a folder of PNG/JPG slices."
+        ..., "--input", "-i",
+        help="A volume (NIfTI, NRRD, MHA/MHD, NPY/NPZ, HDF5), a DICOM series folder, a folder of volumes and "
+        "DICOM series (one output per series), or a folder of PNG/JPG slices.",
     ),
     output: Path = typer.Option(
         None, "--output", "-o", help="Output folder (default: <train.run_dir>/inference)."
@@ -42,6 +44,16 @@ def infer(
         False, "--save-probabilities",
         help="Volumes: also write <case>_probs.nii.gz (float32, one channel per class).",
     ),
+    output_format: str = typer.Option(
+        "nifti", "--output-format",
+        help="Volumes: label format nifti (.nii.gz), nrrd, mha, seg.nrrd (3D Slicer segments) or dicom-seg "
+        "(needs a DICOM series input).",
+    ),
+    glob: str = typer.Option(
+        None, "--glob",
+        help="Folder input: only files (or DICOM series names) matching this pattern; default every volume "
+        "except label-named ones (*_label*, *_seg*, labelsTr/).",
+    ),
     sets: list[str] = typer.Option(
         None, "--set", help="Config override KEY=VALUE, e.g. train.precision=mixed_bfloat16."
     ),
@@ -58,8 +70,9 @@ def infer(
 
     cfg = load(config, sets)
     # refuse bad input and unsafe or existing outputs before TensorFlow is imported and anything is written
-    plan = plan_inference(cfg, input_path, output, models=model or None,
-                          save_probabilities=save_probabilities, overwrite=overwrite)
+    options = InferOptions(batch_size=batch_size, tta=tta, largest_component=largest, overwrite=overwrite,
+                           save_probabilities=save_probabilities, output_format=output_format, glob=glob)
+    plan = plan_inference(cfg, input_path, output, models=model or None, options=options)
     quiet_tensorflow()
     bar = RichProgress()  # one bar per volume (a new volume closes the last one)
 
@@ -71,7 +84,6 @@ def infer(
         out.print(f"{r.case_id}: overlay {r.montage_path}")
 
     with bar:
-        options = InferOptions(batch_size=batch_size, tta=tta, largest_component=largest)
         res = run_inference(plan, cfg, options=options, progress=bar, on_volume=show)
     if res.folder is not None:
         f = res.folder

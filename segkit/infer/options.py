@@ -27,6 +27,7 @@ class InferSettings:
         largest_component: the component filter (True: every class; False / None: none; else these ids).
         overwrite: replace existing outputs (else they are refused before anything is read).
         save_probabilities: volumes: also write ``<case>_probs.nii.gz``.
+        output_format: volumes: the labels' format (``segkit.io.segmentations.OUTPUT_FORMATS``).
     """
 
     batch_size: int
@@ -34,6 +35,7 @@ class InferSettings:
     largest_component: LargestComponent
     overwrite: bool = False
     save_probabilities: bool = False
+    output_format: str = "nifti"
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,11 @@ class InferOptions:
         tta: flip test-time augmentation (``infer.tta``).
         largest_component: the component filter (``infer.largest_component``).
         overwrite: replace existing outputs.
-        save_probabilities: volumes: also write ``<case>_probs.nii.gz``.
+        save_probabilities: volumes: also write ``<case>_probs.nii.gz`` (``.nrrd``/``.mha`` with those
+            output formats).
+        output_format: volumes: ``nifti`` (default), ``nrrd``, ``mha``, ``seg.nrrd`` or ``dicom-seg``.
+        glob: a folder input: only the files (or DICOM series names) matching this pattern; ``None``: every
+            volume except label-named ones (``*_label*``, ``*_seg*``, ``labelsTr/``).
     """
 
     batch_size: int | None = None
@@ -53,6 +59,8 @@ class InferOptions:
     largest_component: LargestComponent = None
     overwrite: bool = False
     save_probabilities: bool = False
+    output_format: str = "nifti"
+    glob: str | None = None
 
     def resolve(self, cfg: Config) -> InferSettings:
         """The settings: each override that is not None, else the config's ``infer`` value."""
@@ -63,4 +71,5 @@ class InferOptions:
             else self.largest_component,
             overwrite=self.overwrite,
             save_probabilities=self.save_probabilities,
+            output_format=self.output_format,
         )

@@ -13,6 +13,8 @@ Example:
 
 from __future__ import annotations
 
+import fnmatch
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,6 +28,13 @@ if TYPE_CHECKING:
     from segkit.config import Config
     from segkit.infer.folder import FolderResult
     from segkit.infer.volume import VolumeResult
+    from segkit.io.volumes import VolumeRef
+
+log = logging.getLogger(__name__)
+
+#: names that mark a file or folder as a label, skipped in a folder input unless --glob picks them
+LABEL_PATTERNS = ("*_label*", "*_seg*")
+LABEL_FOLDERS = ("labelsTr",)
 
 
 @dataclass(frozen=True)
@@ -35,12 +44,14 @@ class InferencePlan:
 
     kind: Literal["volumes", "slices"]
     input_path: Path
-    volumes: tuple[Path, ...]
+    volumes: tuple[VolumeRef, ...]
     out_dir: Path
     model_paths: tuple[Path, ...]
     postprocessing_dir: Path | None
     save_probabilities: bool = False
     overwrite: bool = False
+    output_format: str = "nifti"
+    skipped: tuple[str, ...] = ()
 
 
 @dataclass
@@ -59,36 +70,42 @@ def plan_inference(
     out_dir: Path | None = None,
     *,
     models: Sequence[Path] | None = None,
-    save_probabilities: bool = False,
-    overwrite: bool = False,
+    options: InferOptions | None = None,
 ) -> InferencePlan:
     """Check the input and the outputs; load and write nothing.
 
     Args:
         cfg: the run's config (``train.run_dir`` names the run folder).
-        input_path: a NIfTI/NRRD volume, a folder of them, or a folder of PNG/JPG slices.
+        input_path: a volume (any ``segkit.io.volumes`` format), a DICOM series folder, a folder of volumes
+            and DICOM series (each series its own case), or a folder of PNG/JPG slices.
         out_dir: default ``<train.run_dir>/inference``.
         models: ``.keras`` files (several: their ensemble); default the run folder's model(s)
             (``segkit.predict.models.run_models``: a cross-validation run's folds).
-        save_probabilities: volumes only: also ``<case>_probs.nii.gz``.
-        overwrite: replace existing outputs.
+        options: ``save_probabilities``, ``overwrite``, ``output_format`` and ``glob`` are used here.
 
     Raises:
         DataError: missing input, unsupported file type, a folder with no volume or slice, two inputs that
             would write one output file, probabilities asked for slices, existing outputs without
-            ``overwrite``, an output folder inside the input or its ground truth.
+            ``overwrite``, an output folder inside the input or its ground truth, an unknown output format,
+            ``dicom-seg`` for an input that is not DICOM.
         ModelError: a cross-validation run whose fold model is missing.
     """
     from segkit.infer.folder import OUTPUT_DIRS, check_output_dir, folder_outputs, list_images
     from segkit.infer.volume import refuse_existing
+    from segkit.io.segmentations import OUTPUT_FORMATS
     from segkit.io.slices import IMAGE_SUFFIXES
-    from segkit.io.volumes import is_volume, supported_text
+    from segkit.io.volumes import VolumeRef, is_volume, supported_text
     from segkit.predict.models import resolve_models
 
+    opts = options or InferOptions()
     input_path = Path(input_path)
     if not input_path.exists():
         raise DataError("input not found", path=input_path, hint="give a volume file or a folder")
-    volumes: list[Path] = []
+    if opts.output_format not in OUTPUT_FORMATS:
+        raise DataError(f"unknown output format '{opts.output_format}'",
+                        hint=f"use one of {', '.join(OUTPUT_FORMATS)}")
+    volumes: list[VolumeRef] = []
+    skipped: list[str] = []
     images = False
     if input_path.is_file():
         if not is_volume(input_path):
@@ -97,32 +114,75 @@ def plan_inference(
                 path=input_path,
                 hint=f"give a volume ({supported_text()}), or a folder of PNG/JPG slices",
             )
-        volumes = [input_path]
+        volumes = [VolumeRef(input_path)]
     else:
-        volumes = sorted(p for p in input_path.iterdir() if p.is_file() and is_volume(p))
-        if not volumes and is_volume(input_path):
-            volumes = [input_path]  # a DICOM series folder
+        volumes, skipped = select_volumes(input_path, opts.glob)
         images = not volumes and any(p.suffix.lower() in IMAGE_SUFFIXES for p in input_path.iterdir())
         if not volumes and not images:
             raise DataError("the folder holds no volume and no PNG/JPG slice", path=input_path,
-                            hint=f"give volumes ({supported_text()}) or PNG/JPG slices")
-    if images and save_probabilities:
+                            hint=f"give volumes ({supported_text()}) or PNG/JPG slices"
+                            + (f"; {len(skipped)} label-named file(s) skipped, pick them with --glob"
+                               if skipped else ""))
+    if images and opts.save_probabilities:
         raise DataError("--save-probabilities writes volumes; the input is a folder of slices",
-                        path=input_path, hint="give NIfTI/NRRD volumes, or drop --save-probabilities")
+                        path=input_path, hint="give volumes, or drop --save-probabilities")
+    _check_dicom_seg(volumes, opts.output_format)
     run_dir = Path(cfg.train.run_dir)
     model_paths, pp_dir = resolve_models(run_dir, models)
     out = Path(out_dir) if out_dir is not None else run_dir / "inference"
     if input_path.is_dir():
         check_output_dir(input_path, out, OUTPUT_DIRS if images else ("",))
     if images:
-        refuse_existing(folder_outputs(list_images(input_path), out), overwrite)
+        refuse_existing(folder_outputs(list_images(input_path), out), opts.overwrite)
     else:
-        refuse_existing(_volume_outputs(volumes, out, save_probabilities, input_path), overwrite)
+        refuse_existing(_volume_outputs(volumes, out, opts, input_path), opts.overwrite)
     return InferencePlan("slices" if images else "volumes", input_path, tuple(volumes), out,
-                         tuple(model_paths), pp_dir, save_probabilities, overwrite)
+                         tuple(model_paths), pp_dir, opts.save_probabilities, opts.overwrite,
+                         opts.output_format, tuple(skipped))
 
 
-def _volume_outputs(volumes: Sequence[Path], out: Path, probabilities: bool, input_path: Path) -> list[Path]:
+def select_volumes(folder: Path, glob: str | None) -> tuple[list[VolumeRef], list[str]]:
+    """The volumes of ``folder`` to segment (``segkit.io.volumes.volume_inputs``), and the names skipped.
+
+    With ``glob``, only the files (or DICOM series case ids) whose name matches it; without, every volume
+    except those named like labels (``LABEL_PATTERNS``, or inside a ``labelsTr`` folder), logged in one line.
+    """
+    from segkit.io.volumes import volume_inputs
+
+    refs = volume_inputs(Path(folder))
+    names = [r.path.name if r.series_uid is None and r.path != Path(folder) else r.case_id for r in refs]
+    if glob is not None:
+        return [r for r, n in zip(refs, names, strict=True) if fnmatch.fnmatch(n, glob)], []
+    keep, skipped = [], []
+    for ref, name in zip(refs, names, strict=True):
+        parts = ref.path.relative_to(folder).parts if ref.path != Path(folder) else ()
+        if any(fnmatch.fnmatch(name.lower(), p) for p in LABEL_PATTERNS) or any(
+                d in parts for d in LABEL_FOLDERS):
+            skipped.append(name)
+        else:
+            keep.append(ref)
+    if skipped:
+        log.warning("skipped %d label-named file(s): %s (pick them with --glob)", len(skipped),
+                    ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else ""))
+    return keep, skipped
+
+
+def _check_dicom_seg(volumes: Sequence[VolumeRef], output_format: str) -> None:
+    """Refuse ``dicom-seg`` for an input that is not a DICOM series (a DICOM-SEG references its source)."""
+    from segkit.io.volumes import volume_format
+
+    if output_format != "dicom-seg":
+        return
+    for ref in volumes:
+        fmt = volume_format(ref.path)
+        if ref.series_uid is None and (fmt is None or fmt.name != "dicom"):
+            raise DataError("--output-format dicom-seg needs a DICOM series as input", path=ref.path,
+                            hint="give a DICOM series folder, or choose nifti/nrrd/mha/seg.nrrd")
+
+
+def _volume_outputs(
+    volumes: Sequence[VolumeRef], out: Path, opts: InferOptions, input_path: Path
+) -> list[Path]:
     """Every file written for ``volumes`` (``volume_outputs``).
 
     Raises:
@@ -130,18 +190,23 @@ def _volume_outputs(volumes: Sequence[Path], out: Path, probabilities: bool, inp
     """
     from segkit.infer.volume import volume_outputs
 
-    owner: dict[Path, Path] = {}  # output file -> the volume that writes it
+    owner: dict[Path, VolumeRef] = {}  # output file -> the volume that writes it
     for v in volumes:
-        for p in volume_outputs(v, out, probabilities=probabilities):
+        for p in volume_outputs(v, out, opts.save_probabilities, opts.output_format):
             if p in owner:
                 raise DataError(
-                    f"{owner[p].name} and {v.name} would both be written to {p.name}",
+                    f"{_shown(owner[p])} and {_shown(v)} would both be written to {p.name}",
                     path=input_path,
                     hint="keep one of the two files in the folder "
                          "(or infer each file on its own with --output)",
                 )
             owner[p] = v
     return list(owner)
+
+
+def _shown(ref: VolumeRef) -> str:
+    """A volume's name in messages: its file name, or the case id of one series of a folder."""
+    return ref.case_id if ref.series_uid is not None else ref.path.name
 
 
 def run_inference(
@@ -172,7 +237,8 @@ def run_inference(
     net = load_models(list(plan.model_paths), cfg, precision=cfg.train.precision)
     result = InferenceResult(plan)
     settings = replace(options or InferOptions(), overwrite=plan.overwrite,
-                       save_probabilities=plan.save_probabilities).resolve(cfg)
+                       save_probabilities=plan.save_probabilities,
+                       output_format=plan.output_format).resolve(cfg)
     if plan.kind == "slices":
         result.folder = infer_folder(net, plan.input_path, cfg, plan.out_dir, settings, progress=progress)
         return result
@@ -197,11 +263,11 @@ def infer(
     then ``run_inference`` (see both for the arguments and errors).
 
     Args:
-        options: overrides of ``cfg.infer``, ``overwrite`` and ``save_probabilities`` (default none, off).
+        options: overrides of ``cfg.infer``, ``overwrite``, ``save_probabilities``, ``output_format`` and
+            ``glob`` (default none, off, NIfTI, every non-label volume).
     """
     options = options or InferOptions()
-    plan = plan_inference(cfg, input_path, out_dir, models=models,
-                          save_probabilities=options.save_probabilities, overwrite=options.overwrite)
+    plan = plan_inference(cfg, input_path, out_dir, models=models, options=options)
     return run_inference(plan, cfg, options=options, progress=progress)
 
 

@@ -1,14 +1,16 @@
-"""NIfTI/NRRD volume in -> label NIfTI out, in the input's exact shape and affine.
+"""A volume in (any ``segkit.io.volumes`` format, a DICOM series included) -> labels out, in the input's
+exact shape and affine.
 
 Steps of ``infer_volume``:
 
-1. ``load_volume`` (a 2D or 4D file is a one-line ``DataError``);
+1. ``load_volume`` (a 2D or 4D file, or a DICOM series that is not one volume, is a one-line ``DataError``);
 2. ``segkit.predict.volume.predict_volume`` with the recipe ``prepare`` applied to the model's training data:
    a ``segkit.prepare.record.Preprocessing`` read from the run's ``preprocessing.json`` or the dataset's
    ``dataset.json`` when one exists, else taken from the config (``preprocessing_spec``); flip TTA optional;
 3. optional largest-connected-component clean-up per class (``segkit.postprocess.components``);
-4. write ``<case>_seg.nii.gz`` (uint8 labels, the input's affine) and ``<case>_overlay.png`` (a montage);
-   existing outputs are refused unless ``overwrite`` (``segkit infer --overwrite``).
+4. write ``<case>_seg.nii.gz`` (uint8 labels, the input's affine; ``.nrrd``, ``.mha``, ``.seg.nrrd`` or a
+   DICOM-SEG ``.dcm`` with ``output_format``) and ``<case>_overlay.png`` (a montage); existing outputs are
+   refused unless ``overwrite`` (``segkit infer --overwrite``).
 
 Example:
     >>> res = infer_volume(model, Path("ct.nii.gz"), cfg, Path("out"))
@@ -36,7 +38,8 @@ if TYPE_CHECKING:
 
     from segkit.config import Config
     from segkit.infer.options import InferSettings
-    from segkit.io.volumes import Volume
+    from segkit.io.segmentations import LabelOutput
+    from segkit.io.volumes import Volume, VolumeRef
     from segkit.predict.volume import VolumePrediction
     from segkit.prepare.record import Preprocessing
 
@@ -48,8 +51,9 @@ class VolumeResult:
     """What ``infer_volume`` wrote.
 
     Attributes:
-        case_id: input file name without its volume suffix.
-        seg_path: the label NIfTI (uint8, input shape and affine).
+        case_id: input file name without its volume suffix (a DICOM series of a folder: its series number
+            and description, ``s004_T1w``).
+        seg_path: the label volume (uint8, input shape and affine; NIfTI unless another output format).
         montage_path: the overlay montage PNG.
         shape: (X, Y, Z) shape of the input and of the labels.
         affine: (4, 4) affine of the input and of the labels.
@@ -100,14 +104,20 @@ def preprocessing_spec(cfg: Config) -> Preprocessing:
     return Preprocessing.from_config(cfg)
 
 
-def volume_outputs(path: Path, out_dir: Path, probabilities: bool = False) -> list[Path]:
-    """The files ``infer_volume`` writes for ``path``: ``<case>_seg.nii.gz``, ``<case>_overlay.png`` and, with
-    ``probabilities``, ``<case>_probs.nii.gz``."""
-    from segkit.predict.volume import case_id_of
+def volume_outputs(
+    path: Path | VolumeRef, out_dir: Path, probabilities: bool = False, output_format: str = "nifti"
+) -> list[Path]:
+    """The files ``infer_volume`` writes for ``path``: ``<case>_seg.nii.gz`` (the ending of
+    ``output_format``), ``<case>_overlay.png`` and, with ``probabilities``, ``<case>_probs.nii.gz``
+    (``.nrrd``/``.mha`` when the output format is one of those)."""
+    from segkit.io.segmentations import FLOAT_FORMATS, OUTPUT_FORMATS
+    from segkit.io.volumes import VolumeRef
 
-    case_id = case_id_of(Path(path))
-    out = [Path(out_dir) / f"{case_id}_seg.nii.gz", Path(out_dir) / f"{case_id}_overlay.png"]
-    return out + ([Path(out_dir) / f"{case_id}_probs.nii.gz"] if probabilities else [])
+    ref = path if isinstance(path, VolumeRef) else VolumeRef(Path(path))
+    case_id, out_dir = ref.case_id, Path(out_dir)
+    out = [out_dir / f"{case_id}_seg{OUTPUT_FORMATS[output_format]}", out_dir / f"{case_id}_overlay.png"]
+    probs_ext = OUTPUT_FORMATS[output_format if output_format in FLOAT_FORMATS else "nifti"]
+    return out + ([out_dir / f"{case_id}_probs{probs_ext}"] if probabilities else [])
 
 
 def refuse_existing(paths: Sequence[Path], overwrite: bool) -> None:
@@ -129,7 +139,7 @@ def refuse_existing(paths: Sequence[Path], overwrite: bool) -> None:
 
 def infer_volume(
     model: keras.Model,
-    path: Path,
+    path: Path | VolumeRef,
     cfg: Config,
     out_dir: Path,
     settings: InferSettings | None = None,
@@ -139,7 +149,7 @@ def infer_volume(
 
     Args:
         model: a loaded model (``segkit.predict.models.load_model``).
-        path: ``.nii``, ``.nii.gz``, ``.nrrd`` or ``.nhdr`` 3D image.
+        path: a 3D volume file, a DICOM series folder, or a ``VolumeRef`` (one series of a folder).
         cfg: the config (preprocessing, channels, classes, infer options).
         out_dir: where ``<case>_seg.nii.gz`` and ``<case>_overlay.png`` go.
         settings: batch size, TTA, component filter, ``overwrite`` (replace existing outputs, else they are
@@ -158,17 +168,22 @@ def infer_volume(
             intensities.
     """
     from segkit.infer.options import InferOptions
-    from segkit.io.volumes import load_volume
+    from segkit.io.segmentations import LabelOutput, Segment
+    from segkit.io.volumes import VolumeRef, load_volume
     from segkit.postprocess.components import keep_largest
     from segkit.predict.volume import VolumeSettings, predict_volume
 
     settings = settings if settings is not None else InferOptions().resolve(cfg)
-    outputs = volume_outputs(Path(path), Path(out_dir), probabilities=settings.save_probabilities)
+    ref = path if isinstance(path, VolumeRef) else VolumeRef(Path(path))
+    outputs = volume_outputs(ref, Path(out_dir), settings.save_probabilities, settings.output_format)
     refuse_existing(outputs, settings.overwrite)
+    segments = tuple(Segment(c.id, c.name, (int(c.color[0]), int(c.color[1]), int(c.color[2])))
+                     for c in cfg.effective_classes)
+    target = _Target(ref, outputs, LabelOutput(settings.output_format, segments, ref))
     t0 = time.perf_counter()
-    vol = load_volume(Path(path))
+    vol = load_volume(ref)
     if vol.data.ndim != 3:
-        raise DataError(f"expected a 3D volume, got shape {vol.data.shape}", path=path,
+        raise DataError(f"expected a 3D volume, got shape {vol.data.shape}", path=ref.path,
                         hint="give one 3D image per file")
     t_load = time.perf_counter() - t0
     how = VolumeSettings(settings.batch_size, settings.tta, settings.save_probabilities)
@@ -178,21 +193,31 @@ def infer_volume(
     t0 = time.perf_counter()
     labels = keep_largest(pred.labels, settings.largest_component, cfg)
     t["reassemble"] += time.perf_counter() - t0
-    return _write_volume(vol, labels, pred, outputs, cfg, t)
+    return _write_volume(vol, labels, pred, target, cfg, t)
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where one volume's outputs go: its reference (case id, DICOM source), ``volume_outputs`` and the label
+    format."""
+
+    ref: VolumeRef
+    outputs: Sequence[Path]
+    how: LabelOutput
 
 
 def _write_volume(
-    vol: Volume, labels: npt.NDArray[np.uint8], pred: VolumePrediction, outputs: Sequence[Path], cfg: Config,
+    vol: Volume, labels: npt.NDArray[np.uint8], pred: VolumePrediction, target: _Target, cfg: Config,
     seconds: dict[str, float],
 ) -> VolumeResult:
     """Write the labels, the overlay montage and (a third output) the probabilities of one volume."""
     from segkit.io.png import write_png
+    from segkit.io.segmentations import write_labels
     from segkit.io.volumes import save_volume
-    from segkit.predict.volume import case_id_of
 
-    case_id, affine = case_id_of(Path(str(vol.path))), vol.affine
+    case_id, affine, outputs = target.ref.case_id, vol.affine, target.outputs
     t0 = time.perf_counter()
-    seg_path = save_volume(outputs[0], labels, affine)
+    seg_path = write_labels(outputs[0], labels, affine, target.how)
     montage = overlay_montage(pred.stack, pred.labels2d, [c.color for c in cfg.effective_classes],
                               cfg.infer.alpha)
     montage_path = write_png(outputs[1], montage)
