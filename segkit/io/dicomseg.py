@@ -163,7 +163,9 @@ def _share_frame_groups(ds) -> None:  # noqa: ANN001 - pydicom Dataset
 
 
 def read_dicom_seg(path: Path) -> tuple[npt.NDArray, npt.NDArray[np.float64]]:
-    """(labels (X, Y, Z) uint8 segment numbers, voxel -> RAS affine) of a DICOM-SEG file."""
+    """(labels (X, Y, Z) uint8 segment numbers, voxel -> RAS affine) of a DICOM-SEG file, its slices ordered
+    along the normal of the planes as ``segkit.io.dicom`` orders the source series (the same array as the
+    source's labels)."""
     import highdicom as hd
 
     seg = hd.seg.segread(str(path))
@@ -172,4 +174,8 @@ def read_dicom_seg(path: Path) -> tuple[npt.NDArray, npt.NDArray[np.float64]]:
     aff_lps = np.asarray(vol.affine, dtype=np.float64)  # index order (slice, row, column)
     perm = np.zeros((4, 4))
     perm[0, 2] = perm[1, 1] = perm[2, 0] = perm[3, 3] = 1.0  # (x=column, y=row, z=slice) -> (slice, row, col)
-    return array.transpose(2, 1, 0).astype(np.uint8), lps_to_ras(aff_lps @ perm)
+    data, aff = array.transpose(2, 1, 0).astype(np.uint8), aff_lps @ perm
+    if float(aff[:3, 2] @ np.cross(aff[:3, 0], aff[:3, 1])) < 0:  # along the normal, as segkit.io.dicom
+        data = data[:, :, ::-1]
+        aff = aff @ np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, -1, data.shape[2] - 1], [0, 0, 0, 1.0]])
+    return np.ascontiguousarray(data), lps_to_ras(aff)

@@ -1,0 +1,121 @@
+"""`segkit infer` on DICOM: a series folder, a folder of several series (one output each, named by series),
+DICOM-SEG output equal to the NIfTI output and read by `segkit evaluate --predictions`, refusals (exit 2,
+one line, nothing written), and label-named files skipped unless --glob. A tiny untrained model is enough:
+its labels are deterministic."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from segkit.cli.app import app
+from segkit.config import load_config
+from segkit.io.volumes import load_volume
+
+runner = CliRunner()
+TINY = ["model.num_layers=3", "model.base_filters=4", "data.image_size=[32,32]", "infer.batch_size=16"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory, repo_root: Path, shared_data: Path) -> dict[str, Path]:
+    import keras
+
+    from segkit.models import build_model
+
+    root = tmp_path_factory.mktemp("dcminf")
+    run = root / "run"
+    config = repo_root / "configs" / "demo.yaml"
+    sets = [*TINY, f"data.dir={root / 'nodata'}", f"train.run_dir={run}"]
+    keras.utils.set_random_seed(3)
+    run.mkdir()
+    build_model(load_config(config, sets)).save(run / "model.keras")
+    series = root / "study"  # two series in nested folders, file names without a suffix
+    for name in ("siemens", "hitachi"):
+        dst = series / name / "sub"
+        dst.mkdir(parents=True)
+        for i, f in enumerate(sorted((shared_data / "dicom" / name / "anatomical/001").iterdir())):
+            shutil.copy(f, dst / f"IMG{i}")
+    return {"root": root, "config": config, "study": series, "data": shared_data / "dicom"}
+
+
+def _args(setup: dict[str, Path], *more: str) -> list[str]:
+    sets: list[str] = []
+    for s in (*TINY, f"data.dir={setup['root'] / 'nodata'}", f"train.run_dir={setup['root'] / 'run'}"):
+        sets += ["--set", s]
+    return ["infer", str(setup["config"]), *more, *sets]
+
+
+def test_series_folder_to_nifti_and_dicom_seg_with_equal_labels(setup: dict[str, Path]) -> None:
+    src = setup["data"] / "siemens/anatomical/001"
+    out = setup["root"] / "one"
+    for fmt in ("nifti", "dicom-seg"):
+        res = runner.invoke(app, _args(setup, "--input", str(src), "--output", str(out / fmt),
+                                       "--output-format", fmt))
+        assert res.exit_code == 0, res.output
+    nifti, seg = load_volume(out / "nifti/001_seg.nii.gz"), load_volume(out / "dicom-seg/001_seg.dcm")
+    assert seg.format == "dicom-seg" and nifti.data.shape == (256, 256, 4)
+    np.testing.assert_array_equal(seg.data, nifti.data)
+    np.testing.assert_allclose(seg.affine, nifti.affine, atol=1e-3)
+    np.testing.assert_allclose(nifti.affine, load_volume(src).affine, atol=1e-6)
+    # segkit evaluate --predictions reads the DICOM-SEG and scores it against the NIfTI (identical: Dice 1)
+    preds, refs = setup["root"] / "preds", setup["root"] / "refs"
+    preds.mkdir()
+    refs.mkdir()
+    shutil.copy(out / "dicom-seg/001_seg.dcm", preds / "001_seg.dcm")
+    labels = nifti.data.copy()
+    labels[:8, :8, 0] = 1  # at least one foreground voxel in the reference
+    nib.save(nib.Nifti1Image(labels, nifti.affine), str(refs / "001_label.nii.gz"))
+    shutil.copy(refs / "001_label.nii.gz", preds / "x.tmp")  # not a volume: ignored
+    res = runner.invoke(app, ["evaluate", "--predictions", str(preds), "--reference", str(refs),
+                              "--out", str(setup["root"] / "ev")])
+    assert res.exit_code == 0, res.output
+
+
+def test_folder_with_two_series_gives_one_named_output_each(setup: dict[str, Path]) -> None:
+    out = setup["root"] / "two"
+    res = runner.invoke(app, _args(setup, "--input", str(setup["study"]), "--output", str(out)))
+    assert res.exit_code == 0, res.output
+    segs = sorted(p.name for p in out.glob("*_seg.nii.gz"))
+    assert segs == ["s004_seg.nii.gz", "s010_seg.nii.gz"]
+    assert nib.load(str(out / "s010_seg.nii.gz")).shape == (64, 64, 4)  # hitachi: series number 10
+
+
+@pytest.mark.parametrize("series,reason", [
+    ("failing/sliceincrement/001", "uneven spacing between slices"),
+    ("generic/rgb/001", "colour pixel data"),
+    ("failing/gantrytilting/001", "gantry tilt"),
+])
+def test_refused_series_exit_2_with_one_line_and_write_nothing(
+    setup: dict[str, Path], series: str, reason: str
+) -> None:
+    out = setup["root"] / "bad"
+    res = runner.invoke(app, _args(setup, "--input", str(setup["data"] / series), "--output", str(out)))
+    assert res.exit_code == 2
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and reason in lines[0]
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_dicom_seg_needs_a_dicom_input_and_label_files_are_skipped(setup: dict[str, Path]) -> None:
+    folder = setup["root"] / "acdc"
+    folder.mkdir()
+    img = nib.Nifti1Image(np.zeros((16, 16, 3), np.int16), np.eye(4))
+    for name in ("p1_image.nii.gz", "p1_label.nii.gz", "p1_seg.nii.gz"):
+        nib.save(img, str(folder / name))
+    res = runner.invoke(app, _args(setup, "--input", str(folder), "--output-format", "dicom-seg"))
+    assert res.exit_code == 2 and "dicom-seg needs a DICOM series" in res.stderr
+    out = setup["root"] / "acdc_out"
+    res = runner.invoke(app, _args(setup, "--input", str(folder), "--output", str(out)))
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == ["p1_image_seg.nii.gz"]
+    assert "skipped 2 label-named file(s): p1_label.nii.gz, p1_seg.nii.gz" in res.output
+    out2 = setup["root"] / "acdc_glob"
+    res = runner.invoke(app, _args(setup, "--input", str(folder), "--output", str(out2),
+                                   "--glob", "*_label*"))
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out2.glob("*.nii.gz")) == ["p1_label_seg.nii.gz"]
