@@ -150,7 +150,7 @@ def select_volumes(folder: Path, glob: str | None) -> tuple[list[VolumeRef], lis
     from segkit.io.volumes import volume_inputs
 
     refs = volume_inputs(Path(folder))
-    names = [r.path.name if r.series_uid is None and r.path != Path(folder) else r.case_id for r in refs]
+    names = [r.path.name if r.series_key is None and r.path != Path(folder) else r.case_id for r in refs]
     if glob is not None:
         return [r for r, n in zip(refs, names, strict=True) if fnmatch.fnmatch(n, glob)], []
     keep, skipped = [], []
@@ -175,7 +175,7 @@ def _check_dicom_seg(volumes: Sequence[VolumeRef], output_format: str) -> None:
         return
     for ref in volumes:
         fmt = volume_format(ref.path)
-        if ref.series_uid is None and (fmt is None or fmt.name != "dicom"):
+        if ref.series_key is None and (fmt is None or fmt.name != "dicom"):
             raise DataError("--output-format dicom-seg needs a DICOM series as input", path=ref.path,
                             hint="give a DICOM series folder, or choose nifti/nrrd/mha/seg.nrrd")
 
@@ -206,7 +206,7 @@ def _volume_outputs(
 
 def _shown(ref: VolumeRef) -> str:
     """A volume's name in messages: its file name, or the case id of one series of a folder."""
-    return ref.case_id if ref.series_uid is not None else ref.path.name
+    return ref.case_id if ref.series_key is not None else ref.path.name
 
 
 def run_inference(

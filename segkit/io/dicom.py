@@ -12,8 +12,9 @@ Refused with one line (``DataError``) naming the folder and the reason: fewer th
 between consecutive positions varying by more than 1 % (missing or duplicated slices); orientation cosines
 differing by more than 1e-4 or slice sizes differing; gantry tilt (positions not along the normal); colour
 pixel data; non-image objects (SR, RTSTRUCT, presentation states); unreadable files; a transfer syntax
-with no decoder installed; several series where one is expected; several images at one position (cine or
-multi-phase).
+with no decoder installed; several series where one is expected; several images at one position that no
+temporal key separates. A cine or multi-phase series (several images per position, told apart by
+TemporalPositionIdentifier or TriggerTime) becomes one series per phase (``s004_cine_phase01``, ...).
 """
 
 from __future__ import annotations
@@ -97,6 +98,8 @@ class DicomSeries:
         description: SeriesDescription (may be empty).
         modality: Modality (``MR``, ``CT``, ...).
         files: its files, sorted by name.
+        phase: of a cine / multi-phase series (several images per position): the 1-based phase, in the order
+            of TemporalPositionIdentifier, else TriggerTime; ``None`` for a series of one phase.
     """
 
     uid: str
@@ -104,13 +107,21 @@ class DicomSeries:
     description: str
     modality: str
     files: tuple[Path, ...]
+    phase: int | None = None
+
+    @property
+    def key(self) -> str:
+        """The SeriesInstanceUID, with ``/<phase>`` for one phase of a cine series."""
+        return self.uid if self.phase is None else f"{self.uid}/{self.phase}"
 
     @property
     def name(self) -> str:
-        """``s<number>_<description>`` with the description reduced to letters, digits, ``-`` and ``_``."""
+        """``s<number>_<description>[_phaseNN]`` with the description reduced to letters, digits, ``-`` and
+        ``_`` (no patient data: series number and description only)."""
         desc = re.sub(r"[^A-Za-z0-9_-]+", "_", self.description).strip("_")[:40]
         num = f"s{self.number:03d}" if self.number is not None else "s"
-        return f"{num}_{desc}" if desc else num
+        base = f"{num}_{desc}" if desc else num
+        return base if self.phase is None else f"{base}_phase{self.phase:02d}"
 
 
 def _read(path: Path, pixels: bool = False) -> Any:
@@ -161,28 +172,56 @@ def list_series(path: Path) -> list[DicomSeries]:
     for uid, items in groups.items():
         ds = items[0][1]
         num = ds.get("SeriesNumber")
-        out.append(DicomSeries(uid, int(num) if num not in (None, "") else None,
-                               str(ds.get("SeriesDescription", "")), str(ds.get("Modality", "")),
-                               tuple(sorted(f for f, _ in items))))
-    return sorted(out, key=lambda s: (s.number if s.number is not None else -1, s.description, s.uid))
+        series = DicomSeries(uid, int(num) if num not in (None, "") else None,
+                             str(ds.get("SeriesDescription", "")), str(ds.get("Modality", "")),
+                             tuple(sorted(f for f, _ in items)))
+        out += _phases(series, items)
+    return sorted(out, key=lambda s: (s.number if s.number is not None else -1, s.description, s.uid,
+                                      s.phase or 0))
 
 
-def read_dicom(path: Path, series_uid: str | None = None) -> tuple[npt.NDArray, npt.NDArray[np.float64]]:
+_TEMPORAL_KEYS = ("TemporalPositionIdentifier", "TriggerTime")
+
+
+def _phases(series: DicomSeries, items: list[tuple[Path, Any]]) -> list[DicomSeries]:
+    """A single-frame series with several images per position, split into one series per phase when a
+    temporal key (TemporalPositionIdentifier, else TriggerTime) gives each phase one image per position;
+    else the series unchanged (the reader then refuses the shared positions)."""
+    positions = [tuple(round(float(v), 3) for v in ds.get("ImagePositionPatient", [])) for _, ds in items]
+    if len(set(positions)) == len(positions):
+        return [series]
+    for key in _TEMPORAL_KEYS:
+        values = [ds.get(key) for _, ds in items]
+        if any(v in (None, "") for v in values):
+            continue
+        phases = sorted({float(v) for v in values})
+        by_phase = {p: [(f, pos) for (f, _), v, pos in zip(items, values, positions, strict=True)
+                        if float(v) == p] for p in phases}
+        if len(phases) > 1 and all(len({pos for _, pos in fs}) == len(fs) for fs in by_phase.values()):
+            return [DicomSeries(series.uid, series.number, series.description, series.modality,
+                                tuple(sorted(f for f, _ in by_phase[p])), k + 1)
+                    for k, p in enumerate(phases)]
+    return [series]
+
+
+def read_dicom(path: Path, series_key: str | None = None) -> tuple[npt.NDArray, npt.NDArray[np.float64]]:
     """(data (X, Y, Z), voxel -> RAS affine) of the one series in ``path`` (folder or file), or of the
-    series ``series_uid`` among several.
+    series ``series_key`` among several.
 
     Raises:
-        DataError: several series (named) and no ``series_uid``, or any refusal of ``read_series``.
+        DataError: several series (named) and no ``series_key``, or any refusal of ``read_series``.
     """
     series = list_series(path)
-    if series_uid is not None:
-        series = [s for s in series if s.uid == series_uid]
+    if series_key is not None:
+        series = [s for s in series if s.key == series_key]
         if not series:
             raise DataError("the series is no longer in the folder", path=path, hint="list the folder again")
     if len(series) > 1:
         names = ", ".join(s.name for s in series[:6])
-        raise DataError(f"{len(series)} series in one input ({names})", path=path,
-                        hint="give one series folder (infer segments each series of a folder on its own)")
+        cine = " (a cine or multi-phase series: one volume per phase)" if series[0].phase else ""
+        raise DataError(f"{len(series)} series in one input{cine} ({names})", path=path,
+                        hint="give one series folder, or let infer segment each series or phase on its own "
+                        "(infer --input FOLDER; pick one with --glob NAME)")
     return read_series(series[0], Path(path))
 
 
@@ -215,12 +254,12 @@ def read_series(series: DicomSeries, where: Path) -> tuple[npt.NDArray, npt.NDAr
 
 
 def series_layout(
-    path: Path, series_uid: str | None = None
+    path: Path, series_key: str | None = None
 ) -> tuple[list[tuple[Path, int]], npt.NDArray[np.float64]]:
     """``(file, frame)`` of each slice of the series in ``path`` in the volume's Z order (the order of
     ``read_dicom``'s third axis; frame: the index in a multi-frame file, else 0), and the voxel -> LPS
     affine."""
-    series = [s for s in list_series(path) if series_uid is None or s.uid == series_uid]
+    series = [s for s in list_series(path) if series_key is None or s.key == series_key]
     if len(series) != 1:
         raise DataError(f"{len(series)} series match", path=path, hint="give one series")
     slices, aff = _sorted_slices(series[0], Path(path))
@@ -264,8 +303,9 @@ def _check_positions(positions: list[npt.NDArray[np.float64]], normal: npt.NDArr
     dist = pos @ normal
     gaps = np.diff(dist)
     if np.any(np.abs(gaps) < 1e-3):
-        n_dup = int(np.sum(np.abs(gaps) < 1e-3)) + 1
-        raise DataError(f"{n_dup} images share one slice position (cine, multi-phase or duplicated slices)",
+        distinct = int(np.sum(np.abs(gaps) >= 1e-3)) + 1
+        raise DataError(f"{len(pos)} images at {distinct} slice position(s) (cine, multi-phase or duplicated "
+                        "slices with no TemporalPositionIdentifier/TriggerTime to tell phases apart)",
                         path=where, hint="give one phase per folder (segkit reads one 3D volume per series)")
     med = float(np.median(gaps))
     if np.max(np.abs(gaps - med)) > SPACING_TOLERANCE * med:

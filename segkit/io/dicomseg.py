@@ -60,7 +60,7 @@ def write_dicom_seg(path: Path, labels: npt.NDArray, source: VolumeRef,
     import segkit
     from segkit.io.dicom import series_layout
 
-    order, aff_lps = series_layout(source.path, source.series_uid)
+    order, aff_lps = series_layout(source.path, source.series_key)
     files = sorted({f for f, _ in order})
     frame_uid = hd.UID()  # for sources without one (anonymised exports); the SEG needs a frame of reference
     datasets = {f: _with_type2(pydicom.dcmread(str(f)), frame_uid) for f in files}

@@ -110,12 +110,13 @@ class VolumeRef:
 
     Attributes:
         path: the volume file, or the folder of a DICOM series.
-        series_uid: SeriesInstanceUID of the series in ``path`` (``None``: the path's only volume).
+        series_key: the ``DicomSeries.key`` of one series (or one phase of a cine series) in ``path``
+            (``None``: the path's only volume).
         name: the case id of the outputs (``""``: the file name without its volume suffix).
     """
 
     path: Path
-    series_uid: str | None = None
+    series_key: str | None = None
     name: str = ""
 
     @property
@@ -198,7 +199,7 @@ def volume_inputs(folder: Path) -> list[VolumeRef]:
     for s in series:
         seen[s.name] = seen.get(s.name, 0) + 1
         name = s.name if seen[s.name] == 1 else f"{s.name}_{seen[s.name]}"
-        refs.append(VolumeRef(folder, s.uid, name))
+        refs.append(VolumeRef(folder, s.key, name))
     return files + refs
 
 
@@ -218,13 +219,13 @@ def load_volume(path: Path | VolumeRef) -> Volume:
         DataError: missing file, unsupported type, corrupt or truncated file, data that is not 3D, a DICOM
             series that is not one valid volume (``segkit.io.dicom``).
     """
-    series_uid = path.series_uid if isinstance(path, VolumeRef) else None
+    series_key = path.series_key if isinstance(path, VolumeRef) else None
     path = path.path if isinstance(path, VolumeRef) else Path(path)
     if not path.exists():
         raise DataError(
             "volume file not found", path=path, hint="check the path and the --image-glob/--label-glob"
         )
-    fmt = FORMATS["dicom"] if series_uid is not None else volume_format(path)
+    fmt = FORMATS["dicom"] if series_key is not None else volume_format(path)
     if fmt is None:
         raise DataError(
             f"unsupported volume file type '{''.join(path.suffixes) or path.name}'",
@@ -232,7 +233,7 @@ def load_volume(path: Path | VolumeRef) -> Volume:
             hint=f"use one of {supported_text()}",
         )
     try:
-        data, affine = dicom.read_dicom(path, series_uid) if series_uid is not None else fmt.read(path)
+        data, affine = dicom.read_dicom(path, series_key) if series_key is not None else fmt.read(path)
     except DataError:
         raise
     except _READ_ERRORS as e:

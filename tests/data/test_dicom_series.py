@@ -24,7 +24,7 @@ VALID = [
 ]
 REFUSED = {
     "failing/gantrytilting/001": "gantry tilt",
-    "failing/notavolume/001": "4 images share one slice position",
+    "failing/notavolume/001": "4 images at 1 slice position(s)",
     "failing/slicecount/001": "2 slice(s); a volume needs at least 3",
     "failing/sliceincrement/001": "uneven spacing between slices (5.000 to 10.000 mm",
     "failing/sliceincrement/002": "uneven spacing between slices",
@@ -125,3 +125,34 @@ def test_ct_round_trip_through_a_written_dicom_ct_series_gives_the_same_hu(
     back = load_volume(tmp_path / "ct")
     np.testing.assert_array_equal(back.data, src.data)
     np.testing.assert_allclose(back.affine, src.affine, atol=1e-3)
+
+
+def _two_phases(shared_data: Path, folder: Path, trigger: bool) -> None:
+    """The siemens series twice: phase 1 as is, phase 2 with new instance UIDs and pixels + 7."""
+    folder.mkdir()
+    for i, f in enumerate(sorted((shared_data / "dicom/siemens/anatomical/001").iterdir())):
+        for phase in (0, 1):
+            ds = pydicom.dcmread(f)
+            if phase:
+                ds.SOPInstanceUID = pydicom.uid.generate_uid()
+                ds.PixelData = (ds.pixel_array + 7).astype(ds.pixel_array.dtype).tobytes()
+            if trigger:
+                ds.TriggerTime = 400.0 * phase
+            ds.save_as(folder / f"p{phase}_{i}.dcm")
+
+
+def test_a_two_phase_cine_series_gives_one_named_volume_per_phase(shared_data: Path, tmp_path: Path) -> None:
+    from segkit.io.volumes import volume_inputs
+
+    _two_phases(shared_data, tmp_path / "cine", trigger=True)
+    with pytest.raises(DataError, match=r"2 series in one input \(a cine or multi-phase series.*"
+                                        r"s004_phase01, s004_phase02\)"):
+        load_volume(tmp_path / "cine")
+    refs = volume_inputs(tmp_path / "cine")
+    assert [r.case_id for r in refs] == ["s004_phase01", "s004_phase02"]
+    one, two = (load_volume(r) for r in refs)
+    np.testing.assert_array_equal(two.data, one.data + 7)
+    np.testing.assert_array_equal(one.affine, two.affine)
+    _two_phases(shared_data, tmp_path / "untimed", trigger=False)  # no temporal key: refused
+    with pytest.raises(DataError, match=r"8 images at 4 slice position\(s\)"):
+        load_volume(tmp_path / "untimed")
