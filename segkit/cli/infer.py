@@ -9,17 +9,20 @@ import typer
 
 from segkit.cli.common import RichProgress, handle_errors, load, out, quiet_tensorflow
 
+_INPUT_HELP = ("A volume (NIfTI, NRRD, MHA/MHD, NPY/NPZ, HDF5), a DICOM series folder, a folder of volumes "
+               "and DICOM series (one output per series or cine phase), or a folder of PNG/JPG slices.")
+_FORMAT_HELP = ("Volumes: label format nifti (.nii.gz), nrrd, mha, seg.nrrd (3D Slicer segments) or "
+                "dicom-seg (needs a DICOM series input).")
+_GLOB_HELP = ("Folder input: only files (or DICOM series names) matching this pattern; default every volume "
+              "except label-named ones (*_label*, *_seg*, labelsTr/).")
+
 
 @handle_errors
 def infer(
     config: Path = typer.Argument(
         ..., help="YAML config of the run, or the run folder itself (train.run_dir)."
     ),
-    input_path: Path = typer.Option(
-        ..., "--input", "-i",
-        help="A volume (NIfTI, NRRD, MHA/MHD, NPY/NPZ, HDF5), a DICOM series folder, a folder of volumes and "
-        "DICOM series (one output per series), or a folder of PNG/JPG slices.",
-    ),
+    input_path: Path = typer.Option(..., "--input", "-i", help=_INPUT_HELP),
     output: Path = typer.Option(
         None, "--output", "-o", help="Output folder (default: <train.run_dir>/inference)."
     ),
@@ -44,16 +47,8 @@ def infer(
         False, "--save-probabilities",
         help="Volumes: also write <case>_probs.nii.gz (float32, one channel per class).",
     ),
-    output_format: str = typer.Option(
-        "nifti", "--output-format",
-        help="Volumes: label format nifti (.nii.gz), nrrd, mha, seg.nrrd (3D Slicer segments) or dicom-seg "
-        "(needs a DICOM series input).",
-    ),
-    glob: str = typer.Option(
-        None, "--glob",
-        help="Folder input: only files (or DICOM series names) matching this pattern; default every volume "
-        "except label-named ones (*_label*, *_seg*, labelsTr/).",
-    ),
+    output_format: str = typer.Option("nifti", "--output-format", help=_FORMAT_HELP),
+    glob: str = typer.Option(None, "--glob", help=_GLOB_HELP),
     sets: list[str] = typer.Option(
         None, "--set", help="Config override KEY=VALUE, e.g. train.precision=mixed_bfloat16."
     ),
