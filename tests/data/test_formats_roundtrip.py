@@ -40,7 +40,8 @@ def cases(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     assert label.sum() > 500 and image.dtype == np.int16
     root = tmp_path_factory.mktemp("formats")
     out: dict[str, tuple[object, object]] = {}
-    for fmt, ext in (("nifti", ".nii.gz"), ("nrrd", ".nrrd"), ("mha", ".mha"), ("npy", ".npy"), ("h5", ".h5")):
+    exts = (("nifti", ".nii.gz"), ("nrrd", ".nrrd"), ("mha", ".mha"), ("npy", ".npy"), ("h5", ".h5"))
+    for fmt, ext in exts:
         out[fmt] = (save_volume(root / f"la_image{ext}", image, affine),
                     save_volume(root / f"la_label{ext}", label, affine))
     write_dicom_series(root / "dicom", image, affine, SeriesSpec("MR", 0.0, "LA LGE", 7))
