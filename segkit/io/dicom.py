@@ -220,8 +220,8 @@ def read_dicom(path: Path, series_key: str | None = None) -> tuple[npt.NDArray, 
         names = ", ".join(s.name for s in series[:6])
         cine = " (a cine or multi-phase series: one volume per phase)" if series[0].phase else ""
         raise DataError(f"{len(series)} series in one input{cine} ({names})", path=path,
-                        hint="give one series folder, or let infer segment each series or phase on its own "
-                        "(infer --input FOLDER; pick one with --glob NAME)")
+                        hint="prepare: give one series per image path; infer: a folder input segments "
+                        "each series (or phase) on its own, --glob NAME picks one")
     return read_series(series[0], Path(path))
 
 

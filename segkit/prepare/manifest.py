@@ -30,11 +30,18 @@ _REQUIRED = ("segkit_version", "name", "source", "modality", "fingerprint", "cla
 
 
 def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in ``chunk_size`` byte chunks (memory stays flat for large volumes).
+    """Hex sha256 of a file, read in ``chunk_size`` byte chunks (memory stays flat for large volumes); of a
+    folder (a DICOM series), one sha256 over the relative names and contents of its files.
 
     Raises:
         DataError: the file cannot be read.
     """
+    if Path(path).is_dir():
+        files = sorted(p for p in Path(path).rglob("*") if p.is_file())
+        h = hashlib.sha256()
+        for p in files:
+            h.update(p.relative_to(path).as_posix().encode() + b"\0" + sha256_file(p).encode() + b"\n")
+        return h.hexdigest()
     h = hashlib.sha256()
     try:
         with Path(path).open("rb") as f:

@@ -119,3 +119,31 @@ def test_dicom_seg_needs_a_dicom_input_and_label_files_are_skipped(setup: dict[s
                                    "--glob", "*_label*"))
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in out2.glob("*.nii.gz")) == ["p1_label_seg.nii.gz"]
+
+
+def test_prepare_reads_dicom_series_folders_and_names_several_series(
+    setup: dict[str, Path], shared_data: Path
+) -> None:
+    from segkit.io.dicomwrite import SeriesSpec, write_dicom_series
+    from segkit.io.volumes import save_volume
+
+    la = shared_data / "volumes/la2018_lge_mri"
+    cases = setup["root"] / "cases"
+    for c in ("la_100", "la_101", "la_102"):
+        img, lbl = nib.load(str(la / f"imagesTr/{c}.nii.gz")), nib.load(str(la / f"labelsTr/{c}.nii.gz"))
+        aff = img.affine @ np.diag([3, 3, 4, 1.0])
+        write_dicom_series(cases / c / "image", img.dataobj.get_unscaled()[::3, ::3, ::4], aff,
+                           SeriesSpec("MR", 0.0))
+        save_volume(cases / c / "label.nii.gz", np.asarray(lbl.dataobj)[::3, ::3, ::4], aff)
+    config = setup["root"] / "la.yaml"
+    config.write_text("name: la-dicom\nmodality: mr\n"
+                      "classes: [{id: 1, name: left_atrium, color: [255, 0, 0]}]\n"
+                      "prepare: {axis: 2, size: [32, 32]}\ndata: {image_size: [32, 32], channels: 1}\n")
+    args = ["prepare", "nifti", str(cases), "--image-glob", "*/image", "--label-glob", "*/label.nii.gz",
+            "--config", str(config), "--workers", "1"]
+    res = runner.invoke(app, [*args, "--out", str(setup["root"] / "prepared")])
+    assert res.exit_code == 0, res.output
+    assert "3 case(s) prepared" in res.output
+    shutil.copytree(setup["data"] / "hitachi/anatomical/001", cases / "la_101" / "image" / "extra")
+    res = runner.invoke(app, [*args, "--out", str(setup["root"] / "prepared2")])
+    assert res.exit_code != 0 and "2 series in one input (s001_segkit, s010)" in " ".join(res.output.split())
