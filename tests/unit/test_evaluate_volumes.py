@@ -137,6 +137,7 @@ def test_progress_reports_a_start_then_advances_summing_to_its_total(
 ) -> None:
     """The one ``segkit.progress.Progress`` protocol: evaluate, infer and the post-processing choice each
     start a task with its total and advance by exactly that much."""
+    from segkit.infer.options import InferOptions
     from segkit.infer.run import infer
     from segkit.postprocess import choose_postprocessing
 
@@ -147,9 +148,13 @@ def test_progress_reports_a_start_then_advances_summing_to_its_total(
     # 3 slice PNGs + all 10 slices of the volume (sources exist)
     assert rec.tasks == [("evaluate", 3 + 10, 13)]
 
-    rec = recording_progress()  # a folder of two volumes: one task per volume, named by its file
+    rec = recording_progress()  # a folder of image + label: the label-named file is skipped (issue 18)
     res = infer(cfg, raw, tmp_path / "infer", progress=rec)  # type: ignore[arg-type]
-    assert len(res.volumes) == 2
+    assert len(res.volumes) == 1 and res.plan.skipped == ("c1_label.nii.gz",)
+    assert rec.tasks == [("c1_image.nii.gz", 10, 10)]
+    rec = recording_progress()  # --glob picks files by name: one task per volume, named by its file
+    res = infer(cfg, raw, tmp_path / "infer_all", options=InferOptions(glob="c1_*"),  # type: ignore[arg-type]
+                progress=rec)
     assert rec.tasks == [("c1_image.nii.gz", 10, 10), ("c1_label.nii.gz", 10, 10)]
 
     rec = recording_progress()  # every slice of the volume, without and with flip TTA
