@@ -144,6 +144,8 @@ def list_series(path: Path) -> list[DicomSeries]:
         DataError: no DICOM file; an unreadable file; only non-image objects (named, with a hint).
     """
     path = Path(path)
+    if path.is_file() and path.name.upper() == "DICOMDIR":  # the index of a media folder: read the folder
+        path = path.parent
     files = [path] if path.is_file() else dicom_files(path)
     if not files:
         raise DataError("no DICOM file found", path=path, hint="give a folder holding a DICOM series")

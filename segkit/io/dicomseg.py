@@ -5,8 +5,8 @@ and such an object read back as a label volume in world space.
 Segment k (1..N) holds the voxels of the k-th class of the ``segments`` given; reading returns segment
 numbers, which are the class ids when the classes are numbered 1..N (as segkit's configs number them). Coded
 concepts: category "Anatomical Structure"
-(SCT 91723000) and type "Tissue" (SCT 85756007) unless the class name is a known cardiac structure
-(``CARDIAC_CODES``).
+(SCT 91723000) and type "Tissue" (SCT 85756007) unless the class name (any case; the presets' ``LA``,
+``Myo``, ``AO`` ... included) is a known cardiac or thoracic structure (``CARDIAC_CODES``).
 """
 
 from __future__ import annotations
@@ -28,13 +28,26 @@ if TYPE_CHECKING:
 
 #: class name (lower case) -> (SNOMED CT code, meaning) of the segmented property type.
 CARDIAC_CODES: dict[str, tuple[str, str]] = {
-    "left_atrium": ("82471001", "Left atrium"), "la": ("82471001", "Left atrium"),
-    "right_atrium": ("73829009", "Right atrium"), "ra": ("73829009", "Right atrium"),
-    "left_ventricle": ("87878005", "Left ventricle"), "lv": ("87878005", "Left ventricle"),
-    "right_ventricle": ("53085002", "Right ventricle"), "rv": ("53085002", "Right ventricle"),
-    "myocardium": ("74281007", "Myocardium"), "myo": ("74281007", "Myocardium"),
-    "aorta": ("15825003", "Aorta"), "pulmonary_artery": ("81040000", "Pulmonary artery"),
-    "heart": ("80891009", "Heart"),
+    name: code
+    for names, code in (
+        (("left_atrium", "la"), ("82471001", "Left atrium")),
+        (("right_atrium", "ra"), ("73829009", "Right atrium")),
+        (("left_ventricle", "lv"), ("87878005", "Left ventricle")),
+        (("right_ventricle", "rv"), ("53085002", "Right ventricle")),
+        (("myocardium", "myo"), ("74281007", "Myocardium")),
+        (("aorta", "ao"), ("15825003", "Aorta")),
+        (("pulmonary_artery", "pa"), ("81040000", "Pulmonary artery")),
+        (("aortic_valve", "av"), ("34202007", "Aortic valve")),
+        (("mitral_valve", "mv"), ("91134007", "Mitral valve")),
+        (("inferior_vena_cava", "ivc"), ("64131007", "Inferior vena cava")),
+        (("superior_vena_cava", "svc"), ("48345005", "Superior vena cava")),
+        (("left_coronary_artery", "lca"), ("3862006", "Left coronary artery")),
+        (("right_coronary_artery", "rca"), ("91083009", "Right coronary artery")),
+        (("heart",), ("80891009", "Heart")),
+        (("lung",), ("39607008", "Lung")),
+        (("trachea",), ("44567001", "Trachea")),
+    )
+    for name in names
 }
 
 

@@ -37,10 +37,13 @@ def read_metaimage(path: Path) -> tuple[npt.NDArray, npt.NDArray[np.float64]]:
 
 
 def write_metaimage(path: Path, data: npt.NDArray, affine: npt.ArrayLike) -> None:
-    """Write ``data`` (X, Y, Z) as a compressed ``.mha`` with the geometry of ``affine`` (voxel -> RAS)."""
+    """Write ``data`` (X, Y, Z), or (X, Y, Z, K) as a K-component vector image (probabilities), as a
+    compressed ``.mha`` with the geometry of ``affine`` (voxel -> RAS)."""
     import SimpleITK as sitk
 
-    img = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(np.asarray(data), (2, 1, 0))))
+    arr = np.asarray(data)
+    order = (2, 1, 0, 3) if arr.ndim == 4 else (2, 1, 0)
+    img = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(arr, order)), isVector=arr.ndim == 4)
     origin, spacing, direction = geometry_from_affine(ras_to_lps(affine))
     img.SetOrigin([float(v) for v in origin])
     img.SetSpacing([float(v) for v in spacing])

@@ -494,7 +494,11 @@ def nrrd_header(affine: npt.ArrayLike) -> dict:
 
 
 def _write_nrrd(path: Path, arr: npt.NDArray, aff: npt.NDArray[np.float64]) -> None:
-    nrrd.write(str(path), arr, nrrd_header(aff), index_order="F")
+    header = nrrd_header(aff)
+    if arr.ndim == 4:  # (X, Y, Z, K) probabilities: a trailing vector axis without a world direction
+        header["space directions"] = [*header["space directions"], [np.nan] * 3]
+        header["kinds"] = [*header["kinds"], "vector"]
+    nrrd.write(str(path), arr, header, index_order="F")
 
 
 def _write_array(path: Path, arr: npt.NDArray, aff: npt.NDArray[np.float64]) -> None:

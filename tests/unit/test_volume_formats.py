@@ -92,3 +92,17 @@ def test_what_counts_as_a_volume(tmp_path: Path, shared_data: Path) -> None:
     assert volume_suffix(Path("x_seg.seg.nrrd")) == ".seg.nrrd"
     assert volume_suffix(Path("x.nii.gz")) == ".nii.gz"
     assert CaseKind.VOLUME == "volume" and CaseKind("slices2d") is CaseKind.SLICES2D
+
+
+def test_probabilities_keep_their_class_axis_in_nrrd_and_mha(tmp_path: Path) -> None:
+    import nrrd
+    import SimpleITK as sitk
+
+    aff = np.array([[-1.2, 0, 0, 40.0], [0, -1.2, 0, 20.0], [0, 0, 2.5, -10.0], [0, 0, 0, 1]])
+    probs = np.random.default_rng(0).random((6, 5, 4, 3)).astype(np.float32)
+    data, header = nrrd.read(str(save_volume(tmp_path / "p.nrrd", probs, aff)))
+    np.testing.assert_array_equal(data, probs)
+    assert header["kinds"] == ["domain", "domain", "domain", "vector"]
+    img = sitk.ReadImage(str(save_volume(tmp_path / "p.mha", probs, aff)))
+    assert img.GetNumberOfComponentsPerPixel() == 3 and img.GetOrigin() == (-40.0, -20.0, -10.0)
+    np.testing.assert_array_equal(np.transpose(sitk.GetArrayFromImage(img), (2, 1, 0, 3)), probs)
