@@ -64,6 +64,12 @@ class CaseKind(str, Enum):
     VOLUME = "volume"
     SLICES2D = "slices2d"
 
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
 # NRRD 'space' -> sign flips that turn that world into RAS+ (per world axis x, y, z).
 _SPACE_TO_RAS: dict[str, tuple[float, float, float]] = {
     "right-anterior-superior": (1.0, 1.0, 1.0),

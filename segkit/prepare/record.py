@@ -34,10 +34,11 @@ import numpy.typing as npt
 
 from segkit.config import Config, PrepareConfig
 from segkit.errors import DataError
+from segkit.io.volumes import CaseKind
 from segkit.prepare.normalize import Recipe
 
-VOLUME = "volume"  # a 3D volume case (its records carry no "kind" key)
-SLICES2D = "slices2d"  # one patient's 2D slice files (chest-CT); "spacing" is pixels, no reassembly
+VOLUME = CaseKind.VOLUME  # a 3D volume case (its records carry no "kind" key)
+SLICES2D = CaseKind.SLICES2D  # one patient's 2D slice files (chest-CT); "spacing" is pixels, no reassembly
 KINDS = (VOLUME, SLICES2D)
 REWRITE_HINT = "run segkit prepare again to rewrite dataset.json"
 

@@ -92,6 +92,7 @@ def test_what_counts_as_a_volume(tmp_path: Path, shared_data: Path) -> None:
     assert volume_suffix(Path("x_seg.seg.nrrd")) == ".seg.nrrd"
     assert volume_suffix(Path("x.nii.gz")) == ".nii.gz"
     assert CaseKind.VOLUME == "volume" and CaseKind("slices2d") is CaseKind.SLICES2D
+    assert f"{CaseKind.VOLUME}" == str(CaseKind.VOLUME) == "volume"
 
 
 def test_probabilities_keep_their_class_axis_in_nrrd_and_mha(tmp_path: Path) -> None:
