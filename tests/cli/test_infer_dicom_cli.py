@@ -35,10 +35,10 @@ def setup(tmp_path_factory: pytest.TempPathFactory, repo_root: Path, shared_data
     run.mkdir()
     build_model(load_config(config, sets)).save(run / "model.keras")
     series = root / "study"  # two series in nested folders, file names without a suffix
-    for name in ("siemens", "hitachi"):
-        dst = series / name / "sub"
+    for name in ("hitachi/anatomical/001", "generic/anatomical/002_non_isotropic"):
+        dst = series / name.split("/")[0] / "sub"
         dst.mkdir(parents=True)
-        for i, f in enumerate(sorted((shared_data / "dicom" / name / "anatomical/001").iterdir())):
+        for i, f in enumerate(sorted((shared_data / "dicom" / name).iterdir())):
             shutil.copy(f, dst / f"IMG{i}")
     return {"root": root, "config": config, "study": series, "data": shared_data / "dicom"}
 
@@ -51,14 +51,14 @@ def _args(setup: dict[str, Path], *more: str) -> list[str]:
 
 
 def test_series_folder_to_nifti_and_dicom_seg_with_equal_labels(setup: dict[str, Path]) -> None:
-    src = setup["data"] / "siemens/anatomical/001"
+    src = setup["data"] / "hitachi/anatomical/001"
     out = setup["root"] / "one"
     for fmt in ("nifti", "dicom-seg"):
         res = runner.invoke(app, _args(setup, "--input", str(src), "--output", str(out / fmt),
                                        "--output-format", fmt))
         assert res.exit_code == 0, res.output
     nifti, seg = load_volume(out / "nifti/001_seg.nii.gz"), load_volume(out / "dicom-seg/001_seg.dcm")
-    assert seg.format == "dicom-seg" and nifti.data.shape == (256, 256, 4)
+    assert seg.format == "dicom-seg" and nifti.data.shape == (64, 64, 4)
     np.testing.assert_array_equal(seg.data, nifti.data)
     np.testing.assert_allclose(seg.affine, nifti.affine, atol=1e-3)
     np.testing.assert_allclose(nifti.affine, load_volume(src).affine, atol=1e-6)
@@ -81,8 +81,9 @@ def test_folder_with_two_series_gives_one_named_output_each(setup: dict[str, Pat
     res = runner.invoke(app, _args(setup, "--input", str(setup["study"]), "--output", str(out)))
     assert res.exit_code == 0, res.output
     segs = sorted(p.name for p in out.glob("*_seg.nii.gz"))
-    assert segs == ["s004_seg.nii.gz", "s010_seg.nii.gz"]
+    assert segs == ["s010_seg.nii.gz", "s201_seg.nii.gz"]
     assert nib.load(str(out / "s010_seg.nii.gz")).shape == (64, 64, 4)  # hitachi: series number 10
+    assert nib.load(str(out / "s201_seg.nii.gz")).shape == (64, 28, 4)  # generic 002: series number 201
 
 
 @pytest.mark.parametrize("series,reason", [
@@ -131,10 +132,10 @@ def test_prepare_reads_dicom_series_folders_and_names_several_series(
     cases = setup["root"] / "cases"
     for c in ("la_100", "la_101", "la_102"):
         img, lbl = nib.load(str(la / f"imagesTr/{c}.nii.gz")), nib.load(str(la / f"labelsTr/{c}.nii.gz"))
-        aff = img.affine @ np.diag([3, 3, 4, 1.0])
-        write_dicom_series(cases / c / "image", img.dataobj.get_unscaled()[::3, ::3, ::4], aff,
+        aff = img.affine @ np.diag([4, 4, 8, 1.0])
+        write_dicom_series(cases / c / "image", img.dataobj.get_unscaled()[::4, ::4, ::8], aff,
                            SeriesSpec("MR", 0.0))
-        save_volume(cases / c / "label.nii.gz", np.asarray(lbl.dataobj)[::3, ::3, ::4], aff)
+        save_volume(cases / c / "label.nii.gz", np.asarray(lbl.dataobj)[::4, ::4, ::8], aff)
     config = setup["root"] / "la.yaml"
     config.write_text("name: la-dicom\nmodality: mr\n"
                       "classes: [{id: 1, name: left_atrium, color: [255, 0, 0]}]\n"
