@@ -1,5 +1,7 @@
-"""``infer(cfg, input)``: one entry point that dispatches on its input -- a volume file, a folder of volumes,
-or a folder of PNG/JPG slices -- as ``segkit infer`` does.
+"""``infer(cfg, input)``: one entry point that dispatches on its input -- a volume file (any format of
+``segkit.io.volumes``), a DICOM series folder, a folder of volumes and DICOM series (each series, and each
+phase of a cine series, one case; label-named files skipped unless ``InferOptions.glob``), or a folder of
+PNG/JPG slices -- as ``segkit infer`` does.
 
 Two steps, so a caller can refuse bad input before TensorFlow is imported: ``plan_inference`` checks the
 input, the output folder and every output file (nothing is loaded or written), and ``run_inference`` loads the
