@@ -49,12 +49,15 @@ def set_interrupt_hint(hint: str | None) -> None:
 
 def set_debug(debug: bool) -> None:
     _state["debug"] = debug or os.environ.get("SEGKIT_DEBUG", "") not in ("", "0")
+    # segkit's own messages at INFO; other libraries' (highdicom, pydicom, absl, ...) only from WARNING up
+    # unless --debug
     logging.basicConfig(
-        level=logging.DEBUG if _state["debug"] else logging.INFO,
+        level=logging.DEBUG if _state["debug"] else logging.WARNING,
         format="%(message)s",
         handlers=[RichHandler(console=err, show_path=False, show_time=False)],
         force=True,
     )
+    logging.getLogger("segkit").setLevel(logging.DEBUG if _state["debug"] else logging.INFO)
 
 
 def handle_errors(func: F) -> F:
