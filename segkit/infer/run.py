@@ -81,6 +81,7 @@ def plan_inference(
     """
     from segkit.infer.folder import OUTPUT_DIRS, check_output_dir, folder_outputs, list_images
     from segkit.infer.volume import refuse_existing
+    from segkit.io.run_folder import INFERENCE_DIR
     from segkit.io.slices import IMAGE_SUFFIXES
     from segkit.io.volumes import volume_suffix
     from segkit.predict.models import resolve_models
@@ -109,7 +110,7 @@ def plan_inference(
                         path=input_path, hint="give NIfTI/NRRD volumes, or drop --save-probabilities")
     run_dir = Path(cfg.train.run_dir)
     model_paths, pp_dir = resolve_models(run_dir, models)
-    out = Path(out_dir) if out_dir is not None else run_dir / "inference"
+    out = Path(out_dir) if out_dir is not None else run_dir / INFERENCE_DIR
     if input_path.is_dir():
         check_output_dir(input_path, out, OUTPUT_DIRS if images else ("",))
     if images:
