@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from segkit.errors import DataError
 from segkit.infer.options import InferOptions
@@ -41,6 +41,7 @@ class InferencePlan:
     postprocessing_dir: Path | None
     save_probabilities: bool = False
     overwrite: bool = False
+    bundle: Path | None = None  # a deployment bundle (segkit export) whose runtime runs instead of Keras
 
 
 @dataclass
@@ -65,7 +66,9 @@ def plan_inference(
     """Check the input and the outputs; load and write nothing.
 
     Args:
-        cfg: the run's config (``train.run_dir`` names the run folder).
+        cfg: the run's config (``train.run_dir`` names the run folder, or a bundle folder of
+            ``segkit export``: its runtime and its pre/post-processing then apply, and the default output
+            folder is ``<bundle>-inference`` beside it).
         input_path: a NIfTI/NRRD volume, a folder of them, or a folder of PNG/JPG slices.
         out_dir: default ``<train.run_dir>/inference``.
         models: ``.keras`` files (several: their ensemble); default the run folder's model(s)
@@ -84,6 +87,7 @@ def plan_inference(
     from segkit.io.run_folder import INFERENCE_DIR
     from segkit.io.slices import IMAGE_SUFFIXES
     from segkit.io.volumes import volume_suffix
+    from segkit.predict.bundle import is_bundle
     from segkit.predict.models import resolve_models
 
     input_path = Path(input_path)
@@ -109,8 +113,13 @@ def plan_inference(
         raise DataError("--save-probabilities writes volumes; the input is a folder of slices",
                         path=input_path, hint="give NIfTI/NRRD volumes, or drop --save-probabilities")
     run_dir = Path(cfg.train.run_dir)
-    model_paths, pp_dir = resolve_models(run_dir, models)
+    bundle = run_dir if is_bundle(run_dir) else None
+    if bundle is not None and models:
+        raise DataError("--model does not apply to a bundle", path=bundle, hint="drop --model")
+    model_paths, pp_dir = ([], run_dir) if bundle is not None else resolve_models(run_dir, models)
     out = Path(out_dir) if out_dir is not None else run_dir / INFERENCE_DIR
+    if bundle is not None and out_dir is None:  # a bundle folder holds only its listed files
+        out = run_dir.parent / f"{run_dir.name}-{INFERENCE_DIR}"
     if input_path.is_dir():
         check_output_dir(input_path, out, OUTPUT_DIRS if images else ("",))
     if images:
@@ -118,7 +127,7 @@ def plan_inference(
     else:
         refuse_existing(_volume_outputs(volumes, out, save_probabilities, input_path), overwrite)
     return InferencePlan("slices" if images else "volumes", input_path, tuple(volumes), out,
-                         tuple(model_paths), pp_dir, save_probabilities, overwrite)
+                         tuple(model_paths), pp_dir, save_probabilities, overwrite, bundle)
 
 
 def _volume_outputs(volumes: Sequence[Path], out: Path, probabilities: bool, input_path: Path) -> list[Path]:
@@ -165,10 +174,12 @@ def run_inference(
     from segkit.infer.folder import infer_folder
     from segkit.infer.volume import infer_volume
     from segkit.postprocess import apply_postprocessing
+    from segkit.predict.bundle import load_bundle_model, read_bundle
     from segkit.predict.models import load_models
 
     cfg = apply_postprocessing(cfg, plan.postprocessing_dir, volumes=plan.kind == "volumes")
-    net = load_models(list(plan.model_paths), cfg, precision=cfg.train.precision)
+    net: Any = (load_bundle_model(read_bundle(plan.bundle)) if plan.bundle is not None
+                else load_models(list(plan.model_paths), cfg, precision=cfg.train.precision))
     result = InferenceResult(plan)
     settings = replace(options or InferOptions(), overwrite=plan.overwrite,
                        save_probabilities=plan.save_probabilities).resolve(cfg)
