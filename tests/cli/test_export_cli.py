@@ -129,7 +129,8 @@ def test_bundle_infers_like_keras_without_tensorflow(
     bundle = _export(setup[name], fmt, setup["root"] / f"bundle-{name}-{fmt}")
     meta = json.loads((bundle / "bundle.json").read_text())
     assert meta["format"] == fmt and meta["format_version"] == 1 and meta["model"]["name"] == "flexunet"
-    assert meta["model"]["input_shape"] == [None, 64, 64, 1] and meta["model"]["output_shape"] == [None, 64, 64, 4]
+    assert meta["model"]["input_shape"] == [None, 64, 64, 1]
+    assert meta["model"]["output_shape"] == [None, 64, 64, 4]
     assert [c["name"] for c in meta["classes"]] == ["background", "ventricle", "atrium", "vessel"]
     assert meta["ensemble"]["members"] == (["model.keras"] if name == "run"
                                            else ["fold_0/model.keras", "fold_1/model.keras"])
@@ -154,8 +155,10 @@ def test_bad_bundles_are_refused(setup: dict[str, Path]) -> None:
         "missing": lambda b: (b / "preprocessing.json").unlink(),
         "extra": lambda b: (b / "evil.py").write_text("raise SystemExit"),
     }
-    expect = {"tampered": "model.onnx does not match its sha256", "version": "unknown bundle format version 99",
-              "missing": "a bundle member is missing: preprocessing.json", "extra": "not listed in bundle.json"}
+    expect = {"tampered": "model.onnx does not match its sha256",
+              "version": "unknown bundle format version 99",
+              "missing": "a bundle member is missing: preprocessing.json",
+              "extra": "not listed in bundle.json"}
     for case, spoil in cases.items():
         bad = setup["root"] / f"bad-{case}"
         shutil.copytree(good, bad)
