@@ -49,10 +49,12 @@ log = logging.getLogger(__name__)
 KERAS_FORMATS = {"onnx": "onnx", "litert": "litert", "savedmodel": "tf_saved_model"}
 
 REFUSED: dict[tuple[str, str], str] = {
-    ("swinunet", "onnx"): "tf2onnx writes a graph that ONNX Runtime rejects as invalid",
-    ("swinunet", "litert"): "its window attention needs TensorFlow ops that LiteRT's builtin ops lack "
-                            "(Select TF ops)",
-    ("transunet", "onnx"): "tf2onnx writes a graph that ONNX Runtime rejects as invalid",
+    ("swinunet", "onnx"): "tf2onnx cannot convert the Erfc op of its exact GELU (ONNX Runtime rejects the "
+                          "graph as invalid)",
+    ("swinunet", "litert"): "its shifted windows use tf.roll, a Select TF op (FlexRoll) that the LiteRT "
+                            "interpreter lacks",
+    ("transunet", "onnx"): "tf2onnx cannot convert the Erfc op of its exact GELU (ONNX Runtime rejects the "
+                           "graph as invalid)",
 }
 """(model, format) pairs that do not convert, with the reason (refused before anything is written)."""
 
@@ -239,6 +241,10 @@ def _check(net: keras.Model, tmp: Path, meta: dict[str, Any]) -> float:
         got = load_bundle_model(read_bundle(tmp)).predict_on_batch(x)
     except ModelError as e:
         raise ModelError(f"{meta['model']['name']} does not export to {meta['format']}: {e.message}",
+                         hint="try another --format") from e
+    except Exception as e:  # noqa: BLE001 - a runtime may accept the file and fail on the first call
+        raise ModelError(f"{meta['model']['name']} does not export to {meta['format']}: the runtime fails on "
+                         f"it ({type(e).__name__}: {' '.join(str(e).split())[:200]})",
                          hint="try another --format") from e
     diff = float(np.max(np.abs(got - np.asarray(net.predict_on_batch(x), np.float32))))
     if not diff <= CHECK_TOLERANCE:

@@ -228,9 +228,8 @@ def _litert_runner(path: Path) -> Any:
 def _savedmodel_runner(path: Path) -> Any:
     import tensorflow as tf
 
-    loaded = tf.saved_model.load(str(path))
-    fn = getattr(loaded, SERVING_SIGNATURE)
-    return lambda x: np.asarray(fn(tf.constant(x)))
+    loaded = tf.saved_model.load(str(path))  # kept by the closure: its variables die with it
+    return lambda x: np.asarray(getattr(loaded, SERVING_SIGNATURE)(tf.constant(x)))
 
 
 __all__ = ["BUNDLE_FILE", "FORMATS", "FORMAT_VERSION", "MODEL_FILES", "SERVING_SIGNATURE", "Bundle",

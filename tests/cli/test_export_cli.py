@@ -122,7 +122,8 @@ def keras_outputs(setup: dict[str, Path]) -> dict[str, Path]:
     return outs
 
 
-@pytest.mark.parametrize(("name", "fmt"), [("run", "onnx"), ("run", "litert"), ("cv", "onnx")])
+@pytest.mark.parametrize(("name", "fmt"),
+                         [("run", "onnx"), ("run", "litert"), ("cv", "onnx"), ("cv", "litert")])
 def test_bundle_infers_like_keras_without_tensorflow(
     setup: dict[str, Path], keras_outputs: dict[str, Path], name: str, fmt: str
 ) -> None:
