@@ -70,6 +70,7 @@ class ExportOptions:
     out: Path | None = None
     overwrite: bool = False
     licence: str | None = None
+    quantize: str | None = None  # "int8": LiteRT post-training quantization (``segkit.export.quantize``)
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class ExportResult:
     members: tuple[str, ...]
     size_bytes: int
     max_abs_diff: float
+    quantization: dict[str, Any] | None = None  # int8: the Dice cost (``segkit.export.quantize.dice_cost``)
 
 
 def refusal(model_name: str, fmt: str) -> str | None:
@@ -102,6 +104,9 @@ def export_run(run_dir: Path, options: ExportOptions) -> ExportResult:
     """
     run_dir = Path(run_dir)
     cfg = _run_config(run_dir, options.fmt)
+    if options.quantize not in (None, "int8") or (options.quantize and options.fmt != "litert"):
+        raise ConfigError(f"--quantize {options.quantize} is not available for --format {options.fmt}",
+                          hint="use --format litert --quantize int8, or leave --quantize out")
     why = refusal(cfg.model.name, options.fmt)
     if why is not None:
         others = [f for f in FORMATS if not refusal(cfg.model.name, f)]
@@ -119,13 +124,14 @@ def export_run(run_dir: Path, options: ExportOptions) -> ExportResult:
         meta = _write_members(net, tmp, cfg, options)
         meta["ensemble"] = _ensemble(run_dir, members)
         meta["model_card"] = _model_card(run_dir, cfg, options.licence)
-        diff = _check(net, tmp, meta)
+        diff = _check(net, tmp, meta, cfg if options.quantize else None)
         _replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     log.info("exported %s -> %s (%s, %d bytes, max |dp| %.2g)", run_dir, out, options.fmt, size, diff)
-    return ExportResult(out, options.fmt, tuple(meta["ensemble"]["members"]), size, diff)
+    return ExportResult(out, options.fmt, tuple(meta["ensemble"]["members"]), size, diff,
+                        meta["model"]["quantization"])
 
 
 def _run_config(run_dir: Path, fmt: str) -> Config:
@@ -160,8 +166,13 @@ def _write_members(net: keras.Model, tmp: Path, cfg: Config, options: ExportOpti
     from segkit.postprocess import load_postprocessing
 
     name = MODEL_FILES[options.fmt]
+    kwargs: dict[str, Any] = {}
+    if options.quantize == "int8":
+        from segkit.export.quantize import litert_int8_kwargs
+
+        kwargs = litert_int8_kwargs(cfg)
     try:
-        net.export(str(tmp / name), format=KERAS_FORMATS[options.fmt], verbose=False)
+        net.export(str(tmp / name), format=KERAS_FORMATS[options.fmt], verbose=False, **kwargs)
     except Exception as e:  # noqa: BLE001 - the converters raise many types
         raise ModelError(f"{cfg.model.name} does not export to {options.fmt}: {type(e).__name__}: "
                          f"{' '.join(str(e).split())[:200]}", hint="try another --format") from e
@@ -184,7 +195,8 @@ def _write_members(net: keras.Model, tmp: Path, cfg: Config, options: ExportOpti
                   "input": "image slices scaled to 0..1 (the prepared uint8 slice / 255), channels = "
                            "data.channels x (1 + 2 x data.context_slices) neighbouring slices",
                   "output": "softmax probabilities per class (background first)",
-                  "signature": SERVING_SIGNATURE if options.fmt == "savedmodel" else None},
+                  "signature": SERVING_SIGNATURE if options.fmt == "savedmodel" else None,
+                  "quantization": None},
         "input_size": [int(v) for v in cfg.data.image_size], "channels": int(cfg.data.channels),
         "context_slices": int(cfg.data.context_slices), "classes": classes,
         "preprocessing": spec, "postprocessing": pp.to_json() if pp is not None else None,
@@ -223,12 +235,14 @@ def _model_card(run_dir: Path, cfg: Config, licence: str | None) -> dict[str, An
     }
 
 
-def _check(net: keras.Model, tmp: Path, meta: dict[str, Any]) -> float:
+def _check(net: keras.Model, tmp: Path, meta: dict[str, Any], int8_cfg: Config | None = None) -> float:
     """Write ``bundle.json``, read the bundle back as a deployment would and compare its probabilities
-    with Keras on a fixed random batch; returns max |dp| (also recorded in ``bundle.json``).
+    with Keras on a fixed random batch; returns max |dp| (also recorded in ``bundle.json``). A quantized
+    bundle (``int8_cfg``) is judged by its Dice cost on prepared validation slices instead, recorded under
+    ``model.quantization``.
 
     Raises:
-        ModelError: the runtime rejects the file, or the probabilities differ by more than
+        ModelError: the runtime rejects the file, or (float32) the probabilities differ by more than
             ``CHECK_TOLERANCE``.
     """
     from segkit.predict.bundle import bundle_files, load_bundle_model, read_bundle
@@ -237,19 +251,26 @@ def _check(net: keras.Model, tmp: Path, meta: dict[str, Any]) -> float:
     write_json(tmp / BUNDLE_FILE, meta)
     shape = [2, *meta["model"]["input_shape"][1:]]
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    what = f"{meta['model']['name']} does not export to {meta['format']}"
     try:
-        got = load_bundle_model(read_bundle(tmp)).predict_on_batch(x)
+        runtime = load_bundle_model(read_bundle(tmp))
+        got = runtime.predict_on_batch(x)
     except ModelError as e:
-        raise ModelError(f"{meta['model']['name']} does not export to {meta['format']}: {e.message}",
-                         hint="try another --format") from e
+        raise ModelError(f"{what}: {e.message}", hint="try another --format") from e
     except Exception as e:  # noqa: BLE001 - a runtime may accept the file and fail on the first call
-        raise ModelError(f"{meta['model']['name']} does not export to {meta['format']}: the runtime fails on "
-                         f"it ({type(e).__name__}: {' '.join(str(e).split())[:200]})",
-                         hint="try another --format") from e
+        raise ModelError(f"{what}: the runtime fails on it ({type(e).__name__}: "
+                         f"{' '.join(str(e).split())[:200]})", hint="try another --format") from e
     diff = float(np.max(np.abs(got - np.asarray(net.predict_on_batch(x), np.float32))))
-    if not diff <= CHECK_TOLERANCE:
-        raise ModelError(f"{meta['model']['name']} does not export to {meta['format']}: the converted graph "
-                         f"differs from Keras by {diff:.3g} in probability", hint="try another --format")
+    if int8_cfg is not None:
+        from segkit.export.quantize import CALIBRATION_SLICES, dice_cost
+
+        meta["model"]["quantization"] = {
+            "kind": "int8 post-training quantization (LiteRT), float32 input and output",
+            "calibration": f"{CALIBRATION_SLICES} prepared training slices",
+            **dice_cost(net.predict_on_batch, runtime.predict_on_batch, int8_cfg)}
+    elif not diff <= CHECK_TOLERANCE:
+        raise ModelError(f"{what}: the converted graph differs from Keras by {diff:.3g} in probability",
+                         hint="try another --format")
     meta["export_check"] = {"max_abs_diff": diff, "batch": "2 uniform random inputs in [0, 1), seed 0"}
     write_json(tmp / BUNDLE_FILE, meta)
     return diff
