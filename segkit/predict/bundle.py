@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -200,6 +201,8 @@ def _onnx_runner(path: Path) -> Any:
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    if hasattr(os, "sched_getaffinity"):  # as many threads as the cores this process may use (taskset)
+        opts.intra_op_num_threads = len(os.sched_getaffinity(0))
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x})[0]
