@@ -129,7 +129,7 @@ def export_run(run_dir: Path, options: ExportOptions) -> ExportResult:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    log.info("exported %s -> %s (%s, %d bytes, max |dp| %.2g)", run_dir, out, options.fmt, size, diff)
+    log.debug("exported %s -> %s (%s, %d bytes, max |dp| %.2g)", run_dir, out, options.fmt, size, diff)
     return ExportResult(out, options.fmt, tuple(meta["ensemble"]["members"]), size, diff,
                         meta["model"]["quantization"])
 
