@@ -26,7 +26,7 @@ from segkit.cli import (  # noqa: E402
     config_cmd,
     cv,
     evaluate,
-    export_cmd,  # noqa: E402
+    export_cmd,
     infer,
     models_cmd,
     prepare,
