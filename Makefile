@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DEMO    ?= demo
 
-.PHONY: install demo test test-fast bench bench-quality lint clean
+.PHONY: install demo test test-fast bench bench-quality bench-deploy lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,10 +36,14 @@ bench: $(STAMP)
 bench-quality: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python scripts/bench_quality.py $(BENCH_ARGS)
 
+# Deployment: a short-trained LA model as Keras, ONNX, LiteRT and SavedModel: equivalence, cold start, speed.
+bench-deploy: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python scripts/bench_deploy.py $(BENCH_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check segkit tests scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 clean:
-	rm -rf $(VENV) $(DEMO) .pytest_cache bench-quality
+	rm -rf $(VENV) $(DEMO) .pytest_cache bench-quality bench-deploy

@@ -7,7 +7,8 @@ and the packages on one line do not import each other where marked ``|``. ``lint
 checks this order, written in ``pyproject.toml``'s ``[tool.importlinter]``:
 
 1. ``cli`` -- the Typer commands;
-2. ``cv`` -- cross-validation: trains each fold (``train``) and scores it (``evaluate``);
+2. ``cv`` -- cross-validation: trains each fold (``train``) and scores it (``evaluate``); then ``export`` --
+   deployment bundles of a run or cv folder (reads the preprocessing recipe through ``infer``);
 3. ``train | evaluate | infer`` -- the stages;
 4. ``postprocess`` -- the component filter and the post-processing choice, made by train, applied by
    evaluate and infer;

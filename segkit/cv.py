@@ -36,21 +36,40 @@ from typing import Any
 from segkit.config import Config
 from segkit.errors import ConfigError, DataError
 from segkit.io.atomic import write_json, write_text
+from segkit.io.run_folder import (
+    CONFIG_FILE,
+    CV_CASES_FILE,
+    CV_FILE,
+    CV_ROOT_OUTPUTS,
+    CV_SUMMARY_FILE,
+    CV_SUMMARY_MD,
+    HISTORY_CSV,
+    MODEL_FILE,
+    POSTPROCESSING_FILE,
+    PREPROCESSING_FILE,
+    SINGLE_RUN_FILES,
+    SPLITS_FILE,
+    TRAIN_SUMMARY_FILE,
+    TrainSummary,
+    fold_name,
+    read_train_summary,
+    write_cv_folds,
+    write_train_summary,
+)
 from segkit.metrics.overlap import summarize
 from segkit.metrics.scores import ScoreTable
-from segkit.predict.models import CV_FILE
 from segkit.progress import NULL_PROGRESS, Progress
 
 log = logging.getLogger(__name__)
 
-SUMMARY_FILE = "cv_summary.json"
-CASES_FILE = "cv_cases.csv"
+SUMMARY_FILE = CV_SUMMARY_FILE
+CASES_FILE = CV_CASES_FILE
 METRICS = ("dice", "hd95_mm")
 
 
 def fold_dir(run_dir: Path, fold: int) -> Path:
     """``run_dir/fold_<k>``."""
-    return Path(run_dir) / f"fold_{fold}"
+    return Path(run_dir) / fold_name(fold)
 
 
 def fold_config(cfg: Config, fold: int) -> Config:
@@ -217,9 +236,7 @@ def cv_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-ROOT_OUTPUTS = (CV_FILE, SUMMARY_FILE, "cv_summary.md", CASES_FILE, "postprocessing.json", "config.yaml",
-                "preprocessing.json", "splits.json")
-SINGLE_RUN_FILES = ("model.keras", "last.keras", "history.csv", "train_summary.json")
+ROOT_OUTPUTS = CV_ROOT_OUTPUTS
 
 
 def _same_split(cfk: Config, rk: Path) -> None:
@@ -227,7 +244,7 @@ def _same_split(cfk: Config, rk: Path) -> None:
     its validation cases would no longer be the ones it never saw."""
     from segkit.prepare.split import load_splits
 
-    saved = rk / "splits.json"
+    saved = rk / SPLITS_FILE
     if not saved.is_file():
         return
     now = load_splits(Path(cfk.data.dir))
@@ -252,16 +269,16 @@ def fold_state(cfk: Config) -> str:
     from segkit.train.fit import config_difference
 
     rk = Path(cfk.train.run_dir)
-    if not (rk / "config.yaml").is_file():
+    if not (rk / CONFIG_FILE).is_file():
         return "missing"
-    diff = config_difference((rk / "config.yaml").read_text(encoding="utf-8"), cfk)
+    diff = config_difference((rk / CONFIG_FILE).read_text(encoding="utf-8"), cfk)
     if diff is not None:
         raise ConfigError(f"fold {cfk.data.fold} in the run folder was trained with another config ({diff})",
                           path=rk,
                           hint="use --overwrite to retrain every fold, or set train.run_dir to a new folder")
     _same_split(cfk, rk)
-    summary_path = rk / "train_summary.json"
-    if not (summary_path.is_file() and (rk / "model.keras").is_file()):
+    summary_path = rk / TRAIN_SUMMARY_FILE
+    if not (summary_path.is_file() and (rk / MODEL_FILE).is_file()):
         return "partial"
     ts = json.loads(summary_path.read_text(encoding="utf-8"))
     stop = ts.get("stop_reason")
@@ -280,11 +297,10 @@ def _mark_complete(cfk: Config) -> None:
     from segkit.train.fit import spent_time
 
     rk = Path(cfk.train.run_dir)
-    rows = cb.read_history_csv(rk / "history.csv")
-    write_json(rk / "train_summary.json", {
-        "stop_reason": "complete", "epochs_done": len(rows), "epochs": cfk.train.epochs,
-        "train_time_s": round(spent_time(rows)[0], 1), "time_limit_min": cfk.train.time_limit,
-        "postprocessing": None})
+    rows = cb.read_history_csv(rk / HISTORY_CSV)
+    write_train_summary(rk, TrainSummary(
+        stop_reason="complete", epochs_done=len(rows), epochs=cfk.train.epochs,
+        train_time_s=spent_time(rows)[0], time_limit_min=cfk.train.time_limit, postprocessing=None))
 
 
 def _check_root(run_dir: Path, overwrite: bool) -> None:
@@ -329,7 +345,7 @@ def _train_folds(
         try:
             train_model(cfk, resume=resume, overwrite=not resume, progress=train_progress)
         except RunComplete:  # killed after its last epoch (e.g. while choosing post-processing): it is done
-            if not (rk / "model.keras").is_file():
+            if not (rk / MODEL_FILE).is_file():
                 raise
             log.info("fold %d had no epoch left to train: taken as done", k)
             _mark_complete(cfk)
@@ -341,9 +357,8 @@ def _fold_runs(fold_cfgs: Sequence[Config]) -> list[dict[str, Any]]:
     """Each fold's folder, epochs, training time and stop reason (from its ``train_summary.json``)."""
     runs = []
     for cfk in fold_cfgs:
-        path = Path(cfk.train.run_dir) / "train_summary.json"
-        ts = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-        runs.append({"fold": cfk.data.fold, "run_dir": f"fold_{cfk.data.fold}",
+        ts = read_train_summary(Path(cfk.train.run_dir)) or {}
+        runs.append({"fold": cfk.data.fold, "run_dir": fold_name(int(cfk.data.fold or 0)),
                      "epochs_done": ts.get("epochs_done"), "train_time_s": ts.get("train_time_s"),
                      "stop_reason": ts.get("stop_reason")})
     return runs
@@ -378,10 +393,10 @@ def _score_folds(
 
     pp = None
     if cfg.train.choose_postprocessing:
-        members = [(c, Path(c.train.run_dir) / "model.keras") for c in fold_cfgs]
+        members = [(c, Path(c.train.run_dir) / MODEL_FILE) for c in fold_cfgs]
         pp = choose_postprocessing_pooled(members, run_dir, "valid", progress)
     if pp is None:  # no decision now: an older one must not apply to this ensemble
-        (run_dir / "postprocessing.json").unlink(missing_ok=True)
+        (run_dir / POSTPROCESSING_FILE).unlink(missing_ok=True)
     summary["postprocessing"] = pp.to_json() if pp is not None else None
     return summary, fold_rows
 
@@ -396,9 +411,9 @@ def _write_root(
     ``cv.json``, the first fold's ``preprocessing.json`` / ``splits.json``), ``cv_cases.csv``, the summary
     (``cv_summary.json``) and its table (``cv_summary.md``)."""
     run_dir = Path(cfg.train.run_dir)
-    write_text(run_dir / "config.yaml", cfg.to_yaml())
-    write_json(run_dir / CV_FILE, {"folds": [f"fold_{k}" for k in range(len(fold_cfgs))]})
-    for name in ("preprocessing.json", "splits.json"):
+    write_text(run_dir / CONFIG_FILE, cfg.to_yaml())
+    write_cv_folds(run_dir, len(fold_cfgs))
+    for name in (PREPROCESSING_FILE, SPLITS_FILE):
         src = Path(fold_cfgs[0].train.run_dir) / name
         if src.is_file():
             write_text(run_dir / name, src.read_text(encoding="utf-8"))
@@ -410,7 +425,7 @@ def _write_root(
             writer.writerow([k, r["case_id"], r["class_name"], *(r.get(m) for m in METRICS)])
     write_text(run_dir / CASES_FILE, buf.getvalue())
     write_json(run_dir / SUMMARY_FILE, summary)
-    write_text(run_dir / "cv_summary.md", cv_table(summary) + "\n")
+    write_text(run_dir / CV_SUMMARY_MD, cv_table(summary) + "\n")
 
 
 def run_cv(

@@ -4,7 +4,8 @@
     segkit train CONFIG                     train a model
     segkit cv CONFIG                        train and score every cross-validation fold
     segkit evaluate CONFIG                  per case x class metrics
-    segkit infer CONFIG --input PATH        label volumes / masks from a trained model
+    segkit infer CONFIG --input PATH        label volumes / masks from a trained model (or a bundle)
+    segkit export RUN_DIR --format onnx     a deployment bundle (ONNX, LiteRT, SavedModel)
     segkit augment-preview CONFIG           a grid of augmented samples
     segkit config show CONFIG               the resolved config with every default
     segkit config presets                   the presets any CONFIG argument can name
@@ -20,7 +21,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ bann
 import typer  # noqa: E402
 
 from segkit import __version__  # noqa: E402
-from segkit.cli import augment_preview, config_cmd, cv, evaluate, infer, models_cmd, prepare, train  # noqa: E402
+from segkit.cli import (  # noqa: E402
+    augment_preview,
+    config_cmd,
+    cv,
+    evaluate,
+    export_cmd,
+    infer,
+    models_cmd,
+    prepare,
+    train,
+)
 from segkit.cli.common import set_debug  # noqa: E402
 
 app = typer.Typer(
@@ -55,6 +66,7 @@ app.command("train", no_args_is_help=True)(train.train)
 app.command("cv", no_args_is_help=True)(cv.cv)
 app.command("evaluate", no_args_is_help=True)(evaluate.evaluate)
 app.command("infer", no_args_is_help=True)(infer.infer)
+app.command("export", no_args_is_help=True)(export_cmd.export)
 app.command("augment-preview", no_args_is_help=True)(augment_preview.augment_preview)
 app.command("models")(models_cmd.models)
 app.add_typer(config_cmd.app, name="config", help="Inspect configs; list the presets.")

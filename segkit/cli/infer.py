@@ -20,7 +20,8 @@ _GLOB_HELP = ("Folder input: only files (or DICOM series names) matching this pa
 @handle_errors
 def infer(
     config: Path = typer.Argument(
-        ..., help="YAML config of the run, or the run folder itself (train.run_dir)."
+        ..., help="YAML config of the run, the run folder itself (train.run_dir), or a bundle folder "
+        "(segkit export: runs with ONNX Runtime / LiteRT, no TensorFlow)."
     ),
     input_path: Path = typer.Option(..., "--input", "-i", help=_INPUT_HELP),
     output: Path = typer.Option(
@@ -62,13 +63,16 @@ def infer(
     """
     from segkit.infer.options import InferOptions
     from segkit.infer.run import plan_inference, run_inference
+    from segkit.predict.bundle import bundle_config, is_bundle, read_bundle
 
-    cfg = load(config, sets)
+    bundle = read_bundle(config) if is_bundle(config) else None  # checked (sha256) before anything runs
+    cfg = bundle_config(bundle, sets or ()) if bundle is not None else load(config, sets)
     # refuse bad input and unsafe or existing outputs before TensorFlow is imported and anything is written
     options = InferOptions(batch_size=batch_size, tta=tta, largest_component=largest, overwrite=overwrite,
                            save_probabilities=save_probabilities, output_format=output_format, glob=glob)
     plan = plan_inference(cfg, input_path, output, models=model or None, options=options)
-    quiet_tensorflow()
+    if bundle is None or bundle.format == "savedmodel":  # ONNX and LiteRT bundles run without TensorFlow
+        quiet_tensorflow()
     bar = RichProgress()  # one bar per volume (a new volume closes the last one)
 
     def show(r: Any) -> None:  # segkit.infer.volume.VolumeResult: close its bar, then print what it wrote

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from segkit.errors import DataError
 from segkit.infer.options import InferOptions
@@ -54,6 +54,7 @@ class InferencePlan:
     overwrite: bool = False
     output_format: str = "nifti"
     skipped: tuple[str, ...] = ()
+    bundle: Path | None = None  # a deployment bundle (segkit export) whose runtime runs instead of Keras
 
 
 @dataclass
@@ -77,7 +78,9 @@ def plan_inference(
     """Check the input and the outputs; load and write nothing.
 
     Args:
-        cfg: the run's config (``train.run_dir`` names the run folder).
+        cfg: the run's config (``train.run_dir`` names the run folder, or a bundle folder of
+            ``segkit export``: its runtime and its pre/post-processing then apply, and the default output
+            folder is ``<bundle>-inference`` beside it).
         input_path: a volume (any ``segkit.io.volumes`` format), a DICOM series folder, a folder of volumes
             and DICOM series (each series its own case), or a folder of PNG/JPG slices.
         out_dir: default ``<train.run_dir>/inference``.
@@ -94,9 +97,11 @@ def plan_inference(
     """
     from segkit.infer.folder import OUTPUT_DIRS, check_output_dir, folder_outputs, list_images
     from segkit.infer.volume import refuse_existing
+    from segkit.io.run_folder import INFERENCE_DIR
     from segkit.io.segmentations import OUTPUT_FORMATS
     from segkit.io.slices import IMAGE_SUFFIXES
     from segkit.io.volumes import VolumeRef, is_volume, supported_text
+    from segkit.predict.bundle import is_bundle
     from segkit.predict.models import resolve_models
 
     opts = options or InferOptions()
@@ -130,8 +135,13 @@ def plan_inference(
                         path=input_path, hint="give volumes, or drop --save-probabilities")
     _check_dicom_seg(volumes, opts.output_format)
     run_dir = Path(cfg.train.run_dir)
-    model_paths, pp_dir = resolve_models(run_dir, models)
-    out = Path(out_dir) if out_dir is not None else run_dir / "inference"
+    bundle = run_dir if is_bundle(run_dir) else None
+    if bundle is not None and models:
+        raise DataError("--model does not apply to a bundle", path=bundle, hint="drop --model")
+    model_paths, pp_dir = ([], run_dir) if bundle is not None else resolve_models(run_dir, models)
+    out = Path(out_dir) if out_dir is not None else run_dir / INFERENCE_DIR
+    if bundle is not None and out_dir is None:  # a bundle folder holds only its listed files
+        out = run_dir.parent / f"{run_dir.name}-{INFERENCE_DIR}"
     if input_path.is_dir():
         check_output_dir(input_path, out, OUTPUT_DIRS if images else ("",))
     if images:
@@ -140,7 +150,7 @@ def plan_inference(
         refuse_existing(_volume_outputs(volumes, out, opts, input_path), opts.overwrite)
     return InferencePlan("slices" if images else "volumes", input_path, tuple(volumes), out,
                          tuple(model_paths), pp_dir, opts.save_probabilities, opts.overwrite,
-                         opts.output_format, tuple(skipped))
+                         opts.output_format, tuple(skipped), bundle)
 
 
 def select_volumes(folder: Path, glob: str | None) -> tuple[list[VolumeRef], list[str]]:
@@ -233,10 +243,12 @@ def run_inference(
     from segkit.infer.folder import infer_folder
     from segkit.infer.volume import infer_volume
     from segkit.postprocess import apply_postprocessing
+    from segkit.predict.bundle import load_bundle_model, read_bundle
     from segkit.predict.models import load_models
 
     cfg = apply_postprocessing(cfg, plan.postprocessing_dir, volumes=plan.kind == "volumes")
-    net = load_models(list(plan.model_paths), cfg, precision=cfg.train.precision)
+    net: Any = (load_bundle_model(read_bundle(plan.bundle)) if plan.bundle is not None
+                else load_models(list(plan.model_paths), cfg, precision=cfg.train.precision))
     result = InferenceResult(plan)
     settings = replace(options or InferOptions(), overwrite=plan.overwrite,
                        save_probabilities=plan.save_probabilities,

@@ -83,10 +83,11 @@ def preprocessing_spec(cfg: Config) -> Preprocessing:
     """
     import json
 
+    from segkit.io.run_folder import PREPROCESSING_FILE
     from segkit.prepare.manifest import MANIFEST_FILE, load_manifest
     from segkit.prepare.record import Preprocessing
 
-    kept = Path(cfg.train.run_dir) / "preprocessing.json"
+    kept = Path(cfg.train.run_dir) / PREPROCESSING_FILE
     if kept.is_file():
         hint = "delete it to use data.dir's dataset.json, or train the run again"
         try:

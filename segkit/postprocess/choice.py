@@ -38,6 +38,7 @@ import numpy as np
 from segkit.config import Config
 from segkit.errors import DataError
 from segkit.io.atomic import write_json
+from segkit.io.run_folder import MODEL_FILE, POSTPROCESSING_FILE
 from segkit.metrics.overlap import class_counts, dice_from_counts
 from segkit.metrics.scores import ScoreTable
 from segkit.postprocess.components import count_components, largest_component
@@ -51,7 +52,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-POSTPROCESSING_FILE = "postprocessing.json"
 
 
 @dataclass(frozen=True)
@@ -223,7 +223,7 @@ def choose_postprocessing(
         (2D datasets, moved sources): nothing is written then.
     """
     run_dir = Path(cfg.train.run_dir)
-    model = Path(model_path) if model_path else run_dir / "model.keras"
+    model = Path(model_path) if model_path else run_dir / MODEL_FILE
     return choose_postprocessing_pooled([(cfg, model)], run_dir, split, progress, write)
 
 

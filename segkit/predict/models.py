@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from segkit.errors import ConfigError, ModelError
+from segkit.io.run_folder import model_paths
 
 if TYPE_CHECKING:
     import keras
@@ -24,33 +25,16 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-CV_FILE = "cv.json"  # a cross-validation run folder's list of fold folders (segkit.cv)
 
 
 def run_models(run_dir: Path) -> list[Path]:
     """The model file(s) a run folder stands for: ``model.keras``, or every fold's model of a cross-validation
-    run (``cv.json``), which ``load_models`` then ensembles.
+    run (``cv.json``), which ``load_models`` then ensembles (``segkit.io.run_folder.model_paths``).
 
     Raises:
         ModelError: ``cv.json`` is unreadable or names a fold whose model is missing.
     """
-    import json
-
-    run_dir = Path(run_dir)
-    path = run_dir / CV_FILE
-    if not path.is_file():
-        return [run_dir / "model.keras"]
-    try:
-        folds = json.loads(path.read_text(encoding="utf-8"))["folds"]
-        models = [run_dir / str(f) / "model.keras" for f in folds]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ModelError(f"cannot read {CV_FILE}: {e}", path=path,
-                         hint="run segkit cv again to rewrite it") from e
-    missing = [m for m in models if not m.is_file()]
-    if not models or missing:
-        raise ModelError(f"a fold model is missing: {missing[0] if missing else 'no folds listed'}",
-                         path=path, hint="run segkit cv again to finish the folds")
-    return models
+    return model_paths(Path(run_dir))
 
 
 def resolve_models(

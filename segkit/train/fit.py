@@ -39,6 +39,24 @@ import numpy as np
 from segkit.config import Config
 from segkit.errors import ConfigError, DataError, OutputError, SegkitError
 from segkit.io.atomic import remove_stale_temps, write_bytes, write_json, write_text
+from segkit.io.run_folder import (
+    BACKUP_DIR,
+    CONFIG_FILE,
+    CURVES_PNG,
+    EPOCH_INFER_DIR,
+    HISTORY_CSV,
+    HISTORY_JSON,
+    LAST_MODEL_FILE,
+    MODEL_FILE,
+    PREPROCESSING_FILE,
+    RUN_OUTPUTS,
+    SPLITS_FILE,
+    TRAIN_SUMMARY_FILE,
+    VERSIONS_FILE,
+    TrainSummary,
+    is_cv_folder,
+    write_train_summary,
+)
 
 if TYPE_CHECKING:
     import keras
@@ -48,25 +66,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PREPROCESSING_FILE = "preprocessing.json"
-
-RUN_OUTPUTS = (
-    "model.keras",
-    "last.keras",
-    "config.yaml",
-    "versions.json",
-    "splits.json",
-    "history.csv",
-    "history.json",
-    "curves.png",
-    "epoch_infer",
-    "backup",
-    "train_summary.json",
-    "postprocessing.json",
-    PREPROCESSING_FILE,
-)
-"""Everything ``train_model`` writes in a run directory (what ``overwrite`` removes; nothing else is
-touched)."""
 
 # Keys that may change between an interrupted run and its ``--resume``: training longer (epochs or time), and
 # a run folder that was moved or renamed.
@@ -205,14 +204,14 @@ def check_run_dir(cfg: Config, *, resume: bool, overwrite: bool) -> bool:
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError("train.run_dir exists and is not a folder", path=run_dir,
                           hint="set train.run_dir to a folder")
-    if (run_dir / "cv.json").is_file() or any(run_dir.glob("fold_*/config.yaml")):
+    if is_cv_folder(run_dir) or any(run_dir.glob(f"fold_*/{CONFIG_FILE}")):
         raise ConfigError("train.run_dir holds a cross-validation run (segkit cv)", path=run_dir,
                           hint="train one of its folds with --fold k, or set train.run_dir to another folder")
     if _is_empty(run_dir):
         if resume:
             log.info("nothing to resume in %s: starting a new run", run_dir)
         return False
-    saved = run_dir / "config.yaml"
+    saved = run_dir / CONFIG_FILE
     if resume:
         if not saved.is_file():
             raise ConfigError(
@@ -320,9 +319,9 @@ def write_run_info(cfg: Config, run_dir: Path, precision: str, device: str) -> N
 
     import segkit
 
-    write_text(run_dir / "config.yaml", cfg.to_yaml())
+    write_text(run_dir / CONFIG_FILE, cfg.to_yaml())
     write_json(
-        run_dir / "versions.json",
+        run_dir / VERSIONS_FILE,
         {
             "python": platform.python_version(),
             "tensorflow": tf.__version__,
@@ -337,9 +336,9 @@ def write_run_info(cfg: Config, run_dir: Path, precision: str, device: str) -> N
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
     )
-    splits = Path(cfg.data.dir) / "splits.json"
+    splits = Path(cfg.data.dir) / SPLITS_FILE
     if splits.is_file():
-        write_bytes(run_dir / "splits.json", splits.read_bytes())
+        write_bytes(run_dir / SPLITS_FILE, splits.read_bytes())
     manifest_path = Path(cfg.data.dir) / "dataset.json"
     if manifest_path.is_file():  # the preprocessing recipe travels with the model (infer RUN_DIR, elsewhere)
         from segkit.prepare.manifest import load_manifest
@@ -586,11 +585,11 @@ def _restore(cfg: Config, model: keras.Model, strategy: Any, run_dir: Path) -> i
     """
     from segkit.train import callbacks as cb
 
-    csv_path = run_dir / "history.csv"
+    csv_path = run_dir / HISTORY_CSV
     add_history_columns(csv_path)
     initial_epoch = 0
     with strategy.scope():  # optimizer variables are created here (MirroredStrategy on several GPUs)
-        done = cb.restore_backup(model, run_dir / "backup")  # weights + optimizer state of that epoch
+        done = cb.restore_backup(model, run_dir / BACKUP_DIR)  # weights + optimizer state of that epoch
     if done is not None:
         truncate_history_csv(csv_path, done)
         initial_epoch = done
@@ -598,7 +597,7 @@ def _restore(cfg: Config, model: keras.Model, strategy: Any, run_dir: Path) -> i
         log.info("no completed epoch to resume in %s: starting at epoch 1", run_dir)
     else:
         rows = cb.read_history_csv(csv_path)
-        if not (run_dir / "last.keras").is_file():
+        if not (run_dir / LAST_MODEL_FILE).is_file():
             raise ConfigError(
                 f"cannot resume: history.csv lists {len(rows)} epochs but last.keras and backup/ are missing",
                 path=run_dir,
@@ -607,7 +606,7 @@ def _restore(cfg: Config, model: keras.Model, strategy: Any, run_dir: Path) -> i
         initial_epoch = len(rows)
         with strategy.scope():
             model.optimizer.build(model.trainable_variables)
-            model.load_weights(run_dir / "last.keras")
+            model.load_weights(run_dir / LAST_MODEL_FILE)
     if initial_epoch >= cfg.train.epochs:
         raise RunComplete(
             f"the run already completed {initial_epoch} of train.epochs={cfg.train.epochs} epochs",
@@ -668,7 +667,7 @@ def _past(call: _Call, compiled: _Compiled, dev: _Device) -> _Past:
 
     cfg, run_dir, clock, limit_s = call.cfg, call.run_dir, call.clock, call.limit_s
     initial_epoch = _restore(cfg, compiled.model, dev.strategy, run_dir) if call.resuming else 0
-    previous_rows = cb.read_history_csv(run_dir / "history.csv") if call.resuming else []
+    previous_rows = cb.read_history_csv(run_dir / HISTORY_CSV) if call.resuming else []
     previous_values = [r.get(compiled.monitor, float("nan")) for r in previous_rows]
     best_before = cb.plateau_state(previous_values, compiled.mode)[0]
     clock.spent_s, previous_durations = spent_time(previous_rows)
@@ -754,17 +753,17 @@ def _callbacks(call: _Call, compiled: _Compiled, past: _Past, steps: int) -> tup
         *cb.plateau_callbacks(cfg.train, monitor, mode, previous_values),
         cb.LearningRateLogger(),
         cb.EpochTime(clock),
-        cb.AtomicCheckpoint(run_dir / "model.keras", monitor=monitor if keep_best else None, mode=mode,
+        cb.AtomicCheckpoint(run_dir / MODEL_FILE, monitor=monitor if keep_best else None, mode=mode,
                             initial_best=past.best_before if keep_best else None),
-        cb.AtomicCheckpoint(run_dir / "last.keras"),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=call.resuming),
-        cb.HistoryWriter(run_dir / "history.json", run_dir / "curves.png", past.rows),
-        cb.AtomicBackup(run_dir / "backup"),
+        cb.AtomicCheckpoint(run_dir / LAST_MODEL_FILE),
+        keras.callbacks.CSVLogger(str(run_dir / HISTORY_CSV), append=call.resuming),
+        cb.HistoryWriter(run_dir / HISTORY_JSON, run_dir / CURVES_PNG, past.rows),
+        cb.AtomicBackup(run_dir / BACKUP_DIR),
     ]
     if cfg.train.epoch_change_infer.enabled:
         images, truth = preview_batch(cfg, cfg.train.epoch_change_infer.num_images)
         palette = palette_array([c.color for c in cfg.effective_classes])
-        callbacks.append(cb.EpochPreview(run_dir / "epoch_infer", images, truth, palette))
+        callbacks.append(cb.EpochPreview(run_dir / EPOCH_INFER_DIR, images, truth, palette))
     if call.progress is not None:
         callbacks.append(cb.ProgressReporter(call.progress, cfg.train.epochs, steps, clock, limit_s))
     time_limit = cb.TimeLimit(limit_s, clock, past.durations) if limit_s is not None else None
@@ -835,26 +834,16 @@ def _write_summary(cfg: Config, run_dir: Path, monitor: str, outcome: _Outcome) 
     """Choose the post-processing (``train.choose_postprocessing``, with a ``model.keras``) and write
     ``train_summary.json``."""
     postprocessing = None
-    if cfg.train.choose_postprocessing and (run_dir / "model.keras").is_file():
+    if cfg.train.choose_postprocessing and (run_dir / MODEL_FILE).is_file():
         from segkit.postprocess import choose_postprocessing
 
-        pp = choose_postprocessing(cfg, run_dir / "model.keras")
+        pp = choose_postprocessing(cfg, run_dir / MODEL_FILE)
         postprocessing = pp.to_json() if pp is not None else None
-    write_json(
-        run_dir / "train_summary.json",
-        {
-            "stop_reason": outcome.stop_reason,
-            "epochs_done": outcome.epochs_done,
-            "epochs": cfg.train.epochs,
-            "train_time_s": round(outcome.train_time_s, 1),
-            "time_limit_min": cfg.train.time_limit,
-            "monitor": monitor,
-            "model_checkpoint": cfg.train.model_checkpoint,
-            "best_value": outcome.best_value,
-            "best_epoch": outcome.best_epoch,
-            "postprocessing": postprocessing,
-        },
-    )
+    write_train_summary(run_dir, TrainSummary(
+        stop_reason=outcome.stop_reason, epochs_done=outcome.epochs_done, epochs=cfg.train.epochs,
+        train_time_s=outcome.train_time_s, time_limit_min=cfg.train.time_limit, postprocessing=postprocessing,
+        monitor=monitor, model_checkpoint=cfg.train.model_checkpoint, best_value=outcome.best_value,
+        best_epoch=outcome.best_epoch))
 
 
 def _finish(
@@ -877,7 +866,7 @@ def _finish(
             hint=f"lower train.learning_rate (now {cfg.train.learning_rate:g}), "
             f"e.g. --set train.learning_rate={cfg.train.learning_rate / 10:g}, or set train.clipvalue",
         )
-    rows = cb.read_history_csv(run_dir / "history.csv")
+    rows = cb.read_history_csv(run_dir / HISTORY_CSV)
     outcome = _outcome(cfg, rows, compiled, guards)
     _write_summary(cfg, run_dir, monitor, outcome)
     if outcome.stop_reason == "time_limit":
@@ -890,8 +879,8 @@ def _finish(
                                     info={"stop_reason": outcome.stop_reason}))
     return TrainResult(
         run_dir=run_dir,
-        best_model=run_dir / "model.keras",
-        last_model=run_dir / "last.keras",
+        best_model=run_dir / MODEL_FILE,
+        last_model=run_dir / LAST_MODEL_FILE,
         monitor=monitor,
         best_value=outcome.best_value,
         best_epoch=outcome.best_epoch,
@@ -954,7 +943,7 @@ def train_model(
         call.run_dir.mkdir(parents=True, exist_ok=True)
         write_run_info(cfg, call.run_dir, dev.precision, dev.device)
         # train_summary.json describes a finished run; a resumed one is not finished until it writes a new one
-        (call.run_dir / "train_summary.json").unlink(missing_ok=True)
+        (call.run_dir / TRAIN_SUMMARY_FILE).unlink(missing_ok=True)
         data = _datasets(call, past.initial_epoch)
         _report_start(call, dev, compiled, past.initial_epoch, data)
         guards = _fit(call, compiled, past, data)

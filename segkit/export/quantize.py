@@ -1,0 +1,85 @@
+"""int8 post-training quantization of a LiteRT bundle (``segkit export --format litert --quantize int8``):
+calibration on prepared training slices, and the Dice it costs on prepared validation slices.
+
+The quantized graph keeps float32 inputs and outputs (weights and activations int8 inside), so it runs
+where a float32 bundle runs.
+
+Example:
+    >>> kwargs = litert_int8_kwargs(cfg)       # passed to keras.Model.export(..., format="litert", **kwargs)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from segkit.metrics.overlap import class_counts
+
+if TYPE_CHECKING:
+    from segkit.config import Config
+
+CALIBRATION_SLICES = 64  # prepared training slices the activation ranges are calibrated on
+DICE_SLICES = 128  # prepared validation slices the Dice cost is measured on
+
+
+def prepared_slices(cfg: Config, split: str, n: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8]]:
+    """Up to ``n`` evenly spaced slices of a prepared split as the model reads them (2.5D neighbours,
+    ``data.image_size`` or the centre patch): images (n, H, W, C) float32, masks (n, H, W) uint8.
+
+    Raises:
+        DataError: the prepared dataset (``data.dir``) is missing or unreadable.
+    """
+    from segkit.data.pipeline import context_table, read_sample, split_pairs
+
+    pairs = split_pairs(cfg, split)
+    k = int(cfg.data.context_slices)
+    ctx = context_table(pairs, k, Path(cfg.data.dir) / "dataset.json") if k else None
+    picks = np.unique(np.linspace(0, len(pairs) - 1, min(n, len(pairs))).round().astype(int))
+    samples = [read_sample(pairs, int(i), cfg, ctx, True if cfg.data.patches else None) for i in picks]
+    return (np.stack([s[0] for s in samples]).astype(np.float32), np.stack([s[1] for s in samples]))
+
+
+def litert_int8_kwargs(cfg: Config) -> dict[str, Any]:
+    """The LiteRT converter settings of int8 post-training quantization, calibrated on
+    ``CALIBRATION_SLICES`` prepared training slices."""
+    import tensorflow as tf
+
+    images, _ = prepared_slices(cfg, "train", CALIBRATION_SLICES)
+
+    def representative() -> Iterator[list[npt.NDArray[np.float32]]]:
+        for x in images:
+            yield [x[None]]
+
+    return {"optimizations": [tf.lite.Optimize.DEFAULT], "representative_dataset": representative}
+
+
+def mean_dice(probs: npt.NDArray[np.float32], masks: npt.NDArray[np.uint8], num_classes: int) -> float:
+    """Foreground Dice of the argmax of ``probs`` against ``masks``, pooled over the slices and averaged over
+    the classes present in either."""
+    pred = probs.argmax(-1).astype(np.uint8)
+    scores = []
+    for c in class_counts(pred, masks, range(1, num_classes)).values():
+        if c.tp + c.fp + c.fn:
+            scores.append(2 * c.tp / (2 * c.tp + c.fp + c.fn))
+    return float(np.mean(scores)) if scores else 1.0
+
+
+def dice_cost(keras_predict: Any, bundle_predict: Any, cfg: Config) -> dict[str, Any]:
+    """Mean foreground Dice of the float32 Keras model and of the quantized bundle on ``DICE_SLICES``
+    prepared validation slices, and their difference (float32 - int8)."""
+    images, masks = prepared_slices(cfg, "valid", DICE_SLICES)
+    batches = range(0, len(images), 16)
+    p_float = np.concatenate([np.asarray(keras_predict(images[s:s + 16])) for s in batches])
+    p_int8 = np.concatenate([np.asarray(bundle_predict(images[s:s + 16])) for s in batches])
+    d_float, d_int8 = mean_dice(p_float, masks, cfg.num_classes), mean_dice(p_int8, masks, cfg.num_classes)
+    return {"slices": int(len(images)), "split": "valid", "dice_float32": round(d_float, 4),
+            "dice_int8": round(d_int8, 4), "dice_cost": round(d_float - d_int8, 4),
+            "max_abs_dp": float(np.max(np.abs(p_float - p_int8)))}
+
+
+__all__ = ["CALIBRATION_SLICES", "DICE_SLICES", "dice_cost", "litert_int8_kwargs", "mean_dice",
+           "prepared_slices"]

@@ -1,0 +1,91 @@
+"""Export contract over the model registry: every zoo model exports to ONNX (checked against Keras by the
+export itself) or is refused with one line naming the model, the format and the reason, writing nothing.
+LiteRT and SavedModel run for flexunet here; for every model they are marked slow.
+
+Models are untrained, 64x64, base_filters 4, num_layers 3.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from segkit.config import MODEL_CATALOG, validate_config
+from segkit.errors import ModelError
+from segkit.export import REFUSED, ExportOptions, export_run, refusal
+from segkit.predict.bundle import FORMATS
+
+RAW: dict[str, Any] = {
+    "name": "zoo",
+    "modality": "mr",
+    "classes": [{"id": 1, "name": "LA", "color": [255, 0, 255]},
+                {"id": 2, "name": "RV", "color": [0, 255, 0]}],
+    "prepare": {"size": [64, 64]},
+    "data": {"image_size": [64, 64], "channels": 1},
+    "model": {"base_filters": 4, "num_layers": 3, "dropout_rate": 0.0},
+}
+
+
+def _run(tmp_path: Path, name: str, model: bool = True) -> Path:
+    import keras
+
+    from segkit.models import build_model
+
+    raw = copy.deepcopy(RAW)
+    raw["model"]["name"] = name
+    cfg = validate_config(raw)
+    run = tmp_path / name
+    run.mkdir()
+    if model:  # a refused pair is refused before the model is read
+        keras.utils.set_random_seed(0)
+        build_model(cfg).save(run / "model.keras")
+    (run / "config.yaml").write_text(cfg.to_yaml())
+    (run / "preprocessing.json").write_text(json.dumps({"prepare": cfg.prepare.model_dump(mode="json"),
+                                                        "modality": "mr"}))
+    return run
+
+
+def _contract(tmp_path: Path, name: str, fmt: str) -> None:
+    why = refusal(name, fmt)
+    run = _run(tmp_path, name, model=why is None)
+    if why is not None:
+        with pytest.raises(ModelError) as e:
+            export_run(run, ExportOptions(fmt=fmt))
+        line = e.value.one_line()
+        assert f"{name} does not export to {fmt}: {why}" in line and "\n" not in line
+        assert not (run / f"export-{fmt}").exists() and not list(run.glob(".export-*"))
+        return
+    res = export_run(run, ExportOptions(fmt=fmt))
+    meta = json.loads((res.bundle / "bundle.json").read_text())
+    assert meta["model"]["name"] == name and meta["model"]["output_shape"] == [None, 64, 64, 3]
+    assert 0 <= res.max_abs_diff <= 1e-2 and meta["export_check"]["max_abs_diff"] == res.max_abs_diff
+    assert [p.name for p in run.iterdir() if p.name.startswith(".")] == []
+
+
+def test_refusals_name_registered_models_and_formats() -> None:
+    for name, fmt in REFUSED:
+        assert name in MODEL_CATALOG.names() and fmt in FORMATS
+    assert refusal("unet", "onnx") is None  # an alias of flexunet
+
+
+@pytest.mark.parametrize("name", MODEL_CATALOG.names())
+def test_every_model_exports_to_onnx_or_is_refused(tmp_path: Path, name: str) -> None:
+    _contract(tmp_path, name, "onnx")
+
+
+@pytest.mark.parametrize("fmt", ["litert", "savedmodel"])
+def test_flexunet_exports_to_litert_and_savedmodel(tmp_path: Path, fmt: str) -> None:
+    _contract(tmp_path, "flexunet", fmt)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["litert", "savedmodel"])
+@pytest.mark.parametrize("name", [n for n in MODEL_CATALOG.names() if n != "flexunet"])
+def test_every_model_exports_to_litert_and_savedmodel_or_is_refused(
+    tmp_path: Path, name: str, fmt: str
+) -> None:
+    _contract(tmp_path, name, fmt)
