@@ -21,7 +21,9 @@ _CONFIG_HELP = "YAML config file, run folder, or preset name (e.g. left-atrial; 
 @handle_errors
 def show(
     config: Path = typer.Argument(..., help=_CONFIG_HELP),
-    sets: list[str] = typer.Option(None, "--set", help="Override a key, e.g. --set train.epochs=2."),
+    sets: list[str] = typer.Option(
+        None, "--set", metavar="KEY=VALUE", help="Override a key, e.g. --set train.epochs=2."
+    ),
 ) -> None:
     """Print CONFIG resolved: every section and default, after --set overrides."""
     cfg = load(config, sets)

@@ -43,7 +43,8 @@ def infer(
         help="Volumes: also write <case>_probs.nii.gz (float32, one channel per class).",
     ),
     sets: list[str] = typer.Option(
-        None, "--set", help="Config override KEY=VALUE, e.g. train.precision=mixed_bfloat16."
+        None, "--set", metavar="KEY=VALUE",
+        help="Config override KEY=VALUE, e.g. train.precision=mixed_bfloat16."
     ),
 ) -> None:
     """Segment volumes (-> <case>_seg.nii.gz in the input's exact geometry + overlay PNG) or slice folders.

@@ -17,7 +17,9 @@ def models(
     size: int = typer.Option(128, "--size", min=8, help="Image size (pixels, square) for params and GFLOP."),
     config: Path = typer.Option(None, "--config",
                                 help="Take the model options from this config (default: defaults)."),
-    sets: list[str] = typer.Option(None, "--set", help="Override a key, e.g. --set model.base_filters=32."),
+    sets: list[str] = typer.Option(
+        None, "--set", metavar="KEY=VALUE", help="Override a key, e.g. --set model.base_filters=32."
+    ),
 ) -> None:
     """List every registered model with its parameters and forward GFLOP per image (1 channel, 4 classes
     unless --config says otherwise); with NAME, its description and the model.* options it reads."""

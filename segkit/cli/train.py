@@ -135,7 +135,7 @@ class RichTrainProgress:
 def train(
     config: Path = typer.Argument(..., help="YAML config or preset name, e.g. configs/demo.yaml or demo."),
     sets: list[str] = typer.Option(
-        None, "--set", help="Override a key, e.g. --set train.epochs=5 (repeatable)."
+        None, "--set", metavar="KEY=VALUE", help="Override a key, e.g. --set train.epochs=5 (repeatable)."
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in train.run_dir."),
     overwrite: bool = typer.Option(
