@@ -51,3 +51,34 @@ def test_set_error_and_binary_config_are_one_line() -> None:
     assert r.exit_code == 2
     assert r.output.startswith("error: --set: key 'prepare.size'") and "hint: a list" in r.output
     assert len(r.output.strip().splitlines()) == 1
+
+
+def test_models_spells_names_as_configs_and_describes_in_full() -> None:
+    r = runner.invoke(app, ["models", "attention_unet", "--size", "32"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "attention_unet" in r.output and "attention-unet" not in r.output
+    assert "``" not in r.output
+    row = next(line for line in r.output.splitlines() if line.startswith("│ attention_unet"))
+    assert "with FlexUNet's level rules" in row  # the whole first paragraph, not its first source line
+    r = runner.invoke(app, ["models", "flexunet", "--size", "32"], env={"COLUMNS": "200"})
+    assert "TensorFlowFlexUNet" in r.output and "``" not in r.output
+
+
+def test_models_plot_writes_the_summary_and_the_picture_or_says_why_not(tmp_path) -> None:  # noqa: ANN001
+    import importlib.util
+    import shutil
+
+    png = tmp_path / "flexunet.png"
+    r = runner.invoke(app, ["models", "flexunet", "--size", "32", "--set", "model.num_layers=3",
+                            "--plot", str(png)], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    summary = (tmp_path / "flexunet_summary.txt").read_text(encoding="utf-8")
+    assert 'Model: "flexunet"' in summary and "head_softmax" in summary and "Total params" in summary
+    if importlib.util.find_spec("pydot") and shutil.which("dot"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    else:
+        assert not png.exists()
+        line = next(x for x in r.output.splitlines() if "not drawn" in x)
+        assert "pydot" in line and "hint: pip install pydot" in line
+    r = runner.invoke(app, ["models", "--plot", str(png)])
+    assert r.exit_code == 2 and "--plot: --plot draws one model" in r.output
