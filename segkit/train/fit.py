@@ -831,14 +831,19 @@ def _outcome(cfg: Config, rows: list[dict[str, float]], compiled: _Compiled, gua
     return _Outcome(epochs_done, stopped, stop_reason, best_value, best_epoch, spent_time(rows)[0])
 
 
-def _write_summary(cfg: Config, run_dir: Path, monitor: str, outcome: _Outcome) -> None:
-    """Choose the post-processing (``train.choose_postprocessing``, with a ``model.keras``) and write
-    ``train_summary.json``."""
+def _write_summary(call: _Call, monitor: str, outcome: _Outcome) -> None:
+    """Choose the post-processing (``train.choose_postprocessing``, with a ``model.keras``; its progress goes
+    to ``call.progress`` as ``task`` events) and write ``train_summary.json``."""
+    from segkit.progress import NULL_PROGRESS
+    from segkit.train.callbacks import TaskEvents
+
+    cfg, run_dir = call.cfg, call.run_dir
     postprocessing = None
     if cfg.train.choose_postprocessing and (run_dir / "model.keras").is_file():
         from segkit.postprocess import choose_postprocessing
 
-        pp = choose_postprocessing(cfg, run_dir / "model.keras")
+        events = TaskEvents(call.progress, outcome.epochs_done, cfg.train.epochs) if call.progress else None
+        pp = choose_postprocessing(cfg, run_dir / "model.keras", progress=events or NULL_PROGRESS)
         postprocessing = pp.to_json() if pp is not None else None
     write_json(
         run_dir / "train_summary.json",
@@ -879,7 +884,7 @@ def _finish(
         )
     rows = cb.read_history_csv(run_dir / "history.csv")
     outcome = _outcome(cfg, rows, compiled, guards)
-    _write_summary(cfg, run_dir, monitor, outcome)
+    _write_summary(call, monitor, outcome)
     if outcome.stop_reason == "time_limit":
         log.info("stopped by train.time_limit=%g min after %d epochs (%.1f min)", cfg.train.time_limit or 0,
                  outcome.epochs_done, outcome.train_time_s / 60)
