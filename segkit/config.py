@@ -445,6 +445,11 @@ class TrainConfig(_Strict):
     run_dir: Path = Field(Path("runs/default"), description="outputs of this run (relative to cwd)")
     precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "auto"
     jit_compile: bool = False
+    tensorboard: bool = Field(
+        False,
+        description="write Keras TensorBoard logs (losses, metrics, learning rate per epoch) to "
+        "<run_dir>/tensorboard; view with `tensorboard --logdir <run_dir>/tensorboard`",
+    )
     time_limit: float | None = Field(
         None,
         gt=0,
@@ -650,10 +655,74 @@ class Config(_Strict):
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, default_flow_style=None)
 
+    def to_commented_yaml(self, source_text: str) -> str:
+        """``to_yaml`` with the comments of ``source_text`` (the YAML this config was loaded from, e.g. a
+        preset) kept: its opening comment block, the comment lines above a key and a key's end-of-line
+        comment, each put at the same key of the resolved text (see ``carry_comments``)."""
+        return carry_comments(self.to_yaml(), source_text)
+
     def to_yaml_data(self) -> dict[str, Any]:
         """The config as plain data, exactly as its ``to_yaml`` text reads back."""
         data: dict[str, Any] = yaml.safe_load(self.to_yaml())
         return data
+
+
+_KEY_LINE = re.compile(r"^(?P<indent> *)(?:- )?(?P<key>[A-Za-z0-9_]+):(?P<rest>.*)$")
+_TRAILING = re.compile(r"\s+(#.*)$")
+
+
+def _comments_by_key(text: str) -> tuple[list[str], dict[tuple[str, ...], tuple[list[str], str]]]:
+    """The opening comment block of a YAML text, and per dotted key path the comment lines just above it
+    and its end-of-line comment (block-style mappings; a flow mapping is one key)."""
+    head: list[str] = []
+    found: dict[tuple[str, ...], tuple[list[str], str]] = {}
+    stack: list[tuple[int, str]] = []
+    above: list[str] = []
+    seen_key = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#") or not stripped:
+            if not seen_key:
+                head.append(line)
+            elif stripped:
+                above.append(stripped)
+            continue
+        m = _KEY_LINE.match(line)
+        if m is None:
+            above = []
+            continue
+        seen_key = True
+        indent = len(m["indent"])
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, m["key"]))
+        trailing = _TRAILING.search(m["rest"]) if "#" in m["rest"] else None
+        found[tuple(k for _, k in stack)] = (above, trailing.group(1) if trailing else "")
+        above = []
+    while head and not head[-1].strip():
+        head.pop()
+    return head, found
+
+
+def carry_comments(resolved: str, source_text: str) -> str:
+    """``resolved`` YAML with the comments of ``source_text`` at the same keys (``Config.to_commented_yaml``).
+    Comments are only added, so the text loads to the same data."""
+    head, found = _comments_by_key(source_text)
+    out = [*head] + ([""] if head else [])
+    stack: list[tuple[int, str]] = []
+    for line in resolved.splitlines():
+        m = _KEY_LINE.match(line)
+        if m is None:
+            out.append(line)
+            continue
+        indent = len(m["indent"])
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, m["key"]))
+        above, trailing = found.get(tuple(k for _, k in stack), ([], ""))
+        out += [" " * indent + c for c in above]
+        out.append(f"{line}  {trailing}" if trailing else line)
+    return "\n".join(out) + "\n"
 
 
 # === Presets ===

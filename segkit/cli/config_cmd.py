@@ -25,9 +25,17 @@ def show(
         None, "--set", metavar="KEY=VALUE", help="Override a key, e.g. --set train.epochs=2."
     ),
 ) -> None:
-    """Print CONFIG resolved: every section and default, after --set overrides."""
+    """Print CONFIG resolved: every section and default, after --set overrides, with the comments of
+    CONFIG's file kept at their keys (so `segkit config show PRESET > my.yaml` keeps the preset's notes)."""
+    from segkit.config import resolve_config_path
+
     cfg = load(config, sets)
-    typer.echo(cfg.to_yaml(), nl=False)
+    path = resolve_config_path(config)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):  # load() read it a moment ago; without it, no comments
+        text = ""
+    typer.echo(cfg.to_commented_yaml(text), nl=False)
 
 
 @app.command("check")

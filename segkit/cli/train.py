@@ -172,6 +172,7 @@ class RichTrainProgress:
 def _start_lines(i: dict[str, Any]) -> list[str]:
     """The two lines of run facts printed at a run's start."""
     return [
+        f"[bold]segkit[/] {i.get('segkit_version', '?')}  "
         f"[bold]model[/] {i['model']}: {i['params']:,} parameters,"
         f" {i['gflops_per_image']:.2f} GFLOP/image"
         f"  [bold]precision[/] {i['precision']}{' + XLA' if i['jit_compile'] else ''}"

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from segkit import __version__
 from segkit.config import Config
 from segkit.errors import ConfigError, DataError, OutputError, SegkitError
 from segkit.io.atomic import remove_stale_temps, write_bytes, write_json, write_text
@@ -63,6 +64,7 @@ RUN_OUTPUTS = (
     "backup",
     "train_summary.json",
     "postprocessing.json",
+    "tensorboard",
     PREPROCESSING_FILE,
 )
 """Everything ``train_model`` writes in a run directory (what ``overwrite`` removes; nothing else is
@@ -702,6 +704,7 @@ def _report_start(call: _Call, dev: _Device, compiled: _Compiled, initial_epoch:
 
     cfg = call.cfg
     info = {
+        "segkit_version": __version__,
         "model": cfg.model.name,
         "params": int(compiled.summary["params"]),
         "gflops_per_image": float(compiled.summary["gflops_per_image"]),
@@ -729,6 +732,39 @@ def _report_start(call: _Call, dev: _Device, compiled: _Compiled, initial_epoch:
         call.progress(cb.TrainEvent("start", initial_epoch, cfg.train.epochs, 0, data.steps, info=info))
 
 
+def _tensorboard(cfg: Config, run_dir: Path) -> list[Any]:
+    """Keras' ``TensorBoard`` callback writing to ``<run_dir>/tensorboard`` when ``train.tensorboard``.
+
+    Raises:
+        ConfigError: ``train.tensorboard: true`` without the ``tensorboard`` package (it writes the events).
+    """
+    if not cfg.train.tensorboard:
+        return []
+    import importlib.util
+
+    import keras
+
+    if importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("train.tensorboard: true needs the tensorboard package, which is not installed",
+                          hint="pip install tensorboard, or --set train.tensorboard=false")
+    return [keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False)]
+
+
+def _checkpoints(
+    run_dir: Path, keep_best: bool, monitor: str, mode: Any, best_before: float | None
+) -> list[Any]:
+    """``model.keras`` (best by ``monitor``) and ``last.keras``; with ``model_checkpoint: last`` one file
+    saved as ``last.keras`` and hard-linked as ``model.keras`` (not two identical copies)."""
+    from segkit.train import callbacks as cb
+
+    if not keep_best:
+        return [cb.AtomicCheckpoint(run_dir / "last.keras", also=run_dir / "model.keras")]
+    return [
+        cb.AtomicCheckpoint(run_dir / "model.keras", monitor=monitor, mode=mode, initial_best=best_before),
+        cb.AtomicCheckpoint(run_dir / "last.keras"),
+    ]
+
+
 def _callbacks(call: _Call, compiled: _Compiled, past: _Past, steps: int) -> tuple[list[Any], _Guards]:
     """The run's Keras callbacks, in the order that matters (NaN guard first; history before the backup, so a
     kill between them leaves an extra history row that resume trims; the time limit last, so the epoch length
@@ -754,11 +790,10 @@ def _callbacks(call: _Call, compiled: _Compiled, past: _Past, steps: int) -> tup
         *cb.plateau_callbacks(cfg.train, monitor, mode, previous_values),
         cb.LearningRateLogger(),
         cb.EpochTime(clock),
-        cb.AtomicCheckpoint(run_dir / "model.keras", monitor=monitor if keep_best else None, mode=mode,
-                            initial_best=past.best_before if keep_best else None),
-        cb.AtomicCheckpoint(run_dir / "last.keras"),
+        *_checkpoints(run_dir, keep_best, monitor, mode, past.best_before),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=call.resuming),
         cb.HistoryWriter(run_dir / "history.json", run_dir / "curves.png", past.rows),
+        *_tensorboard(cfg, run_dir),
         cb.AtomicBackup(run_dir / "backup"),
     ]
     if cfg.train.epoch_change_infer.enabled:
