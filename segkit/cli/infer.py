@@ -42,6 +42,14 @@ def infer(
         False, "--save-probabilities",
         help="Volumes: also write <case>_probs.nii.gz (float32, one channel per class).",
     ),
+    video: bool = typer.Option(
+        False, "--video",
+        help="Volumes: also write <case>_overlay.mp4 (H.264, plays in a browser): every slice with the "
+        "label overlay, its slice number and the class legend.",
+    ),
+    video_format: str = typer.Option(
+        "mp4", "--video-format", metavar="mp4|gif", help="With --video: mp4 (small) or gif (larger)."
+    ),
     sets: list[str] = typer.Option(
         None, "--set", metavar="KEY=VALUE",
         help="Config override KEY=VALUE, e.g. train.precision=mixed_bfloat16."
@@ -61,6 +69,7 @@ def infer(
     # refuse bad input and unsafe or existing outputs before TensorFlow is imported and anything is written
     plan = plan_inference(cfg, input_path, output, models=model or None,
                           save_probabilities=save_probabilities, overwrite=overwrite)
+    videos = _videos(plan, video_format, overwrite) if video else {}
     quiet_tensorflow()
     bar = RichProgress()  # one bar per volume (a new volume closes the last one)
 
@@ -70,6 +79,12 @@ def infer(
         if r.probs_path is not None:
             out.print(f"{r.case_id}: probabilities {r.probs_path}")
         out.print(f"{r.case_id}: overlay {r.montage_path}")
+        if r.case_id in videos:
+            from segkit.infer.video import write_overlay_video
+
+            source, target = videos[r.case_id]
+            v = write_overlay_video(source, r.seg_path, cfg, target)
+            out.print(f"{r.case_id}: video {v.path} ({v.frames} slices)", soft_wrap=True)
 
     with bar:
         options = InferOptions(batch_size=batch_size, tta=tta, largest_component=largest)
@@ -85,3 +100,25 @@ def infer(
             out.print(f"{f.tiled} images differ from the model input size: sliding-window inference")
 
 
+def _videos(plan: Any, fmt: str, overwrite: bool) -> dict[str, tuple[Path, Path]]:
+    """``{case id: (input volume, video file)}`` for ``--video``, checked before anything is written.
+
+    Raises:
+        ConfigError: a slice folder (no volumes), or an unknown format.
+        DataError: a video file exists and not ``--overwrite``.
+    """
+    from segkit.errors import ConfigError
+    from segkit.infer.video import VideoFormat, video_path
+    from segkit.infer.volume import refuse_existing
+    from segkit.predict.volume import case_id_of
+
+    if fmt not in ("mp4", "gif"):
+        raise ConfigError(f"unknown video format '{fmt}'", path="--video-format", hint="use mp4 or gif")
+    if plan.kind != "volumes":
+        raise ConfigError("--video makes one video per volume; this input is a folder of 2D slices",
+                          path="--video", hint="the overlays/ folder holds one overlay per slice")
+    suffix: VideoFormat = "gif" if fmt == "gif" else "mp4"
+    videos = {case_id_of(v): (v, video_path(plan.out_dir / f"{case_id_of(v)}_seg.nii.gz", suffix))
+              for v in plan.volumes}
+    refuse_existing([target for _, target in videos.values()], overwrite)
+    return videos
