@@ -67,7 +67,7 @@ def legend_strip(width: int, classes: Sequence[ClassSpec]) -> npt.NDArray[np.uin
     needed."""
     import cv2
 
-    scale = _scale(max(width, 256))
+    scale = _scale(min(max(width, 256), 448))  # as large as a caption on a single picture, not more
     row_h = int(26 * scale / 0.6) // 2 * 2
     box = row_h // 2
     items: list[tuple[tuple[int, int, int], str, int]] = []
