@@ -290,7 +290,7 @@ def test_epoch_preview_writes_numbered_png(tmp_path: Path) -> None:
     prev.set_model(model)
     prev.on_epoch_end(6)
     img = cv2.imread(str(tmp_path / "epoch_007.png"))
-    assert img is not None and img.shape == (16, 24, 3)
+    assert img is not None and img.shape == (28 + 16 * 20, 24 * 20, 3)  # titles, tiles enlarged to 160 px
 
 
 def test_progress_reporter_events_and_eta() -> None:
