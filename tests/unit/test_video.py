@@ -72,6 +72,7 @@ def test_caption_is_drawn_top_left() -> None:
     assert changed[:, 0].max() < 40 and changed[:, 1].max() < 120  # only the corner
 
 
+@pytest.mark.slow  # builds a model and runs segkit infer (~15 s)
 def test_infer_video_from_the_cli(tmp_path: Path, repo_root: Path) -> None:
     from segkit.cli.app import app
     from segkit.config import validate_config
