@@ -3,6 +3,7 @@
 - ``label_picture``: an RGB picture with a caption (e.g. ``slice 42/120``) in its top-left corner and, below
   it, the class legend (a colour box and the name of each class); the overlay montage of ``segkit infer``
   and every video frame use it.
+- ``title_strip``: column titles over side-by-side pictures (the ``image | truth | prediction`` panels).
 - ``write_overlay_video``: ``<case>_overlay.mp4`` (H.264, yuv420p, ``+faststart``: plays in a browser; the
   ffmpeg binary of the ``imageio-ffmpeg`` package) or ``<case>_overlay.gif``, one frame per slice of the
   volume along ``prepare.axis``, in the display orientation of ``segkit prepare``, the label volume blended
@@ -91,6 +92,31 @@ def legend_strip(width: int, classes: Sequence[ClassSpec]) -> npt.NDArray[np.uin
             _text(strip, name, (x + box + 6, y + box // 2 + box), scale)
             x += w
     return strip
+
+
+def title_strip(widths: Sequence[int], titles: Sequence[str]) -> npt.NDArray[np.uint8]:
+    """A dark (h, sum(widths), 3) strip naming side-by-side columns of the given widths, e.g. a panel's
+    ``image | truth | prediction``; the font shrinks to fit the narrowest column (not below a legible
+    minimum)."""
+    import cv2
+
+    scale = min(0.5, *(_fit(t, w) for t, w in zip(titles, widths, strict=True)))
+    height = int(28 * scale / 0.5) // 2 * 2 + 4
+    strip = np.full((height, int(sum(widths)), 3), 24, dtype=np.uint8)
+    x = 0
+    for title, w in zip(titles, widths, strict=True):
+        cv2.putText(strip, title, (x + 3, height - 6), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
+                    cv2.LINE_AA)
+        x += w
+    return strip
+
+
+def _fit(text: str, width: int) -> float:
+    """The font scale (>= 0.3) at which ``text`` fits ``width`` pixels."""
+    import cv2
+
+    (tw, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 1.0, 1)
+    return max(0.3, (width - 6) / max(tw, 1))
 
 
 def label_picture(
@@ -190,4 +216,4 @@ def write_overlay_video(
 
 
 __all__ = ["VideoFormat", "VideoResult", "enlarge", "label_picture", "legend_strip", "overlay_frames",
-           "video_path", "write_overlay_video", "write_video"]
+           "title_strip", "video_path", "write_overlay_video", "write_video"]
