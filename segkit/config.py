@@ -877,7 +877,8 @@ def load_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -
         apply_override(from_sets, item)
     preset = is_preset_file(path)
     size_follows = preset and _size_follows_prepare(raw, from_sets)
-    if size_follows and "size" in (from_sets.get("prepare") or {}):
+    # a list given for prepare.size moves image_size too (a wrong type stays one error, on prepare.size)
+    if size_follows and isinstance((from_sets.get("prepare") or {}).get("size"), list):
         raw["data"]["image_size"] = raw["prepare"]["size"]
     try:
         cfg = Config.model_validate(raw)
