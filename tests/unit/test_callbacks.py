@@ -265,7 +265,7 @@ def test_history_writer_real_json_and_curves(tmp_path: Path) -> None:
         {"epoch": 1, "loss": 1.5, "val_loss": None, "fg_dice": 0.25, "val_fg_dice": 0.5, "lr": 0.001},
     ]
     png = cv2.imread(str(tmp_path / "curves.png"))
-    assert png is not None and png.shape == (400, 1000, 3)
+    assert png is not None and png.shape == (420, 1800, 3)  # 18 x 4.2 in at 100 dpi, 4 panels
 
 
 def test_preview_grid_layout_and_colours() -> None:
