@@ -445,6 +445,11 @@ class TrainConfig(_Strict):
     run_dir: Path = Field(Path("runs/default"), description="outputs of this run (relative to cwd)")
     precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "auto"
     jit_compile: bool = False
+    tensorboard: bool = Field(
+        False,
+        description="write Keras TensorBoard logs (losses, metrics, learning rate per epoch) to "
+        "<run_dir>/tensorboard; view with `tensorboard --logdir <run_dir>/tensorboard`",
+    )
     time_limit: float | None = Field(
         None,
         gt=0,
@@ -650,10 +655,74 @@ class Config(_Strict):
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, default_flow_style=None)
 
+    def to_commented_yaml(self, source_text: str) -> str:
+        """``to_yaml`` with the comments of ``source_text`` (the YAML this config was loaded from, e.g. a
+        preset) kept: its opening comment block, the comment lines above a key and a key's end-of-line
+        comment, each put at the same key of the resolved text (see ``carry_comments``)."""
+        return carry_comments(self.to_yaml(), source_text)
+
     def to_yaml_data(self) -> dict[str, Any]:
         """The config as plain data, exactly as its ``to_yaml`` text reads back."""
         data: dict[str, Any] = yaml.safe_load(self.to_yaml())
         return data
+
+
+_KEY_LINE = re.compile(r"^(?P<indent> *)(?:- )?(?P<key>[A-Za-z0-9_]+):(?P<rest>.*)$")
+_TRAILING = re.compile(r"\s+(#.*)$")
+
+
+def _comments_by_key(text: str) -> tuple[list[str], dict[tuple[str, ...], tuple[list[str], str]]]:
+    """The opening comment block of a YAML text, and per dotted key path the comment lines just above it
+    and its end-of-line comment (block-style mappings; a flow mapping is one key)."""
+    head: list[str] = []
+    found: dict[tuple[str, ...], tuple[list[str], str]] = {}
+    stack: list[tuple[int, str]] = []
+    above: list[str] = []
+    seen_key = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#") or not stripped:
+            if not seen_key:
+                head.append(line)
+            elif stripped:
+                above.append(stripped)
+            continue
+        m = _KEY_LINE.match(line)
+        if m is None:
+            above = []
+            continue
+        seen_key = True
+        indent = len(m["indent"])
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, m["key"]))
+        trailing = _TRAILING.search(m["rest"]) if "#" in m["rest"] else None
+        found[tuple(k for _, k in stack)] = (above, trailing.group(1) if trailing else "")
+        above = []
+    while head and not head[-1].strip():
+        head.pop()
+    return head, found
+
+
+def carry_comments(resolved: str, source_text: str) -> str:
+    """``resolved`` YAML with the comments of ``source_text`` at the same keys (``Config.to_commented_yaml``).
+    Comments are only added, so the text loads to the same data."""
+    head, found = _comments_by_key(source_text)
+    out = [*head] + ([""] if head else [])
+    stack: list[tuple[int, str]] = []
+    for line in resolved.splitlines():
+        m = _KEY_LINE.match(line)
+        if m is None:
+            out.append(line)
+            continue
+        indent = len(m["indent"])
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, m["key"]))
+        above, trailing = found.get(tuple(k for _, k in stack), ([], ""))
+        out += [" " * indent + c for c in above]
+        out.append(f"{line}  {trailing}" if trailing else line)
+    return "\n".join(out) + "\n"
 
 
 # === Presets ===
@@ -792,13 +861,7 @@ def load_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -
             override, a model key set for a model that does not read it.
     """
     path = resolve_config_path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(
-            f"cannot read config: {e}", path=path, hint="give a readable UTF-8 YAML file"
-        ) from e
-    raw = parse_yaml_text(text, path)
+    raw = parse_yaml_text(_read_config_text(path), path)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -812,10 +875,91 @@ def load_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -
     for item in overrides:
         apply_override(raw, item)
         apply_override(from_sets, item)
-    cfg = validate_config(raw, source=path)
-    inherited = is_preset_file(path) or _lists_every_model_key(from_file)
+    preset = is_preset_file(path)
+    size_follows = preset and _size_follows_prepare(raw, from_sets)
+    # a list given for prepare.size moves image_size too (a wrong type stays one error, on prepare.size)
+    if size_follows and isinstance((from_sets.get("prepare") or {}).get("size"), list):
+        raw["data"]["image_size"] = raw["prepare"]["size"]
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as e:
+        message, hint = _describe(e)
+        if _set_by(from_sets, tuple(e.errors()[0]["loc"])):  # the user's --set, not the file, is wrong
+            raise ConfigError(message, path="--set", hint=hint or _set_hint(e)) from e
+        raise ConfigError(message, path=path, hint=hint) from e
+    inherited = preset or _lists_every_model_key(from_file)
     check_model_keys(cfg, ModelKeySources(path, from_file, from_sets.get("model"), inherited))
-    return cfg
+    return adopt_prepared_size(cfg) if size_follows else cfg
+
+
+def _read_config_text(path: Path) -> str:
+    """The text of a config file; a binary file (a volume, an image, an archive) is refused in one line."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(
+            f"cannot read config: {e.strerror or e}", path=path, hint="give a readable YAML file"
+        ) from e
+    try:
+        if b"\0" in data[:8192]:
+            raise UnicodeDecodeError("utf-8", data[:1], 0, 1, "NUL byte")
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            "not a YAML config (a binary file: a volume, an image or an archive?)",
+            path=path,
+            hint="CONFIG is a YAML file, a run folder or a preset name (`segkit config presets`); "
+            "data goes to `segkit prepare` or `segkit infer CONFIG --input PATH`",
+        ) from e
+
+
+def _size_follows_prepare(raw: dict[str, Any], from_sets: dict[str, Any]) -> bool:
+    """True when ``data.image_size`` should follow the prepared size: the user did not set it (``--set``),
+    and whole slices are trained (``data.patches`` crops patches of image_size on purpose)."""
+    data = raw.get("data")
+    if not isinstance(data, dict) or data.get("patches"):
+        return False
+    return "image_size" not in (from_sets.get("data") or {})
+
+
+def adopt_prepared_size(cfg: Config) -> Config:
+    """``cfg`` with ``data.image_size`` set to the slice size of the dataset already prepared in
+    ``data.dir`` (its ``dataset.json``), when that differs: a preset's image_size must not silently resize
+    slices prepared with ``--set prepare.size=...``. No dataset there, or an unreadable one: ``cfg``."""
+    manifest = Path(cfg.data.dir) / "dataset.json"
+    try:
+        size = tuple(json.loads(manifest.read_text(encoding="utf-8"))["prepare"]["size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return cfg
+    if len(size) != 2 or size == tuple(cfg.data.image_size) or not all(isinstance(v, int) for v in size):
+        return cfg
+    logger.info(
+        "data.image_size: %dx%d as prepared in %s (not the preset's %dx%d, which would resize every slice; "
+        "--set data.image_size=[H,W] chooses)",
+        size[0], size[1], cfg.data.dir, *cfg.data.image_size,
+    )
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update={"image_size": size})})
+
+
+def _set_by(from_sets: dict[str, Any], loc: tuple[Any, ...]) -> bool:
+    """True when an override wrote the key at ``loc`` (or a section above it)."""
+    node: Any = from_sets
+    for part in loc:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+        if not isinstance(node, dict):
+            return True
+    return True
+
+
+def _set_hint(e: ValidationError) -> str:
+    """A hint for an override of the wrong type: how lists and strings are written after ``--set``."""
+    first = e.errors()[0]
+    dotted = ".".join(str(p) for p in first["loc"])
+    if first["type"] in ("tuple_type", "list_type", "too_short", "too_long"):
+        return f"a list is written in brackets and quoted, e.g. --set '{dotted}=[96,96]'"
+    return f"`segkit config show CONFIG` shows {dotted} with its current value and type"
 
 
 @dataclass(frozen=True)

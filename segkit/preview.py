@@ -32,13 +32,15 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 MAX_PANEL = 256
+MIN_PANEL = 128
 GAP = 4
 
 
 def panel_size(cfg: Config) -> tuple[int, int]:
-    """(height, width) of one preview panel: the model input scaled so the longer side is <= MAX_PANEL."""
+    """(height, width) of one preview panel: the model input scaled so the longer side is <= MAX_PANEL, and
+    a small input (64x64) enlarged by a whole factor until that side is >= MIN_PANEL (readable)."""
     h, w = cfg.data.image_size
-    f = min(1.0, MAX_PANEL / max(h, w))
+    f = MAX_PANEL / max(h, w) if max(h, w) > MAX_PANEL else float(max(1, -(-MIN_PANEL // max(h, w))))
     return max(1, round(h * f)), max(1, round(w * f))
 
 

@@ -15,7 +15,9 @@ def augment_preview(
     n: int = typer.Option(16, "--n", min=1, max=256, help="Number of augmented samples."),
     out_file: Path = typer.Option(Path("augment_preview.png"), "--out", help="PNG file to write."),
     split: str = typer.Option("train", "--split", help="Split folder under data.dir to draw samples from."),
-    sets: list[str] = typer.Option(None, "--set", help="Override a key, e.g. --set augment.rotate.p=1."),
+    sets: list[str] = typer.Option(
+        None, "--set", metavar="KEY=VALUE", help="Override a key, e.g. --set augment.rotate.p=1."
+    ),
 ) -> None:
     """Write a grid of N augmented samples (image | mask overlay) and list the active transforms."""
     from segkit.data.augment import describe_augmentation

@@ -21,11 +21,21 @@ _CONFIG_HELP = "YAML config file, run folder, or preset name (e.g. left-atrial; 
 @handle_errors
 def show(
     config: Path = typer.Argument(..., help=_CONFIG_HELP),
-    sets: list[str] = typer.Option(None, "--set", help="Override a key, e.g. --set train.epochs=2."),
+    sets: list[str] = typer.Option(
+        None, "--set", metavar="KEY=VALUE", help="Override a key, e.g. --set train.epochs=2."
+    ),
 ) -> None:
-    """Print CONFIG resolved: every section and default, after --set overrides."""
+    """Print CONFIG resolved: every section and default, after --set overrides, with the comments of
+    CONFIG's file kept at their keys (so `segkit config show PRESET > my.yaml` keeps the preset's notes)."""
+    from segkit.config import resolve_config_path
+
     cfg = load(config, sets)
-    typer.echo(cfg.to_yaml(), nl=False)
+    path = resolve_config_path(config)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):  # load() read it a moment ago; without it, no comments
+        text = ""
+    typer.echo(cfg.to_commented_yaml(text), nl=False)
 
 
 @app.command("check")

@@ -25,7 +25,7 @@ def cv(
         ..., help="YAML config or preset name whose data.dir was prepared with --folds K."
     ),
     sets: list[str] = typer.Option(
-        None, "--set", help="Override a key, e.g. --set train.epochs=5 (repeatable)."
+        None, "--set", metavar="KEY=VALUE", help="Override a key, e.g. --set train.epochs=5 (repeatable)."
     ),
     folds: list[int] = typer.Option(
         None, "--fold", min=0, help="Train only this fold (repeatable; default all)."

@@ -26,7 +26,9 @@ def evaluate(
     out_dir: Path = typer.Option(
         None, "--out", "-o", help="Report folder (default: <train.run_dir>/evaluation)."
     ),
-    sets: list[str] = typer.Option(None, "--set", help="Config override KEY=VALUE, e.g. infer.batch_size=4."),
+    sets: list[str] = typer.Option(
+        None, "--set", metavar="KEY=VALUE", help="Config override KEY=VALUE, e.g. infer.batch_size=4."
+    ),
     predictions: Path = typer.Option(
         None, "--predictions", help="Score the label volumes in this folder (any tool's) instead of a model."
     ),

@@ -50,8 +50,17 @@ def infer(
     ),
     output_format: str = typer.Option("nifti", "--output-format", help=_FORMAT_HELP),
     glob: str = typer.Option(None, "--glob", help=_GLOB_HELP),
+    video: bool = typer.Option(
+        False, "--video",
+        help="Volumes: also write <case>_overlay.mp4 (H.264, plays in a browser): every slice with the "
+        "label overlay, its slice number and the class legend.",
+    ),
+    video_format: str = typer.Option(
+        "mp4", "--video-format", metavar="mp4|gif", help="With --video: mp4 (small) or gif (larger)."
+    ),
     sets: list[str] = typer.Option(
-        None, "--set", help="Config override KEY=VALUE, e.g. train.precision=mixed_bfloat16."
+        None, "--set", metavar="KEY=VALUE",
+        help="Config override KEY=VALUE, e.g. train.precision=mixed_bfloat16."
     ),
 ) -> None:
     """Segment volumes (-> <case>_seg.nii.gz in the input's exact geometry + overlay PNG) or slice folders.
@@ -71,6 +80,7 @@ def infer(
     options = InferOptions(batch_size=batch_size, tta=tta, largest_component=largest, overwrite=overwrite,
                            save_probabilities=save_probabilities, output_format=output_format, glob=glob)
     plan = plan_inference(cfg, input_path, output, models=model or None, options=options)
+    videos = _videos(plan, video_format, overwrite) if video else {}
     if bundle is None or bundle.format == "savedmodel":  # ONNX and LiteRT bundles run without TensorFlow
         quiet_tensorflow()
     bar = RichProgress()  # one bar per volume (a new volume closes the last one)
@@ -81,6 +91,12 @@ def infer(
         if r.probs_path is not None:
             out.print(f"{r.case_id}: probabilities {r.probs_path}")
         out.print(f"{r.case_id}: overlay {r.montage_path}")
+        if r.case_id in videos:
+            from segkit.infer.video import write_overlay_video
+
+            source, target = videos[r.case_id]
+            v = write_overlay_video(source, r.seg_path, cfg, target)
+            out.print(f"{r.case_id}: video {v.path} ({v.frames} slices)", soft_wrap=True)
 
     with bar:
         res = run_inference(plan, cfg, options=options, progress=bar, on_volume=show)
@@ -95,3 +111,25 @@ def infer(
             out.print(f"{f.tiled} images differ from the model input size: sliding-window inference")
 
 
+def _videos(plan: Any, fmt: str, overwrite: bool) -> dict[str, tuple[Path, Path]]:
+    """``{case id: (input volume, video file)}`` for ``--video``, checked before anything is written.
+
+    Raises:
+        ConfigError: a slice folder (no volumes), or an unknown format.
+        DataError: a video file exists and not ``--overwrite``.
+    """
+    from segkit.errors import ConfigError
+    from segkit.infer.video import VideoFormat, video_path
+    from segkit.infer.volume import refuse_existing
+    from segkit.predict.volume import case_id_of
+
+    if fmt not in ("mp4", "gif"):
+        raise ConfigError(f"unknown video format '{fmt}'", path="--video-format", hint="use mp4 or gif")
+    if plan.kind != "volumes":
+        raise ConfigError("--video makes one video per volume; this input is a folder of 2D slices",
+                          path="--video", hint="the overlays/ folder holds one overlay per slice")
+    suffix: VideoFormat = "gif" if fmt == "gif" else "mp4"
+    videos = {case_id_of(v): (v, video_path(plan.out_dir / f"{case_id_of(v)}_seg.nii.gz", suffix))
+              for v in plan.volumes}
+    refuse_existing([target for _, target in videos.values()], overwrite)
+    return videos

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
 
-from segkit.cli.common import handle_errors, load, out, quiet_tensorflow
+from segkit.cli.common import err, handle_errors, load, out, quiet_tensorflow
 
 
 @handle_errors
@@ -17,10 +21,20 @@ def models(
     size: int = typer.Option(128, "--size", min=8, help="Image size (pixels, square) for params and GFLOP."),
     config: Path = typer.Option(None, "--config",
                                 help="Take the model options from this config (default: defaults)."),
-    sets: list[str] = typer.Option(None, "--set", help="Override a key, e.g. --set model.base_filters=32."),
+    sets: list[str] = typer.Option(
+        None, "--set", metavar="KEY=VALUE", help="Override a key, e.g. --set model.base_filters=32."
+    ),
+    plot: Path = typer.Option(
+        None, "--plot", metavar="FILE",
+        help="With NAME: draw the architecture to FILE (.png/.svg; needs pydot and Graphviz) and write the "
+        "layer summary to FILE's name + _summary.txt.",
+    ),
 ) -> None:
     """List every registered model with its parameters and forward GFLOP per image (1 channel, 4 classes
-    unless --config says otherwise); with NAME, its description and the model.* options it reads."""
+    unless --config says otherwise); with NAME, its description and the model.* options it reads.
+
+    Names are printed as configs spell them (model.name: attention_unet); 'unet' is an alias of flexunet.
+    """
     from pydantic import BaseModel
 
     from segkit.config import CONV_KEYS, LEVEL_KEYS, ModelConfig, validate_config
@@ -39,28 +53,36 @@ def models(
     quiet_tensorflow()
     from segkit.models import MODELS, build_model, model_summary
 
+    if plot is not None and not name:
+        raise ConfigError("--plot draws one model", path="--plot",
+                          hint=f"name it, e.g. segkit models flexunet --plot {plot}")
     names = [MODELS.canonical(name)] if name else MODELS.names()
     table = Table(title=f"models at {size}x{size}, {cfg.data.channels} channel(s), {cfg.num_classes} classes")
     for col in ("name", "description", "params", "GFLOP/image"):
         table.add_column(col, justify="right" if col in ("params", "GFLOP/image") else "left")
-    for n in names:
-        c = cfg.model_copy(update={"model": cfg.model.model_copy(update={"name": n}),
-                                   "data": cfg.data.model_copy(update={"image_size": (size, size)})})
-        try:
-            s = model_summary(build_model(c))
-        except ConfigError as e:  # one model that cannot take these options does not hide the others
-            table.add_row(n, f"{_describe(MODELS.get(n).build)} (not built: {e.message})", "-", "-")
-            continue
-        table.add_row(n, _describe(MODELS.get(n).build), f"{s['params']:,}", f"{s['gflops_per_image']:.2f}")
+    built = None
+    with err.status("") as status:  # building all takes ~20 s on a CPU: say which one is being built
+        for i, n in enumerate(names, 1):
+            status.update(f"building {config_name(n)} ({i}/{len(names)}) at {size}x{size}")
+            c = cfg.model_copy(update={"model": cfg.model.model_copy(update={"name": n}),
+                                       "data": cfg.data.model_copy(update={"image_size": (size, size)})})
+            described = _describe(MODELS.get(n).build)
+            try:
+                built = build_model(c)
+                s = model_summary(built)
+            except ConfigError as e:  # one model that cannot take these options does not hide the others
+                table.add_row(config_name(n), f"{described} (not built: {e.message})", "-", "-")
+                continue
+            table.add_row(config_name(n), described, f"{s['params']:,}", f"{s['gflops_per_image']:.2f}")
     out.print(table)
     if name:
         keys = MODELS.get(name).keys
         doc = sys.modules[MODELS.get(name).build.__module__].__doc__ or ""
         # unwrap the source's line breaks; rich wraps to the terminal
         for paragraph in doc.strip().split("\n\n"):
-            out.print(" ".join(paragraph.split()), markup=False, highlight=False)
+            out.print(_plain(paragraph), markup=False, highlight=False)
         out.print("options (model.*, with their values here):", highlight=False)
-        chosen = cfg.model.model_copy(update={"name": names[0]})
+        chosen = cfg.model.model_copy(update={"name": config_name(names[0])})
         for field, info in ModelConfig.model_fields.items():
             if field in (*LEVEL_KEYS, *CONV_KEYS) and field not in keys.honours:
                 continue  # a common knob this model does not read
@@ -76,8 +98,54 @@ def models(
                 continue
             desc = f"  {info.description}" if info.description else ""
             out.print(f"  {field}: {value!r}{desc}", markup=False, highlight=False)
+        if plot is not None and built is not None:
+            _write_inspection(built, plot)
+
+
+def config_name(name: str) -> str:
+    """A registered model name as configs spell it (``attention-unet`` -> ``attention_unet``)."""
+    return name.replace("-", "_")
+
+
+def _plain(text: str) -> str:
+    """A docstring paragraph on one line, without reStructuredText's double backticks."""
+    return " ".join(text.split()).replace("``", "")
 
 
 def _describe(builder) -> str:  # noqa: ANN001 - a model builder
-    doc = sys.modules[builder.__module__].__doc__ or builder.__doc__ or ""
-    return doc.strip().splitlines()[0].rstrip(".") if doc.strip() else ""
+    """The first paragraph of the model module's docstring, whole (rich wraps it in the table)."""
+    doc = (sys.modules[builder.__module__].__doc__ or builder.__doc__ or "").strip()
+    return _plain(doc.split("\n\n")[0]).rstrip(".") if doc else ""
+
+
+def _write_inspection(model: Any, plot: Path) -> None:
+    """Write ``model``'s layer summary next to ``plot`` and draw it to ``plot`` with Keras ``plot_model``;
+    without pydot or Graphviz's ``dot``, one line says why no picture was drawn."""
+    import keras
+
+    from segkit.io.atomic import atomic_path, write_text
+
+    lines: list[str] = []
+    width = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "150"  # Keras draws the table with rich, as wide as the terminal: not cut here
+    try:
+        model.summary(print_fn=lambda line, *_a, **_k: lines.append(line), line_length=150)
+    finally:
+        if width is None:
+            os.environ.pop("COLUMNS")
+        else:
+            os.environ["COLUMNS"] = width
+    summary = plot.with_name(f"{plot.stem}_summary.txt")
+    write_text(summary, "\n".join(lines) + "\n")
+    out.print(f"layer summary: {summary}", highlight=False)
+    needs = (("the Python package pydot", importlib.util.find_spec("pydot") is not None),
+             ("Graphviz's dot program", shutil.which("dot") is not None))
+    missing = [what for what, ok in needs if not ok]
+    if missing:
+        err.print(f"{plot}: not drawn: Keras's plot_model needs {' and '.join(missing)} (hint: "
+                  "pip install pydot; apt install graphviz / brew install graphviz)",
+                  highlight=False, soft_wrap=True)
+        return
+    with atomic_path(plot) as tmp:
+        keras.utils.plot_model(model, to_file=str(tmp), show_shapes=True, show_layer_names=True, dpi=72)
+    out.print(f"architecture: {plot}", highlight=False)

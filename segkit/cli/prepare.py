@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import typer
@@ -14,13 +15,14 @@ from segkit.prepare.report import PrepareReport
 from segkit.prepare.run import PrepareOptions, parse_shard, run_prepare
 from segkit.prepare.sources import SOURCES, SourceOptions
 
-_EPILOG = "[bold]Examples[/bold] (one per source):\n\n" + "\n\n".join(
+# "\b" keeps Click from rewrapping the paragraph that follows (one command a line)
+_EPILOG = "Examples (one per source):\n\n\b\n" + "\n".join(
     f"  {SOURCES.get(name).example}" for name in SOURCES.names()
 ) + (
-    "\n\n  segkit prepare hocm HOCMvalves/ --out data/hocm --shard 0/4   (and 1/4, 2/4, 3/4; same --out)"
-    "\n\n  segkit prepare left-atrial Task02_Heart/ --verify   (checks the raw data, writes nothing)"
-    "\n\n  segkit prepare alcapa ImageALCAPA/ --out data/alcapa --folds 5 --fold 2 --workers 4"
-    "\n\n  segkit prepare left-atrial Task02_Heart/ --out data/la --splits splits_final.json --fold 0"
+    "\n\n\b\n  segkit prepare hocm HOCMvalves/ --out data/hocm --shard 0/4   (and 1/4, 2/4, 3/4; same --out)"
+    "\n  segkit prepare left-atrial Task02_Heart/ --verify   (checks the raw data, writes nothing)"
+    "\n  segkit prepare alcapa ImageALCAPA/ --out data/alcapa --folds 5 --fold 2 --workers 4"
+    "\n  segkit prepare left-atrial Task02_Heart/ --out data/la --splits splits_final.json --fold 0"
 )
 
 
@@ -54,7 +56,7 @@ def prepare(
         None, "--config", "-c", help="YAML config or preset name (default: the source's preset)."
     ),
     sets: list[str] = typer.Option(
-        None, "--set", help="Config override KEY=VALUE, e.g. prepare.size=[256,256]."
+        None, "--set", metavar="KEY=VALUE", help="Config override KEY=VALUE, e.g. prepare.size=[256,256]."
     ),
     workers: int = typer.Option(
         None, "--workers", "-j", min=1, help="Worker processes (default: all cores)."
@@ -158,4 +160,4 @@ def _render(report: PrepareReport) -> None:
         )
 
 
-prepare.__doc__ = (prepare.__doc__ or "") + "\n\n" + _EPILOG
+prepare.__doc__ = inspect.cleandoc(prepare.__doc__ or "") + "\n\n" + _EPILOG

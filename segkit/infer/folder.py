@@ -5,7 +5,7 @@ Layout written under ``out_dir``::
     masks/<stem>.png      RGB colour masks (class table colours, background black)
     labels/<stem>.png     indexed masks: 8-bit gray, pixel value = class id
     overlays/<stem>.png   image blended with the colour mask (opacity ``infer.alpha``)
-    panels/<stem>.png     image | truth | prediction, when ``<input>/../masks/<stem>.*`` exists
+    panels/<stem>.png     image | truth | prediction (titled), when ``<input>/../masks/<stem>.*`` exists
 
 Safety: an output folder that would write into the input folder or into its sibling ground-truth folder
 (``<input>/../masks``, e.g. ``--input data/test/images --output data/test``) is refused
@@ -239,6 +239,7 @@ class _FolderWriter:
 
     def write(self, path: Path, display: npt.NDArray[np.uint8], labels: npt.NDArray[np.uint8]) -> None:
         """Masks, indexed labels, overlay and (with ground truth) the panel of one image."""
+        from segkit.infer.video import title_strip
         from segkit.infer.volume import overlay
         from segkit.io.palette import encode_mask
         from segkit.io.png import write_png
@@ -261,6 +262,8 @@ class _FolderWriter:
                 truth = resize_label(truth, labels.shape)
             base = display if display.ndim == 3 else np.repeat(display[..., None], 3, axis=-1)
             panel = np.concatenate([base, encode_mask(truth, self.palette), color], axis=1)
+            w = labels.shape[1]
+            panel = np.concatenate([title_strip((w, w, w), ("image", "truth", "prediction")), panel], axis=0)
             write_png(out_dir / "panels" / f"{path.stem}.png", panel)
             self.result.n_panels += 1
             self.result.outputs["panels"] = out_dir / "panels"

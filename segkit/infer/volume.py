@@ -36,7 +36,7 @@ from segkit.progress import NULL_PROGRESS, Progress
 if TYPE_CHECKING:
     import keras
 
-    from segkit.config import Config
+    from segkit.config import ClassSpec, Config
     from segkit.infer.options import InferSettings
     from segkit.io.segmentations import LabelOutput
     from segkit.io.volumes import Volume, VolumeRef
@@ -220,7 +220,7 @@ def _write_volume(
     t0 = time.perf_counter()
     seg_path = write_labels(outputs[0], labels, affine, target.how)
     montage = overlay_montage(pred.stack, pred.labels2d, [c.color for c in cfg.effective_classes],
-                              cfg.infer.alpha)
+                              cfg.infer.alpha, classes=cfg.effective_classes)
     montage_path = write_png(outputs[1], montage)
     probs_path = None
     if len(outputs) > 2:
@@ -267,15 +267,18 @@ def overlay_montage(
     colors: Sequence[Sequence[int]],
     alpha: float,
     n: int = 9,
+    classes: Sequence[ClassSpec] | None = None,
 ) -> npt.NDArray[np.uint8]:
     """A grid of up to ``n`` overlays (evenly spaced over the slices with foreground, else over all slices).
 
     Args:
         stack: (N, H, W) uint8 display slices (resized to the labels' size when it differs).
         labels: (N, h, w) predicted ids.
+        classes: when given, each tile is enlarged to at least 256 pixels, carries its slice number
+            (``slice k/N``) and the grid gets the class legend below (``segkit.infer.video.label_picture``).
 
     Returns:
-        (rows*H, cols*W, 3) uint8 RGB.
+        (rows*H, cols*W, 3) uint8 RGB (plus the legend's rows).
     """
     fg = np.flatnonzero(labels.reshape(labels.shape[0], -1).any(1))
     pool = fg if fg.size else np.arange(stack.shape[0])
@@ -284,10 +287,21 @@ def overlay_montage(
 
     h, w = labels.shape[1:3]  # the images follow the labels' (original slice) size
     tiles = [overlay(resize_image(stack[i], (h, w)), labels[i], colors, alpha) for i in pick]
+    if classes is not None:
+        from segkit.infer.video import enlarge, label_picture
+
+        n_slices = stack.shape[0]
+        tiles = [label_picture(enlarge(t, 256), f"slice {i + 1}/{n_slices}")
+                 for t, i in zip(tiles, pick, strict=True)]
+        h, w = tiles[0].shape[:2]
     cols = int(np.ceil(np.sqrt(len(tiles))))
     rows = int(np.ceil(len(tiles) / cols))
     grid = np.zeros((rows * h, cols * w, 3), dtype=np.uint8)
     for k, tile in enumerate(tiles):
         r, c = divmod(k, cols)
         grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = tile
+    if classes is not None:
+        from segkit.infer.video import legend_strip
+
+        grid = np.concatenate([grid, legend_strip(grid.shape[1], classes)], axis=0)
     return grid

@@ -42,6 +42,7 @@ HISTORY_JSON = "history.json"
 CURVES_PNG = "curves.png"
 EPOCH_INFER_DIR = "epoch_infer"
 BACKUP_DIR = "backup"
+TENSORBOARD_DIR = "tensorboard"  # train.tensorboard: Keras TensorBoard event files
 TRAIN_SUMMARY_FILE = "train_summary.json"
 PREPROCESSING_FILE = "preprocessing.json"
 POSTPROCESSING_FILE = "postprocessing.json"
@@ -66,6 +67,7 @@ RUN_OUTPUTS = (
     TRAIN_SUMMARY_FILE,
     POSTPROCESSING_FILE,
     PREPROCESSING_FILE,
+    TENSORBOARD_DIR,
 )
 """Everything ``segkit train`` writes in a run folder (what ``overwrite`` removes; nothing else is
 touched)."""
@@ -179,7 +181,7 @@ __all__ = [
     "BACKUP_DIR", "CONFIG_FILE", "CURVES_PNG", "CV_CASES_FILE", "CV_FILE", "CV_ROOT_OUTPUTS",
     "CV_SUMMARY_FILE", "CV_SUMMARY_MD", "EPOCH_INFER_DIR", "HISTORY_CSV", "HISTORY_JSON", "INFERENCE_DIR",
     "LAST_MODEL_FILE", "MODEL_FILE", "POSTPROCESSING_FILE", "PREPROCESSING_FILE", "RUN_OUTPUTS",
-    "SINGLE_RUN_FILES", "SPLITS_FILE", "TRAIN_SUMMARY_FILE", "TrainSummary", "VERSIONS_FILE", "fold_name",
-    "is_cv_folder", "model_paths", "read_cv_folds", "read_train_summary", "write_cv_folds",
-    "write_train_summary",
+    "SINGLE_RUN_FILES", "SPLITS_FILE", "TENSORBOARD_DIR", "TRAIN_SUMMARY_FILE", "TrainSummary",
+    "VERSIONS_FILE", "fold_name", "is_cv_folder", "model_paths", "read_cv_folds", "read_train_summary",
+    "write_cv_folds", "write_train_summary",
 ]

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from segkit import __version__
 from segkit.config import Config
 from segkit.errors import ConfigError, DataError, OutputError, SegkitError
 from segkit.io.atomic import remove_stale_temps, write_bytes, write_json, write_text
@@ -51,6 +52,7 @@ from segkit.io.run_folder import (
     PREPROCESSING_FILE,
     RUN_OUTPUTS,
     SPLITS_FILE,
+    TENSORBOARD_DIR,
     TRAIN_SUMMARY_FILE,
     VERSIONS_FILE,
     TrainSummary,
@@ -701,6 +703,7 @@ def _report_start(call: _Call, dev: _Device, compiled: _Compiled, initial_epoch:
 
     cfg = call.cfg
     info = {
+        "segkit_version": __version__,
         "model": cfg.model.name,
         "params": int(compiled.summary["params"]),
         "gflops_per_image": float(compiled.summary["gflops_per_image"]),
@@ -728,6 +731,39 @@ def _report_start(call: _Call, dev: _Device, compiled: _Compiled, initial_epoch:
         call.progress(cb.TrainEvent("start", initial_epoch, cfg.train.epochs, 0, data.steps, info=info))
 
 
+def _tensorboard(cfg: Config, run_dir: Path) -> list[Any]:
+    """Keras' ``TensorBoard`` callback writing to ``<run_dir>/tensorboard`` when ``train.tensorboard``.
+
+    Raises:
+        ConfigError: ``train.tensorboard: true`` without the ``tensorboard`` package (it writes the events).
+    """
+    if not cfg.train.tensorboard:
+        return []
+    import importlib.util
+
+    import keras
+
+    if importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("train.tensorboard: true needs the tensorboard package, which is not installed",
+                          hint="pip install tensorboard, or --set train.tensorboard=false")
+    return [keras.callbacks.TensorBoard(str(run_dir / TENSORBOARD_DIR), write_graph=False)]
+
+
+def _checkpoints(
+    run_dir: Path, keep_best: bool, monitor: str, mode: Any, best_before: float | None
+) -> list[Any]:
+    """``model.keras`` (best by ``monitor``) and ``last.keras``; with ``model_checkpoint: last`` one file
+    saved as ``last.keras`` and hard-linked as ``model.keras`` (not two identical copies)."""
+    from segkit.train import callbacks as cb
+
+    if not keep_best:
+        return [cb.AtomicCheckpoint(run_dir / LAST_MODEL_FILE, also=run_dir / MODEL_FILE)]
+    return [
+        cb.AtomicCheckpoint(run_dir / MODEL_FILE, monitor=monitor, mode=mode, initial_best=best_before),
+        cb.AtomicCheckpoint(run_dir / LAST_MODEL_FILE),
+    ]
+
+
 def _callbacks(call: _Call, compiled: _Compiled, past: _Past, steps: int) -> tuple[list[Any], _Guards]:
     """The run's Keras callbacks, in the order that matters (NaN guard first; history before the backup, so a
     kill between them leaves an extra history row that resume trims; the time limit last, so the epoch length
@@ -753,11 +789,10 @@ def _callbacks(call: _Call, compiled: _Compiled, past: _Past, steps: int) -> tup
         *cb.plateau_callbacks(cfg.train, monitor, mode, previous_values),
         cb.LearningRateLogger(),
         cb.EpochTime(clock),
-        cb.AtomicCheckpoint(run_dir / MODEL_FILE, monitor=monitor if keep_best else None, mode=mode,
-                            initial_best=past.best_before if keep_best else None),
-        cb.AtomicCheckpoint(run_dir / LAST_MODEL_FILE),
+        *_checkpoints(run_dir, keep_best, monitor, mode, past.best_before),
         keras.callbacks.CSVLogger(str(run_dir / HISTORY_CSV), append=call.resuming),
         cb.HistoryWriter(run_dir / HISTORY_JSON, run_dir / CURVES_PNG, past.rows),
+        *_tensorboard(cfg, run_dir),
         cb.AtomicBackup(run_dir / BACKUP_DIR),
     ]
     if cfg.train.epoch_change_infer.enabled:
@@ -830,14 +865,19 @@ def _outcome(cfg: Config, rows: list[dict[str, float]], compiled: _Compiled, gua
     return _Outcome(epochs_done, stopped, stop_reason, best_value, best_epoch, spent_time(rows)[0])
 
 
-def _write_summary(cfg: Config, run_dir: Path, monitor: str, outcome: _Outcome) -> None:
-    """Choose the post-processing (``train.choose_postprocessing``, with a ``model.keras``) and write
-    ``train_summary.json``."""
+def _write_summary(call: _Call, monitor: str, outcome: _Outcome) -> None:
+    """Choose the post-processing (``train.choose_postprocessing``, with a ``model.keras``; its progress goes
+    to ``call.progress`` as ``task`` events) and write ``train_summary.json``."""
+    from segkit.progress import NULL_PROGRESS
+    from segkit.train.callbacks import TaskEvents
+
+    cfg, run_dir = call.cfg, call.run_dir
     postprocessing = None
     if cfg.train.choose_postprocessing and (run_dir / MODEL_FILE).is_file():
         from segkit.postprocess import choose_postprocessing
 
-        pp = choose_postprocessing(cfg, run_dir / MODEL_FILE)
+        events = TaskEvents(call.progress, outcome.epochs_done, cfg.train.epochs) if call.progress else None
+        pp = choose_postprocessing(cfg, run_dir / MODEL_FILE, progress=events or NULL_PROGRESS)
         postprocessing = pp.to_json() if pp is not None else None
     write_train_summary(run_dir, TrainSummary(
         stop_reason=outcome.stop_reason, epochs_done=outcome.epochs_done, epochs=cfg.train.epochs,
@@ -868,7 +908,7 @@ def _finish(
         )
     rows = cb.read_history_csv(run_dir / HISTORY_CSV)
     outcome = _outcome(cfg, rows, compiled, guards)
-    _write_summary(cfg, run_dir, monitor, outcome)
+    _write_summary(call, monitor, outcome)
     if outcome.stop_reason == "time_limit":
         log.info("stopped by train.time_limit=%g min after %d epochs (%.1f min)", cfg.train.time_limit or 0,
                  outcome.epochs_done, outcome.train_time_s / 60)

@@ -49,8 +49,8 @@ def test_writes_grid_png_of_expected_size_and_lists_transforms(tmp_path: Path) -
     )
     assert res.exit_code == 0, res.output
     grid = cv2.imread(str(out))
-    # 5 samples -> 4 per row, 2 rows; panels 64x64 with 4 px gaps: (2*68+4) x (4*2*68+4)
-    assert grid.shape == (140, 548, 3) and out.stat().st_size > 1000
+    # 5 samples -> 4 per row, 2 rows; 64x64 panels enlarged x2 to 128, 4 px gaps: (2*132+4) x (4*2*132+4)
+    assert grid.shape == (268, 1060, 3) and out.stat().st_size > 1000
     assert grid[4:68, 4:68].std() > 0  # the first image panel is not blank
     assert (grid[4:68, 72:136] != grid[4:68, 4:68]).any()  # the overlay panel shows the mask colours
     for line in (

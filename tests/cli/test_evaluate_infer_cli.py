@@ -142,7 +142,9 @@ def test_infer_folder_with_truth_and_tiling(setup: dict[str, Path]) -> None:
     import cv2
 
     panel = cv2.imread(str(out / "panels" / f"{stem}.png"))
-    assert panel.shape == (64, 3 * 64, 3)  # image | truth | prediction at the image's own size
+    # column titles (a 26-row dark strip), then image | truth | prediction at the image's own size
+    assert panel.shape == (26 + 64, 3 * 64, 3)
+    assert panel[:26].max() == 255 and np.median(panel[:26]) == 24  # white titles on the dark strip
     assert cv2.imread(str(out / "labels" / f"{stem}.png"), cv2.IMREAD_UNCHANGED).max() <= 3
 
 

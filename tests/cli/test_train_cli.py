@@ -214,7 +214,7 @@ def test_run_folder_holds_every_output(runs: Runs, demo_config: Path) -> None:
     previews = sorted(p.name for p in (run / "epoch_infer").iterdir())
     assert previews == ["epoch_001.png", "epoch_002.png", "epoch_003.png"]
     grid = cv2.imread(str(run / "epoch_infer" / "epoch_003.png"))
-    assert grid.shape == (2 * 64, 3 * 64, 3)  # 2 images x (image | truth | prediction)
+    assert grid.shape == (28 + 2 * 64 * 3, 3 * 64 * 3, 3)  # titles, 2 rows of 3 tiles, enlarged x3
     import segkit.losses  # noqa: F401 - registers the custom loss/metrics for the compiled load
     import segkit.metrics.training  # noqa: F401
 

@@ -265,7 +265,7 @@ def test_history_writer_real_json_and_curves(tmp_path: Path) -> None:
         {"epoch": 1, "loss": 1.5, "val_loss": None, "fg_dice": 0.25, "val_fg_dice": 0.5, "lr": 0.001},
     ]
     png = cv2.imread(str(tmp_path / "curves.png"))
-    assert png is not None and png.shape == (400, 1000, 3)
+    assert png is not None and png.shape == (420, 1800, 3)  # 18 x 4.2 in at 100 dpi, 4 panels
 
 
 def test_preview_grid_layout_and_colours() -> None:
@@ -290,7 +290,7 @@ def test_epoch_preview_writes_numbered_png(tmp_path: Path) -> None:
     prev.set_model(model)
     prev.on_epoch_end(6)
     img = cv2.imread(str(tmp_path / "epoch_007.png"))
-    assert img is not None and img.shape == (16, 24, 3)
+    assert img is not None and img.shape == (28 + 16 * 20, 24 * 20, 3)  # titles, tiles enlarged to 160 px
 
 
 def test_progress_reporter_events_and_eta() -> None:

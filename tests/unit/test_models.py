@@ -316,7 +316,7 @@ def test_models_command_lists_every_model_with_params_and_gflops() -> None:
     res = runner.invoke(app, ["models", "--size", "64", "--set", "model.num_layers=3"], terminal_width=200)
     assert res.exit_code == 0, res.output
     for n in MODELS.names():
-        line = next(ln for ln in res.stdout.splitlines() if f" {n} " in ln)
+        line = next(ln for ln in res.stdout.splitlines() if f" {n.replace('-', '_')} " in ln)
         cfg = tiny_cfg(name=n, base_filters=16, base_kernels=7, num_layers=3, dropout_rate=0.05)
         s = model_summary(
             build_model(

@@ -17,7 +17,7 @@
 - ``preview``: ``EpochPreview`` (predictions for fixed validation images after every epoch as
   ``epoch_XXX.png``: image | truth | prediction per row).
 - ``progress``: ``ProgressReporter`` forwards epoch/batch events (``TrainEvent``) to a plain callable (the CLI
-  renders it with rich).
+  renders it with rich); ``TaskEvents`` forwards a library ``Progress`` (the post-processing choice) there.
 
 The standard ``CSVLogger`` comes from Keras. Every public name is importable from ``segkit.train.callbacks``.
 """
@@ -44,7 +44,7 @@ from segkit.train.callbacks.plateau import (
     plateau_state,
 )
 from segkit.train.callbacks.preview import EpochPreview, preview_grid
-from segkit.train.callbacks.progress import ProgressFn, ProgressReporter, TrainEvent
+from segkit.train.callbacks.progress import ProgressFn, ProgressReporter, TaskEvents, TrainEvent
 from segkit.train.callbacks.schedule import LearningRateLogger, LRSchedule, ScheduledLR, schedule_factor
 from segkit.train.callbacks.stopping import NaNGuard, TimeLimit
 
@@ -64,6 +64,7 @@ __all__ = [
     "ResumableEarlyStopping",
     "ResumableReduceLROnPlateau",
     "ScheduledLR",
+    "TaskEvents",
     "TimeLimit",
     "TrainClock",
     "TrainEvent",

@@ -2,7 +2,8 @@
 
 - ``AtomicCheckpoint``: saves ``model.keras`` (best by a monitor) or ``last.keras`` (every epoch) through a
   temporary ``.keras`` file in the same folder and ``os.replace``, so a kill at any moment leaves either the
-  previous file or the new one, never a torn one.
+  previous file or the new one, never a torn one. With ``also`` (``model_checkpoint: last``: ``model.keras``
+  is the last epoch too) the second name is a hard link to the same file, not a second copy.
 - ``AtomicBackup`` / ``restore_backup``: weights and optimizer state after every epoch for ``--resume``,
   written so that a kill at any moment leaves a complete backup whose epoch is known (``backup/state.json``
   names the weights file and its SHA-256; it is replaced only after that file is complete).
@@ -14,6 +15,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         monitor: log key to watch (e.g. ``val_fg_dice``); ``None`` saves every epoch.
         mode: ``min``/``max``; inferred from the name by ``monitor_mode`` when ``None``.
         initial_best: best value of earlier epochs (resume), so a worse epoch does not replace the file.
+        also: a second name for the same file (``link_atomic``), replaced whenever ``path`` is.
     """
 
     def __init__(
@@ -50,9 +53,11 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         monitor: str | None = None,
         mode: Mode | None = None,
         initial_best: float | None = None,
+        also: Path | None = None,
     ) -> None:
         super().__init__()
         self.path = Path(path)
+        self.also = Path(also) if also is not None else None
         self.monitor = monitor
         self.mode: Mode = mode or (monitor_mode(monitor) if monitor else "max")
         self.best = initial_best
@@ -65,6 +70,8 @@ class AtomicCheckpoint(keras.callbacks.Callback):
             return  # never write diverged weights
         if self.monitor is None:
             save_model_atomic(self.model, self.path)
+            if self.also is not None:
+                link_atomic(self.path, self.also)
             return
         current = logs.get(self.monitor)
         if current is None:
@@ -73,6 +80,19 @@ class AtomicCheckpoint(keras.callbacks.Callback):
             log.debug("epoch %d: %s improved %s -> %.5f", epoch + 1, self.monitor, self.best, float(current))
             self.best, self.best_epoch = float(current), epoch
             save_model_atomic(self.model, self.path)
+            if self.also is not None:
+                link_atomic(self.path, self.also)
+
+
+def link_atomic(src: Path, dst: Path) -> None:
+    """Make ``dst`` name the file ``src`` names: a hard link made beside ``dst`` and renamed onto it (a kill
+    leaves the old ``dst`` or the new one); a copy where the file system has no hard links."""
+    with atomic_path(Path(dst), suffix=".keras") as tmp:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:  # no hard links here (some network and FAT file systems)
+            shutil.copyfile(src, tmp)
 
 
 # === backup for --resume ===

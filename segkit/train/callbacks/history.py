@@ -35,24 +35,48 @@ def read_history_csv(path: Path) -> list[dict[str, float]]:
 
 
 def plot_curves(rows: Sequence[dict[str, float]], path: Path) -> None:
-    """Write ``curves.png``: loss (train/val) and fg_dice (train/val) against 1-based epoch."""
+    """Write ``curves.png`` against 1-based epoch: loss and fg_dice (train and val), the Dice of each class
+    (val solid, train dashed, one colour per class) and the learning rate (log scale)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [int(r["epoch"]) + 1 for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
-    for ax, key in zip(axes, ("loss", "fg_dice"), strict=True):
+    classes = sorted({k[len("dice_"):] for r in rows for k in r if k.startswith("dice_")})
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4.2), dpi=100)
+
+    def finite(key: str) -> list[float] | None:
+        ys = [r.get(key, float("nan")) for r in rows]
+        return ys if any(math.isfinite(y) for y in ys) else None
+
+    for ax, key in zip(axes[:2], ("loss", "fg_dice"), strict=True):
         for prefix, style in (("", "-o"), ("val_", "-s")):
-            ys = [r.get(prefix + key, float("nan")) for r in rows]
-            if any(math.isfinite(y) for y in ys):
+            ys = finite(prefix + key)
+            if ys is not None:
                 ax.plot(epochs, ys, style, markersize=3, label=("val " if prefix else "train ") + key)
-        ax.set_xlabel("epoch")
         ax.set_title(key)
+    colours = plt.get_cmap("tab10")
+    for i, name in enumerate(classes):
+        for prefix, style in (("val_", "-"), ("", "--")):
+            ys = finite(f"{prefix}dice_{name}")
+            if ys is not None:
+                label = f"{'val' if prefix else 'train'} {name}"
+                axes[2].plot(epochs, ys, style, color=colours(i % 10), label=label)
+    axes[2].set_title("Dice per class (val solid, train dashed)")
+    lr = finite("lr")
+    if lr is not None:
+        axes[3].plot(epochs, lr, "-", color="tab:purple", label="learning rate")
+        if all(y > 0 for y in lr if math.isfinite(y)):
+            axes[3].set_yscale("log")
+    axes[3].set_title("learning rate")
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend()
+            ax.legend(fontsize=8)
     fig.tight_layout()
     try:
         write_with(path, lambda tmp: fig.savefig(tmp, format="png"))

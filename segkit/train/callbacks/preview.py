@@ -1,5 +1,5 @@
-"""Epoch-change inference: ``EpochPreview`` writes ``image | truth | prediction`` grids (``preview_grid``) of
-fixed validation images after every epoch."""
+"""Epoch-change inference: ``EpochPreview`` writes ``image | truth | prediction`` grids (``preview_grid``,
+enlarged and titled by ``titled_preview``) of fixed validation images after every epoch."""
 
 from __future__ import annotations
 
@@ -44,6 +44,23 @@ def preview_grid(
     return np.concatenate(rows, axis=0)
 
 
+def titled_preview(grid: npt.NDArray[np.uint8], epoch: int, columns: int = 3,
+                   min_tile: int = 160) -> npt.NDArray[np.uint8]:
+    """``grid`` (``preview_grid``) enlarged (nearest neighbour, whole factor) until a tile is ``min_tile``
+    pixels wide, under a header naming the epoch and the columns (``image``, ``truth``, ``prediction``)."""
+    import cv2
+
+    factor = max(1, -(-min_tile * columns // grid.shape[1]))
+    big = np.repeat(np.repeat(grid, factor, axis=0), factor, axis=1)
+    tile_w = big.shape[1] // columns
+    header = np.full((28, big.shape[1], 3), 24, dtype=np.uint8)
+    titles = ("image", "truth", f"prediction, epoch {epoch}")
+    for c, title in enumerate(titles[:columns]):
+        cv2.putText(header, title, (c * tile_w + 6, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1,
+                    cv2.LINE_AA)
+    return np.concatenate([header, big], axis=0)
+
+
 class EpochPreview(keras.callbacks.Callback):
     """Epoch-change inference: predictions for the same validation images after every epoch.
 
@@ -70,7 +87,7 @@ class EpochPreview(keras.callbacks.Callback):
 
         probs = np.asarray(self.model.predict_on_batch(self.images))
         pred = probs.argmax(-1).astype(np.uint8)
-        grid = preview_grid(self.images, self.truth, pred, self.palette)
+        grid = titled_preview(preview_grid(self.images, self.truth, pred, self.palette), epoch + 1)
         path = self.out_dir / f"epoch_{epoch + 1:03d}.png"
 
         def _write(tmp: Path) -> None:
