@@ -23,6 +23,8 @@ _EPILOG = "Examples (one per source):\n\n\b\n" + "\n".join(
     "\n  segkit prepare left-atrial Task02_Heart/ --verify   (checks the raw data, writes nothing)"
     "\n  segkit prepare alcapa ImageALCAPA/ --out data/alcapa --folds 5 --fold 2 --workers 4"
     "\n  segkit prepare left-atrial Task02_Heart/ --out data/la --splits splits_final.json --fold 0"
+    "\n  segkit prepare nifti study/ --image-glob '*/dicom' --label-glob '*/label.nii.gz' --series 401 "
+    "--config my.yaml"
 )
 
 
@@ -86,6 +88,11 @@ def prepare(
     seed: int = typer.Option(None, "--seed", help="phantom: generator seed (default: the config seed)."),
     image_glob: str = typer.Option(None, "--image-glob", help="nifti: image pattern with one '*' = case id."),
     label_glob: str = typer.Option(None, "--label-glob", help="nifti: label pattern with one '*' = case id."),
+    series: str = typer.Option(
+        None, "--series", help="An image holding several volumes (DICOM series, cine phases, a 4D NIfTI): "
+        "the one to take, by series number (4), name as listed (s004_T1w, la_003_phase02) or glob "
+        "('*_phase01')."
+    ),
 ) -> None:
     """Turn a raw 3D dataset (or 2D slices) into a patient-split 2D PNG dataset.
 
@@ -113,7 +120,7 @@ def prepare(
         verify_only=verify,
         splits_file=splits,
         source_options=SourceOptions(
-            image_glob=image_glob, label_glob=label_glob, phantom_n=n, phantom_seed=seed
+            image_glob=image_glob, label_glob=label_glob, phantom_n=n, phantom_seed=seed, series=series
         ),
     )
     with RichProgress() as bar:  # "prepare" (or "verify"): one bar over the cases

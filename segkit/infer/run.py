@@ -100,7 +100,7 @@ def plan_inference(
     from segkit.io.run_folder import INFERENCE_DIR
     from segkit.io.segmentations import OUTPUT_FORMATS
     from segkit.io.slices import IMAGE_SUFFIXES
-    from segkit.io.volumes import VolumeRef, is_volume, supported_text
+    from segkit.io.volumes import is_volume, supported_text, volume_refs
     from segkit.predict.bundle import is_bundle
     from segkit.predict.models import resolve_models
 
@@ -121,7 +121,7 @@ def plan_inference(
                 path=input_path,
                 hint=f"give a volume ({supported_text()}), or a folder of PNG/JPG slices",
             )
-        volumes = [VolumeRef(input_path)]
+        volumes = volume_refs(input_path)  # a 4D NIfTI: one volume per phase
     else:
         volumes, skipped = select_volumes(input_path, opts.glob)
         images = not volumes and any(p.suffix.lower() in IMAGE_SUFFIXES for p in input_path.iterdir())

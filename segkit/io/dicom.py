@@ -221,9 +221,12 @@ def read_dicom(path: Path, series_key: str | None = None) -> tuple[npt.NDArray, 
     if len(series) > 1:
         names = ", ".join(s.name for s in series[:6])
         cine = " (a cine or multi-phase series: one volume per phase)" if series[0].phase else ""
+        first = series[0]
+        pick = f"--series {first.number}" if first.number is not None and not first.phase \
+            else f"--series '{first.name}'"
         raise DataError(f"{len(series)} series in one input{cine} ({names})", path=path,
-                        hint="prepare: give one series per image path; infer: a folder input segments "
-                        "each series (or phase) on its own, --glob NAME picks one")
+                        hint=f"prepare: pick one per case with --series, e.g. {pick}; infer: a folder input "
+                        f"segments each series (or phase) on its own, --glob '{first.name}' picks one")
     return read_series(series[0], Path(path))
 
 

@@ -119,11 +119,14 @@ class VolumeRef:
         series_key: the ``DicomSeries.key`` of one series (or one phase of a cine series) in ``path``
             (``None``: the path's only volume).
         name: the case id of the outputs (``""``: the file name without its volume suffix).
+        phase: of a 4D NIfTI file (a cine or multi-phase series): the 1-based index along its 4th axis
+            (``None``: a 3D volume).
     """
 
     path: Path
     series_key: str | None = None
     name: str = ""
+    phase: int | None = None
 
     @property
     def case_id(self) -> str:
@@ -189,24 +192,61 @@ def supported_text() -> str:
 
 
 def volume_inputs(folder: Path) -> list[VolumeRef]:
-    """The volumes of a folder: its volume files (top level), then every DICOM series found at any depth,
-    each named by series number and description (``s004_T1w``; a counter is appended to repeated names).
-    A DICOM series folder of its own is one ``VolumeRef`` named after the folder."""
+    """The volumes of a folder: its volume files (top level; a 4D NIfTI file one volume per phase,
+    ``volume_refs``), then every DICOM series found at any depth, each named by series number and description
+    (``s004_T1w``; a counter is appended to repeated names). A DICOM series folder of its own is one
+    ``VolumeRef`` named after the folder."""
     folder = Path(folder)
-    files = [VolumeRef(p) for p in sorted(folder.iterdir())
-             if p.is_file() and not p.name.startswith(".") and volume_suffix(p) not in ("", ".dcm")]
+    files = [r for p in sorted(folder.iterdir())
+             if p.is_file() and not p.name.startswith(".") and volume_suffix(p) not in ("", ".dcm")
+             for r in volume_refs(p)]
     if not dicom.holds_dicom(folder):
         return files
-    series = dicom.list_series(folder)
-    if len(series) == 1 and not files:
+    refs = dicom_series_refs(folder)
+    if len(refs) == 1 and not files:
         return [VolumeRef(folder)]
+    return files + refs
+
+
+def dicom_series_refs(folder: Path) -> list[VolumeRef]:
+    """Every DICOM series (every phase of a cine series) under ``folder``, named ``s<number>_<description>``
+    (``DicomSeries.name``; a counter is appended to repeated names).
+
+    Raises:
+        DataError: as ``segkit.io.dicom.list_series``.
+    """
     seen: dict[str, int] = {}
     refs = []
-    for s in series:
+    for s in dicom.list_series(Path(folder)):
         seen[s.name] = seen.get(s.name, 0) + 1
         name = s.name if seen[s.name] == 1 else f"{s.name}_{seen[s.name]}"
-        refs.append(VolumeRef(folder, s.key, name))
-    return files + refs
+        refs.append(VolumeRef(Path(folder), s.key, name))
+    return refs
+
+
+def volume_phases(path: Path) -> int:
+    """The number of phases of a NIfTI file, from its header: the length of a 4th axis longer than 1, else 1
+    (a 3D volume; other formats are not looked into here, ``load_volume`` refuses their 4D data).
+
+    Raises:
+        DataError: an unreadable header.
+    """
+    fmt = volume_format(path)
+    if fmt is None or fmt.name != "nifti":
+        return 1
+    shape, _ = read_header(path)
+    return shape[3] if len(shape) == 4 and shape[3] > 1 else 1
+
+
+def volume_refs(path: Path) -> list[VolumeRef]:
+    """The volumes of one volume file: itself, or for a 4D NIfTI (a cine or multi-phase series) one
+    ``VolumeRef`` per phase named ``<case>_phaseNN``, as a cine DICOM series gives one per phase."""
+    path = Path(path)
+    n = volume_phases(path)
+    if n == 1:
+        return [VolumeRef(path)]
+    case = VolumeRef(path).case_id
+    return [VolumeRef(path, name=f"{case}_phase{k:02d}", phase=k) for k in range(1, n + 1)]
 
 
 def load_volume(path: Path | VolumeRef) -> Volume:
@@ -216,16 +256,18 @@ def load_volume(path: Path | VolumeRef) -> Volume:
 
     Args:
         path: a volume file (``FORMATS``), a folder holding one DICOM series, or a ``VolumeRef`` naming one
-            series of a folder.
+            series of a folder or one phase of a 4D file.
 
     Returns:
         ``Volume(data (X, Y, Z), affine (4, 4) float64 voxel -> RAS mm, path, format)``.
 
     Raises:
-        DataError: missing file, unsupported type, corrupt or truncated file, data that is not 3D, a DICOM
-            series that is not one valid volume (``segkit.io.dicom``).
+        DataError: missing file, unsupported type, corrupt or truncated file, data that is not 3D (a 4D
+            volume without ``phase``: the hint names the phases), a DICOM series that is not one valid volume
+            (``segkit.io.dicom``).
     """
     series_key = path.series_key if isinstance(path, VolumeRef) else None
+    phase = path.phase if isinstance(path, VolumeRef) else None
     path = path.path if isinstance(path, VolumeRef) else Path(path)
     if not path.exists():
         raise DataError(
@@ -251,6 +293,15 @@ def load_volume(path: Path | VolumeRef) -> Volume:
         ) from e
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
+    if phase is not None:
+        data = _phase_of(data, phase, path)
+    if data.ndim == 4 and fmt.name == "nifti":
+        first = f"{VolumeRef(path).case_id}_phase01"
+        raise DataError(
+            f"a 4D volume of {data.shape[3]} phases (shape {tuple(int(s) for s in data.shape)})",
+            path=path,
+            hint=f"infer segments each phase ({first}, ...); prepare: pick one with --series '*_phase01'",
+        )
     if data.ndim != 3:
         raise DataError(
             f"expected a 3D volume, got {data.ndim}D data of shape {tuple(int(s) for s in data.shape)}",
@@ -260,13 +311,27 @@ def load_volume(path: Path | VolumeRef) -> Volume:
     return Volume(data=data, affine=affine, path=path, format=fmt.name)
 
 
-def read_header(path: Path) -> tuple[tuple[int, ...], npt.NDArray[np.float64]]:
+def _phase_of(data: npt.NDArray, phase: int, path: Path) -> npt.NDArray:
+    """Phase ``phase`` (1-based) of 4D ``data`` along its 4th axis."""
+    if data.ndim != 4 or not 1 <= phase <= data.shape[3]:
+        raise DataError(f"no phase {phase} in data of shape {tuple(int(s) for s in data.shape)}", path=path,
+                        hint="the file changed since it was listed; list it again")
+    return np.ascontiguousarray(data[..., phase - 1])
+
+
+def read_header(path: Path | VolumeRef) -> tuple[tuple[int, ...], npt.NDArray[np.float64]]:
     """(shape, voxel -> RAS affine) of a volume: from the header alone for NIfTI and NRRD, by reading the
-    volume for the other formats.
+    volume for the other formats and for one series or phase (a ``VolumeRef`` with ``series_key`` or
+    ``phase``).
 
     Raises:
         DataError: an unreadable file or unknown format (one line naming the file).
     """
+    if isinstance(path, VolumeRef):
+        if path.series_key is not None or path.phase is not None:
+            vol = load_volume(path)
+            return tuple(int(s) for s in vol.data.shape), vol.affine
+        path = path.path
     path = Path(path)
     fmt = volume_format(path)
     if fmt is not None and fmt.name not in ("nifti", "nrrd"):

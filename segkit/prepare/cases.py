@@ -122,7 +122,7 @@ def _prepare_case(task: CaseTask, sha: dict[str, str | None]) -> dict[str, Any]:
     if spec.kind == "slices2d":
         sliced = slice_2d_case(spec, cfg, rng)
     else:
-        image = load_volume(spec.image)
+        image = load_volume(spec.image_ref)
         label = load_volume(spec.label) if spec.label is not None else None
         sliced = slice_case(image, label, cfg, spec.case_id, rng)
         del image, label
@@ -216,7 +216,7 @@ def verify_case(spec: CaseSpec, cfg: Config) -> list[str]:
             note(e)
         return problems
     try:
-        image = load_volume(spec.image)
+        image = load_volume(spec.image_ref)
     except Exception as e:  # noqa: BLE001
         note(e)
         image = None

@@ -232,13 +232,15 @@ def _check_folders(adapter: Source, src: Path | None, out: Path | None, verify_o
 
 
 def _dataset_key(cfg: Config, source: str, opts: PrepareOptions, out: Path | None) -> str:
-    """The dataset's key (``config_fingerprint``), including a user split file and fold: another split is
-    another dataset.
+    """The dataset's key (``config_fingerprint``), including ``--series`` and a user split file and fold:
+    another series or another split is another dataset.
 
     Raises:
         DataError: the split file is missing, or lies inside ``out`` that ``overwrite`` would clear.
     """
     key = config_fingerprint(cfg, source)
+    if opts.source_options.series is not None:
+        key = hashlib.sha256(f"{key}:series={opts.source_options.series}".encode()).hexdigest()
     splits_file = opts.splits_file
     if splits_file is None:
         return key
@@ -389,7 +391,7 @@ def median_spacing(cases: list[CaseSpec], axis: int) -> tuple[float, float] | No
     for case in cases:
         if case.kind != "volume":
             continue
-        _, affine = read_header(case.image)
+        _, affine = read_header(case.image_ref)
         r, c = display_spacing(affine, axis)
         rows.append(r)
         cols.append(c)

@@ -30,11 +30,19 @@ import csv
 import fnmatch
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from segkit.errors import DataError, SegkitError
-from segkit.io.volumes import CaseKind, is_volume, supported_text
+from segkit.io.volumes import (
+    CaseKind,
+    VolumeRef,
+    dicom_series_refs,
+    is_volume,
+    supported_text,
+    volume_format,
+    volume_refs,
+)
 from segkit.registry import Registry
 
 _NII = (".nii.gz", ".nii")
@@ -50,6 +58,8 @@ class CaseSpec:
         label: the label volume, or None (unlabelled).
         kind: ``"volume"`` (one 3D image + label) or ``"slices2d"`` (several 2D slices, see ``slices``).
         slices: for ``slices2d`` only: ``(slice_index, image_path, mask_path)`` sorted by slice index.
+        pick: the one DICOM series (or cine phase) of an image folder holding several, or the one phase of a
+            4D NIfTI image, chosen by ``--series`` (``select_series``); ``None``: the image's only volume.
     """
 
     case_id: str
@@ -57,6 +67,12 @@ class CaseSpec:
     label: Path | None
     kind: CaseKind = CaseKind.VOLUME
     slices: tuple[tuple[int, Path, Path | None], ...] = ()
+    pick: VolumeRef | None = None
+
+    @property
+    def image_ref(self) -> VolumeRef:
+        """The image volume to read: ``pick``, else ``image`` itself."""
+        return self.pick if self.pick is not None else VolumeRef(self.image)
 
     @property
     def files(self) -> list[Path]:
@@ -82,12 +98,16 @@ class SourceOptions:
         image_glob, label_glob: ``nifti``: image / label pattern with one ``*`` each (the case id).
         phantom_n: ``phantom``: number of cases to generate.
         phantom_seed: ``phantom``: generator seed (None: the config's ``seed``).
+        series: an image that holds several volumes (a folder of several DICOM series, a cine series, a 4D
+            NIfTI): the one to take, by series number (``4``), name as listed (``s004_T1w``,
+            ``la_003_phase02``) or glob (``'s004*'``, ``'*_phase01'``); ``select_series``.
     """
 
     image_glob: str | None = None
     label_glob: str | None = None
     phantom_n: int = 6
     phantom_seed: int | None = None
+    series: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,7 +144,10 @@ SOURCES: Registry[Source] = Registry("source")
 
 def _register(name: str, preset: str | None, example: str, needs_src: bool = True):  # noqa: ANN202
     def deco(fn: Callable[[Path, SourceOptions], Discovery]) -> Callable[[Path, SourceOptions], Discovery]:
-        SOURCES.register(name)(Source(name, preset, needs_src, fn, example))
+        def discover_one_volume_per_case(src: Path, options: SourceOptions) -> Discovery:
+            return select_series(fn(src, options), options.series)
+
+        SOURCES.register(name)(Source(name, preset, needs_src, discover_one_volume_per_case, example))
         return fn
 
     return deco
@@ -418,5 +441,76 @@ def unusable_case_ids(found: Discovery) -> list[str]:
 
 
 def discover(source: str, src: Path, options: SourceOptions | None = None) -> Discovery:
-    """Look ``source`` up in ``SOURCES`` and discover the cases under ``src``."""
+    """Look ``source`` up in ``SOURCES`` and discover the cases under ``src`` (``select_series`` applied)."""
     return SOURCES.get(source).discover(Path(src), options or SourceOptions())
+
+
+# === one volume per case: --series ===
+
+
+def _choices(image: Path) -> list[VolumeRef]:
+    """The volumes an image path holds: the series (and cine phases) of a DICOM folder, the phases of a 4D
+    NIfTI, else the image itself."""
+    if image.is_dir():
+        return dicom_series_refs(image)
+    return volume_refs(image)
+
+
+def _series_number(ref: VolumeRef) -> int | None:
+    """The series number of a DICOM series ref named ``s<number>_...``, else ``None``."""
+    m = re.match(r"s(\d+)(?:_|$)", ref.name) if ref.series_key is not None else None
+    return int(m.group(1)) if m else None
+
+
+def _matches(ref: VolumeRef, pattern: str) -> bool:
+    if pattern.strip().isdigit():
+        return _series_number(ref) == int(pattern)
+    return fnmatch.fnmatchcase(ref.case_id, pattern)
+
+
+def _example(ref: VolumeRef) -> str:
+    num = _series_number(ref)
+    cine = ref.phase is not None or (ref.series_key is not None and "/" in ref.series_key)
+    return f"--series {num}" if num is not None and not cine else f"--series '{ref.case_id}'"
+
+
+def _pick(case: CaseSpec, pattern: str | None) -> CaseSpec | str:
+    """``case`` with ``pick`` set to its one volume matching ``pattern``, or a problem line."""
+    if case.kind != CaseKind.VOLUME or not (case.image.is_dir() or volume_format(case.image) is not None):
+        return case
+    try:
+        refs = _choices(case.image)
+    except SegkitError:
+        return case  # an unreadable image fails its own case when it is read (the others still run)
+    if len(refs) == 1 and refs[0].series_key is None and refs[0].phase is None:
+        return case  # a volume file of one volume: nothing to pick
+    listed = ", ".join(r.case_id for r in refs[:8]) + (", ..." if len(refs) > 8 else "")
+    if pattern is None:
+        if len(refs) <= 1:
+            return case
+        return (f"{case.image.name}: {len(refs)} volumes in the image of case '{case.case_id}' ({listed}); "
+                f"pick one per case with --series, e.g. {_example(refs[0])}")
+    hits = [r for r in refs if _matches(r, pattern)]
+    if len(hits) != 1:
+        found = "no volume" if not hits else f"{len(hits)} volumes"
+        return (f"{case.image.name}: --series '{pattern}' matches {found} of case '{case.case_id}' "
+                f"({listed}); give a pattern matching one, e.g. {_example(refs[0])}")
+    one = hits[0]
+    return replace(case, pick=one if one.series_key is not None or one.phase is not None else None)
+
+
+def select_series(found: Discovery, pattern: str | None) -> Discovery:
+    """One volume per case: an image holding several (a folder of several DICOM series or a cine series, a
+    4D NIfTI) takes the one ``pattern`` (``--series``) matches: a series number (``4``), or a name as listed
+    (``s004_T1w``, ``la_003_phase02``) with glob wildcards. Without ``pattern`` such a case is a problem line
+    that lists its volumes and names ``--series``; a pattern that matches no volume or several of a case is
+    one too (every DICOM image folder is checked against ``pattern``, one of a single series included)."""
+    cases: list[CaseSpec] = []
+    problems = list(found.problems)
+    for case in found.cases:
+        picked = _pick(case, pattern)
+        if isinstance(picked, str):
+            problems.append(picked)
+        else:
+            cases.append(picked)
+    return Discovery(cases, problems)
