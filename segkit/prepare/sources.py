@@ -488,7 +488,8 @@ def _pick(case: CaseSpec, pattern: str | None) -> CaseSpec | str:
     if pattern is None:
         if len(refs) <= 1:
             return case
-        return (f"{case.image.name}: {len(refs)} volumes in the image of case '{case.case_id}' ({listed}); "
+        what = "phases" if refs[0].phase is not None else "series"  # a 4D NIfTI, or DICOM series/phases
+        return (f"{case.image.name}: {len(refs)} {what} in one input ({listed}) of case '{case.case_id}'; "
                 f"pick one per case with --series, e.g. {_example(refs[0])}")
     hits = [r for r in refs if _matches(r, pattern)]
     if len(hits) != 1:
