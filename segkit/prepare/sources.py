@@ -1,8 +1,10 @@
 """Source adapters: find the cases of a raw dataset in its layout as published.
 
 Each adapter takes the raw folder and returns a ``Discovery``: the sorted ``CaseSpec`` list and one line per
-problem (an image without label or a label without image, named by file). Adapters are registered in
-``SOURCES`` by lower-case name:
+problem (an image without label or a label without image, named by file). The registered ``discover`` of
+every adapter then keeps one volume per case (``select_series``: ``--series`` picks one DICOM series, cine
+phase or 4D NIfTI phase of an image that holds several). Adapters are registered in ``SOURCES`` by lower-case
+name:
 
 =============  =====================================================================================
 ``hvsmr``      HVSMR-2.0 ``cropped_norm/``: ``patN_cropped_norm.nii.gz`` + ``patN_cropped_seg.nii.gz``

@@ -106,7 +106,7 @@ def bad_files(tmp_path: Path) -> Path:
         ("noise.nii", "cannot read volume"),
         ("noise.nrrd", "cannot read volume"),
         ("flat.nii.gz", "expected a 3D volume, got 2D data of shape (5, 6)"),
-        ("series.nii.gz", "a 4D volume of 2 phases (shape (5, 6, 7, 2))"),  # 4D NIfTI: the cine rule (issue 18)
+        ("series.nii.gz", "a 4D volume of 2 phases (shape (5, 6, 7, 2))"),  # the cine rule (issue 18)
         ("missing.nii.gz", "volume file not found"),
         ("scan.vtk", "unsupported volume file type '.vtk'"),
         ("scan.mha", "cannot read volume (RuntimeError"),
