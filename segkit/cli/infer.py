@@ -111,7 +111,7 @@ def infer(
             out.print(f"{f.tiled} images differ from the model input size: sliding-window inference")
 
 
-def _videos(plan: Any, fmt: str, overwrite: bool) -> dict[str, tuple[Path, Path]]:
+def _videos(plan: Any, fmt: str, overwrite: bool) -> dict[str, tuple[Any, Path]]:
     """``{case id: (input volume, video file)}`` for ``--video``, checked before anything is written.
 
     Raises:
@@ -121,7 +121,6 @@ def _videos(plan: Any, fmt: str, overwrite: bool) -> dict[str, tuple[Path, Path]
     from segkit.errors import ConfigError
     from segkit.infer.video import VideoFormat, video_path
     from segkit.infer.volume import refuse_existing
-    from segkit.predict.volume import case_id_of
 
     if fmt not in ("mp4", "gif"):
         raise ConfigError(f"unknown video format '{fmt}'", path="--video-format", hint="use mp4 or gif")
@@ -129,7 +128,7 @@ def _videos(plan: Any, fmt: str, overwrite: bool) -> dict[str, tuple[Path, Path]
         raise ConfigError("--video makes one video per volume; this input is a folder of 2D slices",
                           path="--video", hint="the overlays/ folder holds one overlay per slice")
     suffix: VideoFormat = "gif" if fmt == "gif" else "mp4"
-    videos = {case_id_of(v): (v, video_path(plan.out_dir / f"{case_id_of(v)}_seg.nii.gz", suffix))
+    videos = {v.case_id: (v, video_path(plan.out_dir / f"{v.case_id}_seg.nii.gz", suffix))
               for v in plan.volumes}
     refuse_existing([target for _, target in videos.values()], overwrite)
     return videos

@@ -26,12 +26,14 @@ import numpy as np
 import numpy.typing as npt
 
 from segkit.errors import DataError
+from segkit.io.volumes import VolumeRef, load_volume
 
 if TYPE_CHECKING:
     from segkit.config import ClassSpec, Config
 
 VideoFormat = Literal["mp4", "gif"]
 MIN_SIDE = 384  # frames are enlarged (nearest neighbour) until the shorter side reaches this
+MAX_SIDE = 1024  # the longest side enlarge() makes (pixels)
 _FONT_PX = 13  # cap height of the caption font at a 384-pixel wide picture
 
 
@@ -132,13 +134,17 @@ def label_picture(
     return out
 
 
-def enlarge(img: npt.NDArray[np.uint8], min_side: int = MIN_SIDE) -> npt.NDArray[np.uint8]:
-    """``img`` repeated by the smallest whole factor that makes its shorter side at least ``min_side``."""
+def enlarge(img: npt.NDArray[np.uint8], min_side: int = MIN_SIDE, max_side: int = MAX_SIDE
+            ) -> npt.NDArray[np.uint8]:
+    """``img`` repeated by the smallest whole factor that makes its shorter side at least ``min_side``, but
+    never so far that its longer side passes ``max_side`` (a thin slice of a few-slice series stays a strip
+    instead of a frame tens of thousands of pixels long, which no video encoder takes)."""
     factor = max(1, -(-min_side // min(img.shape[:2])))
+    factor = max(1, min(factor, max_side // max(img.shape[:2])))
     return np.repeat(np.repeat(img, factor, axis=0), factor, axis=1) if factor > 1 else img
 
 
-def overlay_frames(image_path: Path, seg_path: Path, cfg: Config) -> list[npt.NDArray[np.uint8]]:
+def overlay_frames(image_path: Path | VolumeRef, seg_path: Path, cfg: Config) -> list[npt.NDArray[np.uint8]]:
     """One labelled RGB frame per slice along ``cfg.prepare.axis``: the image (``prepare``'s intensity
     recipe for ``cfg.modality``) with the labels of ``seg_path`` blended in (``infer.alpha``).
 
@@ -148,11 +154,11 @@ def overlay_frames(image_path: Path, seg_path: Path, cfg: Config) -> list[npt.ND
     import nibabel as nib
 
     from segkit.infer.volume import overlay
-    from segkit.io.volumes import load_volume
     from segkit.prepare.normalize import apply_intensity, intensity_recipe
     from segkit.prepare.slicing import display_slices
 
-    image, seg = load_volume(Path(image_path)), load_volume(Path(seg_path))
+    image = load_volume(image_path if isinstance(image_path, VolumeRef) else Path(image_path))
+    seg = load_volume(Path(seg_path))
     if image.data.shape != seg.data.shape:
         raise DataError(f"labels of shape {seg.data.shape} for an image of shape {image.data.shape}",
                         path=seg_path, hint="give the label volume segkit infer wrote for this image")
@@ -205,7 +211,8 @@ def write_video(frames: Sequence[npt.NDArray[np.uint8]], path: Path, fps: float 
 
 
 def write_overlay_video(
-    image_path: Path, seg_path: Path, cfg: Config, out_path: Path | None = None, fps: float = 10.0
+    image_path: Path | VolumeRef, seg_path: Path, cfg: Config, out_path: Path | None = None,
+    fps: float = 10.0
 ) -> VideoResult:
     """Write the overlay video of one inferred volume (see the module docs); ``out_path`` defaults to
     ``video_path(seg_path)`` (mp4; a ``.gif`` path writes a GIF)."""

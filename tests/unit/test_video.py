@@ -101,3 +101,30 @@ def test_infer_video_from_the_cli(tmp_path: Path, repo_root: Path) -> None:
     assert f"video {video} (40 slices)" in res.stdout
     again = runner.invoke(app, args)  # refused before anything is written
     assert again.exit_code == 2 and "already exists" in again.output
+
+
+def test_enlarge_caps_the_long_side() -> None:
+    from segkit.infer.video import MAX_SIDE, enlarge
+
+    small = enlarge(np.zeros((64, 48, 3), np.uint8))  # short side 48 -> x8 (384 px); long side 512
+    assert small.shape == (512, 384, 3)
+    strip = enlarge(np.zeros((4, 256, 3), np.uint8))  # a slice across a 4-slice series: x4, not x96
+    assert strip.shape == (16, MAX_SIDE, 3)
+
+
+def test_video_of_a_real_dicom_series_across_its_slices(tmp_path: Path) -> None:
+    """A 4-slice sagittal DICOM series cut along the preset's axis gives 256 thin frames: they must still
+    encode (the enlarged frame once was 24,608 px long and ffmpeg refused it)."""
+    import nibabel as nib
+
+    from segkit.io.volumes import VolumeRef, load_volume
+
+    ref = VolumeRef(SHARED / "dicom/siemens")
+    vol = load_volume(ref)
+    seg = tmp_path / "siemens_seg.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros(vol.data.shape, np.uint8), vol.affine), str(seg))
+    cfg = load_config("demo")
+    mp4 = write_overlay_video(ref, seg, cfg, tmp_path / "siemens_overlay.mp4")
+    ras_shape = nib.orientations.apply_orientation(
+        np.zeros(vol.data.shape), nib.orientations.io_orientation(vol.affine)).shape
+    assert mp4.frames == ras_shape[cfg.prepare.axis] == _frames_of(mp4.path)
