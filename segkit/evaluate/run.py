@@ -506,7 +506,7 @@ def boxplot(
     for i, vals in enumerate(data, start=1):
         # evenly spread, so equal values stay visible side by side (no random jitter: same picture each run)
         offsets = np.linspace(-0.12, 0.12, len(vals)) if len(vals) > 1 else np.zeros(1)
-        ax.scatter(i + offsets, vals, s=14, color="tab:blue", alpha=0.7, zorder=3)
+        ax.scatter(i + offsets, vals, s=18, color="tab:blue", alpha=0.8, zorder=3)
     ax.set_xticks(range(1, len(names) + 1), [f"{n}\n(n={len(v)})" for n, v in zip(names, data, strict=True)],
                   rotation=30 if len(names) > 4 else 0)
     ax.set_title(metric)
