@@ -479,7 +479,9 @@ def write_reports(
 def boxplot(
     path: Path, rows: Sequence[Mapping[str, Any]], metric: str, classes: Sequence[tuple[int, str]]
 ) -> Path | None:
-    """Box plot of one metric per class over cases (finite values only); None when no class has a value."""
+    """Box plot of one metric per class over cases (finite values only), each case's value drawn over it as a
+    point (a box of one or two cases is only a line); the tick names the class and its number of cases. None
+    when no class has a value."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -500,8 +502,13 @@ def boxplot(
     if not data:
         return None
     fig, ax = plt.subplots(figsize=(1.2 + 1.0 * len(data), 3.5), dpi=100)
-    ax.boxplot(data)
-    ax.set_xticks(range(1, len(names) + 1), names, rotation=30)
+    ax.boxplot(data, showfliers=False)  # every value is drawn as a point below, outliers included
+    for i, vals in enumerate(data, start=1):
+        # evenly spread, so equal values stay visible side by side (no random jitter: same picture each run)
+        offsets = np.linspace(-0.12, 0.12, len(vals)) if len(vals) > 1 else np.zeros(1)
+        ax.scatter(i + offsets, vals, s=18, color="tab:blue", alpha=0.8, zorder=3)
+    ax.set_xticks(range(1, len(names) + 1), [f"{n}\n(n={len(v)})" for n, v in zip(names, data, strict=True)],
+                  rotation=30 if len(names) > 4 else 0)
     ax.set_title(metric)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

@@ -83,18 +83,22 @@ def plot_summary(summary: dict[str, dict[str, Any]], path: Path, title: str) -> 
     fig = Figure(figsize=(11, 4))  # no pyplot: no global figure state, Agg canvas only
     FigureCanvasAgg(fig)
     ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 2.5]})
+    colours = dict(zip(SPLITS, ("#4c72b0", "#dd8452", "#55a868"), strict=True))  # the same in both panels
     counts = [summary[s]["slices"] for s in splits]
-    bars = ax1.bar(splits, counts, color=["#4c72b0", "#dd8452", "#55a868"])
-    ax1.bar_label(
-        bars, labels=[f"{summary[s]['slices']}\n({summary[s]['cases']} cases)" for s in splits], fontsize=8
-    )
+    bars = ax1.bar(splits, counts, color=[colours.get(s, "#8c8c8c") for s in splits])
+    ax1.bar_label(bars, labels=[f"{summary[s]['slices']}\n({_cases(summary[s]['cases'])})" for s in splits],
+                  fontsize=8, padding=2)
+    ax1.set_ylim(0, max([*counts, 1]) * 1.25)  # room for the two-line labels below the panel title
     ax1.set_ylabel("slices")
     ax1.set_title("slices per split")
     width = 0.8 / max(len(splits), 1)
     x = np.arange(len(classes))
     for i, s in enumerate(splits):
-        ax2.bar(x + i * width, [summary[s]["pixels"][c] for c in classes], width, label=s)
-    ax2.set_xticks(x + width * (len(splits) - 1) / 2, classes, rotation=30, ha="right")
+        ax2.bar(x + i * width, [summary[s]["pixels"][c] for c in classes], width, label=s,
+                color=colours.get(s, "#8c8c8c"))
+    many = len(classes) > 6
+    ax2.set_xticks(x + width * (len(splits) - 1) / 2, classes, rotation=30 if many else 0,
+                   ha="right" if many else "center")
     ax2.set_ylabel("pixels (resized masks)")
     ax2.set_title("foreground pixels per class")
     ax2.legend()
@@ -102,3 +106,7 @@ def plot_summary(summary: dict[str, dict[str, Any]], path: Path, title: str) -> 
     fig.tight_layout()
     write_with(path, lambda p: fig.savefig(p, dpi=100))
     return path
+
+
+def _cases(n: int) -> str:
+    return f"{n} case" if n == 1 else f"{n} cases"

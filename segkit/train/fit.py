@@ -253,8 +253,8 @@ def check_run_dir(cfg: Config, *, resume: bool, overwrite: bool) -> bool:
 
 
 def add_history_columns(path: Path, columns: tuple[str, ...] = ("epoch_s", "time_s")) -> None:
-    """Add ``columns`` missing from a ``CSVLogger`` file (a run made before segkit logged them) as NaN, in
-    ``CSVLogger``'s column order (``epoch``, then the sorted keys), so rows appended on resume line up."""
+    """Add ``columns`` missing from a ``history.csv`` (a run made before segkit logged them) as NaN, in its
+    column order (``epoch``, then the sorted keys), so rows appended on resume line up."""
     if not path.is_file():
         return
     rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
@@ -275,16 +275,20 @@ def add_history_columns(path: Path, columns: tuple[str, ...] = ("epoch_s", "time
 
 
 def truncate_history_csv(path: Path, epochs: int) -> None:
-    """Keep only the rows of epochs ``< epochs`` in a ``CSVLogger`` file (atomically), so a resumed run that
-    repeats an epoch whose row was written before the kill does not log it twice."""
+    """Keep only the rows of the first ``epochs`` epochs in a ``history.csv`` (atomically), so a resumed run
+    that repeats an epoch whose row was written before the kill does not log it twice. The file may count
+    from 1 or, written before segkit did, from 0 (``history_base``)."""
+    from segkit.train.callbacks import history_base
+
     if not path.is_file():
         return
+    base = history_base(path)
     text = path.read_text(encoding="utf-8")
     rows = list(csv.reader(io.StringIO(text)))
     if not rows:
         return
     header, body = rows[0], rows[1:]
-    kept = [r for r in body if r and _int_or(r[0], epochs) < epochs]
+    kept = [r for r in body if r and _int_or(r[0], epochs + base) - base < epochs]
     if len(kept) == len(body):
         return
     buf = io.StringIO()
@@ -580,7 +584,7 @@ def _restore(cfg: Config, model: keras.Model, strategy: Any, run_dir: Path) -> i
 
     From ``backup/`` (the exact epoch ``state.json`` names) when there is one, else from ``last.keras`` and
     the length of ``history.csv`` (runs made before the atomic backup); ``history.csv`` is trimmed to the
-    restored epoch.
+    restored epoch, and renumbered from 1 when a run made before segkit counted from 1 wrote it from 0.
 
     Raises:
         ConfigError: history without a model to restore it from; RunComplete: no epoch left to train.
@@ -589,6 +593,8 @@ def _restore(cfg: Config, model: keras.Model, strategy: Any, run_dir: Path) -> i
 
     csv_path = run_dir / HISTORY_CSV
     add_history_columns(csv_path)
+    if cb.renumber_history_csv(csv_path):
+        log.info("history.csv of %s renumbered: epochs now count from 1", run_dir)
     initial_epoch = 0
     with strategy.scope():  # optimizer variables are created here (MirroredStrategy on several GPUs)
         done = cb.restore_backup(model, run_dir / BACKUP_DIR)  # weights + optimizer state of that epoch
@@ -768,8 +774,6 @@ def _callbacks(call: _Call, compiled: _Compiled, past: _Past, steps: int) -> tup
     """The run's Keras callbacks, in the order that matters (NaN guard first; history before the backup, so a
     kill between them leaves an extra history row that resume trims; the time limit last, so the epoch length
     it measures includes every write). Returns ``(callbacks, the NaN guard and time limit)``."""
-    import keras
-
     from segkit.io.palette import palette_array
     from segkit.train import callbacks as cb
 
@@ -790,7 +794,7 @@ def _callbacks(call: _Call, compiled: _Compiled, past: _Past, steps: int) -> tup
         cb.LearningRateLogger(),
         cb.EpochTime(clock),
         *_checkpoints(run_dir, keep_best, monitor, mode, past.best_before),
-        keras.callbacks.CSVLogger(str(run_dir / HISTORY_CSV), append=call.resuming),
+        cb.HistoryCSV(run_dir / HISTORY_CSV, append=call.resuming),
         cb.HistoryWriter(run_dir / HISTORY_JSON, run_dir / CURVES_PNG, past.rows),
         *_tensorboard(cfg, run_dir),
         cb.AtomicBackup(run_dir / BACKUP_DIR),

@@ -112,7 +112,7 @@ def test_interrupt_leaves_a_resumable_run(runs: Runs) -> None:
     lines = [line for line in runs.first.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and lines[0].startswith("error: interrupted (hint: `segkit train ")
     assert "--resume` continues the run from its last completed epoch" in lines[0]
-    assert [r["epoch"] for r in runs.rows_after_first] == ["0"]
+    assert [r["epoch"] for r in runs.rows_after_first] == ["1"]  # 1-based, as the console counts
     assert runs.backup_epoch_after_first == 1
 
 
@@ -124,7 +124,7 @@ def test_resume_starts_at_epoch_2_and_completes_history(runs: Runs) -> None:
     assert "epoch 2/3" in res.stderr and "epoch 3/3" in res.stderr
     assert "epoch 1/3" not in res.stderr
     rows = _csv_rows(runs.run / "history.csv")
-    assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
     assert rows[0] == runs.rows_after_first[0]  # the first epoch's row is kept, not rewritten
     assert not (runs.run / "backup").exists()  # the backup is removed after a completed run
 
@@ -193,7 +193,7 @@ def test_history_csv_and_json(runs: Runs) -> None:
     losses = [float(r["loss"]) for r in rows]
     assert losses[-1] < losses[0]  # training lowers the loss
     hist = json.loads((runs.run / "history.json").read_text())
-    assert [h["epoch"] for h in hist] == [0, 1, 2]
+    assert [h["epoch"] for h in hist] == [1, 2, 3]
     assert [h["loss"] for h in hist] == pytest.approx(losses, rel=1e-6)
 
 
@@ -279,9 +279,28 @@ def test_resume_of_a_finished_run_trains_more_epochs(runs: Runs, demo_config: Pa
     assert res.exit_code == 0, res.output
     assert "resuming at epoch 4" in res.stderr and "epoch 4/4" in res.stderr and "epoch 3/4" not in res.stderr
     rows = _csv_rows(run / "history.csv")
-    assert [r["epoch"] for r in rows] == ["0", "1", "2", "3"]
+    assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"]
     assert rows[:3] == _csv_rows(runs.run / "history.csv")
     assert (run / "epoch_infer" / "epoch_004.png").is_file()
+
+
+@pytest.mark.slow
+def test_resume_of_an_older_0_based_run_renumbers_its_history(
+    runs: Runs, demo_config: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "old-run"
+    shutil.copytree(runs.run, run)
+    new_rows = _csv_rows(runs.run / "history.csv")
+    lines = (run / "history.csv").read_text().splitlines()  # as Keras' CSVLogger wrote it: epochs from 0
+    old = [lines[0], *(f"{int(line.split(',')[0]) - 1},{line.split(',', 1)[1]}" for line in lines[1:])]
+    (run / "history.csv").write_text("\r\n".join(old) + "\r\n")
+    res = runner.invoke(app, _args(demo_config, runs.data, run, "train.epochs=4") + ["--resume"])
+    assert res.exit_code == 0, res.output
+    assert "resuming at epoch 4" in res.stderr and "epoch 4/4" in res.stderr
+    rows = _csv_rows(run / "history.csv")
+    assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"]
+    assert rows[:3] == new_rows  # renumbered, every other cell kept
+    assert [h["epoch"] for h in json.loads((run / "history.json").read_text())] == [1, 2, 3, 4]
 
 
 # === errors before training (fast) ===
@@ -432,6 +451,15 @@ def test_config_difference_ignores_epochs_and_run_dir_only(tmp_path: Path) -> No
 
 def test_truncate_history_csv_drops_repeated_epochs(tmp_path: Path) -> None:
     path = tmp_path / "history.csv"
+    path.write_bytes(b"epoch,loss,lr\r\n1,1.0,0.1\r\n2,0.9,0.1\r\n3,0.8,0.1\r\n")
+    truncate_history_csv(path, 2)  # the backup holds 2 completed epochs; epoch 3's row came from a killed run
+    assert path.read_bytes() == b"epoch,loss,lr\r\n1,1.0,0.1\r\n2,0.9,0.1\r\n"
+    truncate_history_csv(path, 5)
+    assert path.read_bytes() == b"epoch,loss,lr\r\n1,1.0,0.1\r\n2,0.9,0.1\r\n"
+
+
+def test_truncate_history_csv_of_a_0_based_file(tmp_path: Path) -> None:
+    path = tmp_path / "history.csv"  # written by Keras' CSVLogger before segkit counted epochs from 1
     path.write_bytes(b"epoch,loss,lr\r\n0,1.0,0.1\r\n1,0.9,0.1\r\n2,0.8,0.1\r\n")
     truncate_history_csv(path, 2)  # the backup holds 2 completed epochs; epoch 2's row came from a killed run
     assert path.read_bytes() == b"epoch,loss,lr\r\n0,1.0,0.1\r\n1,0.9,0.1\r\n"
@@ -455,7 +483,7 @@ def test_time_limit_stops_at_an_epoch_boundary_and_resume_counts_spent_time(
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["stop_reason"] == "time_limit" and summary["epochs_done"] == 1
     rows = _csv_rows(run / "history.csv")
-    assert [r["epoch"] for r in rows] == ["0"]
+    assert [r["epoch"] for r in rows] == ["1"]
     spent = float(rows[0]["time_s"])
     assert spent > 0.3
     model = keras.models.load_model(run / "model.keras", safe_mode=True, compile=False)  # complete model
@@ -474,7 +502,7 @@ def test_time_limit_stops_at_an_epoch_boundary_and_resume_counts_spent_time(
     assert more.exit_code == 0, more.output
     assert "resuming at epoch 2" in more.stderr and "spent)" in more.stderr
     rows = _csv_rows(run / "history.csv")
-    assert [r["epoch"] for r in rows] == ["0", "1"]
+    assert [r["epoch"] for r in rows] == ["1", "2"]
     assert float(rows[0]["time_s"]) == spent  # the first epoch's row is kept
     assert float(rows[1]["time_s"]) > spent  # the clock continued from the time already spent
     # first epochs of their calls (compile)
@@ -499,7 +527,7 @@ def test_full_disk_during_training_is_one_line_and_the_run_resumes(
     subprocess.run(["mount", "-o", "remount,size=64M", str(disk)], check=True)  # the user frees space
     again = runner.invoke(app, [*_args(demo_config, phantom_data, run, "train.epochs=2"), "--resume"])
     assert again.exit_code == 0, again.output
-    assert [r["epoch"] for r in _csv_rows(run / "history.csv")] == ["0", "1"]
+    assert [r["epoch"] for r in _csv_rows(run / "history.csv")] == ["1", "2"]
     import keras
 
     keras.models.load_model(run / "model.keras", safe_mode=True, compile=False)
@@ -548,4 +576,4 @@ def test_every_registered_model_trains_an_epoch_on_the_phantom(
     assert f"model {name.replace('-', '_')}:" in res.stderr.replace("-", "_")
     model = keras.models.load_model(run / "model.keras", safe_mode=True, compile=False)
     assert tuple(model.output.shape) == (None, 64, 64, 4)
-    assert [r["epoch"] for r in _csv_rows(run / "history.csv")] == ["0"]
+    assert [r["epoch"] for r in _csv_rows(run / "history.csv")] == ["1"]

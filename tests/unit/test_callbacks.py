@@ -256,13 +256,13 @@ def test_damaged_backup_is_one_line_not_a_silent_fallback(tmp_path: Path) -> Non
 
 def test_history_writer_real_json_and_curves(tmp_path: Path) -> None:
     w = cb.HistoryWriter(tmp_path / "history.json", tmp_path / "curves.png",
-                         previous=[{"epoch": 0.0, "loss": 2.0}])
+                         previous=[{"epoch": 1.0, "loss": 2.0}])
     w.on_epoch_end(1, {"loss": 1.5, "val_loss": float("nan"), "fg_dice": 0.25, "val_fg_dice": 0.5,
                        "lr": 1e-3})
     rows = json.loads((tmp_path / "history.json").read_text())
     assert rows == [
-        {"epoch": 0, "loss": 2.0},
-        {"epoch": 1, "loss": 1.5, "val_loss": None, "fg_dice": 0.25, "val_fg_dice": 0.5, "lr": 0.001},
+        {"epoch": 1, "loss": 2.0},
+        {"epoch": 2, "loss": 1.5, "val_loss": None, "fg_dice": 0.25, "val_fg_dice": 0.5, "lr": 0.001},
     ]
     png = cv2.imread(str(tmp_path / "curves.png"))
     assert png is not None and png.shape == (420, 1800, 3)  # 18 x 4.2 in at 100 dpi, 4 panels
@@ -336,3 +336,42 @@ def test_float32_output_under_mixed_precision() -> None:
     assert float32_output(fixed) is fixed  # already float32: unchanged
     out = np.asarray(fixed.predict_on_batch(np.ones((1, 8, 8, 1), np.float32)))
     assert out.dtype == np.float32 and np.allclose(out.sum(-1), 1.0, atol=1e-2)
+
+
+def test_history_csv_counts_from_1_and_lays_out_rows_as_csvlogger(tmp_path: Path) -> None:
+    logs = [{"loss": 0.5, "val_loss": 0.625, "lr": 0.001},
+            {"loss": 0.25, "val_loss": float("nan"), "lr": 0.001}]
+    ours, keras_file = tmp_path / "history.csv", tmp_path / "keras.csv"
+    w, k = cb.HistoryCSV(ours), keras.callbacks.CSVLogger(str(keras_file))
+    k.on_train_begin()
+    for epoch, row in enumerate(logs):
+        w.on_epoch_end(epoch, dict(row))
+        k.on_epoch_end(epoch, dict(row))
+    k.on_train_end()
+    assert ours.read_bytes() == b"epoch,loss,lr,val_loss\r\n1,0.5,0.001,0.625\r\n2,0.25,0.001,nan\r\n"
+    theirs = keras_file.read_bytes().split(b"\r\n")
+    assert [line.split(b",")[1:] for line in ours.read_bytes().split(b"\r\n")] == [
+        line.split(b",")[1:] for line in theirs]  # the same columns and cells; only the epoch differs
+    assert cb.history_base(ours) == 1 and cb.history_base(keras_file) == 0
+
+
+def test_history_csv_resume_keeps_rows_and_replaces_a_repeated_epoch(tmp_path: Path) -> None:
+    path = tmp_path / "history.csv"
+    path.write_bytes(b"epoch,loss\r\n1,0.50000\r\n2,0.4\r\n")  # epoch 2's row was written before a kill
+    w = cb.HistoryCSV(path, append=True)
+    w.on_epoch_end(1, {"loss": 0.375, "time_s": 9.5})  # the resumed run repeats epoch 2 (0-based 1)
+    assert path.read_bytes() == b"epoch,loss,time_s\r\n1,0.50000,NA\r\n2,0.375,9.5\r\n"
+    assert cb.HistoryCSV(path).rows == []  # without append a new run starts an empty history
+    assert [r["epoch"] for r in cb.read_history_csv(path)] == [1.0, 2.0]
+
+
+def test_renumber_history_csv_of_an_older_run(tmp_path: Path) -> None:
+    path = tmp_path / "history.csv"
+    path.write_bytes(b"epoch,loss\r\n0,0.5\r\n1,NA\r\n")
+    assert cb.renumber_history_csv(path)
+    assert path.read_bytes() == b"epoch,loss\r\n1,0.5\r\n2,NA\r\n"
+    assert not cb.renumber_history_csv(path)  # already 1-based: unchanged
+    assert path.read_bytes() == b"epoch,loss\r\n1,0.5\r\n2,NA\r\n"
+    (tmp_path / "empty.csv").write_text("epoch,loss\r\n")
+    assert not cb.renumber_history_csv(tmp_path / "empty.csv")
+    assert not cb.renumber_history_csv(tmp_path / "missing.csv")

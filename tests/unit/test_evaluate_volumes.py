@@ -218,3 +218,15 @@ def test_the_choice_scores_what_evaluate_reports(volume_case: dict[str, object],
         reported = {name: s["dice"]["mean"] for name, s in ev.summary["per_class"].items()}
         assert pp.dice[variant] == reported, variant  # exactly equal, not approximately
     assert pp.dice["plain"]["b"] == 0.0  # class b is in the reference and never predicted
+
+
+def test_boxplot_of_one_case_draws_its_point(tmp_path: Path) -> None:
+    from segkit.evaluate.run import boxplot
+
+    classes = [(1, "ventricle"), (2, "atrium")]
+    path = boxplot(tmp_path / "b.png", [{"class_id": 1, "dice": 0.9}, {"class_id": 2, "dice": None}], "dice",
+                   classes)
+    assert path is not None
+    img = cv2.imread(str(path)).astype(int)  # BGR
+    assert ((img[..., 0] - img[..., 2]) > 60).sum() > 20  # the case's point (tab:blue); a plain box has none
+    assert boxplot(tmp_path / "none.png", [{"class_id": 1, "dice": float("nan")}], "dice", classes) is None

@@ -7,19 +7,20 @@
   optimizer state after every epoch for ``--resume``; ``backup/state.json`` names the weights file and its
   SHA-256).
 - ``schedule``: ``ScheduledLR`` (warm-up, then a per-step schedule, ``LRSchedule``) and ``LearningRateLogger``
-  (``lr`` in the epoch logs, so ``CSVLogger`` and the history see it).
+  (``lr`` in the epoch logs, so ``history.csv`` and ``history.json`` see it).
 - ``clock``: ``TrainClock`` (training time across resumes) and ``EpochTime`` (``time_s`` / ``epoch_s`` logs).
 - ``stopping``: ``NaNGuard`` (stops at the first non-finite loss and remembers where; ``train_model`` turns
   that into a one-line error) and ``TimeLimit`` (stops when the next epoch would not fit
   ``train.time_limit``).
-- ``history``: ``HistoryWriter`` (``history.json`` and ``curves.png`` after every epoch),
-  ``read_history_csv``.
+- ``history``: ``HistoryCSV`` (``history.csv``, epochs from 1, rewritten atomically after every epoch),
+  ``HistoryWriter`` (``history.json`` and ``curves.png`` after every epoch), ``read_history_csv``,
+  ``history_base`` and ``renumber_history_csv`` (0-based files of older runs).
 - ``preview``: ``EpochPreview`` (predictions for fixed validation images after every epoch as
   ``epoch_XXX.png``: image | truth | prediction per row).
 - ``progress``: ``ProgressReporter`` forwards epoch/batch events (``TrainEvent``) to a plain callable (the CLI
   renders it with rich); ``TaskEvents`` forwards a library ``Progress`` (the post-processing choice) there.
 
-The standard ``CSVLogger`` comes from Keras. Every public name is importable from ``segkit.train.callbacks``.
+Every public name is importable from ``segkit.train.callbacks``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,14 @@ from segkit.train.callbacks.checkpoints import (
     save_model_atomic,
 )
 from segkit.train.callbacks.clock import EpochTime, TrainClock
-from segkit.train.callbacks.history import HistoryWriter, plot_curves, read_history_csv
+from segkit.train.callbacks.history import (
+    HistoryCSV,
+    HistoryWriter,
+    history_base,
+    plot_curves,
+    read_history_csv,
+    renumber_history_csv,
+)
 from segkit.train.callbacks.plateau import (
     Mode,
     ResumableEarlyStopping,
@@ -54,6 +62,7 @@ __all__ = [
     "AtomicCheckpoint",
     "EpochPreview",
     "EpochTime",
+    "HistoryCSV",
     "HistoryWriter",
     "LRSchedule",
     "LearningRateLogger",
@@ -69,6 +78,7 @@ __all__ = [
     "TrainClock",
     "TrainEvent",
     "backup_epoch",
+    "history_base",
     "is_improvement",
     "monitor_mode",
     "plateau_callbacks",
@@ -76,6 +86,7 @@ __all__ = [
     "plot_curves",
     "preview_grid",
     "read_history_csv",
+    "renumber_history_csv",
     "restore_backup",
     "save_model_atomic",
     "schedule_factor",

@@ -36,7 +36,7 @@ class EpochTime(keras.callbacks.Callback):
     """Put ``time_s`` (training seconds of the run at the end of the epoch, resumes included) and ``epoch_s``
     (the epoch's length; NaN for the first epoch of a call, which includes graph compilation) into the epoch
     logs, so ``history.csv`` can plot quality against training time and a resume knows the time already spent
-    and how long an epoch takes. Place it before ``CSVLogger``."""
+    and how long an epoch takes. Place it before ``HistoryCSV``."""
 
     def __init__(self, clock: TrainClock) -> None:
         super().__init__()

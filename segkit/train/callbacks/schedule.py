@@ -17,7 +17,7 @@ class LearningRateLogger(keras.callbacks.Callback):
     ``learning_rate``.
 
     Place it after ``ReduceLROnPlateau`` (which adds ``learning_rate`` = the rate for the next epoch) and
-    before ``CSVLogger``. With a per-step schedule (``ScheduledLR``) the logged rate is the one of the first
+    before ``HistoryCSV``. With a per-step schedule (``ScheduledLR``) the logged rate is the one of the first
     step.
     """
 
