@@ -14,7 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -26,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from segkit.errors import ModelError
+from segkit.io.hashing import sha256_file
 
 if TYPE_CHECKING:
     from segkit.config import Config
@@ -78,19 +78,10 @@ def is_bundle(path: Path) -> bool:
     return (Path(path) / BUNDLE_FILE).is_file()
 
 
-def sha256_of(path: Path) -> str:
-    """The hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def bundle_files(folder: Path) -> dict[str, str]:
     """Every file under ``folder`` except ``bundle.json``: relative POSIX path -> sha256, sorted."""
     folder = Path(folder)
-    return {p.relative_to(folder).as_posix(): sha256_of(p) for p in sorted(folder.rglob("*"))
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*"))
             if p.is_file() and p.relative_to(folder).as_posix() != BUNDLE_FILE}
 
 
@@ -114,7 +105,7 @@ def read_bundle(path: Path) -> Bundle:
         member = path / rel
         if not member.is_file():
             raise ModelError(f"a bundle member is missing: {name}", path=path, hint=_REEXPORT)
-        if sha256_of(member) != digest:
+        if sha256_file(member) != digest:
             raise ModelError(f"{name} does not match its sha256 in bundle.json (the bundle was changed)",
                               path=path, hint=_REEXPORT)
     extra = sorted(set(bundle_files_names(path)) - set(listed))
@@ -236,5 +227,4 @@ def _savedmodel_runner(path: Path) -> Any:
 
 
 __all__ = ["BUNDLE_FILE", "FORMATS", "FORMAT_VERSION", "MODEL_FILES", "SERVING_SIGNATURE", "Bundle",
-           "BundleModel", "bundle_config", "bundle_files", "is_bundle", "load_bundle_model", "read_bundle",
-           "sha256_of"]
+           "BundleModel", "bundle_config", "bundle_files", "is_bundle", "load_bundle_model", "read_bundle"]

@@ -19,8 +19,8 @@ import numpy.typing as npt
 from segkit.config import Config
 from segkit.errors import DataError, OutputError, SegkitError, write_fault
 from segkit.io.atomic import write_json
+from segkit.io.hashing import sha256_file, sha256_files
 from segkit.io.palette import palette_array
-from segkit.prepare.manifest import sha256_file, sha256_files
 from segkit.prepare.outdir import case_record_path, read_json, slice_files
 from segkit.prepare.record import CaseRecord
 from segkit.prepare.slices2d import slice_2d_case

@@ -10,14 +10,8 @@ import pytest
 
 from segkit.config import load_config
 from segkit.errors import DataError
-from segkit.prepare.manifest import (
-    build_manifest,
-    config_fingerprint,
-    load_manifest,
-    sha256_file,
-    sha256_files,
-    write_manifest,
-)
+from segkit.io.hashing import sha256_file, sha256_files
+from segkit.prepare.manifest import build_manifest, config_fingerprint, load_manifest, write_manifest
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

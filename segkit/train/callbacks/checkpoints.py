@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -24,6 +23,7 @@ import keras
 
 from segkit.errors import ConfigError
 from segkit.io.atomic import atomic_path, write_json
+from segkit.io.hashing import sha256_file
 from segkit.train.callbacks.plateau import Mode, is_improvement, monitor_mode
 
 log = logging.getLogger(__name__)
@@ -101,14 +101,6 @@ BACKUP_STATE = "state.json"
 _BACKUP_HINT = "resume from last.keras by deleting the backup/ folder, or --overwrite to start again"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class AtomicBackup(keras.callbacks.Callback):
     """Back up weights and optimizer state after every epoch; remove the backup when training ends normally.
 
@@ -132,7 +124,7 @@ class AtomicBackup(keras.callbacks.Callback):
         with atomic_path(path, suffix=".weights.h5") as tmp:
             self.model.save_weights(tmp, overwrite=True)
         write_json(self.backup_dir / BACKUP_STATE,
-                   {"epoch": epoch + 1, "weights": name, "sha256": _sha256(path)})
+                   {"epoch": epoch + 1, "weights": name, "sha256": sha256_file(path)})
         for old in self.backup_dir.glob("epoch_*.weights.h5"):
             if old.name != name:
                 old.unlink(missing_ok=True)
@@ -183,7 +175,7 @@ def restore_backup(model: keras.Model, backup_dir: Path) -> int | None:
     hint = _BACKUP_HINT
     if not weights.is_file():
         raise ConfigError(f"the resume backup of epoch {state['epoch']} is missing", path=weights, hint=hint)
-    if state["sha256"] is not None and _sha256(weights) != state["sha256"]:
+    if state["sha256"] is not None and sha256_file(weights) != state["sha256"]:
         raise ConfigError(
             f"the resume backup of epoch {state['epoch']} does not match its recorded checksum",
             path=weights,
