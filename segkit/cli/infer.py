@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +85,23 @@ def infer(
     if bundle is None or bundle.format == "savedmodel":  # ONNX and LiteRT bundles run without TensorFlow
         quiet_tensorflow()
     bar = RichProgress()  # one bar per volume (a new volume closes the last one)
+    with bar:
+        res = run_inference(plan, cfg, options=options, progress=bar, on_volume=_printer(bar, videos, cfg))
+    if res.folder is not None:
+        f = res.folder
+        out.print(
+            f"{f.n_images} images -> {plan.out_dir} (masks/, labels/, overlays/"
+            + (f", panels/ for {f.n_panels} with ground truth" if f.n_panels else "")
+            + ")"
+        )
+        if f.tiled:
+            out.print(f"{f.tiled} images differ from the model input size: sliding-window inference")
 
-    def show(r: Any) -> None:  # segkit.infer.volume.VolumeResult: close its bar, then print what it wrote
+
+def _printer(bar: RichProgress, videos: dict[str, tuple[Any, Path]], cfg: Any) -> Callable[[Any], None]:
+    """``on_volume`` of ``run_inference``: close the volume's bar, print what it wrote and write its video."""
+
+    def show(r: Any) -> None:  # segkit.infer.volume.VolumeResult
         bar.close()
         out.print(f"{r.case_id}: shape {r.shape} -> {r.seg_path}")
         if r.probs_path is not None:
@@ -98,17 +114,7 @@ def infer(
             v = write_overlay_video(source, r.seg_path, cfg, target)
             out.print(f"{r.case_id}: video {v.path} ({v.frames} slices)", soft_wrap=True)
 
-    with bar:
-        res = run_inference(plan, cfg, options=options, progress=bar, on_volume=show)
-    if res.folder is not None:
-        f = res.folder
-        out.print(
-            f"{f.n_images} images -> {plan.out_dir} (masks/, labels/, overlays/"
-            + (f", panels/ for {f.n_panels} with ground truth" if f.n_panels else "")
-            + ")"
-        )
-        if f.tiled:
-            out.print(f"{f.tiled} images differ from the model input size: sliding-window inference")
+    return show
 
 
 def _videos(plan: Any, fmt: str, overwrite: bool) -> dict[str, tuple[Any, Path]]:

@@ -35,9 +35,8 @@ def models(
 
     Names are printed as configs spell them (model.name: attention_unet); 'unet' is an alias of flexunet.
     """
-    from pydantic import BaseModel
 
-    from segkit.config import CONV_KEYS, LEVEL_KEYS, ModelConfig, validate_config
+    from segkit.config import validate_config
     from segkit.errors import ConfigError
 
     if config is not None:
@@ -76,30 +75,41 @@ def models(
             table.add_row(config_name(n), described, f"{s['params']:,}", f"{s['gflops_per_image']:.2f}")
     out.print(table)
     if name:
-        keys = MODELS.get(name).keys
-        doc = sys.modules[MODELS.get(name).build.__module__].__doc__ or ""
-        # unwrap the source's line breaks; rich wraps to the terminal
-        for paragraph in doc.strip().split("\n\n"):
-            out.print(_plain(paragraph), markup=False, highlight=False)
-        out.print("options (model.*, with their values here):", highlight=False)
-        chosen = cfg.model.model_copy(update={"name": config_name(names[0])})
-        for field, info in ModelConfig.model_fields.items():
-            if field in (*LEVEL_KEYS, *CONV_KEYS) and field not in keys.honours:
-                continue  # a common knob this model does not read
-            value = getattr(chosen, field)
-            if isinstance(value, BaseModel):  # a model's own section: only the chosen model's
-                if field != keys.section:
-                    continue
-                for sub, sub_info in type(value).model_fields.items():
-                    desc = f"  {sub_info.description}" if sub_info.description else ""
-                    out.print(
-                        f"  {field}.{sub}: {getattr(value, sub)!r}{desc}", markup=False, highlight=False
-                    )
-                continue
-            desc = f"  {info.description}" if info.description else ""
-            out.print(f"  {field}: {value!r}{desc}", markup=False, highlight=False)
+        _print_options(name, cfg)
         if plot is not None and built is not None:
             _write_inspection(built, plot)
+
+
+def _print_options(name: str, cfg: Any) -> None:
+    """Model ``name``'s description (its module's docstring) and the ``model.*`` options it reads, with their
+    values in ``cfg``."""
+    from pydantic import BaseModel
+
+    from segkit.config import CONV_KEYS, LEVEL_KEYS, ModelConfig
+    from segkit.models import MODELS
+
+    keys = MODELS.get(name).keys
+    doc = sys.modules[MODELS.get(name).build.__module__].__doc__ or ""
+    # unwrap the source's line breaks; rich wraps to the terminal
+    for paragraph in doc.strip().split("\n\n"):
+        out.print(_plain(paragraph), markup=False, highlight=False)
+    out.print("options (model.*, with their values here):", highlight=False)
+    chosen = cfg.model.model_copy(update={"name": config_name(MODELS.canonical(name))})
+    for field, info in ModelConfig.model_fields.items():
+        if field in (*LEVEL_KEYS, *CONV_KEYS) and field not in keys.honours:
+            continue  # a common knob this model does not read
+        value = getattr(chosen, field)
+        if isinstance(value, BaseModel):  # a model's own section: only the chosen model's
+            if field != keys.section:
+                continue
+            for sub, sub_info in type(value).model_fields.items():
+                desc = f"  {sub_info.description}" if sub_info.description else ""
+                out.print(
+                    f"  {field}.{sub}: {getattr(value, sub)!r}{desc}", markup=False, highlight=False
+                )
+            continue
+        desc = f"  {info.description}" if info.description else ""
+        out.print(f"  {field}: {value!r}{desc}", markup=False, highlight=False)
 
 
 def config_name(name: str) -> str:

@@ -110,19 +110,11 @@ def prepare(
         out_dir = Path(cfg.data.dir)  # one key for the dataset folder: --out overrides data.dir
         err.print(f"writing to data.dir = {out_dir} (--out to choose another folder)", highlight=False,
                   soft_wrap=True)
-    options = PrepareOptions(
-        workers=workers,
-        shard=parse_shard(shard) if shard else None,
-        overwrite=overwrite,
-        folds=folds,
-        fold=fold,
-        binary=binary,
-        verify_only=verify,
-        splits_file=splits,
-        source_options=SourceOptions(
-            image_glob=image_glob, label_glob=label_glob, phantom_n=n, phantom_seed=seed, series=series
-        ),
-    )
+    sources = SourceOptions(image_glob=image_glob, label_glob=label_glob, phantom_n=n, phantom_seed=seed,
+                            series=series)
+    options = PrepareOptions(workers=workers, shard=parse_shard(shard) if shard else None,
+                             overwrite=overwrite, folds=folds, fold=fold, binary=binary, verify_only=verify,
+                             splits_file=splits, source_options=sources)
     with RichProgress() as bar:  # "prepare" (or "verify"): one bar over the cases
         report = run_prepare(adapter.name, src, out_dir, cfg, options, progress=bar)
     _render(report)

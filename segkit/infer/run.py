@@ -99,8 +99,6 @@ def plan_inference(
     from segkit.infer.volume import refuse_existing
     from segkit.io.run_folder import INFERENCE_DIR
     from segkit.io.segmentations import OUTPUT_FORMATS
-    from segkit.io.slices import IMAGE_SUFFIXES
-    from segkit.io.volumes import is_volume, supported_text, volume_refs
     from segkit.predict.bundle import is_bundle
     from segkit.predict.models import resolve_models
 
@@ -111,25 +109,7 @@ def plan_inference(
     if opts.output_format not in OUTPUT_FORMATS:
         raise DataError(f"unknown output format '{opts.output_format}'",
                         hint=f"use one of {', '.join(OUTPUT_FORMATS)}")
-    volumes: list[VolumeRef] = []
-    skipped: list[str] = []
-    images = False
-    if input_path.is_file():
-        if not is_volume(input_path):
-            raise DataError(
-                f"unsupported input file type '{''.join(input_path.suffixes)}'",
-                path=input_path,
-                hint=f"give a volume ({supported_text()}), or a folder of PNG/JPG slices",
-            )
-        volumes = volume_refs(input_path)  # a 4D NIfTI: one volume per phase
-    else:
-        volumes, skipped = select_volumes(input_path, opts.glob)
-        images = not volumes and any(p.suffix.lower() in IMAGE_SUFFIXES for p in input_path.iterdir())
-        if not volumes and not images:
-            raise DataError("the folder holds no volume and no PNG/JPG slice", path=input_path,
-                            hint=f"give volumes ({supported_text()}) or PNG/JPG slices"
-                            + (f"; {len(skipped)} label-named file(s) skipped, pick them with --glob"
-                               if skipped else ""))
+    volumes, skipped, images = _inputs(input_path, opts.glob)
     if images and opts.save_probabilities:
         raise DataError("--save-probabilities writes volumes; the input is a folder of slices",
                         path=input_path, hint="give volumes, or drop --save-probabilities")
@@ -151,6 +131,38 @@ def plan_inference(
     return InferencePlan("slices" if images else "volumes", input_path, tuple(volumes), out,
                          tuple(model_paths), pp_dir, opts.save_probabilities, opts.overwrite,
                          opts.output_format, tuple(skipped), bundle)
+
+
+def _inputs(input_path: Path, glob: str | None) -> tuple[list[VolumeRef], list[str], bool]:
+    """What ``plan_inference`` segments: ``(volumes, label-named files skipped, whether the input is a
+    folder of PNG/JPG slices)``.
+
+    Raises:
+        DataError: an unsupported file type, or a folder with no volume and no slice.
+    """
+    from segkit.io.slices import IMAGE_SUFFIXES
+    from segkit.io.volumes import is_volume, supported_text, volume_refs
+
+    volumes: list[VolumeRef] = []
+    skipped: list[str] = []
+    images = False
+    if input_path.is_file():
+        if not is_volume(input_path):
+            raise DataError(
+                f"unsupported input file type '{''.join(input_path.suffixes)}'",
+                path=input_path,
+                hint=f"give a volume ({supported_text()}), or a folder of PNG/JPG slices",
+            )
+        volumes = volume_refs(input_path)  # a 4D NIfTI: one volume per phase
+    else:
+        volumes, skipped = select_volumes(input_path, glob)
+        images = not volumes and any(p.suffix.lower() in IMAGE_SUFFIXES for p in input_path.iterdir())
+        if not volumes and not images:
+            raise DataError("the folder holds no volume and no PNG/JPG slice", path=input_path,
+                            hint=f"give volumes ({supported_text()}) or PNG/JPG slices"
+                            + (f"; {len(skipped)} label-named file(s) skipped, pick them with --glob"
+                               if skipped else ""))
+    return volumes, skipped, images
 
 
 def select_volumes(folder: Path, glob: str | None) -> tuple[list[VolumeRef], list[str]]:
