@@ -53,7 +53,6 @@ def test_binary_file_as_config_is_not_a_yaml_config(tmp_path: Path, make: str) -
     assert "not a YAML config" in line and "segkit config presets" in line and "codec" not in line
 
 
-@pytest.mark.skipif(not LA_VOLUME.is_file(), reason="shared LA data not present")
 def test_real_la_volume_as_config() -> None:
     with pytest.raises(ConfigError, match="not a YAML config"):
         load_config(LA_VOLUME)

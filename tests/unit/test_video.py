@@ -21,7 +21,6 @@ def _frames_of(path: Path) -> int:
     return int(imageio_ffmpeg.count_frames_and_secs(str(path))[0])
 
 
-@pytest.mark.skipif(not (LA / "imagesTr/la_100.nii.gz").is_file(), reason="shared LA data not present")
 def test_real_la_volume_video_has_one_frame_per_slice(tmp_path: Path) -> None:
     import nibabel as nib
 
