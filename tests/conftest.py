@@ -25,6 +25,26 @@ def pytest_configure(config: pytest.Config) -> None:
         pass
 
 
+# `make test` runs the suite on 2 processes (pytest-xdist, `-n 2`): TensorFlow keeps about one core busy per
+# process, so a second process halves the wall time on the 2-core machines. Each test module goes to one
+# process as a whole (its module-scoped fixtures, e.g. a trained tiny run, are built once); the modules named
+# here hold independent tests that are spread one by one. A scheduler of our own, because xdist's
+# `--dist loadgroup` silently stops grouping on pytest 9.2 (pytest-dev/pytest-xdist#1386).
+SPREAD_MODULES = {"test_models"}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return nodeid if Path(path).stem in SPREAD_MODULES else path
+
+    return ByModule(config, log)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """Path of ../shared/data. Missing data is a failure (CI always has it; a user's clone must have it

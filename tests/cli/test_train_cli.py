@@ -553,27 +553,3 @@ def test_model_checkpoint_last_keeps_the_final_epoch(
     last = keras.models.load_model(run / "last.keras", safe_mode=True, compile=False)
     for a, b in zip(final.weights, last.weights, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-
-
-def _model_names() -> list[str]:
-    from segkit.models import MODELS
-
-    return MODELS.names()
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", _model_names())
-def test_every_registered_model_trains_an_epoch_on_the_phantom(
-    name: str, tmp_path: Path, phantom_data: Path, demo_config: Path
-) -> None:
-    import keras
-
-    run = tmp_path / name
-    res = runner.invoke(app, _args(demo_config, phantom_data, run, f"model.name={name}", "train.epochs=1",
-                                   "train.choose_postprocessing=false",
-                                   "train.epoch_change_infer.enabled=false"))
-    assert res.exit_code == 0, res.output
-    assert f"model {name.replace('-', '_')}:" in res.stderr.replace("-", "_")
-    model = keras.models.load_model(run / "model.keras", safe_mode=True, compile=False)
-    assert tuple(model.output.shape) == (None, 64, 64, 4)
-    assert [r["epoch"] for r in _csv_rows(run / "history.csv")] == ["1"]
