@@ -66,10 +66,10 @@ def test_of_processes_racing_for_one_lock_exactly_one_wins(tmp_path: Path, stale
     procs = [_python(RACER, lock, start, release) for _ in range(5)]
     first = [p.stdout.readline() if p.stdout else "" for p in procs]
     release.touch()  # every racer has answered: the winner may let go
-    outs = [f + p.communicate(timeout=60)[0] for f, p in zip(first, procs)]
+    outs = [f + p.communicate(timeout=60)[0] for f, p in zip(first, procs, strict=True)]
     verdicts = [line.split()[0] for o in outs for line in o.splitlines() if line.split()[0] != "notice"]
     assert sorted(verdicts) == ["busy"] * 4 + ["won"], outs
-    winner = next(p.pid for p, o in zip(procs, outs) if "won" in o)
+    winner = next(p.pid for p, o in zip(procs, outs, strict=True) if "won" in o)
     assert all(o.split()[-1] == str(winner) for o in outs if o.startswith("busy")), outs  # they name it
     notices = [line for o in outs for line in o.splitlines() if line.startswith("notice")]
     assert len(notices) == (1 if stale_first else 0), notices
@@ -134,7 +134,9 @@ def test_other_hosts_locks_are_stale_only_by_heartbeat_or_when_broken(tmp_path: 
     assert read_lock(path).stale_reason() == "its pid now belongs to another process"  # type: ignore[union-attr]
 
 
-def test_the_holder_touches_its_lock_while_it_holds_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_holder_touches_its_lock_while_it_holds_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(run_lock, "HEARTBEAT_S", 0.05)
     path = tmp_path / "fold_0.lock"
     with acquire_lock(path):
