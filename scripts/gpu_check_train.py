@@ -92,7 +92,8 @@ def train(args: argparse.Namespace) -> int:
     ips = record["images_per_s"]
     print(f"[{args.label}] {result.device}, {result.precision}, {record['replicas']} replica(s): "
           f"{'n/a' if ips is None else f'{ips:.1f}'} images/s, {result.epochs_done} epochs in "
-          f"{result.train_time_s:.0f} s; TF peak memory {record['gpu_peak_mib'] or 'n/a (no GPU)'} MiB",
+          f"{result.train_time_s:.0f} s; TF peak memory "
+          + (", ".join(f"{d} {v:.0f} MiB" for d, v in record["gpu_peak_mib"].items()) or "n/a (no GPU)"),
           flush=True)
     return 0
 
