@@ -4,7 +4,7 @@
 # under MirroredStrategy (all GPUs, per-replica batch kept) next to the same on one GPU.
 #
 # Usage: bash scripts/gpu_check.sh [--out DIR] [--demo-minutes M] [--la-minutes M] [--cpu-smoke]
-#   --out DIR           outputs (default gpu_check/; recreated): DIR/summary.md, DIR/summary.json, the runs
+#   --out DIR           outputs (default gpu_check/; an earlier one is replaced): DIR/summary.md, .json, runs
 #   --demo-minutes M    training minutes of the demo (default 1)
 #   --la-minutes M      training minutes of the LA recipe (default 4; 3 with several GPUs)
 #   --cpu-smoke         no GPU needed: the same steps at toy size (2 epochs of 3 steps, tiny models, 4 LA
@@ -50,8 +50,19 @@ if [ "$gpus" -eq 0 ] && [ "$SMOKE" -eq 0 ]; then
   exit 2
 fi
 [ -d "$LA_SRC" ] || { echo "gpu_check: LA volumes not found at $LA_SRC (set LA_SRC)" >&2; exit 2; }
+if [ -d "$OUT" ] && [ -n "$(ls -A "$OUT")" ] && [ ! -f "$OUT/card.txt" ]; then
+  echo "gpu_check: $OUT is not empty and holds no earlier gpu_check output; choose another --out" >&2
+  exit 2
+fi
+if [ "$SMOKE" -eq 0 ]; then
+  tf_gpus=$("$PY" -c "import tensorflow as tf; print(len(tf.config.list_physical_devices('GPU')))" 2>/dev/null || echo 0)
+  if [ "$tf_gpus" -eq 0 ]; then
+    echo "gpu_check: nvidia-smi lists $gpus GPU(s) but TensorFlow sees none: install the CUDA build (pip install 'tensorflow[and-cuda]')" >&2
+    exit 2
+  fi
+fi
 start=$(date +%s)
-rm -rf "$OUT"
+rm -rf "$OUT"   # an earlier gpu_check output (checked above)
 mkdir -p "$OUT"
 
 if [ "$SMOKE" -eq 1 ]; then
@@ -62,11 +73,6 @@ if [ "$SMOKE" -eq 1 ]; then
   DEMO_TIME=(); LA_TIME=()
   echo "CPU smoke (no GPU): $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores" > "$OUT/card.txt"
 else
-  tf_gpus=$("$PY" -c "import tensorflow as tf; print(len(tf.config.list_physical_devices('GPU')))" 2>/dev/null || echo 0)
-  if [ "$tf_gpus" -eq 0 ]; then
-    echo "gpu_check: nvidia-smi lists $gpus GPU(s) but TensorFlow sees none: install the CUDA build (pip install 'tensorflow[and-cuda]')" >&2
-    exit 2
-  fi
   [ -n "$LA_MIN" ] || LA_MIN=$([ "$gpus" -gt 1 ] && echo 3 || echo 4)
   PRECISION=(--set train.precision=mixed_float16)
   TOY=()

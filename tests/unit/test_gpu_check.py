@@ -58,3 +58,17 @@ def test_images_per_second_is_the_median_over_epochs_without_each_epochs_first_s
     batches = [(1, 1, 10.0), (1, 3, 11.0), (1, 5, 12.0), (2, 1, 20.0), (2, 5, 21.0), (3, 1, 30.0)]
     assert gpu_check_train.steady_images_per_s(batches, 8) == pytest.approx(24.0)
     assert gpu_check_train.steady_images_per_s([(1, 1, 5.0)], 8) is None
+
+
+def test_an_output_folder_that_is_not_its_own_is_never_wiped(tmp_path: Path) -> None:
+    fake = tmp_path / "nvidia-smi"  # a GPU listed, so the script gets as far as its output folder
+    fake.write_text('#!/bin/sh\necho "GPU 0: Fake GPU (UUID: GPU-0)"\n')
+    fake.chmod(0o755)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    res = subprocess.run(["bash", str(SCRIPT), "--out", str(mine)], capture_output=True, text=True,
+                         timeout=60, env={**os.environ, "NVIDIA_SMI": str(fake)})
+    assert res.returncode == 2 and res.stderr.splitlines() == [
+        f"gpu_check: {mine} is not empty and holds no earlier gpu_check output; choose another --out"]
+    assert (mine / "notes.txt").read_text() == "keep"
