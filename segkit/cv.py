@@ -10,11 +10,17 @@ validation cases, pool them, and choose the ensemble's post-processing on those 
     run_dir/postprocessing.json     TTA and component filter chosen on the pooled validation predictions
     run_dir/cv_summary.json         per fold and pooled per-class Dice / HD95, mean +- sd across folds
     run_dir/cv_cases.csv            one row per validation case x class, with its fold
+    run_dir/fold_k.lock             while a job trains fold k: its host, pid and start time
 
 Folds are resumable one by one: a fold whose ``train_summary.json`` exists (same config) is skipped, an
-interrupted fold resumes from its last epoch, the rest start fresh. The per-fold scores are *raw* predictions
-(no TTA, no component filter: a post-processing chosen on the same validation cases would flatter them); the
-post-processed figure is the pooled Dice of the chosen variant, stored with the decision.
+interrupted fold resumes from its last epoch, the rest start fresh. Folds can be trained by separate jobs at
+once (``segkit cv CONFIG --fold k`` on each machine of a cluster, sharing the folder): each trains its fold
+under the lock ``fold_k.lock`` (``segkit.io.run_lock``), so a fold being trained is never resumed or
+overwritten by another job, and a plain ``segkit cv`` skips it and writes no summary until it is finished.
+
+The per-fold scores are *raw* predictions (no TTA, no component filter: a post-processing chosen on the
+same validation cases would flatter them); the post-processed figure is the pooled Dice of the chosen
+variant, stored with the decision.
 
 Example:
     >>> result = run_cv(load_config("configs/left-atrial.yaml"))   # dataset prepared with --folds 5
@@ -29,7 +35,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +57,13 @@ from segkit.io.run_folder import (
     SPLITS_FILE,
     TRAIN_SUMMARY_FILE,
     TrainSummary,
+    fold_lock_file,
     fold_name,
     read_train_summary,
     write_cv_folds,
     write_train_summary,
 )
+from segkit.io.run_lock import LockBusy, LockHolder, RunLock, acquire_lock, lock_holder
 from segkit.metrics.overlap import summarize
 from segkit.metrics.scores import ScoreTable
 from segkit.progress import NULL_PROGRESS, Progress
@@ -137,7 +145,8 @@ def train_fold_config(cfg: Config, fold: int, *, option: str | None = "--fold") 
 
 @dataclass
 class CVResult:
-    """What ``run_cv`` did: the run folder, the folds trained now / found done, and the summary written."""
+    """What ``run_cv`` did: the run folder, the folds trained now / found done, the summary written (empty
+    while a fold is unfinished), and the folds other jobs are training."""
 
     run_dir: Path
     folds: int
@@ -145,6 +154,7 @@ class CVResult:
     skipped: list[int]
     summary: dict[str, Any]
     summary_path: Path
+    running: dict[int, str] = field(default_factory=dict)  # fold -> the other job training it (no summary)
 
 
 def _mean_sd(values: Sequence[float | None]) -> dict[str, float | int | None]:
@@ -259,13 +269,26 @@ def _same_split(cfk: Config, rk: Path) -> None:
             path=rk, hint="use --overwrite to retrain every fold, or set train.run_dir to a new folder")
 
 
+def fold_running(cfk: Config) -> LockHolder | None:
+    """The job training this fold now (its ``fold_<k>.lock``), or None: no lock, or a stale one."""
+    return lock_holder(fold_lock_file(Path(cfk.train.run_dir)))
+
+
 def fold_state(cfk: Config) -> str:
-    """``"done"`` (finished, same config and split, no more training allowed), ``"more"`` (finished, but the
-    config now allows more epochs or time), ``"partial"`` (interrupted), or ``"missing"``.
+    """``"running"`` (another job holds the fold's lock), ``"done"`` (finished, same config and split, no
+    more training allowed), ``"more"`` (finished, but the config now allows more epochs or time),
+    ``"partial"`` (interrupted), or ``"missing"``.
 
     Raises:
         ConfigError: the fold was trained with another config or on another split of the dataset.
     """
+    if fold_running(cfk) is not None:
+        return "running"
+    return _trained_state(cfk)
+
+
+def _trained_state(cfk: Config) -> str:
+    """``fold_state`` without the lock (the caller holds it)."""
     from segkit.train.fit import config_difference
 
     rk = Path(cfk.train.run_dir)
@@ -288,6 +311,35 @@ def fold_state(cfk: Config) -> str:
     more = {"time_limit": more_time, "epochs": more_epochs,
             "complete": more_time or more_epochs}.get(stop, False)
     return "more" if more else "done"  # early stopping is final
+
+
+class FoldBusy(ConfigError):
+    """Another job that may still run holds the fold's lock (``holder``)."""
+
+    def __init__(self, message: str, *, holder: LockHolder, path: Path, hint: str) -> None:
+        super().__init__(message, path=path, hint=hint)
+        self.holder = holder
+
+
+def hold_fold(
+    cfk: Config, *, break_lock: bool = False, notice: Callable[[str], None] | None = None
+) -> RunLock:
+    """Take the lock of fold ``cfk.data.fold`` (``fold_<k>.lock`` beside its folder) for this process: what
+    ``segkit train --fold k`` and ``segkit cv --fold k`` hold while they train it. A stale lock (its job gone,
+    ``segkit.io.run_lock``) is removed with a line to ``notice``.
+
+    Raises:
+        FoldBusy: another job that may still run holds it (without ``break_lock``).
+    """
+    path = fold_lock_file(Path(cfk.train.run_dir))
+    try:
+        return acquire_lock(path, break_lock=break_lock, notice=notice or log.warning)
+    except LockBusy as e:
+        raise FoldBusy(
+            f"fold {cfk.data.fold} is being trained by another job ({e.holder.describe()})", path=path,
+            holder=e.holder,
+            hint="wait for it to finish; if that job is gone, rerun with --break-lock or delete the lock",
+        ) from e
 
 
 def _mark_complete(cfk: Config) -> None:
@@ -316,41 +368,83 @@ def _check_root(run_dir: Path, overwrite: bool) -> None:
             (run_dir / name).unlink(missing_ok=True)
 
 
-def _train_folds(
-    fold_cfgs: Sequence[Config],
-    todo: Sequence[int],
-    overwrite: bool,
-    train_progress: Callable[[Any], None] | None,
-    on_fold: Callable[[int, int, str], None] | None,
-) -> tuple[list[int], list[int]]:
-    """Train the folds in ``todo`` one by one: skip a done one, resume an interrupted one (or one the config
-    now allows more), train the rest fresh (all fresh with ``overwrite``). Returns ``(trained, skipped)``."""
+@dataclass
+class CVHooks:
+    """What ``run_cv`` reports while it runs.
+
+    ``train_progress``: ``train_model``'s progress callback, for every fold; ``on_fold``: called with (fold,
+    K, ``"train"`` | ``"skip"`` | ``"resume"``) before each fold it trains or skips as done; ``progress``: the
+    scoring of the validation volumes (evaluation, post-processing choice); ``notice``: one line when a fold
+    is skipped because another job trains it, or a stale lock is removed (default: the ``segkit.cv`` log).
+    """
+
+    train_progress: Callable[[Any], None] | None = None
+    on_fold: Callable[[int, int, str], None] | None = None
+    progress: Progress = NULL_PROGRESS
+    notice: Callable[[str], None] | None = None
+
+    def say(self, line: str) -> None:
+        (self.notice or log.warning)(line)
+
+
+@dataclass
+class _Todo:
+    """The folds ``run_cv`` was asked to train, and how."""
+
+    folds: list[int]
+    explicit: bool  # named with --fold: a fold another job trains is an error, not a skip
+    overwrite: bool
+    break_lock: bool
+
+
+def _train_one(cfk: Config, todo: _Todo, hooks: CVHooks, k_total: int) -> str:
+    """Train fold ``cfk.data.fold`` under its lock; returns ``"trained"`` or ``"skipped"`` (done before)."""
     from segkit.train.fit import RunComplete, train_model
 
-    k_total = len(fold_cfgs)
-    trained: list[int] = []
-    skipped: list[int] = []
-    for k in todo:
-        cfk = fold_cfgs[k]
-        rk = Path(cfk.train.run_dir)
-        state = "missing" if overwrite else fold_state(cfk)
+    k = int(cfk.data.fold or 0)
+    rk = Path(cfk.train.run_dir)
+    with hold_fold(cfk, break_lock=todo.break_lock, notice=hooks.say):
+        state = "missing" if todo.overwrite else _trained_state(cfk)  # read under the lock
         if state == "done":
-            skipped.append(k)
-            if on_fold is not None:
-                on_fold(k, k_total, "skip")
-            continue
+            if hooks.on_fold is not None:
+                hooks.on_fold(k, k_total, "skip")
+            return "skipped"
         resume = state in ("partial", "more")
-        if on_fold is not None:
-            on_fold(k, k_total, "resume" if resume else "train")
+        if hooks.on_fold is not None:
+            hooks.on_fold(k, k_total, "resume" if resume else "train")
         try:
-            train_model(cfk, resume=resume, overwrite=not resume, progress=train_progress)
+            train_model(cfk, resume=resume, overwrite=not resume, progress=hooks.train_progress)
         except RunComplete:  # killed after its last epoch (e.g. while choosing post-processing): it is done
             if not (rk / MODEL_FILE).is_file():
                 raise
             log.info("fold %d had no epoch left to train: taken as done", k)
             _mark_complete(cfk)
-        trained.append(k)
-    return trained, skipped
+    return "trained"
+
+
+def _train_folds(
+    fold_cfgs: Sequence[Config], todo: _Todo, hooks: CVHooks
+) -> tuple[list[int], list[int], dict[int, str]]:
+    """Train the folds in ``todo`` one by one, each under its lock: skip a done one, resume an interrupted
+    one (or one the config now allows more), train the rest fresh (all fresh with ``overwrite``). A fold
+    another job holds is skipped with a notice (an error when named with ``--fold``).
+
+    Returns:
+        ``(trained, skipped as done, {fold: the job running it}``).
+    """
+    k_total = len(fold_cfgs)
+    done: dict[str, list[int]] = {"trained": [], "skipped": []}
+    running: dict[int, str] = {}
+    for k in todo.folds:
+        try:
+            done[_train_one(fold_cfgs[k], todo, hooks, k_total)].append(k)
+        except FoldBusy as e:
+            if todo.explicit:
+                raise
+            running[k] = e.holder.describe()
+            hooks.say(f"fold {k + 1}/{k_total} ({fold_name(k)}): being trained by another job"
+                      f" ({running[k]}), skipped")
+    return done["trained"], done["skipped"], running
 
 
 def _fold_runs(fold_cfgs: Sequence[Config]) -> list[dict[str, Any]]:
@@ -433,9 +527,8 @@ def run_cv(
     *,
     folds: Sequence[int] | None = None,
     overwrite: bool = False,
-    train_progress: Callable[[Any], None] | None = None,
-    on_fold: Callable[[int, int, str], None] | None = None,
-    progress: Progress = NULL_PROGRESS,
+    break_lock: bool = False,
+    hooks: CVHooks | None = None,
 ) -> CVResult:
     """Train every fold (resumable), score each on its validation cases, and write the cross-validation
     summary.
@@ -443,42 +536,51 @@ def run_cv(
     Args:
         cfg: the config (no ``data.fold``); ``data.dir`` prepared with ``--folds K``.
         folds: train only these folds (default all); the summary is written only when every fold is finished
-            (with this config, on this split).
+            (with this config, on this split) and none is being trained by another job.
         overwrite: retrain folds that are done or interrupted instead of skipping / resuming them, and clear
             the run folder's ensemble files.
-        train_progress: ``train_model``'s progress callback, for every fold.
-        on_fold: called with (fold, K, "train" | "skip" | "resume") before each fold.
-        progress: the scoring of the validation volumes (evaluation, post-processing choice).
+        break_lock: train a fold even if its lock names a job that may still run (the user knows it is gone).
+        hooks: progress and message callbacks (``CVHooks``).
 
     Returns:
         ``CVResult``.
 
     A finished fold is skipped unless the config now allows it more epochs or time (then it resumes); an
-    interrupted one resumes.
+    interrupted one resumes. Each fold is trained under its lock ``fold_<k>.lock`` (``hold_fold``), so jobs
+    on several machines can train folds of one run folder at once: without ``folds``, a fold another job
+    trains is skipped with a notice and listed in ``CVResult.running``.
 
     Raises:
-        DataError: the dataset has no folds; ConfigError: a fold out of range, a fold trained with another
-            config or on another split of the dataset (without ``overwrite``), or ``train.run_dir`` holding a
-            single training run; anything ``train_model`` / ``evaluate_model`` raise.
+        DataError: the dataset has no folds; ConfigError: a fold out of range, a fold named in ``folds``
+            that another job trains, a fold trained with another config or on another split of the dataset
+            (without ``overwrite``), or ``train.run_dir`` holding a single training run; anything
+            ``train_model`` / ``evaluate_model`` raise.
     """
+    hooks = hooks or CVHooks()
     k_total, todo = check_folds(cfg, folds)
     run_dir = Path(cfg.train.run_dir)
     _check_root(run_dir, overwrite)
     fold_cfgs = [fold_config(cfg, k) for k in range(k_total)]
-    trained, skipped = _train_folds(fold_cfgs, todo, overwrite, train_progress, on_fold)
+    trained, skipped, running = _train_folds(
+        fold_cfgs, _Todo(todo, folds is not None, overwrite, break_lock), hooks)
 
     summary_path = run_dir / SUMMARY_FILE
     states = {k: fold_state(c) for k, c in enumerate(fold_cfgs)}  # every fold, also those not trained now
+    for k, st in states.items():
+        holder = fold_running(fold_cfgs[k]) if st == "running" else None
+        if holder is not None:
+            running[k] = holder.describe()
     unfinished = [k for k, st in states.items() if st != "done"]
     if unfinished:
         log.info("fold(s) %s not finished with this config: no cross-validation summary",
                  ", ".join(map(str, unfinished)))
-        return CVResult(run_dir, k_total, trained, skipped, {}, summary_path)
+        return CVResult(run_dir, k_total, trained, skipped, {}, summary_path, running)
 
-    summary, fold_rows = _score_folds(cfg, fold_cfgs, progress)
+    summary, fold_rows = _score_folds(cfg, fold_cfgs, hooks.progress)
     _write_root(cfg, fold_cfgs, summary, fold_rows)
     return CVResult(run_dir, k_total, trained, skipped, summary, summary_path)
 
 
-__all__ = ["CVResult", "check_folds", "cv_table", "fold_config", "fold_count", "fold_dir", "run_cv",
-           "summarize_cv", "train_fold_config"]
+__all__ = ["CVHooks", "CVResult", "FoldBusy", "check_folds", "cv_table", "fold_config", "fold_count",
+           "fold_dir", "fold_running", "fold_state", "hold_fold", "run_cv", "summarize_cv",
+           "train_fold_config"]

@@ -34,16 +34,23 @@ def cv(
     time_limit: float = typer.Option(
         None, "--time-limit", min=0.001, help="Minutes of training per fold (train.time_limit)."
     ),
+    break_lock: bool = typer.Option(
+        False, "--break-lock",
+        help="Train a fold even if its fold_k.lock names a job that may still run (you know it is gone).",
+    ),
 ) -> None:
     """Cross-validation: train fold 0..K-1 into <train.run_dir>/fold_k, score each fold's model on its
     validation cases, and write cv_summary.json / cv_summary.md (per fold, pooled, mean ± sd across folds).
 
-    Resumable: a finished fold is skipped, an interrupted one resumes. The run folder then stands for the
-    ensemble of the fold models: `segkit infer RUN_DIR --input ...` and `segkit evaluate RUN_DIR` (test cases)
-    average their probabilities, with the post-processing chosen on the pooled validation predictions.
+    Resumable: a finished fold is skipped, an interrupted one resumes. Folds can run as separate jobs at
+    once (`--fold k` per job, e.g. a SLURM array): a fold being trained by another job (its fold_k.lock) is
+    never resumed by a second one; a plain `segkit cv` skips it and writes the summary once all are done.
+    The run folder then stands for the ensemble of the fold models: `segkit infer RUN_DIR --input ...` and
+    `segkit evaluate RUN_DIR` (test cases) average their probabilities, with the post-processing chosen on
+    the pooled validation predictions.
     """
     from segkit.cli.train import RichTrainProgress, rerun_args, training_sets
-    from segkit.cv import cv_table, run_cv
+    from segkit.cv import CVHooks, cv_table, run_cv
 
     cfg = load(config, training_sets(sets, time_limit))
     quiet_tensorflow()
@@ -55,9 +62,18 @@ def cv(
         word = {"skip": "done before, skipped", "resume": "resuming", "train": "training"}[what]
         err.print(f"[bold]fold {k + 1}/{total}[/] (fold_{k}): {word}", highlight=False)
 
+    def notice(line: str) -> None:
+        err.print(line, highlight=False, soft_wrap=True)
+
     with RichTrainProgress() as progress, RichProgress() as scoring:
-        result = run_cv(cfg, folds=folds or None, overwrite=overwrite, train_progress=progress,
-                        on_fold=on_fold, progress=scoring)
+        hooks = CVHooks(train_progress=progress, on_fold=on_fold, progress=scoring, notice=notice)
+        result = run_cv(cfg, folds=folds or None, overwrite=overwrite, break_lock=break_lock, hooks=hooks)
+    if result.running:
+        busy = "; ".join(f"fold_{k}: {who}" for k, who in sorted(result.running.items()))
+        out.print(f"folds trained: {result.trained or 'none'}; no summary while other jobs train fold(s) "
+                  f"{', '.join(map(str, sorted(result.running)))} ({busy}); run `segkit cv` without --fold "
+                  "again when they have finished", highlight=False, soft_wrap=True)
+        return
     if not result.summary:
         out.print(f"folds trained: {result.trained or 'none'}; not every fold has a model yet, so no summary "
                   f"(run segkit cv without --fold to finish)", highlight=False)

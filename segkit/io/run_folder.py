@@ -16,7 +16,8 @@ A training run folder (``segkit train``)::
 
 A cross-validation folder (``segkit cv``) holds ``fold_<k>/`` training run folders and ``cv.json`` (the fold
 list), ``cv_summary.json`` / ``cv_summary.md`` / ``cv_cases.csv``, the ensemble's ``postprocessing.json``
-and copies of the first fold's ``config.yaml``, ``preprocessing.json`` and ``splits.json``.
+and copies of the first fold's ``config.yaml``, ``preprocessing.json`` and ``splits.json``. While a job
+trains fold k, ``fold_<k>.lock`` beside its folder names that job (``segkit.io.run_lock``).
 
 Example:
     >>> model_paths(Path("runs/la-cv"))    # [runs/la-cv/fold_0/model.keras, ...] or [runs/la/model.keras]
@@ -52,6 +53,7 @@ CV_FILE = "cv.json"  # a cross-validation folder's list of fold folders
 CV_SUMMARY_FILE = "cv_summary.json"
 CV_SUMMARY_MD = "cv_summary.md"
 CV_CASES_FILE = "cv_cases.csv"
+LOCK_SUFFIX = ".lock"  # fold_<k>.lock: the job training fold k (segkit.io.run_lock)
 
 RUN_OUTPUTS = (
     MODEL_FILE,
@@ -83,6 +85,13 @@ SINGLE_RUN_FILES = (MODEL_FILE, LAST_MODEL_FILE, HISTORY_CSV, TRAIN_SUMMARY_FILE
 def fold_name(fold: int) -> str:
     """``fold_<k>``, the folder of fold ``k`` in a cross-validation folder."""
     return f"fold_{fold}"
+
+
+def fold_lock_file(fold_run_dir: Path) -> Path:
+    """``<cv folder>/fold_<k>.lock``, the lock of the fold whose run folder is ``fold_run_dir``: beside the
+    fold's folder, not in it, so that ``segkit train --fold k`` still finds that folder empty."""
+    fold_run_dir = Path(fold_run_dir)
+    return fold_run_dir.with_name(fold_run_dir.name + LOCK_SUFFIX)
 
 
 def is_cv_folder(run_dir: Path) -> bool:
@@ -180,8 +189,8 @@ def read_train_summary(run_dir: Path) -> dict[str, Any] | None:
 __all__ = [
     "BACKUP_DIR", "CONFIG_FILE", "CURVES_PNG", "CV_CASES_FILE", "CV_FILE", "CV_ROOT_OUTPUTS",
     "CV_SUMMARY_FILE", "CV_SUMMARY_MD", "EPOCH_INFER_DIR", "HISTORY_CSV", "HISTORY_JSON", "INFERENCE_DIR",
-    "LAST_MODEL_FILE", "MODEL_FILE", "POSTPROCESSING_FILE", "PREPROCESSING_FILE", "RUN_OUTPUTS",
-    "SINGLE_RUN_FILES", "SPLITS_FILE", "TENSORBOARD_DIR", "TRAIN_SUMMARY_FILE", "TrainSummary",
-    "VERSIONS_FILE", "fold_name", "is_cv_folder", "model_paths", "read_cv_folds", "read_train_summary",
-    "write_cv_folds", "write_train_summary",
+    "LAST_MODEL_FILE", "LOCK_SUFFIX", "MODEL_FILE", "POSTPROCESSING_FILE", "PREPROCESSING_FILE",
+    "RUN_OUTPUTS", "SINGLE_RUN_FILES", "SPLITS_FILE", "TENSORBOARD_DIR", "TRAIN_SUMMARY_FILE", "TrainSummary",
+    "VERSIONS_FILE", "fold_lock_file", "fold_name", "is_cv_folder", "model_paths", "read_cv_folds",
+    "read_train_summary", "write_cv_folds", "write_train_summary",
 ]

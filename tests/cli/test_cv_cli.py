@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -20,6 +23,7 @@ from typer.testing import CliRunner
 
 from segkit.cli.app import app
 from segkit.config import load_config
+from segkit.io.run_lock import HOST
 
 runner = CliRunner()
 
@@ -96,9 +100,18 @@ def test_cv_trains_every_fold_resumably_and_the_run_is_an_ensemble(cv_setup: dic
     cfg_path = str(cv_setup["config"])
     splits = json.loads((cv_setup["data"] / "splits.json").read_text())
 
-    # one fold first (as after an interruption): no summary yet
+    # one fold first (as after an interruption): no summary yet. A job killed on this host left fold 0's lock:
+    # stale (its pid is gone), removed with a notice, and the fold trains under this job's own lock
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    run.mkdir()
+    since = "2026-12-06T07:00:00Z"
+    (run / "fold_0.lock").write_text(json.dumps({"host": HOST, "pid": dead.pid, "started": since}))
     res = runner.invoke(app, ["cv", cfg_path, "--fold", "0", *_base(cv_setup, run)])
     assert res.exit_code == 0, res.output
+    assert (f"removed the lock {run / 'fold_0.lock'} of host {HOST}, pid {dead.pid}, since {since}"
+            " (its process no longer runs on this host)") in res.stderr
+    assert not (run / "fold_0.lock").exists()  # released after training
     assert (run / "fold_0" / "train_summary.json").is_file() and not (run / "fold_1").exists()
     assert not (run / "cv_summary.json").exists() and "no summary" in res.stdout
     stamp = (run / "fold_0" / "model.keras").stat().st_mtime_ns
@@ -199,6 +212,43 @@ def test_train_fold_writes_into_its_fold_folder(cv_setup: dict[str, Path]) -> No
     info = load_config(run / "fold_2" / "config.yaml")
     assert info.data.fold == 2 and (run / "fold_2" / "model.keras").is_file()
     assert not (run / "model.keras").exists()
+
+
+# another job on this host: takes the fold locks argv[1:] and holds them until it is killed
+HOLDER = """
+import sys, time
+from segkit.io.run_lock import acquire_lock
+locks = [acquire_lock(p) for p in sys.argv[1:]]
+print("held", flush=True)
+time.sleep(300)
+"""
+
+
+def test_folds_trained_by_another_job_are_neither_resumed_nor_pooled(
+    cv_setup: dict[str, Path], tmp_path: Path, repo_root: Path
+) -> None:
+    run = tmp_path / "array"
+    cfg_path = str(cv_setup["config"])
+    locks = [str(run / f"fold_{k}.lock") for k in range(3)]
+    other = subprocess.Popen([sys.executable, "-c", HOLDER, *locks], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(repo_root)})
+    try:
+        assert other.stdout is not None and other.stdout.readline().strip() == "held"
+        who = f"host {HOST}, pid {other.pid}, since "
+        for cmd in (["cv", cfg_path, "--fold", "1"], ["train", cfg_path, "--fold", "1"]):
+            res = runner.invoke(app, [*cmd, *_base(cv_setup, run)])
+            assert res.exit_code == 2, res.output
+            assert f"fold 1 is being trained by another job ({who}" in res.stderr
+            assert "--break-lock" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+        res = runner.invoke(app, ["cv", cfg_path, *_base(cv_setup, run)])  # the pooling job, too early
+        assert res.exit_code == 0, res.output
+        for k in range(3):
+            assert f"fold {k + 1}/3 (fold_{k}): being trained by another job ({who}" in res.stderr
+        assert "no summary while other jobs train fold(s) 0, 1, 2" in res.stdout
+        assert sorted(p.name for p in run.iterdir()) == ["fold_0.lock", "fold_1.lock", "fold_2.lock"]
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_cv_refuses_a_folder_holding_a_single_run(cv_setup: dict[str, Path], tmp_path: Path) -> None:

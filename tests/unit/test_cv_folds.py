@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from segkit import cv
 from segkit.config import Config, load_config
 from segkit.errors import ConfigError, DataError
+from segkit.io.run_lock import HOST as HOST_NAME
 
 
 def _config(tmp_path: Path, repo_root: Path, folds: list[list[str]] | None) -> Config:
@@ -87,3 +90,79 @@ def test_both_callers_go_through_check_folds(three_folds: Config, monkeypatch: p
     with pytest.raises(Stop):
         cv.run_cv(three_folds)
     assert calls == [([2], "--fold"), ([1], None), (None, None)]
+
+
+# --- folds as parallel jobs: the fold lock (segkit.io.run_lock), with training stubbed out ---
+
+
+def _hold(lock: Path, **fields: object) -> None:
+    """A lock file as another job writes it (``segkit.io.run_lock``)."""
+    from segkit.io.run_lock import HOST
+
+    record = {"state": "running", "host": HOST, "pid": os.getpid(), "started": "2026-12-06T07:00:00Z",
+              "command": "segkit cv x.yaml --fold 1", "pid_start": None, **fields}
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(json.dumps(record), encoding="utf-8")
+
+
+@pytest.fixture
+def stub_training(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, dict]]:
+    """Replace ``train_model``: record (fold, the fold's lock record during training) instead of training."""
+    from segkit.train import fit
+
+    calls: list[tuple[int, dict]] = []
+
+    def train_model(cfk: Config, **_: object) -> None:
+        lock = Path(cfk.train.run_dir).with_name(f"fold_{cfk.data.fold}.lock")
+        calls.append((int(cfk.data.fold or 0), json.loads(lock.read_text())))
+
+    monkeypatch.setattr(fit, "train_model", train_model)
+    return calls
+
+
+def test_a_plain_cv_skips_a_fold_another_job_trains_and_writes_no_summary(
+    three_folds: Config, stub_training: list[tuple[int, dict]]
+) -> None:
+    run = Path(three_folds.train.run_dir)
+    sleeper = subprocess.Popen(["sleep", "60"])  # the live process of the other job, on this host
+    try:
+        _hold(run / "fold_1.lock", pid=sleeper.pid)
+        notices: list[str] = []
+        result = cv.run_cv(three_folds, hooks=cv.CVHooks(notice=notices.append))
+        assert [k for k, _ in stub_training] == [0, 2]  # fold 1 is not resumed or overwritten
+        assert all(rec["pid"] == os.getpid() and rec["state"] == "running" for _, rec in stub_training)
+        assert notices == [f"fold 2/3 (fold_1): being trained by another job (host {HOST_NAME}, pid "
+                           f"{sleeper.pid}, since 2026-12-06T07:00:00Z), skipped"]
+        assert result.running == {1: f"host {HOST_NAME}, pid {sleeper.pid}, since 2026-12-06T07:00:00Z"}
+        assert result.summary == {} and result.trained == [0, 2]
+        assert cv.fold_state(cv.fold_config(three_folds, 1)) == "running"
+        assert sorted(p.name for p in run.glob("*.lock")) == ["fold_1.lock"]  # ours released
+        # named with --fold, the same fold is an error, one line
+        with pytest.raises(cv.FoldBusy) as busy:
+            cv.run_cv(three_folds, folds=[1])
+        assert busy.value.one_line() == (
+            f"{run / 'fold_1.lock'}: fold 1 is being trained by another job (host {HOST_NAME},"
+            f" pid {sleeper.pid}, since 2026-12-06T07:00:00Z) (hint: wait for it to finish; if that job is"
+            " gone, rerun with --break-lock or delete the lock)")
+        assert [k for k, _ in stub_training] == [0, 2] and not (run / "fold_1").exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # the job died without removing its lock: stale on this host, the next job takes the fold
+    notices = []
+    cv.run_cv(three_folds, folds=[1], hooks=cv.CVHooks(notice=notices.append))
+    assert [k for k, _ in stub_training] == [0, 2, 1] and not (run / "fold_1.lock").exists()
+    assert notices[0].endswith("(its process no longer runs on this host)")
+
+
+def test_another_hosts_lock_holds_until_broken(
+    three_folds: Config, stub_training: list[tuple[int, dict]]
+) -> None:
+    run = Path(three_folds.train.run_dir)
+    _hold(run / "fold_0.lock", host="node07", pid=4242)
+    with pytest.raises(cv.FoldBusy, match="host node07, pid 4242"):
+        cv.run_cv(three_folds, folds=[0])
+    notices: list[str] = []
+    cv.run_cv(three_folds, folds=[0], break_lock=True, hooks=cv.CVHooks(notice=notices.append))
+    assert [k for k, _ in stub_training] == [0] and notices[0].endswith("(--break-lock)")
+    assert not (run / "fold_0.lock").exists()
