@@ -14,12 +14,17 @@ differing by more than 1e-4 or slice sizes differing; gantry tilt (positions not
 pixel data; non-image objects (SR, RTSTRUCT, presentation states); unreadable files; a transfer syntax
 with no decoder installed; several series where one is expected; several images at one position that no
 temporal key separates. A cine or multi-phase series (several images per position, told apart by
-TemporalPositionIdentifier or TriggerTime) becomes one series per phase (``s004_cine_phase01``, ...).
+TemporalPositionIdentifier or TriggerTime) becomes one series per phase (``s004_cine_phase01``, ...); so
+does an enhanced multi-frame cine (frames told apart by the TemporalPositionIndex of their Frame Content or
+the NominalCardiacTriggerDelayTime of their Cardiac Synchronization group) and a cine stored as one series
+per slice position (Siemens; joined first, named after the first series' number and the descriptions'
+common beginning). A cine whose positions hold unequal numbers of images is refused as shared positions.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -93,13 +98,16 @@ class DicomSeries:
     """One series found in a folder.
 
     Attributes:
-        uid: SeriesInstanceUID.
+        uid: SeriesInstanceUID (of a cine acquired as one series per slice position: the first of them).
         number: SeriesNumber (``None`` if absent).
-        description: SeriesDescription (may be empty).
+        description: SeriesDescription (may be empty; of one series per slice position: their common
+            beginning).
         modality: Modality (``MR``, ``CT``, ...).
         files: its files, sorted by name.
         phase: of a cine / multi-phase series (several images per position): the 1-based phase, in the order
             of TemporalPositionIdentifier, else TriggerTime; ``None`` for a series of one phase.
+        frames: of one phase of a cine held in enhanced multi-frame files: the ``(file, frame index)`` of
+            its images; ``()``: every frame of ``files``.
     """
 
     uid: str
@@ -108,6 +116,7 @@ class DicomSeries:
     modality: str
     files: tuple[Path, ...]
     phase: int | None = None
+    frames: tuple[tuple[Path, int], ...] = ()
 
     @property
     def key(self) -> str:
@@ -138,7 +147,9 @@ def _read(path: Path, pixels: bool = False) -> Any:
 def list_series(path: Path) -> list[DicomSeries]:
     """The image series in ``path`` (a folder or one file), sorted by series number and description.
 
-    Localizer/scout images are dropped with a one-line warning.
+    Localizer/scout images are dropped with a one-line warning. A cine or multi-phase series gives one
+    ``DicomSeries`` per phase (``_phases``); a cine stored as one series per slice position (Siemens: each
+    series holds every phase of one position) is first joined into one series (``_join_positions``).
 
     Raises:
         DataError: no DICOM file; an unreadable file; only non-image objects (named, with a hint).
@@ -171,39 +182,128 @@ def list_series(path: Path) -> list[DicomSeries]:
     if skipped:
         log.warning("%s: %d non-image object(s) skipped (%s)", path.name, len(skipped), skipped[0])
     out = []
-    for uid, items in groups.items():
+    for items, description in _join_positions(list(groups.values())):
         ds = items[0][1]
         num = ds.get("SeriesNumber")
-        series = DicomSeries(uid, int(num) if num not in (None, "") else None,
-                             str(ds.get("SeriesDescription", "")), str(ds.get("Modality", "")),
-                             tuple(sorted(f for f, _ in items)))
+        series = DicomSeries(str(ds.get("SeriesInstanceUID", "")),
+                             int(num) if num not in (None, "") else None, description,
+                             str(ds.get("Modality", "")), tuple(sorted(f for f, _ in items)))
         out += _phases(series, items)
     return sorted(out, key=lambda s: (s.number if s.number is not None else -1, s.description, s.uid,
                                       s.phase or 0))
 
 
+# Temporal keys of a single-frame image, and of one frame of an enhanced multi-frame file (functional group,
+# attribute), in the order they are tried.
 _TEMPORAL_KEYS = ("TemporalPositionIdentifier", "TriggerTime")
+_FRAME_TEMPORAL_KEYS = (("FrameContentSequence", "TemporalPositionIndex"),
+                        ("CardiacSynchronizationSequence", "NominalCardiacTriggerDelayTime"))
+
+
+@dataclass(frozen=True)
+class _Image:
+    """One 2D image of a series as listed (no pixels): a single-frame file, or one frame of a multi-frame
+    file, with its position (rounded to 1 um; ``()`` when absent) and its temporal keys (``None`` when
+    absent)."""
+
+    file: Path
+    frame: int
+    position: tuple[float, ...]
+    times: tuple[float | None, ...]
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return None if value in (None, "") else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _images(items: list[tuple[Path, Any]]) -> list[_Image]:
+    """The 2D images of a series' datasets (header only), frame by frame for a multi-frame file."""
+    out: list[_Image] = []
+    for f, ds in items:
+        if "PerFrameFunctionalGroupsSequence" not in ds:
+            pos = tuple(round(float(v), 3) for v in ds.get("ImagePositionPatient", []))
+            out.append(_Image(f, 0, pos, tuple(_number(ds.get(k)) for k in _TEMPORAL_KEYS)))
+            continue
+        for i in range(len(ds.PerFrameFunctionalGroupsSequence)):
+            plane = _group(ds, i, "PlanePositionSequence", required=False)
+            pos = tuple(round(float(v), 3) for v in plane.get("ImagePositionPatient", [])) \
+                if plane is not None else ()
+            times = []
+            for group, attr in _FRAME_TEMPORAL_KEYS:
+                item = _group(ds, i, group, required=False)
+                times.append(_number(item.get(attr)) if item is not None else None)
+            out.append(_Image(f, i, pos, tuple(times)))
+    return out
+
+
+def _phase_split(images: list[_Image]) -> list[list[_Image]] | None:
+    """The images of each phase, or ``None`` (one phase, or phases no temporal key tells apart).
+
+    Several images per position make a cine: every position must hold the same number of images, and one
+    temporal key (the first present on every image) must order the images of each position without ties;
+    phase k is then the k-th image of every position in that order (TriggerTime may differ between
+    positions, as it does when each position is acquired in its own breath-hold)."""
+    by_pos: dict[tuple[float, ...], list[_Image]] = {}
+    for im in images:
+        by_pos.setdefault(im.position, []).append(im)
+    counts = {len(v) for v in by_pos.values()}
+    if len(by_pos) == len(images) or len(counts) != 1 or () in by_pos:
+        return None
+    for k in range(len(images[0].times)):
+        if any(im.times[k] is None for im in images):
+            continue
+        ordered = [sorted(v, key=lambda im: float(im.times[k] or 0.0)) for v in by_pos.values()]
+        if all(len({im.times[k] for im in v}) == len(v) for v in ordered):
+            return [[v[p] for v in ordered] for p in range(counts.pop())]
+    return None
 
 
 def _phases(series: DicomSeries, items: list[tuple[Path, Any]]) -> list[DicomSeries]:
-    """A single-frame series with several images per position, split into one series per phase when a
-    temporal key (TemporalPositionIdentifier, else TriggerTime) gives each phase one image per position;
-    else the series unchanged (the reader then refuses the shared positions)."""
-    positions = [tuple(round(float(v), 3) for v in ds.get("ImagePositionPatient", [])) for _, ds in items]
-    if len(set(positions)) == len(positions):
+    """A series with several images per position (single-frame files, or the frames of an enhanced
+    multi-frame file), split into one series per phase (``_phase_split``); else the series unchanged (the
+    reader then refuses the shared positions)."""
+    split = _phase_split(_images(items))
+    if split is None:
         return [series]
-    for key in _TEMPORAL_KEYS:
-        values = [ds.get(key) for _, ds in items]
-        if any(v in (None, "") for v in values):
+    multiframe = any(im.frame for ims in split for im in ims)
+    return [DicomSeries(series.uid, series.number, series.description, series.modality,
+                        tuple(sorted({im.file for im in ims})), k + 1,
+                        tuple(sorted((im.file, im.frame) for im in ims)) if multiframe else ())
+            for k, ims in enumerate(split)]
+
+
+def _join_positions(groups: list[list[tuple[Path, Any]]]) -> list[tuple[list[tuple[Path, Any]], str]]:
+    """The series' datasets with their description. Series whose images all lie at one single position (a
+    cine acquired as one series per slice position) are joined into one when they share orientation, image
+    size, pixel spacing, frame of reference, modality and protocol name and one of them holds several
+    images; the description is their common beginning. A position with fewer phases than the others is
+    joined too, so that the reader refuses the set instead of dropping that position."""
+    out: list[tuple[list[tuple[Path, Any]], str]] = []
+    stacks: dict[tuple, list[list[tuple[Path, Any]]]] = {}
+    for items in groups:
+        images = _images(items)
+        if len({im.position for im in images}) != 1 or images[0].position == ():
+            out.append((items, str(items[0][1].get("SeriesDescription", ""))))
             continue
-        phases = sorted({float(v) for v in values})
-        by_phase = {p: [(f, pos) for (f, _), v, pos in zip(items, values, positions, strict=True)
-                        if float(v) == p] for p in phases}
-        if len(phases) > 1 and all(len({pos for _, pos in fs}) == len(fs) for fs in by_phase.values()):
-            return [DicomSeries(series.uid, series.number, series.description, series.modality,
-                                tuple(sorted(f for f, _ in by_phase[p])), k + 1)
-                    for k, p in enumerate(phases)]
-    return [series]
+        ds = items[0][1]
+        key = (tuple(round(float(v), 4) for v in ds.get("ImageOrientationPatient", [])), ds.get("Rows"),
+               ds.get("Columns"), tuple(round(float(v), 4) for v in ds.get("PixelSpacing", [])),
+               str(ds.get("FrameOfReferenceUID", "")), str(ds.get("Modality", "")),
+               str(ds.get("ProtocolName", "")))
+        stacks.setdefault(key, []).append(items)
+    for members in stacks.values():
+        members.sort(key=lambda items: (_number(items[0][1].get("SeriesNumber")) or 0.0,
+                                        str(items[0][1].get("SeriesInstanceUID", ""))))
+        descriptions = [str(items[0][1].get("SeriesDescription", "")) for items in members]
+        if len(members) == 1 or all(len(_images(items)) == 1 for items in members):
+            out += zip(members, descriptions, strict=True)
+            continue
+        common = os.path.commonprefix(descriptions).rstrip(" _-") or descriptions[0]
+        out.append(([it for items in members for it in items], common))
+    return out
 
 
 def read_dicom(path: Path, series_key: str | None = None) -> tuple[npt.NDArray, npt.NDArray[np.float64]]:
@@ -277,7 +377,7 @@ def _sorted_slices(series: DicomSeries, where: Path) -> tuple[list[_Slice], npt.
     for f in series.files:
         ds = _read(f, pixels=True)
         _check_pixels(ds, where)
-        slices += _slices_of(ds, f)
+        slices += [s for s in _slices_of(ds, f) if not series.frames or (s.file, s.frame) in series.frames]
     if len(slices) < MIN_SLICES:
         raise DataError(f"{len(slices)} slice(s); a volume needs at least {MIN_SLICES}", path=where,
                         hint="give the whole series (a single slice or two are not a volume)")

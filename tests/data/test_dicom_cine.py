@@ -1,0 +1,108 @@
+"""Cine DICOM as scanners store it, one volume per phase: a cine acquired as one series per slice position
+(Siemens: each series holds every phase of one position) and an enhanced multi-frame cine (one file, frames
+told apart by TemporalPositionIndex or the nominal trigger delay of their functional groups).
+
+Both are built from real series of ``../shared/data/dicom`` by rewriting tags with pydicom: the Siemens MR
+series (4 slices of 256 x 256) and the Philips enhanced MR file (8 frames of 256 x 256); phase 2 is
+phase 1 + 7.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from segkit.errors import DataError
+from segkit.io.volumes import load_volume, volume_inputs
+
+pytestmark = pytest.mark.data
+
+
+def _per_position_series(shared_data: Path, folder: Path, drop_last: bool = False) -> None:
+    """Every slice of the Siemens series as its own series (numbers 20..23, descriptions ``cine_sax_<i>``)
+    holding two phases; TriggerTime differs between positions, as with one breath-hold per slice."""
+    folder.mkdir()
+    files = sorted((shared_data / "dicom/siemens/anatomical/001").iterdir())
+    for i, f in enumerate(files):
+        uid = pydicom.uid.generate_uid()
+        for phase in (0, 1):
+            if drop_last and phase and i == len(files) - 1:
+                continue
+            ds = pydicom.dcmread(f)
+            ds.SeriesInstanceUID, ds.SeriesNumber, ds.SeriesDescription = uid, 20 + i, f"cine_sax_{i}"
+            ds.SOPInstanceUID = pydicom.uid.generate_uid()
+            ds.TriggerTime = 10.0 + 3 * i + 400.0 * phase
+            if phase:
+                ds.PixelData = (ds.pixel_array + 7).astype(ds.pixel_array.dtype).tobytes()
+            ds.save_as(folder / f"IM_{i}_{phase}")
+
+
+def test_one_series_per_slice_position_is_one_volume_per_phase(shared_data: Path, tmp_path: Path) -> None:
+    _per_position_series(shared_data, tmp_path / "cine")
+    refs = volume_inputs(tmp_path / "cine")
+    assert [r.case_id for r in refs] == ["s020_cine_sax_phase01", "s020_cine_sax_phase02"]
+    reference = load_volume(shared_data / "dicom/siemens/anatomical/001")
+    one, two = (load_volume(r) for r in refs)
+    np.testing.assert_array_equal(one.data, reference.data)
+    np.testing.assert_array_equal(two.data, reference.data + 7)
+    np.testing.assert_allclose(two.affine, reference.affine, atol=1e-6)
+    with pytest.raises(DataError, match=r"2 series in one input \(a cine or multi-phase series.*"
+                                        r"s020_cine_sax_phase01, s020_cine_sax_phase02\)"):
+        load_volume(tmp_path / "cine")
+
+
+def test_one_series_per_position_with_a_phase_missing_is_refused(shared_data: Path, tmp_path: Path) -> None:
+    _per_position_series(shared_data, tmp_path / "gap", drop_last=True)
+    with pytest.raises(DataError, match=r"7 images at 4 slice position\(s\)") as err:
+        load_volume(tmp_path / "gap")
+    assert err.value.hint == "give one phase per folder (segkit reads one 3D volume per series)"
+
+
+def _enhanced_cine(shared_data: Path, path: Path, trigger: bool) -> float:
+    """The Philips enhanced file with its 8 frames twice: phase 2 (+7) in frames 9..16, told apart by
+    TemporalPositionIndex, or (``trigger``) by NominalCardiacTriggerDelayTime (0 and 400 ms) only.
+    Returns the file's rescale slope (Philips stores 3.26...: phase 2 reads 7 x slope higher)."""
+    ds = pydicom.dcmread(next((shared_data / "dicom/philips_enhanced/anatomical/001").iterdir()))
+    pixels = ds.pixel_array
+    frames = list(ds.PerFrameFunctionalGroupsSequence)
+    for k, item in enumerate(frames + [copy.deepcopy(f) for f in frames]):
+        phase = k // len(frames)
+        content = item.FrameContentSequence[0]
+        if trigger:
+            del content.TemporalPositionIndex
+            sync = Dataset()
+            sync.NominalCardiacTriggerDelayTime = 400.0 * phase
+            item.CardiacSynchronizationSequence = Sequence([sync])
+        else:
+            content.TemporalPositionIndex = phase + 1
+        if k >= len(frames):
+            ds.PerFrameFunctionalGroupsSequence.append(item)
+    ds.NumberOfFrames = 2 * len(frames)
+    ds.PixelData = np.concatenate([pixels, pixels + 7]).astype(pixels.dtype).tobytes()
+    path.parent.mkdir()
+    ds.save_as(path)
+    return float(frames[0].PixelValueTransformationSequence[0].RescaleSlope)
+
+
+@pytest.mark.parametrize("trigger", [False, True], ids=["temporal-position-index", "trigger-delay"])
+def test_an_enhanced_multiframe_cine_is_one_volume_per_phase(
+    shared_data: Path, tmp_path: Path, trigger: bool
+) -> None:
+    path = tmp_path / "cine" / "ENH0001"
+    slope = _enhanced_cine(shared_data, path, trigger)
+    refs = volume_inputs(path.parent)
+    assert [r.case_id for r in refs] == ["s301_phase01", "s301_phase02"]
+    reference = load_volume(shared_data / "dicom/philips_enhanced/anatomical/001")
+    one, two = (load_volume(r) for r in refs)
+    np.testing.assert_array_equal(one.data, reference.data)
+    np.testing.assert_allclose(two.data - one.data, 7 * slope, rtol=1e-4)
+    assert slope > 3
+    np.testing.assert_allclose(two.affine, reference.affine, atol=1e-6)
+    with pytest.raises(DataError, match=r"2 series in one input \(a cine or multi-phase series"):
+        load_volume(path)
