@@ -78,6 +78,10 @@ def write_dicom_seg(path: Path, labels: npt.NDArray, source: VolumeRef,
     frame_uid = hd.UID()  # for sources without one (anonymised exports); the SEG needs a frame of reference
     datasets = {f: _with_type2(pydicom.dcmread(str(f)), frame_uid) for f in files}
     first = datasets[files[0]]
+    if len({str(d.get("SeriesInstanceUID", "")) for d in datasets.values()}) > 1:
+        raise DataError("the source spans several series (a cine stored as one series per slice position); "
+                        "a DICOM-SEG references one series", path=path,
+                        hint="write these labels as nifti, nrrd, mha or seg.nrrd")
     arr = np.asarray(labels)
     if arr.shape != (int(first.Columns), int(first.Rows), len(order)):
         raise DataError(f"labels of shape {arr.shape} do not fit the source series", path=path,
@@ -93,8 +97,9 @@ def write_dicom_seg(path: Path, labels: npt.NDArray, source: VolumeRef,
     z_of_frame = list(range(len(order)))
     if len(files) == 1 and len(order) > 1:  # one multi-frame file: frames in the file's own order
         pixel = np.zeros_like(planes)
+        rank = {frame: j for j, frame in enumerate(sorted(f for _, f in order))}  # one phase of a cine
         for z, (_, frame) in enumerate(order):
-            pixel[frame], z_of_frame[frame] = planes[z], z
+            pixel[rank[frame]], z_of_frame[rank[frame]] = planes[z], z
         sources = [first]
     else:
         pixel, sources = planes, [datasets[f] for f, _ in order]

@@ -106,3 +106,24 @@ def test_an_enhanced_multiframe_cine_is_one_volume_per_phase(
     np.testing.assert_allclose(two.affine, reference.affine, atol=1e-6)
     with pytest.raises(DataError, match=r"2 series in one input \(a cine or multi-phase series"):
         load_volume(path)
+
+
+def test_dicom_seg_of_one_phase_references_its_frames_and_reads_back(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    from segkit.io.dicomseg import write_dicom_seg
+    from segkit.io.segmentations import Segment
+
+    _enhanced_cine(shared_data, tmp_path / "cine" / "ENH0001", trigger=False)
+    ref = volume_inputs(tmp_path / "cine")[1]
+    vol = load_volume(ref)
+    labels = (vol.data > np.percentile(vol.data, 80)).astype(np.uint8)
+    seg = write_dicom_seg(tmp_path / "phase02.dcm", labels, ref, (Segment(1, "LA", (255, 0, 0)),))
+    back = load_volume(seg)
+    np.testing.assert_array_equal(back.data, labels)
+    np.testing.assert_allclose(back.affine, vol.affine, atol=1e-3)
+    _per_position_series(shared_data, tmp_path / "pp")
+    ref = volume_inputs(tmp_path / "pp")[0]
+    with pytest.raises(DataError, match="the source spans several series"):
+        write_dicom_seg(tmp_path / "pp.dcm", labels[..., :4], ref, (Segment(1, "LA", (255, 0, 0)),))
+    assert not (tmp_path / "pp.dcm").exists()
