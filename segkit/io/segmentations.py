@@ -20,6 +20,7 @@ from segkit.errors import DataError
 from segkit.io.atomic import atomic_path
 
 if TYPE_CHECKING:
+    from segkit.config import CodedConcept
     from segkit.io.volumes import VolumeRef
 
 #: --output-format -> file ending of ``<case>_seg``.
@@ -31,11 +32,13 @@ FLOAT_FORMATS = ("nifti", "nrrd", "mha")
 
 @dataclass(frozen=True)
 class Segment:
-    """One class as a segment: label value, name and RGB colour (0..255)."""
+    """One class as a segment: label value, name, RGB colour (0..255) and the class's coded concept (the
+    config's ``classes[].concept``; ``None``: DICOM-SEG looks it up by name)."""
 
     id: int
     name: str
     color: tuple[int, int, int]
+    concept: CodedConcept | None = None
 
 
 @dataclass(frozen=True)
