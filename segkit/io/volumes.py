@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import nibabel as nib
 import nrrd
@@ -222,6 +222,43 @@ def dicom_series_refs(folder: Path) -> list[VolumeRef]:
         name = s.name if seen[s.name] == 1 else f"{s.name}_{seen[s.name]}"
         refs.append(VolumeRef(Path(folder), s.key, name))
     return refs
+
+
+def picked_volume(ref: VolumeRef) -> dict[str, Any] | None:
+    """What ``ref`` picks out of a path holding several volumes, for records: ``{"name", "number",
+    "description", "phase"}`` (a DICOM series: its number and description, never its UIDs or patient data;
+    a phase of a 4D file: ``phase`` only); ``None`` for a path's only volume.
+
+    Raises:
+        DataError: as ``segkit.io.dicom.list_series``.
+    """
+    if ref.series_key is None and ref.phase is None:
+        return None
+    if ref.series_key is not None:
+        for s in dicom.list_series(ref.path):
+            if s.key == ref.series_key:
+                return {"name": ref.case_id, "number": s.number, "description": s.description,
+                        "phase": s.phase}
+    return {"name": ref.case_id, "number": None, "description": "", "phase": ref.phase}
+
+
+def picked_ref(path: Path, picked: dict[str, Any] | None) -> VolumeRef:
+    """The ``VolumeRef`` a ``picked_volume`` record names in ``path`` (``None``: the path itself): a phase of
+    a 4D file by its index, a DICOM series (or phase) by its name in the folder's listing.
+
+    Raises:
+        DataError: the folder no longer holds a series of that name.
+    """
+    path = Path(path)
+    if not picked:
+        return VolumeRef(path)
+    if not path.is_dir():
+        return VolumeRef(path, name=str(picked["name"]), phase=picked.get("phase"))
+    for ref in dicom_series_refs(path):
+        if ref.case_id == picked["name"]:
+            return ref
+    raise DataError(f"no series '{picked['name']}' in the folder any more", path=path,
+                    hint="the folder changed since prepare; prepare again")
 
 
 def volume_phases(path: Path) -> int:
