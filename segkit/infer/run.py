@@ -168,27 +168,38 @@ def _inputs(input_path: Path, glob: str | None) -> tuple[list[VolumeRef], list[s
 def select_volumes(folder: Path, glob: str | None) -> tuple[list[VolumeRef], list[str]]:
     """The volumes of ``folder`` to segment (``segkit.io.volumes.volume_inputs``), and the names skipped.
 
-    With ``glob``, only the files (or DICOM series case ids) whose name matches it; without, every volume
-    except those named like labels (``LABEL_PATTERNS``, or inside a ``labelsTr`` folder), logged in one line.
+    A volume's names are its file name and, for one series or phase (a DICOM series, a cine phase, a phase
+    of a 4D file), its case id (``s004_cine_phase02``, ``heart_phase02``). With ``glob``, only the volumes
+    one of whose names matches it; without, every volume except those named like labels
+    (``LABEL_PATTERNS``, or inside a ``labelsTr`` folder), logged in one line.
     """
     from segkit.io.volumes import volume_inputs
 
-    refs = volume_inputs(Path(folder))
-    names = [r.path.name if r.series_key is None and r.path != Path(folder) else r.case_id for r in refs]
+    folder = Path(folder)
+    refs = volume_inputs(folder)
+    names = [_names(r, folder) for r in refs]
     if glob is not None:
-        return [r for r, n in zip(refs, names, strict=True) if fnmatch.fnmatch(n, glob)], []
+        return [r for r, n in zip(refs, names, strict=True) if any(fnmatch.fnmatch(x, glob) for x in n)], []
     keep, skipped = [], []
     for ref, name in zip(refs, names, strict=True):
-        parts = ref.path.relative_to(folder).parts if ref.path != Path(folder) else ()
-        if any(fnmatch.fnmatch(name.lower(), p) for p in LABEL_PATTERNS) or any(
+        parts = ref.path.relative_to(folder).parts if ref.path != folder else ()
+        if any(fnmatch.fnmatch(x.lower(), p) for x in name for p in LABEL_PATTERNS) or any(
                 d in parts for d in LABEL_FOLDERS):
-            skipped.append(name)
+            skipped.append(name[-1])
         else:
             keep.append(ref)
     if skipped:
         log.warning("skipped %d label-named file(s): %s (pick them with --glob)", len(skipped),
                     ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else ""))
     return keep, skipped
+
+
+def _names(ref: VolumeRef, folder: Path) -> tuple[str, ...]:
+    """The names ``--glob`` and the label patterns match: the file name (not for a series of the folder
+    itself) and the case id of one series or phase."""
+    own = () if ref.series_key is not None and ref.path == folder else (ref.path.name,)
+    picked = (ref.case_id,) if ref.series_key is not None or ref.phase is not None else ()
+    return own + picked if own + picked else (ref.path.name,)
 
 
 def _check_dicom_seg(volumes: Sequence[VolumeRef], output_format: str) -> None:

@@ -146,6 +146,24 @@ def test_a_4d_nifti_is_one_volume_per_phase_or_refused_naming_the_option(
     np.testing.assert_array_equal(load_volume(image).data, crop + 5)
 
 
+def test_glob_and_label_skipping_match_the_phase_names_of_4d_files(
+    shared_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from segkit.infer.run import select_volumes
+
+    _cine_nifti(shared_data, tmp_path / "in" / "cine.nii.gz")
+    shutil.copy(tmp_path / "in" / "cine.nii.gz", tmp_path / "in" / "heart_seg.nii.gz")
+    with caplog.at_level(logging.WARNING, logger="segkit.infer.run"):
+        keep, skipped = select_volumes(tmp_path / "in", None)
+    assert [r.case_id for r in keep] == ["cine_phase01", "cine_phase02"]
+    assert skipped == ["heart_seg_phase01", "heart_seg_phase02"]
+    assert "skipped 2 label-named file(s): heart_seg_phase01, heart_seg_phase02" in caplog.text
+    keep, _ = select_volumes(tmp_path / "in", "*_phase02")
+    assert [(r.path.name, r.phase) for r in keep] == [("cine.nii.gz", 2), ("heart_seg.nii.gz", 2)]
+    keep, _ = select_volumes(tmp_path / "in", "cine.nii.gz")  # the file name still picks every phase
+    assert [r.case_id for r in keep] == ["cine_phase01", "cine_phase02"]
+
+
 def test_infer_writes_one_named_output_per_phase_of_a_4d_nifti(
     shared_data: Path, tmp_path: Path, repo_root: Path
 ) -> None:
