@@ -340,7 +340,24 @@ class _Slice:
     shape: tuple[int, int]
     slope: float
     intercept: float
-    pixels: npt.NDArray
+    pixels: npt.NDArray | None  # None when listed from the header alone
+
+
+def read_dicom_header(path: Path, series_key: str | None = None) -> tuple[tuple[int, int, int],
+                                                                        npt.NDArray[np.float64]]:
+    """(shape (X, Y, Z), voxel -> RAS affine) of the series ``read_dicom`` reads, from the headers alone
+    (``stop_before_pixels``): the same checks and refusals, no pixel data decoded.
+
+    Raises:
+        DataError: as ``read_dicom``.
+    """
+    series = [s for s in list_series(path) if series_key is None or s.key == series_key]
+    if len(series) != 1:
+        data, aff = read_dicom(path, series_key)  # raises read_dicom's one-line refusal
+        return (int(data.shape[0]), int(data.shape[1]), int(data.shape[2])), aff
+    slices, aff = _sorted_slices(series[0], Path(path), pixels=False)
+    rows, cols = slices[0].shape
+    return (cols, rows, len(slices)), lps_to_ras(aff)
 
 
 def read_series(series: DicomSeries, where: Path) -> tuple[npt.NDArray, npt.NDArray[np.float64]]:
@@ -353,7 +370,7 @@ def read_series(series: DicomSeries, where: Path) -> tuple[npt.NDArray, npt.NDAr
     slices, aff = _sorted_slices(series, where)
     identity = all(s.slope == 1.0 and s.intercept == 0.0 for s in slices)
     planes = [s.pixels.T if identity else (s.pixels.T.astype(np.float64) * s.slope + s.intercept)
-              for s in slices]
+              for s in slices if s.pixels is not None]
     data = np.stack(planes, axis=-1)
     return (data if identity else data.astype(np.float32)), lps_to_ras(aff)
 
@@ -371,13 +388,16 @@ def series_layout(
     return [(s.file, s.frame) for s in slices], aff
 
 
-def _sorted_slices(series: DicomSeries, where: Path) -> tuple[list[_Slice], npt.NDArray[np.float64]]:
-    """The checked slices sorted along the normal, and the voxel -> LPS affine."""
+def _sorted_slices(series: DicomSeries, where: Path,
+                   pixels: bool = True) -> tuple[list[_Slice], npt.NDArray[np.float64]]:
+    """The checked slices sorted along the normal (``pixels``: decoded, else headers only), and the voxel
+    -> LPS affine."""
     slices: list[_Slice] = []
     for f in series.files:
-        ds = _read(f, pixels=True)
+        ds = _read(f, pixels=pixels)
         _check_pixels(ds, where)
-        slices += [s for s in _slices_of(ds, f) if not series.frames or (s.file, s.frame) in series.frames]
+        slices += [s for s in _slices_of(ds, f, pixels)
+                   if not series.frames or (s.file, s.frame) in series.frames]
     if len(slices) < MIN_SLICES:
         raise DataError(f"{len(slices)} slice(s); a volume needs at least {MIN_SLICES}", path=where,
                         hint="give the whole series (a single slice or two are not a volume)")
@@ -444,21 +464,23 @@ def _check_pixels(ds: Any, path: Path) -> None:
                             hint="install pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg and pyjpegls")
 
 
-def _slices_of(ds: Any, path: Path) -> list[_Slice]:
-    """The 2D slices of one dataset: itself, or each frame of an enhanced multi-frame file."""
-    try:
-        pixels = np.asarray(ds.pixel_array)
-    except Exception as e:  # noqa: BLE001 - pydicom's decoders raise many types for broken pixel data
-        raise DataError(f"cannot decode the pixel data ({type(e).__name__}: {e})", path=path,
-                        hint="the file is truncated or corrupt; export the series again") from e
+def _slices_of(ds: Any, path: Path, decode: bool = True) -> list[_Slice]:
+    """The 2D slices of one dataset: itself, or each frame of an enhanced multi-frame file (``decode``:
+    with their pixels, else from the header alone)."""
+    frames: list[npt.NDArray | None] | npt.NDArray = [None] * int(ds.get("NumberOfFrames", 1) or 1)
+    if decode:
+        try:
+            pixels = np.asarray(ds.pixel_array)
+        except Exception as e:  # noqa: BLE001 - pydicom's decoders raise many types for broken pixel data
+            raise DataError(f"cannot decode the pixel data ({type(e).__name__}: {e})", path=path,
+                            hint="the file is truncated or corrupt; export the series again") from e
+        frames = pixels[None] if pixels.ndim == 2 else pixels
     try:
         if "PerFrameFunctionalGroupsSequence" not in ds:
-            frames = pixels[None] if pixels.ndim == 2 else pixels
             slope, inter = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
             return [_Slice(path, i, _vec(ds.ImagePositionPatient, 3), _vec(ds.ImageOrientationPatient, 6),
                            _pair(ds.PixelSpacing), (int(ds.Rows), int(ds.Columns)), slope, inter, fr)
                     for i, fr in enumerate(frames)]
-        frames = pixels[None] if pixels.ndim == 2 else pixels
         out = []
         for i, fr in enumerate(frames):
             pos = _group(ds, i, "PlanePositionSequence")

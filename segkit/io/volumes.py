@@ -147,6 +147,8 @@ class VolumeFormat:
         library: the package that reads it (for messages and the README).
         read: ``path -> (data, voxel -> RAS affine)``.
         write: ``(path, data, affine) -> None`` for formats segkit writes as a single file, else ``None``.
+        header: ``path -> (shape, voxel -> RAS affine)`` from the header alone (no voxel data read);
+            ``None``: ``read_header`` reads the volume.
     """
 
     name: str
@@ -154,6 +156,7 @@ class VolumeFormat:
     library: str
     read: Callable[[Path], tuple[npt.NDArray, npt.NDArray[np.float64]]]
     write: Callable[[Path, npt.NDArray, npt.NDArray[np.float64]], None] | None = None
+    header: Callable[[Path], tuple[tuple[int, ...], npt.NDArray[np.float64]]] | None = None
 
 
 def volume_suffix(path: Path) -> str:
@@ -357,20 +360,34 @@ def _phase_of(data: npt.NDArray, phase: int, path: Path) -> npt.NDArray:
 
 
 def read_header(path: Path | VolumeRef) -> tuple[tuple[int, ...], npt.NDArray[np.float64]]:
-    """(shape, voxel -> RAS affine) of a volume: from the header alone for NIfTI and NRRD, by reading the
-    volume for the other formats and for one series or phase (a ``VolumeRef`` with ``series_key`` or
-    ``phase``).
+    """(shape, voxel -> RAS affine) of a volume from its header alone, no voxel data read: the NIfTI and
+    NRRD headers (a 4D file: its 4 axes; one phase of it: 3), the MetaImage header text, the ``.npy`` header
+    or HDF5 dataset shape with the sidecar's geometry, the DICOM headers (``stop_before_pixels``; one series
+    of a folder by its ``series_key``). A DICOM-SEG file is read whole.
 
     Raises:
-        DataError: an unreadable file or unknown format (one line naming the file).
+        DataError: an unreadable header or unknown format, a MetaImage/NumPy/HDF5 volume that is not 3D, or
+            a DICOM series that ``load_volume`` refuses (one line naming the file).
     """
-    if isinstance(path, VolumeRef):
-        if path.series_key is not None or path.phase is not None:
-            vol = load_volume(path)
-            return tuple(int(s) for s in vol.data.shape), vol.affine
-        path = path.path
-    path = Path(path)
-    fmt = volume_format(path)
+    ref = path if isinstance(path, VolumeRef) else VolumeRef(Path(path))
+    path = ref.path
+    fmt = FORMATS["dicom"] if ref.series_key is not None else volume_format(path)
+    if fmt is not None and fmt.name == "dicom":
+        return dicom.read_dicom_header(path, ref.series_key)
+    if fmt is not None and fmt.header is not None:
+        try:
+            shape, affine = fmt.header(path)
+        except DataError:
+            raise
+        except _READ_ERRORS as e:
+            raise DataError(f"cannot read the volume header: {type(e).__name__}: {e}", path=path,
+                            hint="the file is corrupt or truncated; download or convert it again") from e
+        while len(shape) > 3 and shape[-1] == 1:
+            shape = shape[:-1]
+        if len(shape) != 3:
+            raise DataError(f"expected a 3D volume, got {len(shape)}D data of shape {shape}", path=path,
+                            hint="give one 3D image per file (split 4D series into 3D volumes first)")
+        return shape, affine
     if fmt is not None and fmt.name not in ("nifti", "nrrd"):
         vol = load_volume(path)
         return tuple(int(s) for s in vol.data.shape), vol.affine
@@ -380,7 +397,8 @@ def read_header(path: Path | VolumeRef) -> tuple[tuple[int, ...], npt.NDArray[np
             shape = tuple(int(s) for s in header["sizes"])
             return shape, nrrd_affine(header, ndim=len(shape), path=path)
         img = cast(SpatialImage, nib.load(str(path)))  # nibabel types load() as the base FileBasedImage
-        return tuple(int(s) for s in img.shape), np.asarray(img.affine, dtype=np.float64)
+        shape = tuple(int(s) for s in img.shape)
+        return (shape[:3] if ref.phase is not None else shape), np.asarray(img.affine, dtype=np.float64)
     except DataError:
         raise
     except Exception as e:  # noqa: BLE001 - nibabel/pynrrd raise many types for broken headers
@@ -625,9 +643,11 @@ FORMATS: dict[str, VolumeFormat] = {
         VolumeFormat("nifti", (".nii.gz", ".nii"), "nibabel", _read_nifti, _write_nifti),
         VolumeFormat("nrrd", (".seg.nrrd", ".nrrd", ".nhdr"), "pynrrd", _read_nrrd, _write_nrrd),
         VolumeFormat("metaimage", metaimage.METAIMAGE_SUFFIXES, "SimpleITK", metaimage.read_metaimage,
-                     metaimage.write_metaimage),
-        VolumeFormat("numpy", arrays.NUMPY_SUFFIXES, "numpy", arrays.read_array, _write_array),
-        VolumeFormat("hdf5", arrays.HDF5_SUFFIXES, "h5py", arrays.read_array, _write_array),
+                     metaimage.write_metaimage, metaimage.read_metaimage_header),
+        VolumeFormat("numpy", arrays.NUMPY_SUFFIXES, "numpy", arrays.read_array, _write_array,
+                     arrays.read_array_header),
+        VolumeFormat("hdf5", arrays.HDF5_SUFFIXES, "h5py", arrays.read_array, _write_array,
+                     arrays.read_array_header),
         VolumeFormat("dicom", (".dcm",), "pydicom", dicom.read_dicom),
         VolumeFormat("dicom-seg", (), "highdicom", _read_dicom_seg),
     )
