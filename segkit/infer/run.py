@@ -203,7 +203,9 @@ def _names(ref: VolumeRef, folder: Path) -> tuple[str, ...]:
 
 
 def _check_dicom_seg(volumes: Sequence[VolumeRef], output_format: str) -> None:
-    """Refuse ``dicom-seg`` for an input that is not a DICOM series (a DICOM-SEG references its source)."""
+    """Refuse ``dicom-seg`` for an input that is not one DICOM series (a DICOM-SEG references its source
+    series; a cine joined from one series per slice position spans several)."""
+    from segkit.io.dicom import list_series
     from segkit.io.volumes import volume_format
 
     if output_format != "dicom-seg":
@@ -213,6 +215,11 @@ def _check_dicom_seg(volumes: Sequence[VolumeRef], output_format: str) -> None:
         if ref.series_key is None and (fmt is None or fmt.name != "dicom"):
             raise DataError("--output-format dicom-seg needs a DICOM series as input", path=ref.path,
                             hint="give a DICOM series folder, or choose nifti/nrrd/mha/seg.nrrd")
+        joined = [s.joined for s in list_series(ref.path) if ref.series_key in (None, s.key)]
+        if max(joined, default=1) > 1:
+            raise DataError(f"{ref.case_id} spans {max(joined)} series (a cine stored as one series per "
+                            "slice position); a DICOM-SEG references one series", path=ref.path,
+                            hint="choose nifti, nrrd, mha or seg.nrrd for this input")
 
 
 def _volume_outputs(

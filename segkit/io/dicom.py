@@ -108,6 +108,8 @@ class DicomSeries:
             of TemporalPositionIdentifier, else TriggerTime; ``None`` for a series of one phase.
         frames: of one phase of a cine held in enhanced multi-frame files: the ``(file, frame index)`` of
             its images; ``()``: every frame of ``files``.
+        joined: how many series (SeriesInstanceUIDs) it was joined from: more than 1 for a cine stored as
+            one series per slice position.
     """
 
     uid: str
@@ -117,6 +119,7 @@ class DicomSeries:
     files: tuple[Path, ...]
     phase: int | None = None
     frames: tuple[tuple[Path, int], ...] = ()
+    joined: int = 1
 
     @property
     def key(self) -> str:
@@ -187,7 +190,8 @@ def list_series(path: Path) -> list[DicomSeries]:
         num = ds.get("SeriesNumber")
         series = DicomSeries(str(ds.get("SeriesInstanceUID", "")),
                              int(num) if num not in (None, "") else None, description,
-                             str(ds.get("Modality", "")), tuple(sorted(f for f, _ in items)))
+                             str(ds.get("Modality", "")), tuple(sorted(f for f, _ in items)),
+                             joined=len({str(d.get("SeriesInstanceUID", "")) for _, d in items}))
         out += _phases(series, items)
     return sorted(out, key=lambda s: (s.number if s.number is not None else -1, s.description, s.uid,
                                       s.phase or 0))
@@ -271,7 +275,7 @@ def _phases(series: DicomSeries, items: list[tuple[Path, Any]]) -> list[DicomSer
     multiframe = any(im.frame for ims in split for im in ims)
     return [DicomSeries(series.uid, series.number, series.description, series.modality,
                         tuple(sorted({im.file for im in ims})), k + 1,
-                        tuple(sorted((im.file, im.frame) for im in ims)) if multiframe else ())
+                        tuple(sorted((im.file, im.frame) for im in ims)) if multiframe else (), series.joined)
             for k, ims in enumerate(split)]
 
 

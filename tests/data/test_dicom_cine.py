@@ -127,3 +127,20 @@ def test_dicom_seg_of_one_phase_references_its_frames_and_reads_back(
     with pytest.raises(DataError, match="the source spans several series"):
         write_dicom_seg(tmp_path / "pp.dcm", labels[..., :4], ref, (Segment(1, "LA", (255, 0, 0)),))
     assert not (tmp_path / "pp.dcm").exists()
+
+
+def test_infer_refuses_dicom_seg_for_a_cine_joined_from_several_series_before_writing(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    from segkit.config import validate_config
+    from segkit.infer.options import InferOptions
+    from segkit.infer.run import plan_inference
+
+    _per_position_series(shared_data, tmp_path / "pp")
+    cfg = validate_config({"classes": [{"id": 1, "name": "LA", "color": [255, 0, 0]}],
+                           "train": {"run_dir": str(tmp_path / "run")}})
+    with pytest.raises(DataError, match=r"s020_cine_sax_phase01 spans 4 series \(a cine stored as one series "
+                                        r"per slice position\); a DICOM-SEG references one series"):
+        plan_inference(cfg, tmp_path / "pp", tmp_path / "out",
+                       options=InferOptions(output_format="dicom-seg"))
+    assert not (tmp_path / "out").exists()
