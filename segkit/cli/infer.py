@@ -51,6 +51,10 @@ def infer(
     ),
     output_format: str = typer.Option("nifti", "--output-format", help=_FORMAT_HELP),
     glob: str = typer.Option(None, "--glob", help=_GLOB_HELP),
+    resample_tilt: bool = typer.Option(
+        False, "--resample-tilt",
+        help="DICOM: resample a gantry-tilted series onto an untilted grid (refused otherwise).",
+    ),
     video: bool = typer.Option(
         False, "--video",
         help="Volumes: also write <case>_overlay.mp4 (H.264, plays in a browser): every slice with the "
@@ -79,7 +83,8 @@ def infer(
     cfg = bundle_config(bundle, sets or ()) if bundle is not None else load(config, sets)
     # refuse bad input and unsafe or existing outputs before TensorFlow is imported and anything is written
     options = InferOptions(batch_size=batch_size, tta=tta, largest_component=largest, overwrite=overwrite,
-                           save_probabilities=save_probabilities, output_format=output_format, glob=glob)
+                           save_probabilities=save_probabilities, output_format=output_format, glob=glob,
+                           resample_tilt=resample_tilt)
     plan = plan_inference(cfg, input_path, output, models=model or None, options=options)
     videos = _videos(plan, video_format, overwrite) if video else {}
     if bundle is None or bundle.format == "savedmodel":  # ONNX and LiteRT bundles run without TensorFlow

@@ -86,7 +86,8 @@ def plan_inference(
         out_dir: default ``<train.run_dir>/inference``.
         models: ``.keras`` files (several: their ensemble); default the run folder's model(s)
             (``segkit.predict.models.run_models``: a cross-validation run's folds).
-        options: ``save_probabilities``, ``overwrite``, ``output_format`` and ``glob`` are used here.
+        options: ``save_probabilities``, ``overwrite``, ``output_format``, ``glob`` and ``resample_tilt``
+            are used here.
 
     Raises:
         DataError: missing input, unsupported file type, a folder with no volume or slice, two inputs that
@@ -110,6 +111,8 @@ def plan_inference(
         raise DataError(f"unknown output format '{opts.output_format}'",
                         hint=f"use one of {', '.join(OUTPUT_FORMATS)}")
     volumes, skipped, images = _inputs(input_path, opts.glob)
+    if opts.resample_tilt:
+        volumes = [replace(v, resample_tilt=True) for v in volumes]
     if images and opts.save_probabilities:
         raise DataError("--save-probabilities writes volumes; the input is a folder of slices",
                         path=input_path, hint="give volumes, or drop --save-probabilities")

@@ -310,9 +310,11 @@ def _join_positions(groups: list[list[tuple[Path, Any]]]) -> list[tuple[list[tup
     return out
 
 
-def read_dicom(path: Path, series_key: str | None = None) -> tuple[npt.NDArray, npt.NDArray[np.float64]]:
+def read_dicom(path: Path, series_key: str | None = None,
+               resample_tilt: bool = False) -> tuple[npt.NDArray, npt.NDArray[np.float64]]:
     """(data (X, Y, Z), voxel -> RAS affine) of the one series in ``path`` (folder or file), or of the
-    series ``series_key`` among several.
+    series ``series_key`` among several; ``resample_tilt``: a gantry-tilted series resampled onto an
+    untilted grid (``read_series``) instead of refused.
 
     Raises:
         DataError: several series (named) and no ``series_key``, or any refusal of ``read_series``.
@@ -331,7 +333,7 @@ def read_dicom(path: Path, series_key: str | None = None) -> tuple[npt.NDArray, 
         raise DataError(f"{len(series)} series in one input{cine} ({names})", path=path,
                         hint=f"prepare: pick one per case with --series, e.g. {pick}; infer: a folder input "
                         f"segments each series (or phase) on its own, --glob '{first.name}' picks one")
-    return read_series(series[0], Path(path))
+    return read_series(series[0], Path(path), resample_tilt)
 
 
 @dataclass
@@ -347,8 +349,8 @@ class _Slice:
     pixels: npt.NDArray | None  # None when listed from the header alone
 
 
-def read_dicom_header(path: Path, series_key: str | None = None) -> tuple[tuple[int, int, int],
-                                                                        npt.NDArray[np.float64]]:
+def read_dicom_header(path: Path, series_key: str | None = None,
+                      resample_tilt: bool = False) -> tuple[tuple[int, int, int], npt.NDArray[np.float64]]:
     """(shape (X, Y, Z), voxel -> RAS affine) of the series ``read_dicom`` reads, from the headers alone
     (``stop_before_pixels``): the same checks and refusals, no pixel data decoded.
 
@@ -359,24 +361,54 @@ def read_dicom_header(path: Path, series_key: str | None = None) -> tuple[tuple[
     if len(series) != 1:
         data, aff = read_dicom(path, series_key)  # raises read_dicom's one-line refusal
         return (int(data.shape[0]), int(data.shape[1]), int(data.shape[2])), aff
-    slices, aff = _sorted_slices(series[0], Path(path), pixels=False)
+    slices, aff = _sorted_slices(series[0], Path(path), pixels=False, resample_tilt=resample_tilt)
     rows, cols = slices[0].shape
     return (cols, rows, len(slices)), lps_to_ras(aff)
 
 
-def read_series(series: DicomSeries, where: Path) -> tuple[npt.NDArray, npt.NDArray[np.float64]]:
+def read_series(series: DicomSeries, where: Path,
+                resample_tilt: bool = False) -> tuple[npt.NDArray, npt.NDArray[np.float64]]:
     """Read one series into (data (X, Y, Z), voxel -> RAS affine), refusing what is not one volume.
 
     Args:
         series: from ``list_series``.
         where: the folder or file the user gave (named in errors).
+        resample_tilt: a gantry-tilted series (slice positions drifting in plane) is resampled instead of
+            refused: each slice is shifted in plane by its drift (linear interpolation, the volume's minimum
+            outside), onto a grid whose third axis runs along the slice normal; the data is then float32.
     """
-    slices, aff = _sorted_slices(series, where)
+    slices, aff = _sorted_slices(series, where, resample_tilt=resample_tilt)
     identity = all(s.slope == 1.0 and s.intercept == 0.0 for s in slices)
     planes = [s.pixels.T if identity else (s.pixels.T.astype(np.float64) * s.slope + s.intercept)
               for s in slices if s.pixels is not None]
     data = np.stack(planes, axis=-1)
+    if resample_tilt:
+        shifted = _untilt(data, [s.position for s in slices], aff)
+        if shifted is not None:
+            return shifted, lps_to_ras(aff)
     return (data if identity else data.astype(np.float32)), lps_to_ras(aff)
+
+
+def _untilt(data: npt.NDArray, positions: list[npt.NDArray[np.float64]],
+            aff: npt.NDArray[np.float64]) -> npt.NDArray[np.float32] | None:
+    """``data`` (X, Y, Z) with slice k shifted in plane onto the grid of ``aff`` (voxel -> LPS, third axis
+    along the normal), from its position ``positions[k]``; ``None`` when no slice drifts."""
+    from scipy.ndimage import shift
+
+    spacing = np.linalg.norm(aff[:3, :3], axis=0)
+    row, col, normal = (aff[:3, i] / spacing[i] for i in range(3))
+    offsets = []
+    for pos in positions:
+        d = pos - positions[0]
+        d = d - (d @ normal) * normal  # in-plane drift of this slice, mm
+        offsets.append((float(d @ row) / spacing[0], float(d @ col) / spacing[1]))
+    if max(abs(v) for o in offsets for v in o) < 1e-3:
+        return None
+    fill = float(data.min())
+    out = np.empty(data.shape, dtype=np.float32)
+    for k, (dx, dy) in enumerate(offsets):
+        out[:, :, k] = shift(data[:, :, k].astype(np.float32), (dx, dy), order=1, mode="constant", cval=fill)
+    return out
 
 
 def series_layout(
@@ -392,10 +424,10 @@ def series_layout(
     return [(s.file, s.frame) for s in slices], aff
 
 
-def _sorted_slices(series: DicomSeries, where: Path,
-                   pixels: bool = True) -> tuple[list[_Slice], npt.NDArray[np.float64]]:
+def _sorted_slices(series: DicomSeries, where: Path, pixels: bool = True,
+                   resample_tilt: bool = False) -> tuple[list[_Slice], npt.NDArray[np.float64]]:
     """The checked slices sorted along the normal (``pixels``: decoded, else headers only), and the voxel
-    -> LPS affine."""
+    -> LPS affine (``resample_tilt``: of the untilted grid, third axis along the normal)."""
     slices: list[_Slice] = []
     for f in series.files:
         ds = _read(f, pixels=pixels)
@@ -416,7 +448,7 @@ def _sorted_slices(series: DicomSeries, where: Path,
     row, col = ref.orientation[:3], ref.orientation[3:]
     normal = np.cross(row, col)
     slices.sort(key=lambda s: float(s.position @ normal))
-    step = _check_positions([s.position for s in slices], normal, where)
+    step = _check_positions([s.position for s in slices], normal, where, resample_tilt)
     aff = np.eye(4)
     aff[:3, 0] = row * ref.spacing[1]  # array axis 0 runs along a row (column index), PixelSpacing[1]
     aff[:3, 1] = col * ref.spacing[0]  # array axis 1 runs down a column (row index), PixelSpacing[0]
@@ -426,8 +458,9 @@ def _sorted_slices(series: DicomSeries, where: Path,
 
 
 def _check_positions(positions: list[npt.NDArray[np.float64]], normal: npt.NDArray[np.float64],
-                     where: Path) -> npt.NDArray[np.float64]:
-    """The mean step between consecutive sorted slice positions, after the spacing and tilt checks."""
+                     where: Path, resample_tilt: bool = False) -> npt.NDArray[np.float64]:
+    """The mean step between consecutive sorted slice positions, after the spacing and tilt checks (a tilt
+    refused, or with ``resample_tilt`` logged and the step's part along the normal returned)."""
     pos = np.stack(positions)
     dist = pos @ normal
     gaps = np.diff(dist)
@@ -443,9 +476,14 @@ def _check_positions(positions: list[npt.NDArray[np.float64]], normal: npt.NDArr
                         hint="export the complete series again")
     step = (pos[-1] - pos[0]) / (len(pos) - 1)
     drift = np.linalg.norm(step - (step @ normal) * normal)
+    if drift > TILT_TOLERANCE * abs(float(step @ normal)) and resample_tilt:
+        log.warning("%s: gantry tilt (%.3f mm in plane per slice) resampled onto an untilted grid",
+                    where.name, drift)
+        return float(step @ normal) * normal
     if drift > TILT_TOLERANCE * abs(float(step @ normal)):
         raise DataError(f"gantry tilt: slice positions move {drift:.3f} mm in plane per slice", path=where,
-                        hint="resample the series to an untilted grid first (e.g. dcm2niix)")
+                        hint="segkit infer --resample-tilt resamples it onto an untilted grid "
+                        "(or resample it first, e.g. with dcm2niix)")
     return step
 
 

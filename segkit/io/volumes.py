@@ -121,12 +121,15 @@ class VolumeRef:
         name: the case id of the outputs (``""``: the file name without its volume suffix).
         phase: of a 4D NIfTI file (a cine or multi-phase series): the 1-based index along its 4th axis
             (``None``: a 3D volume).
+        resample_tilt: a DICOM series with gantry tilt is resampled onto an untilted grid
+            (``segkit.io.dicom.read_series``) instead of refused.
     """
 
     path: Path
     series_key: str | None = None
     name: str = ""
     phase: int | None = None
+    resample_tilt: bool = False
 
     @property
     def case_id(self) -> str:
@@ -306,9 +309,8 @@ def load_volume(path: Path | VolumeRef) -> Volume:
             volume without ``phase``: the hint names the phases), a DICOM series that is not one valid volume
             (``segkit.io.dicom``).
     """
-    series_key = path.series_key if isinstance(path, VolumeRef) else None
-    phase = path.phase if isinstance(path, VolumeRef) else None
-    path = path.path if isinstance(path, VolumeRef) else Path(path)
+    ref = path if isinstance(path, VolumeRef) else VolumeRef(Path(path))
+    series_key, phase, path = ref.series_key, ref.phase, ref.path
     if not path.exists():
         raise DataError(
             "volume file not found", path=path, hint="check the path and the --image-glob/--label-glob"
@@ -321,7 +323,8 @@ def load_volume(path: Path | VolumeRef) -> Volume:
             hint=f"use one of {supported_text()}",
         )
     try:
-        data, affine = dicom.read_dicom(path, series_key) if series_key is not None else fmt.read(path)
+        data, affine = (dicom.read_dicom(path, series_key, ref.resample_tilt) if fmt.name == "dicom"
+                        else fmt.read(path))
     except DataError:
         raise
     except _READ_ERRORS as e:
@@ -373,7 +376,7 @@ def read_header(path: Path | VolumeRef) -> tuple[tuple[int, ...], npt.NDArray[np
     path = ref.path
     fmt = FORMATS["dicom"] if ref.series_key is not None else volume_format(path)
     if fmt is not None and fmt.name == "dicom":
-        return dicom.read_dicom_header(path, ref.series_key)
+        return dicom.read_dicom_header(path, ref.series_key, ref.resample_tilt)
     if fmt is not None and fmt.header is not None:
         try:
             shape, affine = fmt.header(path)
