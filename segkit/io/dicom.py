@@ -10,7 +10,8 @@ every slice has slope 1 and intercept 0.
 
 Refused with one line (``DataError``) naming the folder and the reason: fewer than 3 slices; spacing
 between consecutive positions varying by more than 1 % (missing or duplicated slices); orientation cosines
-differing by more than 1e-4 or slice sizes differing; gantry tilt (positions not along the normal); colour
+differing by more than 1e-4 or slice sizes differing; gantry tilt (positions not along the normal; resampled
+instead with ``resample_tilt``, ``read_series``); colour
 pixel data; non-image objects (SR, RTSTRUCT, presentation states); unreadable files; a transfer syntax
 with no decoder installed; several series where one is expected; several images at one position that no
 temporal key separates. A cine or multi-phase series (several images per position, told apart by
