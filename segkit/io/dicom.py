@@ -483,7 +483,7 @@ def _check_positions(positions: list[npt.NDArray[np.float64]], normal: npt.NDArr
         return float(step @ normal) * normal
     if drift > TILT_TOLERANCE * abs(float(step @ normal)):
         raise DataError(f"gantry tilt: slice positions move {drift:.3f} mm in plane per slice", path=where,
-                        hint="segkit infer --resample-tilt resamples it onto an untilted grid "
+                        hint="segkit infer/prepare --resample-tilt resamples it onto an untilted grid "
                         "(or resample it first, e.g. with dcm2niix)")
     return step
 

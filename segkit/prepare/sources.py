@@ -63,6 +63,8 @@ class CaseSpec:
         pick: the one DICOM series (or cine phase) of an image folder holding several, or the one phase of a
             4D NIfTI image, chosen by ``--series`` (``select_series``); ``None``: the image's only volume.
         label_pick: the same for a label that holds several volumes; ``None``: the label's only volume.
+        resample_tilt: a gantry-tilted DICOM series is resampled onto an untilted grid instead of refused
+            (``--resample-tilt``; ``segkit.io.volumes.VolumeRef.resample_tilt``).
     """
 
     case_id: str
@@ -72,18 +74,20 @@ class CaseSpec:
     slices: tuple[tuple[int, Path, Path | None], ...] = ()
     pick: VolumeRef | None = None
     label_pick: VolumeRef | None = None
+    resample_tilt: bool = False
 
     @property
     def image_ref(self) -> VolumeRef:
         """The image volume to read: ``pick``, else ``image`` itself."""
-        return self.pick if self.pick is not None else VolumeRef(self.image)
+        ref = self.pick if self.pick is not None else VolumeRef(self.image)
+        return replace(ref, resample_tilt=True) if self.resample_tilt else ref
 
     @property
     def label_ref(self) -> VolumeRef | None:
         """The label volume to read: ``label_pick``, else ``label`` itself (``None`` without a label)."""
-        if self.label_pick is not None:
-            return self.label_pick
-        return VolumeRef(self.label) if self.label is not None else None
+        ref = self.label_pick if self.label_pick is not None else \
+            (VolumeRef(self.label) if self.label is not None else None)
+        return replace(ref, resample_tilt=True) if ref is not None and self.resample_tilt else ref
 
     @property
     def files(self) -> list[Path]:
@@ -112,6 +116,7 @@ class SourceOptions:
         series: an image that holds several volumes (a folder of several DICOM series, a cine series, a 4D
             NIfTI): the one to take, by series number (``4``), name as listed (``s004_T1w``,
             ``la_003_phase02``) or glob (``'s004*'``, ``'*_phase01'``); ``select_series``.
+        resample_tilt: resample gantry-tilted DICOM series instead of refusing them (``--resample-tilt``).
     """
 
     image_glob: str | None = None
@@ -119,6 +124,7 @@ class SourceOptions:
     phantom_n: int = 6
     phantom_seed: int | None = None
     series: str | None = None
+    resample_tilt: bool = False
 
 
 @dataclass(frozen=True)
@@ -156,7 +162,10 @@ SOURCES: Registry[Source] = Registry("source")
 def _register(name: str, preset: str | None, example: str, needs_src: bool = True):  # noqa: ANN202
     def deco(fn: Callable[[Path, SourceOptions], Discovery]) -> Callable[[Path, SourceOptions], Discovery]:
         def discover_one_volume_per_case(src: Path, options: SourceOptions) -> Discovery:
-            return select_series(fn(src, options), options.series)
+            found = select_series(fn(src, options), options.series)
+            if options.resample_tilt:
+                found.cases = [replace(c, resample_tilt=True) for c in found.cases]
+            return found
 
         SOURCES.register(name)(Source(name, preset, needs_src, discover_one_volume_per_case, example))
         return fn

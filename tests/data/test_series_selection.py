@@ -98,6 +98,20 @@ def test_prepare_picks_the_same_series_from_a_label_folder_and_records_both(
                           "s401_LA_label)") in text, text
 
 
+def test_prepare_resamples_a_gantry_tilted_series_only_on_request(shared_data: Path, tmp_path: Path) -> None:
+    from segkit.io.volumes import VolumeRef
+
+    case = tmp_path / "study" / "ct1"
+    shutil.copytree(shared_data / "dicom/failing/gantrytilting/001", case / "dicom")
+    ct = load_volume(VolumeRef(case / "dicom", resample_tilt=True))
+    save_volume(case / "label.nii.gz", (ct.data > 200).astype(np.uint8), ct.affine)
+    args = (tmp_path / "study", "*/dicom", "*/label.nii.gz")
+    code, text = _prepare(args[0], tmp_path / "no", *args[1:])
+    assert code == 2 and "gantry tilt" in text and "--resample-tilt" in text, text
+    code, text = _prepare(args[0], tmp_path / "yes", *args[1:], "--resample-tilt")
+    assert code == 0 and "1 case(s) prepared" in text, text
+
+
 def _cine_nifti(shared_data: Path, path: Path) -> tuple[np.ndarray, np.ndarray]:
     """A two-phase 4D NIfTI from a 24 x 20 x 6 crop of la_100: phase 2 is phase 1 + 5."""
     img = nib.load(str(shared_data / "volumes/la2018_lge_mri/imagesTr/la_100.nii.gz"))
