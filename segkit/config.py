@@ -68,8 +68,9 @@ class Code(_Strict):
     def _check_code(self) -> Code:
         if self.scheme == "SCT" and not re.fullmatch(r"[1-9][0-9]{5,15}", self.code):
             raise ValueError(f"a SNOMED CT code is 6 to 16 digits, got '{self.code}'")
-        if any(not c.isprintable() or c == "\\" for c in self.code + self.scheme + self.meaning):
-            raise ValueError("codes hold printable characters without backslashes")
+        if any(not c.isprintable() or c in "\\^~|" for c in self.code + self.scheme + self.meaning):
+            raise ValueError("codes hold printable characters other than \\ ^ ~ | (DICOM and 3D Slicer "
+                             "separators)")
         return self
 
 

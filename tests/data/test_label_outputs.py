@@ -87,3 +87,12 @@ def test_dicom_seg_codes_come_from_the_class_concept_before_the_name_lookup(
     assert got == [("LV", "91723000", "SCT", "87878005", "Left ventricle"),
                    ("RV", "91723000", "SCT", "53085002", "Right ventricle"),
                    ("LA", "91723000", "99LAB", "XYZ1", "Blood pool")]
+    # 3D Slicer's segmentation carries the same concepts as TerminologyEntry tags, and reads them back
+    write_labels(tmp_path / "a.seg.nrrd", labels, vol.affine, LabelOutput("seg.nrrd", segments))
+    assert read_seg_nrrd_segments(tmp_path / "a.seg.nrrd") == list(segments)
+    import nrrd
+
+    assert nrrd.read_header(str(tmp_path / "a.seg.nrrd"))["Segment0_Tags"] == (
+        "TerminologyEntry:Segmentation category and type - 3D Slicer General Anatomy list"
+        "~SCT^91723000^Anatomical Structure~SCT^87878005^Left ventricle~^^~Anatomic codes - DICOM master list"
+        "~^^~^^|")
