@@ -17,6 +17,8 @@ _FORMAT_HELP = ("Volumes: label format nifti (.nii.gz), nrrd, mha, seg.nrrd (3D 
 _GLOB_HELP = ("Folder input: only files (or DICOM series names) matching this pattern; default every volume "
               "except label-named ones (*_label*, *_seg*, labelsTr/).")
 
+_TILT_HELP = "DICOM: resample a gantry-tilted series onto an untilted grid (refused otherwise)."
+
 
 @handle_errors
 def infer(
@@ -51,10 +53,7 @@ def infer(
     ),
     output_format: str = typer.Option("nifti", "--output-format", help=_FORMAT_HELP),
     glob: str = typer.Option(None, "--glob", help=_GLOB_HELP),
-    resample_tilt: bool = typer.Option(
-        False, "--resample-tilt",
-        help="DICOM: resample a gantry-tilted series onto an untilted grid (refused otherwise).",
-    ),
+    resample_tilt: bool = typer.Option(False, "--resample-tilt", help=_TILT_HELP),
     video: bool = typer.Option(
         False, "--video",
         help="Volumes: also write <case>_overlay.mp4 (H.264, plays in a browser): every slice with the "

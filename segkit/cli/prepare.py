@@ -26,6 +26,7 @@ _EPILOG = "Examples (one per source):\n\n\b\n" + "\n".join(
     "\n  segkit prepare nifti study/ --image-glob '*/dicom' --label-glob '*/label.nii.gz' --series 401 "
     "--config my.yaml"
 )
+_TILT_HELP = "DICOM: resample a gantry-tilted series onto an untilted grid (refused otherwise)."
 
 
 def preset_config(source: str) -> Path:
@@ -93,10 +94,7 @@ def prepare(
         "NIfTI): the one to take, by series number (4), name as listed (s004_T1w, la_003_phase02) or glob "
         "('*_phase01')."
     ),
-    resample_tilt: bool = typer.Option(
-        False, "--resample-tilt",
-        help="DICOM: resample a gantry-tilted series onto an untilted grid (refused otherwise).",
-    ),
+    resample_tilt: bool = typer.Option(False, "--resample-tilt", help=_TILT_HELP),
 ) -> None:
     """Turn a raw 3D dataset (or 2D slices) into a patient-split 2D PNG dataset.
 
