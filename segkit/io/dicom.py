@@ -106,7 +106,8 @@ class DicomSeries:
         modality: Modality (``MR``, ``CT``, ...).
         files: its files, sorted by name.
         phase: of a cine / multi-phase series (several images per position): the 1-based phase, in the order
-            of TemporalPositionIdentifier, else TriggerTime; ``None`` for a series of one phase.
+            of TemporalPositionIdentifier, else TriggerTime (frames of an enhanced file:
+            TemporalPositionIndex, else NominalCardiacTriggerDelayTime); ``None`` for a series of one phase.
         frames: of one phase of a cine held in enhanced multi-frame files: the ``(file, frame index)`` of
             its images; ``()``: every frame of ``files``.
         joined: how many series (SeriesInstanceUIDs) it was joined from: more than 1 for a cine stored as
