@@ -55,12 +55,46 @@ class _Strict(BaseModel):
 # === Classes ===
 
 
+class Code(_Strict):
+    """One coded concept of a terminology (a DICOM code sequence item): code value, coding scheme
+    designator and code meaning, e.g. ``{code: "82471001", scheme: SCT, meaning: Left atrium}``."""
+
+    code: str = Field(min_length=1, max_length=16, description="CodeValue (SNOMED CT: the concept id)")
+    scheme: str = Field("SCT", min_length=1, max_length=16,
+                        description="CodingSchemeDesignator: SCT (SNOMED CT), DCM, ...")
+    meaning: str = Field(min_length=1, max_length=64, description="CodeMeaning, as the terminology words it")
+
+    @model_validator(mode="after")
+    def _check_code(self) -> Code:
+        if self.scheme == "SCT" and not re.fullmatch(r"[1-9][0-9]{5,15}", self.code):
+            raise ValueError(f"a SNOMED CT code is 6 to 16 digits, got '{self.code}'")
+        if any(not c.isprintable() or c in "\\^~|" for c in self.code + self.scheme + self.meaning):
+            raise ValueError("codes hold printable characters other than \\ ^ ~ | (DICOM and 3D Slicer "
+                             "separators)")
+        return self
+
+
+#: the category of a concept that names none: SNOMED CT "Anatomical Structure".
+ANATOMICAL_STRUCTURE = Code(code="91723000", scheme="SCT", meaning="Anatomical Structure")
+
+
+class CodedConcept(_Strict):
+    """What a class is, as coded terminology (DICOM-SEG's segmented property category and type; the export
+    bundle's ``concept``)."""
+
+    category: Code = Field(ANATOMICAL_STRUCTURE, description="segmented property category")
+    type: Code = Field(description="segmented property type, e.g. SCT 82471001 Left atrium")
+
+
 class ClassSpec(_Strict):
     """One foreground class. Background is always id 0, colour (0, 0, 0), and is not listed."""
 
     id: int = Field(ge=1, le=255, description="class id written in label maps (1..N)")
     name: str = Field(min_length=1)
     color: RGB = Field(description="RGB colour in the colour masks")
+    concept: CodedConcept | None = Field(
+        None, description="coded category and type (SNOMED CT) written to DICOM-SEG and the export bundle; "
+        "None: looked up by class name")
 
     @field_validator("color")
     @classmethod
@@ -643,7 +677,8 @@ class Config(_Strict):
         """sha256 of everything that decides what ``prepare`` writes (classes, modality, prepare section)."""
         blob = json.dumps(
             {
-                "classes": [c.model_dump(mode="json") for c in self.classes],
+                # a concept names a class, it does not change the prepared data
+                "classes": [c.model_dump(mode="json", exclude={"concept"}) for c in self.classes],
                 "modality": self.modality,
                 # empty_labels only decides whether to complain, not what is written
                 "prepare": self.prepare.model_dump(mode="json", exclude={"empty_labels"}),

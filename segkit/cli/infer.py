@@ -17,6 +17,8 @@ _FORMAT_HELP = ("Volumes: label format nifti (.nii.gz), nrrd, mha, seg.nrrd (3D 
 _GLOB_HELP = ("Folder input: only files (or DICOM series names) matching this pattern; default every volume "
               "except label-named ones (*_label*, *_seg*, labelsTr/).")
 
+_TILT_HELP = "DICOM: resample a gantry-tilted series onto an untilted grid (refused otherwise)."
+
 
 @handle_errors
 def infer(
@@ -51,6 +53,7 @@ def infer(
     ),
     output_format: str = typer.Option("nifti", "--output-format", help=_FORMAT_HELP),
     glob: str = typer.Option(None, "--glob", help=_GLOB_HELP),
+    resample_tilt: bool = typer.Option(False, "--resample-tilt", help=_TILT_HELP),
     video: bool = typer.Option(
         False, "--video",
         help="Volumes: also write <case>_overlay.mp4 (H.264, plays in a browser): every slice with the "
@@ -79,7 +82,8 @@ def infer(
     cfg = bundle_config(bundle, sets or ()) if bundle is not None else load(config, sets)
     # refuse bad input and unsafe or existing outputs before TensorFlow is imported and anything is written
     options = InferOptions(batch_size=batch_size, tta=tta, largest_component=largest, overwrite=overwrite,
-                           save_probabilities=save_probabilities, output_format=output_format, glob=glob)
+                           save_probabilities=save_probabilities, output_format=output_format, glob=glob,
+                           resample_tilt=resample_tilt)
     plan = plan_inference(cfg, input_path, output, models=model or None, options=options)
     videos = _videos(plan, video_format, overwrite) if video else {}
     if bundle is None or bundle.format == "savedmodel":  # ONNX and LiteRT bundles run without TensorFlow

@@ -26,6 +26,7 @@ _EPILOG = "Examples (one per source):\n\n\b\n" + "\n".join(
     "\n  segkit prepare nifti study/ --image-glob '*/dicom' --label-glob '*/label.nii.gz' --series 401 "
     "--config my.yaml"
 )
+_TILT_HELP = "DICOM: resample a gantry-tilted series onto an untilted grid (refused otherwise)."
 
 
 def preset_config(source: str) -> Path:
@@ -89,10 +90,11 @@ def prepare(
     image_glob: str = typer.Option(None, "--image-glob", help="nifti: image pattern with one '*' = case id."),
     label_glob: str = typer.Option(None, "--label-glob", help="nifti: label pattern with one '*' = case id."),
     series: str = typer.Option(
-        None, "--series", help="An image holding several volumes (DICOM series, cine phases, a 4D NIfTI): "
-        "the one to take, by series number (4), name as listed (s004_T1w, la_003_phase02) or glob "
+        None, "--series", help="An image (or label) holding several volumes (DICOM series, cine phases, a 4D "
+        "NIfTI): the one to take, by series number (4), name as listed (s004_T1w, la_003_phase02) or glob "
         "('*_phase01')."
     ),
+    resample_tilt: bool = typer.Option(False, "--resample-tilt", help=_TILT_HELP),
 ) -> None:
     """Turn a raw 3D dataset (or 2D slices) into a patient-split 2D PNG dataset.
 
@@ -111,7 +113,7 @@ def prepare(
         err.print(f"writing to data.dir = {out_dir} (--out to choose another folder)", highlight=False,
                   soft_wrap=True)
     sources = SourceOptions(image_glob=image_glob, label_glob=label_glob, phantom_n=n, phantom_seed=seed,
-                            series=series)
+                            series=series, resample_tilt=resample_tilt)
     options = PrepareOptions(workers=workers, shard=parse_shard(shard) if shard else None,
                              overwrite=overwrite, folds=folds, fold=fold, binary=binary, verify_only=verify,
                              splits_file=splits, source_options=sources)

@@ -182,7 +182,8 @@ def _write_members(net: keras.Model, tmp: Path, cfg: Config, options: ExportOpti
     if pp is not None:
         write_json(tmp / POSTPROCESSING_FILE, pp.to_json())
     classes = [{"id": 0, "name": "background", "color": [0, 0, 0], "concept": None}]
-    classes += [{"id": c.id, "name": c.name, "color": list(c.color), "concept": None}
+    classes += [{"id": c.id, "name": c.name, "color": list(c.color),
+                 "concept": c.concept.model_dump(mode="json") if c.concept is not None else None}
                 for c in cfg.effective_classes]
     config = cfg.to_yaml_data()
     config["train"].pop("run_dir", None)

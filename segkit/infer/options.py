@@ -52,6 +52,8 @@ class InferOptions:
         output_format: volumes: ``nifti`` (default), ``nrrd``, ``mha``, ``seg.nrrd`` or ``dicom-seg``.
         glob: a folder input: only the files (or DICOM series names) matching this pattern; ``None``: every
             volume except label-named ones (``*_label*``, ``*_seg*``, ``labelsTr/``).
+        resample_tilt: a DICOM series with gantry tilt is resampled onto an untilted grid
+            (``segkit.io.volumes.VolumeRef.resample_tilt``) instead of refused.
     """
 
     batch_size: int | None = None
@@ -61,6 +63,7 @@ class InferOptions:
     save_probabilities: bool = False
     output_format: str = "nifti"
     glob: str | None = None
+    resample_tilt: bool = False
 
     def resolve(self, cfg: Config) -> InferSettings:
         """The settings: each override that is not None, else the config's ``infer`` value."""

@@ -86,7 +86,8 @@ def plan_inference(
         out_dir: default ``<train.run_dir>/inference``.
         models: ``.keras`` files (several: their ensemble); default the run folder's model(s)
             (``segkit.predict.models.run_models``: a cross-validation run's folds).
-        options: ``save_probabilities``, ``overwrite``, ``output_format`` and ``glob`` are used here.
+        options: ``save_probabilities``, ``overwrite``, ``output_format``, ``glob`` and ``resample_tilt``
+            are used here.
 
     Raises:
         DataError: missing input, unsupported file type, a folder with no volume or slice, two inputs that
@@ -110,6 +111,8 @@ def plan_inference(
         raise DataError(f"unknown output format '{opts.output_format}'",
                         hint=f"use one of {', '.join(OUTPUT_FORMATS)}")
     volumes, skipped, images = _inputs(input_path, opts.glob)
+    if opts.resample_tilt:
+        volumes = [replace(v, resample_tilt=True) for v in volumes]
     if images and opts.save_probabilities:
         raise DataError("--save-probabilities writes volumes; the input is a folder of slices",
                         path=input_path, hint="give volumes, or drop --save-probabilities")
@@ -168,21 +171,24 @@ def _inputs(input_path: Path, glob: str | None) -> tuple[list[VolumeRef], list[s
 def select_volumes(folder: Path, glob: str | None) -> tuple[list[VolumeRef], list[str]]:
     """The volumes of ``folder`` to segment (``segkit.io.volumes.volume_inputs``), and the names skipped.
 
-    With ``glob``, only the files (or DICOM series case ids) whose name matches it; without, every volume
-    except those named like labels (``LABEL_PATTERNS``, or inside a ``labelsTr`` folder), logged in one line.
+    A volume's names are its file name and, for one series or phase (a DICOM series, a cine phase, a phase
+    of a 4D file), its case id (``s004_cine_phase02``, ``heart_phase02``). With ``glob``, only the volumes
+    one of whose names matches it; without, every volume except those named like labels
+    (``LABEL_PATTERNS``, or inside a ``labelsTr`` folder), logged in one line.
     """
     from segkit.io.volumes import volume_inputs
 
-    refs = volume_inputs(Path(folder))
-    names = [r.path.name if r.series_key is None and r.path != Path(folder) else r.case_id for r in refs]
+    folder = Path(folder)
+    refs = volume_inputs(folder)
+    names = [_names(r, folder) for r in refs]
     if glob is not None:
-        return [r for r, n in zip(refs, names, strict=True) if fnmatch.fnmatch(n, glob)], []
+        return [r for r, n in zip(refs, names, strict=True) if any(fnmatch.fnmatch(x, glob) for x in n)], []
     keep, skipped = [], []
     for ref, name in zip(refs, names, strict=True):
-        parts = ref.path.relative_to(folder).parts if ref.path != Path(folder) else ()
-        if any(fnmatch.fnmatch(name.lower(), p) for p in LABEL_PATTERNS) or any(
+        parts = ref.path.relative_to(folder).parts if ref.path != folder else ()
+        if any(fnmatch.fnmatch(x.lower(), p) for x in name for p in LABEL_PATTERNS) or any(
                 d in parts for d in LABEL_FOLDERS):
-            skipped.append(name)
+            skipped.append(name[-1])
         else:
             keep.append(ref)
     if skipped:
@@ -191,8 +197,18 @@ def select_volumes(folder: Path, glob: str | None) -> tuple[list[VolumeRef], lis
     return keep, skipped
 
 
+def _names(ref: VolumeRef, folder: Path) -> tuple[str, ...]:
+    """The names ``--glob`` and the label patterns match: the file name (not for a series of the folder
+    itself) and the case id of one series or phase."""
+    own = () if ref.series_key is not None and ref.path == folder else (ref.path.name,)
+    picked = (ref.case_id,) if ref.series_key is not None or ref.phase is not None else ()
+    return own + picked if own + picked else (ref.path.name,)
+
+
 def _check_dicom_seg(volumes: Sequence[VolumeRef], output_format: str) -> None:
-    """Refuse ``dicom-seg`` for an input that is not a DICOM series (a DICOM-SEG references its source)."""
+    """Refuse ``dicom-seg`` for an input that is not one DICOM series (a DICOM-SEG references its source
+    series; a cine joined from one series per slice position spans several)."""
+    from segkit.io.dicom import list_series
     from segkit.io.volumes import volume_format
 
     if output_format != "dicom-seg":
@@ -202,6 +218,11 @@ def _check_dicom_seg(volumes: Sequence[VolumeRef], output_format: str) -> None:
         if ref.series_key is None and (fmt is None or fmt.name != "dicom"):
             raise DataError("--output-format dicom-seg needs a DICOM series as input", path=ref.path,
                             hint="give a DICOM series folder, or choose nifti/nrrd/mha/seg.nrrd")
+        joined = [s.joined for s in list_series(ref.path) if ref.series_key in (None, s.key)]
+        if max(joined, default=1) > 1:
+            raise DataError(f"{ref.case_id} spans {max(joined)} series (a cine stored as one series per "
+                            "slice position); a DICOM-SEG references one series", path=ref.path,
+                            hint="choose nifti, nrrd, mha or seg.nrrd for this input")
 
 
 def _volume_outputs(

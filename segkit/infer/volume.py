@@ -178,7 +178,7 @@ def infer_volume(
     ref = path if isinstance(path, VolumeRef) else VolumeRef(Path(path))
     outputs = volume_outputs(ref, Path(out_dir), settings.save_probabilities, settings.output_format)
     refuse_existing(outputs, settings.overwrite)
-    segments = tuple(Segment(c.id, c.name, (int(c.color[0]), int(c.color[1]), int(c.color[2])))
+    segments = tuple(Segment(c.id, c.name, (int(c.color[0]), int(c.color[1]), int(c.color[2])), c.concept)
                      for c in cfg.effective_classes)
     target = _Target(ref, outputs, LabelOutput(settings.output_format, segments, ref))
     t0 = time.perf_counter()

@@ -21,6 +21,7 @@ import json
 import logging
 import zipfile
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import numpy.typing as npt
@@ -105,6 +106,43 @@ def read_array(path: Path) -> tuple[npt.NDArray, npt.NDArray[np.float64]]:
     if axes == "zyx" and data.ndim >= 3:
         data = np.ascontiguousarray(np.moveaxis(data, (0, 1, 2), (2, 1, 0)))
     return data, affine
+
+
+def read_array_header(path: Path) -> tuple[tuple[int, ...], npt.NDArray[np.float64]]:
+    """(shape in (X, Y, Z) order, voxel -> RAS affine) of an array file without reading its data: the
+    ``.npy`` header (of the picked member of an ``.npz``), the HDF5 dataset's shape; the sidecar's
+    geometry."""
+    path = Path(path)
+    sfx = path.suffix.lower()
+    if sfx == ".npy":
+        with path.open("rb") as f:
+            shape = _npy_shape(f)
+    elif sfx == ".npz":
+        try:
+            with zipfile.ZipFile(path) as z:
+                key = _pick([n[:-4] for n in z.namelist() if n.endswith(".npy")], path)
+                with z.open(key + ".npy") as f:
+                    shape = _npy_shape(f)
+        except zipfile.BadZipFile as e:
+            raise OSError(f"not an npz archive: {e}") from e
+    else:
+        import h5py
+
+        with h5py.File(path, "r") as h:
+            keys = [k for k in h.keys() if isinstance(h[k], h5py.Dataset)]
+            shape = tuple(h[_pick(keys, path)].shape)
+    affine, axes = _sidecar(path)
+    if axes == "zyx" and len(shape) >= 3:
+        shape = (shape[2], shape[1], shape[0], *shape[3:])
+    return tuple(int(s) for s in shape), affine
+
+
+def _npy_shape(f: IO[bytes]) -> tuple[int, ...]:
+    """The array shape in the header of an open ``.npy`` stream (numpy's format functions; ValueError for a
+    file that is not ``.npy``)."""
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return tuple(int(s) for s in read(f)[0])
 
 
 def sidecar_text(affine: npt.ArrayLike) -> str:

@@ -10,16 +10,22 @@ every slice has slope 1 and intercept 0.
 
 Refused with one line (``DataError``) naming the folder and the reason: fewer than 3 slices; spacing
 between consecutive positions varying by more than 1 % (missing or duplicated slices); orientation cosines
-differing by more than 1e-4 or slice sizes differing; gantry tilt (positions not along the normal); colour
+differing by more than 1e-4 or slice sizes differing; gantry tilt (positions not along the normal; resampled
+instead with ``resample_tilt``, ``read_series``); colour
 pixel data; non-image objects (SR, RTSTRUCT, presentation states); unreadable files; a transfer syntax
 with no decoder installed; several series where one is expected; several images at one position that no
 temporal key separates. A cine or multi-phase series (several images per position, told apart by
-TemporalPositionIdentifier or TriggerTime) becomes one series per phase (``s004_cine_phase01``, ...).
+TemporalPositionIdentifier or TriggerTime) becomes one series per phase (``s004_cine_phase01``, ...); so
+does an enhanced multi-frame cine (frames told apart by the TemporalPositionIndex of their Frame Content or
+the NominalCardiacTriggerDelayTime of their Cardiac Synchronization group) and a cine stored as one series
+per slice position (Siemens; joined first, named after the first series' number and the descriptions'
+common beginning). A cine whose positions hold unequal numbers of images is refused as shared positions.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -93,13 +99,19 @@ class DicomSeries:
     """One series found in a folder.
 
     Attributes:
-        uid: SeriesInstanceUID.
+        uid: SeriesInstanceUID (of a cine acquired as one series per slice position: the first of them).
         number: SeriesNumber (``None`` if absent).
-        description: SeriesDescription (may be empty).
+        description: SeriesDescription (may be empty; of one series per slice position: their common
+            beginning).
         modality: Modality (``MR``, ``CT``, ...).
         files: its files, sorted by name.
         phase: of a cine / multi-phase series (several images per position): the 1-based phase, in the order
-            of TemporalPositionIdentifier, else TriggerTime; ``None`` for a series of one phase.
+            of TemporalPositionIdentifier, else TriggerTime (frames of an enhanced file:
+            TemporalPositionIndex, else NominalCardiacTriggerDelayTime); ``None`` for a series of one phase.
+        frames: of one phase of a cine held in enhanced multi-frame files: the ``(file, frame index)`` of
+            its images; ``()``: every frame of ``files``.
+        joined: how many series (SeriesInstanceUIDs) it was joined from: more than 1 for a cine stored as
+            one series per slice position.
     """
 
     uid: str
@@ -108,6 +120,8 @@ class DicomSeries:
     modality: str
     files: tuple[Path, ...]
     phase: int | None = None
+    frames: tuple[tuple[Path, int], ...] = ()
+    joined: int = 1
 
     @property
     def key(self) -> str:
@@ -138,7 +152,9 @@ def _read(path: Path, pixels: bool = False) -> Any:
 def list_series(path: Path) -> list[DicomSeries]:
     """The image series in ``path`` (a folder or one file), sorted by series number and description.
 
-    Localizer/scout images are dropped with a one-line warning.
+    Localizer/scout images are dropped with a one-line warning. A cine or multi-phase series gives one
+    ``DicomSeries`` per phase (``_phases``); a cine stored as one series per slice position (Siemens: each
+    series holds every phase of one position) is first joined into one series (``_join_positions``).
 
     Raises:
         DataError: no DICOM file; an unreadable file; only non-image objects (named, with a hint).
@@ -171,44 +187,136 @@ def list_series(path: Path) -> list[DicomSeries]:
     if skipped:
         log.warning("%s: %d non-image object(s) skipped (%s)", path.name, len(skipped), skipped[0])
     out = []
-    for uid, items in groups.items():
+    for items, description in _join_positions(list(groups.values())):
         ds = items[0][1]
         num = ds.get("SeriesNumber")
-        series = DicomSeries(uid, int(num) if num not in (None, "") else None,
-                             str(ds.get("SeriesDescription", "")), str(ds.get("Modality", "")),
-                             tuple(sorted(f for f, _ in items)))
+        series = DicomSeries(str(ds.get("SeriesInstanceUID", "")),
+                             int(num) if num not in (None, "") else None, description,
+                             str(ds.get("Modality", "")), tuple(sorted(f for f, _ in items)),
+                             joined=len({str(d.get("SeriesInstanceUID", "")) for _, d in items}))
         out += _phases(series, items)
     return sorted(out, key=lambda s: (s.number if s.number is not None else -1, s.description, s.uid,
                                       s.phase or 0))
 
 
+# Temporal keys of a single-frame image, and of one frame of an enhanced multi-frame file (functional group,
+# attribute), in the order they are tried.
 _TEMPORAL_KEYS = ("TemporalPositionIdentifier", "TriggerTime")
+_FRAME_TEMPORAL_KEYS = (("FrameContentSequence", "TemporalPositionIndex"),
+                        ("CardiacSynchronizationSequence", "NominalCardiacTriggerDelayTime"))
+
+
+@dataclass(frozen=True)
+class _Image:
+    """One 2D image of a series as listed (no pixels): a single-frame file, or one frame of a multi-frame
+    file, with its position (rounded to 1 um; ``()`` when absent) and its temporal keys (``None`` when
+    absent)."""
+
+    file: Path
+    frame: int
+    position: tuple[float, ...]
+    times: tuple[float | None, ...]
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return None if value in (None, "") else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _images(items: list[tuple[Path, Any]]) -> list[_Image]:
+    """The 2D images of a series' datasets (header only), frame by frame for a multi-frame file."""
+    out: list[_Image] = []
+    for f, ds in items:
+        if "PerFrameFunctionalGroupsSequence" not in ds:
+            pos = tuple(round(float(v), 3) for v in ds.get("ImagePositionPatient", []))
+            out.append(_Image(f, 0, pos, tuple(_number(ds.get(k)) for k in _TEMPORAL_KEYS)))
+            continue
+        for i in range(len(ds.PerFrameFunctionalGroupsSequence)):
+            plane = _group(ds, i, "PlanePositionSequence", required=False)
+            pos = tuple(round(float(v), 3) for v in plane.get("ImagePositionPatient", [])) \
+                if plane is not None else ()
+            times = []
+            for group, attr in _FRAME_TEMPORAL_KEYS:
+                item = _group(ds, i, group, required=False)
+                times.append(_number(item.get(attr)) if item is not None else None)
+            out.append(_Image(f, i, pos, tuple(times)))
+    return out
+
+
+def _phase_split(images: list[_Image]) -> list[list[_Image]] | None:
+    """The images of each phase, or ``None`` (one phase, or phases no temporal key tells apart).
+
+    Several images per position make a cine: every position must hold the same number of images, and one
+    temporal key (the first present on every image) must order the images of each position without ties;
+    phase k is then the k-th image of every position in that order (TriggerTime may differ between
+    positions, as it does when each position is acquired in its own breath-hold)."""
+    by_pos: dict[tuple[float, ...], list[_Image]] = {}
+    for im in images:
+        by_pos.setdefault(im.position, []).append(im)
+    counts = {len(v) for v in by_pos.values()}
+    if len(by_pos) == len(images) or len(counts) != 1 or () in by_pos:
+        return None
+    for k in range(len(images[0].times)):
+        if any(im.times[k] is None for im in images):
+            continue
+        ordered = [sorted(v, key=lambda im: float(im.times[k] or 0.0)) for v in by_pos.values()]
+        if all(len({im.times[k] for im in v}) == len(v) for v in ordered):
+            return [[v[p] for v in ordered] for p in range(counts.pop())]
+    return None
 
 
 def _phases(series: DicomSeries, items: list[tuple[Path, Any]]) -> list[DicomSeries]:
-    """A single-frame series with several images per position, split into one series per phase when a
-    temporal key (TemporalPositionIdentifier, else TriggerTime) gives each phase one image per position;
-    else the series unchanged (the reader then refuses the shared positions)."""
-    positions = [tuple(round(float(v), 3) for v in ds.get("ImagePositionPatient", [])) for _, ds in items]
-    if len(set(positions)) == len(positions):
+    """A series with several images per position (single-frame files, or the frames of an enhanced
+    multi-frame file), split into one series per phase (``_phase_split``); else the series unchanged (the
+    reader then refuses the shared positions)."""
+    split = _phase_split(_images(items))
+    if split is None:
         return [series]
-    for key in _TEMPORAL_KEYS:
-        values = [ds.get(key) for _, ds in items]
-        if any(v in (None, "") for v in values):
+    multiframe = any(im.frame for ims in split for im in ims)
+    return [DicomSeries(series.uid, series.number, series.description, series.modality,
+                        tuple(sorted({im.file for im in ims})), k + 1,
+                        tuple(sorted((im.file, im.frame) for im in ims)) if multiframe else (), series.joined)
+            for k, ims in enumerate(split)]
+
+
+def _join_positions(groups: list[list[tuple[Path, Any]]]) -> list[tuple[list[tuple[Path, Any]], str]]:
+    """The series' datasets with their description. Series whose images all lie at one single position (a
+    cine acquired as one series per slice position) are joined into one when they share orientation, image
+    size, pixel spacing, frame of reference, modality and protocol name and one of them holds several
+    images; the description is their common beginning. A position with fewer phases than the others is
+    joined too, so that the reader refuses the set instead of dropping that position."""
+    out: list[tuple[list[tuple[Path, Any]], str]] = []
+    stacks: dict[tuple, list[list[tuple[Path, Any]]]] = {}
+    for items in groups:
+        images = _images(items)
+        if len({im.position for im in images}) != 1 or images[0].position == ():
+            out.append((items, str(items[0][1].get("SeriesDescription", ""))))
             continue
-        phases = sorted({float(v) for v in values})
-        by_phase = {p: [(f, pos) for (f, _), v, pos in zip(items, values, positions, strict=True)
-                        if float(v) == p] for p in phases}
-        if len(phases) > 1 and all(len({pos for _, pos in fs}) == len(fs) for fs in by_phase.values()):
-            return [DicomSeries(series.uid, series.number, series.description, series.modality,
-                                tuple(sorted(f for f, _ in by_phase[p])), k + 1)
-                    for k, p in enumerate(phases)]
-    return [series]
+        ds = items[0][1]
+        key = (tuple(round(float(v), 4) for v in ds.get("ImageOrientationPatient", [])), ds.get("Rows"),
+               ds.get("Columns"), tuple(round(float(v), 4) for v in ds.get("PixelSpacing", [])),
+               str(ds.get("FrameOfReferenceUID", "")), str(ds.get("Modality", "")),
+               str(ds.get("ProtocolName", "")))
+        stacks.setdefault(key, []).append(items)
+    for members in stacks.values():
+        members.sort(key=lambda items: (_number(items[0][1].get("SeriesNumber")) or 0.0,
+                                        str(items[0][1].get("SeriesInstanceUID", ""))))
+        descriptions = [str(items[0][1].get("SeriesDescription", "")) for items in members]
+        if len(members) == 1 or all(len(_images(items)) == 1 for items in members):
+            out += zip(members, descriptions, strict=True)
+            continue
+        common = os.path.commonprefix(descriptions).rstrip(" _-") or descriptions[0]
+        out.append(([it for items in members for it in items], common))
+    return out
 
 
-def read_dicom(path: Path, series_key: str | None = None) -> tuple[npt.NDArray, npt.NDArray[np.float64]]:
+def read_dicom(path: Path, series_key: str | None = None,
+               resample_tilt: bool = False) -> tuple[npt.NDArray, npt.NDArray[np.float64]]:
     """(data (X, Y, Z), voxel -> RAS affine) of the one series in ``path`` (folder or file), or of the
-    series ``series_key`` among several.
+    series ``series_key`` among several; ``resample_tilt``: a gantry-tilted series resampled onto an
+    untilted grid (``read_series``) instead of refused.
 
     Raises:
         DataError: several series (named) and no ``series_key``, or any refusal of ``read_series``.
@@ -227,7 +335,7 @@ def read_dicom(path: Path, series_key: str | None = None) -> tuple[npt.NDArray, 
         raise DataError(f"{len(series)} series in one input{cine} ({names})", path=path,
                         hint=f"prepare: pick one per case with --series, e.g. {pick}; infer: a folder input "
                         f"segments each series (or phase) on its own, --glob '{first.name}' picks one")
-    return read_series(series[0], Path(path))
+    return read_series(series[0], Path(path), resample_tilt)
 
 
 @dataclass
@@ -240,22 +348,69 @@ class _Slice:
     shape: tuple[int, int]
     slope: float
     intercept: float
-    pixels: npt.NDArray
+    pixels: npt.NDArray | None  # None when listed from the header alone
 
 
-def read_series(series: DicomSeries, where: Path) -> tuple[npt.NDArray, npt.NDArray[np.float64]]:
+def read_dicom_header(path: Path, series_key: str | None = None,
+                      resample_tilt: bool = False) -> tuple[tuple[int, int, int], npt.NDArray[np.float64]]:
+    """(shape (X, Y, Z), voxel -> RAS affine) of the series ``read_dicom`` reads, from the headers alone
+    (``stop_before_pixels``): the same checks and refusals, no pixel data decoded.
+
+    Raises:
+        DataError: as ``read_dicom``.
+    """
+    series = [s for s in list_series(path) if series_key is None or s.key == series_key]
+    if len(series) != 1:
+        data, aff = read_dicom(path, series_key)  # raises read_dicom's one-line refusal
+        return (int(data.shape[0]), int(data.shape[1]), int(data.shape[2])), aff
+    slices, aff = _sorted_slices(series[0], Path(path), pixels=False, resample_tilt=resample_tilt)
+    rows, cols = slices[0].shape
+    return (cols, rows, len(slices)), lps_to_ras(aff)
+
+
+def read_series(series: DicomSeries, where: Path,
+                resample_tilt: bool = False) -> tuple[npt.NDArray, npt.NDArray[np.float64]]:
     """Read one series into (data (X, Y, Z), voxel -> RAS affine), refusing what is not one volume.
 
     Args:
         series: from ``list_series``.
         where: the folder or file the user gave (named in errors).
+        resample_tilt: a gantry-tilted series (slice positions drifting in plane) is resampled instead of
+            refused: each slice is shifted in plane by its drift (linear interpolation, the volume's minimum
+            outside), onto a grid whose third axis runs along the slice normal; the data is then float32.
     """
-    slices, aff = _sorted_slices(series, where)
+    slices, aff = _sorted_slices(series, where, resample_tilt=resample_tilt)
     identity = all(s.slope == 1.0 and s.intercept == 0.0 for s in slices)
     planes = [s.pixels.T if identity else (s.pixels.T.astype(np.float64) * s.slope + s.intercept)
-              for s in slices]
+              for s in slices if s.pixels is not None]
     data = np.stack(planes, axis=-1)
+    if resample_tilt:
+        shifted = _untilt(data, [s.position for s in slices], aff)
+        if shifted is not None:
+            return shifted, lps_to_ras(aff)
     return (data if identity else data.astype(np.float32)), lps_to_ras(aff)
+
+
+def _untilt(data: npt.NDArray, positions: list[npt.NDArray[np.float64]],
+            aff: npt.NDArray[np.float64]) -> npt.NDArray[np.float32] | None:
+    """``data`` (X, Y, Z) with slice k shifted in plane onto the grid of ``aff`` (voxel -> LPS, third axis
+    along the normal), from its position ``positions[k]``; ``None`` when no slice drifts."""
+    from scipy.ndimage import shift
+
+    spacing = np.linalg.norm(aff[:3, :3], axis=0)
+    row, col, normal = (aff[:3, i] / spacing[i] for i in range(3))
+    offsets = []
+    for pos in positions:
+        d = pos - positions[0]
+        d = d - (d @ normal) * normal  # in-plane drift of this slice, mm
+        offsets.append((float(d @ row) / spacing[0], float(d @ col) / spacing[1]))
+    if max(abs(v) for o in offsets for v in o) < 1e-3:
+        return None
+    fill = float(data.min())
+    out = np.empty(data.shape, dtype=np.float32)
+    for k, (dx, dy) in enumerate(offsets):
+        out[:, :, k] = shift(data[:, :, k].astype(np.float32), (dx, dy), order=1, mode="constant", cval=fill)
+    return out
 
 
 def series_layout(
@@ -271,13 +426,16 @@ def series_layout(
     return [(s.file, s.frame) for s in slices], aff
 
 
-def _sorted_slices(series: DicomSeries, where: Path) -> tuple[list[_Slice], npt.NDArray[np.float64]]:
-    """The checked slices sorted along the normal, and the voxel -> LPS affine."""
+def _sorted_slices(series: DicomSeries, where: Path, pixels: bool = True,
+                   resample_tilt: bool = False) -> tuple[list[_Slice], npt.NDArray[np.float64]]:
+    """The checked slices sorted along the normal (``pixels``: decoded, else headers only), and the voxel
+    -> LPS affine (``resample_tilt``: of the untilted grid, third axis along the normal)."""
     slices: list[_Slice] = []
     for f in series.files:
-        ds = _read(f, pixels=True)
+        ds = _read(f, pixels=pixels)
         _check_pixels(ds, where)
-        slices += _slices_of(ds, f)
+        slices += [s for s in _slices_of(ds, f, pixels)
+                   if not series.frames or (s.file, s.frame) in series.frames]
     if len(slices) < MIN_SLICES:
         raise DataError(f"{len(slices)} slice(s); a volume needs at least {MIN_SLICES}", path=where,
                         hint="give the whole series (a single slice or two are not a volume)")
@@ -292,7 +450,7 @@ def _sorted_slices(series: DicomSeries, where: Path) -> tuple[list[_Slice], npt.
     row, col = ref.orientation[:3], ref.orientation[3:]
     normal = np.cross(row, col)
     slices.sort(key=lambda s: float(s.position @ normal))
-    step = _check_positions([s.position for s in slices], normal, where)
+    step = _check_positions([s.position for s in slices], normal, where, resample_tilt)
     aff = np.eye(4)
     aff[:3, 0] = row * ref.spacing[1]  # array axis 0 runs along a row (column index), PixelSpacing[1]
     aff[:3, 1] = col * ref.spacing[0]  # array axis 1 runs down a column (row index), PixelSpacing[0]
@@ -302,8 +460,9 @@ def _sorted_slices(series: DicomSeries, where: Path) -> tuple[list[_Slice], npt.
 
 
 def _check_positions(positions: list[npt.NDArray[np.float64]], normal: npt.NDArray[np.float64],
-                     where: Path) -> npt.NDArray[np.float64]:
-    """The mean step between consecutive sorted slice positions, after the spacing and tilt checks."""
+                     where: Path, resample_tilt: bool = False) -> npt.NDArray[np.float64]:
+    """The mean step between consecutive sorted slice positions, after the spacing and tilt checks (a tilt
+    refused, or with ``resample_tilt`` logged and the step's part along the normal returned)."""
     pos = np.stack(positions)
     dist = pos @ normal
     gaps = np.diff(dist)
@@ -319,9 +478,14 @@ def _check_positions(positions: list[npt.NDArray[np.float64]], normal: npt.NDArr
                         hint="export the complete series again")
     step = (pos[-1] - pos[0]) / (len(pos) - 1)
     drift = np.linalg.norm(step - (step @ normal) * normal)
+    if drift > TILT_TOLERANCE * abs(float(step @ normal)) and resample_tilt:
+        log.warning("%s: gantry tilt (%.3f mm in plane per slice) resampled onto an untilted grid",
+                    where.name, drift)
+        return float(step @ normal) * normal
     if drift > TILT_TOLERANCE * abs(float(step @ normal)):
         raise DataError(f"gantry tilt: slice positions move {drift:.3f} mm in plane per slice", path=where,
-                        hint="resample the series to an untilted grid first (e.g. dcm2niix)")
+                        hint="segkit infer/prepare --resample-tilt resamples it onto an untilted grid "
+                        "(or resample it first, e.g. with dcm2niix)")
     return step
 
 
@@ -344,21 +508,23 @@ def _check_pixels(ds: Any, path: Path) -> None:
                             hint="install pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg and pyjpegls")
 
 
-def _slices_of(ds: Any, path: Path) -> list[_Slice]:
-    """The 2D slices of one dataset: itself, or each frame of an enhanced multi-frame file."""
-    try:
-        pixels = np.asarray(ds.pixel_array)
-    except Exception as e:  # noqa: BLE001 - pydicom's decoders raise many types for broken pixel data
-        raise DataError(f"cannot decode the pixel data ({type(e).__name__}: {e})", path=path,
-                        hint="the file is truncated or corrupt; export the series again") from e
+def _slices_of(ds: Any, path: Path, decode: bool = True) -> list[_Slice]:
+    """The 2D slices of one dataset: itself, or each frame of an enhanced multi-frame file (``decode``:
+    with their pixels, else from the header alone)."""
+    frames: list[npt.NDArray | None] | npt.NDArray = [None] * int(ds.get("NumberOfFrames", 1) or 1)
+    if decode:
+        try:
+            pixels = np.asarray(ds.pixel_array)
+        except Exception as e:  # noqa: BLE001 - pydicom's decoders raise many types for broken pixel data
+            raise DataError(f"cannot decode the pixel data ({type(e).__name__}: {e})", path=path,
+                            hint="the file is truncated or corrupt; export the series again") from e
+        frames = pixels[None] if pixels.ndim == 2 else pixels
     try:
         if "PerFrameFunctionalGroupsSequence" not in ds:
-            frames = pixels[None] if pixels.ndim == 2 else pixels
             slope, inter = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
             return [_Slice(path, i, _vec(ds.ImagePositionPatient, 3), _vec(ds.ImageOrientationPatient, 6),
                            _pair(ds.PixelSpacing), (int(ds.Rows), int(ds.Columns)), slope, inter, fr)
                     for i, fr in enumerate(frames)]
-        frames = pixels[None] if pixels.ndim == 2 else pixels
         out = []
         for i, fr in enumerate(frames):
             pos = _group(ds, i, "PlanePositionSequence")

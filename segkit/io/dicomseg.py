@@ -4,9 +4,9 @@ and such an object read back as a label volume in world space.
 
 Segment k (1..N) holds the voxels of the k-th class of the ``segments`` given; reading returns segment
 numbers, which are the class ids when the classes are numbered 1..N (as segkit's configs number them). Coded
-concepts: category "Anatomical Structure"
-(SCT 91723000) and type "Tissue" (SCT 85756007) unless the class name (any case; the presets' ``LA``,
-``Myo``, ``AO`` ... included) is a known cardiac or thoracic structure (``CARDIAC_CODES``).
+concepts: the class's ``concept`` (the config's ``classes[].concept``; the presets give SNOMED CT codes);
+without one, category "Anatomical Structure" (SCT 91723000) and a type looked up by class name (any case:
+``LA``, ``Myo``, ``left_atrium`` ...) in ``CARDIAC_CODES``, else "Tissue" (SCT 85756007).
 """
 
 from __future__ import annotations
@@ -51,12 +51,16 @@ CARDIAC_CODES: dict[str, tuple[str, str]] = {
 }
 
 
-def _property_type(name: str):  # noqa: ANN202 - a pydicom Code
+def _concept(seg: Segment):  # noqa: ANN202 - (category, type) as pydicom Codes
+    """The segmented property category and type of ``seg``: its concept, else a look-up by name."""
     from pydicom.sr.coding import Code
 
-    key = name.lower().replace(" ", "_").replace("-", "_")
+    if seg.concept is not None:
+        cat, typ = seg.concept.category, seg.concept.type
+        return Code(cat.code, cat.scheme, cat.meaning), Code(typ.code, typ.scheme, typ.meaning)
+    key = seg.name.lower().replace(" ", "_").replace("-", "_")
     code, meaning = CARDIAC_CODES.get(key, ("85756007", "Tissue"))
-    return Code(code, "SCT", meaning)
+    return Code("91723000", "SCT", "Anatomical Structure"), Code(code, "SCT", meaning)
 
 
 def write_dicom_seg(path: Path, labels: npt.NDArray, source: VolumeRef,
@@ -78,6 +82,10 @@ def write_dicom_seg(path: Path, labels: npt.NDArray, source: VolumeRef,
     frame_uid = hd.UID()  # for sources without one (anonymised exports); the SEG needs a frame of reference
     datasets = {f: _with_type2(pydicom.dcmread(str(f)), frame_uid) for f in files}
     first = datasets[files[0]]
+    if len({str(d.get("SeriesInstanceUID", "")) for d in datasets.values()}) > 1:
+        raise DataError("the source spans several series (a cine stored as one series per slice position); "
+                        "a DICOM-SEG references one series", path=path,
+                        hint="write these labels as nifti, nrrd, mha or seg.nrrd")
     arr = np.asarray(labels)
     if arr.shape != (int(first.Columns), int(first.Rows), len(order)):
         raise DataError(f"labels of shape {arr.shape} do not fit the source series", path=path,
@@ -93,8 +101,9 @@ def write_dicom_seg(path: Path, labels: npt.NDArray, source: VolumeRef,
     z_of_frame = list(range(len(order)))
     if len(files) == 1 and len(order) > 1:  # one multi-frame file: frames in the file's own order
         pixel = np.zeros_like(planes)
+        rank = {frame: j for j, frame in enumerate(sorted(f for _, f in order))}  # one phase of a cine
         for z, (_, frame) in enumerate(order):
-            pixel[frame], z_of_frame[frame] = planes[z], z
+            pixel[rank[frame]], z_of_frame[rank[frame]] = planes[z], z
         sources = [first]
     else:
         pixel, sources = planes, [datasets[f] for f, _ in order]
@@ -103,8 +112,8 @@ def write_dicom_seg(path: Path, labels: npt.NDArray, source: VolumeRef,
     descriptions = [
         hd.seg.SegmentDescription(
             segment_number=k + 1, segment_label=seg.name,
-            segmented_property_category=codes.SCT.AnatomicalStructure,
-            segmented_property_type=_property_type(seg.name), algorithm_type="AUTOMATIC",
+            segmented_property_category=_concept(seg)[0],
+            segmented_property_type=_concept(seg)[1], algorithm_type="AUTOMATIC",
             algorithm_identification=algo,
             display_color=hd.color.CIELabColor.from_rgb(*seg.color))
         for k, seg in enumerate(segments)

@@ -36,6 +36,27 @@ def read_metaimage(path: Path) -> tuple[npt.NDArray, npt.NDArray[np.float64]]:
     return data, lps_to_ras(aff)
 
 
+def read_metaimage_header(path: Path) -> tuple[tuple[int, ...], npt.NDArray[np.float64]]:
+    """(shape (X, Y, Z[, ...]), voxel -> RAS affine) of a MetaImage file from its header text alone
+    (SimpleITK's ``ReadImageInformation``: no voxel data is read).
+
+    Raises:
+        DataError: fewer than 3 dimensions; RuntimeError from SimpleITK for an unreadable header.
+    """
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    dim = reader.GetDimension()
+    if dim < 3:
+        raise DataError(f"expected a 3D volume, got a {dim}D image", path=path,
+                        hint="give one 3D image per file")
+    direction = np.asarray(reader.GetDirection(), dtype=np.float64).reshape(dim, dim)[:3, :3]
+    aff = affine_from_geometry(reader.GetOrigin()[:3], reader.GetSpacing()[:3], direction)
+    return tuple(int(s) for s in reader.GetSize()), lps_to_ras(aff)
+
+
 def write_metaimage(path: Path, data: npt.NDArray, affine: npt.ArrayLike) -> None:
     """Write ``data`` (X, Y, Z), or (X, Y, Z, K) as a K-component vector image (probabilities), as a
     compressed ``.mha`` with the geometry of ``affine`` (voxel -> RAS)."""

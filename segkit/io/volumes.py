@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import nibabel as nib
 import nrrd
@@ -121,12 +121,15 @@ class VolumeRef:
         name: the case id of the outputs (``""``: the file name without its volume suffix).
         phase: of a 4D NIfTI file (a cine or multi-phase series): the 1-based index along its 4th axis
             (``None``: a 3D volume).
+        resample_tilt: a DICOM series with gantry tilt is resampled onto an untilted grid
+            (``segkit.io.dicom.read_series``) instead of refused.
     """
 
     path: Path
     series_key: str | None = None
     name: str = ""
     phase: int | None = None
+    resample_tilt: bool = False
 
     @property
     def case_id(self) -> str:
@@ -147,6 +150,8 @@ class VolumeFormat:
         library: the package that reads it (for messages and the README).
         read: ``path -> (data, voxel -> RAS affine)``.
         write: ``(path, data, affine) -> None`` for formats segkit writes as a single file, else ``None``.
+        header: ``path -> (shape, voxel -> RAS affine)`` from the header alone (no voxel data read);
+            ``None``: ``read_header`` reads the volume.
     """
 
     name: str
@@ -154,6 +159,7 @@ class VolumeFormat:
     library: str
     read: Callable[[Path], tuple[npt.NDArray, npt.NDArray[np.float64]]]
     write: Callable[[Path, npt.NDArray, npt.NDArray[np.float64]], None] | None = None
+    header: Callable[[Path], tuple[tuple[int, ...], npt.NDArray[np.float64]]] | None = None
 
 
 def volume_suffix(path: Path) -> str:
@@ -224,6 +230,43 @@ def dicom_series_refs(folder: Path) -> list[VolumeRef]:
     return refs
 
 
+def picked_volume(ref: VolumeRef) -> dict[str, Any] | None:
+    """What ``ref`` picks out of a path holding several volumes, for records: ``{"name", "number",
+    "description", "phase"}`` (a DICOM series: its number and description, never its UIDs or patient data;
+    a phase of a 4D file: ``phase`` only); ``None`` for a path's only volume.
+
+    Raises:
+        DataError: as ``segkit.io.dicom.list_series``.
+    """
+    if ref.series_key is None and ref.phase is None:
+        return None
+    if ref.series_key is not None:
+        for s in dicom.list_series(ref.path):
+            if s.key == ref.series_key:
+                return {"name": ref.case_id, "number": s.number, "description": s.description,
+                        "phase": s.phase}
+    return {"name": ref.case_id, "number": None, "description": "", "phase": ref.phase}
+
+
+def picked_ref(path: Path, picked: dict[str, Any] | None) -> VolumeRef:
+    """The ``VolumeRef`` a ``picked_volume`` record names in ``path`` (``None``: the path itself): a phase of
+    a 4D file by its index, a DICOM series (or phase) by its name in the folder's listing.
+
+    Raises:
+        DataError: the folder no longer holds a series of that name.
+    """
+    path = Path(path)
+    if not picked:
+        return VolumeRef(path)
+    if not path.is_dir():
+        return VolumeRef(path, name=str(picked["name"]), phase=picked.get("phase"))
+    for ref in dicom_series_refs(path):
+        if ref.case_id == picked["name"]:
+            return ref
+    raise DataError(f"no series '{picked['name']}' in the folder any more", path=path,
+                    hint="the folder changed since prepare; prepare again")
+
+
 def volume_phases(path: Path) -> int:
     """The number of phases of a NIfTI file, from its header: the length of a 4th axis longer than 1, else 1
     (a 3D volume; other formats are not looked into here, ``load_volume`` refuses their 4D data).
@@ -266,9 +309,8 @@ def load_volume(path: Path | VolumeRef) -> Volume:
             volume without ``phase``: the hint names the phases), a DICOM series that is not one valid volume
             (``segkit.io.dicom``).
     """
-    series_key = path.series_key if isinstance(path, VolumeRef) else None
-    phase = path.phase if isinstance(path, VolumeRef) else None
-    path = path.path if isinstance(path, VolumeRef) else Path(path)
+    ref = path if isinstance(path, VolumeRef) else VolumeRef(Path(path))
+    series_key, phase, path = ref.series_key, ref.phase, ref.path
     if not path.exists():
         raise DataError(
             "volume file not found", path=path, hint="check the path and the --image-glob/--label-glob"
@@ -281,7 +323,8 @@ def load_volume(path: Path | VolumeRef) -> Volume:
             hint=f"use one of {supported_text()}",
         )
     try:
-        data, affine = dicom.read_dicom(path, series_key) if series_key is not None else fmt.read(path)
+        data, affine = (dicom.read_dicom(path, series_key, ref.resample_tilt) if fmt.name == "dicom"
+                        else fmt.read(path))
     except DataError:
         raise
     except _READ_ERRORS as e:
@@ -320,20 +363,34 @@ def _phase_of(data: npt.NDArray, phase: int, path: Path) -> npt.NDArray:
 
 
 def read_header(path: Path | VolumeRef) -> tuple[tuple[int, ...], npt.NDArray[np.float64]]:
-    """(shape, voxel -> RAS affine) of a volume: from the header alone for NIfTI and NRRD, by reading the
-    volume for the other formats and for one series or phase (a ``VolumeRef`` with ``series_key`` or
-    ``phase``).
+    """(shape, voxel -> RAS affine) of a volume from its header alone, no voxel data read: the NIfTI and
+    NRRD headers (a 4D file: its 4 axes; one phase of it: 3), the MetaImage header text, the ``.npy`` header
+    or HDF5 dataset shape with the sidecar's geometry, the DICOM headers (``stop_before_pixels``; one series
+    of a folder by its ``series_key``). A DICOM-SEG file is read whole.
 
     Raises:
-        DataError: an unreadable file or unknown format (one line naming the file).
+        DataError: an unreadable header or unknown format, a MetaImage/NumPy/HDF5 volume that is not 3D, or
+            a DICOM series that ``load_volume`` refuses (one line naming the file).
     """
-    if isinstance(path, VolumeRef):
-        if path.series_key is not None or path.phase is not None:
-            vol = load_volume(path)
-            return tuple(int(s) for s in vol.data.shape), vol.affine
-        path = path.path
-    path = Path(path)
-    fmt = volume_format(path)
+    ref = path if isinstance(path, VolumeRef) else VolumeRef(Path(path))
+    path = ref.path
+    fmt = FORMATS["dicom"] if ref.series_key is not None else volume_format(path)
+    if fmt is not None and fmt.name == "dicom":
+        return dicom.read_dicom_header(path, ref.series_key, ref.resample_tilt)
+    if fmt is not None and fmt.header is not None:
+        try:
+            shape, affine = fmt.header(path)
+        except DataError:
+            raise
+        except _READ_ERRORS as e:
+            raise DataError(f"cannot read the volume header: {type(e).__name__}: {e}", path=path,
+                            hint="the file is corrupt or truncated; download or convert it again") from e
+        while len(shape) > 3 and shape[-1] == 1:
+            shape = shape[:-1]
+        if len(shape) != 3:
+            raise DataError(f"expected a 3D volume, got {len(shape)}D data of shape {shape}", path=path,
+                            hint="give one 3D image per file (split 4D series into 3D volumes first)")
+        return shape, affine
     if fmt is not None and fmt.name not in ("nifti", "nrrd"):
         vol = load_volume(path)
         return tuple(int(s) for s in vol.data.shape), vol.affine
@@ -343,7 +400,8 @@ def read_header(path: Path | VolumeRef) -> tuple[tuple[int, ...], npt.NDArray[np
             shape = tuple(int(s) for s in header["sizes"])
             return shape, nrrd_affine(header, ndim=len(shape), path=path)
         img = cast(SpatialImage, nib.load(str(path)))  # nibabel types load() as the base FileBasedImage
-        return tuple(int(s) for s in img.shape), np.asarray(img.affine, dtype=np.float64)
+        shape = tuple(int(s) for s in img.shape)
+        return (shape[:3] if ref.phase is not None else shape), np.asarray(img.affine, dtype=np.float64)
     except DataError:
         raise
     except Exception as e:  # noqa: BLE001 - nibabel/pynrrd raise many types for broken headers
@@ -588,9 +646,11 @@ FORMATS: dict[str, VolumeFormat] = {
         VolumeFormat("nifti", (".nii.gz", ".nii"), "nibabel", _read_nifti, _write_nifti),
         VolumeFormat("nrrd", (".seg.nrrd", ".nrrd", ".nhdr"), "pynrrd", _read_nrrd, _write_nrrd),
         VolumeFormat("metaimage", metaimage.METAIMAGE_SUFFIXES, "SimpleITK", metaimage.read_metaimage,
-                     metaimage.write_metaimage),
-        VolumeFormat("numpy", arrays.NUMPY_SUFFIXES, "numpy", arrays.read_array, _write_array),
-        VolumeFormat("hdf5", arrays.HDF5_SUFFIXES, "h5py", arrays.read_array, _write_array),
+                     metaimage.write_metaimage, metaimage.read_metaimage_header),
+        VolumeFormat("numpy", arrays.NUMPY_SUFFIXES, "numpy", arrays.read_array, _write_array,
+                     arrays.read_array_header),
+        VolumeFormat("hdf5", arrays.HDF5_SUFFIXES, "h5py", arrays.read_array, _write_array,
+                     arrays.read_array_header),
         VolumeFormat("dicom", (".dcm",), "pydicom", dicom.read_dicom),
         VolumeFormat("dicom-seg", (), "highdicom", _read_dicom_seg),
     )

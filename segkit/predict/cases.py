@@ -119,12 +119,12 @@ def read_source_case(case_id: str, record: CaseRecord, label_cfg: Config) -> Sou
     from segkit.io.volumes import load_volume
     from segkit.prepare.slicing import map_labels
 
-    files = record.volume_files()
-    if files is None:  # not a volume case with both source files (the caller checked sources_exist)
+    refs = record.volume_refs()
+    if refs is None:  # not a volume case with both source files (the caller checked sources_exist)
         return None
     shape = record.geometry.shape
-    image = load_volume(files[0])
-    label = load_volume(files[1])
+    image = load_volume(refs[0])  # the series or phase --series picked, if any
+    label = load_volume(refs[1])
     if image.data.shape != shape or label.data.shape != shape:
         logger.warning(
             "case %s: source files changed (shapes %s / %s, dataset.json says %s): using the written slices",

@@ -123,7 +123,7 @@ def _prepare_case(task: CaseTask, sha: dict[str, str | None]) -> dict[str, Any]:
         sliced = slice_2d_case(spec, cfg, rng)
     else:
         image = load_volume(spec.image_ref)
-        label = load_volume(spec.label) if spec.label is not None else None
+        label = load_volume(spec.label_ref) if spec.label_ref is not None else None
         sliced = slice_case(image, label, cfg, spec.case_id, rng)
         del image, label
     n_classes = len(cfg.effective_classes) + 1
@@ -149,6 +149,7 @@ def _prepare_case(task: CaseTask, sha: dict[str, str | None]) -> dict[str, Any]:
         label=str(label_src.resolve()) if label_src is not None else None,
         sha256=sha,
         geometry=sliced.geometry,
+        series=_picked(spec),
     )
     return {
         "key": task.key,
@@ -160,6 +161,16 @@ def _prepare_case(task: CaseTask, sha: dict[str, str | None]) -> dict[str, Any]:
     }
 
 
+def _picked(spec: CaseSpec) -> dict[str, Any] | None:
+    """The record's ``series``: what ``--series`` picked from the image and the label, or ``None``."""
+    from segkit.io.volumes import picked_volume
+
+    if spec.pick is None and spec.label_pick is None:
+        return None
+    image = picked_volume(spec.pick) if spec.pick is not None else None
+    return {"image": image, "label": picked_volume(spec.label_pick) if spec.label_pick is not None else None}
+
+
 def _label_has_foreground(spec: CaseSpec, cfg: Config) -> bool:
     """Whether the case's source labels hold any foreground (a tiny structure may vanish in resized masks)."""
     from segkit.io.volumes import load_volume
@@ -167,7 +178,7 @@ def _label_has_foreground(spec: CaseSpec, cfg: Config) -> bool:
 
     if spec.kind == "slices2d":
         return False  # its masks were read at full size: the written pixels already tell
-    label = load_volume(spec.label)  # type: ignore[arg-type]
+    label = load_volume(spec.label_ref)  # type: ignore[arg-type]
     return bool(map_labels(label.data, cfg, label.path).any())
 
 
@@ -223,7 +234,7 @@ def verify_case(spec: CaseSpec, cfg: Config) -> list[str]:
     label = None
     if spec.label is not None:
         try:
-            label = load_volume(spec.label)
+            label = load_volume(spec.label_ref)  # type: ignore[arg-type]
         except Exception as e:  # noqa: BLE001
             note(e)
     if image is not None:

@@ -59,7 +59,7 @@ def build_manifest(cfg: Config, source: str, cases: Mapping[str, dict[str, Any]]
         "modality": cfg.modality,
         "fingerprint": cfg.prepare_fingerprint(),
         "seed": cfg.seed,
-        "classes": [c.model_dump(mode="json") for c in cfg.effective_classes],
+        "classes": [c.model_dump(mode="json", exclude_none=True) for c in cfg.effective_classes],
         "prepare": cfg.prepare.model_dump(mode="json"),
         "cases": {cid: dict(cases[cid]) for cid in sorted(cases)},
     }

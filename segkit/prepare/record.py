@@ -34,7 +34,7 @@ import numpy.typing as npt
 
 from segkit.config import Config, PrepareConfig
 from segkit.errors import DataError
-from segkit.io.volumes import CaseKind
+from segkit.io.volumes import CaseKind, VolumeRef, picked_ref
 from segkit.prepare.normalize import Recipe
 
 VOLUME = CaseKind.VOLUME  # a 3D volume case (its records carry no "kind" key)
@@ -286,6 +286,10 @@ class CaseRecord:
         label: the same for the label volume (2D: the mask folder), or None without labels.
         sha256: ``{"image": hex, "label": hex or None}`` of the source files.
         geometry: the case's ``Geometry``.
+        series: of an image or label holding several volumes (DICOM series, cine phases, a 4D file): the one
+            ``--series`` picked, ``{"image": {"name", "number", "description", "phase"} or None, "label":
+            ...}`` (``segkit.io.volumes.picked_volume``: series number and description, no patient data);
+            ``None`` (not written) when neither holds several.
     """
 
     split: str
@@ -293,6 +297,7 @@ class CaseRecord:
     label: str | None
     sha256: dict[str, str | None] = field(hash=False)
     geometry: Geometry
+    series: dict[str, Any] | None = field(default=None, hash=False)
 
     @property
     def kind(self) -> str:
@@ -304,10 +309,24 @@ class CaseRecord:
             return None
         return Path(self.image), Path(self.label)
 
+    def volume_refs(self) -> tuple[VolumeRef, VolumeRef] | None:
+        """``volume_files`` as the volumes to read: the series or phase ``series`` records, else the files.
+
+        Raises:
+            DataError: a recorded series no longer in its folder.
+        """
+        files = self.volume_files()
+        if files is None:
+            return None
+        picked = self.series or {}
+        return picked_ref(files[0], picked.get("image")), picked_ref(files[1], picked.get("label"))
+
     def to_json(self) -> dict[str, Any]:
         """The ``dataset.json`` entry: split, image, label, sha256, then the geometry's keys."""
-        return {"split": self.split, "image": self.image, "label": self.label, "sha256": dict(self.sha256),
-                **self.geometry.to_json()}
+        out = {"split": self.split, "image": self.image, "label": self.label, "sha256": dict(self.sha256)}
+        if self.series is not None:
+            out["series"] = self.series
+        return {**out, **self.geometry.to_json()}
 
     @classmethod
     def from_json(cls, obj: Any, path: Path | str | None = None, case_id: str | None = None) -> CaseRecord:
@@ -323,6 +342,7 @@ class CaseRecord:
             label=r.get("label", _opt_str),
             sha256=r.get("sha256", lambda v: {str(k): _opt_str(h) for k, h in _object(v).items()}),
             geometry=Geometry.from_json(obj, path, case_id),
+            series=r.get("series", _object) if "series" in obj else None,
         )
 
 

@@ -62,6 +62,9 @@ class CaseSpec:
         slices: for ``slices2d`` only: ``(slice_index, image_path, mask_path)`` sorted by slice index.
         pick: the one DICOM series (or cine phase) of an image folder holding several, or the one phase of a
             4D NIfTI image, chosen by ``--series`` (``select_series``); ``None``: the image's only volume.
+        label_pick: the same for a label that holds several volumes; ``None``: the label's only volume.
+        resample_tilt: a gantry-tilted DICOM series is resampled onto an untilted grid instead of refused
+            (``--resample-tilt``; ``segkit.io.volumes.VolumeRef.resample_tilt``).
     """
 
     case_id: str
@@ -70,11 +73,21 @@ class CaseSpec:
     kind: CaseKind = CaseKind.VOLUME
     slices: tuple[tuple[int, Path, Path | None], ...] = ()
     pick: VolumeRef | None = None
+    label_pick: VolumeRef | None = None
+    resample_tilt: bool = False
 
     @property
     def image_ref(self) -> VolumeRef:
         """The image volume to read: ``pick``, else ``image`` itself."""
-        return self.pick if self.pick is not None else VolumeRef(self.image)
+        ref = self.pick if self.pick is not None else VolumeRef(self.image)
+        return replace(ref, resample_tilt=True) if self.resample_tilt else ref
+
+    @property
+    def label_ref(self) -> VolumeRef | None:
+        """The label volume to read: ``label_pick``, else ``label`` itself (``None`` without a label)."""
+        ref = self.label_pick if self.label_pick is not None else \
+            (VolumeRef(self.label) if self.label is not None else None)
+        return replace(ref, resample_tilt=True) if ref is not None and self.resample_tilt else ref
 
     @property
     def files(self) -> list[Path]:
@@ -103,6 +116,7 @@ class SourceOptions:
         series: an image that holds several volumes (a folder of several DICOM series, a cine series, a 4D
             NIfTI): the one to take, by series number (``4``), name as listed (``s004_T1w``,
             ``la_003_phase02``) or glob (``'s004*'``, ``'*_phase01'``); ``select_series``.
+        resample_tilt: resample gantry-tilted DICOM series instead of refusing them (``--resample-tilt``).
     """
 
     image_glob: str | None = None
@@ -110,6 +124,7 @@ class SourceOptions:
     phantom_n: int = 6
     phantom_seed: int | None = None
     series: str | None = None
+    resample_tilt: bool = False
 
 
 @dataclass(frozen=True)
@@ -147,7 +162,10 @@ SOURCES: Registry[Source] = Registry("source")
 def _register(name: str, preset: str | None, example: str, needs_src: bool = True):  # noqa: ANN202
     def deco(fn: Callable[[Path, SourceOptions], Discovery]) -> Callable[[Path, SourceOptions], Discovery]:
         def discover_one_volume_per_case(src: Path, options: SourceOptions) -> Discovery:
-            return select_series(fn(src, options), options.series)
+            found = select_series(fn(src, options), options.series)
+            if options.resample_tilt:
+                found.cases = [replace(c, resample_tilt=True) for c in found.cases]
+            return found
 
         SOURCES.register(name)(Source(name, preset, needs_src, discover_one_volume_per_case, example))
         return fn
@@ -476,30 +494,46 @@ def _example(ref: VolumeRef) -> str:
     return f"--series {num}" if num is not None and not cine else f"--series '{ref.case_id}'"
 
 
-def _pick(case: CaseSpec, pattern: str | None) -> CaseSpec | str:
-    """``case`` with ``pick`` set to its one volume matching ``pattern``, or a problem line."""
-    if case.kind != CaseKind.VOLUME or not (case.image.is_dir() or volume_format(case.image) is not None):
-        return case
+def _pick_one(path: Path, case_id: str, pattern: str | None, label: bool) -> VolumeRef | None | str:
+    """The one volume of ``path`` that ``pattern`` picks (``None``: the path's only volume), or a problem
+    line. An image folder of DICOM series is checked against ``pattern`` even when it holds one series; a
+    label only when it holds several volumes."""
+    if not (path.is_dir() or volume_format(path) is not None):
+        return None
     try:
-        refs = _choices(case.image)
+        refs = _choices(path)
     except SegkitError:
-        return case  # an unreadable image fails its own case when it is read (the others still run)
-    if len(refs) == 1 and refs[0].series_key is None and refs[0].phase is None:
-        return case  # a volume file of one volume: nothing to pick
+        return None  # an unreadable volume fails its own case when it is read (the others still run)
+    if len(refs) == 1 and (label or (refs[0].series_key is None and refs[0].phase is None)):
+        return None  # one volume: nothing to pick
     listed = ", ".join(r.case_id for r in refs[:8]) + (", ..." if len(refs) > 8 else "")
     if pattern is None:
         if len(refs) <= 1:
-            return case
+            return None
         what = "phases" if refs[0].phase is not None else "series"  # a 4D NIfTI, or DICOM series/phases
-        return (f"{case.image.name}: {len(refs)} {what} in one input ({listed}) of case '{case.case_id}'; "
-                f"pick one per case with --series, e.g. {_example(refs[0])}")
+        return (f"{path.name}: {len(refs)} {what} in one {'label' if label else 'input'} ({listed}) of case "
+                f"'{case_id}'; pick one per case with --series, e.g. {_example(refs[0])}")
     hits = [r for r in refs if _matches(r, pattern)]
     if len(hits) != 1:
         found = "no volume" if not hits else f"{len(hits)} volumes"
-        return (f"{case.image.name}: --series '{pattern}' matches {found} of case '{case.case_id}' "
+        return (f"{path.name}: --series '{pattern}' matches {found} of case '{case_id}' "
                 f"({listed}); give a pattern matching one, e.g. {_example(refs[0])}")
     one = hits[0]
-    return replace(case, pick=one if one.series_key is not None or one.phase is not None else None)
+    return one if one.series_key is not None or one.phase is not None else None
+
+
+def _pick(case: CaseSpec, pattern: str | None) -> CaseSpec | str:
+    """``case`` with ``pick`` (and ``label_pick``) set to the one volume matching ``pattern`` of an image
+    (a label) that holds several, or a problem line."""
+    if case.kind != CaseKind.VOLUME:
+        return case
+    pick = _pick_one(case.image, case.case_id, pattern, label=False)
+    if isinstance(pick, str):
+        return pick
+    label_pick = _pick_one(case.label, case.case_id, pattern, label=True) if case.label is not None else None
+    if isinstance(label_pick, str):
+        return label_pick
+    return replace(case, pick=pick, label_pick=label_pick)
 
 
 def select_series(found: Discovery, pattern: str | None) -> Discovery:
@@ -507,7 +541,9 @@ def select_series(found: Discovery, pattern: str | None) -> Discovery:
     4D NIfTI) takes the one ``pattern`` (``--series``) matches: a series number (``4``), or a name as listed
     (``s004_T1w``, ``la_003_phase02``) with glob wildcards. Without ``pattern`` such a case is a problem line
     that lists its volumes and names ``--series``; a pattern that matches no volume or several of a case is
-    one too (every DICOM image folder is checked against ``pattern``, one of a single series included)."""
+    one too (every DICOM image folder is checked against ``pattern``, one of a single series included). A
+    label holding several volumes (a folder of DICOM series, a 4D label) is picked from by the same
+    pattern."""
     cases: list[CaseSpec] = []
     problems = list(found.problems)
     for case in found.cases:

@@ -148,3 +148,14 @@ def test_prepare_reads_dicom_series_folders_and_names_several_series(
     shutil.copytree(setup["data"] / "hitachi/anatomical/001", cases / "la_101" / "image" / "extra")
     res = runner.invoke(app, [*args, "--out", str(setup["root"] / "prepared2")])
     assert res.exit_code != 0 and "2 series in one input (s001_segkit, s010)" in " ".join(res.output.split())
+
+
+def test_resample_tilt_segments_a_gantry_tilted_ct_on_an_untilted_grid(setup: dict[str, Path]) -> None:
+    src = setup["data"] / "failing/gantrytilting/001"
+    out = setup["root"] / "tilt"
+    res = runner.invoke(app, _args(setup, "--input", str(src), "--output", str(out), "--resample-tilt"))
+    assert res.exit_code == 0, res.output
+    seg = load_volume(out / "001_seg.nii.gz")
+    assert seg.data.shape == (512, 512, 4)
+    axes = seg.affine[:3, :3] / np.linalg.norm(seg.affine[:3, :3], axis=0)
+    np.testing.assert_allclose(axes.T @ axes, np.eye(3), atol=1e-5)  # the tilted input's grid is sheared

@@ -156,3 +156,53 @@ def test_a_two_phase_cine_series_gives_one_named_volume_per_phase(shared_data: P
     _two_phases(shared_data, tmp_path / "untimed", trigger=False)  # no temporal key: refused
     with pytest.raises(DataError, match=r"8 images at 4 slice position\(s\)"):
         load_volume(tmp_path / "untimed")
+
+
+def _tilted(shared_data: Path, folder: Path, rows_per_slice: int) -> None:
+    """The Siemens series with gantry tilt: slice k (along the normal) moved ``rows_per_slice`` x k pixel rows
+    down its columns, its pixels moved up as much (zeros enter at the bottom), so the world content stays."""
+    folder.mkdir()
+    files = sorted((shared_data / "dicom/siemens/anatomical/001").iterdir())
+    sets = [pydicom.dcmread(f) for f in files]
+    ori = np.asarray(sets[0].ImageOrientationPatient, dtype=float)
+    normal = np.cross(ori[:3], ori[3:])
+    dist = [float(np.asarray(ds.ImagePositionPatient, dtype=float) @ normal) for ds in sets]
+    step = (max(dist) - min(dist)) / (len(dist) - 1)
+    for i, ds in enumerate(sets):
+        k = round((dist[i] - min(dist)) / step)
+        n = rows_per_slice * k
+        ds.ImagePositionPatient = list(np.asarray(ds.ImagePositionPatient, dtype=float)
+                                       + n * float(ds.PixelSpacing[0]) * ori[3:])
+        pixels = np.zeros_like(ds.pixel_array)
+        pixels[: pixels.shape[0] - n] = ds.pixel_array[n:]
+        ds.PixelData = pixels.tobytes()
+        ds.save_as(folder / f"IM{i}")
+
+
+def test_gantry_tilt_is_resampled_on_request_onto_the_untilted_grid(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    from segkit.io.volumes import VolumeRef, read_header
+
+    _tilted(shared_data, tmp_path / "tilt", rows_per_slice=2)
+    with pytest.raises(DataError, match="gantry tilt") as err:
+        load_volume(tmp_path / "tilt")
+    assert "--resample-tilt" in (err.value.hint or "")
+    vol = load_volume(VolumeRef(tmp_path / "tilt", resample_tilt=True))
+    reference = load_volume(shared_data / "dicom/siemens/anatomical/001")
+    assert vol.data.dtype == np.float32 and vol.data.shape == reference.data.shape
+    np.testing.assert_allclose(vol.affine, reference.affine, atol=1e-4)
+    # integer shifts: linear interpolation is exact; the last slice lost its 6 rows at the edge
+    np.testing.assert_array_equal(vol.data[:, 6:, :], reference.data[:, 6:, :])
+    shape, affine = read_header(VolumeRef(tmp_path / "tilt", resample_tilt=True))  # headers only
+    assert shape == vol.data.shape
+    np.testing.assert_allclose(affine, vol.affine, atol=1e-9)
+    # the real tilted CT (dicom2nifti's failing/gantrytilting): resampled, its grid no longer sheared, the
+    # first slice (no drift) as stored, in HU
+    folder = shared_data / "dicom/failing/gantrytilting/001"
+    ct = load_volume(VolumeRef(folder, resample_tilt=True))
+    axes = ct.affine[:3, :3] / np.linalg.norm(ct.affine[:3, :3], axis=0)
+    np.testing.assert_allclose(axes.T @ axes, np.eye(3), atol=1e-6)
+    first = pydicom.dcmread(folder / "IM-0001-0001.dcm")
+    assert ct.data.shape == (512, 512, 4) and int(first.RescaleIntercept) == -1024
+    np.testing.assert_array_equal(ct.data[:, :, 0], first.pixel_array.T.astype(np.float32) - 1024)

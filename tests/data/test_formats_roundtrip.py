@@ -92,3 +92,45 @@ def test_every_format_gives_identical_inferred_labels_in_world_space(
     for fmt, (lab, aff) in world.items():
         np.testing.assert_array_equal(lab, labels, err_msg=fmt)
         np.testing.assert_allclose(aff, affine, atol=1e-3, err_msg=fmt)
+
+
+def test_read_header_gives_the_shape_and_affine_of_every_format_without_the_voxels(
+    cases: dict[str, tuple[Path, Path]], tmp_path: Path
+) -> None:
+    import shutil
+
+    import pydicom
+    import SimpleITK as sitk
+
+    from segkit.errors import DataError
+    from segkit.io.volumes import read_header
+
+    for fmt, (image, label) in cases.items():
+        for path in (image, label):
+            vol = load_volume(path)
+            shape, affine = read_header(path)
+            assert shape == vol.data.shape, (fmt, path)
+            np.testing.assert_allclose(affine, vol.affine, atol=1e-6, err_msg=str(path))
+    nifti = load_volume(cases["nifti"][0])
+    # the voxel data cut off after the header: the header still reads, the volume does not
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for src in (cases["npy"][0], cases["mha"][0]):
+        data = Path(src).read_bytes()
+        (broken / Path(src).name).write_bytes(data[: len(data) // 4])
+    shutil.copy(Path(str(cases["npy"][0]) + ".json"), broken / "la_image.npy.json")
+    shutil.copytree(cases["dicom"][0], broken / "dicom")
+    for f in (broken / "dicom").iterdir():
+        ds = pydicom.dcmread(f)
+        ds.PixelData = ds.PixelData[:10]
+        ds.save_as(f)
+    mhd = broken / "la.mhd"  # header text + raw file, written by SimpleITK
+    img = sitk.ReadImage(str(cases["mha"][0]))
+    sitk.WriteImage(img, str(mhd))
+    mhd.with_suffix(".raw").write_bytes(b"")
+    for path in (broken / "la_image.npy", broken / "la_image.mha", broken / "dicom", mhd):
+        shape, affine = read_header(path)
+        assert shape == (64, 64, 12), path
+        np.testing.assert_allclose(affine, nifti.affine, atol=1e-3, err_msg=str(path))
+        with pytest.raises(DataError):
+            load_volume(path)

@@ -61,3 +61,38 @@ def test_slicer_segments_and_dicom_seg_descriptions(shared_data: Path, tmp_path:
     assert aorta.SegmentedPropertyTypeCodeSequence[0].CodeMeaning == "Aorta"
     algo = la.SegmentationAlgorithmIdentificationSequence[0]
     assert algo.AlgorithmName == "segkit" and la.SegmentAlgorithmType == "AUTOMATIC"
+
+
+def test_dicom_seg_codes_come_from_the_class_concept_before_the_name_lookup(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    from segkit.config import load_config
+
+    classes = load_config("whole-heart").classes  # LV, RV, LA, ...: the preset's SNOMED CT concepts
+    segments = tuple(Segment(c.id, c.name, c.color, c.concept) for c in classes[:2])
+    own = classes[0].concept
+    assert own is not None
+    custom = own.model_copy(update={"type": own.type.model_copy(update={"code": "XYZ1", "scheme": "99LAB",
+                                                                       "meaning": "Blood pool"})})
+    segments += (Segment(3, "LA", (9, 9, 9), custom),)  # a config's own code beats the name lookup
+    src = shared_data / "dicom/siemens/anatomical/001"
+    vol = load_volume(src)
+    labels = np.zeros(vol.data.shape, np.uint8)
+    labels[3:5, 7:9, 1:3] = 3
+    write_labels(tmp_path / "a.dcm", labels, vol.affine, LabelOutput("dicom-seg", segments, VolumeRef(src)))
+    seq = pydicom.dcmread(tmp_path / "a.dcm").SegmentSequence
+    got = [(s.SegmentLabel, s.SegmentedPropertyCategoryCodeSequence[0].CodeValue,
+            *(getattr(s.SegmentedPropertyTypeCodeSequence[0], k)
+              for k in ("CodingSchemeDesignator", "CodeValue", "CodeMeaning"))) for s in seq]
+    assert got == [("LV", "91723000", "SCT", "87878005", "Left ventricle"),
+                   ("RV", "91723000", "SCT", "53085002", "Right ventricle"),
+                   ("LA", "91723000", "99LAB", "XYZ1", "Blood pool")]
+    # 3D Slicer's segmentation carries the same concepts as TerminologyEntry tags, and reads them back
+    write_labels(tmp_path / "a.seg.nrrd", labels, vol.affine, LabelOutput("seg.nrrd", segments))
+    assert read_seg_nrrd_segments(tmp_path / "a.seg.nrrd") == list(segments)
+    import nrrd
+
+    assert nrrd.read_header(str(tmp_path / "a.seg.nrrd"))["Segment0_Tags"] == (
+        "TerminologyEntry:Segmentation category and type - 3D Slicer General Anatomy list"
+        "~SCT^91723000^Anatomical Structure~SCT^87878005^Left ventricle~^^~Anatomic codes - DICOM master list"
+        "~^^~^^|")

@@ -72,6 +72,46 @@ def test_prepare_on_a_folder_of_two_series_asks_for_series_and_takes_the_one_pic
         assert code == 2 and f"--series '{pattern}' matches {found} of case 'c1' (s010, s401)" in text, text
 
 
+def test_prepare_picks_the_same_series_from_a_label_folder_and_records_both(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    import json
+
+    from segkit.io.dicomwrite import SeriesSpec, write_dicom_series
+
+    case = tmp_path / "study" / "c1"
+    for sub, name, number in (("a", "philips", 401), ("b", "hitachi", 10)):
+        shutil.copytree(shared_data / f"dicom/{name}/anatomical/001", case / "dicom" / sub)
+        vol = load_volume(case / "dicom" / sub)
+        label = (vol.data > np.percentile(vol.data, 70)).astype(np.uint8)
+        spec = SeriesSpec("MR", 0.0, "LA label", number)
+        write_dicom_series(case / "labels" / sub, label, vol.affine, spec)
+    args = (tmp_path / "study", "*/dicom", "*/labels")
+    code, text = _prepare(args[0], tmp_path / "out", *args[1:], "--series", "401")
+    assert code == 0 and "1 case(s) prepared" in text, text
+    record = json.loads((tmp_path / "out" / "dataset.json").read_text())["cases"]["c1"]
+    assert record["series"] == {"image": {"name": "s401", "number": 401, "description": "", "phase": None},
+                                "label": {"name": "s401_LA_label", "number": 401, "description": "LA label",
+                                          "phase": None}}
+    code, text = _prepare(args[0], tmp_path / "no", *args[1:], "--series", "s401")  # no label is s401
+    assert code == 2 and ("labels: --series 's401' matches no volume of case 'c1' (s010_LA_label, "
+                          "s401_LA_label)") in text, text
+
+
+def test_prepare_resamples_a_gantry_tilted_series_only_on_request(shared_data: Path, tmp_path: Path) -> None:
+    from segkit.io.volumes import VolumeRef
+
+    case = tmp_path / "study" / "ct1"
+    shutil.copytree(shared_data / "dicom/failing/gantrytilting/001", case / "dicom")
+    ct = load_volume(VolumeRef(case / "dicom", resample_tilt=True))
+    save_volume(case / "label.nii.gz", (ct.data > 200).astype(np.uint8), ct.affine)
+    args = (tmp_path / "study", "*/dicom", "*/label.nii.gz")
+    code, text = _prepare(args[0], tmp_path / "no", *args[1:])
+    assert code == 2 and "gantry tilt" in text and "--resample-tilt" in text, text
+    code, text = _prepare(args[0], tmp_path / "yes", *args[1:], "--resample-tilt")
+    assert code == 0 and "1 case(s) prepared" in text, text
+
+
 def _cine_nifti(shared_data: Path, path: Path) -> tuple[np.ndarray, np.ndarray]:
     """A two-phase 4D NIfTI from a 24 x 20 x 6 crop of la_100: phase 2 is phase 1 + 5."""
     img = nib.load(str(shared_data / "volumes/la2018_lge_mri/imagesTr/la_100.nii.gz"))
@@ -110,6 +150,32 @@ def test_a_4d_nifti_is_one_volume_per_phase_or_refused_naming_the_option(
                           "e.g. --series 'heart_image_phase01'") in text, text
     code, text = _prepare(args[0], tmp_path / "yes", *args[1:], "--series", "*_phase02")
     assert code == 0 and "1 case(s) prepared" in text, text
+    from segkit.prepare.manifest import load_manifest
+    from segkit.prepare.record import case_records
+
+    record = case_records(load_manifest(tmp_path / "yes"))["heart"]
+    assert record.series == {"image": {"name": "heart_image_phase02", "number": None, "description": "",
+                                       "phase": 2}, "label": None}
+    image, label = record.volume_refs() or ()  # what evaluate reads from the sources: the phase picked
+    np.testing.assert_array_equal(load_volume(image).data, crop + 5)
+
+
+def test_glob_and_label_skipping_match_the_phase_names_of_4d_files(
+    shared_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from segkit.infer.run import select_volumes
+
+    _cine_nifti(shared_data, tmp_path / "in" / "cine.nii.gz")
+    shutil.copy(tmp_path / "in" / "cine.nii.gz", tmp_path / "in" / "heart_seg.nii.gz")
+    with caplog.at_level(logging.WARNING, logger="segkit.infer.run"):
+        keep, skipped = select_volumes(tmp_path / "in", None)
+    assert [r.case_id for r in keep] == ["cine_phase01", "cine_phase02"]
+    assert skipped == ["heart_seg_phase01", "heart_seg_phase02"]
+    assert "skipped 2 label-named file(s): heart_seg_phase01, heart_seg_phase02" in caplog.text
+    keep, _ = select_volumes(tmp_path / "in", "*_phase02")
+    assert [(r.path.name, r.phase) for r in keep] == [("cine.nii.gz", 2), ("heart_seg.nii.gz", 2)]
+    keep, _ = select_volumes(tmp_path / "in", "cine.nii.gz")  # the file name still picks every phase
+    assert [r.case_id for r in keep] == ["cine_phase01", "cine_phase02"]
 
 
 def test_infer_writes_one_named_output_per_phase_of_a_4d_nifti(

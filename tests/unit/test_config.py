@@ -97,6 +97,30 @@ def test_bad_class_tables(classes: list, message: str) -> None:
         validate_config({"classes": classes})
 
 
+def test_class_concepts_are_validated_and_every_cardiac_preset_class_has_one() -> None:
+    la = {"id": 1, "name": "LA", "color": [255, 0, 255]}
+    typ = {"code": "82471001", "meaning": "Left atrium"}
+    cfg = validate_config({"classes": [{**la, "concept": {"type": typ}}]})
+    concept = cfg.classes[0].concept
+    assert concept is not None and (concept.category.code, concept.category.meaning) == (
+        "91723000", "Anatomical Structure")  # the default category
+    assert (concept.type.scheme, concept.type.code) == ("SCT", "82471001")
+    assert validate_config({"classes": [la]}).classes[0].concept is None  # optional
+    for bad, message in (({"code": "LA1", "meaning": "x"}, "SNOMED CT code is 6 to 16 digits"),
+                         ({"code": "82471001"}, "classes.0.concept.type.meaning"),
+                         ({"code": "82471001", "meaning": "x", "colour": 1}, "colour")):
+        with pytest.raises(ConfigError, match=message):
+            validate_config({"classes": [{**la, "concept": {"type": bad}}]})
+    for p in PRESETS:
+        cfg = load_config(p)
+        if cfg.name not in ("chest-ct", "demo"):
+            assert all(c.concept is not None and c.concept.type.scheme == "SCT" for c in cfg.classes), p
+    left = load_config(CONFIGS / "left-atrial.yaml")
+    # the concept names the class; it does not change what prepare writes
+    assert left.prepare_fingerprint() == validate_config(
+        {**left.to_yaml_data(), "classes": [{**la, "concept": None}]}).prepare_fingerprint()
+
+
 def test_missing_file_bad_yaml_and_non_mapping(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
