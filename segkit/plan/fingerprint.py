@@ -17,9 +17,9 @@ orientation; its own orientation is kept as axis codes (``"LPS"``). Per case:
 The summary (``summarize``): number of cases, the modality guess and its reason (CT when the DICOM Modality
 says so, or when the intensities are HU-like: some image's minimum at or below ``HU_AIR``), the median /
 minimum / maximum spacing and shape, foreground bounding boxes in mm (median, maximum), foreground intensity
-percentiles 0.5 / 99.5 over the foreground voxels of every case pooled (at most ``SAMPLE`` voxels a case, drawn
-with a fixed seed, as nnU-Net samples them) with mean and std, and the class frequencies (share of all voxels,
-share of foreground voxels, number of cases holding each label value).
+percentiles 0.5 / 99.5 over the foreground voxels of every case pooled (at most ``SAMPLE`` voxels a case,
+drawn with a fixed seed, as nnU-Net samples them) with mean and std, and the class frequencies (share of all
+voxels, share of foreground voxels, number of cases holding each label value).
 
 Example:
     >>> fp = fingerprint_dataset(Path("la2018_lge_mri"))
@@ -30,7 +30,6 @@ Example:
 from __future__ import annotations
 
 import zlib
-from pathlib import Path
 from typing import Any
 
 import numpy as np

@@ -1,5 +1,5 @@
-"""Which ``segkit prepare`` source reads a dataset folder, so that ``segkit plan`` pairs images and labels exactly
-as ``prepare`` will (the pairing itself is ``segkit.prepare.sources``'; nothing is paired here).
+"""Which ``segkit prepare`` source reads a dataset folder, so that ``segkit plan`` pairs images and labels
+exactly as ``prepare`` will (the pairing itself is ``segkit.prepare.sources``'; nothing is paired here).
 
 Recognised layouts, in this order (``detect_layout``):
 
@@ -84,7 +84,7 @@ def detect_layout(data: Path, image_glob: str | None = None, label_glob: str | N
 
 
 def find_cases(data: Path, layout: Layout) -> Discovery:
-    """The labelled cases of ``data`` as ``segkit prepare`` pairs them (``discover``), unlabelled ones dropped.
+    """The labelled cases of ``data`` as ``segkit prepare`` pairs them (``discover``); unlabelled: dropped.
 
     Raises:
         DataError: no labelled case.

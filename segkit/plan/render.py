@@ -1,8 +1,8 @@
 """The planned config as YAML text with a comment on every choice (``render_config``).
 
 Entries are ``(dotted key, value, reason)`` (``segkit.plan.rules.Entry``): a top-level key or ``section.key``.
-Each is written as ``key: <value in flow style>  # reason`` below its section, a list of mappings (the classes)
-one item a line; the text loads back (``yaml.safe_load``) to exactly the values given.
+Each is written as ``key: <value in flow style>  # reason`` below its section, a list of mappings (the
+classes) one item a line; the text loads back (``yaml.safe_load``) to exactly the values given.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def render_config(entries: list[tuple[str, Any, str]], header: list[str]) -> str
         if "." not in key:
             lines += _line("", key, value, reason)
     for section in SECTIONS:
-        inside = [(k.split(".", 1)[1], v, r) for k, v, r in entries if k.split(".", 1)[0] == section and "." in k]
+        inside = [(k.split(".", 1)[1], v, r) for k, v, r in entries if k.startswith(section + ".")]
         if inside:
             lines.append(f"{section}:")
             for key, value, reason in inside:

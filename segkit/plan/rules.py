@@ -24,9 +24,10 @@ Data-driven choices (nnU-Net's rules where they fit a 2D, CPU-bound toolkit):
   axis neighbouring slices are far apart;
 - the cascade: not a config key yet; written as a comment (``false`` with the reason).
 
-Every other choice (model family, filters, kernels, normalisation layers, loss, optimiser, schedule, checkpoint,
-augmentation, split ratios) is the tuned recipe of the preset named by ``PlanOptions.preset_like``, copied with
-its reason: the rules above do not know better than those measurements.
+Every other choice (model family, filters, kernels, normalisation layers, loss, optimiser, schedule,
+checkpoint, augmentation, split ratios) is the tuned recipe of the preset named by
+``PlanOptions.preset_like``, copied with its reason: the rules above do not know better than those
+measurements.
 """
 
 from __future__ import annotations
@@ -46,9 +47,9 @@ MARGIN = 0.1
 CASCADE_BELOW = 0.25
 """Foreground box area / slice area below which a cascade (locate, then segment a crop) would pay."""
 CPU_GFLOPS = 44.0
-"""Training throughput of one CPU core in forward GFLOP x 3 per second, measured: the ACDC preset (4.05 forward
-GFLOP per 192^2 image, ``segkit models flexunet``) trained an epoch of 1,187 slices in ~5.5 minutes on one core
-(issue 19): 1187 x 3 x 4.05 / 330 s = 43.7."""
+"""Training throughput of one CPU core in forward GFLOP x 3 per second, measured: the ACDC preset (4.05
+forward GFLOP per 192^2 image, ``segkit models flexunet``) trained an epoch of 1,187 slices in ~5.5 minutes on
+one core (issue 19): 1187 x 3 x 4.05 / 330 s = 43.7."""
 TRAIN_FLOP_FACTOR = 3.0
 """Training FLOP per image / forward FLOP (forward, then the backward pass ~ twice the forward)."""
 BATCH = 4
@@ -163,7 +164,8 @@ def budget_plan(gflops: float, slices: float, options: PlanOptions) -> list[Entr
         batch, why = 8, f"batch 4 would take {images / BATCH:.0f} steps (> {MAX_STEPS}): the budget affords 8"
     epochs = max(1, int(images // slices))
     how = (f"{options.budget_minutes:g} min x {options.cores} core(s) x {CPU_GFLOPS:g} GFLOP/s a core "
-           f"(measured, segkit.plan.rules.CPU_GFLOPS) / ({TRAIN_FLOP_FACTOR:g} x {gflops:.2f} GFLOP an image) "
+           f"(measured, segkit.plan.rules.CPU_GFLOPS) / ({TRAIN_FLOP_FACTOR:g} x {gflops:.2f} GFLOP an "
+           "image) "
            f"= {images:.0f} images; / {slices:.0f} training slices an epoch")
     return [
         ("train.epochs", epochs, f"{how}; the poly schedule anneals to zero here"),
@@ -269,14 +271,16 @@ def plan_entries(fp: dict[str, Any], geo: Geometry, gflops: float, options: Plan
     slices = train_slices(fp, geo.axis, share, preset.prepare.empty_fraction)
     sp = geo.spacing
     nsd = float(math.ceil(max(sp)))
+    pools = geo.num_layers - 1
+    coarse = max(fp["summary"]["spacing"]["median"]) / min(sp) > ANISOTROPY
     entries: list[Entry] = [
         ("name", options.name, "the dataset folder's name"),
         ("seed", preset.seed, f"as the preset {preset.name}"),
         *normalisation_entries(fp),
         *class_entries(fp, preset),
         ("prepare.axis", geo.axis, axis_why),
-        ("prepare.spacing", list(sp), f"the median in-plane spacing (nnU-Net's target spacing), mm"),
-        ("prepare.size", list(geo.size), "used by 2D-slice sources only (volumes are resampled to the spacing)"),
+        ("prepare.spacing", list(sp), "the median in-plane spacing (nnU-Net's target spacing), mm"),
+        ("prepare.size", list(geo.size), "2D-slice sources only (volumes are resampled to the spacing)"),
         split,
         ("data.dir", f"data/{options.name}", "where segkit prepare writes the slices"),
         ("data.image_size", list(geo.size), geo.reason),
@@ -284,12 +288,11 @@ def plan_entries(fp: dict[str, Any], geo: Geometry, gflops: float, options: Plan
         ("data.patches", True, "train on windows of the slices at their prepared size (millimetres kept, no "
          "stretch); inference slides the same window" + (" (one window covers a slice)" if geo.whole_slice
                                                            else "")),
-        ("data.context_slices", 0, "2D: 2.5D context was measured on LA and dropped (+0.003 Dice, 50 % dearer "
-         "epochs; README)" + ("; across a coarse axis neighbouring slices are far apart"
-                              if geo.axis != 2 or max(fp["summary"]["spacing"]["median"]) / min(sp) > ANISOTROPY
-                              else "")),
-        ("model.num_layers", geo.num_layers, f"{geo.num_layers - 1} poolings leave a "
-         f"{geo.size[0] >> (geo.num_layers - 1)} x {geo.size[1] >> (geo.num_layers - 1)} px bottleneck (4-8)"),
+        ("data.context_slices", 0, "2D: 2.5D context was measured on LA and dropped (+0.003 Dice, 50 % "
+         "dearer epochs; README)" + ("; neighbouring slices are far apart across this coarse axis" if coarse
+                                     else "")),
+        ("model.num_layers", geo.num_layers, f"{pools} poolings leave a {geo.size[0] >> pools} x "
+         f"{geo.size[1] >> pools} px bottleneck (4-8)"),
         *preset_entries(preset),
         *budget_plan(gflops, slices, options),
         ("train.run_dir", f"runs/{options.name}", "the run folder"),
