@@ -26,8 +26,8 @@ def _cores() -> int:
 
 @handle_errors
 def plan(
-    data: Path = typer.Argument(..., help="Raw dataset folder: imagesTr/ + labelsTr/, <case>_image + "
-                                "<case>_label, or <case> + <case>_gt volumes (any format segkit reads)."),
+    data: Path = typer.Argument(..., help="Raw dataset folder: imagesTr/ + labelsTr/, or <case>_image + "
+                                "<case>_label volumes (any format segkit reads); else --image-glob/--label-glob."),
     out_dir: Path = typer.Option(None, "--out", "-o", help="Folder for fingerprint.json and config.yaml "
                                  "[default: plans/<name of DATA>]."),
     budget: float = typer.Option(20.0, "--budget", min=0.1, help="Training wall-clock minutes "

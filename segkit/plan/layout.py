@@ -5,11 +5,11 @@ Recognised layouts, in this order (``detect_layout``):
 
 - ``imagesTr/`` + ``labelsTr/`` (Medical Segmentation Decathlon, the LA 2018 volumes): source ``left-atrial``;
 - ``<case>_image.<ext>`` + ``<case>_label.<ext>`` (the ACDC and HOCM volumes): source ``nifti`` with
-  ``--image-glob '*_image.<ext>' --label-glob '*_label.<ext>'``;
-- ``<case>.<ext>`` + ``<case>_gt.<ext>`` (the ACDC challenge release): source ``nifti`` with
-  ``--image-glob '*.<ext>' --label-glob '*_gt.<ext>'`` (``prepare`` drops the label files from the images).
+  ``--image-glob '*_image.<ext>' --label-glob '*_label.<ext>'``.
 
-``--image-glob`` / ``--label-glob`` given by the user always win (source ``nifti``).
+``--image-glob`` / ``--label-glob`` given by the user always win (source ``nifti``). The ACDC release's
+``<case>.nii.gz`` + ``<case>_gt.nii.gz`` is not among them: ``prepare``'s ``nifti`` source takes a file that
+matches both globs (``*.nii.gz`` matches the ``_gt`` files too) for an image, so its pairs need other names.
 """
 
 from __future__ import annotations
@@ -69,15 +69,12 @@ def detect_layout(data: Path, image_glob: str | None = None, label_glob: str | N
         return Layout("nifti", SourceOptions(image_glob=image_glob, label_glob=label_glob))
     if (data / "imagesTr").is_dir() and (data / "labelsTr").is_dir():
         return Layout("left-atrial", SourceOptions())
-    for image_tail, label_tail in (("_image", "_label"), ("", "_gt")):
-        labels = _suffixes_with(data, label_tail)
-        images = [s for s in _suffixes_with(data, image_tail) if s in labels]
-        if images:
-            sfx = images[0]
-            return Layout("nifti", SourceOptions(image_glob=f"*{image_tail}{sfx}",
-                                                 label_glob=f"*{label_tail}{sfx}"))
+    labels = _suffixes_with(data, "_label")
+    images = [s for s in _suffixes_with(data, "_image") if s in labels]
+    if images:
+        return Layout("nifti", SourceOptions(image_glob=f"*_image{images[0]}", label_glob=f"*_label{images[0]}"))
     raise DataError(
-        "no known dataset layout (imagesTr/ + labelsTr/, <case>_image + <case>_label, <case> + <case>_gt)",
+        "no known dataset layout (imagesTr/ + labelsTr/, or <case>_image + <case>_label volumes)",
         path=data,
         hint="name the pairs with --image-glob and --label-glob, each with one '*' for the case id",
     )
@@ -92,7 +89,7 @@ def find_cases(data: Path, layout: Layout) -> Discovery:
     found = discover(layout.source, data, layout.options)
     cases = [c for c in found.cases if c.label is not None and c.kind == "volume"]
     if not cases:
+        why = "; ".join(found.problems[:3]) or "check the file names"
         raise DataError("no labelled volume cases found", path=data,
-                        hint="segkit plan needs image + label volume pairs; "
-                        + "; ".join(found.problems[:3]) if found.problems else "check the file names")
+                        hint=f"segkit plan needs image + label volume pairs; {why}")
     return Discovery(cases, found.problems)
