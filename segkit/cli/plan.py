@@ -27,7 +27,8 @@ def _cores() -> int:
 @handle_errors
 def plan(
     data: Path = typer.Argument(..., help="Raw dataset folder: imagesTr/ + labelsTr/, or <case>_image + "
-                                "<case>_label volumes (any format segkit reads); else --image-glob/--label-glob."),
+                                "<case>_label volumes (any format segkit reads); else give --image-glob and "
+                                "--label-glob."),
     out_dir: Path = typer.Option(None, "--out", "-o", help="Folder for fingerprint.json and config.yaml "
                                  "[default: plans/<name of DATA>]."),
     budget: float = typer.Option(20.0, "--budget", min=0.1, help="Training wall-clock minutes "

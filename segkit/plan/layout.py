@@ -72,7 +72,8 @@ def detect_layout(data: Path, image_glob: str | None = None, label_glob: str | N
     labels = _suffixes_with(data, "_label")
     images = [s for s in _suffixes_with(data, "_image") if s in labels]
     if images:
-        return Layout("nifti", SourceOptions(image_glob=f"*_image{images[0]}", label_glob=f"*_label{images[0]}"))
+        sfx = images[0]
+        return Layout("nifti", SourceOptions(image_glob=f"*_image{sfx}", label_glob=f"*_label{sfx}"))
     raise DataError(
         "no known dataset layout (imagesTr/ + labelsTr/, or <case>_image + <case>_label volumes)",
         path=data,

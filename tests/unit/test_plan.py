@@ -138,7 +138,8 @@ def test_geometry_crop_or_whole_slice() -> None:
     small = plan_geometry({"summary": summary, "cases": [_case([200, 100, 50], [1, 1, 1], [20, 50, 10])]})
     assert small.whole_slice and small.size == (96, 192) and small.num_layers == 5  # 100 px: 16 x 6
     aniso = {"spacing": {"median": [1.5, 1.5, 10.0]}}
-    assert plan_geometry({"summary": aniso, "cases": [_case([64, 64, 10], [1.5, 1.5, 10], [30, 30, 50])]}).axis == 2
+    flat = [_case([64, 64, 10], [1.5, 1.5, 10], [30, 30, 50])]
+    assert plan_geometry({"summary": aniso, "cases": flat}).axis == 2
     coarse_x = {"spacing": {"median": [8.0, 1.0, 1.0]}}
     geo = plan_geometry({"summary": coarse_x, "cases": [_case([10, 64, 64], [8, 1, 1], [40, 40, 40])]})
     assert geo.axis == 0 and geo.spacing == (1.0, 1.0)
@@ -148,9 +149,11 @@ def test_rendered_yaml_reads_back() -> None:
     import yaml
 
     entries = [("name", "x", "why"), ("classes", [{"id": 1, "name": "a", "color": [1, 2, 3]}], "found"),
-               ("prepare.split", {"train": 1, "group_by": "^(.+)_[^_]+$"}, "ratios"), ("data.patches", True, "mm")]
+               ("prepare.split", {"train": 1, "group_by": "^(.+)_[^_]+$"}, "ratios"),
+               ("data.patches", True, "mm")]
     text = render_config(entries, ["head"])
     assert yaml.safe_load(text) == {"name": "x", "classes": [{"id": 1, "name": "a", "color": [1, 2, 3]}],
                                     "prepare": {"split": {"train": 1, "group_by": "^(.+)_[^_]+$"}},
                                     "data": {"patches": True}}
-    assert all("#" in line for line in text.splitlines() if not line.startswith("  - "))
+    keys = [line for line in text.splitlines() if not line.startswith("  - ") and not line.endswith(":")]
+    assert keys and all("  # " in line for line in keys)  # a reason on every key (sections: none)
