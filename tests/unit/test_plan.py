@@ -155,5 +155,6 @@ def test_rendered_yaml_reads_back() -> None:
     assert yaml.safe_load(text) == {"name": "x", "classes": [{"id": 1, "name": "a", "color": [1, 2, 3]}],
                                     "prepare": {"split": {"train": 1, "group_by": "^(.+)_[^_]+$"}},
                                     "data": {"patches": True}}
-    keys = [line for line in text.splitlines() if not line.startswith(("  - ", "#")) and not line.endswith(":")]
+    lines = text.splitlines()
+    keys = [line for line in lines if not line.startswith(("  - ", "#")) and not line.endswith(":")]
     assert keys and all("  # " in line for line in keys)  # a reason on every key (sections: none)
