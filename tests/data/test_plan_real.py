@@ -17,7 +17,7 @@ pytestmark = pytest.mark.data
 
 
 def test_plan_of_acdc_writes_fingerprint_and_config(shared_data: Path, tmp_path: Path) -> None:
-    """ACDC (20 volumes, 1.5 x 1.5 x 10 mm, heart in ~9 % of the field of view): both files; the config
+    """ACDC (20 volumes, 1.5 x 1.5 x 10 mm, the heart in ~9 % of the field of view): both files; the config
     loads with segkit's validator, slices across z at 1.5 mm, a whole-slice window (no cascade yet), the
     preset's class names, a split by patient."""
     data = shared_data / "volumes" / "acdc_cine_mri"
@@ -30,7 +30,7 @@ def test_plan_of_acdc_writes_fingerprint_and_config(shared_data: Path, tmp_path:
     cfg = load_config(result.config_path)
     assert [c.name for c in cfg.classes] == ["RV", "MYO", "LV"] and cfg.modality == "mr"
     assert (cfg.prepare.axis, cfg.prepare.spacing, cfg.data.patches) == (2, (1.5, 1.5), True)
-    assert cfg.data.image_size == (256, 224) and cfg.model.num_layers == 6  # 8 x 7 px bottleneck
+    assert cfg.data.image_size == (256, 224) and cfg.model.num_layers == 6  # an 8 x 7 px bottleneck
     assert cfg.prepare.split.group_by == "^(.+)_[^_]+$" and cfg.train.time_limit == 20
     assert cfg.train.batch_size == 4 and cfg.train.epochs >= 1
     text = result.config_path.read_text(encoding="utf-8")
@@ -38,7 +38,7 @@ def test_plan_of_acdc_writes_fingerprint_and_config(shared_data: Path, tmp_path:
 
 
 def _volumes(folder: Path, n: int) -> None:
-    """``n`` MR-like cases 40 x 40 x 6 at 1 mm: a bright 24 px square (class 1) with a darker core (class 2)."""
+    """``n`` MR-like cases 40 x 40 x 6 at 1 mm: a bright 24 px square (class 1), a darker core (class 2)."""
     folder.mkdir()
     rng = np.random.default_rng(0)
     for i in range(n):
@@ -53,9 +53,15 @@ def _volumes(folder: Path, n: int) -> None:
         nib.save(nib.Nifti1Image(label, np.eye(4)), folder / f"case{i}_label.nii.gz")
 
 
+TEST_TIME = ["train.epochs=1", "train.steps_per_epoch=2", "train.validation_steps=1",
+             "train.jit_compile=false", "train.epoch_change_infer.enabled=false",
+             "train.choose_postprocessing=false"]
+
+
 @pytest.mark.slow
 def test_planned_config_prepares_and_trains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """plan -> prepare -> train with the written config; only train.epochs / steps are cut for test time."""
+    """plan -> prepare -> train with the written config; only what costs test time is cut (one epoch of two
+    steps, one validation step, no XLA compilation, no epoch grids, no post-processing choice)."""
     from segkit.prepare import run_prepare
     from segkit.prepare.sources import SourceOptions
     from segkit.train.fit import train_model
@@ -71,6 +77,6 @@ def test_planned_config_prepares_and_trains(tmp_path: Path, monkeypatch: pytest.
     report = run_prepare("nifti", tmp_path / "raw", Path(cfg.data.dir), cfg,
                          PrepareOptions(workers=1, source_options=globs))
     assert not report.failures
-    short = load_config(result.config_path, ["train.epochs=1", "train.steps_per_epoch=2"])
+    short = load_config(result.config_path, TEST_TIME)
     trained = train_model(short)
     assert trained.epochs_done == 1 and (Path(cfg.train.run_dir) / "model.keras").is_file()
