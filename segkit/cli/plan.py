@@ -54,8 +54,8 @@ def plan(
     from segkit.plan import PlanOptions, dataset_name, run_plan
     from segkit.plan.layout import detect_layout
 
+    layout = detect_layout(data, image_glob, label_glob)  # a bad folder fails before TensorFlow loads
     quiet_tensorflow()
-    layout = detect_layout(data, image_glob, label_glob)
     options = PlanOptions(name or dataset_name(data), budget, cores or _cores(), preset_like)
     folder = out_dir or Path("plans") / options.name
     with RichProgress() as bar:
