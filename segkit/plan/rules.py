@@ -46,10 +46,10 @@ MARGIN = 0.1
 """Share of the foreground box added on each side of the training window."""
 CASCADE_BELOW = 0.25
 """Foreground box area / slice area below which a cascade (locate, then segment a crop) would pay."""
-CPU_GFLOPS = 44.0
-"""Training throughput of one CPU core in forward GFLOP x 3 per second, measured: the ACDC preset (4.05
-forward GFLOP per 192^2 image, ``segkit models flexunet``) trained an epoch of 1,187 slices in ~5.5 minutes on
-one core (issue 19): 1187 x 3 x 4.05 / 330 s = 43.7."""
+CPU_GFLOPS = 43.0
+"""Training throughput of one CPU core in forward GFLOP x 3 per second, measured: the ACDC preset (4.01
+forward GFLOP per 192^2 image, ``model_summary``) trained an epoch of 1,187 slices in ~5.5 minutes on one core
+(issue 19): 1187 x 3 x 4.01 / 330 s = 43.3."""
 TRAIN_FLOP_FACTOR = 3.0
 """Training FLOP per image / forward FLOP (forward, then the backward pass ~ twice the forward)."""
 BATCH = 4
