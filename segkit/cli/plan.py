@@ -63,6 +63,9 @@ def plan(
     for line in result.problems:
         err.print(f"left out: {line}", highlight=False, soft_wrap=True)
     cfg, geo = result.config, result.geometry
+    if cfg.prepare.split.valid == 0:
+        err.print("warning: one labelled case: the config validates, but segkit train needs a second case to "
+                  "validate on", highlight=False, soft_wrap=True)
     out.print(f"{cfg.name}: {len(cfg.classes)} classes, {cfg.modality}; slices along axis {geo.axis} "
               f"at {geo.spacing[0]:g} x {geo.spacing[1]:g} mm; window {geo.size[0]}x{geo.size[1]}, "
               f"{geo.num_layers} levels, {result.gflops:.2f} GFLOP an image; batch {cfg.train.batch_size}, "

@@ -12,11 +12,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from segkit.config import load_config
 from segkit.errors import DataError
 from segkit.plan.fingerprint import case_fingerprint, fingerprint_cases, guess_modality
 from segkit.plan.layout import detect_layout, find_cases
 from segkit.plan.render import render_config
-from segkit.plan.rules import levels_for, plan_geometry, round_to
+from segkit.plan.rules import (
+    PlanOptions,
+    budget_plan,
+    class_entries,
+    levels_for,
+    plan_geometry,
+    round_to,
+    split_entry,
+)
 from segkit.prepare.sources import CaseSpec
 
 
@@ -158,3 +167,37 @@ def test_rendered_yaml_reads_back() -> None:
     lines = text.splitlines()
     keys = [line for line in lines if not line.startswith(("  - ", "#")) and not line.endswith(":")]
     assert keys and all("  # " in line for line in keys)  # a reason on every key (sections: none)
+
+
+def test_budget_sizes_epochs_and_batch() -> None:
+    """images = minutes x 60 x 43 GFLOP/s x cores / (3 x GFLOP an image): 10 min, 1 core, 1 GFLOP -> 8,600
+    images, 86 epochs of 100 slices at batch 4; a budget of 21 steps -> batch 2; 215,000 steps -> batch 8."""
+    plan = {k: v for k, v, _ in budget_plan(1.0, 100, PlanOptions("x", 10, 1))}
+    assert plan == {"train.epochs": 86, "train.batch_size": 4, "train.time_limit": 10}
+    assert {k: v for k, v, _ in budget_plan(1.0, 100, PlanOptions("x", 0.1, 1))}["train.batch_size"] == 2
+    many = {k: v for k, v, _ in budget_plan(0.01, 100, PlanOptions("x", 10, 1))}
+    assert many["train.batch_size"] == 8 and many["train.epochs"] == 8600
+
+
+def _ids(*ids: str) -> dict:
+    return {"cases": [{"case_id": i} for i in ids]}
+
+
+def test_split_by_patient_only_where_ids_name_patients() -> None:
+    acdc = load_config("acdc")
+    key, split, _ = split_entry(_ids("p1_f1", "p1_f2", "p2_f1", "p2_f2", "p3_f1"), acdc)
+    assert key == "prepare.split" and split["group_by"] == "^(.+)_[^_]+$" and split["train"] == 0.6
+    assert "group_by" not in split_entry(_ids("la_100", "la_101", "la_102"), acdc)[1]  # one 'patient': la
+    assert split_entry(_ids("a", "b"), acdc)[1] == {"train": 1, "valid": 1, "test": 0}
+    assert split_entry(_ids("a"), acdc)[1] == {"train": 1, "valid": 0, "test": 0}
+
+
+def test_classes_named_from_the_preset_and_gaps_mapped() -> None:
+    acdc = load_config("acdc")
+    three = class_entries({"summary": {"classes": {"0": {}, "1": {}, "2": {}, "3": {}}}}, acdc)
+    assert [c["name"] for c in three[0][1]] == ["RV", "MYO", "LV"] and len(three) == 1
+    gaps = class_entries({"summary": {"classes": {"0": {}, "2": {}, "7": {}}}}, acdc)
+    assert [c["name"] for c in gaps[0][1]] == ["class_2", "class_7"]
+    assert gaps[1][:2] == ("prepare.label_map", {2: 1, 7: 2})
+    colors = [tuple(c["color"]) for c in gaps[0][1]]
+    assert len(set(colors)) == 2 and (0, 0, 0) not in colors
