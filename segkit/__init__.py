@@ -9,7 +9,7 @@ checks this order, written in ``pyproject.toml``'s ``[tool.importlinter]``:
 1. ``cli`` -- the Typer commands;
 2. ``cv`` -- cross-validation: trains each fold (``train``) and scores it (``evaluate``); then ``export`` --
    deployment bundles of a run or cv folder (reads the preprocessing recipe through ``infer``);
-3. ``train | evaluate | infer`` -- the stages;
+3. ``train | evaluate | infer | plan`` -- the stages (``plan``: a dataset fingerprint and a planned config);
 4. ``postprocess`` -- the component filter and the post-processing choice, made by train, applied by
    evaluate and infer;
 5. ``predict`` -- model loading, slice and volume prediction, shared by the stages and the choice;

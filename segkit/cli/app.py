@@ -1,6 +1,7 @@
 """The ``segkit`` command: one Typer app, one module per command, one error boundary.
 
     segkit prepare SOURCE SRC --out DIR     volumes / slices -> patient-split 2D dataset
+    segkit plan DATA [--budget MINUTES]     dataset fingerprint + a self-configured, commented config
     segkit train CONFIG                     train a model
     segkit cv CONFIG                        train and score every cross-validation fold
     segkit evaluate CONFIG                  per case x class metrics
@@ -29,6 +30,7 @@ from segkit.cli import (  # noqa: E402
     export_cmd,
     infer,
     models_cmd,
+    plan,
     prepare,
     train,
 )
@@ -62,6 +64,7 @@ def _root(
 
 
 app.command("prepare", no_args_is_help=True)(prepare.prepare)
+app.command("plan", no_args_is_help=True)(plan.plan)
 app.command("train", no_args_is_help=True)(train.train)
 app.command("cv", no_args_is_help=True)(cv.cv)
 app.command("evaluate", no_args_is_help=True)(evaluate.evaluate)

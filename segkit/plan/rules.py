@@ -1,0 +1,309 @@
+"""The planning rules of ``segkit plan``: a dataset fingerprint (``segkit.plan.fingerprint``) and a training
+budget -> every choice of a config, each with the reason written beside it.
+
+Data-driven choices (nnU-Net's rules where they fit a 2D, CPU-bound toolkit):
+
+- ``modality``: the fingerprint's guess (DICOM Modality, else HU-like intensities);
+- ``prepare.axis``: the canonical axis of the coarsest spacing when the volumes are anisotropic (largest over
+  smallest spacing > ``ANISOTROPY``; nnU-Net's 2D rule: slice across the coarse axis), else axial (2);
+- ``prepare.spacing``: the median in-plane spacing (nnU-Net's target spacing), written in mm;
+- ``data.image_size`` (the training window, ``data.patches: true``): the largest in-plane foreground bounding
+  box at that spacing plus ``MARGIN`` on each side, no larger than the median slice; when the foreground box
+  covers less than ``CASCADE_BELOW`` of the field of view, a locate-then-segment cascade would pay, but it is
+  not built, and windows cropped from a full field of view lost 0.16 Dice on ACDC (README, "How the recipe
+  was chosen": false positives far from the heart), so the window is the whole median slice instead; each side
+  rounded to the nearest multiple of ``2**(num_layers - 1)``;
+- ``model.num_layers``: as many levels as keep the bottleneck's shorter side at 4-8 pixels;
+- ``train.batch_size`` and ``train.epochs`` for the budget: images the budget trains = budget seconds x
+  ``CPU_GFLOPS`` per core x cores / (3 x the model's forward GFLOP per image; forward + backward ~ 3 x
+  forward); batch 4 (the presets' measured choice) unless that leaves fewer than ``MIN_STEPS`` steps (2) or
+  more than ``MAX_STEPS`` (8); epochs = images / training slices a epoch;
+- normalisation: CT -> ``prepare.ct_window`` = the foreground's pooled 0.5 / 99.5 percentiles (clip, then
+  scale); MR -> ``prepare.mr_percentiles`` [0.5, 99.5] of each volume (segkit's per-volume scaling);
+- ``data.context_slices``: 0 (2D): 2.5D context was measured and dropped on LA (README), and across a coarse
+  axis neighbouring slices are far apart;
+- the cascade: not a config key yet; written as a comment (``false`` with the reason).
+
+Every other choice (model family, filters, kernels, normalisation layers, loss, optimiser, schedule,
+checkpoint, augmentation, split ratios) is the tuned recipe of the preset named by
+``PlanOptions.preset_like``, copied with its reason: the rules above do not know better than those
+measurements.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from segkit.config import Config, load_config
+
+ANISOTROPY = 3.0
+"""Largest over smallest spacing above which volumes are sliced across their coarsest axis."""
+MARGIN = 0.1
+"""Share of the foreground box added on each side of the training window."""
+CASCADE_BELOW = 0.25
+"""Foreground box area / slice area below which a cascade (locate, then segment a crop) would pay."""
+CPU_GFLOPS = 43.0
+"""Training throughput of one CPU core in forward GFLOP x 3 per second, measured: the ACDC preset (4.01
+forward GFLOP per 192^2 image, ``model_summary``) trained an epoch of 1,187 slices in ~5.5 minutes on one core
+(issue 19): 1187 x 3 x 4.01 / 330 s = 43.3."""
+TRAIN_FLOP_FACTOR = 3.0
+"""Training FLOP per image / forward FLOP (forward, then the backward pass ~ twice the forward)."""
+BATCH = 4
+MIN_STEPS = 250
+MAX_STEPS = 25_000
+DEFAULT_PRESET = "left-atrial"
+
+Entry = tuple[str, Any, str]
+"""One planned key: dotted key, value, the reason (the YAML comment)."""
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """What ``segkit plan`` plans for besides the data.
+
+    Attributes:
+        name: the config's ``name`` (also ``data/<name>`` and ``runs/<name>``).
+        budget_minutes: wall-clock training minutes (``train.time_limit``).
+        cores: CPU cores training will use.
+        preset_like: the preset whose tuned recipe (and class names, when the class count matches) is kept.
+    """
+
+    name: str
+    budget_minutes: float = 20.0
+    cores: int = 1
+    preset_like: str = DEFAULT_PRESET
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The in-plane geometry planned: slicing axis, target spacing (rows, columns; mm), training window,
+    levels, the foreground box share of the field of view, and whether the window is the whole slice."""
+
+    axis: int
+    spacing: tuple[float, float]
+    size: tuple[int, int]
+    num_layers: int
+    fg_share: float
+    whole_slice: bool
+    reason: str
+
+
+def _display(values: list[float], axis: int) -> tuple[float, float]:
+    """(rows, columns) of a display slice along canonical ``axis`` (``segkit.prepare.slicing`` convention)."""
+    inplane = [values[a] for a in range(3) if a != axis]
+    return inplane[1], inplane[0]
+
+
+def slicing_axis(summary: dict[str, Any]) -> tuple[int, str]:
+    """The slicing axis and why (see the module docstring)."""
+    sp = summary["spacing"]["median"]
+    if max(sp) / min(sp) > ANISOTROPY:
+        axis = max(range(3), key=lambda a: (sp[a], a))
+        return axis, (f"anisotropic {sp[0]:g} x {sp[1]:g} x {sp[2]:g} mm: slices across the coarsest axis "
+                      "(nnU-Net's 2D rule)")
+    return 2, f"near-isotropic {sp[0]:g} x {sp[1]:g} x {sp[2]:g} mm: axial, as the presets"
+
+
+def levels_for(side: float) -> int:
+    """Resolution levels whose bottleneck keeps the shorter side ``side`` at 4-8 pixels (2..8 levels)."""
+    return max(2, min(8, 1 + int(math.floor(math.log2(max(side, 8) / 4)))))
+
+
+def round_to(n: float, div: int) -> int:
+    """``n`` rounded to the nearest multiple of ``div`` (at least ``div``)."""
+    return max(div, int(round(n / div)) * div)
+
+
+def plan_geometry(fp: dict[str, Any]) -> Geometry:
+    """Axis, target spacing, training window and levels of a fingerprint (``{"summary", "cases"}``)."""
+    summary, cases = fp["summary"], fp["cases"]
+    axis, _ = slicing_axis(summary)
+    spacing = _display(summary["spacing"]["median"], axis)
+    fov = [_display([n * s for n, s in zip(c["shape"], c["spacing"], strict=True)], axis) for c in cases]
+    box = [_display(c["foreground"]["bbox_mm"], axis) for c in cases]
+    shares = sorted((b[0] * b[1]) / (f[0] * f[1]) for b, f in zip(box, fov, strict=True))
+    share = shares[len(shares) // 2]
+    slice_px = [sorted(f[i] / spacing[i] for f in fov)[len(fov) // 2] for i in (0, 1)]
+    box_px = [max(b[i] for b in box) * (1 + 2 * MARGIN) / spacing[i] for i in (0, 1)]
+    if share < CASCADE_BELOW:
+        raw, whole = slice_px, True
+        why = (f"the whole median slice ({slice_px[0]:.0f} x {slice_px[1]:.0f} px): the foreground box is "
+               f"{share:.0%} of the field of view, windows cropped from it lost on ACDC (README) and the "
+               "cascade is not built")
+    else:
+        raw, whole = [min(b, s) for b, s in zip(box_px, slice_px, strict=True)], False
+        why = (f"the largest foreground box + {MARGIN:.0%} a side ({box_px[0]:.0f} x {box_px[1]:.0f} px), "
+               f"at most the median slice ({slice_px[0]:.0f} x {slice_px[1]:.0f} px)")
+    num_layers = levels_for(min(raw))
+    div = 2 ** (num_layers - 1)
+    size = (round_to(raw[0], div), round_to(raw[1], div))
+    return Geometry(axis, (round(spacing[0], 4), round(spacing[1], 4)), size, num_layers, share, whole,
+                    f"{why}; rounded to multiples of {div} ({num_layers - 1} poolings)")
+
+
+def train_slices(fp: dict[str, Any], axis: int, train_share: float, empty_fraction: float) -> float:
+    """Slices one epoch trains on: per case the slices across the foreground box plus ``empty_fraction`` of
+    the others, times the share of cases in the train split."""
+    per_case = [c["foreground"]["bbox_vox"][axis] + empty_fraction * (c["shape"][axis]
+                - c["foreground"]["bbox_vox"][axis]) for c in fp["cases"]]
+    return max(1.0, sum(per_case) * train_share)
+
+
+def budget_plan(gflops: float, slices: float, options: PlanOptions) -> list[Entry]:
+    """``train.batch_size``, ``train.epochs`` and ``train.time_limit`` for the budget (module docstring)."""
+    seconds = options.budget_minutes * 60
+    images = seconds * CPU_GFLOPS * options.cores / (TRAIN_FLOP_FACTOR * gflops)
+    batch, why = BATCH, "the presets' measured choice: more optimizer steps per CPU-minute than 16 (README)"
+    if images / BATCH < MIN_STEPS:
+        batch, why = 2, f"batch 4 would leave {images / BATCH:.0f} steps (< {MIN_STEPS}) in the budget"
+    elif images / BATCH > MAX_STEPS:
+        batch, why = 8, f"batch 4 would take {images / BATCH:.0f} steps (> {MAX_STEPS}): the budget affords 8"
+    epochs = max(1, int(images // slices))
+    how = (f"{options.budget_minutes:g} min x {options.cores} core(s) x {CPU_GFLOPS:g} GFLOP/s a core "
+           f"(measured, segkit.plan.rules.CPU_GFLOPS) / ({TRAIN_FLOP_FACTOR:g} x {gflops:.2f} GFLOP an "
+           "image) "
+           f"= {images:.0f} images; / {slices:.0f} training slices an epoch")
+    return [
+        ("train.epochs", epochs, f"{how}; the poly schedule anneals to zero here"),
+        ("train.batch_size", batch, why),
+        ("train.time_limit", options.budget_minutes, "the budget (--budget): the run stops at the last epoch "
+                                                     "boundary that fits"),
+    ]
+
+
+def class_entries(fp: dict[str, Any], preset: Config) -> list[Entry]:
+    """``classes`` and ``prepare.label_map``: one class per foreground label value found, named after the
+    preset's classes when their number matches, else ``class_<value>``."""
+    values = [int(v) for v in fp["summary"]["classes"] if v != "0"]
+    named = len(values) == len(preset.classes)
+    classes = []
+    for i, v in enumerate(values, start=1):
+        spec = preset.classes[i - 1] if named else None
+        color = list(spec.color) if spec else _color(i)
+        classes.append({"id": i, "name": spec.name if spec else f"class_{v}", "color": color})
+    why = "one class per label value found" + (f", named as in the preset {preset.name}" if named else "")
+    out: list[Entry] = [("classes", classes, why)]
+    if values != list(range(1, len(values) + 1)):
+        out.append(("prepare.label_map", {v: i for i, v in enumerate(values, start=1)},
+                    "label values with gaps -> class ids 1..N"))
+    return out
+
+
+def _color(i: int) -> list[int]:
+    r, g, b = colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.85, 0.95)
+    return [max(1, int(r * 255)), int(g * 255), int(b * 255)]
+
+
+def split_entry(fp: dict[str, Any], preset: Config) -> Entry:
+    """``prepare.split``: the preset's ratios (3 cases or more), grouped by patient when case ids are
+    ``<patient>_<part>`` with several parts a patient."""
+    ids = [c["case_id"] for c in fp["cases"]]
+    n = len(ids)
+    split: dict[str, Any] = {k: getattr(preset.prepare.split, k) for k in ("train", "valid", "test")}
+    why = f"the ratios of the preset {preset.name}"
+    if n == 2:
+        split, why = {"train": 1, "valid": 1, "test": 0}, "2 cases: one to train, one to validate"
+    elif n == 1:
+        split, why = {"train": 1, "valid": 0, "test": 0}, ("ONE case: nothing to validate on; training needs "
+                                                          "a valid split, so add cases before training")
+    patients = {m.group(1) for i in ids if (m := re.match(r"^(.+)_[^_]+$", i))}
+    if n > 2 and 1 < len(patients) < n and all(re.match(r"^(.+)_[^_]+$", i) for i in ids):
+        split["group_by"] = "^(.+)_[^_]+$"
+        why += f"; {n} cases of {len(patients)} patients (<patient>_<part>): split by patient"
+    return ("prepare.split", split, why)
+
+
+def normalisation_entries(fp: dict[str, Any]) -> list[Entry]:
+    """``modality`` and its intensity normalisation into the 8-bit slices ``prepare`` writes."""
+    summary = fp["summary"]
+    eight_bit = ("slices are stored as 8-bit PNG and read as uint8 / 255: a z-score is an affine map of the "
+                 "clipped range, which the first convolution absorbs, so clip-and-scale to 0..255 stands "
+                 "for it at 1/256 of the range a step")
+    if summary["modality"] == "ct":
+        fg = summary["foreground_intensity"]
+        window = [float(math.floor(fg["p00_5"])), float(math.ceil(fg["p99_5"]))]
+        return [
+            ("modality", "ct", summary["modality_reason"]),
+            ("prepare.ct_window", window, "CT: clip to the foreground's pooled 0.5 / 99.5 percentiles "
+             f"(nnU-Net), then scale; {eight_bit}"),
+        ]
+    return [
+        ("modality", "mr", summary["modality_reason"]),
+        ("prepare.mr_percentiles", [0.5, 99.5], f"MR: per-volume 0.5 / 99.5 percentile scaling; {eight_bit}"),
+    ]
+
+
+_KEPT = {
+    "model": ("name", "base_filters", "base_kernels", "max_filters", "dropout_rate", "norm"),
+    "loss": ("name",),
+    "train": ("learning_rate", "clipvalue", "schedule", "warmup_epochs", "model_checkpoint", "early_stopping",
+              "epoch_change_infer", "jit_compile"),
+    "augment": ("hflip", "rotate", "scale", "brightness", "contrast"),
+    "prepare": ("empty_slices", "empty_fraction"),
+}
+"""The keys of the tuned recipe copied from the preset (``PlanOptions.preset_like``)."""
+
+
+def preset_entries(preset: Config) -> list[Entry]:
+    """The preset's tuned choices (``_KEPT``), each with the reason: the preset's measured recipe."""
+    data = preset.to_yaml_data()
+    out: list[Entry] = []
+    for section, keys in _KEPT.items():
+        for key in keys:
+            value = data[section][key]
+            if isinstance(value, dict):
+                default = type(getattr(getattr(preset, section), key))().model_dump(mode="json")
+                value = {k: v for k, v in value.items() if v != default.get(k)} or {"p": value.get("p", 0)}
+            out.append((f"{section}.{key}", value, f"kept from the preset {preset.name} (its tuned recipe)"))
+    return out
+
+
+def plan_entries(fp: dict[str, Any], geo: Geometry, gflops: float, options: PlanOptions) -> list[Entry]:
+    """Every planned key of the config, with its reason (the module docstring)."""
+    preset = load_config(options.preset_like)
+    _, axis_why = slicing_axis(fp["summary"])
+    split = split_entry(fp, preset)
+    share = split[1]["train"] / sum(split[1][k] for k in ("train", "valid", "test"))
+    slices = train_slices(fp, geo.axis, share, preset.prepare.empty_fraction)
+    sp = geo.spacing
+    nsd = float(math.ceil(max(sp)))
+    pools = geo.num_layers - 1
+    coarse = max(fp["summary"]["spacing"]["median"]) / min(sp) > ANISOTROPY
+    entries: list[Entry] = [
+        ("name", options.name, "the dataset folder's name"),
+        ("seed", preset.seed, f"as the preset {preset.name}"),
+        *normalisation_entries(fp),
+        *class_entries(fp, preset),
+        ("prepare.axis", geo.axis, axis_why),
+        ("prepare.spacing", list(sp), "the median in-plane spacing (nnU-Net's target spacing), mm"),
+        ("prepare.size", list(geo.size), "2D-slice sources only (volumes are resampled to the spacing)"),
+        split,
+        ("data.dir", f"data/{options.name}", "where segkit prepare writes the slices"),
+        ("data.image_size", list(geo.size), geo.reason),
+        ("data.channels", 1, "gray slices"),
+        ("data.patches", True, "train on windows of the slices at their prepared size (millimetres kept, no "
+         "stretch); inference slides the same window" + (" (one window covers a slice)" if geo.whole_slice
+                                                           else "")),
+        ("data.context_slices", 0, "2D: 2.5D context was measured on LA and dropped (+0.003 Dice, 50 % "
+         "dearer epochs; README)" + ("; neighbouring slices are far apart across this coarse axis" if coarse
+                                     else "")),
+        ("model.num_layers", geo.num_layers, f"{pools} poolings leave a {geo.size[0] >> pools} x "
+         f"{geo.size[1] >> pools} px bottleneck (4-8)"),
+        *preset_entries(preset),
+        *budget_plan(gflops, slices, options),
+        ("train.run_dir", f"runs/{options.name}", "the run folder"),
+        ("evaluate.nsd_tolerance_mm", nsd, "one target pixel, rounded up to whole mm"),
+    ]
+    return entries
+
+
+def cascade_comment(geo: Geometry) -> str:
+    """The cascade decision (not a config key yet): ``false``, with the reason."""
+    advised = geo.fg_share < CASCADE_BELOW
+    return (f"cascade: false -- the foreground box covers {geo.fg_share:.0%} of the field of view "
+            + (f"(< {CASCADE_BELOW:.0%}: a locate-then-segment cascade would pay, but it is not built yet, "
+               "issue 19 part 1)" if advised else f"(>= {CASCADE_BELOW:.0%}: one model sees enough of it)"))

@@ -1,0 +1,28 @@
+"""``segkit plan``'s command line: its help, and bad input as one line with exit code 2 and nothing written
+(the plan itself is tested through the library, tests/unit/test_plan.py and tests/data/test_plan_real.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from segkit.cli.app import app
+
+runner = CliRunner()
+
+
+def test_help_names_the_budget_and_the_outputs() -> None:
+    res = runner.invoke(app, ["plan", "--help"])
+    assert res.exit_code == 0
+    assert "--budget" in res.output and "fingerprint.json" in res.output and "--preset-like" in res.output
+
+
+def test_a_folder_without_pairs_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("no volumes here", encoding="utf-8")
+    res = runner.invoke(app, ["plan", str(tmp_path), "--out", str(tmp_path / "plan")])
+    assert res.exit_code == 2
+    assert "no known dataset layout" in res.output and "--image-glob" in res.output
+    assert not (tmp_path / "plan").exists()
+    res = runner.invoke(app, ["plan", str(tmp_path), "--image-glob", "*_image.nii.gz"])
+    assert res.exit_code == 2 and "give both --image-glob and --label-glob" in res.output
