@@ -135,7 +135,7 @@ def test_bundle_infers_like_keras_without_tensorflow(
     assert [c["name"] for c in meta["classes"]] == ["background", "ventricle", "atrium", "vessel"]
     assert meta["classes"][0]["concept"] is None and meta["classes"][1]["concept"] == {  # demo.yaml's concept
         "category": {"code": "91723000", "scheme": "SCT", "meaning": "Anatomical Structure"},
-        "type": {"code": "21814001", "scheme": "SCT", "meaning": "Cardiac ventricle"}}
+        "type": {"code": "21814001", "scheme": "SCT", "meaning": "Ventricle"}}
     assert meta["ensemble"]["members"] == (["model.keras"] if name == "run"
                                            else ["fold_0/model.keras", "fold_1/model.keras"])
     assert meta["export_check"]["max_abs_diff"] < 1e-3

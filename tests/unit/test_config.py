@@ -121,6 +121,35 @@ def test_class_concepts_are_validated_and_every_cardiac_preset_class_has_one() -
         {**left.to_yaml_data(), "classes": [{**la, "concept": None}]}).prepare_fingerprint()
 
 
+# SNOMED CT codes of the presets that pydicom's DICOM tables (CID 7151 and others) do not list, checked by
+# hand against SNOMED CT: 74281007 |Myocardium structure (body structure)|.
+NOT_IN_PYDICOM = {"74281007"}
+
+
+def test_preset_and_fallback_codes_name_the_structure_dicom_gives_them() -> None:
+    """Every SNOMED CT code of the presets (and of DICOM-SEG's fallback table) means, in pydicom's copy of the
+    DICOM code tables, what the preset says it means (a wrong code once named 'Proximal Right Coronary
+    Artery' as the whole RCA)."""
+    import pydicom.sr._concepts_dict as dicom_codes
+
+    from segkit.io.dicomseg import CARDIAC_CODES
+
+    meanings: dict[str, set[str]] = {}
+    for entry in dicom_codes.concepts["SCT"].values():
+        for code, (meaning, _cids) in entry.items():
+            meanings.setdefault(code, set()).add(meaning.lower())
+    used = {(c.concept.type.code, c.concept.type.meaning)
+            for p in PRESETS for c in load_config(p).classes if c.concept is not None}
+    used |= set(CARDIAC_CODES.values())
+    assert len(used) >= 15
+    for code, meaning in sorted(used):
+        if code in NOT_IN_PYDICOM:
+            continue
+        assert code in meanings, f"{code} ({meaning}) is in no DICOM table"
+        assert meaning.lower() in meanings[code] or any(
+            m.startswith(meaning.lower()) for m in meanings[code]), (code, meaning, meanings[code])
+
+
 def test_missing_file_bad_yaml_and_non_mapping(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
