@@ -15,8 +15,8 @@ _EPILOG = (
     "Examples:\n\n\b\n"
     "  segkit plan ../shared/data/volumes/la2018_lge_mri --preset-like left-atrial --budget 20\n"
     "  segkit plan ../shared/data/volumes/acdc_cine_mri --preset-like acdc --out plans/acdc\n"
-    "  segkit plan ../shared/data/volumes/totalseg_aorta_ct --image-glob 'aorta*_image.nii.gz' "
-    "--label-glob 'aorta*_structures_label.nii.gz'"
+    "  segkit plan ../shared/data/volumes/acdc_cine_mri --image-glob '*_frame01_image.nii.gz' "
+    "--label-glob '*_frame01_label.nii.gz' --out plans/acdc-frame01"
 )
 
 
@@ -52,9 +52,10 @@ def plan(
     (the command is in its header).
     """
     from segkit.plan import PlanOptions, dataset_name, run_plan
-    from segkit.plan.layout import detect_layout
+    from segkit.plan.layout import detect_layout, find_cases
 
-    layout = detect_layout(data, image_glob, label_glob)  # a bad folder fails before TensorFlow loads
+    layout = detect_layout(data, image_glob, label_glob)  # a bad folder fails before TensorFlow loads,
+    find_cases(data, layout)  # and so does one with fewer than two labelled cases
     quiet_tensorflow()
     options = PlanOptions(name or dataset_name(data), budget, cores or _cores(), preset_like)
     folder = out_dir or Path("plans") / options.name
@@ -63,9 +64,6 @@ def plan(
     for line in result.problems:
         err.print(f"left out: {line}", highlight=False, soft_wrap=True)
     cfg, geo = result.config, result.geometry
-    if cfg.prepare.split.valid == 0:
-        err.print("warning: one labelled case: the config validates, but segkit train needs a second case to "
-                  "validate on", highlight=False, soft_wrap=True)
     out.print(f"{cfg.name}: {len(cfg.classes)} classes, {cfg.modality}; slices along axis {geo.axis} "
               f"at {geo.spacing[0]:g} x {geo.spacing[1]:g} mm; window {geo.size[0]}x{geo.size[1]}, "
               f"{geo.num_layers} levels, {result.gflops:.2f} GFLOP an image; batch {cfg.train.batch_size}, "

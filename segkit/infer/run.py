@@ -93,7 +93,7 @@ def plan_inference(
         DataError: missing input, unsupported file type, a folder with no volume or slice, two inputs that
             would write one output file, probabilities asked for slices, existing outputs without
             ``overwrite``, an output folder inside the input or its ground truth, an unknown output format,
-            ``dicom-seg`` for an input that is not DICOM.
+            ``dicom-seg`` for an input that is not DICOM or with ``resample_tilt``.
         ModelError: a cross-validation run whose fold model is missing.
     """
     from segkit.infer.folder import OUTPUT_DIRS, check_output_dir, folder_outputs, list_images
@@ -207,12 +207,17 @@ def _names(ref: VolumeRef, folder: Path) -> tuple[str, ...]:
 
 def _check_dicom_seg(volumes: Sequence[VolumeRef], output_format: str) -> None:
     """Refuse ``dicom-seg`` for an input that is not one DICOM series (a DICOM-SEG references its source
-    series; a cine joined from one series per slice position spans several)."""
+    series; a cine joined from one series per slice position spans several), and together with
+    ``resample_tilt`` (the resampled grid's slices are not the source's frames a DICOM-SEG references)."""
     from segkit.io.dicom import list_series
     from segkit.io.volumes import volume_format
 
     if output_format != "dicom-seg":
         return
+    if any(ref.resample_tilt for ref in volumes):
+        raise DataError("--output-format dicom-seg cannot be written with --resample-tilt: a DICOM-SEG "
+                        "references the source's slices, not the resampled untilted grid",
+                        hint="choose nifti, nrrd, mha or seg.nrrd for a resampled series")
     for ref in volumes:
         fmt = volume_format(ref.path)
         if ref.series_key is None and (fmt is None or fmt.name != "dicom"):

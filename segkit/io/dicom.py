@@ -19,7 +19,9 @@ TemporalPositionIdentifier or TriggerTime) becomes one series per phase (``s004_
 does an enhanced multi-frame cine (frames told apart by the TemporalPositionIndex of their Frame Content or
 the NominalCardiacTriggerDelayTime of their Cardiac Synchronization group) and a cine stored as one series
 per slice position (Siemens; joined first, named after the first series' number and the descriptions'
-common beginning). A cine whose positions hold unequal numbers of images is refused as shared positions.
+common beginning cut at a word boundary; a position acquired again in a later series keeps the highest series
+number, with a warning naming the series dropped). A cine whose positions hold unequal numbers of images is
+refused as shared positions.
 """
 
 from __future__ import annotations
@@ -285,8 +287,10 @@ def _join_positions(groups: list[list[tuple[Path, Any]]]) -> list[tuple[list[tup
     """The series' datasets with their description. Series whose images all lie at one single position (a
     cine acquired as one series per slice position) are joined into one when they share orientation, image
     size, pixel spacing, frame of reference, modality and protocol name and one of them holds several
-    images; the description is their common beginning. A position with fewer phases than the others is
-    joined too, so that the reader refuses the set instead of dropping that position."""
+    images; a position acquired again in another series keeps the series of the highest number
+    (``_latest_per_position``); the description is their common beginning, cut at a word boundary
+    (``_common_description``). A position with fewer phases than the others is joined too, so that the
+    reader refuses the set instead of dropping that position."""
     out: list[tuple[list[tuple[Path, Any]], str]] = []
     stacks: dict[tuple, list[list[tuple[Path, Any]]]] = {}
     for items in groups:
@@ -301,15 +305,53 @@ def _join_positions(groups: list[list[tuple[Path, Any]]]) -> list[tuple[list[tup
                str(ds.get("ProtocolName", "")))
         stacks.setdefault(key, []).append(items)
     for members in stacks.values():
-        members.sort(key=lambda items: (_number(items[0][1].get("SeriesNumber")) or 0.0,
-                                        str(items[0][1].get("SeriesInstanceUID", ""))))
-        descriptions = [str(items[0][1].get("SeriesDescription", "")) for items in members]
+        members.sort(key=_series_order)
         if len(members) == 1 or all(len(_images(items)) == 1 for items in members):
-            out += zip(members, descriptions, strict=True)
+            out += [(items, str(items[0][1].get("SeriesDescription", ""))) for items in members]
             continue
-        common = os.path.commonprefix(descriptions).rstrip(" _-") or descriptions[0]
-        out.append(([it for items in members for it in items], common))
+        members = _latest_per_position(members)
+        descriptions = [str(items[0][1].get("SeriesDescription", "")) for items in members]
+        out.append(([it for items in members for it in items], _common_description(descriptions)))
     return out
+
+
+def _series_order(items: list[tuple[Path, Any]]) -> tuple[float, str]:
+    """Sort key of a series' datasets: SeriesNumber (absent: 0), then SeriesInstanceUID."""
+    return (_number(items[0][1].get("SeriesNumber")) or 0.0, str(items[0][1].get("SeriesInstanceUID", "")))
+
+
+def _latest_per_position(members: list[list[tuple[Path, Any]]]) -> list[list[tuple[Path, Any]]]:
+    """Of one-position series sorted by ``_series_order``, the last (highest SeriesNumber) at each position: a
+    slice acquired again (same protocol and geometry, another series) replaces the earlier one; the series
+    dropped are named in one warning line."""
+    latest: dict[tuple[float, ...], list[tuple[Path, Any]]] = {}
+    dropped: list[str] = []
+    for items in members:
+        position = _images(items)[0].position
+        if position in latest:
+            dropped.append(f"{_series_label(latest[position][0][1])} for {_series_label(items[0][1])}")
+        latest[position] = items
+    if dropped:
+        log.warning("slice position(s) acquired again in a later series: dropped %s", "; ".join(dropped))
+        return [items for items in members if any(items is v for v in latest.values())]
+    return members
+
+
+def _series_label(ds: Any) -> str:
+    """``series <number> (<description>)`` of a dataset, for messages."""
+    desc = str(ds.get("SeriesDescription", ""))
+    return f"series {ds.get('SeriesNumber', '?')}" + (f" ({desc})" if desc else "")
+
+
+def _common_description(descriptions: list[str]) -> str:
+    """The descriptions' common beginning, cut back to the last separator when it ends inside a word
+    (``SA_10``, ``SA_11``, ``SA_12`` -> ``SA``, not ``SA_1``), without trailing separators; the first
+    description when nothing is left."""
+    common = os.path.commonprefix(descriptions)
+    if common and common[-1].isalnum() and any(len(d) > len(common) and d[len(common)].isalnum()
+                                               for d in descriptions):
+        common = re.sub(r"[A-Za-z0-9]+$", "", common)
+    return common.rstrip(" _-") or descriptions[0]
 
 
 def read_dicom(path: Path, series_key: str | None = None,

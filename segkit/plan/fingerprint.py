@@ -5,6 +5,8 @@ Every case is read through ``segkit.io.volumes`` and reoriented to RAS canonical
 shapes, spacings and bounding boxes are given per canonical axis ``(x: R, y: A, z: S)`` whatever the file's
 orientation; its own orientation is kept as axis codes (``"LPS"``). Per case:
 
+- ``image``, ``label``: the files' paths relative to the dataset folder (POSIX ``/``; never absolute: DICOM
+  folders above the dataset are often named after the patient);
 - ``shape``, ``spacing`` (mm): canonical;
 - ``orientation``: the file's axis codes; ``format``: the ``segkit.io.volumes`` format name;
 - ``intensity``: of the whole image ``min``, ``max``; inside the foreground (label > 0) ``mean``, ``std``,
@@ -22,7 +24,8 @@ drawn with a fixed seed, as nnU-Net samples them) with mean and std, and the cla
 voxels, share of foreground voxels, number of cases holding each label value).
 
 Example:
-    >>> fp = fingerprint_dataset(Path("la2018_lge_mri"))
+    >>> data = Path("la2018_lge_mri")
+    >>> fp = fingerprint_cases(find_cases(data, detect_layout(data)).cases, root=data)  # segkit.plan.layout
     >>> fp["summary"]["spacing"]["median"], fp["summary"]["modality"]
     ([0.625, 0.625, 0.625], 'mr')
 """
@@ -30,6 +33,7 @@ Example:
 from __future__ import annotations
 
 import zlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -77,9 +81,22 @@ def _dicom_modality(spec: CaseSpec) -> str:
     return series[0].modality if series else ""
 
 
-def case_fingerprint(spec: CaseSpec) -> tuple[dict[str, Any], npt.NDArray[np.float64]]:
+def relative_path(path: Path, root: Path | None) -> str:
+    """``path`` relative to the dataset folder ``root`` (POSIX); its name alone when it lies outside
+    ``root`` or no ``root`` is given: never an absolute path."""
+    path = Path(path)
+    if root is not None:
+        for p, r in ((path, Path(root)), (path.resolve(), Path(root).resolve())):
+            if p.is_relative_to(r):
+                return p.relative_to(r).as_posix() or "."
+    return path.name
+
+
+def case_fingerprint(spec: CaseSpec,
+                     root: Path | None = None) -> tuple[dict[str, Any], npt.NDArray[np.float64]]:
     """The fingerprint of one labelled case, and its foreground intensities (at most ``SAMPLE`` of them,
-    drawn with a seed fixed per case id) for the pooled percentiles.
+    drawn with a seed fixed per case id) for the pooled percentiles; ``root``: the dataset folder the
+    recorded file paths are relative to (``relative_path``).
 
     Raises:
         DataError: image and label differ in shape, or the image is not finite.
@@ -108,8 +125,8 @@ def case_fingerprint(spec: CaseSpec) -> tuple[dict[str, Any], npt.NDArray[np.flo
         stats |= {"mean": _r(values.mean()), "std": _r(values.std()), "p00_5": _r(lo), "p99_5": _r(hi)}
     record = {
         "case_id": spec.case_id,
-        "image": str(spec.image),
-        "label": str(spec.label),
+        "image": relative_path(spec.image, root),
+        "label": relative_path(spec.label, root),
         "format": image.format,
         "dicom_modality": _dicom_modality(spec),
         "orientation": axis_codes(image.affine),
@@ -187,9 +204,10 @@ def summarize(cases: list[dict[str, Any]], samples: list[npt.NDArray[np.float64]
     }
 
 
-def fingerprint_cases(cases: list[CaseSpec], progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
+def fingerprint_cases(cases: list[CaseSpec], progress: Progress = NULL_PROGRESS,
+                      root: Path | None = None) -> dict[str, Any]:
     """``{"summary": ..., "cases": [...]}`` of labelled volume cases (``case_fingerprint``, ``summarize``),
-    one progress unit per case.
+    one progress unit per case; file paths recorded relative to the dataset folder ``root``.
 
     Raises:
         DataError: no case, or a case that cannot be read (named by its file).
@@ -199,7 +217,7 @@ def fingerprint_cases(cases: list[CaseSpec], progress: Progress = NULL_PROGRESS)
     progress.start(len(cases), "fingerprint")
     records, samples = [], []
     for spec in cases:
-        record, sample = case_fingerprint(spec)
+        record, sample = case_fingerprint(spec, root)
         records.append(record)
         samples.append(sample)
         progress.advance()

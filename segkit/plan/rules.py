@@ -22,10 +22,14 @@ Data-driven choices (nnU-Net's rules where they fit a 2D, CPU-bound toolkit):
   scale); MR -> ``prepare.mr_percentiles`` [0.5, 99.5] of each volume (segkit's per-volume scaling);
 - ``data.context_slices``: 0 (2D): 2.5D context was measured and dropped on LA (README), and across a coarse
   axis neighbouring slices are far apart;
-- the cascade: not a config key yet; written as a comment (``false`` with the reason).
+- the cascade: not a config key yet; written as a comment (``false`` with the reason);
+- ``prepare.split``: the preset's ratios (2 cases: one to train, one to validate), by patient
+  (``group_by``) with the preset's own pattern when it matches every case id, else with the
+  ``<patient>_<part>`` guess when every id reads so, some patient holds several cases and none more than
+  ``MAX_PARTS`` (``patient_grouping``); either only with at least one patient a split.
 
 Every other choice (model family, filters, kernels, normalisation layers, loss, optimiser, schedule,
-checkpoint, augmentation, split ratios) is the tuned recipe of the preset named by
+checkpoint, augmentation) is the tuned recipe of the preset named by
 ``PlanOptions.preset_like``, copied with its reason: the rules above do not know better than those
 measurements.
 """
@@ -198,22 +202,54 @@ def _color(i: int) -> list[int]:
     return [max(1, int(r * 255)), int(g * 255), int(b * 255)]
 
 
+PATIENT_PART = r"^(.+)_[^_]+$"
+"""The guessed ``<patient>_<part>`` case id (``patient001_frame01``): the patient is all before the last
+``_``."""
+MAX_PARTS = 4
+"""Cases a guessed patient may hold at most: more (``siteA_001`` .. ``siteA_010``: 10 'parts' of 'siteA')
+reads as a site or a cohort, not one patient's scans."""
+
+
+def _groups(ids: list[str], pattern: str) -> dict[str, int] | None:
+    """Cases per patient named by ``pattern``'s group (``re.search``, as ``segkit.prepare.split``), or
+    ``None`` when some id does not match."""
+    counts: dict[str, int] = {}
+    for i in ids:
+        m = re.search(pattern, i)
+        if m is None or not m.group(1):
+            return None
+        counts[m.group(1)] = counts.get(m.group(1), 0) + 1
+    return counts
+
+
+def patient_grouping(ids: list[str], preset: Config, splits: int) -> tuple[str | None, str]:
+    """The ``group_by`` for ``ids`` and why, or ``(None, "")``: the preset's own ``group_by`` when it
+    matches every id, else the ``<patient>_<part>`` guess (``PATIENT_PART``) when it matches every id, some
+    patient has several parts and none more than ``MAX_PARTS``; either only with at least ``splits``
+    patients (each split with a positive ratio needs one)."""
+    own = preset.prepare.split.group_by
+    if own and (groups := _groups(ids, own)) is not None and len(groups) >= splits:
+        return own, f"split by patient with the preset's group_by: {len(ids)} cases of {len(groups)} patients"
+    groups = _groups(ids, PATIENT_PART)
+    if groups is None or len(groups) in (1, len(ids)) or len(groups) < splits \
+            or max(groups.values()) > MAX_PARTS:
+        return None, ""
+    return PATIENT_PART, (f"{len(ids)} cases of {len(groups)} patients (<patient>_<part>, at most "
+                          f"{MAX_PARTS} parts each): split by patient")
+
+
 def split_entry(fp: dict[str, Any], preset: Config) -> Entry:
-    """``prepare.split``: the preset's ratios (3 cases or more), grouped by patient when case ids are
-    ``<patient>_<part>`` with several parts a patient."""
+    """``prepare.split``: the preset's ratios (3 cases or more; 2 cases: one to train, one to validate),
+    grouped by patient where ``patient_grouping`` finds patients."""
     ids = [c["case_id"] for c in fp["cases"]]
-    n = len(ids)
     split: dict[str, Any] = {k: getattr(preset.prepare.split, k) for k in ("train", "valid", "test")}
     why = f"the ratios of the preset {preset.name}"
-    if n == 2:
+    if len(ids) == 2:
         split, why = {"train": 1, "valid": 1, "test": 0}, "2 cases: one to train, one to validate"
-    elif n == 1:
-        split, why = {"train": 1, "valid": 0, "test": 0}, ("ONE case: nothing to validate on; training needs "
-                                                          "a valid split, so add cases before training")
-    patients = {m.group(1) for i in ids if (m := re.match(r"^(.+)_[^_]+$", i))}
-    if n > 2 and 1 < len(patients) < n and all(re.match(r"^(.+)_[^_]+$", i) for i in ids):
-        split["group_by"] = "^(.+)_[^_]+$"
-        why += f"; {n} cases of {len(patients)} patients (<patient>_<part>): split by patient"
+    group_by, grouped = patient_grouping(ids, preset, sum(1 for v in split.values() if v > 0))
+    if group_by is not None:
+        split["group_by"] = group_by
+        why += f"; {grouped}"
     return ("prepare.split", split, why)
 
 

@@ -85,12 +85,13 @@ def run_plan(data: Path, out: Path, options: PlanOptions, layout: Layout | None 
         progress: one unit per case fingerprinted.
 
     Raises:
-        DataError: no known layout, no labelled case, an unreadable case.
+        DataError: no known layout, fewer than two labelled cases (``segkit.plan.layout.find_cases``), an
+            unreadable case.
         ConfigError: the planned config does not validate (a bug in the rules), or an unknown preset.
     """
     layout = layout or detect_layout(data)
     found = find_cases(data, layout)
-    fp = fingerprint_cases(found.cases, progress)
+    fp = fingerprint_cases(found.cases, progress, root=Path(data))
     geo = plan_geometry(fp)
     sizing = plan_entries(fp, geo, 1.0, options)
     gflops = model_gflops(_raw(sizing))

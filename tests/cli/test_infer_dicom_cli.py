@@ -159,3 +159,17 @@ def test_resample_tilt_segments_a_gantry_tilted_ct_on_an_untilted_grid(setup: di
     assert seg.data.shape == (512, 512, 4)
     axes = seg.affine[:3, :3] / np.linalg.norm(seg.affine[:3, :3], axis=0)
     np.testing.assert_allclose(axes.T @ axes, np.eye(3), atol=1e-5)  # the tilted input's grid is sheared
+
+
+def test_dicom_seg_with_resample_tilt_is_refused_before_inference(setup: dict[str, Path]) -> None:
+    """A DICOM-SEG references the source's slices, not the resampled grid: the combination is refused up
+    front (exit 2, one line, nothing written) on the real tilted CT, instead of failing after inference."""
+    src = setup["data"] / "failing/gantrytilting/001"
+    out = setup["root"] / "tilt-seg"
+    res = runner.invoke(app, _args(setup, "--input", str(src), "--output", str(out), "--resample-tilt",
+                                   "--output-format", "dicom-seg"))
+    assert res.exit_code == 2
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "dicom-seg cannot be written with --resample-tilt" in lines[0]
+    assert lines[0].endswith("(hint: choose nifti, nrrd, mha or seg.nrrd for a resampled series)")
+    assert not out.exists()

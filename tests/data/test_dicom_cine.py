@@ -24,23 +24,30 @@ from segkit.io.volumes import load_volume, volume_inputs
 pytestmark = pytest.mark.data
 
 
-def _per_position_series(shared_data: Path, folder: Path, drop_last: bool = False) -> None:
+def _per_position_series(shared_data: Path, folder: Path, drop_last: bool = False,
+                         description: str = "cine_sax_{i}") -> None:
     """Every slice of the Siemens series as its own series (numbers 20..23, descriptions ``cine_sax_<i>``)
     holding two phases; TriggerTime differs between positions, as with one breath-hold per slice."""
     folder.mkdir()
     files = sorted((shared_data / "dicom/siemens/anatomical/001").iterdir())
     for i, f in enumerate(files):
-        uid = pydicom.uid.generate_uid()
-        for phase in (0, 1):
-            if drop_last and phase and i == len(files) - 1:
-                continue
-            ds = pydicom.dcmread(f)
-            ds.SeriesInstanceUID, ds.SeriesNumber, ds.SeriesDescription = uid, 20 + i, f"cine_sax_{i}"
-            ds.SOPInstanceUID = pydicom.uid.generate_uid()
-            ds.TriggerTime = 10.0 + 3 * i + 400.0 * phase
-            if phase:
-                ds.PixelData = (ds.pixel_array + 7).astype(ds.pixel_array.dtype).tobytes()
-            ds.save_as(folder / f"IM_{i}_{phase}")
+        _position_series(f, folder / f"IM_{i}", 20 + i, description.format(i=i), 10.0 + 3 * i,
+                         drop_phase2=drop_last and i == len(files) - 1)
+
+
+def _position_series(src: Path, stem: Path, number: int, description: str, trigger: float, add: int = 0,
+                     drop_phase2: bool = False) -> None:
+    """One series of the slice ``src``: phase 1 (its pixels + ``add``) and phase 2 (+ 7 more), files
+    ``<stem>_0`` and ``<stem>_1``."""
+    uid = pydicom.uid.generate_uid()
+    for phase in (0, 1) if not drop_phase2 else (0,):
+        ds = pydicom.dcmread(src)
+        ds.SeriesInstanceUID, ds.SeriesNumber, ds.SeriesDescription = uid, number, description
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        ds.TriggerTime = trigger + 400.0 * phase
+        if phase or add:
+            ds.PixelData = (ds.pixel_array + add + 7 * phase).astype(ds.pixel_array.dtype).tobytes()
+        ds.save_as(f"{stem}_{phase}")
 
 
 def test_one_series_per_slice_position_is_one_volume_per_phase(shared_data: Path, tmp_path: Path) -> None:
@@ -55,6 +62,30 @@ def test_one_series_per_slice_position_is_one_volume_per_phase(shared_data: Path
     with pytest.raises(DataError, match=r"2 series in one input \(a cine or multi-phase series.*"
                                         r"s020_cine_sax_phase01, s020_cine_sax_phase02\)"):
         load_volume(tmp_path / "cine")
+
+
+def test_a_slice_acquired_again_keeps_the_highest_series_number(
+    shared_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Slice 2 acquired again as series 30 (same protocol and geometry, its pixels + 3): series 22 is dropped
+    with one warning line naming it, the volume holds series 30's slice; and descriptions ``SA_10`` ..
+    ``SA_13`` name the cine ``SA`` (their common beginning cut at the separator, not ``SA_1``)."""
+    _per_position_series(shared_data, tmp_path / "cine", description="SA_1{i}")
+    src = sorted((shared_data / "dicom/siemens/anatomical/001").iterdir())[2]
+    _position_series(src, tmp_path / "cine" / "IM_again", 30, "SA_12", 50.0, add=3)
+    with caplog.at_level("WARNING", logger="segkit.io.dicom"):
+        refs = volume_inputs(tmp_path / "cine")
+    assert [r.case_id for r in refs] == ["s020_SA_phase01", "s020_SA_phase02"]
+    warnings = [r.getMessage() for r in caplog.records if "acquired again" in r.getMessage()]
+    assert warnings == ["slice position(s) acquired again in a later series: dropped series 22 (SA_12) for "
+                        "series 30 (SA_12)"]
+    reference = load_volume(shared_data / "dicom/siemens/anatomical/001")
+    one, two = (load_volume(r) for r in refs)
+    diff = one.data.astype(np.int64) - reference.data.astype(np.int64)
+    changed = [z for z in range(diff.shape[2]) if diff[..., z].any()]
+    assert len(changed) == 1 and np.all(diff[..., changed[0]] == 3)  # series 30's slice, nothing else
+    np.testing.assert_array_equal(two.data.astype(np.int64) - one.data, 7)
+    np.testing.assert_allclose(one.affine, reference.affine, atol=1e-6)
 
 
 def test_one_series_per_position_with_a_phase_missing_is_refused(shared_data: Path, tmp_path: Path) -> None:

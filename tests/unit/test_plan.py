@@ -4,20 +4,23 @@ tests/data/test_plan_real.py)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from segkit.config import load_config
 from segkit.errors import DataError
-from segkit.plan.fingerprint import case_fingerprint, fingerprint_cases, guess_modality
+from segkit.plan.fingerprint import case_fingerprint, fingerprint_cases, guess_modality, relative_path
 from segkit.plan.layout import detect_layout, find_cases
 from segkit.plan.render import render_config
 from segkit.plan.rules import (
+    MAX_PARTS,
+    PATIENT_PART,
     PlanOptions,
     budget_plan,
     class_entries,
@@ -113,18 +116,54 @@ def test_layouts_are_found_as_prepare_pairs_them(tmp_path: Path) -> None:
     msd = tmp_path / "msd"
     for sub in ("imagesTr", "labelsTr"):
         (msd / sub).mkdir(parents=True)
-        nib.save(nib.Nifti1Image(label, np.eye(4)), msd / sub / "la_001.nii.gz")
+        for case in ("la_001", "la_002"):
+            nib.save(nib.Nifti1Image(label, np.eye(4)), msd / sub / f"{case}.nii.gz")
     assert detect_layout(msd).source == "left-atrial"
-    assert [c.case_id for c in find_cases(msd, detect_layout(msd)).cases] == ["la_001"]
+    assert [c.case_id for c in find_cases(msd, detect_layout(msd)).cases] == ["la_001", "la_002"]
     acdc = tmp_path / "acdc"
-    _pair(acdc, "patient001_frame01", label * 1.0, label, np.eye(4))
+    for case in ("patient001_frame01", "patient002_frame01"):
+        _pair(acdc, case, label * 1.0, label, np.eye(4))
     lay = detect_layout(acdc)
     assert (lay.source, lay.options.image_glob, lay.options.label_glob) == (
         "nifti", "*_image.nii.gz", "*_label.nii.gz")
     lay = detect_layout(acdc, "*_frame01_image.nii.gz", "*_frame01_label.nii.gz")  # given globs win
-    assert [c.case_id for c in find_cases(acdc, lay).cases] == ["patient001"]
+    assert [c.case_id for c in find_cases(acdc, lay).cases] == ["patient001", "patient002"]
     with pytest.raises(DataError, match="no known dataset layout"):
         detect_layout(tmp_path)
+
+
+def test_one_labelled_case_is_refused_with_what_would_pair_more(tmp_path: Path) -> None:
+    """One labelled case: refused (training needs a case to validate on); the hint asks for another case and,
+    when the pairing left an image out, for globs that pair it."""
+    label = np.zeros((4, 4, 2), np.uint8)
+    label[0, 0, 0] = 1
+    _pair(tmp_path, "a", label * 1.0, label, np.eye(4))
+    with pytest.raises(DataError, match=r"^1 labelled case \(a\): segkit train needs at least 2") as err:
+        find_cases(tmp_path, detect_layout(tmp_path))
+    assert err.value.hint == "add a labelled case"
+    nib.save(nib.Nifti1Image(label * 1.0, np.eye(4)), tmp_path / "b_image.nii.gz")
+    nib.save(nib.Nifti1Image(label, np.eye(4)), tmp_path / "b_seg.nii.gz")
+    with pytest.raises(DataError, match="1 labelled case") as err:
+        find_cases(tmp_path, detect_layout(tmp_path))
+    assert err.value.hint == ("add a labelled case, or give --image-glob/--label-glob that pair the files "
+                              "left out (b_image.nii.gz: no label file for case 'b')")
+
+
+def test_fingerprint_paths_are_relative_to_the_dataset(tmp_path: Path) -> None:
+    """fingerprint.json records where each case lies below DATA, never an absolute path (DICOM folders above
+    the dataset often carry patient names)."""
+    label = np.zeros((4, 4, 2), np.uint8)
+    label[0, 0, 0] = 1
+    data = tmp_path / "Doe_John_MRN123" / "raw"
+    for case in ("p1", "p2"):
+        _pair(data / case, "scan", label * 1.0, label, np.eye(4))
+    lay = detect_layout(data, "*/scan_image.nii.gz", "*/scan_label.nii.gz")
+    fp = fingerprint_cases(find_cases(data, lay).cases, root=data)
+    assert [(c["case_id"], c["image"], c["label"]) for c in fp["cases"]] == [
+        ("p1", "p1/scan_image.nii.gz", "p1/scan_label.nii.gz"),
+        ("p2", "p2/scan_image.nii.gz", "p2/scan_label.nii.gz")]
+    assert "Doe_John" not in json.dumps(fp)
+    assert relative_path(tmp_path / "elsewhere" / "x.nii.gz", data) == "x.nii.gz"  # outside DATA: the name
 
 
 def test_levels_and_rounding() -> None:
@@ -184,12 +223,53 @@ def _ids(*ids: str) -> dict:
 
 
 def test_split_by_patient_only_where_ids_name_patients() -> None:
-    acdc = load_config("acdc")
-    key, split, _ = split_entry(_ids("p1_f1", "p1_f2", "p2_f1", "p2_f2", "p3_f1"), acdc)
-    assert key == "prepare.split" and split["group_by"] == "^(.+)_[^_]+$" and split["train"] == 0.6
+    acdc, la = load_config("acdc"), load_config("left-atrial")
+    parts = _ids("p1_f1", "p1_f2", "p2_f1", "p2_f2", "p3_f1")
+    key, split, _ = split_entry(parts, la)
+    assert key == "prepare.split" and split["group_by"] == PATIENT_PART
+    assert split["train"] == la.prepare.split.train
+    # the preset's own pattern wins where it matches every id
+    ids = _ids(*[f"patient{p:03d}_frame0{f}" for p in range(1, 6) for f in (1, 2)])
+    assert split_entry(ids, acdc)[1]["group_by"] == r"^(patient\d+)_"
+    assert split_entry(parts, acdc)[1]["group_by"] == PATIENT_PART  # acdc's pattern names no patient here
     assert "group_by" not in split_entry(_ids("la_100", "la_101", "la_102"), acdc)[1]  # one 'patient': la
     assert split_entry(_ids("a", "b"), acdc)[1] == {"train": 1, "valid": 1, "test": 0}
-    assert split_entry(_ids("a"), acdc)[1] == {"train": 1, "valid": 0, "test": 0}
+    # two sites of 10 cases each are no patients: 2 'patients' < 3 splits, and 10 parts > MAX_PARTS
+    sites = _ids(*[f"site{s}_{i:03d}" for s in "AB" for i in range(1, 11)])
+    assert "group_by" not in split_entry(sites, acdc)[1] and "group_by" not in split_entry(sites, la)[1]
+    many = _ids(*[f"s{p}_{i}" for p in range(6) for i in range(5)])  # 6 groups of 5 parts: > MAX_PARTS
+    assert "group_by" not in split_entry(many, la)[1]
+
+
+_PRESETS = {}
+
+
+def _preset(name: str):  # noqa: ANN202 - a Config, loaded once for all examples
+    if name not in _PRESETS:
+        _PRESETS[name] = load_config(name)
+    return _PRESETS[name]
+
+
+_ID = st.builds(lambda head, part: head if part is None else f"{head}_{part}",
+                st.sampled_from(["a", "b", "c", "siteA", "patient001", "patient002", "x_y"]),
+                st.one_of(st.none(), st.integers(0, 12)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(ids=st.lists(_ID, min_size=2, max_size=24, unique=True),
+       preset=st.sampled_from(["acdc", "left-atrial"]))
+def test_planned_split_always_splits(ids: list[str], preset: str) -> None:
+    """Whatever the case ids (2 or more), the planned split is one segkit prepare makes: every split with a
+    positive ratio gets a case, and a guessed patient holds at most MAX_PARTS cases."""
+    from segkit.config import SplitConfig
+    from segkit.prepare.split import patient_groups, split_cases
+
+    _, split, _ = split_entry(_ids(*ids), _preset(preset))
+    out = split_cases(ids, SplitConfig(**split), seed=0)
+    assert sorted(c for k in ("train", "valid", "test") for c in out[k]) == sorted(ids)
+    assert out["train"] and out["valid"]
+    if split.get("group_by") == PATIENT_PART:
+        assert max(len(v) for v in patient_groups(ids, PATIENT_PART).values()) <= MAX_PARTS
 
 
 def test_classes_named_from_the_preset_and_gaps_mapped() -> None:
