@@ -251,9 +251,13 @@ class RunLock:
                 continue
 
     def release(self) -> None:
-        """Stop the heartbeat and delete the file if it holds this lock's record (under ``.breaking``)."""
+        """Stop the heartbeat and delete the file if it holds this lock's record (under ``.breaking``). A
+        folder gone or no longer writable leaves the lock as it is (stale once this process has ended)."""
         self._stop.set()
-        _remove_if_same(self.path, self._payload)
+        try:
+            _remove_if_same(self.path, self._payload)
+        except OSError:
+            pass
 
     def __enter__(self) -> RunLock:
         return self

@@ -273,3 +273,12 @@ def test_a_breaking_file_left_by_a_dead_process_is_removed_after_a_while(
     t0 = time.monotonic()
     lock.release()  # waits for .breaking, finds it unchanged for 0.1 s, removes it, then the lock
     assert 0.1 <= time.monotonic() - t0 < 2 and list(tmp_path.iterdir()) == []
+
+
+def test_release_after_the_folder_was_deleted_raises_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "run" / "fold_0.lock"
+    lock = acquire_lock(path)
+    path.unlink()
+    path.parent.rmdir()  # the run folder deleted by hand while the fold trained
+    lock.release()
+    assert not path.parent.exists()
