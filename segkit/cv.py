@@ -330,7 +330,8 @@ def hold_fold(
 ) -> RunLock:
     """Take the lock of fold ``cfk.data.fold`` (``fold_<k>.lock`` beside its folder) for this process: what
     ``segkit train --fold k`` and ``segkit cv --fold k`` hold while they train it. A stale lock (its job gone,
-    ``segkit.io.run_lock``) is removed with a line to ``notice``.
+    ``segkit.io.run_lock``) is removed with a line to ``notice``. The lock's ``lost`` turns True if another
+    job takes it over meanwhile: ``run_cv`` checks it at every training event (``FoldLost``).
 
     Raises:
         FoldBusy: another job that may still run holds it (without ``break_lock``).
