@@ -4,7 +4,8 @@
 # under MirroredStrategy (all GPUs, per-replica batch kept) next to the same on one GPU.
 #
 # Usage: bash scripts/gpu_check.sh [--out DIR] [--demo-minutes M] [--la-minutes M] [--cpu-smoke]
-#   --out DIR           outputs (default gpu_check/; an earlier one is replaced): DIR/summary.md, .json, runs
+#   --out DIR           outputs (default gpu_check/; an earlier one is replaced, never a file, a symbolic link
+#                       or a folder holding anything else): DIR/summary.md, .json, runs
 #   --demo-minutes M    training minutes of the demo (default 1)
 #   --la-minutes M      training minutes of the LA recipe (default 4; 3 with several GPUs)
 #   --cpu-smoke         no GPU needed: the same steps at toy size (2 epochs of 3 steps, tiny models, 4 LA
@@ -19,7 +20,7 @@ OUT=gpu_check
 DEMO_MIN=1
 LA_MIN=
 SMOKE=0
-usage() { sed -n '6,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '6,15p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) OUT="${2:?--out needs a folder}"; shift 2 ;;
@@ -33,6 +34,16 @@ done
 for v in "$DEMO_MIN" ${LA_MIN:+"$LA_MIN"}; do
   [[ "$v" =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "gpu_check: minutes must be a number, got '$v'" >&2; exit 2; }
 done
+while [ "$OUT" != "/" ] && [ "${OUT%/}" != "$OUT" ]; do OUT="${OUT%/}"; done  # out/ -> out (a link test)
+# --out is wiped before a run (only an earlier gpu_check output, checked below): never a file or a link
+if [ -L "$OUT" ]; then
+  echo "gpu_check: --out $OUT is a symbolic link; give the folder itself" >&2
+  exit 2
+fi
+if [ -e "$OUT" ] && [ ! -d "$OUT" ]; then
+  echo "gpu_check: --out $OUT exists and is not a folder; choose another --out" >&2
+  exit 2
+fi
 
 SEGKIT="${SEGKIT:-.venv/bin/segkit}"
 PY="$(dirname "$SEGKIT")/python"

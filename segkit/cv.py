@@ -17,6 +17,10 @@ interrupted fold resumes from its last epoch, the rest start fresh. Folds can be
 once (``segkit cv CONFIG --fold k`` on each machine of a cluster, sharing the folder): each trains its fold
 under the lock ``fold_k.lock`` (``segkit.io.run_lock``), so a fold being trained is never resumed or
 overwritten by another job, and a plain ``segkit cv`` skips it and writes no summary until it is finished.
+Should the lock be broken and taken by another job while a fold trains (``--break-lock`` elsewhere, or a
+heartbeat that could not reach the file server for 10 minutes), the training stops with ``FoldLost`` at its
+next progress event (each batch, each epoch's start and end, each post-processing step), so the two jobs
+do not keep writing the fold folder together.
 
 The per-fold scores are *raw* predictions (no TTA, no component filter: a post-processing chosen on the
 same validation cases would flatter them); the post-processed figure is the pooled Dice of the chosen
@@ -63,7 +67,7 @@ from segkit.io.run_folder import (
     write_cv_folds,
     write_train_summary,
 )
-from segkit.io.run_lock import LockBusy, LockHolder, RunLock, acquire_lock, lock_holder
+from segkit.io.run_lock import LockBusy, LockHolder, LockLost, RunLock, acquire_lock, lock_holder
 from segkit.metrics.overlap import summarize
 from segkit.metrics.scores import ScoreTable
 from segkit.progress import NULL_PROGRESS, Progress
@@ -326,7 +330,8 @@ def hold_fold(
 ) -> RunLock:
     """Take the lock of fold ``cfk.data.fold`` (``fold_<k>.lock`` beside its folder) for this process: what
     ``segkit train --fold k`` and ``segkit cv --fold k`` hold while they train it. A stale lock (its job gone,
-    ``segkit.io.run_lock``) is removed with a line to ``notice``.
+    ``segkit.io.run_lock``) is removed with a line to ``notice``. The lock's ``lost`` turns True if another
+    job takes it over meanwhile: ``run_cv`` checks it at every training event (``FoldLost``).
 
     Raises:
         FoldBusy: another job that may still run holds it (without ``break_lock``).
@@ -340,6 +345,34 @@ def hold_fold(
             holder=e.holder,
             hint="wait for it to finish; if that job is gone, rerun with --break-lock or delete the lock",
         ) from e
+
+
+class FoldLost(ConfigError):
+    """The fold's lock was taken over by another job while this one trained the fold."""
+
+
+def _ensure_held(lock: RunLock, cfk: Config) -> None:
+    """Raise ``FoldLost`` if another job took the fold's lock (``RunLock.ensure_held``)."""
+    try:
+        lock.ensure_held()
+    except LockLost as e:
+        who = e.holder.describe() if e.holder is not None else "an unknown job"
+        raise FoldLost(
+            f"fold {cfk.data.fold} was taken over by another job ({who}) while this job trained it: stopped"
+            " before writing more", path=lock.path,
+            hint="two jobs trained this fold; let the other one finish it, or stop it and rerun this one",
+        ) from e
+
+
+def _guarded(lock: RunLock, cfk: Config, progress: Callable[[Any], None] | None) -> Callable[[Any], None]:
+    """``progress`` (may be None) behind a check of the fold's lock at every training event."""
+
+    def on_event(event: Any) -> None:
+        _ensure_held(lock, cfk)
+        if progress is not None:
+            progress(event)
+
+    return on_event
 
 
 def _mark_complete(cfk: Config) -> None:
@@ -398,12 +431,16 @@ class _Todo:
 
 
 def _train_one(cfk: Config, todo: _Todo, hooks: CVHooks, k_total: int) -> str:
-    """Train fold ``cfk.data.fold`` under its lock; returns ``"trained"`` or ``"skipped"`` (done before)."""
+    """Train fold ``cfk.data.fold`` under its lock; returns ``"trained"`` or ``"skipped"`` (done before).
+
+    Raises:
+        FoldLost: another job took the lock meanwhile (checked at every training event).
+    """
     from segkit.train.fit import RunComplete, train_model
 
     k = int(cfk.data.fold or 0)
     rk = Path(cfk.train.run_dir)
-    with hold_fold(cfk, break_lock=todo.break_lock, notice=hooks.say):
+    with hold_fold(cfk, break_lock=todo.break_lock, notice=hooks.say) as lock:
         state = "missing" if todo.overwrite else _trained_state(cfk)  # read under the lock
         if state == "done":
             if hooks.on_fold is not None:
@@ -413,12 +450,15 @@ def _train_one(cfk: Config, todo: _Todo, hooks: CVHooks, k_total: int) -> str:
         if hooks.on_fold is not None:
             hooks.on_fold(k, k_total, "resume" if resume else "train")
         try:
-            train_model(cfk, resume=resume, overwrite=not resume, progress=hooks.train_progress)
+            train_model(cfk, resume=resume, overwrite=not resume,
+                        progress=_guarded(lock, cfk, hooks.train_progress))
         except RunComplete:  # killed after its last epoch (e.g. while choosing post-processing): it is done
             if not (rk / MODEL_FILE).is_file():
                 raise
             log.info("fold %d had no epoch left to train: taken as done", k)
+            _ensure_held(lock, cfk)
             _mark_complete(cfk)
+        _ensure_held(lock, cfk)  # lost after the last event: report it, the other job owns the folder
     return "trained"
 
 
@@ -553,7 +593,8 @@ def run_cv(
     Raises:
         DataError: the dataset has no folds; ConfigError: a fold out of range, a fold named in ``folds``
             that another job trains, a fold trained with another config or on another split of the dataset
-            (without ``overwrite``), or ``train.run_dir`` holding a single training run; anything
+            (without ``overwrite``), or ``train.run_dir`` holding a single training run; ``FoldLost``
+            (a ConfigError): a fold's lock taken by another job while this one trained it; anything
             ``train_model`` / ``evaluate_model`` raise.
     """
     hooks = hooks or CVHooks()
@@ -581,6 +622,6 @@ def run_cv(
     return CVResult(run_dir, k_total, trained, skipped, summary, summary_path)
 
 
-__all__ = ["CVHooks", "CVResult", "FoldBusy", "check_folds", "cv_table", "fold_config", "fold_count",
-           "fold_dir", "fold_running", "fold_state", "hold_fold", "run_cv", "summarize_cv",
+__all__ = ["CVHooks", "CVResult", "FoldBusy", "FoldLost", "check_folds", "cv_table", "fold_config",
+           "fold_count", "fold_dir", "fold_running", "fold_state", "hold_fold", "run_cv", "summarize_cv",
            "train_fold_config"]

@@ -36,7 +36,8 @@ def cv(
     ),
     break_lock: bool = typer.Option(
         False, "--break-lock",
-        help="Train a fold even if its fold_k.lock names a job that may still run (you know it is gone).",
+        help="With --fold k: train fold k even if its fold_k.lock names a job that may still run (you know it"
+        " is gone).",
     ),
 ) -> None:
     """Cross-validation: train fold 0..K-1 into <train.run_dir>/fold_k, score each fold's model on its
@@ -51,7 +52,11 @@ def cv(
     """
     from segkit.cli.train import RichTrainProgress, rerun_args, training_sets
     from segkit.cv import CVHooks, cv_table, run_cv
+    from segkit.errors import ConfigError
 
+    if break_lock and not folds:  # without a fold it would break the locks of every live job
+        raise ConfigError("--break-lock needs --fold: it would break the lock of every fold being trained",
+                          path="--break-lock", hint="name the dead fold with --fold k")
     cfg = load(config, training_sets(sets, time_limit))
     quiet_tensorflow()
     again = shlex.join(["segkit", "cv", str(config), *rerun_args(sets, time_limit),

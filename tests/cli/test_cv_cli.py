@@ -251,6 +251,13 @@ def test_folds_trained_by_another_job_are_neither_resumed_nor_pooled(
         other.wait()
 
 
+def test_break_lock_without_a_fold_is_refused_in_one_line(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["cv", str(tmp_path / "any.yaml"), "--break-lock"])  # refused before reading it
+    assert res.exit_code == 2 and res.stderr.splitlines() == [
+        "error: --break-lock: --break-lock needs --fold: it would break the lock of every fold being trained"
+        " (hint: name the dead fold with --fold k)"]
+
+
 def test_cv_refuses_a_folder_holding_a_single_run(cv_setup: dict[str, Path], tmp_path: Path) -> None:
     single = tmp_path / "single"
     single.mkdir()

@@ -1,11 +1,13 @@
 """The fold range check (``segkit.cv.check_folds``): one place for ``segkit train --fold`` and
-``run_cv``."""
+``run_cv``; the fold lock around training (stubbed), also taken over while a fold trains."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -166,3 +168,36 @@ def test_another_hosts_lock_holds_until_broken(
     cv.run_cv(three_folds, folds=[0], break_lock=True, hooks=cv.CVHooks(notice=notices.append))
     assert [k for k, _ in stub_training] == [0] and notices[0].endswith("(--break-lock)")
     assert not (run / "fold_0.lock").exists()
+
+
+def test_a_fold_whose_lock_is_taken_over_stops_at_the_next_training_event(
+    three_folds: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from segkit.io import run_lock
+    from segkit.train import fit
+
+    monkeypatch.setattr(run_lock, "HEARTBEAT_S", 0.01)
+    run = Path(three_folds.train.run_dir)
+    lock = run / "fold_0.lock"
+    written: list[str] = []
+
+    def train_model(cfk: Config, *, progress: Callable[[object], None], **_: object) -> None:
+        progress("epoch_begin 1")
+        _hold(lock, host="node07", pid=4242)  # a job on node07 broke the lock (--break-lock) and took it
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # the next batches: the heartbeat notices within 0.01 s
+            progress("batch")
+            time.sleep(0.01)
+        written.append("train_summary.json")  # not reached
+
+    monkeypatch.setattr(fit, "train_model", train_model)
+    events: list[object] = []
+    with pytest.raises(cv.FoldLost) as lost:
+        cv.run_cv(three_folds, folds=[0], hooks=cv.CVHooks(train_progress=events.append))
+    assert lost.value.one_line() == (
+        f"{lock}: fold 0 was taken over by another job (host node07, pid 4242, since 2026-12-06T07:00:00Z)"
+        " while this job trained it: stopped before writing more (hint: two jobs trained this fold; let the"
+        " other one finish it, or stop it and rerun this one)")
+    assert events[0] == "epoch_begin 1" and written == []
+    assert json.loads(lock.read_text())["host"] == "node07"  # the other job's lock is left alone
+    assert not (run / "cv_summary.json").exists()

@@ -72,3 +72,21 @@ def test_an_output_folder_that_is_not_its_own_is_never_wiped(tmp_path: Path) -> 
     assert res.returncode == 2 and res.stderr.splitlines() == [
         f"gpu_check: {mine} is not empty and holds no earlier gpu_check output; choose another --out"]
     assert (mine / "notes.txt").read_text() == "keep"
+
+
+@pytest.mark.parametrize("kind", ["file", "link", "link/"])
+def test_an_output_that_is_a_file_or_a_symbolic_link_is_refused_and_kept(kind: str, tmp_path: Path) -> None:
+    target = tmp_path / "earlier"  # an earlier gpu_check output: replaced when named itself, not via a link
+    target.mkdir()
+    (target / "card.txt").write_text("1 x Fake GPU")
+    out = tmp_path / "out"
+    if kind == "file":
+        out.write_text("keep")
+    else:
+        out.symlink_to(target)
+    res = _run("--out", str(out) + ("/" if kind == "link/" else ""), tmp_path=tmp_path)
+    problem = "exists and is not a folder; choose another --out" if kind == "file" else (
+        "is a symbolic link; give the folder itself")
+    assert res.returncode == 2 and res.stderr.splitlines() == [f"gpu_check: --out {out} {problem}"]
+    assert (out.read_text() == "keep") if kind == "file" else out.is_symlink()
+    assert (target / "card.txt").read_text() == "1 x Fake GPU"
