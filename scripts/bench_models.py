@@ -28,8 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def measure(name: str, size: int, batch: int, steps: int, warmup: int) -> dict:
-    """Build, compile and time one model in this process."""
+def measure(name: str, size: int, batch: int, steps: int, warmup: int, jit: bool = True) -> dict:
+    """Build, compile and time one model in this process (XLA as the preset says, unless ``jit`` is False)."""
     import keras
     import numpy as np
 
@@ -41,6 +41,7 @@ def measure(name: str, size: int, batch: int, steps: int, warmup: int) -> dict:
         f"model.name={name}", f"data.image_size=[{size},{size}]", f"train.batch_size={batch}",
         "classes=[{id: 1, name: a, color: [255, 0, 0]}, {id: 2, name: b, color: [0, 255, 0]},"
         " {id: 3, name: c, color: [0, 0, 255]}]",
+        *([] if jit else ["train.jit_compile=false"]),
     ])
     model = build_model(cfg)
     summary = model_summary(model)
@@ -85,10 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
+    ap.add_argument("--no-jit", action="store_true", help="compile without XLA (the preset compiles with it)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        print(json.dumps(measure(args.child, args.size, args.batch, args.steps, args.warmup)))
+        row = measure(args.child, args.size, args.batch, args.steps, args.warmup, jit=not args.no_jit)
+        print(json.dumps(row))
         return 0
     from segkit.models import MODELS
     from segkit.train.fit import cpu_name
@@ -113,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             str(args.steps),
             "--warmup",
             str(args.warmup),
+            *(["--no-jit"] if args.no_jit else []),
         ]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:

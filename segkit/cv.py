@@ -41,7 +41,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from segkit.config import Config
 from segkit.errors import ConfigError, DataError
@@ -71,6 +71,9 @@ from segkit.io.run_lock import LockBusy, LockHolder, LockLost, RunLock, acquire_
 from segkit.metrics.overlap import summarize
 from segkit.metrics.scores import ScoreTable
 from segkit.progress import NULL_PROGRESS, Progress
+
+if TYPE_CHECKING:
+    from segkit.train.fit import TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -375,6 +378,25 @@ def _guarded(lock: RunLock, cfk: Config, progress: Callable[[Any], None] | None)
     return on_event
 
 
+def train_fold(
+    cfk: Config, *, resume: bool = False, overwrite: bool = False,
+    progress: Callable[[Any], None] | None = None,
+) -> TrainResult:
+    """``segkit train --fold k``: train fold ``cfk.data.fold`` (a ``train_fold_config``) under its lock,
+    checked at every training event as ``run_cv`` checks it; return ``train_model``'s result.
+
+    Raises:
+        FoldBusy: another job holds the fold; FoldLost: another job took it over meanwhile; and what
+            ``train_model`` raises.
+    """
+    from segkit.train.fit import train_model
+
+    with hold_fold(cfk) as lock:
+        result = train_model(cfk, resume=resume, overwrite=overwrite, progress=_guarded(lock, cfk, progress))
+        _ensure_held(lock, cfk)
+    return result
+
+
 def _mark_complete(cfk: Config) -> None:
     """The train_summary.json of a fold whose resume found no epoch left under this config's budget (it was
     killed after its last epoch, e.g. while choosing its post-processing)."""
@@ -624,4 +646,4 @@ def run_cv(
 
 __all__ = ["CVHooks", "CVResult", "FoldBusy", "FoldLost", "check_folds", "cv_table", "fold_config",
            "fold_count", "fold_dir", "fold_running", "fold_state", "hold_fold", "run_cv", "summarize_cv",
-           "train_fold_config"]
+           "train_fold", "train_fold_config"]

@@ -7,7 +7,6 @@ metrics, one summary line per epoch. The result (best monitored value, run direc
 
 from __future__ import annotations
 
-import contextlib
 import math
 import shlex
 import threading
@@ -220,10 +219,11 @@ def train(
                              *(["--fold", str(fold)] if fold is not None else []), "--resume"])
     set_interrupt_hint(f"`{resume_cmd}` continues the run from its last completed epoch")
 
-    from segkit.cv import hold_fold  # a fold trains under its lock: never resumed by two jobs at once
+    from segkit.cv import train_fold  # a fold trains under its lock: never resumed by two jobs at once
 
-    with hold_fold(cfg) if fold is not None else contextlib.nullcontext(), RichTrainProgress() as progress:
-        result = train_model(cfg, resume=resume, overwrite=overwrite, progress=progress)
+    with RichTrainProgress() as progress:
+        fit = train_model if fold is None else train_fold
+        result = fit(cfg, resume=resume, overwrite=overwrite, progress=progress)
     best = "n/a" if result.best_value is None else f"{result.best_value:.4f}"
     stop = {"early_stopping": " (early stop)", "time_limit": " (time limit)"}.get(result.stop_reason, "")
     which = "best" if cfg.train.model_checkpoint == "best" else "final"

@@ -272,35 +272,23 @@ def test_nan_loss_ends_with_one_line_error(runs: Runs, demo_config: Path, tmp_pa
 
 
 @pytest.mark.slow
-def test_resume_of_a_finished_run_trains_more_epochs(runs: Runs, demo_config: Path, tmp_path: Path) -> None:
-    run = tmp_path / "moved-run"
-    shutil.copytree(runs.run, run)  # a copy, so the other tests see the 3-epoch run unchanged
-    res = runner.invoke(app, _args(demo_config, runs.data, run, "train.epochs=4") + ["--resume"])
-    assert res.exit_code == 0, res.output
-    assert "resuming at epoch 4" in res.stderr and "epoch 4/4" in res.stderr and "epoch 3/4" not in res.stderr
-    rows = _csv_rows(run / "history.csv")
-    assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"]
-    assert rows[:3] == _csv_rows(runs.run / "history.csv")
-    assert (run / "epoch_infer" / "epoch_004.png").is_file()
-
-
-@pytest.mark.slow
-def test_resume_of_an_older_0_based_run_renumbers_its_history(
+def test_resume_of_a_finished_older_0_based_run_renumbers_its_history_and_trains_more(
     runs: Runs, demo_config: Path, tmp_path: Path
 ) -> None:
     run = tmp_path / "old-run"
-    shutil.copytree(runs.run, run)
+    shutil.copytree(runs.run, run)  # a copy, so the other tests see the 3-epoch run unchanged
     new_rows = _csv_rows(runs.run / "history.csv")
     lines = (run / "history.csv").read_text().splitlines()  # as Keras' CSVLogger wrote it: epochs from 0
     old = [lines[0], *(f"{int(line.split(',')[0]) - 1},{line.split(',', 1)[1]}" for line in lines[1:])]
     (run / "history.csv").write_text("\r\n".join(old) + "\r\n")
     res = runner.invoke(app, _args(demo_config, runs.data, run, "train.epochs=4") + ["--resume"])
     assert res.exit_code == 0, res.output
-    assert "resuming at epoch 4" in res.stderr and "epoch 4/4" in res.stderr
+    assert "resuming at epoch 4" in res.stderr and "epoch 4/4" in res.stderr and "epoch 3/4" not in res.stderr
     rows = _csv_rows(run / "history.csv")
     assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"]
     assert rows[:3] == new_rows  # renumbered, every other cell kept
     assert [h["epoch"] for h in json.loads((run / "history.json").read_text())] == [1, 2, 3, 4]
+    assert (run / "epoch_infer" / "epoch_004.png").is_file()
 
 
 # === errors before training (fast) ===
@@ -542,11 +530,12 @@ def test_model_checkpoint_last_keeps_the_final_epoch(
 
     run = tmp_path / "last"
     res = runner.invoke(app, _args(demo_config, phantom_data, run, "train.model_checkpoint=last",
-                                   "train.choose_postprocessing=false"))
+                                   "train.choose_postprocessing=false", "train.epochs=2",
+                                   "train.epoch_change_infer.enabled=false"))
     assert res.exit_code == 0, res.output
-    assert res.stdout.startswith("final val_fg_dice ") and " at epoch 3; 3 epochs" in res.stdout
+    assert res.stdout.startswith("final val_fg_dice ") and " at epoch 2; 2 epochs" in res.stdout
     summary = json.loads((run / "train_summary.json").read_text())
-    assert summary["model_checkpoint"] == "last" and summary["best_epoch"] == 3
+    assert summary["model_checkpoint"] == "last" and summary["best_epoch"] == 2
     rows = _csv_rows(run / "history.csv")
     assert summary["best_value"] == pytest.approx(float(rows[-1]["val_fg_dice"]))
     final = keras.models.load_model(run / "model.keras", safe_mode=True, compile=False)

@@ -201,3 +201,36 @@ def test_a_fold_whose_lock_is_taken_over_stops_at_the_next_training_event(
     assert events[0] == "epoch_begin 1" and written == []
     assert json.loads(lock.read_text())["host"] == "node07"  # the other job's lock is left alone
     assert not (run / "cv_summary.json").exists()
+
+
+def test_segkit_train_fold_stops_like_cv_when_its_lock_is_taken_over(
+    three_folds: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``train_fold`` (``segkit train --fold k``) holds the fold's lock and checks it at every event."""
+    from segkit.io import run_lock
+    from segkit.train import fit
+
+    monkeypatch.setattr(run_lock, "HEARTBEAT_S", 0.01)
+    cfk = cv.train_fold_config(three_folds, 1, option="--fold")
+    lock = Path(three_folds.train.run_dir) / "fold_1.lock"
+    seen: list[dict] = []
+
+    def train_model(cfg: Config, *, progress: Callable[[object], None], **_: object) -> str:
+        seen.append(json.loads(lock.read_text()))  # held by this process while it trains
+        progress("epoch_begin 1")
+        if len(seen) == 2:  # the second run: another job takes the lock over meanwhile
+            _hold(lock, host="node07", pid=4242)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                progress("batch")
+                time.sleep(0.01)
+        return "result"
+
+    monkeypatch.setattr(fit, "train_model", train_model)
+    events: list[object] = []
+    assert cv.train_fold(cfk, progress=events.append) == "result"
+    assert seen[0]["pid"] == os.getpid() and events == ["epoch_begin 1"]
+    assert not lock.exists()  # released after training
+    with pytest.raises(cv.FoldLost, match="fold 1 was taken over by another job"):
+        cv.train_fold(cfk, progress=events.append)
+    assert json.loads(lock.read_text())["host"] == "node07"  # the other job's lock is left alone
