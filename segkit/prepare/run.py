@@ -232,8 +232,8 @@ def _check_folders(adapter: Source, src: Path | None, out: Path | None, verify_o
 
 
 def _dataset_key(cfg: Config, source: str, opts: PrepareOptions, out: Path | None) -> str:
-    """The dataset's key (``config_fingerprint``), including ``--series`` and a user split file and fold:
-    another series or another split is another dataset.
+    """The dataset's key (``config_fingerprint``), including ``--series``, ``--resample-tilt`` and a user
+    split file and fold: another series, other voxels or another split is another dataset.
 
     Raises:
         DataError: the split file is missing, or lies inside ``out`` that ``overwrite`` would clear.
@@ -241,6 +241,8 @@ def _dataset_key(cfg: Config, source: str, opts: PrepareOptions, out: Path | Non
     key = config_fingerprint(cfg, source)
     if opts.source_options.series is not None:
         key = hashlib.sha256(f"{key}:series={opts.source_options.series}".encode()).hexdigest()
+    if opts.source_options.resample_tilt:  # tilted series are resampled, not refused: other voxels
+        key = hashlib.sha256(f"{key}:resample_tilt".encode()).hexdigest()
     splits_file = opts.splits_file
     if splits_file is None:
         return key
