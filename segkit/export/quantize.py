@@ -1,11 +1,17 @@
-"""int8 post-training quantization of a LiteRT bundle (``segkit export --format litert --quantize int8``):
-calibration on prepared training slices, and the Dice it costs on prepared validation slices.
+"""int8 post-training quantization of a LiteRT or ONNX bundle (``segkit export --format litert|onnx
+--quantize int8``): calibration on prepared training slices, and the Dice it costs on prepared validation
+slices.
 
-The quantized graph keeps float32 inputs and outputs (weights and activations int8 inside), so it runs
-where a float32 bundle runs.
+- LiteRT: the TFLite converter's full-integer post-training quantization (``litert_int8_kwargs``).
+- ONNX: ONNX Runtime static quantization (``onnx_int8``) of the float32 graph in QDQ format: per-channel
+  int8 weights, uint8 activations (min-max calibration) around the convolutions, transposed convolutions,
+  max-pools and ReLUs; the group normalization arithmetic and the softmax stay float32.
+
+The quantized graph keeps float32 inputs and outputs, so it runs where a float32 bundle runs.
 
 Example:
     >>> kwargs = litert_int8_kwargs(cfg)       # passed to keras.Model.export(..., format="litert", **kwargs)
+    >>> onnx_int8(Path("model.float.onnx"), Path("model.onnx"), cfg)
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ if TYPE_CHECKING:
 
 CALIBRATION_SLICES = 64  # prepared training slices the activation ranges are calibrated on
 DICE_SLICES = 128  # prepared validation slices the Dice cost is measured on
+ONNX_INT8_OPS = ("Conv", "ConvTranspose", "MaxPool", "Relu")  # the ONNX ops quantized (QDQ around them)
 
 
 def prepared_slices(cfg: Config, split: str, n: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8]]:
@@ -57,6 +64,35 @@ def litert_int8_kwargs(cfg: Config) -> dict[str, Any]:
     return {"optimizations": [tf.lite.Optimize.DEFAULT], "representative_dataset": representative}
 
 
+def onnx_int8(float_model: Path, out: Path, cfg: Config) -> None:
+    """Write ``out``: ``float_model`` (ONNX, float32) statically quantized by ONNX Runtime (QDQ format,
+    ``ONNX_INT8_OPS``), calibrated on ``CALIBRATION_SLICES`` prepared training slices, one slice per
+    calibration batch. A shape-inferred copy of the float graph is written beside ``out`` and removed."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    images, _ = prepared_slices(cfg, "train", CALIBRATION_SLICES)
+    name = onnx.load(str(float_model)).graph.input[0].name
+
+    class Slices(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.rest = iter(images)
+
+        def get_next(self) -> dict[str, npt.NDArray[np.float32]] | None:
+            x = next(self.rest, None)
+            return None if x is None else {name: x[None]}
+
+    inferred = out.with_name(out.name + ".shapes.onnx")
+    try:
+        quant_pre_process(str(float_model), str(inferred), skip_symbolic_shape=True)
+        quantize_static(str(inferred), str(out), Slices(), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=list(ONNX_INT8_OPS), per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    finally:
+        inferred.unlink(missing_ok=True)
+
+
 def mean_dice(probs: npt.NDArray[np.float32], masks: npt.NDArray[np.uint8], num_classes: int) -> float:
     """Foreground Dice of the argmax of ``probs`` against ``masks``, pooled over the slices and averaged over
     the classes present in either."""
@@ -81,5 +117,5 @@ def dice_cost(keras_predict: Any, bundle_predict: Any, cfg: Config) -> dict[str,
             "max_abs_dp": float(np.max(np.abs(p_float - p_int8)))}
 
 
-__all__ = ["CALIBRATION_SLICES", "DICE_SLICES", "dice_cost", "litert_int8_kwargs", "mean_dice",
-           "prepared_slices"]
+__all__ = ["CALIBRATION_SLICES", "DICE_SLICES", "ONNX_INT8_OPS", "dice_cost", "litert_int8_kwargs",
+           "mean_dice", "onnx_int8", "prepared_slices"]
