@@ -25,11 +25,11 @@ if TYPE_CHECKING:
     import keras
 
 
-def _layer_class() -> type:
+def _layer_class() -> Any:
     """``RowMeanGroupNormalization`` (defined on first use: Keras is imported only by an export)."""
     from keras import layers, ops
 
-    class RowMeanGroupNormalization(layers.GroupNormalization):  # type: ignore[misc]
+    class RowMeanGroupNormalization(layers.GroupNormalization):
         """``keras.layers.GroupNormalization`` (channels last, 4D inputs) whose group mean and variance are
         the mean over rows of per-row means."""
 
@@ -83,7 +83,7 @@ def exportable(net: keras.Model) -> keras.Model:
         return new
 
     copy = keras.models.clone_model(net, clone_function=clone, recursive=True)
-    copy(np.zeros((1, *net.input_shape[1:]), np.float32), training=False)
+    copy(np.zeros([1, *[32 if d is None else d for d in net.input_shape[1:]]], np.float32), training=False)
     return copy
 
 

@@ -75,7 +75,7 @@ def onnx_int8(float_model: Path, out: Path, cfg: Config) -> None:
     images, _ = prepared_slices(cfg, "train", CALIBRATION_SLICES)
     name = onnx.load(str(float_model)).graph.input[0].name
 
-    class Slices(CalibrationDataReader):  # type: ignore[misc]
+    class Slices(CalibrationDataReader):
         def __init__(self) -> None:
             self.rest = iter(images)
 
