@@ -51,12 +51,10 @@ log = logging.getLogger(__name__)
 KERAS_FORMATS = {"onnx": "onnx", "litert": "litert", "savedmodel": "tf_saved_model"}
 
 REFUSED: dict[tuple[str, str], str] = {
-    ("swinunet", "onnx"): "tf2onnx cannot convert the Erfc op of its exact GELU (ONNX Runtime rejects the "
-                          "graph as invalid)",
+    ("swinunet", "onnx"): "tf2onnx cannot convert the Erfc op of the exact GELU inside its Swin blocks (ONNX "
+                          "Runtime rejects the graph as invalid)",
     ("swinunet", "litert"): "its shifted windows use tf.roll, a Select TF op (FlexRoll) that the LiteRT "
                             "interpreter lacks",
-    ("transunet", "onnx"): "tf2onnx cannot convert the Erfc op of its exact GELU (ONNX Runtime rejects the "
-                           "graph as invalid)",
 }
 """(model, format) pairs that do not convert, with the reason (refused before anything is written)."""
 
