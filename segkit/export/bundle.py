@@ -59,7 +59,7 @@ REFUSED: dict[tuple[str, str], str] = {
 """(model, format) pairs that do not convert, with the reason (refused before anything is written)."""
 
 INT8_FORMATS = ("litert", "onnx")  # the formats --quantize int8 applies to (segkit.export.quantize)
-INT8_KIND = {"litert": "LiteRT converter, full integer",
+INT8_KIND = {"litert": "LiteRT converter, group normalization arithmetic kept float32",
              "onnx": "ONNX Runtime static quantization, QDQ, per-channel int8 weights, uint8 activations"}
 CHECK_TOLERANCE = 1e-2  # the export check refuses a graph whose max |p_runtime - p_keras| is larger
 
@@ -201,21 +201,23 @@ def _write_members(net: keras.Model, tmp: Path, cfg: Config, options: ExportOpti
 
 
 def _write_model(net: keras.Model, path: Path, cfg: Config, options: ExportOptions) -> None:
-    """Convert ``exportable(net)`` with Keras' ``model.export`` to ``path``; int8: LiteRT with the
-    converter's quantization settings, ONNX by quantizing a float32 graph written beside ``path`` (then
-    removed).
+    """Convert ``exportable(net)`` to ``path``: Keras' ``model.export``, or for int8 ``litert_int8`` /
+    ``onnx_int8`` (which quantizes a float32 graph written beside ``path``, then removed).
 
     Raises:
         ModelError: a converter or the quantizer fails (one line naming the model and the format).
     """
     from segkit.export.graph import exportable
-    from segkit.export.quantize import litert_int8_kwargs, onnx_int8
+    from segkit.export.quantize import litert_int8, onnx_int8
 
     int8 = options.quantize == "int8"
-    kwargs: dict[str, Any] = litert_int8_kwargs(cfg) if int8 and options.fmt == "litert" else {}
     target = path.with_name(f"{path.stem}.float{path.suffix}") if int8 and options.fmt == "onnx" else path
     try:
-        exportable(net).export(str(target), format=KERAS_FORMATS[options.fmt], verbose=False, **kwargs)
+        graph = exportable(net)
+        if int8 and options.fmt == "litert":
+            litert_int8(graph, path, cfg)
+        else:
+            graph.export(str(target), format=KERAS_FORMATS[options.fmt], verbose=False)
         if target != path:
             onnx_int8(target, path, cfg)
     except Exception as e:  # noqa: BLE001 - the converters raise many types
