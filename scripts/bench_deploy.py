@@ -1,11 +1,15 @@
-"""Deployment benchmark and equivalence check (``make bench-deploy``): a short-trained left-atrial model (the
-recommended preset's flexunet, 128x128) on the real LA volumes of ../shared/data, exported as ONNX, LiteRT and
-SavedModel bundles, each run by ``segkit infer BUNDLE`` on the test volumes and compared with
-``segkit infer RUN_DIR`` (Keras): max |dp|, label agreement, Dice against the reference per case; then, on one
-pinned core, cold start (process start to the first label volume written: ``segkit infer`` on one volume),
-steady time per volume, bundle size and peak memory (max RSS of the process).
+"""Deployment benchmark and equivalence check (``make bench-deploy``): the recommended preset's left-atrial
+model (flexunet, 128x128) trained by ``segkit cv`` as 3 folds of a short training on the real LA volumes of
+../shared/data. The single model (fold 0) and the 3-fold ensemble (the cv folder, one averaging graph) are
+exported as ONNX, LiteRT and SavedModel bundles, the single model also as int8 ONNX and LiteRT; each is run
+by ``segkit infer BUNDLE`` on held-out test volumes and compared with ``segkit infer RUN_DIR`` (Keras) of the
+same model(s): max |dp|, label agreement, |dDice| against the reference label per case, mean Dice; then, on
+one pinned core, cold start (process start to the first label volume written: ``segkit infer`` on one
+volume), steady time per volume, bundle size and peak memory (max RSS of the process).
 
-Usage: python scripts/bench_deploy.py [--out DIR] [--epochs N] [--cases 3]
+Usage: python scripts/bench_deploy.py [--out DIR] [--epochs N] [--cases 3] [--set KEY=VALUE ...]
+(``--set`` overrides reach prepare, cv and export, e.g. a toy run: ``--epochs 1 --set prepare.size=[64,64]
+--set data.image_size=[64,64] --set model.num_layers=3 --set model.base_filters=4``)
 """
 
 from __future__ import annotations
@@ -49,9 +53,19 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if s == 0 else 2.0 * int(np.logical_and(a, b).sum()) / s
 
 
+def dices(dir_: Path, cases: list[str]) -> list[float]:
+    """Dice of label 1 against the reference label, per case."""
+    out = []
+    for c in cases:
+        seg = np.asarray(nib.load(str(dir_ / f"{c}_seg.nii.gz")).dataobj)
+        truth = np.asarray(nib.load(str(LA / "labelsTr" / f"{c}.nii.gz")).dataobj) > 0
+        out.append(dice(seg == 1, truth))
+    return out
+
+
 def compare(ref_dir: Path, dir_: Path, cases: list[str]) -> dict[str, Any]:
     """Max |dp|, the share of equal labels and |dDice| (class 1 vs the reference label) over the cases."""
-    max_dp, agree, ddice = 0.0, [], []
+    max_dp, agree = 0.0, []
     for c in cases:
         pa = np.asarray(nib.load(str(ref_dir / f"{c}_probs.nii.gz")).dataobj)
         pb = np.asarray(nib.load(str(dir_ / f"{c}_probs.nii.gz")).dataobj)
@@ -59,9 +73,57 @@ def compare(ref_dir: Path, dir_: Path, cases: list[str]) -> dict[str, Any]:
         la = np.asarray(nib.load(str(ref_dir / f"{c}_seg.nii.gz")).dataobj)
         lb = np.asarray(nib.load(str(dir_ / f"{c}_seg.nii.gz")).dataobj)
         agree.append(float(np.mean(la == lb)))
-        truth = np.asarray(nib.load(str(LA / "labelsTr" / f"{c}.nii.gz")).dataobj) > 0
-        ddice.append(abs(dice(la == 1, truth) - dice(lb == 1, truth)))
+    ddice = [abs(a - b) for a, b in zip(dices(ref_dir, cases), dices(dir_, cases), strict=True)]
     return {"max_abs_dp": max_dp, "min_label_agreement": min(agree), "max_abs_ddice": max(ddice)}
+
+
+def train(out: Path, epochs: int, overrides: list[str]) -> Path:
+    """Prepare the LA volumes with 3 folds (test cases held out) and train them with ``segkit cv``."""
+    sets = [f"data.dir={out / 'data'}", f"train.run_dir={out / 'cv'}", f"train.epochs={epochs}",
+            "train.time_limit=null", "train.choose_postprocessing=false", *overrides]
+    s = [a for x in sets for a in ("--set", x)]
+    segkit("prepare", "left-atrial", str(LA), "--out", str(out / "data"), "--folds", "3", "--fold", "0", *s)
+    segkit("cv", "left-atrial", *s)
+    return out / "cv"
+
+
+def bundles(run: Path, out: Path, prefix: str, int8: bool) -> dict[str, Path]:
+    """``segkit export`` of ``run`` to every format (and int8 ONNX / LiteRT): row name -> bundle."""
+    made = {}
+    for fmt in FORMATS:
+        made[f"{prefix}{fmt}"] = out / f"bundle-{prefix}{fmt}"
+        segkit("export", str(run), "--format", fmt, "--out", str(made[f"{prefix}{fmt}"]))
+    for fmt in ("onnx", "litert") if int8 else ():
+        made[f"{prefix}{fmt}-int8"] = out / f"bundle-{prefix}{fmt}-int8"
+        segkit("export", str(run), "--format", fmt, "--quantize", "int8", "--out",
+               str(made[f"{prefix}{fmt}-int8"]))
+    return made
+
+
+def size_mb(target: Path, keras_run: bool) -> float:
+    """A bundle's files, or a Keras run's model file(s) (a cv folder: its folds')."""
+    if not keras_run:
+        files = [p for p in target.rglob("*") if p.is_file()]
+    else:
+        files = list(target.glob("fold_*/model.keras")) if (target / "cv.json").is_file() \
+            else [target / "model.keras"]
+    return round(sum(p.stat().st_size for p in files) / 1e6, 2)
+
+
+def measure(name: str, target: Path, ref: str, out: Path, cases: list[str]) -> dict[str, Any]:
+    """One row: equivalence with the Keras row ``ref`` on ``out/volumes``, then the pinned timings."""
+    res = out / f"infer-{name}"
+    vols, one = str(out / "volumes"), str(out / "one")
+    segkit("infer", str(target), "--input", vols, "--output", str(res), "--save-probabilities")
+    cold, rss = segkit("infer", str(target), "--input", one, "--output", str(out / f"cold-{name}"), pin=True)
+    full, _ = segkit("infer", str(target), "--input", vols, "--output", str(out / f"steady-{name}"), pin=True)
+    row: dict[str, Any] = {"runtime": name, "cold_start_s": round(cold, 2),
+                           "steady_s_per_volume": round((full - cold) / max(1, len(cases) - 1), 2),
+                           "size_mb": size_mb(target, name == ref), "peak_rss_mb": rss,
+                           "mean_dice": round(float(np.mean(dices(res, cases))), 4)}
+    if name != ref:
+        row.update(compare(out / f"infer-{ref}", res, cases))
+    return row
 
 
 def main() -> None:
@@ -69,44 +131,25 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "bench-deploy")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--cases", type=int, default=3)
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
     out: Path = args.out.resolve()
     shutil.rmtree(out, ignore_errors=True)
-    sets = [f"data.dir={out / 'data'}", f"train.run_dir={out / 'run'}", f"train.epochs={args.epochs}",
-            "train.time_limit=null", "train.choose_postprocessing=false"]
-    s = [a for x in sets for a in ("--set", x)]
-    segkit("prepare", "left-atrial", str(LA), "--out", str(out / "data"), *s)
-    segkit("train", "left-atrial", *s)
+    cv = train(out, args.epochs, args.sets)
     splits = json.loads((out / "data" / "splits.json").read_text())
     cases = (splits["test"] + splits["valid"])[: args.cases]
-    vols = out / "volumes"
-    vols.mkdir()
-    for c in cases:
-        shutil.copy(LA / "imagesTr" / f"{c}.nii.gz", vols / f"{c}.nii.gz")
-    one = out / "one"
-    one.mkdir()
-    shutil.copy(vols / f"{cases[0]}.nii.gz", one / f"{cases[0]}.nii.gz")
-    targets = {"keras": out / "run"}
-    for fmt in FORMATS:
-        segkit("export", str(out / "run"), "--format", fmt, "--out", str(out / f"bundle-{fmt}"))
-        targets[fmt] = out / f"bundle-{fmt}"
+    for folder, picked in (("volumes", cases), ("one", cases[:1])):
+        (out / folder).mkdir()
+        for c in picked:
+            shutil.copy(LA / "imagesTr" / f"{c}.nii.gz", out / folder / f"{c}.nii.gz")
+    targets = [("keras", cv / "fold_0", "keras"), *[(n, p, "keras") for n, p in
+                                                     bundles(cv / "fold_0", out, "", True).items()],
+               ("ensemble-keras", cv, "ensemble-keras"),
+               *[(n, p, "ensemble-keras") for n, p in bundles(cv, out, "ensemble-", False).items()]]
     rows = []
-    for name, target in targets.items():
-        res = out / f"infer-{name}"
-        segkit("infer", str(target), "--input", str(vols), "--output", str(res), "--save-probabilities")
-        cold, rss = segkit("infer", str(target), "--input", str(one), "--output", str(out / f"cold-{name}"),
-                           pin=True)
-        full, _ = segkit("infer", str(target), "--input", str(vols), "--output", str(out / f"steady-{name}"),
-                         pin=True)
-        size = sum(p.stat().st_size for p in Path(target).rglob("*") if p.is_file()) if name != "keras" \
-            else (target / "model.keras").stat().st_size
-        row = {"runtime": name, "cold_start_s": round(cold, 2),
-               "steady_s_per_volume": round((full - cold) / max(1, len(cases) - 1), 2),
-               "size_mb": round(size / 1e6, 2), "peak_rss_mb": rss}
-        if name != "keras":
-            row.update(compare(out / "infer-keras", res, cases))
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+    for name, target, ref in targets:
+        rows.append(measure(name, target, ref, out, cases))
+        print(json.dumps(rows[-1]), flush=True)
     (out / "bench_deploy.json").write_text(json.dumps({"cases": cases, "rows": rows}, indent=1))
 
 

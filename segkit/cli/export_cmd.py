@@ -19,8 +19,9 @@ def export(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle folder."),
     licence: str = typer.Option(None, "--licence", help="Licence of the model, recorded in the model card."),
     quantize: str = typer.Option(
-        None, "--quantize", help="int8 (with --format litert): post-training quantization calibrated on "
-        "prepared training slices; its Dice cost on prepared validation slices is printed."
+        None, "--quantize", help="int8 (with --format litert or onnx): post-training quantization (LiteRT "
+        "converter, or ONNX Runtime static QDQ) calibrated on prepared training slices; its Dice cost on "
+        "prepared validation slices is printed."
     ),
 ) -> None:
     """Write a self-contained bundle: the model, its pre- and post-processing and bundle.json.

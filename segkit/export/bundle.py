@@ -2,8 +2,10 @@
 
 1. the run's config and model(s) are loaded (a cross-validation folder: its folds' ensemble, one graph
    that averages the members' softmax outputs, as ``segkit infer`` does);
-2. Keras' ``model.export`` writes the graph as ONNX (tf2onnx), LiteRT (``.tflite``) or a TensorFlow
-   SavedModel (endpoint ``serve``); a zoo model known not to convert is refused first (``REFUSED``);
+2. Keras' ``model.export`` writes the graph as ONNX (tf2onnx, its default opset 15), LiteRT (``.tflite``)
+   or a TensorFlow SavedModel (endpoint ``serve``); the graph is ``segkit.export.graph.exportable(model)``
+   (group normalization with shorter float32 sums); a zoo model known not to convert is refused first
+   (``REFUSED``);
 3. the preprocessing recipe and the post-processing decision are copied beside it, ``bundle.json`` describes
    everything and lists the sha256 of every file;
 4. the bundle is run once by its runtime on a fixed random batch and compared with Keras; a runtime that
@@ -49,15 +51,16 @@ log = logging.getLogger(__name__)
 KERAS_FORMATS = {"onnx": "onnx", "litert": "litert", "savedmodel": "tf_saved_model"}
 
 REFUSED: dict[tuple[str, str], str] = {
-    ("swinunet", "onnx"): "tf2onnx cannot convert the Erfc op of its exact GELU (ONNX Runtime rejects the "
-                          "graph as invalid)",
+    ("swinunet", "onnx"): "tf2onnx cannot convert the Erfc op of the exact GELU inside its Swin blocks (ONNX "
+                          "Runtime rejects the graph as invalid)",
     ("swinunet", "litert"): "its shifted windows use tf.roll, a Select TF op (FlexRoll) that the LiteRT "
                             "interpreter lacks",
-    ("transunet", "onnx"): "tf2onnx cannot convert the Erfc op of its exact GELU (ONNX Runtime rejects the "
-                           "graph as invalid)",
 }
 """(model, format) pairs that do not convert, with the reason (refused before anything is written)."""
 
+INT8_FORMATS = ("litert", "onnx")  # the formats --quantize int8 applies to (segkit.export.quantize)
+INT8_KIND = {"litert": "LiteRT converter, group normalization arithmetic kept float32",
+             "onnx": "ONNX Runtime static quantization, QDQ, per-channel int8 weights, uint8 activations"}
 CHECK_TOLERANCE = 1e-2  # the export check refuses a graph whose max |p_runtime - p_keras| is larger
 
 
@@ -70,7 +73,7 @@ class ExportOptions:
     out: Path | None = None
     overwrite: bool = False
     licence: str | None = None
-    quantize: str | None = None  # "int8": LiteRT post-training quantization (``segkit.export.quantize``)
+    quantize: str | None = None  # "int8": post-training quantization (``segkit.export.quantize``)
 
 
 @dataclass(frozen=True)
@@ -104,9 +107,9 @@ def export_run(run_dir: Path, options: ExportOptions) -> ExportResult:
     """
     run_dir = Path(run_dir)
     cfg = _run_config(run_dir, options.fmt)
-    if options.quantize not in (None, "int8") or (options.quantize and options.fmt != "litert"):
+    if options.quantize not in (None, "int8") or (options.quantize and options.fmt not in INT8_FORMATS):
         raise ConfigError(f"--quantize {options.quantize} is not available for --format {options.fmt}",
-                          hint="use --format litert --quantize int8, or leave --quantize out")
+                          hint="use --format litert or onnx with --quantize int8, or leave --quantize out")
     why = refusal(cfg.model.name, options.fmt)
     if why is not None:
         others = [f for f in FORMATS if not refusal(cfg.model.name, f)]
@@ -166,16 +169,7 @@ def _write_members(net: keras.Model, tmp: Path, cfg: Config, options: ExportOpti
     from segkit.postprocess import load_postprocessing
 
     name = MODEL_FILES[options.fmt]
-    kwargs: dict[str, Any] = {}
-    if options.quantize == "int8":
-        from segkit.export.quantize import litert_int8_kwargs
-
-        kwargs = litert_int8_kwargs(cfg)
-    try:
-        net.export(str(tmp / name), format=KERAS_FORMATS[options.fmt], verbose=False, **kwargs)
-    except Exception as e:  # noqa: BLE001 - the converters raise many types
-        raise ModelError(f"{cfg.model.name} does not export to {options.fmt}: {type(e).__name__}: "
-                         f"{' '.join(str(e).split())[:200]}", hint="try another --format") from e
+    _write_model(net, tmp / name, cfg, options)
     spec = preprocessing_spec(cfg).to_json()
     write_json(tmp / PREPROCESSING_FILE, spec)
     pp = load_postprocessing(Path(cfg.train.run_dir))
@@ -205,6 +199,34 @@ def _write_members(net: keras.Model, tmp: Path, cfg: Config, options: ExportOpti
                       "overlap": cfg.infer.overlap, "batch_size": cfg.infer.batch_size},
         "config": config,
     }
+
+
+def _write_model(net: keras.Model, path: Path, cfg: Config, options: ExportOptions) -> None:
+    """Convert ``exportable(net)`` to ``path``: Keras' ``model.export``, or for int8 ``litert_int8`` /
+    ``onnx_int8`` (which quantizes a float32 graph written beside ``path``, then removed).
+
+    Raises:
+        ModelError: a converter or the quantizer fails (one line naming the model and the format).
+    """
+    from segkit.export.graph import exportable
+    from segkit.export.quantize import litert_int8, onnx_int8
+
+    int8 = options.quantize == "int8"
+    target = path.with_name(f"{path.stem}.float{path.suffix}") if int8 and options.fmt == "onnx" else path
+    try:
+        graph = exportable(net)
+        if int8 and options.fmt == "litert":
+            litert_int8(graph, path, cfg)
+        else:
+            graph.export(str(target), format=KERAS_FORMATS[options.fmt], verbose=False)
+        if target != path:
+            onnx_int8(target, path, cfg)
+    except Exception as e:  # noqa: BLE001 - the converters raise many types
+        raise ModelError(f"{cfg.model.name} does not export to {options.fmt}: {type(e).__name__}: "
+                         f"{' '.join(str(e).split())[:200]}", hint="try another --format") from e
+    finally:
+        if target != path:
+            target.unlink(missing_ok=True)
 
 
 def _ensemble(run_dir: Path, members: list[Path]) -> dict[str, Any]:
@@ -266,7 +288,8 @@ def _check(net: keras.Model, tmp: Path, meta: dict[str, Any], int8_cfg: Config |
         from segkit.export.quantize import CALIBRATION_SLICES, dice_cost
 
         meta["model"]["quantization"] = {
-            "kind": "int8 post-training quantization (LiteRT), float32 input and output",
+            "kind": f"int8 post-training quantization ({INT8_KIND[meta['format']]}), float32 input and "
+                    "output",
             "calibration": f"{CALIBRATION_SLICES} prepared training slices",
             **dice_cost(net.predict_on_batch, runtime.predict_on_batch, int8_cfg)}
     elif not diff <= CHECK_TOLERANCE:

@@ -193,18 +193,31 @@ def test_export_help_shows_the_layout() -> None:
     assert res.exit_code == 0 and "bundle.json" in res.output and "preprocessing.json" in res.output
 
 
-def test_int8_litert_bundle_reports_its_dice_cost(setup: dict[str, Path]) -> None:
-    bundle = setup["root"] / "bundle-int8"
-    res = runner.invoke(app, ["export", str(setup["run"]), "--format", "litert", "--quantize", "int8",
+@pytest.mark.parametrize("fmt", ["litert", "onnx"])
+def test_int8_bundle_reports_its_dice_cost(setup: dict[str, Path], fmt: str) -> None:
+    bundle = setup["root"] / f"bundle-int8-{fmt}"
+    res = runner.invoke(app, ["export", str(setup["run"]), "--format", fmt, "--quantize", "int8",
                               "--out", str(bundle)])
     assert res.exit_code == 0, res.output
     assert "int8 Dice on" in res.output and "prepared valid slices" in res.output
-    q = json.loads((bundle / "bundle.json").read_text())["model"]["quantization"]
+    meta = json.loads((bundle / "bundle.json").read_text())
+    q = meta["model"]["quantization"]
     assert q["dice_cost"] == pytest.approx(q["dice_float32"] - q["dice_int8"], abs=2e-4)
     assert 0 < q["slices"] <= 128 and 0.0 <= q["dice_int8"] <= 1.0
-    out = setup["root"] / "out-int8"
+    assert ("ONNX Runtime static quantization, QDQ" in q["kind"]) == (fmt == "onnx")
+    assert sorted(meta["files"]) == [meta["model"]["file"], "postprocessing.json", "preprocessing.json"]
+    if fmt == "onnx":  # QDQ: int8 weights dequantized before the convolutions
+        import onnx
+
+        ops = {n.op_type for n in onnx.load(str(bundle / "model.onnx")).graph.node}
+        assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    out = setup["root"] / f"out-int8-{fmt}"
     res = runner.invoke(app, ["infer", str(bundle), "--input", str(setup["volumes"]), "--output", str(out)])
     assert res.exit_code == 0, res.output
     assert len(list(out.glob("*_seg.nii.gz"))) == 3
-    res = runner.invoke(app, ["export", str(setup["run"]), "--format", "onnx", "--quantize", "int8"])
-    assert res.exit_code == 2 and "--quantize int8 is not available for --format onnx" in res.stderr
+
+
+def test_int8_is_refused_for_savedmodel(setup: dict[str, Path]) -> None:
+    res = runner.invoke(app, ["export", str(setup["run"]), "--format", "savedmodel", "--quantize", "int8"])
+    assert res.exit_code == 2 and "--quantize int8 is not available for --format savedmodel" in res.stderr
+    assert not (setup["run"] / "export-savedmodel").exists()
