@@ -35,7 +35,7 @@ def pytest_configure(config: pytest.Config) -> None:
 # process as a whole (its module-scoped fixtures, e.g. a trained tiny run, are built once); the modules named
 # here hold independent tests that are spread one by one. A scheduler of our own, because xdist's
 # `--dist loadgroup` silently stops grouping on pytest 9.2 (pytest-dev/pytest-xdist#1386).
-SPREAD_MODULES = {"test_models"}
+SPREAD_MODULES = {"test_models", "test_export_zoo"}
 
 
 @pytest.hookimpl(optionalhook=True)
