@@ -26,6 +26,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -315,7 +316,24 @@ def patch_rng(cfg: Config, epoch: int, index: int) -> np.random.Generator:
     return generator(cfg.seed, Stream.PATCHES, int(epoch), int(index))
 
 
-def make_dataset(cfg: Config, split: str, training: bool, *, seed_offset: int = 0) -> tf.data.Dataset:
+@dataclass(frozen=True)
+class Shard:
+    """One input pipeline's part of a split under a multi-worker strategy.
+
+    Attributes:
+        index: this pipeline's number, 0 .. ``count`` - 1.
+        count: number of input pipelines (workers).
+        batch_size: samples per batch of this pipeline (the global batch over its replicas' share).
+    """
+
+    index: int
+    count: int
+    batch_size: int
+
+
+def make_dataset(
+    cfg: Config, split: str, training: bool, *, seed_offset: int = 0, shard: Shard | None = None
+) -> tf.data.Dataset:
     """The streaming ``tf.data`` pipeline of one split.
 
     Each full iteration over the dataset is one epoch; the epoch number starts at ``seed_offset`` (pass the
@@ -324,12 +342,19 @@ def make_dataset(cfg: Config, split: str, training: bool, *, seed_offset: int = 
     or a resume repeats itself exactly, while every epoch and every sample gets fresh randomness.
     Validation (``training=False``) is neither shuffled nor augmented.
 
+    With ``shard``, each epoch's (shuffled) order is cut into ``count`` interleaved parts and this pipeline
+    reads part ``index`` in batches of ``shard.batch_size``: the workers of a multi-worker run read disjoint
+    samples, and since the augmentation is seeded by the sample index every worker's samples get their own
+    random streams, the same ones whichever worker reads them.
+
     Args:
         cfg: the config (``data``, ``augment``, ``train.batch_size``, ``seed``).
         split: ``train``, ``valid`` or ``test`` (a folder under ``cfg.data.dir``, or a fold's cases:
             ``split_pairs``).
         training: shuffle and augment.
         seed_offset: epoch number of the first iteration.
+        shard: read only this pipeline's part of each epoch (``Shard``); ``None`` reads all of it in
+            batches of ``train.batch_size``.
 
     Returns:
         A dataset of ``(images, onehot)``: images (B, H, W, C') float32 in 0..1 with
@@ -362,7 +387,9 @@ def make_dataset(cfg: Config, split: str, training: bool, *, seed_offset: int = 
             idx = tf.random.experimental.stateless_shuffle(
                 idx, seed=tf.stack([tf.constant(shuffle_seed, tf.int64), e])
             )
-        return tf.data.Dataset.from_tensor_slices((tf.fill([n], e), idx))
+        if shard is not None:
+            idx = idx[shard.index :: shard.count]
+        return tf.data.Dataset.from_tensor_slices((tf.fill(tf.shape(idx), e), idx))
 
     def decode_np(e: np.int64, i: np.int64) -> tuple[np.ndarray, np.ndarray]:
         patch = patch_rng(cfg, int(e), int(i)) if training else True
@@ -384,6 +411,6 @@ def make_dataset(cfg: Config, split: str, training: bool, *, seed_offset: int = 
 
     ds = tf.data.Dataset.range(1).map(next_epoch).flat_map(one_epoch)
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(cfg.train.batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(shard.batch_size if shard is not None else cfg.train.batch_size).prefetch(tf.data.AUTOTUNE)
     log.debug("dataset %s: %d pairs, training=%s, epoch starts at %d", split, n, training, seed_offset)
     return ds
