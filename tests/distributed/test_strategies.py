@@ -1,0 +1,165 @@
+"""train.strategy: mirrored on 2 logical CPU devices matches one device; two localhost workers train to the
+same weights; the chief's run folder is complete and resumable.
+
+Each training runs in a subprocess (``worker.py``): logical CPU devices must be configured before TensorFlow
+initialises, and every worker of a multi-worker run is its own process. Data: 12 train / 4 valid synthetic
+32x32 slices (three discs of the demo's class colours); model: flexunet, 2 levels, 4 filters, GroupNorm.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from segkit.config import load_config
+from segkit.errors import ConfigError
+from segkit.train.strategy import check_batch, scaled_learning_rate
+
+WORKER = Path(__file__).with_name("worker.py")
+REPO = Path(__file__).resolve().parents[2]
+COLORS = np.array([(0, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255)], np.uint8)  # demo.yaml's classes
+RUN_FILES = ("config.yaml", "versions.json", "history.csv", "history.json", "curves.png", "model.keras",
+             "last.keras", "backup", "train_summary.json", "epoch_infer")
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12 train and 4 valid 32x32 slices: three discs (ventricle, atrium, vessel colours) on noise."""
+    out = tmp_path_factory.mktemp("tiny") / "data"
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("valid", 4)):
+        (out / split / "images").mkdir(parents=True)
+        (out / split / "masks").mkdir(parents=True)
+        for i in range(n):
+            label = np.zeros((32, 32), np.uint8)
+            for c in (1, 2, 3):
+                y, x = rng.integers(4, 28, 2)
+                cv2.circle(label, (int(x), int(y)), int(rng.integers(2, 6)), c, -1)
+            image = (label * 50 + rng.integers(0, 40, (32, 32))).astype(np.uint8)
+            cv2.imwrite(str(out / split / "images" / f"case{i:02d}_{i:03d}.png"), image)
+            cv2.imwrite(str(out / split / "masks" / f"case{i:02d}_{i:03d}.png"), COLORS[label][..., ::-1])
+    return out
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+
+
+def _result(stdout: str) -> dict:
+    line = next(x for x in stdout.splitlines() if x.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):])
+
+
+def _free_ports(n: int) -> str:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = ",".join(str(s.getsockname()[1]) for s in socks)
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _workers(data: Path, run: Path, *extra: str, timeout: float = 110) -> list[dict]:
+    """Two workers of a localhost cluster, started together; both must finish within ``timeout``."""
+    ports = _free_ports(2)
+    procs = [subprocess.Popen([sys.executable, str(WORKER), "worker", str(REPO / "configs/demo.yaml"),
+                               str(data), str(run), str(i), ports, *extra], env=_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = []
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=timeout)
+            assert p.returncode == 0, err[-3000:]
+            outs.append(_result(out))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    return outs
+
+
+def test_global_batch_must_split_over_replicas_and_accumulation_needs_one() -> None:
+    cfg = load_config(REPO / "configs/demo.yaml", ["train.batch_size=6"])
+    check_batch(cfg.train, 2)  # 3 per replica
+    with pytest.raises(ConfigError, match="does not split evenly over 4 replicas") as e:
+        check_batch(cfg.train, 4)
+    assert "train.batch_size=8" in str(e.value.hint)
+    acc = load_config(REPO / "configs/demo.yaml", ["train.accumulate_steps=2"])
+    check_batch(acc.train, 1)
+    with pytest.raises(ConfigError, match="accumulate_steps=2 needs one replica"):
+        check_batch(acc.train, 2)
+    with pytest.raises(ConfigError, match="accumulate_steps > 1 needs one replica"):
+        load_config(REPO / "configs/demo.yaml", ["train.accumulate_steps=2", "train.strategy=mirrored"])
+    with pytest.raises(ConfigError, match="strategy"):
+        load_config(REPO / "configs/demo.yaml", ["train.strategy=ddp"])
+
+
+def test_linear_learning_rate_rule() -> None:
+    cfg = load_config(REPO / "configs/demo.yaml", ["train.learning_rate=0.001", "train.batch_size=16"])
+    assert scaled_learning_rate(cfg.train) == 0.001  # no reference batch: as given
+    ref = load_config(REPO / "configs/demo.yaml", ["train.learning_rate=0.001", "train.batch_size=16",
+                                                   "train.accumulate_steps=2", "train.lr_reference_batch=8"])
+    assert scaled_learning_rate(ref.train) == pytest.approx(0.004)  # 1e-3 x (16 x 2) / 8
+
+
+def test_multi_worker_without_a_cluster_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from segkit.train.strategy import cluster_resolver
+
+    for key in ("TF_CONFIG", "SLURM_JOB_ID", "SLURM_STEP_NUM_TASKS"):
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(ConfigError, match="multi_worker needs a cluster"):
+        cluster_resolver()
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(ConfigError, match="TF_CONFIG is not JSON"):
+        cluster_resolver()
+
+
+@pytest.mark.slow
+def test_mirrored_on_two_logical_cpus_matches_one_device_and_resumes(tiny_data: Path, tmp_path: Path) -> None:
+    """Single: 2 epochs x 10 steps. Mirrored (2 replicas x batch 2): epoch 1 stopped by train.time_limit,
+    then --resume for epoch 2. The loss after 20 steps agrees within 1e-3 (relative)."""
+    proc = subprocess.run([sys.executable, str(WORKER), "mirrored", str(REPO / "configs/demo.yaml"),
+                           str(tiny_data), str(tmp_path)], env=_env(), capture_output=True, text=True,
+                          timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = _result(proc.stdout)
+    assert r["first_stop"] == "time_limit" and r["first_epochs"] == 1 and r["initial_epoch"] == 1
+    assert r["distribution"] == {"strategy": "mirrored", "requested": "mirrored", "replicas": 2, "workers": 1,
+                                 "global_batch": 4, "batch_per_replica": 2}
+    single, mirrored = r["single"], r["second"]
+    assert [row["epoch"] for row in mirrored] == [1, 2]
+    for key in ("loss", "val_loss"):
+        assert mirrored[-1][key] == pytest.approx(single[-1][key], rel=1e-3)
+    assert np.allclose(r["mirrored_w"], r["single_w"], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_two_localhost_workers_train_identical_weights_and_resume(tiny_data: Path, tmp_path: Path) -> None:
+    """Two workers (TF_CONFIG, 127.0.0.1): epoch 1, then both resume for epoch 2. Both end with the weights
+    of the chief's last.keras; only the chief wrote the run folder."""
+    run = tmp_path / "run"
+    first = _workers(tiny_data, run)
+    assert [w["epochs_done"] for w in first] == [1, 1]
+    assert np.allclose(first[0]["weights"], first[1]["weights"], rtol=0, atol=0)
+    second = _workers(tiny_data, run, "--resume")
+    assert [w["initial_epoch"] for w in second] == [1, 1] and [w["epochs_done"] for w in second] == [2, 2]
+    assert np.array_equal(second[0]["weights"], second[1]["weights"])
+    clock_free = [[{k: v for k, v in row.items() if k not in ("time_s", "epoch_s")} for row in w["history"]]
+                  for w in second]  # the logs agree; each worker's clock is its own
+    assert clock_free[0] == clock_free[1]
+    assert all(w["run_dir"] == str(run) for w in second)
+    for name in RUN_FILES:
+        assert (run / name).exists(), name
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["epochs_done"] == 2 and summary["distribution"]["workers"] == 2
+    assert summary["distribution"]["strategy"] == "multi_worker"
+    assert len((run / "history.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs

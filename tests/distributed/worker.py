@@ -1,0 +1,96 @@
+"""Subprocess driver of the distributed-training tests (tests/distributed/test_strategies.py).
+
+A separate process because the logical CPU devices of ``mirrored`` must be configured before TensorFlow
+initialises, and a multi-worker run needs one process per worker. Prints one JSON line (``RESULT {...}``).
+
+    python worker.py mirrored CONFIG DATA OUT           # single vs mirrored on 2 logical CPUs, + resume
+    python worker.py worker CONFIG DATA RUN INDEX PORTS [--resume]   # one worker of a localhost cluster
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+TINY = [
+    "data.image_size=[32,32]",
+    "model.num_layers=2",
+    "model.base_filters=4",
+    "model.norm=group",
+    "train.batch_size=4",
+    "train.steps_per_epoch=10",
+    "train.validation_steps=2",
+    "train.learning_rate=0.003",
+    "train.jit_compile=false",
+    "train.epoch_change_infer.num_images=2",
+]
+
+
+def _cfg(config: str, data: str, run: Path, *extra: str):  # noqa: ANN202 - segkit Config
+    from segkit.config import load_config
+
+    return load_config(config, [*TINY, f"data.dir={data}", f"train.run_dir={run}", *extra])
+
+
+def _weights(run: Path) -> list[float]:
+    import keras
+    import numpy as np
+
+    model = keras.saving.load_model(run / "last.keras", compile=False)
+    return [float(np.sum(w)) for w in model.get_weights()]
+
+
+def mirrored(config: str, data: str, out: Path) -> dict:
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from segkit.train import train_model
+
+    single = train_model(_cfg(config, data, out / "single", "train.epochs=2", "train.strategy=single"))
+    # mirrored: epoch 1, stopped by a time limit already used up, then resumed for epoch 2
+    first = train_model(_cfg(config, data, out / "mirrored", "train.epochs=2", "train.strategy=mirrored",
+                             "train.time_limit=0.0001"))
+    second = train_model(_cfg(config, data, out / "mirrored", "train.epochs=2", "train.strategy=mirrored"),
+                         resume=True)
+    summary = json.loads((out / "mirrored" / "train_summary.json").read_text())
+    return {"single": single.history, "first_stop": first.stop_reason, "first_epochs": first.epochs_done,
+            "second": second.history, "initial_epoch": second.initial_epoch, "distribution":
+            summary.get("distribution"), "single_w": _weights(out / "single"),
+            "mirrored_w": _weights(out / "mirrored")}
+
+
+def worker(config: str, data: str, run: Path, index: int, ports: str, resume: bool) -> dict:
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports.split(",")]}
+    os.environ["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+    import numpy as np
+
+    import segkit.train.distributed as distributed
+    from segkit.train import train_model
+
+    held: list[list[float]] = []
+    loop = distributed.fit_distributed
+
+    def keep_weights(model, callbacks, plan):  # noqa: ANN001, ANN202 - the weights this worker ends with
+        loop(model, callbacks, plan)
+        held.append([float(np.sum(w)) for w in model.get_weights()])
+
+    distributed.fit_distributed = keep_weights
+    epochs = "train.epochs=2" if resume else "train.epochs=1"
+    result = train_model(_cfg(config, data, run, epochs, "train.strategy=multi_worker"), resume=resume)
+    return {"index": index, "epochs_done": result.epochs_done, "initial_epoch": result.initial_epoch,
+            "history": result.history, "weights": held[0], "run_dir": str(result.run_dir)}
+
+
+def main(argv: list[str]) -> None:
+    if argv[0] == "mirrored":
+        out = mirrored(argv[1], argv[2], Path(argv[3]))
+    else:
+        out = worker(argv[1], argv[2], Path(argv[3]), int(argv[4]), argv[5], "--resume" in argv)
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
