@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 # take 30 s x 3 retries).
 COLLECTIVE_TIMEOUT_S = 45.0
 
+# The process' MultiWorkerMirroredStrategy: TensorFlow configures the cluster's collectives once per process,
+# so a second run in the same process (a resume, the next cross-validation fold) reuses it.
+_MULTI_WORKER: dict[str, Any] = {}
+
 
 @dataclass(frozen=True)
 class Distribution:
@@ -178,9 +182,11 @@ def resolve_strategy(requested: str, gpus: list[Any]) -> Distribution:
         strategy = tf.distribute.MirroredStrategy(devices=_devices(gpus))
         return Distribution(name, requested, strategy, int(strategy.num_replicas_in_sync))
     resolver = cluster_resolver()
-    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=COLLECTIVE_TIMEOUT_S)
-    strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver,
-                                                         communication_options=options)
+    if "strategy" not in _MULTI_WORKER:
+        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=COLLECTIVE_TIMEOUT_S)
+        _MULTI_WORKER["strategy"] = tf.distribute.MultiWorkerMirroredStrategy(
+            cluster_resolver=resolver, communication_options=options)
+    strategy = _MULTI_WORKER["strategy"]
     spec = resolver.cluster_spec().as_dict()
     workers = sum(len(spec.get(kind, [])) for kind in ("chief", "worker")) or 1
     return Distribution(name, requested, strategy, int(strategy.num_replicas_in_sync), workers,

@@ -27,7 +27,7 @@ WORKER = Path(__file__).with_name("worker.py")
 REPO = Path(__file__).resolve().parents[2]
 COLORS = np.array([(0, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255)], np.uint8)  # demo.yaml's classes
 RUN_FILES = ("config.yaml", "versions.json", "history.csv", "history.json", "curves.png", "model.keras",
-             "last.keras", "backup", "train_summary.json", "epoch_infer")
+             "last.keras", "train_summary.json", "epoch_infer")
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def _free_ports(n: int) -> str:
     return ports
 
 
-def _workers(data: Path, run: Path, *extra: str, timeout: float = 110) -> list[dict]:
+def _workers(data: Path, run: Path, *extra: str, timeout: float = 170) -> list[dict]:
     """Two workers of a localhost cluster, started together; both must finish within ``timeout``."""
     ports = _free_ports(2)
     procs = [subprocess.Popen([sys.executable, str(WORKER), "worker", str(REPO / "configs/demo.yaml"),
@@ -143,22 +143,25 @@ def test_mirrored_on_two_logical_cpus_matches_one_device_and_resumes(tiny_data: 
 
 
 @pytest.mark.slow
-def test_two_localhost_workers_train_identical_weights_and_resume(tiny_data: Path, tmp_path: Path) -> None:
-    """Two workers (TF_CONFIG, 127.0.0.1): epoch 1, then both resume for epoch 2. Both end with the weights
-    of the chief's last.keras; only the chief wrote the run folder."""
+def test_two_localhost_workers_stop_together_on_sigterm_resume_and_agree(tiny_data: Path, tmp_path: Path) -> None:
+    """Two workers (TF_CONFIG, 127.0.0.1), 2 epochs: worker 1 gets SIGTERM in epoch 2, both stop (Preempted)
+    with the backup of epoch 1 in the chief's folder; --resume (same processes) trains epoch 2. Both workers
+    end with the same weights, those of the chief's last.keras; only the chief wrote the run folder."""
     run = tmp_path / "run"
-    first = _workers(tiny_data, run)
-    assert [w["epochs_done"] for w in first] == [1, 1]
-    assert np.allclose(first[0]["weights"], first[1]["weights"], rtol=0, atol=0)
-    second = _workers(tiny_data, run, "--resume")
-    assert [w["initial_epoch"] for w in second] == [1, 1] and [w["epochs_done"] for w in second] == [2, 2]
-    assert np.array_equal(second[0]["weights"], second[1]["weights"])
+    w0, w1 = _workers(tiny_data, run)
+    for w in (w0, w1):
+        assert "SIGTERM during epoch 2" in w["preempted"] and "--resume" in w["preempted"]
+    assert w0["backup"] == ["epoch_0001.weights.h5", "state.json"]
+    assert w0["initial_epoch"] == w1["initial_epoch"] == 1 and w0["epochs"] == w1["epochs"] == 2
+    assert w0["weights"] == w1["weights"]  # bit for bit
+    assert np.allclose(w0["file_weights"], w0["weights"], rtol=1e-6)
     clock_free = [[{k: v for k, v in row.items() if k not in ("time_s", "epoch_s")} for row in w["history"]]
-                  for w in second]  # the logs agree; each worker's clock is its own
-    assert clock_free[0] == clock_free[1]
-    assert all(w["run_dir"] == str(run) for w in second)
+                  for w in (w0, w1)]  # the logs agree; each worker's clock is its own
+    assert clock_free[0] == clock_free[1] and [row["epoch"] for row in clock_free[0]] == [1, 2]
+    assert w0["run_dir"] == w1["run_dir"] == str(run)
     for name in RUN_FILES:
         assert (run / name).exists(), name
+    assert not (run / "backup").exists()  # a finished run keeps none
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["epochs_done"] == 2 and summary["distribution"]["workers"] == 2
     assert summary["distribution"]["strategy"] == "multi_worker"

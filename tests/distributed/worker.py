@@ -4,13 +4,14 @@ A separate process because the logical CPU devices of ``mirrored`` must be confi
 initialises, and a multi-worker run needs one process per worker. Prints one JSON line (``RESULT {...}``).
 
     python worker.py mirrored CONFIG DATA OUT           # single vs mirrored on 2 logical CPUs, + resume
-    python worker.py worker CONFIG DATA RUN INDEX PORTS [--resume]   # one worker of a localhost cluster
+    python worker.py worker CONFIG DATA RUN INDEX PORTS   # one worker of a localhost cluster, + resume
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -62,33 +63,53 @@ def mirrored(config: str, data: str, out: Path) -> dict:
             "mirrored_w": _weights(out / "mirrored")}
 
 
-def worker(config: str, data: str, run: Path, index: int, ports: str, resume: bool) -> dict:
+def worker(config: str, data: str, run: Path, index: int, ports: str) -> dict:
+    """Epochs 1-2 where worker 1 gets SIGTERM at step 3 of epoch 2 (every worker must stop: ``Preempted``),
+    then ``--resume`` from the backup of epoch 1, in the same process (the strategy is made once per
+    process)."""
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports.split(",")]}
     os.environ["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+    import keras
     import numpy as np
 
     import segkit.train.distributed as distributed
     from segkit.train import train_model
 
+    class Sigterm(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            if self.epoch == 1 and batch == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self.epoch = epoch
+
     held: list[list[float]] = []
     loop = distributed.fit_distributed
 
     def keep_weights(model, callbacks, plan):  # noqa: ANN001, ANN202 - the weights this worker ends with
-        loop(model, callbacks, plan)
+        loop(model, [*callbacks, *([Sigterm()] if index == 1 and not held else [])], plan)
         held.append([float(np.sum(w)) for w in model.get_weights()])
 
     distributed.fit_distributed = keep_weights
-    epochs = "train.epochs=2" if resume else "train.epochs=1"
-    result = train_model(_cfg(config, data, run, epochs, "train.strategy=multi_worker"), resume=resume)
-    return {"index": index, "epochs_done": result.epochs_done, "initial_epoch": result.initial_epoch,
-            "history": result.history, "weights": held[0], "run_dir": str(result.run_dir)}
+    cfg = _cfg(config, data, run, "train.epochs=2", "train.strategy=multi_worker")
+    try:
+        train_model(cfg)
+        preempted = ""
+    except distributed.Preempted as e:
+        preempted = e.one_line()
+    held.append([])
+    backup = sorted(p.name for p in (run / "backup").iterdir()) if index == 0 else None
+    second = train_model(cfg, resume=True)
+    return {"index": index, "preempted": preempted, "backup": backup, "epochs": second.epochs_done,
+            "initial_epoch": second.initial_epoch, "history": second.history, "weights": held[-1],
+            "run_dir": str(second.run_dir), "file_weights": _weights(run) if index == 0 else None}
 
 
 def main(argv: list[str]) -> None:
     if argv[0] == "mirrored":
         out = mirrored(argv[1], argv[2], Path(argv[3]))
     else:
-        out = worker(argv[1], argv[2], Path(argv[3]), int(argv[4]), argv[5], "--resume" in argv)
+        out = worker(argv[1], argv[2], Path(argv[3]), int(argv[4]), argv[5])
     print("RESULT " + json.dumps(out), flush=True)
 
 
