@@ -46,7 +46,7 @@ def _f32(y_true: Any, y_pred: Any) -> tuple[Any, Any]:
 def _replica_sums(*sums: Any) -> tuple[Any, ...]:
     """``sums`` added over the replicas of a ``tf.distribute`` step (unchanged with one replica or outside a
     step), so a batch Dice under ``MirroredStrategy`` covers the global batch as on one device; the
-    all-reduce carries the gradient (nnU-Net all-gathers its batch Dice terms under DDP for the same reason)."""
+    all-reduce carries the gradient (nnU-Net all-gathers its batch Dice terms under DDP, the same way)."""
     if keras.backend.backend() != "tensorflow":
         return sums
     import tensorflow as tf

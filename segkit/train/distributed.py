@@ -239,13 +239,13 @@ def fit_distributed(model: keras.Model, callbacks: list[Any], plan: LoopPlan) ->
 
 
 def _lost(e: Exception, dist: Distribution, cfg: Config) -> SegkitError:
-    """The one-line error of a collective that failed because a peer is gone."""
+    """The one-line error of a collective that failed because a peer is gone (TensorFlow's own message, many
+    lines long, is logged above it)."""
     from segkit.train.strategy import COLLECTIVE_TIMEOUT_S
 
-    first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
     return WorkerLost(
-        f"worker {dist.worker_index} of {dist.workers}: another worker stopped answering "
-        f"(collective timeout {COLLECTIVE_TIMEOUT_S:g} s; {type(e).__name__}: {first})",
+        f"worker {dist.worker_index} of {dist.workers}: another worker stopped answering ({type(e).__name__} "
+        f"in a collective; TensorFlow's peer heartbeat or the {COLLECTIVE_TIMEOUT_S:g} s collective timeout)",
         path=cfg.train.run_dir,
         hint="look at the other workers' logs, then start all workers again with --resume",
     )

@@ -143,7 +143,7 @@ def test_mirrored_on_two_logical_cpus_matches_one_device_and_resumes(tiny_data: 
 
 
 @pytest.mark.slow
-def test_two_localhost_workers_stop_together_on_sigterm_resume_and_agree(tiny_data: Path, tmp_path: Path) -> None:
+def test_two_localhost_workers_stop_together_on_sigterm_and_resume(tiny_data: Path, tmp_path: Path) -> None:
     """Two workers (TF_CONFIG, 127.0.0.1), 2 epochs: worker 1 gets SIGTERM in epoch 2, both stop (Preempted)
     with the backup of epoch 1 in the chief's folder; --resume (same processes) trains epoch 2. Both workers
     end with the same weights, those of the chief's last.keras; only the chief wrote the run folder."""
