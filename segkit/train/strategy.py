@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -154,7 +155,18 @@ def cluster_resolver() -> Any:
                                    '"index": i}}') from None
         return tf.distribute.cluster_resolver.TFConfigClusterResolver()
     if os.environ.get("SLURM_JOB_ID") and int(os.environ.get("SLURM_STEP_NUM_TASKS", "1") or 1) > 1:
-        return tf.distribute.cluster_resolver.SlurmClusterResolver()
+        # TensorFlow's resolver places one task per GPU (counted by nvidia-smi unless SLURM says); it
+        # cannot describe CPU-only nodes
+        on_node = os.environ.get("SLURM_GPUS_ON_NODE")
+        gpus = int(on_node) if on_node and on_node.isdigit() else (None if shutil.which("nvidia-smi") else 0)
+        if gpus == 0:
+            raise ConfigError(
+                "train.strategy multi_worker from SLURM needs GPU nodes (TensorFlow's SlurmClusterResolver "
+                "gives every task GPUs); this node has none",
+                path="train.strategy",
+                hint="on CPU nodes set TF_CONFIG in each task (README 'Scaling out', from SLURM_PROCID)",
+            )
+        return tf.distribute.cluster_resolver.SlurmClusterResolver(gpus_per_node=gpus)
     raise ConfigError(
         "train.strategy multi_worker needs a cluster: TF_CONFIG is not set and this is no SLURM job step "
         "with several tasks",

@@ -123,6 +123,25 @@ def test_multi_worker_without_a_cluster_is_a_one_line_error(monkeypatch: pytest.
         cluster_resolver()
 
 
+def test_slurm_job_step_gives_the_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """srun with 2 nodes x 2 tasks on GPU nodes: four workers, ports from 8888, this task = SLURM_PROCID."""
+    from segkit.train.strategy import cluster_resolver
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # the resolver sets it for its task: restored after
+    for key, value in {"SLURM_JOB_ID": "7", "SLURM_STEP_NUM_TASKS": "4", "SLURM_NTASKS": "4",
+                       "SLURM_PROCID": "3", "SLURM_STEP_NODELIST": "gpu[1-2]",
+                       "SLURM_STEP_TASKS_PER_NODE": "2(x2)", "SLURM_GPUS_ON_NODE": "2"}.items():
+        monkeypatch.setenv(key, value)
+    resolver = cluster_resolver()
+    assert resolver.cluster_spec().as_dict() == {
+        "worker": ["gpu1:8888", "gpu1:8889", "gpu2:8888", "gpu2:8889"]}
+    assert (resolver.task_type, resolver.task_id) == ("worker", 3)
+    monkeypatch.setenv("SLURM_GPUS_ON_NODE", "0")
+    with pytest.raises(ConfigError, match="needs GPU nodes"):
+        cluster_resolver()
+
+
 @pytest.mark.slow
 def test_mirrored_on_two_logical_cpus_matches_one_device_and_resumes(tiny_data: Path, tmp_path: Path) -> None:
     """Single: 2 epochs x 10 steps. Mirrored (2 replicas x batch 2): epoch 1 stopped by train.time_limit,
