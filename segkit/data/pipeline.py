@@ -332,7 +332,13 @@ class Shard:
 
 
 def make_dataset(
-    cfg: Config, split: str, training: bool, *, seed_offset: int = 0, shard: Shard | None = None
+    cfg: Config,
+    split: str,
+    training: bool,
+    *,
+    seed_offset: int = 0,
+    shard: Shard | None = None,
+    endless: bool = False,
 ) -> tf.data.Dataset:
     """The streaming ``tf.data`` pipeline of one split.
 
@@ -341,6 +347,12 @@ def make_dataset(
     and augmentation are seeded by ``(cfg.seed, epoch)`` and ``(cfg.seed, epoch, sample index)``, so a rerun
     or a resume repeats itself exactly, while every epoch and every sample gets fresh randomness.
     Validation (``training=False``) is neither shuffled nor augmented.
+
+    With ``endless``, the dataset is infinite: epochs ``seed_offset``, ``seed_offset + 1``, ... one after the
+    other, and every new iteration starts again at ``seed_offset``. Training uses it: Keras 3 ``fit`` under a
+    ``tf.distribute`` strategy reads one batch through an iterator of its own before training
+    (``_maybe_symbolic_build``), which would advance the re-iteration counter and shift every epoch's
+    shuffle and augmentation by one.
 
     With ``shard``, each epoch's (shuffled) order is cut into ``count`` interleaved parts and this pipeline
     reads part ``index`` in batches of ``shard.batch_size``: the workers of a multi-worker run read disjoint
@@ -355,6 +367,7 @@ def make_dataset(
         seed_offset: epoch number of the first iteration.
         shard: read only this pipeline's part of each epoch (``Shard``); ``None`` reads all of it in
             batches of ``train.batch_size``.
+        endless: an infinite stream of epochs from ``seed_offset`` (see above).
 
     Returns:
         A dataset of ``(images, onehot)``: images (B, H, W, C') float32 in 0..1 with
@@ -375,11 +388,6 @@ def make_dataset(
     c = cfg.data.channels * (1 + 2 * k)
     augmenter = Augmenter(cfg) if (training and cfg.augment.enabled) else None
     shuffle_seed = seed_word(cfg.seed, Stream.SHUFFLE)
-
-    epoch = tf.Variable(seed_offset, dtype=tf.int64, trainable=False, name="data_epoch")
-
-    def next_epoch(_: tf.Tensor) -> tf.Tensor:
-        return epoch.assign_add(1) - 1
 
     def one_epoch(e: tf.Tensor) -> tf.data.Dataset:
         idx = tf.range(n, dtype=tf.int64)
@@ -409,7 +417,15 @@ def make_dataset(
         mask.set_shape((h, w))
         return image, tf.one_hot(tf.cast(mask, tf.int32), cfg.num_classes, dtype=tf.float32)
 
-    ds = tf.data.Dataset.range(1).map(next_epoch).flat_map(one_epoch)
+    if endless:
+        ds = tf.data.Dataset.counter(seed_offset).flat_map(one_epoch)
+    else:  # the epoch number counts the iterations of the dataset
+        epoch = tf.Variable(seed_offset, dtype=tf.int64, trainable=False, name="data_epoch")
+
+        def next_epoch(_: tf.Tensor) -> tf.Tensor:
+            return epoch.assign_add(1) - 1
+
+        ds = tf.data.Dataset.range(1).map(next_epoch).flat_map(one_epoch)
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(shard.batch_size if shard is not None else cfg.train.batch_size).prefetch(tf.data.AUTOTUNE)
     log.debug("dataset %s: %d pairs, training=%s, epoch starts at %d", split, n, training, seed_offset)

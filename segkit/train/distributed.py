@@ -130,7 +130,7 @@ def _datasets(plan: LoopPlan) -> tuple[Any, Any]:
     def train_fn(ctx: Any) -> Any:
         shard = Shard(ctx.input_pipeline_id, ctx.num_input_pipelines,
                       ctx.get_per_replica_batch_size(cfg.train.batch_size))
-        return make_dataset(cfg, "train", True, seed_offset=plan.initial_epoch, shard=shard).repeat()
+        return make_dataset(cfg, "train", True, seed_offset=plan.initial_epoch, shard=shard, endless=True)
 
     def valid_fn(ctx: Any) -> Any:
         shard = Shard(ctx.input_pipeline_id, ctx.num_input_pipelines,

@@ -652,10 +652,10 @@ def _device(cfg: Config) -> _Device:
 
     from segkit.train.strategy import check_batch, resolve_strategy
 
+    dist = resolve_strategy(cfg.train.strategy)  # first: a SLURM task's GPUs are set there
     gpus = tf.config.list_physical_devices("GPU")
     precision = resolve_precision(cfg.train.precision, len(gpus))
     device = describe_device(gpus)
-    dist = resolve_strategy(cfg.train.strategy, gpus)
     check_batch(cfg.train, dist.replicas)
     if dist.replicas > 1 and cfg.model.norm == "batch":
         log.warning("model.norm batch with %d replicas: BatchNorm statistics are per replica (over %d "
@@ -724,7 +724,7 @@ def _datasets(call: _Call, initial_epoch: int) -> _Data:
 
     cfg = call.cfg
     # seed_offset: the data epoch counter continues where the interrupted run stopped (same shuffles).
-    train_ds = make_dataset(cfg, "train", training=True, seed_offset=initial_epoch)
+    train_ds = make_dataset(cfg, "train", training=True, seed_offset=initial_epoch, endless=True)
     valid_ds = make_dataset(cfg, "valid", training=False)
     train_ds, steps = _steps(train_ds, cfg.train.steps_per_epoch, call.n_train, cfg.train.batch_size)
     valid_ds, val_steps = _steps(valid_ds, cfg.train.validation_steps, call.n_valid, cfg.train.batch_size)

@@ -18,7 +18,7 @@ the effective batch ``batch_size x accumulate_steps`` (Goyal et al. 2017); pair 
 ``train.warmup_epochs``.
 
 Example:
-    >>> dist = resolve_strategy(cfg.train.strategy, tf.config.list_physical_devices("GPU"))
+    >>> dist = resolve_strategy(cfg.train.strategy)
     >>> dist.name, dist.replicas        # ('mirrored', 2)
 """
 
@@ -175,14 +175,20 @@ def cluster_resolver() -> Any:
     )
 
 
-def resolve_strategy(requested: str, gpus: list[Any]) -> Distribution:
-    """The ``Distribution`` for ``train.strategy`` with the visible ``gpus``.
+def resolve_strategy(requested: str) -> Distribution:
+    """The ``Distribution`` for ``train.strategy`` on this machine's GPUs.
+
+    For ``multi_worker`` the cluster is resolved before TensorFlow lists the GPUs: ``SlurmClusterResolver``
+    gives each task its GPUs through ``CUDA_VISIBLE_DEVICES``, which must be set before.
 
     Raises:
         ConfigError: ``multi_worker`` without a cluster (``cluster_resolver``).
     """
     import tensorflow as tf
 
+    if requested == "multi_worker":
+        return _multi_worker()
+    gpus = tf.config.list_physical_devices("GPU")
     name = requested
     if requested == "auto":
         name = "mirrored" if len(gpus) > 1 else "single"
@@ -193,7 +199,15 @@ def resolve_strategy(requested: str, gpus: list[Any]) -> Distribution:
     if name == "mirrored":
         strategy = tf.distribute.MirroredStrategy(devices=_devices(gpus))
         return Distribution(name, requested, strategy, int(strategy.num_replicas_in_sync))
+    raise ValueError(f"unknown train.strategy {requested!r}")  # the config validates it
+
+
+def _multi_worker() -> Distribution:
+    """``MultiWorkerMirroredStrategy`` over ``cluster_resolver()`` (made once per process)."""
+    import tensorflow as tf
+
     resolver = cluster_resolver()
+    resolver.cluster_spec()  # SLURM: sets CUDA_VISIBLE_DEVICES for this task before TensorFlow sees GPUs
     if "strategy" not in _MULTI_WORKER:
         options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=COLLECTIVE_TIMEOUT_S)
         _MULTI_WORKER["strategy"] = tf.distribute.MultiWorkerMirroredStrategy(
@@ -201,7 +215,7 @@ def resolve_strategy(requested: str, gpus: list[Any]) -> Distribution:
     strategy = _MULTI_WORKER["strategy"]
     spec = resolver.cluster_spec().as_dict()
     workers = sum(len(spec.get(kind, [])) for kind in ("chief", "worker")) or 1
-    return Distribution(name, requested, strategy, int(strategy.num_replicas_in_sync), workers,
+    return Distribution("multi_worker", "multi_worker", strategy, int(strategy.num_replicas_in_sync), workers,
                         int(resolver.task_id or 0), bool(strategy.extended.should_checkpoint))
 
 
