@@ -2,7 +2,7 @@
 same weights; the chief's run folder is complete and resumable.
 
 Each training runs in a subprocess (``worker.py``): logical CPU devices must be configured before TensorFlow
-initialises, and every worker of a multi-worker run is its own process. Data: 12 train / 4 valid synthetic
+initialises, and every worker of a multi-worker run is its own process. Data: 40 train / 4 valid synthetic
 32x32 slices (three discs of the demo's class colours); model: flexunet, 2 levels, 4 filters, GroupNorm.
 """
 
@@ -32,10 +32,10 @@ RUN_FILES = ("config.yaml", "versions.json", "history.csv", "history.json", "cur
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """12 train and 4 valid 32x32 slices: three discs (ventricle, atrium, vessel colours) on noise."""
+    """40 train and 4 valid 32x32 slices: three discs (ventricle, atrium, vessel colours) on noise."""
     out = tmp_path_factory.mktemp("tiny") / "data"
     rng = np.random.default_rng(0)
-    for split, n in (("train", 12), ("valid", 4)):
+    for split, n in (("train", 40), ("valid", 4)):
         (out / split / "images").mkdir(parents=True)
         (out / split / "masks").mkdir(parents=True)
         for i in range(n):

@@ -21,8 +21,7 @@ TINY = [
     "model.base_filters=4",
     "model.norm=group",
     "train.batch_size=4",
-    "train.steps_per_epoch=10",
-    "train.validation_steps=2",
+    "train.validation_steps=1",  # training: one pass over the 40 train slices, 10 steps of the global batch 4
     "train.learning_rate=0.003",
     "train.jit_compile=false",
     "train.epoch_change_infer.num_images=2",
@@ -50,12 +49,13 @@ def mirrored(config: str, data: str, out: Path) -> dict:
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from segkit.train import train_model
 
-    single = train_model(_cfg(config, data, out / "single", "train.epochs=2", "train.strategy=single"))
+    quiet = "train.epoch_change_infer.enabled=false"
+    single = train_model(_cfg(config, data, out / "single", "train.epochs=2", "train.strategy=single", quiet))
     # mirrored: epoch 1, stopped by a time limit already used up, then resumed for epoch 2
     first = train_model(_cfg(config, data, out / "mirrored", "train.epochs=2", "train.strategy=mirrored",
-                             "train.time_limit=0.0001"))
-    second = train_model(_cfg(config, data, out / "mirrored", "train.epochs=2", "train.strategy=mirrored"),
-                         resume=True)
+                             "train.time_limit=0.0001", quiet))
+    mirrored = _cfg(config, data, out / "mirrored", "train.epochs=2", "train.strategy=mirrored", quiet)
+    second = train_model(mirrored, resume=True)
     summary = json.loads((out / "mirrored" / "train_summary.json").read_text())
     return {"single": single.history, "first_stop": first.stop_reason, "first_epochs": first.epochs_done,
             "second": second.history, "initial_epoch": second.initial_epoch, "distribution":
