@@ -213,6 +213,8 @@ def fit_distributed(model: keras.Model, callbacks: list[Any], plan: LoopPlan) ->
     import tensorflow as tf
 
     cfg, dist = plan.cfg, plan.dist
+    if cfg.train.jit_compile:
+        log.info("train.jit_compile is not used by the multi-worker loop (its step is a plain tf.function)")
     cbs = keras.callbacks.CallbackList(callbacks, model=model, epochs=cfg.train.epochs, steps=plan.steps)
     steps = _Steps(model, dist.strategy)
     train_ds, valid_ds = _datasets(plan)
