@@ -123,6 +123,26 @@ def test_multi_worker_without_a_cluster_is_a_one_line_error(monkeypatch: pytest.
         cluster_resolver()
 
 
+def test_shards_split_each_epoch_and_an_endless_stream_restarts_at_its_first_epoch(tiny_data: Path) -> None:
+    from segkit.data.pipeline import Shard, make_dataset
+
+    cfg = load_config(REPO / "configs/demo.yaml", ["data.image_size=[32,32]", f"data.dir={tiny_data}",
+                                                   "train.batch_size=4", "augment.enabled=false"])
+
+    def samples(ds, batches: int) -> list[float]:  # noqa: ANN001 - one number per sample: its image sum
+        return [round(float(x.sum()), 3) for images, _ in ds.take(batches) for x in images.numpy()]
+
+    epoch = samples(make_dataset(cfg, "train", True, endless=True), 10)  # 40 slices: one epoch
+    parts = [samples(make_dataset(cfg, "train", True, shard=Shard(i, 2, 2), endless=True), 10)
+             for i in (0, 1)]
+    assert parts[0] == epoch[0::2] and parts[1] == epoch[1::2]  # interleaved halves of the same order
+    stream = make_dataset(cfg, "train", True, seed_offset=3, endless=True)
+    first = samples(stream, 2)
+    assert samples(stream, 2) == first  # a new iteration starts at epoch 3 again (Keras' extra read)
+    counted = make_dataset(cfg, "train", True, seed_offset=3)
+    assert samples(counted, 2) == first and samples(counted, 2) != first  # re-iteration: the next epoch
+
+
 def test_slurm_job_step_gives_the_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
     """srun with 2 nodes x 2 tasks on GPU nodes: four workers, ports from 8888, this task = SLURM_PROCID."""
     from segkit.train.strategy import cluster_resolver
