@@ -164,16 +164,17 @@ def test_slurm_job_step_gives_the_cluster(monkeypatch: pytest.MonkeyPatch) -> No
 
 @pytest.mark.slow
 def test_mirrored_on_two_logical_cpus_matches_one_device_and_resumes(tiny_data: Path, tmp_path: Path) -> None:
-    """Single: 2 epochs x 10 steps. Mirrored (2 replicas x batch 2): epoch 1 stopped by train.time_limit,
-    then --resume for epoch 2. The loss after 20 steps agrees within 1e-3 (relative)."""
+    """Single: 2 epochs x 10 steps. Mirrored (2 replicas x batch 2): killed after epoch 1, resumed from its
+    backup, stopped by train.time_limit after epoch 2. The losses after 20 steps agree within 1e-3."""
     proc = subprocess.run([sys.executable, str(WORKER), "mirrored", str(REPO / "configs/demo.yaml"),
                            str(tiny_data), str(tmp_path)], env=_env(), capture_output=True, text=True,
                           timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = _result(proc.stdout)
-    assert r["first_stop"] == "time_limit" and r["first_epochs"] == 1 and r["initial_epoch"] == 1
-    assert r["distribution"] == {"strategy": "mirrored", "requested": "mirrored", "replicas": 2, "workers": 1,
-                                 "global_batch": 4, "batch_per_replica": 2}
+    assert r["backup"] == ["epoch_0001.weights.h5", "state.json"] and r["initial_epoch"] == 1
+    assert r["stop"] == "time_limit" and r["summary"]["stop_reason"] == "time_limit"
+    assert r["summary"]["distribution"] == {"strategy": "mirrored", "requested": "mirrored", "replicas": 2,
+                                            "workers": 1, "global_batch": 4, "batch_per_replica": 2}
     single, mirrored = r["single"], r["second"]
     assert [row["epoch"] for row in mirrored] == [1, 2]
     for key in ("loss", "val_loss"):

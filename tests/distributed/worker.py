@@ -42,25 +42,42 @@ def _weights(run: Path) -> list[float]:
     return [float(np.sum(w)) for w in model.get_weights()]
 
 
+class Killed(Exception):
+    """Raised from the progress callback after epoch 1's backup: the run stops as after ``kill -9``."""
+
+
+def _kill_after_epoch_1(event) -> None:  # noqa: ANN001 - segkit.train.callbacks.TrainEvent
+    if event.kind == "epoch_end" and event.epoch == 1:
+        raise Killed
+
+
 def mirrored(config: str, data: str, out: Path) -> dict:
+    """Single: 2 epochs. Mirrored: killed after epoch 1 (backup written), then ``--resume`` with
+    ``train.epochs=3`` and a time limit that stops it after epoch 2."""
     import tensorflow as tf
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from segkit.train import callbacks as cb
     from segkit.train import train_model
 
     quiet = "train.epoch_change_infer.enabled=false"
     single = train_model(_cfg(config, data, out / "single", "train.epochs=2", "train.strategy=single", quiet))
-    # mirrored: epoch 1, stopped by a time limit already used up, then resumed for epoch 2
-    first = train_model(_cfg(config, data, out / "mirrored", "train.epochs=2", "train.strategy=mirrored",
-                             "train.time_limit=0.0001", quiet))
-    mirrored = _cfg(config, data, out / "mirrored", "train.epochs=2", "train.strategy=mirrored", quiet)
-    second = train_model(mirrored, resume=True)
-    summary = json.loads((out / "mirrored" / "train_summary.json").read_text())
-    return {"single": single.history, "first_stop": first.stop_reason, "first_epochs": first.epochs_done,
-            "second": second.history, "initial_epoch": second.initial_epoch, "distribution":
-            summary.get("distribution"), "single_w": _weights(out / "single"),
-            "mirrored_w": _weights(out / "mirrored")}
+    run = out / "mirrored"
+    try:
+        train_model(_cfg(config, data, run, "train.epochs=2", "train.strategy=mirrored", quiet),
+                    progress=_kill_after_epoch_1)
+    except Killed:
+        pass
+    backup = sorted(p.name for p in (run / "backup").iterdir())
+    spent_min = cb.read_history_csv(run / "history.csv")[-1]["time_s"] / 60
+    limit = f"train.time_limit={spent_min + 1 / 60:.6f}"  # room to resume, not for a third epoch
+    second = train_model(_cfg(config, data, run, "train.epochs=3", "train.strategy=mirrored", quiet, limit),
+                         resume=True)
+    summary = json.loads((run / "train_summary.json").read_text())
+    return {"single": single.history, "backup": backup, "second": second.history,
+            "initial_epoch": second.initial_epoch, "stop": second.stop_reason, "summary": summary,
+            "single_w": _weights(out / "single"), "mirrored_w": _weights(run)}
 
 
 def worker(config: str, data: str, run: Path, index: int, ports: str) -> dict:
