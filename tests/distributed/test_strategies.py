@@ -111,6 +111,19 @@ def test_linear_learning_rate_rule() -> None:
     assert scaled_learning_rate(ref.train) == pytest.approx(0.004)  # 1e-3 x (16 x 2) / 8
 
 
+def test_the_header_and_the_run_summary_name_the_strategy(tmp_path: Path) -> None:
+    from segkit.io.run_folder import TrainSummary, read_train_summary, write_train_summary
+    from segkit.train.strategy import Distribution
+
+    assert Distribution("single", "auto", None, 1).describe(8) == "single (auto), 1 replica x batch 8"
+    mw = Distribution("multi_worker", "multi_worker", None, 4, workers=2, worker_index=1, is_chief=False)
+    assert mw.describe(8) == "multi_worker, 4 replicas x batch 2, 2 workers"
+    write_train_summary(tmp_path, TrainSummary("epochs", 1, 1, 2.0, None, distribution=mw.to_json(8)))
+    assert read_train_summary(tmp_path)["distribution"] == {  # type: ignore[index]
+        "strategy": "multi_worker", "requested": "multi_worker", "replicas": 4, "workers": 2,
+        "global_batch": 8, "batch_per_replica": 2}
+
+
 def test_multi_worker_without_a_cluster_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
     from segkit.train.strategy import cluster_resolver
 
