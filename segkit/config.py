@@ -460,7 +460,10 @@ class TrainConfig(_Strict):
         "keeping the largest connected component raise Dice; the choice is stored as "
         "<run_dir>/postprocessing.json",
     )
-    batch_size: int = Field(2, ge=1)
+    batch_size: int = Field(
+        2, ge=1, description="global batch: samples per step over all replicas (each of N replicas gets "
+        "batch_size / N); the same config trains the same way on 1 or N devices"
+    )
     learning_rate: float = Field(1e-4, gt=0)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     clipvalue: float | None = Field(0.5, gt=0)
@@ -498,12 +501,35 @@ class TrainConfig(_Strict):
     warmup_epochs: float = Field(
         0.0, ge=0, description="linear learning-rate warm-up from 0 over this many epochs"
     )
+    strategy: Literal["auto", "single", "mirrored", "multi_worker"] = Field(
+        "auto",
+        description="tf.distribute strategy: auto (mirrored when > 1 GPU is visible, else single), single "
+        "(one device), mirrored (all GPUs of this machine, else its logical CPU devices), multi_worker "
+        "(several machines from TF_CONFIG or a SLURM job step; README 'Scaling out')",
+    )
+    accumulate_steps: int = Field(
+        1,
+        ge=1,
+        description="average the gradients of this many batches per optimizer update (effective batch = "
+        "train.batch_size x accumulate_steps; single-replica runs only)",
+    )
+    lr_reference_batch: int | None = Field(
+        None,
+        ge=1,
+        description="train.learning_rate is the rate for this global batch; it is scaled linearly to the "
+        "effective batch (train.batch_size x train.accumulate_steps); null uses train.learning_rate as given",
+    )
 
     @model_validator(mode="after")
     def _check_schedule(self) -> TrainConfig:
         if self.warmup_epochs > 0 and self.schedule == "plateau":
             raise ValueError(
                 "train.warmup_epochs needs train.schedule constant, poly or cosine (not plateau)"
+            )
+        if self.accumulate_steps > 1 and self.strategy in ("mirrored", "multi_worker"):
+            raise ValueError(
+                f"train.accumulate_steps > 1 needs one replica (train.strategy single or auto), not "
+                f"{self.strategy}: Keras 3 accumulates inside a cond that tf.distribute cannot all-reduce in"
             )
         return self
 

@@ -43,10 +43,25 @@ def _f32(y_true: Any, y_pred: Any) -> tuple[Any, Any]:
     return ops.cast(y_true, "float32"), ops.cast(y_pred, "float32")
 
 
+def _replica_sums(*sums: Any) -> tuple[Any, ...]:
+    """``sums`` added over the replicas of a ``tf.distribute`` step (unchanged with one replica or outside a
+    step), so a batch Dice under ``MirroredStrategy`` covers the global batch as on one device; the
+    all-reduce carries the gradient (nnU-Net all-gathers its batch Dice terms under DDP, the same way)."""
+    if keras.backend.backend() != "tensorflow":
+        return sums
+    import tensorflow as tf
+
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return sums
+    return tuple(ctx.all_reduce(tf.distribute.ReduceOp.SUM, list(sums)))
+
+
 def soft_dice_per_class(y_true: Any, y_pred: Any, smooth: float = DEFAULT_SMOOTH) -> Any:
     """Soft Dice of every channel, summed over the batch and the image ("batch Dice", as nnU-Net's 2D).
 
-    Formula: ``dice_c = (2 * sum(t_c * p_c) + smooth) / (sum(t_c) + sum(p_c) + smooth)``, sums over B, H, W.
+    Formula: ``dice_c = (2 * sum(t_c * p_c) + smooth) / (sum(t_c) + sum(p_c) + smooth)``, sums over B, H, W
+    (B: the global batch; under several ``tf.distribute`` replicas the sums are all-reduced).
 
     Args:
         y_true: one-hot ``(B, H, W, C)``.
@@ -58,8 +73,7 @@ def soft_dice_per_class(y_true: Any, y_pred: Any, smooth: float = DEFAULT_SMOOTH
     """
     t, p = _f32(y_true, y_pred)
     axes = (0, 1, 2)
-    inter = ops.sum(t * p, axis=axes)
-    denom = ops.sum(t, axis=axes) + ops.sum(p, axis=axes)
+    inter, denom = _replica_sums(ops.sum(t * p, axis=axes), ops.sum(t, axis=axes) + ops.sum(p, axis=axes))
     return (2.0 * inter + smooth) / (denom + smooth)
 
 
@@ -76,9 +90,9 @@ def tversky_per_class(
     """
     t, p = _f32(y_true, y_pred)
     axes = (0, 1, 2)
-    tp = ops.sum(t * p, axis=axes)
-    fp = ops.sum((1.0 - t) * p, axis=axes)
-    fn = ops.sum(t * (1.0 - p), axis=axes)
+    tp, fp, fn = _replica_sums(
+        ops.sum(t * p, axis=axes), ops.sum((1.0 - t) * p, axis=axes), ops.sum(t * (1.0 - p), axis=axes)
+    )
     return (tp + smooth) / (tp + alpha * fp + beta * fn + smooth)
 
 

@@ -176,7 +176,8 @@ def _start_lines(i: dict[str, Any]) -> list[str]:
         f"[bold]model[/] {i['model']}: {i['params']:,} parameters,"
         f" {i['gflops_per_image']:.2f} GFLOP/image"
         f"  [bold]precision[/] {i['precision']}{' + XLA' if i['jit_compile'] else ''}"
-        f"  [bold]device[/] {i['device']}",
+        f"  [bold]device[/] {i['device']}"
+        + (f"  [bold]strategy[/] {i['strategy']}" if i.get("strategy") else ""),
         f"[bold]data[/] train {i['train_pairs']} / valid {i['valid_pairs']} pairs,"
         f" batch {i['batch_size']},"
         f" {i['steps_per_epoch']} steps/epoch  [bold]run[/] {i['run_dir']}"

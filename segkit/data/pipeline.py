@@ -26,6 +26,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -315,7 +316,64 @@ def patch_rng(cfg: Config, epoch: int, index: int) -> np.random.Generator:
     return generator(cfg.seed, Stream.PATCHES, int(epoch), int(index))
 
 
-def make_dataset(cfg: Config, split: str, training: bool, *, seed_offset: int = 0) -> tf.data.Dataset:
+@dataclass(frozen=True)
+class Shard:
+    """One input pipeline's part of a split under a multi-worker strategy.
+
+    Attributes:
+        index: this pipeline's number, 0 .. ``count`` - 1.
+        count: number of input pipelines (workers).
+        batch_size: samples per batch of this pipeline (the global batch over its replicas' share).
+    """
+
+    index: int
+    count: int
+    batch_size: int
+
+
+def _sample_order(
+    n: int, shuffle: int | None, seed_offset: int, shard: Shard | None, endless: bool
+) -> tf.data.Dataset:
+    """``(epoch, sample index)`` pairs in reading order (``make_dataset`` documents the epochs).
+
+    Args:
+        n: samples in the split.
+        shuffle: the seed word of each epoch's stateless shuffle, or ``None`` for file order.
+        seed_offset: the first epoch number.
+        shard: keep part ``shard.index`` of ``shard.count`` interleaved parts of each epoch.
+        endless: epochs ``seed_offset, seed_offset + 1, ...`` in one infinite stream; otherwise one epoch per
+            iteration, numbered by a counter of iterations.
+    """
+    import tensorflow as tf
+
+    def one_epoch(e: tf.Tensor) -> tf.data.Dataset:
+        idx = tf.range(n, dtype=tf.int64)
+        if shuffle is not None:
+            seed = tf.stack([tf.constant(shuffle, tf.int64), e])
+            idx = tf.random.experimental.stateless_shuffle(idx, seed=seed)
+        if shard is not None:
+            idx = idx[shard.index :: shard.count]
+        return tf.data.Dataset.from_tensor_slices((tf.fill(tf.shape(idx), e), idx))
+
+    if endless:
+        return tf.data.Dataset.counter(seed_offset).flat_map(one_epoch)
+    epoch = tf.Variable(seed_offset, dtype=tf.int64, trainable=False, name="data_epoch")
+
+    def next_epoch(_: tf.Tensor) -> tf.Tensor:
+        return epoch.assign_add(1) - 1
+
+    return tf.data.Dataset.range(1).map(next_epoch).flat_map(one_epoch)
+
+
+def make_dataset(
+    cfg: Config,
+    split: str,
+    training: bool,
+    *,
+    seed_offset: int = 0,
+    shard: Shard | None = None,
+    endless: bool = False,
+) -> tf.data.Dataset:
     """The streaming ``tf.data`` pipeline of one split.
 
     Each full iteration over the dataset is one epoch; the epoch number starts at ``seed_offset`` (pass the
@@ -324,12 +382,25 @@ def make_dataset(cfg: Config, split: str, training: bool, *, seed_offset: int = 
     or a resume repeats itself exactly, while every epoch and every sample gets fresh randomness.
     Validation (``training=False``) is neither shuffled nor augmented.
 
+    With ``endless``, the dataset is infinite: epochs ``seed_offset``, ``seed_offset + 1``, ... in a row, and
+    every new iteration starts again at ``seed_offset``. Training uses it: Keras 3 ``fit`` under a strategy
+    reads one batch through an iterator of its own first (``_maybe_symbolic_build``), which would advance
+    the iteration counter and shift every epoch's shuffle and augmentation by one.
+
+    With ``shard``, each epoch's (shuffled) order is cut into ``count`` interleaved parts and this pipeline
+    reads part ``index`` in batches of ``shard.batch_size``: the workers of a multi-worker run read disjoint
+    samples, and since the augmentation is seeded by the sample index every worker's samples get their own
+    random streams, the same ones whichever worker reads them.
+
     Args:
         cfg: the config (``data``, ``augment``, ``train.batch_size``, ``seed``).
         split: ``train``, ``valid`` or ``test`` (a folder under ``cfg.data.dir``, or a fold's cases:
             ``split_pairs``).
         training: shuffle and augment.
         seed_offset: epoch number of the first iteration.
+        shard: read only this pipeline's part of each epoch (``Shard``); ``None`` reads all of it in
+            batches of ``train.batch_size``.
+        endless: an infinite stream of epochs from ``seed_offset`` (see above).
 
     Returns:
         A dataset of ``(images, onehot)``: images (B, H, W, C') float32 in 0..1 with
@@ -349,20 +420,7 @@ def make_dataset(cfg: Config, split: str, training: bool, *, seed_offset: int = 
     h, w = cfg.data.image_size
     c = cfg.data.channels * (1 + 2 * k)
     augmenter = Augmenter(cfg) if (training and cfg.augment.enabled) else None
-    shuffle_seed = seed_word(cfg.seed, Stream.SHUFFLE)
-
-    epoch = tf.Variable(seed_offset, dtype=tf.int64, trainable=False, name="data_epoch")
-
-    def next_epoch(_: tf.Tensor) -> tf.Tensor:
-        return epoch.assign_add(1) - 1
-
-    def one_epoch(e: tf.Tensor) -> tf.data.Dataset:
-        idx = tf.range(n, dtype=tf.int64)
-        if training:
-            idx = tf.random.experimental.stateless_shuffle(
-                idx, seed=tf.stack([tf.constant(shuffle_seed, tf.int64), e])
-            )
-        return tf.data.Dataset.from_tensor_slices((tf.fill([n], e), idx))
+    shuffle = seed_word(cfg.seed, Stream.SHUFFLE) if training else None
 
     def decode_np(e: np.int64, i: np.int64) -> tuple[np.ndarray, np.ndarray]:
         patch = patch_rng(cfg, int(e), int(i)) if training else True
@@ -382,8 +440,8 @@ def make_dataset(cfg: Config, split: str, training: bool, *, seed_offset: int = 
         mask.set_shape((h, w))
         return image, tf.one_hot(tf.cast(mask, tf.int32), cfg.num_classes, dtype=tf.float32)
 
-    ds = tf.data.Dataset.range(1).map(next_epoch).flat_map(one_epoch)
+    ds = _sample_order(n, shuffle, seed_offset, shard, endless)
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(cfg.train.batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(shard.batch_size if shard is not None else cfg.train.batch_size).prefetch(tf.data.AUTOTUNE)
     log.debug("dataset %s: %d pairs, training=%s, epoch starts at %d", split, n, training, seed_offset)
     return ds

@@ -157,21 +157,24 @@ class TrainSummary:
     model_checkpoint: str | None = None
     best_value: float | None = None
     best_epoch: int | None = None
+    distribution: dict[str, Any] | None = None
 
 
 _SUMMARY_KEYS = ("stop_reason", "epochs_done", "epochs", "train_time_s", "time_limit_min", "monitor",
-                 "model_checkpoint", "best_value", "best_epoch", "postprocessing")
+                 "model_checkpoint", "best_value", "best_epoch", "postprocessing", "distribution")
 _FIT_KEYS = ("monitor", "model_checkpoint", "best_value", "best_epoch")
 
 
 def write_train_summary(run_dir: Path, summary: TrainSummary) -> Path:
     """Write ``run_dir/train_summary.json`` atomically (``train_time_s`` rounded to 0.1 s); returns its path.
 
-    The keys of a summary without a fitted epoch (``monitor`` None) leave out ``monitor`` .. ``best_epoch``.
+    The keys of a summary without a fitted epoch (``monitor`` None) leave out ``monitor`` .. ``best_epoch``;
+    ``distribution`` (the strategy, replicas, workers and batch per replica) is written when given.
     """
     d = asdict(summary)
     d["train_time_s"] = round(float(d["train_time_s"]), 1)
-    keys = [k for k in _SUMMARY_KEYS if summary.monitor is not None or k not in _FIT_KEYS]
+    keys = [k for k in _SUMMARY_KEYS if (summary.monitor is not None or k not in _FIT_KEYS)
+            and (k != "distribution" or summary.distribution is not None)]
     path = Path(run_dir) / TRAIN_SUMMARY_FILE
     write_json(path, {k: d[k] for k in keys})
     return path

@@ -4,12 +4,14 @@
 
 1. checks the run directory (refuses a non-empty one unless resuming this very config or ``overwrite``),
 2. seeds Python/NumPy/TensorFlow once (``keras.utils.set_random_seed(cfg.seed)``),
-3. picks the precision policy and the distribution strategy (``MirroredStrategy`` when > 1 GPU is visible),
+3. picks the precision policy and the distribution strategy (``train.strategy``; ``segkit.train.strategy``),
 4. builds the model (float32 softmax output), optimizer, loss and metrics from the registries,
 5. writes ``config.yaml``, ``versions.json`` and a copy of the dataset's ``splits.json``,
 6. fits on ``make_dataset(cfg, "train", training=True)`` with validation on ``"valid"``; callbacks write
    ``model.keras`` (best by ``train.monitor``), ``last.keras``, ``history.csv``, ``history.json``,
-   ``curves.png``, ``epoch_infer/epoch_XXX.png`` and keep ``backup/`` for ``--resume``.
+   ``curves.png``, ``epoch_infer/epoch_XXX.png`` and keep ``backup/`` for ``--resume``. Under
+   ``train.strategy: multi_worker`` a custom loop (``segkit.train.distributed``) drives the same callbacks
+   instead of ``fit``, and only the chief worker writes the run folder.
 
 Precision ``auto``: ``mixed_float16`` on a GPU, otherwise ``float32``: ``mixed_bfloat16`` is emulated on CPUs
 without AVX512-BF16/AMX and measured slower here (``scripts/bench_train.py``; README "Benchmarks"), so it is
@@ -30,7 +32,7 @@ import os
 import platform
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -65,13 +67,17 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
     from segkit.train.callbacks import ProgressFn, TrainClock
+    from segkit.train.strategy import Distribution
 
 log = logging.getLogger(__name__)
 
 
 # Keys that may change between an interrupted run and its ``--resume``: training longer (epochs or time), and
 # a run folder that was moved or renamed.
-_RESUME_FREE_KEYS = {("train", "epochs"), ("train", "run_dir"), ("train", "time_limit")}
+# The strategy too: train.batch_size is the global batch, so a run resumes on another device count unchanged.
+_RESUME_FREE_KEYS = {
+    ("train", "epochs"), ("train", "run_dir"), ("train", "time_limit"), ("train", "strategy")
+}
 
 
 class RunComplete(ConfigError):
@@ -168,8 +174,9 @@ def _flatten(d: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]
 
 def config_difference(saved_yaml: str, cfg: Config) -> str | None:
     """First key (dotted) where a run's saved ``config.yaml`` differs from ``cfg``, ignoring
-    ``train.epochs``, ``train.run_dir`` and ``train.time_limit``; ``None`` when they agree. The saved config
-    is validated first, so a key added to segkit after the run was made compares as its default."""
+    ``train.epochs``, ``train.run_dir``, ``train.time_limit`` and ``train.strategy``; ``None`` when they
+    agree. The saved config is validated first, so a key added to segkit after the run was made compares as
+    its default."""
     from segkit.config import parse_yaml_text, validate_config
 
     try:
@@ -434,13 +441,18 @@ def preview_batch(cfg: Config, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def make_optimizer(cfg: Config) -> keras.optimizers.Optimizer:
-    """Adam / AdamW / SGD (momentum 0.9) with ``train.learning_rate`` and ``train.clipvalue``."""
+    """Adam / AdamW / SGD (momentum 0.9) with the learning rate of ``scaled_learning_rate``,
+    ``train.clipvalue`` and ``train.accumulate_steps`` (Keras' ``gradient_accumulation_steps``)."""
     import keras
 
+    from segkit.train.strategy import scaled_learning_rate
+
     t = cfg.train
-    kw: dict[str, Any] = {"learning_rate": t.learning_rate}
+    kw: dict[str, Any] = {"learning_rate": scaled_learning_rate(t)}
     if t.clipvalue is not None:
         kw["clipvalue"] = t.clipvalue
+    if t.accumulate_steps > 1:
+        kw["gradient_accumulation_steps"] = t.accumulate_steps
     if t.optimizer == "adam":
         return keras.optimizers.Adam(**kw)
     if t.optimizer == "adamw":
@@ -510,7 +522,12 @@ class _Device:
 
     precision: str
     device: str
-    strategy: Any
+    dist: Distribution
+
+    @property
+    def strategy(self) -> Any:
+        """The ``tf.distribute.Strategy``."""
+        return self.dist.strategy
 
 
 @dataclass(frozen=True)
@@ -625,15 +642,26 @@ def _restore(cfg: Config, model: keras.Model, strategy: Any, run_dir: Path) -> i
 
 
 def _device(cfg: Config) -> _Device:
-    """The precision policy for the visible GPUs, the device in words, and ``MirroredStrategy`` when more than
-    one GPU is visible (else the default strategy)."""
+    """The precision policy for the visible GPUs, the device in words, and the strategy of ``train.strategy``
+    (``resolve_strategy``; ``auto`` is ``MirroredStrategy`` when more than one GPU is visible).
+
+    Raises:
+        ConfigError: the global batch does not split over the replicas, or ``multi_worker`` has no cluster.
+    """
     import tensorflow as tf
 
+    from segkit.train.strategy import check_batch, resolve_strategy
+
+    dist = resolve_strategy(cfg.train.strategy)  # first: a SLURM task's GPUs are set there
     gpus = tf.config.list_physical_devices("GPU")
     precision = resolve_precision(cfg.train.precision, len(gpus))
     device = describe_device(gpus)
-    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
-    return _Device(precision, device, strategy)
+    check_batch(cfg.train, dist.replicas)
+    if dist.replicas > 1 and cfg.model.norm == "batch":
+        log.warning("model.norm batch with %d replicas: BatchNorm statistics are per replica (over %d "
+                    "samples), not synchronised; model.norm group does not depend on the batch",
+                    dist.replicas, cfg.train.batch_size // dist.replicas)
+    return _Device(precision, device, dist)
 
 
 def _compile(call: _Call, dev: _Device) -> _Compiled:
@@ -696,7 +724,7 @@ def _datasets(call: _Call, initial_epoch: int) -> _Data:
 
     cfg = call.cfg
     # seed_offset: the data epoch counter continues where the interrupted run stopped (same shuffles).
-    train_ds = make_dataset(cfg, "train", training=True, seed_offset=initial_epoch)
+    train_ds = make_dataset(cfg, "train", training=True, seed_offset=initial_epoch, endless=True)
     valid_ds = make_dataset(cfg, "valid", training=False)
     train_ds, steps = _steps(train_ds, cfg.train.steps_per_epoch, call.n_train, cfg.train.batch_size)
     valid_ds, val_steps = _steps(valid_ds, cfg.train.validation_steps, call.n_valid, cfg.train.batch_size)
@@ -716,7 +744,8 @@ def _report_start(call: _Call, dev: _Device, compiled: _Compiled, initial_epoch:
         "precision": dev.precision,
         "jit_compile": cfg.train.jit_compile,
         "device": dev.device,
-        "replicas": dev.strategy.num_replicas_in_sync,
+        "replicas": dev.dist.replicas,
+        "strategy": dev.dist.describe(cfg.train.batch_size),
         "train_pairs": call.n_train,
         "valid_pairs": call.n_valid,
         "batch_size": cfg.train.batch_size,
@@ -776,6 +805,7 @@ def _callbacks(call: _Call, compiled: _Compiled, past: _Past, steps: int) -> tup
     it measures includes every write). Returns ``(callbacks, the NaN guard and time limit)``."""
     from segkit.io.palette import palette_array
     from segkit.train import callbacks as cb
+    from segkit.train.strategy import scaled_learning_rate
 
     cfg, run_dir, clock, limit_s = call.cfg, call.run_dir, call.clock, call.limit_s
     monitor, mode = compiled.monitor, compiled.mode
@@ -784,7 +814,7 @@ def _callbacks(call: _Call, compiled: _Compiled, past: _Past, steps: int) -> tup
     nan_guard = cb.NaNGuard()
     schedule: list[keras.callbacks.Callback] = []
     if cfg.train.schedule != "plateau":
-        plan = cb.LRSchedule(cfg.train.learning_rate, cfg.train.schedule, cfg.train.epochs, steps,
+        plan = cb.LRSchedule(scaled_learning_rate(cfg.train), cfg.train.schedule, cfg.train.epochs, steps,
                              cfg.train.warmup_epochs)
         schedule.append(cb.ScheduledLR(plan, clock, limit_s))
     callbacks: list[keras.callbacks.Callback] = [
@@ -811,8 +841,9 @@ def _callbacks(call: _Call, compiled: _Compiled, past: _Past, steps: int) -> tup
     return callbacks, _Guards(nan_guard, time_limit)
 
 
-def _fit(call: _Call, compiled: _Compiled, past: _Past, data: _Data) -> _Guards:
-    """``model.fit`` from ``past.initial_epoch`` to ``train.epochs`` with the run's callbacks.
+def _fit(call: _Call, dev: _Device, compiled: _Compiled, past: _Past, data: _Data) -> _Guards:
+    """``model.fit`` from ``past.initial_epoch`` to ``train.epochs`` with the run's callbacks; under
+    ``multi_worker`` the custom loop ``fit_distributed`` with the same callbacks and step counts.
 
     On resume the weights and optimizer state were restored before (backup/, else last.keras);
     ``initial_epoch`` is the epoch they completed.
@@ -824,6 +855,12 @@ def _fit(call: _Call, compiled: _Compiled, past: _Past, data: _Data) -> _Guards:
 
     callbacks, guards = _callbacks(call, compiled, past, data.steps)
     try:
+        if dev.dist.name == "multi_worker":
+            from segkit.train.distributed import LoopPlan, fit_distributed
+
+            fit_distributed(compiled.model, callbacks,
+                            LoopPlan(call.cfg, dev.dist, past.initial_epoch, data.steps, data.val_steps))
+            return guards
         compiled.model.fit(
             data.train,
             validation_data=data.valid,
@@ -869,15 +906,15 @@ def _outcome(cfg: Config, rows: list[dict[str, float]], compiled: _Compiled, gua
     return _Outcome(epochs_done, stopped, stop_reason, best_value, best_epoch, spent_time(rows)[0])
 
 
-def _write_summary(call: _Call, monitor: str, outcome: _Outcome) -> None:
+def _write_summary(call: _Call, dev: _Device, monitor: str, outcome: _Outcome) -> None:
     """Choose the post-processing (``train.choose_postprocessing``, with a ``model.keras``; its progress goes
-    to ``call.progress`` as ``task`` events) and write ``train_summary.json``."""
+    to ``call.progress`` as ``task`` events) and write ``train_summary.json`` (with the strategy used)."""
     from segkit.progress import NULL_PROGRESS
     from segkit.train.callbacks import TaskEvents
 
     cfg, run_dir = call.cfg, call.run_dir
     postprocessing = None
-    if cfg.train.choose_postprocessing and (run_dir / MODEL_FILE).is_file():
+    if cfg.train.choose_postprocessing and dev.dist.is_chief and (run_dir / MODEL_FILE).is_file():
         from segkit.postprocess import choose_postprocessing
 
         events = TaskEvents(call.progress, outcome.epochs_done, cfg.train.epochs) if call.progress else None
@@ -887,7 +924,7 @@ def _write_summary(call: _Call, monitor: str, outcome: _Outcome) -> None:
         stop_reason=outcome.stop_reason, epochs_done=outcome.epochs_done, epochs=cfg.train.epochs,
         train_time_s=outcome.train_time_s, time_limit_min=cfg.train.time_limit, postprocessing=postprocessing,
         monitor=monitor, model_checkpoint=cfg.train.model_checkpoint, best_value=outcome.best_value,
-        best_epoch=outcome.best_epoch))
+        best_epoch=outcome.best_epoch, distribution=dev.dist.to_json(cfg.train.batch_size)))
 
 
 def _finish(
@@ -912,7 +949,7 @@ def _finish(
         )
     rows = cb.read_history_csv(run_dir / HISTORY_CSV)
     outcome = _outcome(cfg, rows, compiled, guards)
-    _write_summary(call, monitor, outcome)
+    _write_summary(call, dev, monitor, outcome)
     if outcome.stop_reason == "time_limit":
         log.info("stopped by train.time_limit=%g min after %d epochs (%.1f min)", cfg.train.time_limit or 0,
                  outcome.epochs_done, outcome.train_time_s / 60)
@@ -962,7 +999,8 @@ def train_model(
         ConfigError: non-empty run dir without ``resume``/``overwrite``, a resume of another config, a bad
             monitor.
         DataError: a missing or empty train/valid split (or any data problem found by the pipeline).
-        SegkitError: the loss became NaN (the message names the epoch and suggests a lower learning rate).
+        SegkitError: the loss became NaN (the message names the epoch and suggests a lower learning rate);
+            under ``multi_worker``: ``WorkerLost`` (another worker is gone), ``Preempted`` (SIGTERM).
     """
     t0 = time.perf_counter()
     from segkit.train.callbacks import TrainClock
@@ -972,13 +1010,42 @@ def train_model(
     # Cheap checks first: a missing split or a refused run folder fails before TensorFlow is imported.
     n_train = check_split(cfg, "train")
     n_valid = check_split(cfg, "valid")
-    resuming = check_run_dir(cfg, resume=resume, overwrite=overwrite)
-    call = _Call(cfg, Path(cfg.train.run_dir), resuming, n_train, n_valid, limit_s, clock, progress, t0)
+    # multi_worker: the strategy first (the workers meet there); only the chief checks and writes run_dir
+    dev = _device(cfg) if cfg.train.strategy == "multi_worker" else None
+    run_dir, resuming = _run_folder(cfg, dev, resume=resume, overwrite=overwrite)
+    chief = dev is None or dev.dist.is_chief
+    call = _Call(cfg, run_dir, resuming, n_train, n_valid, limit_s, clock, progress if chief else None, t0)
+    try:
+        result = _train(call, dev)
+    finally:
+        if not chief:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    if chief:
+        return result
+    shared = Path(cfg.train.run_dir)  # a non-chief worker's result names the chief's files
+    return replace(result, run_dir=shared, best_model=shared / MODEL_FILE,
+                   last_model=shared / LAST_MODEL_FILE)
 
+
+def _run_folder(cfg: Config, dev: _Device | None, *, resume: bool, overwrite: bool) -> tuple[Path, bool]:
+    """``(the folder this process writes, whether it resumes)``: ``train.run_dir`` (``check_run_dir``), or
+    for a non-chief worker of a multi-worker run a private temporary folder (``worker_run_dir``)."""
+    run_dir = Path(cfg.train.run_dir)
+    if dev is None or dev.dist.is_chief:
+        return run_dir, check_run_dir(cfg, resume=resume, overwrite=overwrite)
+    from segkit.train.distributed import worker_run_dir
+
+    resuming = resume and (run_dir / CONFIG_FILE).is_file()
+    return worker_run_dir(run_dir, resuming), resuming
+
+
+def _train(call: _Call, dev: _Device | None) -> TrainResult:
+    """Seed, pick the device (unless given), compile, restore, write the run information, fit, finish."""
     import keras
 
+    cfg = call.cfg
     keras.utils.set_random_seed(cfg.seed)
-    dev = _device(cfg)
+    dev = dev or _device(cfg)
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(dev.precision)
     try:
@@ -990,7 +1057,7 @@ def train_model(
         (call.run_dir / TRAIN_SUMMARY_FILE).unlink(missing_ok=True)
         data = _datasets(call, past.initial_epoch)
         _report_start(call, dev, compiled, past.initial_epoch, data)
-        guards = _fit(call, compiled, past, data)
+        guards = _fit(call, dev, compiled, past, data)
     finally:
         keras.config.set_dtype_policy(previous_policy)
     return _finish(call, dev, compiled, past.initial_epoch, guards)

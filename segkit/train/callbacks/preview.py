@@ -85,7 +85,9 @@ class EpochPreview(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         import cv2
 
-        probs = np.asarray(self.model.predict_on_batch(self.images))
+        # a direct call, not predict_on_batch: under MirroredStrategy Keras 3's predict_on_batch returns the
+        # batch once per replica
+        probs = np.asarray(self.model(self.images, training=False))
         pred = probs.argmax(-1).astype(np.uint8)
         grid = titled_preview(preview_grid(self.images, self.truth, pred, self.palette), epoch + 1)
         path = self.out_dir / f"epoch_{epoch + 1:03d}.png"
