@@ -304,21 +304,22 @@ def test_every_declared_key_changes_the_model_and_no_other_key_does(name: str) -
         assert (changed != base) == (key in honours), (name, key)
 
 
-@pytest.mark.parametrize(
-    "name", ["attention_unet", "sharpunet", "transunet", "swinunet"]
-)  # with custom layers
-def test_a_fresh_process_loads_the_model_after_importing_segkit_models(tmp_path: Path, name: str) -> None:
+def test_a_fresh_process_loads_the_models_after_importing_segkit_models(tmp_path: Path) -> None:
     # infer loads models with only `import segkit.models`: that import must register AttentionGate, Sharpen,
-    # PositionEmbedding and SwinBlock
-    path = tmp_path / f"{name}.keras"
-    build_model(tiny_cfg(name=name)).save(path)
+    # PositionEmbedding and SwinBlock (the models with custom layers; one process loads all four)
+    names = ["attention_unet", "sharpunet", "transunet", "swinunet"]
+    paths = [tmp_path / f"{name}.keras" for name in names]
+    for name, path in zip(names, paths, strict=True):
+        build_model(tiny_cfg(name=name)).save(path)
     code = (
-        "import sys, keras, segkit.models; "
-        "m = keras.models.load_model(sys.argv[1], safe_mode=True, compile=False); print(m.output_shape)"
+        "import sys, keras, segkit.models\n"
+        "for p in sys.argv[1:]:\n"
+        "    print(keras.models.load_model(p, safe_mode=True, compile=False).output_shape)"
     )
-    res = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    res = subprocess.run([sys.executable, "-c", code, *map(str, paths)], capture_output=True, text=True,
+                         timeout=180)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert res.stdout.strip().endswith("(None, 32, 32, 4)")
+    assert res.stdout.strip().splitlines()[-4:] == ["(None, 32, 32, 4)"] * 4
 
 
 def test_models_command_lists_every_model_with_params_and_gflops() -> None:
