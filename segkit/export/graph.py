@@ -10,9 +10,10 @@ convolution, 8e-5 after its group normalization) and reaches 2.1e-3 in the proba
 (13, 15, 18) and with ONNX Runtime's graph optimisations on or off; Keras float32 in batches of 8 is 8e-6 away
 (TensorFlow run on a single image has the same problem: 3.0e-3 on the worst slice). Averaging each image row
 first (H means of W x C/groups values, then their mean) is the same arithmetic with far shorter float32 sums:
-the exported graph is 8e-6 from float64 on the same volumes, and ONNX Runtime runs it as fast (32 slices
-of 128x128: 1.32 s against 1.36 s, best of 3 on a shared 2-core machine). The swap is made on a copy for
-export only; trained models are unchanged.
+the exported graph is 8e-6 from float64 on the same volumes. The element-wise work runs on the (B, H, W, C)
+tensor against per-channel vectors, the broadcast ONNX Runtime vectorises: on the 5D group view it took a
+third of the run (one core, batch 8 of 128x128 through the left-atrial preset's model: 0.31-0.36 s, now
+0.19 s). The swap is made on a copy for export only; trained models are unchanged.
 
 Example:
     >>> graph = exportable(net)      # net.predict_on_batch(x) and graph(x) agree within float32 rounding
@@ -36,21 +37,27 @@ def _layer_class() -> Any:
         """``keras.layers.GroupNormalization`` (channels last, 4D inputs) whose group mean and variance are
         the mean over rows of per-row means."""
 
-        def _apply_normalization(self, reshaped_inputs: Any, input_shape: Any) -> Any:
-            x = ops.cast(reshaped_inputs, "float32")  # (B, H, W, groups, C/groups)
-            shape = self._create_broadcast_shape(input_shape)
+        def call(self, inputs: Any) -> Any:
+            x = ops.cast(inputs, "float32")  # (B, H, W, C)
+            channels = int(inputs.shape[-1])
+            per_group = channels // self.groups
 
-            def group_mean(v: Any) -> Any:
-                return ops.mean(ops.mean(v, axis=1, keepdims=True), axis=(2, 4), keepdims=True)
+            def group_mean(v: Any) -> Any:  # (B, H, W, C) -> (B, 1, 1, C): each channel its group's mean
+                g = ops.reshape(v, (-1, ops.shape(v)[1], ops.shape(v)[2], self.groups, per_group))
+                m = ops.mean(ops.mean(g, axis=1, keepdims=True), axis=(2, 4), keepdims=True)
+                return ops.reshape(ops.repeat(m, per_group, axis=4), (-1, 1, 1, channels))
 
+            # element-wise work on (B, H, W, C) against per-channel vectors: the broadcast ONNX Runtime
+            # vectorises (a (B, 1, 1, groups, 1) broadcast over the 5D view ran 3x slower)
             mean = group_mean(x)
-            inv = ops.rsqrt(group_mean(ops.square(x - mean)) + self.epsilon)
+            centred = x - mean
+            inv = ops.rsqrt(group_mean(ops.square(centred)) + self.epsilon)
             if self.scale:
-                inv = inv * ops.cast(ops.reshape(self.gamma, shape), "float32")
-            shift = -mean * inv
+                inv = inv * ops.cast(self.gamma, "float32")
+            out = centred * inv
             if self.center:
-                shift = shift + ops.cast(ops.reshape(self.beta, shape), "float32")
-            return ops.cast(x * inv + shift, reshaped_inputs.dtype)
+                out = out + ops.cast(self.beta, "float32")
+            return ops.cast(out, self.compute_dtype)
 
     return RowMeanGroupNormalization
 
