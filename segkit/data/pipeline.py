@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -332,9 +332,13 @@ class Shard:
 
 
 def _sample_order(
-    n: int, shuffle: int | None, seed_offset: int, shard: Shard | None, endless: bool
+    n: int, shuffle: int | None, seed_offset: int, shard: Shard | None, endless: bool,
+    per_epoch: Callable[[tf.data.Dataset], tf.data.Dataset],
 ) -> tf.data.Dataset:
-    """``(epoch, sample index)`` pairs in reading order (``make_dataset`` documents the epochs).
+    """``per_epoch`` (decode and batch) applied to each epoch's ``(epoch, sample index)`` pairs in reading
+    order (``make_dataset`` documents the epochs). Batching inside each epoch keeps batches from crossing
+    an epoch boundary: every epoch ends with its own smaller batch, endless or not, so a resumed run reads
+    what an uninterrupted one read.
 
     Args:
         n: samples in the split.
@@ -343,6 +347,7 @@ def _sample_order(
         shard: keep part ``shard.index`` of ``shard.count`` interleaved parts of each epoch.
         endless: epochs ``seed_offset, seed_offset + 1, ...`` in one infinite stream; otherwise one epoch per
             iteration, numbered by a counter of iterations.
+        per_epoch: what each epoch's pairs become (``make_dataset``: decoded samples in batches).
     """
     import tensorflow as tf
 
@@ -353,7 +358,7 @@ def _sample_order(
             idx = tf.random.experimental.stateless_shuffle(idx, seed=seed)
         if shard is not None:
             idx = idx[shard.index :: shard.count]
-        return tf.data.Dataset.from_tensor_slices((tf.fill(tf.shape(idx), e), idx))
+        return per_epoch(tf.data.Dataset.from_tensor_slices((tf.fill(tf.shape(idx), e), idx)))
 
     if endless:
         return tf.data.Dataset.counter(seed_offset).flat_map(one_epoch)
@@ -426,9 +431,7 @@ def make_dataset(
         patch = patch_rng(cfg, int(e), int(i)) if training else True
         try:
             image, mask = read_sample(pairs, int(i), cfg, context, patch)
-        except (
-            SegkitError
-        ) as err:  # TF keeps only the text: put the file name into it (see unwrap_data_error)
+        except SegkitError as err:  # TF keeps the text only: name the file in it (unwrap_data_error)
             raise DataError(err.one_line()) from None
         if augmenter is not None:
             image, mask = augmenter(image, mask, epoch=int(e), index=int(i))
@@ -440,8 +443,10 @@ def make_dataset(
         mask.set_shape((h, w))
         return image, tf.one_hot(tf.cast(mask, tf.int32), cfg.num_classes, dtype=tf.float32)
 
-    ds = _sample_order(n, shuffle, seed_offset, shard, endless)
-    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(shard.batch_size if shard is not None else cfg.train.batch_size).prefetch(tf.data.AUTOTUNE)
+    batch = shard.batch_size if shard is not None else cfg.train.batch_size
+
+    def decoded(pairs_ds: tf.data.Dataset) -> tf.data.Dataset:
+        return pairs_ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch)
+
     log.debug("dataset %s: %d pairs, training=%s, epoch starts at %d", split, n, training, seed_offset)
-    return ds
+    return _sample_order(n, shuffle, seed_offset, shard, endless, decoded).prefetch(tf.data.AUTOTUNE)

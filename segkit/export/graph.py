@@ -8,8 +8,9 @@ run (``make bench-deploy``, 3 test volumes, against a float64 evaluation of the 
 the ONNX graph's error jumps at the first group normalization (1.2e-7 of the activation scale after the first
 convolution, 8e-5 after its group normalization) and reaches 2.1e-3 in the probabilities, whatever the opset
 (13, 15, 18) and with ONNX Runtime's graph optimisations on or off; Keras float32 in batches of 8 is 8e-6 away
-(TensorFlow run on a single image has the same problem: 3.0e-3 on the worst slice). Averaging each image row
-first (H means of W x C/groups values, then their mean) is the same arithmetic with far shorter float32 sums:
+(TensorFlow run on a single image has the same problem: 3.0e-3 on the worst slice). Averaging over the image
+height first (W x C/groups means of H values each, then their mean) is the same arithmetic with far shorter
+float32 sums:
 the exported graph is 8e-6 from float64 on the same volumes. The element-wise work runs on the (B, H, W, C)
 tensor against per-channel vectors, the broadcast ONNX Runtime vectorises: on the 5D group view it took a
 third of the run (one core, batch 8 of 128x128 through the left-atrial preset's model: 0.31-0.36 s, now
@@ -35,7 +36,7 @@ def _layer_class() -> Any:
 
     class RowMeanGroupNormalization(layers.GroupNormalization):
         """``keras.layers.GroupNormalization`` (channels last, 4D inputs) whose group mean and variance are
-        the mean over rows of per-row means."""
+        means over the height first, then over width and the group's channels."""
 
         def call(self, inputs: Any) -> Any:
             x = ops.cast(inputs, "float32")  # (B, H, W, C)

@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import signal
 import tempfile
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from segkit.errors import SegkitError
+from segkit.errors import ConfigError, SegkitError
 from segkit.io.run_folder import (
     BACKUP_DIR,
     CONFIG_FILE,
@@ -76,7 +77,8 @@ class LoopPlan:
         dist: the ``multi_worker`` distribution.
         initial_epoch: epochs already done (resume).
         steps: training steps per epoch (global batches).
-        val_steps: validation steps per epoch (global batches).
+        val_steps: ``train.validation_steps`` when set (else ``_val_steps`` makes one pass of ``n_valid``).
+        n_valid: image/mask pairs of the valid split.
     """
 
     cfg: Config
@@ -84,6 +86,7 @@ class LoopPlan:
     initial_epoch: int
     steps: int
     val_steps: int
+    n_valid: int = 0
 
 
 def worker_run_dir(run_dir: Path, resuming: bool) -> Path:
@@ -122,7 +125,10 @@ def sigterm_flag() -> Iterator[list[bool]]:
 
 
 def _datasets(plan: LoopPlan) -> tuple[Any, Any]:
-    """The distributed train and valid datasets: each worker reads its shard of every epoch, repeated."""
+    """The distributed train and valid datasets. Training: each worker reads its shard of every epoch.
+    Validation: every worker reads the whole split, from its start each epoch (``_val_steps``): the
+    all-reduced metrics are sums (Dice from TP/FP/FN, the loss as total / count), which every worker adding
+    the same samples leaves unchanged, so uneven shards cannot make one worker wrap into the next pass."""
     from segkit.data.pipeline import Shard, make_dataset
 
     cfg, strategy = plan.cfg, plan.dist.strategy
@@ -133,12 +139,22 @@ def _datasets(plan: LoopPlan) -> tuple[Any, Any]:
         return make_dataset(cfg, "train", True, seed_offset=plan.initial_epoch, shard=shard, endless=True)
 
     def valid_fn(ctx: Any) -> Any:
-        shard = Shard(ctx.input_pipeline_id, ctx.num_input_pipelines,
-                      ctx.get_per_replica_batch_size(cfg.train.batch_size))
-        return make_dataset(cfg, "valid", False, shard=shard).repeat()
+        whole = Shard(0, 1, ctx.get_per_replica_batch_size(cfg.train.batch_size))
+        return make_dataset(cfg, "valid", False, shard=whole).repeat()
 
     return (strategy.distribute_datasets_from_function(train_fn),
             strategy.distribute_datasets_from_function(valid_fn))
+
+
+def _val_steps(plan: LoopPlan) -> int:
+    """Validation steps of one pass over the whole split on each worker: a step reads one batch of
+    ``batch_size / replicas`` per local replica (the last step may wrap to the split's first samples, the
+    same ones on every worker, every epoch)."""
+    cfg, dist = plan.cfg, plan.dist
+    if cfg.train.validation_steps is not None or not plan.n_valid:
+        return plan.val_steps
+    per_worker = (cfg.train.batch_size // dist.replicas) * max(1, dist.replicas // dist.workers)
+    return max(1, math.ceil(plan.n_valid / per_worker))
 
 
 class _Steps:
@@ -170,6 +186,16 @@ class _Steps:
 
         return float(self._anyone(tf.constant(1.0 if flag else 0.0))) > 0
 
+    def same_on_every_worker(self, value: int) -> bool:
+        """Whether every worker passes the same small integer ``value`` (a collective): with n replicas,
+        n * sum(x^2) == sum(x)^2 exactly when all x are equal."""
+        import tensorflow as tf
+
+        n = float(self._anyone(tf.constant(1.0)))
+        total = float(self._anyone(tf.constant(float(value))))
+        squares = float(self._anyone(tf.constant(float(value) ** 2)))
+        return n * squares == total * total
+
     def logs(self, prefix: str = "") -> dict[str, float]:
         """The compiled metrics' values (all replicas), keys prefixed."""
         return {f"{prefix}{k}": float(v) for k, v in self.model.get_metrics_result().items()}
@@ -195,8 +221,9 @@ def _epoch(steps: _Steps, callbacks: Any, iterators: tuple[Any, Any], plan: Loop
         if model.stop_training:  # a NaN loss (NaNGuard): the same on every worker, the loss is all-reduced
             break
     model.reset_metrics()
-    for _ in range(plan.val_steps):
-        steps.test(iterators[1])
+    valid = iter(iterators[1])  # from the start of the split every epoch
+    for _ in range(_val_steps(plan)):
+        steps.test(valid)
     return {**logs, **steps.logs("val_")}
 
 
@@ -217,8 +244,14 @@ def fit_distributed(model: keras.Model, callbacks: list[Any], plan: LoopPlan) ->
         log.info("train.jit_compile is not used by the multi-worker loop (its step is a plain tf.function)")
     cbs = keras.callbacks.CallbackList(callbacks, model=model, epochs=cfg.train.epochs, steps=plan.steps)
     steps = _Steps(model, dist.strategy)
+    if not steps.same_on_every_worker(plan.initial_epoch):
+        raise ConfigError(
+            f"the workers resume from different epochs (this one from epoch {plan.initial_epoch})",
+            path=cfg.train.run_dir,
+            hint="every worker must read the chief's run folder (a file system they share); rerun with "
+            "--resume on every worker")
     train_ds, valid_ds = _datasets(plan)
-    iterators = (iter(train_ds), iter(valid_ds))
+    iterators = (iter(train_ds), valid_ds)
     model.stop_training = False
     logs: dict[str, float] | None = {}
     try:

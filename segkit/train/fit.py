@@ -440,6 +440,14 @@ def preview_batch(cfg: Config, n: int) -> tuple[np.ndarray, np.ndarray]:
 # === Model ===
 
 
+def _scaled_note(cfg: Config) -> str:
+    """The hint's note on the rate used when ``train.lr_reference_batch`` scales it (else empty)."""
+    from segkit.train.strategy import scaled_learning_rate
+
+    used = scaled_learning_rate(cfg.train)
+    return "" if used == cfg.train.learning_rate else f"; used: {used:g}, scaled by the global batch"
+
+
 def make_optimizer(cfg: Config) -> keras.optimizers.Optimizer:
     """Adam / AdamW / SGD (momentum 0.9) with the learning rate of ``scaled_learning_rate``,
     ``train.clipvalue`` and ``train.accumulate_steps`` (Keras' ``gradient_accumulation_steps``)."""
@@ -859,7 +867,8 @@ def _fit(call: _Call, dev: _Device, compiled: _Compiled, past: _Past, data: _Dat
             from segkit.train.distributed import LoopPlan, fit_distributed
 
             fit_distributed(compiled.model, callbacks,
-                            LoopPlan(call.cfg, dev.dist, past.initial_epoch, data.steps, data.val_steps))
+                            LoopPlan(call.cfg, dev.dist, past.initial_epoch, data.steps, data.val_steps,
+                                     call.n_valid))
             return guards
         compiled.model.fit(
             data.train,
@@ -944,7 +953,7 @@ def _finish(
             f"the loss became NaN at epoch {nan_guard.nan_epoch} (step {nan_guard.nan_step}); training"
             " stopped",
             path=run_dir,
-            hint=f"lower train.learning_rate (now {cfg.train.learning_rate:g}), "
+            hint=f"lower train.learning_rate (now {cfg.train.learning_rate:g}{_scaled_note(cfg)}), "
             f"e.g. --set train.learning_rate={cfg.train.learning_rate / 10:g}, or set train.clipvalue",
         )
     rows = cb.read_history_csv(run_dir / HISTORY_CSV)

@@ -108,7 +108,8 @@ def worker(config: str, data: str, run: Path, index: int, ports: str) -> dict:
         held.append([float(np.sum(w)) for w in model.get_weights()])
 
     distributed.fit_distributed = keep_weights
-    cfg = _cfg(config, data, run, "train.epochs=2", "train.strategy=multi_worker")
+    cfg = _cfg(config, data, run, "train.epochs=2", "train.strategy=multi_worker",
+               "train.validation_steps=null")  # each worker: one pass over the 4 valid slices
     try:
         train_model(cfg)
         preempted = ""

@@ -265,6 +265,21 @@ def test_training_is_reproducible_fresh_per_epoch_and_resumable(tiny: Path) -> N
     assert not np.array_equal(other[0], e0[0])
 
 
+def test_the_endless_stream_batches_each_epoch_as_the_epoch_by_epoch_one(tmp_path: Path) -> None:
+    """5 samples in batches of 2: every epoch ends with its own batch of 1, in the endless stream (training's)
+    as epoch by epoch, and a stream resumed at epoch 1 reads what the uninterrupted one read from there."""
+    cfg = tiny_config(make_tiny_dataset(tmp_path / "ds", n_train=5))
+    by_epoch = make_dataset(cfg, "train", training=True)
+    expected = [b for _ in range(3) for b in by_epoch]  # epochs 0, 1, 2
+    endless = list(make_dataset(cfg, "train", training=True, endless=True).take(9))
+    assert [int(x.shape[0]) for x, _ in endless] == [2, 2, 1] * 3
+    for (x, y), (ex, ey) in zip(endless, expected, strict=True):
+        assert np.array_equal(x, ex) and np.array_equal(y, ey)
+    resumed = list(make_dataset(cfg, "train", training=True, endless=True, seed_offset=1).take(6))
+    for (x, _), (ex, _) in zip(resumed, endless[3:], strict=True):
+        assert np.array_equal(x, ex)
+
+
 def test_training_without_augmentation_yields_each_sample_once(tiny: Path) -> None:
     cfg = tiny_config(tiny).model_copy(
         update={"augment": tiny_config(tiny).augment.model_copy(update={"enabled": False})}
