@@ -40,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from segkit.errors import DataError, SegkitError
-from segkit.geometry import axis_codes, spacing_from_affine, to_canonical
+from segkit.geometry import axis_codes, canonical_affine, spacing_from_affine, to_canonical
 from segkit.io.volumes import load_volume
 from segkit.prepare.sources import CaseSpec
 from segkit.progress import NULL_PROGRESS, Progress
@@ -110,11 +110,7 @@ def case_fingerprint(spec: CaseSpec,
     lbl = to_canonical(np.asarray(label.data), image.affine)[0]
     if not np.isfinite(img).all():
         raise DataError("image holds NaN or infinite values", path=spec.image)
-    ras = to_canonical(np.zeros((1, 1, 1)), image.affine)[1]
-    spacing_file = spacing_from_affine(image.affine)
-    spacing = [0.0, 0.0, 0.0]
-    for i, (new_axis, _) in enumerate(ras):
-        spacing[int(new_axis)] = spacing_file[i]
+    spacing = list(spacing_from_affine(canonical_affine(image.affine, image.data.shape)))  # RAS axis order
     fg = lbl > 0
     values = img[fg]
     values_raw, counts = np.unique(lbl, return_counts=True)
