@@ -59,7 +59,6 @@ from segkit.io.run_folder import (
     PREPROCESSING_FILE,
     SINGLE_RUN_FILES,
     SPLITS_FILE,
-    TRAIN_SUMMARY_FILE,
     TrainSummary,
     fold_lock_file,
     fold_name,
@@ -307,11 +306,10 @@ def _trained_state(cfk: Config) -> str:
                           path=rk,
                           hint="use --overwrite to retrain every fold, or set train.run_dir to a new folder")
     _same_split(cfk, rk)
-    summary_path = rk / TRAIN_SUMMARY_FILE
-    if not (summary_path.is_file() and (rk / MODEL_FILE).is_file()):
+    ts = read_train_summary(rk)
+    if ts is None or not (rk / MODEL_FILE).is_file():
         return "partial"
-    ts = json.loads(summary_path.read_text(encoding="utf-8"))
-    stop = ts.get("stop_reason")
+    stop = str(ts.get("stop_reason"))
     limit_then, limit_now = ts.get("time_limit_min"), cfk.train.time_limit
     more_time = limit_then is not None and (limit_now is None or limit_now > limit_then)
     more_epochs = cfk.train.epochs > int(ts.get("epochs") or 0)
@@ -628,9 +626,10 @@ def run_cv(
         fold_cfgs, _Todo(todo, folds is not None, overwrite, break_lock), hooks)
 
     summary_path = run_dir / SUMMARY_FILE
-    states = {k: fold_state(c) for k, c in enumerate(fold_cfgs)}  # every fold, also those not trained now
-    for k, st in states.items():
-        holder = fold_running(fold_cfgs[k]) if st == "running" else None
+    states = {}  # every fold, also those not trained now; each lock read once
+    for k, c in enumerate(fold_cfgs):
+        holder = fold_running(c)
+        states[k] = "running" if holder is not None else _trained_state(c)
         if holder is not None:
             running[k] = holder.describe()
     unfinished = [k for k, st in states.items() if st != "done"]

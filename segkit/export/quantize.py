@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from segkit.metrics.overlap import class_counts
+from segkit.metrics.overlap import class_counts, dice_from_counts
 
 if TYPE_CHECKING:
     import keras
@@ -133,7 +133,7 @@ def mean_dice(probs: npt.NDArray[np.float32], masks: npt.NDArray[np.uint8], num_
     scores = []
     for c in class_counts(pred, masks, range(1, num_classes)).values():
         if c.tp + c.fp + c.fn:
-            scores.append(2 * c.tp / (2 * c.tp + c.fp + c.fn))
+            scores.append(dice_from_counts(c.tp, c.fp, c.fn, empty="one"))
     return float(np.mean(scores)) if scores else 1.0
 
 

@@ -67,7 +67,8 @@ def _bbox_extent(mask: npt.NDArray[np.bool_]) -> list[int]:
 
 
 def _dicom_modality(spec: CaseSpec) -> str:
-    """The DICOM Modality of a DICOM image (``""`` for other formats)."""
+    """The DICOM Modality of a DICOM image's series (``""`` for other formats). Lists the folder's series
+    again after ``load_volume`` read it (headers only): ``Volume`` does not carry the modality."""
     from segkit.io import dicom
     from segkit.io.volumes import volume_format
 
@@ -78,7 +79,9 @@ def _dicom_modality(spec: CaseSpec) -> str:
         series = dicom.list_series(spec.image)
     except SegkitError:
         return ""
-    return series[0].modality if series else ""
+    key = spec.image_ref.series_key  # the series the case reads, when the folder holds several
+    picked = [s for s in series if key is None or s.key == key]
+    return picked[0].modality if picked else ""
 
 
 def relative_path(path: Path, root: Path | None) -> str:
