@@ -5,7 +5,8 @@ exported as ONNX, LiteRT and SavedModel bundles, the single model also as int8 O
 by ``segkit infer BUNDLE`` on held-out test volumes and compared with ``segkit infer RUN_DIR`` (Keras) of the
 same model(s): max |dp|, label agreement, |dDice| against the reference label per case, mean Dice; then, on
 one pinned core, cold start (process start to the first label volume written: ``segkit infer`` on one
-volume), steady time per volume, bundle size and peak memory (max RSS of the process).
+volume), steady time per volume (one process loads the model(s) once, segments the test volumes once to warm
+up, then again timed volume by volume: the mean), bundle size and peak memory (max RSS of the cold process).
 
 Usage: python scripts/bench_deploy.py [--out DIR] [--epochs N] [--cases 3] [--set KEY=VALUE ...]
 (``--set`` overrides reach prepare, cv and export, e.g. a toy run: ``--epochs 1 --set prepare.size=[64,64]
@@ -110,15 +111,55 @@ def size_mb(target: Path, keras_run: bool) -> float:
     return round(sum(p.stat().st_size for p in files) / 1e6, 2)
 
 
+def steady_worker(target: Path, vols: Path, out: Path) -> None:
+    """(In the pinned child process.) Load the model(s) once as ``segkit infer`` does, segment every
+    volume of ``vols`` twice (a warm-up pass, then the timed pass: reading, preprocessing, prediction,
+    post-processing and writing, each volume timed on its own) and print the timed seconds per volume as
+    JSON."""
+    from dataclasses import replace
+
+    from segkit.cli.common import load
+    from segkit.infer import InferOptions, infer_volume, plan_inference
+    from segkit.postprocess import apply_postprocessing
+    from segkit.predict.bundle import bundle_config, is_bundle, load_bundle_model, read_bundle
+    from segkit.predict.models import load_models
+
+    bundle = read_bundle(target) if is_bundle(target) else None
+    cfg = bundle_config(bundle) if bundle is not None else load(target)
+    plan = plan_inference(cfg, vols, out / "warm")
+    cfg = apply_postprocessing(cfg, plan.postprocessing_dir, volumes=True)
+    net: Any = (load_bundle_model(bundle) if bundle is not None
+                else load_models(list(plan.model_paths), cfg, precision=cfg.train.precision))
+    settings = InferOptions().resolve(cfg)
+    seconds: list[float] = []
+    for pass_dir in (out / "warm", out / "timed"):
+        seconds = []
+        for vol in plan.volumes:
+            t = time.perf_counter()
+            infer_volume(net, vol, cfg, pass_dir, replace(settings, overwrite=True))
+            seconds.append(time.perf_counter() - t)
+    print(json.dumps(seconds))
+
+
+def steady(target: Path, vols: Path, out: Path) -> float:
+    """Mean seconds per volume of the timed pass of ``steady_worker``, run on one pinned core."""
+    cmd = (["taskset", "-c", "0"] if shutil.which("taskset") else []) + \
+        [sys.executable, __file__, "--steady", str(target), str(vols), str(out)]
+    proc = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}")
+    return float(np.mean(json.loads(proc.stdout.strip().splitlines()[-1])))
+
+
 def measure(name: str, target: Path, ref: str, out: Path, cases: list[str]) -> dict[str, Any]:
     """One row: equivalence with the Keras row ``ref`` on ``out/volumes``, then the pinned timings."""
     res = out / f"infer-{name}"
     vols, one = str(out / "volumes"), str(out / "one")
     segkit("infer", str(target), "--input", vols, "--output", str(res), "--save-probabilities")
     cold, rss = segkit("infer", str(target), "--input", one, "--output", str(out / f"cold-{name}"), pin=True)
-    full, _ = segkit("infer", str(target), "--input", vols, "--output", str(out / f"steady-{name}"), pin=True)
+    per_volume = steady(target, out / "volumes", out / f"steady-{name}")
     row: dict[str, Any] = {"runtime": name, "cold_start_s": round(cold, 2),
-                           "steady_s_per_volume": round((full - cold) / max(1, len(cases) - 1), 2),
+                           "steady_s_per_volume": round(per_volume, 2),
                            "size_mb": size_mb(target, name == ref), "peak_rss_mb": rss,
                            "mean_dice": round(float(np.mean(dices(res, cases))), 4)}
     if name != ref:
@@ -127,6 +168,9 @@ def measure(name: str, target: Path, ref: str, out: Path, cases: list[str]) -> d
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--steady"]:  # the pinned child of steady()
+        steady_worker(*(Path(a) for a in sys.argv[2:5]))
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=REPO / "bench-deploy")
     ap.add_argument("--epochs", type=int, default=2)

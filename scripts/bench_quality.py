@@ -16,6 +16,11 @@ Datasets (``../shared/data/volumes``; SOURCES.md in each folder):
 
 - ``la``: 2018 Atrial Segmentation Challenge LGE-MRI, 16 patients, left atrium. Split (seed 42, ratios
   0.625 / 0.125 / 0.25): test ``la_100 la_102 la_103 la_110``, valid ``la_109 la_113``, train the other 10.
+- ``acdc80``: ACDC cine MRI, 80 patients x 2 phases (``acdc_cine_mri_80``), split by patient (seed 42,
+  0.7 / 0.1 / 0.2): test 16 patients (002 029 030 041 042 047 053 054 057 072 079 086 088 089 090 094),
+  valid 8 (004 009 010 013 035 061 069 073), train the other 56: issue 19's 64 / 16 patients.
+- ``acdc80-roi``: the same patients, each volume cut in-plane to its reference label's box + 10 px a side
+  (squared), at 128 x 128: the oracle upper bound of a locate-then-segment cascade (a perfect first stage).
 - ``acdc``: ACDC cine MRI, 10 patients x 2 phases, RV / MYO / LV, split by PATIENT (``group_by``; seed 42,
   0.6 / 0.1 / 0.3): test ``patient007 patient008 patient024`` (6 volumes), valid ``patient002``, train 6
   patients.
@@ -83,7 +88,28 @@ DATASETS: dict[str, dict[str, Any]] = {
                  "patient024_frame01", "patient024_frame02"],
         "valid": ["patient002_frame01", "patient002_frame02"],
     },
+    "acdc80": {
+        "title": "ACDC cine MRI (80 patients x 2 phases): RV, MYO, LV; 64 patients train + valid, 16 test",
+        "preset": "acdc",
+        "seed_preset": "whole-heart",
+        "source": "nifti",
+        "src": SHARED / "acdc_cine_mri_80",
+        "globs": ("*_image.nii.gz", "*_label.nii.gz"),
+        "split": {"train": 0.7, "valid": 0.1, "test": 0.2, "group_by": r"^(patient\d+)_"},
+        "test": [f"patient{p:03d}_frame0{f}" for p in (2, 29, 30, 41, 42, 47, 53, 54, 57, 72, 79, 86, 88, 89,
+                                                           90, 94) for f in (1, 2)],
+        "valid": [f"patient{p:03d}_frame0{f}" for p in (4, 9, 10, 13, 35, 61, 69, 73) for f in (1, 2)],
+    },
 }
+# The oracle upper bound of a locate-then-segment cascade (issue 19): the same 80 patients, each volume cut
+# in-plane to its reference label's box (all slices) + ORACLE_MARGIN px a side, squared, then prepared at
+# 128 x 128 (~native spacing) instead of the whole field of view at 192 x 192. Training and test crops come
+# from the reference labels: a perfect first stage. Dice inside the crop is the whole volume's Dice (nothing
+# outside it is foreground in the reference, and nothing outside it is predicted).
+ORACLE_MARGIN = 10
+DATASETS["acdc80-roi"] = {
+    **DATASETS["acdc80"], "crop_margin": ORACLE_MARGIN, "size": [128, 128],
+    "title": "ACDC 80 patients, oracle heart crop (reference-label box + 10 px), 128 x 128"}
 RECIPES = ("recommended", "seed")
 SEED_SIZE = [128, 128]
 SEED_MAX_LEVELS = 6
@@ -110,6 +136,8 @@ def recipe_config(dataset: str, recipe: str, workdir: Path, minutes: float, quic
         raise SystemExit(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
     if model:
         raw["model"]["name"] = model
+    if ds.get("size"):
+        raw["prepare"]["size"] = raw["data"]["image_size"] = list(ds["size"])
     raw["prepare"]["split"] = dict(ds["split"])
     raw["data"]["dir"] = str(workdir / "data")
     raw["train"]["run_dir"] = str(workdir / "run")
@@ -144,6 +172,37 @@ def quick_source(dataset: str, tmp: Path) -> Path:
     return tmp
 
 
+def crop_source(src: Path, dst: Path, margin: int) -> Path:
+    """``dst``: every ``*_image`` / ``*_label`` pair of ``src`` cut in-plane (axes 0, 1) to the label's
+    foreground box over all slices + ``margin`` voxels a side, widened to a square within the image (the
+    affine follows the cut: nibabel's slicer). Written once; an existing ``dst`` is reused."""
+    import nibabel as nib
+
+    done = dst / ".complete"
+    if done.is_file():
+        return dst
+    dst.mkdir(parents=True, exist_ok=True)
+    for image in sorted(src.glob("*_image.nii.gz")):
+        label = image.with_name(image.name.replace("_image", "_label"))
+        img, lab = nib.load(str(image)), nib.load(str(label))
+        fg = np.asarray(lab.dataobj) > 0
+        box = []
+        for ax in (0, 1):
+            idx = np.nonzero(fg.any(axis=tuple(a for a in range(3) if a != ax)))[0]
+            box.append([int(idx[0]) - margin, int(idx[-1]) + 1 + margin])
+        side = max(b - a for a, b in box)
+        for ax, (a, b) in enumerate(box):
+            n = img.shape[ax]
+            a -= (side - (b - a)) // 2
+            a = max(0, min(a, n - side)) if side <= n else 0
+            box[ax] = [a, min(n, a + side)]
+        (x0, x1), (y0, y1) = box
+        nib.save(img.slicer[x0:x1, y0:y1, :], str(dst / image.name))
+        nib.save(lab.slicer[x0:x1, y0:y1, :], str(dst / label.name))
+    done.write_text("")
+    return dst
+
+
 def check_split(dataset: str, data_dir: Path, quick: bool, cv: bool = False) -> dict[str, Any]:
     splits = json.loads((data_dir / "splits.json").read_text())
     ds = DATASETS[dataset]
@@ -176,6 +235,8 @@ def run_one(dataset: str, recipe: str, out: Path, minutes: float, quick: bool, t
         cfg = validate_config(raw)
     ds = DATASETS[dataset]
     src = quick_source(dataset, workdir / "src") if quick else Path(ds["src"])
+    if ds.get("crop_margin") is not None:
+        src = crop_source(src, out / f"{dataset}-src", int(ds["crop_margin"]))
     t0 = time.perf_counter()
     globs = SourceOptions(image_glob=ds["globs"][0], label_glob=ds["globs"][1])
     report = run_prepare(ds["source"], src, Path(cfg.data.dir), cfg,

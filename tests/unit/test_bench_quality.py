@@ -79,3 +79,35 @@ def test_model_override_and_cv_keep_the_bench_test_patients(bench, tmp_path: Pat
     folded = split_cases(ids, validate_config(raw).prepare.split, plain.seed)
     assert folded["test"] == bench.DATASETS["la"]["test"]
     assert sorted(c for f in folded["kfold"] for c in f) == sorted(set(ids) - set(folded["test"]))
+
+
+def test_acdc80_roi_recipe_is_the_acdc_preset_at_128_on_the_same_patients(bench, tmp_path: Path) -> None:  # noqa: ANN001
+    cfg = bench.recipe_config("acdc80-roi", "recommended", tmp_path, 40.0, quick=False)
+    whole = bench.recipe_config("acdc80", "recommended", tmp_path, 40.0, quick=False)
+    assert cfg.prepare.size == cfg.data.image_size == (128, 128) and whole.data.image_size == (192, 192)
+    assert cfg.model == whole.model and cfg.prepare.split == whole.prepare.split
+    assert bench.DATASETS["acdc80-roi"]["test"] == bench.DATASETS["acdc80"]["test"]
+    assert len({c.split("_")[0] for c in bench.DATASETS["acdc80"]["test"]}) == 16
+
+
+def test_oracle_crop_keeps_every_foreground_voxel_and_the_world_position(bench, tmp_path: Path) -> None:  # noqa: ANN001
+    import nibabel as nib
+    import numpy as np
+
+    src = tmp_path / "src"
+    src.mkdir()
+    acdc = bench.DATASETS["acdc80"]["src"]
+    for part in ("image", "label"):
+        (src / f"patient002_frame01_{part}.nii.gz").symlink_to(acdc / f"patient002_frame01_{part}.nii.gz")
+    dst = bench.crop_source(src, tmp_path / "dst", margin=10)
+    lab = nib.load(str(src / "patient002_frame01_label.nii.gz"))
+    cut = nib.load(str(dst / "patient002_frame01_label.nii.gz"))
+    img = nib.load(str(dst / "patient002_frame01_image.nii.gz"))
+    full, part = np.asarray(lab.dataobj), np.asarray(cut.dataobj)
+    assert part.shape[0] == part.shape[1] < min(full.shape[:2]) and part.shape[2] == full.shape[2]
+    assert img.shape == part.shape and np.allclose(img.affine, cut.affine)
+    assert (part > 0).sum() == (full > 0).sum() > 0
+    ys, xs, _ = np.nonzero(part)  # the margin: 10 voxels of background at least on the box's tight sides
+    assert min(ys.min(), xs.min(), part.shape[0] - 1 - ys.max(), part.shape[1] - 1 - xs.max()) >= 10
+    i0, j0 = (np.round(np.linalg.solve(lab.affine, cut.affine @ [0, 0, 0, 1])[:2])).astype(int)
+    assert np.array_equal(full[i0 : i0 + part.shape[0], j0 : j0 + part.shape[1]], part)
