@@ -30,6 +30,8 @@ The split is checked against these lists, so a change in the split code cannot m
 Recipes:
 
 - ``recommended``: ``configs/<preset>.yaml`` (``left-atrial``, ``acdc``), segkit's recipe;
+- ``plan``: the config ``segkit plan`` writes for the dataset (``--budget`` = ``--minutes``, ``--cores`` = the
+  cores this process may use, ``--preset-like`` the dataset's preset), with the bench's split;
 - ``seed``: the seed experiments' settings, ``configs/seed/left-atrial.yaml`` for LA and
   ``configs/seed/whole-heart.yaml`` (the multi-class cardiac MRI seed) for ACDC, with the dataset's classes,
   at 128 x 128 input and at most 6 levels (the seed's 512 x 512 x 8 levels would not finish one epoch in the
@@ -110,7 +112,7 @@ ORACLE_MARGIN = 10
 DATASETS["acdc80-roi"] = {
     **DATASETS["acdc80"], "crop_margin": ORACLE_MARGIN, "size": [128, 128],
     "title": "ACDC 80 patients, oracle heart crop (reference-label box + 10 px), 128 x 128"}
-RECIPES = ("recommended", "seed")
+RECIPES = ("recommended", "seed", "plan")
 SEED_SIZE = [128, 128]
 SEED_MAX_LEVELS = 6
 
@@ -132,6 +134,12 @@ def recipe_config(dataset: str, recipe: str, workdir: Path, minutes: float, quic
         raw["prepare"]["size"] = raw["data"]["image_size"] = SEED_SIZE
         raw["model"]["num_layers"] = min(int(raw["model"]["num_layers"]), SEED_MAX_LEVELS)
         raw["evaluate"] = own.evaluate.model_dump(mode="json")
+    elif recipe == "plan":  # segkit plan's config for the dataset, planned for this budget and these cores
+        from segkit.plan import PlanOptions, run_plan
+
+        opts = PlanOptions(name=own.name, budget_minutes=minutes, cores=len(os.sched_getaffinity(0)),
+                           preset_like=ds["preset"])
+        raw = run_plan(Path(ds["src"]), workdir / "plan", opts).config.model_dump(mode="json")
     else:
         raise SystemExit(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
     if model:
@@ -383,7 +391,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    ap.add_argument("--recipes", nargs="+", default=["recommended", "seed"], choices=list(RECIPES))
     ap.add_argument("--minutes", type=float, default=20.0, help="train.time_limit of every run (default 20)")
     ap.add_argument("--out", type=Path, default=REPO / "bench-quality", help="work and result folder")
     ap.add_argument("--tag", default="", help="suffix of the run folders (to keep variants apart)")
