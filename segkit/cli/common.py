@@ -60,6 +60,12 @@ def set_debug(debug: bool) -> None:
     logging.getLogger("segkit").setLevel(logging.DEBUG if _state["debug"] else logging.INFO)
 
 
+# import name -> pip name where they differ (the one-line error of a module a runtime-only install lacks)
+_PIP_NAMES = {"cv2": "opencv-python-headless", "yaml": "pyyaml", "nrrd": "pynrrd",
+              "ai_edge_litert": "ai-edge-litert", "jpeg_ls": "pyjpegls",
+              "pylibjpeg": "pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg"}
+
+
 def handle_errors(func: F) -> F:
     """Turn library errors into one stderr line and an exit code (2 user error, 1 bug)."""
 
@@ -79,6 +85,13 @@ def handle_errors(func: F) -> F:
             hint = _state["interrupt_hint"]
             typer.echo("error: interrupted" + (f" (hint: {hint})" if hint else ""), err=True)
             raise typer.Exit(130) from None
+        except ModuleNotFoundError as e:  # a runtime-only install (requirements-runtime.txt) lacks a reader
+            if _state["debug"]:
+                traceback.print_exc()
+            module = (e.name or "?").split(".")[0]
+            typer.echo(f"error: this needs the Python module '{module}', which is not installed (hint: pip "
+                       f"install {_PIP_NAMES.get(module, module)}, or the full install of segkit)", err=True)
+            raise typer.Exit(2) from None
         except Exception as e:  # noqa: BLE001 - the one boundary for unexpected errors
             if _state["debug"]:
                 traceback.print_exc()

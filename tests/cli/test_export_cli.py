@@ -148,6 +148,47 @@ def test_bundle_infers_like_keras_without_tensorflow(
     _compare(keras_outputs[name], out)
 
 
+def test_a_runtime_only_install_names_the_module_it_lacks(setup: dict[str, Path], shared_data: Path) -> None:
+    """A runtime-only install (requirements-runtime.txt) has no pydicom: a DICOM input is refused with one
+    line naming the module and the pip command, exit 2, nothing written."""
+    bundle = setup["root"] / "bundle-run-onnx"
+    if not bundle.is_dir():
+        _export(setup["run"], "onnx", bundle)
+    script = NO_TF.replace(
+        '            raise ImportError("blocked: " + name)',
+        '            raise ImportError("blocked: " + name)\n'
+        '        if name.split(".")[0] == "pydicom":\n'
+        '            raise ModuleNotFoundError(f"No module named {name!r}", name=name)')
+    assert script != NO_TF
+    out = setup["root"] / "never-dicom"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    res = subprocess.run([sys.executable, "-c", script, "infer", str(bundle), "--input",
+                          str(shared_data / "dicom" / "siemens"), "--output", str(out)],
+                         capture_output=True, text=True, env=env, timeout=120)
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode == 2 and len(lines) == 1, res.stderr[-2000:]
+    assert "needs the Python module 'pydicom'" in lines[0] and "pip install pydicom" in lines[0]
+    assert not out.exists()
+
+
+def test_runtime_requirements_match_pyproject(repo_root: Path) -> None:
+    """Every line of requirements-runtime.txt is pyproject's requirement for that package, and the runtime
+    file names no TensorFlow, Keras or converter."""
+    import re
+
+    block = (repo_root / "pyproject.toml").read_text().split("dependencies = [", 1)[1].split("\n]", 1)[0]
+    deps = re.findall(r'^\s*"([^"]+)"', block, flags=re.M)  # no tomllib: Python 3.10 is supported
+    assert len(deps) > 20
+    by_name = {re.split(r"[<>=!~ ]", d, maxsplit=1)[0].lower(): d.replace(" ", "") for d in deps}
+    lines = [ln.strip() for ln in (repo_root / "requirements-runtime.txt").read_text().splitlines()
+             if ln.strip() and not ln.startswith("#")]
+    assert {"onnxruntime", "nibabel", "numpy"} <= {re.split(r"[<>=]", ln, maxsplit=1)[0] for ln in lines}
+    for line in lines:
+        name = re.split(r"[<>=!~ ]", line, maxsplit=1)[0].lower()
+        assert by_name.get(name) == line, f"{line} differs from pyproject's {by_name.get(name)}"
+        assert name not in {"tensorflow", "keras", "tf2onnx", "onnx", "tensorboard"}
+
+
 def test_bad_bundles_are_refused(setup: dict[str, Path]) -> None:
     good = setup["root"] / "bundle-run-onnx"
     if not good.is_dir():
