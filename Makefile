@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DEMO    ?= demo
 
-.PHONY: install demo test test-fast bench bench-quality bench-deploy lint clean
+.PHONY: install demo test test-fast bench bench-quality bench-deploy bench-export-zoo lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -40,10 +40,14 @@ bench-quality: $(STAMP)
 bench-deploy: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python scripts/bench_deploy.py $(BENCH_ARGS)
 
+# Every zoo model short-trained on real LA, exported to every format, labels compared with Keras (~40 min).
+bench-export-zoo: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python scripts/bench_export_zoo.py $(BENCH_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check segkit tests scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 clean:
-	rm -rf $(VENV) $(DEMO) .pytest_cache bench-quality bench-deploy
+	rm -rf $(VENV) $(DEMO) .pytest_cache bench-quality bench-deploy bench-export-zoo

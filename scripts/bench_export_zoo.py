@@ -86,7 +86,15 @@ def main() -> None:
                 print(json.dumps(rows[-1]), flush=True)
                 continue
             bundle = out / "bundles" / f"{name}-{fmt}"
-            segkit("export", str(run), "--format", fmt, "--out", str(bundle))
+            try:  # the export's own check may refuse the trained graph ("X does not export to F: ..."): a row
+                segkit("export", str(run), "--format", fmt, "--out", str(bundle))
+            except SystemExit as e:
+                line = next((ln for ln in str(e).splitlines() if ln.startswith("error:")), "")
+                if " does not export to " not in line:  # a crash is not a refusal
+                    raise
+                rows.append({"model": name, "format": fmt, "refused": line.removeprefix("error: ")})
+                print(json.dumps(rows[-1]), flush=True)
+                continue
             res = out / "infer" / name / fmt
             segkit("infer", str(bundle), "--input", str(out / "volumes"), "--output", str(res),
                    "--save-probabilities")

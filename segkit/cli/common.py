@@ -63,7 +63,8 @@ def set_debug(debug: bool) -> None:
 # import name -> pip name where they differ (the one-line error of a module a runtime-only install lacks)
 _PIP_NAMES = {"cv2": "opencv-python-headless", "yaml": "pyyaml", "nrrd": "pynrrd",
               "ai_edge_litert": "ai-edge-litert", "jpeg_ls": "pyjpegls",
-              "pylibjpeg": "pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg"}
+              "pylibjpeg": "pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg", "PIL": "pillow",
+              "google": "protobuf", "imageio_ffmpeg": "imageio-ffmpeg", "skimage": "scikit-image"}
 
 
 def handle_errors(func: F) -> F:
@@ -86,9 +87,11 @@ def handle_errors(func: F) -> F:
             typer.echo("error: interrupted" + (f" (hint: {hint})" if hint else ""), err=True)
             raise typer.Exit(130) from None
         except ModuleNotFoundError as e:  # a runtime-only install (requirements-runtime.txt) lacks a reader
+            module = (e.name or "segkit").split(".")[0]
+            if module == "segkit":  # a module of segkit itself missing: a packaging bug, reported as one
+                raise
             if _state["debug"]:
                 traceback.print_exc()
-            module = (e.name or "?").split(".")[0]
             typer.echo(f"error: this needs the Python module '{module}', which is not installed (hint: pip "
                        f"install {_PIP_NAMES.get(module, module)}, or the full install of segkit)", err=True)
             raise typer.Exit(2) from None

@@ -11,10 +11,10 @@ slices.
 
 The quantized graph keeps float32 inputs and outputs, so it runs where a float32 bundle runs. On the
 left-atrial bench runs' 3 test volumes (README, ``make bench-deploy``) ONNX int8 stayed within 1.1e-3 and
-2.5e-3 of the float32 Dice per case; LiteRT int8 within 2.4e-3 on one run's model and 0.016 on the next's (more
-calibration slices or more float32 ops did not help), and a full-integer LiteRT model (group normalization in
-int8 too) was 0.027 away. The Dice cost printed here, on prepared validation slices (most empty slices left out
-by prepare), showed none of these: it is a lower bound.
+2.5e-3 of the float32 Dice per case; LiteRT int8 within 2.5e-3 on one run's model and 0.016 on the next's
+(more calibration slices or more float32 ops did not help), and a full-integer LiteRT model (group
+normalization in int8 too) was 0.027 away. The Dice cost printed here, on prepared validation slices (most
+empty slices left out by prepare), showed none of these: it is a lower bound.
 
 Example:
     >>> litert_int8(graph, Path("model.tflite"), cfg)

@@ -93,9 +93,14 @@ def _contract(tmp_path: Path, name: str, fmt: str, slices: np.ndarray) -> None:
     assert [p.name for p in run.iterdir() if p.name.startswith(".")] == []
     runtime = load_bundle_model(read_bundle(res.bundle))
     ours = np.argmax(runtime.predict_on_batch(slices), axis=-1)
+    probs = np.sort(np.asarray(net.predict_on_batch(slices)), axis=-1)
     keras_labels = np.argmax(np.asarray(net.predict_on_batch(slices)), axis=-1)
     assert len(np.unique(keras_labels)) > 1  # not a constant map, where equal labels would prove nothing
-    assert np.mean(ours == keras_labels) >= 0.999
+    # an untrained net has near-ties that any float32 reordering may flip: pixels whose two best classes are
+    # within 1e-3 are left out (at most half of them, else the comparison would say little)
+    decided = probs[..., -1] - probs[..., -2] > 1e-3
+    assert decided.mean() >= 0.5
+    assert np.mean(ours[decided] == keras_labels[decided]) >= 0.999
 
 
 def test_refusals_name_registered_models_and_formats() -> None:
