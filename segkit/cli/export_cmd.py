@@ -53,3 +53,12 @@ def export(
     if q is not None:
         out.print(f"int8 Dice on {q['slices']} prepared {q['split']} slices: {q['dice_int8']:.4f} "
                   f"(float32 {q['dice_float32']:.4f}, cost {q['dice_cost']:+.4f})")
+        v = q.get("volumes")
+        if v is not None:
+            worst = v["cases"][v["worst_case"]]
+            out.print(f"int8 Dice on {len(v['cases'])} whole validation volume(s): worst {v['worst_case']} "
+                      f"{worst['dice_int8']:.4f} (float32 {worst['dice_float32']:.4f}, cost "
+                      f"{worst['dice_cost']:+.4f})")
+            if v["max_dice_cost"] > v["rule"]:
+                out.print(f"warning: int8 costs more than {v['rule']:g} Dice on {v['worst_case']}: prefer "
+                          "--format onnx --quantize int8, or a float32 bundle")

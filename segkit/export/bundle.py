@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from segkit.errors import ConfigError, ModelError, OutputError
 from segkit.io.atomic import write_json
@@ -127,7 +128,7 @@ def export_run(run_dir: Path, options: ExportOptions) -> ExportResult:
         meta = _write_members(net, tmp, cfg, options)
         meta["ensemble"] = _ensemble(run_dir, members)
         meta["model_card"] = _model_card(run_dir, cfg, options.licence)
-        diff = _check(net, tmp, meta, cfg if options.quantize else None)
+        diff = _check(net, tmp, meta, cfg, quantized=bool(options.quantize))
         _replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -258,15 +259,40 @@ def _model_card(run_dir: Path, cfg: Config, licence: str | None) -> dict[str, An
     }
 
 
-def _check(net: keras.Model, tmp: Path, meta: dict[str, Any], int8_cfg: Config | None = None) -> float:
+def _keras_probs(net: keras.Model, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """The float32 Keras model's probabilities: the export check's reference."""
+    return np.asarray(net.predict_on_batch(x), np.float32)
+
+
+def _float64_probs(net: keras.Model, cfg: Config, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    """The probabilities of ``net``'s weights evaluated in float64 (the model rebuilt under Keras' float64
+    policy, the weights copied): the exact function both float32 evaluations approximate."""
+    import keras
+
+    from segkit.models import build_model
+
+    old = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float64")
+    try:
+        exact = build_model(cfg)
+        exact.set_weights([np.asarray(w, np.float64) for w in net.get_weights()])
+        return np.asarray(exact.predict_on_batch(x.astype(np.float64)), np.float64)
+    finally:
+        keras.config.set_dtype_policy(old)
+
+
+def _check(net: keras.Model, tmp: Path, meta: dict[str, Any], cfg: Config, quantized: bool = False) -> float:
     """Write ``bundle.json``, read the bundle back as a deployment would and compare its probabilities
-    with Keras on a fixed random batch; returns max |dp| (also recorded in ``bundle.json``). A quantized
-    bundle (``int8_cfg``) is judged by its Dice cost on prepared validation slices instead, recorded under
-    ``model.quantization``.
+    with Keras on a fixed random batch; returns max |dp| (also recorded in ``bundle.json``). A float32
+    bundle further than ``CHECK_TOLERANCE`` from Keras is compared, for a single model, with a float64
+    evaluation of the same weights: it passes when it is within the tolerance of float64 and no further
+    from it than Keras float32 is (a deep net such as u2net amplifies float32 rounding: Keras' own float32
+    was 0.018 from float64 where the exported graph was 0.0014). A quantized bundle is judged by its Dice cost
+    instead, on prepared validation slices and on up to 3 whole validation volumes
+    (``segkit.export.quantize``), recorded under ``model.quantization``.
 
     Raises:
-        ModelError: the runtime rejects the file, or (float32) the probabilities differ by more than
-            ``CHECK_TOLERANCE``.
+        ModelError: the runtime rejects the file, or (float32) the probabilities fail the rule above.
     """
     from segkit.predict.bundle import bundle_files, load_bundle_model, read_bundle
 
@@ -283,19 +309,32 @@ def _check(net: keras.Model, tmp: Path, meta: dict[str, Any], int8_cfg: Config |
     except Exception as e:  # noqa: BLE001 - a runtime may accept the file and fail on the first call
         raise ModelError(f"{what}: the runtime fails on it ({type(e).__name__}: "
                          f"{' '.join(str(e).split())[:200]})", hint="try another --format") from e
-    diff = float(np.max(np.abs(got - np.asarray(net.predict_on_batch(x), np.float32))))
-    if int8_cfg is not None:
-        from segkit.export.quantize import CALIBRATION_SLICES, dice_cost
+    diff = float(np.max(np.abs(got - _keras_probs(net, x))))
+    check: dict[str, Any] = {"max_abs_diff": diff, "batch": "2 uniform random inputs in [0, 1), seed 0",
+                             "reference": "Keras float32"}
+    if quantized:
+        from segkit.export.quantize import CALIBRATION_SLICES, dice_cost, volume_dice_cost
 
         meta["model"]["quantization"] = {
             "kind": f"int8 post-training quantization ({INT8_KIND[meta['format']]}), float32 input and "
                     "output",
             "calibration": f"{CALIBRATION_SLICES} prepared training slices",
-            **dice_cost(net.predict_on_batch, runtime.predict_on_batch, int8_cfg)}
+            **dice_cost(net.predict_on_batch, runtime.predict_on_batch, cfg),
+            "volumes": volume_dice_cost(net, runtime, cfg)}
     elif not diff <= CHECK_TOLERANCE:
-        raise ModelError(f"{what}: the converted graph differs from Keras by {diff:.3g} in probability",
-                         hint="try another --format")
-    meta["export_check"] = {"max_abs_diff": diff, "batch": "2 uniform random inputs in [0, 1), seed 0"}
+        why = f"{what}: the converted graph differs from Keras by {diff:.3g} in probability"
+        if len(meta["ensemble"]["members"]) != 1:
+            raise ModelError(why, hint="try another --format")
+        exact = _float64_probs(net, cfg, x)
+        ours = float(np.max(np.abs(got - exact)))
+        keras_own = float(np.max(np.abs(_keras_probs(net, x) - exact)))
+        if not (ours <= CHECK_TOLERANCE and ours <= keras_own):
+            raise ModelError(f"{why} (and by {ours:.3g} from a float64 evaluation, where Keras float32 is "
+                             f"{keras_own:.3g} from it)", hint="try another --format")
+        check.update(reference="float64", max_abs_diff_float64=ours, keras_float32_vs_float64=keras_own)
+        log.info("%s: %.2g from Keras float32, but %.2g from a float64 evaluation of the same weights (Keras "
+                 "float32: %.2g): accepted against float64", meta["model"]["name"], diff, ours, keras_own)
+    meta["export_check"] = check
     write_json(tmp / BUNDLE_FILE, meta)
     return diff
 

@@ -245,6 +245,13 @@ def test_int8_bundle_reports_its_dice_cost(setup: dict[str, Path], fmt: str) -> 
     q = meta["model"]["quantization"]
     assert q["dice_cost"] == pytest.approx(q["dice_float32"] - q["dice_int8"], abs=2e-4)
     assert 0 < q["slices"] <= 128 and 0.0 <= q["dice_int8"] <= 1.0
+    vols = q["volumes"]  # the phantom's validation case, read from its source files
+    assert vols["cases"] and vols["worst_case"] in vols["cases"] and vols["rule"] == 0.01
+    for c in vols["cases"].values():
+        assert c["dice_cost"] == pytest.approx(c["dice_float32"] - c["dice_int8"], abs=2e-4)
+        assert 0.0 <= c["dice_int8"] <= 1.0
+    assert vols["max_dice_cost"] == max(c["dice_cost"] for c in vols["cases"].values())
+    assert f"whole validation volume(s): worst {vols['worst_case']}" in " ".join(res.output.split())
     assert ("ONNX Runtime static quantization, QDQ" in q["kind"]) == (fmt == "onnx")
     assert sorted(meta["files"]) == [meta["model"]["file"], "postprocessing.json", "preprocessing.json"]
     if fmt == "onnx":  # QDQ: int8 weights dequantized before the convolutions

@@ -88,3 +88,19 @@ def test_exact_gelu_dense_is_written_with_erf() -> None:
     assert graph.get_layer("mlp").activation is erf_gelu and model.get_layer("mlp").activation is not erf_gelu
     x = np.linspace(-6, 6, 2 * 10 * 4, dtype=np.float32).reshape(2, 10, 4)
     assert np.max(np.abs(graph.predict_on_batch(x) - model.predict_on_batch(x))) < 1e-6
+
+
+def test_int8_dice_helpers_match_hand_counts() -> None:
+    """labels_dice pools every voxel and averages the classes present; mean_dice is it on the argmax."""
+    from segkit.export.quantize import labels_dice, mean_dice
+
+    ref = np.zeros((2, 4, 4), np.uint8)
+    ref[0, :2, :2] = 1  # 4 voxels of class 1
+    ref[1, 0, :] = 2  # 4 voxels of class 2
+    pred = ref.copy()
+    pred[0, 0, 0] = 0  # class 1: tp 3, fn 1 -> 6/7
+    pred[1, 1, :2] = 2  # class 2: tp 4, fp 2 -> 8/10
+    assert labels_dice(pred, ref, 3) == pytest.approx((6 / 7 + 8 / 10) / 2)
+    assert labels_dice(np.zeros_like(ref), np.zeros_like(ref), 3) == 1.0  # nothing anywhere
+    probs = np.eye(3, dtype=np.float32)[pred]  # one-hot: argmax gives pred back
+    assert mean_dice(probs, ref, 3) == labels_dice(pred, ref, 3)

@@ -128,3 +128,25 @@ def test_every_model_exports_to_litert_and_savedmodel_or_is_refused(
     tmp_path: Path, name: str, fmt: str, real_slices: np.ndarray
 ) -> None:
     _contract(tmp_path, name, fmt, real_slices)
+
+
+def test_a_graph_further_from_keras_than_the_tolerance_is_judged_against_float64(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keras float32 made 0.02 inexact: the ONNX graph is 0.02 from it but close to the float64 evaluation of
+    the same weights, so it is accepted (recorded as such); a float64 reference it is far from refuses it."""
+    import segkit.export.bundle as bundle_mod
+
+    real_keras, real_exact = bundle_mod._keras_probs, bundle_mod._float64_probs
+    monkeypatch.setattr(bundle_mod, "_keras_probs", lambda net, x: real_keras(net, x) + 0.02)
+    run, _ = _run(tmp_path, "flexunet")
+    res = export_run(run, ExportOptions(fmt="onnx"))
+    check = json.loads((res.bundle / "bundle.json").read_text())["export_check"]
+    assert check["reference"] == "float64" and res.max_abs_diff == pytest.approx(0.02, abs=1e-3)
+    assert check["max_abs_diff_float64"] < 1e-3 < 0.019 < check["keras_float32_vs_float64"]
+    monkeypatch.setattr(bundle_mod, "_float64_probs", lambda net, cfg, x: real_exact(net, cfg, x) + 0.05)
+    with pytest.raises(ModelError) as e:
+        export_run(run, ExportOptions(fmt="onnx", out=tmp_path / "refused"))
+    line = e.value.one_line()
+    assert "differs from Keras by 0.02" in line and "from a float64 evaluation" in line
+    assert not (tmp_path / "refused").exists()
