@@ -142,7 +142,7 @@ def test_a_graph_further_from_keras_than_the_tolerance_is_judged_against_float64
     run, _ = _run(tmp_path, "flexunet")
     res = export_run(run, ExportOptions(fmt="onnx"))
     check = json.loads((res.bundle / "bundle.json").read_text())["export_check"]
-    assert check["reference"] == "float64" and res.max_abs_diff == pytest.approx(0.02, abs=1e-3)
+    assert check["reference"].startswith("float64") and res.max_abs_diff == pytest.approx(0.02, abs=1e-3)
     assert check["max_abs_diff_float64"] < 1e-3 < 0.019 < check["keras_float32_vs_float64"]
     monkeypatch.setattr(bundle_mod, "_float64_probs", lambda net, cfg, x: real_exact(net, cfg, x) + 0.05)
     with pytest.raises(ModelError) as e:
@@ -150,3 +150,11 @@ def test_a_graph_further_from_keras_than_the_tolerance_is_judged_against_float64
     line = e.value.one_line()
     assert "differs from Keras by 0.02" in line and "from a float64 evaluation" in line
     assert not (tmp_path / "refused").exists()
+    # within the tolerance of float64 (0.009) but further from it than Keras float32 (0.006): refused too
+    monkeypatch.setattr(bundle_mod, "_keras_probs", lambda net, x: real_keras(net, x) + 0.015)
+    monkeypatch.setattr(bundle_mod, "_float64_probs", lambda net, cfg, x: real_exact(net, cfg, x) + 0.009)
+    with pytest.raises(ModelError, match="from a float64 evaluation"):
+        export_run(run, ExportOptions(fmt="onnx", out=tmp_path / "refused-2"))
+    import keras
+
+    assert keras.config.dtype_policy().name == "float32"  # the float64 rebuild left the policy as it was
