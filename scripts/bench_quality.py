@@ -90,18 +90,15 @@ DATASETS: dict[str, dict[str, Any]] = {
                  "patient024_frame01", "patient024_frame02"],
         "valid": ["patient002_frame01", "patient002_frame02"],
     },
-    "acdc80": {
-        "title": "ACDC cine MRI (80 patients x 2 phases): RV, MYO, LV; 64 patients train + valid, 16 test",
-        "preset": "acdc",
-        "seed_preset": "whole-heart",
-        "source": "nifti",
-        "src": SHARED / "acdc_cine_mri_80",
-        "globs": ("*_image.nii.gz", "*_label.nii.gz"),
-        "split": {"train": 0.7, "valid": 0.1, "test": 0.2, "group_by": r"^(patient\d+)_"},
-        "test": [f"patient{p:03d}_frame0{f}" for p in (2, 29, 30, 41, 42, 47, 53, 54, 57, 72, 79, 86, 88, 89,
-                                                           90, 94) for f in (1, 2)],
-        "valid": [f"patient{p:03d}_frame0{f}" for p in (4, 9, 10, 13, 35, 61, 69, 73) for f in (1, 2)],
-    },
+}
+DATASETS["acdc80"] = {  # the acdc entry (preset, source, globs) on the 80-patient folder and its own split
+    **DATASETS["acdc"],
+    "title": "ACDC cine MRI (80 patients x 2 phases): RV, MYO, LV; 64 patients train + valid, 16 test",
+    "src": SHARED / "acdc_cine_mri_80",
+    "split": {"train": 0.7, "valid": 0.1, "test": 0.2, "group_by": r"^(patient\d+)_"},
+    "test": [f"patient{p:03d}_frame0{f}" for p in (2, 29, 30, 41, 42, 47, 53, 54, 57, 72, 79, 86, 88, 89,
+                                                       90, 94) for f in (1, 2)],
+    "valid": [f"patient{p:03d}_frame0{f}" for p in (4, 9, 10, 13, 35, 61, 69, 73) for f in (1, 2)],
 }
 # The oracle upper bound of a locate-then-segment cascade (issue 19): the same 80 patients, each volume cut
 # in-plane to its reference label's box (all slices) + ORACLE_MARGIN px a side, squared (66-182 px, median

@@ -311,7 +311,8 @@ def _check(net: keras.Model, tmp: Path, meta: dict[str, Any], cfg: Config, quant
     except Exception as e:  # noqa: BLE001 - a runtime may accept the file and fail on the first call
         raise ModelError(f"{what}: the runtime fails on it ({type(e).__name__}: "
                          f"{' '.join(str(e).split())[:200]})", hint="try another --format") from e
-    diff = float(np.max(np.abs(got - _keras_probs(net, x))))
+    reference = _keras_probs(net, x)
+    diff = float(np.max(np.abs(got - reference)))
     check: dict[str, Any] = {"max_abs_diff": diff, "batch": "2 uniform random inputs in [0, 1), seed 0",
                              "reference": "Keras float32"}
     if quantized:
@@ -333,7 +334,7 @@ def _check(net: keras.Model, tmp: Path, meta: dict[str, Any], cfg: Config, quant
             raise ModelError(f"{why} (and it cannot be evaluated in float64: {type(e).__name__}: "
                              f"{' '.join(str(e).split())[:150]})", hint="try another --format") from e
         ours = float(np.max(np.abs(got - exact)))
-        keras_own = float(np.max(np.abs(_keras_probs(net, x) - exact)))
+        keras_own = float(np.max(np.abs(reference - exact)))
         if not (ours <= CHECK_TOLERANCE and ours <= keras_own):
             raise ModelError(f"{why} (and by {ours:.3g} from a float64 evaluation, where Keras float32 is "
                              f"{keras_own:.3g} from it)", hint="try another --format")
