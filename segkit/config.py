@@ -646,6 +646,36 @@ class InferConfig(_Strict):
 # === Root ===
 
 
+#: the coarse stage's sub-folder of a cascade's data.dir and train.run_dir (``Config.cascade_stages``)
+COARSE_DIR = "coarse"
+
+
+class CascadeConfig(_Strict):
+    """A locate-then-segment cascade for full-field-of-view volumes (``segkit.predict.cascade``).
+
+    A coarse model sees whole slices at ``coarse_size`` and finds the region of interest (the largest 3D
+    component of its foreground); the main model (``model``, ``prepare.size``, ``data.image_size``) segments
+    a crop around it. ``prepare`` writes both datasets: the fine one at ``data.dir`` from crops of the
+    reference labels' box (+ ``margin_mm``, shifted by up to ``jitter_mm``, squared in mm) and the coarse one
+    at ``<data.dir>/coarse``; ``train`` trains both into one run folder (the coarse run at
+    ``<run_dir>/coarse``), sharing ``train.time_limit``.
+    """
+
+    enabled: bool = Field(False, description="train and predict as a coarse-then-fine cascade")
+    coarse_size: Size2 = Field((96, 96), description="whole-slice size (prepare and model input) of the coarse stage")
+    coarse_base_filters: int | None = Field(
+        None, ge=1, description="the coarse model's model.base_filters (default: the same as the fine model)"
+    )
+    coarse_share: float = Field(
+        0.25, gt=0, lt=1,
+        description="fraction of train.time_limit the coarse stage gets (without a limit both run train.epochs)",
+    )
+    margin_mm: float = Field(15.0, ge=0, description="margin added around the region of interest's box, in mm")
+    jitter_mm: float = Field(
+        5.0, ge=0, description="training crops: the box shifted and widened by up to this many mm (seeded per case)"
+    )
+
+
 class Config(_Strict):
     """A whole segkit config (one YAML file)."""
 
@@ -661,6 +691,7 @@ class Config(_Strict):
     augment: AugmentConfig = AugmentConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     infer: InferConfig = InferConfig()
+    cascade: CascadeConfig = CascadeConfig()
 
     @model_validator(mode="before")
     @classmethod
@@ -687,6 +718,42 @@ class Config(_Strict):
             raise ValueError(f"two classes share the colour {sorted(dup)[0]}")
         return tuple(sorted(v, key=lambda c: c.id))
 
+    @model_validator(mode="after")
+    def _check_cascade(self) -> Config:
+        if self.cascade.enabled and self.data.patches:
+            raise ValueError("cascade.enabled does not combine with data.patches: the fine stage already sees "
+                             "a crop at prepare.size; set data.patches: false")
+        if self.cascade.enabled and self.prepare.spacing is not None:
+            raise ValueError("cascade.enabled needs a fixed prepare.size for the crops, not prepare.spacing: "
+                             "remove prepare.spacing")
+        return self
+
+    def cascade_stages(self) -> tuple[Config, Config]:
+        """``(coarse, fine)``: the configs of a cascade's two stages (``cascade.enabled``).
+
+        The coarse stage sees whole slices at ``cascade.coarse_size`` (prepare and model input, no crop),
+        with its data at ``<data.dir>/coarse`` and its run at ``<train.run_dir>/coarse``,
+        ``cascade.coarse_base_filters`` and ``cascade.coarse_share`` of ``train.time_limit``; it chooses no
+        post-processing (its foreground's largest 3D component is taken anyway). The fine stage is this
+        config with the rest of the time limit.
+        """
+        c = self.cascade
+        limit = self.train.time_limit
+        coarse = self.model_copy(update={
+            "cascade": c.model_copy(update={"enabled": False}),
+            "prepare": self.prepare.model_copy(update={"size": tuple(c.coarse_size)}),
+            "data": self.data.model_copy(update={"image_size": tuple(c.coarse_size),
+                                                 "dir": Path(self.data.dir) / COARSE_DIR}),
+            "model": self.model.model_copy(update={"base_filters": c.coarse_base_filters or self.model.base_filters}),
+            "train": self.train.model_copy(update={
+                "run_dir": Path(self.train.run_dir) / COARSE_DIR,
+                "time_limit": None if limit is None else limit * c.coarse_share,
+                "choose_postprocessing": False}),
+        })
+        fine = self.model_copy(update={"train": self.train.model_copy(update={
+            "time_limit": None if limit is None else limit * (1 - c.coarse_share)})})
+        return coarse, fine
+
     @property
     def effective_classes(self) -> tuple[ClassSpec, ...]:
         """The classes of the prepared dataset: one 'foreground' class when ``prepare.binary``."""
@@ -708,6 +775,9 @@ class Config(_Strict):
                 "modality": self.modality,
                 # empty_labels only decides whether to complain, not what is written
                 "prepare": self.prepare.model_dump(mode="json", exclude={"empty_labels"}),
+                # a cascade's fine dataset holds crops (margin, jitter); absent otherwise (older keys unchanged)
+                **({"cascade": self.cascade.model_dump(
+                    mode="json", include={"margin_mm", "jitter_mm"})} if self.cascade.enabled else {}),
             },
             sort_keys=True,
         )

@@ -120,6 +120,8 @@ def prepare(
     with RichProgress() as bar:  # "prepare" (or "verify"): one bar over the cases
         report = run_prepare(adapter.name, src, out_dir, cfg, options, progress=bar)
     _render(report)
+    if report.coarse is not None:  # a cascade's second dataset (<out>/coarse)
+        _render(report.coarse)
     if report.failures:
         for line in report.failures:
             typer.echo(f"error: {line}", err=True)

@@ -26,6 +26,11 @@ Steps of ``evaluate_model``:
      of a dataset without dataset.json (the seed datasets): the written slices stacked, Dice / IoU only;
      surface metrics are left empty (no spacing in mm). ``"reference": "stacked written slices"``.
 
+   A cascade (``cascade.enabled``) segments each source volume with both stages
+   (``segkit.predict.cascade``); its slice PNGs (step 2) are the reference-label crops the fine stage trained
+   on, so a case without its source files falls back to them with ``"reference": "reassembled reference
+   crops (cascade: the coarse stage not run)"``, an upper bound.
+
    ``evaluation.json`` holds the per-case reference in ``reference_per_case`` and the overall one in
    ``reference`` ("mixed" when cases differ);
 4. write ``evaluation.csv`` (one row per case x class), ``evaluation_slices.csv`` (one row per slice x class),
@@ -88,6 +93,7 @@ SEED_NOTE = (
 REF_ORIGINAL = "original label volumes"
 REF_REASSEMBLED = "reassembled written slices"
 REF_STACKED = "stacked written slices"
+REF_CROPS = "reassembled reference crops (cascade: the coarse stage not run)"
 
 
 @dataclass
@@ -214,8 +220,13 @@ def evaluate_model(
     cases = dataset_cases(cfg, split)
     progress.start(len(pairs) + sum(r.geometry.n_slices for r in cases.with_sources.values()), "evaluate")
     scores = _score_slices(model, cfg, pairs, list(cases.records), progress)
-    rows, reference = _case_rows(model, cfg, scores, cases, progress)
-    fallback = sorted(c for c, r in reference.items() if r == REF_REASSEMBLED)
+    volume_model = model
+    if cfg.cascade.enabled:  # whole volumes go through both stages
+        from segkit.predict.cascade import load_cascade
+
+        volume_model = load_cascade(run_dir, cfg, fine=model, precision=cfg.train.precision)
+    rows, reference = _case_rows(volume_model, cfg, scores, cases, progress)
+    fallback = sorted(c for c, r in reference.items() if r in (REF_REASSEMBLED, REF_CROPS))
     if fallback:
         logger.warning(
             "%d volume case(s) without their source files (%s): reference = %s; label-free slices that "
@@ -294,7 +305,7 @@ def _case_rows(
                     continue
                 volumes = (reassemble_volume(preds[case_id], record.geometry),
                            reassemble_volume(refs[case_id], record.geometry))
-                reference[case_id] = REF_REASSEMBLED
+                reference[case_id] = REF_CROPS if record.geometry.crop is not None else REF_REASSEMBLED
             else:
                 reference[case_id] = REF_ORIGINAL
             rows += case_rows(case_id, volumes[0], volumes[1], classes, list(record.geometry.spacing), tol)

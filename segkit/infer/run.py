@@ -118,6 +118,9 @@ def plan_inference(
                         path=input_path, hint="give volumes, or drop --save-probabilities")
     _check_dicom_seg(volumes, opts.output_format)
     run_dir = Path(cfg.train.run_dir)
+    if images and cfg.cascade.enabled:
+        raise DataError("a cascade (cascade.enabled) segments volumes: its coarse stage needs the whole volume",
+                        path=input_path, hint="give the volume files, or a config without the cascade")
     bundle = run_dir if is_bundle(run_dir) else None
     if bundle is not None and models:
         raise DataError("--model does not apply to a bundle", path=bundle, hint="drop --model")
@@ -287,6 +290,10 @@ def run_inference(
     cfg = apply_postprocessing(cfg, plan.postprocessing_dir, volumes=plan.kind == "volumes")
     net: Any = (load_bundle_model(read_bundle(plan.bundle)) if plan.bundle is not None
                 else load_models(list(plan.model_paths), cfg, precision=cfg.train.precision))
+    if cfg.cascade.enabled and plan.bundle is None:  # both stages (the coarse run in <run_dir>/coarse)
+        from segkit.predict.cascade import load_cascade
+
+        net = load_cascade(Path(cfg.train.run_dir), cfg, fine=net, precision=cfg.train.precision)
     result = InferenceResult(plan)
     settings = replace(options or InferOptions(), overwrite=plan.overwrite,
                        save_probabilities=plan.save_probabilities,

@@ -284,7 +284,11 @@ def _score_member(member: _Member, scores: _Scores, progress: Progress) -> None:
     from segkit.predict.models import load_model
 
     cfg = member.cfg
-    model = load_model(member.model_path, cfg, precision=cfg.train.precision)
+    model: Any = load_model(member.model_path, cfg, precision=cfg.train.precision)
+    if cfg.cascade.enabled:  # the volumes go through both stages, as segkit infer runs them
+        from segkit.predict.cascade import load_cascade
+
+        model = load_cascade(Path(cfg.train.run_dir), cfg, fine=model, precision=cfg.train.precision)
     for case_id in sorted(member.cases):
         record = member.cases[case_id]
         case = read_source_case(case_id, record, member.label_cfg)

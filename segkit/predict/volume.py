@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from segkit.config import Config
     from segkit.io.volumes import Volume
+    from segkit.predict.cascade import Cascade
     from segkit.prepare.record import Geometry, Preprocessing
 
 
@@ -72,6 +73,8 @@ class VolumePrediction:
         seconds: wall time per stage ("preprocess", "predict", "reassemble").
         probabilities: (X, Y, Z, K) float32 softmax per class in the input's geometry (after TTA and ensemble
             averaging), when asked for.
+        crop: ``(r0, r1, c0, c1)`` of the display slices the model segmented (a cascade's fine stage:
+            ``segkit.predict.cascade``), background elsewhere; None: whole slices.
     """
 
     labels: npt.NDArray[np.uint8]
@@ -80,6 +83,7 @@ class VolumePrediction:
     geometry: Geometry
     seconds: dict[str, float]
     probabilities: npt.NDArray[np.float32] | None = None
+    crop: tuple[int, int, int, int] | None = None
 
 
 def case_id_of(path: Path) -> str:
@@ -178,17 +182,19 @@ def predict_volume_slices(
 
 
 def predict_volume(
-    model: keras.Model,
+    model: keras.Model | Cascade,
     volume: Volume,
     spec: Preprocessing | Geometry,
     cfg: Config,
     settings: VolumeSettings,
     progress: Progress = NULL_PROGRESS,
+    crop: tuple[int, int, int, int] | None = None,
 ) -> VolumePrediction:
     """Segment every slice of a volume and put the labels back into its original geometry.
 
     Args:
-        model: a loaded model.
+        model: a loaded model, or a ``segkit.predict.cascade.Cascade`` (then ``predict_cascade`` runs: the
+            coarse stage chooses ``crop``).
         volume: the (X, Y, Z) image as stored in the file (HU for CT), its (4, 4) voxel -> RAS affine, and its
             file (named in errors and in the progress task; ``None`` for an array in memory).
         spec: the preprocessing recipe for ``volume_to_slices``: a run's recipe
@@ -200,6 +206,8 @@ def predict_volume(
         progress: started once with the number of slices (described by the file name, else ``"volume"``)
             before prediction, then advanced by the slices done after each batch; pass
             ``segkit.progress.Part(p)`` to count the slices into a task already started.
+        crop: segment only this box of every display slice (``segkit.prepare.roi``), resized to the model's
+            size; background outside it.
 
     Returns:
         ``VolumePrediction``; ``labels.shape == volume.data.shape``.
@@ -208,13 +216,16 @@ def predict_volume(
         DataError: NaN/inf intensities, or labels that do not fit the input's shape.
     """
     from segkit.io.slices import fit_image
+    from segkit.predict.cascade import Cascade, predict_cascade
     from segkit.prepare.slicing import reassemble_volume, volume_to_slices
 
+    if isinstance(model, Cascade):
+        return predict_cascade(model, volume, spec, cfg, settings, progress)
     path, data = volume.path, volume.data
     t: dict[str, float] = {}
     t0 = time.perf_counter()
     sliced = volume_to_slices(data, volume.affine, spec, case_id_of(path) if path is not None else "volume",
-                              path=path)
+                              path=path, crop=crop)
     # data.patches: the prepared scale (a sliding window covers the slice); else the model input size by the
     # training pipeline's resize (applied here to the uint8 slice; training resizes the decoded float image)
     stack = np.stack([fit_image(img, cfg) for _, img, _ in sliced.slices])
@@ -222,12 +233,21 @@ def predict_volume(
 
     t0 = time.perf_counter()
     progress.start(stack.shape[0], path.name if path is not None else "volume")
-    labels2d, probs2d = predict_volume_slices(model, stack, cfg, settings, progress,
-                                              out_size=sliced.geometry.slice_shape)
+    whole = sliced.geometry.slice_shape
+    out_size = whole if crop is None else (crop[1] - crop[0], crop[3] - crop[2])
+    labels2d, probs2d = predict_volume_slices(model, stack, cfg, settings, progress, out_size=out_size)
     t["predict"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    labels = reassemble_volume({k: labels2d[i] for i, (k, _, _) in enumerate(sliced.slices)}, sliced.geometry)
+    if crop is not None:  # back into the whole slices: background outside the crop
+        from segkit.prepare.roi import paste
+
+        labels2d = np.stack([paste(s, crop, whole) for s in labels2d])
+        if probs2d is not None:
+            bg = np.eye(probs2d.shape[-1], dtype=np.float32)[0]
+            probs2d = np.stack([paste(p, crop, whole, bg) for p in probs2d])
+    full = replace(sliced.geometry, crop=None)  # the slices are whole again
+    labels = reassemble_volume({k: labels2d[i] for i, (k, _, _) in enumerate(sliced.slices)}, full)
     if labels.shape != np.shape(data):
         raise DataError(f"reassembled labels {labels.shape} differ from the input {np.shape(data)}",
                         path=path)
@@ -238,4 +258,4 @@ def predict_volume(
         probs = reassemble_probabilities(probs2d, sliced.geometry)
         del probs2d
     t["reassemble"] = time.perf_counter() - t0
-    return VolumePrediction(labels.astype(np.uint8, copy=False), stack, labels2d, sliced.geometry, t, probs)
+    return VolumePrediction(labels.astype(np.uint8, copy=False), stack, labels2d, sliced.geometry, t, probs, crop)

@@ -125,6 +125,7 @@ def _kind(value: Any) -> str:
 # fixed-length lists; ``_seq`` checks the length, so the casts only name the tuple types
 _int2 = cast(Callable[[Any], tuple[int, int]], _seq(_int, 2))
 _int3 = cast(Callable[[Any], tuple[int, int, int]], _seq(_int, 3))
+_int4 = cast(Callable[[Any], tuple[int, int, int, int]], _seq(_int, 4))
 _float2 = cast(Callable[[Any], tuple[float, float]], _seq(_float, 2))
 _float3 = cast(Callable[[Any], tuple[float, float, float]], _seq(_float, 3))
 _float4 = cast(Callable[[Any], tuple[float, float, float, float]], _seq(_float, 4))
@@ -171,6 +172,9 @@ class Geometry:
         intensity: the intensity recipe applied (``segkit.prepare.normalize``); ``{"kind": "none"}`` for 2D.
         slices: indices of the slices written (all of them at inference), sorted.
         source_slices: 2D cases only: ``(slice_index, image file name, mask file name or None)`` per file.
+        crop: a cascade's fine dataset (``cascade.enabled``): ``(r0, r1, c0, c1)``, the half-open rows and
+            columns of the display slices (at ``slice_shape``) that were cut out and resized to ``size``
+            (``segkit.prepare.roi``); None: whole slices.
     """
 
     kind: str
@@ -189,6 +193,7 @@ class Geometry:
     intensity: Recipe = field(hash=False)
     slices: tuple[int, ...]
     source_slices: tuple[tuple[int, str, str | None], ...] | None = None
+    crop: tuple[int, int, int, int] | None = None
 
     @property
     def affine_array(self) -> npt.NDArray[np.float64]:
@@ -221,6 +226,8 @@ class Geometry:
             out["n_slices"] = self.n_slices
         if self.source_slices is not None:
             out["source_slices"] = [list(s) for s in self.source_slices]
+        if self.crop is not None:
+            out["crop"] = list(self.crop)
         return out
 
     @classmethod
@@ -270,6 +277,7 @@ class Geometry:
             intensity=r.get("intensity", _object),
             slices=r.get("slices", _seq(_int)),
             source_slices=r.get("source_slices", _seq(_source_slice)) if "source_slices" in r else None,
+            crop=r.get("crop", _int4) if "crop" in r else None,
         )
 
 

@@ -35,6 +35,8 @@ class PrepareReport:
         summary_png: the bar chart, when written.
         peak_rss_mib: largest peak resident memory (MiB) of the processes that ran cases.
         cpu_s: CPU seconds spent on the cases of this run (all workers together).
+        coarse: a cascade's (``cascade.enabled``) second dataset, the coarse stage's whole slices at
+            ``<out>/coarse``: its own report; None otherwise.
     """
 
     out: Path | None
@@ -51,6 +53,7 @@ class PrepareReport:
     summary_png: Path | None = None
     peak_rss_mib: float = 0.0
     cpu_s: float = 0.0
+    coarse: PrepareReport | None = None
 
     @property
     def ok(self) -> bool:

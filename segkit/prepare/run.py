@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from segkit import __version__
-from segkit.config import Config, validate_config
+from segkit.config import COARSE_DIR, Config, validate_config
 from segkit.errors import DataError, OutputError, SegkitError, write_fault
 from segkit.io.atomic import pid_alive, remove_stale_temps, write_json
 from segkit.prepare.cases import CaseTask, process_case, verify_case
@@ -212,7 +212,13 @@ def run_prepare(
     if opts.verify_only:
         return _verify_dataset(job, src, out, progress)
     assert out is not None  # _check_folders: --out is required unless verifying
-    return _prepare_dataset(job, src, out, progress)
+    report = _prepare_dataset(job, src, out, progress)
+    if cfg.cascade.enabled and not report.failures:  # the coarse stage's whole slices, same cases and split
+        coarse = cfg.cascade_stages()[0]
+        cjob = _Job(adapter, coarse, _dataset_key(coarse, adapter.name, opts, out), opts, workers)
+        report.coarse = _prepare_dataset(cjob, src, out / COARSE_DIR, progress)
+        report.failures += [f"coarse dataset: {f}" for f in report.coarse.failures]
+    return report
 
 
 def _check_folders(adapter: Source, src: Path | None, out: Path | None, verify_only: bool) -> None:

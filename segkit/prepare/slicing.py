@@ -9,6 +9,8 @@ Pipeline of ``slice_case`` (per case, in this order):
 5. take slice ``k`` along ``prepare.axis`` (``np.take(vol_ras, k, axis)``) and turn it to the display
    convention with ``to_display`` (``display_slices`` does 4-5 for ``SLICE_CHUNK`` slices at a time, with one
    copy into display order per chunk);
+   a cascade's fine dataset (``cascade.enabled``) then cuts every slice to one box per case: the reference
+   foreground's box + ``cascade.margin_mm``, jittered, square in mm (``segkit.prepare.roi``; ``Geometry.crop``);
 6. resize to ``prepare.size`` (``segkit.io.slices.resize_image`` / ``resize_label``, the resize that training
    and inference use too): images with INTER_AREA (downscale) / INTER_LINEAR (upscale), labels with
    nearest neighbour only (``cv2.INTER_NEAREST_EXACT``: pixel-centre aligned like AREA/LINEAR, so masks stay
@@ -59,6 +61,8 @@ from segkit.io.slices import resize_label as resize_label  # re-exported (one sl
 from segkit.io.volumes import Volume
 from segkit.prepare.normalize import apply_intensity, intensity_recipe
 from segkit.prepare.record import VOLUME, Geometry, Preprocessing
+from segkit.prepare.roi import Box, paste, roi_box
+from segkit.prepare.roi import crop as crop_box
 
 log = logging.getLogger(__name__)
 
@@ -352,13 +356,16 @@ def volume_geometry(
     size: Sequence[int],
     intensity: Mapping[str, Any],
     slices: Sequence[int],
+    crop: Box | None = None,
 ) -> Geometry:
     """The ``Geometry`` of a volume sliced along canonical ``axis`` to ``size`` with ``intensity``, of which
-    the slices ``slices`` are written (everything ``reassemble_volume`` and ``volume_to_slices`` need)."""
+    the slices ``slices`` are written (everything ``reassemble_volume`` and ``volume_to_slices`` need); with
+    ``crop``, the box of every display slice that was resized to ``size`` (``segkit.prepare.roi``)."""
     ornt = canonical_ornt(affine)
     shape = tuple(int(s) for s in data_shape)
     can, (h0, w0) = _to_display(shape, ornt, axis)
     rows, cols = (int(size[0]), int(size[1]))
+    ch, cw = (crop[1] - crop[0], crop[3] - crop[2]) if crop is not None else (h0, w0)
     sx, sy, sz = (round(s, 6) for s in spacing_from_affine(affine))
     dy, dx = (round(s, 6) for s in display_spacing(affine, axis))
     a = np.asarray(affine, dtype=np.float64).tolist()
@@ -374,10 +381,11 @@ def volume_geometry(
         axis=int(axis),
         slice_shape=(h0, w0),
         size=(rows, cols),
-        resize=(rows / h0, cols / w0),
+        resize=(rows / ch, cols / cw),
         n_slices=int(can[axis]),
         intensity=dict(intensity),
         slices=tuple(int(k) for k in slices),
+        crop=None if crop is None else (int(crop[0]), int(crop[1]), int(crop[2]), int(crop[3])),
     )
 
 
@@ -486,20 +494,46 @@ def slice_case(
         keep = choose_slices(has_fg, prep, rng)
     else:
         keep = list(range(n_slices))
+    box = _training_crop(lbl_ras, image, cfg, rng, case_id) if cfg.cascade.enabled else None
     slices: list[SliceItem]
     images = display_slices(img_ras, axis, keep, lambda block: apply_intensity(block, recipe))
     if lbl_ras is None:
-        slices = [(k, resize_image(img2d, size), None) for k, img2d in images]
+        slices = [(k, resize_image(_cut(img2d, box), size), None) for k, img2d in images]
     else:  # both walk the same indices in the same order
         labels = display_slices(lbl_ras, axis, keep)
         slices = [
-            (k, resize_image(img2d, size), resize_label(lbl2d, size))
+            (k, resize_image(_cut(img2d, box), size), resize_label(_cut(lbl2d, box), size))
             for (k, img2d), (_, lbl2d) in zip(images, labels, strict=True)
         ]
     log.debug("%s: %d of %d slices kept", case_id, len(keep), n_slices)
     return SlicedCase(
-        case_id, volume_geometry(image.data.shape, image.affine, axis, size, recipe, keep), slices
+        case_id, volume_geometry(image.data.shape, image.affine, axis, size, recipe, keep, box), slices
     )
+
+
+def _cut(img: npt.NDArray, box: Box | None) -> npt.NDArray:
+    return img if box is None else np.ascontiguousarray(crop_box(img, box))
+
+
+def _training_crop(
+    lbl_ras: npt.NDArray | None, image: Volume, cfg: Config, rng: np.random.Generator, case_id: str
+) -> Box:
+    """A cascade's training crop (``cascade.enabled``): the reference foreground's box over the whole volume,
+    ``cascade.margin_mm`` around it, jittered by up to ``cascade.jitter_mm`` (``rng``), square in mm.
+
+    Raises:
+        DataError: no labels (a cascade learns its crops from them), or a label volume without foreground.
+    """
+    if lbl_ras is None:
+        raise DataError(f"case {case_id}: cascade.enabled needs a label volume for every case (its crops "
+                        "come from the reference labels)", path=image.path)
+    axis = int(cfg.prepare.axis)
+    fg = display_view(np.moveaxis(lbl_ras, axis, 0) != 0)  # (n, rows, cols) display stack, a view
+    box = roi_box(fg, display_spacing(image.affine, axis), cfg.cascade.margin_mm, rng=rng,
+                  jitter_mm=cfg.cascade.jitter_mm)
+    if box is None:
+        raise DataError(f"case {case_id}: no foreground to crop around (cascade.enabled)", path=image.path)
+    return box
 
 
 def write_slices(
@@ -547,7 +581,8 @@ def reassemble_volume(slices: Mapping[int, npt.NDArray], geometry: Geometry) -> 
 
     Args:
         slices: ``{slice_index: (H, W) uint8 class ids}`` in display orientation at any size (resized back
-            to ``geometry.slice_shape`` with nearest neighbour).
+            to ``geometry.slice_shape`` with nearest neighbour; with ``geometry.crop``, to the crop's size
+            and put at the crop, background elsewhere).
         geometry: the case's geometry from ``slice_case`` / ``volume_to_slices``, or read from
             ``dataset.json`` (``segkit.prepare.record.case_records``).
 
@@ -571,7 +606,12 @@ def reassemble_volume(slices: Mapping[int, npt.NDArray], geometry: Geometry) -> 
         arr = np.asarray(img)
         if arr.ndim != 2:
             raise DataError(f"slice {k} must be (H, W) class ids, got shape {arr.shape}")
-        arr = resize_label(arr.astype(np.uint8, copy=False), (h0, w0))
+        if geometry.crop is None:
+            arr = resize_label(arr.astype(np.uint8, copy=False), (h0, w0))
+        else:
+            r0, r1, c0, c1 = geometry.crop
+            arr = paste(resize_label(arr.astype(np.uint8, copy=False), (r1 - r0, c1 - c0)), geometry.crop,
+                        (h0, w0))
         index[axis] = k
         vol[tuple(index)] = from_display(arr)
     out = from_canonical(vol, geometry.ornt_transform)
@@ -616,6 +656,7 @@ def volume_to_slices(
     spec: Preprocessing | Geometry,
     case_id: str = "volume",
     path: Path | None = None,
+    crop: Box | None = None,
 ) -> SlicedCase:
     """Repeat the preprocessing of ``prepare`` on a new image volume (for inference); every slice is kept.
 
@@ -630,6 +671,9 @@ def volume_to_slices(
               recorded intensity recipe are applied exactly.
         case_id: name for the result.
         path: the file ``data`` came from, named in errors.
+        crop: ``(r0, r1, c0, c1)`` of every display slice to resize to the size instead of the whole slice
+            (a cascade's fine stage, ``segkit.predict.cascade``); recorded in the geometry. A ``Geometry``
+            spec's own crop (from the reference labels at ``prepare``) is never reused.
 
     Returns:
         ``SlicedCase(case_id, geometry, [(k, image (H, W) uint8, None), ...])`` for every slice ``k``;
@@ -658,5 +702,5 @@ def volume_to_slices(
         recipe = intensity_recipe(ras, spec.modality, prep.ct_window, prep.mr_percentiles)
     keep = list(range(int(ras.shape[axis])))
     images = display_slices(ras, axis, keep, lambda block: apply_intensity(block, recipe))
-    slices: list[SliceItem] = [(k, resize_image(img2d, size), None) for k, img2d in images]
-    return SlicedCase(case_id, volume_geometry(arr.shape, aff, axis, size, recipe, keep), slices)
+    slices: list[SliceItem] = [(k, resize_image(_cut(img2d, crop), size), None) for k, img2d in images]
+    return SlicedCase(case_id, volume_geometry(arr.shape, aff, axis, size, recipe, keep, crop), slices)

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from segkit import __version__
-from segkit.config import Config
+from segkit.config import COARSE_DIR, Config
 from segkit.errors import ConfigError, DataError, OutputError, SegkitError
 from segkit.io.atomic import remove_stale_temps, write_bytes, write_json, write_text
 from segkit.io.run_folder import (
@@ -107,6 +107,8 @@ class TrainResult:
         stop_reason: ``epochs`` (all ``train.epochs`` done), ``early_stopping`` or ``time_limit``.
         train_time_s: training seconds of the whole run, resumes included (the last ``time_s`` of the
             history).
+        coarse: a cascade's coarse stage (``cascade.enabled``, ``<run_dir>/coarse``); the other fields are
+            the fine stage's.
     """
 
     run_dir: Path
@@ -124,6 +126,7 @@ class TrainResult:
     wall_s: float = 0.0
     stop_reason: str = "epochs"
     train_time_s: float = 0.0
+    coarse: TrainResult | None = None
 
 
 # === Environment ===
@@ -196,8 +199,8 @@ def config_difference(saved_yaml: str, cfg: Config) -> str | None:
     return None
 
 
-def _is_empty(path: Path) -> bool:
-    return not path.exists() or (path.is_dir() and not any(path.iterdir()))
+def _is_empty(path: Path, ignore: tuple[str, ...] = ()) -> bool:
+    return not path.exists() or (path.is_dir() and not any(p.name not in ignore for p in path.iterdir()))
 
 
 def check_run_dir(cfg: Config, *, resume: bool, overwrite: bool) -> bool:
@@ -216,7 +219,7 @@ def check_run_dir(cfg: Config, *, resume: bool, overwrite: bool) -> bool:
     if is_cv_folder(run_dir) or any(run_dir.glob(f"fold_*/{CONFIG_FILE}")):
         raise ConfigError("train.run_dir holds a cross-validation run (segkit cv)", path=run_dir,
                           hint="train one of its folds with --fold k, or set train.run_dir to another folder")
-    if _is_empty(run_dir):
+    if _is_empty(run_dir, (COARSE_DIR,) if cfg.cascade.enabled else ()):  # a cascade's coarse stage goes first
         if resume:
             log.info("nothing to resume in %s: starting a new run", run_dir)
         return False
@@ -1011,6 +1014,21 @@ def train_model(
         SegkitError: the loss became NaN (the message names the epoch and suggests a lower learning rate);
             under ``multi_worker``: ``WorkerLost`` (another worker is gone), ``Preempted`` (SIGTERM).
     """
+    if cfg.cascade.enabled:
+        from segkit.train.cascade import train_cascade
+
+        return train_cascade(cfg, resume=resume, overwrite=overwrite, progress=progress)
+    return train_one(cfg, resume=resume, overwrite=overwrite, progress=progress)
+
+
+def train_one(
+    cfg: Config,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+) -> TrainResult:
+    """``train_model`` for one network (a cascade's stage included: ``cascade.enabled`` is not looked at)."""
     t0 = time.perf_counter()
     from segkit.train.callbacks import TrainClock
 

@@ -1,0 +1,127 @@
+"""A locate-then-segment cascade (``cascade:`` config section) as one predictor of whole volumes.
+
+``predict_cascade`` (what ``segkit.predict.volume.predict_volume`` runs for a ``Cascade``):
+
+1. the coarse model segments every whole slice at ``cascade.coarse_size`` (``predict_volume``, no TTA);
+2. the largest 3D component of its foreground (all classes) gives the region of interest: its in-plane box
+   on the display slices + ``cascade.margin_mm`` + half of ``cascade.jitter_mm`` (the mean margin of the
+   training crops), square in mm (``segkit.prepare.roi.roi_box``), the same box for every slice;
+3. the fine model segments that crop of every slice, resized to its ``prepare.size`` (TTA per the settings);
+   its probabilities are resampled to the crop and put back into the whole slice, background outside.
+
+When the coarse model finds no foreground the fine model segments the whole slices (a warning says so): the
+documented fallback, never an empty answer by construction.
+
+Example:
+    >>> model = load_cascade(Path("runs/acdc-cascade"), cfg)          # both stages of a trained run
+    >>> pred = predict_volume(model, load_volume(Path("ct.nii.gz")), spec, cfg, VolumeSettings(4))
+    >>> pred.crop                                                       # (r0, r1, c0, c1) of the fine stage
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from segkit.progress import NULL_PROGRESS, Progress
+
+if TYPE_CHECKING:
+    from segkit.config import Config
+    from segkit.io.volumes import Volume
+    from segkit.prepare.record import Geometry, Preprocessing
+    from segkit.predict.volume import VolumePrediction, VolumeSettings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Cascade:
+    """The two stages of a cascade, ready to predict.
+
+    Attributes:
+        coarse: the coarse model (whole slices at ``coarse_cfg.data.image_size``).
+        coarse_cfg: its config (``Config.cascade_stages()[0]``).
+        coarse_spec: the coarse run's preprocessing recipe for new volumes (``preprocessing.json``).
+        fine: the fine model (one, or a fold ensemble).
+    """
+
+    coarse: Any
+    coarse_cfg: Config
+    coarse_spec: Preprocessing
+    fine: Any
+
+
+def load_cascade(run_dir: Path, cfg: Config, fine: Any | None = None, precision: str | None = None) -> Cascade:
+    """A trained cascade's two stages: the coarse run in ``<run_dir>/coarse`` and the fine model (``fine``
+    when already loaded, else the run folder's model or fold ensemble).
+
+    Raises:
+        ModelError: a stage's model is missing or does not fit its config (the message names the file).
+    """
+    from segkit.infer.volume import preprocessing_spec
+    from segkit.predict.models import load_models, run_models
+
+    from segkit.config import COARSE_DIR
+
+    stage = cfg.cascade_stages()[0]
+    coarse_dir = Path(run_dir) / COARSE_DIR
+    coarse_cfg = stage.model_copy(update={"train": stage.train.model_copy(update={"run_dir": coarse_dir})})
+    coarse = load_models(run_models(coarse_dir), coarse_cfg, precision)
+    if fine is None:
+        fine = load_models(run_models(Path(run_dir)), cfg, precision)
+    return Cascade(coarse, coarse_cfg, preprocessing_spec(coarse_cfg), fine)
+
+
+def inference_margin(cfg: Config) -> float:
+    """The margin (mm) of an inference crop: ``cascade.margin_mm`` + half of ``cascade.jitter_mm`` (the mean
+    margin the fine model saw in training)."""
+    return float(cfg.cascade.margin_mm + cfg.cascade.jitter_mm / 2)
+
+
+def predict_cascade(
+    cascade: Cascade,
+    volume: Volume,
+    spec: Preprocessing | Geometry,
+    cfg: Config,
+    settings: VolumeSettings,
+    progress: Progress = NULL_PROGRESS,
+) -> VolumePrediction:
+    """Segment a volume with a cascade (module docstring); the result is in the input's original geometry.
+
+    Args:
+        cascade: both stages (``load_cascade``).
+        volume: the image volume.
+        spec: the fine stage's recipe: a run's ``Preprocessing`` (the coarse stage then uses
+            ``cascade.coarse_spec``), or a prepared case's ``Geometry`` (both stages repeat its recorded
+            intensity recipe; its own crop, taken from the reference labels, is not used).
+        cfg: the fine stage's config (``cascade`` section included).
+        settings: batch size, TTA (fine stage only) and whether to keep the probabilities.
+        progress: counts the fine stage's slices.
+
+    Returns:
+        A ``VolumePrediction`` whose ``crop`` is the fine stage's box (None after the fallback), ``stack``
+        the coarse stage's whole slices, ``labels2d`` the whole display slices; ``seconds`` adds "coarse".
+    """
+    from segkit.prepare.record import Geometry
+    from segkit.prepare.roi import largest_foreground, roi_box
+    from segkit.predict.volume import VolumeSettings, predict_volume
+
+    t0 = time.perf_counter()
+    size = tuple(int(s) for s in cascade.coarse_cfg.prepare.size)
+    coarse_spec = replace(spec, size=size, crop=None) if isinstance(spec, Geometry) else cascade.coarse_spec
+    coarse = predict_volume(cascade.coarse, volume, coarse_spec, cascade.coarse_cfg,
+                            VolumeSettings(settings.batch_size))
+    coarse_s = time.perf_counter() - t0
+    fg = largest_foreground(coarse.labels2d > 0)
+    box = roi_box(fg, coarse.geometry.slice_spacing or (1.0, 1.0), inference_margin(cfg))
+    if box is None:
+        logger.warning("%s: the coarse stage found no foreground; the fine model segments the whole slices",
+                       volume.path.name if volume.path is not None else "volume")
+    pred = predict_volume(cascade.fine, volume, spec, cfg, settings, progress, crop=box if box else None)
+    seconds = {"coarse": coarse_s, **pred.seconds}
+    return replace(pred, stack=coarse.stack, seconds=seconds)
