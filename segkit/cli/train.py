@@ -225,12 +225,15 @@ def train(
     with RichTrainProgress() as progress:
         fit = train_model if fold is None else train_fold
         result = fit(cfg, resume=resume, overwrite=overwrite, progress=progress)
-    best = "n/a" if result.best_value is None else f"{result.best_value:.4f}"
-    stop = {"early_stopping": " (early stop)", "time_limit": " (time limit)"}.get(result.stop_reason, "")
     which = "best" if cfg.train.model_checkpoint == "best" else "final"
-    out.print(
-        f"{which} {result.monitor} {best} at epoch {result.best_epoch}; {result.epochs_done} epochs{stop} in "
-        f"{_fmt_time(result.wall_s)}; model {result.best_model}",
-        highlight=False,
-        soft_wrap=True,
-    )
+    for stage, res in (("coarse stage: ", result.coarse), ("fine stage: " if result.coarse else "", result)):
+        if res is None:
+            continue
+        best = "n/a" if res.best_value is None else f"{res.best_value:.4f}"
+        stop = {"early_stopping": " (early stop)", "time_limit": " (time limit)"}.get(res.stop_reason, "")
+        out.print(
+            f"{stage}{which} {res.monitor} {best} at epoch {res.best_epoch}; {res.epochs_done} epochs{stop} in "
+            f"{_fmt_time(res.wall_s)}; model {res.best_model}",
+            highlight=False,
+            soft_wrap=True,
+        )

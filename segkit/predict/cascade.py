@@ -58,20 +58,23 @@ class Cascade:
 
 def load_cascade(run_dir: Path, cfg: Config, fine: Any | None = None, precision: str | None = None) -> Cascade:
     """A trained cascade's two stages: the coarse run in ``<run_dir>/coarse`` and the fine model (``fine``
-    when already loaded, else the run folder's model or fold ensemble).
+    when already loaded, else the run folder's model or fold ensemble). A cross-validation folder's cascade is
+    the ensemble of its folds' coarse models and that of their fine models.
 
     Raises:
         ModelError: a stage's model is missing or does not fit its config (the message names the file).
     """
+    from segkit.config import COARSE_DIR
     from segkit.infer.volume import preprocessing_spec
+    from segkit.io.run_folder import MODEL_FILE, is_cv_folder, read_cv_folds
     from segkit.predict.models import load_models, run_models
 
-    from segkit.config import COARSE_DIR
-
+    run_dir = Path(run_dir)
+    dirs = ([run_dir / f / COARSE_DIR for f in read_cv_folds(run_dir)] if is_cv_folder(run_dir)
+            else [run_dir / COARSE_DIR])
     stage = cfg.cascade_stages()[0]
-    coarse_dir = Path(run_dir) / COARSE_DIR
-    coarse_cfg = stage.model_copy(update={"train": stage.train.model_copy(update={"run_dir": coarse_dir})})
-    coarse = load_models(run_models(coarse_dir), coarse_cfg, precision)
+    coarse_cfg = stage.model_copy(update={"train": stage.train.model_copy(update={"run_dir": dirs[0]})})
+    coarse = load_models([d / MODEL_FILE for d in dirs], coarse_cfg, precision)
     if fine is None:
         fine = load_models(run_models(Path(run_dir)), cfg, precision)
     return Cascade(coarse, coarse_cfg, preprocessing_spec(coarse_cfg), fine)

@@ -1,0 +1,244 @@
+"""The cascade (``cascade:`` section): the region-of-interest box, the training crops ``prepare`` writes and
+puts back, the coarse -> fine prediction of a volume (with its fallback), and the config rules.
+
+The prediction tests use threshold "models": one 1x1 convolution whose class-1 logit is 40 (x - 0.5), so a
+pixel brighter than mid-grey is foreground at any input size; what the cascade adds (the largest component,
+the crop, the paste) is then checked against hand-made volumes.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from segkit.config import validate_config
+from segkit.errors import DataError
+from segkit.io.volumes import Volume
+from segkit.prepare.record import Geometry, Preprocessing
+from segkit.prepare.roi import crop, foreground_box, largest_foreground, paste, roi_box
+from segkit.prepare.slicing import display_view, reassemble_volume, slice_case
+
+CLASSES = [{"id": 1, "name": "heart", "color": [255, 0, 0]}]
+
+
+def _cfg(tmp: Path | None = None, **cascade: object) -> object:
+    raw = {
+        "modality": "ct",
+        "classes": CLASSES,
+        "prepare": {"size": [48, 48], "ct_window": [0, 100], "empty_slices": "keep"},
+        "data": {"channels": 1, "dir": str(tmp or "data")},
+        "train": {"run_dir": str((tmp or Path(".")) / "run"), "time_limit": 10},
+        "cascade": {"enabled": True, "coarse_size": [16, 16], "margin_mm": 4.0, "jitter_mm": 0.0, **cascade},
+    }
+    return validate_config(raw)
+
+
+# === roi_box ===
+
+
+@given(
+    h=st.integers(8, 80), w=st.integers(8, 80), data=st.data(),
+    dy=st.floats(0.3, 3.0), dx=st.floats(0.3, 3.0), margin=st.floats(0, 20), jitter=st.floats(0, 10),
+)
+def test_roi_box_holds_the_foreground_and_its_margin_inside_the_slice(h, w, data, dy, dx, margin, jitter):
+    r0 = data.draw(st.integers(0, h - 1))
+    r1 = data.draw(st.integers(r0 + 1, h))
+    c0 = data.draw(st.integers(0, w - 1))
+    c1 = data.draw(st.integers(c0 + 1, w))
+    mask = np.zeros((3, h, w), bool)
+    mask[1, r0:r1, c0:c1] = True
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+    box = roi_box(mask, (dy, dx), margin, rng=rng, jitter_mm=jitter)
+    assert box is not None
+    b0, b1, b2, b3 = box
+    assert 0 <= b0 < b1 <= h and 0 <= b2 < b3 <= w
+    # every foreground pixel, and the margin where the slice has room for it
+    assert b0 <= max(0, r0 - int(margin / dy)) and b1 >= min(h, r1 + int(margin / dy))
+    assert b2 <= max(0, c0 - int(margin / dx)) and b3 >= min(w, c1 + int(margin / dx))
+    # square in mm unless cut by the slice's edge (rounding outwards: at most one pixel a side)
+    if b0 > 0 and b1 < h and b2 > 0 and b3 < w:
+        assert abs((b1 - b0) * dy - (b3 - b2) * dx) <= 2 * max(dy, dx) + 1e-6
+
+
+def test_roi_box_by_hand_and_empty() -> None:
+    mask = np.zeros((2, 40, 60), bool)
+    mask[0, 10:20, 30:34] = True  # 10 rows x 4 cols of 1 x 2 mm pixels: 10 x 8 mm
+    # + 5 mm a side: rows 5..25 (20 mm), cols 27.5..36.5 (18 mm) -> square 20 mm: cols 27..37 (5 px each side)
+    assert roi_box(mask, (1.0, 2.0), 5.0) == (5, 25, 27, 37)
+    assert roi_box(np.zeros((2, 8, 8), bool), (1.0, 1.0), 5.0) is None
+    assert foreground_box(mask) == (10, 20, 30, 34)
+
+
+def test_largest_foreground_keeps_the_biggest_3d_component() -> None:
+    mask = np.zeros((4, 20, 20), bool)
+    mask[0:3, 2:8, 2:8] = True  # 108 voxels
+    mask[1, 15:18, 15:18] = True  # 9 voxels, apart
+    kept = largest_foreground(mask)
+    assert kept.sum() == 108 and not kept[1, 15:18, 15:18].any()
+
+
+def test_crop_and_paste_are_inverse() -> None:
+    img = np.arange(7 * 9 * 2, dtype=np.float32).reshape(7, 9, 2)
+    box = (1, 5, 2, 8)
+    back = paste(np.ascontiguousarray(crop(img, box)), box, (7, 9), fill=[1.0, -1.0])
+    assert np.array_equal(back[1:5, 2:8], img[1:5, 2:8])
+    assert (back[0, :, 0] == 1.0).all() and (back[0, :, 1] == -1.0).all() and (back[:, 8] == [1.0, -1.0]).all()
+
+
+# === prepare: the fine dataset's crops ===
+
+
+def _volume_pair(shape=(40, 36, 6), box=(12, 24, 10, 20)) -> tuple[Volume, Volume]:
+    """A CT-like volume (HU 0 / 100) with a bright cuboid in voxels [x0:x1, y0:y1, 1:5] and its label."""
+    x0, x1, y0, y1 = box
+    img = np.zeros(shape, np.float32)
+    img[x0:x1, y0:y1, 1:5] = 100.0
+    lbl = (img > 50).astype(np.uint8)
+    aff = np.diag([1.5, 1.0, 3.0, 1.0])
+    return Volume(img, aff, None), Volume(lbl, aff, None)
+
+
+def test_training_crop_holds_the_label_and_puts_back_exactly(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    image, label = _volume_pair()
+    sliced = slice_case(image, label, cfg, "c0", np.random.default_rng(0))
+    geo = sliced.geometry
+    assert geo.crop is not None and geo.size == (48, 48)
+    r0, r1, c0, c1 = geo.crop
+    assert geo.resize == pytest.approx((48 / (r1 - r0), 48 / (c1 - c0)))
+    fg = display_view(np.moveaxis(label.data, 2, 0) != 0)  # RAS already: the display stack of the label
+    fr0, fr1, fc0, fc1 = foreground_box(fg)
+    assert r0 <= fr0 - 4 and r1 >= fr1 + 4  # 4 mm margin: 4 rows of 1 mm
+    assert c0 <= fc0 - 2 and c1 >= fc1 + 2  # and 2 columns of 1.5 mm (rounded outwards)
+    # the crops are upscaled to 48 x 48 (nearest), so putting them back is exact
+    back = reassemble_volume({k: lbl for k, _, lbl in sliced.slices}, geo)
+    assert np.array_equal(back, label.data)
+    # the crop travels through dataset.json
+    assert Geometry.from_json(geo.to_json()) == geo and geo.to_json()["crop"] == list(geo.crop)
+
+
+def test_geometry_without_crop_writes_no_crop_key(tmp_path: Path) -> None:
+    cfg = validate_config({**_cfg(tmp_path).model_dump(mode="json"), "cascade": {"enabled": False}})
+    image, label = _volume_pair()
+    geo = slice_case(image, label, cfg, "c0", np.random.default_rng(0)).geometry
+    assert geo.crop is None and "crop" not in geo.to_json()
+
+
+def test_jitter_is_seeded_per_case_and_moves_the_box(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, jitter_mm=6.0)
+    image, label = _volume_pair(shape=(80, 80, 6), box=(30, 44, 30, 44))
+    boxes = [slice_case(image, label, cfg, "c", np.random.default_rng(s)).geometry.crop for s in (1, 1, 2)]
+    assert boxes[0] == boxes[1] and boxes[0] != boxes[2]
+
+
+def test_a_cascade_case_without_foreground_is_refused(tmp_path: Path) -> None:
+    image, label = _volume_pair()
+    empty = Volume(np.zeros_like(label.data), label.affine, Path("empty_label.nii.gz"))
+    with pytest.raises(DataError, match="no foreground to crop around"):
+        slice_case(image, empty, _cfg(tmp_path), "c0", np.random.default_rng(0))
+    with pytest.raises(DataError, match="needs a label volume"):
+        slice_case(image, None, _cfg(tmp_path), "c0", np.random.default_rng(0))
+
+
+# === config ===
+
+
+def test_cascade_stages_split_the_time_and_the_folders(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, coarse_share=0.3, coarse_base_filters=4)
+    coarse, fine = cfg.cascade_stages()
+    assert not coarse.cascade.enabled and fine.cascade.enabled
+    assert coarse.prepare.size == (16, 16) and coarse.data.image_size == (16, 16)
+    assert coarse.data.dir == tmp_path / "coarse" and coarse.train.run_dir == tmp_path / "run" / "coarse"
+    assert coarse.model.base_filters == 4 and fine.model.base_filters == cfg.model.base_filters
+    assert coarse.train.time_limit == pytest.approx(3.0) and fine.train.time_limit == pytest.approx(7.0)
+    assert not coarse.train.choose_postprocessing
+    # the coarse dataset is another dataset; the crops' margin and jitter are part of the fine one's key
+    assert coarse.prepare_fingerprint() != fine.prepare_fingerprint()
+    assert _cfg(tmp_path, margin_mm=9.0).prepare_fingerprint() != cfg.prepare_fingerprint()
+
+
+def test_cascade_refuses_patches_and_spacing(tmp_path: Path) -> None:
+    from segkit.errors import ConfigError
+
+    raw = _cfg(tmp_path).model_dump(mode="json")
+    with pytest.raises((ConfigError, ValueError), match="data.patches"):
+        validate_config({**raw, "data": {**raw["data"], "patches": True}})
+    with pytest.raises((ConfigError, ValueError), match="prepare.spacing"):
+        validate_config({**raw, "prepare": {**raw["prepare"], "spacing": [1.0, 1.0]}})
+
+
+# === prediction ===
+
+
+def _threshold_model(size: int):
+    """(size, size, 1) -> softmax over [background, foreground], foreground where x > 0.5."""
+    import keras
+
+    inp = keras.Input((size, size, 1))
+    conv = keras.layers.Conv2D(2, 1, activation="softmax")
+    out = conv(inp)
+    conv.set_weights([np.array([[[[0.0, 40.0]]]], np.float32), np.array([0.0, -20.0], np.float32)])
+    return keras.Model(inp, out)
+
+
+def _cascade(cfg):
+    from segkit.predict.cascade import Cascade
+
+    coarse_cfg = cfg.cascade_stages()[0]
+    return Cascade(_threshold_model(16), coarse_cfg, Preprocessing.from_config(coarse_cfg), _threshold_model(48))
+
+
+def test_cascade_segments_the_largest_region_and_nothing_outside_its_crop(tmp_path: Path) -> None:
+    from segkit.predict.volume import VolumeSettings, predict_volume
+
+    cfg = _cfg(tmp_path)
+    img = np.zeros((64, 64, 6), np.float32)
+    img[20:40, 24:44, 1:5] = 100.0  # the heart: 20 x 20 x 4
+    img[55:60, 2:7, 2] = 100.0  # a small bright spot far away: another component
+    vol = Volume(img, np.eye(4), None)
+    pred = predict_volume(_cascade(cfg), vol, Preprocessing.from_config(cfg), cfg,
+                          VolumeSettings(8, probabilities=True))
+    heart = np.zeros(img.shape, bool)
+    heart[20:40, 24:44, 1:5] = True
+    assert pred.crop is not None
+    assert pred.labels[55:60, 2:7, 2].sum() == 0  # outside the crop: background
+    dice = 2 * (heart & (pred.labels == 1)).sum() / (heart.sum() + (pred.labels == 1).sum())
+    assert dice > 0.97
+    assert pred.labels.shape == img.shape and "coarse" in pred.seconds
+    probs = pred.probabilities
+    assert probs is not None and probs.shape == (*img.shape, 2)
+    assert np.allclose(probs.sum(-1), 1.0, atol=1e-4) and (probs[55:60, 2:7, 2, 0] == 1.0).all()
+    assert np.array_equal(probs.argmax(-1), pred.labels)
+
+
+def test_cascade_falls_back_to_whole_slices_when_the_coarse_stage_finds_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from segkit.predict.volume import VolumeSettings, predict_volume
+
+    cfg = _cfg(tmp_path)
+    vol = Volume(np.zeros((32, 32, 4), np.float32), np.eye(4), Path("dark.nii.gz"))
+    with caplog.at_level(logging.WARNING):
+        pred = predict_volume(_cascade(cfg), vol, Preprocessing.from_config(cfg), cfg, VolumeSettings(8))
+    assert pred.crop is None and pred.labels.shape == (32, 32, 4) and pred.labels.sum() == 0
+    assert "dark.nii.gz: the coarse stage found no foreground" in caplog.text
+
+
+def test_a_geometry_spec_never_reuses_the_reference_crop(tmp_path: Path) -> None:
+    """Evaluate passes the prepared case's Geometry (its crop came from the reference labels): the cascade's
+    crop must come from the coarse stage instead."""
+    from segkit.predict.volume import VolumeSettings, predict_volume
+
+    cfg = _cfg(tmp_path)
+    image, label = _volume_pair(shape=(64, 64, 6), box=(20, 40, 24, 44))
+    geo = slice_case(image, label, cfg, "c0", np.random.default_rng(0)).geometry
+    moved = np.roll(image.data, 16, axis=1)  # the heart moved: the recorded crop no longer holds it
+    pred = predict_volume(_cascade(cfg), Volume(moved, image.affine, None), geo, cfg, VolumeSettings(8))
+    assert pred.crop != geo.crop
+    ref = np.roll(label.data, 16, axis=1)
+    assert 2 * ((pred.labels == 1) & (ref == 1)).sum() / ((pred.labels == 1).sum() + ref.sum()) > 0.97
