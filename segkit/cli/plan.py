@@ -65,7 +65,10 @@ def plan(
         err.print(f"left out: {line}", highlight=False, soft_wrap=True)
     cfg, geo = result.config, result.geometry
     out.print(f"{cfg.name}: {len(cfg.classes)} classes, {cfg.modality}; slices along axis {geo.axis} "
-              f"at {geo.spacing[0]:g} x {geo.spacing[1]:g} mm; window {geo.size[0]}x{geo.size[1]}, "
+              f"at {geo.spacing[0]:g} x {geo.spacing[1]:g} mm; "
+              + (f"cascade: coarse {geo.coarse_size[0]}x{geo.coarse_size[1]} whole slices, fine crop "
+                 if geo.coarse_size else "window ")
+              + f"{geo.size[0]}x{geo.size[1]}, "
               f"{geo.num_layers} levels, {result.gflops:.2f} GFLOP an image; batch {cfg.train.batch_size}, "
               f"{cfg.train.epochs} epochs in {cfg.train.time_limit:g} min", highlight=False, soft_wrap=True)
     out.print(f"wrote {result.fingerprint_path} and {result.config_path}", highlight=False, soft_wrap=True)

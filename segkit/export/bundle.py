@@ -7,7 +7,8 @@
    (group normalization with shorter float32 sums); a zoo model known not to convert is refused first
    (``REFUSED``);
 3. the preprocessing recipe and the post-processing decision are copied beside it, ``bundle.json`` describes
-   everything and lists the sha256 of every file;
+   everything and lists the sha256 of every file; a cascade (``cascade.enabled``) carries its coarse stage as a
+   checked bundle of its own in ``coarse/`` (``bundle.json``'s ``cascade``);
 4. the bundle is run once by its runtime on a fixed random batch and compared with Keras; a runtime that
    rejects the file refuses the export. The folder appears complete or not at all.
 
@@ -119,13 +120,19 @@ def export_run(run_dir: Path, options: ExportOptions) -> ExportResult:
     out = Path(options.out) if options.out is not None else run_dir / f"export-{options.fmt}"
     if out.exists() and not options.overwrite:
         raise OutputError("the bundle folder exists", path=out, hint="pass --overwrite or another --out")
+    if cfg.cascade.enabled and is_cv_folder(run_dir):
+        raise ModelError("a cross-validation folder of cascades does not export as one bundle", path=run_dir,
+                         hint="export one fold's run folder (fold_k), which holds both of its stages")
     members = model_paths(run_dir)
     net = _load_float32(members, cfg)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
+        coarse = _export_coarse(run_dir, tmp, options) if cfg.cascade.enabled else None
         meta = _write_members(net, tmp, cfg, options)
+        if coarse is not None:
+            meta["cascade"] = coarse
         meta["ensemble"] = _ensemble(run_dir, members)
         meta["model_card"] = _model_card(run_dir, cfg, options.licence)
         diff = _check(net, tmp, meta, cfg, quantized=bool(options.quantize))
@@ -136,6 +143,20 @@ def export_run(run_dir: Path, options: ExportOptions) -> ExportResult:
     log.debug("exported %s -> %s (%s, %d bytes, max |dp| %.2g)", run_dir, out, options.fmt, size, diff)
     return ExportResult(out, options.fmt, tuple(meta["ensemble"]["members"]), size, diff,
                         meta["model"]["quantization"])
+
+
+def _export_coarse(run_dir: Path, tmp: Path, options: ExportOptions) -> dict[str, Any]:
+    """A cascade's coarse stage (``<run_dir>/coarse``) exported and checked as a bundle of its own inside the
+    bundle (``coarse/``, float32 even under ``--quantize``: it only has to find the region); the outer
+    ``bundle.json`` lists its files too."""
+    from segkit.config import COARSE_DIR
+
+    sub = export_run(run_dir / COARSE_DIR, ExportOptions(fmt=options.fmt, out=tmp / COARSE_DIR,
+                                                          licence=options.licence))
+    return {"coarse": COARSE_DIR, "coarse_max_abs_diff": sub.max_abs_diff,
+            "how": "the coarse bundle segments whole slices; the largest 3D component of its foreground, "
+                   "+ cascade.margin_mm + cascade.jitter_mm / 2, square in mm, is the crop this bundle's "
+                   "model segments (segkit.predict.cascade)"}
 
 
 def _run_config(run_dir: Path, fmt: str) -> Config:
@@ -323,7 +344,8 @@ def _check(net: keras.Model, tmp: Path, meta: dict[str, Any], cfg: Config, quant
                     "output",
             "calibration": f"{CALIBRATION_SLICES} prepared training slices",
             **dice_cost(net.predict_on_batch, runtime.predict_on_batch, cfg),
-            "volumes": volume_dice_cost(net, runtime, cfg)}
+            # a cascade's fine model alone would see whole slices there: its cost is the crops' (above)
+            "volumes": volume_dice_cost(net, runtime, cfg) if not cfg.cascade.enabled else None}
     elif not diff <= CHECK_TOLERANCE:
         why = f"{what}: the converted graph differs from Keras by {diff:.3g} in probability"
         if len(meta["ensemble"]["members"]) != 1:

@@ -290,10 +290,11 @@ def run_inference(
     cfg = apply_postprocessing(cfg, plan.postprocessing_dir, volumes=plan.kind == "volumes")
     net: Any = (load_bundle_model(read_bundle(plan.bundle)) if plan.bundle is not None
                 else load_models(list(plan.model_paths), cfg, precision=cfg.train.precision))
-    if cfg.cascade.enabled and plan.bundle is None:  # both stages (the coarse run in <run_dir>/coarse)
-        from segkit.predict.cascade import load_cascade
+    if cfg.cascade.enabled:  # both stages: the coarse run in <run_dir>/coarse, or the bundle's coarse/
+        from segkit.predict.cascade import load_bundle_cascade, load_cascade
 
-        net = load_cascade(Path(cfg.train.run_dir), cfg, fine=net, precision=cfg.train.precision)
+        net = (load_bundle_cascade(plan.bundle, cfg, fine=net) if plan.bundle is not None
+               else load_cascade(Path(cfg.train.run_dir), cfg, fine=net, precision=cfg.train.precision))
     result = InferenceResult(plan)
     settings = replace(options or InferOptions(), overwrite=plan.overwrite,
                        save_probabilities=plan.save_probabilities,

@@ -8,11 +8,9 @@ Data-driven choices (nnU-Net's rules where they fit a 2D, CPU-bound toolkit):
   smallest spacing > ``ANISOTROPY``; nnU-Net's 2D rule: slice across the coarse axis), else axial (2);
 - ``prepare.spacing``: the median in-plane spacing (nnU-Net's target spacing), written in mm;
 - ``data.image_size`` (the training window, ``data.patches: true``): the largest in-plane foreground bounding
-  box at that spacing plus ``MARGIN`` on each side, no larger than the median slice; when the foreground box
-  covers less than ``CASCADE_BELOW`` of the field of view, a locate-then-segment cascade would pay, but it is
-  not built, and windows cropped from a full field of view lost 0.16 Dice on ACDC (README, "How the recipe
-  was chosen": false positives far from the heart), so the window is the whole median slice instead; each side
-  rounded to the nearest multiple of ``2**(num_layers - 1)``;
+  box at that spacing plus ``MARGIN`` on each side, no larger than the median slice (windows cropped from a
+  full field of view lost 0.16 Dice on ACDC: false positives far from the heart; a small box makes the plan a
+  cascade instead, below); each side rounded to the nearest multiple of ``2**(num_layers - 1)``;
 - ``model.num_layers``: as many levels as keep the bottleneck's shorter side at 4-8 pixels;
 - ``train.batch_size`` and ``train.epochs`` for the budget: images the budget trains = budget seconds x
   ``CPU_GFLOPS`` per core x cores / (3 x the model's forward GFLOP per image; forward + backward ~ 3 x
@@ -22,7 +20,10 @@ Data-driven choices (nnU-Net's rules where they fit a 2D, CPU-bound toolkit):
   scale); MR -> ``prepare.mr_percentiles`` [0.5, 99.5] of each volume (segkit's per-volume scaling);
 - ``data.context_slices``: 0 (2D): 2.5D context was measured and dropped on LA (README), and across a coarse
   axis neighbouring slices are far apart;
-- the cascade: not a config key yet; written as a comment (``false`` with the reason);
+- the cascade: when the foreground box covers less than ``CASCADE_BELOW`` of the field of view, a cascade
+  (``cascade.enabled``): the fine stage's square crop is the largest box + ``CASCADE_MARGIN_MM`` +
+  ``CASCADE_JITTER_MM`` / 2 a side at the target spacing (``prepare.size``, no ``prepare.spacing``), the coarse
+  stage sees the median slice / ``COARSE_FACTOR``; a header comment says which and why;
 - ``prepare.split``: the preset's ratios (2 cases: one to train, one to validate), by patient
   (``group_by``) with the preset's own pattern when it matches every case id, else with the
   ``<patient>_<part>`` guess when every id reads so, some patient holds several cases and none more than
@@ -49,7 +50,12 @@ ANISOTROPY = 3.0
 MARGIN = 0.1
 """Share of the foreground box added on each side of the training window."""
 CASCADE_BELOW = 0.25
-"""Foreground box area / slice area below which a cascade (locate, then segment a crop) would pay."""
+"""Foreground box area / slice area below which the plan is a cascade (locate, then segment a crop)."""
+CASCADE_MARGIN_MM = 10.0
+CASCADE_JITTER_MM = 10.0
+"""The cascade's crop margin and training jitter (mm): the ACDC bench's (README)."""
+COARSE_FACTOR = 4
+"""The coarse stage's whole slice: the median slice at the target spacing / this, per side."""
 CPU_GFLOPS = 43.0
 """Training throughput of one CPU core in forward GFLOP x 3 per second, measured: the ACDC preset (4.01
 forward GFLOP per 192^2 image, ``model_summary``) trained an epoch of 1,187 slices in ~5.5 minutes on one core
@@ -84,16 +90,17 @@ class PlanOptions:
 
 @dataclass(frozen=True)
 class Geometry:
-    """The in-plane geometry planned: slicing axis, target spacing (rows, columns; mm), training window,
-    levels, the foreground box share of the field of view, and whether the window is the whole slice."""
+    """The in-plane geometry planned: slicing axis, target spacing (rows, columns; mm), training window (a
+    cascade: the fine stage's crop), levels, the foreground box share of the field of view, the reason, and a
+    cascade's coarse whole-slice size."""
 
     axis: int
     spacing: tuple[float, float]
     size: tuple[int, int]
     num_layers: int
     fg_share: float
-    whole_slice: bool
     reason: str
+    coarse_size: tuple[int, int] | None = None  # a cascade: the coarse stage's whole-slice size
 
 
 def _display(values: list[float], axis: int) -> tuple[float, float]:
@@ -133,19 +140,26 @@ def plan_geometry(fp: dict[str, Any]) -> Geometry:
     share = shares[len(shares) // 2]
     slice_px = [sorted(f[i] / spacing[i] for f in fov)[len(fov) // 2] for i in (0, 1)]
     box_px = [max(b[i] for b in box) * (1 + 2 * MARGIN) / spacing[i] for i in (0, 1)]
-    if share < CASCADE_BELOW:
-        raw, whole = slice_px, True
-        why = (f"the whole median slice ({slice_px[0]:.0f} x {slice_px[1]:.0f} px): the foreground box is "
-               f"{share:.0%} of the field of view, windows cropped from it lost on ACDC (README) and the "
-               "cascade is not built")
-    else:
-        raw, whole = [min(b, s) for b, s in zip(box_px, slice_px, strict=True)], False
-        why = (f"the largest foreground box + {MARGIN:.0%} a side ({box_px[0]:.0f} x {box_px[1]:.0f} px), "
-               f"at most the median slice ({slice_px[0]:.0f} x {slice_px[1]:.0f} px)")
+    if share < CASCADE_BELOW:  # a cascade: the fine stage's square crop around the largest box
+        crop_mm = max(max(b) for b in box) + 2 * (CASCADE_MARGIN_MM + CASCADE_JITTER_MM / 2)
+        side = crop_mm / min(spacing)
+        num_layers = levels_for(side)
+        div = 2 ** (num_layers - 1)
+        size = (round_to(side, div),) * 2
+        coarse = tuple(round_to(p / COARSE_FACTOR, div) for p in slice_px)
+        why = (f"a cascade's crop: the largest foreground box + {CASCADE_MARGIN_MM + CASCADE_JITTER_MM / 2:g} mm "
+               f"a side ({crop_mm:.0f} mm, {side:.0f} px at {min(spacing):g} mm), square, because the box is "
+               f"{share:.0%} of the field of view (< {CASCADE_BELOW:.0%}); rounded to multiples of {div} "
+               f"({num_layers - 1} poolings)")
+        return Geometry(axis, (round(spacing[0], 4), round(spacing[1], 4)), size, num_layers, share, why,
+                        (int(coarse[0]), int(coarse[1])))
+    raw = [min(b, s) for b, s in zip(box_px, slice_px, strict=True)]
+    why = (f"the largest foreground box + {MARGIN:.0%} a side ({box_px[0]:.0f} x {box_px[1]:.0f} px), "
+           f"at most the median slice ({slice_px[0]:.0f} x {slice_px[1]:.0f} px)")
     num_layers = levels_for(min(raw))
     div = 2 ** (num_layers - 1)
     size = (round_to(raw[0], div), round_to(raw[1], div))
-    return Geometry(axis, (round(spacing[0], 4), round(spacing[1], 4)), size, num_layers, share, whole,
+    return Geometry(axis, (round(spacing[0], 4), round(spacing[1], 4)), size, num_layers, share,
                     f"{why}; rounded to multiples of {div} ({num_layers - 1} poolings)")
 
 
@@ -315,15 +329,16 @@ def plan_entries(fp: dict[str, Any], geo: Geometry, gflops: float, options: Plan
         *normalisation_entries(fp),
         *class_entries(fp, preset),
         ("prepare.axis", geo.axis, axis_why),
-        ("prepare.spacing", list(sp), "the median in-plane spacing (nnU-Net's target spacing), mm"),
-        ("prepare.size", list(geo.size), "2D-slice sources only (volumes are resampled to the spacing)"),
+        *(_cascade_entries(geo) if geo.coarse_size is not None else [
+            ("prepare.spacing", list(sp), "the median in-plane spacing (nnU-Net's target spacing), mm"),
+            ("prepare.size", list(geo.size), "2D-slice sources only (volumes are resampled to the spacing)")]),
         split,
         ("data.dir", f"data/{options.name}", "where segkit prepare writes the slices"),
         ("data.image_size", list(geo.size), geo.reason),
         ("data.channels", 1, "gray slices"),
+        ("data.patches", False, "the cascade's crops are resized to prepare.size") if geo.coarse_size else
         ("data.patches", True, "train on windows of the slices at their prepared size (millimetres kept, no "
-         "stretch); inference slides the same window" + (" (one window covers a slice)" if geo.whole_slice
-                                                           else "")),
+         "stretch); inference slides the same window"),
         ("data.context_slices", 0, "2D: 2.5D context was measured on LA and dropped (+0.003 Dice, 50 % "
          "dearer epochs; README)" + ("; neighbouring slices are far apart across this coarse axis" if coarse
                                      else "")),
@@ -337,9 +352,27 @@ def plan_entries(fp: dict[str, Any], geo: Geometry, gflops: float, options: Plan
     return entries
 
 
+def _cascade_entries(geo: Geometry) -> list[Entry]:
+    """A cascade's keys (``geo.coarse_size`` set): crops resized to ``prepare.size``, the coarse whole slices."""
+    assert geo.coarse_size is not None
+    return [
+        ("prepare.size", list(geo.size), "the fine stage's crop, resized to this (a cascade takes no "
+         "prepare.spacing)"),
+        ("cascade.enabled", True, f"the foreground box is {geo.fg_share:.0%} of the field of view (< "
+         f"{CASCADE_BELOW:.0%}): a coarse model finds it, the fine model segments a crop around it; on ACDC "
+         "(80 patients, 2,400 CPU-s) the cascade was measured against the whole slice (README)"),
+        ("cascade.coarse_size", list(geo.coarse_size), f"the median slice at the target spacing / {COARSE_FACTOR}"),
+        ("cascade.margin_mm", CASCADE_MARGIN_MM, "the ACDC bench's crop margin"),
+        ("cascade.jitter_mm", CASCADE_JITTER_MM, "the ACDC bench's training jitter"),
+        ("cascade.coarse_share", 0.2, "the coarse stage only has to find the region: a fifth of the budget"),
+    ]
+
+
 def cascade_comment(geo: Geometry) -> str:
-    """The cascade decision (not a config key yet): ``false``, with the reason."""
-    advised = geo.fg_share < CASCADE_BELOW
+    """The cascade decision, with the reason (a header line of the config)."""
+    if geo.coarse_size is not None:
+        return (f"cascade: true -- the foreground box covers {geo.fg_share:.0%} of the field of view "
+                f"(< {CASCADE_BELOW:.0%}): coarse {geo.coarse_size[0]}x{geo.coarse_size[1]} whole slices, "
+                f"fine {geo.size[0]}x{geo.size[1]} crops")
     return (f"cascade: false -- the foreground box covers {geo.fg_share:.0%} of the field of view "
-            + (f"(< {CASCADE_BELOW:.0%}: a locate-then-segment cascade would pay, but it is not built yet, "
-               "issue 19 part 1)" if advised else f"(>= {CASCADE_BELOW:.0%}: one model sees enough of it)"))
+            f"(>= {CASCADE_BELOW:.0%}: one model sees enough of it)")

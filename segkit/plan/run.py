@@ -110,7 +110,7 @@ def run_plan(data: Path, out: Path, options: PlanOptions, layout: Layout | None 
     fp["plan"] = {"source": layout.source, "image_glob": layout.options.image_glob,
                   "label_glob": layout.options.label_glob, "problems": found.problems,
                   "gflops_per_image": round(gflops, 4), "foreground_share_of_slice": round(geo.fg_share, 4),
-                  "cascade": False}
+                  "cascade": geo.coarse_size is not None}
     Path(out).mkdir(parents=True, exist_ok=True)
     write_json(Path(out) / FINGERPRINT, fp)
     write_text(config_path, text)

@@ -80,6 +80,28 @@ def load_cascade(run_dir: Path, cfg: Config, fine: Any | None = None, precision:
     return Cascade(coarse, coarse_cfg, preprocessing_spec(coarse_cfg), fine)
 
 
+def load_bundle_cascade(bundle_dir: Path, cfg: Config, fine: Any) -> Cascade:
+    """A cascade bundle's two stages (``segkit export`` of a cascade run): its coarse bundle (``bundle.json``'s
+    ``cascade.coarse`` folder, checked by sha256 like the bundle) and ``fine``, the bundle's own model.
+
+    Raises:
+        ModelError: the coarse bundle is missing or damaged, or its runtime cannot load it.
+    """
+    from segkit.config import COARSE_DIR
+    from segkit.errors import ModelError
+    from segkit.infer.volume import preprocessing_spec
+    from segkit.predict.bundle import bundle_config, load_bundle_model, read_bundle
+
+    outer = read_bundle(Path(bundle_dir))
+    sub = (outer.meta.get("cascade") or {}).get("coarse", COARSE_DIR)
+    if not isinstance(sub, str) or Path(sub).is_absolute() or ".." in Path(sub).parts:
+        raise ModelError(f"bundle.json names a bad coarse stage folder {sub!r}", path=outer.path,
+                         hint="export the run again with segkit export RUN_DIR")
+    inner = read_bundle(outer.path / sub)
+    coarse_cfg = bundle_config(inner)
+    return Cascade(load_bundle_model(inner), coarse_cfg, preprocessing_spec(coarse_cfg), fine)
+
+
 def inference_margin(cfg: Config) -> float:
     """The margin (mm) of an inference crop: ``cascade.margin_mm`` + half of ``cascade.jitter_mm`` (the mean
     margin the fine model saw in training)."""

@@ -18,25 +18,28 @@ pytestmark = pytest.mark.data
 
 def test_plan_of_acdc_writes_fingerprint_and_config(shared_data: Path, tmp_path: Path) -> None:
     """ACDC (20 volumes, 1.5 x 1.5 x 10 mm, the heart in ~9 % of the field of view): both files; the config
-    loads with segkit's validator, slices across z at 1.5 mm, a whole-slice window (no cascade yet), the
-    preset's class names, a split by patient (the preset's own pattern)."""
+    loads with segkit's validator, slices across z, a cascade (coarse whole slices at a quarter of the
+    median slice, fine crops of the largest box + 15 mm a side at 1.5 mm), the preset's class names, a split
+    by patient (the preset's own pattern)."""
     data = shared_data / "volumes" / "acdc_cine_mri"
     result = run_plan(data, tmp_path / "plan", PlanOptions("acdc-plan", 20, 2, "acdc"))
     fp = json.loads(result.fingerprint_path.read_text(encoding="utf-8"))
     s = fp["summary"]
     assert (s["cases"], s["modality"], s["spacing"]["median"]) == (20, "mr", [1.5, 1.5, 10.0])
     assert set(s["classes"]) == {"0", "1", "2", "3"} and len(fp["cases"]) == 20
-    assert fp["cases"][0]["case_id"] == "patient002_frame01" and fp["plan"]["cascade"] is False
+    assert fp["cases"][0]["case_id"] == "patient002_frame01" and fp["plan"]["cascade"] is True
     assert fp["cases"][0]["image"] == "patient002_frame01_image.nii.gz"  # relative to DATA: no absolute path
     assert str(data) not in result.fingerprint_path.read_text(encoding="utf-8")
     cfg = load_config(result.config_path)
     assert [c.name for c in cfg.classes] == ["RV", "MYO", "LV"] and cfg.modality == "mr"
-    assert (cfg.prepare.axis, cfg.prepare.spacing, cfg.data.patches) == (2, (1.5, 1.5), True)
-    assert cfg.data.image_size == (256, 224) and cfg.model.num_layers == 6  # an 8 x 7 px bottleneck
+    assert (cfg.prepare.axis, cfg.prepare.spacing, cfg.data.patches) == (2, None, False)
+    assert cfg.cascade.enabled and cfg.cascade.coarse_size == (64, 48)  # the 256 x 224 px median slice / 4
+    # the largest box (136 mm) + 2 x 15 mm = 166 mm = 111 px at 1.5 mm: 112 with 5 levels (a 7 px bottleneck)
+    assert cfg.data.image_size == (112, 112) == cfg.prepare.size and cfg.model.num_layers == 5
     assert cfg.prepare.split.group_by == r"^(patient\d+)_" and cfg.train.time_limit == 20  # the preset's
     assert cfg.train.batch_size == 4 and cfg.train.epochs >= 1
     text = result.config_path.read_text(encoding="utf-8")
-    assert "# cascade: false" in text and "segkit prepare nifti" in text
+    assert "# cascade: true" in text and "segkit prepare nifti" in text
 
 
 def _volumes(folder: Path, n: int) -> None:

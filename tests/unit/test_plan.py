@@ -175,16 +175,17 @@ def _case(shape: list[int], spacing: list[float], box_mm: list[float]) -> dict:
     return {"shape": shape, "spacing": spacing, "foreground": {"bbox_mm": box_mm, "bbox_vox": [1, 1, 1]}}
 
 
-def test_geometry_crop_or_whole_slice() -> None:
-    """A foreground filling half the field of view: the box + 10 % a side; one filling 5 %: the whole slice.
+def test_geometry_crop_or_cascade() -> None:
+    """A foreground filling half the field of view: the box + 10 % a side; one filling 5 %: a cascade.
     Display rows are canonical y, columns x."""
     summary = {"spacing": {"median": [1.0, 1.0, 1.0]}}
     big = plan_geometry({"summary": summary, "cases": [_case([200, 100, 50], [1, 1, 1], [150, 60, 10])]})
     # box (rows, cols) = (60, 150) mm * 1.2 = (72, 180), at most the slice (100, 200): levels from 72 -> 5
-    assert (big.axis, big.spacing, big.num_layers, big.size, big.whole_slice) == (
-        2, (1.0, 1.0), 5, (64, 176), False)
+    assert (big.axis, big.spacing, big.num_layers, big.size, big.coarse_size) == (
+        2, (1.0, 1.0), 5, (64, 176), None)
     small = plan_geometry({"summary": summary, "cases": [_case([200, 100, 50], [1, 1, 1], [20, 50, 10])]})
-    assert small.whole_slice and small.size == (96, 192) and small.num_layers == 5  # 100 px: 16 x 6
+    # a cascade: box 50 mm + 15 mm a side = 80 px square (5 levels, multiples of 16); coarse (100, 200) / 4
+    assert small.size == (80, 80) and small.num_layers == 5 and small.coarse_size == (32, 48)
     aniso = {"spacing": {"median": [1.5, 1.5, 10.0]}}
     flat = [_case([64, 64, 10], [1.5, 1.5, 10], [30, 30, 50])]
     assert plan_geometry({"summary": aniso, "cases": flat}).axis == 2
