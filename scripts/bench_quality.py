@@ -110,10 +110,10 @@ ORACLE_MARGIN = 10
 DATASETS["acdc80-roi"] = {
     **DATASETS["acdc80"], "crop_margin": ORACLE_MARGIN, "size": [128, 128],
     "title": "ACDC 80 patients, oracle heart crop (reference-label box + 10 px), 128 x 128"}
-# The cascade itself (issue 19): the same 80 patients at full field of view; a coarse model on whole slices at
-# 64 x 64 finds the heart, the fine model segments a crop around it at 128 x 128 (training crops: the reference
-# box + 10 mm, jittered by up to 10 mm; inference crops: the coarse foreground's box + 15 mm). Both stages share
-# the time limit (the coarse one 20 %).
+# The cascade itself (issue 19): the same 80 patients at full field of view; a coarse model on whole slices
+# at 64 x 64 finds the heart, the fine model segments a crop around it at 128 x 128 (training crops: the
+# reference box + 10 mm, jittered by up to 10 mm; inference crops: the coarse foreground's box + 15 mm).
+# Both stages share the time limit (the coarse one 20 %).
 DATASETS["acdc80-cascade"] = {
     **DATASETS["acdc80"], "size": [128, 128],
     "cascade": {"enabled": True, "coarse_size": [64, 64], "coarse_share": 0.2, "margin_mm": 10.0,

@@ -662,17 +662,19 @@ class CascadeConfig(_Strict):
     """
 
     enabled: bool = Field(False, description="train and predict as a coarse-then-fine cascade")
-    coarse_size: Size2 = Field((96, 96), description="whole-slice size (prepare and model input) of the coarse stage")
+    coarse_size: Size2 = Field(
+        (96, 96), description="whole-slice size (prepare and model input) of the coarse stage"
+    )
     coarse_base_filters: int | None = Field(
         None, ge=1, description="the coarse model's model.base_filters (default: the same as the fine model)"
     )
     coarse_share: float = Field(
         0.25, gt=0, lt=1,
-        description="fraction of train.time_limit the coarse stage gets (without a limit both run train.epochs)",
+        description="share of train.time_limit for the coarse stage (no limit: both run train.epochs)",
     )
-    margin_mm: float = Field(15.0, ge=0, description="margin added around the region of interest's box, in mm")
+    margin_mm: float = Field(15.0, ge=0, description="margin around the region of interest's box, in mm")
     jitter_mm: float = Field(
-        5.0, ge=0, description="training crops: the box shifted and widened by up to this many mm (seeded per case)"
+        5.0, ge=0, description="training crops: each side moved out by up to this many mm (seeded per case)"
     )
 
 
@@ -721,8 +723,8 @@ class Config(_Strict):
     @model_validator(mode="after")
     def _check_cascade(self) -> Config:
         if self.cascade.enabled and self.data.patches:
-            raise ValueError("cascade.enabled does not combine with data.patches: the fine stage already sees "
-                             "a crop at prepare.size; set data.patches: false")
+            raise ValueError("cascade.enabled does not combine with data.patches: the fine stage already "
+                             "sees a crop at prepare.size; set data.patches: false")
         if self.cascade.enabled and self.prepare.spacing is not None:
             raise ValueError("cascade.enabled needs a fixed prepare.size for the crops, not prepare.spacing: "
                              "remove prepare.spacing")
@@ -744,7 +746,8 @@ class Config(_Strict):
             "prepare": self.prepare.model_copy(update={"size": tuple(c.coarse_size)}),
             "data": self.data.model_copy(update={"image_size": tuple(c.coarse_size),
                                                  "dir": Path(self.data.dir) / COARSE_DIR}),
-            "model": self.model.model_copy(update={"base_filters": c.coarse_base_filters or self.model.base_filters}),
+            "model": self.model.model_copy(
+                update={"base_filters": c.coarse_base_filters or self.model.base_filters}),
             "train": self.train.model_copy(update={
                 "run_dir": Path(self.train.run_dir) / COARSE_DIR,
                 "time_limit": None if limit is None else limit * c.coarse_share,
@@ -775,7 +778,7 @@ class Config(_Strict):
                 "modality": self.modality,
                 # empty_labels only decides whether to complain, not what is written
                 "prepare": self.prepare.model_dump(mode="json", exclude={"empty_labels"}),
-                # a cascade's fine dataset holds crops (margin, jitter); absent otherwise (older keys unchanged)
+                # a cascade's fine dataset holds crops (margin, jitter); absent otherwise (old keys kept)
                 **({"cascade": self.cascade.model_dump(
                     mode="json", include={"margin_mm", "jitter_mm"})} if self.cascade.enabled else {}),
             },

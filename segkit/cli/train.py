@@ -232,8 +232,8 @@ def train(
         best = "n/a" if res.best_value is None else f"{res.best_value:.4f}"
         stop = {"early_stopping": " (early stop)", "time_limit": " (time limit)"}.get(res.stop_reason, "")
         out.print(
-            f"{stage}{which} {res.monitor} {best} at epoch {res.best_epoch}; {res.epochs_done} epochs{stop} in "
-            f"{_fmt_time(res.wall_s)}; model {res.best_model}",
+            f"{stage}{which} {res.monitor} {best} at epoch {res.best_epoch}; {res.epochs_done} epochs{stop}"
+            f" in {_fmt_time(res.wall_s)}; model {res.best_model}",
             highlight=False,
             soft_wrap=True,
         )

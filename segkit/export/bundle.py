@@ -7,8 +7,8 @@
    (group normalization with shorter float32 sums); a zoo model known not to convert is refused first
    (``REFUSED``);
 3. the preprocessing recipe and the post-processing decision are copied beside it, ``bundle.json`` describes
-   everything and lists the sha256 of every file; a cascade (``cascade.enabled``) carries its coarse stage as a
-   checked bundle of its own in ``coarse/`` (``bundle.json``'s ``cascade``);
+   everything and lists the sha256 of every file; a cascade (``cascade.enabled``) carries its coarse stage
+   as a checked bundle of its own in ``coarse/`` (``bundle.json``'s ``cascade``);
 4. the bundle is run once by its runtime on a fixed random batch and compared with Keras; a runtime that
    rejects the file refuses the export. The folder appears complete or not at all.
 
@@ -187,8 +187,8 @@ def _write_members(net: keras.Model, tmp: Path, cfg: Config, options: ExportOpti
     """The model file, ``preprocessing.json`` and ``postprocessing.json`` in ``tmp``; the first part of
     ``bundle.json``."""
     import segkit
-    from segkit.infer.volume import preprocessing_spec
     from segkit.postprocess import load_postprocessing
+    from segkit.predict.recipe import preprocessing_spec
 
     name = MODEL_FILES[options.fmt]
     _write_model(net, tmp / name, cfg, options)

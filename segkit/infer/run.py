@@ -119,7 +119,7 @@ def plan_inference(
     _check_dicom_seg(volumes, opts.output_format)
     run_dir = Path(cfg.train.run_dir)
     if images and cfg.cascade.enabled:
-        raise DataError("a cascade (cascade.enabled) segments volumes: its coarse stage needs the whole volume",
+        raise DataError("a cascade (cascade.enabled) segments volumes: its coarse stage needs the volume",
                         path=input_path, hint="give the volume files, or a config without the cascade")
     bundle = run_dir if is_bundle(run_dir) else None
     if bundle is not None and models:

@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from segkit.errors import DataError
+from segkit.predict.recipe import preprocessing_spec as preprocessing_spec  # re-exported: a run's recipe
 from segkit.progress import NULL_PROGRESS, Progress
 
 if TYPE_CHECKING:
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
     from segkit.io.segmentations import LabelOutput
     from segkit.io.volumes import Volume, VolumeRef
     from segkit.predict.volume import VolumePrediction
-    from segkit.prepare.record import Preprocessing
 
 logger = logging.getLogger(__name__)
 
@@ -70,39 +70,6 @@ class VolumeResult:
     voxels_per_class: dict[int, int]
     seconds: dict[str, float]
     probs_path: Path | None = None
-
-
-def preprocessing_spec(cfg: Config) -> Preprocessing:
-    """The recipe ``prepare`` used for the model's training data: the copy the run keeps
-    (``<train.run_dir>/preprocessing.json``, written by ``train``; it still holds when the dataset was
-    prepared again since), else the dataset's ``dataset.json``, else the config itself.
-
-    Raises:
-        DataError: the file read is unreadable, lacks ``prepare`` / ``modality`` or has an invalid ``prepare``
-            section (one line naming the file).
-    """
-    import json
-
-    from segkit.io.run_folder import PREPROCESSING_FILE
-    from segkit.prepare.manifest import MANIFEST_FILE, load_manifest
-    from segkit.prepare.record import Preprocessing
-
-    kept = Path(cfg.train.run_dir) / PREPROCESSING_FILE
-    if kept.is_file():
-        hint = "delete it to use data.dir's dataset.json, or train the run again"
-        try:
-            obj = json.loads(kept.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise DataError(f"cannot read the run's preprocessing recipe: {e}", path=kept, hint=hint) from e
-        spec = Preprocessing.from_json(obj, path=kept, hint=hint)
-        logger.info("preprocessing from %s", kept)
-        return spec
-    manifest_path = Path(cfg.data.dir) / MANIFEST_FILE
-    if manifest_path.is_file():
-        spec = Preprocessing.from_json(load_manifest(Path(cfg.data.dir)), path=manifest_path)
-        logger.info("preprocessing from %s", manifest_path)
-        return spec
-    return Preprocessing.from_config(cfg)
 
 
 def volume_outputs(

@@ -22,8 +22,8 @@ Data-driven choices (nnU-Net's rules where they fit a 2D, CPU-bound toolkit):
   axis neighbouring slices are far apart;
 - the cascade: when the foreground box covers less than ``CASCADE_BELOW`` of the field of view, a cascade
   (``cascade.enabled``): the fine stage's square crop is the largest box + ``CASCADE_MARGIN_MM`` +
-  ``CASCADE_JITTER_MM`` / 2 a side at the target spacing (``prepare.size``, no ``prepare.spacing``), the coarse
-  stage sees the median slice / ``COARSE_FACTOR``; a header comment says which and why;
+  ``CASCADE_JITTER_MM`` / 2 a side at the target spacing (``prepare.size``, no ``prepare.spacing``), the
+  coarse stage sees the median slice / ``COARSE_FACTOR``; a header comment says which and why;
 - ``prepare.split``: the preset's ratios (2 cases: one to train, one to validate), by patient
   (``group_by``) with the preset's own pattern when it matches every case id, else with the
   ``<patient>_<part>`` guess when every id reads so, some patient holds several cases and none more than
@@ -147,8 +147,9 @@ def plan_geometry(fp: dict[str, Any]) -> Geometry:
         div = 2 ** (num_layers - 1)
         size = (round_to(side, div),) * 2
         coarse = tuple(round_to(p / COARSE_FACTOR, div) for p in slice_px)
-        why = (f"a cascade's crop: the largest foreground box + {CASCADE_MARGIN_MM + CASCADE_JITTER_MM / 2:g} mm "
-               f"a side ({crop_mm:.0f} mm, {side:.0f} px at {min(spacing):g} mm), square, because the box is "
+        margin = CASCADE_MARGIN_MM + CASCADE_JITTER_MM / 2
+        why = (f"a cascade's crop: the largest foreground box + {margin:g} mm a side ({crop_mm:.0f} mm, "
+               f"{side:.0f} px at {min(spacing):g} mm), square, because the box is "
                f"{share:.0%} of the field of view (< {CASCADE_BELOW:.0%}); rounded to multiples of {div} "
                f"({num_layers - 1} poolings)")
         return Geometry(axis, (round(spacing[0], 4), round(spacing[1], 4)), size, num_layers, share, why,
@@ -331,7 +332,8 @@ def plan_entries(fp: dict[str, Any], geo: Geometry, gflops: float, options: Plan
         ("prepare.axis", geo.axis, axis_why),
         *(_cascade_entries(geo) if geo.coarse_size is not None else [
             ("prepare.spacing", list(sp), "the median in-plane spacing (nnU-Net's target spacing), mm"),
-            ("prepare.size", list(geo.size), "2D-slice sources only (volumes are resampled to the spacing)")]),
+            ("prepare.size", list(geo.size), "2D-slice sources only (volumes are resampled to the spacing)"),
+        ]),
         split,
         ("data.dir", f"data/{options.name}", "where segkit prepare writes the slices"),
         ("data.image_size", list(geo.size), geo.reason),
@@ -353,7 +355,7 @@ def plan_entries(fp: dict[str, Any], geo: Geometry, gflops: float, options: Plan
 
 
 def _cascade_entries(geo: Geometry) -> list[Entry]:
-    """A cascade's keys (``geo.coarse_size`` set): crops resized to ``prepare.size``, the coarse whole slices."""
+    """A cascade's keys (``geo.coarse_size`` set): crops resized to ``prepare.size``, coarse whole slices."""
     assert geo.coarse_size is not None
     return [
         ("prepare.size", list(geo.size), "the fine stage's crop, resized to this (a cascade takes no "
@@ -361,7 +363,8 @@ def _cascade_entries(geo: Geometry) -> list[Entry]:
         ("cascade.enabled", True, f"the foreground box is {geo.fg_share:.0%} of the field of view (< "
          f"{CASCADE_BELOW:.0%}): a coarse model finds it, the fine model segments a crop around it; on ACDC "
          "(80 patients, 2,400 CPU-s) the cascade was measured against the whole slice (README)"),
-        ("cascade.coarse_size", list(geo.coarse_size), f"the median slice at the target spacing / {COARSE_FACTOR}"),
+        ("cascade.coarse_size", list(geo.coarse_size),
+         f"the median slice at the target spacing / {COARSE_FACTOR}"),
         ("cascade.margin_mm", CASCADE_MARGIN_MM, "the ACDC bench's crop margin"),
         ("cascade.jitter_mm", CASCADE_JITTER_MM, "the ACDC bench's training jitter"),
         ("cascade.coarse_share", 0.2, "the coarse stage only has to find the region: a fifth of the budget"),

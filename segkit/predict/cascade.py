@@ -26,15 +26,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from segkit.progress import NULL_PROGRESS, Progress
 
 if TYPE_CHECKING:
     from segkit.config import Config
     from segkit.io.volumes import Volume
-    from segkit.prepare.record import Geometry, Preprocessing
     from segkit.predict.volume import VolumePrediction, VolumeSettings
+    from segkit.prepare.record import Geometry, Preprocessing
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +54,9 @@ class Cascade:
     fine: Any
 
 
-def load_cascade(run_dir: Path, cfg: Config, fine: Any | None = None, precision: str | None = None) -> Cascade:
+def load_cascade(
+    run_dir: Path, cfg: Config, fine: Any | None = None, precision: str | None = None
+) -> Cascade:
     """A trained cascade's two stages: the coarse run in ``<run_dir>/coarse`` and the fine model (``fine``
     when already loaded, else the run folder's model or fold ensemble). A cross-validation folder's cascade is
     the ensemble of its folds' coarse models and that of their fine models.
@@ -65,9 +65,9 @@ def load_cascade(run_dir: Path, cfg: Config, fine: Any | None = None, precision:
         ModelError: a stage's model is missing or does not fit its config (the message names the file).
     """
     from segkit.config import COARSE_DIR
-    from segkit.infer.volume import preprocessing_spec
     from segkit.io.run_folder import MODEL_FILE, is_cv_folder, read_cv_folds
     from segkit.predict.models import load_models, run_models
+    from segkit.predict.recipe import preprocessing_spec
 
     run_dir = Path(run_dir)
     dirs = ([run_dir / f / COARSE_DIR for f in read_cv_folds(run_dir)] if is_cv_folder(run_dir)
@@ -81,16 +81,17 @@ def load_cascade(run_dir: Path, cfg: Config, fine: Any | None = None, precision:
 
 
 def load_bundle_cascade(bundle_dir: Path, cfg: Config, fine: Any) -> Cascade:
-    """A cascade bundle's two stages (``segkit export`` of a cascade run): its coarse bundle (``bundle.json``'s
-    ``cascade.coarse`` folder, checked by sha256 like the bundle) and ``fine``, the bundle's own model.
+    """A cascade bundle's two stages (``segkit export`` of a cascade run): its coarse bundle
+    (``bundle.json``'s ``cascade.coarse`` folder, checked by sha256 like the bundle) and ``fine``, the
+    bundle's own model.
 
     Raises:
         ModelError: the coarse bundle is missing or damaged, or its runtime cannot load it.
     """
     from segkit.config import COARSE_DIR
     from segkit.errors import ModelError
-    from segkit.infer.volume import preprocessing_spec
     from segkit.predict.bundle import bundle_config, load_bundle_model, read_bundle
+    from segkit.predict.recipe import preprocessing_spec
 
     outer = read_bundle(Path(bundle_dir))
     sub = (outer.meta.get("cascade") or {}).get("coarse", COARSE_DIR)
@@ -132,12 +133,12 @@ def predict_cascade(
         A ``VolumePrediction`` whose ``crop`` is the fine stage's box (None after the fallback), ``stack``
         the coarse stage's whole slices, ``labels2d`` the whole display slices; ``seconds`` adds "coarse".
     """
+    from segkit.predict.volume import VolumeSettings, predict_volume
     from segkit.prepare.record import Geometry
     from segkit.prepare.roi import largest_foreground, roi_box
-    from segkit.predict.volume import VolumeSettings, predict_volume
 
     t0 = time.perf_counter()
-    size = tuple(int(s) for s in cascade.coarse_cfg.prepare.size)
+    size = (int(cascade.coarse_cfg.prepare.size[0]), int(cascade.coarse_cfg.prepare.size[1]))
     coarse_spec = replace(spec, size=size, crop=None) if isinstance(spec, Geometry) else cascade.coarse_spec
     coarse = predict_volume(cascade.coarse, volume, coarse_spec, cascade.coarse_cfg,
                             VolumeSettings(settings.batch_size))

@@ -258,4 +258,5 @@ def predict_volume(
         probs = reassemble_probabilities(probs2d, sliced.geometry)
         del probs2d
     t["reassemble"] = time.perf_counter() - t0
-    return VolumePrediction(labels.astype(np.uint8, copy=False), stack, labels2d, sliced.geometry, t, probs, crop)
+    return VolumePrediction(labels.astype(np.uint8, copy=False), stack, labels2d, sliced.geometry, t, probs,
+                            crop)

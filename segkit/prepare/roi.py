@@ -7,7 +7,8 @@ prediction (the largest 3D component of its foreground first). The margin is in 
 in mm, so a crop resized to a square ``prepare.size`` keeps the anatomy's proportions.
 
 Example:
-    >>> roi_box(np.pad(np.ones((3, 4, 4), bool), ((0, 0), (10, 10), (20, 20))), (1.0, 2.0), 4.0)  # 16 mm square
+    >>> mask = np.pad(np.ones((3, 4, 4), bool), ((0, 0), (10, 10), (20, 20)))   # rows 10..14, cols 20..24
+    >>> roi_box(mask, (1.0, 2.0), 4.0)   # 1 x 2 mm pixels, 4 mm a side, then 16 mm square
     (4, 20, 18, 26)
 """
 
@@ -34,10 +35,10 @@ def largest_foreground(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
 
 
 def foreground_box(mask: npt.NDArray[np.bool_]) -> Box | None:
-    """The in-plane bounding box of a (N, H, W) or (H, W) boolean mask over all its slices; None when empty."""
-    plane = np.asarray(mask, dtype=bool)
+    """The in-plane bounding box of a (N, H, W) or (H, W) boolean mask over all slices; None when empty."""
+    plane: npt.NDArray[np.bool_] = np.asarray(mask, dtype=bool)
     if plane.ndim == 3:
-        plane = plane.any(axis=0)
+        plane = np.asarray(plane.any(axis=0))
     rows, cols = np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0))
     if rows.size == 0:
         return None
@@ -101,7 +102,9 @@ def crop(img: npt.NDArray, box: Box) -> npt.NDArray:
     return img[r0:r1, c0:c1]
 
 
-def paste(part: npt.NDArray, box: Box, shape: Sequence[int], fill: float | Sequence[float] = 0) -> npt.NDArray:
+def paste(
+    part: npt.NDArray, box: Box, shape: Sequence[int], fill: float | Sequence[float] = 0
+) -> npt.NDArray:
     """The inverse of ``crop``: ``part`` put at ``box`` in a new array of ``shape`` (+ ``part``'s trailing
     axes) filled with ``fill`` elsewhere (per channel when a sequence)."""
     r0, r1, c0, c1 = box

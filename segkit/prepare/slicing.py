@@ -9,8 +9,9 @@ Pipeline of ``slice_case`` (per case, in this order):
 5. take slice ``k`` along ``prepare.axis`` (``np.take(vol_ras, k, axis)``) and turn it to the display
    convention with ``to_display`` (``display_slices`` does 4-5 for ``SLICE_CHUNK`` slices at a time, with one
    copy into display order per chunk);
-   a cascade's fine dataset (``cascade.enabled``) then cuts every slice to one box per case: the reference
-   foreground's box + ``cascade.margin_mm``, jittered, square in mm (``segkit.prepare.roi``; ``Geometry.crop``);
+   a cascade's fine dataset (``cascade.enabled``) then cuts every slice to one box per case: the
+   reference foreground's box + ``cascade.margin_mm``, jittered, square in mm (``segkit.prepare.roi``;
+   ``Geometry.crop``);
 6. resize to ``prepare.size`` (``segkit.io.slices.resize_image`` / ``resize_label``, the resize that training
    and inference use too): images with INTER_AREA (downscale) / INTER_LINEAR (upscale), labels with
    nearest neighbour only (``cv2.INTER_NEAREST_EXACT``: pixel-centre aligned like AREA/LINEAR, so masks stay

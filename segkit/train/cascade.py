@@ -63,7 +63,8 @@ def train_cascade(
     limit = cfg.train.time_limit
     if limit is not None and coarse is not None:  # the fine stage gets what the coarse one left
         rest = max(limit - coarse.wall_s / 60.0, limit * MIN_FINE_SHARE)
-        fine_cfg = fine_cfg.model_copy(update={"train": fine_cfg.train.model_copy(update={"time_limit": rest})})
+        train = fine_cfg.train.model_copy(update={"time_limit": rest})
+        fine_cfg = fine_cfg.model_copy(update={"train": train})
     log.info("cascade: fine stage (crops at %s) into %s", "x".join(map(str, cfg.data.image_size)),
              cfg.train.run_dir)
     fine = train_one(fine_cfg, resume=resume, overwrite=overwrite, progress=progress)

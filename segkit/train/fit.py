@@ -219,7 +219,7 @@ def check_run_dir(cfg: Config, *, resume: bool, overwrite: bool) -> bool:
     if is_cv_folder(run_dir) or any(run_dir.glob(f"fold_*/{CONFIG_FILE}")):
         raise ConfigError("train.run_dir holds a cross-validation run (segkit cv)", path=run_dir,
                           hint="train one of its folds with --fold k, or set train.run_dir to another folder")
-    if _is_empty(run_dir, (COARSE_DIR,) if cfg.cascade.enabled else ()):  # a cascade's coarse stage goes first
+    if _is_empty(run_dir, (COARSE_DIR,) if cfg.cascade.enabled else ()):  # a cascade's coarse stage: first
         if resume:
             log.info("nothing to resume in %s: starting a new run", run_dir)
         return False

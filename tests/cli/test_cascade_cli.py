@@ -39,8 +39,8 @@ def _sets(root: Path) -> list[str]:
 def trained(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> dict[str, object]:
     root = tmp_path_factory.mktemp("cascade")
     config = str(repo_root / "configs" / "demo.yaml")
-    res = runner.invoke(app, ["prepare", "phantom", "--config", config, "--out", str(root / "data"), "--n", "4",
-                              "--workers", "1", *_sets(root)])
+    res = runner.invoke(app, ["prepare", "phantom", "--config", config, "--out", str(root / "data"),
+                              "--n", "4", "--workers", "1", *_sets(root)])
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["train", config, *_sets(root)])
     assert res.exit_code == 0, res.output
@@ -52,7 +52,8 @@ def test_prepare_writes_the_crops_and_the_coarse_whole_slices(trained: dict) -> 
     fine = json.loads((data / "dataset.json").read_text())
     coarse = json.loads((data / "coarse" / "dataset.json").read_text())
     assert set(fine["cases"]) == set(coarse["cases"])
-    assert json.loads((data / "splits.json").read_text()) == json.loads((data / "coarse" / "splits.json").read_text())
+    splits = json.loads((data / "splits.json").read_text())
+    assert splits == json.loads((data / "coarse" / "splits.json").read_text())
     for cid, case in fine["cases"].items():
         r0, r1, c0, c1 = case["crop"]
         assert 0 <= r0 < r1 <= case["slice_shape"][0] and 0 <= c0 < c1 <= case["slice_shape"][1]
@@ -89,13 +90,15 @@ def test_infer_and_the_exported_bundle_give_the_same_labels(trained: dict) -> No
     assert res.exit_code == 0, res.output
     meta = json.loads((root / "bundle" / "bundle.json").read_text())
     assert meta["cascade"]["coarse"] == "coarse" and "coarse/bundle.json" in meta["files"]
-    res = runner.invoke(app, ["infer", str(root / "bundle"), "--input", str(src), "--output", str(root / "inf-b")])
+    res = runner.invoke(app, ["infer", str(root / "bundle"), "--input", str(src), "--output",
+                              str(root / "inf-b")])
     assert res.exit_code == 0, res.output
     bundle_labels = np.asarray(nib.load(root / "inf-b" / seg.name).dataobj)
     assert np.mean(bundle_labels == run_labels) >= 0.999
     # a damaged coarse stage is refused by its checksum, naming the file
     (root / "bundle" / "coarse" / "preprocessing.json").write_text("{}")
-    res = runner.invoke(app, ["infer", str(root / "bundle"), "--input", str(src), "--output", str(root / "inf-c")])
+    res = runner.invoke(app, ["infer", str(root / "bundle"), "--input", str(src), "--output",
+                              str(root / "inf-c")])
     assert res.exit_code != 0 and "coarse/preprocessing.json" in res.output
 
 

@@ -87,7 +87,8 @@ def test_crop_and_paste_are_inverse() -> None:
     box = (1, 5, 2, 8)
     back = paste(np.ascontiguousarray(crop(img, box)), box, (7, 9), fill=[1.0, -1.0])
     assert np.array_equal(back[1:5, 2:8], img[1:5, 2:8])
-    assert (back[0, :, 0] == 1.0).all() and (back[0, :, 1] == -1.0).all() and (back[:, 8] == [1.0, -1.0]).all()
+    assert (back[0, :, 0] == 1.0).all() and (back[0, :, 1] == -1.0).all()
+    assert (back[:, 8] == [1.0, -1.0]).all()
 
 
 # === prepare: the fine dataset's crops ===
@@ -190,7 +191,8 @@ def _cascade(cfg):
     from segkit.predict.cascade import Cascade
 
     coarse_cfg = cfg.cascade_stages()[0]
-    return Cascade(_threshold_model(16), coarse_cfg, Preprocessing.from_config(coarse_cfg), _threshold_model(48))
+    spec = Preprocessing.from_config(coarse_cfg)
+    return Cascade(_threshold_model(16), coarse_cfg, spec, _threshold_model(48))
 
 
 def test_cascade_segments_the_largest_region_and_nothing_outside_its_crop(tmp_path: Path) -> None:

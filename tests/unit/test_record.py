@@ -145,7 +145,7 @@ def test_preprocessing_from_dataset_json_and_its_errors(phantom: tuple[Path, dic
 def test_preprocessing_spec_reads_run_copy_then_dataset_json_then_config(
     phantom: tuple[Path, dict], repo_root: Path, tmp_path: Path
 ) -> None:
-    from segkit.infer.volume import preprocessing_spec
+    from segkit.predict.recipe import preprocessing_spec
 
     out, manifest = phantom
     run = tmp_path / "run"
