@@ -725,6 +725,16 @@ class Config(_Strict):
         if self.cascade.enabled and self.data.patches:
             raise ValueError("cascade.enabled does not combine with data.patches: the fine stage already "
                              "sees a crop at prepare.size; set data.patches: false")
+        if self.cascade.enabled and self.train.strategy == "multi_worker":
+            raise ValueError("cascade.enabled does not train under train.strategy multi_worker yet: use "
+                             "single, mirrored or auto")
+        div = 2 ** (self.model.num_layers - 1)
+        h, w = self.cascade.coarse_size
+        if self.cascade.enabled and (h % div or w % div):  # the coarse model has the fine one's levels
+            down = (max(h // div, 1) * div, max(w // div, 1) * div)
+            up = (-(-h // div) * div, -(-w // div) * div)
+            raise ValueError(f"cascade.coarse_size {h}x{w} is not divisible by {div} (model.num_layers="
+                             f"{self.model.num_layers}): use {down[0]}x{down[1]} or {up[0]}x{up[1]}")
         if self.cascade.enabled and self.prepare.spacing is not None:
             raise ValueError("cascade.enabled needs a fixed prepare.size for the crops, not prepare.spacing: "
                              "remove prepare.spacing")

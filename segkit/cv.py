@@ -310,7 +310,9 @@ def _trained_state(cfk: Config) -> str:
     if ts is None or not (rk / MODEL_FILE).is_file():
         return "partial"
     stop = str(ts.get("stop_reason"))
-    limit_then, limit_now = ts.get("time_limit_min"), cfk.train.time_limit
+    # a cascade's fine run records its own share of the limit; the total is under "cascade"
+    limit_then = (ts.get("cascade") or {}).get("time_limit_min", ts.get("time_limit_min"))
+    limit_now = cfk.train.time_limit
     more_time = limit_then is not None and (limit_now is None or limit_now > limit_then)
     more_epochs = cfk.train.epochs > int(ts.get("epochs") or 0)
     more = {"time_limit": more_time, "epochs": more_epochs,

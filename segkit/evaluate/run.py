@@ -231,7 +231,8 @@ def evaluate_model(
         logger.warning(
             "%d volume case(s) without their source files (%s): reference = %s; label-free slices that "
             "prepare did not write are not evaluated",
-            len(fallback), ", ".join(fallback[:5]) + (" ..." if len(fallback) > 5 else ""), REF_REASSEMBLED,
+            len(fallback), ", ".join(fallback[:5]) + (" ..." if len(fallback) > 5 else ""),
+            " / ".join(sorted({reference[c] for c in fallback})),
         )
     volumetric = any(r != REF_STACKED for r in reference.values())
     kinds = sorted(set(reference.values()))
@@ -251,6 +252,9 @@ def evaluate_model(
         "largest_component": _lcc_json(cfg.infer.largest_component) if cases.with_sources else None,
         "tta": bool(cfg.infer.tta),
         "surface_distance_implementation": IMPLEMENTATION if volumetric else None,
+        # a cascade's slice PNGs are the reference-label crops: its per-slice scores assume a perfect first stage
+        "slice_images": ("reference-label crops (cascade: perfect localisation)" if cfg.cascade.enabled
+                         else "written slices"),
         "nsd_tolerance_mm": tol,
         **summarize_rows(rows, classes),
         **scores.summary(),

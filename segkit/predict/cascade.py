@@ -3,9 +3,10 @@
 ``predict_cascade`` (what ``segkit.predict.volume.predict_volume`` runs for a ``Cascade``):
 
 1. the coarse model segments every whole slice at ``cascade.coarse_size`` (``predict_volume``, no TTA);
-2. the largest 3D component of its foreground (all classes) gives the region of interest: its in-plane box
-   on the display slices + ``cascade.margin_mm`` + half of ``cascade.jitter_mm`` (the mean margin of the
-   training crops), square in mm (``segkit.prepare.roi.roi_box``), the same box for every slice;
+2. its foreground (all classes), without the 3D components smaller than a tenth of the largest
+   (``segkit.prepare.roi.main_components``: specks go, a second lung stays), gives the region of interest:
+   its in-plane box on the display slices + ``cascade.margin_mm`` + half of ``cascade.jitter_mm`` (the mean
+   margin of the training crops), square in mm (``segkit.prepare.roi.roi_box``), the same box for every slice;
 3. the fine model segments that crop of every slice, resized to its ``prepare.size`` (TTA per the settings);
    its probabilities are resampled to the crop and put back into the whole slice, background outside.
 
@@ -64,15 +65,16 @@ def load_cascade(
     Raises:
         ModelError: a stage's model is missing or does not fit its config (the message names the file).
     """
-    from segkit.config import COARSE_DIR
-    from segkit.io.run_folder import MODEL_FILE, is_cv_folder, read_cv_folds
+    from segkit.config import COARSE_DIR, load_config
+    from segkit.io.run_folder import CONFIG_FILE, MODEL_FILE, is_cv_folder, read_cv_folds
     from segkit.predict.models import load_models, run_models
     from segkit.predict.recipe import preprocessing_spec
 
     run_dir = Path(run_dir)
     dirs = ([run_dir / f / COARSE_DIR for f in read_cv_folds(run_dir)] if is_cv_folder(run_dir)
             else [run_dir / COARSE_DIR])
-    stage = cfg.cascade_stages()[0]
+    saved = dirs[0] / CONFIG_FILE  # the coarse stage as it was trained (cascade.* may have been edited since)
+    stage = load_config(saved) if saved.is_file() else cfg.cascade_stages()[0]
     coarse_cfg = stage.model_copy(update={"train": stage.train.model_copy(update={"run_dir": dirs[0]})})
     coarse = load_models([d / MODEL_FILE for d in dirs], coarse_cfg, precision)
     if fine is None:
@@ -135,7 +137,7 @@ def predict_cascade(
     """
     from segkit.predict.volume import VolumeSettings, predict_volume
     from segkit.prepare.record import Geometry
-    from segkit.prepare.roi import largest_foreground, roi_box
+    from segkit.prepare.roi import main_components, roi_box
 
     t0 = time.perf_counter()
     size = (int(cascade.coarse_cfg.prepare.size[0]), int(cascade.coarse_cfg.prepare.size[1]))
@@ -143,7 +145,7 @@ def predict_cascade(
     coarse = predict_volume(cascade.coarse, volume, coarse_spec, cascade.coarse_cfg,
                             VolumeSettings(settings.batch_size))
     coarse_s = time.perf_counter() - t0
-    fg = largest_foreground(coarse.labels2d > 0)
+    fg = main_components(coarse.labels2d > 0)
     box = roi_box(fg, coarse.geometry.slice_spacing or (1.0, 1.0), inference_margin(cfg))
     if box is None:
         logger.warning("%s: the coarse stage found no foreground; the fine model segments the whole slices",

@@ -3,7 +3,8 @@
 A box is ``(r0, r1, c0, c1)``, half-open rows and columns of the volume's display slices at their original
 size (``Geometry.slice_shape``); every slice of the volume is cut to it. ``prepare`` takes it from the
 reference labels (``roi_box`` with a seeded jitter), ``segkit.predict.cascade`` from the coarse model's
-prediction (the largest 3D component of its foreground first). The margin is in mm and the box is made square
+prediction (its 3D components of at least a tenth of the largest one's size: the main structures, not the
+specks). The margin is in mm and the box is made square
 in mm, so a crop resized to a square ``prepare.size`` keeps the anatomy's proportions.
 
 Example:
@@ -22,8 +23,13 @@ import numpy.typing as npt
 Box = tuple[int, int, int, int]
 
 
-def largest_foreground(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
-    """The largest 26-connected component of a (N, H, W) boolean stack (empty stays empty)."""
+#: components of the coarse foreground at least this share of the largest one's size make the region
+MIN_COMPONENT_SHARE = 0.1
+
+
+def main_components(mask: npt.NDArray[np.bool_], share: float = MIN_COMPONENT_SHARE) -> npt.NDArray[np.bool_]:
+    """The 26-connected components of a (N, H, W) boolean stack with at least ``share`` of the largest one's
+    voxels (empty stays empty): the structures (two lungs, the kidneys) stay, specks of noise go."""
     from scipy import ndimage
 
     comp, n = ndimage.label(mask, structure=ndimage.generate_binary_structure(mask.ndim, mask.ndim))
@@ -31,7 +37,8 @@ def largest_foreground(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
         return np.asarray(mask, dtype=bool)
     sizes = np.bincount(comp.ravel())
     sizes[0] = 0
-    return np.asarray(comp == int(sizes.argmax()))
+    keep = np.flatnonzero(sizes >= share * sizes.max())
+    return np.isin(comp, keep)
 
 
 def foreground_box(mask: npt.NDArray[np.bool_]) -> Box | None:

@@ -45,7 +45,7 @@ import numpy as np
 
 from segkit import __version__
 from segkit.config import COARSE_DIR, Config, validate_config
-from segkit.errors import DataError, OutputError, SegkitError, write_fault
+from segkit.errors import ConfigError, DataError, OutputError, SegkitError, write_fault
 from segkit.io.atomic import pid_alive, remove_stale_temps, write_json
 from segkit.prepare.cases import CaseTask, process_case, verify_case
 from segkit.prepare.manifest import MANIFEST_FILE, build_manifest, config_fingerprint, write_manifest
@@ -60,7 +60,15 @@ from segkit.prepare.outdir import (
     read_json,
 )
 from segkit.prepare.report import PrepareReport, plot_summary, summarize
-from segkit.prepare.sources import SOURCES, CaseSpec, Discovery, Source, SourceOptions, unusable_case_ids
+from segkit.prepare.sources import (
+    SOURCES,
+    CaseKind,
+    CaseSpec,
+    Discovery,
+    Source,
+    SourceOptions,
+    unusable_case_ids,
+)
 from segkit.prepare.split import load_user_split, split_cases, split_of, write_splits
 from segkit.progress import NULL_PROGRESS, Progress
 
@@ -310,6 +318,11 @@ def _prepare_dataset(job: _Job, src: Path | None, out: Path, progress: Progress)
         if found.problems:
             report.failures = list(found.problems)
             return report
+        flat = [c for c in found.cases if c.kind != CaseKind.VOLUME] if job.cfg.cascade.enabled else []
+        if flat:  # a cascade crops volumes around their labels: 2D slice files have no volume to crop
+            raise ConfigError(f"case {flat[0].case_id} is a set of 2D slices: a cascade (cascade.enabled) "
+                              "needs volumes", path=flat[0].image,
+                              hint="set cascade.enabled: false for 2D slices")
         job = replace(job, cfg=resolve_spacing(job.cfg, found.cases))
         # 3. split over all cases (raises before anything is written when a split would be empty)
         splits = _split(job, found)

@@ -525,15 +525,17 @@ def _training_crop(
     Raises:
         DataError: no labels (a cascade learns its crops from them), or a label volume without foreground.
     """
+    hint = "label every case, leave this one out of the dataset, or set cascade.enabled: false"
     if lbl_ras is None:
         raise DataError(f"case {case_id}: cascade.enabled needs a label volume for every case (its crops "
-                        "come from the reference labels)", path=image.path)
+                        "come from the reference labels)", path=image.path, hint=hint)
     axis = int(cfg.prepare.axis)
     fg = display_view(np.moveaxis(lbl_ras, axis, 0) != 0)  # (n, rows, cols) display stack, a view
     box = roi_box(fg, display_spacing(image.affine, axis), cfg.cascade.margin_mm, rng=rng,
                   jitter_mm=cfg.cascade.jitter_mm)
     if box is None:
-        raise DataError(f"case {case_id}: no foreground to crop around (cascade.enabled)", path=image.path)
+        raise DataError(f"case {case_id}: no foreground to crop around (cascade.enabled)", path=image.path,
+                        hint=hint)
     return box
 
 

@@ -75,6 +75,7 @@ def test_evaluate_scores_the_source_volumes_through_both_stages(trained: dict) -
     assert res.exit_code == 0, res.output
     summary = json.loads((root / "run" / "evaluation" / "evaluation.json").read_text())
     assert summary["reference"] == "original label volumes" and summary["n_cases"] >= 1
+    assert summary["slice_images"].startswith("reference-label crops")
 
 
 def test_infer_and_the_exported_bundle_give_the_same_labels(trained: dict) -> None:
@@ -100,6 +101,15 @@ def test_infer_and_the_exported_bundle_give_the_same_labels(trained: dict) -> No
     res = runner.invoke(app, ["infer", str(root / "bundle"), "--input", str(src), "--output",
                               str(root / "inf-c")])
     assert res.exit_code != 0 and "coarse/preprocessing.json" in res.output
+    # ... and by the coarse bundle's own listing when the outer one was rewritten to match
+    from segkit.predict.bundle import bundle_files
+
+    meta["files"] = bundle_files(root / "bundle")
+    (root / "bundle" / "bundle.json").write_text(json.dumps(meta))
+    res = runner.invoke(app, ["infer", str(root / "bundle"), "--input", str(src), "--output",
+                              str(root / "inf-d")])
+    assert res.exit_code != 0 and "preprocessing.json does not match its sha256" in res.output
+    assert "coarse" in res.output
 
 
 def test_a_folder_of_slices_is_refused_by_a_cascade(trained: dict) -> None:

@@ -9,6 +9,7 @@ the crop, the paste) is then checked against hand-made volumes.
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from segkit.config import validate_config
 from segkit.errors import DataError
 from segkit.io.volumes import Volume
 from segkit.prepare.record import Geometry, Preprocessing
-from segkit.prepare.roi import crop, foreground_box, largest_foreground, paste, roi_box
+from segkit.prepare.roi import crop, foreground_box, main_components, paste, roi_box
 from segkit.prepare.slicing import display_view, reassemble_volume, slice_case
 
 CLASSES = [{"id": 1, "name": "heart", "color": [255, 0, 0]}]
@@ -32,6 +33,7 @@ def _cfg(tmp: Path | None = None, **cascade: object) -> object:
         "classes": CLASSES,
         "prepare": {"size": [48, 48], "ct_window": [0, 100], "empty_slices": "keep"},
         "data": {"channels": 1, "dir": str(tmp or "data")},
+        "model": {"num_layers": 3},
         "train": {"run_dir": str((tmp or Path(".")) / "run"), "time_limit": 10},
         "cascade": {"enabled": True, "coarse_size": [16, 16], "margin_mm": 4.0, "jitter_mm": 0.0, **cascade},
     }
@@ -74,12 +76,14 @@ def test_roi_box_by_hand_and_empty() -> None:
     assert foreground_box(mask) == (10, 20, 30, 34)
 
 
-def test_largest_foreground_keeps_the_biggest_3d_component() -> None:
-    mask = np.zeros((4, 20, 20), bool)
+def test_main_components_keep_the_structures_and_drop_the_specks() -> None:
+    mask = np.zeros((4, 30, 30), bool)
     mask[0:3, 2:8, 2:8] = True  # 108 voxels
-    mask[1, 15:18, 15:18] = True  # 9 voxels, apart
-    kept = largest_foreground(mask)
-    assert kept.sum() == 108 and not kept[1, 15:18, 15:18].any()
+    mask[1:3, 20:25, 20:25] = True  # 50 voxels apart: a second structure (>= 10 % of the largest)
+    mask[3, 28, 0] = True  # 1 voxel: a speck
+    kept = main_components(mask)
+    assert kept.sum() == 158 and not kept[3, 28, 0]
+    assert main_components(np.zeros((2, 4, 4), bool)).sum() == 0
 
 
 def test_crop_and_paste_are_inverse() -> None:
@@ -156,6 +160,7 @@ def test_cascade_stages_split_the_time_and_the_folders(tmp_path: Path) -> None:
     assert coarse.prepare.size == (16, 16) and coarse.data.image_size == (16, 16)
     assert coarse.data.dir == tmp_path / "coarse" and coarse.train.run_dir == tmp_path / "run" / "coarse"
     assert coarse.model.base_filters == 4 and fine.model.base_filters == cfg.model.base_filters
+    # the fine stage's 7 minutes are its share; train_cascade gives it the limit minus the coarse stage's time
     assert coarse.train.time_limit == pytest.approx(3.0) and fine.train.time_limit == pytest.approx(7.0)
     assert not coarse.train.choose_postprocessing
     # the coarse dataset is another dataset; the crops' margin and jitter are part of the fine one's key
@@ -163,10 +168,18 @@ def test_cascade_stages_split_the_time_and_the_folders(tmp_path: Path) -> None:
     assert _cfg(tmp_path, margin_mm=9.0).prepare_fingerprint() != cfg.prepare_fingerprint()
 
 
-def test_cascade_refuses_patches_and_spacing(tmp_path: Path) -> None:
+def test_cascade_refuses_patches_spacing_multi_worker_and_a_coarse_size_the_levels_cannot_pool(
+    tmp_path: Path,
+) -> None:
     from segkit.errors import ConfigError
 
     raw = _cfg(tmp_path).model_dump(mode="json")
+    with pytest.raises((ConfigError, ValueError), match="multi_worker"):
+        validate_config({**raw, "train": {**raw["train"], "strategy": "multi_worker"}})
+    with pytest.raises((ConfigError, ValueError), match=r"cascade.coarse_size 96x80 is not divisible by 32 "
+                                                        r"\(model.num_layers=6\): use 96x64 or 96x96"):
+        validate_config({**raw, "model": {**raw["model"], "num_layers": 6},
+                         "cascade": {**raw["cascade"], "coarse_size": [96, 80]}})
     with pytest.raises((ConfigError, ValueError), match="data.patches"):
         validate_config({**raw, "data": {**raw["data"], "patches": True}})
     with pytest.raises((ConfigError, ValueError), match="prepare.spacing"):
@@ -218,6 +231,22 @@ def test_cascade_segments_the_largest_region_and_nothing_outside_its_crop(tmp_pa
     assert np.array_equal(probs.argmax(-1), pred.labels)
 
 
+def test_cascade_keeps_two_separate_structures_in_its_crop(tmp_path: Path) -> None:
+    """Two organs apart (two lungs, two kidneys): both inside the crop, as in training (all foreground)."""
+    from segkit.predict.volume import VolumeSettings, predict_volume
+
+    cfg = _cfg(tmp_path)
+    img = np.zeros((64, 64, 6), np.float32)
+    img[8:22, 20:40, 1:5] = 100.0
+    img[42:54, 20:40, 1:5] = 100.0  # the second, 86 % of the first's size, 20 voxels apart
+    pred = predict_volume(_cascade(cfg), Volume(img, np.eye(4), None), Preprocessing.from_config(cfg), cfg,
+                          VolumeSettings(8))
+    truth = img > 50
+    assert (pred.labels[8:22, 20:40, 1:5] == 1).mean() > 0.9
+    assert (pred.labels[42:54, 20:40, 1:5] == 1).mean() > 0.9
+    assert 2 * ((pred.labels == 1) & truth).sum() / ((pred.labels == 1).sum() + truth.sum()) > 0.95
+
+
 def test_cascade_falls_back_to_whole_slices_when_the_coarse_stage_finds_nothing(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -244,3 +273,92 @@ def test_a_geometry_spec_never_reuses_the_reference_crop(tmp_path: Path) -> None
     assert pred.crop != geo.crop
     ref = np.roll(label.data, 16, axis=1)
     assert 2 * ((pred.labels == 1) & (ref == 1)).sum() / ((pred.labels == 1).sum() + ref.sum()) > 0.97
+
+
+# === training: checks before anything is deleted, the resume rules, the time split ===
+
+
+@pytest.fixture(scope="module")
+def phantom_cascade(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> dict:
+    """The demo config as a tiny cascade and its two prepared phantom datasets (no training)."""
+    from segkit.config import load_config
+    from segkit.prepare import PrepareOptions, SourceOptions, run_prepare
+
+    root = tmp_path_factory.mktemp("cascade-train")
+    sets = ["cascade.enabled=true", "cascade.coarse_size=[16,16]", "prepare.size=[32,32]",
+            "data.image_size=[32,32]", "model.num_layers=3", f"data.dir={root / 'data'}",
+            f"train.run_dir={root / 'run'}", "train.time_limit=10"]
+    cfg = load_config(repo_root / "configs" / "demo.yaml", sets)
+    report = run_prepare("phantom", None, root / "data", cfg,
+                         PrepareOptions(workers=1, source_options=SourceOptions(phantom_n=3)))
+    assert not report.failures and report.coarse is not None and report.coarse.manifest is not None
+    return {"root": root, "cfg": cfg}
+
+
+def test_overwrite_deletes_nothing_when_a_dataset_is_missing(phantom_cascade: dict, tmp_path: Path) -> None:
+    from segkit.train import train_model
+
+    cfg = phantom_cascade["cfg"]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.keras").write_bytes(b"a user's model")
+    data = tmp_path / "data"  # the fine dataset alone: prepared before the config became a cascade
+    shutil.copytree(phantom_cascade["root"] / "data", data, ignore=shutil.ignore_patterns("coarse"))
+    moved = cfg.model_copy(update={"data": cfg.data.model_copy(update={"dir": data}),
+                                   "train": cfg.train.model_copy(update={"run_dir": run})})
+    with pytest.raises(DataError, match="split is missing") as e:
+        train_model(moved, overwrite=True)
+    assert "coarse" in str(e.value.path) and (run / "model.keras").read_bytes() == b"a user's model"
+
+
+def test_resume_refuses_a_coarse_stage_of_another_config(phantom_cascade: dict, tmp_path: Path) -> None:
+    from segkit.errors import ConfigError
+    from segkit.train import train_model
+
+    cfg = phantom_cascade["cfg"].model_copy(update={"train": phantom_cascade["cfg"].train.model_copy(
+        update={"run_dir": tmp_path / "run"})})
+    other = cfg.model_copy(update={"cascade": cfg.cascade.model_copy(update={"coarse_base_filters": 4})})
+    coarse_dir = tmp_path / "run" / "coarse"
+    coarse_dir.mkdir(parents=True)
+    (coarse_dir / "config.yaml").write_text(other.cascade_stages()[0].to_yaml())
+    with pytest.raises(ConfigError, match="trained with another config") as e:
+        train_model(cfg, resume=True)
+    assert "coarse" in str(e.value.path)
+
+
+def test_the_fine_stage_gets_the_limit_minus_the_coarse_time(
+    phantom_cascade: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fine stage's limit is the total minus the coarse stage's recorded training time; the fine run's
+    summary records the total (segkit cv compares it on a rerun), and a finished coarse stage is not retrained
+    on --resume."""
+    import json
+
+    import segkit.train.fit as fit
+    from segkit.io.run_folder import TrainSummary, write_train_summary
+
+    cfg = phantom_cascade["cfg"].model_copy(update={"train": phantom_cascade["cfg"].train.model_copy(
+        update={"run_dir": tmp_path / "run"})})
+    seen: list = []
+
+    def fake_train_one(stage, *, resume=False, overwrite=False, progress=None):  # noqa: ANN001, ANN202
+        run = Path(stage.train.run_dir)
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.yaml").write_text(stage.to_yaml())
+        write_train_summary(run, TrainSummary(stop_reason="time_limit", epochs_done=3,
+                                              epochs=stage.train.epochs, train_time_s=150.0,
+                                              time_limit_min=stage.train.time_limit,
+                                              postprocessing=None))
+        seen.append((run.name, stage.train.time_limit, resume))
+        return fit.TrainResult(run, run / "model.keras", run / "last.keras", "val_fg_dice", 0.5, 3, 0, 3,
+                               True)
+
+    monkeypatch.setattr(fit, "train_one", fake_train_one)
+    result = fit.train_model(cfg)
+    assert seen == [("coarse", pytest.approx(2.5), False), ("run", pytest.approx(10 - 2.5), False)]
+    assert result.coarse is not None and result.run_dir == tmp_path / "run"
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["cascade"] == {"time_limit_min": 10, "coarse_train_time_s": 150.0}
+    seen.clear()
+    fit.train_model(cfg, resume=True)
+    assert [s[0] for s in seen] == ["run"]  # the finished coarse stage is kept
