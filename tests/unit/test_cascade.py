@@ -362,3 +362,14 @@ def test_the_fine_stage_gets_the_limit_minus_the_coarse_time(
     seen.clear()
     fit.train_model(cfg, resume=True)
     assert [s[0] for s in seen] == ["run"]  # the finished coarse stage is kept
+
+
+def test_2d_slice_sources_are_refused_before_anything_is_written(shared_data: Path, tmp_path: Path) -> None:
+    from segkit.config import load_config
+    from segkit.errors import ConfigError
+    from segkit.prepare import run_prepare
+
+    cfg = load_config("chest-ct", ["cascade.enabled=true", "cascade.coarse_size=[64,64]"])
+    with pytest.raises(ConfigError, match="is a set of 2D slices: a cascade") as e:
+        run_prepare("chest-ct", shared_data / "slices" / "chest-ct", tmp_path / "out", cfg)
+    assert e.value.hint == "set cascade.enabled: false for 2D slices" and not (tmp_path / "out").exists()
