@@ -90,6 +90,17 @@ def test_acdc80_roi_recipe_is_the_acdc_preset_at_128_on_the_same_patients(bench,
     assert len({c.split("_")[0] for c in bench.DATASETS["acdc80"]["test"]}) == 16
 
 
+def test_acdc80_cascade_recipe_is_the_acdc_preset_as_a_cascade_on_the_same_patients(bench, tmp_path: Path) -> None:  # noqa: ANN001, E501
+    cfg = bench.recipe_config("acdc80-cascade", "recommended", tmp_path, 40.0, quick=False)
+    whole = bench.recipe_config("acdc80", "recommended", tmp_path, 40.0, quick=False)
+    assert cfg.cascade.enabled and cfg.cascade.coarse_size == (64, 64) and cfg.cascade.coarse_share == 0.2
+    assert cfg.prepare.size == cfg.data.image_size == (128, 128) and cfg.train.time_limit == 40.0
+    assert cfg.model == whole.model and cfg.prepare.split == whole.prepare.split
+    assert bench.DATASETS["acdc80-cascade"]["test"] == bench.DATASETS["acdc80"]["test"]
+    with pytest.raises(SystemExit, match="plans the whole source"):
+        bench.recipe_config("acdc80-cascade", "plan", tmp_path, 40.0, quick=False)
+
+
 def test_oracle_crop_keeps_every_foreground_voxel_and_the_world_position(bench, tmp_path: Path) -> None:  # noqa: ANN001
     import nibabel as nib
     import numpy as np
