@@ -252,7 +252,7 @@ def evaluate_model(
         "largest_component": _lcc_json(cfg.infer.largest_component) if cases.with_sources else None,
         "tta": bool(cfg.infer.tta),
         "surface_distance_implementation": IMPLEMENTATION if volumetric else None,
-        # a cascade's slice PNGs are the reference-label crops: its per-slice scores assume a perfect first stage
+        # a cascade's slice PNGs are the reference-label crops: its slice scores assume a perfect first stage
         "slice_images": ("reference-label crops (cascade: perfect localisation)" if cfg.cascade.enabled
                          else "written slices"),
         "nsd_tolerance_mm": tol,

@@ -369,8 +369,8 @@ def _cascade_entries(geo: Geometry) -> list[Entry]:
          f"the median slice at the target spacing / {COARSE_FACTOR}"),
         ("cascade.margin_mm", CASCADE_MARGIN_MM, "the ACDC bench's crop margin"),
         ("cascade.jitter_mm", CASCADE_JITTER_MM, "the ACDC bench's training jitter"),
-        ("cascade.coarse_share", COARSE_SHARE, "on ACDC-80 a fifth of 2,400 CPU-s gave the coarse stage 3 epochs "
-         "with its validation Dice still rising fast (0.59, 0.73, 0.77): a bit more than that"),
+        ("cascade.coarse_share", COARSE_SHARE, "on ACDC-80 a fifth of 2,400 CPU-s gave the coarse stage 3 "
+         "epochs with its validation Dice still rising fast (0.59, 0.73, 0.77): a bit more than that"),
     ]
 
 
