@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-SECTIONS = ("prepare", "data", "model", "loss", "train", "augment", "evaluate")
+SECTIONS = ("prepare", "data", "model", "loss", "train", "augment", "evaluate", "cascade")
 
 
 def _flow(value: Any) -> str:
@@ -28,6 +28,9 @@ def _line(indent: str, key: str, value: Any, reason: str) -> list[str]:
 def render_config(entries: list[tuple[str, Any, str]], header: list[str]) -> str:
     """The YAML text of ``entries`` under the comment lines ``header`` (given without ``#``)."""
     lines = [f"# {h}".rstrip() for h in header]
+    lost = [k for k, _, _ in entries if "." in k and k.split(".", 1)[0] not in SECTIONS]
+    if lost:  # a planned key must never be dropped silently
+        raise ValueError(f"planned key {lost[0]} is in no section render_config writes ({', '.join(SECTIONS)})")
     for key, value, reason in entries:
         if "." not in key:
             lines += _line("", key, value, reason)

@@ -21,9 +21,11 @@ Data-driven choices (nnU-Net's rules where they fit a 2D, CPU-bound toolkit):
 - ``data.context_slices``: 0 (2D): 2.5D context was measured and dropped on LA (README), and across a coarse
   axis neighbouring slices are far apart;
 - the cascade: when the foreground box covers less than ``CASCADE_BELOW`` of the field of view, a cascade
-  (``cascade.enabled``): the fine stage's square crop is the largest box + ``CASCADE_MARGIN_MM`` +
-  ``CASCADE_JITTER_MM`` / 2 a side at the target spacing (``prepare.size``, no ``prepare.spacing``), the
-  coarse stage sees the median slice / ``COARSE_FACTOR``; a header comment says which and why;
+  (``cascade.enabled``): the fine stage's square crop (``prepare.size``, no ``prepare.spacing``) is the
+  median case's foreground box (its longer side) + ``CASCADE_MARGIN_MM`` + ``CASCADE_JITTER_MM`` / 2 a side
+  at the target spacing: every case's own crop is resized to it, so the median case keeps its resolution (the
+  largest box would set it by an outlier: 243 mm among ACDC-80's hearts); the coarse stage sees the median
+  slice / ``COARSE_FACTOR``; a header comment says which and why;
 - ``prepare.split``: the preset's ratios (2 cases: one to train, one to validate), by patient
   (``group_by``) with the preset's own pattern when it matches every case id, else with the
   ``<patient>_<part>`` guess when every id reads so, some patient holds several cases and none more than
@@ -142,15 +144,16 @@ def plan_geometry(fp: dict[str, Any]) -> Geometry:
     share = shares[len(shares) // 2]
     slice_px = [sorted(f[i] / spacing[i] for f in fov)[len(fov) // 2] for i in (0, 1)]
     box_px = [max(b[i] for b in box) * (1 + 2 * MARGIN) / spacing[i] for i in (0, 1)]
-    if share < CASCADE_BELOW:  # a cascade: the fine stage's square crop around the largest box
-        crop_mm = max(max(b) for b in box) + 2 * (CASCADE_MARGIN_MM + CASCADE_JITTER_MM / 2)
+    if share < CASCADE_BELOW:  # a cascade: the fine stage's square crop around the median case's box
+        crop_mm = sorted(max(b) for b in box)[len(box) // 2] + 2 * (CASCADE_MARGIN_MM + CASCADE_JITTER_MM / 2)
         side = crop_mm / min(spacing)
         num_layers = levels_for(side)
         div = 2 ** (num_layers - 1)
         size = (round_to(side, div),) * 2
         coarse = tuple(round_to(p / COARSE_FACTOR, div) for p in slice_px)
         margin = CASCADE_MARGIN_MM + CASCADE_JITTER_MM / 2
-        why = (f"a cascade's crop: the largest foreground box + {margin:g} mm a side ({crop_mm:.0f} mm, "
+        why = (f"a cascade's crop at the median case's scale: its foreground box's longer side + {margin:g} mm "
+               f"a side ({crop_mm:.0f} mm, "
                f"{side:.0f} px at {min(spacing):g} mm), square, because the box is "
                f"{share:.0%} of the field of view (< {CASCADE_BELOW:.0%}); rounded to multiples of {div} "
                f"({num_layers - 1} poolings)")

@@ -34,12 +34,13 @@ def test_plan_of_acdc_writes_fingerprint_and_config(shared_data: Path, tmp_path:
     assert [c.name for c in cfg.classes] == ["RV", "MYO", "LV"] and cfg.modality == "mr"
     assert (cfg.prepare.axis, cfg.prepare.spacing, cfg.data.patches) == (2, None, False)
     assert cfg.cascade.enabled and cfg.cascade.coarse_size == (64, 48)  # the 256 x 224 px median slice / 4
-    # the largest box (136 mm) + 2 x 15 mm = 166 mm = 111 px at 1.5 mm: 112 with 5 levels (a 7 px bottleneck)
-    assert cfg.data.image_size == (112, 112) == cfg.prepare.size and cfg.model.num_layers == 5
+    # the median case's box + 2 x 15 mm = ~92 px at 1.5 mm: 96 with 5 levels (a 6 px bottleneck)
+    assert cfg.data.image_size == (96, 96) == cfg.prepare.size and cfg.model.num_layers == 5
     assert cfg.prepare.split.group_by == r"^(patient\d+)_" and cfg.train.time_limit == 20  # the preset's
     assert cfg.train.batch_size == 4 and cfg.train.epochs >= 1
     text = result.config_path.read_text(encoding="utf-8")
     assert "# cascade: true" in text and "segkit prepare nifti" in text
+    assert "\ncascade:\n  enabled: true  # the foreground box is 9% of the field of view" in text
 
 
 def _volumes(folder: Path, n: int) -> None:

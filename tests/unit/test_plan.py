@@ -194,6 +194,11 @@ def test_geometry_crop_or_cascade() -> None:
     assert geo.axis == 0 and geo.spacing == (1.0, 1.0)
 
 
+def test_a_key_of_no_section_is_never_dropped() -> None:
+    with pytest.raises(ValueError, match="planned key nosuch.key is in no section"):
+        render_config([("nosuch.key", 1, "why")], [])
+
+
 def test_rendered_yaml_reads_back() -> None:
     import yaml
 
