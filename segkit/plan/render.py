@@ -30,7 +30,8 @@ def render_config(entries: list[tuple[str, Any, str]], header: list[str]) -> str
     lines = [f"# {h}".rstrip() for h in header]
     lost = [k for k, _, _ in entries if "." in k and k.split(".", 1)[0] not in SECTIONS]
     if lost:  # a planned key must never be dropped silently
-        raise ValueError(f"planned key {lost[0]} is in no section render_config writes ({', '.join(SECTIONS)})")
+        raise ValueError(f"planned key {lost[0]} is in no section render_config writes "
+                         f"({', '.join(SECTIONS)})")
     for key, value, reason in entries:
         if "." not in key:
             lines += _line("", key, value, reason)

@@ -145,7 +145,8 @@ def plan_geometry(fp: dict[str, Any]) -> Geometry:
     slice_px = [sorted(f[i] / spacing[i] for f in fov)[len(fov) // 2] for i in (0, 1)]
     box_px = [max(b[i] for b in box) * (1 + 2 * MARGIN) / spacing[i] for i in (0, 1)]
     if share < CASCADE_BELOW:  # a cascade: the fine stage's square crop around the median case's box
-        crop_mm = sorted(max(b) for b in box)[len(box) // 2] + 2 * (CASCADE_MARGIN_MM + CASCADE_JITTER_MM / 2)
+        median_side = sorted(max(b) for b in box)[len(box) // 2]
+        crop_mm = median_side + 2 * (CASCADE_MARGIN_MM + CASCADE_JITTER_MM / 2)
         side = crop_mm / min(spacing)
         num_layers = levels_for(side)
         div = 2 ** (num_layers - 1)
