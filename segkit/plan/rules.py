@@ -155,8 +155,8 @@ def plan_geometry(fp: dict[str, Any]) -> Geometry:
         margin = CASCADE_MARGIN_MM + CASCADE_JITTER_MM / 2
         why = (f"a cascade's crop at the median case's scale: its foreground box's longer side + "
                f"{margin:g} mm a side ({crop_mm:.0f} mm, {side:.0f} px at {min(spacing):g} mm), square, "
-               f"because the box is {share:.0%} of the field of view (< {CASCADE_BELOW:.0%}); rounded to multiples of {div} "
-               f"({num_layers - 1} poolings)")
+               f"because the box is {share:.0%} of the field of view (< {CASCADE_BELOW:.0%}); rounded to "
+               f"multiples of {div} ({num_layers - 1} poolings)")
         return Geometry(axis, (round(spacing[0], 4), round(spacing[1], 4)), size, num_layers, share, why,
                         (int(coarse[0]), int(coarse[1])))
     raw = [min(b, s) for b, s in zip(box_px, slice_px, strict=True)]
