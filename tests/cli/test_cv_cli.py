@@ -146,15 +146,22 @@ def test_cv_trains_every_fold_resumably_and_the_run_is_an_ensemble(cv_setup: dic
     assert json.loads((run / "postprocessing.json").read_text())["split"] == "cv"
     assert "| pooled |" in (run / "cv_summary.md").read_text()
 
-    # a third run trains nothing
-    res = runner.invoke(app, ["cv", cfg_path, *_base(cv_setup, run)])
-    assert res.exit_code == 0 and res.stderr.count("done before, skipped") == 3
-
-    # a fold killed after its last epoch (no train_summary.json yet) resumes with nothing left: taken as done
+    # a third run trains nothing: the finished folds are skipped, and a fold killed after its last epoch (no
+    # train_summary.json yet) resumes with nothing left, taken as done; the summary is written again
+    # (one run for both: each full run scores every fold again)
+    stamps = [(run / f"fold_{k}" / "model.keras").stat().st_mtime_ns for k in range(3)]
     (run / "fold_1" / "train_summary.json").unlink()
+    (run / "cv_summary.json").unlink()
     res = runner.invoke(app, ["cv", cfg_path, *_base(cv_setup, run)])
     assert res.exit_code == 0, res.output
-    assert "fold 2/3 (fold_1): resuming" in res.stderr and (run / "cv_summary.json").is_file()
+    assert "fold 1/3 (fold_0): done before, skipped" in res.stderr
+    assert "fold 2/3 (fold_1): resuming" in res.stderr
+    assert "fold 3/3 (fold_2): done before, skipped" in res.stderr
+    assert [(run / f"fold_{k}" / "model.keras").stat().st_mtime_ns for k in range(3)] == stamps
+    assert (run / "fold_1" / "train_summary.json").is_file()
+    again = json.loads((run / "cv_summary.json").read_text())["pooled"]  # the same models, the same scores
+    assert again["cases"] == summary["pooled"]["cases"]
+    assert again["mean_fg_dice"] == pytest.approx(summary["pooled"]["mean_fg_dice"], abs=1e-6)
 
     # a config that allows more training resumes a finished fold; the others are then unfinished for it
     res = runner.invoke(app, ["cv", cfg_path, "--fold", "0", *_base(cv_setup, run),
