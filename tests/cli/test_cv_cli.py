@@ -53,6 +53,16 @@ def _base(s: dict[str, Path], run: Path) -> list[str]:
     return _sets(*TINY, f"data.dir={s['data']}", f"train.run_dir={run}")
 
 
+@pytest.fixture(scope="module")
+def fold_2_trained(cv_setup: dict[str, Path]) -> Path:
+    """``segkit train --fold 2`` into the folder the cross-validation test completes with ``segkit cv`` (which
+    takes that fold as done): one fold training fewer for the module."""
+    run = cv_setup["root"] / "cv_run"
+    res = runner.invoke(app, ["train", str(cv_setup["config"]), "--fold", "2", *_base(cv_setup, run)])
+    assert res.exit_code == 0, res.output
+    return run
+
+
 def _cases_of(pairs: list[tuple[Path, Path]], ids: list[str]) -> set[str]:
     from segkit.data.pipeline import case_of_stem
 
@@ -95,8 +105,10 @@ def test_fold_out_of_range_and_dataset_without_folds_are_one_line(
     assert not (tmp_path / "r2").exists()
 
 
-def test_cv_trains_every_fold_resumably_and_the_run_is_an_ensemble(cv_setup: dict[str, Path]) -> None:
-    run = cv_setup["root"] / "cv_run"
+def test_cv_trains_every_fold_resumably_and_the_run_is_an_ensemble(
+    cv_setup: dict[str, Path], fold_2_trained: Path
+) -> None:
+    run = fold_2_trained  # fold 2 trained by `segkit train --fold 2`: cv takes it as done
     cfg_path = str(cv_setup["config"])
     splits = json.loads((cv_setup["data"] / "splits.json").read_text())
 
@@ -104,7 +116,6 @@ def test_cv_trains_every_fold_resumably_and_the_run_is_an_ensemble(cv_setup: dic
     # stale (its pid is gone), removed with a notice, and the fold trains under this job's own lock
     dead = subprocess.Popen(["true"])
     dead.wait()
-    run.mkdir()
     since = "2026-12-06T07:00:00Z"
     (run / "fold_0.lock").write_text(json.dumps({"host": HOST, "pid": dead.pid, "started": since}))
     res = runner.invoke(app, ["cv", cfg_path, "--fold", "0", *_base(cv_setup, run)])
@@ -116,10 +127,13 @@ def test_cv_trains_every_fold_resumably_and_the_run_is_an_ensemble(cv_setup: dic
     assert not (run / "cv_summary.json").exists() and "no summary" in res.stdout
     stamp = (run / "fold_0" / "model.keras").stat().st_mtime_ns
 
+    fold_2 = (run / "fold_2" / "model.keras").stat().st_mtime_ns
     res = runner.invoke(app, ["cv", cfg_path, *_base(cv_setup, run)])
     assert res.exit_code == 0, res.output
     assert "fold 1/3 (fold_0): done before, skipped" in res.stderr
+    assert "fold 3/3 (fold_2): done before, skipped" in res.stderr  # trained by `segkit train --fold 2`
     assert (run / "fold_0" / "model.keras").stat().st_mtime_ns == stamp  # not retrained
+    assert (run / "fold_2" / "model.keras").stat().st_mtime_ns == fold_2
     for k in range(3):
         saved = load_config(run / f"fold_{k}" / "config.yaml")
         assert saved.data.fold == k and Path(saved.train.run_dir) == run / f"fold_{k}"
@@ -146,15 +160,22 @@ def test_cv_trains_every_fold_resumably_and_the_run_is_an_ensemble(cv_setup: dic
     assert json.loads((run / "postprocessing.json").read_text())["split"] == "cv"
     assert "| pooled |" in (run / "cv_summary.md").read_text()
 
-    # a third run trains nothing
-    res = runner.invoke(app, ["cv", cfg_path, *_base(cv_setup, run)])
-    assert res.exit_code == 0 and res.stderr.count("done before, skipped") == 3
-
-    # a fold killed after its last epoch (no train_summary.json yet) resumes with nothing left: taken as done
+    # a third run trains nothing: the finished folds are skipped, and a fold killed after its last epoch (no
+    # train_summary.json yet) resumes with nothing left, taken as done; the summary is written again
+    # (one run for both: each full run scores every fold again)
+    stamps = [(run / f"fold_{k}" / "model.keras").stat().st_mtime_ns for k in range(3)]
     (run / "fold_1" / "train_summary.json").unlink()
+    (run / "cv_summary.json").unlink()
     res = runner.invoke(app, ["cv", cfg_path, *_base(cv_setup, run)])
     assert res.exit_code == 0, res.output
-    assert "fold 2/3 (fold_1): resuming" in res.stderr and (run / "cv_summary.json").is_file()
+    assert "fold 1/3 (fold_0): done before, skipped" in res.stderr
+    assert "fold 2/3 (fold_1): resuming" in res.stderr
+    assert "fold 3/3 (fold_2): done before, skipped" in res.stderr
+    assert [(run / f"fold_{k}" / "model.keras").stat().st_mtime_ns for k in range(3)] == stamps
+    assert (run / "fold_1" / "train_summary.json").is_file()
+    again = json.loads((run / "cv_summary.json").read_text())["pooled"]  # the same models, the same scores
+    assert again["cases"] == summary["pooled"]["cases"]
+    assert again["mean_fg_dice"] == pytest.approx(summary["pooled"]["mean_fg_dice"], abs=1e-6)
 
     # a config that allows more training resumes a finished fold; the others are then unfinished for it
     res = runner.invoke(app, ["cv", cfg_path, "--fold", "0", *_base(cv_setup, run),
@@ -205,10 +226,8 @@ def test_cv_trains_every_fold_resumably_and_the_run_is_an_ensemble(cv_setup: dic
     assert seg.shape == src.shape and np.allclose(seg.affine, src.affine, atol=1e-5)
 
 
-def test_train_fold_writes_into_its_fold_folder(cv_setup: dict[str, Path]) -> None:
-    run = cv_setup["root"] / "one_fold"
-    res = runner.invoke(app, ["train", str(cv_setup["config"]), "--fold", "2", *_base(cv_setup, run)])
-    assert res.exit_code == 0, res.output
+def test_train_fold_writes_into_its_fold_folder(fold_2_trained: Path) -> None:
+    run = fold_2_trained  # `segkit train --fold 2` (the cv test adds the other folds, never a model here)
     info = load_config(run / "fold_2" / "config.yaml")
     assert info.data.fold == 2 and (run / "fold_2" / "model.keras").is_file()
     assert not (run / "model.keras").exists()
