@@ -669,7 +669,7 @@ class CascadeConfig(_Strict):
         None, ge=1, description="the coarse model's model.base_filters (default: the same as the fine model)"
     )
     coarse_share: float = Field(
-        0.25, gt=0, lt=1,
+        0.25, gt=0, le=0.75,
         description="share of train.time_limit for the coarse stage (no limit: both run train.epochs)",
     )
     margin_mm: float = Field(15.0, ge=0, description="margin around the region of interest's box, in mm")

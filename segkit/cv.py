@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from segkit.config import Config
+from segkit.config import COARSE_DIR, Config
 from segkit.errors import ConfigError, DataError
 from segkit.io.atomic import write_json, write_text
 from segkit.io.run_folder import (
@@ -299,7 +299,9 @@ def _trained_state(cfk: Config) -> str:
 
     rk = Path(cfk.train.run_dir)
     if not (rk / CONFIG_FILE).is_file():
-        return "missing"
+        # a cascade killed in its coarse stage: resumed there (the stage's config is checked on resume)
+        started = cfk.cascade.enabled and (rk / COARSE_DIR / CONFIG_FILE).is_file()
+        return "partial" if started else "missing"
     diff = config_difference((rk / CONFIG_FILE).read_text(encoding="utf-8"), cfk)
     if diff is not None:
         raise ConfigError(f"fold {cfk.data.fold} in the run folder was trained with another config ({diff})",

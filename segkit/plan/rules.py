@@ -177,9 +177,10 @@ def train_slices(fp: dict[str, Any], axis: int, train_share: float, empty_fracti
     return max(1.0, sum(per_case) * train_share)
 
 
-def budget_plan(gflops: float, slices: float, options: PlanOptions) -> list[Entry]:
-    """``train.batch_size``, ``train.epochs`` and ``train.time_limit`` for the budget (module docstring)."""
-    seconds = options.budget_minutes * 60
+def budget_plan(gflops: float, slices: float, options: PlanOptions, share: float = 1.0) -> list[Entry]:
+    """``train.batch_size``, ``train.epochs`` and ``train.time_limit`` for the budget (module docstring);
+    ``share``: the part of it the planned model trains in (a cascade's fine stage: ``1 - COARSE_SHARE``)."""
+    seconds = options.budget_minutes * 60 * share
     images = seconds * CPU_GFLOPS * options.cores / (TRAIN_FLOP_FACTOR * gflops)
     batch, why = BATCH, "the presets' measured choice: more optimizer steps per CPU-minute than 16 (README)"
     if images / BATCH < MIN_STEPS:
@@ -187,7 +188,8 @@ def budget_plan(gflops: float, slices: float, options: PlanOptions) -> list[Entr
     elif images / BATCH > MAX_STEPS:
         batch, why = 8, f"batch 4 would take {images / BATCH:.0f} steps (> {MAX_STEPS}): the budget affords 8"
     epochs = max(1, int(images // slices))
-    how = (f"{options.budget_minutes:g} min x {options.cores} core(s) x {CPU_GFLOPS:g} GFLOP/s a core "
+    part = f" x {share:g} (the fine stage)" if share != 1 else ""
+    how = (f"{options.budget_minutes:g} min{part} x {options.cores} core(s) x {CPU_GFLOPS:g} GFLOP/s a core "
            f"(measured, segkit.plan.rules.CPU_GFLOPS) / ({TRAIN_FLOP_FACTOR:g} x {gflops:.2f} GFLOP an "
            "image) "
            f"= {images:.0f} images; / {slices:.0f} training slices an epoch")
@@ -352,7 +354,7 @@ def plan_entries(fp: dict[str, Any], geo: Geometry, gflops: float, options: Plan
         ("model.num_layers", geo.num_layers, f"{pools} poolings leave a {geo.size[0] >> pools} x "
          f"{geo.size[1] >> pools} px bottleneck (4-8)"),
         *preset_entries(preset),
-        *budget_plan(gflops, slices, options),
+        *budget_plan(gflops, slices, options, 1 - COARSE_SHARE if geo.coarse_size is not None else 1.0),
         ("train.run_dir", f"runs/{options.name}", "the run folder"),
         ("evaluate.nsd_tolerance_mm", nsd, "one target pixel, rounded up to whole mm"),
     ]

@@ -95,12 +95,8 @@ def _check_folders(coarse_cfg: Config, fine_cfg: Config, *, resume: bool, overwr
     without ``--resume`` / ``--overwrite``, a resume of another config."""
     from segkit.train.fit import check_run_dir
 
-    if resume and overwrite:
-        raise ConfigError("--resume and --overwrite exclude each other", hint="pick one")
-    if overwrite:
-        return  # each stage clears its own outputs when it starts
-    for stage in (fine_cfg, coarse_cfg):
-        check_run_dir(stage, resume=resume, overwrite=False)
+    for stage in (fine_cfg, coarse_cfg):  # with --overwrite: checked, not cleared (each stage clears its own)
+        check_run_dir(stage, resume=resume, overwrite=overwrite, clear=False)
 
 
 def _coarse_finished(coarse_cfg: Config) -> bool:

@@ -203,8 +203,9 @@ def _is_empty(path: Path, ignore: tuple[str, ...] = ()) -> bool:
     return not path.exists() or (path.is_dir() and not any(p.name not in ignore for p in path.iterdir()))
 
 
-def check_run_dir(cfg: Config, *, resume: bool, overwrite: bool) -> bool:
-    """Make ``cfg.train.run_dir`` ready; return whether there is a run to resume.
+def check_run_dir(cfg: Config, *, resume: bool, overwrite: bool, clear: bool = True) -> bool:
+    """Make ``cfg.train.run_dir`` ready; return whether there is a run to resume. ``clear=False`` only checks:
+    with ``overwrite`` nothing is deleted (a cascade checks both stages' folders before either trains).
 
     Raises:
         ConfigError: the folder is not empty and neither ``resume`` (of this config) nor ``overwrite`` was
@@ -252,6 +253,8 @@ def check_run_dir(cfg: Config, *, resume: bool, overwrite: bool) -> bool:
     if doomed and not os.access(run_dir, os.W_OK | os.X_OK):  # check before deleting anything
         raise OutputError("cannot replace the run: no permission to delete in the folder", path=run_dir,
                           hint="fix the folder's permissions, or set train.run_dir to a new folder")
+    if not clear:
+        return False
     for p in doomed:
         if p.is_symlink() or not p.is_dir():
             p.unlink()  # a link is removed, never what it points to

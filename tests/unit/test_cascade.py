@@ -335,18 +335,20 @@ def test_the_fine_stage_gets_the_limit_minus_the_coarse_time(
     import json
 
     import segkit.train.fit as fit
+    from segkit.errors import ConfigError
     from segkit.io.run_folder import TrainSummary, write_train_summary
 
     cfg = phantom_cascade["cfg"].model_copy(update={"train": phantom_cascade["cfg"].train.model_copy(
         update={"run_dir": tmp_path / "run"})})
     seen: list = []
+    coarse_s = [60.0]
 
     def fake_train_one(stage, *, resume=False, overwrite=False, progress=None):  # noqa: ANN001, ANN202
         run = Path(stage.train.run_dir)
         run.mkdir(parents=True, exist_ok=True)
         (run / "config.yaml").write_text(stage.to_yaml())
         write_train_summary(run, TrainSummary(stop_reason="time_limit", epochs_done=3,
-                                              epochs=stage.train.epochs, train_time_s=150.0,
+                                              epochs=stage.train.epochs, train_time_s=coarse_s[0],
                                               time_limit_min=stage.train.time_limit,
                                               postprocessing=None))
         seen.append((run.name, stage.train.time_limit, resume))
@@ -355,13 +357,27 @@ def test_the_fine_stage_gets_the_limit_minus_the_coarse_time(
 
     monkeypatch.setattr(fit, "train_one", fake_train_one)
     result = fit.train_model(cfg)
-    assert seen == [("coarse", pytest.approx(2.5), False), ("run", pytest.approx(10 - 2.5), False)]
+    # the coarse stage's share is 2.5 min but it used 1: the fine stage gets the other 9
+    assert seen == [("coarse", pytest.approx(2.5), False), ("run", pytest.approx(9.0), False)]
     assert result.coarse is not None and result.run_dir == tmp_path / "run"
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
-    assert summary["cascade"] == {"time_limit_min": 10, "coarse_train_time_s": 150.0}
+    assert summary["cascade"] == {"time_limit_min": 10, "coarse_train_time_s": 60.0}
     seen.clear()
     fit.train_model(cfg, resume=True)
     assert [s[0] for s in seen] == ["run"]  # the finished coarse stage is kept
+    seen.clear()
+    coarse_s[0] = 540.0  # a coarse stage that overran: the fine stage keeps a quarter of the limit
+    fit.train_model(cfg, overwrite=True)
+    assert seen == [("coarse", pytest.approx(2.5), False), ("run", pytest.approx(2.5), False)]
+    # a run folder holding a cross-validation run is refused before anything trains, --overwrite or not
+    seen.clear()
+    cv = tmp_path / "cv"
+    (cv / "fold_0").mkdir(parents=True)
+    (cv / "fold_0" / "config.yaml").write_text("x: 1")
+    in_cv = cfg.model_copy(update={"train": cfg.train.model_copy(update={"run_dir": cv})})
+    with pytest.raises(ConfigError, match="cross-validation run"):
+        fit.train_model(in_cv, overwrite=True)
+    assert seen == []
 
 
 def test_2d_slice_sources_are_refused_before_anything_is_written(shared_data: Path, tmp_path: Path) -> None:

@@ -186,6 +186,9 @@ def test_geometry_crop_or_cascade() -> None:
     small = plan_geometry({"summary": summary, "cases": [_case([200, 100, 50], [1, 1, 1], [20, 50, 10])]})
     # a cascade: box 50 mm + 15 mm a side = 80 px square (5 levels, multiples of 16); coarse (100, 200) / 4
     assert small.size == (80, 80) and small.num_layers == 5 and small.coarse_size == (32, 48)
+    # three cases: the crop follows the median case's box (50 mm), not the largest (90 mm)
+    three = [_case([200, 100, 50], [1, 1, 1], [20, b, 10]) for b in (30, 50, 90)]
+    assert plan_geometry({"summary": summary, "cases": three}).size == (80, 80)
     aniso = {"spacing": {"median": [1.5, 1.5, 10.0]}}
     flat = [_case([64, 64, 10], [1.5, 1.5, 10], [30, 30, 50])]
     assert plan_geometry({"summary": aniso, "cases": flat}).axis == 2
