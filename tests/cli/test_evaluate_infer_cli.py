@@ -27,6 +27,9 @@ TINY = [
     "model.base_filters=4",
     "data.image_size=[32,32]",
     "infer.batch_size=16",
+    # no XLA compilation of each command's predict function (demo.yaml turns it on): the README's quick start
+    # (test_readme_commands) trains, evaluates and infers the demo with it
+    "train.jit_compile=false",
 ]
 
 

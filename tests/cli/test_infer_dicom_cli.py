@@ -18,7 +18,9 @@ from segkit.config import load_config
 from segkit.io.volumes import load_volume
 
 runner = CliRunner()
-TINY = ["model.num_layers=3", "model.base_filters=4", "data.image_size=[32,32]", "infer.batch_size=16"]
+# no XLA compilation per command (demo.yaml turns it on; the README quick start infers with it)
+TINY = ["model.num_layers=3", "model.base_filters=4", "data.image_size=[32,32]", "infer.batch_size=16",
+        "train.jit_compile=false"]
 
 
 @pytest.fixture(scope="module")
