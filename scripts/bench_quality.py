@@ -235,7 +235,7 @@ def check_split(dataset: str, data_dir: Path, quick: bool, cv: bool = False) -> 
 
 def run_one(dataset: str, recipe: str, out: Path, minutes: float, quick: bool, tag: str,
             presets: Path = REPO / "configs", model: str | None = None,
-            cv: int | None = None) -> dict[str, Any]:
+            cv: int | None = None, seed: int | None = None) -> dict[str, Any]:
     from segkit.evaluate.run import evaluate_model
     from segkit.prepare import PrepareOptions, SourceOptions, run_prepare
     from segkit.train import train_model
@@ -266,6 +266,12 @@ def run_one(dataset: str, recipe: str, out: Path, minutes: float, quick: bool, t
         raise SystemExit(f"[{name}] prepare failed: {report.failures[0]}")
     prepare_s = time.perf_counter() - t0
     splits = check_split(dataset, Path(cfg.data.dir), quick, cv=bool(cv))
+    if seed is not None:  # another training seed on the same prepared data (the split keeps the config's)
+        from segkit.config import validate_config
+
+        raw = cfg.model_dump(mode="json")
+        raw["seed"] = seed
+        cfg = validate_config(raw)
     print(f"[{name}] prepared in {prepare_s:.0f} s; training {minutes:g} min"
           + (f" x {cv} folds" if cv else "") + " ...", flush=True)
     t0 = time.perf_counter()
@@ -304,6 +310,7 @@ def run_one(dataset: str, recipe: str, out: Path, minutes: float, quick: bool, t
         "recipe": recipe,
         "tag": tag,
         "minutes": minutes,
+        "seed": cfg.seed,
         "model": cfg.model.name,
         "params": None,
         "epochs": tr.epochs_done,
@@ -425,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cv", type=int, default=None, metavar="K",
                     help="cross-validation: K folds of the non-test patients "
                          "(segkit cv, --minutes per fold), then the fold ensemble on the same test patients")
+    ap.add_argument("--seed", type=int, default=None,
+                    help="train with this seed (weights, shuffling, augmentation) on data prepared and split "
+                         "with the recipe's own seed: a second seed of the same comparison (give --tag too)")
     ap.add_argument("--cores", default=None, help="pin to these CPU ids, e.g. 0 or 0,1 (default: all)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: 2 minutes, test + valid + 4 training cases")
@@ -441,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     results = [run_one(d, r, args.out, minutes, args.quick,
                        "-".join(t for t in (m, f"cv{args.cv}" if args.cv else "", args.tag) if t),
-                       args.presets, m, args.cv)
+                       args.presets, m, args.cv, args.seed)
                for d in args.datasets for r in args.recipes for m in args.models]
     # every result in the folder (earlier invocations too) goes into the table
     everything = [json.loads(p.read_text()) for p in sorted(args.out.glob("*/result.json"))]
