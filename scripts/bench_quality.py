@@ -20,7 +20,12 @@ Datasets (``../shared/data/volumes``; SOURCES.md in each folder):
   0.7 / 0.1 / 0.2): test 16 patients (002 029 030 041 042 047 053 054 057 072 079 086 088 089 090 094),
   valid 8 (004 009 010 013 035 061 069 073), train the other 56: issue 19's 64 / 16 patients.
 - ``acdc80-roi``: the same patients, each volume cut in-plane to its reference label's box + 10 px a side
-  (squared), at 128 x 128: the oracle upper bound of a locate-then-segment cascade (a perfect first stage).
+  (squared), at 128 x 128, one model (no cascade): the oracle upper bound of a locate-then-segment cascade (a
+  perfect first stage).
+- ``acdc80-cascade``: the same patients, the preset's cascade with fine 128 x 128 crops and coarse 64 x 64
+  whole slices (20 % of the time).
+- ``acdc80-whole``: the same patients, the previous ACDC preset: whole slices at 192 x 192, 6 levels, no
+  cascade (the baseline the preset's cascade was measured against).
 - ``acdc``: ACDC cine MRI, 10 patients x 2 phases, RV / MYO / LV, split by PATIENT (``group_by``; seed 42,
   0.6 / 0.1 / 0.3): test ``patient007 patient008 patient024`` (6 volumes), valid ``patient002``, train 6
   patients.
@@ -108,7 +113,7 @@ DATASETS["acdc80"] = {  # the acdc entry (preset, source, globs) on the 80-patie
 # outside it is foreground in the reference, and nothing outside it is predicted).
 ORACLE_MARGIN = 10
 DATASETS["acdc80-roi"] = {
-    **DATASETS["acdc80"], "crop_margin": ORACLE_MARGIN, "size": [128, 128],
+    **DATASETS["acdc80"], "crop_margin": ORACLE_MARGIN, "size": [128, 128], "cascade": {"enabled": False},
     "title": "ACDC 80 patients, oracle heart crop (reference-label box + 10 px), 128 x 128"}
 # The cascade itself (issue 19): the same 80 patients at full field of view; a coarse model on whole slices
 # at 64 x 64 finds the heart, the fine model segments a crop around it at 128 x 128 (training crops: the
@@ -119,6 +124,11 @@ DATASETS["acdc80-cascade"] = {
     "cascade": {"enabled": True, "coarse_size": [64, 64], "coarse_share": 0.2, "margin_mm": 10.0,
                 "jitter_mm": 10.0},
     "title": "ACDC 80 patients, cascade: coarse 64 x 64 whole slices -> fine 128 x 128 heart crop"}
+# The ACDC preset before it became the cascade (2026-12-06): whole slices at 192 x 192, 6 levels; the
+# baseline of the README's two-seed comparison, to rerun it side by side with the preset of the day.
+DATASETS["acdc80-whole"] = {
+    **DATASETS["acdc80"], "size": [192, 192], "num_layers": 6, "cascade": {"enabled": False},
+    "title": "ACDC 80 patients, the previous preset: whole slices at 192 x 192, 6 levels"}
 RECIPES = ("recommended", "seed", "plan")
 SEED_SIZE = [128, 128]
 SEED_MAX_LEVELS = 6
@@ -159,6 +169,8 @@ def recipe_config(dataset: str, recipe: str, workdir: Path, minutes: float, quic
         raw["prepare"]["size"] = raw["data"]["image_size"] = list(ds["size"])
     if ds.get("cascade"):
         raw["cascade"] = dict(ds["cascade"])
+    if ds.get("num_layers"):
+        raw["model"]["num_layers"] = int(ds["num_layers"])
     raw["prepare"]["split"] = dict(ds["split"])
     raw["data"]["dir"] = str(workdir / "data")
     raw["train"]["run_dir"] = str(workdir / "run")

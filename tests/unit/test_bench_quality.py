@@ -83,11 +83,23 @@ def test_model_override_and_cv_keep_the_bench_test_patients(bench, tmp_path: Pat
 
 def test_acdc80_roi_recipe_is_the_acdc_preset_at_128_on_the_same_patients(bench, tmp_path: Path) -> None:  # noqa: ANN001
     cfg = bench.recipe_config("acdc80-roi", "recommended", tmp_path, 40.0, quick=False)
-    whole = bench.recipe_config("acdc80", "recommended", tmp_path, 40.0, quick=False)
-    assert cfg.prepare.size == cfg.data.image_size == (128, 128) and whole.data.image_size == (192, 192)
-    assert cfg.model == whole.model and cfg.prepare.split == whole.prepare.split
+    preset = bench.recipe_config("acdc80", "recommended", tmp_path, 40.0, quick=False)
+    assert cfg.prepare.size == cfg.data.image_size == (128, 128) and not cfg.cascade.enabled  # one model
+    assert preset.cascade.enabled and preset.data.image_size == (96, 96)  # the preset is the cascade
+    assert cfg.model == preset.model and cfg.prepare.split == preset.prepare.split
     assert bench.DATASETS["acdc80-roi"]["test"] == bench.DATASETS["acdc80"]["test"]
     assert len({c.split("_")[0] for c in bench.DATASETS["acdc80"]["test"]}) == 16
+
+
+def test_acdc80_whole_is_the_previous_acdc_preset_on_the_same_patients(bench, tmp_path: Path) -> None:  # noqa: ANN001
+    """The baseline of the README's two-seed comparison: whole slices at 192 x 192, 6 levels, no cascade; all
+    else the preset's."""
+    cfg = bench.recipe_config("acdc80-whole", "recommended", tmp_path, 40.0, quick=False)
+    preset = bench.recipe_config("acdc80", "recommended", tmp_path, 40.0, quick=False)
+    assert cfg.prepare.size == cfg.data.image_size == (192, 192) and cfg.model.num_layers == 6
+    assert not cfg.cascade.enabled and preset.cascade.enabled
+    assert cfg.model.model_copy(update={"num_layers": 5}) == preset.model and cfg.train == preset.train
+    assert bench.DATASETS["acdc80-whole"]["test"] == bench.DATASETS["acdc80"]["test"]
 
 
 def test_acdc80_cascade_recipe_is_the_acdc_preset_as_a_cascade_on_the_same_patients(bench, tmp_path: Path) -> None:  # noqa: ANN001, E501
