@@ -22,8 +22,9 @@ Datasets (``../shared/data/volumes``; SOURCES.md in each folder):
 - ``acdc80-roi``: the same patients, each volume cut in-plane to its reference label's box + 10 px a side
   (squared), at 128 x 128, one model (no cascade): the oracle upper bound of a locate-then-segment cascade (a
   perfect first stage).
-- ``acdc80-cascade``: the same patients, the preset's cascade with fine 128 x 128 crops and coarse 64 x 64
-  whole slices (20 % of the time).
+- ``acdc80-cascade``: the same patients, the first cascade measured (the then whole-slice preset's 6-level net
+  on fine 128 x 128 crops, coarse 64 x 64 whole slices with 20 % of the time; the preset's cascade is since
+  ``acdc80`` itself).
 - ``acdc80-whole``: the same patients, the previous ACDC preset: whole slices at 192 x 192, 6 levels, no
   cascade (the baseline the preset's cascade was measured against).
 - ``acdc``: ACDC cine MRI, 10 patients x 2 phases, RV / MYO / LV, split by PATIENT (``group_by``; seed 42,
@@ -114,13 +115,14 @@ DATASETS["acdc80"] = {  # the acdc entry (preset, source, globs) on the 80-patie
 ORACLE_MARGIN = 10
 DATASETS["acdc80-roi"] = {
     **DATASETS["acdc80"], "crop_margin": ORACLE_MARGIN, "size": [128, 128], "cascade": {"enabled": False},
+    "num_layers": 6,  # as measured (the ACDC preset of the day: 6 levels)
     "title": "ACDC 80 patients, oracle heart crop (reference-label box + 10 px), 128 x 128"}
 # The cascade itself (issue 19): the same 80 patients at full field of view; a coarse model on whole slices
 # at 64 x 64 finds the heart, the fine model segments a crop around it at 128 x 128 (training crops: the
 # reference box + 10 mm, jittered by up to 10 mm; inference crops: the coarse foreground's box + 15 mm).
 # Both stages share the time limit (the coarse one 20 %).
 DATASETS["acdc80-cascade"] = {
-    **DATASETS["acdc80"], "size": [128, 128],
+    **DATASETS["acdc80"], "size": [128, 128], "num_layers": 6,  # as measured (the preset of the day)
     "cascade": {"enabled": True, "coarse_size": [64, 64], "coarse_share": 0.2, "margin_mm": 10.0,
                 "jitter_mm": 10.0},
     "title": "ACDC 80 patients, cascade: coarse 64 x 64 whole slices -> fine 128 x 128 heart crop"}
@@ -154,9 +156,9 @@ def recipe_config(dataset: str, recipe: str, workdir: Path, minutes: float, quic
     elif recipe == "plan":  # segkit plan's config for the dataset, planned for this budget and these cores
         from segkit.plan import PlanOptions, run_plan
 
-        if ds.get("crop_margin") is not None or ds.get("cascade") or quick:
-            raise SystemExit(f"the plan recipe plans the whole source, not {dataset}'s crops or a --quick "
-                             "subset")
+        if any(k in ds for k in ("crop_margin", "cascade", "size", "num_layers")) or quick:
+            raise SystemExit(f"the plan recipe plans the whole source itself, not {dataset}'s own settings "
+                             "(crops, sizes, cascade) or a --quick subset")
 
         opts = PlanOptions(name=own.name, budget_minutes=minutes, cores=len(os.sched_getaffinity(0)),
                            preset_like=ds["preset"])
@@ -252,12 +254,17 @@ def run_one(dataset: str, recipe: str, out: Path, minutes: float, quick: bool, t
     from segkit.prepare import PrepareOptions, SourceOptions, run_prepare
     from segkit.train import train_model
 
-    name = f"{dataset}-{recipe}" + (f"-{tag}" if tag else "")
+    name = f"{dataset}-{recipe}" + (f"-{tag}" if tag else "") + (f"-seed{seed}" if seed is not None else "")
     workdir = out / name
     result_path = workdir / "result.json"
     if result_path.is_file():
+        done = json.loads(result_path.read_text())
+        done_seed = done.get("seed", done.get("config", {}).get("seed"))
+        if seed is not None and done_seed != seed:
+            raise SystemExit(f"[{name}] {result_path} was trained with seed {done_seed}, not --seed {seed}: "
+                             "give another --tag")
         print(f"[{name}] done before: {result_path}", flush=True)
-        return json.loads(result_path.read_text())
+        return done
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = recipe_config(dataset, recipe, workdir, minutes, quick, presets, model)
     if cv:  # the same test patients; the other patients in cv folds (valid ratio unused)
@@ -266,6 +273,17 @@ def run_one(dataset: str, recipe: str, out: Path, minutes: float, quick: bool, t
         from segkit.config import validate_config
 
         cfg = validate_config(raw)
+    # --seed: training's seed (weights, shuffling, augmentation); prepare and the split keep the recipe's
+    train_cfg = cfg if seed is None else cfg.model_copy(update={"seed": seed})
+    run_dir = Path(cfg.train.run_dir)
+    saved = [p for p in (run_dir / "config.yaml", run_dir / "coarse" / "config.yaml") if p.is_file()]
+    if saved:  # an interrupted run (a cascade may have stopped in its coarse stage): resumed below
+        import yaml
+
+        saved_seed = (yaml.safe_load(saved[0].read_text()) or {}).get("seed")
+        if saved_seed != train_cfg.seed:
+            raise SystemExit(f"[{name}] {saved[0]} was trained with seed {saved_seed}, not {train_cfg.seed}: "
+                             "give another --tag")
     ds = DATASETS[dataset]
     src = quick_source(dataset, workdir / "src") if quick else Path(ds["src"])
     if ds.get("crop_margin") is not None:
@@ -278,12 +296,7 @@ def run_one(dataset: str, recipe: str, out: Path, minutes: float, quick: bool, t
         raise SystemExit(f"[{name}] prepare failed: {report.failures[0]}")
     prepare_s = time.perf_counter() - t0
     splits = check_split(dataset, Path(cfg.data.dir), quick, cv=bool(cv))
-    if seed is not None:  # another training seed on the same prepared data (the split keeps the config's)
-        from segkit.config import validate_config
-
-        raw = cfg.model_dump(mode="json")
-        raw["seed"] = seed
-        cfg = validate_config(raw)
+    cfg = train_cfg
     print(f"[{name}] prepared in {prepare_s:.0f} s; training {minutes:g} min"
           + (f" x {cv} folds" if cv else "") + " ...", flush=True)
     t0 = time.perf_counter()
@@ -299,8 +312,7 @@ def run_one(dataset: str, recipe: str, out: Path, minutes: float, quick: bool, t
                              train_time_s=sum(r["train_time_s"] for r in runs),
                              stop_reason=runs[0]["stop_reason"], best_value=None, monitor="", history=[])
     else:
-        resume = (Path(cfg.train.run_dir) / "config.yaml").is_file()
-        tr = train_model(cfg, resume=resume, overwrite=not resume)
+        tr = train_model(cfg, resume=bool(saved), overwrite=not saved)
     train_wall = time.perf_counter() - t0
     print(f"[{name}] {tr.epochs_done} epochs in {tr.train_time_s / 60:.1f} min ({tr.stop_reason}); "
           f"best {tr.monitor} {tr.best_value}", flush=True)
@@ -446,7 +458,8 @@ def main(argv: list[str] | None = None) -> int:
                          "(segkit cv, --minutes per fold), then the fold ensemble on the same test patients")
     ap.add_argument("--seed", type=int, default=None,
                     help="train with this seed (weights, shuffling, augmentation) on data prepared and split "
-                         "with the recipe's own seed: a second seed of the same comparison (give --tag too)")
+                         "with the recipe's own seed: a second seed of the same comparison (run folders get "
+                         "-seedN)")
     ap.add_argument("--cores", default=None, help="pin to these CPU ids, e.g. 0 or 0,1 (default: all)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: 2 minutes, test + valid + 4 training cases")

@@ -61,9 +61,10 @@ COARSE_SHARE = 0.3
 COARSE_FACTOR = 4
 """The coarse stage's whole slice: the median slice at the target spacing / this, per side."""
 CPU_GFLOPS = 43.0
-"""Training throughput of one CPU core in forward GFLOP x 3 per second, measured: the ACDC preset (4.01
-forward GFLOP per 192^2 image, ``model_summary``) trained an epoch of 1,187 slices in ~5.5 minutes on one core
-(issue 19): 1187 x 3 x 4.01 / 330 s = 43.3."""
+"""Training throughput of one CPU core in forward GFLOP x 3 per second, measured: the previous ACDC preset
+(4.01 forward GFLOP per 192^2 whole slice, ``model_summary``) trained an epoch of 1,187 slices in ~5.5 minutes
+on one core (issue 19): 1187 x 3 x 4.01 / 330 s = 43.3; the cascade preset's fine net (0.85 GFLOP per 96^2
+crop) 17.5 images/s in ``train_on_batch`` on one Xeon core: 44.6."""
 TRAIN_FLOP_FACTOR = 3.0
 """Training FLOP per image / forward FLOP (forward, then the backward pass ~ twice the forward)."""
 BATCH = 4
