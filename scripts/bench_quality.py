@@ -132,6 +132,8 @@ DATASETS["acdc80-whole"] = {
     **DATASETS["acdc80"], "size": [192, 192], "num_layers": 6, "cascade": {"enabled": False},
     "title": "ACDC 80 patients, the previous preset: whole slices at 192 x 192, 6 levels"}
 RECIPES = ("recommended", "seed", "plan")
+#: a dataset entry's own settings laid over the recipe (recipe_config); the plan recipe plans them itself
+OWN_SETTINGS = ("crop_margin", "size", "cascade", "num_layers")
 SEED_SIZE = [128, 128]
 SEED_MAX_LEVELS = 6
 
@@ -156,7 +158,7 @@ def recipe_config(dataset: str, recipe: str, workdir: Path, minutes: float, quic
     elif recipe == "plan":  # segkit plan's config for the dataset, planned for this budget and these cores
         from segkit.plan import PlanOptions, run_plan
 
-        if any(k in ds for k in ("crop_margin", "cascade", "size", "num_layers")) or quick:
+        if any(k in ds for k in OWN_SETTINGS) or quick:
             raise SystemExit(f"the plan recipe plans the whole source itself, not {dataset}'s own settings "
                              "(crops, sizes, cascade) or a --quick subset")
 
@@ -250,7 +252,9 @@ def check_split(dataset: str, data_dir: Path, quick: bool, cv: bool = False) -> 
 def run_one(dataset: str, recipe: str, out: Path, minutes: float, quick: bool, tag: str,
             presets: Path = REPO / "configs", model: str | None = None,
             cv: int | None = None, seed: int | None = None) -> dict[str, Any]:
+    from segkit.config import COARSE_DIR
     from segkit.evaluate.run import evaluate_model
+    from segkit.io.run_folder import CONFIG_FILE
     from segkit.prepare import PrepareOptions, SourceOptions, run_prepare
     from segkit.train import train_model
 
@@ -276,7 +280,7 @@ def run_one(dataset: str, recipe: str, out: Path, minutes: float, quick: bool, t
     # --seed: training's seed (weights, shuffling, augmentation); prepare and the split keep the recipe's
     train_cfg = cfg if seed is None else cfg.model_copy(update={"seed": seed})
     run_dir = Path(cfg.train.run_dir)
-    saved = [p for p in (run_dir / "config.yaml", run_dir / "coarse" / "config.yaml") if p.is_file()]
+    saved = [p for p in (run_dir / CONFIG_FILE, run_dir / COARSE_DIR / CONFIG_FILE) if p.is_file()]
     if saved:  # an interrupted run (a cascade may have stopped in its coarse stage): resumed below
         import yaml
 
