@@ -8,7 +8,9 @@
    its in-plane box on the display slices + ``cascade.margin_mm`` + half of ``cascade.jitter_mm`` (the mean
    margin of the training crops), square in mm (``segkit.prepare.roi.roi_box``), the same box for every slice;
 3. the fine model segments that crop of every slice, resized to its ``prepare.size`` (TTA per the settings);
-   its probabilities are resampled to the crop and put back into the whole slice, background outside.
+   its probabilities are resampled to the crop and put back into the whole slice, background outside;
+4. the display slices (``VolumePrediction.stack``, drawn by the overlay PNG): the coarse stage's whole
+   slices at the original slice size, the fine stage's sharper crop pasted in (``composite_display``).
 
 When the coarse model finds no foreground the fine model segments the whole slices (a warning says so): the
 documented fallback, never an empty answer by construction.
@@ -26,6 +28,9 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
 
 from segkit.progress import NULL_PROGRESS, Progress
 
@@ -152,4 +157,36 @@ def predict_cascade(
                        volume.path.name if volume.path is not None else "volume")
     pred = predict_volume(cascade.fine, volume, spec, cfg, settings, progress, crop=box if box else None)
     seconds = {"coarse": coarse_s, **pred.seconds}
-    return replace(pred, stack=coarse.stack, seconds=seconds)
+    display = composite_display(coarse.stack, pred.stack, pred.crop, pred.labels2d.shape[1:3])
+    return replace(pred, stack=display, seconds=seconds)
+
+
+def composite_display(
+    coarse: npt.NDArray[np.uint8],
+    fine: npt.NDArray[np.uint8],
+    crop: tuple[int, int, int, int] | None,
+    size: tuple[int, int],
+) -> npt.NDArray[np.uint8]:
+    """What the cascade saw, at the original slice size: the coarse stage's whole slices, with the fine
+    stage's crop (at its own, finer resolution) pasted into its box.
+
+    Args:
+        coarse: (N, h, w) the coarse stage's display slices (``cascade.coarse_size``).
+        fine: (N, H, W) the fine stage's slices: the crop at the model's size, or the whole slices after the
+            fallback (``crop`` None).
+        crop: ``(r0, r1, c0, c1)`` of the fine stage on the original slices, or None.
+        size: the original slice size ``(rows, cols)``.
+
+    Returns:
+        (N, rows, cols) uint8: sharp inside the crop (the overlay PNG then shows the labels on the pixels the
+        fine model segmented), the coarse stage's blur outside it.
+    """
+    from segkit.io.slices import resize_image
+
+    if crop is None:
+        return np.stack([resize_image(s, size) for s in fine])
+    out = np.stack([resize_image(s, size) for s in coarse])
+    r0, r1, c0, c1 = crop
+    for i, s in enumerate(fine):
+        out[i, r0:r1, c0:c1] = resize_image(s, (r1 - r0, c1 - c0))
+    return out

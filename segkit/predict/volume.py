@@ -67,7 +67,8 @@ class VolumePrediction:
         labels: (X, Y, Z) uint8 class ids in the input's ORIGINAL array shape and orientation (no
             post-processing).
         stack: (N, H, W) uint8 preprocessed display slices as the model saw them (``data.image_size``, or the
-            prepared size with ``data.patches``).
+            prepared size with ``data.patches``; a cascade: both stages' slices at the original slice size,
+            ``segkit.predict.cascade.composite_display``).
         labels2d: (N, h, w) uint8 predicted ids at the original slice size ``geometry.slice_shape``.
         geometry: geometry of the input (``segkit.prepare.slicing.volume_to_slices``).
         seconds: wall time per stage ("preprocess", "predict", "reassemble").
