@@ -337,6 +337,7 @@ def run_one(dataset: str, recipe: str, out: Path, minutes: float, quick: bool, t
         "dataset": dataset,
         "recipe": recipe,
         "tag": tag,
+        "run": name,
         "minutes": minutes,
         "seed": cfg.seed,
         "model": cfg.model.name,
@@ -396,6 +397,15 @@ def _nanmean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
+def run_label(r: dict[str, Any]) -> str:
+    """``recipe (tag, seed N)`` of a result in the table and the plot; the seed only for a run trained with
+    ``--seed`` (its folder ends in ``-seedN``), so two seeds of one tag are told apart."""
+    extra = [r["tag"]] if r.get("tag") else []
+    if str(r.get("run", "")).endswith(f"-seed{r.get('seed')}"):
+        extra.append(f"seed {r['seed']}")
+    return r["recipe"] + (f" ({', '.join(extra)})" if extra else "")
+
+
 def table(results: list[dict[str, Any]]) -> str:
     lines = ["| dataset | recipe | epochs in budget | held-out patients' volumes | mean fg Dice ± sd | "
              "per class Dice | mean HD95 (mm) | post-processing |",
@@ -406,7 +416,7 @@ def table(results: list[dict[str, Any]]) -> str:
         ppt = ("TTA" if pp.get("tta") else "no TTA") + (f", LCC {pp.get('largest_component')}"
                                                        if pp.get("largest_component") else "")
         hd = f"{r['mean_hd95_mm']:.2f}" if r.get("mean_hd95_mm") is not None else "n/a"
-        name = r["recipe"] + (f" ({r['tag']})" if r.get("tag") else "")
+        name = run_label(r)
         co = r.get("coarse")
         epochs = (f"{r['epochs']} ({r['train_time_s'] / 60:.1f} min)" if not co else
                   f"coarse {co['epochs']} ({co['train_time_s'] / 60:.1f} min) + fine {r['epochs']} "
@@ -427,7 +437,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.2), squeeze=False)
     for ax, ds in zip(axes[0], datasets, strict=True):
         for r in [r for r in results if r["dataset"] == ds]:
-            name = r["recipe"] + (f" ({r['tag']})" if r.get("tag") else "")
+            name = run_label(r)
             xs = [(h["time_s"] or 0) / 60 for h in r["history"]]
             ys = [h["val_fg_dice"] if h["val_fg_dice"] is not None else float("nan") for h in r["history"]]
             line, = ax.plot(xs, ys, "-o", markersize=3, label=f"{name}: validation (2D, per epoch)")

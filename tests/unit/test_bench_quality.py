@@ -60,6 +60,10 @@ def test_table_lists_every_result(bench) -> None:  # noqa: ANN001
          "mean_hd95_mm": 12.345, "postprocessing": {"tta": True, "largest_component": [1]}}
     lines = bench.table([r]).splitlines()
     assert lines[2] == "| la | seed | 3 (10.0 min) | 2 | 0.500 ± 0.100 | LA 0.500 | 12.35 | TTA, LCC [1] |"
+    # two seeds of one tag are told apart; a run without --seed (folder without -seedN) shows no seed
+    seeded = bench.table([{**r, "tag": "s9", "seed": 7, "run": "la-seed-s9-seed7"},
+                          {**r, "tag": "s9", "seed": 42, "run": "la-seed-s9"}]).splitlines()
+    assert "| seed (s9, seed 7) |" in seeded[2] and "| seed (s9) |" in seeded[3]
 
 
 def test_model_override_and_cv_keep_the_bench_test_patients(bench, tmp_path: Path) -> None:  # noqa: ANN001
@@ -182,6 +186,7 @@ def test_seed_trains_both_cascade_stages_with_it_on_data_prepared_with_the_recip
     r = bench.run_one("acdc80", "recommended", tmp_path, 1.0, False, "t", seed=7)
     assert seen == {"prepare_seed": 42, "train": (7, 7, False)} and r["seed"] == 7
     assert (tmp_path / "acdc80-recommended-t-seed7" / "result.json").is_file()
+    assert r["run"] == "acdc80-recommended-t-seed7" and bench.run_label(r) == "recommended (t, seed 7)"
     seen.clear()
     assert bench.run_one("acdc80", "recommended", tmp_path, 1.0, False, "t", seed=7)["seed"] == 7 and not seen
     # a folder of that name holding another seed's result (renamed by hand): refused, not returned
