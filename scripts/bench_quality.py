@@ -268,7 +268,7 @@ def run_one(dataset: str, recipe: str, out: Path, minutes: float, quick: bool, t
             raise SystemExit(f"[{name}] {result_path} was trained with seed {done_seed}, not --seed {seed}: "
                              "give another --tag")
         print(f"[{name}] done before: {result_path}", flush=True)
-        return done
+        return {"run": name, **done}  # results written before "run" was recorded
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = recipe_config(dataset, recipe, workdir, minutes, quick, presets, model)
     if cv:  # the same test patients; the other patients in cv folds (valid ratio unused)
@@ -493,7 +493,8 @@ def main(argv: list[str] | None = None) -> int:
                        args.presets, m, args.cv, args.seed)
                for d in args.datasets for r in args.recipes for m in args.models]
     # every result in the folder (earlier invocations too) goes into the table
-    everything = [json.loads(p.read_text()) for p in sorted(args.out.glob("*/result.json"))]
+    everything = [{"run": p.parent.name, **json.loads(p.read_text())}
+                  for p in sorted(args.out.glob("*/result.json"))]
     md = table(everything)
     print(md)
     from segkit.io.atomic import write_json, write_text

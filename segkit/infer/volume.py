@@ -186,7 +186,7 @@ def _write_volume(
     case_id, affine, outputs = target.ref.case_id, vol.affine, target.outputs
     t0 = time.perf_counter()
     seg_path = write_labels(outputs[0], labels, affine, target.how)
-    montage = overlay_montage(pred.stack, pred.labels2d, [c.color for c in cfg.effective_classes],
+    montage = overlay_montage(pred.display_stack(), pred.labels2d, [c.color for c in cfg.effective_classes],
                               cfg.infer.alpha, classes=cfg.effective_classes)
     montage_path = write_png(outputs[1], montage)
     probs_path = None

@@ -9,8 +9,9 @@
    margin of the training crops), square in mm (``segkit.prepare.roi.roi_box``), the same box for every slice;
 3. the fine model segments that crop of every slice, resized to its ``prepare.size`` (TTA per the settings);
    its probabilities are resampled to the crop and put back into the whole slice, background outside;
-4. the display slices (``VolumePrediction.stack``, drawn by the overlay PNG): the coarse stage's whole
-   slices at the original slice size, the fine stage's sharper crop pasted in (``composite_display``).
+4. the overlay PNG of ``segkit infer`` draws on ``VolumePrediction.display_stack()``: the coarse stage's whole
+   slices at the original slice size, the fine stage's sharper crop pasted in (``composite_display``; built
+   only when asked for, so evaluation does not pay for it).
 
 When the coarse model finds no foreground the fine model segments the whole slices (a warning says so): the
 documented fallback, never an empty answer by construction.
@@ -138,7 +139,8 @@ def predict_cascade(
 
     Returns:
         A ``VolumePrediction`` whose ``crop`` is the fine stage's box (None after the fallback), ``stack``
-        the coarse stage's whole slices, ``labels2d`` the whole display slices; ``seconds`` adds "coarse".
+        the fine stage's slices, ``coarse_stack`` the coarse stage's whole slices (``display_stack()``
+        composes the two), ``labels2d`` the whole display slices; ``seconds`` adds "coarse".
     """
     from segkit.predict.volume import VolumeSettings, predict_volume
     from segkit.prepare.record import Geometry
@@ -157,8 +159,7 @@ def predict_cascade(
                        volume.path.name if volume.path is not None else "volume")
     pred = predict_volume(cascade.fine, volume, spec, cfg, settings, progress, crop=box if box else None)
     seconds = {"coarse": coarse_s, **pred.seconds}
-    display = composite_display(coarse.stack, pred.stack, pred.crop, pred.labels2d.shape[1:3])
-    return replace(pred, stack=display, seconds=seconds)
+    return replace(pred, coarse_stack=coarse.stack, seconds=seconds)
 
 
 def composite_display(
@@ -183,10 +184,12 @@ def composite_display(
     """
     from segkit.io.slices import resize_image
 
-    if crop is None:
-        return np.stack([resize_image(s, size) for s in fine])
-    out = np.stack([resize_image(s, size) for s in coarse])
-    r0, r1, c0, c1 = crop
-    for i, s in enumerate(fine):
-        out[i, r0:r1, c0:c1] = resize_image(s, (r1 - r0, c1 - c0))
+    out = np.empty((fine.shape[0], int(size[0]), int(size[1])), dtype=np.uint8)
+    for i in range(fine.shape[0]):
+        if crop is None:
+            out[i] = resize_image(fine[i], size)
+            continue
+        r0, r1, c0, c1 = crop
+        out[i] = resize_image(coarse[i], size)
+        out[i, r0:r1, c0:c1] = resize_image(fine[i], (r1 - r0, c1 - c0))
     return out

@@ -67,8 +67,7 @@ class VolumePrediction:
         labels: (X, Y, Z) uint8 class ids in the input's ORIGINAL array shape and orientation (no
             post-processing).
         stack: (N, H, W) uint8 preprocessed display slices as the model saw them (``data.image_size``, or the
-            prepared size with ``data.patches``; a cascade: both stages' slices at the original slice size,
-            ``segkit.predict.cascade.composite_display``).
+            prepared size with ``data.patches``; a cascade: its fine stage's).
         labels2d: (N, h, w) uint8 predicted ids at the original slice size ``geometry.slice_shape``.
         geometry: geometry of the input (``segkit.prepare.slicing.volume_to_slices``).
         seconds: wall time per stage ("preprocess", "predict", "reassemble").
@@ -76,6 +75,7 @@ class VolumePrediction:
             averaging), when asked for.
         crop: ``(r0, r1, c0, c1)`` of the display slices the model segmented (a cascade's fine stage:
             ``segkit.predict.cascade``), background elsewhere; None: whole slices.
+        coarse_stack: a cascade's coarse stage's whole display slices (``cascade.coarse_size``); None else.
     """
 
     labels: npt.NDArray[np.uint8]
@@ -85,6 +85,18 @@ class VolumePrediction:
     seconds: dict[str, float]
     probabilities: npt.NDArray[np.float32] | None = None
     crop: tuple[int, int, int, int] | None = None
+    coarse_stack: npt.NDArray[np.uint8] | None = None
+
+    def display_stack(self) -> npt.NDArray[np.uint8]:
+        """The slices an overlay draws the labels on: ``stack``, or for a cascade the coarse stage's whole
+        slices at the original slice size with the fine stage's crop pasted in at its own resolution
+        (``segkit.predict.cascade.composite_display``)."""
+        if self.coarse_stack is None:
+            return self.stack
+        from segkit.predict.cascade import composite_display
+
+        size = (int(self.labels2d.shape[1]), int(self.labels2d.shape[2]))
+        return composite_display(self.coarse_stack, self.stack, self.crop, size)
 
 
 def case_id_of(path: Path) -> str:

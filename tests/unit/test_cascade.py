@@ -395,32 +395,35 @@ def test_composite_display_pastes_the_fine_crop_into_the_coarse_slices_at_the_or
     from segkit.predict.cascade import composite_display
 
     coarse = np.full((2, 8, 6), 10, np.uint8)
-    fine = np.stack([np.full((12, 12), 200, np.uint8), np.full((12, 12), 100, np.uint8)])
-    out = composite_display(coarse, fine, (4, 10, 2, 8), (16, 12))
+    ramp = np.arange(6 * 4, dtype=np.uint8).reshape(6, 4) * 10  # not symmetric: a transposed paste differs
+    fine = np.stack([ramp, 255 - ramp])
+    out = composite_display(coarse, fine, (4, 10, 2, 6), (16, 12))  # a 6 x 4 box, at the fine slices' size
     assert out.shape == (2, 16, 12) and out.dtype == np.uint8
-    assert (out[0, 4:10, 2:8] == 200).all() and (out[1, 4:10, 2:8] == 100).all()
+    assert np.array_equal(out[0, 4:10, 2:6], ramp) and np.array_equal(out[1, 4:10, 2:6], 255 - ramp)
     inside = np.zeros((16, 12), bool)
-    inside[4:10, 2:8] = True
+    inside[4:10, 2:6] = True
     assert (out[:, ~inside] == 10).all()  # the coarse slice everywhere else
-    fallback = composite_display(coarse, fine, None, (16, 12))  # no crop: the fine stage's whole slices
-    assert fallback.shape == (2, 16, 12) and (fallback[0] == 200).all() and (fallback[1] == 100).all()
+    fallback = composite_display(coarse, fine, None, (6, 4))  # no crop: the fine stage's whole slices
+    assert np.array_equal(fallback, fine)
 
 
 def test_the_overlay_of_a_cascade_shows_the_crop_sharp_at_the_original_slice_size(tmp_path: Path) -> None:
-    """The montage's tiles come from ``VolumePrediction.stack``: inside the crop, the fine stage's pixels."""
+    """The montage draws on ``display_stack()``: inside the crop, the fine stage's pixels."""
     from segkit.predict.volume import VolumeSettings, predict_volume
 
     cfg = _cfg(tmp_path)
     img = np.zeros((64, 64, 6), np.float32)
     img[20:40, 24:44, 1:5] = 100.0
-    img[22, 26, 2] = 0.0  # a one-pixel hole: the 16-pixel coarse slice blurs it away, the fine crop keeps it
+    img[23, 38, 2] = 0.0  # a one-pixel hole off the crop's diagonal: the 16-pixel coarse slice blurs it away
     pred = predict_volume(_cascade(cfg), Volume(img, np.eye(4), None), Preprocessing.from_config(cfg), cfg,
                           VolumeSettings(8))
-    assert pred.stack.shape == pred.labels2d.shape and pred.stack.dtype == np.uint8
+    assert pred.coarse_stack is not None and pred.coarse_stack.shape[1:] == (16, 16)
+    shown = pred.display_stack()
+    assert shown.shape == pred.labels2d.shape and shown.dtype == np.uint8
     assert pred.crop is not None
     r0, r1, c0, c1 = pred.crop
     spot = np.zeros(img.shape, bool)
-    spot[22, 26, 2] = True
+    spot[23, 38, 2] = True
     (hr,), (hc,) = np.nonzero(display_view(np.moveaxis(spot, 2, 0))[2])  # the hole on display axes
-    assert r0 <= hr < r1 and c0 <= hc < c1
-    assert int(pred.stack[2, hr, hc]) < int(pred.stack[2, r0:r1, c0:c1].max()) - 100  # dark in the fine crop
+    assert r0 <= hr < r1 and c0 <= hc < c1 and hr - r0 != hc - c0
+    assert int(shown[2, hr, hc]) < int(shown[2, r0:r1, c0:c1].max()) - 100  # dark in the fine crop
