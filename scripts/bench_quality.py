@@ -262,13 +262,13 @@ def run_one(dataset: str, recipe: str, out: Path, minutes: float, quick: bool, t
     workdir = out / name
     result_path = workdir / "result.json"
     if result_path.is_file():
-        done = json.loads(result_path.read_text())
+        done = load_result(result_path)
         done_seed = done.get("seed", done.get("config", {}).get("seed"))
         if seed is not None and done_seed != seed:
             raise SystemExit(f"[{name}] {result_path} was trained with seed {done_seed}, not --seed {seed}: "
                              "give another --tag")
         print(f"[{name}] done before: {result_path}", flush=True)
-        return {"run": name, **done}  # results written before "run" was recorded
+        return done
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = recipe_config(dataset, recipe, workdir, minutes, quick, presets, model)
     if cv:  # the same test patients; the other patients in cv folds (valid ratio unused)
@@ -397,6 +397,12 @@ def _nanmean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
+def load_result(path: Path) -> dict[str, Any]:
+    """A run's ``result.json``; ``run`` (its folder's name) filled in for results written before it was
+    recorded."""
+    return {"run": path.parent.name, **json.loads(path.read_text())}
+
+
 def run_label(r: dict[str, Any]) -> str:
     """``recipe (tag, seed N)`` of a result in the table and the plot; the seed only for a run trained with
     ``--seed`` (its folder ends in ``-seedN``), so two seeds of one tag are told apart."""
@@ -493,8 +499,7 @@ def main(argv: list[str] | None = None) -> int:
                        args.presets, m, args.cv, args.seed)
                for d in args.datasets for r in args.recipes for m in args.models]
     # every result in the folder (earlier invocations too) goes into the table
-    everything = [{"run": p.parent.name, **json.loads(p.read_text())}
-                  for p in sorted(args.out.glob("*/result.json"))]
+    everything = [load_result(p) for p in sorted(args.out.glob("*/result.json"))]
     md = table(everything)
     print(md)
     from segkit.io.atomic import write_json, write_text

@@ -186,10 +186,9 @@ def composite_display(
 
     out = np.empty((fine.shape[0], int(size[0]), int(size[1])), dtype=np.uint8)
     for i in range(fine.shape[0]):
-        if crop is None:
-            out[i] = resize_image(fine[i], size)
-            continue
+        out[i] = resize_image(fine[i] if crop is None else coarse[i], size)
+    if crop is not None:
         r0, r1, c0, c1 = crop
-        out[i] = resize_image(coarse[i], size)
-        out[i, r0:r1, c0:c1] = resize_image(fine[i], (r1 - r0, c1 - c0))
+        for i in range(fine.shape[0]):
+            out[i, r0:r1, c0:c1] = resize_image(fine[i], (r1 - r0, c1 - c0))
     return out
