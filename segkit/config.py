@@ -626,18 +626,21 @@ class InferConfig(_Strict):
         None,
         description="flip test-time augmentation; null = the run's postprocessing.json decides (else off)",
     )
-    largest_component: bool | tuple[int, ...] | None = Field(
+    largest_component: bool | tuple[int | Literal["foreground"], ...] | None = Field(
         None,
         description="keep the largest connected component (volumes): true = every class, or a list of class "
-        "ids; null = the run's postprocessing.json (chosen on validation volumes by train) decides (else "
-        "off)",
+        "ids, where the token foreground (first) keeps the largest piece of all classes together, as "
+        "nnU-Net does, e.g. [foreground, 1, 3]; null = the run's postprocessing.json (chosen on validation "
+        "volumes by train) decides (else off)",
     )
 
     @field_validator("largest_component", mode="before")
     @classmethod
     def _no_int_as_bool(cls, v: Any) -> Any:
         if isinstance(v, int) and not isinstance(v, bool):
-            raise ValueError("give true, false or a list of class ids such as [1]")
+            raise ValueError("give true, false or a list of class ids such as [1] (or [foreground, 1])")
+        if isinstance(v, str):  # --set infer.largest_component=foreground
+            return [v]
         return v
 
     alpha: float = Field(0.5, ge=0, le=1, description="overlay opacity")

@@ -71,6 +71,7 @@ from segkit.metrics.overlap import (
 )
 from segkit.metrics.scores import ScoreTable
 from segkit.metrics.surface import IMPLEMENTATION, surface_metrics
+from segkit.postprocess.components import FOREGROUND, LargestComponent
 from segkit.progress import NULL_PROGRESS, Part, Progress
 
 if TYPE_CHECKING:
@@ -388,10 +389,10 @@ class _SliceScores:
         }
 
 
-def _lcc_json(value: bool | Sequence[int] | None) -> bool | list[int]:
+def _lcc_json(value: LargestComponent) -> bool | list[int | str]:
     if value is None:
         return False
-    return value if isinstance(value, bool) else [int(v) for v in value]
+    return value if isinstance(value, bool) else [v if v == FOREGROUND else int(v) for v in value]
 
 
 def _predict_samples(

@@ -228,10 +228,9 @@ class _FolderWriter:
 
     def __init__(self, cfg: Config, out_dir: Path, settings: InferSettings, progress: Progress) -> None:
         from segkit.io.palette import palette_array
-        from segkit.postprocess.components import lcc_classes
 
         self.cfg, self.out_dir, self.progress = cfg, out_dir, progress
-        self.lcc = lcc_classes(settings.largest_component, cfg)
+        self.lcc = settings.largest_component
         self.colors = [c.color for c in cfg.effective_classes]
         self.palette = palette_array(self.colors)
         self.result = FolderResult(n_images=0, out_dir=out_dir)
@@ -243,11 +242,10 @@ class _FolderWriter:
         from segkit.infer.volume import overlay
         from segkit.io.palette import encode_mask
         from segkit.io.png import write_png
-        from segkit.postprocess.components import largest_component
+        from segkit.postprocess.components import keep_largest
 
         out_dir = self.out_dir
-        if self.lcc:
-            labels = largest_component(labels, self.lcc)
+        labels = keep_largest(labels, self.lcc, self.cfg)
         color = encode_mask(labels, self.palette)
         write_png(out_dir / "masks" / f"{path.stem}.png", color)
         write_png(out_dir / "labels" / f"{path.stem}.png", labels)

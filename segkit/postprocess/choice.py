@@ -5,10 +5,13 @@ segkit does the same on the validation cases of a run. ``choose_postprocessing``
 volume (in its original geometry, as ``segkit infer`` does: ``segkit.predict.volume.predict_volume``) without
 and with flip TTA, scores each class with and without the largest-connected-component filter, and keeps
 
-- TTA when it raises the mean foreground Dice (with the best component choice for each variant), and
-- the component filter for each class whose mean Dice it raises (a class with two legitimate parts, such as
-  both lungs, keeps them because the filter lowers its Dice), and for each class that is one connected piece
-  in every validation reference when the filter leaves its Dice unchanged (see ``decide``).
+- TTA when it raises the mean foreground Dice (with the best component choice for each variant),
+- nnU-Net's first step, keeping the largest component of the whole foreground (every class together), when
+  it raises the mean foreground Dice, or leaves it unchanged while the foreground is one connected piece in
+  every validation reference, and
+- then the component filter for each class whose mean Dice it raises (a class with two legitimate parts, such
+  as both lungs, keeps them because the filter lowers its Dice), and for each class that is one connected
+  piece in every validation reference when the filter leaves its Dice unchanged (see ``decide``).
 
 Scores are ``segkit evaluate``'s: the per-case Dice of ``segkit.metrics.overlap`` (an empty reference gives
 NaN, ``empty="nan"``), averaged per class over the cases with a finite value (``segkit.metrics.scores``), so
@@ -21,7 +24,7 @@ The decision is written to ``<run_dir>/postprocessing.json``; ``apply_postproces
 Example:
     >>> pp = choose_postprocessing(cfg)          # after training
     >>> pp.tta, pp.largest_component
-    (False, (1,))
+    (False, ('foreground', 1))
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from segkit.io.atomic import write_json
 from segkit.io.run_folder import MODEL_FILE, POSTPROCESSING_FILE
 from segkit.metrics.overlap import class_counts, dice_from_counts
 from segkit.metrics.scores import ScoreTable
-from segkit.postprocess.components import count_components, largest_component
+from segkit.postprocess.components import FOREGROUND, count_components, largest_component, largest_foreground
 from segkit.progress import NULL_PROGRESS, Part, Progress
 
 if TYPE_CHECKING:
@@ -60,31 +63,39 @@ class Postprocessing:
 
     Attributes:
         tta: use flip test-time augmentation.
-        largest_component: class ids whose largest connected component is kept.
+        largest_component: what keeps only its largest connected component: ``"foreground"`` (every class
+            together, applied first) and class ids.
         split: the split it was decided on.
         cases: the case ids scored.
-        dice: mean Dice per variant (``plain``, ``plain+lcc``, ``tta``, ``tta+lcc``) and class name.
+        dice: mean Dice per variant (``VARIANTS``: ``plain``, ``plain+lcc``, ``plain+fg``, ``plain+fg+lcc``
+            and the same with ``tta``) and class name.
         reference_components: connected components of each class in each validation reference that has it.
+        foreground_components: connected components of the foreground in each validation reference that has
+            one.
     """
 
     tta: bool
-    largest_component: tuple[int, ...]
+    largest_component: tuple[int | str, ...]
     split: str = "valid"
     cases: tuple[str, ...] = ()
     dice: dict[str, dict[str, float | None]] = field(default_factory=dict)
     reference_components: dict[str, list[int]] = field(default_factory=dict)
+    foreground_components: tuple[int, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {"tta": self.tta, "largest_component": list(self.largest_component), "split": self.split,
                 "cases": list(self.cases), "dice": self.dice,
-                "reference_components": self.reference_components}
+                "reference_components": self.reference_components,
+                "foreground_components": list(self.foreground_components)}
 
     @classmethod
     def from_json(cls, obj: dict[str, Any], path: Path | None = None) -> Postprocessing:
         try:
-            return cls(bool(obj["tta"]), tuple(int(c) for c in obj["largest_component"]),
+            return cls(bool(obj["tta"]),
+                       tuple(c if c == FOREGROUND else int(c) for c in obj["largest_component"]),
                        str(obj.get("split", "")), tuple(obj.get("cases", ())), dict(obj.get("dice", {})),
-                       dict(obj.get("reference_components", {})))
+                       dict(obj.get("reference_components", {})),
+                       tuple(int(n) for n in obj.get("foreground_components", ())))
         except KeyError as e:
             raise DataError(f"invalid {POSTPROCESSING_FILE}: the key {e} is missing", path=path,
                             hint="delete the file (post-processing then stays off) or retrain") from e
@@ -134,19 +145,25 @@ def decide(
     means: dict[str, dict[int, float | None]],
     class_ids: Sequence[int],
     single_structure: dict[int, bool] | None = None,
-) -> tuple[bool, tuple[int, ...], float, float]:
-    """The decision from mean Dice per variant (``plain``, ``plain+lcc``, ``tta``, ``tta+lcc``) and class.
+    single_foreground: bool = False,
+) -> tuple[bool, tuple[int | str, ...], float, float]:
+    """The decision from mean Dice per variant (``VARIANTS``) and class.
 
     For each TTA setting, every class takes the filter if it raises that class's mean Dice, or if it leaves it
     unchanged (the validation predictions had no stray piece to remove) and the class is one connected
     structure in every validation reference that contains it (``single_structure``): a piece apart from it is
     then an error wherever it shows up (on ACDC's held-out patients, stray LV/MYO blobs on basal slices that
     one validation patient never had).
-    A class with several pieces in a reference (both lungs) gets the filter only on a strict gain. TTA is kept
-    only if the resulting mean foreground Dice beats the plain one. Classes never seen (``None``) are skipped.
+    A class with several pieces in a reference (both lungs) gets the filter only on a strict gain.
+
+    When ``means`` has the ``+fg`` variants (the foreground's largest component kept first, nnU-Net's
+    order), the per-class choice is made again on them, and the foreground filter is kept if that mean
+    foreground Dice is higher, or equal while the foreground is one piece in every validation reference
+    (``single_foreground``). TTA is kept only if the resulting mean foreground Dice beats the plain one.
+    Classes never seen (``None``) are skipped.
 
     Returns:
-        ``(tta, largest-component class ids, plain score, tta score)``.
+        ``(tta, the filter's targets ("foreground" first, then class ids), plain score, tta score)``.
 
     Example:
         >>> decide({"plain": {1: .8, 2: .7}, "plain+lcc": {1: .85, 2: .6},
@@ -154,9 +171,9 @@ def decide(
         (False, (1,), 0.775, 0.77)  # doctest: +SKIP
     """
 
-    def best(variant: str) -> tuple[float, tuple[int, ...]]:
+    def per_class(variant: str) -> tuple[float, tuple[int | str, ...]]:
         total: list[float] = []
-        chosen: list[int] = []
+        chosen: list[int | str] = []
         for cid in class_ids:
             plain, lcc = means[variant].get(cid), means[variant + "+lcc"].get(cid)
             if plain is None:
@@ -169,13 +186,22 @@ def decide(
                 total.append(plain)
         return (float(np.mean(total)) if total else 0.0), tuple(chosen)
 
+    def best(variant: str) -> tuple[float, tuple[int | str, ...]]:
+        score, chosen = per_class(variant)
+        if variant + "+fg" not in means:
+            return score, chosen
+        fg_score, fg_chosen = per_class(variant + "+fg")
+        if fg_score > score or (single_foreground and fg_score == score):
+            return fg_score, (FOREGROUND, *fg_chosen)
+        return score, chosen
+
     plain_score, plain_lcc = best("plain")
     tta_score, tta_lcc = best("tta")
     use_tta = tta_score > plain_score
     return use_tta, (tta_lcc if use_tta else plain_lcc), plain_score, tta_score
 
 
-VARIANTS = ("plain", "plain+lcc", "tta", "tta+lcc")
+VARIANTS = ("plain", "plain+lcc", "plain+fg", "plain+fg+lcc", "tta", "tta+lcc", "tta+fg", "tta+fg+lcc")
 
 
 @dataclass(frozen=True)
@@ -191,12 +217,13 @@ class _Member:
 @dataclass
 class _Scores:
     """What the choice accumulates: Dice per variant (``VARIANTS``) per case x class, and the connected
-    components of each class in each reference that has it."""
+    components of each class (and of the foreground) in each reference that has it."""
 
     class_ids: list[int]
     table: ScoreTable
     pieces: dict[int, list[int]]
     scored: list[str] = field(default_factory=list)
+    foreground_pieces: list[int] = field(default_factory=list)
 
 
 def choose_postprocessing(
@@ -298,6 +325,8 @@ def _score_member(member: _Member, scores: _Scores, progress: Progress) -> None:
         for cid in scores.class_ids:
             if (case.reference == cid).any():
                 scores.pieces[cid].append(count_components(case.reference == cid))
+        if case.reference.any():
+            scores.foreground_pieces.append(count_components(case.reference != 0))
         dice: dict[int, dict[str, float]] = {cid: {} for cid in scores.class_ids}
         for tta in (False, True):
             _variant_dice(model, case, cfg, tta, dice, progress)
@@ -310,25 +339,28 @@ def _variant_dice(
     model: keras.Model, case: SourceCase, cfg: Config, tta: bool, dice: dict[int, dict[str, float]],
     progress: Progress,
 ) -> None:
-    """Dice of each class without and with the component filter, for one TTA setting, into ``dice``."""
+    """Dice of each class without and with the per-class component filter, on the prediction as it is and
+    with only its largest foreground component, for one TTA setting, into ``dice``."""
     from segkit.predict.volume import VolumeSettings, predict_volume
 
     settings = VolumeSettings(batch_size=int(cfg.infer.batch_size), tta=tta)
     pred = predict_volume(model, case.image, case.geometry, cfg, settings, Part(progress)).labels
     ref = case.reference
-    name = "tta" if tta else "plain"
-    counts = class_counts(pred, ref, list(dice))
-    for cid in dice:
-        c, f = counts[cid], class_counts(largest_component(pred, [cid]), ref, [cid])[cid]
-        dice[cid][name] = dice_from_counts(c.tp, c.fp, c.fn)
-        dice[cid][name + "+lcc"] = dice_from_counts(f.tp, f.fp, f.fn)
+    for name, labels in (("tta" if tta else "plain", pred), ("tta+fg" if tta else "plain+fg",
+                                                               largest_foreground(pred))):
+        counts = class_counts(labels, ref, list(dice))
+        for cid in dice:
+            c, f = counts[cid], class_counts(largest_component(labels, [cid]), ref, [cid])[cid]
+            dice[cid][name] = dice_from_counts(c.tp, c.fp, c.fn)
+            dice[cid][name + "+lcc"] = dice_from_counts(f.tp, f.fp, f.fn)
 
 
 def _decision(scores: _Scores, classes: Sequence[tuple[int, str]], split: str) -> Postprocessing:
     """The decision from the accumulated scores (``decide``), with its evidence."""
     means = {v: {cid: scores.table.mean(v, cid) for cid, _ in classes} for v in VARIANTS}
     single = {cid: bool(n) and all(k == 1 for k in n) for cid, n in scores.pieces.items()}
-    use_tta, lcc, plain_score, tta_score = decide(means, [cid for cid, _ in classes], single)
+    one_foreground = bool(scores.foreground_pieces) and all(k == 1 for k in scores.foreground_pieces)
+    use_tta, lcc, plain_score, tta_score = decide(means, [cid for cid, _ in classes], single, one_foreground)
     pp = Postprocessing(
         tta=use_tta,
         largest_component=lcc,
@@ -336,6 +368,7 @@ def _decision(scores: _Scores, classes: Sequence[tuple[int, str]], split: str) -
         cases=tuple(sorted(scores.scored)),
         dice={v: {name: means[v][cid] for cid, name in classes} for v in means},
         reference_components={name: scores.pieces[cid] for cid, name in classes},
+        foreground_components=tuple(scores.foreground_pieces),
     )
     logger.info("post-processing chosen on %d %s case(s): tta %s (mean Dice %.4f vs %.4f), "
                 "largest component %s", len(scores.scored), pp.split, use_tta, tta_score, plain_score,

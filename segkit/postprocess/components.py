@@ -1,4 +1,10 @@
-"""The component filter: keep each class's largest connected component (26-connectivity in 3D, 8 in 2D).
+"""The component filter: keep the largest connected component (26-connectivity in 3D, 8 in 2D) of the whole
+foreground and/or of each class, in nnU-Net's order (foreground first, then per class).
+
+``infer.largest_component`` names what is filtered: ``true`` (every class), a list of class ids, and the token
+``"foreground"`` in that list for the union of all classes (``[foreground, 1, 3]``). The foreground filter
+removes whole structures predicted apart from the main one (a second "heart" on slices beyond it) that a
+per-class filter cannot tell from the right piece.
 
 Example:
     >>> labels = keep_largest(volume_labels, cfg.infer.largest_component, cfg)   # per the config's setting
@@ -7,7 +13,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -15,7 +21,24 @@ import numpy.typing as npt
 if TYPE_CHECKING:
     from segkit.config import Config
 
-LargestComponent = bool | Sequence[int] | None  # ``infer.largest_component``: all, none, or these class ids
+#: the token of ``infer.largest_component`` that filters the union of all classes (applied before classes)
+FOREGROUND = "foreground"
+
+#: ``infer.largest_component``: every class (True), none (False / None), or these targets (class ids and
+#: ``FOREGROUND``)
+LargestComponent = bool | Sequence[int | Literal["foreground"]] | None
+
+
+def _keep_biggest(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_] | None:
+    """The voxels of ``mask`` outside its largest connected component (``None`` when it has at most one)."""
+    from scipy import ndimage
+
+    comp, n = ndimage.label(mask, structure=ndimage.generate_binary_structure(mask.ndim, mask.ndim))
+    if n <= 1:
+        return None
+    sizes = np.bincount(comp.ravel())
+    sizes[0] = 0
+    return (comp != 0) & (comp != int(sizes.argmax()))
 
 
 def largest_component(
@@ -31,18 +54,29 @@ def largest_component(
     Returns:
         uint8 labels of the same shape.
     """
-    from scipy import ndimage
-
     out = np.asarray(labels).astype(np.uint8, copy=True)
     ids = class_ids if class_ids is not None else [int(c) for c in np.unique(out) if c != 0]
-    structure = ndimage.generate_binary_structure(out.ndim, out.ndim)
     for c in ids:
-        comp, n = ndimage.label(out == c, structure=structure)
-        if n <= 1:
-            continue
-        sizes = np.bincount(comp.ravel())
-        sizes[0] = 0
-        out[(comp != 0) & (comp != int(sizes.argmax()))] = 0
+        drop = _keep_biggest(out == c)
+        if drop is not None:
+            out[drop] = 0
+    return out
+
+
+def largest_foreground(labels: npt.NDArray[np.integer]) -> npt.NDArray[np.uint8]:
+    """Keep only the largest connected component of the foreground (every non-zero id together), with its
+    class ids; every other foreground piece becomes background (nnU-Net's first post-processing step).
+
+    Args:
+        labels: (X, Y, Z) or (H, W) integer ids.
+
+    Returns:
+        uint8 labels of the same shape.
+    """
+    out = np.asarray(labels).astype(np.uint8, copy=True)
+    drop = _keep_biggest(out != 0)
+    if drop is not None:
+        out[drop] = 0
     return out
 
 
@@ -55,18 +89,25 @@ def count_components(mask: npt.NDArray[np.bool_]) -> int:
 
 def lcc_classes(setting: LargestComponent, cfg: Config) -> list[int]:
     """Class ids to clean with the largest-component filter: all for True, none for False/None, else the
-    list."""
+    ids in the list (without the ``FOREGROUND`` token)."""
     if setting is None:
         return []
     if isinstance(setting, bool):
         return [c.id for c in cfg.effective_classes] if setting else []
-    return [int(c) for c in setting]
+    return [int(c) for c in setting if c != FOREGROUND]
+
+
+def lcc_foreground(setting: LargestComponent) -> bool:
+    """Whether ``setting`` filters the whole foreground first (the ``FOREGROUND`` token in its list)."""
+    return not isinstance(setting, bool) and setting is not None and FOREGROUND in setting
 
 
 def keep_largest(
     labels: npt.NDArray[np.uint8], setting: LargestComponent, cfg: Config
 ) -> npt.NDArray[np.uint8]:
-    """``labels`` with the component filter of ``setting`` (``lcc_classes``) applied; unchanged when it names
-    no class."""
+    """``labels`` with the component filter of ``setting`` applied: the foreground's (``lcc_foreground``)
+    first, then each class's (``lcc_classes``); unchanged when it names nothing."""
+    if lcc_foreground(setting):
+        labels = largest_foreground(labels)
     ids = lcc_classes(setting, cfg)
     return largest_component(labels, ids) if ids else labels

@@ -210,8 +210,11 @@ def test_the_choice_scores_what_evaluate_reports(volume_case: dict[str, object],
     cfg = volume_case["cfg"]
     pp = choose_postprocessing(cfg, split="test", write=False)  # type: ignore[arg-type]
     assert pp is not None and pp.cases == ("c1",)
+    every = [c.id for c in cfg.effective_classes]  # type: ignore[attr-defined]
     for variant, tta, lcc in (("plain", False, False), ("plain+lcc", False, True), ("tta", True, False),
-                              ("tta+lcc", True, True)):
+                              ("tta+lcc", True, True), ("plain+fg", False, ["foreground"]),
+                              ("plain+fg+lcc", False, ["foreground", *every]), ("tta+fg", True, ["foreground"]),
+                              ("tta+fg+lcc", True, ["foreground", *every])):
         infer = cfg.infer.model_copy(update={"tta": tta, "largest_component": lcc})  # type: ignore[attr-defined]
         ev = evaluate_model(cfg.model_copy(update={"infer": infer}), split="test",  # type: ignore[attr-defined]
                             out_dir=tmp_path / variant)

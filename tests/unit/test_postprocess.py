@@ -9,7 +9,15 @@ import pytest
 
 from segkit.config import validate_config
 from segkit.errors import DataError
-from segkit.postprocess import POSTPROCESSING_FILE, apply_postprocessing, decide, load_postprocessing
+from segkit.postprocess import (
+    POSTPROCESSING_FILE,
+    Postprocessing,
+    apply_postprocessing,
+    decide,
+    keep_largest,
+    largest_foreground,
+    load_postprocessing,
+)
 
 
 def _means(plain, plain_lcc, tta, tta_lcc):  # noqa: ANN001, ANN202
@@ -37,6 +45,65 @@ def test_a_tie_goes_to_the_filter_only_for_one_piece_anatomy() -> None:
     assert decide(tie, [1, 2], {1: True, 2: False})[:2] == (False, (1,))
     worse = _means({1: 0.8}, {1: 0.79}, {1: 0.8}, {1: 0.79})
     assert decide(worse, [1], {1: True})[:2] == (False, ())  # a loss is a loss, one piece or not
+
+
+def _with_fg(plain, plain_lcc, fg, fg_lcc):  # noqa: ANN001, ANN202 - the same numbers with and without TTA
+    return {"plain": plain, "plain+lcc": plain_lcc, "plain+fg": fg, "plain+fg+lcc": fg_lcc,
+            "tta": plain, "tta+lcc": plain_lcc, "tta+fg": fg, "tta+fg+lcc": fg_lcc}
+
+
+def test_the_foreground_filter_is_kept_where_it_raises_the_mean_and_classes_are_chosen_after_it() -> None:
+    # a second "heart" apart from the real one: the foreground filter removes it (class 2: 0.5 -> 0.8), and
+    # on the filtered labels class 1's own filter no longer changes anything, so it is not chosen
+    m = _with_fg({1: 0.8, 2: 0.5}, {1: 0.85, 2: 0.4}, {1: 0.85, 2: 0.8}, {1: 0.85, 2: 0.8})
+    tta, lcc, plain, _ = decide(m, [1, 2])
+    assert (tta, lcc) == (False, ("foreground",)) and plain == pytest.approx((0.85 + 0.8) / 2)
+    # the foreground filter costs Dice (two organs apart, both legitimate): not kept, per-class choice as before
+    worse = _with_fg({1: 0.8, 2: 0.7}, {1: 0.85, 2: 0.6}, {1: 0.8, 2: 0.0}, {1: 0.85, 2: 0.0})
+    assert decide(worse, [1, 2])[:2] == (False, (1,))
+
+
+def test_a_foreground_tie_goes_to_the_filter_only_when_the_foreground_is_one_piece() -> None:
+    tie = _with_fg({1: 0.8}, {1: 0.8}, {1: 0.8}, {1: 0.8})
+    assert decide(tie, [1], {1: True}, single_foreground=True)[:2] == (False, ("foreground", 1))
+    assert decide(tie, [1], {1: True}, single_foreground=False)[:2] == (False, (1,))
+
+
+def test_the_foreground_filter_keeps_the_piece_a_per_class_filter_would_lose() -> None:
+    """ACDC patient086 ES in one run: a small true LV inside the heart and a larger "LV + MYO" blob on slices
+    away from it. The per-class filter alone keeps the blob's LV (the larger piece) and deletes the true one;
+    the foreground filter first removes the blob, whatever its classes."""
+    import numpy as np
+
+    from segkit.config import validate_config
+
+    cfg = validate_config({"classes": [{"id": c, "name": n, "color": [c, 0, 0]}
+                                       for c, n in ((1, "RV"), (2, "MYO"), (3, "LV"))]})
+    v = np.zeros((12, 12, 12), np.uint8)
+    v[2:8, 2:8, 0:3] = 1  # RV
+    v[2:8, 8:11, 0:3] = 2  # MYO touching it
+    v[4:6, 9:10, 0:3] = 3  # a small LV inside the MYO: 6 voxels
+    v[0:4, 0:4, 8:12] = 2  # the blob, apart: MYO ...
+    v[1:3, 1:3, 8:12] = 3  # ... around an LV of 16 voxels, larger than the true one
+    assert (keep_largest(v, [3], cfg)[4:6, 9:10, 0:3] == 0).all()  # per class: the true LV is lost
+    kept = keep_largest(v, ["foreground", 3], cfg)
+    assert (kept[:, :, 8:] == 0).all() and (kept[:, :, :3] == v[:, :, :3]).all()
+    assert (largest_foreground(v) == kept).all()
+    assert keep_largest(v, ["foreground"], cfg).dtype == np.uint8
+
+
+def test_the_foreground_token_round_trips_through_config_and_file(tmp_path: Path) -> None:
+    assert _cfg(largest_component=["foreground", 1]).infer.largest_component == ("foreground", 1)
+    assert _cfg(largest_component="foreground").infer.largest_component == ("foreground",)  # --set x=foreground
+    with pytest.raises(Exception, match="largest_component"):
+        _cfg(largest_component=["largest"])
+    pp = Postprocessing(tta=False, largest_component=("foreground", 2), foreground_components=(1, 1))
+    (tmp_path / POSTPROCESSING_FILE).write_text(json.dumps(pp.to_json()))
+    assert load_postprocessing(tmp_path) == pp
+    assert apply_postprocessing(_cfg(), tmp_path).infer.largest_component == ("foreground", 2)
+    # a file written before the foreground filter existed still loads
+    (tmp_path / POSTPROCESSING_FILE).write_text(json.dumps({"tta": False, "largest_component": [1]}))
+    assert load_postprocessing(tmp_path).foreground_components == ()
 
 
 def test_reference_components_are_counted_in_3d() -> None:
