@@ -323,13 +323,7 @@ def run_one(dataset: str, recipe: str, out: Path, minutes: float, quick: bool, t
     t0 = time.perf_counter()
     ev = evaluate_model(cfg)
     eval_s = time.perf_counter() - t0
-    classes = [c.name for c in cfg.effective_classes]
-    per_case: dict[str, dict[str, dict[str, float | None]]] = {}
-    for row in ev.rows:
-        per_case.setdefault(row["case_id"], {})[row["class_name"]] = {
-            "dice": _num(row.get("dice")), "hd95": _num(row.get("hd95_mm"))}
-    fg = [float(np.mean([_zero(v[c]["dice"]) for c in classes])) for v in per_case.values()]
-    hd = [_nanmean([_nan(v[c]["hd95"]) for c in classes]) for v in per_case.values()]
+    scores = score_rows(ev.rows, [c.name for c in cfg.effective_classes])
     pp = json.loads((Path(cfg.train.run_dir) / "postprocessing.json").read_text()) \
         if (Path(cfg.train.run_dir) / "postprocessing.json").is_file() else None
     history = [{"time_s": r.get("time_s"), "val_fg_dice": r.get("val_fg_dice")} for r in tr.history]
@@ -355,13 +349,7 @@ def run_one(dataset: str, recipe: str, out: Path, minutes: float, quick: bool, t
         "best_val_fg_dice": tr.best_value,
         "postprocessing": pp,
         "test_cases": splits["test"],
-        "per_case": per_case,
-        "mean_fg_dice": float(np.mean(fg)),
-        "sd_fg_dice": float(np.std(fg)),
-        "mean_hd95_mm": _nanmean(hd) if not all(math.isnan(h) for h in hd) else None,
-        "per_class_dice": {
-            c: float(np.mean([_zero(v[c]["dice"]) for v in per_case.values()])) for c in classes
-        },
+        **scores,
         "history": history,
         "cv": cv_summary,
         "config": cfg.model_dump(mode="json"),
@@ -395,6 +383,27 @@ def _zero(v: float | None) -> float:
 def _nanmean(values: list[float]) -> float:
     finite = [v for v in values if math.isfinite(v)]
     return float(np.mean(finite)) if finite else float("nan")
+
+
+def score_rows(rows: list[dict[str, Any]], classes: list[str]) -> dict[str, Any]:
+    """The bench's scores of ``segkit evaluate``'s rows: ``per_case`` (Dice and HD95 per class), the mean and
+    sd over cases of the mean foreground Dice (a class missing from a case counts 0), the mean HD95 and the
+    per-class mean Dice."""
+    per_case: dict[str, dict[str, dict[str, float | None]]] = {}
+    for row in rows:
+        per_case.setdefault(row["case_id"], {})[row["class_name"]] = {
+            "dice": _num(row.get("dice")), "hd95": _num(row.get("hd95_mm"))}
+    fg = [float(np.mean([_zero(v[c]["dice"]) for c in classes])) for v in per_case.values()]
+    hd = [_nanmean([_nan(v[c]["hd95"]) for c in classes]) for v in per_case.values()]
+    return {
+        "per_case": per_case,
+        "mean_fg_dice": float(np.mean(fg)),
+        "sd_fg_dice": float(np.std(fg)),
+        "mean_hd95_mm": _nanmean(hd) if not all(math.isnan(h) for h in hd) else None,
+        "per_class_dice": {
+            c: float(np.mean([_zero(v[c]["dice"]) for v in per_case.values()])) for c in classes
+        },
+    }
 
 
 def load_result(path: Path) -> dict[str, Any]:

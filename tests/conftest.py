@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -91,6 +93,26 @@ class RecordingProgress:
                 assert out, "advance() before start()"
                 out[-1][2] += n
         return [(d, t, done) for d, t, done in out]
+
+
+def _constant_model(path: Path, channels: int, bias: list[float]) -> Path:
+    """Save a 1x1-conv softmax model whose output is ``softmax(bias)`` at every pixel (argmax = one class)."""
+    import keras
+
+    inp = keras.Input((None, None, channels))
+    conv = keras.layers.Conv2D(len(bias), 1, activation="softmax")
+    model = keras.Model(inp, conv(inp))
+    conv.set_weights([np.zeros((1, 1, channels, len(bias)), np.float32), np.asarray(bias, np.float32)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def constant_model() -> Callable[[Path, int, list[float]], Path]:
+    """``constant_model(path, channels, bias)``: save a 1x1-conv softmax model predicting ``softmax(bias)``
+    at every pixel, and return ``path``."""
+    return _constant_model
 
 
 @pytest.fixture

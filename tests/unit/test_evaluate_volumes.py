@@ -28,26 +28,13 @@ AFFINE = np.diag([-0.8, -0.9, 2.0, 1.0])  # LPS-like, anisotropic spacing
 ALL_TEST = "prepare.split={train: 0, valid: 0, test: 1}"
 
 
-def constant_model(path: Path, channels: int, bias: list[float]) -> Path:
-    """Save a 1x1-conv softmax model whose output is ``softmax(bias)`` at every pixel (argmax = one class)."""
-    import keras
-
-    inp = keras.Input((None, None, channels))
-    conv = keras.layers.Conv2D(len(bias), 1, activation="softmax")
-    model = keras.Model(inp, conv(inp))
-    conv.set_weights([np.zeros((1, 1, channels, len(bias)), np.float32), np.asarray(bias, np.float32)])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model.save(path)
-    return path
-
-
 def read_rows(path: Path) -> dict[tuple[str, str], dict[str, str]]:
     with open(path, newline="") as f:
         return {(r["case_id"], r["class_name"]): r for r in csv.DictReader(f)}
 
 
 @pytest.fixture(scope="module")
-def volume_case(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+def volume_case(tmp_path_factory: pytest.TempPathFactory, constant_model) -> dict[str, object]:  # noqa: ANN001
     """One NIfTI case prepared with ``empty_slices: drop`` (only Z slices 3, 4, 5 written) and an
     all-class-1 model."""
     root = tmp_path_factory.mktemp("evvol")
@@ -163,7 +150,9 @@ def test_progress_reports_a_start_then_advances_summing_to_its_total(
     assert rec.tasks == [("postprocessing", 20, 20)]
 
 
-def test_slices2d_cases_are_stacked_without_surface_metrics(tmp_path: Path, repo_root: Path) -> None:
+def test_slices2d_cases_are_stacked_without_surface_metrics(
+    tmp_path: Path, repo_root: Path, constant_model  # noqa: ANN001 - conftest.constant_model
+) -> None:
     """Chest-CT-style case: 1-based gapped slice numbers (1, 3, 5), non-square 24x32 slices, "spacing" in
     pixels."""
     raw = tmp_path / "raw"
@@ -213,7 +202,8 @@ def test_the_choice_scores_what_evaluate_reports(volume_case: dict[str, object],
     every = [c.id for c in cfg.effective_classes]  # type: ignore[attr-defined]
     for variant, tta, lcc in (("plain", False, False), ("plain+lcc", False, True), ("tta", True, False),
                               ("tta+lcc", True, True), ("plain+fg", False, ["foreground"]),
-                              ("plain+fg+lcc", False, ["foreground", *every]), ("tta+fg", True, ["foreground"]),
+                              ("plain+fg+lcc", False, ["foreground", *every]),
+                              ("tta+fg", True, ["foreground"]),
                               ("tta+fg+lcc", True, ["foreground", *every])):
         infer = cfg.infer.model_copy(update={"tta": tta, "largest_component": lcc})  # type: ignore[attr-defined]
         ev = evaluate_model(cfg.model_copy(update={"infer": infer}), split="test",  # type: ignore[attr-defined]

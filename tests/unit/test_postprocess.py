@@ -58,7 +58,7 @@ def test_the_foreground_filter_is_kept_where_it_raises_the_mean_and_classes_are_
     m = _with_fg({1: 0.8, 2: 0.5}, {1: 0.85, 2: 0.4}, {1: 0.85, 2: 0.8}, {1: 0.85, 2: 0.8})
     tta, lcc, plain, _ = decide(m, [1, 2])
     assert (tta, lcc) == (False, ("foreground",)) and plain == pytest.approx((0.85 + 0.8) / 2)
-    # the foreground filter costs Dice (two organs apart, both legitimate): not kept, per-class choice as before
+    # the foreground filter costs Dice (two organs apart, both legitimate): not kept, per-class choice kept
     worse = _with_fg({1: 0.8, 2: 0.7}, {1: 0.85, 2: 0.6}, {1: 0.8, 2: 0.0}, {1: 0.85, 2: 0.0})
     assert decide(worse, [1, 2])[:2] == (False, (1,))
 
@@ -94,7 +94,8 @@ def test_the_foreground_filter_keeps_the_piece_a_per_class_filter_would_lose() -
 
 def test_the_foreground_token_round_trips_through_config_and_file(tmp_path: Path) -> None:
     assert _cfg(largest_component=["foreground", 1]).infer.largest_component == ("foreground", 1)
-    assert _cfg(largest_component="foreground").infer.largest_component == ("foreground",)  # --set x=foreground
+    # --set infer.largest_component=foreground
+    assert _cfg(largest_component="foreground").infer.largest_component == ("foreground",)
     with pytest.raises(Exception, match="largest_component"):
         _cfg(largest_component=["largest"])
     pp = Postprocessing(tta=False, largest_component=("foreground", 2), foreground_components=(1, 1))
