@@ -387,8 +387,8 @@ def _nanmean(values: list[float]) -> float:
 
 def score_rows(rows: list[dict[str, Any]], classes: list[str]) -> dict[str, Any]:
     """The bench's scores of ``segkit evaluate``'s rows: ``per_case`` (Dice and HD95 per class), the mean and
-    sd over cases of the mean foreground Dice (a class missing from a case counts 0), the mean HD95 and the
-    per-class mean Dice."""
+    sd over cases of the mean foreground Dice (an undefined Dice, empty reference and prediction, counts 0),
+    the mean HD95 and the per-class mean Dice."""
     per_case: dict[str, dict[str, dict[str, float | None]]] = {}
     for row in rows:
         per_case.setdefault(row["case_id"], {})[row["class_name"]] = {

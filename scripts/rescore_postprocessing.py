@@ -2,8 +2,10 @@
 choice each run made when it was trained ("before") and with the new one ("after"), side by side.
 
 The new choice is made as ``segkit train`` makes it: on the run's validation volumes
-(``segkit.postprocess.choose_postprocessing``), never on the test volumes. The run's own
-``postprocessing.json`` is not touched: the new choice goes to ``<out>/<name>/postprocessing.json``.
+(``segkit.postprocess.choose_postprocessing``), never on the test volumes. "Before" is what
+``segkit evaluate`` applies to the run (``apply_postprocessing``: the config's own ``infer`` settings, else
+its ``postprocessing.json``). The run's files are not touched: the new choice goes to
+``<out>/<name>/postprocessing.json``. One model per run (a ``segkit cv`` run is refused).
 
 Usage (a folder is a run folder, with ``config.yaml`` and ``model.keras``, or a ``bench_quality.py`` result
 folder holding one in ``run/``)::
@@ -36,30 +38,39 @@ def run_folder(folder: Path) -> Path:
     """The run folder of ``folder``: itself when it has ``config.yaml``, else its ``run/``."""
     for cand in (folder, folder / "run"):
         if (cand / "config.yaml").is_file():
+            if not (cand / "model.keras").is_file():
+                raise SystemExit(f"{cand}: no model.keras (a segkit cv run? this script scores one model)")
             return cand
     raise SystemExit(f"{folder}: no config.yaml here or in run/ (give a run folder or a bench result folder)")
+
+
+def run_name(folder: Path) -> str:
+    """The name of ``folder``'s results in ``--out``: a bench result folder's name for its ``run/``."""
+    folder = folder.resolve()
+    return folder.parent.name if folder.name == "run" else folder.name
 
 
 def rescore(folder: Path, out: Path) -> dict[str, Any]:
     """Score ``folder``'s test volumes with its recorded choice and with a choice made again on validation."""
     from segkit.config import load_config
     from segkit.evaluate.run import evaluate_model
-    from segkit.postprocess import choose_postprocessing, load_postprocessing
+    from segkit.postprocess import apply_postprocessing, choose_postprocessing
 
     run = run_folder(folder)
     cfg = load_config(run / "config.yaml")
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"run_dir": run})})
     classes = [c.name for c in cfg.effective_classes]
-    name = folder.name
-    old = load_postprocessing(run)
+    name = run_name(folder)
+    old = apply_postprocessing(cfg, run).infer
     new = choose_postprocessing(cfg, write=False)
     if new is None:
         raise SystemExit(f"{folder}: no validation volume with its source files to choose on")
     (out / name).mkdir(parents=True, exist_ok=True)
     write_json(out / name / "postprocessing.json", new.to_json())
     result: dict[str, Any] = {"run": str(run)}
-    for when, pp in (("before", old), ("after", new)):
-        tta, lcc = (pp.tta, list(pp.largest_component)) if pp is not None else (False, False)
+    for when, tta, lcc in (("before", bool(old.tta), old.largest_component),
+                           ("after", new.tta, new.largest_component)):
+        lcc = lcc if isinstance(lcc, bool) else list(lcc)
         infer = cfg.infer.model_copy(update={"tta": tta, "largest_component": lcc})
         ev = evaluate_model(cfg.model_copy(update={"infer": infer}), split="test", out_dir=out / name / when)
         result[when] = {"tta": tta, "largest_component": lcc, **score_rows(ev.rows, classes)}
@@ -92,11 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="where the reports and rescore.json go")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    for folder in args.folders:
+    names = [run_name(f) for f in args.folders]
+    if len(set(names)) < len(names):
+        raise SystemExit(f"two folders share a name in --out: {names}")
+    for folder, name in zip(args.folders, names, strict=True):
         result = rescore(folder, args.out)
-        write_json(args.out / folder.name / RESULT, result)
+        write_json(args.out / name / RESULT, result)
         b, a = result["before"]["mean_fg_dice"], result["after"]["mean_fg_dice"]
-        print(f"[{folder.name}] {b:.4f} -> {a:.4f}", flush=True)
+        print(f"[{name}] {b:.4f} -> {a:.4f}", flush=True)
     print(table({p.parent.name: json.loads(p.read_text()) for p in sorted(args.out.glob(f"*/{RESULT}"))}))
     return 0
 

@@ -628,19 +628,36 @@ class InferConfig(_Strict):
     )
     largest_component: bool | tuple[int | Literal["foreground"], ...] | None = Field(
         None,
-        description="keep the largest connected component (volumes): true = every class, or a list of class "
-        "ids, where the token foreground (first) keeps the largest piece of all classes together, as "
-        "nnU-Net does, e.g. [foreground, 1, 3]; null = the run's postprocessing.json (chosen on validation "
-        "volumes by train) decides (else off)",
+        description="keep the largest connected component (volumes): true = each class's own (not the "
+        "foreground filter), or a list of class ids, where the token foreground keeps the largest piece of "
+        "all classes together first, as nnU-Net does, e.g. [foreground, 1, 3]; null = the run's "
+        "postprocessing.json (chosen on validation volumes by train) decides (else off)",
     )
 
     @field_validator("largest_component", mode="before")
     @classmethod
-    def _no_int_as_bool(cls, v: Any) -> Any:
+    def _component_targets(cls, v: Any) -> Any:
+        """A bare number or an unknown word is refused (``1`` is not ``true``); ``foreground`` alone is the
+        list ``[foreground]``; in a list the token goes first and repeats go."""
+        hint = "give true, false, a list of class ids such as [1, 3], or foreground / [foreground, 1, 3]"
         if isinstance(v, int) and not isinstance(v, bool):
-            raise ValueError("give true, false or a list of class ids such as [1] (or [foreground, 1])")
-        if isinstance(v, str):  # --set infer.largest_component=foreground
-            return [v]
+            raise ValueError(hint)
+        if isinstance(v, str):
+            if v.strip().lower() == "foreground":  # --set infer.largest_component=foreground
+                return ["foreground"]
+            if v.strip().lower() in ("true", "false", "yes", "no", "on", "off"):
+                return v  # pydantic reads these as booleans
+            raise ValueError(f"{v!r}: {hint}")
+        if isinstance(v, list | tuple):
+            fg = "foreground"
+            items = [fg if isinstance(x, str) and x.strip().lower() == fg else x for x in v]
+            odd = [x for x in items if isinstance(x, bool)
+                   or (isinstance(x, str) and x != fg and not x.strip().isdigit())]
+            if odd:
+                raise ValueError(f"{odd[0]!r}: {hint}")
+            if 0 in items:
+                raise ValueError(f"0 is the background, not a class: {hint}")
+            return list(dict.fromkeys(([fg] if fg in items else []) + [x for x in items if x != fg]))
         return v
 
     alpha: float = Field(0.5, ge=0, le=1, description="overlay opacity")

@@ -95,23 +95,27 @@ class RecordingProgress:
         return [(d, t, done) for d, t, done in out]
 
 
-def _constant_model(path: Path, channels: int, bias: list[float]) -> Path:
-    """Save a 1x1-conv softmax model whose output is ``softmax(bias)`` at every pixel (argmax = one class)."""
+def _constant_model(path: Path, channels: int, bias: list[float], weight: list[float] | None = None) -> Path:
+    """Save a 1x1-conv softmax model whose output is ``softmax(bias)`` at every pixel (argmax = one class),
+    or with ``weight`` ``softmax(weight * x + bias)`` (x: the pixel's first channel, 0..1)."""
     import keras
 
     inp = keras.Input((None, None, channels))
     conv = keras.layers.Conv2D(len(bias), 1, activation="softmax")
     model = keras.Model(inp, conv(inp))
-    conv.set_weights([np.zeros((1, 1, channels, len(bias)), np.float32), np.asarray(bias, np.float32)])
+    kernel = np.zeros((1, 1, channels, len(bias)), np.float32)
+    if weight is not None:
+        kernel[0, 0, 0] = weight
+    conv.set_weights([kernel, np.asarray(bias, np.float32)])
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(path)
     return path
 
 
 @pytest.fixture(scope="session")
-def constant_model() -> Callable[[Path, int, list[float]], Path]:
-    """``constant_model(path, channels, bias)``: save a 1x1-conv softmax model predicting ``softmax(bias)``
-    at every pixel, and return ``path``."""
+def constant_model() -> Callable[..., Path]:
+    """``constant_model(path, channels, bias, weight=None)``: save a 1x1-conv softmax model predicting
+    ``softmax(bias)`` at every pixel (``softmax(weight * x + bias)`` with ``weight``), and return ``path``."""
     return _constant_model
 
 

@@ -24,7 +24,8 @@ class InferSettings:
     Attributes:
         batch_size: slices per model call.
         tta: flip test-time augmentation.
-        largest_component: the component filter (True: every class; False / None: none; else these ids).
+        largest_component: the component filter (True: every class's own; False / None: none; else these ids,
+            with ``"foreground"`` first for the foreground's filter before them).
         overwrite: replace existing outputs (else they are refused before anything is read).
         save_probabilities: volumes: also write ``<case>_probs.nii.gz``.
         output_format: volumes: the labels' format (``segkit.io.segmentations.OUTPUT_FORMATS``).

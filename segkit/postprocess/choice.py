@@ -1,9 +1,11 @@
-"""Post-processing chosen on validation volumes: flip TTA and, per class, keeping the largest component.
+"""Post-processing chosen on validation volumes: flip TTA and keeping the largest component, of the whole
+foreground and per class.
 
 nnU-Net decides its post-processing on the cross-validation predictions and applies it only where it helps;
 segkit does the same on the validation cases of a run. ``choose_postprocessing`` segments every validation
 volume (in its original geometry, as ``segkit infer`` does: ``segkit.predict.volume.predict_volume``) without
-and with flip TTA, scores each class with and without the largest-connected-component filter, and keeps
+and with flip TTA, scores each class on the prediction as it is and with only its foreground's largest
+component, each with and without the class's own largest-connected-component filter, and keeps
 
 - TTA when it raises the mean foreground Dice (with the best component choice for each variant),
 - nnU-Net's first step, keeping the largest component of the whole foreground (every class together), when
@@ -159,7 +161,9 @@ def decide(
     When ``means`` has the ``+fg`` variants (the foreground's largest component kept first, nnU-Net's
     order), the per-class choice is made again on them, and the foreground filter is kept if that mean
     foreground Dice is higher, or equal while the foreground is one piece in every validation reference
-    (``single_foreground``). TTA is kept only if the resulting mean foreground Dice beats the plain one.
+    (``single_foreground``). On a tie the per-class choice is the one made on the foreground-filtered labels,
+    which may leave out a class filter that won only by removing what the foreground filter removes.
+    TTA is kept only if the resulting mean foreground Dice beats the plain one.
     Classes never seen (``None``) are skipped.
 
     Returns:
@@ -233,7 +237,8 @@ def choose_postprocessing(
     progress: Progress = NULL_PROGRESS,
     write: bool = True,
 ) -> Postprocessing | None:
-    """Decide TTA and the per-class component filter on the volume cases of ``split`` (see the module docs).
+    """Decide TTA and the component filters (foreground, per class) on the volume cases of ``split`` (see the
+    module docs).
 
     Args:
         cfg: the run's config (``data.dir`` with dataset.json, ``train.run_dir``, classes; under ``data.fold``

@@ -29,7 +29,7 @@ FOREGROUND = "foreground"
 LargestComponent = bool | Sequence[int | Literal["foreground"]] | None
 
 
-def _keep_biggest(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_] | None:
+def _outside_largest(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_] | None:
     """The voxels of ``mask`` outside its largest connected component (``None`` when it has at most one)."""
     from scipy import ndimage
 
@@ -57,7 +57,7 @@ def largest_component(
     out = np.asarray(labels).astype(np.uint8, copy=True)
     ids = class_ids if class_ids is not None else [int(c) for c in np.unique(out) if c != 0]
     for c in ids:
-        drop = _keep_biggest(out == c)
+        drop = _outside_largest(out == c)
         if drop is not None:
             out[drop] = 0
     return out
@@ -74,7 +74,7 @@ def largest_foreground(labels: npt.NDArray[np.integer]) -> npt.NDArray[np.uint8]
         uint8 labels of the same shape.
     """
     out = np.asarray(labels).astype(np.uint8, copy=True)
-    drop = _keep_biggest(out != 0)
+    drop = _outside_largest(out != 0)
     if drop is not None:
         out[drop] = 0
     return out

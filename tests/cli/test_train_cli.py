@@ -227,10 +227,12 @@ def test_run_folder_holds_every_output(runs: Runs, demo_config: Path) -> None:
     assert not [p for p in run.iterdir() if ".tmp" in p.name]  # no temporary checkpoint left behind
     # post-processing decided on the validation volumes (phantom cases keep their source files)
     pp = json.loads((run / "postprocessing.json").read_text())
-    assert isinstance(pp["tta"], bool) and set(pp["largest_component"]) <= {1, 2, 3}
+    assert isinstance(pp["tta"], bool) and set(pp["largest_component"]) <= {"foreground", 1, 2, 3}
     assert pp["split"] == "valid"
     assert pp["cases"] == json.loads((runs.data / "splits.json").read_text())["valid"]
-    assert set(pp["dice"]) == {"plain", "plain+lcc", "tta", "tta+lcc"}
+    assert set(pp["dice"]) == {f"{tta}{fg}{lcc}" for tta in ("plain", "tta") for fg in ("", "+fg")
+                               for lcc in ("", "+lcc")}
+    assert len(pp["foreground_components"]) == len(pp["cases"])
     # the phantom's three structures are one connected piece in each validation reference
     assert set(pp["reference_components"]) == {"ventricle", "atrium", "vessel"}
     components = pp["reference_components"]

@@ -96,8 +96,13 @@ def test_the_foreground_token_round_trips_through_config_and_file(tmp_path: Path
     assert _cfg(largest_component=["foreground", 1]).infer.largest_component == ("foreground", 1)
     # --set infer.largest_component=foreground
     assert _cfg(largest_component="foreground").infer.largest_component == ("foreground",)
-    with pytest.raises(Exception, match="largest_component"):
-        _cfg(largest_component=["largest"])
+    # the token goes first (the filter runs first), repeats go; "true" stays a boolean
+    assert _cfg(largest_component=[2, "Foreground", 1, 2]).infer.largest_component == ("foreground", 2, 1)
+    assert _cfg(largest_component="true").infer.largest_component is True
+    for bad, word in ((["largest"], "'largest'"), ("all", "'all'"), ([0, 1], "0 is the background"),
+                      ([True], "True")):
+        with pytest.raises(Exception, match=f"{word}.*give true, false, a list of class ids"):
+            _cfg(largest_component=bad)
     pp = Postprocessing(tta=False, largest_component=("foreground", 2), foreground_components=(1, 1))
     (tmp_path / POSTPROCESSING_FILE).write_text(json.dumps(pp.to_json()))
     assert load_postprocessing(tmp_path) == pp
