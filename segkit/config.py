@@ -519,6 +519,12 @@ class TrainConfig(_Strict):
         description="train.learning_rate is the rate for this global batch; it is scaled linearly to the "
         "effective batch (train.batch_size x train.accumulate_steps); null uses train.learning_rate as given",
     )
+    include_valid: bool = Field(
+        False,
+        description="also train on the valid split (nnU-Net's fold 'all': every labelled case but the test "
+        "cases, for a final model once the recipe is fixed); validation Dice and the post-processing choice "
+        "then score cases the model has seen, so use it with model_checkpoint: last",
+    )
 
     @model_validator(mode="after")
     def _check_schedule(self) -> TrainConfig:
@@ -526,6 +532,9 @@ class TrainConfig(_Strict):
             raise ValueError(
                 "train.warmup_epochs needs train.schedule constant, poly or cosine (not plateau)"
             )
+        if self.include_valid and self.model_checkpoint == "best":
+            raise ValueError("train.include_valid trains on the valid cases, which then cannot pick the best "
+                             "epoch: set train.model_checkpoint: last")
         if self.accumulate_steps > 1 and self.strategy in ("mirrored", "multi_worker"):
             raise ValueError(
                 f"train.accumulate_steps > 1 needs one replica (train.strategy single or auto), not "
@@ -755,6 +764,9 @@ class Config(_Strict):
             up = (-(-h // div) * div, -(-w // div) * div)
             raise ValueError(f"cascade.coarse_size {h}x{w} is not divisible by {div} (model.num_layers="
                              f"{self.model.num_layers}): use {down[0]}x{down[1]} or {up[0]}x{up[1]}")
+        if self.train.include_valid and self.data.fold is not None:
+            raise ValueError("train.include_valid does not combine with data.fold: a cross-validation fold's "
+                             "valid cases are its held-out cases; unset one of them")
         if self.cascade.enabled and self.prepare.spacing is not None:
             raise ValueError("cascade.enabled needs a fixed prepare.size for the crops, not prepare.spacing: "
                              "remove prepare.spacing")

@@ -150,11 +150,15 @@ def cases_of_split(cfg: Config, records: Mapping[str, R], split: str) -> dict[st
 def split_pairs(cfg: Config, split: str) -> list[tuple[Path, Path]]:
     """The image/mask pairs of ``split``: the folder ``data.dir/<split>``, or under ``data.fold`` the slices
     of that fold's cases, picked by case id from ``train/`` and ``valid/`` (``test/`` stays the test set).
+    With ``train.include_valid`` the ``train`` split is ``train/`` and ``valid/`` together.
 
     Raises:
         DataError: as ``list_pairs``, ``case_splits``; or no slice of the split's cases was found.
     """
     data_dir = Path(cfg.data.dir)
+    if split == "train" and cfg.train.include_valid:
+        both = list_pairs(data_dir / "train") + list_pairs(data_dir / "valid")
+        return sorted(both, key=lambda p: p[0].name)
     where = case_splits(cfg)
     if where is None:
         return list_pairs(data_dir / split)

@@ -19,7 +19,7 @@ from segkit.data.pipeline import (
     read_mask,
     unwrap_data_error,
 )
-from segkit.errors import DataError
+from segkit.errors import ConfigError, DataError
 
 COLORS = {1: (255, 0, 0), 2: (0, 255, 0), 3: (0, 0, 255)}
 
@@ -120,6 +120,30 @@ def test_missing_and_empty_split_name_the_folder_with_prepare_hint(tmp_path: Pat
 def test_dataset_size(tiny: Path) -> None:
     cfg = tiny_config(tiny)
     assert dataset_size(cfg, "train") == 6 and dataset_size(cfg, "valid") == 3
+
+
+def test_include_valid_trains_on_both_folders_and_validates_on_valid(tiny: Path) -> None:
+    """nnU-Net's fold 'all': the train split is train/ and valid/ together; valid stays what it was."""
+    raw = tiny_config(tiny).model_dump(mode="json")
+    raw["train"].update(include_valid=True, model_checkpoint="last")
+    raw["augment"]["enabled"] = False
+    cfg = validate_config(raw)
+    assert dataset_size(cfg, "train") == 9 and dataset_size(cfg, "valid") == 3
+    _, y = _collect(make_dataset(cfg, "train", training=True))
+    expected = sorted(float(read_mask(m, cfg).sum())
+                      for f in ("train", "valid") for _, m in list_pairs(tiny / f))
+    assert sorted(float(v) for v in y.argmax(-1).sum(axis=(1, 2))) == expected
+
+
+def test_include_valid_is_refused_where_the_valid_cases_must_stay_unseen(tiny: Path) -> None:
+    raw = tiny_config(tiny).model_dump(mode="json")
+    raw["train"]["include_valid"] = True
+    with pytest.raises(ConfigError, match="set train.model_checkpoint: last"):
+        validate_config(raw)  # the default keeps the best epoch, judged on the valid cases
+    raw["train"]["model_checkpoint"] = "last"
+    raw["data"]["fold"] = 1
+    with pytest.raises(ConfigError, match="does not combine with data.fold"):
+        validate_config(raw)
 
 
 # === read_image / read_mask ===
