@@ -86,8 +86,9 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         b, a = r["before"], r["after"]
 
         def choice(x: dict[str, Any]) -> str:
-            return ("TTA, " if x["tta"] else "") + (f"LCC {x['largest_component']}" if x["largest_component"]
-                                                    else "no LCC")
+            lcc = x["largest_component"]
+            what = ("every class" if lcc is True else ", ".join(str(c) for c in lcc)) if lcc else ""
+            return ("TTA, " if x["tta"] else "") + (f"LCC [{what}]" if what else "no LCC")
 
         hd = " → ".join(f"{x['mean_hd95_mm']:.2f}" if x["mean_hd95_mm"] is not None else "n/a"
                         for x in (b, a))
