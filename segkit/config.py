@@ -659,9 +659,9 @@ class InferConfig(_Strict):
             raise ValueError(f"{v!r}: {hint}")
         if isinstance(v, list | tuple):
             fg = "foreground"
-            items = [fg if isinstance(x, str) and x.strip().lower() == fg else x for x in v]
-            odd = [x for x in items if isinstance(x, bool)
-                   or (isinstance(x, str) and x != fg and not x.strip().isdigit())]
+            items = [fg if isinstance(x, str) and x.strip().lower() == fg
+                     else int(x) if isinstance(x, str) and x.strip().isdigit() else x for x in v]
+            odd = [x for x in items if x != fg and (isinstance(x, bool) or not isinstance(x, int))]
             if odd:
                 raise ValueError(f"{odd[0]!r}: {hint}")
             if 0 in items:

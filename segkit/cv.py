@@ -91,6 +91,10 @@ def fold_config(cfg: Config, fold: int) -> Config:
     if cfg.data.fold is not None:
         raise ConfigError(f"data.fold is already {cfg.data.fold}", path="data.fold",
                           hint="give the config without data.fold; --fold / segkit cv set it")
+    if cfg.train.include_valid:
+        raise ConfigError("train.include_valid would train each fold on its own held-out cases",
+                          path="train.include_valid",
+                          hint="set train.include_valid: false for segkit cv / --fold")
     return cfg.model_copy(update={
         "data": cfg.data.model_copy(update={"fold": int(fold)}),
         "train": cfg.train.model_copy(update={"run_dir": fold_dir(Path(cfg.train.run_dir), fold)}),

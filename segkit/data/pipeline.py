@@ -156,10 +156,10 @@ def split_pairs(cfg: Config, split: str) -> list[tuple[Path, Path]]:
         DataError: as ``list_pairs``, ``case_splits``; or no slice of the split's cases was found.
     """
     data_dir = Path(cfg.data.dir)
-    if split == "train" and cfg.train.include_valid:
+    where = case_splits(cfg)
+    if split == "train" and cfg.train.include_valid and where is None:  # (a fold's config is refused)
         both = list_pairs(data_dir / "train") + list_pairs(data_dir / "valid")
         return sorted(both, key=lambda p: p[0].name)
-    where = case_splits(cfg)
     if where is None:
         return list_pairs(data_dir / split)
     folders = ("test",) if split == "test" else ("train", "valid")

@@ -1040,6 +1040,10 @@ def train_one(
     # Cheap checks first: a missing split or a refused run folder fails before TensorFlow is imported.
     n_train = check_split(cfg, "train")
     n_valid = check_split(cfg, "valid")
+    if cfg.train.include_valid:
+        logging.getLogger(__name__).warning(
+            "train.include_valid: the valid cases are trained on too, so validation Dice, early stopping, a "
+            "plateau schedule and the post-processing choice judge cases the model has seen")
     # multi_worker: the strategy first (the workers meet there); only the chief checks and writes run_dir
     dev = _device(cfg) if cfg.train.strategy == "multi_worker" else None
     run_dir, resuming = _run_folder(cfg, dev, resume=resume, overwrite=overwrite)

@@ -141,6 +141,10 @@ def test_include_valid_is_refused_where_the_valid_cases_must_stay_unseen(tiny: P
     with pytest.raises(ConfigError, match="set train.model_checkpoint: last"):
         validate_config(raw)  # the default keeps the best epoch, judged on the valid cases
     raw["train"]["model_checkpoint"] = "last"
+    from segkit.cv import fold_config
+
+    with pytest.raises(ConfigError, match="would train each fold on its own held-out cases"):
+        fold_config(validate_config(raw), 1)  # segkit cv / train --fold set data.fold without validating
     raw["data"]["fold"] = 1
     with pytest.raises(ConfigError, match="does not combine with data.fold"):
         validate_config(raw)

@@ -100,7 +100,7 @@ def test_the_foreground_token_round_trips_through_config_and_file(tmp_path: Path
     assert _cfg(largest_component=[2, "Foreground", 1, 2]).infer.largest_component == ("foreground", 2, 1)
     assert _cfg(largest_component="true").infer.largest_component is True
     for bad, word in ((["largest"], "'largest'"), ("all", "'all'"), ([0, 1], "0 is the background"),
-                      ([True], "True")):
+                      ([True], "True"), ([[1]], r"\[1\]"), (["0"], "0 is the background")):
         with pytest.raises(Exception, match=f"{word}.*give true, false, a list of class ids"):
             _cfg(largest_component=bad)
     pp = Postprocessing(tta=False, largest_component=("foreground", 2), foreground_components=(1, 1))
