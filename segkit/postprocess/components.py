@@ -3,7 +3,7 @@ foreground and/or of each class, in nnU-Net's order (foreground first, then per 
 
 ``infer.largest_component`` names what is filtered: ``true`` (every class), a list of class ids, and the token
 ``"foreground"`` in that list for the union of all classes (``[foreground, 1, 3]``). The foreground filter
-removes whole structures predicted apart from the main one (a second "heart" on slices beyond it) that a
+removes whole structures predicted apart from the main one (a second "organ", whatever its classes), which a
 per-class filter cannot tell from the right piece.
 
 Example:
@@ -29,11 +29,17 @@ FOREGROUND = "foreground"
 LargestComponent = bool | Sequence[int | Literal["foreground"]] | None
 
 
-def _outside_largest(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_] | None:
-    """The voxels of ``mask`` outside its largest connected component (``None`` when it has at most one)."""
+def _label(mask: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.int32], int]:
+    """``(component ids, count)`` of ``mask`` with full connectivity (26 in 3D, 8 in 2D)."""
     from scipy import ndimage
 
     comp, n = ndimage.label(mask, structure=ndimage.generate_binary_structure(mask.ndim, mask.ndim))
+    return comp, int(n)
+
+
+def _outside_largest(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_] | None:
+    """The voxels of ``mask`` outside its largest connected component (``None`` when it has at most one)."""
+    comp, n = _label(mask)
     if n <= 1:
         return None
     sizes = np.bincount(comp.ravel())
@@ -82,9 +88,7 @@ def largest_foreground(labels: npt.NDArray[np.integer]) -> npt.NDArray[np.uint8]
 
 def count_components(mask: npt.NDArray[np.bool_]) -> int:
     """Connected components of a boolean mask, with the connectivity of ``largest_component`` (26 in 3D)."""
-    from scipy import ndimage
-
-    return int(ndimage.label(mask, structure=ndimage.generate_binary_structure(mask.ndim, mask.ndim))[1])
+    return _label(mask)[1]
 
 
 def lcc_classes(setting: LargestComponent, cfg: Config) -> list[int]:
