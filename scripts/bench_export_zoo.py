@@ -47,7 +47,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 def main() -> None:
     from segkit.config import MODEL_CATALOG
     from segkit.export import refusal
-    from segkit.train.fit import cpu_name
+    from segkit.hardware import cpu_name
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=REPO / "bench-export-zoo")

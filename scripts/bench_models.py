@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         row = measure(args.child, args.size, args.batch, args.steps, args.warmup, jit=not args.no_jit)
         print(json.dumps(row))
         return 0
+    from segkit.hardware import cpu_name
     from segkit.models import MODELS
-    from segkit.train.fit import cpu_name
 
     names = [n for n in args.only.split(",") if n] or MODELS.names()
     print(

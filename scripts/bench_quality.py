@@ -497,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         os.sched_setaffinity(0, {int(c) for c in args.cores.split(",")})
     minutes = 2.0 if args.quick and args.minutes == 20.0 else args.minutes
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from segkit.train.fit import cpu_name
+    from segkit.hardware import cpu_name
 
     print(f"$ python {' '.join(shlex.quote(a) for a in sys.argv)}", flush=True)
     print(f"machine: {cpu_name()}, {len(os.sched_getaffinity(0))} core(s) used; {platform.platform()}",

@@ -44,6 +44,8 @@ MODELS = {
     # name: (config, overrides)
     "wh": (REPO / "configs" / "seed" / "whole-heart.yaml", ["train.batch_size=2"]),
     "demo": (REPO / "configs" / "demo.yaml", []),
+    # the ACDC preset's fine stage (96 x 96, batch 4): what the quality bench spends its budget on
+    "acdc": (REPO / "configs" / "acdc.yaml", []),
 }
 
 

@@ -480,8 +480,16 @@ class TrainConfig(_Strict):
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     epoch_change_infer: EpochInferConfig = EpochInferConfig()
     run_dir: Path = Field(Path("runs/default"), description="outputs of this run (relative to cwd)")
-    precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "auto"
-    jit_compile: bool = False
+    precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = Field(
+        "auto",
+        description="dtype policy; auto: mixed_float16 on a GPU, mixed_bfloat16 on a CPU with AMX, "
+        "float32 on other CPUs (segkit.hardware)",
+    )
+    jit_compile: bool | Literal["auto"] = Field(
+        False,
+        description="compile with XLA (training and prediction); auto: on, except on a CPU with AMX, where "
+        "TensorFlow's own kernels are faster (segkit.hardware)",
+    )
     tensorboard: bool = Field(
         False,
         description="write Keras TensorBoard logs (losses, metrics, learning rate per epoch) to "

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from segkit.errors import ConfigError, ModelError
+from segkit.hardware import cpu_has_amx, resolve_jit_compile, visible_gpus
 from segkit.io.run_folder import model_paths
 
 if TYPE_CHECKING:
@@ -59,10 +60,12 @@ def load_model(path: Path, cfg: Config, precision: str | None = None) -> keras.M
         path: the ``.keras`` file (e.g. ``<run_dir>/model.keras``).
         cfg: the config; its ``num_classes`` and input channels must match the model.
         precision: "float32", "mixed_bfloat16" or "mixed_float16" to run in that dtype policy (the weights are
-            copied into a model rebuilt from ``cfg``); None or "auto" keeps the policy saved with the model.
+            copied into a model rebuilt from ``cfg``); None or "auto" keeps the policy saved with the model,
+            except that a ``mixed_bfloat16`` model runs in float32 on a CPU without AMX, where bfloat16 is
+            emulated and slower (``segkit.hardware``).
 
     Returns:
-        An uncompiled ``keras.Model`` (compiled for XLA when ``cfg.train.jit_compile``).
+        An uncompiled ``keras.Model`` (compiled for XLA when ``cfg.train.jit_compile`` resolves to on).
 
     Raises:
         ModelError: missing or unreadable file, or output classes / input channels that differ from the config
@@ -88,11 +91,22 @@ def load_model(path: Path, cfg: Config, precision: str | None = None) -> keras.M
             hint="give a .keras file written by `segkit train`",
         ) from e
     check_model(model, cfg, path)
+    if precision in (None, "auto") and _policy_name(model) == "mixed_bfloat16" and not _bf16_hardware():
+        precision = "float32"
     if precision not in (None, "auto") and precision != _policy_name(model):
         model = _with_policy(model, cfg, precision)
-    if cfg.train.jit_compile:
+    if _jit(cfg):
         model.compile(jit_compile=True)
     return model
+
+
+def _bf16_hardware() -> bool:
+    """A GPU or a CPU with AMX: bfloat16 runs natively."""
+    return visible_gpus() > 0 or cpu_has_amx()
+
+
+def _jit(cfg: Config) -> bool:
+    return resolve_jit_compile(cfg.train.jit_compile, visible_gpus())
 
 
 def load_models(
@@ -127,7 +141,7 @@ def load_models(
     outs = [keras.Model(m.input, m.output, name=f"member_{i}")(inp) for i, m in enumerate(members)]
     ens = keras.Model(inp, keras.layers.Average(name="mean_probabilities", dtype="float32")(outs),
                       name=f"ensemble_of_{len(members)}")
-    if cfg.train.jit_compile:
+    if _jit(cfg):
         ens.compile(jit_compile=True)
     logger.info("ensemble of %d models: %s", len(members), ", ".join(str(p) for p in paths))
     return ens
@@ -166,8 +180,11 @@ def check_model(model: keras.Model, cfg: Config, path: Path | None = None) -> No
 
 
 def _policy_name(model: keras.Model) -> str:
-    policy = getattr(model, "dtype_policy", None)
-    return str(getattr(policy, "name", "float32"))
+    """The policy the model computes in: its layers' mixed policy, if any. A loaded model's own
+    ``dtype_policy`` is float32 whatever its layers' (only they are saved with theirs), and the head stays
+    float32 under a mixed policy."""
+    names = [str(getattr(layer.dtype_policy, "name", "float32")) for layer in model._flatten_layers()]
+    return next((n for n in names if n.startswith("mixed_")), "float32")
 
 
 def _with_policy(model: keras.Model, cfg: Config, precision: str) -> keras.Model:

@@ -13,9 +13,9 @@
    ``train.strategy: multi_worker`` a custom loop (``segkit.train.distributed``) drives the same callbacks
    instead of ``fit``, and only the chief worker writes the run folder.
 
-Precision ``auto``: ``mixed_float16`` on a GPU, otherwise ``float32``: ``mixed_bfloat16`` is emulated on CPUs
-without AVX512-BF16/AMX and measured slower here (``scripts/bench_train.py``; README "Benchmarks"), so it is
-used only when asked for.
+Precision and XLA ``auto`` (``segkit.hardware``): ``mixed_float16`` and XLA on a GPU; ``mixed_bfloat16``
+without XLA on a CPU with AMX, where oneDNN runs bfloat16 on the AMX tiles; float32 and XLA on other CPUs,
+where bfloat16 is emulated and slower (``scripts/bench_train.py``; README "Benchmarks").
 
 Example:
     >>> result = train_model(load_config(Path("configs/demo.yaml")))
@@ -41,6 +41,7 @@ import numpy as np
 from segkit import __version__
 from segkit.config import COARSE_DIR, Config
 from segkit.errors import ConfigError, DataError, OutputError, SegkitError
+from segkit.hardware import cpu_name, resolve_jit_compile, resolve_precision
 from segkit.io.atomic import remove_stale_temps, write_bytes, write_json, write_text
 from segkit.io.run_folder import (
     BACKUP_DIR,
@@ -130,30 +131,6 @@ class TrainResult:
 
 
 # === Environment ===
-
-
-def cpu_name() -> str:
-    """CPU model name and logical core count, e.g. ``AMD EPYC (2 cores)``."""
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.startswith("model name"):
-                name = line.partition(":")[2].strip()
-                break
-    except OSError:
-        pass
-    return f"{name} ({os.cpu_count()} cores)"
-
-
-def resolve_precision(requested: str, gpus: int) -> str:
-    """The Keras dtype policy for ``train.precision``.
-
-    ``auto`` is ``mixed_float16`` with a GPU and ``float32`` on CPU (see the module docstring for the
-    measurement behind the CPU choice); any other value is used as given.
-    """
-    if requested != "auto":
-        return requested
-    return "mixed_float16" if gpus > 0 else "float32"
 
 
 def describe_device(gpus: list[Any]) -> str:
@@ -329,7 +306,7 @@ def _int_or(s: str, default: int) -> int:
         return default
 
 
-def write_run_info(cfg: Config, run_dir: Path, precision: str, device: str) -> None:
+def write_run_info(cfg: Config, run_dir: Path, precision: str, device: str, jit_compile: bool) -> None:
     """``config.yaml`` (resolved), ``versions.json``, a copy of the dataset's ``splits.json``, and
     ``preprocessing.json`` (the dataset's recorded preprocessing recipe, so the run folder alone can
     infer)."""
@@ -350,7 +327,7 @@ def write_run_info(cfg: Config, run_dir: Path, precision: str, device: str) -> N
             "platform": platform.platform(),
             "seed": cfg.seed,
             "precision": precision,
-            "jit_compile": cfg.train.jit_compile,
+            "jit_compile": jit_compile,
             "device": device,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
@@ -537,6 +514,7 @@ class _Device:
     precision: str
     device: str
     dist: Distribution
+    jit_compile: bool = False
 
     @property
     def strategy(self) -> Any:
@@ -669,13 +647,14 @@ def _device(cfg: Config) -> _Device:
     dist = resolve_strategy(cfg.train.strategy)  # first: a SLURM task's GPUs are set there
     gpus = tf.config.list_physical_devices("GPU")
     precision = resolve_precision(cfg.train.precision, len(gpus))
+    jit_compile = resolve_jit_compile(cfg.train.jit_compile, len(gpus))
     device = describe_device(gpus)
     check_batch(cfg.train, dist.replicas)
     if dist.replicas > 1 and cfg.model.norm == "batch":
         log.warning("model.norm batch with %d replicas: BatchNorm statistics are per replica (over %d "
                     "samples), not synchronised; model.norm group does not depend on the batch",
                     dist.replicas, cfg.train.batch_size // dist.replicas)
-    return _Device(precision, device, dist)
+    return _Device(precision, device, dist, jit_compile)
 
 
 def _compile(call: _Call, dev: _Device) -> _Compiled:
@@ -698,7 +677,7 @@ def _compile(call: _Call, dev: _Device) -> _Compiled:
             optimizer=make_optimizer(cfg),
             loss=get_loss(cfg),
             metrics=metrics,
-            jit_compile=cfg.train.jit_compile,
+            jit_compile=dev.jit_compile,
         )
     metric_names = [getattr(m, "name", str(m)) for m in metrics]
     monitor = cfg.train.monitor
@@ -756,7 +735,7 @@ def _report_start(call: _Call, dev: _Device, compiled: _Compiled, initial_epoch:
         "params": int(compiled.summary["params"]),
         "gflops_per_image": float(compiled.summary["gflops_per_image"]),
         "precision": dev.precision,
-        "jit_compile": cfg.train.jit_compile,
+        "jit_compile": dev.jit_compile,
         "device": dev.device,
         "replicas": dev.dist.replicas,
         "strategy": dev.dist.describe(cfg.train.batch_size),
@@ -1086,7 +1065,7 @@ def _train(call: _Call, dev: _Device | None) -> TrainResult:
         compiled = _compile(call, dev)
         past = _past(call, compiled, dev)  # what was done before (resume)
         call.run_dir.mkdir(parents=True, exist_ok=True)
-        write_run_info(cfg, call.run_dir, dev.precision, dev.device)
+        write_run_info(cfg, call.run_dir, dev.precision, dev.device, dev.jit_compile)
         # train_summary.json describes a finished run; a resumed one is not finished until it writes a new one
         (call.run_dir / TRAIN_SUMMARY_FILE).unlink(missing_ok=True)
         data = _datasets(call, past.initial_epoch)

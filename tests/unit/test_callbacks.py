@@ -312,14 +312,6 @@ def test_progress_reporter_events_and_eta() -> None:
 # === precision (segkit/train/fit.py) ===
 
 
-def test_auto_precision_is_float16_on_gpu_float32_on_cpu() -> None:
-    from segkit.train.fit import resolve_precision
-
-    assert resolve_precision("auto", gpus=0) == "float32"
-    assert resolve_precision("auto", gpus=2) == "mixed_float16"
-    assert resolve_precision("mixed_bfloat16", gpus=0) == "mixed_bfloat16"
-
-
 def test_float32_output_under_mixed_precision() -> None:
     from segkit.train.fit import float32_output
 
