@@ -7,6 +7,10 @@ Cases (``--only`` picks some, comma-separated; default all):
 - ``wh-<precision>[-xla]``: the Whole-Heart seed architecture (``configs/seed/whole-heart.yaml`` model:
   flexunet 512x512x3, 9 classes, base_filters 16, base_kernels 7, num_layers 8, batch 2);
 - ``demo-<precision>[-xla]``: the demo model (``configs/demo.yaml``, 64x64x1, 4 classes, batch 16);
+- ``acdc-<precision>[-xla]``: the ACDC preset's fine stage (``configs/acdc.yaml``: flexunet 96x96x1,
+  4 classes, base_filters 16, num_layers 5, group norm, batch 4), where the quality bench spends its budget;
+- ``la-<precision>[-xla]``: the 128x128 presets' model (``configs/left-atrial.yaml``: flexunet 128x128x1,
+  num_layers 6, group norm, batch 4);
 
 with precision ``fp32`` (float32) or ``bf16`` (mixed_bfloat16), with or without XLA (``jit_compile``). Each
 case runs in its own child process: it compiles the model exactly as ``segkit train`` does (optimizer, loss,
@@ -22,6 +26,7 @@ precision.
 
     python scripts/bench_train.py                       # everything
     python scripts/bench_train.py --only peak,demo-fp32 --steps 20
+    taskset -c 0 python scripts/bench_train.py --only acdc-fp32-xla,acdc-bf16   # one core, as bench_quality
     python scripts/bench_train.py --json bench.json     # also write the table as JSON
 
 Synthetic data: the input pipeline is not measured (see scripts/bench_prepare.py for data).
@@ -46,6 +51,8 @@ MODELS = {
     "demo": (REPO / "configs" / "demo.yaml", []),
     # the ACDC preset's fine stage (96 x 96, batch 4): what the quality bench spends its budget on
     "acdc": (REPO / "configs" / "acdc.yaml", []),
+    # the 128 x 128 presets' model (left-atrial; whole-heart, hocm and alcapa build the same network)
+    "la": (REPO / "configs" / "left-atrial.yaml", []),
 }
 
 

@@ -482,8 +482,8 @@ class TrainConfig(_Strict):
     run_dir: Path = Field(Path("runs/default"), description="outputs of this run (relative to cwd)")
     precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = Field(
         "auto",
-        description="dtype policy; auto: mixed_float16 on a GPU, mixed_bfloat16 on a CPU with AMX, "
-        "float32 on other CPUs (segkit.hardware)",
+        description="dtype policy; auto: mixed_float16 on a GPU, mixed_bfloat16 on a CPU with AMX when "
+        "XLA is off, float32 otherwise (segkit.hardware)",
     )
     jit_compile: bool | Literal["auto"] = Field(
         False,

@@ -7,16 +7,16 @@ preset's fine stage, 96 x 96, batch 4, one core; README "Benchmarks"):
   oneDNN kernels run bfloat16 convolutions on the AMX tiles: a training step took 0.214 s in
   ``mixed_bfloat16`` without XLA, against 0.331 s in float32 with XLA and 0.277 s in float32 without. XLA's
   CPU backend does not use those kernels (0.329 s in bfloat16 with XLA), so on such a CPU ``auto`` means
-  bfloat16 and no XLA.
+  bfloat16 and no XLA; with XLA asked for (``jit_compile: true``) ``auto`` precision stays float32 there,
+  bfloat16 under XLA being no faster.
 - On a CPU without it (AMD EPYC Zen 1) bfloat16 is emulated and slower, and XLA is faster (1.45x for the
   demo model): ``auto`` means float32 and XLA.
 - On a GPU: ``mixed_float16`` and XLA.
 
 Example:
-    >>> resolve_precision("auto", gpus=0, amx=True)
-    'mixed_bfloat16'
-    >>> resolve_jit_compile("auto", gpus=0, amx=True)
-    False
+    >>> xla = resolve_jit_compile("auto", gpus=0, amx=True)
+    >>> xla, resolve_precision("auto", gpus=0, xla=xla, amx=True)
+    (False, 'mixed_bfloat16')
 """
 
 from __future__ import annotations
@@ -65,17 +65,18 @@ def cpu_has_amx() -> bool:
     return False
 
 
-def resolve_precision(requested: str, gpus: int, amx: bool | None = None) -> str:
+def resolve_precision(requested: str, gpus: int, xla: bool = False, amx: bool | None = None) -> str:
     """The Keras dtype policy for ``train.precision``.
 
-    ``auto`` is ``mixed_float16`` with a GPU, ``mixed_bfloat16`` on a CPU with AMX and ``float32`` on other
-    CPUs; any other value is used as given. ``amx``: whether the CPU has AMX (default: ``cpu_has_amx()``).
+    ``auto`` is ``mixed_float16`` with a GPU, ``mixed_bfloat16`` on a CPU with AMX when not compiling with XLA
+    (``xla``: ``resolve_jit_compile``'s answer), and ``float32`` otherwise; any other value is used as given.
+    ``amx``: whether the CPU has AMX (default: ``cpu_has_amx()``).
     """
     if requested != "auto":
         return requested
     if gpus > 0:
         return "mixed_float16"
-    return "mixed_bfloat16" if (cpu_has_amx() if amx is None else amx) else "float32"
+    return "mixed_bfloat16" if not xla and (cpu_has_amx() if amx is None else amx) else "float32"
 
 
 def resolve_jit_compile(requested: bool | Literal["auto"], gpus: int, amx: bool | None = None) -> bool:

@@ -646,8 +646,8 @@ def _device(cfg: Config) -> _Device:
 
     dist = resolve_strategy(cfg.train.strategy)  # first: a SLURM task's GPUs are set there
     gpus = tf.config.list_physical_devices("GPU")
-    precision = resolve_precision(cfg.train.precision, len(gpus))
     jit_compile = resolve_jit_compile(cfg.train.jit_compile, len(gpus))
+    precision = resolve_precision(cfg.train.precision, len(gpus), xla=jit_compile)
     device = describe_device(gpus)
     check_batch(cfg.train, dist.replicas)
     if dist.replicas > 1 and cfg.model.norm == "batch":

@@ -75,8 +75,16 @@ def test_segkit_amx_overrides_the_flags(
      (2, True, "mixed_float16", True)],
 )
 def test_auto_choices(gpus: int, amx: bool, precision: str, xla: bool) -> None:
-    assert resolve_precision("auto", gpus, amx=amx) == precision
     assert resolve_jit_compile("auto", gpus, amx=amx) is xla
+    assert resolve_precision("auto", gpus, xla=xla, amx=amx) == precision
+
+
+@pytest.mark.parametrize("amx", [False, True])
+def test_auto_precision_stays_float32_under_asked_for_xla_on_a_cpu(amx: bool) -> None:
+    """XLA does not use the AMX kernels: bfloat16 would change the numbers of a `jit_compile: true` config
+    without making it faster."""
+    assert resolve_precision("auto", 0, xla=True, amx=amx) == "float32"
+    assert resolve_precision("auto", 1, xla=True, amx=amx) == "mixed_float16"
 
 
 @pytest.mark.parametrize("amx", [False, True])
@@ -91,8 +99,8 @@ def test_explicit_values_are_kept(amx: bool) -> None:
 def test_the_suite_runs_as_without_amx(fresh_amx: None) -> None:
     """conftest sets SEGKIT_AMX=0, so `auto` trains float32 here whatever the CPU."""
     assert cpu_has_amx() is False
-    assert resolve_precision("auto", 0) == "float32"
     assert resolve_jit_compile("auto", 0) is True
+    assert resolve_precision("auto", 0) == "float32"
 
 
 @pytest.mark.parametrize(("amx", "runs_in"), [(False, "float32"), (True, "mixed_bfloat16")])
