@@ -2,7 +2,8 @@
 
 Each model is built with the options of the recommended presets (``configs/left-atrial.yaml``: 16 base
 filters, 3x3, 6 levels, ``max_filters`` 256, GroupNorm, no dropout; ``--size`` default 128, 1 channel, 4
-classes), compiled as ``segkit train`` compiles it (Adam, Dice + CE, XLA as the preset says), and timed on one
+classes), compiled as ``segkit train`` compiles it (Adam, Dice + CE; precision and XLA as the preset's
+``auto`` resolves them on this machine, ``segkit.hardware``), and timed on one
 synthetic batch (``--batch``, default 4) repeated: the median of ``--steps`` training steps after ``--warmup``
 steps, and the same for forward passes (inference). Each model runs in its own child process, so one model's
 graphs and
@@ -29,13 +30,16 @@ sys.path.insert(0, str(REPO))
 
 
 def measure(name: str, size: int, batch: int, steps: int, warmup: int, jit: bool = True) -> dict:
-    """Build, compile and time one model in this process (XLA as the preset says, unless ``jit`` is False)."""
+    """Build, compile and time one model in this process (precision and XLA as the preset's ``auto`` resolves
+    them here, XLA off when ``jit`` is False)."""
     import keras
     import numpy as np
 
     from segkit.config import load_config
+    from segkit.hardware import resolve_jit_compile, resolve_precision, visible_gpus
     from segkit.losses import get_loss
     from segkit.models import build_model, model_summary
+    from segkit.train.fit import float32_output
 
     cfg = load_config(REPO / "configs" / "left-atrial.yaml", [
         f"model.name={name}", f"data.image_size=[{size},{size}]", f"train.batch_size={batch}",
@@ -43,11 +47,13 @@ def measure(name: str, size: int, batch: int, steps: int, warmup: int, jit: bool
         " {id: 3, name: c, color: [0, 0, 255]}]",
         *([] if jit else ["train.jit_compile=false"]),
     ])
-    model = build_model(cfg)
+    gpus = visible_gpus()
+    xla = resolve_jit_compile(cfg.train.jit_compile, gpus)
+    precision = resolve_precision(cfg.train.precision, gpus, xla=xla)
+    keras.config.set_dtype_policy(precision)
+    model = float32_output(build_model(cfg))
     summary = model_summary(model)
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-3), loss=get_loss(cfg), jit_compile=cfg.train.jit_compile
-    )
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=get_loss(cfg), jit_compile=xla)
     rng = np.random.default_rng(0)
     x = rng.random((batch, size, size, 1), dtype=np.float32)
     y = np.eye(4, dtype=np.float32)[rng.integers(0, 4, (batch, size, size))]
@@ -72,7 +78,8 @@ def measure(name: str, size: int, batch: int, steps: int, warmup: int, jit: bool
         "infer_images_per_s": batch / infer_s,
         "size": size,
         "batch": batch,
-        "jit_compile": cfg.train.jit_compile,
+        "jit_compile": xla,
+        "precision": precision,
     }
 
 

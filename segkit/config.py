@@ -48,6 +48,10 @@ Size2 = tuple[int, int]
 Range = tuple[float, float]
 
 
+_BOOL_WORDS = ("true", "false", "yes", "no", "on", "off")
+"""The words pydantic reads as booleans (a ``--set`` value may arrive as a string)."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
@@ -534,6 +538,16 @@ class TrainConfig(_Strict):
         "then score cases the model has seen, so use it with model_checkpoint: last",
     )
 
+    @field_validator("jit_compile", mode="before")
+    @classmethod
+    def _jit_compile(cls, v: Any) -> Any:
+        """true, false or auto (any case); pydantic's own message for a union names an internal branch."""
+        if isinstance(v, str) and v.strip().lower() == "auto":
+            return "auto"
+        if isinstance(v, bool) or (isinstance(v, str) and v.strip().lower() in _BOOL_WORDS):
+            return v
+        raise ValueError(f"{v!r}: give true, false or auto")
+
     @model_validator(mode="after")
     def _check_schedule(self) -> TrainConfig:
         if self.warmup_epochs > 0 and self.schedule == "plateau":
@@ -662,7 +676,7 @@ class InferConfig(_Strict):
         if isinstance(v, str):
             if v.strip().lower() == "foreground":  # --set infer.largest_component=foreground
                 return ["foreground"]
-            if v.strip().lower() in ("true", "false", "yes", "no", "on", "off"):
+            if v.strip().lower() in _BOOL_WORDS:
                 return v  # pydantic reads these as booleans
             raise ValueError(f"{v!r}: {hint}")
         if isinstance(v, list | tuple):

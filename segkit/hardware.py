@@ -27,6 +27,8 @@ import platform
 from pathlib import Path
 from typing import Literal
 
+from segkit.errors import ConfigError
+
 CPUINFO = Path("/proc/cpuinfo")
 
 
@@ -52,13 +54,24 @@ AMX_ENV = "SEGKIT_AMX"
 on such a CPU; ``1`` as on one with it. The test suite sets 0, so that it trains alike on every CPU."""
 
 
-@functools.cache
 def cpu_has_amx() -> bool:
     """Whether the CPU has AMX bfloat16 tiles (``amx_bf16`` among the flags of ``/proc/cpuinfo``; ``False``
-    where there is no such file), unless ``SEGKIT_AMX`` is 0 or 1."""
+    where there is no such file), unless ``SEGKIT_AMX`` is 0 or 1 (read at each call).
+
+    Raises:
+        ConfigError: ``SEGKIT_AMX`` is set to something else.
+    """
     forced = os.environ.get(AMX_ENV, "").strip()
     if forced in ("0", "1"):
         return forced == "1"
+    if forced:
+        raise ConfigError(f"{AMX_ENV} must be 0 or 1 (got {forced!r})", path=AMX_ENV,
+                          hint=f"unset {AMX_ENV} to detect AMX from /proc/cpuinfo")
+    return _amx_flag()
+
+
+@functools.cache
+def _amx_flag() -> bool:
     for line in _cpuinfo().splitlines():
         if line.startswith("flags"):
             return "amx_bf16" in line.partition(":")[2].split()

@@ -92,8 +92,12 @@ def load_model(path: Path, cfg: Config, precision: str | None = None) -> keras.M
         ) from e
     check_model(model, cfg, path)
     if precision in (None, "auto") and _policy_name(model) == "mixed_bfloat16" and not _bf16_hardware():
-        precision = "float32"
-    if precision not in (None, "auto") and precision != _policy_name(model):
+        try:
+            model = _with_policy(model, cfg, "float32")
+        except ModelError as e:  # the config builds another architecture: run the model as saved
+            logger.warning("%s: running it in mixed_bfloat16 as saved (emulated on this CPU, slower): %s",
+                           path, e.message)
+    elif precision not in (None, "auto") and precision != _policy_name(model):
         model = _with_policy(model, cfg, precision)
     if _jit(cfg):
         model.compile(jit_compile=True)

@@ -77,7 +77,8 @@ log = logging.getLogger(__name__)
 # a run folder that was moved or renamed.
 # The strategy too: train.batch_size is the global batch, so a run resumes on another device count unchanged.
 _RESUME_FREE_KEYS = {
-    ("train", "epochs"), ("train", "run_dir"), ("train", "time_limit"), ("train", "strategy")
+    ("train", "epochs"), ("train", "run_dir"), ("train", "time_limit"), ("train", "strategy"),
+    ("train", "jit_compile"),  # XLA or not computes the same model (a run of `true` resumes under `auto`)
 }
 
 
@@ -646,7 +647,8 @@ def _device(cfg: Config) -> _Device:
 
     dist = resolve_strategy(cfg.train.strategy)  # first: a SLURM task's GPUs are set there
     gpus = tf.config.list_physical_devices("GPU")
-    jit_compile = resolve_jit_compile(cfg.train.jit_compile, len(gpus))
+    # the multi-worker loop's step is a plain tf.function (segkit.train.distributed): no XLA to choose
+    jit_compile = dist.name != "multi_worker" and resolve_jit_compile(cfg.train.jit_compile, len(gpus))
     precision = resolve_precision(cfg.train.precision, len(gpus), xla=jit_compile)
     device = describe_device(gpus)
     check_batch(cfg.train, dist.replicas)
@@ -1052,6 +1054,20 @@ def _run_folder(cfg: Config, dev: _Device | None, *, resume: bool, overwrite: bo
     return worker_run_dir(run_dir, resuming), resuming
 
 
+def _warn_precision_change(run_dir: Path, precision: str) -> None:
+    """A resumed run whose ``auto`` precision resolves otherwise on this machine (e.g. bfloat16 on a CPU with
+    AMX, float32 elsewhere) goes on in the new one; say so before ``versions.json`` is rewritten."""
+    import json
+
+    try:
+        before = json.loads((run_dir / VERSIONS_FILE).read_text(encoding="utf-8")).get("precision")
+    except (OSError, ValueError, AttributeError):
+        return
+    if before and before != precision:
+        log.warning("resuming in %s: the run was trained in %s until now (train.precision auto resolves "
+                    "differently on this machine; set it explicitly to keep one)", precision, before)
+
+
 def _train(call: _Call, dev: _Device | None) -> TrainResult:
     """Seed, pick the device (unless given), compile, restore, write the run information, fit, finish."""
     import keras
@@ -1065,6 +1081,8 @@ def _train(call: _Call, dev: _Device | None) -> TrainResult:
         compiled = _compile(call, dev)
         past = _past(call, compiled, dev)  # what was done before (resume)
         call.run_dir.mkdir(parents=True, exist_ok=True)
+        if call.resuming:
+            _warn_precision_change(call.run_dir, dev.precision)
         write_run_info(cfg, call.run_dir, dev.precision, dev.device, dev.jit_compile)
         # train_summary.json describes a finished run; a resumed one is not finished until it writes a new one
         (call.run_dir / TRAIN_SUMMARY_FILE).unlink(missing_ok=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from segkit import hardware
+from segkit.errors import ConfigError
 from segkit.hardware import cpu_has_amx, resolve_jit_compile, resolve_precision
 
 SAPPHIRE_RAPIDS = """processor\t: 0
@@ -23,22 +24,14 @@ LOOKALIKE = "model name\t: Other\nflags\t\t: fpu xamx_bf16 amx_bf16x\n"
 
 
 @pytest.fixture
-def fresh_amx() -> Iterator[None]:
-    """cpu_has_amx read afresh in the test, and again after it (SEGKIT_AMX as monkeypatch restores it)."""
-    cpu_has_amx.cache_clear()
-    yield
-    cpu_has_amx.cache_clear()
-
-
-@pytest.fixture
 def cpuinfo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fake /proc/cpuinfo, read afresh (no SEGKIT_AMX, the cache cleared before and after)."""
     path = tmp_path / "cpuinfo"
     monkeypatch.setattr(hardware, "CPUINFO", path)
     monkeypatch.delenv(hardware.AMX_ENV, raising=False)
-    cpu_has_amx.cache_clear()
+    hardware._amx_flag.cache_clear()
     yield path
-    cpu_has_amx.cache_clear()
+    hardware._amx_flag.cache_clear()
 
 
 @pytest.mark.parametrize(("text", "amx"),
@@ -60,13 +53,33 @@ def test_cpu_name_reads_the_model_name(cpuinfo: Path) -> None:
 
 
 @pytest.mark.parametrize(("forced", "text", "amx"), [("0", SAPPHIRE_RAPIDS, False), ("1", EPYC, True),
-                                                     ("", SAPPHIRE_RAPIDS, True), ("yes", EPYC, False)])
+                                                     ("", SAPPHIRE_RAPIDS, True), (" 1 ", EPYC, True)])
 def test_segkit_amx_overrides_the_flags(
     cpuinfo: Path, monkeypatch: pytest.MonkeyPatch, forced: str, text: str, amx: bool
 ) -> None:
     cpuinfo.write_text(text)
     monkeypatch.setenv(hardware.AMX_ENV, forced)
     assert cpu_has_amx() is amx
+
+
+@pytest.mark.parametrize("bad", ["yes", "true", "2", "off"])
+def test_a_bad_segkit_amx_is_refused_in_one_line(
+    cpuinfo: Path, monkeypatch: pytest.MonkeyPatch, bad: str
+) -> None:
+    cpuinfo.write_text(SAPPHIRE_RAPIDS)
+    monkeypatch.setenv(hardware.AMX_ENV, bad)
+    with pytest.raises(ConfigError, match=rf"SEGKIT_AMX must be 0 or 1 \(got '{bad}'\)") as e:
+        cpu_has_amx()
+    assert "unset SEGKIT_AMX" in (e.value.hint or "")
+
+
+def test_segkit_amx_is_read_at_each_call(cpuinfo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cpuinfo.write_text(EPYC)
+    assert cpu_has_amx() is False
+    monkeypatch.setenv(hardware.AMX_ENV, "1")
+    assert cpu_has_amx() is True
+    monkeypatch.setenv(hardware.AMX_ENV, "0")
+    assert cpu_has_amx() is False
 
 
 @pytest.mark.parametrize(
@@ -96,16 +109,9 @@ def test_explicit_values_are_kept(amx: bool) -> None:
     assert resolve_jit_compile(False, 1, amx=amx) is False
 
 
-def test_the_suite_runs_as_without_amx(fresh_amx: None) -> None:
-    """conftest sets SEGKIT_AMX=0, so `auto` trains float32 here whatever the CPU."""
-    assert cpu_has_amx() is False
-    assert resolve_jit_compile("auto", 0) is True
-    assert resolve_precision("auto", 0) == "float32"
-
-
 @pytest.mark.parametrize(("amx", "runs_in"), [(False, "float32"), (True, "mixed_bfloat16")])
 def test_a_bfloat16_model_runs_in_float32_where_bfloat16_is_emulated(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_amx: None, amx: bool, runs_in: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, amx: bool, runs_in: str
 ) -> None:
     """`auto` at prediction keeps a model's own policy, except bfloat16 on a CPU without AMX (or GPU); an
     asked-for policy always wins. XLA follows train.jit_compile auto the same way."""
@@ -144,3 +150,82 @@ def test_a_bfloat16_model_runs_in_float32_where_bfloat16_is_emulated(
     assert compiled.compiled is (not amx)  # compiled only to switch XLA on
     if compiled.compiled:
         assert compiled.jit_compile is True
+
+
+def _tiny(**train: object):  # noqa: ANN202 - segkit Config
+    from segkit.config import validate_config
+
+    return validate_config({
+        "classes": [{"id": 1, "name": "LV", "color": [255, 0, 0]}],
+        "data": {"image_size": [32, 32], "channels": 1},
+        "model": {"base_filters": 4, "base_kernels": 3, "num_layers": 3},
+        "train": train,
+    })
+
+
+@pytest.mark.parametrize(("given", "kept"), [("auto", "auto"), ("AUTO", "auto"), (True, True), (False, False),
+                                             ("false", False)])
+def test_jit_compile_takes_true_false_or_auto(given: object, kept: object) -> None:
+    assert _tiny(jit_compile=given).train.jit_compile == kept
+
+
+@pytest.mark.parametrize("bad", ["maybe", 1, [True]])
+def test_a_bad_jit_compile_is_refused_naming_the_key_and_the_choices(bad: object) -> None:
+    with pytest.raises(ConfigError) as e:
+        _tiny(jit_compile=bad)
+    msg = str(e.value)
+    assert "train.jit_compile" in msg and "give true, false or auto" in msg and "\n" not in msg
+    assert ".bool" not in msg  # not pydantic's name of a union branch
+
+
+@pytest.mark.parametrize(("amx", "jit", "precision", "xla"), [
+    ("1", "auto", "mixed_bfloat16", False), ("0", "auto", "float32", True),
+    ("1", True, "float32", True),  # XLA asked for: bfloat16 would be no faster there
+    ("1", False, "mixed_bfloat16", False),
+])
+def test_training_resolves_auto_for_this_machine(monkeypatch: pytest.MonkeyPatch, amx: str, jit: object,
+                                                 precision: str, xla: bool) -> None:
+    from segkit.train import fit
+
+    monkeypatch.setenv(hardware.AMX_ENV, amx)
+    dev = fit._device(_tiny(jit_compile=jit))
+    assert (dev.precision, dev.jit_compile) == (precision, xla)
+
+
+def test_a_resumed_run_says_when_its_precision_changes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from segkit.train import fit
+
+    (tmp_path / "versions.json").write_text('{"precision": "float32"}')
+    with caplog.at_level("WARNING"):
+        fit._warn_precision_change(tmp_path, "float32")
+    assert not caplog.records
+    with caplog.at_level("WARNING"):
+        fit._warn_precision_change(tmp_path, "mixed_bfloat16")
+    assert "resuming in mixed_bfloat16: the run was trained in float32" in caplog.text
+
+
+def test_a_bfloat16_model_of_another_architecture_runs_as_saved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The float32 rebuild needs the config's architecture; where it differs (a model given with --model and
+    another config), `auto` warns and runs the model as saved instead of failing."""
+    import keras
+
+    from segkit.models import build_model
+    from segkit.predict import models as predict_models
+
+    old = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        build_model(_tiny()).save(tmp_path / "model.keras")
+    finally:
+        keras.config.set_dtype_policy(old)
+    monkeypatch.setenv(hardware.AMX_ENV, "0")
+    monkeypatch.setattr(predict_models, "visible_gpus", lambda: 0)
+    other = _tiny().model_copy(update={"model": _tiny().model.model_copy(update={"base_filters": 8})})
+    with caplog.at_level("WARNING"):
+        loaded = predict_models.load_model(tmp_path / "model.keras", other)
+    assert loaded.get_layer("head_conv").dtype_policy.name == "mixed_bfloat16"
+    assert "running it in mixed_bfloat16 as saved" in caplog.text
