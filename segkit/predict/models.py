@@ -61,8 +61,9 @@ def load_model(path: Path, cfg: Config, precision: str | None = None) -> keras.M
         cfg: the config; its ``num_classes`` and input channels must match the model.
         precision: "float32", "mixed_bfloat16" or "mixed_float16" to run in that dtype policy (the weights are
             copied into a model rebuilt from ``cfg``); None or "auto" keeps the policy saved with the model,
-            except that a ``mixed_bfloat16`` model runs in float32 on a CPU without AMX, where bfloat16 is
-            emulated and slower (``segkit.hardware``).
+            except that a mixed-precision model runs in float32 where its half type is emulated and slower: a
+            ``mixed_float16`` model on any CPU, a ``mixed_bfloat16`` one on a CPU without AMX
+            (``segkit.hardware``).
 
     Returns:
         An uncompiled ``keras.Model`` (compiled for XLA when ``cfg.train.jit_compile`` resolves to on).
@@ -91,12 +92,13 @@ def load_model(path: Path, cfg: Config, precision: str | None = None) -> keras.M
             hint="give a .keras file written by `segkit train`",
         ) from e
     check_model(model, cfg, path)
-    if precision in (None, "auto") and _policy_name(model) == "mixed_bfloat16" and not _bf16_hardware():
+    saved = _policy_name(model)
+    if precision in (None, "auto") and saved != "float32" and not _native(saved):
         try:
             model = _with_policy(model, cfg, "float32")
         except ModelError as e:  # the config builds another architecture: run the model as saved
-            logger.warning("%s: running it in mixed_bfloat16 as saved (emulated on this CPU, slower): %s",
-                           path, e.message)
+            logger.warning("%s: running it in %s as saved (emulated on this CPU, slower): %s",
+                           path, saved, e.message)
     elif precision not in (None, "auto") and precision != _policy_name(model):
         model = _with_policy(model, cfg, precision)
     if _jit(cfg):
@@ -104,9 +106,12 @@ def load_model(path: Path, cfg: Config, precision: str | None = None) -> keras.M
     return model
 
 
-def _bf16_hardware() -> bool:
-    """A GPU or a CPU with AMX: bfloat16 runs natively."""
-    return visible_gpus() > 0 or cpu_has_amx()
+def _native(policy: str) -> bool:
+    """Whether this machine runs the mixed ``policy`` natively: float16 on a GPU, bfloat16 on a GPU or a CPU
+    with AMX."""
+    if visible_gpus() > 0:
+        return True
+    return policy == "mixed_bfloat16" and cpu_has_amx()
 
 
 def _jit(cfg: Config) -> bool:

@@ -1094,4 +1094,4 @@ def _train(call: _Call, dev: _Device | None) -> TrainResult:
     return _finish(call, dev, compiled, past.initial_epoch, guards)
 
 
-__all__ = ["TrainResult", "train_model", "check_run_dir", "resolve_precision", "RUN_OUTPUTS"]
+__all__ = ["TrainResult", "train_model", "check_run_dir", "RUN_OUTPUTS"]

@@ -109,9 +109,13 @@ def test_explicit_values_are_kept(amx: bool) -> None:
     assert resolve_jit_compile(False, 1, amx=amx) is False
 
 
-@pytest.mark.parametrize(("amx", "runs_in"), [(False, "float32"), (True, "mixed_bfloat16")])
-def test_a_bfloat16_model_runs_in_float32_where_bfloat16_is_emulated(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, amx: bool, runs_in: str
+@pytest.mark.parametrize(("policy", "amx", "runs_in"), [
+    ("mixed_bfloat16", False, "float32"), ("mixed_bfloat16", True, "mixed_bfloat16"),
+    ("mixed_float16", True, "float32"),  # a GPU-trained model on a CPU
+    ("float32", True, "float32"),
+])
+def test_a_mixed_model_runs_in_float32_where_its_half_type_is_emulated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str, amx: bool, runs_in: str
 ) -> None:
     """`auto` at prediction keeps a model's own policy, except bfloat16 on a CPU without AMX (or GPU); an
     asked-for policy always wins. XLA follows train.jit_compile auto the same way."""
@@ -129,7 +133,7 @@ def test_a_bfloat16_model_runs_in_float32_where_bfloat16_is_emulated(
         "model": {"base_filters": 4, "base_kernels": 3, "num_layers": 3, "norm": "none"},
     })
     old = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16")
+    keras.config.set_dtype_policy(policy)
     try:
         model = build_model(cfg)
     finally:
@@ -143,7 +147,7 @@ def test_a_bfloat16_model_runs_in_float32_where_bfloat16_is_emulated(
         loaded = predict_models.load_model(path, cfg, precision)
         assert loaded.get_layer("head_conv").dtype_policy.name == runs_in
         np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), atol=0.02)
-    for asked in ("mixed_bfloat16", "float32"):
+    for asked in (policy, "float32"):
         assert predict_models.load_model(path, cfg, asked).get_layer("head_conv").dtype_policy.name == asked
     auto = cfg.model_copy(update={"train": cfg.train.model_copy(update={"jit_compile": "auto"})})
     compiled = predict_models.load_model(path, auto)
