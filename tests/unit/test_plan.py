@@ -31,6 +31,8 @@ from segkit.plan.rules import (
 )
 from segkit.prepare.sources import CaseSpec
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 def _pair(folder: Path, case: str, image: np.ndarray, label: np.ndarray, affine: np.ndarray) -> CaseSpec:
     folder.mkdir(parents=True, exist_ok=True)
@@ -225,6 +227,20 @@ def test_budget_sizes_epochs_and_batch() -> None:
     assert {k: v for k, v, _ in budget_plan(1.0, 100, PlanOptions("x", 0.1, 1))}["train.batch_size"] == 2
     many = {k: v for k, v, _ in budget_plan(0.01, 100, PlanOptions("x", 10, 1))}
     assert many["train.batch_size"] == 8 and many["train.epochs"] == 8600
+    # bfloat16 on AMX: 1.7 x the images (8,600 x 1.7 = 14,620 -> 146 epochs), said in the reason
+    amx = budget_plan(1.0, 100, PlanOptions("x", 10, 1), bf16=True)
+    assert amx[0][1] == 146 and "x 1.7 (bfloat16 on this CPU's AMX" in amx[0][2]
+
+
+def test_the_plan_counts_on_bfloat16_only_where_auto_chooses_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from segkit.plan.rules import _trains_bf16_here
+
+    preset = load_config(REPO / "configs" / "left-atrial.yaml")  # jit_compile: auto, precision: auto
+    seed = load_config(REPO / "configs" / "seed" / "left-atrial.yaml")  # jit_compile: true
+    monkeypatch.setenv("SEGKIT_AMX", "1")
+    assert _trains_bf16_here(preset) and not _trains_bf16_here(seed)
+    monkeypatch.setenv("SEGKIT_AMX", "0")
+    assert not _trains_bf16_here(preset)
 
 
 def _ids(*ids: str) -> dict:
