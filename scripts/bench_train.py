@@ -6,7 +6,7 @@ Cases (``--only`` picks some, comma-separated; default all):
   call) forward, float32 and bfloat16, best of a few calls;
 - ``wh-<precision>[-xla]``: the Whole-Heart seed architecture (``configs/seed/whole-heart.yaml`` model:
   flexunet 512x512x3, 9 classes, base_filters 16, base_kernels 7, num_layers 8, batch 2);
-- ``demo-<precision>[-xla]``: the demo model (``configs/demo.yaml``, 64x64x1, 4 classes, batch 16);
+- ``demo-<precision>[-xla]``: the demo model (``configs/demo.yaml``, 64x64x1, 4 classes, batch 8);
 - ``acdc-<precision>[-xla]``: the ACDC preset's fine stage (``configs/acdc.yaml``: flexunet 96x96x1,
   4 classes, base_filters 16, num_layers 5, group norm, batch 4), where the quality bench spends its budget;
 - ``la-<precision>[-xla]``: the 128x128 presets' model (``configs/left-atrial.yaml``: flexunet 128x128x1,

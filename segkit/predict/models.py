@@ -94,11 +94,7 @@ def load_model(path: Path, cfg: Config, precision: str | None = None) -> keras.M
     check_model(model, cfg, path)
     saved = _policy_name(model)
     if precision in (None, "auto") and saved != "float32" and not _native(saved):
-        try:
-            model = _with_policy(model, cfg, "float32")
-        except ModelError as e:  # the config builds another architecture: run the model as saved
-            logger.warning("%s: running it in %s as saved (emulated on this CPU, slower): %s",
-                           path, saved, e.message)
+        model = _float32_copy(model, path, saved)
     elif precision not in (None, "auto") and precision != _policy_name(model):
         model = _with_policy(model, cfg, precision)
     if _jit(cfg):
@@ -194,6 +190,32 @@ def _policy_name(model: keras.Model) -> str:
     float32 under a mixed policy."""
     names = [str(getattr(layer.dtype_policy, "name", "float32")) for layer in model._flatten_layers()]
     return next((n for n in names if n.startswith("mixed_")), "float32")
+
+
+def _float32_copy(model: keras.Model, path: Path, saved: str) -> keras.Model:
+    """The same network and weights computing in float32: rebuilt from the model's own saved config with every
+    layer's dtype policy set to float32 (not from the segkit config, which may describe another network when a
+    model is given with ``--model``); the model as saved, with a warning, if that fails."""
+    import keras
+
+    def to_float32(node: object) -> object:
+        if isinstance(node, dict):
+            if node.get("class_name") == "DTypePolicy" and isinstance(node.get("config"), dict):
+                return {**node, "config": {**node["config"], "name": "float32"}}
+            return {k: to_float32(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [to_float32(v) for v in node]
+        return node
+
+    try:
+        copy = keras.Model.from_config(to_float32(model.get_config()))
+        copy.set_weights(model.get_weights())
+    except Exception as e:  # noqa: BLE001 - any failure keeps the model as it was saved
+        logger.warning("%s: running it in %s as saved (emulated on this CPU, slower): %s", path, saved,
+                       " ".join(str(e).split())[:200])
+        return model
+    logger.info("running %s in float32 (%s is emulated on this CPU)", path, saved)
+    return copy
 
 
 def _with_policy(model: keras.Model, cfg: Config, precision: str) -> keras.Model:

@@ -647,9 +647,11 @@ def _device(cfg: Config) -> _Device:
 
     dist = resolve_strategy(cfg.train.strategy)  # first: a SLURM task's GPUs are set there
     gpus = tf.config.list_physical_devices("GPU")
-    # the multi-worker loop's step is a plain tf.function (segkit.train.distributed): no XLA to choose
-    jit_compile = dist.name != "multi_worker" and resolve_jit_compile(cfg.train.jit_compile, len(gpus))
-    precision = resolve_precision(cfg.train.precision, len(gpus), xla=jit_compile)
+    # precision follows the XLA the config asks for; the multi-worker loop's step is a plain tf.function
+    # (segkit.train.distributed), so it runs without XLA whatever was asked
+    xla = resolve_jit_compile(cfg.train.jit_compile, len(gpus))
+    precision = resolve_precision(cfg.train.precision, len(gpus), xla=xla)
+    jit_compile = xla and dist.name != "multi_worker"
     device = describe_device(gpus)
     check_batch(cfg.train, dist.replicas)
     if dist.replicas > 1 and cfg.model.norm == "batch":
@@ -1064,8 +1066,9 @@ def _warn_precision_change(run_dir: Path, precision: str) -> None:
     except (OSError, ValueError, AttributeError):
         return
     if before and before != precision:
-        log.warning("resuming in %s: the run was trained in %s until now (train.precision auto resolves "
-                    "differently on this machine; set it explicitly to keep one)", precision, before)
+        log.warning("resuming in %s: the run was trained in %s until now (train.precision auto resolved "
+                    "otherwise then: another CPU, or another train.jit_compile; set train.precision to keep "
+                    "one)", precision, before)
 
 
 def _train(call: _Call, dev: _Device | None) -> TrainResult:

@@ -210,12 +210,14 @@ def test_a_resumed_run_says_when_its_precision_changes(
     assert "resuming in mixed_bfloat16: the run was trained in float32" in caplog.text
 
 
-def test_a_bfloat16_model_of_another_architecture_runs_as_saved(
+def test_a_bfloat16_model_becomes_float32_from_its_own_architecture(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The float32 rebuild needs the config's architecture; where it differs (a model given with --model and
-    another config), `auto` warns and runs the model as saved instead of failing."""
+    """The float32 copy is built from the saved model, not from the config: a model given with --model beside
+    a config of another network (here 8 base filters instead of 4) still runs, in float32, with its own
+    weights; a copy that cannot be made leaves the model as saved, with a warning."""
     import keras
+    import numpy as np
 
     from segkit.models import build_model
     from segkit.predict import models as predict_models
@@ -223,13 +225,24 @@ def test_a_bfloat16_model_of_another_architecture_runs_as_saved(
     old = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
-        build_model(_tiny()).save(tmp_path / "model.keras")
+        model = build_model(_tiny())
     finally:
         keras.config.set_dtype_policy(old)
+    model.save(tmp_path / "model.keras")
     monkeypatch.setenv(hardware.AMX_ENV, "0")
     monkeypatch.setattr(predict_models, "visible_gpus", lambda: 0)
     other = _tiny().model_copy(update={"model": _tiny().model.model_copy(update={"base_filters": 8})})
+    loaded = predict_models.load_model(tmp_path / "model.keras", other)
+    assert {layer.dtype_policy.name for layer in loaded._flatten_layers()} == {"float32"}
+    assert loaded.count_params() == model.count_params()
+    x = np.random.default_rng(0).random((1, 32, 32, 1), dtype=np.float32)
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), atol=0.02)
+
+    def broken(config: object) -> None:
+        raise ValueError("no such layer")
+
+    monkeypatch.setattr(keras.Model, "from_config", staticmethod(broken))
     with caplog.at_level("WARNING"):
-        loaded = predict_models.load_model(tmp_path / "model.keras", other)
-    assert loaded.get_layer("head_conv").dtype_policy.name == "mixed_bfloat16"
-    assert "running it in mixed_bfloat16 as saved" in caplog.text
+        kept = predict_models.load_model(tmp_path / "model.keras", other)
+    assert kept.get_layer("head_conv").dtype_policy.name == "mixed_bfloat16"
+    assert "running it in mixed_bfloat16 as saved" in caplog.text and "no such layer" in caplog.text
