@@ -198,17 +198,8 @@ def _float32_copy(model: keras.Model, path: Path, saved: str) -> keras.Model:
     model is given with ``--model``); the model as saved, with a warning, if that fails."""
     import keras
 
-    def to_float32(node: object) -> object:
-        if isinstance(node, dict):
-            if node.get("class_name") == "DTypePolicy" and isinstance(node.get("config"), dict):
-                return {**node, "config": {**node["config"], "name": "float32"}}
-            return {k: to_float32(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [to_float32(v) for v in node]
-        return node
-
     try:
-        copy = keras.Model.from_config(to_float32(model.get_config()))
+        copy = keras.Model.from_config(_float32_config(model.get_config()))
         copy.set_weights(model.get_weights())
     except Exception as e:  # noqa: BLE001 - any failure keeps the model as it was saved
         logger.warning("%s: running it in %s as saved (emulated on this CPU, slower): %s", path, saved,
@@ -216,6 +207,17 @@ def _float32_copy(model: keras.Model, path: Path, saved: str) -> keras.Model:
         return model
     logger.info("running %s in float32 (%s is emulated on this CPU)", path, saved)
     return copy
+
+
+def _float32_config(node: object) -> object:
+    """A Keras model config with every layer's dtype policy set to float32."""
+    if isinstance(node, dict):
+        if node.get("class_name") == "DTypePolicy" and isinstance(node.get("config"), dict):
+            return {**node, "config": {**node["config"], "name": "float32"}}
+        return {k: _float32_config(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_float32_config(v) for v in node]
+    return node
 
 
 def _with_policy(model: keras.Model, cfg: Config, precision: str) -> keras.Model:
