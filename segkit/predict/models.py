@@ -201,9 +201,11 @@ def _float32_copy(model: keras.Model, path: Path, saved: str) -> keras.Model:
     try:
         copy = keras.Model.from_config(_float32_config(model.get_config()))
         copy.set_weights(model.get_weights())
+        if _policy_name(copy) != "float32":  # a Keras that writes the policy otherwise (e.g. a plain string)
+            raise ValueError(f"the copy still computes in {_policy_name(copy)}")
     except Exception as e:  # noqa: BLE001 - any failure keeps the model as it was saved
-        logger.warning("%s: running it in %s as saved (emulated on this CPU, slower): %s", path, saved,
-                       " ".join(str(e).split())[:200])
+        logger.warning("%s: running it in %s as saved (emulated on this CPU, slower): %s: %s", path, saved,
+                       type(e).__name__, " ".join(str(e).split())[:200])
         return model
     logger.info("running %s in float32 (%s is emulated on this CPU)", path, saved)
     return copy

@@ -235,14 +235,21 @@ def test_a_bfloat16_model_becomes_float32_from_its_own_architecture(
     loaded = predict_models.load_model(tmp_path / "model.keras", other)
     assert {layer.dtype_policy.name for layer in loaded._flatten_layers()} == {"float32"}
     assert loaded.count_params() == model.count_params()
+    for mine, theirs in zip(loaded.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(mine, theirs)
     x = np.random.default_rng(0).random((1, 32, 32, 1), dtype=np.float32)
     np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), atol=0.02)
 
     def broken(config: object) -> object:
         return {"class_name": "NoSuchLayer", "config": {}}
 
-    monkeypatch.setattr(predict_models, "_float32_config", broken)
-    with caplog.at_level("WARNING"):
-        kept = predict_models.load_model(tmp_path / "model.keras", other)
-    assert kept.get_layer("head_conv").dtype_policy.name == "mixed_bfloat16"
-    assert "running it in mixed_bfloat16 as saved" in caplog.text
+    def unchanged(config: object) -> object:  # a Keras whose config the transform does not recognise
+        return config
+
+    for transform in (broken, unchanged):
+        monkeypatch.setattr(predict_models, "_float32_config", transform)
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            kept = predict_models.load_model(tmp_path / "model.keras", other)
+        assert kept.get_layer("head_conv").dtype_policy.name == "mixed_bfloat16"
+        assert "running it in mixed_bfloat16 as saved" in caplog.text
