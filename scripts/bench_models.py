@@ -36,7 +36,7 @@ def measure(name: str, size: int, batch: int, steps: int, warmup: int, jit: bool
     import numpy as np
 
     from segkit.config import load_config
-    from segkit.hardware import resolve_jit_compile, resolve_precision, visible_gpus
+    from segkit.hardware import resolve_policy, visible_gpus
     from segkit.losses import get_loss
     from segkit.models import build_model, model_summary
     from segkit.train.fit import float32_output
@@ -47,9 +47,7 @@ def measure(name: str, size: int, batch: int, steps: int, warmup: int, jit: bool
         " {id: 3, name: c, color: [0, 0, 255]}]",
         *([] if jit else ["train.jit_compile=false"]),
     ])
-    gpus = visible_gpus()
-    xla = resolve_jit_compile(cfg.train.jit_compile, gpus)
-    precision = resolve_precision(cfg.train.precision, gpus, xla=xla)
+    precision, xla = resolve_policy(cfg.train.precision, cfg.train.jit_compile, visible_gpus())
     keras.config.set_dtype_policy(precision)
     model = float32_output(build_model(cfg))
     summary = model_summary(model)

@@ -89,7 +89,7 @@ def resolve_precision(requested: str, gpus: int, xla: bool = False, amx: bool | 
         return requested
     if gpus > 0:
         return "mixed_float16"
-    return "mixed_bfloat16" if not xla and (cpu_has_amx() if amx is None else amx) else "float32"
+    return "mixed_bfloat16" if not xla and _amx(amx) else "float32"
 
 
 def resolve_jit_compile(requested: bool | Literal["auto"], gpus: int, amx: bool | None = None) -> bool:
@@ -97,7 +97,20 @@ def resolve_jit_compile(requested: bool | Literal["auto"], gpus: int, amx: bool 
     no GPU), where oneDNN's kernels outrun XLA's; ``True``/``False`` are used as given."""
     if requested != "auto":
         return bool(requested)
-    return gpus > 0 or not (cpu_has_amx() if amx is None else amx)
+    return gpus > 0 or not _amx(amx)
+
+
+def resolve_policy(
+    precision: str, jit_compile: bool | Literal["auto"], gpus: int, amx: bool | None = None
+) -> tuple[str, bool]:
+    """``(dtype policy, XLA)`` of ``train.precision`` and ``train.jit_compile`` on this machine: XLA first,
+    then the precision that goes with it (``resolve_precision``)."""
+    xla = resolve_jit_compile(jit_compile, gpus, amx)
+    return resolve_precision(precision, gpus, xla, amx), xla
+
+
+def _amx(given: bool | None) -> bool:
+    return cpu_has_amx() if given is None else given
 
 
 def visible_gpus() -> int:
@@ -107,4 +120,5 @@ def visible_gpus() -> int:
     return len(tf.config.list_physical_devices("GPU"))
 
 
-__all__ = ["AMX_ENV", "cpu_name", "cpu_has_amx", "resolve_precision", "resolve_jit_compile", "visible_gpus"]
+__all__ = ["AMX_ENV", "cpu_name", "cpu_has_amx", "resolve_precision", "resolve_jit_compile", "resolve_policy",
+           "visible_gpus"]

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from segkit.config import Config, load_config
-from segkit.hardware import resolve_jit_compile, resolve_precision
+from segkit.hardware import resolve_policy
 
 ANISOTROPY = 3.0
 """Largest over smallest spacing above which volumes are sliced across their coarsest axis."""
@@ -376,8 +376,7 @@ def plan_entries(fp: dict[str, Any], geo: Geometry, gflops: float, options: Plan
 def _trains_bf16_here(preset: Config) -> bool:
     """Whether the planned config (the preset's precision and XLA keys) trains in bfloat16 on this machine's
     CPU (``auto`` on a CPU with AMX)."""
-    xla = resolve_jit_compile(preset.train.jit_compile, gpus=0)
-    return resolve_precision(preset.train.precision, gpus=0, xla=xla) == "mixed_bfloat16"
+    return resolve_policy(preset.train.precision, preset.train.jit_compile, gpus=0)[0] == "mixed_bfloat16"
 
 
 def _cascade_entries(geo: Geometry) -> list[Entry]:

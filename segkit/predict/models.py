@@ -95,7 +95,7 @@ def load_model(path: Path, cfg: Config, precision: str | None = None) -> keras.M
     saved = _policy_name(model)
     if precision in (None, "auto") and saved != "float32" and not _native(saved):
         model = _float32_copy(model, path, saved)
-    elif precision not in (None, "auto") and precision != _policy_name(model):
+    elif precision not in (None, "auto") and precision != saved:
         model = _with_policy(model, cfg, precision)
     if _jit(cfg):
         model.compile(jit_compile=True)

@@ -240,8 +240,6 @@ def fit_distributed(model: keras.Model, callbacks: list[Any], plan: LoopPlan) ->
     import tensorflow as tf
 
     cfg, dist = plan.cfg, plan.dist
-    if cfg.train.jit_compile is not False:
-        log.info("train.jit_compile is not used by the multi-worker loop (its step is a plain tf.function)")
     cbs = keras.callbacks.CallbackList(callbacks, model=model, epochs=cfg.train.epochs, steps=plan.steps)
     steps = _Steps(model, dist.strategy)
     if not steps.same_on_every_worker(plan.initial_epoch):

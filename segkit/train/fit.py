@@ -41,7 +41,7 @@ import numpy as np
 from segkit import __version__
 from segkit.config import COARSE_DIR, Config
 from segkit.errors import ConfigError, DataError, OutputError, SegkitError
-from segkit.hardware import cpu_name, resolve_jit_compile, resolve_precision
+from segkit.hardware import cpu_name, resolve_policy
 from segkit.io.atomic import remove_stale_temps, write_bytes, write_json, write_text
 from segkit.io.run_folder import (
     BACKUP_DIR,
@@ -649,9 +649,10 @@ def _device(cfg: Config) -> _Device:
     gpus = tf.config.list_physical_devices("GPU")
     # precision follows the XLA the config asks for; the multi-worker loop's step is a plain tf.function
     # (segkit.train.distributed), so it runs without XLA whatever was asked
-    xla = resolve_jit_compile(cfg.train.jit_compile, len(gpus))
-    precision = resolve_precision(cfg.train.precision, len(gpus), xla=xla)
+    precision, xla = resolve_policy(cfg.train.precision, cfg.train.jit_compile, len(gpus))
     jit_compile = xla and dist.name != "multi_worker"
+    if xla and not jit_compile:
+        log.info("train.jit_compile is not used by the multi-worker loop (its step is a plain tf.function)")
     device = describe_device(gpus)
     check_batch(cfg.train, dist.replicas)
     if dist.replicas > 1 and cfg.model.norm == "batch":

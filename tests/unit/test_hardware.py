@@ -90,6 +90,7 @@ def test_segkit_amx_is_read_at_each_call(cpuinfo: Path, monkeypatch: pytest.Monk
 def test_auto_choices(gpus: int, amx: bool, precision: str, xla: bool) -> None:
     assert resolve_jit_compile("auto", gpus, amx=amx) is xla
     assert resolve_precision("auto", gpus, xla=xla, amx=amx) == precision
+    assert hardware.resolve_policy("auto", "auto", gpus, amx=amx) == (precision, xla)
 
 
 @pytest.mark.parametrize("amx", [False, True])
