@@ -580,6 +580,12 @@ class ScaleAug(Prob):
     range: Range = (0.85, 1.15)
 
 
+class ShiftAug(Prob):
+    limit: float = Field(
+        0.1, ge=0, le=0.5, description="fraction of the image's height (rows) and width (columns)"
+    )
+
+
 class ShearAug(Prob):
     limit: float = Field(10.0, ge=0, le=45, description="degrees")
 
@@ -628,6 +634,7 @@ class AugmentConfig(_Strict):
     rotate: RotateAug = RotateAug(p=0.3)
     rotate90: Prob = Prob()
     scale: ScaleAug = ScaleAug(p=0.3)
+    shift: ShiftAug = ShiftAug()
     shear: ShearAug = ShearAug()
     elastic: ElasticAug = ElasticAug()
     grid_distortion: GridAug = GridAug()

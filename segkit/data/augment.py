@@ -1,7 +1,7 @@
 """Online augmentation of (image, mask) pairs with albumentations, seeded per sample.
 
 Every transform of ``cfg.augment`` fires with its own probability ``p`` (0 = off). Geometric transforms
-(flips, rotation, 90-degree rotation, scale, shear, elastic, grid and optical distortion) are drawn once and
+(flips, rotation, 90-degree rotation, scale, shift, shear, elastic, grid and optical distortion) are drawn once and
 applied to the image (``augment.interpolation``, linear by default) and to the mask (nearest neighbour, fill 0
 = background, dtype kept), so the two stay aligned and no new class appears. Intensity transforms (brightness,
 contrast, gamma, noise, blur) touch the image only. The image is clipped back to 0..1.
@@ -62,6 +62,7 @@ def describe_augmentation(cfg: Config) -> list[str]:
     add("rotate90", a.rotate90.p, "k in {0,1,2,3} x 90 deg" if h == w else "180 deg (non-square input)")
     add("rotate", a.rotate.p, f"angle {_fmt(-a.rotate.limit)}..{_fmt(a.rotate.limit)} deg")
     add("scale", a.scale.p, f"factor {_fmt(a.scale.range[0])}..{_fmt(a.scale.range[1])} (<1 shrink, >1 zoom)")
+    add("shift", a.shift.p, f"up to {_fmt(a.shift.limit)} of the height and width")
     add("shear", a.shear.p, f"angle {_fmt(-a.shear.limit)}..{_fmt(a.shear.limit)} deg (x and y)")
     add("elastic", a.elastic.p, f"alpha {_fmt(a.elastic.alpha)} px, sigma {_fmt(a.elastic.sigma)} px")
     add(
@@ -111,6 +112,9 @@ def build_transforms(a: AugmentConfig, image_size: tuple[int, int]) -> list[Any]
         t.append(A.Affine(rotate=(-a.rotate.limit, a.rotate.limit), p=a.rotate.p, **interp, **const))
     if a.scale.p > 0:
         t.append(A.Affine(scale=tuple(a.scale.range), keep_ratio=True, p=a.scale.p, **interp, **const))
+    if a.shift.p > 0:
+        lim = (-a.shift.limit, a.shift.limit)
+        t.append(A.Affine(translate_percent={"x": lim, "y": lim}, p=a.shift.p, **interp, **const))
     if a.shear.p > 0:
         shear = (-a.shear.limit, a.shear.limit)
         t.append(A.Affine(shear={"x": shear, "y": shear}, p=a.shear.p, **interp, **const))

@@ -14,6 +14,7 @@ GEOMETRIC = [
     "rotate90",
     "rotate",
     "scale",
+    "shift",
     "shear",
     "elastic",
     "grid_distortion",
@@ -110,6 +111,30 @@ def test_transforms_draw_independently() -> None:
             )
         )
     assert seen == {(False, False), (True, False), (False, True), (True, True)}
+
+
+def test_shift_translates_image_and_mask_together_within_the_limit() -> None:
+    """A shift moves the whole picture: the mask's box keeps its size, moves by at most ``limit`` of the
+    image side, the image moves with it, and what enters at the edge is background (0)."""
+    mask = np.zeros((64, 64), np.uint8)
+    mask[24:40, 22:42] = 1  # central: a shift of up to 0.2 x 64 px keeps it inside
+    mask[30:34, 30:34] = 2
+    image = (0.2 + 0.3 * mask).astype(np.float32)[..., None]
+    aug = Augmenter(config({"shift": 1.0}, shift={"p": 1.0, "limit": 0.2}))
+    assert describe_augmentation(aug.cfg) == ["shift p=1 up to 0.2 of the height and width"]
+    moves = set()
+    rows, cols = np.nonzero(mask == 1)
+    for index in range(12):
+        img2, m2 = aug(image, mask, epoch=0, index=index)
+        r2, c2 = np.nonzero(m2 == 1)
+        assert abs(r2.size - rows.size) <= 40  # the same region, moved (nearest neighbour: +-1 row/column)
+        dr, dc = int(r2.min() - rows.min()), int(c2.min() - cols.min())
+        assert abs(dr) <= 0.2 * 64 + 1 and abs(dc) <= 0.2 * 64 + 1
+        assert (r2.max() - r2.min(), c2.max() - c2.min()) == (rows.max() - rows.min(), cols.max() - cols.min())
+        # the image moved with the mask: bright where the moved class 2 is, dark background where 0 entered
+        assert img2[..., 0][m2 == 2].mean() > 0.7 and img2[..., 0][m2 == 0].max() <= 0.21
+        moves.add((dr, dc))
+    assert len(moves) > 6  # random, not one fixed offset
 
 
 def test_rotate90_keeps_the_shape_of_non_square_images() -> None:
