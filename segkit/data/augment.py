@@ -113,8 +113,8 @@ def build_transforms(a: AugmentConfig, image_size: tuple[int, int]) -> list[Any]
     if a.scale.p > 0:
         t.append(A.Affine(scale=tuple(a.scale.range), keep_ratio=True, p=a.scale.p, **interp, **const))
     if a.shift.p > 0:
-        lim = (-a.shift.limit, a.shift.limit)
-        t.append(A.Affine(translate_percent={"x": lim, "y": lim}, p=a.shift.p, **interp, **const))
+        move = (-a.shift.limit, a.shift.limit)
+        t.append(A.Affine(translate_percent={"x": move, "y": move}, p=a.shift.p, **interp, **const))
     if a.shear.p > 0:
         shear = (-a.shear.limit, a.shear.limit)
         t.append(A.Affine(shear={"x": shear, "y": shear}, p=a.shear.p, **interp, **const))
