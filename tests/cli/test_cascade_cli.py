@@ -117,3 +117,38 @@ def test_a_folder_of_slices_is_refused_by_a_cascade(trained: dict) -> None:
     res = runner.invoke(app, ["infer", trained["config"], *_sets(root), "--input",
                               str(root / "data" / "test" / "images"), "--output", str(root / "inf-s")])
     assert res.exit_code != 0 and "a cascade (cascade.enabled) segments volumes" in res.output
+
+
+def test_diagnose_cascade_scores_as_evaluate_does(trained: dict, repo_root: Path, tmp_path: Path) -> None:
+    """scripts/diagnose_cascade.py runs both stages as `segkit evaluate` does: its fine-stage Dice per case and
+    class is evaluate's (no TTA, no component filter), and the crop numbers are shares."""
+    import csv
+    import importlib.util
+
+    root = trained["root"]
+    res = runner.invoke(app, ["evaluate", trained["config"], *_sets(root), "--split", "test",
+                              "--set", "infer.tta=false", "--set", "infer.largest_component=false",
+                              "--out", str(tmp_path / "ev")])
+    assert res.exit_code == 0, res.output
+    with (tmp_path / "ev" / "evaluation.csv").open() as fh:
+        expected = {(r["case_id"], r["class_name"]): r["dice"] for r in csv.DictReader(fh)}
+    spec = importlib.util.spec_from_file_location("diagnose_cascade",
+                                                  repo_root / "scripts" / "diagnose_cascade.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main([str(root / "run"), "--out", str(tmp_path / "diag.json")]) == 0
+    rows = json.loads((tmp_path / "diag.json").read_text())["cases"]
+    assert {c for c, _ in expected} == set(rows) and any(d != "" for d in expected.values())
+    for (case, cls), dice in expected.items():
+        got = rows[case]["fine"][cls]["dice"]
+        assert (got is None and dice == "") or abs(got - float(dice)) < 1e-6, (case, cls, got, dice)
+        crop = rows[case]["crop"]
+        assert crop["inside"] is None or 0.0 <= crop["inside"] <= 1.0
+    import yaml
+
+    cfg = yaml.safe_load((root / "run" / "config.yaml").read_text())
+    cfg["cascade"]["enabled"] = False
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit, match="not a cascade run"):
+        mod.main([str(tmp_path / "plain")])
