@@ -1,10 +1,10 @@
 """Online augmentation of (image, mask) pairs with albumentations, seeded per sample.
 
 Every transform of ``cfg.augment`` fires with its own probability ``p`` (0 = off). Geometric transforms
-(flips, rotation, 90-degree rotation, scale, shift, shear, elastic, grid and optical distortion) are drawn once and
-applied to the image (``augment.interpolation``, linear by default) and to the mask (nearest neighbour, fill 0
-= background, dtype kept), so the two stay aligned and no new class appears. Intensity transforms (brightness,
-contrast, gamma, noise, blur) touch the image only. The image is clipped back to 0..1.
+(flips, rotation, 90-degree rotation, scale, shift, shear, elastic, grid and optical distortion) are drawn
+once and applied to the image (``augment.interpolation``, linear by default) and to the mask (nearest
+neighbour, fill 0 = background, dtype kept), so the two stay aligned and no new class appears. Intensity
+transforms (brightness, contrast, gamma, noise, blur) touch the image only. The image is clipped back to 0..1.
 
 Randomness: each call gets a seed derived from ``(cfg.seed, epoch, index)`` with ``np.random.SeedSequence``;
 every transform receives its own child seed (albumentations' ``Compose.set_random_seed`` would give all

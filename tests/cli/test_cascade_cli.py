@@ -120,8 +120,8 @@ def test_a_folder_of_slices_is_refused_by_a_cascade(trained: dict) -> None:
 
 
 def test_diagnose_cascade_scores_as_evaluate_does(trained: dict, repo_root: Path, tmp_path: Path) -> None:
-    """scripts/diagnose_cascade.py runs both stages as `segkit evaluate` does: its fine-stage Dice per case and
-    class is evaluate's (no TTA, no component filter), and the crop numbers are shares."""
+    """scripts/diagnose_cascade.py runs both stages as `segkit evaluate` does: its fine-stage Dice per case
+    and class is evaluate's (no TTA, no component filter), and the crop numbers are shares."""
     import csv
     import importlib.util
 

@@ -130,7 +130,8 @@ def test_shift_translates_image_and_mask_together_within_the_limit() -> None:
         assert abs(r2.size - rows.size) <= 40  # the same region, moved (nearest neighbour: +-1 row/column)
         dr, dc = int(r2.min() - rows.min()), int(c2.min() - cols.min())
         assert abs(dr) <= 0.2 * 64 + 1 and abs(dc) <= 0.2 * 64 + 1
-        assert (r2.max() - r2.min(), c2.max() - c2.min()) == (rows.max() - rows.min(), cols.max() - cols.min())
+        extent = (rows.max() - rows.min(), cols.max() - cols.min())
+        assert (r2.max() - r2.min(), c2.max() - c2.min()) == extent
         # the image moved with the mask: bright where the moved class 2 is, dark background where 0 entered
         assert img2[..., 0][m2 == 2].mean() > 0.7 and img2[..., 0][m2 == 0].max() <= 0.21
         moves.add((dr, dc))
