@@ -311,7 +311,7 @@ _KEPT = {
     "loss": ("name",),
     "train": ("learning_rate", "clipvalue", "schedule", "warmup_epochs", "model_checkpoint", "early_stopping",
               "epoch_change_infer", "jit_compile"),
-    "augment": ("hflip", "rotate", "scale", "brightness", "contrast"),
+    "augment": ("hflip", "rotate", "scale", "shift", "brightness", "contrast"),
     "prepare": ("empty_slices", "empty_fraction"),
 }
 """The keys of the tuned recipe copied from the preset (``PlanOptions.preset_like``)."""

@@ -45,6 +45,7 @@ def test_plan_of_acdc_writes_fingerprint_and_config(shared_data: Path, tmp_path:
     preset = load_config("acdc")
     assert (preset.cascade, preset.data.image_size, preset.prepare.size, preset.model.num_layers) == (
         cfg.cascade, cfg.data.image_size, cfg.prepare.size, cfg.model.num_layers)
+    assert cfg.augment == preset.augment and cfg.augment.shift.p == 0.5  # the preset's tuned augmentation
 
 
 def _volumes(folder: Path, n: int) -> None:
