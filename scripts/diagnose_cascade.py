@@ -5,6 +5,8 @@ or a ``bench_quality.py`` result folder holding one in ``run/``), the two stages
 evaluate`` runs them (no TTA, no component filter) and compared with the reference, in the display slices at
 the original size:
 
+- **box**: the fine stage's crop ``(r0, r1, c0, c1)`` on the display slices (None: the coarse stage found
+  nothing and the fine stage segmented whole slices);
 - **crop**: the share of the reference foreground inside the fine stage's crop (``inside``); where the
   reference's box centre lies in the crop (``offset``: the larger of the row and column offsets, as a share of
   the crop's side: 0 = centred, 0.5 = on its edge); the reference box's side against the crop's (``fill``);
@@ -91,8 +93,12 @@ def diagnose(folder: Path, only: list[str] | None) -> dict[str, Any]:
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"run_dir": run})})
     if not cfg.cascade.enabled:
         raise SystemExit(f"{run}: not a cascade run (cascade.enabled is false)")
-    cascade = load_cascade(run, cfg)
+    cascade = load_cascade(run, cfg, precision=cfg.train.precision)  # as segkit evaluate loads it
     cases = dataset_cases(cfg, "test")
+    unknown = sorted(set(only or ()) - set(cases.in_split))
+    if unknown:
+        raise SystemExit(f"{run}: not test volumes of this run: {', '.join(unknown)} "
+                         f"(test volumes: {', '.join(sorted(cases.in_split))})")
     names = [(c.id, c.name) for c in cfg.effective_classes]
     settings = VolumeSettings(int(cfg.infer.batch_size))
     size = (int(cascade.coarse_cfg.prepare.size[0]), int(cascade.coarse_cfg.prepare.size[1]))
@@ -101,7 +107,7 @@ def diagnose(folder: Path, only: list[str] | None) -> dict[str, Any]:
         if only and case_id not in only:
             continue
         case = read_source_case(case_id, record, cases.label_cfg)
-        if case is None:
+        if case is None:  # read_source_case warned: the source files changed since prepare
             continue
         geo = case.geometry
         coarse = predict_volume(cascade.coarse, case.image, replace(geo, size=size, crop=None),
@@ -110,7 +116,8 @@ def diagnose(folder: Path, only: list[str] | None) -> dict[str, Any]:
                       inference_margin(cfg))
         fine = predict_volume(cascade.fine, case.image, geo, cfg, settings, crop=box)
         ref2d = display_stack(case.reference, case.image.affine, geo.axis)
-        row: dict[str, Any] = {"crop": crop_numbers(ref2d, box), "coarse": {}, "fine": {}}
+        row: dict[str, Any] = {"box": None if box is None else [int(v) for v in box],
+                               "crop": crop_numbers(ref2d, box), "coarse": {}, "fine": {}}
         for cid, name in names:
             row["coarse"][name] = dice(coarse.labels2d == cid, ref2d == cid)
             ref_c = case.reference == cid
@@ -118,6 +125,7 @@ def diagnose(folder: Path, only: list[str] | None) -> dict[str, Any]:
             pred_at = fine.labels[ref_c]
             row["fine"][name] = {
                 "dice": dice(fine.labels == cid, ref_c),
+                "pred_voxels": int((fine.labels == cid).sum()),
                 "missed": None if n == 0 else float((pred_at == 0).sum() / n),
                 "confused": None if n == 0 else float(((pred_at != 0) & (pred_at != cid)).sum() / n),
             }

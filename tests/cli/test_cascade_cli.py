@@ -144,6 +144,11 @@ def test_diagnose_cascade_scores_as_evaluate_does(trained: dict, repo_root: Path
         assert (got is None and dice == "") or abs(got - float(dice)) < 1e-6, (case, cls, got, dice)
         crop = rows[case]["crop"]
         assert crop["inside"] is None or 0.0 <= crop["inside"] <= 1.0
+    boxes = [r["box"] for r in rows.values()]
+    assert any(b is not None for b in boxes)  # the coarse stage found something: the crop path ran
+    assert sum(v["pred_voxels"] for r in rows.values() for v in r["fine"].values()) > 0
+    with pytest.raises(SystemExit, match="not test volumes of this run: nope"):
+        mod.main([str(root / "run"), "--cases", "nope"])
     import yaml
 
     cfg = yaml.safe_load((root / "run" / "config.yaml").read_text())

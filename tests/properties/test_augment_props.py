@@ -27,6 +27,7 @@ GEOMETRIC = [
     "rotate90",
     "rotate",
     "scale",
+    "shift",
     "shear",
     "elastic",
     "grid_distortion",

@@ -138,6 +138,23 @@ def test_shift_translates_image_and_mask_together_within_the_limit() -> None:
     assert len(moves) > 6  # random, not one fixed offset
 
 
+def test_shift_limit_is_a_share_of_the_height_in_rows_and_of_the_width_in_columns() -> None:
+    """On a 48 x 64 image a limit of 0.25 moves by at most 12 rows and 16 columns, and columns move further
+    than rows can (x and y are not swapped)."""
+    mask = np.zeros((48, 64), np.uint8)
+    mask[20:28, 28:36] = 1
+    image = (0.2 + 0.5 * mask).astype(np.float32)[..., None]
+    aug = Augmenter(config({"shift": 1.0}, size=(48, 64), shift={"p": 1.0, "limit": 0.25}))
+    drs, dcs = [], []
+    for index in range(40):
+        _, m2 = aug(image, mask, epoch=0, index=index)
+        r2, c2 = np.nonzero(m2 == 1)
+        drs.append(int(r2.min()) - 20)
+        dcs.append(int(c2.min()) - 28)
+    assert max(map(abs, drs)) <= 12 and max(map(abs, dcs)) <= 16
+    assert max(map(abs, dcs)) > 12  # a column move that a share of the height could not give
+
+
 def test_rotate90_keeps_the_shape_of_non_square_images() -> None:
     image, mask = sample(48, 64)
     img2, m2 = Augmenter(config({"rotate90": 1.0}, size=(48, 64)))(image, mask, epoch=0, index=0)
