@@ -95,10 +95,10 @@ def diagnose(folder: Path, only: list[str] | None) -> dict[str, Any]:
         raise SystemExit(f"{run}: not a cascade run (cascade.enabled is false)")
     cascade = load_cascade(run, cfg, precision=cfg.train.precision)  # as segkit evaluate loads it
     cases = dataset_cases(cfg, "test")
-    unknown = sorted(set(only or ()) - set(cases.in_split))
+    unknown = sorted(set(only or ()) - set(cases.split))
     if unknown:
         raise SystemExit(f"{run}: not test volumes of this run: {', '.join(unknown)} "
-                         f"(test volumes: {', '.join(sorted(cases.in_split))})")
+                         f"(test volumes: {', '.join(sorted(cases.split))})")
     names = [(c.id, c.name) for c in cfg.effective_classes]
     settings = VolumeSettings(int(cfg.infer.batch_size))
     size = (int(cascade.coarse_cfg.prepare.size[0]), int(cascade.coarse_cfg.prepare.size[1]))
