@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -59,24 +60,27 @@ def display_stack(volume: npt.NDArray, affine: npt.ArrayLike, axis: int) -> npt.
     return np.stack([s.copy() for _, s in display_slices(ras, axis, range(n))])
 
 
-def dice(a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_]) -> float | None:
-    """Dice of two masks; None when both are empty."""
-    s = int(a.sum()) + int(b.sum())
-    return None if s == 0 else 2.0 * int(np.logical_and(a, b).sum()) / s
+def dice(pred: npt.NDArray[np.bool_], ref: npt.NDArray[np.bool_]) -> float | None:
+    """``segkit.metrics.overlap.dice`` (evaluate's rule), None (JSON null) where the reference is empty."""
+    from segkit.metrics.overlap import dice as overlap_dice
+
+    d = overlap_dice(pred, ref)
+    return None if math.isnan(d) else d
 
 
 def crop_numbers(ref: npt.NDArray, box: tuple[int, int, int, int] | None) -> dict[str, float | None]:
     """``inside``, ``offset`` and ``fill`` of the crop ``box`` against the reference display stack."""
+    from segkit.prepare.roi import foreground_box
+
     fg = ref > 0
-    if box is None or not fg.any():
+    ref_box = foreground_box(fg)
+    if box is None or ref_box is None:
         return {"inside": None, "offset": None, "fill": None}
     r0, r1, c0, c1 = box
+    a0, a1, b0, b1 = ref_box
     inside = fg[:, r0:r1, c0:c1].sum() / fg.sum()
-    rows = np.flatnonzero(fg.any(axis=(0, 2)))
-    cols = np.flatnonzero(fg.any(axis=(0, 1)))
-    rc, cc = (rows[0] + rows[-1] + 1) / 2, (cols[0] + cols[-1] + 1) / 2
-    off = max(abs(rc - (r0 + r1) / 2) / (r1 - r0), abs(cc - (c0 + c1) / 2) / (c1 - c0))
-    fill = max((rows[-1] + 1 - rows[0]) / (r1 - r0), (cols[-1] + 1 - cols[0]) / (c1 - c0))
+    off = max(abs((a0 + a1) / 2 - (r0 + r1) / 2) / (r1 - r0), abs((b0 + b1) / 2 - (c0 + c1) / 2) / (c1 - c0))
+    fill = max((a1 - a0) / (r1 - r0), (b1 - b0) / (c1 - c0))
     return {"inside": float(inside), "offset": float(off), "fill": float(fill)}
 
 
