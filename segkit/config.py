@@ -343,10 +343,13 @@ class ModelKeys:
     Attributes:
         honours: the common knobs it reads (``LEVEL_KEYS``, plus ``CONV_KEYS`` where its blocks use them).
         section: the ``ModelConfig`` field holding its own options (``model.transunet``), or None.
+        deep_supervision: its decoder is FlexUNet's (``segkit.models.flexunet.decoder``), whose level-``f``
+            output feeds the layer ``up{f-1}``: ``train.deep_supervision`` can attach heads there.
     """
 
     honours: frozenset[str]
     section: str | None = None
+    deep_supervision: bool = False
 
     def takes(self) -> str:
         """The keys it reads, for messages: ``model.base_filters, ..., model.u2net.*``."""
@@ -355,11 +358,11 @@ class ModelKeys:
 
 
 MODEL_CATALOG: Registry[ModelKeys] = Registry("model")
-MODEL_CATALOG.register("flexunet")(ModelKeys(UNET_KEYS))
-MODEL_CATALOG.register("attention_unet")(ModelKeys(UNET_KEYS))
+MODEL_CATALOG.register("flexunet")(ModelKeys(UNET_KEYS, deep_supervision=True))
+MODEL_CATALOG.register("attention_unet")(ModelKeys(UNET_KEYS, deep_supervision=True))
 MODEL_CATALOG.register("unet3plus")(ModelKeys(UNET_KEYS, "unet3plus"))
 MODEL_CATALOG.register("multiresunet")(ModelKeys(frozenset(LEVEL_KEYS), "multiresunet"))
-MODEL_CATALOG.register("sharpunet")(ModelKeys(UNET_KEYS))
+MODEL_CATALOG.register("sharpunet")(ModelKeys(UNET_KEYS, deep_supervision=True))
 MODEL_CATALOG.register("u2net")(ModelKeys(frozenset(LEVEL_KEYS), "u2net"))
 MODEL_CATALOG.register("deeplabv3plus")(ModelKeys(UNET_KEYS, "deeplabv3plus"))
 MODEL_CATALOG.register("efficientunet")(ModelKeys(UNET_KEYS, "efficientunet"))
@@ -530,6 +533,14 @@ class TrainConfig(_Strict):
         ge=1,
         description="train.learning_rate is the rate for this global batch; it is scaled linearly to the "
         "effective batch (train.batch_size x train.accumulate_steps); null uses train.learning_rate as given",
+    )
+    deep_supervision: int = Field(
+        0,
+        ge=0,
+        description="deep supervision (nnU-Net's): the decoder's outputs at this many levels below full "
+        "resolution also get a 1x1 softmax head, up-sampled to the input size, and the loss; loss weights "
+        "1/2^level, normalised to sum to 1; the saved model has only the main output (flexunet, "
+        "attention_unet, sharpunet; at most model.num_layers - 2)",
     )
     include_valid: bool = Field(
         False,
@@ -793,6 +804,16 @@ class Config(_Strict):
             up = (-(-h // div) * div, -(-w // div) * div)
             raise ValueError(f"cascade.coarse_size {h}x{w} is not divisible by {div} (model.num_layers="
                              f"{self.model.num_layers}): use {down[0]}x{down[1]} or {up[0]}x{up[1]}")
+        ds = self.train.deep_supervision
+        if ds and not MODEL_CATALOG.get(self.model.name).deep_supervision:
+            able = ", ".join(n.replace("-", "_") for n in MODEL_CATALOG.names()
+                             if MODEL_CATALOG.get(n).deep_supervision)
+            raise ValueError(f"train.deep_supervision needs a model with FlexUNet's decoder ({able}), not "
+                             f"{self.model.name}: set train.deep_supervision: 0 or change model.name")
+        if ds > self.model.num_layers - 2:
+            n = self.model.num_layers
+            raise ValueError(f"train.deep_supervision {ds} is more than the {n - 2} decoder levels below "
+                             f"full resolution that model.num_layers={n} has")
         if self.train.include_valid and self.data.fold is not None:
             raise ValueError("train.include_valid does not combine with data.fold: a cross-validation fold's "
                              "valid cases are its held-out cases; unset one of them")

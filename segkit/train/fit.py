@@ -531,6 +531,9 @@ class _Compiled:
     monitor: str
     mode: Literal["min", "max"]
     summary: dict[str, Any]
+    net: keras.Model
+    """The network saved as ``model.keras``: ``model`` itself, or the plain network inside the
+    deep-supervision training model (``segkit.train.deep_supervision``)."""
 
 
 @dataclass(frozen=True)
@@ -589,8 +592,13 @@ class _Outcome:
     train_time_s: float
 
 
-def _restore(cfg: Config, model: keras.Model, strategy: Any, run_dir: Path) -> int:
+def _restore(
+    cfg: Config, model: keras.Model, strategy: Any, run_dir: Path, net: keras.Model | None = None
+) -> int:
     """Restore an interrupted run's weights and optimizer state; return the epochs it completed.
+
+    ``model`` is the model trained (the deep-supervision training model, whose ``backup/`` it wrote), ``net``
+    the network in ``last.keras`` (``model`` itself when None; deep supervision's heads start afresh there).
 
     From ``backup/`` (the exact epoch ``state.json`` names) when there is one, else from ``last.keras`` and
     the length of ``history.csv`` (runs made before the atomic backup); ``history.csv`` is trimmed to the
@@ -624,7 +632,7 @@ def _restore(cfg: Config, model: keras.Model, strategy: Any, run_dir: Path) -> i
         initial_epoch = len(rows)
         with strategy.scope():
             model.optimizer.build(model.trainable_variables)
-            model.load_weights(run_dir / LAST_MODEL_FILE)
+            (net or model).load_weights(run_dir / LAST_MODEL_FILE)
     if initial_epoch >= cfg.train.epochs:
         raise RunComplete(
             f"the run already completed {initial_epoch} of train.epochs={cfg.train.epochs} epochs",
@@ -675,19 +683,26 @@ def _compile(call: _Call, dev: _Device) -> _Compiled:
     from segkit.train import callbacks as cb
 
     cfg = call.cfg
+    levels = cfg.train.deep_supervision
     with dev.strategy.scope():
-        model = float32_output(build_model(cfg, pretrained=not call.resuming))
-        metrics = list(get_metrics(cfg))
+        net = float32_output(build_model(cfg, pretrained=not call.resuming))
+        model, loss, metrics = net, get_loss(cfg), list(get_metrics(cfg))
+        if levels:
+            from segkit.train.deep_supervision import DeepSupervisionLoss, MainOutput, with_deep_supervision
+
+            model = with_deep_supervision(net, levels, cfg.num_classes)
+            loss = DeepSupervisionLoss(loss, cfg.num_classes, levels)
+            metrics = [MainOutput(m, cfg.num_classes) for m in metrics]
         model.compile(
             optimizer=make_optimizer(cfg),
-            loss=get_loss(cfg),
+            loss=loss,
             metrics=metrics,
             jit_compile=dev.jit_compile,
         )
     metric_names = [getattr(m, "name", str(m)) for m in metrics]
     monitor = cfg.train.monitor
     check_monitor(monitor, metric_names)
-    return _Compiled(model, monitor, cb.monitor_mode(monitor), model_summary(model))
+    return _Compiled(model, monitor, cb.monitor_mode(monitor), model_summary(net), net)
 
 
 def _past(call: _Call, compiled: _Compiled, dev: _Device) -> _Past:
@@ -700,7 +715,7 @@ def _past(call: _Call, compiled: _Compiled, dev: _Device) -> _Past:
     from segkit.train import callbacks as cb
 
     cfg, run_dir, clock, limit_s = call.cfg, call.run_dir, call.clock, call.limit_s
-    initial_epoch = _restore(cfg, compiled.model, dev.strategy, run_dir) if call.resuming else 0
+    initial_epoch = _restore(cfg, compiled.model, dev.strategy, run_dir, compiled.net) if call.resuming else 0
     previous_rows = cb.read_history_csv(run_dir / HISTORY_CSV) if call.resuming else []
     previous_values = [r.get(compiled.monitor, float("nan")) for r in previous_rows]
     best_before = cb.plateau_state(previous_values, compiled.mode)[0]
@@ -783,17 +798,18 @@ def _tensorboard(cfg: Config, run_dir: Path) -> list[Any]:
 
 
 def _checkpoints(
-    run_dir: Path, keep_best: bool, monitor: str, mode: Any, best_before: float | None
+    run_dir: Path, keep_best: bool, monitor: str, mode: Any, best_before: float | None, net: keras.Model
 ) -> list[Any]:
-    """``model.keras`` (best by ``monitor``) and ``last.keras``; with ``model_checkpoint: last`` one file
-    saved as ``last.keras`` and hard-linked as ``model.keras`` (not two identical copies)."""
+    """``model.keras`` (best by ``monitor``) and ``last.keras`` of ``net``; with ``model_checkpoint: last``
+    one file saved as ``last.keras`` and hard-linked as ``model.keras`` (not two identical copies)."""
     from segkit.train import callbacks as cb
 
     if not keep_best:
-        return [cb.AtomicCheckpoint(run_dir / LAST_MODEL_FILE, also=run_dir / MODEL_FILE)]
+        return [cb.AtomicCheckpoint(run_dir / LAST_MODEL_FILE, also=run_dir / MODEL_FILE, target=net)]
     return [
-        cb.AtomicCheckpoint(run_dir / MODEL_FILE, monitor=monitor, mode=mode, initial_best=best_before),
-        cb.AtomicCheckpoint(run_dir / LAST_MODEL_FILE),
+        cb.AtomicCheckpoint(run_dir / MODEL_FILE, monitor=monitor, mode=mode, initial_best=best_before,
+                            target=net),
+        cb.AtomicCheckpoint(run_dir / LAST_MODEL_FILE, target=net),
     ]
 
 
@@ -821,7 +837,7 @@ def _callbacks(call: _Call, compiled: _Compiled, past: _Past, steps: int) -> tup
         *cb.plateau_callbacks(cfg.train, monitor, mode, previous_values),
         cb.LearningRateLogger(),
         cb.EpochTime(clock),
-        *_checkpoints(run_dir, keep_best, monitor, mode, past.best_before),
+        *_checkpoints(run_dir, keep_best, monitor, mode, past.best_before, compiled.net),
         cb.HistoryCSV(run_dir / HISTORY_CSV, append=call.resuming),
         cb.HistoryWriter(run_dir / HISTORY_JSON, run_dir / CURVES_PNG, past.rows),
         *_tensorboard(cfg, run_dir),
@@ -830,7 +846,8 @@ def _callbacks(call: _Call, compiled: _Compiled, past: _Past, steps: int) -> tup
     if cfg.train.epoch_change_infer.enabled:
         images, truth = preview_batch(cfg, cfg.train.epoch_change_infer.num_images)
         palette = palette_array([c.color for c in cfg.effective_classes])
-        callbacks.append(cb.EpochPreview(run_dir / EPOCH_INFER_DIR, images, truth, palette))
+        callbacks.append(cb.EpochPreview(run_dir / EPOCH_INFER_DIR, images, truth, palette,
+                                         target=compiled.net))
     if call.progress is not None:
         callbacks.append(cb.ProgressReporter(call.progress, cfg.train.epochs, steps, clock, limit_s))
     time_limit = cb.TimeLimit(limit_s, clock, past.durations) if limit_s is not None else None

@@ -544,3 +544,54 @@ def test_model_checkpoint_last_keeps_the_final_epoch(
     last = keras.models.load_model(run / "last.keras", safe_mode=True, compile=False)
     for a, b in zip(final.weights, last.weights, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.slow
+def test_deep_supervision_trains_resumes_and_saves_the_plain_network(
+    phantom_data: Path, demo_config: Path, tmp_path: Path
+) -> None:
+    """``train.deep_supervision``: the heads are trained (their loss is in ``loss``) but only the network is
+    saved; an interrupted run resumes from backup/ (weights of the heads included), a finished one from
+    last.keras to more epochs (the heads start afresh)."""
+    import keras
+    import numpy as np
+
+    run = tmp_path / "ds"
+    original = cb.ProgressReporter.on_epoch_end
+
+    def interrupt_after_first(self: cb.ProgressReporter, epoch: int, logs: dict | None = None) -> None:
+        original(self, epoch, logs)
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    ds = ["train.deep_supervision=1", "train.epochs=2"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cb.ProgressReporter, "on_epoch_end", interrupt_after_first)
+        first = runner.invoke(app, _args(demo_config, phantom_data, run, *ds))
+    assert first.exit_code == 130, first.output
+    assert cb.backup_epoch(run / "backup") == 1
+    second = runner.invoke(app, _args(demo_config, phantom_data, run, *ds) + ["--resume"])
+    assert second.exit_code == 0, second.output
+    assert "resuming at epoch 2" in second.stderr
+    rows = _csv_rows(run / "history.csv")
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert {"loss", "val_loss", "fg_dice", "val_fg_dice", "val_dice_ventricle"} <= set(rows[0])
+    assert not any(k.startswith(("ds", "val_ds")) for k in rows[0])  # the log keys of a plain run
+    assert sorted(p.name for p in (run / "epoch_infer").iterdir()) == ["epoch_001.png", "epoch_002.png"]
+    for name in ("model.keras", "last.keras"):
+        model = keras.models.load_model(run / name, safe_mode=True, compile=False)
+        assert tuple(model.output.shape) == (None, 64, 64, 4)
+        assert not [layer.name for layer in model.layers if layer.name.startswith("ds")]
+    x = np.random.default_rng(0).random((1, 64, 64, 1), dtype=np.float32)
+    before = np.asarray(model(x))
+    third = runner.invoke(app, _args(demo_config, phantom_data, run, "train.deep_supervision=1",
+                                     "train.epochs=3") + ["--resume"])
+    assert third.exit_code == 0, third.output
+    assert "resuming at epoch 3" in third.stderr
+    after = keras.models.load_model(run / "model.keras", safe_mode=True, compile=False)
+    assert not np.allclose(np.asarray(after(x)), before)  # the third epoch trained the saved network
+    # the same data, no deep supervision: the loss of the main output alone (a different number)
+    plain = tmp_path / "plain"
+    res = runner.invoke(app, _args(demo_config, phantom_data, plain, "train.epochs=1"))
+    assert res.exit_code == 0, res.output
+    assert _csv_rows(plain / "history.csv")[0]["loss"] != rows[0]["loss"]

@@ -45,6 +45,8 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         mode: ``min``/``max``; inferred from the name by ``monitor_mode`` when ``None``.
         initial_best: best value of earlier epochs (resume), so a worse epoch does not replace the file.
         also: a second name for the same file (``link_atomic``), replaced whenever ``path`` is.
+        target: the model to save, when it is not the one trained (deep supervision trains a model around it);
+            None saves the model ``fit`` trains.
     """
 
     def __init__(
@@ -54,9 +56,11 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         mode: Mode | None = None,
         initial_best: float | None = None,
         also: Path | None = None,
+        target: keras.Model | None = None,
     ) -> None:
         super().__init__()
         self.path = Path(path)
+        self.target = target
         self.also = Path(also) if also is not None else None
         self.monitor = monitor
         self.mode: Mode = mode or (monitor_mode(monitor) if monitor else "max")
@@ -69,7 +73,7 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         if loss is not None and not math.isfinite(float(loss)):
             return  # never write diverged weights
         if self.monitor is None:
-            save_model_atomic(self.model, self.path)
+            save_model_atomic(self.target or self.model, self.path)
             if self.also is not None:
                 link_atomic(self.path, self.also)
             return
@@ -79,7 +83,7 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         if is_improvement(float(current), self.best, self.mode):
             log.debug("epoch %d: %s improved %s -> %.5f", epoch + 1, self.monitor, self.best, float(current))
             self.best, self.best_epoch = float(current), epoch
-            save_model_atomic(self.model, self.path)
+            save_model_atomic(self.target or self.model, self.path)
             if self.also is not None:
                 link_atomic(self.path, self.also)
 

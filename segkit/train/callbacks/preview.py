@@ -69,6 +69,7 @@ class EpochPreview(keras.callbacks.Callback):
         images: (N, H, W, C) float32 model inputs.
         truth: (N, H, W) uint8 class ids.
         palette: (num_classes, 3) uint8 RGB.
+        target: the model to run, when it is not the one trained (deep supervision); None runs that one.
     """
 
     def __init__(
@@ -77,9 +78,11 @@ class EpochPreview(keras.callbacks.Callback):
         images: npt.NDArray[np.float32],
         truth: npt.NDArray[np.uint8],
         palette: npt.NDArray[np.uint8],
+        target: keras.Model | None = None,
     ) -> None:
         super().__init__()
         self.out_dir = Path(out_dir)
+        self.target = target
         self.images, self.truth, self.palette = images, truth, palette
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -87,7 +90,7 @@ class EpochPreview(keras.callbacks.Callback):
 
         # a direct call, not predict_on_batch: under MirroredStrategy Keras 3's predict_on_batch returns the
         # batch once per replica
-        probs = np.asarray(self.model(self.images, training=False))
+        probs = np.asarray((self.target or self.model)(self.images, training=False))
         pred = probs.argmax(-1).astype(np.uint8)
         grid = titled_preview(preview_grid(self.images, self.truth, pred, self.palette), epoch + 1)
         path = self.out_dir / f"epoch_{epoch + 1:03d}.png"
