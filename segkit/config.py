@@ -343,8 +343,9 @@ class ModelKeys:
     Attributes:
         honours: the common knobs it reads (``LEVEL_KEYS``, plus ``CONV_KEYS`` where its blocks use them).
         section: the ``ModelConfig`` field holding its own options (``model.transunet``), or None.
-        deep_supervision: its decoder is FlexUNet's (``segkit.models.flexunet.decoder``), whose level-``f``
-            output feeds the layer ``up{f-1}``: ``train.deep_supervision`` can attach heads there.
+        deep_supervision: it ends in FlexUNet's decoder (``segkit.models.flexunet.decoder``), whose
+            level-``f`` output (at 1/2**f of the input) feeds the layer ``up{f-1}``:
+            ``train.deep_supervision`` attaches its heads there.
     """
 
     honours: frozenset[str]
@@ -365,8 +366,8 @@ MODEL_CATALOG.register("multiresunet")(ModelKeys(frozenset(LEVEL_KEYS), "multire
 MODEL_CATALOG.register("sharpunet")(ModelKeys(UNET_KEYS, deep_supervision=True))
 MODEL_CATALOG.register("u2net")(ModelKeys(frozenset(LEVEL_KEYS), "u2net"))
 MODEL_CATALOG.register("deeplabv3plus")(ModelKeys(UNET_KEYS, "deeplabv3plus"))
-MODEL_CATALOG.register("efficientunet")(ModelKeys(UNET_KEYS, "efficientunet"))
-MODEL_CATALOG.register("transunet")(ModelKeys(UNET_KEYS, "transunet"))
+MODEL_CATALOG.register("efficientunet")(ModelKeys(UNET_KEYS, "efficientunet", deep_supervision=True))
+MODEL_CATALOG.register("transunet")(ModelKeys(UNET_KEYS, "transunet", deep_supervision=True))
 MODEL_CATALOG.register("swinunet")(ModelKeys(UNET_KEYS, "swinunet"))
 MODEL_CATALOG.alias("unet", "flexunet")
 
@@ -539,8 +540,9 @@ class TrainConfig(_Strict):
         ge=0,
         description="deep supervision (nnU-Net's): the decoder's outputs at this many levels below full "
         "resolution also get a 1x1 softmax head, up-sampled to the input size, and the loss; loss weights "
-        "1/2^level, normalised to sum to 1; the saved model has only the main output (flexunet, "
-        "attention_unet, sharpunet; at most model.num_layers - 2)",
+        "1/2^level, normalised to sum to 1 (loss and val_loss are that sum; the metrics and the saved model "
+        "are the main output's); the models ending in FlexUNet's decoder, at most model.num_layers - 2 "
+        "(nnU-Net's own choice is model.num_layers - 3)",
     )
     include_valid: bool = Field(
         False,
@@ -813,7 +815,8 @@ class Config(_Strict):
         if ds > self.model.num_layers - 2:
             n = self.model.num_layers
             raise ValueError(f"train.deep_supervision {ds} is more than the {n - 2} decoder levels below "
-                             f"full resolution that model.num_layers={n} has")
+                             f"full resolution that model.num_layers={n} has: set it to at most "
+                             f"{max(n - 2, 0)} or raise model.num_layers")
         if self.train.include_valid and self.data.fold is not None:
             raise ValueError("train.include_valid does not combine with data.fold: a cross-validation fold's "
                              "valid cases are its held-out cases; unset one of them")

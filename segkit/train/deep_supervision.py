@@ -10,11 +10,15 @@ gives the deep layers a short path to the loss (Lee et al. 2015, "Deeply-supervi
   targets instead; up-sampling the logits keeps ``segkit.data`` unchanged and costs little next to the
   convolutions);
 - the loss is ``sum_i w_i * loss(y, p_i)`` over the main output (``i = 0``) and the heads, with
-  ``w_i = 2**-i`` normalised to sum to 1 (nnU-Net's weights);
+  ``w_i = 2**-i`` normalised to sum to 1 (nnU-Net's weights; nnU-Net supervises every decoder level but gives
+  the lowest weight 0, which is ``train.deep_supervision = model.num_layers - 3`` here); ``loss`` and
+  ``val_loss`` in the history are that sum;
 - the training model returns the outputs concatenated on the channel axis, so Keras' own ``fit`` and
   ``train_step``, the log keys (``val_fg_dice``...) and the time limit are those of a plain run; the metrics
   score the main output only (``MainOutput``);
-- the model saved (``model.keras``) is the plain network: the heads exist only while training.
+- the model saved (``model.keras``, ``last.keras``) is the plain network: the heads exist only while
+  training, in ``backup/`` (an interrupted run resumes with them). A finished run resumed to more epochs
+  starts from ``last.keras``: its heads and optimizer state start afresh (``segkit.train.fit`` warns).
 
 Example:
     >>> net = build_model(cfg)                         # (B, H, W, K) probabilities
@@ -53,25 +57,28 @@ def with_deep_supervision(net: keras.Model, levels: int, num_classes: int) -> ke
     up-sampled to ``net``'s output size.
 
     Raises:
-        ConfigError: ``net`` has no layer ``up{f-1}`` for a level ``f`` asked for (not FlexUNet's decoder, or
-            too few levels).
+        ValueError: ``levels`` < 1.
+        ConfigError: ``net`` has no decoder level ``f`` for a level asked for: no layer ``up{f-1}`` that its
+            output feeds or no ``up{f}`` that feeds it (not FlexUNet's decoder, or ``f`` is the bottom level).
     """
     if levels < 1:
         raise ValueError(f"levels must be >= 1, got {levels}")
     outputs = [net.outputs[0]]
+    out_h = int(net.outputs[0].shape[1])
     act = "sigmoid" if num_classes == 1 else "softmax"
+    names = {layer.name for layer in net.layers}
     for f in range(1, levels + 1):
-        try:
-            features = net.get_layer(f"up{f - 1}").input
-        except ValueError as e:
+        if f"up{f - 1}" not in names or f"up{f}" not in names:
             raise ConfigError(
                 f"train.deep_supervision {levels}: the model {net.name} has no decoder level {f} "
-                f"(no layer up{f - 1})",
+                f"(layers up{f - 1} and up{f} of FlexUNet's decoder)",
                 path="train.deep_supervision",
-                hint="lower train.deep_supervision, or use flexunet, attention_unet or sharpunet",
-            ) from e
+                hint="lower train.deep_supervision, or use a model that ends in FlexUNet's decoder",
+            )
+        features = net.get_layer(f"up{f - 1}").input
+        factor = out_h // int(features.shape[1])
         x = layers.Conv2D(num_classes, 1, name=f"ds{f}_conv")(features)
-        x = layers.UpSampling2D(2**f, interpolation="bilinear", name=f"ds{f}_up")(x)
+        x = layers.UpSampling2D(factor, interpolation="bilinear", name=f"ds{f}_up")(x)
         outputs.append(layers.Activation(act, dtype="float32", name=f"ds{f}_{act}")(x))
     joined = layers.Concatenate(axis=-1, dtype="float32", name="ds_outputs")(outputs)
     return keras.Model(net.inputs, joined, name=f"{net.name}_deep_supervision")
@@ -79,7 +86,12 @@ def with_deep_supervision(net: keras.Model, levels: int, num_classes: int) -> ke
 
 class DeepSupervisionLoss(keras.losses.Loss):
     """``sum_i w_i * base(y_true, y_pred[..., i K:(i+1) K])`` over the main output and the heads
-    (``level_weights``); ``y_true`` is the one-hot ``(B, H, W, K)`` mask of every output."""
+    (``level_weights``); ``y_true`` is the one-hot ``(B, H, W, K)`` mask of every output.
+
+    Each ``base`` call reduces itself (and, under a distribution strategy, scales by the replica count), so
+    ``call`` returns a scalar, which Keras' reduction passes through unchanged: the replicas' scaling is
+    applied once.
+    """
 
     def __init__(self, base: keras.losses.Loss, num_classes: int, levels: int, name: str | None = None,
                  **kwargs: Any) -> None:

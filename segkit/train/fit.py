@@ -525,15 +525,19 @@ class _Device:
 
 @dataclass(frozen=True)
 class _Compiled:
-    """The compiled model, the monitored log key and its direction, and ``model_summary``'s facts."""
+    """The compiled model, the monitored log key and its direction, ``model_summary``'s facts and the network.
+
+    Attributes:
+        model: the model ``fit`` trains (and ``backup/`` holds).
+        net: the network saved as ``model.keras`` and previewed: ``model`` itself, or the plain network inside
+            the deep-supervision training model (``segkit.train.deep_supervision``); ``summary`` is its.
+    """
 
     model: keras.Model
     monitor: str
     mode: Literal["min", "max"]
     summary: dict[str, Any]
     net: keras.Model
-    """The network saved as ``model.keras``: ``model`` itself, or the plain network inside the
-    deep-supervision training model (``segkit.train.deep_supervision``)."""
 
 
 @dataclass(frozen=True)
@@ -632,6 +636,9 @@ def _restore(
         initial_epoch = len(rows)
         with strategy.scope():
             model.optimizer.build(model.trainable_variables)
+            if net is not None and net is not model:
+                log.warning("resuming %s from last.keras (its backup/ is removed when a run ends): the deep "
+                            "supervision heads and the optimizer state start afresh", run_dir)
             (net or model).load_weights(run_dir / LAST_MODEL_FILE)
     if initial_epoch >= cfg.train.epochs:
         raise RunComplete(
@@ -671,8 +678,9 @@ def _device(cfg: Config) -> _Device:
 
 
 def _compile(call: _Call, dev: _Device) -> _Compiled:
-    """Build ``cfg.model`` (float32 output; pretrained weights only for a new run) and compile it with the
-    configured optimizer, loss and metrics inside the strategy's scope; check ``train.monitor``.
+    """Build ``cfg.model`` (float32 output; pretrained weights only for a new run), wrap it in the training
+    model of ``train.deep_supervision`` when set, and compile that with the configured optimizer, loss and
+    metrics inside the strategy's scope; check ``train.monitor``.
 
     Raises:
         ConfigError: ``train.monitor`` is no log key of this model.

@@ -583,12 +583,13 @@ def test_deep_supervision_trains_resumes_and_saves_the_plain_network(
         assert tuple(model.output.shape) == (None, 64, 64, 4)
         assert not [layer.name for layer in model.layers if layer.name.startswith("ds")]
     x = np.random.default_rng(0).random((1, 64, 64, 1), dtype=np.float32)
-    before = np.asarray(model(x))
+    before = np.asarray(model(x))  # last.keras: epoch 2
     third = runner.invoke(app, _args(demo_config, phantom_data, run, "train.deep_supervision=1",
                                      "train.epochs=3") + ["--resume"])
     assert third.exit_code == 0, third.output
     assert "resuming at epoch 3" in third.stderr
-    after = keras.models.load_model(run / "model.keras", safe_mode=True, compile=False)
+    assert "heads and the optimizer state start afresh" in " ".join(third.stderr.split())
+    after = keras.models.load_model(run / "last.keras", safe_mode=True, compile=False)
     assert not np.allclose(np.asarray(after(x)), before)  # the third epoch trained the saved network
     # the same data, no deep supervision: the loss of the main output alone (a different number)
     plain = tmp_path / "plain"

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from segkit.config import validate_config
+from segkit.config import MODEL_CATALOG, validate_config
 from segkit.errors import ConfigError
 from segkit.losses import get_loss
 from segkit.metrics.training import get_metrics
@@ -40,7 +40,15 @@ def test_level_weights_halve_per_level_and_sum_to_one() -> None:
     assert w[0] == pytest.approx(8 / 15)
 
 
-@pytest.mark.parametrize("name", ["flexunet", "attention_unet", "sharpunet"])
+ABLE = [n for n in MODEL_CATALOG.names() if MODEL_CATALOG.get(n).deep_supervision]
+
+
+def test_the_models_flagged_are_those_ending_in_flexunets_decoder() -> None:
+    assert sorted(n.replace("-", "_") for n in ABLE) == [
+        "attention_unet", "efficientunet", "flexunet", "sharpunet", "transunet"]
+
+
+@pytest.mark.parametrize("name", ABLE)
 def test_heads_share_the_network_and_its_output_comes_first(name: str) -> None:
     cfg = _cfg(name, levels=2)
     net = build_model(cfg)
@@ -62,11 +70,45 @@ def test_heads_share_the_network_and_its_output_comes_first(name: str) -> None:
     assert trainer.get_layer("ds2_conv").input.shape[1:3] == (16, 16)
 
 
-def test_a_model_without_flexunets_decoder_is_refused() -> None:
+def test_a_model_without_flexunets_decoder_or_that_many_levels_is_refused() -> None:
     i = keras.Input((64, 64, 1))
     net = keras.Model(i, keras.layers.Conv2D(3, 1, activation="softmax")(i), name="plain")
-    with pytest.raises(ConfigError, match="has no decoder level 1 \\(no layer up0\\)"):
+    with pytest.raises(ConfigError, match="has no decoder level 1 \\(layers up0 and up1 of FlexUNet's"):
         with_deep_supervision(net, 1, 3)
+    unet = build_model(_cfg(levels=0, num_layers=4))  # decoder levels 0..2, level 3 is the bottom
+    assert with_deep_supervision(unet, 2, 3).output_shape == (None, 64, 64, 9)
+    with pytest.raises(ConfigError, match="has no decoder level 3"):
+        with_deep_supervision(unet, 3, 3)
+
+
+def test_training_the_trainer_trains_the_heads_and_logs_a_plain_models_keys() -> None:
+    cfg = _cfg(levels=2)
+    net = build_model(cfg)
+    trainer = with_deep_supervision(net, 2, 3)
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-2), loss=DeepSupervisionLoss(get_loss(cfg), 3, 2),
+                    metrics=[MainOutput(m, 3) for m in get_metrics(cfg)])
+    rng = np.random.default_rng(4)
+    x = rng.random((2, 64, 64, 1), dtype=np.float32)
+    y = keras.ops.one_hot(rng.integers(0, 3, (2, 64, 64)), 3)
+    head = np.asarray(trainer.get_layer("ds2_conv").kernel).copy()
+    first = np.asarray(net.get_layer("enc0_conv1").kernel).copy()
+    logs = trainer.train_on_batch(x, y, return_dict=True)
+    assert not np.allclose(np.asarray(trainer.get_layer("ds2_conv").kernel), head)
+    assert not np.allclose(np.asarray(net.get_layer("enc0_conv1").kernel), first)
+    plain = build_model(cfg)
+    plain.compile(optimizer="adam", loss=get_loss(cfg), metrics=get_metrics(cfg))
+    assert set(logs) == set(plain.train_on_batch(x, y, return_dict=True))
+
+
+def test_under_mixed_precision_the_outputs_stay_float32() -> None:
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        trainer = with_deep_supervision(build_model(_cfg(levels=2)), 2, 3)
+        assert str(trainer.output.dtype) == "float32"
+        assert str(trainer.get_layer("ds1_conv").compute_dtype) == "bfloat16"
+    finally:
+        keras.config.set_dtype_policy(policy)
 
 
 def test_the_loss_is_the_weighted_sum_over_the_outputs() -> None:
@@ -105,7 +147,7 @@ def test_metrics_score_the_main_output_only_under_their_own_names() -> None:
             assert float(m.result()) == pytest.approx(1.0)  # reset, then a perfect main output
 
 
-def test_get_loss_wraps_into_a_deep_supervision_loss_of_the_configured_base() -> None:
+def test_equal_outputs_give_the_configured_base_loss_itself() -> None:
     cfg = _cfg(levels=1)
     rng = np.random.default_rng(3)
     y = keras.ops.one_hot(rng.integers(0, 3, (1, 16, 16)), 3)
@@ -119,7 +161,8 @@ def test_get_loss_wraps_into_a_deep_supervision_loss_of_the_configured_base() ->
 @pytest.mark.parametrize(
     ("model", "levels", "num_layers", "message"),
     [
-        ("unet3plus", 1, 4, "FlexUNet's decoder \\(attention_unet, flexunet, sharpunet\\), not unet3plus"),
+        ("unet3plus", 1, 4,
+         "decoder \\(attention_unet, efficientunet, flexunet, sharpunet, transunet\\), not unet3plus"),
         ("flexunet", 3, 4, "deep_supervision 3 is more than the 2 decoder levels"),
         ("flexunet", 1, 2, "deep_supervision 1 is more than the 0 decoder levels"),
     ],

@@ -73,7 +73,7 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         if loss is not None and not math.isfinite(float(loss)):
             return  # never write diverged weights
         if self.monitor is None:
-            save_model_atomic(self.target or self.model, self.path)
+            save_model_atomic(self.target if self.target is not None else self.model, self.path)
             if self.also is not None:
                 link_atomic(self.path, self.also)
             return
@@ -83,7 +83,7 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         if is_improvement(float(current), self.best, self.mode):
             log.debug("epoch %d: %s improved %s -> %.5f", epoch + 1, self.monitor, self.best, float(current))
             self.best, self.best_epoch = float(current), epoch
-            save_model_atomic(self.target or self.model, self.path)
+            save_model_atomic(self.target if self.target is not None else self.model, self.path)
             if self.also is not None:
                 link_atomic(self.path, self.also)
 

@@ -90,7 +90,8 @@ class EpochPreview(keras.callbacks.Callback):
 
         # a direct call, not predict_on_batch: under MirroredStrategy Keras 3's predict_on_batch returns the
         # batch once per replica
-        probs = np.asarray((self.target or self.model)(self.images, training=False))
+        model = self.target if self.target is not None else self.model
+        probs = np.asarray(model(self.images, training=False))
         pred = probs.argmax(-1).astype(np.uint8)
         grid = titled_preview(preview_grid(self.images, self.truth, pred, self.palette), epoch + 1)
         path = self.out_dir / f"epoch_{epoch + 1:03d}.png"
