@@ -639,7 +639,7 @@ def _restore(
             if net is not None and net is not model:
                 log.warning("resuming %s from last.keras (its backup/ is removed when a run ends): the deep "
                             "supervision heads and the optimizer state start afresh", run_dir)
-            (net or model).load_weights(run_dir / LAST_MODEL_FILE)
+            (model if net is None else net).load_weights(run_dir / LAST_MODEL_FILE)
     if initial_epoch >= cfg.train.epochs:
         raise RunComplete(
             f"the run already completed {initial_epoch} of train.epochs={cfg.train.epochs} epochs",
