@@ -141,7 +141,9 @@ def up_block(x: keras.KerasTensor, filters: int, name: str) -> keras.KerasTensor
     return layers.Conv2DTranspose(filters, 2, strides=2, padding="same", name=name)(x)
 
 
-def segmentation_head(x: keras.KerasTensor, num_classes: int, name: str = "head") -> keras.KerasTensor:
+def segmentation_head(
+    x: keras.KerasTensor, num_classes: int, name: str = "head", upsample: int = 1
+) -> keras.KerasTensor:
     """1x1 convolution then softmax (sigmoid when ``num_classes == 1``), computed in float32.
 
     The activation layer has ``dtype="float32"`` so that under a mixed-precision policy the probabilities
@@ -151,11 +153,15 @@ def segmentation_head(x: keras.KerasTensor, num_classes: int, name: str = "head"
         x: ``(B, H, W, C)`` features.
         num_classes: output channels (background included).
         name: prefix of the layer names.
+        upsample: bilinear up-sampling of the logits by this factor before the activation (layer
+            ``{name}_up``; deep supervision's heads on lower decoder levels); 1: none.
 
     Returns:
-        ``(B, H, W, num_classes)`` float32 probabilities.
+        ``(B, H * upsample, W * upsample, num_classes)`` float32 probabilities.
     """
     logits = layers.Conv2D(num_classes, 1, name=f"{name}_conv")(x)
+    if upsample > 1:
+        logits = layers.UpSampling2D(upsample, interpolation="bilinear", name=f"{name}_up")(logits)
     act = "sigmoid" if num_classes == 1 else "softmax"
     return layers.Activation(act, dtype="float32", name=f"{name}_{act}")(logits)
 

@@ -5,10 +5,10 @@ gives the deep layers a short path to the loss (Lee et al. 2015, "Deeply-supervi
 2021, nnU-Net). segkit's version, for the models built on FlexUNet's decoder (``segkit.models.flexunet
 .decoder``, where the level-``f`` output feeds the layer ``up{f-1}``):
 
-- level ``f = 1..n`` gets a 1x1 convolution to the classes, bilinear up-sampling by ``2**f`` to the input size
-  and a softmax: the targets stay the input-size masks the pipeline already makes (nnU-Net down-samples the
-  targets instead; up-sampling the logits keeps ``segkit.data`` unchanged and costs little next to the
-  convolutions);
+- level ``f = 1..n`` gets the models' own ``segmentation_head`` (a 1x1 convolution to the classes and a
+  float32 softmax) with its logits up-sampled bilinearly by ``2**f`` to the input size: the targets stay the
+  input-size masks the pipeline already makes (nnU-Net down-samples the targets instead; up-sampling the
+  logits keeps ``segkit.data`` unchanged and costs little next to the convolutions);
 - the loss is ``sum_i w_i * loss(y, p_i)`` over the main output (``i = 0``) and the heads, with
   ``w_i = 2**-i`` normalised to sum to 1 (nnU-Net's weights; nnU-Net supervises every decoder level but gives
   the lowest weight 0, which is ``train.deep_supervision = model.num_layers - 3`` here); ``loss`` and
@@ -36,6 +36,7 @@ import keras
 from keras import layers
 
 from segkit.errors import ConfigError
+from segkit.models.blocks import segmentation_head
 
 
 def level_weights(levels: int) -> list[float]:
@@ -65,7 +66,6 @@ def with_deep_supervision(net: keras.Model, levels: int, num_classes: int) -> ke
         raise ValueError(f"levels must be >= 1, got {levels}")
     outputs = [net.outputs[0]]
     out_h = int(net.outputs[0].shape[1])
-    act = "sigmoid" if num_classes == 1 else "softmax"
     names = {layer.name for layer in net.layers}
     for f in range(1, levels + 1):
         if f"up{f - 1}" not in names or f"up{f}" not in names:
@@ -77,9 +77,7 @@ def with_deep_supervision(net: keras.Model, levels: int, num_classes: int) -> ke
             )
         features = net.get_layer(f"up{f - 1}").input
         factor = out_h // int(features.shape[1])
-        x = layers.Conv2D(num_classes, 1, name=f"ds{f}_conv")(features)
-        x = layers.UpSampling2D(factor, interpolation="bilinear", name=f"ds{f}_up")(x)
-        outputs.append(layers.Activation(act, dtype="float32", name=f"ds{f}_{act}")(x))
+        outputs.append(segmentation_head(features, num_classes, name=f"ds{f}", upsample=factor))
     joined = layers.Concatenate(axis=-1, dtype="float32", name="ds_outputs")(outputs)
     return keras.Model(net.inputs, joined, name=f"{net.name}_deep_supervision")
 
