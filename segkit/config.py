@@ -544,6 +544,15 @@ class TrainConfig(_Strict):
         "are the main output's); the models ending in FlexUNet's decoder, at most model.num_layers - 2 "
         "(nnU-Net's own choice is model.num_layers - 3)",
     )
+    ema: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="momentum m of an exponential moving average of the weights, updated after every "
+        "optimizer step (average = m x average + (1 - m) x weights; Keras' use_ema): validation, "
+        "model.keras / last.keras, the previews and the post-processing choice use the average, the resume "
+        "backup the trained weights; it spans about 1 / (1 - m) steps (0.999: ~1,000); null: off",
+    )
     include_valid: bool = Field(
         False,
         description="also train on the valid split (nnU-Net's fold 'all': every labelled case but the test "

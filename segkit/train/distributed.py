@@ -222,9 +222,12 @@ def _epoch(steps: _Steps, callbacks: Any, iterators: tuple[Any, Any], plan: Loop
             break
     model.reset_metrics()
     valid = iter(iterators[1])  # from the start of the split every epoch
+    callbacks.on_test_begin()  # as fit's validation does (train.ema: validation with the weight average)
     for _ in range(_val_steps(plan)):
         steps.test(valid)
-    return {**logs, **steps.logs("val_")}
+    val_logs = steps.logs("val_")
+    callbacks.on_test_end(val_logs)
+    return {**logs, **val_logs}
 
 
 def fit_distributed(model: keras.Model, callbacks: list[Any], plan: LoopPlan) -> None:
@@ -265,6 +268,7 @@ def fit_distributed(model: keras.Model, callbacks: list[Any], plan: LoopPlan) ->
                 cbs.on_epoch_end(epoch, logs)
                 if steps.any_worker(bool(model.stop_training)):  # early stop, time limit, NaN: all agree
                     break
+            model.optimizer.finalize_variable_values(model.trainable_variables)  # as fit: train.ema
             cbs.on_train_end(logs)
     except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError, tf.errors.CancelledError,
             tf.errors.AbortedError, tf.errors.InternalError) as e:

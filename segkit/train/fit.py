@@ -434,7 +434,8 @@ def _scaled_note(cfg: Config) -> str:
 
 def make_optimizer(cfg: Config) -> keras.optimizers.Optimizer:
     """Adam / AdamW / SGD (momentum 0.9) with the learning rate of ``scaled_learning_rate``,
-    ``train.clipvalue`` and ``train.accumulate_steps`` (Keras' ``gradient_accumulation_steps``)."""
+    ``train.clipvalue``, ``train.accumulate_steps`` (Keras' ``gradient_accumulation_steps``) and ``train.ema``
+    (Keras' ``use_ema`` / ``ema_momentum``)."""
     import keras
 
     from segkit.train.strategy import scaled_learning_rate
@@ -445,6 +446,8 @@ def make_optimizer(cfg: Config) -> keras.optimizers.Optimizer:
         kw["clipvalue"] = t.clipvalue
     if t.accumulate_steps > 1:
         kw["gradient_accumulation_steps"] = t.accumulate_steps
+    if t.ema is not None:
+        kw.update(use_ema=True, ema_momentum=t.ema)
     if t.optimizer == "adam":
         return keras.optimizers.Adam(**kw)
     if t.optimizer == "adamw":
@@ -823,8 +826,9 @@ def _checkpoints(
 
 def _callbacks(call: _Call, compiled: _Compiled, past: _Past, steps: int) -> tuple[list[Any], _Guards]:
     """The run's Keras callbacks, in the order that matters (NaN guard first; history before the backup, so a
-    kill between them leaves an extra history row that resume trims; the time limit last, so the epoch length
-    it measures includes every write). Returns ``(callbacks, the NaN guard and time limit)``."""
+    kill between them leaves an extra history row that resume trims; with ``train.ema`` the checkpoints and
+    previews inside the weight average's window and the backup after it; the time limit last, so the epoch
+    length it measures includes every write). Returns ``(callbacks, the NaN guard and time limit)``."""
     from segkit.io.palette import palette_array
     from segkit.train import callbacks as cb
     from segkit.train.strategy import scaled_learning_rate
@@ -839,23 +843,31 @@ def _callbacks(call: _Call, compiled: _Compiled, past: _Past, steps: int) -> tup
         plan = cb.LRSchedule(scaled_learning_rate(cfg.train), cfg.train.schedule, cfg.train.epochs, steps,
                              cfg.train.warmup_epochs)
         schedule.append(cb.ScheduledLR(plan, clock, limit_s))
+    previews: list[keras.callbacks.Callback] = []
+    if cfg.train.epoch_change_infer.enabled:
+        images, truth = preview_batch(cfg, cfg.train.epoch_change_infer.num_images)
+        palette = palette_array([c.color for c in cfg.effective_classes])
+        previews.append(cb.EpochPreview(run_dir / EPOCH_INFER_DIR, images, truth, palette,
+                                        target=compiled.net))
+    # train.ema: validation and everything from put_in to take_out sees the weight average, the backup the
+    # trained weights (segkit.train.callbacks.averaging)
+    average = cb.WeightAverage() if cfg.train.ema is not None else None
     callbacks: list[keras.callbacks.Callback] = [
         nan_guard,
+        *([average] if average else []),
         *schedule,
         *cb.plateau_callbacks(cfg.train, monitor, mode, previous_values),
         cb.LearningRateLogger(),
         cb.EpochTime(clock),
+        *([average.put_in] if average else []),
         *_checkpoints(run_dir, keep_best, monitor, mode, past.best_before, compiled.net),
         cb.HistoryCSV(run_dir / HISTORY_CSV, append=call.resuming),
         cb.HistoryWriter(run_dir / HISTORY_JSON, run_dir / CURVES_PNG, past.rows),
         *_tensorboard(cfg, run_dir),
+        *previews,
+        *([average.take_out] if average else []),
         cb.AtomicBackup(run_dir / BACKUP_DIR),
     ]
-    if cfg.train.epoch_change_infer.enabled:
-        images, truth = preview_batch(cfg, cfg.train.epoch_change_infer.num_images)
-        palette = palette_array([c.color for c in cfg.effective_classes])
-        callbacks.append(cb.EpochPreview(run_dir / EPOCH_INFER_DIR, images, truth, palette,
-                                         target=compiled.net))
     if call.progress is not None:
         callbacks.append(cb.ProgressReporter(call.progress, cfg.train.epochs, steps, clock, limit_s))
     time_limit = cb.TimeLimit(limit_s, clock, past.durations) if limit_s is not None else None

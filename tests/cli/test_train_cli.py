@@ -596,3 +596,49 @@ def test_deep_supervision_trains_resumes_and_saves_the_plain_network(
     res = runner.invoke(app, _args(demo_config, phantom_data, plain, "train.epochs=1"))
     assert res.exit_code == 0, res.output
     assert _csv_rows(plain / "history.csv")[0]["loss"] != rows[0]["loss"]
+
+
+@pytest.mark.slow
+def test_ema_saves_the_average_and_backs_up_the_trained_weights(
+    phantom_data: Path, demo_config: Path, tmp_path: Path
+) -> None:
+    """``train.ema``: ``last.keras`` (and ``model.keras``) hold the weight average, ``backup/`` the trained
+    weights with the average in the optimizer's state, so an interrupted run resumes where it was."""
+    import h5py
+    import keras
+    import numpy as np
+
+    run = tmp_path / "ema"
+    original = cb.ProgressReporter.on_epoch_end
+
+    def interrupt_after_first(self: cb.ProgressReporter, epoch: int, logs: dict | None = None) -> None:
+        original(self, epoch, logs)
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    ema = ["train.ema=0.5", "train.epochs=2"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cb.ProgressReporter, "on_epoch_end", interrupt_after_first)
+        first = runner.invoke(app, _args(demo_config, phantom_data, run, *ema))
+    assert first.exit_code == 130, first.output
+    state = json.loads((run / "backup" / cb.BACKUP_STATE).read_text())
+    saved = keras.models.load_model(run / "last.keras", safe_mode=True, compile=False)
+    with h5py.File(run / "backup" / state["weights"], "r") as f:
+        stored: dict[str, np.ndarray] = {}
+        f.visititems(lambda name, obj: stored.__setitem__(name, np.asarray(obj))
+                     if isinstance(obj, h5py.Dataset) else None)
+    kernel = next(w for w in saved.weights if w.path.endswith("kernel"))
+    average = np.asarray(kernel)
+    matches = [name for name, value in stored.items() if value.shape == average.shape
+               and np.array_equal(value, average)]
+    # the average is in the optimizer's state, not in the model's weights of the backup
+    assert matches and all(name.startswith("optimizer") for name in matches), matches
+    trained = [value for name, value in stored.items() if not name.startswith("optimizer")
+               and value.shape == average.shape]
+    assert trained and not any(np.array_equal(value, average) for value in trained)
+    second = runner.invoke(app, _args(demo_config, phantom_data, run, *ema) + ["--resume"])
+    assert second.exit_code == 0, second.output
+    assert "resuming at epoch 2" in second.stderr
+    assert [r["epoch"] for r in _csv_rows(run / "history.csv")] == ["1", "2"]
+    resumed = keras.models.load_model(run / "last.keras", safe_mode=True, compile=False)
+    assert not np.array_equal(np.asarray(next(w for w in resumed.weights if w.path == kernel.path)), average)

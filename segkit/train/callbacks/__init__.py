@@ -2,6 +2,8 @@
 
 - ``plateau``: the monitored value's direction (``monitor_mode``, ``is_improvement``) and Keras'
   ``ReduceLROnPlateau`` / ``EarlyStopping`` that keep counting across a resume (``plateau_state``).
+- ``averaging``: ``WeightAverage`` (``train.ema``: validation, checkpoints and previews with the optimizer's
+  moving average of the weights; the resume backup with the trained weights).
 - ``checkpoints``: ``AtomicCheckpoint`` (``model.keras`` best by a monitor, ``last.keras`` every epoch,
   written through a temporary file and ``os.replace``) and ``AtomicBackup`` / ``restore_backup`` (weights and
   optimizer state after every epoch for ``--resume``; ``backup/state.json`` names the weights file and its
@@ -25,6 +27,7 @@ Every public name is importable from ``segkit.train.callbacks``.
 
 from __future__ import annotations
 
+from segkit.train.callbacks.averaging import WeightAverage
 from segkit.train.callbacks.checkpoints import (
     BACKUP_STATE,
     AtomicBackup,
@@ -77,6 +80,7 @@ __all__ = [
     "TimeLimit",
     "TrainClock",
     "TrainEvent",
+    "WeightAverage",
     "backup_epoch",
     "history_base",
     "is_improvement",
