@@ -548,10 +548,11 @@ class TrainConfig(_Strict):
         None,
         gt=0,
         lt=1,
-        description="momentum m of an exponential moving average of the weights, updated after every "
-        "optimizer step (average = m x average + (1 - m) x weights; Keras' use_ema): validation, "
-        "model.keras / last.keras, the previews and the post-processing choice use the average, the resume "
-        "backup the trained weights; it spans about 1 / (1 - m) steps (0.999: ~1,000); null: off",
+        description="momentum m of an exponential moving average of the trainable weights, per weight "
+        "update (average = m x average + (1 - m) x weights; Keras' use_ema): validation, "
+        "model.keras / last.keras, the previews and the post-processing choice use the average (BatchNorm "
+        "statistics are the trained weights' own), the resume backup the trained weights; it spans about "
+        "1 / (1 - m) updates (0.999: ~1,000); null: off",
     )
     include_valid: bool = Field(
         False,

@@ -225,9 +225,9 @@ def _epoch(steps: _Steps, callbacks: Any, iterators: tuple[Any, Any], plan: Loop
     callbacks.on_test_begin()  # as fit's validation does (train.ema: validation with the weight average)
     for _ in range(_val_steps(plan)):
         steps.test(valid)
-    val_logs = steps.logs("val_")
+    val_logs = steps.logs()
     callbacks.on_test_end(val_logs)
-    return {**logs, **val_logs}
+    return {**logs, **{f"val_{k}": v for k, v in val_logs.items()}}
 
 
 def fit_distributed(model: keras.Model, callbacks: list[Any], plan: LoopPlan) -> None:

@@ -446,8 +446,8 @@ def make_optimizer(cfg: Config) -> keras.optimizers.Optimizer:
         kw["clipvalue"] = t.clipvalue
     if t.accumulate_steps > 1:
         kw["gradient_accumulation_steps"] = t.accumulate_steps
-    if t.ema is not None:
-        kw.update(use_ema=True, ema_momentum=t.ema)
+    if t.ema is not None:  # Keras updates the average on every batch, also those that only accumulate
+        kw.update(use_ema=True, ema_momentum=t.ema ** (1 / t.accumulate_steps))
     if t.optimizer == "adam":
         return keras.optimizers.Adam(**kw)
     if t.optimizer == "adamw":
@@ -643,6 +643,8 @@ def _restore(
                 log.warning("resuming %s from last.keras (its backup/ is removed when a run ends): the deep "
                             "supervision heads and the optimizer state start afresh", run_dir)
             (model if net is None else net).load_weights(run_dir / LAST_MODEL_FILE)
+            if cfg.train.ema is not None and (net is None or net is model):  # it holds the optimizer state
+                cb.trained_weights_back(model)
     if initial_epoch >= cfg.train.epochs:
         raise RunComplete(
             f"the run already completed {initial_epoch} of train.epochs={cfg.train.epochs} epochs",
@@ -864,9 +866,10 @@ def _callbacks(call: _Call, compiled: _Compiled, past: _Past, steps: int) -> tup
         cb.HistoryCSV(run_dir / HISTORY_CSV, append=call.resuming),
         cb.HistoryWriter(run_dir / HISTORY_JSON, run_dir / CURVES_PNG, past.rows),
         *_tensorboard(cfg, run_dir),
-        *previews,
+        *(previews if average else []),
         *([average.take_out] if average else []),
         cb.AtomicBackup(run_dir / BACKUP_DIR),
+        *(previews if not average else []),  # a failed preview write costs no backup
     ]
     if call.progress is not None:
         callbacks.append(cb.ProgressReporter(call.progress, cfg.train.epochs, steps, clock, limit_s))

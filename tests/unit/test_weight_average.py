@@ -4,6 +4,8 @@ trained weights are what training continues from and what the resume backup hold
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -12,7 +14,13 @@ import pytest
 
 from segkit.config import Config, validate_config
 from segkit.errors import ConfigError
-from segkit.train.callbacks import WeightAverage
+from segkit.train.callbacks import (
+    AtomicBackup,
+    AtomicCheckpoint,
+    WeightAverage,
+    restore_backup,
+    trained_weights_back,
+)
 from segkit.train.fit import make_optimizer
 
 MOMENTUM = 0.5
@@ -102,6 +110,75 @@ def test_a_run_stopped_before_its_last_epoch_ends_with_the_average_in_the_model(
     assert len(inside.epochs) == 1
     for got, want in zip(model.get_weights(), _average(trained.steps), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+class _Copy(keras.callbacks.Callback):
+    """Copies ``src`` to ``dst`` at every epoch end (the backup, before a finished fit removes it)."""
+
+    def __init__(self, src: Path, dst: Path) -> None:
+        super().__init__()
+        self.src, self.dst = src, dst
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        shutil.rmtree(self.dst, ignore_errors=True)
+        shutil.copytree(self.src, self.dst)
+
+
+def _fit(model: keras.Model, x: np.ndarray, y: np.ndarray, callbacks: list[Any], epochs: int,
+         initial_epoch: int = 0) -> None:
+    avg = WeightAverage()
+    model.fit(x, y, batch_size=8, epochs=epochs, initial_epoch=initial_epoch, shuffle=False, verbose=0,
+              callbacks=[avg, avg.put_in, *callbacks, avg.take_out])
+
+
+def test_a_resume_from_the_backup_or_from_last_keras_continues_as_if_uninterrupted(tmp_path: Path) -> None:
+    """Epoch 2 resumed from epoch 1's ``backup/`` (``AtomicBackup`` after the window) or from its
+    ``last.keras`` (a compiled model saved inside the window, ``trained_weights_back``) ends where an
+    uninterrupted run ends, average and trained weights alike."""
+    model, x, y, _, _ = _linear_problem()
+    _fit(model, x, y, [AtomicCheckpoint(tmp_path / "whole" / "last.keras")], epochs=2)
+    whole = [np.array(w) for w in model.get_weights()]  # the average (Keras' finalize after fit)
+
+    model, x, y, _, _ = _linear_problem()
+    avg = WeightAverage()
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0,
+              callbacks=[avg, avg.put_in, AtomicCheckpoint(tmp_path / "last.keras"), avg.take_out,
+                         AtomicBackup(tmp_path / "backup"), _Copy(tmp_path / "backup", tmp_path / "kept")])
+    for source in ("backup", "last.keras"):
+        resumed, *_ = _linear_problem()
+        resumed.optimizer.build(resumed.trainable_variables)
+        if source == "backup":
+            assert restore_backup(resumed, tmp_path / "kept") == 1
+        else:
+            resumed.load_weights(tmp_path / "last.keras")
+            trained_weights_back(resumed)
+        assert int(resumed.optimizer.iterations.numpy()) == 4
+        _fit(resumed, x, y, [], epochs=2, initial_epoch=1)
+        for got, want in zip(resumed.get_weights(), whole, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7, err_msg=source)
+
+
+def test_nothing_is_swapped_before_the_first_step() -> None:
+    """The average starts as zeros; a validation or checkpoint before any optimizer step (a float16 run
+    whose first steps overflow) keeps the model's own weights."""
+    model, *_ = _linear_problem()
+    model.optimizer.build(model.trainable_variables)
+    before = [np.array(w) for w in model.get_weights()]
+    avg = WeightAverage()
+    avg.set_model(model)
+    avg.on_test_begin()
+    avg.put_in.on_epoch_end(0)
+    for got, want in zip(model.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(got, want)
+    avg.on_test_end()
+    avg.take_out.on_epoch_end(0)
+
+
+def test_gradient_accumulation_keeps_the_momentum_per_weight_update() -> None:
+    """Keras updates the average on every batch, also the batches that only accumulate: the momentum per
+    batch is m^(1/k), so the average spans the same number of weight updates."""
+    opt = make_optimizer(_config({"ema": 0.999, "accumulate_steps": 4}))
+    assert opt.ema_momentum ** 4 == pytest.approx(0.999)
 
 
 def _config(train: dict[str, Any]) -> Config:

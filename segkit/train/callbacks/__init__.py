@@ -27,7 +27,7 @@ Every public name is importable from ``segkit.train.callbacks``.
 
 from __future__ import annotations
 
-from segkit.train.callbacks.averaging import WeightAverage
+from segkit.train.callbacks.averaging import WeightAverage, trained_weights_back
 from segkit.train.callbacks.checkpoints import (
     BACKUP_STATE,
     AtomicBackup,
@@ -94,4 +94,5 @@ __all__ = [
     "restore_backup",
     "save_model_atomic",
     "schedule_factor",
+    "trained_weights_back",
 ]

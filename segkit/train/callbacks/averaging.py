@@ -9,7 +9,10 @@ step starts it at the weights). ``WeightAverage`` puts it into the model
 - at the end of each epoch between ``WeightAverage.put_in`` and ``WeightAverage.take_out``: the callbacks
   placed between them (checkpoints, previews) see the averaged weights, those after (the resume backup) the
   trained ones, so ``backup/`` holds the trained weights and the average in the optimizer's state and a
-  resumed run continues exactly.
+  resumed run continues exactly. ``last.keras`` of a compiled model (written inside the window) holds them
+  the other way round: ``trained_weights_back`` exchanges them after a resume loads it.
+
+Nothing is swapped before the optimizer's first step (the average does not exist yet).
 
 After ``fit``, Keras itself copies the average into the model (``finalize_variable_values``).
 Keras' own ``SwapEMAWeights(swap_on_epoch=True)`` is not used because it leaves the average in the model
@@ -51,13 +54,30 @@ class WeightAverage(keras.callbacks.SwapEMAWeights):
         self.put_in = _EpochEnd(self._average_in)
         self.take_out = _EpochEnd(self._average_out)
 
+    def _optimizer_steps(self) -> int:
+        """Steps the optimizer (the inner one under a loss-scale optimizer) applied: the average exists only
+        after the first (it starts as zeros, and a float16 run may skip its first steps on overflow)."""
+        opt = self.model.optimizer
+        return int(getattr(opt, "inner_optimizer", opt).iterations.numpy())
+
+    def swap(self) -> None:
+        """Exchange the model's weights and the optimizer's average (nothing before the first step)."""
+        if self._optimizer_steps():
+            self._swap_variables()
+
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._average_in()
+
+    def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._average_out()
+
     def _swap_variables(self) -> None:
         """Swap weights and average through a copy, exactly (Keras' TensorFlow path swaps by additions and
         subtractions, which leaves the trained weights off by rounding after every swap)."""
         self._apply_to_ema_optimizers(self._backend_swap_variables, self._backend_swap_variables)
 
     def _average_in(self) -> None:
-        if not self._ema_weights_in_model:
+        if not self._ema_weights_in_model and self._optimizer_steps():
             self._swap_variables()
             self._ema_weights_in_model = True
 
@@ -67,4 +87,13 @@ class WeightAverage(keras.callbacks.SwapEMAWeights):
             self._ema_weights_in_model = False
 
 
-__all__ = ["WeightAverage"]
+def trained_weights_back(model: keras.Model) -> None:
+    """After ``model.load_weights(last.keras)`` of a compiled model (weights and optimizer state): the file
+    was saved inside the window, with the average as the weights and the trained weights in the optimizer's
+    average; exchange them so that training continues as it was (``segkit.train.fit._restore``)."""
+    average = WeightAverage()
+    average.set_model(model)
+    average.swap()
+
+
+__all__ = ["WeightAverage", "trained_weights_back"]
