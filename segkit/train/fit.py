@@ -856,20 +856,20 @@ def _callbacks(call: _Call, compiled: _Compiled, past: _Past, steps: int) -> tup
     average = cb.WeightAverage() if cfg.train.ema is not None else None
     callbacks: list[keras.callbacks.Callback] = [
         nan_guard,
-        *([average] if average else []),
+        *([average] if average is not None else []),
         *schedule,
         *cb.plateau_callbacks(cfg.train, monitor, mode, previous_values),
         cb.LearningRateLogger(),
         cb.EpochTime(clock),
-        *([average.put_in] if average else []),
+        *([average.put_in] if average is not None else []),
         *_checkpoints(run_dir, keep_best, monitor, mode, past.best_before, compiled.net),
         cb.HistoryCSV(run_dir / HISTORY_CSV, append=call.resuming),
         cb.HistoryWriter(run_dir / HISTORY_JSON, run_dir / CURVES_PNG, past.rows),
         *_tensorboard(cfg, run_dir),
-        *(previews if average else []),
-        *([average.take_out] if average else []),
+        *(previews if average is not None else []),
+        *([average.take_out] if average is not None else []),
         cb.AtomicBackup(run_dir / BACKUP_DIR),
-        *(previews if not average else []),  # a failed preview write costs no backup
+        *(previews if average is None else []),  # a failed preview write costs no backup
     ]
     if call.progress is not None:
         callbacks.append(cb.ProgressReporter(call.progress, cfg.train.epochs, steps, clock, limit_s))
