@@ -82,11 +82,8 @@ class Runs:
     backup_epoch_after_first: int | None
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory, phantom_data: Path, demo_config: Path) -> Runs:
-    """Train 3 epochs, interrupted (KeyboardInterrupt, as from Ctrl-C) right after epoch 1 completed, then
-    `--resume`."""
-    run = tmp_path_factory.mktemp("runs") / "run"
+def _interrupt_after_first_epoch(mp: pytest.MonkeyPatch) -> None:
+    """Make the CLI's progress reporter raise KeyboardInterrupt (as from Ctrl-C) right after epoch 1."""
     original = cb.ProgressReporter.on_epoch_end
 
     def interrupt_after_first(self: cb.ProgressReporter, epoch: int, logs: dict | None = None) -> None:
@@ -94,8 +91,24 @@ def runs(tmp_path_factory: pytest.TempPathFactory, phantom_data: Path, demo_conf
         if epoch == 0:
             raise KeyboardInterrupt
 
+    mp.setattr(cb.ProgressReporter, "on_epoch_end", interrupt_after_first)
+
+
+def _train_interrupted_after_first_epoch(config: Path, data: Path, run: Path, *extra: str) -> None:
+    """``segkit train`` interrupted right after epoch 1 (exit code 130, the backup of epoch 1 kept)."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cb.ProgressReporter, "on_epoch_end", interrupt_after_first)
+        _interrupt_after_first_epoch(mp)
+        first = runner.invoke(app, _args(config, data, run, *extra))
+    assert first.exit_code == 130, first.output
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, phantom_data: Path, demo_config: Path) -> Runs:
+    """Train 3 epochs, interrupted (KeyboardInterrupt, as from Ctrl-C) right after epoch 1 completed, then
+    `--resume`."""
+    run = tmp_path_factory.mktemp("runs") / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        _interrupt_after_first_epoch(mp)
         first = runner.invoke(app, _args(demo_config, phantom_data, run))
     rows = _csv_rows(run / "history.csv")
     backup_epoch = cb.backup_epoch(run / "backup")
@@ -557,18 +570,8 @@ def test_deep_supervision_trains_resumes_and_saves_the_plain_network(
     import numpy as np
 
     run = tmp_path / "ds"
-    original = cb.ProgressReporter.on_epoch_end
-
-    def interrupt_after_first(self: cb.ProgressReporter, epoch: int, logs: dict | None = None) -> None:
-        original(self, epoch, logs)
-        if epoch == 0:
-            raise KeyboardInterrupt
-
     ds = ["train.deep_supervision=1", "train.epochs=2"]
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cb.ProgressReporter, "on_epoch_end", interrupt_after_first)
-        first = runner.invoke(app, _args(demo_config, phantom_data, run, *ds))
-    assert first.exit_code == 130, first.output
+    _train_interrupted_after_first_epoch(demo_config, phantom_data, run, *ds)
     assert cb.backup_epoch(run / "backup") == 1
     second = runner.invoke(app, _args(demo_config, phantom_data, run, *ds) + ["--resume"])
     assert second.exit_code == 0, second.output
@@ -609,18 +612,8 @@ def test_ema_saves_the_average_and_backs_up_the_trained_weights(
     import numpy as np
 
     run = tmp_path / "ema"
-    original = cb.ProgressReporter.on_epoch_end
-
-    def interrupt_after_first(self: cb.ProgressReporter, epoch: int, logs: dict | None = None) -> None:
-        original(self, epoch, logs)
-        if epoch == 0:
-            raise KeyboardInterrupt
-
     ema = ["train.ema=0.5", "train.epochs=2"]
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cb.ProgressReporter, "on_epoch_end", interrupt_after_first)
-        first = runner.invoke(app, _args(demo_config, phantom_data, run, *ema))
-    assert first.exit_code == 130, first.output
+    _train_interrupted_after_first_epoch(demo_config, phantom_data, run, *ema)
     state = json.loads((run / "backup" / cb.BACKUP_STATE).read_text())
     saved = keras.models.load_model(run / "last.keras", safe_mode=True, compile=False)
     with h5py.File(run / "backup" / state["weights"], "r") as f:
