@@ -1,8 +1,9 @@
 """``train.ema``: train with an exponential moving average of the weights (Polyak averaging, Keras'
 ``use_ema`` optimizers) and use the averaged weights wherever the run is judged or saved.
 
-The optimizer keeps the average (``new = m * old + (1 - m) * weights`` after every optimizer step; the first
-step starts it at the weights). ``WeightAverage`` puts it into the model
+The optimizer keeps the average (``new = m * old + (1 - m) * weights`` after every batch, ``m`` per batch
+being ``train.ema ** (1 / train.accumulate_steps)``; the first step starts it at the weights).
+``WeightAverage`` puts it into the model
 
 - for validation (Keras' ``SwapEMAWeights``: ``on_test_begin`` / ``on_test_end``), so ``val_*`` logs, the
   best-epoch choice, plateau LR and early stopping judge the averaged weights;
@@ -16,9 +17,10 @@ Nothing is swapped before the optimizer's first step (the average does not exist
 
 After ``fit``, Keras itself copies the average into the model (``finalize_variable_values``).
 Keras' own ``SwapEMAWeights(swap_on_epoch=True)`` is not used because it leaves the average in the model
-through the resume backup, and after a stop before ``train.epochs`` (time limit, early stopping) its final
-swap leaves the trained weights, not the average, in the model. The swaps copy (exact), where Keras' add and
-subtract.
+through the resume backup, and after a stop before ``train.epochs`` (time limit, early stopping) the model
+ends with the trained weights: its epoch-end swap leaves them in the average's slot, which ``fit``'s
+``finalize_variable_values`` then copies in (it repairs the slot only at the last epoch). The swaps copy
+(exact), where Keras' add and subtract.
 
 Example:
     >>> avg = WeightAverage()
