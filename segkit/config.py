@@ -330,9 +330,9 @@ class U2NetOptions(_Strict):
 
 LEVEL_KEYS = ("base_filters", "num_layers", "max_filters", "norm")
 """Common ``model`` knobs every model reads: its resolution levels, their channels and normalisation."""
-CONV_KEYS = ("base_kernels", "dilation", "dropout_rate")
+CONV_KEYS = ("base_kernels", "dilation", "dropout_rate", "block")
 """Common ``model`` knobs of the models built from FlexUNet's two-convolution blocks (kernel, dilation and
-dropout per level)."""
+dropout per level, the order inside a block)."""
 UNET_KEYS = frozenset(LEVEL_KEYS + CONV_KEYS)
 
 
@@ -399,7 +399,13 @@ class ModelConfig(_Strict):
     dropout_rate: float = Field(0.05, ge=0, lt=1)
     dilation: int = Field(1, ge=1)
     max_filters: int | None = Field(None, ge=1)
-    norm: Literal["none", "batch", "group"] = "none"
+    norm: Literal["none", "batch", "group", "instance"] = "none"
+    block: Literal["relu_norm", "norm_act", "residual"] = Field(
+        "relu_norm",
+        description="the two-convolution block: relu_norm (the seed's conv+ReLU then norm), norm_act (conv, "
+        "norm, LeakyReLU: nnU-Net's) or residual (norm_act with a shortcut around the pair: nnU-Net's "
+        "residual encoder block)",
+    )
     pretrained_weights: Path | None = Field(
         None,
         description="a local weights file (.weights.h5 or .keras of the same architecture) loaded into the "

@@ -15,7 +15,11 @@ from typing import Any
 import keras
 from keras import layers
 
-NORMS = ("none", "batch", "group")
+NORMS = ("none", "batch", "group", "instance")
+BLOCKS = ("relu_norm", "norm_act", "residual")
+"""``model.block``: the order inside the two-convolution block (see ``conv_block``)."""
+LEAKY_SLOPE = 0.01
+"""Negative slope of the LeakyReLU of the ``norm_act`` and ``residual`` blocks (nnU-Net's)."""
 
 
 def norm_layer(norm: str, filters: int, name: str) -> layers.Layer | None:
@@ -23,7 +27,9 @@ def norm_layer(norm: str, filters: int, name: str) -> layers.Layer | None:
 
     Args:
         norm: "none" | "batch" | "group" (GroupNormalization with ``groups = min(8, filters)``; it must divide
-            ``filters``, so the largest divisor of ``filters`` not above 8 is used).
+            ``filters``, so the largest divisor of ``filters`` not above 8 is used) | "instance" (each channel
+            of each image normalised over H x W with its own scale and offset: GroupNormalization with one
+            group per channel, nnU-Net's choice).
         filters: channels of the normalised feature map.
         name: layer name.
     """
@@ -36,6 +42,8 @@ def norm_layer(norm: str, filters: int, name: str) -> layers.Layer | None:
         while filters % groups:
             groups -= 1
         return layers.GroupNormalization(groups=groups, name=name)
+    if norm == "instance":
+        return layers.GroupNormalization(groups=filters, name=name)
     raise ValueError(f"unknown norm '{norm}', expected one of {NORMS}")
 
 
@@ -47,26 +55,35 @@ class BlockConv:
         kernel_size: square kernel size of both convolutions.
         dilation: dilation rate of both convolutions.
         dropout_rate: dropout after the first convolution (0: no ``Dropout`` layer).
+        block: the order inside the block, one of ``BLOCKS`` (see ``conv_block``).
     """
 
     kernel_size: int
     dilation: int = 1
     dropout_rate: float = 0.0
+    block: str = "relu_norm"
 
 
 def conv_block(
     x: keras.KerasTensor, filters: int, conv: BlockConv, norm: str, name: str
 ) -> keras.KerasTensor:
-    """Two ``same`` convolutions with ReLU, he_normal init, as in the seed TensorFlowFlexUNet.
+    """Two ``same`` convolutions (he_normal), in the order ``conv.block`` names.
 
-    Order (the seed's): Conv2D+ReLU -> [norm] -> [Dropout] -> Conv2D+ReLU -> [norm]. Dropout is skipped when
-    its rate is 0 (the seed inserts a no-op ``Dropout(0)``; it has no weights).
+    - ``relu_norm`` (the seed TensorFlowFlexUNet's): Conv2D+ReLU -> [norm] -> [Dropout] -> Conv2D+ReLU ->
+      [norm].
+    - ``norm_act`` (nnU-Net's ``ConvDropoutNormReLU``): Conv2D -> [norm] -> LeakyReLU(0.01) -> [Dropout] ->
+      Conv2D -> [norm] -> LeakyReLU(0.01).
+    - ``residual`` (the basic block of nnU-Net's residual encoder, He et al. 2016): ``norm_act`` without its
+      last activation, plus the input (through a 1x1 convolution and [norm] when its channels differ), then
+      LeakyReLU(0.01).
+
+    Dropout is skipped when its rate is 0 (the seed inserts a no-op ``Dropout(0)``; it has no weights).
 
     Args:
         x: input ``(B, H, W, Cin)``.
         filters: output channels of both convolutions.
-        conv: kernel size, dilation rate and dropout.
-        norm: "none" | "batch" | "group".
+        conv: kernel size, dilation rate, dropout and block order.
+        norm: "none" | "batch" | "group" | "instance".
         name: prefix of the layer names.
 
     Returns:
@@ -77,17 +94,26 @@ def conv_block(
         >>> conv_block(inp, 16, BlockConv(3), "none", "enc0").shape
         (None, 64, 64, 16)
     """
+    if conv.block not in BLOCKS:
+        raise ValueError(f"unknown block '{conv.block}', expected one of {BLOCKS}")
+    seed = conv.block == "relu_norm"
+    inp = x
     for j in (1, 2):
         x = layers.Conv2D(
             filters,
             conv.kernel_size,
             padding="same",
             dilation_rate=conv.dilation,
-            activation="relu",
+            activation="relu" if seed else None,
             kernel_initializer="he_normal",
             name=f"{name}_conv{j}",
         )(x)
         x = with_norm(x, norm, filters, f"{name}_norm{j}")
+        if j == 2 and conv.block == "residual":
+            short = inp if inp.shape[-1] == filters else shortcut_norm(inp, filters, norm, f"{name}_short")
+            x = layers.Add(name=f"{name}_add")([x, short])
+        if not seed:
+            x = layers.LeakyReLU(LEAKY_SLOPE, name=f"{name}_act{j}")(x)
         if j == 1 and conv.dropout_rate > 0:
             x = layers.Dropout(conv.dropout_rate, name=f"{name}_drop")(x)
     return x
@@ -120,7 +146,7 @@ def conv_norm(
 
 def shortcut_norm(x: keras.KerasTensor, filters: int, norm: str, name: str) -> keras.KerasTensor:
     """A 1x1 ``same`` convolution without activation (he_normal) then ``norm``: a residual shortcut
-    (MultiRes)."""
+    (MultiRes, the ``residual`` block)."""
     x = layers.Conv2D(filters, 1, padding="same", activation=None, kernel_initializer="he_normal", name=name)(
         x
     )

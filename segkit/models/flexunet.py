@@ -46,7 +46,7 @@ def level_conv(convs: Convs, level: int) -> BlockConv:
     """The convolutions of ``level``'s block: ``level_kernel``, ``level_dilation``, dropout ``rate *
     level``."""
     return BlockConv(level_kernel(convs.base_kernels, level), level_dilation(convs.dilation, level),
-                     convs.dropout_rate * level)
+                     convs.dropout_rate * level, convs.block)
 
 
 def encoder(

@@ -22,7 +22,7 @@ class Levels:
         base_filters: channels at level 0 (level i: ``base_filters * 2**i``).
         num_layers: resolution levels (``num_layers - 1`` poolings).
         max_filters: optional cap on the channels of any level.
-        norm: "none" | "batch" | "group", after each convolution.
+        norm: "none" | "batch" | "group" | "instance", after each convolution.
     """
 
     base_filters: int = 16
@@ -39,8 +39,10 @@ class Convs:
         base_kernels: kernel size at level 0 (level i: ``max(base_kernels - 2*i, 3)``).
         dilation: dilation at level 0 (level i: ``max(dilation - i, 1)``).
         dropout_rate: dropout per level step (level i: ``dropout_rate * i``).
+        block: the order inside each two-convolution block (``segkit.models.blocks.conv_block``).
     """
 
     base_kernels: int = 3
     dilation: int = 1
     dropout_rate: float = 0.0
+    block: str = "relu_norm"

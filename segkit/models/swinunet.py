@@ -167,11 +167,10 @@ def build_swinunet(input_shape: tuple[int, int, int], num_classes: int, levels: 
         x = layers.Dense(dim(level), name=f"skip_proj{level}")(x)
         x = swin_stage(x, f"dec{level}", window, heads)
     x = layers.Conv2DTranspose(level_filters(base_filters, 0, max_filters), 2, strides=2, name="expand0")(x)
-    full_conv = BlockConv(convs.base_kernels, convs.dilation, convs.dropout_rate)
+    full_conv = BlockConv(convs.base_kernels, convs.dilation, convs.dropout_rate, convs.block)
     full = conv_block(inputs, level_filters(base_filters, 0, max_filters), full_conv, norm, name="full")
     x = layers.Concatenate(name="cat0")([x, full])
-    x = conv_block(
-        x, level_filters(base_filters, 0, max_filters), BlockConv(convs.base_kernels), norm, name="dec0"
-    )
+    dec_conv = BlockConv(convs.base_kernels, block=convs.block)
+    x = conv_block(x, level_filters(base_filters, 0, max_filters), dec_conv, norm, name="dec0")
     outputs = segmentation_head(x, num_classes)
     return keras.Model(inputs, outputs, name=name)

@@ -307,7 +307,7 @@ def normalisation_entries(fp: dict[str, Any]) -> list[Entry]:
 
 
 _KEPT = {
-    "model": ("name", "base_filters", "base_kernels", "max_filters", "dropout_rate", "norm"),
+    "model": ("name", "base_filters", "base_kernels", "max_filters", "dropout_rate", "norm", "block"),
     "loss": ("name",),
     "train": ("learning_rate", "clipvalue", "schedule", "warmup_epochs", "model_checkpoint", "early_stopping",
               "epoch_change_infer", "jit_compile"),

@@ -60,14 +60,15 @@ def test_exportable_swaps_group_norm_with_the_same_function() -> None:
     assert exportable(plain) is plain  # nothing to swap: the model itself
 
 
-def test_exported_group_norm_matches_float64(tmp_path: Path) -> None:
+@pytest.mark.parametrize("groups", [8, 16])  # 16 groups of 16 channels: model.norm instance
+def test_exported_group_norm_matches_float64(tmp_path: Path, groups: int) -> None:
     ort = pytest.importorskip("onnxruntime")
     from segkit.export.graph import exportable
 
-    model = _gn_model()
+    model = _gn_model(groups)
     gamma, beta = (np.asarray(w, np.float64) for w in model.get_layer("norm").get_weights())
     x = _input()
-    ref = _float64_group_norm(x, 8, gamma, beta)
+    ref = _float64_group_norm(x, groups, gamma, beta)
     path = tmp_path / "gn.onnx"
     exportable(model).export(str(path), format="onnx", verbose=False)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

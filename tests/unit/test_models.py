@@ -117,6 +117,62 @@ def test_group_norm_uses_min_8_groups_and_batch_norm_is_inserted() -> None:
     assert n_bn == 2 * (3 + 2)  # two per conv block, 3 encoder + 2 decoder blocks
 
 
+def _layer_outputs(model: keras.Model, names: list[str], x: np.ndarray) -> list[np.ndarray]:
+    sub = keras.Model(model.input, [model.get_layer(n).output for n in names])
+    return [np.asarray(y, np.float64) for y in sub(x, training=False)]
+
+
+def test_instance_norm_normalises_each_channel_of_each_image_on_its_own() -> None:
+    model = build_model(tiny_cfg(norm="instance"))
+    assert model.get_layer("enc0_norm1").groups == 4 and model.get_layer("enc2_norm2").groups == 16
+    rng = np.random.default_rng(3)
+    norm = model.get_layer("enc1_norm1")
+    gamma, beta = rng.uniform(0.5, 1.5, 8), rng.uniform(-0.5, 0.5, 8)
+    norm.set_weights([gamma.astype(np.float32), beta.astype(np.float32)])
+    x = rng.random((2, 32, 32, 1), dtype=np.float32)
+    x[1] *= 5  # another image's statistics must not leak in
+    a, got = _layer_outputs(model, ["enc1_conv1", "enc1_norm1"], x)
+    mean, var = a.mean((1, 2), keepdims=True), a.var((1, 2), keepdims=True)
+    np.testing.assert_allclose(got, (a - mean) / np.sqrt(var + 1e-3) * gamma + beta, atol=1e-4)
+
+
+def test_norm_act_block_normalises_before_a_leaky_relu() -> None:
+    seed = build_model(tiny_cfg(norm="group"))
+    assert seed.get_layer("enc0_conv1").get_config()["activation"] == "relu"
+    model = build_model(tiny_cfg(norm="group", block="norm_act"))
+    assert model.get_layer("enc0_conv1").get_config()["activation"] == "linear"
+    x = np.random.default_rng(4).random((1, 32, 32, 1), dtype=np.float32)
+    n, act = _layer_outputs(model, ["enc0_norm1", "enc0_act1"], x)
+    np.testing.assert_allclose(act, np.where(n > 0, n, 0.01 * n), rtol=1e-6, atol=1e-7)
+    assert (act < 0).any() and not any(isinstance(ly, keras.layers.Add) for ly in model.layers)
+
+
+@pytest.mark.parametrize("channels", [8, 3])
+def test_residual_block_adds_its_input_or_a_projection_of_it(channels: int) -> None:
+    from segkit.models.blocks import BlockConv, conv_block
+
+    inp = keras.Input((16, 16, channels))
+    model = keras.Model(inp, conv_block(inp, 8, BlockConv(3, block="residual"), "none", "b"))
+    conv2 = model.get_layer("b_conv2")
+    conv2.set_weights([np.zeros_like(w) for w in conv2.get_weights()])  # the pair adds nothing
+    x = np.random.default_rng(5).normal(size=(2, 16, 16, channels)).astype(np.float32)
+    got = np.asarray(model(x), np.float64)
+    if channels == 8:  # same channels: the input itself
+        short = x.astype(np.float64)
+        assert "b_short" not in [ly.name for ly in model.layers]
+    else:  # a 1x1 convolution to 8 channels
+        kernel, bias = model.get_layer("b_short").get_weights()
+        short = x.astype(np.float64) @ kernel[0, 0] + bias
+    np.testing.assert_allclose(got, np.where(short > 0, short, 0.01 * short), rtol=1e-5, atol=1e-6)
+
+
+def test_an_unknown_block_is_one_config_error_listing_the_blocks() -> None:
+    with pytest.raises(ConfigError) as e:
+        tiny_cfg(block="resnet")
+    text = f"{e.value.message} {e.value.hint}"
+    assert "model.block" in text and all(b in text for b in ("relu_norm", "norm_act", "residual"))
+
+
 def test_context_slices_multiply_input_channels() -> None:
     raw = copy.deepcopy(TINY)
     raw["data"].update(channels=3, context_slices=1)
@@ -265,6 +321,7 @@ CHANGED = {
     "base_kernels": 3,
     "dilation": 2,
     "dropout_rate": 0.2,
+    "block": "residual",
 }
 
 
