@@ -403,7 +403,7 @@ class ModelConfig(_Strict):
     block: Literal["relu_norm", "norm_act", "residual"] = Field(
         "relu_norm",
         description="the two-convolution block: relu_norm (the seed's conv+ReLU then norm), norm_act (conv, "
-        "norm, LeakyReLU: nnU-Net's) or residual (norm_act with a shortcut around the pair: nnU-Net's "
+        "norm, LeakyReLU: nnU-Net's order) or residual (norm_act with a shortcut around the pair: nnU-Net's "
         "residual encoder block)",
     )
     pretrained_weights: Path | None = Field(

@@ -29,7 +29,7 @@ def norm_layer(norm: str, filters: int, name: str) -> layers.Layer | None:
         norm: "none" | "batch" | "group" (GroupNormalization with ``groups = min(8, filters)``; it must divide
             ``filters``, so the largest divisor of ``filters`` not above 8 is used) | "instance" (each channel
             of each image normalised over H x W with its own scale and offset: GroupNormalization with one
-            group per channel, nnU-Net's choice).
+            group per channel and epsilon 1e-5, nnU-Net's ``InstanceNorm2d``).
         filters: channels of the normalised feature map.
         name: layer name.
     """
@@ -43,7 +43,7 @@ def norm_layer(norm: str, filters: int, name: str) -> layers.Layer | None:
             groups -= 1
         return layers.GroupNormalization(groups=groups, name=name)
     if norm == "instance":
-        return layers.GroupNormalization(groups=filters, name=name)
+        return layers.GroupNormalization(groups=filters, epsilon=1e-5, name=name)
     raise ValueError(f"unknown norm '{norm}', expected one of {NORMS}")
 
 
@@ -71,8 +71,9 @@ def conv_block(
 
     - ``relu_norm`` (the seed TensorFlowFlexUNet's): Conv2D+ReLU -> [norm] -> [Dropout] -> Conv2D+ReLU ->
       [norm].
-    - ``norm_act`` (nnU-Net's ``ConvDropoutNormReLU``): Conv2D -> [norm] -> LeakyReLU(0.01) -> [Dropout] ->
-      Conv2D -> [norm] -> LeakyReLU(0.01).
+    - ``norm_act`` (the order of nnU-Net's ``ConvDropoutNormReLU``): Conv2D -> [norm] -> LeakyReLU(0.01) ->
+      [Dropout] -> Conv2D -> [norm] -> LeakyReLU(0.01). Dropout stays where the seed has it, once, after the
+      first convolution's activation (nnU-Net drops out before each norm; its default rate is 0).
     - ``residual`` (the basic block of nnU-Net's residual encoder, He et al. 2016): ``norm_act`` without its
       last activation, plus the input (through a 1x1 convolution and [norm] when its channels differ), then
       LeakyReLU(0.01).

@@ -677,7 +677,7 @@ def _device(cfg: Config) -> _Device:
     check_batch(cfg.train, dist.replicas)
     if dist.replicas > 1 and cfg.model.norm == "batch":
         log.warning("model.norm batch with %d replicas: BatchNorm statistics are per replica (over %d "
-                    "samples), not synchronised; model.norm group does not depend on the batch",
+                    "samples), not synchronised; model.norm group or instance does not depend on the batch",
                     dist.replicas, cfg.train.batch_size // dist.replicas)
     return _Device(precision, device, dist, jit_compile)
 

@@ -133,37 +133,72 @@ def test_instance_norm_normalises_each_channel_of_each_image_on_its_own() -> Non
     x[1] *= 5  # another image's statistics must not leak in
     a, got = _layer_outputs(model, ["enc1_conv1", "enc1_norm1"], x)
     mean, var = a.mean((1, 2), keepdims=True), a.var((1, 2), keepdims=True)
-    np.testing.assert_allclose(got, (a - mean) / np.sqrt(var + 1e-3) * gamma + beta, atol=1e-4)
+    np.testing.assert_allclose(got, (a - mean) / np.sqrt(var + 1e-5) * gamma + beta, atol=1e-4)
 
 
-def test_norm_act_block_normalises_before_a_leaky_relu() -> None:
+def _leaky(v: np.ndarray) -> np.ndarray:
+    return np.where(v > 0, v, 0.01 * v)
+
+
+def test_norm_act_block_normalises_before_each_leaky_relu_and_drops_out_after_the_first() -> None:
     seed = build_model(tiny_cfg(norm="group"))
     assert seed.get_layer("enc0_conv1").get_config()["activation"] == "relu"
     model = build_model(tiny_cfg(norm="group", block="norm_act"))
     assert model.get_layer("enc0_conv1").get_config()["activation"] == "linear"
+    assert model.get_layer("enc1_drop").input is model.get_layer("enc1_act1").output
+    assert model.get_layer("enc1_conv2").input is model.get_layer("enc1_drop").output
     x = np.random.default_rng(4).random((1, 32, 32, 1), dtype=np.float32)
-    n, act = _layer_outputs(model, ["enc0_norm1", "enc0_act1"], x)
-    np.testing.assert_allclose(act, np.where(n > 0, n, 0.01 * n), rtol=1e-6, atol=1e-7)
-    assert (act < 0).any() and not any(isinstance(ly, keras.layers.Add) for ly in model.layers)
+    n1, a1, n2, a2 = _layer_outputs(model, ["enc0_norm1", "enc0_act1", "enc0_norm2", "enc0_act2"], x)
+    for n, act in ((n1, a1), (n2, a2)):
+        np.testing.assert_allclose(act, _leaky(n), rtol=1e-6, atol=1e-7)
+    assert (a2 < 0).any() and not any(isinstance(ly, keras.layers.Add) for ly in model.layers)
 
 
-@pytest.mark.parametrize("channels", [8, 3])
-def test_residual_block_adds_its_input_or_a_projection_of_it(channels: int) -> None:
+def _group_norm(v: np.ndarray, groups: int, gamma: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    b, h, w, c = v.shape
+    r = v.reshape(b, h, w, groups, c // groups)
+    mean, var = r.mean((1, 2, 4), keepdims=True), r.var((1, 2, 4), keepdims=True)
+    return ((r - mean) / np.sqrt(var + 1e-3)).reshape(v.shape) * gamma + beta
+
+
+@pytest.mark.parametrize(("channels", "norm"), [(16, "none"), (3, "none"), (16, "group"), (3, "group")])
+def test_residual_block_adds_its_input_or_a_projection_of_it_before_the_last_activation(
+    channels: int, norm: str
+) -> None:
     from segkit.models.blocks import BlockConv, conv_block
 
     inp = keras.Input((16, 16, channels))
-    model = keras.Model(inp, conv_block(inp, 8, BlockConv(3, block="residual"), "none", "b"))
+    model = keras.Model(inp, conv_block(inp, 16, BlockConv(3, block="residual"), norm, "b"))
+    rng = np.random.default_rng(5)
     conv2 = model.get_layer("b_conv2")
-    conv2.set_weights([np.zeros_like(w) for w in conv2.get_weights()])  # the pair adds nothing
-    x = np.random.default_rng(5).normal(size=(2, 16, 16, channels)).astype(np.float32)
-    got = np.asarray(model(x), np.float64)
-    if channels == 8:  # same channels: the input itself
-        short = x.astype(np.float64)
-        assert "b_short" not in [ly.name for ly in model.layers]
-    else:  # a 1x1 convolution to 8 channels
+    conv2.set_weights([np.zeros_like(w) for w in conv2.get_weights()])  # the pair's conv adds nothing
+    beta2 = np.zeros(16)
+    if norm == "group":  # a zero map through group norm is its offset
+        beta2 = rng.uniform(-0.5, 0.5, 16)
+        model.get_layer("b_norm2").set_weights([np.ones(16, np.float32), beta2.astype(np.float32)])
+    x = rng.normal(size=(2, 16, 16, channels)).astype(np.float32)
+    short = x.astype(np.float64)
+    names = [ly.name for ly in model.layers]
+    if channels == 16:  # same channels: the input itself
+        assert "b_short" not in names
+    else:  # a 1x1 convolution to 16 channels, then the norm
         kernel, bias = model.get_layer("b_short").get_weights()
-        short = x.astype(np.float64) @ kernel[0, 0] + bias
-    np.testing.assert_allclose(got, np.where(short > 0, short, 0.01 * short), rtol=1e-5, atol=1e-6)
+        short = short @ kernel[0, 0] + bias
+        if norm == "group":
+            gamma, beta = rng.uniform(0.5, 1.5, 16), rng.uniform(-0.5, 0.5, 16)
+            model.get_layer("b_short_norm").set_weights([gamma.astype(np.float32), beta.astype(np.float32)])
+            short = _group_norm(short, 8, gamma, beta)
+    got = np.asarray(model(x), np.float64)
+    np.testing.assert_allclose(got, _leaky(beta2 + short), rtol=1e-4, atol=1e-5)
+
+
+def test_a_residual_instance_norm_model_saves_and_loads_safely(tmp_path: Path) -> None:
+    model = build_model(tiny_cfg(norm="instance", block="residual"))
+    x = np.random.default_rng(6).random((1, 32, 32, 1), dtype=np.float32)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras", safe_mode=True, compile=False)
+    assert loaded.get_layer("enc2_norm2").groups == 16 and loaded.get_layer("enc1_norm1").epsilon == 1e-5
+    np.testing.assert_array_equal(np.asarray(model(x, training=False)), np.asarray(loaded(x, training=False)))
 
 
 def test_an_unknown_block_is_one_config_error_listing_the_blocks() -> None:
