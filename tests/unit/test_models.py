@@ -201,6 +201,18 @@ def test_a_residual_instance_norm_model_saves_and_loads_safely(tmp_path: Path) -
     np.testing.assert_array_equal(np.asarray(model(x, training=False)), np.asarray(loaded(x, training=False)))
 
 
+def test_instance_norm_on_a_one_pixel_deepest_map_is_a_config_error() -> None:
+    raw = copy.deepcopy(TINY)
+    raw["data"]["image_size"] = [16, 16]
+    raw["model"].update(norm="instance", num_layers=5)
+    with pytest.raises(ConfigError) as e:
+        build_model(validate_config(raw))
+    assert "1x1 deepest map (16x16 after 4 poolings)" in e.value.message
+    assert "model.num_layers" in e.value.hint
+    raw["model"]["num_layers"] = 4  # 2x2: four pixels to normalise over
+    assert build_model(validate_config(raw)).get_layer("enc3_norm1").groups == 32
+
+
 def test_an_unknown_block_is_one_config_error_listing_the_blocks() -> None:
     with pytest.raises(ConfigError) as e:
         tiny_cfg(block="resnet")
