@@ -807,6 +807,21 @@ class Config(_Strict):
             raise ValueError(f"two classes share the colour {sorted(dup)[0]}")
         return tuple(sorted(v, key=lambda c: c.id))
 
+    def _check_instance_norm(self, div: int) -> None:
+        """Instance norm over the deepest map of ``data.image_size`` (and ``cascade.coarse_size``) needs more
+        than 2 pixels: over 1 or 2 it turns every feature into the norm's offset (plus or minus its scale)."""
+        if self.model.norm != "instance":
+            return
+        sizes = [("data.image_size", self.data.image_size)]
+        if self.cascade.enabled:
+            sizes.append(("cascade.coarse_size", self.cascade.coarse_size))
+        for key, (h, w) in sizes:
+            if (h // div) * (w // div) <= 2:
+                raise ValueError(
+                    f"model.norm instance over the {h // div}x{w // div} deepest map of {key} {h}x{w} (after "
+                    f"{self.model.num_layers - 1} poolings) normalises each channel over at most 2 pixels: "
+                    "lower model.num_layers, raise the size, or use model.norm group")
+
     @model_validator(mode="after")
     def _check_cascade(self) -> Config:
         if self.cascade.enabled and self.data.patches:
@@ -822,6 +837,7 @@ class Config(_Strict):
             up = (-(-h // div) * div, -(-w // div) * div)
             raise ValueError(f"cascade.coarse_size {h}x{w} is not divisible by {div} (model.num_layers="
                              f"{self.model.num_layers}): use {down[0]}x{down[1]} or {up[0]}x{up[1]}")
+        self._check_instance_norm(div)
         ds = self.train.deep_supervision
         if ds and not MODEL_CATALOG.get(self.model.name).deep_supervision:
             able = ", ".join(n.replace("-", "_") for n in MODEL_CATALOG.names()
@@ -1270,9 +1286,14 @@ def is_preset_file(path: Path) -> bool:
     return path.resolve().is_relative_to(root.resolve())
 
 
+RESOLVED_MODEL_KEYS = frozenset({"name", *LEVEL_KEYS, "base_kernels", "dilation", "dropout_rate"})
+"""The ``model`` keys every resolved config (``Config.to_yaml``: a run folder's config.yaml) has listed, also
+those saved before a later key (``block``) existed."""
+
+
 def _lists_every_model_key(model: Any) -> bool:
-    """True for a ``model`` mapping holding every key, as a resolved config has (``Config.to_yaml``)."""
-    return isinstance(model, dict) and set(ModelConfig.model_fields) <= set(model)
+    """True for a ``model`` mapping holding every key a resolved config has (``RESOLVED_MODEL_KEYS``)."""
+    return isinstance(model, dict) and RESOLVED_MODEL_KEYS <= set(model)
 
 
 def _model_keys(model: Any) -> list[str]:

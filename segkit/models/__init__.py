@@ -148,8 +148,8 @@ def build_model(cfg: Config, *, pretrained: bool = False) -> keras.Model:
         ``(H, W, cfg.num_classes)`` float32 softmax probabilities.
 
     Raises:
-        ConfigError: unknown model name (``model.name``, listing valid names), an image size that the
-            poolings cannot halve (``data.image_size``), or instance norm on a 1x1 deepest map.
+        ConfigError: unknown model name (``model.name``, listing valid names) or an image size that the
+            poolings cannot halve (``data.image_size``).
     """
     try:
         entry = MODELS.get(cfg.model.name)
@@ -158,14 +158,6 @@ def build_model(cfg: Config, *, pretrained: bool = False) -> keras.Model:
     shape = input_shape_of(cfg)
     check_input_shape(shape[:2], cfg.model.num_layers)
     m = cfg.model
-    pools = m.num_layers - 1
-    if m.norm == "instance" and shape[0] >> pools == 1 and shape[1] >> pools == 1:
-        raise ConfigError(
-            f"model.norm instance on a 1x1 deepest map ({shape[0]}x{shape[1]} after {pools} poolings): each "
-            "channel is normalised over its one pixel, so every feature there becomes the layer's offset",
-            path="model.norm",
-            hint="lower model.num_layers by one, or use model.norm group",
-        )
     model = entry.build(shape, cfg.num_classes, **builder_arguments(m))
     if pretrained and m.pretrained_weights is not None:
         load_pretrained(model, Path(m.pretrained_weights))

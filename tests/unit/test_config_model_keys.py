@@ -113,6 +113,13 @@ def test_a_run_folders_saved_config_loads_with_a_warning_at_most(
     with caplog.at_level(logging.WARNING, logger="segkit.config"):
         load_config(plain)  # every key present, all at their defaults
     assert warnings_of(caplog) == []
+    older = tmp_path / "older"  # saved before model.block existed: still the run's own config, not the user's
+    older.mkdir()
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    del saved["model"]["block"]
+    (older / "config.yaml").write_text(yaml.safe_dump(saved))
+    cfg = load_config(older)
+    assert cfg.model.name == "u2net" and cfg.model.block == "relu_norm"
 
 
 def test_defaults_and_keys_the_model_reads_are_silent(

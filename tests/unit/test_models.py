@@ -201,15 +201,24 @@ def test_a_residual_instance_norm_model_saves_and_loads_safely(tmp_path: Path) -
     np.testing.assert_array_equal(np.asarray(model(x, training=False)), np.asarray(loaded(x, training=False)))
 
 
-def test_instance_norm_on_a_one_pixel_deepest_map_is_a_config_error() -> None:
+@pytest.mark.parametrize(("size", "coarse", "deepest"), [
+    ((16, 16), None, "1x1 deepest map of data.image_size 16x16"),
+    ((16, 32), None, "1x2 deepest map of data.image_size"),
+    ((32, 32), (16, 16), "of cascade.coarse_size 16x16"),
+])
+def test_instance_norm_over_two_pixels_or_fewer_at_the_deepest_level_is_a_config_error(
+    size: tuple[int, int], coarse: tuple[int, int] | None, deepest: str
+) -> None:
     raw = copy.deepcopy(TINY)
-    raw["data"]["image_size"] = [16, 16]
+    raw["data"]["image_size"] = list(size)
     raw["model"].update(norm="instance", num_layers=5)
+    if coarse is not None:
+        raw["cascade"] = {"enabled": True, "coarse_size": list(coarse)}
     with pytest.raises(ConfigError) as e:
-        build_model(validate_config(raw))
-    assert "1x1 deepest map (16x16 after 4 poolings)" in e.value.message
-    assert "model.num_layers" in e.value.hint
-    raw["model"]["num_layers"] = 4  # 2x2: four pixels to normalise over
+        validate_config(raw)
+    assert deepest in e.value.message and "(after 4 poolings)" in e.value.message
+    assert "lower model.num_layers" in e.value.message
+    raw["model"]["num_layers"] = 4  # 2x2 at least: four pixels to normalise over
     assert build_model(validate_config(raw)).get_layer("enc3_norm1").groups == 32
 
 
