@@ -122,6 +122,25 @@ def constant_model() -> Callable[..., Path]:
     return _constant_model
 
 
+def _group_norm_reference(
+    x: np.ndarray, groups: int, gamma: np.ndarray, beta: np.ndarray, epsilon: float = 1e-3
+) -> np.ndarray:
+    """Group normalization of channels-last ``x`` (B, H, W, C) in float64: each image's ``groups`` groups of
+    channels normalised over H x W and the group's channels, then scaled by ``gamma`` and offset by ``beta``
+    (Keras' default epsilon 1e-3; ``groups = C`` is instance normalization)."""
+    b, h, w, c = x.shape
+    r = x.astype(np.float64).reshape(b, h, w, groups, c // groups)
+    mean, var = r.mean((1, 2, 4), keepdims=True), r.var((1, 2, 4), keepdims=True)
+    return ((r - mean) / np.sqrt(var + epsilon)).reshape(x.shape) * gamma + beta
+
+
+@pytest.fixture(scope="session")
+def group_norm_reference() -> Callable[..., np.ndarray]:
+    """``group_norm_reference(x, groups, gamma, beta, epsilon=1e-3)``: a float64 group normalization to
+    check Keras' and the exported graphs' against."""
+    return _group_norm_reference
+
+
 @pytest.fixture
 def recording_progress() -> type[RecordingProgress]:
     """The class ``RecordingProgress`` (call it for each recorder a test needs)."""
