@@ -188,6 +188,18 @@ class PrepareConfig(_Strict):
         description="zlib level of image PNGs: 0 = stored (fastest, ~2.5x larger), 1 = fast, 9 = smallest",
     )
     split: SplitConfig = SplitConfig()
+    slabs: int | None = Field(
+        None,
+        ge=2,
+        description="cut every volume into this many blocks of slices along prepare.axis, each its own "
+        "case <case>_slab<k> that the split may put in any part: for a dataset of ONE labelled volume, the "
+        "only way to validate and test on slices the model did not train on. Scores are then within one "
+        "patient, not patient-wise (README). MR percentiles are taken per block",
+    )
+    slab_gap_mm: float = Field(
+        10.0, ge=0, description="with prepare.slabs: slices left out between neighbouring blocks (mm, "
+        "rounded up to whole slices), so that no two blocks hold adjacent, near-identical slices"
+    )
 
     @field_validator("size")
     @classmethod
@@ -904,7 +916,9 @@ class Config(_Strict):
                 "classes": [c.model_dump(mode="json", exclude={"concept"}) for c in self.classes],
                 "modality": self.modality,
                 # empty_labels only decides whether to complain, not what is written
-                "prepare": self.prepare.model_dump(mode="json", exclude={"empty_labels"}),
+                # slabs: absent unless set (the fingerprints of datasets prepared before it are kept)
+                "prepare": self.prepare.model_dump(mode="json", exclude={"empty_labels"} | (
+                    {"slabs", "slab_gap_mm"} if self.prepare.slabs is None else set())),
                 # a cascade's fine dataset holds crops (margin, jitter); absent otherwise (old keys kept)
                 **({"cascade": self.cascade.model_dump(
                     mode="json", include={"margin_mm", "jitter_mm"})} if self.cascade.enabled else {}),

@@ -34,7 +34,7 @@ import math
 import os
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any, cast
@@ -110,6 +110,71 @@ class Volume:
 
 
 @dataclass(frozen=True)
+class Slab:
+    """One of ``count`` contiguous blocks of slices along canonical (RAS) axis ``axis`` of a volume, with at
+    least ``gap_mm`` of slices left out between neighbouring blocks (``prepare.slabs``: one labelled volume
+    cut into cases that can sit in different splits; the slices of a gap belong to no block).
+
+    Attributes:
+        axis: the canonical axis cut (``prepare.axis``: 0 sagittal, 1 coronal, 2 axial), whichever array axis
+            of the file it is stored along.
+        index: 1-based block number, in the file's order along that axis.
+        count: the number of blocks.
+        gap_mm: the thickness left out between two blocks, rounded up to whole slices.
+    """
+
+    axis: int
+    index: int
+    count: int
+    gap_mm: float
+
+    def bounds(self, shape: tuple[int, ...], affine: npt.NDArray[np.float64], path: Path | None = None
+               ) -> tuple[int, int, int]:
+        """``(array axis, start, stop)`` of the block in a volume of ``shape`` and ``affine``: the slices left
+        after ``count - 1`` gaps are shared out as evenly as possible, the first blocks taking one more.
+
+        Raises:
+            DataError: fewer slices than the blocks and gaps need (one line naming ``path``).
+        """
+        affine = np.asarray(affine, dtype=np.float64)
+        raw = int(np.flatnonzero(nib.orientations.io_orientation(affine)[:, 0] == self.axis)[0])
+        n = int(shape[raw])
+        step = float(np.linalg.norm(affine[:3, raw])) or 1.0
+        gap = math.ceil(self.gap_mm / step - 1e-6) if self.gap_mm > 0 else 0
+        usable = n - (self.count - 1) * gap
+        if usable < self.count:
+            raise DataError(
+                f"{n} slices along axis {self.axis} cannot hold {self.count} slabs with gaps of {gap} slices "
+                f"({self.gap_mm:g} mm)", path=path, hint="lower prepare.slabs or prepare.slab_gap_mm")
+        size, extra = divmod(usable, self.count)
+        start = sum(size + (j < extra) + gap for j in range(self.index - 1))
+        return raw, start, start + size + (self.index - 1 < extra)
+
+    def geometry(self, shape: tuple[int, ...], affine: npt.NDArray[np.float64], path: Path | None = None
+                 ) -> tuple[tuple[int, ...], npt.NDArray[np.float64], tuple[slice, ...]]:
+        """The block's shape, its affine (every voxel keeps its world position) and the index that takes it
+        out of the whole array."""
+        raw, start, stop = self.bounds(shape, affine, path)
+        index = tuple(slice(start, stop) if i == raw else slice(None) for i in range(len(shape)))
+        shift = np.eye(4)
+        shift[raw, 3] = start
+        block = tuple(stop - start if i == raw else int(s) for i, s in enumerate(shape))
+        return block, np.asarray(affine, dtype=np.float64) @ shift, index
+
+    def cut(self, vol: Volume) -> Volume:
+        """The block of ``vol``."""
+        _, affine, index = self.geometry(vol.data.shape, vol.affine, vol.path)
+        return Volume(np.ascontiguousarray(vol.data[index]), affine, vol.path, vol.format)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"axis": self.axis, "index": self.index, "count": self.count, "gap_mm": self.gap_mm}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Slab:
+        return cls(int(obj["axis"]), int(obj["index"]), int(obj["count"]), float(obj["gap_mm"]))
+
+
+@dataclass(frozen=True)
 class VolumeRef:
     """One volume to read: a file or DICOM folder, and for a folder holding several DICOM series the one to
     take.
@@ -123,6 +188,7 @@ class VolumeRef:
             (``None``: a 3D volume).
         resample_tilt: a DICOM series with gantry tilt is resampled onto an untilted grid
             (``segkit.io.dicom.read_series``) instead of refused.
+        slab: read only this block of the volume's slices (``Slab``); ``None``: the whole volume.
     """
 
     path: Path
@@ -130,6 +196,7 @@ class VolumeRef:
     name: str = ""
     phase: int | None = None
     resample_tilt: bool = False
+    slab: Slab | None = None
 
     @property
     def case_id(self) -> str:
@@ -351,7 +418,8 @@ def load_volume(path: Path | VolumeRef) -> Volume:
             path=path,
             hint="give one 3D image per file (split 4D series into 3D volumes first)",
         )
-    return Volume(data=data, affine=affine, path=path, format=fmt.name)
+    vol = Volume(data=data, affine=affine, path=path, format=fmt.name)
+    return ref.slab.cut(vol) if ref.slab is not None else vol
 
 
 def _phase_of(data: npt.NDArray, phase: int, path: Path) -> npt.NDArray:
@@ -366,13 +434,24 @@ def read_header(path: Path | VolumeRef) -> tuple[tuple[int, ...], npt.NDArray[np
     """(shape, voxel -> RAS affine) of a volume from its header alone, no voxel data read: the NIfTI and
     NRRD headers (a 4D file: its 4 axes; one phase of it: 3), the MetaImage header text, the ``.npy`` header
     or HDF5 dataset shape with the sidecar's geometry, the DICOM headers (``stop_before_pixels``; one series
-    of a folder by its ``series_key``). A DICOM-SEG file is read whole.
+    of a folder by its ``series_key``). A DICOM-SEG file is read whole. A ``VolumeRef`` with a ``slab``: the
+    block's shape and affine.
 
     Raises:
         DataError: an unreadable header or unknown format, a MetaImage/NumPy/HDF5 volume that is not 3D, or
-            a DICOM series that ``load_volume`` refuses (one line naming the file).
+            a DICOM series that ``load_volume`` refuses (one line naming the file); too few slices for the
+            slab.
     """
     ref = path if isinstance(path, VolumeRef) else VolumeRef(Path(path))
+    shape, affine = _whole_header(ref)
+    if ref.slab is None:
+        return shape, affine
+    block, affine, _ = ref.slab.geometry(shape, affine, ref.path)
+    return block, affine
+
+
+def _whole_header(ref: VolumeRef) -> tuple[tuple[int, ...], npt.NDArray[np.float64]]:
+    """``read_header`` of the whole volume (``ref.slab`` ignored)."""
     path = ref.path
     fmt = FORMATS["dicom"] if ref.series_key is not None else volume_format(path)
     if fmt is not None and fmt.name == "dicom":
@@ -392,7 +471,7 @@ def read_header(path: Path | VolumeRef) -> tuple[tuple[int, ...], npt.NDArray[np
                             hint="give one 3D image per file (split 4D series into 3D volumes first)")
         return shape, affine
     if fmt is not None and fmt.name not in ("nifti", "nrrd"):
-        vol = load_volume(path)
+        vol = load_volume(replace(ref, slab=None))
         return tuple(int(s) for s in vol.data.shape), vol.affine
     try:
         if fmt is not None and fmt.name == "nrrd":

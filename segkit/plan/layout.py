@@ -81,16 +81,12 @@ def detect_layout(data: Path, image_glob: str | None = None, label_glob: str | N
     )
 
 
-MIN_CASES = 2
-"""Labelled cases a plan needs: ``segkit train`` validates on a case it does not train on."""
-
-
 def find_cases(data: Path, layout: Layout) -> Discovery:
-    """The labelled cases of ``data`` as ``segkit prepare`` pairs them (``discover``); unlabelled: dropped.
+    """The labelled cases of ``data`` as ``segkit prepare`` pairs them (``discover``); unlabelled: dropped
+    (one labelled case is planned as blocks of its slices, ``segkit.plan.rules.slab_count``).
 
     Raises:
-        DataError: fewer than ``MIN_CASES`` labelled cases; the hint names a file the pairing left out when
-            there is one (other globs may pair it), else asks for another labelled case.
+        DataError: no labelled case; the hint names why the pairing found none.
     """
     found = discover(layout.source, data, layout.options)
     cases = [c for c in found.cases if c.label is not None and c.kind == "volume"]
@@ -98,10 +94,4 @@ def find_cases(data: Path, layout: Layout) -> Discovery:
         why = "; ".join(found.problems[:3]) or "check the file names"
         raise DataError("no labelled volume cases found", path=data,
                         hint=f"segkit plan needs image + label volume pairs; {why}")
-    if len(cases) < MIN_CASES:
-        unpaired = [f"{c.image.name}: no label" for c in found.cases if c.label is None] + found.problems
-        hint = "add a labelled case" + (f", or give --image-glob/--label-glob that pair the files left out "
-                                        f"({unpaired[0]})" if unpaired else "")
-        raise DataError(f"{len(cases)} labelled case ({cases[0].case_id}): segkit train needs at least "
-                        f"{MIN_CASES}, one to validate on", path=data, hint=hint)
     return Discovery(cases, found.problems)

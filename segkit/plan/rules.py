@@ -26,6 +26,10 @@ Data-driven choices (nnU-Net's rules where they fit a 2D, CPU-bound toolkit):
   at the target spacing: every case's own crop is resized to it, so the median case keeps its resolution (the
   largest box would set it by an outlier: 243 mm among ACDC-80's hearts); the coarse stage sees the median
   slice / ``COARSE_FACTOR``; a header comment says which and why;
+- one labelled volume: ``prepare.slabs`` cuts it into ``SLABS`` blocks of slices along the slicing axis
+  (fewer when it is short, never fewer than 3 of ``MIN_SLAB_SLICES``), ``SLAB_GAP_MM`` apart, split 3 / 1 / 1
+  into train / valid / test (``slab_count``): the only held-out slices one volume has; the scores are
+  within one patient, and the config's header says so;
 - ``prepare.split``: the preset's ratios (2 cases: one to train, one to validate), by patient
   (``group_by``) with the preset's own pattern when it matches every case id, else with the
   ``<patient>_<part>`` guess when every id reads so, some patient holds several cases and none more than
@@ -43,9 +47,11 @@ import colorsys
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from segkit.config import Config, load_config
+from segkit.errors import DataError
 from segkit.hardware import resolve_policy
 
 ANISOTROPY = 3.0
@@ -57,6 +63,12 @@ CASCADE_BELOW = 0.25
 CASCADE_MARGIN_MM = 10.0
 CASCADE_JITTER_MM = 10.0
 """The cascade's crop margin and training jitter (mm): the ACDC bench's (README)."""
+SLABS = 5
+"""Blocks one labelled volume is cut into (``prepare.slabs``): 3 to train, 1 to validate, 1 to test."""
+SLAB_GAP_MM = 10.0
+"""Thickness left out between two blocks: neighbouring slices 1-2 mm apart are near copies of each other."""
+MIN_SLAB_SLICES = 8
+"""The fewest slices a block may hold."""
 COARSE_SHARE = 0.3
 """The coarse stage's share of the time limit (``cascade.coarse_share``)."""
 COARSE_FACTOR = 4
@@ -271,12 +283,48 @@ def patient_grouping(ids: list[str], preset: Config, splits: int) -> tuple[str |
                           f"{MAX_PARTS} parts each): split by patient")
 
 
-def split_entry(fp: dict[str, Any], preset: Config) -> Entry:
-    """``prepare.split``: the preset's ratios (3 cases or more; 2 cases: one to train, one to validate),
-    grouped by patient where ``patient_grouping`` finds patients."""
+def slab_count(fp: dict[str, Any], axis: int) -> int | None:
+    """The blocks (``prepare.slabs``) a dataset of one labelled volume is cut into along canonical ``axis``:
+    ``SLABS``, or fewer (at least 3) so that each holds ``MIN_SLAB_SLICES`` slices after the gaps; ``None``
+    for two cases or more.
+
+    Raises:
+        DataError: the volume is too short for 3 blocks (one line naming it; hint: add a labelled case).
+    """
+    if len(fp["cases"]) != 1:
+        return None
+    case = fp["cases"][0]
+    n, step = int(case["shape"][axis]), float(case["spacing"][axis])
+    gap = math.ceil(SLAB_GAP_MM / step - 1e-6)
+    for count in range(SLABS, 2, -1):
+        if n - (count - 1) * gap >= count * MIN_SLAB_SLICES:
+            return count
+    raise DataError(
+        f"1 labelled case ({case['case_id']}) of {n} slices along axis {axis}: too few to cut into 3 "
+        f"blocks of {MIN_SLAB_SLICES} slices {SLAB_GAP_MM:g} mm apart (train, validate, test)",
+        path=Path(case["image"]), hint="add a labelled case")
+
+
+def slab_entries(count: int, case_id: str) -> list[Entry]:
+    """``prepare.slabs`` and ``prepare.slab_gap_mm`` for one labelled volume (``slab_count``)."""
+    return [("prepare.slabs", count, f"one labelled volume ({case_id}): cut into {count} blocks of slices, "
+             f"each a case {case_id}_slab<k>, so that validation and test slices are not trained on; the "
+             "scores are within one patient, not patient-wise"),
+            ("prepare.slab_gap_mm", SLAB_GAP_MM,
+             "left out between two blocks: neighbouring slices are near copies")]
+
+
+def split_entry(fp: dict[str, Any], preset: Config, slabs: int | None = None) -> Entry:
+    """``prepare.split``: the preset's ratios (3 cases or more; 2 cases: one to train, one to validate; one
+    volume cut into ``slabs`` blocks: one to validate, one to test, the others to train), grouped by patient
+    where ``patient_grouping`` finds patients."""
     ids = [c["case_id"] for c in fp["cases"]]
     split: dict[str, Any] = {k: getattr(preset.prepare.split, k) for k in ("train", "valid", "test")}
     why = f"the ratios of the preset {preset.name}"
+    if slabs is not None:
+        return ("prepare.split", {"train": slabs - 2, "valid": 1, "test": 1},
+                f"the {slabs} blocks of the one volume: 1 to validate, 1 to test, {slabs - 2} to train, "
+                "drawn by seed")
     if len(ids) == 2:
         split, why = {"train": 1, "valid": 1, "test": 0}, "2 cases: one to train, one to validate"
     group_by, grouped = patient_grouping(ids, preset, sum(1 for v in split.values() if v > 0))
@@ -335,7 +383,8 @@ def plan_entries(fp: dict[str, Any], geo: Geometry, gflops: float, options: Plan
     """Every planned key of the config, with its reason (the module docstring)."""
     preset = load_config(options.preset_like)
     _, axis_why = slicing_axis(fp["summary"])
-    split = split_entry(fp, preset)
+    slabs = slab_count(fp, geo.axis)
+    split = split_entry(fp, preset, slabs)
     share = split[1]["train"] / sum(split[1][k] for k in ("train", "valid", "test"))
     slices = train_slices(fp, geo.axis, share, preset.prepare.empty_fraction)
     sp = geo.spacing
@@ -353,6 +402,7 @@ def plan_entries(fp: dict[str, Any], geo: Geometry, gflops: float, options: Plan
             ("prepare.size", list(geo.size), "2D-slice sources only (volumes are resampled to the spacing)"),
         ]),
         split,
+        *(slab_entries(slabs, fp["cases"][0]["case_id"]) if slabs is not None else []),
         ("data.dir", f"data/{options.name}", "where segkit prepare writes the slices"),
         ("data.image_size", list(geo.size), geo.reason),
         ("data.channels", 1, "gray slices"),

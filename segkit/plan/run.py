@@ -73,6 +73,10 @@ def _raw(entries: list[tuple[str, Any, str]]) -> dict[str, Any]:
     return raw
 
 
+def _slabs(entries: list[tuple[str, Any, str]]) -> int | None:
+    return next((int(v) for k, v, _ in entries if k == "prepare.slabs"), None)
+
+
 def run_plan(data: Path, out: Path, options: PlanOptions, layout: Layout | None = None,
              progress: Progress = NULL_PROGRESS) -> PlanResult:
     """Fingerprint ``data`` and plan a config for it into ``out`` (see the module docstring).
@@ -85,8 +89,8 @@ def run_plan(data: Path, out: Path, options: PlanOptions, layout: Layout | None 
         progress: one unit per case fingerprinted.
 
     Raises:
-        DataError: no known layout, fewer than two labelled cases (``segkit.plan.layout.find_cases``), an
-            unreadable case.
+        DataError: no known layout, no labelled case (``segkit.plan.layout.find_cases``), one too short to cut
+            into blocks (``segkit.plan.rules.slab_count``), an unreadable case.
         ConfigError: the planned config does not validate (a bug in the rules), or an unknown preset.
     """
     layout = layout or detect_layout(data)
@@ -100,17 +104,20 @@ def run_plan(data: Path, out: Path, options: PlanOptions, layout: Layout | None 
     command = layout.prepare_command(Path(data), config_path)
     header = [
         f"segkit plan {data} --budget {options.budget_minutes:g}: planned from fingerprint.json "
-        f"({fp['summary']['cases']} cases); every choice has its reason beside it.",
+        f"({fp['summary']['cases']} case{'s' if fp['summary']['cases'] != 1 else ''}); every choice has its "
+        "reason beside it.",
         f"Prepare: {command}",
         f"Train:   segkit train {config_path}",
         cascade_comment(geo),
+        *([f"One labelled volume: cut into {n} blocks of slices (prepare.slabs); validation and test "
+           "scores are within this one patient, not patient-wise."] if (n := _slabs(entries)) else []),
     ]
     text = render_config(entries, header)
     cfg = validate_config(yaml.safe_load(text), source=config_path)
     fp["plan"] = {"source": layout.source, "image_glob": layout.options.image_glob,
                   "label_glob": layout.options.label_glob, "problems": found.problems,
                   "gflops_per_image": round(gflops, 4), "foreground_share_of_slice": round(geo.fg_share, 4),
-                  "cascade": geo.coarse_size is not None}
+                  "cascade": geo.coarse_size is not None, "slabs": _slabs(entries)}
     Path(out).mkdir(parents=True, exist_ok=True)
     write_json(Path(out) / FINGERPRINT, fp)
     write_text(config_path, text)

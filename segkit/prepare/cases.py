@@ -150,6 +150,7 @@ def _prepare_case(task: CaseTask, sha: dict[str, str | None]) -> dict[str, Any]:
         sha256=sha,
         geometry=sliced.geometry,
         series=_picked(spec),
+        slab=spec.slab,
     )
     return {
         "key": task.key,

@@ -25,7 +25,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -34,7 +34,7 @@ import numpy.typing as npt
 
 from segkit.config import Config, PrepareConfig
 from segkit.errors import DataError
-from segkit.io.volumes import CaseKind, VolumeRef, picked_ref
+from segkit.io.volumes import CaseKind, Slab, VolumeRef, picked_ref
 from segkit.prepare.normalize import Recipe
 
 VOLUME = CaseKind.VOLUME  # a 3D volume case (its records carry no "kind" key)
@@ -114,6 +114,14 @@ def _object(value: Any) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise TypeError(f"expected an object, got {type(value).__name__}")
     return dict(value)
+
+
+def _slab(value: Any) -> Slab:
+    obj = _object(value)
+    slab = Slab.from_json(obj)  # KeyError / ValueError / TypeError: the reader names the key
+    if slab.axis not in (0, 1, 2) or not 1 <= slab.index <= slab.count or slab.gap_mm < 0:
+        raise ValueError(f"expected a block of a volume's slices, got {obj!r}")
+    return slab
 
 
 def _kind(value: Any) -> str:
@@ -298,6 +306,8 @@ class CaseRecord:
             ``--series`` picked, ``{"image": {"name", "number", "description", "phase"} or None, "label":
             ...}`` (``segkit.io.volumes.picked_volume``: series number and description, no patient data);
             ``None`` (not written) when neither holds several.
+        slab: the block of the source volume's slices this case is (``prepare.slabs``; ``geometry`` is the
+            block's); ``None`` (not written): the whole volume.
     """
 
     split: str
@@ -306,6 +316,7 @@ class CaseRecord:
     sha256: dict[str, str | None] = field(hash=False)
     geometry: Geometry
     series: dict[str, Any] | None = field(default=None, hash=False)
+    slab: Slab | None = None
 
     @property
     def kind(self) -> str:
@@ -327,13 +338,17 @@ class CaseRecord:
         if files is None:
             return None
         picked = self.series or {}
-        return picked_ref(files[0], picked.get("image")), picked_ref(files[1], picked.get("label"))
+        image, label = picked_ref(files[0], picked.get("image")), picked_ref(files[1], picked.get("label"))
+        return replace(image, slab=self.slab), replace(label, slab=self.slab)
 
     def to_json(self) -> dict[str, Any]:
-        """The ``dataset.json`` entry: split, image, label, sha256, then the geometry's keys."""
+        """The ``dataset.json`` entry: split, image, label, sha256, (series, slab,) then the geometry's
+        keys."""
         out = {"split": self.split, "image": self.image, "label": self.label, "sha256": dict(self.sha256)}
         if self.series is not None:
             out["series"] = self.series
+        if self.slab is not None:
+            out["slab"] = self.slab.to_json()
         return {**out, **self.geometry.to_json()}
 
     @classmethod
@@ -351,6 +366,7 @@ class CaseRecord:
             sha256=r.get("sha256", lambda v: {str(k): _opt_str(h) for k, h in _object(v).items()}),
             geometry=Geometry.from_json(obj, path, case_id),
             series=r.get("series", _object) if "series" in obj else None,
+            slab=r.get("slab", _slab) if "slab" in obj else None,
         )
 
 

@@ -26,7 +26,8 @@ class PrepareReport:
         skipped: case ids already complete (checksums matched).
         failures: one line per problem: ``<file>: <reason>``. Non-empty means exit code 2.
         warnings: one line per case worth a look that was still prepared (an all-zero label volume with
-            ``prepare.empty_labels: warn``), over all complete cases.
+            ``prepare.empty_labels: warn``), over all complete cases, and once the dataset is complete one per
+            class no training slice holds (``untrained_classes``).
         summary: ``{split: {"cases": n, "slices": n, "pixels": {class_name: n}}}`` over all complete cases
             (pixels counted in the written, resized masks; ``background`` included).
         manifest: ``dataset.json`` when the dataset is complete, else None.
@@ -74,6 +75,23 @@ def summarize(entries: dict[str, dict[str, Any]], cfg: Config) -> dict[str, dict
         for name, n in zip(names, entry["pixels"], strict=False):
             s["pixels"][name] += int(n)
     return summary
+
+
+def untrained_classes(summary: dict[str, dict[str, Any]], slabs: bool = False) -> list[str]:
+    """One warning per class with pixels in the valid or test split but none in train: no model trained on
+    this dataset can learn it, and its held-out scores will be 0 (with ``prepare.slabs``, a structure that
+    lies within a few blocks of the volume). None for a dataset without training cases."""
+    if not summary["train"]["cases"]:  # a dataset to evaluate on only (split train: 0)
+        return []
+    lines = []
+    for name in list(summary["train"]["pixels"])[1:]:
+        held = [s for s in ("valid", "test") if summary[s]["pixels"].get(name, 0) > 0]
+        if held and summary["train"]["pixels"].get(name, 0) == 0:
+            where = "the valid and test splits" if len(held) == 2 else f"the {held[0]} split"
+            lines.append(f"class {name}: pixels in {where} only, none in train: no model can learn it "
+                         + ("(it lies within the blocks held out; other prepare.slabs or seed, or label more "
+                            "volumes)" if slabs else "(change the split or seed, or label more cases)"))
+    return lines
 
 
 def plot_summary(summary: dict[str, dict[str, Any]], path: Path, title: str) -> Path:

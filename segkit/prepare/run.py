@@ -59,7 +59,7 @@ from segkit.prepare.outdir import (
     marker_path,
     read_json,
 )
-from segkit.prepare.report import PrepareReport, plot_summary, summarize
+from segkit.prepare.report import PrepareReport, plot_summary, summarize, untrained_classes
 from segkit.prepare.sources import (
     SOURCES,
     CaseKind,
@@ -67,6 +67,7 @@ from segkit.prepare.sources import (
     Discovery,
     Source,
     SourceOptions,
+    slab_cases,
     unusable_case_ids,
 )
 from segkit.prepare.split import load_user_split, split_cases, split_of, write_splits
@@ -284,9 +285,12 @@ def _raw_folder(job: _Job, src: Path | None, out: Path | None) -> tuple[Path, Pa
 
 
 def _discover(job: _Job, raw: Path, report: PrepareReport) -> Discovery:
-    """Step 2: the cases of ``raw`` and their problems (missing pairs, unusable case ids); counts the
-    cases."""
+    """Step 2: the cases of ``raw`` (cut into ``prepare.slabs`` blocks, if set) and their problems (missing
+    pairs, unusable case ids); counts the cases."""
     found = job.adapter.discover(raw, job.options.source_options)
+    prep = job.cfg.prepare
+    if prep.slabs is not None:
+        found = slab_cases(found, prep.slabs, prep.axis, prep.slab_gap_mm)
     found.problems += unusable_case_ids(found)
     report.n_cases = len(found.cases)
     return found
@@ -394,6 +398,8 @@ def _complete(job: _Job, out: Path, found: Discovery, where: dict[str, str], rep
         ]
     report.summary = summarize(entries, cfg)
     report.pending = len(found.cases) - len(entries)
+    if report.pending == 0:
+        report.warnings += untrained_classes(report.summary, cfg.prepare.slabs is not None)
     if report.pending == 0 and not report.failures:
         report.summary_png = plot_summary(report.summary, out / SUMMARY_PNG, f"{cfg.name} ({source})")
         manifest = build_manifest(cfg, source, {cid: e["record"] for cid, e in entries.items()})

@@ -35,9 +35,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from segkit.errors import DataError, SegkitError
+from segkit.errors import ConfigError, DataError, SegkitError
 from segkit.io.volumes import (
     CaseKind,
+    Slab,
     VolumeRef,
     dicom_series_refs,
     is_volume,
@@ -65,6 +66,7 @@ class CaseSpec:
         label_pick: the same for a label that holds several volumes; ``None``: the label's only volume.
         resample_tilt: a gantry-tilted DICOM series is resampled onto an untilted grid instead of refused
             (``--resample-tilt``; ``segkit.io.volumes.VolumeRef.resample_tilt``).
+        slab: one block of the volume's slices (``prepare.slabs``, ``slab_cases``); ``None``: all of them.
     """
 
     case_id: str
@@ -75,19 +77,23 @@ class CaseSpec:
     pick: VolumeRef | None = None
     label_pick: VolumeRef | None = None
     resample_tilt: bool = False
+    slab: Slab | None = None
 
     @property
     def image_ref(self) -> VolumeRef:
-        """The image volume to read: ``pick``, else ``image`` itself."""
+        """The image volume to read: ``pick``, else ``image`` itself (only ``slab``'s block, if any)."""
         ref = self.pick if self.pick is not None else VolumeRef(self.image)
-        return replace(ref, resample_tilt=True) if self.resample_tilt else ref
+        return replace(ref, resample_tilt=ref.resample_tilt or self.resample_tilt, slab=self.slab)
 
     @property
     def label_ref(self) -> VolumeRef | None:
-        """The label volume to read: ``label_pick``, else ``label`` itself (``None`` without a label)."""
+        """The label volume to read: ``label_pick``, else ``label`` itself (``None`` without a label; only
+        ``slab``'s block, if any)."""
         ref = self.label_pick if self.label_pick is not None else \
             (VolumeRef(self.label) if self.label is not None else None)
-        return replace(ref, resample_tilt=True) if ref is not None and self.resample_tilt else ref
+        if ref is None:
+            return None
+        return replace(ref, resample_tilt=ref.resample_tilt or self.resample_tilt, slab=self.slab)
 
     @property
     def files(self) -> list[Path]:
@@ -458,6 +464,25 @@ def unusable_case_ids(found: Discovery) -> list[str]:
                 "rename the file"
             )
     return problems
+
+
+SLAB_SUFFIX = "_slab"
+
+
+def slab_cases(found: Discovery, count: int, axis: int, gap_mm: float) -> Discovery:
+    """Every volume case of ``found`` as ``count`` cases ``<case_id>_slab<k>`` (k = 1 .. count), each one
+    ``Slab`` of its slices (``prepare.slabs``).
+
+    Raises:
+        ConfigError: a case of 2D slice files (no volume to cut).
+    """
+    flat = [c for c in found.cases if c.kind != CaseKind.VOLUME]
+    if flat:
+        raise ConfigError(f"case {flat[0].case_id} is a set of 2D slices: prepare.slabs cuts volumes",
+                          path=flat[0].image, hint="remove prepare.slabs for 2D slices")
+    cases = [replace(c, case_id=f"{c.case_id}{SLAB_SUFFIX}{k}", slab=Slab(axis, k, count, gap_mm))
+             for c in found.cases for k in range(1, count + 1)]
+    return Discovery(cases, list(found.problems))
 
 
 def discover(source: str, src: Path, options: SourceOptions | None = None) -> Discovery:

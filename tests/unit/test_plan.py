@@ -21,12 +21,14 @@ from segkit.plan.render import render_config
 from segkit.plan.rules import (
     MAX_PARTS,
     PATIENT_PART,
+    SLABS,
     PlanOptions,
     budget_plan,
     class_entries,
     levels_for,
     plan_geometry,
     round_to,
+    slab_count,
     split_entry,
 )
 from segkit.prepare.sources import CaseSpec
@@ -134,21 +136,30 @@ def test_layouts_are_found_as_prepare_pairs_them(tmp_path: Path) -> None:
         detect_layout(tmp_path)
 
 
-def test_one_labelled_case_is_refused_with_what_would_pair_more(tmp_path: Path) -> None:
-    """One labelled case: refused (training needs a case to validate on); the hint asks for another case and,
-    when the pairing left an image out, for globs that pair it."""
+def test_one_labelled_case_is_planned_as_blocks_of_its_slices(tmp_path: Path) -> None:
+    """One labelled case is found (unlabelled images are left out) and planned as ``SLABS`` blocks, fewer when
+    the volume is short (each block at least ``MIN_SLAB_SLICES`` slices after the 10 mm gaps), refused below
+    3; the split sends one block to validation and one to test."""
     label = np.zeros((4, 4, 2), np.uint8)
     label[0, 0, 0] = 1
     _pair(tmp_path, "a", label * 1.0, label, np.eye(4))
-    with pytest.raises(DataError, match=r"^1 labelled case \(a\): segkit train needs at least 2") as err:
-        find_cases(tmp_path, detect_layout(tmp_path))
-    assert err.value.hint == "add a labelled case"
     nib.save(nib.Nifti1Image(label * 1.0, np.eye(4)), tmp_path / "b_image.nii.gz")
-    nib.save(nib.Nifti1Image(label, np.eye(4)), tmp_path / "b_seg.nii.gz")
-    with pytest.raises(DataError, match="1 labelled case") as err:
-        find_cases(tmp_path, detect_layout(tmp_path))
-    assert err.value.hint == ("add a labelled case, or give --image-glob/--label-glob that pair the files "
-                              "left out (b_image.nii.gz: no label file for case 'b')")
+    assert [c.case_id for c in find_cases(tmp_path, detect_layout(tmp_path)).cases] == ["a"]
+
+    def one(slices: int, step: float) -> dict[str, object]:
+        return {"cases": [{"case_id": "a", "image": "a_image.nii.gz", "shape": [64, 64, slices],
+                           "spacing": [1.0, 1.0, step]}]}
+
+    assert slab_count(one(164, 1.5), 2) == SLABS == 5  # 164 - 4 gaps of 7 = 136 >= 5 x 8
+    assert slab_count(one(70, 1.0), 2) == 4  # 5 blocks: 70 - 40 = 30 < 40; 4: 70 - 30 = 40 >= 32
+    assert slab_count(one(44, 1.0), 2) == 3  # 44 - 20 = 24 = 3 x 8
+    with pytest.raises(DataError, match=r"^1 labelled case \(a\) of 43 slices along axis 2: too few to cut "
+                       r"into 3 blocks of 8 slices 10 mm apart") as err:
+        slab_count(one(43, 1.0), 2)
+    assert err.value.hint == "add a labelled case" and err.value.path == Path("a_image.nii.gz")
+    assert slab_count({"cases": [one(164, 1.5)["cases"][0]] * 2}, 2) is None  # two cases: no blocks
+    preset = load_config(REPO / "configs" / "hocm.yaml")
+    assert split_entry(one(164, 1.5), preset, 5)[1] == {"train": 3, "valid": 1, "test": 1}
 
 
 def test_fingerprint_paths_are_relative_to_the_dataset(tmp_path: Path) -> None:
