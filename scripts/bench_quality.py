@@ -27,6 +27,10 @@ Datasets (``../shared/data/volumes``; SOURCES.md in each folder):
   ``acdc80`` itself).
 - ``acdc80-whole``: the same patients, the previous ACDC preset: whole slices at 192 x 192, 6 levels, no
   cascade (the baseline the preset's cascade was measured against).
+- ``aorta``: the TotalSegmentator aorta CT (ONE volume, 1.5 mm iso; true / false lumen, labels that are a
+  model's output), ``plan`` recipe only: planned as 5 blocks of its axial slices 10 mm apart
+  (``prepare.slabs``), test ``aorta_slab1``, valid ``aorta_slab5``, train the other 3. Scores are within one
+  patient, not patient-wise.
 - ``acdc``: ACDC cine MRI, 10 patients x 2 phases, RV / MYO / LV, split by PATIENT (``group_by``; seed 42,
   0.6 / 0.1 / 0.3): test ``patient007 patient008 patient024`` (6 volumes), valid ``patient002``, train 6
   patients.
@@ -131,6 +135,17 @@ DATASETS["acdc80-cascade"] = {
 DATASETS["acdc80-whole"] = {
     **DATASETS["acdc80"], "size": [192, 192], "num_layers": 6, "cascade": {"enabled": False},
     "title": "ACDC 80 patients, the previous preset: whole slices at 192 x 192, 6 levels"}
+DATASETS["aorta"] = {
+    "title": "Aorta CT, true / false lumen (ONE volume as 5 blocks of slices: within-patient scores)",
+    "preset": "hocm",  # --preset-like: the cardiac CT recipe; the set has no preset of its own
+    "source": "nifti",
+    "src": SHARED / "totalseg_aorta_ct",
+    "globs": ("*_ct_image.nii.gz", "*_ct_lumen_label.nii.gz"),
+    "split": {"train": 3, "valid": 1, "test": 1},
+    "test": ["aorta_slab1"],
+    "valid": ["aorta_slab5"],
+    "plan_only": True,
+}
 RECIPES = ("recommended", "seed", "plan")
 #: a dataset entry's own settings laid over the recipe (recipe_config); the plan recipe plans them itself
 OWN_SETTINGS = ("crop_margin", "size", "cascade", "num_layers")
@@ -146,6 +161,8 @@ def recipe_config(dataset: str, recipe: str, workdir: Path, minutes: float, quic
 
     ds = DATASETS[dataset]
     own = load_config(Path(presets) / f"{ds['preset']}.yaml")
+    if ds.get("plan_only") and recipe != "plan":
+        raise SystemExit(f"{dataset} has no preset of its own: only --recipes plan")
     if recipe == "recommended":
         raw = own.model_dump(mode="json")
     elif recipe == "seed":
@@ -157,6 +174,7 @@ def recipe_config(dataset: str, recipe: str, workdir: Path, minutes: float, quic
         raw["evaluate"] = own.evaluate.model_dump(mode="json")
     elif recipe == "plan":  # segkit plan's config for the dataset, planned for this budget and these cores
         from segkit.plan import PlanOptions, run_plan
+        from segkit.plan.layout import detect_layout
 
         if any(k in ds for k in OWN_SETTINGS) or quick:
             raise SystemExit(f"the plan recipe plans the whole source itself, not {dataset}'s own settings "
@@ -164,7 +182,8 @@ def recipe_config(dataset: str, recipe: str, workdir: Path, minutes: float, quic
 
         opts = PlanOptions(name=own.name, budget_minutes=minutes, cores=len(os.sched_getaffinity(0)),
                            preset_like=ds["preset"])
-        raw = run_plan(Path(ds["src"]), workdir / "plan", opts).config.model_dump(mode="json")
+        layout = detect_layout(Path(ds["src"]), *ds["globs"])
+        raw = run_plan(Path(ds["src"]), workdir / "plan", opts, layout).config.model_dump(mode="json")
     else:
         raise SystemExit(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
     if model:

@@ -211,3 +211,15 @@ def test_seed_trains_both_cascade_stages_with_it_on_data_prepared_with_the_recip
     (coarse / "config.yaml").write_text("seed: 5\n")
     bench.run_one("acdc80", "recommended", tmp_path, 1.0, False, "y", seed=5)
     assert seen["train"] == (5, 5, True)
+
+
+def test_the_aorta_is_planned_as_blocks_with_the_bench_split(bench, tmp_path: Path) -> None:  # noqa: ANN001
+    """The one aorta CT volume: the plan recipe only (no preset), its 5 blocks split 3 / 1 / 1 as the bench
+    fixes it, the lumen labels paired by the bench's globs."""
+    with pytest.raises(SystemExit, match="aorta has no preset of its own: only --recipes plan"):
+        bench.recipe_config("aorta", "recommended", tmp_path, 20.0, quick=False)
+    cfg = bench.recipe_config("aorta", "plan", tmp_path, 20.0, quick=False)
+    assert (cfg.prepare.slabs, cfg.prepare.slab_gap_mm, cfg.modality) == (5, 10.0, "ct")
+    assert [c.id for c in cfg.classes] == [1, 2]  # true and false lumen
+    assert (cfg.prepare.split.train, cfg.prepare.split.valid, cfg.prepare.split.test) == (3, 1, 1)
+    assert cfg.train.time_limit == 20.0 and cfg.data.dir == tmp_path / "data"
