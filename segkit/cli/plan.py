@@ -16,7 +16,9 @@ _EPILOG = (
     "  segkit plan ../shared/data/volumes/la2018_lge_mri --preset-like left-atrial --budget 20\n"
     "  segkit plan ../shared/data/volumes/acdc_cine_mri --preset-like acdc --out plans/acdc\n"
     "  segkit plan ../shared/data/volumes/acdc_cine_mri --image-glob '*_frame01_image.nii.gz' "
-    "--label-glob '*_frame01_label.nii.gz' --out plans/acdc-frame01"
+    "--label-glob '*_frame01_label.nii.gz' --out plans/acdc-frame01\n"
+    "  segkit plan ../shared/data/volumes/totalseg_aorta_ct --image-glob '*_ct_image.nii.gz' "
+    "--label-glob '*_ct_lumen_label.nii.gz' --preset-like hocm --name aorta   # one volume: 5 blocks"
 )
 
 
@@ -49,13 +51,14 @@ def plan(
     foreground boxes, foreground intensity statistics, class frequencies) and OUT/config.yaml (target
     spacing, window, levels, batch and epochs for the budget, normalisation, 2D/2.5D, cascade; a comment on
     every choice). The config passes `segkit config check` and trains as written after `segkit prepare`
-    (the command is in its header).
+    (the command is in its header). A dataset of one labelled volume is planned as 5 blocks of its slices
+    (prepare.slabs): 3 to train, 1 to validate, 1 to test; its scores are within one patient.
     """
     from segkit.plan import PlanOptions, dataset_name, run_plan
     from segkit.plan.layout import detect_layout, find_cases
 
     layout = detect_layout(data, image_glob, label_glob)  # a bad folder fails before TensorFlow loads,
-    find_cases(data, layout)  # and so does one with fewer than two labelled cases
+    find_cases(data, layout)  # and so does one without a labelled case
     quiet_tensorflow()
     options = PlanOptions(name or dataset_name(data), budget, cores or _cores(), preset_like)
     folder = out_dir or Path("plans") / options.name
