@@ -51,8 +51,9 @@ def plan(
     foreground boxes, foreground intensity statistics, class frequencies) and OUT/config.yaml (target
     spacing, window, levels, batch and epochs for the budget, normalisation, 2D/2.5D, cascade; a comment on
     every choice). The config passes `segkit config check` and trains as written after `segkit prepare`
-    (the command is in its header). A dataset of one labelled volume is planned as 5 blocks of its slices
-    (prepare.slabs): 3 to train, 1 to validate, 1 to test; its scores are within one patient.
+    (the command is in its header). A dataset of one labelled volume is planned as blocks of its slices
+    (prepare.slabs; 5, fewer when it is short): one to validate, one to test, the others to train; its
+    scores are within one patient.
     """
     from segkit.plan import PlanOptions, dataset_name, run_plan
     from segkit.plan.layout import detect_layout, find_cases

@@ -109,6 +109,10 @@ class Volume:
         return self.path.name if self.path is not None else "<memory>"
 
 
+class TooFewSlicesError(DataError):
+    """A volume has too few slices for the blocks of its ``Slab`` (``prepare.slabs``)."""
+
+
 @dataclass(frozen=True)
 class Slab:
     """One of ``count`` contiguous blocks of slices along canonical (RAS) axis ``axis`` of a volume, with at
@@ -134,7 +138,7 @@ class Slab:
         after ``count - 1`` gaps are shared out as evenly as possible, the first blocks taking one more.
 
         Raises:
-            DataError: fewer slices than the blocks and gaps need (one line naming ``path``).
+            TooFewSlicesError: fewer slices than the blocks and gaps need (one line naming ``path``).
         """
         affine = np.asarray(affine, dtype=np.float64)
         raw = int(np.flatnonzero(nib.orientations.io_orientation(affine)[:, 0] == self.axis)[0])
@@ -143,7 +147,7 @@ class Slab:
         gap = math.ceil(self.gap_mm / step - 1e-6) if self.gap_mm > 0 else 0
         usable = n - (self.count - 1) * gap
         if usable < self.count:
-            raise DataError(
+            raise TooFewSlicesError(
                 f"{n} slices along axis {self.axis} cannot hold {self.count} slabs with gaps of {gap} slices "
                 f"({self.gap_mm:g} mm)", path=path, hint="lower prepare.slabs or prepare.slab_gap_mm")
         size, extra = divmod(usable, self.count)
@@ -165,6 +169,10 @@ class Slab:
         """The block of ``vol``."""
         _, affine, index = self.geometry(vol.data.shape, vol.affine, vol.path)
         return Volume(np.ascontiguousarray(vol.data[index]), affine, vol.path, vol.format)
+
+    def describe(self) -> str:
+        """``block k of n`` (for messages)."""
+        return f"block {self.index} of {self.count}"
 
     def to_json(self) -> dict[str, Any]:
         return {"axis": self.axis, "index": self.index, "count": self.count, "gap_mm": self.gap_mm}

@@ -17,11 +17,19 @@ from typing import Any
 import yaml
 
 from segkit.config import Config, validate_config
+from segkit.errors import DataError
 from segkit.io.atomic import write_json, write_text
 from segkit.plan.fingerprint import fingerprint_cases
 from segkit.plan.layout import Layout, detect_layout, find_cases
 from segkit.plan.render import render_config
-from segkit.plan.rules import Geometry, PlanOptions, cascade_comment, plan_entries, plan_geometry
+from segkit.plan.rules import (
+    Geometry,
+    PlanOptions,
+    cascade_comment,
+    plan_entries,
+    plan_geometry,
+    slab_count,
+)
 from segkit.progress import NULL_PROGRESS, Progress
 
 FINGERPRINT = "fingerprint.json"
@@ -97,6 +105,10 @@ def run_plan(data: Path, out: Path, options: PlanOptions, layout: Layout | None 
     found = find_cases(data, layout)
     fp = fingerprint_cases(found.cases, progress, root=Path(data))
     geo = plan_geometry(fp)
+    try:  # one labelled volume too short for blocks: refused here, naming it below DATA
+        slab_count(fp, geo.axis)
+    except DataError as e:
+        raise DataError(e.message, path=Path(data) / fp["cases"][0]["image"], hint=e.hint) from None
     sizing = plan_entries(fp, geo, 1.0, options)
     gflops = model_gflops(_raw(sizing))
     entries = plan_entries(fp, geo, gflops, options)

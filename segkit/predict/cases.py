@@ -116,15 +116,19 @@ def read_source_case(case_id: str, record: CaseRecord, label_cfg: Config) -> Sou
     Raises:
         DataError: an unreadable source file or unexpected label values.
     """
-    from segkit.io.volumes import load_volume
+    from segkit.io.volumes import TooFewSlicesError, load_volume
     from segkit.prepare.slicing import map_labels
 
     refs = record.volume_refs()
     if refs is None:  # not a volume case with both source files (the caller checked sources_exist)
         return None
     shape = record.geometry.shape
-    image = load_volume(refs[0])  # the series or phase --series picked, if any
-    label = load_volume(refs[1])
+    try:
+        image = load_volume(refs[0])  # the series or phase --series picked, if any (its block, if a slab)
+        label = load_volume(refs[1])
+    except TooFewSlicesError as e:  # the file is shorter than when its blocks were cut
+        logger.warning("case %s: source files changed (%s): using the written slices", case_id, e.one_line())
+        return None
     if image.data.shape != shape or label.data.shape != shape:
         logger.warning(
             "case %s: source files changed (shapes %s / %s, dataset.json says %s): using the written slices",

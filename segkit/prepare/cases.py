@@ -133,6 +133,10 @@ def _prepare_case(task: CaseTask, sha: dict[str, str | None]) -> dict[str, Any]:
             pixels += class_pixels(lbl, n_classes)
     empty = spec.label is not None and not pixels[1:].any() and not _label_has_foreground(spec, cfg)
     if empty and cfg.prepare.empty_labels == "error":
+        if spec.slab is not None:
+            raise DataError(f"{spec.slab.describe()} of the label volume (case {spec.case_id}) holds no "
+                            "foreground voxel", path=spec.label,
+                            hint="lower prepare.slabs, or set prepare.empty_labels=allow or warn")
         raise DataError(
             "label volume is empty (no foreground voxel)",
             path=spec.label,
@@ -252,7 +256,8 @@ def verify_case(spec: CaseSpec, cfg: Config) -> list[str]:
         try:
             classes = map_labels(label.data, cfg, label.path)
             if not classes.any():
-                problems.append(f"{label.name}: label volume is empty (no foreground voxel)")
+                what = f"{spec.slab.describe()} of the label volume" if spec.slab else "label volume"
+                problems.append(f"{label.name}: {what} is empty (no foreground voxel)")
         except Exception as e:  # noqa: BLE001
             note(e)
     return problems

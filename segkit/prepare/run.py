@@ -290,10 +290,26 @@ def _discover(job: _Job, raw: Path, report: PrepareReport) -> Discovery:
     found = job.adapter.discover(raw, job.options.source_options)
     prep = job.cfg.prepare
     if prep.slabs is not None:
-        found = slab_cases(found, prep.slabs, prep.axis, prep.slab_gap_mm)
+        found = _short_volumes_out(slab_cases(found, prep.slabs, prep.axis, prep.slab_gap_mm))
     found.problems += unusable_case_ids(found)
     report.n_cases = len(found.cases)
     return found
+
+
+def _short_volumes_out(found: Discovery) -> Discovery:
+    """``found`` without the blocks of volumes too short for ``prepare.slabs``: one problem line per volume
+    (from its header, before anything is written), not one failure per block."""
+    from segkit.io.volumes import read_header
+
+    short: dict[Path, str] = {}
+    for c in found.cases:
+        if c.slab is not None and c.slab.index == 1:
+            try:
+                read_header(c.image_ref)
+            except DataError as e:
+                short[c.image] = e.one_line() if e.path is not None else f"{c.image.name}: {e.one_line()}"
+    kept = [c for c in found.cases if c.image not in short]
+    return Discovery(kept, list(found.problems) + list(short.values()))
 
 
 def _verify_dataset(job: _Job, src: Path | None, out: Path | None, progress: Progress) -> PrepareReport:
@@ -390,9 +406,10 @@ def _complete(job: _Job, out: Path, found: Discovery, where: dict[str, str], rep
     cfg, source = job.cfg, job.adapter.name
     entries = _load_entries(out, job.key, found.cases, where)
     if cfg.prepare.empty_labels == "warn":
-        labels = {c.case_id: c.label for c in found.cases if c.label is not None}
+        labels = {c.case_id: c.label.name + (f" ({c.slab.describe()}, case {c.case_id})" if c.slab else "")
+                  for c in found.cases if c.label is not None}
         report.warnings = [
-            f"{labels[cid].name if cid in labels else cid}: label volume is empty (no foreground voxel); "
+            f"{labels.get(cid, cid)}: label volume is empty (no foreground voxel); "
             "kept (set prepare.empty_labels=allow for real negatives, or error to refuse such cases)"
             for cid, e in sorted(entries.items()) if e.get("empty_label")
         ]
@@ -496,8 +513,6 @@ def _install_phantom(tmp: Path, raw: Path, found: Discovery) -> Discovery:
     for p in tmp.iterdir():
         os.replace(p, raw / p.name)
     shutil.rmtree(tmp, ignore_errors=True)
-    cases = [
-        CaseSpec(c.case_id, raw / c.image.name, raw / c.label.name if c.label else None, c.kind)
-        for c in found.cases
-    ]
+    cases = [replace(c, image=raw / c.image.name, label=raw / c.label.name if c.label else None)
+             for c in found.cases]  # the rest (a prepare.slabs block) kept
     return Discovery(cases, found.problems)

@@ -54,7 +54,7 @@ def test_the_aorta_ct_volume_is_planned_as_blocks_and_prepares(shared_data: Path
     res = runner.invoke(app, shlex.split(command)[1:])
     assert res.exit_code == 0, res.output
     assert "warning" not in res.output
-    splits = json.loads((tmp_path / "data" / "aorta" / "coarse" / "splits.json").read_text())
+    splits = json.loads((tmp_path / "data" / "aorta" / "splits.json").read_text())  # the (fine) dataset
     cases = sorted(splits["train"] + splits["valid"] + splits["test"])
     assert cases == [f"aorta_slab{k}" for k in range(1, 6)]
     assert (len(splits["train"]), len(splits["valid"]), len(splits["test"])) == (3, 1, 1)

@@ -140,6 +140,13 @@ def test_one_volume_prepared_as_blocks_and_evaluated_on_each_block(tmp_path: Pat
     summary = json.loads(res.json_path.read_text())
     assert set(summary["reference_per_case"].values()) == {"original label volumes"}
 
+    # the source shrank below its blocks since prepare: each block is scored on its written slices instead
+    nib.save(nib.Nifti1Image(img[..., :4], affine), str(raw / "c1_image.nii.gz"))
+    nib.save(nib.Nifti1Image(lbl[..., :4], affine), str(raw / "c1_label.nii.gz"))
+    res = evaluate_model(cfg, out_dir=tmp_path / "eval-shrunk")
+    summary = json.loads(res.json_path.read_text())
+    assert set(summary["reference_per_case"].values()) == {"reassembled written slices"}
+
 
 def test_slab_settings_are_checked_and_leave_other_datasets_fingerprints_alone() -> None:
     """``slabs`` below 2 and negative gaps are refused; the prepare fingerprint of a config without slabs is
@@ -170,3 +177,85 @@ def test_a_class_no_training_slice_holds_is_warned() -> None:
     assert untrained_classes(summary) == []
     summary["train"] = {"cases": 0, "slices": 0, "pixels": {"background": 0, "a": 0, "b": 0, "c": 0}}
     assert untrained_classes(summary) == []  # a dataset to evaluate on only
+
+
+def _one_volume(raw: Path, slices: int, label_slices: slice) -> None:
+    raw.mkdir(parents=True, exist_ok=True)
+    shape = (16, 16, slices)
+    lbl = np.zeros(shape, np.uint8)
+    lbl[4:10, 5:12, label_slices] = 1
+    img = np.linspace(-400, 400, int(np.prod(shape)), dtype=np.float32).reshape(shape)
+    nib.save(nib.Nifti1Image(img, np.diag([0.8, 0.8, 2.0, 1.0])), str(raw / "c1_image.nii.gz"))
+    nib.save(nib.Nifti1Image(lbl, np.diag([0.8, 0.8, 2.0, 1.0])), str(raw / "c1_label.nii.gz"))
+
+
+def _slab_cfg(out: Path, slabs: int, **prepare: object):  # noqa: ANN202
+    return validate_config({
+        "name": "slabs", "modality": "ct", "classes": [{"id": 1, "name": "a", "color": [255, 0, 0]}],
+        "prepare": {"axis": 2, "size": [16, 16], "ct_window": [-500, 500], "empty_slices": "keep",
+                    "slabs": slabs, "slab_gap_mm": 0.0, "split": {"train": 1, "valid": 0, "test": 1},
+                    **prepare},
+        "data": {"image_size": [16, 16], "channels": 1, "dir": str(out)},
+    })
+
+
+def test_a_volume_too_short_for_its_blocks_is_one_line_and_nothing_is_written(tmp_path: Path) -> None:
+    from segkit.prepare import PrepareOptions, SourceOptions, run_prepare
+
+    _one_volume(tmp_path / "raw", 2, slice(None))
+    globs = SourceOptions(image_glob="*_image.nii.gz", label_glob="*_label.nii.gz")
+    report = run_prepare("nifti", tmp_path / "raw", tmp_path / "data", _slab_cfg(tmp_path / "data", 3),
+                         PrepareOptions(workers=1, source_options=globs))
+    assert report.failures == [f"{tmp_path / 'raw' / 'c1_image.nii.gz'}: 2 slices along axis 2 cannot hold 3 "
+                               "slabs with gaps of 0 slices (0 mm) (hint: lower prepare.slabs or "
+                               "prepare.slab_gap_mm)"]
+    assert not (tmp_path / "data" / "dataset.json").exists() and not (tmp_path / "data" / "test").exists()
+
+
+def test_an_empty_block_is_named_by_its_block(tmp_path: Path) -> None:
+    """Foreground only in the first half of the slices: with 2 blocks the second is empty; the warning (and,
+    with ``empty_labels: error``, the failure) names the block, not just the label file."""
+    from segkit.prepare import PrepareOptions, SourceOptions, run_prepare
+
+    _one_volume(tmp_path / "raw", 10, slice(0, 4))
+    globs = SourceOptions(image_glob="*_image.nii.gz", label_glob="*_label.nii.gz")
+    report = run_prepare("nifti", tmp_path / "raw", tmp_path / "data", _slab_cfg(tmp_path / "data", 2),
+                         PrepareOptions(workers=1, source_options=globs))
+    assert report.ok
+    assert [w for w in report.warnings if "empty" in w] == [
+        "c1_label.nii.gz (block 2 of 2, case c1_slab2): label volume is empty (no foreground voxel); kept "
+        "(set prepare.empty_labels=allow for real negatives, or error to refuse such cases)"]
+    report = run_prepare("nifti", tmp_path / "raw", tmp_path / "data-err",
+                         _slab_cfg(tmp_path / "data-err", 2, empty_labels="error"),
+                         PrepareOptions(workers=1, source_options=globs))
+    assert report.failures == [f"{tmp_path / 'raw' / 'c1_label.nii.gz'}: block 2 of 2 of the label volume "
+                               "(case c1_slab2) holds no foreground voxel (hint: lower prepare.slabs, or set "
+                               "prepare.empty_labels=allow or warn)"]
+
+
+def test_phantom_cases_keep_their_blocks(tmp_path: Path) -> None:
+    """The phantom source moves its generated files into OUT/raw: its cases keep their blocks (each block
+    case holds a third of the 40 slices, not the whole volume)."""
+    from segkit.prepare import PrepareOptions, SourceOptions, run_prepare
+    from segkit.prepare.manifest import load_manifest
+    from segkit.prepare.record import case_records
+
+    cfg = load_config(REPO / "configs" / "demo.yaml", ["prepare.slabs=3", "prepare.slab_gap_mm=0",
+                                                        "prepare.size=[32,32]", "data.image_size=[32,32]"])
+    report = run_prepare("phantom", None, tmp_path / "data", cfg,
+                         PrepareOptions(workers=1, source_options=SourceOptions(phantom_n=1)))
+    assert report.ok
+    records = case_records(load_manifest(tmp_path / "data"))
+    assert {c: (r.slab.index if r.slab else None, r.geometry.shape[2]) for c, r in records.items()} == {
+        "case_000_slab1": (1, 14), "case_000_slab2": (2, 13), "case_000_slab3": (3, 13)}
+
+
+def test_two_d_slice_sources_cannot_be_cut() -> None:
+    from segkit.errors import ConfigError
+    from segkit.io.volumes import CaseKind
+    from segkit.prepare.sources import CaseSpec, Discovery, slab_cases
+
+    flat = CaseSpec("p1", Path("/x/p1_0.png"), None, CaseKind.SLICES2D)
+    with pytest.raises(ConfigError, match="case p1 is a set of 2D slices: prepare.slabs cuts volumes") as err:
+        slab_cases(Discovery([flat]), 3, 2, 10.0)
+    assert err.value.hint == "remove prepare.slabs for 2D slices"
