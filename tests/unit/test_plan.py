@@ -24,6 +24,7 @@ from segkit.plan.rules import (
     SLABS,
     PlanOptions,
     budget_plan,
+    cascade_comment,
     class_entries,
     levels_for,
     plan_geometry,
@@ -202,6 +203,14 @@ def test_geometry_crop_or_cascade() -> None:
     # three cases: the crop follows the median case's box (50 mm), not the largest (90 mm)
     three = [_case([200, 100, 50], [1, 1, 1], [20, b, 10]) for b in (30, 50, 90)]
     assert plan_geometry({"summary": summary, "cases": three}).size == (80, 80)
+    # the same box in a 120 x 120 mm slice: 7 % of it, but the 80 mm crop would cover 44 % (>= 40 %):
+    # no cascade, the box + 10 % a side
+    tight = plan_geometry({"summary": summary, "cases": [_case([120, 120, 50], [1, 1, 1], [20, 50, 10])]})
+    assert tight.coarse_size is None and tight.size == (60, 24) and round(tight.crop_share, 3) == 0.444
+    assert cascade_comment(tight) == (
+        "cascade: false -- the foreground box covers 7% of the field of view, but its crop with margins "
+        "would cover 44% of the slice (>= 40%): a coarse stage would cost about what the smaller crop saves")
+    assert cascade_comment(small).startswith("cascade: true -- the foreground box covers 5% of the field")
     aniso = {"spacing": {"median": [1.5, 1.5, 10.0]}}
     flat = [_case([64, 64, 10], [1.5, 1.5, 10], [30, 30, 50])]
     assert plan_geometry({"summary": aniso, "cases": flat}).axis == 2
