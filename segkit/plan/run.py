@@ -129,7 +129,8 @@ def run_plan(data: Path, out: Path, options: PlanOptions, layout: Layout | None 
     fp["plan"] = {"source": layout.source, "image_glob": layout.options.image_glob,
                   "label_glob": layout.options.label_glob, "problems": found.problems,
                   "gflops_per_image": round(gflops, 4), "foreground_share_of_slice": round(geo.fg_share, 4),
-                  "cascade": geo.coarse_size is not None, "slabs": _slabs(entries)}
+                  "cascade": geo.coarse_size is not None,
+                  "crop_share_of_slice": round(geo.crop_share, 4), "slabs": _slabs(entries)}
     Path(out).mkdir(parents=True, exist_ok=True)
     write_json(Path(out) / FINGERPRINT, fp)
     write_text(config_path, text)

@@ -111,7 +111,7 @@ def read_source_case(case_id: str, record: CaseRecord, label_cfg: Config) -> Sou
 
     Returns:
         The case, or None (with a warning) when it has no source files or they no longer have the recorded
-        shape.
+        shape (a ``prepare.slabs`` block: or are too short for its block).
 
     Raises:
         DataError: an unreadable source file or unexpected label values.

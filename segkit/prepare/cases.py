@@ -256,7 +256,8 @@ def verify_case(spec: CaseSpec, cfg: Config) -> list[str]:
         try:
             classes = map_labels(label.data, cfg, label.path)
             if not classes.any():
-                what = f"{spec.slab.describe()} of the label volume" if spec.slab else "label volume"
+                what = (f"{spec.slab.describe()} of the label volume (case {spec.case_id})" if spec.slab
+                        else "label volume")
                 problems.append(f"{label.name}: {what} is empty (no foreground voxel)")
         except Exception as e:  # noqa: BLE001
             note(e)

@@ -299,16 +299,16 @@ def _discover(job: _Job, raw: Path, report: PrepareReport) -> Discovery:
 def _short_volumes_out(found: Discovery) -> Discovery:
     """``found`` without the blocks of volumes too short for ``prepare.slabs``: one problem line per volume
     (from its header, before anything is written), not one failure per block."""
-    from segkit.io.volumes import read_header
+    from segkit.io.volumes import TooFewSlicesError, VolumeRef, read_header
 
-    short: dict[Path, str] = {}
+    short: dict[VolumeRef, str] = {}  # the whole volume of each case, its blocks' one line
     for c in found.cases:
         if c.slab is not None and c.slab.index == 1:
             try:
                 read_header(c.image_ref)
-            except DataError as e:
-                short[c.image] = e.one_line() if e.path is not None else f"{c.image.name}: {e.one_line()}"
-    kept = [c for c in found.cases if c.image not in short]
+            except TooFewSlicesError as e:  # other header problems: that block's case fails as without slabs
+                short[replace(c.image_ref, slab=None)] = e.one_line()
+    kept = [c for c in found.cases if replace(c.image_ref, slab=None) not in short]
     return Discovery(kept, list(found.problems) + list(short.values()))
 
 

@@ -49,6 +49,8 @@ def test_the_aorta_ct_volume_is_planned_as_blocks_and_prepares(shared_data: Path
     assert "(1 case);" in text and "One labelled volume: cut into 5 blocks of slices (prepare.slabs)" in text
     cfg = load_config(tmp_path / "plan" / "config.yaml")
     assert (cfg.prepare.slabs, cfg.prepare.slab_gap_mm) == (5, 10.0)
+    # its box is 21 % of the small field of view, but a cascade's crop would cover 62 % of the slice
+    assert not cfg.cascade.enabled and "would cover 62% of the slice (>= 40%)" in text
     assert (cfg.prepare.split.train, cfg.prepare.split.valid, cfg.prepare.split.test) == (3, 1, 1)
     command = text.split("# Prepare: ", 1)[1].splitlines()[0]
     res = runner.invoke(app, shlex.split(command)[1:])

@@ -209,7 +209,7 @@ def test_geometry_crop_or_cascade() -> None:
     assert tight.coarse_size is None and tight.size == (60, 24) and round(tight.crop_share, 3) == 0.444
     assert cascade_comment(tight) == (
         "cascade: false -- the foreground box covers 7% of the field of view, but its crop with margins "
-        "would cover 44% of the slice (>= 40%): a coarse stage would cost about what the smaller crop saves")
+        "would cover 44% of the slice (>= 40%): little background to crop away for a coarse stage's cost")
     assert cascade_comment(small).startswith("cascade: true -- the foreground box covers 5% of the field")
     aniso = {"spacing": {"median": [1.5, 1.5, 10.0]}}
     flat = [_case([64, 64, 10], [1.5, 1.5, 10], [30, 30, 50])]
