@@ -132,6 +132,11 @@ class Slab:
     count: int
     gap_mm: float
 
+    @staticmethod
+    def gap_slices(gap_mm: float, step: float) -> int:
+        """Whole slices of thickness ``step`` (mm) that leave at least ``gap_mm`` between two blocks."""
+        return math.ceil(gap_mm / step - 1e-6) if gap_mm > 0 else 0
+
     def bounds(self, shape: tuple[int, ...], affine: npt.NDArray[np.float64], path: Path | None = None
                ) -> tuple[int, int, int]:
         """``(array axis, start, stop)`` of the block in a volume of ``shape`` and ``affine``: the slices left
@@ -144,7 +149,7 @@ class Slab:
         raw = int(np.flatnonzero(nib.orientations.io_orientation(affine)[:, 0] == self.axis)[0])
         n = int(shape[raw])
         step = float(np.linalg.norm(affine[:3, raw])) or 1.0
-        gap = math.ceil(self.gap_mm / step - 1e-6) if self.gap_mm > 0 else 0
+        gap = self.gap_slices(self.gap_mm, step)
         usable = n - (self.count - 1) * gap
         if usable < self.count:
             raise TooFewSlicesError(

@@ -54,6 +54,7 @@ from typing import Any
 from segkit.config import Config, load_config
 from segkit.errors import DataError
 from segkit.hardware import resolve_policy
+from segkit.io.volumes import Slab
 
 ANISOTROPY = 3.0
 """Largest over smallest spacing above which volumes are sliced across their coarsest axis."""
@@ -304,7 +305,7 @@ def slab_count(fp: dict[str, Any], axis: int) -> int | None:
         return None
     case = fp["cases"][0]
     n, step = int(case["shape"][axis]), float(case["spacing"][axis])
-    gap = math.ceil(SLAB_GAP_MM / step - 1e-6)
+    gap = Slab.gap_slices(SLAB_GAP_MM, step)
     for count in range(SLABS, 2, -1):
         if n - (count - 1) * gap >= count * MIN_SLAB_SLICES:
             return count
