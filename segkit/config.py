@@ -508,13 +508,13 @@ class TrainConfig(_Strict):
     run_dir: Path = Field(Path("runs/default"), description="outputs of this run (relative to cwd)")
     precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = Field(
         "auto",
-        description="dtype policy; auto: mixed_float16 on a GPU, mixed_bfloat16 on a CPU with AMX when "
-        "XLA is off, float32 otherwise (segkit.hardware)",
+        description="dtype policy; auto: mixed_float16 on a GPU, mixed_bfloat16 on a CPU with native "
+        "bfloat16 (AMX or AVX512-BF16) when XLA is off, float32 otherwise (segkit.hardware)",
     )
     jit_compile: bool | Literal["auto"] = Field(
         False,
-        description="compile with XLA (training and prediction); auto: on, except on a CPU with AMX, where "
-        "TensorFlow's own kernels are faster (segkit.hardware)",
+        description="compile with XLA (training and prediction); auto: on, except on a CPU with native "
+        "bfloat16 (AMX or AVX512-BF16), where TensorFlow's own kernels are faster (segkit.hardware)",
     )
     tensorboard: bool = Field(
         False,

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# precision / XLA `auto` choose as on a CPU without AMX, so the suite trains alike (float32) on every CPU, and
-# CLI subprocesses inherit it; tests/unit/test_hardware.py covers the AMX choices.
-os.environ.setdefault("SEGKIT_AMX", "0")
+# precision / XLA `auto` choose as on a CPU without native bfloat16, so the suite trains alike (float32) on
+# every CPU, and CLI subprocesses inherit it; tests/unit/test_hardware.py covers the bfloat16 choices.
+os.environ.setdefault("SEGKIT_BF16", "0")
 # pytest-xdist's worker processes inherit COLUMNS=80 / LINES=24, which rich reads once, when segkit's module
 # consoles are made; without them the width follows each CliRunner call's env, as in a plain pytest run.
 if os.environ.get("PYTEST_XDIST_WORKER"):

@@ -85,10 +85,12 @@ CPU_GFLOPS = 43.0
 (4.01 forward GFLOP per 192^2 whole slice, ``model_summary``) trained an epoch of 1,187 slices in ~5.5 minutes
 on one core (issue 19): 1187 x 3 x 4.01 / 330 s = 43.3; the cascade preset's fine net (0.85 GFLOP per 96^2
 crop) 17.5 images/s in ``train_on_batch`` on one Xeon core: 44.6."""
-AMX_BF16_SPEEDUP = 1.7
-"""How much faster training runs where the preset's ``auto`` resolves to bfloat16 without XLA (a CPU with AMX,
-``segkit.hardware``), measured: the ACDC cascade's fine epoch took 81-83 s against 141-142 s in float32 + XLA,
-side by side on one Xeon (README, "bfloat16 on a CPU with AMX"); the 128^2 net's step 2.2x."""
+BF16_SPEEDUP = 1.7
+"""How much faster training runs where the preset's ``auto`` resolves to bfloat16 without XLA (a CPU with
+native bfloat16, ``segkit.hardware``), measured: on a Xeon with AMX the ACDC cascade's fine epoch took 81-83 s
+against 141-142 s in float32 + XLA, side by side (README, "bfloat16 on a CPU with AMX"), the 128^2 net's step
+2.2x; on an AMD EPYC Zen 4 (AVX512-BF16) the fine net's step 1.7x, the 128^2 net's 1.3x
+(``segkit.hardware``)."""
 TRAIN_FLOP_FACTOR = 3.0
 """Training FLOP per image / forward FLOP (forward, then the backward pass ~ twice the forward)."""
 BATCH = 4
@@ -209,9 +211,9 @@ def budget_plan(gflops: float, slices: float, options: PlanOptions, share: float
                 bf16: bool = False) -> list[Entry]:
     """``train.batch_size``, ``train.epochs`` and ``train.time_limit`` for the budget (module docstring);
     ``share``: the part of it the planned model trains in (a cascade's fine stage: ``1 - COARSE_SHARE``);
-    ``bf16``: the config trains in bfloat16 on AMX (``AMX_BF16_SPEEDUP`` times the throughput)."""
+    ``bf16``: the config trains in bfloat16 on this CPU (``BF16_SPEEDUP`` times the throughput)."""
     seconds = options.budget_minutes * 60 * share
-    speed = CPU_GFLOPS * (AMX_BF16_SPEEDUP if bf16 else 1.0)
+    speed = CPU_GFLOPS * (BF16_SPEEDUP if bf16 else 1.0)
     images = seconds * speed * options.cores / (TRAIN_FLOP_FACTOR * gflops)
     batch, why = BATCH, "the presets' measured choice: more optimizer steps per CPU-minute than 16 (README)"
     if images / BATCH < MIN_STEPS:
@@ -220,10 +222,9 @@ def budget_plan(gflops: float, slices: float, options: PlanOptions, share: float
         batch, why = 8, f"batch 4 would take {images / BATCH:.0f} steps (> {MAX_STEPS}): the budget affords 8"
     epochs = max(1, int(images // slices))
     part = f" x {share:g} (the fine stage)" if share != 1 else ""
-    amx = (f" x {AMX_BF16_SPEEDUP:g} (bfloat16 on this CPU's AMX, segkit.plan.rules.AMX_BF16_SPEEDUP)"
-           if bf16 else "")
+    half = f" x {BF16_SPEEDUP:g} (bfloat16 on this CPU, segkit.plan.rules.BF16_SPEEDUP)" if bf16 else ""
     how = (f"{options.budget_minutes:g} min{part} x {options.cores} core(s) x {CPU_GFLOPS:g} GFLOP/s a core "
-           f"(measured, segkit.plan.rules.CPU_GFLOPS){amx} / ({TRAIN_FLOP_FACTOR:g} x {gflops:.2f} GFLOP an "
+           f"(measured, segkit.plan.rules.CPU_GFLOPS){half} / ({TRAIN_FLOP_FACTOR:g} x {gflops:.2f} GFLOP an "
            "image) "
            f"= {images:.0f} images; / {slices:.0f} training slices an epoch")
     return [
@@ -435,7 +436,7 @@ def plan_entries(fp: dict[str, Any], geo: Geometry, gflops: float, options: Plan
 
 def _trains_bf16_here(preset: Config) -> bool:
     """Whether the planned config (the preset's precision and XLA keys) trains in bfloat16 on this machine's
-    CPU (``auto`` on a CPU with AMX)."""
+    CPU (``auto`` on a CPU with native bfloat16)."""
     return resolve_policy(preset.train.precision, preset.train.jit_compile, gpus=0)[0] == "mixed_bfloat16"
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from segkit.errors import ConfigError, ModelError
-from segkit.hardware import cpu_has_amx, resolve_jit_compile, visible_gpus
+from segkit.hardware import cpu_has_bf16, resolve_jit_compile, visible_gpus
 from segkit.io.run_folder import model_paths
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ def load_model(path: Path, cfg: Config, precision: str | None = None) -> keras.M
         precision: "float32", "mixed_bfloat16" or "mixed_float16" to run in that dtype policy (the weights are
             copied into a model rebuilt from ``cfg``); None or "auto" keeps the policy saved with the model,
             except that a mixed-precision model runs in float32 where its half type is emulated and slower: a
-            ``mixed_float16`` model on any CPU, a ``mixed_bfloat16`` one on a CPU without AMX
+            ``mixed_float16`` model on any CPU, a ``mixed_bfloat16`` one on a CPU without native bfloat16
             (``segkit.hardware``).
 
     Returns:
@@ -104,10 +104,10 @@ def load_model(path: Path, cfg: Config, precision: str | None = None) -> keras.M
 
 def _native(policy: str) -> bool:
     """Whether this machine runs the mixed ``policy`` natively: float16 on a GPU, bfloat16 on a GPU or a CPU
-    with AMX."""
+    with native bfloat16 (``segkit.hardware.cpu_has_bf16``)."""
     if visible_gpus() > 0:
         return True
-    return policy == "mixed_bfloat16" and cpu_has_amx()
+    return policy == "mixed_bfloat16" and cpu_has_bf16()
 
 
 def _jit(cfg: Config) -> bool:

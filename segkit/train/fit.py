@@ -14,8 +14,9 @@
    instead of ``fit``, and only the chief worker writes the run folder.
 
 Precision and XLA ``auto`` (``segkit.hardware``): ``mixed_float16`` and XLA on a GPU; ``mixed_bfloat16``
-without XLA on a CPU with AMX, where oneDNN runs bfloat16 on the AMX tiles; float32 and XLA on other CPUs,
-where bfloat16 is emulated and slower (``scripts/bench_train.py``; README "Benchmarks").
+without XLA on a CPU with native bfloat16 (AMX or AVX512-BF16), where oneDNN runs bfloat16 in hardware;
+float32 and XLA on other CPUs, where bfloat16 is emulated and slower (``scripts/bench_train.py``; README
+"Benchmarks").
 
 Example:
     >>> result = train_model(load_config(Path("configs/demo.yaml")))
@@ -1099,7 +1100,8 @@ def _run_folder(cfg: Config, dev: _Device | None, *, resume: bool, overwrite: bo
 
 def _warn_precision_change(run_dir: Path, precision: str) -> None:
     """A resumed run whose ``auto`` precision resolves otherwise on this machine (e.g. bfloat16 on a CPU with
-    AMX, float32 elsewhere) goes on in the new one; say so before ``versions.json`` is rewritten."""
+    native bfloat16, float32 elsewhere) goes on in the new one; say so before ``versions.json`` is
+    rewritten."""
     import json
 
     try:

@@ -24,7 +24,7 @@ def test_bench_models_measures_a_model_and_writes_json(tmp_path: Path, capsys) -
     rows = json.loads(out.read_text())
     assert [r["model"] for r in rows] == ["sharpunet"]
     r = rows[0]
-    assert r["jit_compile"] is False and r["precision"] == "float32"  # the suite runs as without AMX
+    assert r["jit_compile"] is False and r["precision"] == "float32"  # as without native bf16
     assert r["size"] == 32 and r["batch"] == 4 and r["params"] > 0 and r["gflops_per_image"] > 0
     assert r["train_images_per_s"] > 0 and r["infer_images_per_s"] > r["train_images_per_s"]
     assert "| `sharpunet` |" in capsys.readouterr().out

@@ -9,41 +9,48 @@ import pytest
 
 from segkit import hardware
 from segkit.errors import ConfigError
-from segkit.hardware import cpu_has_amx, resolve_jit_compile, resolve_precision
+from segkit.hardware import cpu_has_bf16, resolve_jit_compile, resolve_precision
 
 SAPPHIRE_RAPIDS = """processor\t: 0
 model name\t: Intel(R) Xeon(R) Processor
 flags\t\t: fpu vme avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8
+"""
+ZEN4 = """processor\t: 0
+model name\t: AMD EPYC
+flags\t\t: fpu vme avx2 avx512f avx512_bf16 avx512_vnni
 """
 EPYC = """processor\t: 0
 model name\t: AMD EPYC 7551 32-Core Processor
 flags\t\t: fpu vme avx2 fma
 """
 # the flag's name inside another word must not count
-LOOKALIKE = "model name\t: Other\nflags\t\t: fpu xamx_bf16 amx_bf16x\n"
+LOOKALIKE = "model name\t: Other\nflags\t\t: fpu xamx_bf16 amx_bf16x avx512_bf16x\n"
 
 
 @pytest.fixture
 def cpuinfo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A fake /proc/cpuinfo, read afresh (no SEGKIT_AMX, the cache cleared before and after)."""
+    """A fake /proc/cpuinfo, read afresh (neither SEGKIT_BF16 nor SEGKIT_AMX, the cache cleared before and
+    after)."""
     path = tmp_path / "cpuinfo"
     monkeypatch.setattr(hardware, "CPUINFO", path)
+    monkeypatch.delenv(hardware.BF16_ENV, raising=False)
     monkeypatch.delenv(hardware.AMX_ENV, raising=False)
-    hardware._amx_flag.cache_clear()
+    hardware._bf16_flag.cache_clear()
     yield path
-    hardware._amx_flag.cache_clear()
+    hardware._bf16_flag.cache_clear()
 
 
-@pytest.mark.parametrize(("text", "amx"),
-                         [(SAPPHIRE_RAPIDS, True), (EPYC, False), (LOOKALIKE, False), ("", False)])
-def test_amx_is_read_from_the_flags(cpuinfo: Path, text: str, amx: bool) -> None:
+@pytest.mark.parametrize(("text", "bf16"), [(SAPPHIRE_RAPIDS, True), (ZEN4, True), (EPYC, False),
+                                            (LOOKALIKE, False), ("", False)])
+def test_native_bfloat16_is_read_from_the_flags(cpuinfo: Path, text: str, bf16: bool) -> None:
+    """AMX tiles (Xeon) or AVX512-BF16 (Zen 4) count; AVX2 + FMA (Zen 1) and look-alike words do not."""
     cpuinfo.write_text(text)
-    assert cpu_has_amx() is amx
+    assert cpu_has_bf16() is bf16
 
 
-def test_no_cpuinfo_means_no_amx(cpuinfo: Path) -> None:
+def test_no_cpuinfo_means_no_native_bfloat16(cpuinfo: Path) -> None:
     assert not cpuinfo.exists()
-    assert cpu_has_amx() is False
+    assert cpu_has_bf16() is False
     assert hardware.cpu_name().endswith("cores)")
 
 
@@ -52,74 +59,87 @@ def test_cpu_name_reads_the_model_name(cpuinfo: Path) -> None:
     assert hardware.cpu_name().startswith("AMD EPYC 7551 32-Core Processor (")
 
 
-@pytest.mark.parametrize(("forced", "text", "amx"), [("0", SAPPHIRE_RAPIDS, False), ("1", EPYC, True),
-                                                     ("", SAPPHIRE_RAPIDS, True), (" 1 ", EPYC, True)])
-def test_segkit_amx_overrides_the_flags(
-    cpuinfo: Path, monkeypatch: pytest.MonkeyPatch, forced: str, text: str, amx: bool
+@pytest.mark.parametrize("env", ["SEGKIT_BF16", "SEGKIT_AMX"])
+@pytest.mark.parametrize(("forced", "text", "bf16"), [("0", SAPPHIRE_RAPIDS, False), ("0", ZEN4, False),
+                                                      ("1", EPYC, True), ("", SAPPHIRE_RAPIDS, True),
+                                                      (" 1 ", EPYC, True)])
+def test_the_environment_overrides_the_flags(
+    cpuinfo: Path, monkeypatch: pytest.MonkeyPatch, env: str, forced: str, text: str, bf16: bool
 ) -> None:
+    """SEGKIT_BF16, or its older name SEGKIT_AMX (which earlier README commands use)."""
     cpuinfo.write_text(text)
-    monkeypatch.setenv(hardware.AMX_ENV, forced)
-    assert cpu_has_amx() is amx
+    monkeypatch.setenv(env, forced)
+    assert cpu_has_bf16() is bf16
 
 
+def test_segkit_bf16_wins_over_the_older_name(cpuinfo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cpuinfo.write_text(EPYC)
+    monkeypatch.setenv(hardware.AMX_ENV, "1")
+    monkeypatch.setenv(hardware.BF16_ENV, "0")
+    assert cpu_has_bf16() is False
+    monkeypatch.setenv(hardware.BF16_ENV, "")  # empty: unset, the older name decides
+    assert cpu_has_bf16() is True
+
+
+@pytest.mark.parametrize("env", ["SEGKIT_BF16", "SEGKIT_AMX"])
 @pytest.mark.parametrize("bad", ["yes", "true", "2", "off"])
-def test_a_bad_segkit_amx_is_refused_in_one_line(
-    cpuinfo: Path, monkeypatch: pytest.MonkeyPatch, bad: str
+def test_a_bad_override_is_refused_in_one_line(
+    cpuinfo: Path, monkeypatch: pytest.MonkeyPatch, env: str, bad: str
 ) -> None:
     cpuinfo.write_text(SAPPHIRE_RAPIDS)
-    monkeypatch.setenv(hardware.AMX_ENV, bad)
-    with pytest.raises(ConfigError, match=rf"SEGKIT_AMX must be 0 or 1 \(got '{bad}'\)") as e:
-        cpu_has_amx()
-    assert "unset SEGKIT_AMX" in (e.value.hint or "")
+    monkeypatch.setenv(env, bad)
+    with pytest.raises(ConfigError, match=rf"{env} must be 0 or 1 \(got '{bad}'\)") as e:
+        cpu_has_bf16()
+    assert f"unset {env}" in (e.value.hint or "")
 
 
-def test_segkit_amx_is_read_at_each_call(cpuinfo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_override_is_read_at_each_call(cpuinfo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cpuinfo.write_text(EPYC)
-    assert cpu_has_amx() is False
-    monkeypatch.setenv(hardware.AMX_ENV, "1")
-    assert cpu_has_amx() is True
-    monkeypatch.setenv(hardware.AMX_ENV, "0")
-    assert cpu_has_amx() is False
+    assert cpu_has_bf16() is False
+    monkeypatch.setenv(hardware.BF16_ENV, "1")
+    assert cpu_has_bf16() is True
+    monkeypatch.setenv(hardware.BF16_ENV, "0")
+    assert cpu_has_bf16() is False
 
 
 @pytest.mark.parametrize(
-    ("gpus", "amx", "precision", "xla"),
+    ("gpus", "bf16", "precision", "xla"),
     [(0, False, "float32", True), (0, True, "mixed_bfloat16", False), (1, False, "mixed_float16", True),
      (2, True, "mixed_float16", True)],
 )
-def test_auto_choices(gpus: int, amx: bool, precision: str, xla: bool) -> None:
-    assert resolve_jit_compile("auto", gpus, amx=amx) is xla
-    assert resolve_precision("auto", gpus, xla=xla, amx=amx) == precision
-    assert hardware.resolve_policy("auto", "auto", gpus, amx=amx) == (precision, xla)
+def test_auto_choices(gpus: int, bf16: bool, precision: str, xla: bool) -> None:
+    assert resolve_jit_compile("auto", gpus, bf16=bf16) is xla
+    assert resolve_precision("auto", gpus, xla=xla, bf16=bf16) == precision
+    assert hardware.resolve_policy("auto", "auto", gpus, bf16=bf16) == (precision, xla)
 
 
-@pytest.mark.parametrize("amx", [False, True])
-def test_auto_precision_stays_float32_under_asked_for_xla_on_a_cpu(amx: bool) -> None:
-    """XLA does not use the AMX kernels: bfloat16 would change the numbers of a `jit_compile: true` config
-    without making it faster."""
-    assert resolve_precision("auto", 0, xla=True, amx=amx) == "float32"
-    assert resolve_precision("auto", 1, xla=True, amx=amx) == "mixed_float16"
+@pytest.mark.parametrize("bf16", [False, True])
+def test_auto_precision_stays_float32_under_asked_for_xla_on_a_cpu(bf16: bool) -> None:
+    """XLA does not use oneDNN's bfloat16 kernels: bfloat16 would change the numbers of a `jit_compile: true`
+    config without making it faster."""
+    assert resolve_precision("auto", 0, xla=True, bf16=bf16) == "float32"
+    assert resolve_precision("auto", 1, xla=True, bf16=bf16) == "mixed_float16"
 
 
-@pytest.mark.parametrize("amx", [False, True])
-def test_explicit_values_are_kept(amx: bool) -> None:
+@pytest.mark.parametrize("bf16", [False, True])
+def test_explicit_values_are_kept(bf16: bool) -> None:
     for p in ("float32", "mixed_bfloat16", "mixed_float16"):
-        assert resolve_precision(p, 0, amx=amx) == p
-        assert resolve_precision(p, 1, amx=amx) == p
-    assert resolve_jit_compile(True, 0, amx=amx) is True
-    assert resolve_jit_compile(False, 1, amx=amx) is False
+        assert resolve_precision(p, 0, bf16=bf16) == p
+        assert resolve_precision(p, 1, bf16=bf16) == p
+    assert resolve_jit_compile(True, 0, bf16=bf16) is True
+    assert resolve_jit_compile(False, 1, bf16=bf16) is False
 
 
-@pytest.mark.parametrize(("policy", "amx", "runs_in"), [
+@pytest.mark.parametrize(("policy", "bf16", "runs_in"), [
     ("mixed_bfloat16", False, "float32"), ("mixed_bfloat16", True, "mixed_bfloat16"),
     ("mixed_float16", True, "float32"),  # a GPU-trained model on a CPU
     ("float32", True, "float32"),
 ])
 def test_a_mixed_model_runs_in_float32_where_its_half_type_is_emulated(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str, amx: bool, runs_in: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str, bf16: bool, runs_in: str
 ) -> None:
-    """`auto` at prediction keeps a model's own policy, except bfloat16 on a CPU without AMX (or GPU); an
-    asked-for policy always wins. XLA follows train.jit_compile auto the same way."""
+    """`auto` at prediction keeps a model's own policy, except bfloat16 on a CPU without native bfloat16 (or
+    GPU); an asked-for policy always wins. XLA follows train.jit_compile auto the same way."""
     import keras
     import numpy as np
 
@@ -141,7 +161,7 @@ def test_a_mixed_model_runs_in_float32_where_its_half_type_is_emulated(
         keras.config.set_dtype_policy(old)
     path = tmp_path / "model.keras"
     model.save(path)
-    monkeypatch.setenv(hardware.AMX_ENV, "1" if amx else "0")
+    monkeypatch.setenv(hardware.BF16_ENV, "1" if bf16 else "0")
     monkeypatch.setattr(predict_models, "visible_gpus", lambda: 0)
     x = np.random.default_rng(0).random((1, 32, 32, 1), dtype=np.float32)
     for precision in (None, "auto"):
@@ -152,7 +172,7 @@ def test_a_mixed_model_runs_in_float32_where_its_half_type_is_emulated(
         assert predict_models.load_model(path, cfg, asked).get_layer("head_conv").dtype_policy.name == asked
     auto = cfg.model_copy(update={"train": cfg.train.model_copy(update={"jit_compile": "auto"})})
     compiled = predict_models.load_model(path, auto)
-    assert compiled.compiled is (not amx)  # compiled only to switch XLA on
+    assert compiled.compiled is (not bf16)  # compiled only to switch XLA on
     if compiled.compiled:
         assert compiled.jit_compile is True
 
@@ -183,16 +203,16 @@ def test_a_bad_jit_compile_is_refused_naming_the_key_and_the_choices(bad: object
     assert ".bool" not in msg  # not pydantic's name of a union branch
 
 
-@pytest.mark.parametrize(("amx", "jit", "precision", "xla"), [
+@pytest.mark.parametrize(("bf16", "jit", "precision", "xla"), [
     ("1", "auto", "mixed_bfloat16", False), ("0", "auto", "float32", True),
     ("1", True, "float32", True),  # XLA asked for: bfloat16 would be no faster there
     ("1", False, "mixed_bfloat16", False),
 ])
-def test_training_resolves_auto_for_this_machine(monkeypatch: pytest.MonkeyPatch, amx: str, jit: object,
+def test_training_resolves_auto_for_this_machine(monkeypatch: pytest.MonkeyPatch, bf16: str, jit: object,
                                                  precision: str, xla: bool) -> None:
     from segkit.train import fit
 
-    monkeypatch.setenv(hardware.AMX_ENV, amx)
+    monkeypatch.setenv(hardware.BF16_ENV, bf16)
     dev = fit._device(_tiny(jit_compile=jit))
     assert (dev.precision, dev.jit_compile) == (precision, xla)
 
@@ -230,7 +250,7 @@ def test_a_bfloat16_model_becomes_float32_from_its_own_architecture(
     finally:
         keras.config.set_dtype_policy(old)
     model.save(tmp_path / "model.keras")
-    monkeypatch.setenv(hardware.AMX_ENV, "0")
+    monkeypatch.setenv(hardware.BF16_ENV, "0")
     monkeypatch.setattr(predict_models, "visible_gpus", lambda: 0)
     other = _tiny().model_copy(update={"model": _tiny().model.model_copy(update={"base_filters": 8})})
     loaded = predict_models.load_model(tmp_path / "model.keras", other)

@@ -247,9 +247,9 @@ def test_budget_sizes_epochs_and_batch() -> None:
     assert {k: v for k, v, _ in budget_plan(1.0, 100, PlanOptions("x", 0.1, 1))}["train.batch_size"] == 2
     many = {k: v for k, v, _ in budget_plan(0.01, 100, PlanOptions("x", 10, 1))}
     assert many["train.batch_size"] == 8 and many["train.epochs"] == 8600
-    # bfloat16 on AMX: 1.7 x the images (8,600 x 1.7 = 14,620 -> 146 epochs), said in the reason
-    amx = budget_plan(1.0, 100, PlanOptions("x", 10, 1), bf16=True)
-    assert amx[0][1] == 146 and "x 1.7 (bfloat16 on this CPU's AMX" in amx[0][2]
+    # native bfloat16: 1.7 x the images (8,600 x 1.7 = 14,620 -> 146 epochs), said in the reason
+    half = budget_plan(1.0, 100, PlanOptions("x", 10, 1), bf16=True)
+    assert half[0][1] == 146 and "x 1.7 (bfloat16 on this CPU, segkit.plan.rules.BF16_SPEEDUP)" in half[0][2]
 
 
 def test_the_plan_counts_on_bfloat16_only_where_auto_chooses_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -257,9 +257,9 @@ def test_the_plan_counts_on_bfloat16_only_where_auto_chooses_it(monkeypatch: pyt
 
     preset = load_config(REPO / "configs" / "left-atrial.yaml")  # jit_compile: auto, precision: auto
     seed = load_config(REPO / "configs" / "seed" / "left-atrial.yaml")  # jit_compile: true
-    monkeypatch.setenv("SEGKIT_AMX", "1")
+    monkeypatch.setenv("SEGKIT_BF16", "1")
     assert _trains_bf16_here(preset) and not _trains_bf16_here(seed)
-    monkeypatch.setenv("SEGKIT_AMX", "0")
+    monkeypatch.setenv("SEGKIT_BF16", "0")
     assert not _trains_bf16_here(preset)
 
 
