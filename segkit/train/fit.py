@@ -397,6 +397,35 @@ def _steps(ds: tf.data.Dataset, configured: int | None, n: int, batch: int) -> t
     return (ds if infinite else ds.repeat()), steps
 
 
+def _validation_steps(
+    ds: tf.data.Dataset, configured: int | None, n: int, batch: int
+) -> tuple[tf.data.Dataset, int]:
+    """The validation dataset for ``fit`` and its step count: one finite pass over the split, not autotuned.
+
+    Keras drops the previous epoch's validation iterator at every validation. With tf.data's autotuning on,
+    dropping an iterator that had lived through an epoch left the process idle for 25-33 s (TensorFlow 2.21;
+    py-spy: ``RootDataset::Iterator``'s destructor waiting for its threads, under ``EpochIterator.reset``):
+    on ACDC's fine stage in bfloat16 a third of every 82 s epoch, which took 40-46 s with autotuning off here
+    (README, "The idle wait at validation"). So this pipeline runs without it (its parallel map and prefetch
+    keep tf.data's fixed defaults; decoding is a small part of validation). It is also one finite
+    pass, so no decode is in flight when the iterator is dropped, and its length is hidden (``filter``):
+    for a dataset of known length Keras builds the next epoch's iterator as soon as one ends. A configured
+    ``train.validation_steps`` longer than one pass keeps the repeated stream (``_steps``).
+
+    Returns:
+        ``(dataset, steps)``.
+    """
+    import tensorflow as tf
+
+    one_pass = max(1, math.ceil(n / batch))
+    if configured is not None and configured > one_pass:
+        return _steps(ds, configured, n, batch)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    ds = ds.filter(lambda *_: tf.constant(True)).with_options(options)
+    return ds, configured if configured is not None else one_pass
+
+
 def preview_batch(cfg: Config, n: int) -> tuple[np.ndarray, np.ndarray]:
     """``n`` fixed, unaugmented validation samples for the epoch-change grids.
 
@@ -754,7 +783,8 @@ def _datasets(call: _Call, initial_epoch: int) -> _Data:
     train_ds = make_dataset(cfg, "train", training=True, seed_offset=initial_epoch, endless=True)
     valid_ds = make_dataset(cfg, "valid", training=False)
     train_ds, steps = _steps(train_ds, cfg.train.steps_per_epoch, call.n_train, cfg.train.batch_size)
-    valid_ds, val_steps = _steps(valid_ds, cfg.train.validation_steps, call.n_valid, cfg.train.batch_size)
+    valid_ds, val_steps = _validation_steps(valid_ds, cfg.train.validation_steps, call.n_valid,
+                                            cfg.train.batch_size)
     return _Data(train_ds, valid_ds, steps, val_steps)
 
 
