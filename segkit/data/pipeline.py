@@ -335,6 +335,18 @@ class Shard:
     batch_size: int
 
 
+def without_autotune(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """``ds`` with tf.data's autotuning off, for a pipeline whose iterator is dropped and built again every
+    epoch (validation). Dropping an autotuned iterator that had lived through an epoch left the process idle
+    for up to ~30 s in ``RootDataset::Iterator``'s destructor (TensorFlow 2.21; README "The idle wait at
+    validation"); the parallel map and prefetch then keep tf.data's fixed defaults."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
+
+
 def _sample_order(
     n: int, shuffle: int | None, seed_offset: int, shard: Shard | None, endless: bool,
     per_epoch: Callable[[tf.data.Dataset], tf.data.Dataset],

@@ -129,7 +129,7 @@ def _datasets(plan: LoopPlan) -> tuple[Any, Any]:
     Validation: every worker reads the whole split, from its start each epoch (``_val_steps``): the
     all-reduced metrics are sums (Dice from TP/FP/FN, the loss as total / count), which every worker adding
     the same samples leaves unchanged, so uneven shards cannot make one worker wrap into the next pass."""
-    from segkit.data.pipeline import Shard, make_dataset
+    from segkit.data.pipeline import Shard, make_dataset, without_autotune
 
     cfg, strategy = plan.cfg, plan.dist.strategy
 
@@ -140,7 +140,8 @@ def _datasets(plan: LoopPlan) -> tuple[Any, Any]:
 
     def valid_fn(ctx: Any) -> Any:
         whole = Shard(0, 1, ctx.get_per_replica_batch_size(cfg.train.batch_size))
-        return make_dataset(cfg, "valid", False, shard=whole).repeat()
+        # a new iterator every epoch (_epoch): autotuned, dropping the last one stalled (without_autotune)
+        return without_autotune(make_dataset(cfg, "valid", False, shard=whole).repeat())
 
     return (strategy.distribute_datasets_from_function(train_fn),
             strategy.distribute_datasets_from_function(valid_fn))

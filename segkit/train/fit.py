@@ -405,25 +405,26 @@ def _validation_steps(
     Keras drops the previous epoch's validation iterator at every validation. With tf.data's autotuning on,
     dropping an iterator that had lived through an epoch left the process idle for 25-33 s (TensorFlow 2.21;
     py-spy: ``RootDataset::Iterator``'s destructor waiting for its threads, under ``EpochIterator.reset``):
-    on ACDC's fine stage in bfloat16 a third of every 82 s epoch, which took 40-46 s with autotuning off here
-    (README, "The idle wait at validation"). So this pipeline runs without it (its parallel map and prefetch
-    keep tf.data's fixed defaults; decoding is a small part of validation). It is also one finite
-    pass, so no decode is in flight when the iterator is dropped, and its length is hidden (``filter``):
-    for a dataset of known length Keras builds the next epoch's iterator as soon as one ends. A configured
-    ``train.validation_steps`` longer than one pass keeps the repeated stream (``_steps``).
+    on ACDC's fine stage in bfloat16 a third of every 82 s epoch, which took 40-46 s with autotuning off
+    (README, "The idle wait at validation"). So this pipeline runs without it (``without_autotune``). It is
+    one finite pass, not repeated, so that when Keras stops reading no decode of the next pass is under way;
+    ``filter`` hides the length of a dataset built with a known one (for those, Keras builds the next
+    epoch's iterator as soon as one ends; ``make_dataset``'s is unknown already). A configured
+    ``train.validation_steps`` longer than one pass repeats the split (``_steps``), also without autotuning.
 
     Returns:
         ``(dataset, steps)``.
     """
     import tensorflow as tf
 
+    from segkit.data.pipeline import without_autotune
+
     one_pass = max(1, math.ceil(n / batch))
     if configured is not None and configured > one_pass:
-        return _steps(ds, configured, n, batch)
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    ds = ds.filter(lambda *_: tf.constant(True)).with_options(options)
-    return ds, configured if configured is not None else one_pass
+        repeated, steps = _steps(ds, configured, n, batch)
+        return without_autotune(repeated), steps
+    finite = ds.filter(lambda *_: tf.constant(True))
+    return without_autotune(finite), configured if configured is not None else one_pass
 
 
 def preview_batch(cfg: Config, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -775,7 +776,8 @@ def _past(call: _Call, compiled: _Compiled, dev: _Device) -> _Past:
 
 
 def _datasets(call: _Call, initial_epoch: int) -> _Data:
-    """The train (augmented, shuffled) and valid datasets, repeated, with their step counts (``_steps``)."""
+    """The train dataset (augmented, shuffled, endless) and the valid one (one pass per epoch,
+    ``_validation_steps``), with their step counts."""
     from segkit.data.pipeline import make_dataset
 
     cfg = call.cfg

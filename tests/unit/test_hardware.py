@@ -81,6 +81,16 @@ def test_segkit_bf16_wins_over_the_older_name(cpuinfo: Path, monkeypatch: pytest
     assert cpu_has_bf16() is True
 
 
+def test_a_bad_segkit_bf16_is_refused_even_beside_a_good_older_name(
+    cpuinfo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cpuinfo.write_text(EPYC)
+    monkeypatch.setenv(hardware.AMX_ENV, "1")
+    monkeypatch.setenv(hardware.BF16_ENV, "on")
+    with pytest.raises(ConfigError, match=r"SEGKIT_BF16 must be 0 or 1 \(got 'on'\)"):
+        cpu_has_bf16()
+
+
 @pytest.mark.parametrize("env", ["SEGKIT_BF16", "SEGKIT_AMX"])
 @pytest.mark.parametrize("bad", ["yes", "true", "2", "off"])
 def test_a_bad_override_is_refused_in_one_line(

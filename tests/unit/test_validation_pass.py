@@ -18,7 +18,7 @@ def _batches(n: int, batch: int) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensor_slices((x, x)).batch(batch)
 
 
-@pytest.mark.parametrize(("n", "batch", "steps"), [(10, 4, 3), (8, 4, 2), (1, 4, 1)])
+@pytest.mark.parametrize(("n", "batch", "steps"), [(10, 4, 3), (8, 4, 2), (1, 4, 1), (3, 4, 1)])
 def test_one_finite_pass_of_hidden_length(n: int, batch: int, steps: int) -> None:
     """Hidden length: Keras builds no next-epoch iterator ahead (it does for a dataset of known length)."""
     ds, got = _validation_steps(_batches(n, batch), None, n, batch)
@@ -29,14 +29,17 @@ def test_one_finite_pass_of_hidden_length(n: int, batch: int, steps: int) -> Non
     np.testing.assert_array_equal(seen, np.arange(n))  # every sample once, in order, then the end
 
 
-def test_configured_steps_within_one_pass_stay_finite() -> None:
-    ds, got = _validation_steps(_batches(10, 4), 2, 10, 4)
-    assert got == 2 and int(ds.cardinality()) == UNKNOWN
+@pytest.mark.parametrize("configured", [2, 3])  # within one pass, exactly one pass
+def test_configured_steps_within_one_pass_stay_finite(configured: int) -> None:
+    ds, got = _validation_steps(_batches(10, 4), configured, 10, 4)
+    assert got == configured and int(ds.cardinality()) == UNKNOWN
+    assert ds.options().autotune.enabled is False
 
 
-def test_configured_steps_beyond_one_pass_repeat_the_split() -> None:
+def test_configured_steps_beyond_one_pass_repeat_the_split_untuned() -> None:
     ds, got = _validation_steps(_batches(10, 4), 5, 10, 4)
     assert got == 5 and int(ds.cardinality()) == INFINITE
+    assert ds.options().autotune.enabled is False
     assert [len(x) for x, _ in ds.take(5)] == [4, 4, 2, 4, 4]
 
 
