@@ -28,12 +28,14 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from segkit.hardware import BF16_ENV, bf16_overridden
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # float32 training and a float32 Keras reference, as the README's figures were measured: on a CPU with native
 # bfloat16 (AMX, AVX512-BF16) the presets' `auto` would train and predict in bfloat16 (segkit.hardware);
 # SEGKIT_BF16=1 measures that instead
-if not any(os.environ.get(name, "").strip() for name in ("SEGKIT_BF16", "SEGKIT_AMX")):  # unless asked for
-    os.environ["SEGKIT_BF16"] = "0"
+if not bf16_overridden():  # unless the user asked for a precision
+    os.environ[BF16_ENV] = "0"
 REPO = Path(__file__).resolve().parents[1]
 LA = (REPO / ".." / "shared" / "data" / "volumes" / "la2018_lge_mri").resolve()
 SEGKIT = [sys.executable, "-m", "segkit.cli.app"]

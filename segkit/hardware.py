@@ -64,6 +64,15 @@ AMX_ENV = "SEGKIT_AMX"
 ``SEGKIT_BF16`` is unset."""
 
 
+_OVERRIDES = (BF16_ENV, AMX_ENV)  # the first one set decides
+
+
+def bf16_overridden() -> bool:
+    """Whether ``SEGKIT_BF16`` or ``SEGKIT_AMX`` is set (not blank): the user's choice, which a script that
+    pins float32 by default (the test suite, ``scripts/bench_deploy.py``) leaves alone."""
+    return any(os.environ.get(name, "").strip() for name in _OVERRIDES)
+
+
 def cpu_has_bf16() -> bool:
     """Whether the CPU computes in bfloat16 natively (one of ``BF16_FLAGS`` among the flags of
     ``/proc/cpuinfo``; ``False`` where there is no such file), unless ``SEGKIT_BF16`` (or, unset, the older
@@ -72,7 +81,7 @@ def cpu_has_bf16() -> bool:
     Raises:
         ConfigError: the variable is set to something else.
     """
-    for name in (BF16_ENV, AMX_ENV):
+    for name in _OVERRIDES:
         forced = os.environ.get(name, "").strip()
         if forced in ("0", "1"):
             return forced == "1"
@@ -133,5 +142,5 @@ def visible_gpus() -> int:
     return len(tf.config.list_physical_devices("GPU"))
 
 
-__all__ = ["AMX_ENV", "BF16_ENV", "BF16_FLAGS", "cpu_name", "cpu_has_bf16", "resolve_precision",
-           "resolve_jit_compile", "resolve_policy", "visible_gpus"]
+__all__ = ["AMX_ENV", "BF16_ENV", "BF16_FLAGS", "bf16_overridden", "cpu_name", "cpu_has_bf16",
+           "resolve_precision", "resolve_jit_compile", "resolve_policy", "visible_gpus"]

@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from segkit.hardware import BF16_ENV, bf16_overridden
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # precision / XLA `auto` choose as on a CPU without native bfloat16, so the suite trains alike (float32) on
 # every CPU, and CLI subprocesses inherit it; tests/unit/test_hardware.py covers the bfloat16 choices.
-if not any(os.environ.get(name, "").strip() for name in ("SEGKIT_BF16", "SEGKIT_AMX")):  # unless asked for
-    os.environ["SEGKIT_BF16"] = "0"
+if not bf16_overridden():  # unless the user asked for a precision
+    os.environ[BF16_ENV] = "0"
 # pytest-xdist's worker processes inherit COLUMNS=80 / LINES=24, which rich reads once, when segkit's module
 # consoles are made; without them the width follows each CliRunner call's env, as in a plain pytest run.
 if os.environ.get("PYTEST_XDIST_WORKER"):

@@ -284,3 +284,13 @@ def test_a_bfloat16_model_becomes_float32_from_its_own_architecture(
             kept = predict_models.load_model(tmp_path / "model.keras", other)
         assert kept.get_layer("head_conv").dtype_policy.name == "mixed_bfloat16"
         assert "running it in mixed_bfloat16 as saved" in caplog.text
+
+
+@pytest.mark.parametrize(("bf16", "amx", "overridden"), [("", "", False), (" ", "", False), ("0", "", True),
+                                                         ("", "1", True), ("1", "0", True)])
+def test_bf16_overridden_is_either_name_set(cpuinfo: Path, monkeypatch: pytest.MonkeyPatch, bf16: str,
+                                            amx: str, overridden: bool) -> None:
+    """What the test suite and bench_deploy check before pinning float32: a user's SEGKIT_AMX=1 stays."""
+    monkeypatch.setenv(hardware.BF16_ENV, bf16)
+    monkeypatch.setenv(hardware.AMX_ENV, amx)
+    assert hardware.bf16_overridden() is overridden
