@@ -775,6 +775,11 @@ class CascadeConfig(_Strict):
     jitter_mm: float = Field(
         5.0, ge=0, description="training crops: each side moved out by up to this many mm (seeded per case)"
     )
+    refine_passes: int = Field(
+        1, ge=0, le=3,
+        description="inference: take the crop again from the fine stage's own prediction and segment it "
+        "again, this many times (0: the coarse stage's crop only); stops early once the crop stays the same",
+    )
 
 
 class Config(_Strict):

@@ -9,12 +9,19 @@
    margin of the training crops), square in mm (``segkit.prepare.roi.roi_box``), the same box for every slice;
 3. the fine model segments that crop of every slice, resized to its ``prepare.size`` (TTA per the settings);
    its probabilities are resampled to the crop and put back into the whole slice, background outside;
+   then, ``cascade.refine_passes`` times (default once), the box is taken again in the same way from the
+   fine stage's own foreground and the fine model segments that crop instead (stopping when the box no
+   longer changes). A coarse model's false positive far from the heart widens its box (ACDC-80: 190-210 mm
+   against the 130-140 mm of the training crops), and the fine model, trained on crops of the reference
+   labels' scale, then loses the small structures; the fine stage's box is close to the training crops'
+   (a fixed-point crop, as in Zhou et al. 2017, "A fixed-point model for pancreas segmentation");
 4. the overlay PNG of ``segkit infer`` draws on ``VolumePrediction.display_stack()``: the coarse stage's whole
    slices at the original slice size, the fine stage's sharper crop pasted in (``composite_display``; built
    only when asked for, so evaluation does not pay for it).
 
 When the coarse model finds no foreground the fine model segments the whole slices (a warning says so): the
-documented fallback, never an empty answer by construction.
+documented fallback, never an empty answer by construction; a refinement pass then crops around what the
+fine model found, if anything.
 
 Example:
     >>> model = load_cascade(Path("runs/acdc-cascade"), cfg)          # both stages of a trained run
@@ -138,9 +145,11 @@ def predict_cascade(
         progress: counts the fine stage's slices.
 
     Returns:
-        A ``VolumePrediction`` whose ``crop`` is the fine stage's box (None after the fallback), ``stack``
+        A ``VolumePrediction`` whose ``crop`` is the fine stage's last box (None when it segmented the whole
+        slices: the fallback, with nothing found to refine around), ``stack``
         the fine stage's slices, ``coarse_stack`` the coarse stage's whole slices (``display_stack()``
-        composes the two), ``labels2d`` the whole display slices; ``seconds`` adds "coarse".
+        composes the two), ``labels2d`` the whole display slices; ``seconds`` adds "coarse" (the fine stage's
+        keys sum its passes).
     """
     from segkit.predict.volume import VolumeSettings, predict_volume
     from segkit.prepare.record import Geometry
@@ -159,6 +168,14 @@ def predict_cascade(
                        volume.path.name if volume.path is not None else "volume")
     pred = predict_volume(cascade.fine, volume, spec, cfg, settings, progress, crop=box if box else None)
     seconds = {"coarse": coarse_s, **pred.seconds}
+    spacing = pred.geometry.slice_spacing or (1.0, 1.0)
+    for _ in range(int(cfg.cascade.refine_passes)):  # the fine stage's own foreground: a truer box
+        again = roi_box(main_components(pred.labels2d > 0), spacing, inference_margin(cfg))
+        if again is None or again == box:
+            break
+        box = again
+        pred = predict_volume(cascade.fine, volume, spec, cfg, settings, crop=box)
+        seconds = {k: v + pred.seconds.get(k, 0.0) for k, v in seconds.items()}
     return replace(pred, coarse_stack=coarse.stack, seconds=seconds)
 
 

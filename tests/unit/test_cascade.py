@@ -189,23 +189,23 @@ def test_cascade_refuses_patches_spacing_multi_worker_and_a_coarse_size_the_leve
 # === prediction ===
 
 
-def _threshold_model(size: int):
-    """(size, size, 1) -> softmax over [background, foreground], foreground where x > 0.5."""
+def _threshold_model(size: int, at: float = 0.5):
+    """(size, size, 1) -> softmax over [background, foreground], foreground where x > ``at``."""
     import keras
 
     inp = keras.Input((size, size, 1))
     conv = keras.layers.Conv2D(2, 1, activation="softmax")
     out = conv(inp)
-    conv.set_weights([np.array([[[[0.0, 40.0]]]], np.float32), np.array([0.0, -20.0], np.float32)])
+    conv.set_weights([np.array([[[[0.0, 40.0]]]], np.float32), np.array([0.0, -40.0 * at], np.float32)])
     return keras.Model(inp, out)
 
 
-def _cascade(cfg):
+def _cascade(cfg, coarse_at: float = 0.5):
     from segkit.predict.cascade import Cascade
 
     coarse_cfg = cfg.cascade_stages()[0]
     spec = Preprocessing.from_config(coarse_cfg)
-    return Cascade(_threshold_model(16), coarse_cfg, spec, _threshold_model(48))
+    return Cascade(_threshold_model(16, coarse_at), coarse_cfg, spec, _threshold_model(48))
 
 
 def test_cascade_segments_the_largest_region_and_nothing_outside_its_crop(tmp_path: Path) -> None:
@@ -258,6 +258,60 @@ def test_cascade_falls_back_to_whole_slices_when_the_coarse_stage_finds_nothing(
         pred = predict_volume(_cascade(cfg), vol, Preprocessing.from_config(cfg), cfg, VolumeSettings(8))
     assert pred.crop is None and pred.labels.shape == (32, 32, 4) and pred.labels.sum() == 0
     assert "dark.nii.gz: the coarse stage found no foreground" in caplog.text
+
+
+def _heart_box(heart: np.ndarray, cfg) -> tuple[int, int, int, int] | None:
+    """The crop a cascade should settle on: the heart's display box + the inference margin (1 mm pixels)."""
+    from segkit.predict.cascade import inference_margin
+
+    return roi_box(display_view(np.moveaxis(heart, 2, 0)), (1.0, 1.0), inference_margin(cfg))
+
+
+@pytest.mark.parametrize("passes", [0, 1, 3])
+def test_refinement_takes_the_crop_again_from_the_fine_stage(tmp_path: Path, passes: int) -> None:
+    """A coarse false positive (a dim region the coarse model, threshold 0.2, takes for heart) widens the
+    coarse box; a refinement pass crops around what the fine model (threshold 0.5) found: the heart's own box,
+    a fixed point (more passes give the same crop). Without refinement the crop stays the coarse one."""
+    from segkit.predict.volume import VolumeSettings, predict_volume
+
+    cfg = _cfg(tmp_path, refine_passes=passes)
+    img = np.zeros((64, 64, 6), np.float32)
+    img[20:34, 24:38, 1:5] = 100.0  # the heart (HU 100 -> 1.0)
+    img[42:56, 24:38, 1:5] = 30.0  # a dim neighbour (0.3): foreground to the coarse model only
+    heart = img > 50
+    pred = predict_volume(_cascade(cfg, coarse_at=0.2), Volume(img, np.eye(4), None),
+                          Preprocessing.from_config(cfg), cfg, VolumeSettings(8))
+    target = _heart_box(heart, cfg)
+    assert pred.crop is not None and target is not None
+    r0, r1, c0, c1 = pred.crop
+    if passes == 0:  # the coarse box holds the dim region too: longer than the heart's box
+        assert (r1 - r0) > (target[1] - target[0]) + 10 or (c1 - c0) > (target[3] - target[2]) + 10
+    else:
+        assert pred.crop == target
+    assert 2 * ((pred.labels == 1) & heart).sum() / ((pred.labels == 1).sum() + heart.sum()) > 0.97
+    assert set(pred.seconds) >= {"coarse", "predict"}
+
+
+def test_refinement_crops_after_the_fallback_when_the_fine_model_finds_the_heart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The coarse model (threshold 0.9) misses a mid-bright heart (0.7): the fine model segments the whole
+    slices (the fallback, warned), then the refinement pass crops around what it found."""
+    from segkit.predict.volume import VolumeSettings, predict_volume
+
+    cfg = _cfg(tmp_path)
+    img = np.zeros((64, 64, 6), np.float32)
+    img[20:34, 24:38, 1:5] = 70.0
+    vol = Volume(img, np.eye(4), Path("dim.nii.gz"))
+    with caplog.at_level(logging.WARNING):
+        pred = predict_volume(_cascade(cfg, coarse_at=0.9), vol, Preprocessing.from_config(cfg), cfg,
+                              VolumeSettings(8))
+    assert "dim.nii.gz: the coarse stage found no foreground" in caplog.text
+    target = _heart_box(img > 50, cfg)  # the whole-slice pass (48 px for 64) blurs its edge by a pixel
+    assert pred.crop is not None and target is not None
+    assert np.abs(np.subtract(pred.crop, target)).max() <= 1
+    heart = img > 50
+    assert 2 * ((pred.labels == 1) & heart).sum() / ((pred.labels == 1).sum() + heart.sum()) > 0.97
 
 
 def test_a_geometry_spec_never_reuses_the_reference_crop(tmp_path: Path) -> None:
