@@ -5,11 +5,14 @@ or a ``bench_quality.py`` result folder holding one in ``run/``), the two stages
 evaluate`` runs them (no TTA, no component filter) and compared with the reference, in the display slices at
 the original size:
 
-- **box**: the fine stage's crop ``(r0, r1, c0, c1)`` on the display slices (None: the coarse stage found
-  nothing and the fine stage segmented whole slices);
+- **box**: the fine stage's final crop ``(r0, r1, c0, c1)`` on the display slices, after
+  ``cascade.refine_passes`` (None: the fine stage segmented whole slices); **coarse_box**: the coarse stage's
+  crop, the first one the fine stage segmented (None: the coarse stage found nothing);
 - **crop**: the share of the reference foreground inside the fine stage's crop (``inside``); where the
   reference's box centre lies in the crop (``offset``: the larger of the row and column offsets, as a share of
   the crop's side: 0 = centred, 0.5 = on its edge); the reference box's side against the crop's (``fill``);
+  **coarse_crop**: the same numbers for the coarse stage's crop (a low ``fill`` there and a normal one in
+  ``crop``: the refinement corrected the coarse stage's scale);
 - **coarse**: the coarse stage's Dice per class (whole slices, at its own coarse resolution, resized back);
 - **fine**: the cascade's Dice per class, and, per class, the share of its reference voxels that it called
   background (``missed``) or another class (``confused``).
@@ -116,12 +119,15 @@ def diagnose(folder: Path, only: list[str] | None) -> dict[str, Any]:
         geo = case.geometry
         coarse = predict_volume(cascade.coarse, case.image, replace(geo, size=size, crop=None),
                                 cascade.coarse_cfg, settings)
-        box = roi_box(main_components(coarse.labels2d > 0), coarse.geometry.slice_spacing or (1.0, 1.0),
-                      inference_margin(cfg))
-        fine = predict_volume(cascade.fine, case.image, geo, cfg, settings, crop=box)
+        spacing = coarse.geometry.slice_spacing or (1.0, 1.0)
+        coarse_box = roi_box(main_components(coarse.labels2d > 0), spacing, inference_margin(cfg))
+        fine = predict_volume(cascade, case.image, geo, cfg, settings)  # both stages, refinement included
+        box = fine.crop
         ref2d = display_stack(case.reference, case.image.affine, geo.axis)
         row: dict[str, Any] = {"box": None if box is None else [int(v) for v in box],
-                               "crop": crop_numbers(ref2d, box), "coarse": {}, "fine": {}}
+                               "coarse_box": None if coarse_box is None else [int(v) for v in coarse_box],
+                               "crop": crop_numbers(ref2d, box),
+                               "coarse_crop": crop_numbers(ref2d, coarse_box), "coarse": {}, "fine": {}}
         for cid, name in names:
             row["coarse"][name] = dice(coarse.labels2d == cid, ref2d == cid)
             ref_c = case.reference == cid
@@ -153,12 +159,12 @@ def table(rows: dict[str, Any]) -> str:
     def worst(r: dict[str, Any]) -> float:
         return min((v["dice"] for v in r["fine"].values() if v["dice"] is not None), default=1.0)
 
-    head = ["volume", "inside", "offset", "fill", *[f"coarse {n}" for n in names],
+    head = ["volume", "inside", "offset", "fill", "coarse crop's fill", *[f"coarse {n}" for n in names],
             *[f"fine {n} (missed / confused)" for n in names]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for case_id, r in sorted(rows.items(), key=lambda kv: worst(kv[1])):
         c = r["crop"]
-        cells = [case_id, fmt(c["inside"]), fmt(c["offset"]), fmt(c["fill"]),
+        cells = [case_id, fmt(c["inside"]), fmt(c["offset"]), fmt(c["fill"]), fmt(r["coarse_crop"]["fill"]),
                  *[fmt(r["coarse"][n]) for n in names],
                  *[fine_cell(r["fine"][n]) for n in names]]
         lines.append("| " + " | ".join(cells) + " |")

@@ -154,9 +154,11 @@ def _export_coarse(run_dir: Path, tmp: Path, options: ExportOptions) -> dict[str
     sub = export_run(run_dir / COARSE_DIR, ExportOptions(fmt=options.fmt, out=tmp / COARSE_DIR,
                                                           licence=options.licence))
     return {"coarse": COARSE_DIR, "coarse_max_abs_diff": sub.max_abs_diff,
-            "how": "the coarse bundle segments whole slices; the largest 3D component of its foreground, "
-                   "+ cascade.margin_mm + cascade.jitter_mm / 2, square in mm, is the crop this bundle's "
-                   "model segments (segkit.predict.cascade)"}
+            "how": "the coarse bundle segments whole slices; the in-plane box of the 3D components of its "
+                   "foreground of at least a tenth of the largest one's size, + cascade.margin_mm + "
+                   "cascade.jitter_mm / 2, square in mm, is the crop this bundle's model segments; then, "
+                   "cascade.refine_passes times, the box is taken the same way from this model's own "
+                   "foreground and segmented again (segkit.predict.cascade)"}
 
 
 def _run_config(run_dir: Path, fmt: str) -> Config:

@@ -144,11 +144,11 @@ def predict_cascade(
             intensity recipe; its own crop, taken from the reference labels, is not used).
         cfg: the fine stage's config (``cascade`` section included).
         settings: batch size, TTA (fine stage only) and whether to keep the probabilities.
-        progress: counts the fine stage's slices.
+        progress: counts the fine stage's first pass over the slices (the refinement passes are not counted).
 
     Returns:
         A ``VolumePrediction`` whose ``crop`` is the fine stage's last box (None when it segmented the whole
-        slices: the fallback, with nothing found to refine around), ``stack``
+        slices: the fallback, then no refinement or nothing found to refine around), ``stack``
         the fine stage's slices, ``coarse_stack`` the coarse stage's whole slices (``display_stack()``
         composes the two), ``labels2d`` the whole display slices; ``seconds`` adds "coarse" (the fine stage's
         keys sum its passes).
@@ -175,9 +175,17 @@ def predict_cascade(
         again = roi_box(main_components(pred.labels2d > 0), spacing, inference_margin(cfg))
         if again is None or again == box:
             break
-        box = again
-        pred = predict_volume(cascade.fine, volume, spec, cfg, settings, crop=box)
-        seconds = {k: v + pred.seconds.get(k, 0.0) for k, v in seconds.items()}
+        if settings.probabilities:  # one volume of probabilities in memory at a time
+            pred = replace(pred, probabilities=None)
+        refined = predict_volume(cascade.fine, volume, spec, cfg, settings, crop=again)
+        seconds = {k: v + refined.seconds.get(k, 0.0) for k, v in seconds.items()}
+        if not (refined.labels2d > 0).any():  # the refined crop lost everything: keep the crop before it
+            logger.warning("%s: the fine stage found nothing in its refined crop; kept the crop before it",
+                           volume.path.name if volume.path is not None else "volume")
+            if settings.probabilities:
+                pred = predict_volume(cascade.fine, volume, spec, cfg, settings, crop=box)
+            break
+        box, pred = again, refined
     return replace(pred, coarse_stack=coarse.stack, seconds=seconds)
 
 

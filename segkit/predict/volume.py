@@ -207,7 +207,7 @@ def predict_volume(
 
     Args:
         model: a loaded model, or a ``segkit.predict.cascade.Cascade`` (then ``predict_cascade`` runs: the
-            coarse stage chooses ``crop``).
+            coarse stage chooses ``crop``, then the fine stage's own foreground, ``cascade.refine_passes``).
         volume: the (X, Y, Z) image as stored in the file (HU for CT), its (4, 4) voxel -> RAS affine, and its
             file (named in errors and in the progress task; ``None`` for an array in memory).
         spec: the preprocessing recipe for ``volume_to_slices``: a run's recipe

@@ -146,6 +146,7 @@ def test_diagnose_cascade_scores_as_evaluate_does(trained: dict, repo_root: Path
         assert crop["inside"] is None or 0.0 <= crop["inside"] <= 1.0
     boxes = [r["box"] for r in rows.values()]
     assert any(b is not None for b in boxes)  # the coarse stage found something: the crop path ran
+    assert all(set(r) >= {"coarse_box", "coarse_crop"} for r in rows.values())
     assert sum(v["pred_voxels"] for r in rows.values() for v in r["fine"].values()) > 0
     with pytest.raises(SystemExit, match="not test volumes of this run: nope"):
         mod.main([str(root / "run"), "--cases", "nope"])

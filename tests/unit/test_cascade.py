@@ -267,29 +267,88 @@ def _heart_box(heart: np.ndarray, cfg) -> tuple[int, int, int, int] | None:
     return roi_box(display_view(np.moveaxis(heart, 2, 0)), (1.0, 1.0), inference_margin(cfg))
 
 
+def _count_fine_passes(monkeypatch: pytest.MonkeyPatch, fine, empty_after: int | None = None) -> list:
+    """Record each call of ``predict_volume`` on the fine model (its crop and seconds); the call after the
+    first ``empty_after`` returns an empty prediction (a refined crop where the fine model finds nothing)."""
+    import dataclasses
+
+    import segkit.predict.volume as pv
+
+    real, calls = pv.predict_volume, []
+
+    def counted(model, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        pred = real(model, *args, **kwargs)
+        if model is fine:
+            calls.append((kwargs.get("crop"), dict(pred.seconds)))
+            if empty_after is not None and len(calls) == empty_after + 1:
+                pred = dataclasses.replace(pred, labels=np.zeros_like(pred.labels),
+                                           labels2d=np.zeros_like(pred.labels2d))
+        return pred
+
+    monkeypatch.setattr(pv, "predict_volume", counted)
+    return calls
+
+
 @pytest.mark.parametrize("passes", [0, 1, 3])
-def test_refinement_takes_the_crop_again_from_the_fine_stage(tmp_path: Path, passes: int) -> None:
+def test_refinement_takes_the_crop_again_from_the_fine_stage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, passes: int
+) -> None:
     """A coarse false positive (a dim region the coarse model, threshold 0.2, takes for heart) widens the
-    coarse box; a refinement pass crops around what the fine model (threshold 0.5) found: the heart's own box,
-    a fixed point (more passes give the same crop). Without refinement the crop stays the coarse one."""
+    coarse box; a refinement pass crops around what the fine model (threshold 0.5) found: the heart's own box
+    + the inference margin (margin_mm + jitter_mm / 2), a fixed point: a third pass is not run, since the
+    second box equals the first. Without refinement the crop stays the coarse one."""
     from segkit.predict.volume import VolumeSettings, predict_volume
 
-    cfg = _cfg(tmp_path, refine_passes=passes)
+    cfg = _cfg(tmp_path, refine_passes=passes, jitter_mm=4.0)
     img = np.zeros((64, 64, 6), np.float32)
     img[20:34, 24:38, 1:5] = 100.0  # the heart (HU 100 -> 1.0)
     img[42:56, 24:38, 1:5] = 30.0  # a dim neighbour (0.3): foreground to the coarse model only
+    img[4:6, 4:6, 2] = 30.0  # a speck the coarse model also sees: main_components drops it
     heart = img > 50
-    pred = predict_volume(_cascade(cfg, coarse_at=0.2), Volume(img, np.eye(4), None),
-                          Preprocessing.from_config(cfg), cfg, VolumeSettings(8))
+    cascade = _cascade(cfg, coarse_at=0.2)
+    calls = _count_fine_passes(monkeypatch, cascade.fine)
+    pred = predict_volume(cascade, Volume(img, np.eye(4), None), Preprocessing.from_config(cfg), cfg,
+                          VolumeSettings(8))
     target = _heart_box(heart, cfg)
     assert pred.crop is not None and target is not None
     r0, r1, c0, c1 = pred.crop
+    assert len(calls) == (1 if passes == 0 else 2)
     if passes == 0:  # the coarse box holds the dim region too: longer than the heart's box
         assert (r1 - r0) > (target[1] - target[0]) + 10 or (c1 - c0) > (target[3] - target[2]) + 10
     else:
-        assert pred.crop == target
+        assert pred.crop == target and calls[1][0] == target and calls[0][0] != target
     assert 2 * ((pred.labels == 1) & heart).sum() / ((pred.labels == 1).sum() + heart.sum()) > 0.97
-    assert set(pred.seconds) >= {"coarse", "predict"}
+    for key in ("preprocess", "predict", "reassemble"):  # the fine stage's times add up over its passes
+        assert pred.seconds[key] == pytest.approx(sum(s[key] for _, s in calls))
+    assert pred.seconds["coarse"] > 0
+
+
+@pytest.mark.parametrize("probabilities", [False, True])
+def test_a_refined_crop_where_the_fine_model_finds_nothing_keeps_the_crop_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, probabilities: bool
+) -> None:
+    """Never an empty answer from a refinement: when the fine model finds nothing in the refined crop, the
+    crop before it and its labels (and probabilities, segmented again when they were asked for) stay."""
+    from segkit.predict.volume import VolumeSettings, predict_volume
+
+    cfg = _cfg(tmp_path, refine_passes=2)
+    img = np.zeros((64, 64, 6), np.float32)
+    img[20:34, 24:38, 1:5] = 100.0
+    img[42:56, 24:38, 1:5] = 30.0
+    cascade = _cascade(cfg, coarse_at=0.2)
+    calls = _count_fine_passes(monkeypatch, cascade.fine, empty_after=1)
+    vol, settings = Volume(img, np.eye(4), Path("h.nii.gz")), VolumeSettings(8, probabilities=probabilities)
+    with caplog.at_level(logging.WARNING):
+        pred = predict_volume(cascade, vol, Preprocessing.from_config(cfg), cfg, settings)
+    assert "h.nii.gz: the fine stage found nothing in its refined crop" in caplog.text
+    assert pred.crop == calls[0][0] and calls[1][0] != calls[0][0]
+    assert len(calls) == (3 if probabilities else 2)  # the first crop segmented again for its probabilities
+    heart = img > 50
+    assert 2 * ((pred.labels == 1) & heart).sum() / ((pred.labels == 1).sum() + heart.sum()) > 0.97
+    if probabilities:
+        assert pred.probabilities is not None and np.array_equal(pred.probabilities.argmax(-1), pred.labels)
+    else:
+        assert pred.probabilities is None
 
 
 def test_refinement_crops_after_the_fallback_when_the_fine_model_finds_the_heart(
