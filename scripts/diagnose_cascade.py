@@ -6,8 +6,9 @@ evaluate`` runs them (no TTA, no component filter) and compared with the referen
 the original size:
 
 - **box**: the fine stage's final crop ``(r0, r1, c0, c1)`` on the display slices, after
-  ``cascade.refine_passes`` (None: the fine stage segmented whole slices); **coarse_box**: the coarse stage's
-  crop, the first one the fine stage segmented (None: the coarse stage found nothing);
+  ``cascade.refine_passes`` (None: the fine stage segmented whole slices); without TTA, so where the run's
+  post-processing chose flip TTA, evaluate's refined crop may differ slightly; **coarse_box**: the coarse
+  stage's crop, the first one the fine stage segmented (None: the coarse stage found nothing);
 - **crop**: the share of the reference foreground inside the fine stage's crop (``inside``); where the
   reference's box centre lies in the crop (``offset``: the larger of the row and column offsets, as a share of
   the crop's side: 0 = centred, 0.5 = on its edge); the reference box's side against the crop's (``fill``);

@@ -16,7 +16,8 @@
    reference crops' scale, then loses the right ventricle; the fine stage's own box is close to the training
    crops' (a fixed-point crop, as in Zhou et al., MICCAI 2017, "A fixed-point model for pancreas
    segmentation"). One pass by default: a second one changed a box by 1.5 mm and lost a left ventricle
-   (README, "The cascade's second crop");
+   (README, "The cascade's second crop"). A refined crop in which the fine model finds nothing is dropped
+   for the crop before it (warned);
 4. the overlay PNG of ``segkit infer`` draws on ``VolumePrediction.display_stack()``: the coarse stage's whole
    slices at the original slice size, the fine stage's sharper crop pasted in (``composite_display``; built
    only when asked for, so evaluation does not pay for it).
@@ -180,10 +181,13 @@ def predict_cascade(
         refined = predict_volume(cascade.fine, volume, spec, cfg, settings, crop=again)
         seconds = {k: v + refined.seconds.get(k, 0.0) for k, v in seconds.items()}
         if not (refined.labels2d > 0).any():  # the refined crop lost everything: keep the crop before it
-            logger.warning("%s: the fine stage found nothing in its refined crop; kept the crop before it",
-                           volume.path.name if volume.path is not None else "volume")
-            if settings.probabilities:
+            logger.warning("%s: the fine stage found nothing in its refined crop %s; kept %s",
+                           volume.path.name if volume.path is not None else "volume", again,
+                           box if box is not None else "the whole slices")
+            del refined
+            if settings.probabilities:  # freed above: segment the crop before it again
                 pred = predict_volume(cascade.fine, volume, spec, cfg, settings, crop=box)
+                seconds = {k: v + pred.seconds.get(k, 0.0) for k, v in seconds.items()}
             break
         box, pred = again, refined
     return replace(pred, coarse_stack=coarse.stack, seconds=seconds)

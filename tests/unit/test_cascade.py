@@ -341,6 +341,7 @@ def test_a_refined_crop_where_the_fine_model_finds_nothing_keeps_the_crop_before
     with caplog.at_level(logging.WARNING):
         pred = predict_volume(cascade, vol, Preprocessing.from_config(cfg), cfg, settings)
     assert "h.nii.gz: the fine stage found nothing in its refined crop" in caplog.text
+    assert f"kept {calls[0][0]}" in caplog.text
     assert pred.crop == calls[0][0] and calls[1][0] != calls[0][0]
     assert len(calls) == (3 if probabilities else 2)  # the first crop segmented again for its probabilities
     heart = img > 50
@@ -349,6 +350,8 @@ def test_a_refined_crop_where_the_fine_model_finds_nothing_keeps_the_crop_before
         assert pred.probabilities is not None and np.array_equal(pred.probabilities.argmax(-1), pred.labels)
     else:
         assert pred.probabilities is None
+    for key in ("preprocess", "predict", "reassemble"):  # every pass's time, the repeated one included
+        assert pred.seconds[key] == pytest.approx(sum(s[key] for _, s in calls))
 
 
 def test_refinement_crops_after_the_fallback_when_the_fine_model_finds_the_heart(
