@@ -91,10 +91,9 @@ def crop_numbers(ref: npt.NDArray, box: tuple[int, int, int, int] | None) -> dic
 def diagnose(folder: Path, only: list[str] | None) -> dict[str, Any]:
     """The crop, coarse and fine numbers of every test volume of one cascade run."""
     from segkit.config import load_config
-    from segkit.predict.cascade import inference_margin, load_cascade
+    from segkit.predict.cascade import inference_box, load_cascade
     from segkit.predict.cases import dataset_cases, read_source_case
     from segkit.predict.volume import VolumeSettings, predict_volume
-    from segkit.prepare.roi import main_components, roi_box
 
     run = run_folder(folder)
     cfg = load_config(run / "config.yaml")
@@ -120,8 +119,7 @@ def diagnose(folder: Path, only: list[str] | None) -> dict[str, Any]:
         geo = case.geometry
         coarse = predict_volume(cascade.coarse, case.image, replace(geo, size=size, crop=None),
                                 cascade.coarse_cfg, settings)
-        spacing = coarse.geometry.slice_spacing or (1.0, 1.0)
-        coarse_box = roi_box(main_components(coarse.labels2d > 0), spacing, inference_margin(cfg))
+        coarse_box = inference_box(coarse, cfg)  # the cascade's first crop
         fine = predict_volume(cascade, case.image, geo, cfg, settings)  # both stages, refinement included
         box = fine.crop
         ref2d = display_stack(case.reference, case.image.affine, geo.axis)

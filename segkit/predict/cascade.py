@@ -127,6 +127,17 @@ def inference_margin(cfg: Config) -> float:
     return float(cfg.cascade.margin_mm + cfg.cascade.jitter_mm / 2)
 
 
+def inference_box(pred: VolumePrediction, cfg: Config) -> tuple[int, int, int, int] | None:
+    """The crop around a prediction's foreground, as every inference crop is taken (the coarse stage's and
+    each refinement's): its 3D components of at least a tenth of the largest one's size
+    (``segkit.prepare.roi.main_components``), their in-plane box + ``inference_margin``, square in mm
+    (``segkit.prepare.roi.roi_box``); None when it has no foreground."""
+    from segkit.prepare.roi import main_components, roi_box
+
+    spacing = pred.geometry.slice_spacing or (1.0, 1.0)
+    return roi_box(main_components(pred.labels2d > 0), spacing, inference_margin(cfg))
+
+
 def predict_cascade(
     cascade: Cascade,
     volume: Volume,
@@ -156,38 +167,40 @@ def predict_cascade(
     """
     from segkit.predict.volume import VolumeSettings, predict_volume
     from segkit.prepare.record import Geometry
-    from segkit.prepare.roi import main_components, roi_box
 
+    name = volume.path.name if volume.path is not None else "volume"
     t0 = time.perf_counter()
     size = (int(cascade.coarse_cfg.prepare.size[0]), int(cascade.coarse_cfg.prepare.size[1]))
     coarse_spec = replace(spec, size=size, crop=None) if isinstance(spec, Geometry) else cascade.coarse_spec
     coarse = predict_volume(cascade.coarse, volume, coarse_spec, cascade.coarse_cfg,
                             VolumeSettings(settings.batch_size))
     coarse_s = time.perf_counter() - t0
-    fg = main_components(coarse.labels2d > 0)
-    box = roi_box(fg, coarse.geometry.slice_spacing or (1.0, 1.0), inference_margin(cfg))
+    box = inference_box(coarse, cfg)
     if box is None:
         logger.warning("%s: the coarse stage found no foreground; the fine model segments the whole slices",
-                       volume.path.name if volume.path is not None else "volume")
-    pred = predict_volume(cascade.fine, volume, spec, cfg, settings, progress, crop=box if box else None)
+                       name)
+    pred = predict_volume(cascade.fine, volume, spec, cfg, settings, progress, crop=box)
     seconds = {"coarse": coarse_s, **pred.seconds}
-    spacing = pred.geometry.slice_spacing or (1.0, 1.0)
+
+    def fine_pass(crop: tuple[int, int, int, int] | None) -> VolumePrediction:
+        nonlocal seconds
+        out = predict_volume(cascade.fine, volume, spec, cfg, settings, crop=crop)
+        seconds = {k: v + out.seconds.get(k, 0.0) for k, v in seconds.items()}  # the fine keys sum the passes
+        return out
+
     for _ in range(int(cfg.cascade.refine_passes)):  # the fine stage's own foreground: a truer box
-        again = roi_box(main_components(pred.labels2d > 0), spacing, inference_margin(cfg))
+        again = inference_box(pred, cfg)
         if again is None or again == box:
             break
         if settings.probabilities:  # one volume of probabilities in memory at a time
             pred = replace(pred, probabilities=None)
-        refined = predict_volume(cascade.fine, volume, spec, cfg, settings, crop=again)
-        seconds = {k: v + refined.seconds.get(k, 0.0) for k, v in seconds.items()}
+        refined = fine_pass(again)
         if not (refined.labels2d > 0).any():  # the refined crop lost everything: keep the crop before it
-            logger.warning("%s: the fine stage found nothing in its refined crop %s; kept %s",
-                           volume.path.name if volume.path is not None else "volume", again,
+            logger.warning("%s: the fine stage found nothing in its refined crop %s; kept %s", name, again,
                            box if box is not None else "the whole slices")
             del refined
             if settings.probabilities:  # freed above: segment the crop before it again
-                pred = predict_volume(cascade.fine, volume, spec, cfg, settings, crop=box)
-                seconds = {k: v + pred.seconds.get(k, 0.0) for k, v in seconds.items()}
+                pred = fine_pass(box)
             break
         box, pred = again, refined
     return replace(pred, coarse_stack=coarse.stack, seconds=seconds)
