@@ -160,6 +160,12 @@ class PrepareConfig(_Strict):
     axis: Literal[0, 1, 2] = Field(
         2, description="slicing axis after reorientation to RAS: 0 sagittal, 1 coronal, 2 axial"
     )
+    extra_axes: tuple[Literal[0, 1, 2], ...] = Field(
+        (),
+        description="multi-planar 2D for near-isotropic volumes: the training cases are also sliced along "
+        "these axes (written as <case>_ax<k>_<NNNN>.png in train/ only), and inference averages the class "
+        "probabilities of every view (prepare.axis and these) before the argmax; e.g. [0, 1] with axis 2",
+    )
     size: Size2 = Field((512, 512), description="output slice size (height, width) in pixels")
     ct_window: Range = Field((-1000.0, 1000.0), description="CT: HU window clipped then scaled to 0..255")
     mr_percentiles: Range = Field((0.5, 99.5), description="MR: per-volume percentiles scaled to 0..255")
@@ -221,6 +227,20 @@ class PrepareConfig(_Strict):
         if v[0] >= v[1]:
             raise ValueError(f"low ({v[0]}) must be below high ({v[1]})")
         return v
+
+    @model_validator(mode="after")
+    def _check_views(self) -> PrepareConfig:
+        extra = self.extra_axes
+        if len(set(extra)) != len(extra) or self.axis in extra:
+            raise ValueError(f"prepare.extra_axes {list(extra)} must name each axis once and not "
+                             f"prepare.axis ({self.axis}): e.g. {[a for a in (0, 1, 2) if a != self.axis]}")
+        if extra and self.slabs is not None:
+            raise ValueError("prepare.extra_axes does not combine with prepare.slabs (blocks are cut along "
+                             "prepare.axis only): unset one of them")
+        if extra and self.spacing is not None:
+            raise ValueError("prepare.extra_axes needs prepare.size for every view, not prepare.spacing: "
+                             "remove prepare.spacing")
+        return self
 
 
 # === Data ===
@@ -869,6 +889,13 @@ class Config(_Strict):
         if self.train.include_valid and self.data.fold is not None:
             raise ValueError("train.include_valid does not combine with data.fold: a cross-validation fold's "
                              "valid cases are its held-out cases; unset one of them")
+        clash = [k for k, on in (("cascade.enabled", self.cascade.enabled),
+                                 ("data.patches", self.data.patches),
+                                 ("data.context_slices", self.data.context_slices)) if on]
+        if self.prepare.extra_axes and clash:
+            what = clash[0]
+            raise ValueError(f"prepare.extra_axes (multi-planar views) does not combine with {what} yet: "
+                             f"unset one of them")
         if self.cascade.enabled and self.prepare.spacing is not None:
             raise ValueError("cascade.enabled needs a fixed prepare.size for the crops, not prepare.spacing: "
                              "remove prepare.spacing")

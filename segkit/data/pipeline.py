@@ -60,6 +60,7 @@ R = TypeVar("R")  # a case record (segkit.prepare.record.CaseRecord)
 
 _SHOW = 5  # file names listed in an error before "... and N more"
 _STEM_RE = re.compile(r"^(?P<case>.+)_(?P<idx>\d+)$")
+_VIEW_RE = re.compile(r"^(?P<case>.+)_ax[012]_\d+$")  # prepare.extra_axes' slices (outdir.slice_stem)
 
 
 # === Pairing ===
@@ -185,15 +186,27 @@ def split_pairs(cfg: Config, split: str) -> list[tuple[Path, Path]]:
     return chosen
 
 
+def is_view_stem(stem: str) -> bool:
+    """Whether a slice stem is one of ``prepare.extra_axes``' views (``<case>_ax<k>_<NNNN>``)."""
+    return _VIEW_RE.match(stem) is not None
+
+
 def case_of_stem(stem: str, case_ids: Sequence[str] = ()) -> tuple[str, int | None]:
     """``<case_id>_<slice_index>`` -> (case_id, slice_index); known case ids (longest first) win.
 
-    A stem without a numeric suffix is its own case with slice index None.
+    A slice along an extra axis (``<case_id>_ax<k>_<NNNN>``, ``prepare.extra_axes``) is its case's with slice
+    index None (the index counts along ``prepare.axis`` only); a stem without a numeric suffix is its own
+    case with slice index None.
     """
     for case in sorted(case_ids, key=len, reverse=True):
         rest = stem[len(case) + 1 :]
         if stem.startswith(case + "_") and rest.isdigit():
             return case, int(rest)
+        if stem.startswith(case + "_") and _VIEW_RE.match("x_" + rest):
+            return case, None
+    m = _VIEW_RE.match(stem)
+    if m:
+        return m.group("case"), None
     m = _STEM_RE.match(stem)
     return (m.group("case"), int(m.group("idx"))) if m else (stem, None)
 

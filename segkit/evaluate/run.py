@@ -356,6 +356,10 @@ class _SliceScores:
         ref1h = one_hot(ref, self.nc)
         self.seed_soft.append(dice_coef_multiclass(ref1h, probs))
         self.seed_hard.append(dice_coef_multiclass(ref1h, one_hot(pred, self.nc)))
+        from segkit.data.pipeline import is_view_stem
+
+        if slice_index is None and is_view_stem(stem):  # prepare.extra_axes' slices: scored, not stacked
+            return
         key = slice_index if slice_index is not None else len(self.preds.get(case_id, {}))
         self.preds.setdefault(case_id, {})[key] = pred
         self.refs.setdefault(case_id, {})[key] = ref

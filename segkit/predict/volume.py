@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from segkit.errors import DataError
-from segkit.progress import NULL_PROGRESS, Progress
+from segkit.progress import NULL_PROGRESS, Part, Progress
 
 if TYPE_CHECKING:
     import keras
@@ -208,6 +208,8 @@ def predict_volume(
     Args:
         model: a loaded model, or a ``segkit.predict.cascade.Cascade`` (then ``predict_cascade`` runs: the
             coarse stage chooses ``crop``, then the fine stage's own foreground, ``cascade.refine_passes``).
+            With ``prepare.extra_axes`` the volume is segmented along every view and the probabilities
+            averaged (``predict_views``).
         volume: the (X, Y, Z) image as stored in the file (HU for CT), its (4, 4) voxel -> RAS affine, and its
             file (named in errors and in the progress task; ``None`` for an array in memory).
         spec: the preprocessing recipe for ``volume_to_slices``: a run's recipe
@@ -234,6 +236,8 @@ def predict_volume(
 
     if isinstance(model, Cascade):
         return predict_cascade(model, volume, spec, cfg, settings, progress)
+    if cfg.prepare.extra_axes and crop is None:
+        return predict_views(model, volume, spec, cfg, settings, progress)
     path, data = volume.path, volume.data
     t: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -273,3 +277,59 @@ def predict_volume(
     t["reassemble"] = time.perf_counter() - t0
     return VolumePrediction(labels.astype(np.uint8, copy=False), stack, labels2d, sliced.geometry, t, probs,
                             crop)
+
+
+def view_spec(spec: Preprocessing | Geometry, cfg: Config, axis: int) -> Preprocessing:
+    """The recipe of one extra view (``prepare.extra_axes``): ``spec``'s ``prepare`` section (a ``Geometry``
+    spec: the config's) sliced along ``axis``. MR percentiles and CT windows are taken from the whole volume,
+    so every view sees the same intensities."""
+    from segkit.prepare.record import Preprocessing
+
+    prep, modality = (spec.prepare, spec.modality) if isinstance(spec, Preprocessing) else (cfg.prepare,
+                                                                                         cfg.modality)
+    return Preprocessing(prep.model_copy(update={"axis": axis, "extra_axes": ()}), modality)
+
+
+def predict_views(
+    model: keras.Model,
+    volume: Volume,
+    spec: Preprocessing | Geometry,
+    cfg: Config,
+    settings: VolumeSettings,
+    progress: Progress = NULL_PROGRESS,
+) -> VolumePrediction:
+    """Multi-planar inference (``prepare.extra_axes``): segment the volume along ``prepare.axis`` (``spec``)
+    and along every extra axis (``view_spec``), average the class probabilities of the views in the volume's
+    own geometry, then take the argmax.
+
+    Returns:
+        The main view's ``VolumePrediction`` (``stack``, ``geometry``) with the averaged ``labels``,
+        ``labels2d`` re-sliced from them along ``prepare.axis``, ``probabilities`` (when asked for) the
+        average, and ``seconds`` summed over the views. ``progress`` counts the slices of every view.
+    """
+    from segkit.geometry import to_canonical
+    from segkit.prepare.slicing import display_slices
+
+    single = cfg.model_copy(update={"prepare": cfg.prepare.model_copy(update={"extra_axes": ()})})
+    keep = replace(settings, probabilities=True)
+    axes = [int(a) for a in cfg.prepare.extra_axes]
+    canonical = to_canonical(np.asarray(volume.data), volume.affine, copy=False)[0].shape  # a view
+    n = sum(int(canonical[a]) for a in (int(cfg.prepare.axis), *axes))
+    progress.start(n, volume.path.name if volume.path is not None else "volume")
+    main = predict_volume(model, volume, spec, single, keep, Part(progress))
+    total = main.probabilities
+    assert total is not None
+    seconds = dict(main.seconds)
+    for axis in axes:
+        other = predict_volume(model, volume, view_spec(spec, cfg, axis), single, keep, Part(progress))
+        assert other.probabilities is not None
+        total += other.probabilities
+        seconds = {k: v + other.seconds.get(k, 0.0) for k, v in seconds.items()}
+        del other
+    total /= 1 + len(axes)
+    labels = total.argmax(-1).astype(np.uint8)
+    lbl_ras = to_canonical(labels, volume.affine, copy=False)[0]
+    main_axis = int(main.geometry.axis)
+    labels2d = np.stack([s for _, s in display_slices(lbl_ras, main_axis, range(lbl_ras.shape[main_axis]))])
+    return replace(main, labels=labels, labels2d=labels2d,
+                   probabilities=total if settings.probabilities else None, seconds=seconds)

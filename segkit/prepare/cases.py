@@ -11,7 +11,7 @@ import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +26,10 @@ from segkit.prepare.record import CaseRecord
 from segkit.prepare.slices2d import slice_2d_case
 from segkit.prepare.sources import CaseSpec
 from segkit.seeds import Stream, case_key, generator
+
+if TYPE_CHECKING:
+    from segkit.io.volumes import Volume
+    from segkit.prepare.slicing import SlicedCase
 
 # === Prepare ===
 
@@ -120,11 +124,16 @@ def _prepare_case(task: CaseTask, sha: dict[str, str | None]) -> dict[str, Any]:
     spec, cfg = task.spec, task.cfg
     rng = case_rng(cfg.seed, spec.case_id)
     if spec.kind == "slices2d":
+        if cfg.prepare.extra_axes:
+            raise DataError("prepare.extra_axes slices volumes along other axes; this case is a folder of "
+                            "2D slices", path=spec.image, hint="remove prepare.extra_axes for 2D slice data")
         sliced = slice_2d_case(spec, cfg, rng)
+        views = []
     else:
         image = load_volume(spec.image_ref)
         label = load_volume(spec.label_ref) if spec.label_ref is not None else None
         sliced = slice_case(image, label, cfg, spec.case_id, rng)
+        views = _extra_views(image, label, cfg, spec.case_id, rng) if task.split != "test" else []
         del image, label
     n_classes = len(cfg.effective_classes) + 1
     pixels = np.zeros(n_classes, dtype=np.int64)
@@ -144,6 +153,8 @@ def _prepare_case(task: CaseTask, sha: dict[str, str | None]) -> dict[str, Any]:
         )
     palette = palette_array([c.color for c in cfg.effective_classes])
     paths = write_slices(sliced, task.out / task.split, palette, cfg.prepare.png_compression)
+    for axis, view in views:
+        paths += write_slices(view, task.out / task.split, palette, cfg.prepare.png_compression, view=axis)
     # source paths are absolute; for 2D cases they are the image / mask folders (file names: source_slices)
     image_src = spec.image if spec.kind == "volume" else spec.image.parent
     label_src = spec.label if spec.kind == "volume" or spec.label is None else spec.label.parent
@@ -164,6 +175,23 @@ def _prepare_case(task: CaseTask, sha: dict[str, str | None]) -> dict[str, Any]:
         "files": sorted(p.relative_to(task.out).as_posix() for p in paths),
         "empty_label": bool(empty),
     }
+
+
+def _extra_views(
+    image: Volume, label: Volume | None, cfg: Config, case_id: str, rng: np.random.Generator
+) -> list[tuple[int, SlicedCase]]:
+    """The case sliced along each of ``prepare.extra_axes`` (training and validation cases: inference
+    averages the views; the record keeps ``prepare.axis``'s geometry). The same intensity recipe (taken from
+    the whole volume), size and empty-slice rule; drawn from ``rng`` after the main view, so that view is the
+    one a single-axis dataset gets."""
+    from segkit.prepare.slicing import slice_case
+
+    out = []
+    for axis in cfg.prepare.extra_axes:
+        view_cfg = cfg.model_copy(update={"prepare": cfg.prepare.model_copy(update={"axis": axis,
+                                                                                   "extra_axes": ()})})
+        out.append((int(axis), slice_case(image, label, view_cfg, case_id, rng)))
+    return out
 
 
 def _picked(spec: CaseSpec) -> dict[str, Any] | None:

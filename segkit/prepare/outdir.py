@@ -1,7 +1,8 @@
 """The output folder of ``segkit prepare``: its layout and its safety.
 
 Owns the names segkit writes under ``out`` (``records/run.json``, ``records/cases/<id>.json``, the slice files
-``<split>/{images,masks}/<case>_<NNNN>.png``, ``summary.png``), the decision whether ``out`` may be written or
+``<split>/{images,masks}/<case>_<NNNN>.png`` and ``<case>_ax<k>_<NNNN>.png`` (``slice_stem``),
+``summary.png``), the decision whether ``out`` may be written or
 resumed (``check_out``), and ``--overwrite``'s removal of segkit's own files only (``clear_out``).
 """
 
@@ -43,9 +44,16 @@ def case_record_path(out: Path, case_id: str) -> Path:
     return out / RECORDS / "cases" / f"{case_id}.json"
 
 
+def slice_stem(case_id: str, index: int, view: int | None = None) -> str:
+    """The stem of a slice file: ``<case_id>_<NNNN>``, or ``<case_id>_ax<k>_<NNNN>`` for a slice along an
+    extra axis ``view`` (``prepare.extra_axes``)."""
+    return f"{case_id}_{int(index):04d}" if view is None else f"{case_id}_ax{int(view)}_{int(index):04d}"
+
+
 def slice_files(out: Path, case_id: str) -> list[Path]:
-    """Every slice file of ``case_id`` in any split (exact stem ``<case_id>_<4+ digits>.png``)."""
-    rx = re.compile(re.escape(case_id) + r"_\d{4,}\.png\Z")
+    """Every slice file of ``case_id`` in any split (exact stem ``<case_id>_<4+ digits>.png``, or
+    ``<case_id>_ax<k>_<4+ digits>.png`` of ``prepare.extra_axes``)."""
+    rx = re.compile(re.escape(case_id) + r"_(?:ax[012]_)?\d{4,}\.png\Z")
     found = []
     for split in SPLITS:
         for sub in ("images", "masks"):

@@ -61,6 +61,7 @@ from segkit.io.slices import resize_image as resize_image  # re-exported (one sl
 from segkit.io.slices import resize_label as resize_label  # re-exported (one slice resize)
 from segkit.io.volumes import Volume
 from segkit.prepare.normalize import apply_intensity, intensity_recipe
+from segkit.prepare.outdir import slice_stem
 from segkit.prepare.record import VOLUME, Geometry, Preprocessing
 from segkit.prepare.roi import Box, paste, roi_box
 from segkit.prepare.roi import crop as crop_box
@@ -540,9 +541,11 @@ def _training_crop(
 
 
 def write_slices(
-    sliced: SlicedCase, split_dir: Path, palette: npt.NDArray[np.uint8], compression: int = PNG_COMPRESSION
+    sliced: SlicedCase, split_dir: Path, palette: npt.NDArray[np.uint8], compression: int = PNG_COMPRESSION,
+    view: int | None = None,
 ) -> list[Path]:
-    """Write ``images/<case_id>_<slice_index:04d>.png`` (8-bit gray) and the matching RGB colour mask.
+    """Write ``images/<case_id>_<slice_index:04d>.png`` (8-bit gray) and the matching RGB colour mask
+    (``view``: slices along an extra axis, ``<case_id>_ax<view>_<slice_index:04d>.png``).
 
     Args:
         sliced: output of ``slice_case``.
@@ -562,12 +565,12 @@ def write_slices(
         if lbl2d is not None and lbl2d.size and int(lbl2d.max()) >= len(palette):
             raise DataError(
                 f"label value {int(lbl2d.max())} has no colour (classes 0..{len(palette) - 1})",
-                path=split_dir / "masks" / f"{sliced.case_id}_{int(k):04d}.png",
+                path=split_dir / "masks" / f"{slice_stem(sliced.case_id, k, view)}.png",
                 hint="the palette must have one colour per class of the config",
             )
     written: list[Path] = []
     for k, img2d, lbl2d in sliced.slices:
-        stem = f"{sliced.case_id}_{int(k):04d}.png"
+        stem = f"{slice_stem(sliced.case_id, k, view)}.png"
         written.append(write_png(split_dir / "images" / stem, img2d, compression))
         if lbl2d is not None:
             mask_path = split_dir / "masks" / stem
