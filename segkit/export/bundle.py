@@ -274,7 +274,10 @@ def _model_card(run_dir: Path, cfg: Config, licence: str | None) -> dict[str, An
     return {
         "modality": cfg.modality,
         "orientation": f"volumes are reoriented to RAS and sliced along axis {p.axis} "
-                       "(0 sagittal, 1 coronal, 2 axial); outputs are written in the input's own geometry",
+                       "(0 sagittal, 1 coronal, 2 axial)"
+                       + (f", and along axes {list(p.extra_axes)} too, the views' class probabilities "
+                          "averaged in the volume (prepare.extra_axes)" if p.extra_axes else "")
+                       + "; outputs are written in the input's own geometry",
         "spacing_mm": p.spacing,
         "training_data": {"dataset": Path(cfg.data.dir).name, "name": cfg.name},
         "validation_metrics": metrics,
