@@ -208,6 +208,7 @@ def evaluate_model(
     from segkit.postprocess import apply_postprocessing
     from segkit.predict.cases import dataset_cases
     from segkit.predict.models import load_models, resolve_models
+    from segkit.predict.volume import slices_visited
 
     split = split or cfg.evaluate.split
     run_dir = Path(cfg.train.run_dir)
@@ -219,7 +220,8 @@ def evaluate_model(
     model = load_models(paths, cfg, precision=cfg.train.precision)
     pairs = split_pairs(cfg, split)
     cases = dataset_cases(cfg, split)
-    progress.start(len(pairs) + sum(r.geometry.n_slices for r in cases.with_sources.values()), "evaluate")
+    progress.start(len(pairs) + sum(slices_visited(r.geometry, cfg) for r in cases.with_sources.values()),
+                   "evaluate")
     scores = _score_slices(model, cfg, pairs, list(cases.records), progress)
     volume_model = model
     if cfg.cascade.enabled:  # whole volumes go through both stages
@@ -437,11 +439,11 @@ def _original_case(
     """
     from segkit.postprocess.components import keep_largest
     from segkit.predict.cases import read_source_case
-    from segkit.predict.volume import VolumeSettings, predict_volume
+    from segkit.predict.volume import VolumeSettings, predict_volume, slices_visited
 
     case = read_source_case(case_id, record, label_cfg)
     if case is None:
-        progress.advance(record.geometry.n_slices)
+        progress.advance(slices_visited(record.geometry, cfg))
         return None
     settings = VolumeSettings(int(cfg.infer.batch_size), bool(cfg.infer.tta))
     pred = predict_volume(model, case.image, case.geometry, cfg, settings, Part(progress))

@@ -284,7 +284,10 @@ def choose_postprocessing_pooled(
     classes = [(c.id, c.name) for c in members[0][0].effective_classes]
     work = _members(members, split)  # first: the progress total is their slices
     if work:  # every slice of each case is segmented twice: without and with flip TTA
-        progress.start(2 * sum(r.geometry.n_slices for w in work for r in w.cases.values()), "postprocessing")
+        from segkit.predict.volume import slices_visited
+
+        progress.start(2 * sum(slices_visited(r.geometry, w.cfg) for w in work for r in w.cases.values()),
+                       "postprocessing")
     ids = [cid for cid, _ in classes]
     scores = _Scores(ids, ScoreTable(ids), {cid: [] for cid in ids})
     for member in work:
@@ -314,6 +317,7 @@ def _score_member(member: _Member, scores: _Scores, progress: Progress) -> None:
     """Segment each case of ``member`` without and with TTA and record every variant's Dice per class."""
     from segkit.predict.cases import read_source_case
     from segkit.predict.models import load_model
+    from segkit.predict.volume import slices_visited
 
     cfg = member.cfg
     model: Any = load_model(member.model_path, cfg, precision=cfg.train.precision)
@@ -325,7 +329,7 @@ def _score_member(member: _Member, scores: _Scores, progress: Progress) -> None:
         record = member.cases[case_id]
         case = read_source_case(case_id, record, member.label_cfg)
         if case is None:  # source files changed since prepare: not scored
-            progress.advance(2 * record.geometry.n_slices)
+            progress.advance(2 * slices_visited(record.geometry, cfg))
             continue
         for cid in scores.class_ids:
             if (case.reference == cid).any():

@@ -279,6 +279,13 @@ def predict_volume(
                             crop)
 
 
+def slices_visited(geometry: Geometry, cfg: Config) -> int:
+    """How many slices ``predict_volume`` segments in a volume of ``geometry`` (the progress unit): those
+    along the geometry's axis, plus those along each of ``prepare.extra_axes``."""
+    can = geometry.canonical_shape
+    return int(can[geometry.axis]) + sum(int(can[a]) for a in cfg.prepare.extra_axes)
+
+
 def view_spec(spec: Preprocessing | Geometry, cfg: Config, axis: int) -> Preprocessing:
     """The recipe of one extra view (``prepare.extra_axes``): ``spec``'s ``prepare`` section (a ``Geometry``
     spec: the config's) sliced along ``axis``. MR percentiles and CT windows are taken from the whole volume,

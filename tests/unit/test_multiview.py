@@ -134,7 +134,8 @@ def test_extra_axes_refuse_2d_slice_folders(tmp_path: Path) -> None:
     # refused before any slice is read (the PNG does not even exist), with the fix named
     with pytest.raises(DataError, match="folder of 2D slices") as e:
         _prepare_case(CaseTask(spec, cfg, tmp_path / "out", "train", "k"), {})
-    assert e.value.path == image and "remove prepare.extra_axes" in str(e.value.hint) and not (tmp_path / "out").exists()
+    assert e.value.path == image and "remove prepare.extra_axes" in str(e.value.hint)
+    assert not (tmp_path / "out").exists()
 
 
 # === inference ===
@@ -212,3 +213,61 @@ def test_a_geometry_spec_uses_the_config_for_the_extra_views(repo_root: Path, tm
     a = predict_volume(model, vol, geometry, cfg, VolumeSettings(8, probabilities=True))
     b = predict_volume(model, vol, Preprocessing.from_config(cfg), cfg, VolumeSettings(8, probabilities=True))
     np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-6)
+
+
+def test_evaluate_infer_and_the_choice_segment_every_view(
+    tmp_path: Path, constant_model, recording_progress  # noqa: ANN001 - conftest fixtures
+) -> None:
+    """A NIfTI case (LPS-like affine) through ``evaluate``, ``infer`` and the post-processing choice with
+    ``prepare.extra_axes``: each progress task totals the slices of all three views and advances by exactly
+    that; the bright block is found in the volume's own geometry; the slice scores hold the written (main
+    view) slices only."""
+    import nibabel as nib
+
+    from segkit.evaluate.run import evaluate_model
+    from segkit.infer.run import infer
+    from segkit.postprocess import choose_postprocessing
+    from segkit.prepare import PrepareOptions, SourceOptions, run_prepare
+
+    shape = (14, 12, 10)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    img = np.full(shape, 10.0, np.float32)
+    lbl = np.zeros(shape, np.uint8)
+    lbl[3:10, 4:9, 2:8] = 1
+    img[lbl == 1] = 200.0
+    affine = np.diag([-1.0, -1.0, 1.2, 1.0])
+    nib.save(nib.Nifti1Image(img, affine), str(raw / "c1_image.nii.gz"))
+    nib.save(nib.Nifti1Image(lbl, affine), str(raw / "c1_label.nii.gz"))
+    cfg = validate_config({
+        "modality": "mr", "classes": CLASSES,
+        "prepare": {"size": [16, 16], "empty_slices": "keep", "extra_axes": [0, 1],
+                    "split": {"train": 0, "valid": 0, "test": 1}},
+        "data": {"image_size": [16, 16], "channels": 1, "dir": str(tmp_path / "data")},
+        "model": {"num_layers": 3}, "train": {"run_dir": str(tmp_path / "run")},
+        "infer": {"batch_size": 8, "tta": False, "largest_component": False},
+    })
+    globs = SourceOptions(image_glob="*_image.nii.gz", label_glob="*_label.nii.gz")
+    opts = PrepareOptions(workers=1, source_options=globs)
+    assert run_prepare("nifti", raw, tmp_path / "data", cfg, opts).ok
+    written = sorted(p.stem for p in (tmp_path / "data" / "test" / "images").iterdir())
+    assert written == [f"c1_{k:04d}" for k in range(10)]  # a test case: the main view only
+    # foreground where x > 0.5
+    constant_model(tmp_path / "run" / "model.keras", 1, [0.0, -20.0], [0.0, 40.0])
+    views = 10 + 14 + 12  # axial (z), sagittal (x), coronal (y)
+
+    rec = recording_progress()
+    ev = evaluate_model(cfg, out_dir=tmp_path / "eval", progress=rec)
+    assert rec.tasks == [("evaluate", 10 + views, 10 + views)]
+    assert ev.summary["per_class"]["atrium"]["dice"]["mean"] > 0.99
+    assert ev.summary["n_slices"] == 10
+
+    rec = recording_progress()
+    res = infer(cfg, raw / "c1_image.nii.gz", tmp_path / "infer", progress=rec)
+    assert rec.tasks == [("c1_image.nii.gz", views, views)]
+    out = nib.load(str(res.volumes[0].seg_path))
+    assert np.allclose(out.affine, affine) and np.array_equal(np.asarray(out.dataobj) == 1, lbl == 1)
+
+    rec = recording_progress()
+    pp = choose_postprocessing(cfg, split="test", progress=rec, write=False)
+    assert pp is not None and rec.tasks == [("postprocessing", 2 * views, 2 * views)]
