@@ -162,9 +162,9 @@ class PrepareConfig(_Strict):
     )
     extra_axes: tuple[Literal[0, 1, 2], ...] = Field(
         (),
-        description="multi-planar 2D for near-isotropic volumes: the training cases are also sliced along "
-        "these axes (written as <case>_ax<k>_<NNNN>.png in train/ only), and inference averages the class "
-        "probabilities of every view (prepare.axis and these) before the argmax; e.g. [0, 1] with axis 2",
+        description="multi-planar 2D for near-isotropic volumes: the training and validation cases are also "
+        "sliced along these axes (<case>_ax<k>_<NNNN>.png), and inference averages the class probabilities "
+        "of every view (prepare.axis and these) before the argmax; e.g. [0, 1] with axis 2; [] = one plane",
     )
     size: Size2 = Field((512, 512), description="output slice size (height, width) in pixels")
     ct_window: Range = Field((-1000.0, 1000.0), description="CT: HU window clipped then scaled to 0..255")
@@ -233,13 +233,14 @@ class PrepareConfig(_Strict):
         extra = self.extra_axes
         if len(set(extra)) != len(extra) or self.axis in extra:
             raise ValueError(f"prepare.extra_axes {list(extra)} must name each axis once and not "
-                             f"prepare.axis ({self.axis}): e.g. {[a for a in (0, 1, 2) if a != self.axis]}")
+                             f"prepare.axis ({self.axis}): e.g. {[a for a in (0, 1, 2) if a != self.axis]}, "
+                             "or [] for one plane")
         if extra and self.slabs is not None:
             raise ValueError("prepare.extra_axes does not combine with prepare.slabs (blocks are cut along "
-                             "prepare.axis only): unset one of them")
+                             "prepare.axis only): set prepare.extra_axes: [] (one plane) or unset slabs")
         if extra and self.spacing is not None:
             raise ValueError("prepare.extra_axes needs prepare.size for every view, not prepare.spacing: "
-                             "remove prepare.spacing")
+                             "set prepare.extra_axes: [] (one plane) or remove prepare.spacing")
         return self
 
 
@@ -895,7 +896,7 @@ class Config(_Strict):
         if self.prepare.extra_axes and clash:
             what = clash[0]
             raise ValueError(f"prepare.extra_axes (multi-planar views) does not combine with {what} yet: "
-                             f"unset one of them")
+                             "set prepare.extra_axes: [] (one plane) or unset the other")
         if self.cascade.enabled and self.prepare.spacing is not None:
             raise ValueError("cascade.enabled needs a fixed prepare.size for the crops, not prepare.spacing: "
                              "remove prepare.spacing")
@@ -948,9 +949,11 @@ class Config(_Strict):
                 "classes": [c.model_dump(mode="json", exclude={"concept"}) for c in self.classes],
                 "modality": self.modality,
                 # empty_labels only decides whether to complain, not what is written
-                # slabs: absent unless set (the fingerprints of datasets prepared before it are kept)
+                # slabs, extra_axes: absent unless set (the fingerprints of datasets prepared before them
+                # are kept)
                 "prepare": self.prepare.model_dump(mode="json", exclude={"empty_labels"} | (
-                    {"slabs", "slab_gap_mm"} if self.prepare.slabs is None else set())),
+                    {"slabs", "slab_gap_mm"} if self.prepare.slabs is None else set()) | (
+                    set() if self.prepare.extra_axes else {"extra_axes"})),
                 # a cascade's fine dataset holds crops (margin, jitter); absent otherwise (old keys kept)
                 **({"cascade": self.cascade.model_dump(
                     mode="json", include={"margin_mm", "jitter_mm"})} if self.cascade.enabled else {}),

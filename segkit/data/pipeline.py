@@ -61,6 +61,7 @@ R = TypeVar("R")  # a case record (segkit.prepare.record.CaseRecord)
 _SHOW = 5  # file names listed in an error before "... and N more"
 _STEM_RE = re.compile(r"^(?P<case>.+)_(?P<idx>\d+)$")
 _VIEW_RE = re.compile(r"^(?P<case>.+)_ax[012]_\d+$")  # prepare.extra_axes' slices (outdir.slice_stem)
+_VIEW_REST_RE = re.compile(r"ax[012]_\d+")  # what follows "<case>_" in such a stem
 
 
 # === Pairing ===
@@ -202,7 +203,7 @@ def case_of_stem(stem: str, case_ids: Sequence[str] = ()) -> tuple[str, int | No
         rest = stem[len(case) + 1 :]
         if stem.startswith(case + "_") and rest.isdigit():
             return case, int(rest)
-        if stem.startswith(case + "_") and _VIEW_RE.match("x_" + rest):
+        if stem.startswith(case + "_") and _VIEW_REST_RE.fullmatch(rest):
             return case, None
     m = _VIEW_RE.match(stem)
     if m:

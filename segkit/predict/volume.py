@@ -286,15 +286,16 @@ def slices_visited(geometry: Geometry, cfg: Config) -> int:
     return int(can[geometry.axis]) + sum(int(can[a]) for a in cfg.prepare.extra_axes)
 
 
-def view_spec(spec: Preprocessing | Geometry, cfg: Config, axis: int) -> Preprocessing:
-    """The recipe of one extra view (``prepare.extra_axes``): ``spec``'s ``prepare`` section (a ``Geometry``
-    spec: the config's) sliced along ``axis``. MR percentiles and CT windows are taken from the whole volume,
-    so every view sees the same intensities."""
+def view_spec(spec: Preprocessing | Geometry, axis: int) -> Preprocessing | Geometry:
+    """The recipe of one extra view (``prepare.extra_axes``): ``spec`` sliced along ``axis``. A
+    ``Preprocessing`` keeps its ``prepare`` section (MR percentiles and CT windows are taken from the whole
+    volume, so every view sees the same intensities); a prepared case's ``Geometry`` keeps its recorded
+    intensity recipe and size."""
     from segkit.prepare.record import Preprocessing
 
-    prep, modality = (spec.prepare, spec.modality) if isinstance(spec, Preprocessing) else (cfg.prepare,
-                                                                                         cfg.modality)
-    return Preprocessing(prep.model_copy(update={"axis": axis, "extra_axes": ()}), modality)
+    if isinstance(spec, Preprocessing):
+        return Preprocessing(spec.prepare.model_copy(update={"axis": axis, "extra_axes": ()}), spec.modality)
+    return replace(spec, axis=axis, crop=None)
 
 
 def predict_views(
@@ -328,7 +329,7 @@ def predict_views(
     assert total is not None
     seconds = dict(main.seconds)
     for axis in axes:
-        other = predict_volume(model, volume, view_spec(spec, cfg, axis), single, keep, Part(progress))
+        other = predict_volume(model, volume, view_spec(spec, axis), single, keep, Part(progress))
         assert other.probabilities is not None
         total += other.probabilities
         seconds = {k: v + other.seconds.get(k, 0.0) for k, v in seconds.items()}

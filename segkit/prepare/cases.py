@@ -137,7 +137,8 @@ def _prepare_case(task: CaseTask, sha: dict[str, str | None]) -> dict[str, Any]:
         del image, label
     n_classes = len(cfg.effective_classes) + 1
     pixels = np.zeros(n_classes, dtype=np.int64)
-    for _, _, lbl in sliced.slices:
+    written = [sliced, *(view for _, view in views)]  # prepare.extra_axes: what the split folders hold too
+    for _, _, lbl in (item for s in written for item in s.slices):
         if lbl is not None:
             pixels += class_pixels(lbl, n_classes)
     empty = spec.label is not None and not pixels[1:].any() and not _label_has_foreground(spec, cfg)
@@ -170,7 +171,7 @@ def _prepare_case(task: CaseTask, sha: dict[str, str | None]) -> dict[str, Any]:
     return {
         "key": task.key,
         "record": record.to_json(),
-        "n_slices_written": len(sliced.slices),
+        "n_slices_written": sum(len(s.slices) for s in written),
         "pixels": [int(v) for v in pixels],
         "files": sorted(p.relative_to(task.out).as_posix() for p in paths),
         "empty_label": bool(empty),

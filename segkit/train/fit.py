@@ -351,6 +351,30 @@ def write_run_info(cfg: Config, run_dir: Path, precision: str, device: str, jit_
 # === Data ===
 
 
+def check_views(cfg: Config) -> None:
+    """The planes the dataset holds (``dataset.json``'s ``prepare.extra_axes``) are the ones the config
+    names: inference averages the config's views, so a model must have learnt each of them.
+
+    Raises:
+        DataError: they differ (one line naming ``dataset.json`` and both settings).
+    """
+    from segkit.prepare.manifest import MANIFEST_FILE
+    from segkit.prepare.outdir import read_json
+
+    manifest = read_json(Path(cfg.data.dir) / MANIFEST_FILE)
+    prep = manifest.get("prepare") if manifest is not None else None
+    if not isinstance(prep, dict):
+        return
+    held = [int(a) for a in prep.get("extra_axes") or []]
+    if held != list(cfg.prepare.extra_axes):
+        raise DataError(
+            f"the dataset was prepared with prepare.extra_axes {held}, the config says "
+            f"{list(cfg.prepare.extra_axes)}: the model would not learn the views inference averages",
+            path=Path(cfg.data.dir) / MANIFEST_FILE,
+            hint=f"prepare the dataset again with this config, or set prepare.extra_axes={held}",
+        )
+
+
 def check_split(cfg: Config, split: str) -> int:
     """Number of image/mask pairs in ``data.dir/<split>``.
 
@@ -1097,6 +1121,7 @@ def train_one(
     # Cheap checks first: a missing split or a refused run folder fails before TensorFlow is imported.
     n_train = check_split(cfg, "train")
     n_valid = check_split(cfg, "valid")
+    check_views(cfg)
     if cfg.train.include_valid:
         logging.getLogger(__name__).warning(
             "train.include_valid: the valid cases are trained on too, so validation Dice, early stopping, a "

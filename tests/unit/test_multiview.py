@@ -65,6 +65,9 @@ def test_view_stems_belong_to_their_case() -> None:
     # a case id that itself ends like a view stays the longer, known id
     assert case_of_stem("p_ax0_0003", ["p_ax0"]) == ("p_ax0", 3)
     assert is_view_stem("la_101_ax2_0001") and not is_view_stem("la_101_0001")
+    # a known case's prefix does not claim another case's view: "a" + "_foo_ax0_0003" is case "a_foo"'s
+    assert case_of_stem("a_foo_ax0_0003", ["a", "a_foo"]) == ("a_foo", None)
+    assert case_of_stem("a_foo_ax0_0003", ["a"]) == ("a_foo", None)
 
 
 # === prepare ===
@@ -73,7 +76,8 @@ def test_view_stems_belong_to_their_case() -> None:
 def _prepare(repo_root: Path, out: Path, *sets: str):
     from segkit.prepare import PrepareOptions, SourceOptions, run_prepare
 
-    cfg = load_config(repo_root / "configs" / "demo.yaml", ["prepare.size=[32,32]", *sets])
+    cfg = load_config(repo_root / "configs" / "demo.yaml",
+                      ["prepare.size=[32,32]", "prepare.empty_slices=keep", *sets])
     report = run_prepare("phantom", None, out, cfg,
                          PrepareOptions(workers=1, source_options=SourceOptions(phantom_n=4)))
     assert report.ok, report.failures
@@ -106,15 +110,14 @@ def test_prepare_writes_the_extra_views_of_training_and_validation_cases(repo_ro
                     assert imgs == [] and masks == []
                     continue
                 assert imgs and [m.replace("/masks/", "/images/") for m in masks] == imgs
-                # one slice per index along that axis with foreground (+ the kept empty ones)
-                n = manifest["cases"][case]["shape"] if "shape" in manifest["cases"][case] else None
-                idx = sorted(int(Path(k).stem.rsplit("_", 1)[1]) for k in imgs)
-                assert idx == sorted(set(idx))
-                if n is not None:
-                    assert max(idx) < max(n)
+                # empty_slices: keep -> one slice per index along that axis of the RAS volume
+                shape = manifest["cases"][case]["canonical_shape"]
+                assert sorted(int(Path(k).stem.rsplit("_", 1)[1]) for k in imgs) == list(range(shape[axis]))
             record = json.loads((tmp_path / "multi" / "records" / "cases" / f"{case}.json").read_text())
             listed = {f for f in record["files"] if is_view_stem(Path(f).stem)}
             assert listed == {k for k in views if f"/{case}_ax" in k}
+            # the prepare report counts every slice written, views included
+            assert record["n_slices_written"] == len([f for f in record["files"] if "/images/" in f])
             # the files segkit removes on --overwrite or a re-prepare of the case include the views
             found = {p.relative_to(tmp_path / "multi").as_posix()
                      for p in slice_files(tmp_path / "multi", case)}
@@ -160,7 +163,10 @@ def _volume(affine: np.ndarray) -> tuple[Volume, np.ndarray]:
     return Volume(img, affine, None), block
 
 
-@pytest.mark.parametrize("affine", [np.eye(4), np.diag([-0.8, -0.8, 1.5, 1.0])])
+PERMUTED = np.array([[0.0, 0.0, -1.5, 0.0], [-0.8, 0.0, 0.0, 0.0], [0.0, 0.8, 0.0, 0.0], [0, 0, 0, 1.0]])
+
+
+@pytest.mark.parametrize("affine", [np.eye(4), np.diag([-0.8, -0.8, 1.5, 1.0]), PERMUTED])
 def test_views_are_averaged_in_the_volume_geometry(affine: np.ndarray) -> None:
     from segkit.predict.volume import VolumeSettings, predict_volume
 
@@ -189,26 +195,31 @@ def test_views_are_averaged_in_the_volume_geometry(affine: np.ndarray) -> None:
     assert np.array_equal(pred.labels, pred.probabilities.argmax(-1))
     inside = (pred.labels == 1)
     assert 2 * (inside & block).sum() / (inside.sum() + block.sum()) > 0.95
-    # the main view's display slices are re-cut from the averaged labels: axial, one per z, at its size
-    assert pred.labels2d.shape == (24, *pred.geometry.slice_shape)
-    assert pred.labels2d.sum() == pred.labels.sum()
-    # the progress counts every view's slices once: 24 axial + 40 sagittal + 36 coronal
+    # the main view's display slices are re-cut from the averaged labels: one per slice along the RAS axial
+    # axis at its size; putting them back (reassemble_volume: the inverse path) gives the labels exactly
+    from segkit.prepare.slicing import reassemble_volume
+
+    n_axial = pred.geometry.canonical_shape[2]
+    assert pred.labels2d.shape == (n_axial, *pred.geometry.slice_shape)
+    assert np.array_equal(reassemble_volume(dict(enumerate(pred.labels2d)), pred.geometry), pred.labels)
+    # the progress counts every view's slices once
     assert counted[0] == ("start", 24 + 40 + 36) and sum(n for k, n in counted if k == "advance") == 100
     without = predict_volume(model, vol, Preprocessing.from_config(cfg), cfg, VolumeSettings(8))
     assert without.probabilities is None and np.array_equal(without.labels, pred.labels)
 
 
 def test_a_geometry_spec_uses_the_config_for_the_extra_views(repo_root: Path, tmp_path: Path) -> None:
-    """``segkit evaluate`` repeats a prepared case's recorded ``Geometry``; the extra views take the config's
-    recipe along their axes and give the same average as a ``Preprocessing`` spec."""
+    """``segkit evaluate`` repeats a prepared case's recorded ``Geometry``; the extra views keep its recorded
+    intensity recipe along their axes and give the same average as a ``Preprocessing`` spec."""
     from segkit.predict.volume import VolumeSettings, predict_volume, view_spec
     from segkit.prepare.slicing import volume_to_slices
 
     cfg = validate_config(_raw(extra_axes=[0, 1]))
     vol, _ = _volume(np.eye(4))
     geometry = volume_to_slices(vol.data, vol.affine, Preprocessing.from_config(cfg)).geometry
-    sagittal = view_spec(geometry, cfg, 0).prepare
-    assert sagittal.axis == 0 and sagittal.extra_axes == () and sagittal.size == cfg.prepare.size
+    sagittal = view_spec(geometry, 0)
+    assert sagittal.axis == 0 and sagittal.intensity == geometry.intensity and sagittal.size == geometry.size
+    assert view_spec(Preprocessing.from_config(cfg), 1).prepare.extra_axes == ()
     model = _threshold_model(32)
     a = predict_volume(model, vol, geometry, cfg, VolumeSettings(8, probabilities=True))
     b = predict_volume(model, vol, Preprocessing.from_config(cfg), cfg, VolumeSettings(8, probabilities=True))
@@ -271,3 +282,22 @@ def test_evaluate_infer_and_the_choice_segment_every_view(
     rec = recording_progress()
     pp = choose_postprocessing(cfg, split="test", progress=rec, write=False)
     assert pp is not None and rec.tasks == [("postprocessing", 2 * views, 2 * views)]
+
+
+def test_training_refuses_a_dataset_prepared_with_other_views(tmp_path: Path) -> None:
+    """Inference averages the config's views, so ``train`` refuses a dataset whose planes differ from them."""
+    from segkit.train.fit import check_views
+
+    data = tmp_path / "data"
+    data.mkdir()
+    raw = _raw(extra_axes=[0, 1])
+    raw["data"]["dir"] = str(data)
+    (data / "dataset.json").write_text(json.dumps({"prepare": {"axis": 2}}))  # one plane (before the key)
+    with pytest.raises(DataError, match=r"prepared with prepare.extra_axes \[\], the config says \[0, 1\]"):
+        check_views(validate_config(raw))
+    (data / "dataset.json").write_text(json.dumps({"prepare": {"axis": 2, "extra_axes": [0, 1]}}))
+    check_views(validate_config(raw))  # the same planes: accepted
+    raw["prepare"].pop("extra_axes")
+    with pytest.raises(DataError, match=r"with prepare.extra_axes \[0, 1\], the config says \[\]") as e:
+        check_views(validate_config(raw))
+    assert "set prepare.extra_axes=[0, 1]" in str(e.value.hint) and e.value.path == data / "dataset.json"

@@ -63,7 +63,8 @@ def test_prepare_size_override_moves_the_presets_image_size() -> None:
     assert cfg.data.image_size == (96, 96)
     explicit = load_config("left-atrial", ["prepare.size=[96,96]", "data.image_size=[128,128]"])
     assert explicit.data.image_size == (128, 128)
-    patches = load_config("left-atrial", ["prepare.size=[96,96]", "data.patches=true"])
+    one_plane = "prepare.extra_axes=[]"  # patches take one plane
+    patches = load_config("left-atrial", ["prepare.size=[96,96]", "data.patches=true", one_plane])
     assert patches.data.image_size == (128, 128)  # patches of 128 cropped from (padded) 96 slices: on purpose
 
 
@@ -75,7 +76,8 @@ def test_later_commands_take_the_prepared_size(tmp_path: Path, monkeypatch: pyte
     (data / "dataset.json").write_text(json.dumps({"prepare": {"size": [96, 96]}}))
     assert load_config("left-atrial").data.image_size == (96, 96)
     assert load_config("left-atrial", ["data.image_size=[128,128]"]).data.image_size == (128, 128)
-    assert load_config("left-atrial", ["data.patches=true"]).data.image_size == (128, 128)
+    one_plane = "prepare.extra_axes=[]"
+    assert load_config("left-atrial", ["data.patches=true", one_plane]).data.image_size == (128, 128)
     own = tmp_path / "own.yaml"  # the user's own file pins image_size: kept
     text = load_config("left-atrial").to_yaml()
     own.write_text(text.replace("image_size: [96, 96]", "image_size: [64, 64]"))

@@ -151,14 +151,18 @@ def test_one_volume_prepared_as_blocks_and_evaluated_on_each_block(tmp_path: Pat
 def test_slab_settings_are_checked_and_leave_other_datasets_fingerprints_alone() -> None:
     """``slabs`` below 2 and negative gaps are refused; the prepare fingerprint of a config without slabs is
     the one segkit wrote before the key existed (its datasets are not prepared again)."""
+    one_plane = "prepare.extra_axes=[]"  # the preset's three planes do not combine with slabs
+    preset = REPO / "configs" / "left-atrial.yaml"
     with pytest.raises(Exception, match="slabs"):
-        load_config(REPO / "configs" / "left-atrial.yaml", ["prepare.slabs=1"])
+        load_config(preset, [one_plane, "prepare.slabs=1"])
     with pytest.raises(Exception, match="slab_gap_mm"):
-        load_config(REPO / "configs" / "left-atrial.yaml", ["prepare.slabs=3", "prepare.slab_gap_mm=-1"])
-    la = load_config(REPO / "configs" / "left-atrial.yaml")
+        load_config(preset, [one_plane, "prepare.slabs=3", "prepare.slab_gap_mm=-1"])
+    # the LA preset in one plane, as it was before prepare.extra_axes existed: the same fingerprint
+    la = load_config(preset, [one_plane])
     assert la.prepare_fingerprint() == "088553e5c12db8a0e60627ec4931babe9e1e19186466d607530608468a878013"
-    assert load_config(REPO / "configs" / "left-atrial.yaml", ["prepare.slabs=3"]).prepare_fingerprint() \
-        != la.prepare_fingerprint()
+    slabs = load_config(preset, [one_plane, "prepare.slabs=3"])
+    assert slabs.prepare_fingerprint() != la.prepare_fingerprint()
+    assert load_config(preset).prepare_fingerprint() != la.prepare_fingerprint()
 
 
 def test_a_class_no_training_slice_holds_is_warned() -> None:
