@@ -218,8 +218,9 @@ def predict_volume(
         cfg: the config (``data.image_size``, channels, context slices, ``infer.overlap``, classes).
         settings: batch size, flip TTA, and whether to return the (X, Y, Z, K) class probabilities in the
             input's geometry.
-        progress: started once with the number of slices (described by the file name, else ``"volume"``)
-            before prediction, then advanced by the slices done after each batch; pass
+        progress: started once with the number of slices (every view's with ``prepare.extra_axes``;
+            described by the file name, else ``"volume"``) before prediction, then advanced by the slices done
+            after each batch; pass
             ``segkit.progress.Part(p)`` to count the slices into a task already started.
         crop: segment only this box of every display slice (``segkit.prepare.roi``), resized to the model's
             size; background outside it.

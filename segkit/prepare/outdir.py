@@ -96,7 +96,8 @@ def clear_out(out: Path, phantom: bool = False) -> list[Path]:
     """Remove what ``segkit prepare`` wrote in ``out`` and nothing else; return the files it left in place.
 
     segkit's files are known by name: the case records, splits.json, dataset.json, summary.png, every slice
-    file ``<case>_<NNNN>.png`` of a case named in splits.json or in a case record, the phantom's
+    file ``<case>_<NNNN>.png`` (and ``<case>_ax<k>_<NNNN>.png``) of a case named in splits.json or in a case
+    record, the phantom's
     ``raw/case_NNN_*`` volumes (``phantom``), and temporaries of killed runs. A folder is removed only when
     that leaves it empty, so a user's own file inside ``train/images`` or ``records/`` survives
     ``--overwrite``.
