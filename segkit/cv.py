@@ -628,6 +628,9 @@ def run_cv(
     hooks = hooks or CVHooks()
     k_total, todo = check_folds(cfg, folds)
     run_dir = Path(cfg.train.run_dir)
+    from segkit.train.fit import check_views
+
+    check_views(cfg)  # before --overwrite clears anything
     _check_root(run_dir, overwrite)
     fold_cfgs = [fold_config(cfg, k) for k in range(k_total)]
     trained, skipped, running = _train_folds(

@@ -317,13 +317,15 @@ def predict_views(
         average, and ``seconds`` summed over the views. ``progress`` counts the slices of every view.
     """
     from segkit.geometry import to_canonical
+    from segkit.prepare.record import Geometry
     from segkit.prepare.slicing import display_slices
 
     single = cfg.model_copy(update={"prepare": cfg.prepare.model_copy(update={"extra_axes": ()})})
     keep = replace(settings, probabilities=True)
     axes = [int(a) for a in cfg.prepare.extra_axes]
     canonical = to_canonical(np.asarray(volume.data), volume.affine, copy=False)[0].shape  # a view
-    n = sum(int(canonical[a]) for a in (int(cfg.prepare.axis), *axes))
+    main_axis = int(spec.axis if isinstance(spec, Geometry) else spec.prepare.axis)
+    n = sum(int(canonical[a]) for a in (main_axis, *axes))
     progress.start(n, volume.path.name if volume.path is not None else "volume")
     main = predict_volume(model, volume, spec, single, keep, Part(progress))
     total = main.probabilities
@@ -338,7 +340,6 @@ def predict_views(
     total /= 1 + len(axes)
     labels = total.argmax(-1).astype(np.uint8)
     lbl_ras = to_canonical(labels, volume.affine, copy=False)[0]
-    main_axis = int(main.geometry.axis)
     labels2d = np.stack([s for _, s in display_slices(lbl_ras, main_axis, range(lbl_ras.shape[main_axis]))])
     return replace(main, labels=labels, labels2d=labels2d,
                    probabilities=total if settings.probabilities else None, seconds=seconds)

@@ -126,7 +126,8 @@ def _prepare_case(task: CaseTask, sha: dict[str, str | None]) -> dict[str, Any]:
     if spec.kind == "slices2d":
         if cfg.prepare.extra_axes:
             raise DataError("prepare.extra_axes slices volumes along other axes; this case is a folder of "
-                            "2D slices", path=spec.image, hint="remove prepare.extra_axes for 2D slice data")
+                            "2D slices", path=spec.image,
+                            hint="set prepare.extra_axes: [] (one plane) for 2D slice data")
         sliced = slice_2d_case(spec, cfg, rng)
         views = []
     else:

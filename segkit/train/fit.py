@@ -365,11 +365,13 @@ def check_views(cfg: Config) -> None:
     prep = manifest.get("prepare") if manifest is not None else None
     if not isinstance(prep, dict):
         return
-    held = [int(a) for a in prep.get("extra_axes") or []]
-    if held != list(cfg.prepare.extra_axes):
+    extra = prep.get("extra_axes")
+    held = sorted(int(a) for a in extra if isinstance(a, int)) if isinstance(extra, list) else []
+    planes = {prep.get("axis", cfg.prepare.axis), *held}
+    if planes != {cfg.prepare.axis, *cfg.prepare.extra_axes}:
         raise DataError(
             f"the dataset was prepared with prepare.extra_axes {held}, the config says "
-            f"{list(cfg.prepare.extra_axes)}: the model would not learn the views inference averages",
+            f"{sorted(cfg.prepare.extra_axes)}: the model would not learn the views inference averages",
             path=Path(cfg.data.dir) / MANIFEST_FILE,
             hint=f"prepare the dataset again with this config, or set prepare.extra_axes={held}",
         )

@@ -126,6 +126,18 @@ def test_prepare_writes_the_extra_views_of_training_and_validation_cases(repo_ro
     assert any(k.startswith("train/images/") for k in views) and any(k.startswith("valid/") for k in views)
 
 
+def test_the_main_view_is_a_one_plane_datasets_when_empty_slices_are_sampled(repo_root: Path,
+                                                                               tmp_path: Path) -> None:
+    """With ``empty_slices: fraction`` the views draw their label-free slices after the main view, so the main
+    view's files are exactly those of a one-plane dataset."""
+    sets = ["prepare.empty_slices=fraction", "prepare.empty_fraction=0.3"]
+    _prepare(repo_root, tmp_path / "one", *sets)
+    _prepare(repo_root, tmp_path / "multi", *sets, "prepare.extra_axes=[0,1]")
+    one, multi = _files(tmp_path / "one"), _files(tmp_path / "multi")
+    assert {k: v for k, v in multi.items() if not is_view_stem(Path(k).stem)} == one
+    assert len(multi) > len(one)
+
+
 def test_extra_axes_refuse_2d_slice_folders(tmp_path: Path) -> None:
     from segkit.io.volumes import CaseKind
     from segkit.prepare.cases import CaseTask, _prepare_case
@@ -137,7 +149,7 @@ def test_extra_axes_refuse_2d_slice_folders(tmp_path: Path) -> None:
     # refused before any slice is read (the PNG does not even exist), with the fix named
     with pytest.raises(DataError, match="folder of 2D slices") as e:
         _prepare_case(CaseTask(spec, cfg, tmp_path / "out", "train", "k"), {})
-    assert e.value.path == image and "remove prepare.extra_axes" in str(e.value.hint)
+    assert e.value.path == image and "prepare.extra_axes: []" in str(e.value.hint)
     assert not (tmp_path / "out").exists()
 
 
@@ -208,7 +220,7 @@ def test_views_are_averaged_in_the_volume_geometry(affine: np.ndarray) -> None:
     assert without.probabilities is None and np.array_equal(without.labels, pred.labels)
 
 
-def test_a_geometry_spec_uses_the_config_for_the_extra_views(repo_root: Path, tmp_path: Path) -> None:
+def test_a_geometry_spec_keeps_its_recorded_recipe_for_the_extra_views() -> None:
     """``segkit evaluate`` repeats a prepared case's recorded ``Geometry``; the extra views keep its recorded
     intensity recipe along their axes and give the same average as a ``Preprocessing`` spec."""
     from segkit.predict.volume import VolumeSettings, predict_volume, view_spec
@@ -295,8 +307,14 @@ def test_training_refuses_a_dataset_prepared_with_other_views(tmp_path: Path) ->
     (data / "dataset.json").write_text(json.dumps({"prepare": {"axis": 2}}))  # one plane (before the key)
     with pytest.raises(DataError, match=r"prepared with prepare.extra_axes \[\], the config says \[0, 1\]"):
         check_views(validate_config(raw))
+    (data / "dataset.json").write_text(json.dumps({"prepare": {"axis": 2, "extra_axes": [1, 0]}}))
+    check_views(validate_config(raw))  # the same planes, in any order: accepted
+    (data / "dataset.json").write_text(json.dumps({"prepare": {"axis": 1, "extra_axes": [0]}}))
+    raw1 = _raw(extra_axes=[0], axis=2)
+    raw1["data"]["dir"] = str(data)
+    with pytest.raises(DataError, match="extra_axes"):  # other planes: axis 1 + 0 is not axis 2 + 0
+        check_views(validate_config(raw1))
     (data / "dataset.json").write_text(json.dumps({"prepare": {"axis": 2, "extra_axes": [0, 1]}}))
-    check_views(validate_config(raw))  # the same planes: accepted
     raw["prepare"].pop("extra_axes")
     with pytest.raises(DataError, match=r"with prepare.extra_axes \[0, 1\], the config says \[\]") as e:
         check_views(validate_config(raw))
