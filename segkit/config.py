@@ -228,6 +228,11 @@ class PrepareConfig(_Strict):
             raise ValueError(f"low ({v[0]}) must be below high ({v[1]})")
         return v
 
+    def view(self, axis: int | None = None) -> PrepareConfig:
+        """This section for one plane: slicing along ``axis`` (default ``self.axis``) without extra axes (a
+        view of ``extra_axes``, as ``prepare`` writes it and inference segments it)."""
+        return self.model_copy(update={"axis": self.axis if axis is None else axis, "extra_axes": ()})
+
     @model_validator(mode="after")
     def _check_views(self) -> PrepareConfig:
         extra = self.extra_axes

@@ -295,7 +295,7 @@ def view_spec(spec: Preprocessing | Geometry, axis: int) -> Preprocessing | Geom
     from segkit.prepare.record import Preprocessing
 
     if isinstance(spec, Preprocessing):
-        return Preprocessing(spec.prepare.model_copy(update={"axis": axis, "extra_axes": ()}), spec.modality)
+        return Preprocessing(spec.prepare.view(axis), spec.modality)
     return replace(spec, axis=axis, crop=None)
 
 
@@ -320,7 +320,7 @@ def predict_views(
     from segkit.prepare.record import Geometry
     from segkit.prepare.slicing import display_slices
 
-    single = cfg.model_copy(update={"prepare": cfg.prepare.model_copy(update={"extra_axes": ()})})
+    single = cfg.model_copy(update={"prepare": cfg.prepare.view()})
     keep = replace(settings, probabilities=True)
     axes = [int(a) for a in cfg.prepare.extra_axes]
     canonical = to_canonical(np.asarray(volume.data), volume.affine, copy=False)[0].shape  # a view

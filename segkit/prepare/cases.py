@@ -190,8 +190,7 @@ def _extra_views(
 
     out = []
     for axis in cfg.prepare.extra_axes:
-        view_cfg = cfg.model_copy(update={"prepare": cfg.prepare.model_copy(update={"axis": axis,
-                                                                                   "extra_axes": ()})})
+        view_cfg = cfg.model_copy(update={"prepare": cfg.prepare.view(axis)})
         out.append((int(axis), slice_case(image, label, view_cfg, case_id, rng)))
     return out
 
